@@ -1,0 +1,1 @@
+"""Device identity: the device CA, enrollment, and the generated broker configuration."""

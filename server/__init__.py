@@ -1,0 +1,1 @@
+"""The fieldlink server: fleet registry, ingest, sessions, incidents and KPIs."""

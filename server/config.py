@@ -1,0 +1,79 @@
+"""Server settings: ``[server]`` of ``server.toml`` under ``FIELDLINK_*`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shared.config import FieldlinkSettings, load_settings, resolve_config_path
+
+DEFAULT_CONFIG = Path("/etc/fieldlink/server.toml")
+
+
+class ThresholdRule(BaseModel):
+    """A warning when a metric crosses a bound, e.g. ``disk_percent:*`` above 90.
+
+    ``metric`` may end in ``*`` to match every metric with that prefix.
+    """
+
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    severity: Literal["info", "warning", "error", "critical"] = "warning"
+    code: str | None = None
+
+
+DEFAULT_THRESHOLDS = [
+    ThresholdRule(metric="disk_percent:*", above=90.0, code="disk_full"),
+    ThresholdRule(metric="mem_percent", above=95.0, code="memory_high"),
+    ThresholdRule(metric="mfp.toner_*_percent", below=5.0, code="toner_low"),
+]
+
+
+class ServerSettings(FieldlinkSettings):
+    """Everything the server reads from ``[server]``; each key has a ``FIELDLINK_<KEY>`` override."""
+
+    database_url: str = "sqlite:////var/lib/fieldlink/fieldlink.db"
+    #: ``mqtt://host:1883``, ``mqtts://host:8883``, or ``embedded``.
+    broker_url: str = "embedded"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    #: Where the server keeps its keys, the embedded broker's files, recordings.
+    state_dir: Path = Path("/var/lib/fieldlink")
+    #: The public URL agents and the CLI use to reach this server.
+    public_url: str | None = None
+    #: Names this process in shared subscriptions and in session.open.
+    instance_id: str | None = None
+    log_level: str = "info"
+
+    # MQTT client identity of the server (mutual TLS in production).
+    broker_ca: Path | None = None
+    broker_cert: Path | None = None
+    broker_key: Path | None = None
+    broker_username: str | None = None
+    broker_password: str | None = None
+    #: Port of the embedded broker; 0 picks a free one.
+    embedded_broker_port: int = Field(default=0, ge=0, le=65535)
+
+    # Ingest.
+    ingest_batch_size: int = Field(default=500, ge=1)
+    ingest_flush_ms: int = Field(default=50, ge=1)
+    #: A device silent for this long is marked offline (reason ``silent``).
+    offline_after_s: float = Field(default=90.0, gt=0)
+    #: A device whose clock is off by more than this is flagged.
+    clock_skew_max_s: float = Field(default=60.0, gt=0)
+    telemetry_retention_days: int = Field(default=30, ge=1)
+    rollup_retention_days: int = Field(default=400, ge=1)
+    thresholds: list[ThresholdRule] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+
+    # Operators.
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+
+
+def load_server_settings(path: Path | None = None, **overrides: object) -> ServerSettings:
+    """Load ``[server]`` from ``path``, ``FIELDLINK_CONFIG`` or ``/etc/fieldlink/server.toml``."""
+    return load_settings(
+        ServerSettings, resolve_config_path(path, DEFAULT_CONFIG), "server", **overrides
+    )

@@ -1,0 +1,96 @@
+"""The device registry: identity, contract data, and the latest known health."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import field_validator
+from sqlmodel import Field, SQLModel
+
+from server.models.base import JSONType, utc_column
+from shared.ids import DEVICE_ID_PATTERN, utcnow
+
+DeviceType = Literal["mfp", "imaging", "server"]
+DEVICE_TYPES: tuple[str, ...] = ("mfp", "imaging", "server")
+
+
+class DeviceBase(SQLModel):
+    """What an administrator registers about a device."""
+
+    serial: str = Field(min_length=1, max_length=128, index=True)
+    model: str = Field(min_length=1, max_length=128)
+    type: str = Field(max_length=16, index=True)
+    customer: str = Field(min_length=1, max_length=256, index=True)
+    site: str | None = Field(default=None, max_length=256)
+    region: str | None = Field(default=None, max_length=128, index=True)
+    contact_phone: str | None = Field(default=None, max_length=64, index=True)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in DEVICE_TYPES:
+            msg = f"type must be one of {', '.join(DEVICE_TYPES)}"
+            raise ValueError(msg)
+        return value
+
+
+class DeviceCreate(DeviceBase):
+    """Body of ``POST /api/v1/devices``; ``id`` is derived from type and serial when absent."""
+
+    id: str | None = Field(default=None, max_length=63, regex=DEVICE_ID_PATTERN)
+
+
+class Device(DeviceBase, table=True):
+    """A registered device and what the server last learned about it."""
+
+    id: str = Field(primary_key=True, max_length=63)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+
+    # Online state and why it last changed: birth, shutdown, connection_lost, silent.
+    online: bool = Field(default=False, index=True)
+    online_reason: str | None = Field(default=None, max_length=32)
+    online_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    last_seen: datetime | None = Field(default=None, sa_column=utc_column(index=True))
+    agent_version: str | None = Field(default=None, max_length=64)
+
+    # Latest health sample.
+    boot_id: str | None = Field(default=None, max_length=64)
+    last_seq: int | None = None
+    status: str | None = Field(default=None, max_length=16, index=True)
+    health: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType))
+    health_ts: datetime | None = Field(default=None, sa_column=utc_column())
+
+    # The device clock's offset from the server's (device minus server), in seconds.
+    clock_offset_s: float | None = None
+    clock_skewed: bool = False
+
+    # Ingest accounting.
+    telemetry_received: int = 0
+    telemetry_missing: int = 0
+    telemetry_rejected: int = 0
+
+
+class DevicePublic(DeviceBase):
+    """A device as the API shows it."""
+
+    id: str
+    created_at: datetime
+    online: bool
+    online_reason: str | None
+    online_changed_at: datetime | None
+    last_seen: datetime | None
+    agent_version: str | None
+    status: str | None
+    health: dict[str, Any] | None
+    health_ts: datetime | None
+    clock_offset_s: float | None
+    clock_skewed: bool
+
+
+class DevicesPublic(SQLModel):
+    """A page of devices."""
+
+    items: list[DevicePublic]
+    count: int

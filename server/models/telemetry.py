@@ -1,0 +1,82 @@
+"""Telemetry history, its hourly rollups, and the alerts health raises."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from server.models.base import JSONType, utc_column
+
+
+class TelemetrySample(SQLModel, table=True):
+    """One health sample as received (raw history, kept for ``telemetry_retention_days``)."""
+
+    __tablename__ = "telemetry_sample"
+    __table_args__ = (sa.Index("ix_telemetry_sample_device_ts", "device_id", "ts"),)
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    device_id: str = Field(max_length=63, foreign_key="device.id")
+    boot_id: str = Field(max_length=64)
+    seq: int
+    ts: datetime = Field(sa_column=utc_column(nullable=False))
+    received_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
+    status: str = Field(max_length=16)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    faults: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=sa.Column(JSONType, nullable=False)
+    )
+
+
+class TelemetryRollup(SQLModel, table=True):
+    """Hourly aggregates of one metric of one device, for long chart ranges."""
+
+    __tablename__ = "telemetry_rollup"
+
+    device_id: str = Field(primary_key=True, max_length=63, foreign_key="device.id")
+    metric: str = Field(primary_key=True, max_length=128)
+    bucket: datetime = Field(sa_column=utc_column(nullable=False, primary_key=True))
+    count: int
+    min: float
+    max: float
+    sum: float
+
+
+class Alert(SQLModel, table=True):
+    """A fault the device reports, or a threshold rule that fired; open until cleared."""
+
+    __table_args__ = (sa.Index("ix_alert_device_open", "device_id", "open"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=63, foreign_key="device.id")
+    source: str = Field(max_length=16)  # "device" (a reported fault) or "rule"
+    code: str = Field(max_length=128)
+    severity: str = Field(max_length=16)
+    message: str = Field(default="", max_length=1024)
+    raised_at: datetime = Field(sa_column=utc_column(nullable=False))
+    cleared_at: datetime | None = Field(default=None, sa_column=utc_column())
+    open: bool = True
+
+
+class AlertPublic(SQLModel):
+    """An alert as the API shows it."""
+
+    id: int
+    source: str
+    code: str
+    severity: str
+    message: str
+    raised_at: datetime
+    cleared_at: datetime | None
+    open: bool

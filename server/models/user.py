@@ -1,0 +1,58 @@
+"""Operators, managers and administrators, and their bearer tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from sqlmodel import Field, SQLModel
+
+from server.models.base import utc_column
+from shared.ids import utcnow
+
+Role = Literal["operator", "manager", "admin"]
+#: Roles are cumulative: each may do all that those before it may.
+ROLES: tuple[str, ...] = ("operator", "manager", "admin")
+
+
+def role_at_least(role: str, needed: str) -> bool:
+    """Whether ``role`` includes the rights of ``needed``."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+class User(SQLModel, table=True):
+    """A person (or script) who uses the console, the API or the gateway."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=16)
+    password_hash: str = Field(max_length=256)
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token, stored only as its SHA-256 hash.
+
+    ``kind`` is ``access`` (short-lived, from the password flow) or ``api``
+    (long-lived, for scripts, revocable).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    kind: str = Field(max_length=16)
+    name: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=utc_column())
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column())
+
+
+class UserPublic(SQLModel):
+    """A user as the API shows it (never the hash)."""
+
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    created_at: datetime

@@ -1,0 +1,100 @@
+"""Configuration: a TOML file whose keys every ``FIELDLINK_<KEY>`` variable overrides.
+
+Agent and server settings are pydantic-settings classes; :func:`load_settings`
+reads one section (``[agent]``, ``[server]``) of a TOML file and lets the
+environment win, so ``FIELDLINK_DATABASE_URL`` overrides ``[server]
+database_url``. Nested tables (``[agent.policy]``) become nested models,
+overridden as ``FIELDLINK_POLICY__CONSENT``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+ENV_PREFIX = "FIELDLINK_"
+CONFIG_ENV = "FIELDLINK_CONFIG"
+
+S = TypeVar("S", bound="FieldlinkSettings")
+
+
+class FieldlinkSettings(BaseSettings):
+    """Base of the agent's and server's settings: TOML values under environment overrides."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file; the file arrives as init values.
+        return (env_settings, init_settings)
+
+
+def read_toml_section(path: Path, section: str) -> dict[str, Any]:
+    """Read ``[section]`` of a TOML file (an empty dict when the section is absent).
+
+    Raises:
+        ConfigError: when the file is missing, unreadable or not valid TOML.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        msg = f"config file not found: {path}"
+        raise ConfigError(msg) from exc
+    except OSError as exc:
+        msg = f"cannot read config file {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: invalid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    value = data.get(section, {})
+    if not isinstance(value, dict):
+        msg = f"{path}: [{section}] must be a table"
+        raise ConfigError(msg)
+    return value
+
+
+def resolve_config_path(path: Path | None, default: Path) -> Path | None:
+    """The config file to read: the argument, else ``FIELDLINK_CONFIG``, else ``default``."""
+    if path is not None:
+        return path
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    return default if default.exists() else None
+
+
+def load_settings(cls: type[S], path: Path | None, section: str, **overrides: Any) -> S:
+    """Build settings from ``[section]`` of ``path`` (if any), the environment, and ``overrides``.
+
+    Raises:
+        ConfigError: naming the first bad key, without echoing its value (it may be a secret).
+    """
+    values: dict[str, Any] = read_toml_section(path, section) if path is not None else {}
+    values.update(overrides)
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        key = ".".join(str(part) for part in first["loc"]) or section
+        where = f"{path}: " if path is not None else ""
+        msg = f"{where}[{section}] {key}: {first['msg']}"
+        raise ConfigError(msg) from exc

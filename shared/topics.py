@@ -1,0 +1,75 @@
+"""MQTT topic names of protocol version 1 (CONTRACT.md)."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from shared.errors import ProtocolError
+from shared.ids import is_device_id
+
+PREFIX: Final = "fieldlink/v1"
+DeviceTopicKind = Literal["telemetry", "state", "events", "cmd", "cmd/result"]
+DEVICE_TOPIC_KINDS: Final[tuple[DeviceTopicKind, ...]] = (
+    "telemetry",
+    "state",
+    "events",
+    "cmd",
+    "cmd/result",
+)
+#: The server's retained announcement; ``_server`` can never be a device id.
+SERVER_STATE: Final = f"{PREFIX}/_server/state"
+#: The shared-subscription group that splits ingest among server processes.
+INGEST_GROUP: Final = "fieldlink-ingest"
+
+
+def device_topic(device_id: str, kind: DeviceTopicKind) -> str:
+    """The topic of ``kind`` for one device, e.g. ``fieldlink/v1/mfp-0042/telemetry``."""
+    return f"{PREFIX}/{device_id}/{kind}"
+
+
+def telemetry(device_id: str) -> str:
+    """Health samples from the agent."""
+    return device_topic(device_id, "telemetry")
+
+
+def state(device_id: str) -> str:
+    """Retained birth from the agent and last will from the broker."""
+    return device_topic(device_id, "state")
+
+
+def events(device_id: str) -> str:
+    """Faults raised and cleared, session and policy events."""
+    return device_topic(device_id, "events")
+
+
+def cmd(device_id: str) -> str:
+    """Signed commands from the server."""
+    return device_topic(device_id, "cmd")
+
+
+def cmd_result(device_id: str) -> str:
+    """Results of commands, from the agent."""
+    return device_topic(device_id, "cmd/result")
+
+
+def ingest_filters(group: str = INGEST_GROUP) -> list[str]:
+    """Shared-subscription filters through which server processes split the fleet's messages."""
+    return [
+        f"$share/{group}/{PREFIX}/+/{kind}"
+        for kind in ("telemetry", "state", "events", "cmd/result")
+    ]
+
+
+def parse_device_topic(topic: str) -> tuple[str, DeviceTopicKind]:
+    """Split a device topic into its device id and kind.
+
+    Raises:
+        ProtocolError: with reason ``bad_topic`` when the topic is not a device topic.
+    """
+    parts = topic.split("/", 3)
+    if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == PREFIX:
+        device_id, kind = parts[2], parts[3]
+        if is_device_id(device_id) and kind in DEVICE_TOPIC_KINDS:
+            return device_id, kind  # type: ignore[return-value]
+    msg = f"not a fieldlink device topic: {topic!r}"
+    raise ProtocolError(msg, reason="bad_topic")
