@@ -33,7 +33,7 @@ DEFAULT_THRESHOLDS = [
 
 
 class ServerSettings(FieldlinkSettings):
-    """Everything the server reads from ``[server]``; each key has a ``FIELDLINK_<KEY>`` override."""
+    """What the server reads from ``[server]``; each key has a ``FIELDLINK_<KEY>`` override."""
 
     database_url: str = "sqlite:////var/lib/fieldlink/fieldlink.db"
     #: ``mqtt://host:1883``, ``mqtts://host:8883``, or ``embedded``.
