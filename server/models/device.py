@@ -66,6 +66,15 @@ class Device(DeviceBase, table=True):
     clock_offset_s: float | None = None
     clock_skewed: bool = False
 
+    # Identity: one-time enrollment token (hash only), certificate, revocation.
+    enrollment_token_hash: str | None = Field(default=None, max_length=128)
+    enrollment_expires_at: datetime | None = Field(default=None, sa_column=utc_column())
+    enrolled_at: datetime | None = Field(default=None, sa_column=utc_column())
+    cert_serial: str | None = Field(default=None, max_length=64)
+    cert_not_after: datetime | None = Field(default=None, sa_column=utc_column())
+    ssh_host_key: str | None = Field(default=None, max_length=1024)
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column())
+
     # Ingest accounting.
     telemetry_received: int = 0
     telemetry_missing: int = 0
@@ -87,6 +96,8 @@ class DevicePublic(DeviceBase):
     health_ts: datetime | None
     clock_offset_s: float | None
     clock_skewed: bool
+    enrolled_at: datetime | None
+    revoked_at: datetime | None
 
 
 class DevicesPublic(SQLModel):
