@@ -51,6 +51,17 @@ def upgrade() -> None:
         sa.Column("health_ts", server.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("clock_offset_s", sa.Float(), nullable=True),
         sa.Column("clock_skewed", sa.Boolean(), nullable=False),
+        sa.Column(
+            "enrollment_token_hash", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True
+        ),
+        sa.Column(
+            "enrollment_expires_at", server.models.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("enrolled_at", server.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("cert_serial", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("cert_not_after", server.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("ssh_host_key", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=True),
+        sa.Column("revoked_at", server.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("telemetry_received", sa.Integer(), nullable=False),
         sa.Column("telemetry_missing", sa.Integer(), nullable=False),
         sa.Column("telemetry_rejected", sa.Integer(), nullable=False),
