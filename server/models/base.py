@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from typing_extensions import override
@@ -46,4 +47,4 @@ def utc_column(*, nullable: bool = True, index: bool = False, **kwargs: Any) -> 
 
 
 # JSON on SQLite, JSONB on PostgreSQL.
-JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")

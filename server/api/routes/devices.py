@@ -1,0 +1,100 @@
+"""The fleet: register devices, list and search them, show one with its health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlmodel import SQLModel
+
+from server import crud
+from server.api.deps import AdminUser, OperatorUser, SessionDep
+from server.models import AlertPublic, DeviceCreate, DevicePublic, DevicesPublic
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+class TelemetryStats(BaseModel):
+    """What ingest counted for one device."""
+
+    received: int
+    missing: int
+    rejected: int
+
+
+class DeviceDetail(DevicePublic):
+    """One device with its open faults, alert history and ingest accounting."""
+
+    open_faults: list[AlertPublic]
+    alerts: list[AlertPublic]
+    telemetry_stats: TelemetryStats
+    sessions: list[dict[str, Any]] = []
+    incidents: list[dict[str, Any]] = []
+
+
+class DeviceRegistered(SQLModel):
+    """A newly registered device and its one-time enrollment token (shown only here)."""
+
+    device: DevicePublic
+    enrollment_token: str
+    enrollment_expires_at: str
+
+
+@router.get("")
+def list_devices(
+    session: SessionDep,
+    _user: OperatorUser,
+    q: Annotated[
+        str | None, Query(max_length=128, description="id, serial, customer, site or phone")
+    ] = None,
+    online: bool | None = None,
+    type: Annotated[str | None, Query(max_length=16)] = None,
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    status: Annotated[str | None, Query(pattern="^(ok|warning|fault)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DevicesPublic:
+    """List the fleet; ``q`` finds a device by id, serial, customer, site or the caller's phone."""
+    rows, total = crud.list_devices(
+        session,
+        q=q,
+        online=online,
+        device_type=type,
+        customer=customer,
+        status=status,
+        limit=limit,
+        offset=offset,
+    )
+    return DevicesPublic(items=[DevicePublic.model_validate(row) for row in rows], count=total)
+
+
+@router.get("/{device_id}")
+def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> DeviceDetail:
+    """One device with its latest health, open faults and ingest accounting."""
+    device = crud.get_device(session, device_id=device_id)
+    alerts = [
+        AlertPublic.model_validate(a) for a in crud.recent_alerts(session, device_id=device_id)
+    ]
+    return DeviceDetail(
+        **DevicePublic.model_validate(device).model_dump(),
+        open_faults=[a for a in alerts if a.open],
+        alerts=alerts,
+        telemetry_stats=TelemetryStats(
+            received=device.telemetry_received,
+            missing=device.telemetry_missing,
+            rejected=device.telemetry_rejected,
+        ),
+    )
+
+
+@router.post("", status_code=201)
+def register_device(body: DeviceCreate, session: SessionDep, _user: AdminUser) -> DeviceRegistered:
+    """Register a device; the answer carries its one-time enrollment token."""
+    device, token = crud.register_device(session, data=body)
+    expires = device.enrollment_expires_at
+    return DeviceRegistered(
+        device=DevicePublic.model_validate(device),
+        enrollment_token=token,
+        enrollment_expires_at=expires.isoformat() if expires else "",
+    )

@@ -1,0 +1,115 @@
+"""The FastAPI application: factory, lifespan (database, broker, ingest), error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from server.api.routes import auth, devices, telemetry
+from server.config import ServerSettings
+from server.crud import InvalidInput
+from server.db import create_schema, make_engine
+from shared import __version__
+from shared.errors import AuthError, Conflict, FieldlinkError, NotFound, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+_STATUS_OF_ERROR: list[tuple[type[FieldlinkError], int]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (AuthError, 401),
+    (InvalidInput, 422),
+    (UnavailableError, 503),
+]
+
+
+async def _fieldlink_error(_request: Request, exc: Exception) -> Response:
+    for error_type, status_code in _STATUS_OF_ERROR:
+        if isinstance(exc, error_type):
+            return JSONResponse({"detail": str(exc)}, status_code=status_code)
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+def api_router() -> APIRouter:
+    """Every ``/api/v1`` route."""
+    router = APIRouter(prefix="/api/v1")
+    router.include_router(auth.router)
+    router.include_router(devices.router)
+    router.include_router(telemetry.router)
+    return router
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the database, start the broker (when embedded) and ingest; stop them on exit."""
+    settings: ServerSettings = app.state.settings
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.database_url)
+        stack.callback(engine.dispose)
+        await asyncio.to_thread(create_schema, engine)
+        app.state.engine = engine
+        app.state.ready = True
+        logger.info(
+            "server %s ready on database %s",
+            __version__,
+            engine.url.render_as_string(hide_password=True),
+        )
+        yield
+        app.state.ready = False
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """Build the application for ``settings``; the lifespan does the I/O."""
+    app = FastAPI(
+        title="fieldlink",
+        version=__version__,
+        description="Remote maintenance for installed equipment.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.add_exception_handler(FieldlinkError, _fieldlink_error)
+    app.include_router(api_router())
+
+    @app.get("/healthz", tags=["ops"], include_in_schema=True)
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database answers and ingest is connected."""
+        checks: dict[str, str] = {}
+        engine = getattr(request.app.state, "engine", None)
+        try:
+            if engine is None:
+                msg = "not started"
+                raise RuntimeError(msg)
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready
+            checks["database"] = f"error: {type(exc).__name__}"
+        ingest = getattr(request.app.state, "ingest", None)
+        if ingest is not None:
+            checks["broker"] = "ok" if getattr(ingest, "connected", False) else "disconnected"
+        ready = request.app.state.ready and all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus metrics in the text exposition format."""
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app
