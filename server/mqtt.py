@@ -1,0 +1,136 @@
+"""The server's connection to the MQTT broker: URL parsing, TLS and credentials.
+
+``broker_url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; with
+``mqtts`` the broker is verified against ``broker_ca`` (or the system's trust
+store) and the server presents ``broker_cert``/``broker_key`` when set, which
+is how it authenticates to a broker that requires client certificates.
+``embedded`` is resolved by whoever starts the embedded broker: it must hand
+the ingest a settings copy whose ``broker_url`` names the broker's real port
+(or set ``embedded_broker_port``).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from server.config import ServerSettings
+from shared.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker listens and how to reach it."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        # Never show the password in logs or tracebacks.
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"BrokerAddress({scheme}://{self.host}:{self.port})"
+
+
+def parse_broker_url(url: str, *, embedded_port: int = 0) -> BrokerAddress:
+    """Parse ``mqtt://`` / ``mqtts://`` URLs (credentials in the URL are allowed).
+
+    ``embedded`` means a broker on ``127.0.0.1:embedded_port``.
+
+    Raises:
+        ConfigError: for another scheme, a missing host, a bad port, or ``embedded``
+            before the embedded broker's port is known.
+    """
+    if url == "embedded":
+        if not embedded_port:
+            msg = "broker_url is 'embedded' but the embedded broker's port is not known yet"
+            raise ConfigError(msg)
+        return BrokerAddress("127.0.0.1", embedded_port, tls=False)
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        msg = f"broker_url must be mqtt://, mqtts:// or 'embedded', not {parts.scheme!r}"
+        raise ConfigError(msg)
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        msg = "broker_url has an invalid port"
+        raise ConfigError(msg) from exc
+    if not parts.hostname:
+        msg = "broker_url has no host"
+        raise ConfigError(msg)
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext:
+    """The TLS context for ``mqtts``: verify the broker, present the server's certificate.
+
+    Raises:
+        ConfigError: when a certificate or key file cannot be loaded.
+    """
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.broker_ca) if settings.broker_ca else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if settings.broker_cert:
+            context.load_cert_chain(
+                str(settings.broker_cert),
+                str(settings.broker_key) if settings.broker_key else None,
+            )
+        elif settings.broker_key:
+            msg = "broker_key is set without broker_cert"
+            raise ConfigError(msg)
+    except (OSError, ssl.SSLError) as exc:
+        msg = f"cannot load the broker TLS files: {exc}"
+        raise ConfigError(msg) from exc
+    return context
+
+
+def make_client(
+    settings: ServerSettings,
+    *,
+    identifier: str,
+    will: aiomqtt.Will | None = None,
+    clean_session: bool = True,
+    keepalive: int = 30,
+) -> aiomqtt.Client:
+    """An (unconnected) aiomqtt client for the server, built from its settings.
+
+    Credentials come from ``broker_username``/``broker_password``, else from the URL.
+    Must be called inside a running event loop (aiomqtt binds to it).
+
+    Raises:
+        ConfigError: when the broker URL or TLS files are wrong.
+    """
+    address = parse_broker_url(settings.broker_url, embedded_port=settings.embedded_broker_port)
+    username = settings.broker_username or address.username
+    password = settings.broker_password or address.password
+    return aiomqtt.Client(
+        address.host,
+        address.port,
+        identifier=identifier,
+        username=username,
+        password=password,
+        will=will,
+        clean_session=clean_session,
+        keepalive=keepalive,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        tls_context=tls_context(settings) if address.tls else None,
+        logger=logger,
+    )
