@@ -16,7 +16,14 @@ from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
 from shared import __version__
-from shared.errors import AuthError, Conflict, FieldlinkError, NotFound, UnavailableError
+from shared.errors import (
+    AuthError,
+    Conflict,
+    FieldlinkError,
+    InvalidDeviceId,
+    NotFound,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +32,7 @@ _STATUS_OF_ERROR: list[tuple[type[FieldlinkError], int]] = [
     (Conflict, 409),
     (AuthError, 401),
     (InvalidInput, 422),
+    (InvalidDeviceId, 422),
     (UnavailableError, 503),
 ]
 
@@ -54,6 +62,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(engine.dispose)
         await asyncio.to_thread(create_schema, engine)
         app.state.engine = engine
+        broker_url = settings.broker_url
+        if broker_url == "embedded":
+            from server.embedded_broker import EmbeddedBroker
+
+            broker = EmbeddedBroker(settings.state_dir, settings.embedded_broker_port)
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+            broker_url = broker.url
+        app.state.broker_url = broker_url
         app.state.ready = True
         logger.info(
             "server %s ready on database %s",

@@ -10,7 +10,7 @@ from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from server.models.base import JSONType, utc_column
-from shared.ids import DEVICE_ID_PATTERN, utcnow
+from shared.ids import check_device_id, utcnow
 
 DeviceType = Literal["mfp", "imaging", "server"]
 DEVICE_TYPES: tuple[str, ...] = ("mfp", "imaging", "server")
@@ -39,7 +39,12 @@ class DeviceBase(SQLModel):
 class DeviceCreate(DeviceBase):
     """Body of ``POST /api/v1/devices``; ``id`` is derived from type and serial when absent."""
 
-    id: str | None = Field(default=None, max_length=63, regex=DEVICE_ID_PATTERN)
+    id: str | None = Field(default=None, max_length=63)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str | None) -> str | None:
+        return check_device_id(value) if value is not None else None
 
 
 class Device(DeviceBase, table=True):

@@ -1,0 +1,153 @@
+"""The center's commands: ``server run`` and the administrative ``user`` and ``device`` groups.
+
+Administrative commands act on the server's database directly (``--config
+FILE`` or ``FIELDLINK_CONFIG``), so an administrator can bootstrap before any
+user exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server.config import ServerSettings, load_server_settings
+from shared.errors import ConfigError
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="server.toml (default: $FIELDLINK_CONFIG or /etc/fieldlink/server.toml)",
+    ),
+]
+
+server_app = typer.Typer(help="Run the fieldlink server.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage operators, managers and administrators.", no_args_is_help=True)
+device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
+
+
+def open_database(config: Path | None) -> tuple[ServerSettings, Engine]:
+    """Settings and a migrated database engine for an administrative command."""
+    from server.db import create_schema, make_engine
+
+    settings = load_server_settings(config)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    return settings, engine
+
+
+@server_app.command("run")
+def run(config: ConfigOption = None) -> None:
+    """Run the server: HTTP API and console, ingest, sessions."""
+    from server.runner import serve
+    from shared.logs import configure_logging
+
+    settings = load_server_settings(config)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+def _read_password(username: str) -> str:
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {username}: ")
+        if getpass.getpass("again: ") != password:
+            msg = "the passwords differ"
+            raise ConfigError(msg)
+    if not password:
+        msg = "no password given (pipe it on stdin or type it at the prompt)"
+        raise ConfigError(msg)
+    return password
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="operator, manager or admin")] = "operator",
+    config: ConfigOption = None,
+) -> None:
+    """Create a user; the password is read from stdin when it is not a terminal."""
+    from server import crud
+
+    _, engine = open_database(config)
+    password = _read_password(name)
+    with Session(engine) as session:
+        user = crud.create_user(session, username=name, role=role, password=password)
+    typer.echo(f"created {user.role} {user.username}")
+
+
+@user_app.command("token")
+def user_token(
+    name: Annotated[str, typer.Argument(help="user name")],
+    label: Annotated[str, typer.Option("--name", help="what the token is for")] = "api",
+    config: ConfigOption = None,
+) -> None:
+    """Issue a long-lived API token for scripts (shown once)."""
+    from server import crud
+    from shared.errors import NotFound
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        user = crud.get_user(session, username=name)
+        if user is None:
+            msg = f"no user {name!r}"
+            raise NotFound(msg)
+        token, _ = crud.issue_token(session, user=user, kind="api", ttl=None, name=label)
+    typer.echo(token)
+
+
+@device_app.command("add")
+def device_add(
+    serial: Annotated[str, typer.Option(help="serial number")],
+    model: Annotated[str, typer.Option(help="model name")],
+    type_: Annotated[str, typer.Option("--type", help="mfp, imaging or server")],
+    customer: Annotated[str, typer.Option(help="customer name")],
+    site: Annotated[str | None, typer.Option(help="site")] = None,
+    region: Annotated[str | None, typer.Option(help="region")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="the site's contact phone")] = None,
+    device_id: Annotated[
+        str | None, typer.Option("--id", help="device id (default: TYPE-SERIAL)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Register a device; prints its id and a one-time enrollment token."""
+    from pydantic import ValidationError
+
+    from server import crud
+    from server.models import DeviceCreate
+
+    _, engine = open_database(config)
+    try:
+        data = DeviceCreate(
+            id=device_id,
+            serial=serial,
+            model=model,
+            type=type_,
+            customer=customer,
+            site=site,
+            region=region,
+            contact_phone=phone,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        msg = f"--{first['loc'][0]}: {first['msg']}"
+        raise ConfigError(msg) from exc
+    with Session(engine) as session:
+        device, token = crud.register_device(session, data=data)
+    if as_json:
+        typer.echo(json.dumps({"id": device.id, "enrollment_token": token}))
+    else:
+        typer.echo(f"device:           {device.id}")
+        typer.echo(f"enrollment token: {token}")
+        typer.echo(f"(valid until {device.enrollment_expires_at:%Y-%m-%d %H:%M} UTC, usable once)")

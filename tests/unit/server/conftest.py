@@ -1,0 +1,60 @@
+"""An API under test: the real app on a real database, users of each role, their tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server import crud
+from server.config import ServerSettings
+from server.main import create_app
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServerSettings:
+    """Settings for a server on a fresh SQLite file; no broker is reachable."""
+    return ServerSettings(
+        database_url=f"sqlite:///{tmp_path / 'fieldlink.db'}",
+        broker_url="mqtt://127.0.0.1:1",
+        state_dir=tmp_path / "state",
+    )
+
+
+@pytest.fixture
+def client(settings: ServerSettings) -> Iterator[TestClient]:
+    """The app with its lifespan run (the database is migrated)."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def engine(client: TestClient) -> Engine:
+    """The app's database engine."""
+    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
+    return engine
+
+
+@pytest.fixture
+def auth(client: TestClient, engine: Engine) -> Callable[[str], dict[str, str]]:
+    """``auth(role)`` creates a user of that role and returns its Authorization header."""
+    made: dict[str, dict[str, str]] = {}
+
+    def headers(role: str) -> dict[str, str]:
+        if role not in made:
+            with Session(engine) as session:
+                crud.create_user(session, username=f"{role}1", role=role, password=PASSWORD)
+            answer = client.post(
+                "/api/v1/auth/token", data={"username": f"{role}1", "password": PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            made[role] = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        return made[role]
+
+    return headers
