@@ -1,0 +1,343 @@
+"""The agent's settings: ``[agent]`` of ``agent.toml`` under ``FIELDLINK_<KEY>`` overrides.
+
+The semantics are those of :mod:`shared.config` (a TOML section, every key
+overridable by an environment variable, one clear error line naming the bad
+key, never its value), but without pydantic: importing pydantic-settings alone
+costs the agent about 23 MB of resident memory, most of its 30 MB budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+from shared.ids import is_device_id
+
+ENV_PREFIX: Final = "FIELDLINK_"
+CONFIG_ENV: Final = "FIELDLINK_CONFIG"
+DEFAULT_CONFIG_PATH: Final = Path("/etc/fieldlink/agent.toml")
+SECTION: Final = "agent"
+PROFILES: Final = ("none", "mfp", "imaging", "server")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker listens, parsed from ``mqtt://host:port`` or ``mqtts://host:port``."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """Parse a broker URL (default ports 1883 and 8883).
+
+        Raises:
+            ValueError: when the URL is not an ``mqtt://`` or ``mqtts://`` URL with a host.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            msg = "must be an mqtt://host:port or mqtts://host:port URL"
+            raise ValueError(msg)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            msg = "must be an mqtt://host:port or mqtts://host:port URL"
+            raise ValueError(msg)
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Everything the agent daemon reads from its configuration.
+
+    Attributes:
+        device_id: This device's id; also its certificate CN and broker username.
+        broker_url: ``mqtt://host:port``, or ``mqtts://host:port`` for TLS.
+        interval_s: Seconds between health samples.
+        state_dir: Where the outbox (``outbox.sqlite3``) lives.
+        profile: Device profile: ``none``, ``mfp``, ``imaging`` or ``server``.
+        simulate: Run the profile on simulated values (demos, tests, load tests).
+        seed: Seed of the simulated profile's random numbers (repeatable runs).
+        keepalive_s: MQTT keepalive; the broker declares the agent gone after 1.5 times it.
+        outbox_max_samples: Samples the outbox holds; the oldest are dropped past it.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        ca_file: CA bundle that signed the broker's certificate (TLS).
+        cert_file: This device's client certificate (mutual TLS).
+        key_file: This device's private key (mutual TLS).
+        reconnect_min_s: Shortest wait before reconnecting to the broker.
+        reconnect_max_s: Longest wait before reconnecting (the backoff's cap).
+        collector_timeout_s: Time bound of one collector call.
+        inflight_window: Samples published at once while draining the outbox.
+        server_url: The center's HTTPS URL (enrollment, remote sessions).
+        command_key_file: The server's pinned command-signing public key.
+    """
+
+    device_id: str
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    interval_s: float = 30.0
+    state_dir: Path = Path("/var/lib/fieldlink-agent")
+    profile: str = "none"
+    simulate: bool = False
+    seed: int | None = None
+    keepalive_s: int = 30
+    outbox_max_samples: int = 10_000
+    log_level: str = "info"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    collector_timeout_s: float = 5.0
+    inflight_window: int = 20
+    server_url: str | None = None
+    command_key_file: Path | None = None
+    broker: BrokerAddress = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "broker", BrokerAddress.parse(self.broker_url))
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    msg = "must be true or false"
+    raise ValueError(msg)
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        msg = "must be an integer"
+        raise ValueError(msg)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            pass
+    msg = "must be an integer"
+    raise ValueError(msg)
+
+
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            pass
+    msg = "must be a number"
+    raise ValueError(msg)
+
+
+def _parse_str(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    msg = "must be a string"
+    raise ValueError(msg)
+
+
+def _parse_path(raw: Any) -> Path:
+    value = _parse_str(raw)
+    if not value:
+        msg = "must not be empty"
+        raise ValueError(msg)
+    return Path(value).expanduser()
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_optional(raw: Any) -> Any:
+        return None if raw is None or raw == "" else parse(raw)
+
+    return parse_optional
+
+
+def _positive(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_positive(raw: Any) -> Any:
+        value = parse(raw)
+        if value <= 0:
+            msg = "must be greater than 0"
+            raise ValueError(msg)
+        return value
+
+    return parse_positive
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse_choice(raw: Any) -> str:
+        value = _parse_str(raw).strip().lower()
+        if value not in choices:
+            msg = f"must be one of {', '.join(choices)}"
+            raise ValueError(msg)
+        return value
+
+    return parse_choice
+
+
+def _parse_device_id(raw: Any) -> str:
+    value = _parse_str(raw)
+    if not is_device_id(value):
+        msg = "must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
+        raise ValueError(msg)
+    return value
+
+
+def _parse_broker_url(raw: Any) -> str:
+    value = _parse_str(raw).strip()
+    BrokerAddress.parse(value)
+    return value
+
+
+#: How each key is read from TOML values and from environment strings.
+_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "device_id": _parse_device_id,
+    "broker_url": _parse_broker_url,
+    "interval_s": _positive(_parse_float),
+    "state_dir": _parse_path,
+    "profile": _one_of(PROFILES),
+    "simulate": _parse_bool,
+    "seed": _optional(_parse_int),
+    "keepalive_s": _positive(_parse_int),
+    "outbox_max_samples": _positive(_parse_int),
+    "log_level": _one_of(LOG_LEVELS),
+    "ca_file": _optional(_parse_path),
+    "cert_file": _optional(_parse_path),
+    "key_file": _optional(_parse_path),
+    "reconnect_min_s": _positive(_parse_float),
+    "reconnect_max_s": _positive(_parse_float),
+    "collector_timeout_s": _positive(_parse_float),
+    "inflight_window": _positive(_parse_int),
+    "server_url": _optional(_parse_str),
+    "command_key_file": _optional(_parse_path),
+}
+KEYS: Final = tuple(_PARSERS)
+
+
+def resolve_config_path(path: Path | None) -> Path | None:
+    """The config file to read: ``path``, else ``FIELDLINK_CONFIG``, else the default if present."""
+    if path is not None:
+        return path
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def read_section(path: Path) -> dict[str, Any]:
+    """Read ``[agent]`` of a TOML file (empty when the section is absent).
+
+    Raises:
+        ConfigError: when the file is missing, unreadable or not valid TOML.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        msg = f"config file not found: {path}"
+        raise ConfigError(msg) from exc
+    except OSError as exc:
+        msg = f"cannot read config file {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: invalid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    section = data.get(SECTION, {})
+    if not isinstance(section, dict):
+        msg = f"{path}: [{SECTION}] must be a table"
+        raise ConfigError(msg)
+    return section
+
+
+def load_agent_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> AgentSettings:
+    """Build the agent's settings from ``[agent]`` of ``path``, the environment and ``overrides``.
+
+    Precedence, highest first: ``overrides`` (the caller's own), ``FIELDLINK_<KEY>``
+    variables, the file, the defaults. Unknown keys in the file are an error;
+    unrelated ``FIELDLINK_*`` variables (the server's) are ignored.
+
+    Args:
+        path: The TOML file, or ``None`` for environment and defaults only.
+        environ: The environment to read (``os.environ`` by default).
+        **overrides: Values that win over everything else.
+
+    Raises:
+        ConfigError: naming the first bad key, without echoing its value.
+    """
+    env = os.environ if environ is None else environ
+    where = f"{path}: " if path is not None else ""
+    values: dict[str, Any] = read_section(path) if path is not None else {}
+    for key in values:
+        if key not in _PARSERS:
+            msg = f"{where}[{SECTION}] {key}: unknown key (known: {', '.join(KEYS)})"
+            raise ConfigError(msg)
+    sources = dict.fromkeys(values, "file")
+    for key in KEYS:
+        if (raw := env.get(ENV_PREFIX + key.upper())) is not None:
+            values[key] = raw
+            sources[key] = "env"
+    for key, value in overrides.items():
+        if key not in _PARSERS:
+            msg = f"unknown agent setting {key!r}"
+            raise ConfigError(msg)
+        values[key] = value
+        sources[key] = "override"
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        try:
+            parsed[key] = _PARSERS[key](raw)
+        except ValueError as exc:
+            origin = f"{ENV_PREFIX}{key.upper()}" if sources[key] == "env" else f"[{SECTION}] {key}"
+            msg = f"{where if sources[key] == 'file' else ''}{origin}: {exc}"
+            raise ConfigError(msg) from None
+    if "device_id" not in parsed:
+        msg = f"{where}[{SECTION}] device_id: required (or set {ENV_PREFIX}DEVICE_ID)"
+        raise ConfigError(msg)
+    settings = AgentSettings(**parsed)
+    _check_consistency(settings, where)
+    return settings
+
+
+def _check_consistency(settings: AgentSettings, where: str) -> None:
+    if (settings.cert_file is None) != (settings.key_file is None):
+        msg = f"{where}[{SECTION}] cert_file and key_file: set both or neither"
+        raise ConfigError(msg)
+    if settings.reconnect_max_s < settings.reconnect_min_s:
+        msg = f"{where}[{SECTION}] reconnect_max_s: must not be less than reconnect_min_s"
+        raise ConfigError(msg)
+
+
+def replace(settings: AgentSettings, **changes: Any) -> AgentSettings:
+    """A copy of ``settings`` with ``changes`` (checked like the file's values).
+
+    Raises:
+        ConfigError: naming the first bad key.
+    """
+    current = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.init}
+    current.update(changes)
+    try:
+        parsed = {key: _PARSERS[key](value) for key, value in current.items()}
+    except ValueError as exc:
+        msg = f"bad agent setting: {exc}"
+        raise ConfigError(msg) from None
+    return AgentSettings(**parsed)

@@ -1,0 +1,300 @@
+"""The agent's MQTT link: online state, publishing the outbox, reconnecting with jitter.
+
+On every connect the agent publishes a retained birth on its ``state`` topic;
+the broker holds a retained last will that says ``connection_lost``. A clean
+stop publishes a retained ``shutdown`` state before disconnecting. Samples are
+published at QoS 1 from the outbox and removed from it only once the broker
+has acknowledged them (PUBACK). When a server instance announces itself on
+:data:`shared.topics.SERVER_STATE`, the agent publishes its birth again, so a
+server that started after the agent still sees every device.
+
+paho alone reconnects without jitter, which would bring a whole fleet back in
+one wave after a broker restart; :func:`reconnect_delay` spreads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+from collections.abc import MutableMapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from agent.config import BrokerAddress
+from agent.outbox import Outbox
+from agent.samples import with_sent_at
+from shared import __version__ as AGENT_VERSION
+from shared import topics
+from shared.errors import ConfigError
+from shared.ids import isoformat_z, utcnow
+
+logger = logging.getLogger(__name__)
+
+#: How long a publish may wait for its PUBACK before the link counts as broken.
+PUBLISH_TIMEOUT_S = 10.0
+#: How long a clean stop waits for the broker to take the ``shutdown`` state.
+SHUTDOWN_PUBLISH_TIMEOUT_S = 3.0
+
+
+class DeviceLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds ``device_id`` to every record (a field in JSON logs, a prefix in plain text)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[device={extra.get('device_id')}] {msg}", kwargs
+
+
+def reconnect_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0 for the first after a loss).
+
+    Full jitter above a floor: uniform between ``min_s`` and ``min_s * 2**(attempt+1)``,
+    capped at ``max_s``. The floor keeps a failing broker from being hammered; the
+    jitter spreads a fleet's reconnects over the whole window.
+    """
+    ceiling = min(max_s, min_s * 2.0 ** min(attempt + 1, 30))
+    return rng.uniform(min_s, max(min_s, ceiling))
+
+
+def tls_context(
+    broker: BrokerAddress,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+) -> ssl.SSLContext | None:
+    """The TLS context for the broker: verify it by ``ca_file``, present our certificate.
+
+    Returns ``None`` for plain ``mqtt://`` without any TLS file.
+
+    Raises:
+        ConfigError: naming the file that cannot be loaded.
+    """
+    if not broker.tls and ca_file is None and cert_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        msg = f"[agent] ca_file: cannot load {ca_file}: {exc}"
+        raise ConfigError(msg) from exc
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"[agent] cert_file/key_file: cannot load {cert_file}: {exc}"
+            raise ConfigError(msg) from exc
+    return context
+
+
+def _state_payload(**fields: Any) -> bytes:
+    return json.dumps({"v": 1, **fields}, separators=(",", ":")).encode()
+
+
+def _parse_server_state(payload: Any) -> tuple[str, datetime, bool] | None:
+    try:
+        data = json.loads(payload)
+        instance, online = data["instance"], data["online"]
+        ts = datetime.fromisoformat(data["ts"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(instance, str) or not isinstance(online, bool) or ts.tzinfo is None:
+        return None
+    return instance, ts, online
+
+
+class BrokerLink:
+    """One device's connection to the broker, kept up until told to stop.
+
+    Args:
+        device_id: The device, also the MQTT client id.
+        broker: Where the broker listens.
+        outbox: Where samples wait for the broker.
+        boot_id: This run's id, sent in the birth and will.
+        wake: Set by the sampler whenever a sample lands in the outbox.
+        keepalive_s: MQTT keepalive.
+        tls: TLS context (``None`` for plain MQTT).
+        reconnect_min_s: Floor of the reconnect delay.
+        reconnect_max_s: Cap of the reconnect delay.
+        inflight_window: Samples published at once (awaiting their PUBACKs together).
+        rng: Randomness of the reconnect jitter.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        broker: BrokerAddress,
+        outbox: Outbox,
+        *,
+        boot_id: str,
+        wake: asyncio.Event,
+        keepalive_s: int = 30,
+        tls: ssl.SSLContext | None = None,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
+        inflight_window: int = 20,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.broker = broker
+        self.outbox = outbox
+        self.boot_id = boot_id
+        self.keepalive_s = keepalive_s
+        self.tls = tls
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.inflight_window = inflight_window
+        self.connected = asyncio.Event()
+        self.published = 0
+        self._wake = wake
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._server_instances: dict[str, datetime] = {}
+        self._state_topic = topics.state(device_id)
+        self._telemetry_topic = topics.telemetry(device_id)
+        self._log = DeviceLogger(logger, {"device_id": device_id})
+
+    def _client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(
+            self._state_topic,
+            _state_payload(
+                online=False,
+                reason="connection_lost",
+                boot_id=self.boot_id,
+                agent_version=AGENT_VERSION,
+            ),
+            qos=1,
+            retain=True,
+        )
+        return aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            identifier=self.device_id,
+            keepalive=self.keepalive_s,
+            will=will,
+            tls_context=self.tls,
+            max_inflight_messages=self.inflight_window,
+            timeout=PUBLISH_TIMEOUT_S,
+            logger=logging.getLogger("aiomqtt"),
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Stay connected until ``stopping`` is set, then publish ``shutdown`` and disconnect."""
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                async with self._client() as client:
+                    attempt = 0
+                    self._log.info("connected to %s:%d", self.broker.host, self.broker.port)
+                    await self._serve(client, stopping)
+                    return
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                delay = reconnect_delay(
+                    attempt, self.reconnect_min_s, self.reconnect_max_s, self._rng
+                )
+                log = self._log.warning if attempt == 0 else self._log.info
+                log("broker unavailable (%s); reconnecting in %.1f s", exc, delay)
+                attempt += 1
+                try:
+                    async with asyncio.timeout(delay):
+                        await stopping.wait()
+                except TimeoutError:
+                    pass
+        self.connected.clear()
+
+    async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        await self.publish_birth(client)
+        await client.subscribe(topics.SERVER_STATE, qos=1)
+        self.connected.set()
+        listener = asyncio.create_task(self._listen(client))
+        drainer = asyncio.create_task(self._drain(client))
+        stop = asyncio.create_task(stopping.wait())
+        tasks = (listener, drainer, stop)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not stopping.is_set():
+            # The listener or drainer ended: the link broke. Surface its error.
+            for task in (listener, drainer):
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+            msg = "connection ended"
+            raise aiomqtt.MqttError(msg)
+        self.connected.clear()
+        try:
+            await client.publish(
+                self._state_topic,
+                _state_payload(
+                    online=False,
+                    ts=isoformat_z(utcnow()),
+                    boot_id=self.boot_id,
+                    agent_version=AGENT_VERSION,
+                    reason="shutdown",
+                ),
+                qos=1,
+                retain=True,
+                timeout=SHUTDOWN_PUBLISH_TIMEOUT_S,
+            )
+        except aiomqtt.MqttError as exc:
+            self._log.warning("could not publish the shutdown state: %s", exc)
+
+    async def publish_birth(self, client: aiomqtt.Client) -> None:
+        """Publish the retained birth: online, with this run's ``boot_id`` and version."""
+        await client.publish(
+            self._state_topic,
+            _state_payload(
+                online=True,
+                ts=isoformat_z(utcnow()),
+                boot_id=self.boot_id,
+                agent_version=AGENT_VERSION,
+            ),
+            qos=1,
+            retain=True,
+        )
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not message.topic.matches(topics.SERVER_STATE):
+                continue
+            state = _parse_server_state(message.payload)
+            if state is None:
+                self._log.warning("ignored a malformed server state")
+                continue
+            instance, ts, online = state
+            known = self._server_instances.get(instance)
+            self._server_instances[instance] = max(ts, known) if known else ts
+            # A retained state arrives right after we subscribed, just after our birth.
+            if online and not message.retain and (known is None or ts > known):
+                self._log.info("server %s announced itself; publishing birth again", instance)
+                await self.publish_birth(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._wake.clear()
+            batch = await self.outbox.peek(self.inflight_window)
+            if not batch:
+                await self._wake.wait()
+                continue
+            sent_at = utcnow()
+            results = await asyncio.gather(
+                *(
+                    client.publish(self._telemetry_topic, with_sent_at(payload, sent_at), qos=1)
+                    for _, payload in batch
+                ),
+                return_exceptions=True,
+            )
+            acked = [
+                row_id for (row_id, _), result in zip(batch, results, strict=True) if result is None
+            ]
+            await self.outbox.remove(acked)
+            self.published += len(acked)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result

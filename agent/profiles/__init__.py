@@ -1,0 +1,21 @@
+"""Device profiles (MFP, imaging console, server): plug-ins registered by name."""
+
+from __future__ import annotations
+
+from agent.profiles.base import ProfileOptions, create_profile, profile_names, register_profile
+from agent.profiles.simulated import SimulatedHost, SimulatedImaging, SimulatedMfp, SimulatedServer
+
+register_profile("mfp", SimulatedMfp, simulated=True)
+register_profile("imaging", SimulatedImaging, simulated=True)
+register_profile("server", SimulatedServer, simulated=True)
+
+__all__ = [
+    "ProfileOptions",
+    "SimulatedHost",
+    "SimulatedImaging",
+    "SimulatedMfp",
+    "SimulatedServer",
+    "create_profile",
+    "profile_names",
+    "register_profile",
+]

@@ -1,0 +1,190 @@
+"""The agent's main loop: sample on schedule into the outbox, publish from it while connected.
+
+Sampling never waits for the broker: when it is down, samples pile up in the
+outbox (bounded) and the :class:`~agent.mqtt.BrokerLink` drains them in order
+once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Sequence
+
+from agent.collectors.base import Collector, collect_all
+from agent.config import AgentSettings, BrokerAddress
+from agent.mqtt import BrokerLink, DeviceLogger, tls_context
+from agent.outbox import Outbox, SqliteOutbox
+from agent.samples import SampleBuilder
+
+logger = logging.getLogger(__name__)
+
+#: How long a stopping agent waits for the broker to take its ``shutdown`` state.
+STOP_GRACE_S = 5.0
+
+
+class Agent:
+    """One device's agent: collectors, sample numbering, outbox and broker link.
+
+    Build it directly (tests, the simulator) or with :func:`agent_from_settings`;
+    then ``await agent.run()`` until :meth:`stop` is called or the task is cancelled.
+    Either way it publishes its ``shutdown`` state before returning.
+
+    Args:
+        device_id: The device.
+        broker: Where the broker listens.
+        collectors: What each sample is made of (system, device profile...).
+        outbox: Where samples wait for the broker.
+        interval_s: Seconds between samples.
+        start_delay_s: Wait before connecting and sampling (staggers a simulated fleet).
+        keepalive_s: MQTT keepalive.
+        tls: TLS context for ``mqtts://`` (``None`` for plain MQTT).
+        reconnect_min_s: Floor of the reconnect delay.
+        reconnect_max_s: Cap of the reconnect delay.
+        collector_timeout_s: Time bound of each collector call.
+        inflight_window: Samples published at once while draining.
+        boot_id: This run's id (random by default).
+        rng: Randomness of the reconnect jitter.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        broker: BrokerAddress,
+        collectors: Sequence[Collector],
+        outbox: Outbox,
+        *,
+        interval_s: float = 30.0,
+        start_delay_s: float = 0.0,
+        keepalive_s: int = 30,
+        tls: ssl.SSLContext | None = None,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
+        collector_timeout_s: float = 5.0,
+        inflight_window: int = 20,
+        boot_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.collectors = list(collectors)
+        self.outbox = outbox
+        self.interval_s = interval_s
+        self.start_delay_s = start_delay_s
+        self.collector_timeout_s = min(collector_timeout_s, interval_s)
+        self.samples = SampleBuilder(device_id, boot_id)
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.link = BrokerLink(
+            device_id,
+            broker,
+            outbox,
+            boot_id=self.samples.boot_id,
+            wake=self._wake,
+            keepalive_s=keepalive_s,
+            tls=tls,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            inflight_window=inflight_window,
+            rng=rng,
+        )
+        self._log = DeviceLogger(logger, {"device_id": device_id})
+
+    @property
+    def boot_id(self) -> str:
+        """This run's id."""
+        return self.samples.boot_id
+
+    def stop(self) -> None:
+        """Ask the agent to stop: it publishes its ``shutdown`` state and :meth:`run` returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Sample and publish until :meth:`stop` is called or this task is cancelled."""
+        if self.start_delay_s > 0:
+            try:
+                async with asyncio.timeout(self.start_delay_s):
+                    await self._stopping.wait()
+                    return
+            except TimeoutError:
+                pass
+        self._log.info("agent started: boot_id %s, every %.1f s", self.boot_id, self.interval_s)
+        sampler = asyncio.create_task(self._sample_forever())
+        link = asyncio.create_task(self.link.run(self._stopping))
+        try:
+            await self._stopping.wait()
+        finally:
+            self._stopping.set()
+            sampler.cancel()
+            # Shielded so that a cancelled run() still lets the link say "shutdown".
+            try:
+                await asyncio.wait_for(asyncio.shield(link), STOP_GRACE_S)
+            except (TimeoutError, asyncio.CancelledError):
+                link.cancel()
+            await asyncio.gather(sampler, link, return_exceptions=True)
+            self._log.info("agent stopped after %d samples", self.samples.next_seq)
+
+    async def sample_once(self) -> bytes:
+        """Collect one sample and store it in the outbox; return its payload."""
+        reading = await collect_all(self.collectors, self.collector_timeout_s)
+        dropped = await self.outbox.take_dropped()
+        payload = self.samples.build(reading, dropped=dropped)
+        await self.outbox.put(payload)
+        self._wake.set()
+        return payload
+
+    async def _sample_forever(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            try:
+                await self.sample_once()
+            except Exception:
+                # A broken collector is left out inside collect_all; this is the outbox
+                # failing (disk full...). Keep trying at the next interval.
+                self._log.exception("could not store a sample")
+            next_at += self.interval_s
+            now = time.monotonic()
+            if next_at < now:
+                skipped = int((now - next_at) // self.interval_s) + 1
+                self._log.warning("sampling fell %d interval(s) behind; skipping ahead", skipped)
+                next_at += skipped * self.interval_s
+            await asyncio.sleep(next_at - now)
+
+
+async def agent_from_settings(
+    settings: AgentSettings, collectors: Sequence[Collector] | None = None
+) -> Agent:
+    """Build the agent a configuration describes: system collector, profile, disk outbox.
+
+    Args:
+        settings: The agent's configuration.
+        collectors: Replace the configured collectors (tests).
+
+    Raises:
+        ConfigError: when the profile, TLS files or state directory cannot be used.
+    """
+    if collectors is None:
+        from agent.collectors import create_collector
+        from agent.profiles import ProfileOptions, create_profile
+
+        collectors = [create_collector("system")]
+        if settings.profile != "none":
+            options = ProfileOptions(device_id=settings.device_id, seed=settings.seed)
+            collectors.append(create_profile(settings.profile, options, simulate=settings.simulate))
+    tls = tls_context(settings.broker, settings.ca_file, settings.cert_file, settings.key_file)
+    outbox = await SqliteOutbox.open(settings.state_dir, settings.outbox_max_samples)
+    return Agent(
+        settings.device_id,
+        settings.broker,
+        collectors,
+        outbox,
+        interval_s=settings.interval_s,
+        keepalive_s=settings.keepalive_s,
+        tls=tls,
+        reconnect_min_s=settings.reconnect_min_s,
+        reconnect_max_s=settings.reconnect_max_s,
+        collector_timeout_s=settings.collector_timeout_s,
+        inflight_window=settings.inflight_window,
+    )
