@@ -9,14 +9,12 @@ says which extra to install instead of failing with a traceback.
 
 from __future__ import annotations
 
-import logging
-import sys
 from functools import cached_property
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Annotated, Any
 
-import click
 import typer
+from typer.core import TyperGroup
 from typing_extensions import override
 
 from shared import __version__
@@ -25,87 +23,114 @@ from shared.errors import FieldlinkError
 GROUP = "fieldlink.commands"
 # Which extra provides the commands of each package.
 _EXTRA_OF_PACKAGE = {"agent": "agent", "server": "server", "provisioning": "server"}
-logger = logging.getLogger(__name__)
 
 
-def _as_click(obj: Any, name: str) -> click.Command:
-    if isinstance(obj, click.Command):
-        return obj
+def _as_command(obj: Any, name: str) -> Any:
+    """A typer command object for an entry point's value: a Typer app or a function."""
     if isinstance(obj, typer.Typer):
-        command = typer.main.get_command(obj)
-        command.name = name
-        return command
+        if obj.registered_callback is None:
+            # Without a callback typer collapses a one-command app into that command.
+            obj.callback()(lambda: None)
+        return typer.main.get_command(obj)
     if callable(obj):
-        app = typer.Typer()
+        app = typer.Typer(add_completion=False)
         app.command(name)(obj)
         return typer.main.get_command(app)
-    msg = f"entry point {name!r} is not a command"
+    msg = f"entry point {name!r} is neither a Typer app nor a function"
     raise TypeError(msg)
 
 
-def _missing_extra(name: str, ep: EntryPoint, exc: ImportError) -> click.Command:
+def _missing_extra(name: str, ep: EntryPoint, exc: ImportError) -> Any:
     extra = _EXTRA_OF_PACKAGE.get(ep.value.split(".", 1)[0], "server")
     missing = exc.name or "a dependency"
+    app = typer.Typer(add_completion=False)
 
-    @click.command(
-        name=name,
+    @app.command(
+        name,
+        help=f"(not installed here: pip install 'fieldlink[{extra}]')",
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        help=f"(needs: pip install 'fieldlink[{extra}]')",
         add_help_option=False,
     )
     def unavailable() -> None:
-        click.echo(
+        typer.echo(
             f"error: 'fieldlink {name}' needs the {extra} extra ({missing} is not installed): "
             f"pip install 'fieldlink[{extra}]'",
             err=True,
         )
-        sys.exit(3)
+        raise typer.Exit(3)
 
-    return unavailable
+    return typer.main.get_command(app)
 
 
-class FieldlinkCLI(click.Group):
-    """A click group whose subcommands come from entry points, loaded on first use."""
+class FieldlinkCLI(TyperGroup):
+    """The top-level group: subcommands come from entry points, loaded on first use."""
 
     @cached_property
     def _entry_points(self) -> dict[str, EntryPoint]:
         return {ep.name: ep for ep in entry_points(group=GROUP)}
 
     @override
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return sorted(set(self._entry_points) | set(self.commands))
 
     @override
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
         ep = self._entry_points.get(cmd_name)
         if ep is None:
             return None
         try:
-            command = _as_click(ep.load(), cmd_name)
+            command = _as_command(ep.load(), cmd_name)
         except ImportError as exc:
             command = _missing_extra(cmd_name, ep, exc)
+        command.name = cmd_name
         self.commands[cmd_name] = command
         return command
 
     @override
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FieldlinkError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            ctx.exit(130)
+            raise typer.Exit(130) from None
 
 
-@click.group(cls=FieldlinkCLI, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="fieldlink")
-def cli() -> None:
+app = typer.Typer(
+    cls=FieldlinkCLI,
+    name="fieldlink",
+    help="fieldlink: remote maintenance for installed equipment.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fieldlink {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
     """fieldlink: remote maintenance for installed equipment."""
 
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="fieldlink")
+    app(prog_name="fieldlink")
+
+
+if __name__ == "__main__":
+    main()

@@ -70,6 +70,6 @@ def parse_device_topic(topic: str) -> tuple[str, DeviceTopicKind]:
     if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == PREFIX:
         device_id, kind = parts[2], parts[3]
         if is_device_id(device_id) and kind in DEVICE_TOPIC_KINDS:
-            return device_id, kind  # type: ignore[return-value]
+            return device_id, kind
     msg = f"not a fieldlink device topic: {topic!r}"
     raise ProtocolError(msg, reason="bad_topic")

@@ -1,0 +1,88 @@
+"""The operator's commands over the API: ``login`` and ``devices``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from server.client import ApiClient, save_credentials
+
+
+def login_command(
+    server: Annotated[str, typer.Option(help="server URL, e.g. https://fieldlink.example.com")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="user name")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="use this API token instead of a password", envvar="FIELDLINK_TOKEN"),
+    ] = None,
+) -> None:
+    """Log in to a fieldlink server and remember the token for the other commands."""
+    client = ApiClient(server, token)
+    try:
+        if token is None:
+            if user is None:
+                user = input("user: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+            password = (
+                getpass.getpass(f"password for {user}: ")
+                if sys.stdin.isatty()
+                else sys.stdin.readline().rstrip("\r\n")
+            )
+            token = client.login(user, password)
+            client.close()
+            client = ApiClient(server, token)
+        me = client.request("GET", "/auth/me")
+    finally:
+        client.close()
+    path = save_credentials(server, token, me["username"])
+    typer.echo(f"logged in to {server} as {me['username']} ({me['role']}); token saved in {path}")
+
+
+def _age(value: Any) -> str:
+    return str(value or "-")[:19].replace("T", " ")
+
+
+def devices_command(
+    q: Annotated[
+        str | None, typer.Argument(help="search: id, serial, customer, site or phone")
+    ] = None,
+    online: Annotated[
+        bool | None, typer.Option("--online/--offline", help="only online or offline devices")
+    ] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="mfp, imaging or server")] = None,
+    customer: Annotated[str | None, typer.Option(help="exact customer name")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the fleet (or find the caller's device) with online state and health."""
+    params: dict[str, Any] = {"limit": limit}
+    for key, value in (("q", q), ("online", online), ("type", type_), ("customer", customer)):
+        if value is not None:
+            params[key] = value
+    client = ApiClient.from_credentials()
+    try:
+        page = client.request("GET", "/devices", params=params)
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    rows = [("DEVICE", "TYPE", "CUSTOMER", "ONLINE", "STATUS", "LAST SEEN")]
+    for d in page["items"]:
+        rows.append(
+            (
+                d["id"],
+                d["type"],
+                d["customer"][:28],
+                "online" if d["online"] else f"offline ({d.get('online_reason') or '-'})",
+                d.get("status") or "-",
+                _age(d.get("last_seen")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    typer.echo(f"{len(page['items'])} of {page['count']} devices")

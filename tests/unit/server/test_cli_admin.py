@@ -1,0 +1,92 @@
+"""The administrator's commands on a server's database: user add, device add, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIELDLINK = [sys.executable, "-m", "shared"]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
+    )
+    return path
+
+
+def fieldlink(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    return subprocess.run(
+        [*FIELDLINK, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_user_add_reads_the_password_from_stdin(config: Path) -> None:
+    done = fieldlink(
+        "user", "add", "alice", "--role", "manager", "--config", str(config), stdin="s3cret-pass\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "created manager alice" in done.stdout
+    again = fieldlink("user", "add", "alice", "--config", str(config), stdin="s3cret-pass\n")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "error: user 'alice' already exists"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--role", "king"], "s3cret-pass\n", "unknown role 'king'"),
+        ([], "short\n", "at least 8 characters"),
+        ([], "", "no password given"),
+    ],
+)
+def test_user_add_mistakes_are_one_line(
+    config: Path, args: list[str], stdin: str, message: str
+) -> None:
+    done = fieldlink("user", "add", "bob", *args, "--config", str(config), stdin=stdin)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_device_add_prints_the_id_and_a_token(config: Path) -> None:
+    done = fieldlink(
+        "device", "add", "--serial", "XK-1", "--model", "MP 6055", "--type", "mfp",
+        "--customer", "Acme", "--region", "emea", "--config", str(config), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"id": "mfp-xk-1"' in done.stdout
+    assert '"enrollment_token": "flk_' in done.stdout
+
+
+def test_device_add_with_a_bad_type_is_one_line(config: Path) -> None:
+    done = fieldlink(
+        "device", "add", "--serial", "1", "--model", "m", "--type", "toaster",
+        "--customer", "c", "--config", str(config),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --type: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    done = fieldlink(
+        "user", "add", "x", "--config", str(tmp_path / "nope.toml"), stdin="12345678\n"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.toml'}"
+
+
+def test_help_lists_every_command() -> None:
+    done = fieldlink("--help")
+    assert done.returncode == 0
+    for command in ("agent", "server", "user", "device", "devices", "login", "demo", "simulate"):
+        assert command in done.stdout
