@@ -8,11 +8,23 @@ from server.models.device import (
     DevicePublic,
     DevicesPublic,
 )
+from server.models.incident import (
+    CHANNELS,
+    RESOLUTIONS,
+    Incident,
+    IncidentCreate,
+    IncidentPublic,
+    IncidentSession,
+    IncidentsPublic,
+    IncidentUpdate,
+)
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
 from server.models.user import ROLES, ApiToken, User, UserPublic, role_at_least
 
 __all__ = [
+    "CHANNELS",
     "DEVICE_TYPES",
+    "RESOLUTIONS",
     "ROLES",
     "Alert",
     "AlertPublic",
@@ -22,6 +34,12 @@ __all__ = [
     "DeviceCreate",
     "DevicePublic",
     "DevicesPublic",
+    "Incident",
+    "IncidentCreate",
+    "IncidentPublic",
+    "IncidentSession",
+    "IncidentUpdate",
+    "IncidentsPublic",
     "TelemetryRollup",
     "TelemetrySample",
     "User",

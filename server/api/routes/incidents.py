@@ -1,0 +1,212 @@
+"""Incidents: record, close and find call-center cases; CSV import and export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy.engine import Engine
+from starlette.datastructures import UploadFile
+
+from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
+from server.kpi import incidents as service
+from server.kpi.csv_io import (
+    CsvImportInvalid,
+    ImportReport,
+    export_incidents_csv,
+    import_incidents_csv,
+)
+from server.models import IncidentCreate, IncidentPublic, IncidentsPublic, IncidentUpdate
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+StateQuery = Annotated[str | None, Query(pattern="^(open|closed)$")]
+ResolutionQuery = Annotated[str | None, Query(pattern="^(remote|phone|dispatch|no_fault)$")]
+FromQuery = Annotated[
+    datetime | None, Query(alias="from", description="inclusive; UTC when no offset is given")
+]
+ToQuery = Annotated[
+    datetime | None, Query(alias="to", description="exclusive; UTC when no offset is given")
+]
+OnQuery = Annotated[service.TimeField, Query(description="the timestamp that from/to bound")]
+_CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _unprocessable(exc: service.IncidentInvalid) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[
+            {"loc": ["body", p.field], "msg": p.message, "type": "value_error"}
+            for p in exc.problems
+        ],
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_incident(
+    body: IncidentCreate, session: SessionDep, _user: OperatorUser
+) -> IncidentPublic:
+    """Record an incident; ``down_at`` defaults to ``opened_at``."""
+    try:
+        incident = service.create_incident(session, data=body)
+    except service.IncidentInvalid as exc:
+        raise _unprocessable(exc) from exc
+    return service.to_public(incident)
+
+
+@router.get("")
+def list_incidents(
+    session: SessionDep,
+    _user: OperatorUser,
+    device_id: Annotated[str | None, Query(max_length=63)] = None,
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    state: StateQuery = None,
+    resolution: ResolutionQuery = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    on: OnQuery = "opened_at",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> IncidentsPublic:
+    """List incidents, newest first; ``from``/``to`` bound ``opened_at`` or ``closed_at``."""
+    rows, total = service.list_incidents(
+        session,
+        device_id=device_id,
+        customer=customer,
+        state=state,
+        resolution=resolution,
+        start=_aware(start),
+        end=_aware(end),
+        time_field=on,
+        limit=limit,
+        offset=offset,
+    )
+    linked = service.session_ids_of(session, (row.id for row in rows if row.id is not None))
+    return IncidentsPublic(
+        items=[service.to_public(row, linked.get(row.id or 0, [])) for row in rows],
+        count=total,
+    )
+
+
+@router.post(
+    "/import",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+        }
+    },
+)
+async def import_incidents(
+    request: Request, session: SessionDep, _user: ManagerUser
+) -> ImportReport:
+    """Import a CSV of incidents: all rows or none; idempotent on ``external_id``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise HTTPException(
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[
+                    {"loc": ["body", "file"], "msg": "no CSV file in the form", "type": "missing"}
+                ],
+            )
+        data = await uploads[0].read()
+        await form.close()
+    elif content_type in _CSV_TYPES:
+        data = await request.body()
+    else:
+        raise HTTPException(
+            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail="send the CSV as text/csv or as the file of a multipart/form-data upload",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"line": None, "field": None, "msg": "the file is not UTF-8 text"}],
+        ) from exc
+    try:
+        return await run_in_threadpool(import_incidents_csv, session, text)
+    except CsvImportInvalid as exc:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"line": p.line, "field": p.field, "msg": p.message} for p in exc.problems],
+        ) from exc
+
+
+@router.get("/export", response_class=StreamingResponse)
+def export_incidents(
+    engine: EngineDep,
+    _user: ManagerUser,
+    device_id: Annotated[str | None, Query(max_length=63)] = None,
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    state: StateQuery = None,
+    resolution: ResolutionQuery = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    on: OnQuery = "opened_at",
+) -> StreamingResponse:
+    """Export incidents as CSV (KPIS.md's columns), with the list's filters."""
+    where = service.incident_filters(
+        device_id=device_id,
+        customer=customer,
+        state=state,
+        resolution=resolution,
+        start=_aware(start),
+        end=_aware(end),
+        time_field=on,
+    )
+
+    def body() -> Iterator[str]:
+        with engine.connect() as connection:
+            yield from export_incidents_csv(connection, where)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
+    )
+
+
+@router.get("/{incident_id}")
+def get_incident(incident_id: int, session: SessionDep, _user: OperatorUser) -> IncidentPublic:
+    """One incident with the remote sessions linked to it."""
+    incident = service.get_incident(session, incident_id=incident_id)
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
+
+
+@router.patch("/{incident_id}")
+def update_incident(
+    incident_id: int, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
+) -> IncidentPublic:
+    """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``."""
+    try:
+        incident = service.update_incident(session, incident_id=incident_id, data=body)
+    except service.IncidentInvalid as exc:
+        raise _unprocessable(exc) from exc
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
