@@ -71,6 +71,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         app.state.broker_url = broker_url
+        from server.ingest.service import IngestService
+
+        ingest = IngestService(settings.model_copy(update={"broker_url": broker_url}), engine)
+        await ingest.start()
+        stack.push_async_callback(ingest.stop)
+        app.state.ingest = ingest
         app.state.ready = True
         logger.info(
             "server %s ready on database %s",
@@ -115,7 +121,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             checks["database"] = f"error: {type(exc).__name__}"
         ingest = getattr(request.app.state, "ingest", None)
         if ingest is not None:
-            checks["broker"] = "ok" if getattr(ingest, "connected", False) else "disconnected"
+            checks["broker"] = "ok" if ingest.ready.is_set() else "disconnected"
         ready = request.app.state.ready and all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks},

@@ -1,0 +1,201 @@
+"""``fieldlink demo``: everything on embedded defaults, for a first look.
+
+A server on SQLite with an embedded Mosquitto, users of each role, a handful
+of registered devices, and a separate ``fieldlink simulate`` process that
+plays those devices (an MFP, an imaging console and a server, in rotation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server import crud
+from server.config import ServerSettings
+from server.main import create_app
+from server.models import Device, DeviceCreate, User
+from server.security import hash_password
+from shared.errors import UnavailableError
+
+logger = logging.getLogger(__name__)
+
+DEMO_TYPES = ("mfp", "imaging", "server")
+# Believable customers: (customer, site, region, phone, model per type)
+CUSTOMERS = [
+    ("Acme Offices", "Berlin HQ, 3rd floor", "emea", "+49 30 1234 5678"),
+    ("St. Mary Hospital", "Radiology, building B", "emea", "+44 20 7946 0018"),
+    ("Northwind Logistics", "Data room 2", "americas", "+1 312 555 0142"),
+    ("Sakura Clinic", "Imaging suite", "apac", "+81 3 5555 0199"),
+    ("Contoso Legal", "Reception", "americas", "+1 206 555 0117"),
+]
+MODELS = {"mfp": "Imagio MP 6055", "imaging": "Somatom Go.Up console", "server": "PowerEdge R650"}
+
+
+@dataclass
+class DemoLogin:
+    """A demo user and the password printed for it."""
+
+    username: str
+    role: str
+    password: str
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_device_ids(count: int) -> list[str]:
+    """The ids ``fieldlink simulate --prefix demo`` uses: demo-0000, demo-0001, ..."""
+    return [f"demo-{index:04d}" for index in range(count)]
+
+
+def prepare(engine: Engine, devices: int) -> list[DemoLogin]:
+    """Create (or reset) the demo users and register the demo devices."""
+    logins = [
+        DemoLogin(name, name, secrets.token_urlsafe(9)) for name in ("operator", "manager", "admin")
+    ]
+    with Session(engine) as session:
+        for login in logins:
+            user = crud.get_user(session, username=login.username)
+            if user is None:
+                crud.create_user(
+                    session, username=login.username, role=login.role, password=login.password
+                )
+            else:
+                user.password_hash = hash_password(login.password)
+                session.add(user)
+                session.commit()
+        for index, device_id in enumerate(demo_device_ids(devices)):
+            if session.get(Device, device_id) is not None:
+                continue
+            device_type = DEMO_TYPES[index % len(DEMO_TYPES)]
+            customer, site, region, phone = CUSTOMERS[index % len(CUSTOMERS)]
+            crud.register_device(
+                session,
+                data=DeviceCreate(
+                    id=device_id,
+                    serial=f"SN{7300 + index:05d}",
+                    model=MODELS[device_type],
+                    type=device_type,
+                    customer=customer,
+                    site=site,
+                    region=region,
+                    contact_phone=phone[:-2] + f"{index % 100:02d}",
+                ),
+            )
+        _seed_incidents(session, devices)
+    return logins
+
+
+def _seed_incidents(session: Session, devices: int) -> None:
+    """A year of demo incidents, when the KPI module is installed."""
+    try:
+        from server.kpi.demo import seed_demo_incidents
+    except ImportError:
+        return
+    rows = [session.get(Device, device_id) for device_id in demo_device_ids(devices)]
+    seed_demo_incidents(session, [row for row in rows if row is not None])
+
+
+async def run_demo(directory: Path, devices: int, port: int, interval: float) -> None:
+    """Run the demo until SIGINT or SIGTERM."""
+    settings = ServerSettings(
+        database_url=f"sqlite:///{directory / 'fieldlink.db'}",
+        broker_url="embedded",
+        state_dir=directory,
+        http_host="127.0.0.1",
+        http_port=port,
+        log_level="warning",
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+            msg = "the demo server stopped while starting"
+            raise UnavailableError(msg)
+        await asyncio.sleep(0.05)
+    engine: Engine = app.state.engine
+    logins = await asyncio.to_thread(prepare, engine, devices)
+    broker_url: str = app.state.broker_url
+    simulator = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared", "simulate",
+        "--devices", str(devices), "--prefix", "demo", "--broker", broker_url,
+        "--interval", str(interval), "--profile", "mixed",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    typer.echo("")
+    typer.echo(f"fieldlink demo is running: {devices} simulated devices, broker {broker_url}")
+    typer.echo(f"  console:  {url}/")
+    typer.echo(f"  API docs: {url}/docs")
+    for login in logins:
+        typer.echo(f"  login:    {login.username} / {login.password}  ({login.role})")
+    typer.echo(f"  CLI:      fieldlink login --server {url} --user operator && fieldlink devices")
+    typer.echo(f"  data:     {directory}  (Ctrl-C stops everything)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait()), serving]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if simulator.returncode is None:
+        simulator.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(simulator.wait(), timeout=10)
+    server.should_exit = True
+    await serving
+
+
+def demo_command(
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", min=1, max=5000, help="simulated devices")
+    ] = 3,
+    directory: Annotated[Path, typer.Option("--dir", help="where the demo keeps its data")] = Path(
+        "fieldlink-demo"
+    ),
+    port: Annotated[
+        int, typer.Option(help="HTTP port (0 or a taken 8080 picks a free one)")
+    ] = 8080,
+    interval: Annotated[float, typer.Option(help="seconds between samples")] = 5.0,
+) -> None:
+    """Run everything on embedded defaults: server, embedded broker, simulated devices."""
+    from shared.logs import configure_logging
+
+    configure_logging("warning")
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if port == 0 or not _port_free(port):
+        port = _free_port()
+    asyncio.run(run_demo(directory, devices, port, interval))
+
+
+__all__ = ["User", "demo_command", "demo_device_ids", "prepare", "run_demo"]
