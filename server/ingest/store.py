@@ -1,0 +1,438 @@
+"""Writing a batch of validated messages to the database in one transaction.
+
+This is blocking code: the ingest runs it on a worker thread, one batch at a
+time. A batch locks the rows of the devices it touches (``FOR UPDATE`` on
+PostgreSQL; SQLite has one writer anyway), so several server processes sharing
+the fleet's messages keep the per-device counters exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from server.config import ServerSettings
+from server.ingest.alerts import AlertDetails, AlertKey, AlertPlan, apply_plan, plan_for_sample
+from server.ingest.clock import ClockOffsetEstimator, is_skewed
+from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
+from server.ingest.sequence import NewSample, SequenceMark, account_samples
+from server.models import Alert, Device, TelemetrySample
+from server.models.telemetry import DeviceEventRecord
+from shared.protocol import DeviceEvent, DeviceState, Fault, HealthSample
+
+logger = logging.getLogger(__name__)
+
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+SAMPLE = TelemetrySample.__table__  # type: ignore[attr-defined]
+ALERT = Alert.__table__  # type: ignore[attr-defined]
+EVENT = DeviceEventRecord.__table__  # type: ignore[attr-defined]
+
+#: Times a batch is retried when the database reports a lock conflict or deadlock.
+WRITE_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class SampleItem:
+    """A valid health sample, as received."""
+
+    device_id: str
+    sample: HealthSample
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class StateItem:
+    """A valid birth or death; ``retained`` when replayed at subscribe time."""
+
+    device_id: str
+    state: DeviceState
+    retained: bool
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class EventItem:
+    """A valid device event."""
+
+    device_id: str
+    event: DeviceEvent
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class RejectedItem:
+    """A rejected message on a device's topic: counted on the device if it is registered."""
+
+    device_id: str
+    reason: str
+
+
+IngestItem = SampleItem | StateItem | EventItem | RejectedItem
+
+
+@dataclass
+class BatchResult:
+    """What one batch did, for the metrics."""
+
+    stored: int = 0
+    duplicates: int = 0
+    states: int = 0
+    stale_states: int = 0
+    events: int = 0
+    unregistered: int = 0
+    missing_delta: int = 0
+    late: int = 0
+    outbox_dropped: int = 0
+    #: ``sent_at`` (or ``received_at``) of each stored sample, as UNIX times.
+    stored_sent_times: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _DeviceRow:
+    """The registry columns the ingest reads and writes, for one device."""
+
+    id: str
+    boot_id: str | None
+    last_seq: int | None
+    status: str | None
+    health: dict[str, Any] | None
+    health_ts: datetime | None
+    last_seen: datetime | None
+    online: bool
+    online_reason: str | None
+    online_changed_at: datetime | None
+    agent_version: str | None
+    clock_offset_s: float | None
+    clock_skewed: bool
+    telemetry_received: int
+    telemetry_missing: int
+    telemetry_rejected: int
+    dirty: bool = False
+
+    def seen(self, when: datetime) -> None:
+        if self.last_seen is None or when > self.last_seen:
+            self.last_seen = when
+            self.dirty = True
+
+    def status_now(self) -> OnlineStatus:
+        return OnlineStatus(self.online, self.online_reason, self.online_changed_at, self.boot_id)
+
+    def set_status(self, status: OnlineStatus) -> None:
+        self.online, self.online_reason = status.online, status.reason
+        self.online_changed_at = status.changed_at
+        self.dirty = True
+
+
+_ROW_COLUMNS = [name for name in _DeviceRow.__dataclass_fields__ if name != "dirty"]
+_UPDATE_COLUMNS = [name for name in _ROW_COLUMNS if name != "id"]
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """A dialect-specific INSERT that knows ``ON CONFLICT``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(word in text for word in ("locked", "deadlock", "could not serialize", "busy"))
+
+
+class IngestStore:
+    """Applies batches of ingest items to the registry, telemetry, alerts and history."""
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = ClockOffsetEstimator()
+
+    def write(self, items: Sequence[IngestItem]) -> BatchResult:
+        """Write one batch in one transaction (retried on lock conflicts)."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return self._write(conn, items)
+            except (OperationalError, DBAPIError) as exc:
+                if attempt == WRITE_ATTEMPTS or not _retryable(exc):
+                    raise
+                logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
+                time.sleep(0.05 * attempt)
+        msg = "unreachable"
+        raise AssertionError(msg)
+
+    # -- the transaction --------------------------------------------------------------
+
+    def _load_devices(self, conn: Connection, ids: set[str]) -> dict[str, _DeviceRow]:
+        if not ids:
+            return {}
+        stmt = (
+            sa.select(*(DEVICE.c[name] for name in _ROW_COLUMNS))
+            .where(DEVICE.c.id.in_(sorted(ids)))
+            .order_by(DEVICE.c.id)
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return {row.id: _DeviceRow(**row._mapping) for row in conn.execute(stmt)}
+
+    def _load_open_alerts(
+        self, conn: Connection, ids: Sequence[str]
+    ) -> dict[str, dict[AlertKey, int]]:
+        result: dict[str, dict[AlertKey, int]] = {device_id: {} for device_id in ids}
+        if not ids:
+            return result
+        stmt = sa.select(
+            ALERT.c.id, ALERT.c.device_id, ALERT.c.source, ALERT.c.code, ALERT.c.metric
+        ).where(ALERT.c.open.is_(True), ALERT.c.device_id.in_(list(ids)))
+        for row in conn.execute(stmt):
+            result[row.device_id][AlertKey(row.source, row.code, row.metric)] = row.id
+        return result
+
+    def _insert_samples(
+        self, conn: Connection, samples: list[SampleItem]
+    ) -> set[tuple[str, str, int]]:
+        if not samples:
+            return set()
+        rows = [
+            {
+                "device_id": item.device_id,
+                "boot_id": item.sample.boot_id,
+                "seq": item.sample.seq,
+                "ts": item.sample.ts,
+                "received_at": item.received_at,
+                "status": item.sample.status,
+                "metrics": item.sample.metrics,
+                "faults": [fault.model_dump() for fault in item.sample.faults],
+            }
+            for item in samples
+        ]
+        stmt = (
+            _insert(conn, SAMPLE)
+            .on_conflict_do_nothing(index_elements=["device_id", "boot_id", "seq"])
+            .returning(SAMPLE.c.device_id, SAMPLE.c.boot_id, SAMPLE.c.seq)
+        )
+        return {(r.device_id, r.boot_id, r.seq) for r in conn.execute(stmt, rows)}
+
+    def _write(self, conn: Connection, items: Sequence[IngestItem]) -> BatchResult:
+        result = BatchResult()
+        devices = self._load_devices(conn, {item.device_id for item in items})
+        samples: list[SampleItem] = []
+        for item in items:
+            if item.device_id not in devices:
+                if not isinstance(item, RejectedItem):
+                    result.unregistered += 1
+            elif isinstance(item, SampleItem):
+                samples.append(item)
+        inserted = self._insert_samples(conn, samples)
+        alert_devices = sorted(
+            {i.device_id for i in items if isinstance(i, SampleItem | EventItem)} & devices.keys()
+        )
+        open_ids = self._load_open_alerts(conn, alert_devices)
+        open_keys = {device_id: set(keys) for device_id, keys in open_ids.items()}
+        opened: list[dict[str, Any]] = []
+        cleared: dict[int, datetime] = {}
+        events: list[dict[str, Any]] = []
+        new_samples: dict[str, list[NewSample]] = {}
+        newest: dict[str, SampleItem] = {}
+
+        def open_alert(device_id: str, key: AlertKey, details: AlertDetails, at: datetime) -> None:
+            opened.append(
+                {
+                    "device_id": device_id,
+                    "source": key.source,
+                    "code": key.code,
+                    "metric": key.metric,
+                    "severity": details.severity,
+                    "message": details.message[:1024],
+                    "raised_at": at,
+                    "cleared_at": None,
+                    "open": True,
+                }
+            )
+
+        def clear_alert(device_id: str, key: AlertKey, at: datetime) -> None:
+            alert_id = open_ids[device_id].pop(key, None)
+            if alert_id is not None:
+                cleared[alert_id] = at
+                return
+            # Opened earlier in this same batch: close the pending row.
+            for row in reversed(opened):
+                if row["device_id"] == device_id and row["open"] and _key_of(row) == key:
+                    row["open"], row["cleared_at"] = False, at
+                    return
+
+        def apply_alerts(device_id: str, plan: AlertPlan, at: datetime) -> None:
+            for key in plan.to_clear:
+                clear_alert(device_id, key, at)
+            for key, details in plan.to_open.items():
+                open_alert(device_id, key, details, at)
+            open_keys[device_id] = apply_plan(open_keys[device_id], plan)
+
+        def record(
+            device_id: str, kind: str, ts: datetime, at: datetime, body: dict[str, Any]
+        ) -> None:
+            events.append(
+                {"device_id": device_id, "type": kind, "ts": ts, "received_at": at, "body": body}
+            )
+
+        def change_status(device: _DeviceRow, status: OnlineStatus, at: datetime) -> None:
+            device.set_status(status)
+            kind = "online" if status.online else "offline"
+            record(device.id, kind, status.changed_at or at, at, {"reason": status.reason})
+
+        for item in items:
+            device = devices.get(item.device_id)
+            if device is None:
+                continue
+            if isinstance(item, RejectedItem):
+                device.telemetry_rejected += 1
+                device.dirty = True
+            elif isinstance(item, SampleItem):
+                sample = item.sample
+                device.seen(item.received_at)
+                key = (item.device_id, sample.boot_id, sample.seq)
+                if key not in inserted:
+                    result.duplicates += 1
+                    continue
+                inserted.discard(key)
+                result.stored += 1
+                result.outbox_dropped += sample.outbox_dropped
+                result.stored_sent_times.append((sample.sent_at or item.received_at).timestamp())
+                device.telemetry_received += 1
+                device.dirty = True
+                new_samples.setdefault(device.id, []).append(
+                    NewSample(sample.boot_id, sample.seq, sample.ts)
+                )
+                if sample.sent_at is not None:
+                    offset = self.clock.observe(device.id, sample.sent_at, item.received_at)
+                    device.clock_offset_s = round(offset, 3)
+                    device.clock_skewed = is_skewed(offset, self.settings.clock_skew_max_s)
+                if not device.online and device.online_reason in (None, SILENT):
+                    change_status(
+                        device,
+                        OnlineStatus(True, "online", item.received_at, device.boot_id),
+                        item.received_at,
+                    )
+                latest = newest.get(device.id)
+                latest_ts = latest.sample.ts if latest else device.health_ts
+                if latest_ts is None or sample.ts > latest_ts:
+                    newest[device.id] = item
+                    at = _alert_time(sample.ts, device.clock_offset_s, item.received_at)
+                    plan = plan_for_sample(
+                        open_keys[device.id],
+                        sample.faults,
+                        sample.metrics,
+                        self.settings.thresholds,
+                    )
+                    apply_alerts(device.id, plan, at)
+            elif isinstance(item, StateItem):
+                result.states += 1
+                state = item.state
+                if not item.retained and state.online:
+                    device.seen(item.received_at)
+                if (
+                    state.online
+                    and state.agent_version
+                    and state.agent_version != device.agent_version
+                ):
+                    device.agent_version = state.agent_version[:64]
+                    device.dirty = True
+                status = next_status(
+                    device.status_now(),
+                    state,
+                    retained=item.retained,
+                    received_at=item.received_at,
+                    clock_offset_s=device.clock_offset_s,
+                )
+                if status is None:
+                    if item.retained:
+                        result.stale_states += 1
+                    continue
+                if item.retained and status.online and status.changed_at:
+                    device.seen(status.changed_at)
+                change_status(device, status, item.received_at)
+            else:
+                result.events += 1
+                event = item.event
+                device.seen(item.received_at)
+                record(device.id, event.type, event.ts, item.received_at, dict(event.body))
+                at = _alert_time(event.ts, device.clock_offset_s, item.received_at)
+                fault = _event_fault(event)
+                fault_key = AlertKey("device", fault.code) if fault is not None else None
+                if fault is not None and fault_key is not None:
+                    is_open = fault_key in open_keys[device.id]
+                    if event.type == "fault.raised" and not is_open:
+                        details = AlertDetails(fault.severity, fault.message)
+                        apply_alerts(device.id, AlertPlan(to_open={fault_key: details}), at)
+                    elif event.type == "fault.cleared" and is_open:
+                        apply_alerts(device.id, AlertPlan(to_clear={fault_key}), at)
+
+        for device_id, fresh in new_samples.items():
+            device = devices[device_id]
+            outcome = account_samples(
+                SequenceMark(device.boot_id, device.last_seq, device.health_ts), fresh
+            )
+            device.boot_id, device.last_seq = outcome.mark.boot_id, outcome.mark.last_seq
+            device.telemetry_missing = max(0, device.telemetry_missing + outcome.missing_delta)
+            result.missing_delta += outcome.missing_delta
+            result.late += outcome.late
+        for device_id, item in newest.items():
+            device = devices[device_id]
+            device.status = item.sample.status
+            device.health = dict(item.sample.metrics)
+            device.health_ts = item.sample.ts
+
+        if opened:
+            conn.execute(sa.insert(ALERT), opened)
+        if cleared:
+            conn.execute(
+                sa.update(ALERT)
+                .where(ALERT.c.id == sa.bindparam("alert_id"))
+                .values(open=False, cleared_at=sa.bindparam("at")),
+                [{"alert_id": k, "at": v} for k, v in cleared.items()],
+            )
+        if events:
+            conn.execute(sa.insert(EVENT), events)
+        dirty = [device for device in devices.values() if device.dirty]
+        if dirty:
+            conn.execute(
+                sa.update(DEVICE)
+                .where(DEVICE.c.id == sa.bindparam("device_id"))
+                .values({name: sa.bindparam(name) for name in _UPDATE_COLUMNS}),
+                [
+                    {"device_id": d.id, **{name: getattr(d, name) for name in _UPDATE_COLUMNS}}
+                    for d in dirty
+                ],
+            )
+        return result
+
+
+def _key_of(row: dict[str, Any]) -> AlertKey:
+    return AlertKey(row["source"], row["code"], row["metric"])
+
+
+def _alert_time(ts: datetime, clock_offset_s: float | None, received_at: datetime) -> datetime:
+    """When an alert happened, on the server's clock, never after we learned of it."""
+    corrected = server_time(ts, clock_offset_s)
+    assert corrected is not None  # noqa: S101  (ts is never None here)
+    return min(corrected, received_at)
+
+
+def _event_fault(event: DeviceEvent) -> Fault | None:
+    """The fault a ``fault.raised`` / ``fault.cleared`` event names, if its body is valid."""
+    if event.type not in ("fault.raised", "fault.cleared"):
+        return None
+    try:
+        return Fault.model_validate(event.body)
+    except ValueError:
+        logger.info("device %s sent %s without a valid fault body", event.device_id, event.type)
+        return None

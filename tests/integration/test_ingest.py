@@ -1,0 +1,374 @@
+"""The ingest against a real Mosquitto and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiomqtt
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from server import metrics
+from server.config import ServerSettings
+from server.db import create_schema, make_engine
+from server.ingest import IngestService
+from server.models import Alert, Device, TelemetrySample
+from server.models.telemetry import DeviceEventRecord
+from shared import topics
+from shared.ids import new_id, utcnow
+from shared.protocol import DeviceEvent, DeviceState, Fault, HealthSample, ServerState, dump_message
+from tests.fixtures.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def register(engine: Engine, *device_ids: str) -> None:
+    with Session(engine) as session:
+        for device_id in device_ids:
+            session.add(
+                Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME")
+            )
+        session.commit()
+
+
+def device(engine: Engine, device_id: str) -> Device:
+    with Session(engine) as session:
+        row = session.get(Device, device_id)
+        assert row is not None
+        return row
+
+
+def device_when(
+    engine: Engine, device_id: str, condition: Callable[[Device], object]
+) -> Callable[[], Device | None]:
+    """A check for :func:`eventually`: the device once ``condition`` holds for it."""
+
+    def check() -> Device | None:
+        row = device(engine, device_id)
+        return row if condition(row) else None
+
+    return check
+
+
+def sample(device_id: str, seq: int, **fields: Any) -> HealthSample:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "device_id": device_id,
+        "boot_id": "boot-1",
+        "seq": seq,
+        "ts": now,
+        "sent_at": now,
+        "status": "ok",
+        "metrics": {"cpu_percent": 3.0 + seq},
+    }
+    values.update(fields)
+    return HealthSample(**values)
+
+
+async def eventually(check: Callable[[], T | None], within: float = 10.0) -> T:
+    """Poll ``check`` (run on a thread) until it returns a truthy value."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            msg = f"condition not met within {within} s (last value {value!r})"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.05)
+
+
+def counter(metric: Any, *labels: str) -> float:
+    child = metric.labels(*labels) if labels else metric
+    return float(child._value.get())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(mosquitto: MosquittoBroker, database_url: str) -> ServerSettings:
+    return ServerSettings(
+        database_url=database_url,
+        broker_url=mosquitto.url,
+        ingest_flush_ms=20,
+        offline_after_s=1.0,
+    )
+
+
+@pytest.fixture
+async def ingest(settings: ServerSettings, engine: Engine) -> AsyncIterator[IngestService]:
+    # A group of its own, so that nothing else on the broker shares the messages.
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=0.2)
+    await service.start()
+    await asyncio.wait_for(service.ready.wait(), 10)
+    yield service
+    await service.stop()
+
+
+@pytest.fixture
+async def publisher(mosquitto: MosquittoBroker) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        yield client
+
+
+async def test_valid_samples_are_stored_and_update_the_device(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "mfp-0001")
+    for seq in range(3):
+        await publisher.publish(
+            topics.telemetry("mfp-0001"), dump_message(sample("mfp-0001", seq)), qos=1
+        )
+    row = await eventually(device_when(engine, "mfp-0001", lambda d: d.telemetry_received == 3))
+    assert row.last_seq == 2
+    assert row.boot_id == "boot-1"
+    assert row.status == "ok"
+    assert row.health == {"cpu_percent": 5.0}
+    assert row.telemetry_missing == 0
+    assert row.online is True
+    assert row.last_seen is not None
+    assert row.clock_offset_s is not None
+    assert abs(row.clock_offset_s) < 5
+    assert row.clock_skewed is False
+    with Session(engine) as session:
+        stored = session.exec(select(TelemetrySample).order_by(sa.column("seq"))).all()
+    assert [s.seq for s in stored] == [0, 1, 2]
+
+
+async def test_bad_messages_are_rejected_and_counted_and_ingest_goes_on(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "mfp-0002", "mfp-0003")
+    before = {
+        reason: counter(metrics.INGEST_REJECTED, reason)
+        for reason in ("bad_json", "bad_shape", "oversize", "device_mismatch", "unregistered")
+    }
+    topic = topics.telemetry("mfp-0002")
+    await publisher.publish(topic, b"{not json", qos=1)
+    await publisher.publish(topic, json.dumps({"v": 1, "device_id": "mfp-0002"}), qos=1)
+    big = sample("mfp-0002", 0, metrics={f"m{i:05d}": 1.0 for i in range(6000)})
+    assert len(dump_message(big)) > 64 * 1024
+    await publisher.publish(topic, dump_message(big), qos=1)
+    await publisher.publish(topic, dump_message(sample("mfp-0003", 0)), qos=1)
+    await publisher.publish(
+        topics.telemetry("mfp-9999"), dump_message(sample("mfp-9999", 0)), qos=1
+    )
+    await publisher.publish(topic, dump_message(sample("mfp-0002", 0)), qos=1)
+
+    row = await eventually(device_when(engine, "mfp-0002", lambda d: d.telemetry_received))
+    assert row.telemetry_received == 1
+    assert row.telemetry_rejected == 4
+    assert device(engine, "mfp-0003").telemetry_received == 0
+    for reason in ("bad_json", "bad_shape", "oversize", "device_mismatch", "unregistered"):
+        assert counter(metrics.INGEST_REJECTED, reason) == before[reason] + 1, reason
+    with Session(engine) as session:
+        assert session.exec(select(sa.func.count()).select_from(TelemetrySample)).one() == 1
+
+
+async def test_gap_is_counted_missing_and_a_late_sample_uncounts_it(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "srv-0001")
+    topic = topics.telemetry("srv-0001")
+    for seq in (0, 1, 4):
+        await publisher.publish(topic, dump_message(sample("srv-0001", seq)), qos=1)
+    row = await eventually(device_when(engine, "srv-0001", lambda d: d.telemetry_received == 3))
+    assert row.telemetry_missing == 2
+    await publisher.publish(topic, dump_message(sample("srv-0001", 2)), qos=1)
+    await publisher.publish(topic, dump_message(sample("srv-0001", 2)), qos=1)  # redelivery
+    row = await eventually(device_when(engine, "srv-0001", lambda d: d.telemetry_received == 4))
+    await asyncio.sleep(0.2)
+    row = device(engine, "srv-0001")
+    assert row.telemetry_received == 4
+    assert row.telemetry_missing == 1
+    assert row.last_seq == 4
+
+
+async def test_birth_will_shutdown_and_silence_change_online_state(
+    engine: Engine, ingest: IngestService, mosquitto: MosquittoBroker, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "img-0001")
+    state_topic = topics.state("img-0001")
+
+    def birth() -> bytes:
+        return dump_message(DeviceState(online=True, ts=utcnow(), boot_id="b", agent_version="1.2"))
+
+    # A device whose process dies: the broker publishes the will it left.
+    will = dump_message(DeviceState(online=False, ts=utcnow(), reason="connection_lost"))
+    agent = subprocess.Popen(  # noqa: ASYNC220  (a short-lived child, killed below)
+        [
+            "mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port),
+            "-t", topics.cmd("img-0001"), "-q", "1",
+            "--will-topic", state_topic, "--will-payload", will.decode(),
+            "--will-qos", "1", "--will-retain",
+        ]
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(0.3)  # connected, will registered
+        await publisher.publish(state_topic, birth(), qos=1, retain=True)
+        row = await eventually(device_when(engine, "img-0001", lambda d: d.online))
+        assert row.online_reason == "online"
+        assert row.agent_version == "1.2"
+    finally:
+        agent.kill()
+        agent.wait()
+    row = await eventually(device_when(engine, "img-0001", lambda d: not d.online))
+    assert row.online_reason == "connection_lost"
+
+    await publisher.publish(state_topic, birth(), qos=1, retain=True)
+    await eventually(lambda: device(engine, "img-0001").online)
+    shutdown = DeviceState(online=False, ts=utcnow(), reason="shutdown")
+    await publisher.publish(state_topic, dump_message(shutdown), qos=1, retain=True)
+    row = await eventually(device_when(engine, "img-0001", lambda d: not d.online))
+    assert row.online_reason == "shutdown"
+
+    # Online again, then silent for longer than offline_after_s (1 s).
+    await publisher.publish(state_topic, birth(), qos=1, retain=True)
+    await eventually(lambda: device(engine, "img-0001").online)
+    row = await eventually(device_when(engine, "img-0001", lambda d: not d.online), within=5)
+    assert row.online_reason == "silent"
+    with Session(engine) as session:
+        history = session.exec(
+            select(DeviceEventRecord.type, DeviceEventRecord.body)
+            .where(DeviceEventRecord.device_id == "img-0001")
+            .order_by(sa.column("id"))
+        ).all()
+    reasons = [(kind, body["reason"]) for kind, body in history]
+    assert reasons == [
+        ("online", "online"),
+        ("offline", "connection_lost"),
+        ("online", "online"),
+        ("offline", "shutdown"),
+        ("online", "online"),
+        ("offline", "silent"),
+    ]
+
+
+async def test_server_announcement_is_retained(
+    ingest: IngestService, mosquitto: MosquittoBroker
+) -> None:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(topics.SERVER_STATE, qos=1)
+        message = await asyncio.wait_for(anext(aiter(client.messages)), 5)
+    assert message.retain
+    state = ServerState.model_validate_json(bytes(message.payload))
+    assert state.online is True
+    assert state.instance == ingest.instance_id
+    await ingest.stop()
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(topics.SERVER_STATE, qos=1)
+        message = await asyncio.wait_for(anext(aiter(client.messages)), 5)
+    assert ServerState.model_validate_json(bytes(message.payload)).online is False
+
+
+async def test_faults_and_rules_open_and_clear_alerts(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "mfp-0004")
+    topic = topics.telemetry("mfp-0004")
+    fault = Fault(code="SC-541", severity="error", message="Fuser thermistor open")
+    first = sample("mfp-0004", 0, status="fault", faults=[fault], metrics={"disk_percent:/": 95.0})
+    await publisher.publish(topic, dump_message(first), qos=1)
+    await publisher.publish(
+        topic, dump_message(sample("mfp-0004", 1, status="fault", faults=[fault])), qos=1
+    )
+
+    def alerts() -> list[Alert]:
+        with Session(engine) as session:
+            return list(session.exec(select(Alert).order_by(sa.column("id"))).all())
+
+    def two_alerts() -> list[Alert] | None:
+        found = alerts()
+        return found if len(found) == 2 else None
+
+    opened = await eventually(two_alerts)
+    assert {(a.source, a.code, a.metric, a.open) for a in opened} == {
+        ("device", "SC-541", None, True),
+        ("rule", "disk_full", "disk_percent:/", True),
+    }
+    later = utcnow() + timedelta(seconds=1)
+    await publisher.publish(
+        topic,
+        dump_message(sample("mfp-0004", 2, ts=later, metrics={"disk_percent:/": 50.0})),
+        qos=1,
+    )
+
+    def all_closed() -> list[Alert]:
+        found = alerts()
+        return found if found and not any(a.open for a in found) else []
+
+    closed = await eventually(all_closed)
+    assert all(a.cleared_at is not None for a in closed)
+    assert len(closed) == 2
+
+    raised = DeviceEvent(
+        device_id="mfp-0004", ts=utcnow(), type="fault.raised", body=fault.model_dump()
+    )
+    await publisher.publish(topics.events("mfp-0004"), dump_message(raised), qos=1)
+    await eventually(lambda: any(a.open for a in alerts()))
+    cleared = DeviceEvent(
+        device_id="mfp-0004", ts=utcnow(), type="fault.cleared", body={"code": "SC-541"}
+    )
+    await publisher.publish(topics.events("mfp-0004"), dump_message(cleared), qos=1)
+    await asyncio.sleep(0.2)
+    final = await eventually(all_closed)
+    assert len(final) == 3
+    assert device(engine, "mfp-0004").status == "ok"
+
+
+async def test_skewed_clock_is_flagged(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "srv-0002")
+    ahead = utcnow() + timedelta(seconds=300)
+    await publisher.publish(
+        topics.telemetry("srv-0002"),
+        dump_message(sample("srv-0002", 0, ts=ahead, sent_at=ahead)),
+        qos=1,
+    )
+    row = await eventually(device_when(engine, "srv-0002", lambda d: d.telemetry_received))
+    assert row.clock_skewed is True
+    assert row.clock_offset_s is not None
+    assert 290 < row.clock_offset_s <= 300
+
+
+async def test_stale_retained_birth_does_not_roll_back_newer_state(
+    settings: ServerSettings, engine: Engine, mosquitto: MosquittoBroker
+) -> None:
+    register(engine, "mfp-0005")
+    old = datetime.now(UTC) - timedelta(hours=1)
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        birth = DeviceState(online=True, ts=old, boot_id="b")
+        await client.publish(topics.state("mfp-0005"), dump_message(birth), qos=1, retain=True)
+    with Session(engine) as session:
+        row = session.get(Device, "mfp-0005")
+        assert row is not None
+        row.online, row.online_reason = False, "silent"
+        row.online_changed_at = utcnow() - timedelta(minutes=5)
+        session.add(row)
+        session.commit()
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=60)
+    await service.start()
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        await asyncio.sleep(0.5)
+    finally:
+        await service.stop()
+    row = device(engine, "mfp-0005")
+    assert row.online is False
+    assert row.online_reason == "silent"
