@@ -10,6 +10,7 @@ while). The same seed always gives the same sequence.
 from __future__ import annotations
 
 import random
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ class SimulatedHost:
         self._cpu = self._rng.uniform(2, 20)
         self._mem = self._rng.uniform(25, 60)
         self._disk = self._rng.uniform(20, 70)
-        self._uptime = self._rng.uniform(3_600, 90 * 86_400)
+        self._booted = time.monotonic() - self._rng.uniform(3_600, 90 * 86_400)
 
     async def collect(self) -> Reading:
         """One step of the simulated host."""
@@ -91,13 +92,12 @@ class SimulatedHost:
         self._cpu = min(100.0, max(0.5, self._cpu + rng.gauss(0, 4) + (8 - self._cpu) * 0.1))
         self._mem = min(99.0, max(10.0, self._mem + rng.gauss(0, 1) + (45 - self._mem) * 0.05))
         self._disk = min(99.0, self._disk + rng.uniform(0, 0.02))
-        self._uptime += 10
         return Reading(
             metrics={
                 "cpu_percent": round(self._cpu, 1),
                 "mem_percent": round(self._mem, 1),
                 "disk_percent:/": round(self._disk, 2),
-                "uptime_s": round(self._uptime),
+                "uptime_s": round(time.monotonic() - self._booted),
                 "load1": round(self._cpu / 25, 2),
             }
         )

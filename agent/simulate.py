@@ -1,0 +1,244 @@
+"""``fieldlink simulate``: a fleet of simulated agents in one process, for demos and load tests.
+
+Each simulated device is a full :class:`~agent.supervisor.Agent` (its own MQTT
+connection, birth and last will, ``boot_id`` and ``seq``, outbox) whose health
+comes from a simulated profile instead of psutil and SNMP. Their starts, and so
+their sampling times, are spread evenly over one interval, so 2,000 devices at
+a 10 s interval make a steady 200 samples/s rather than a burst every 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import resource
+import signal
+from collections.abc import Sequence
+from typing import Annotated, Final
+
+import typer
+
+from agent.collectors.base import Collector
+from agent.config import BrokerAddress
+from agent.outbox import MemoryOutbox
+from agent.profiles import ProfileOptions, SimulatedHost, create_profile
+from agent.supervisor import Agent
+from shared.errors import ConfigError
+from shared.ids import check_device_id
+
+logger = logging.getLogger(__name__)
+
+FLEET_PROFILES: Final = ("mfp", "imaging", "server")
+PROFILE_CHOICES: Final = (*FLEET_PROFILES, "mixed")
+
+
+def fleet_ids(prefix: str, count: int) -> list[str]:
+    """``prefix-0000``, ``prefix-0001``, ... (``count`` ids).
+
+    Raises:
+        InvalidDeviceId: when the prefix makes invalid ids.
+    """
+    return [check_device_id(f"{prefix}-{index:04d}") for index in range(count)]
+
+
+def profile_of(index: int, profile: str) -> str:
+    """The profile of the ``index``-th device: ``profile``, or a rotation when ``mixed``."""
+    return FLEET_PROFILES[index % len(FLEET_PROFILES)] if profile == "mixed" else profile
+
+
+def simulated_agent(
+    device_id: str,
+    broker_url: str,
+    *,
+    interval_s: float = 10.0,
+    profile: str = "mfp",
+    seed: int | None = None,
+    start_delay_s: float = 0.0,
+    keepalive_s: int = 60,
+    outbox_max_samples: int = 1_000,
+    reconnect_min_s: float = 1.0,
+    reconnect_max_s: float = 30.0,
+) -> Agent:
+    """One simulated device: simulated host and ``profile`` metrics, an in-memory outbox.
+
+    Raises:
+        ConfigError: for a bad broker URL or an unknown profile.
+    """
+    try:
+        broker = BrokerAddress.parse(broker_url)
+    except ValueError as exc:
+        msg = f"--broker: {exc}"
+        raise ConfigError(msg) from None
+    options = ProfileOptions(device_id=device_id, seed=seed)
+    collectors: list[Collector] = [
+        SimulatedHost(options),
+        create_profile(profile, options, simulate=True),
+    ]
+    return Agent(
+        device_id,
+        broker,
+        collectors,
+        MemoryOutbox(outbox_max_samples),
+        interval_s=interval_s,
+        start_delay_s=start_delay_s,
+        keepalive_s=keepalive_s,
+        reconnect_min_s=reconnect_min_s,
+        reconnect_max_s=reconnect_max_s,
+        rng=random.Random(None if seed is None else f"{seed}/{device_id}"),  # noqa: S311
+    )
+
+
+def build_fleet(
+    broker_url: str,
+    ids: Sequence[str],
+    *,
+    interval_s: float = 10.0,
+    profile: str = "mixed",
+    seed: int | None = None,
+    ramp_s: float | None = None,
+    keepalive_s: int = 60,
+    reconnect_min_s: float = 1.0,
+    reconnect_max_s: float = 30.0,
+) -> list[Agent]:
+    """The agents of a simulated fleet, their starts spread evenly over ``ramp_s``.
+
+    Args:
+        broker_url: ``mqtt://host:port``.
+        ids: The device ids.
+        interval_s: Seconds between one device's samples.
+        profile: ``mfp``, ``imaging``, ``server``, or ``mixed`` (a rotation of the three).
+        seed: Makes every device's values repeatable.
+        ramp_s: Spread of the starts (one interval by default).
+        keepalive_s: MQTT keepalive of every device.
+        reconnect_min_s: Floor of the reconnect delay.
+        reconnect_max_s: Cap of the reconnect delay.
+
+    Raises:
+        ConfigError: for a bad broker URL or an unknown profile.
+    """
+    if profile not in PROFILE_CHOICES:
+        msg = f"--profile: must be one of {', '.join(PROFILE_CHOICES)}"
+        raise ConfigError(msg)
+    spread = interval_s if ramp_s is None else ramp_s
+    count = max(1, len(ids))
+    return [
+        simulated_agent(
+            device_id,
+            broker_url,
+            interval_s=interval_s,
+            profile=profile_of(index, profile),
+            seed=seed,
+            start_delay_s=spread * index / count,
+            keepalive_s=keepalive_s,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+        )
+        for index, device_id in enumerate(ids)
+    ]
+
+
+async def run_agents(agents: Sequence[Agent]) -> None:
+    """Run ``agents`` until cancelled; each then publishes its ``shutdown`` state."""
+    _raise_open_files_limit(len(agents))
+    async with asyncio.TaskGroup() as group:
+        for agent in agents:
+            group.create_task(agent.run(), name=f"agent {agent.device_id}")
+
+
+async def run_fleet(
+    broker_url: str,
+    ids: Sequence[str],
+    interval_s: float = 10.0,
+    *,
+    profile: str = "mixed",
+    seed: int | None = None,
+    ramp_s: float | None = None,
+    keepalive_s: int = 60,
+    reconnect_min_s: float = 1.0,
+    reconnect_max_s: float = 30.0,
+) -> None:
+    """Run a simulated fleet until cancelled (then every device publishes ``shutdown``).
+
+    Example:
+        ``task = asyncio.create_task(run_fleet("mqtt://127.0.0.1:1883", fleet_ids("demo", 3)))``
+
+    Args: as :func:`build_fleet`.
+
+    Raises:
+        ConfigError: for a bad broker URL or an unknown profile.
+    """
+    agents = build_fleet(
+        broker_url,
+        ids,
+        interval_s=interval_s,
+        profile=profile,
+        seed=seed,
+        ramp_s=ramp_s,
+        keepalive_s=keepalive_s,
+        reconnect_min_s=reconnect_min_s,
+        reconnect_max_s=reconnect_max_s,
+    )
+    await run_agents(agents)
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    # One socket per device: lift the soft limit toward the hard one when the fleet needs it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        if new_soft < wanted:
+            logger.warning("open-files limit %d is below the %d this fleet needs", new_soft, wanted)
+
+
+async def _run_until_signal(agents: Sequence[Agent]) -> None:
+    fleet = asyncio.create_task(run_agents(agents))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, fleet.cancel)
+    try:
+        await fleet
+    except asyncio.CancelledError:
+        # Cancelled by our own signal handler: a clean stop, not an error.
+        if not fleet.cancelled():
+            raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def simulate_command(
+    devices: Annotated[int, typer.Option("--devices", "-n", min=1, help="How many devices.")] = 3,
+    prefix: Annotated[str, typer.Option(help="Device ids are PREFIX-0000, PREFIX-0001, ...")] = (
+        "sim"
+    ),
+    broker: Annotated[
+        str, typer.Option(help="Broker URL, mqtt://host:port.")
+    ] = "mqtt://127.0.0.1:1883",
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between one device's samples.")
+    ] = 10.0,
+    profile: Annotated[
+        str, typer.Option(help="mfp, imaging, server, or mixed (a rotation of the three).")
+    ] = "mixed",
+    seed: Annotated[int | None, typer.Option(help="Seed for repeatable simulated values.")] = None,
+    keepalive: Annotated[int, typer.Option(min=1, help="MQTT keepalive, seconds.")] = 60,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Run a fleet of simulated agents in one process until Ctrl-C or SIGTERM."""
+    from shared.logs import configure_logging
+
+    configure_logging(log_level)
+    ids = fleet_ids(prefix, devices)
+    agents = build_fleet(
+        broker, ids, interval_s=interval, profile=profile, seed=seed, keepalive_s=keepalive
+    )
+    typer.echo(
+        f"simulating {devices} device(s) {ids[0]}..{ids[-1]} on {broker}, "
+        f"a sample every {interval:g} s each; Ctrl-C to stop",
+        err=True,
+    )
+    asyncio.run(_run_until_signal(agents))
+    typer.echo(f"stopped {devices} simulated device(s)", err=True)
