@@ -131,8 +131,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> Response:
         """Prometheus metrics in the text exposition format."""
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+        from server.metrics import render_metrics
 
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
 
     return app
