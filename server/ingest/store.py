@@ -8,20 +8,27 @@ the fleet's messages keep the per-device counters exact.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from server.config import ServerSettings
-from server.ingest.alerts import AlertDetails, AlertKey, AlertPlan, apply_plan, plan_for_sample
+from server.config import ServerSettings, ThresholdRule
+from server.ingest.alerts import (
+    AlertDetails,
+    AlertKey,
+    AlertPlan,
+    apply_plan,
+    plan_for_sample,
+    rule_matches,
+)
 from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
@@ -36,6 +43,13 @@ SAMPLE = TelemetrySample.__table__  # type: ignore[attr-defined]
 ALERT = Alert.__table__  # type: ignore[attr-defined]
 EVENT = DeviceEventRecord.__table__  # type: ignore[attr-defined]
 
+#: Samples per multi-row INSERT (8 parameters each; SQLite allows 32,766 per statement).
+INSERT_CHUNK = 500
+INSERT_SAMPLES_SQL = (
+    "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
+    "faults) VALUES {values} ON CONFLICT (device_id, boot_id, seq) DO NOTHING "
+    "RETURNING device_id, boot_id, seq"
+)
 #: Times a batch is retried when the database reports a lock conflict or deadlock.
 WRITE_ATTEMPTS = 5
 
@@ -136,13 +150,6 @@ _ROW_COLUMNS = [name for name in _DeviceRow.__dataclass_fields__ if name != "dir
 _UPDATE_COLUMNS = [name for name in _ROW_COLUMNS if name != "id"]
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """A dialect-specific INSERT that knows ``ON CONFLICT``."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _retryable(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return any(word in text for word in ("locked", "deadlock", "could not serialize", "busy"))
@@ -155,6 +162,22 @@ class IngestStore:
         self.engine = engine
         self.settings = settings
         self.clock = ClockOffsetEstimator()
+        self._rule_cache: dict[tuple[str, ...], list[ThresholdRule]] = {}
+
+    def _rules_for(self, sample: HealthSample) -> list[ThresholdRule]:
+        """The threshold rules that match any of the sample's metrics (cached by metric names)."""
+        names = tuple(sample.metrics)
+        rules = self._rule_cache.get(names)
+        if rules is None:
+            rules = [
+                rule
+                for rule in self.settings.thresholds
+                if any(rule_matches(rule.metric, name) for name in names)
+            ]
+            if len(self._rule_cache) > 10_000:
+                self._rule_cache.clear()
+            self._rule_cache[names] = rules
+        return rules
 
     def write(self, items: Sequence[IngestItem]) -> BatchResult:
         """Write one batch in one transaction (retried on lock conflicts)."""
@@ -200,27 +223,43 @@ class IngestStore:
     def _insert_samples(
         self, conn: Connection, samples: list[SampleItem]
     ) -> set[tuple[str, str, int]]:
-        if not samples:
-            return set()
-        rows = [
-            {
-                "device_id": item.device_id,
-                "boot_id": item.sample.boot_id,
-                "seq": item.sample.seq,
-                "ts": item.sample.ts,
-                "received_at": item.received_at,
-                "status": item.sample.status,
-                "metrics": item.sample.metrics,
-                "faults": [fault.model_dump() for fault in item.sample.faults],
-            }
-            for item in samples
-        ]
-        stmt = (
-            _insert(conn, SAMPLE)
-            .on_conflict_do_nothing(index_elements=["device_id", "boot_id", "seq"])
-            .returning(SAMPLE.c.device_id, SAMPLE.c.boot_id, SAMPLE.c.seq)
-        )
-        return {(r.device_id, r.boot_id, r.seq) for r in conn.execute(stmt, rows)}
+        """Insert new samples; returns the keys actually inserted (duplicates are skipped).
+
+        This is the hot path, so it goes around SQLAlchemy's per-value type
+        processing: values are serialized here exactly as the column types would
+        (UTC timestamps, JSON text) and sent as one multi-row ``INSERT ... ON
+        CONFLICT DO NOTHING RETURNING`` per chunk.
+        """
+        inserted: set[tuple[str, str, int]] = set()
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            row_sql = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
+            stamp: Any = _aware_utc
+        else:
+            row_sql = "(?, ?, ?, ?, ?, ?, ?, ?)"
+            stamp = _sqlite_utc
+        dumps = json.dumps
+        for start in range(0, len(samples), INSERT_CHUNK):
+            chunk = samples[start : start + INSERT_CHUNK]
+            params: list[Any] = []
+            for item in chunk:
+                sample = item.sample
+                params += (
+                    item.device_id,
+                    sample.boot_id,
+                    sample.seq,
+                    stamp(sample.ts),
+                    stamp(item.received_at),
+                    sample.status,
+                    dumps(sample.metrics),
+                    dumps([fault.model_dump() for fault in sample.faults]),
+                )
+            # Only placeholders are joined in: every value is a bound parameter.
+            sql = INSERT_SAMPLES_SQL.format(values=", ".join([row_sql] * len(chunk)))
+            inserted.update(
+                (row[0], row[1], row[2]) for row in conn.exec_driver_sql(sql, tuple(params))
+            )
+        return inserted
 
     def _write(self, conn: Connection, items: Sequence[IngestItem]) -> BatchResult:
         result = BatchResult()
@@ -289,6 +328,20 @@ class IngestStore:
             kind = "online" if status.online else "offline"
             record(device.id, kind, status.changed_at or at, at, {"reason": status.reason})
 
+        pending_plans: dict[str, SampleItem] = {}
+
+        def flush_plan(device: _DeviceRow) -> None:
+            """Apply the alerts of the device's newest sample so far (before an event)."""
+            item = pending_plans.pop(device.id, None)
+            if item is None:
+                return
+            sample = item.sample
+            at = _alert_time(sample.ts, device.clock_offset_s, item.received_at)
+            plan = plan_for_sample(
+                open_keys[device.id], sample.faults, sample.metrics, self._rules_for(sample)
+            )
+            apply_alerts(device.id, plan, at)
+
         for item in items:
             device = devices.get(item.device_id)
             if device is None:
@@ -326,15 +379,10 @@ class IngestStore:
                 latest_ts = latest.sample.ts if latest else device.health_ts
                 if latest_ts is None or sample.ts > latest_ts:
                     newest[device.id] = item
-                    at = _alert_time(sample.ts, device.clock_offset_s, item.received_at)
-                    plan = plan_for_sample(
-                        open_keys[device.id],
-                        sample.faults,
-                        sample.metrics,
-                        self.settings.thresholds,
-                    )
-                    apply_alerts(device.id, plan, at)
+                    pending_plans[device.id] = item
+                    flush_plan(device)
             elif isinstance(item, StateItem):
+                flush_plan(device)
                 result.states += 1
                 state = item.state
                 if not item.retained and state.online:
@@ -361,6 +409,7 @@ class IngestStore:
                     device.seen(status.changed_at)
                 change_status(device, status, item.received_at)
             else:
+                flush_plan(device)
                 result.events += 1
                 event = item.event
                 device.seen(item.received_at)
@@ -376,6 +425,8 @@ class IngestStore:
                     elif event.type == "fault.cleared" and is_open:
                         apply_alerts(device.id, AlertPlan(to_clear={fault_key}), at)
 
+        for device_id in list(pending_plans):
+            flush_plan(devices[device_id])
         for device_id, fresh in new_samples.items():
             device = devices[device_id]
             outcome = account_samples(
@@ -414,6 +465,15 @@ class IngestStore:
                 ],
             )
         return result
+
+
+def _aware_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _sqlite_utc(value: datetime) -> str:
+    """A timestamp as SQLAlchemy stores ``UTCDateTime`` on SQLite (naive UTC text)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _key_of(row: dict[str, Any]) -> AlertKey:
