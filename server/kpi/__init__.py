@@ -1,0 +1,1 @@
+"""Incidents and the KPIs computed from them (KPIS.md)."""
