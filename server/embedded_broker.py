@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pwd
 import shutil
 import socket
 from pathlib import Path
@@ -24,7 +26,10 @@ CONFIG = """\
 # Written by fieldlink for broker_url = "embedded"; regenerated at every start.
 listener {port} 127.0.0.1
 allow_anonymous true
-persistence false
+# Sessions and retained messages (births, the server's announcement) survive a restart.
+persistence true
+persistence_location {persistence}/
+autosave_interval 60
 log_dest stderr
 log_type error
 log_type warning
@@ -89,7 +94,16 @@ class EmbeddedBroker:
             raise UnavailableError(msg)
         self._dir.mkdir(parents=True, exist_ok=True)
         config = self._dir / "mosquitto.conf"
-        config.write_text(CONFIG.format(port=self.port))
+        self._dir.chmod(0o700)
+        text = CONFIG.format(port=self.port, persistence=self._dir)
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user: give it the folder it saves to.
+            try:
+                account = pwd.getpwnam("mosquitto")
+                os.chown(self._dir, account.pw_uid, account.pw_gid)
+            except KeyError:
+                text += "user root\n"
+        config.write_text(text)
         self._process = await asyncio.create_subprocess_exec(
             binary,
             "-c",

@@ -89,10 +89,23 @@ def test_kill_9_shows_offline_within_one_and_a_half_keepalives(
         agent.stop()
 
 
+@pytest.fixture
+def persistent_mosquitto() -> Iterator[MosquittoBroker]:
+    """A broker that keeps sessions and retained messages across a restart, as in production."""
+    with MosquittoBroker(persistent=True) as broker:
+        yield broker
+
+
 @pytest.mark.slow
 def test_a_30s_broker_outage_loses_no_sample(
-    tmp_path: Path, mosquitto: MosquittoBroker, server: ServerProcess
+    tmp_path: Path, persistent_mosquitto: MosquittoBroker, database_url: str
 ) -> None:
+    mosquitto = persistent_mosquitto
+    with ServerProcess(tmp_path, database_url, mosquitto.url) as server:
+        _outage_scenario(tmp_path, mosquitto, server)
+
+
+def _outage_scenario(tmp_path: Path, mosquitto: MosquittoBroker, server: ServerProcess) -> None:
     server.register("mfp-outage")
     agent = AgentProcess(tmp_path, "mfp-outage", mosquitto.url, interval_s=1)
     agent.start()
