@@ -191,8 +191,11 @@ class BrokerLink:
                     self._log.info("connected to %s:%d", self.broker.host, self.broker.port)
                     await self._serve(client, stopping)
                     return
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:
                 self.connected.clear()
+                if not isinstance(exc, aiomqtt.MqttError):
+                    # A bug must not end the link for good: log it and reconnect.
+                    self._log.exception("unexpected error on the broker link")
                 delay = reconnect_delay(
                     attempt, self.reconnect_min_s, self.reconnect_max_s, self._rng
                 )
