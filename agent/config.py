@@ -4,6 +4,14 @@ The semantics are those of :mod:`shared.config` (a TOML section, every key
 overridable by an environment variable, one clear error line naming the bad
 key, never its value), but without pydantic: importing pydantic-settings alone
 costs the agent about 23 MB of resident memory, most of its 30 MB budget.
+
+Delivery to the server, not only to the broker: a sample the broker
+acknowledged stays in the outbox, marked sent, for ``resend_window_s`` seconds
+(default 600) and at most ``resend_max_samples`` samples (default 2,000; 0
+keeps none). When a server announces itself (it has just subscribed, after a
+broker restart for instance), the agent re-publishes the samples it sent since
+its own last connect that are still kept; the server stores each one once.
+Sent samples never count against ``outbox_max_samples``.
 """
 
 from __future__ import annotations
@@ -80,6 +88,8 @@ class AgentSettings:
         reconnect_max_s: Longest wait before reconnecting (the backoff's cap).
         collector_timeout_s: Time bound of one collector call.
         inflight_window: Samples published at once while draining the outbox.
+        resend_window_s: Seconds a sample the broker acknowledged is kept for a resend.
+        resend_max_samples: Acknowledged samples kept for a resend, at most (0: none).
         server_url: The center's HTTPS URL (enrollment, remote sessions).
         command_key_file: The server's pinned command-signing public key.
     """
@@ -101,6 +111,8 @@ class AgentSettings:
     reconnect_max_s: float = 60.0
     collector_timeout_s: float = 5.0
     inflight_window: int = 20
+    resend_window_s: float = 600.0
+    resend_max_samples: int = 2_000
     server_url: str | None = None
     command_key_file: Path | None = None
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
@@ -180,6 +192,17 @@ def _positive(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_positive
 
 
+def _non_negative(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_non_negative(raw: Any) -> Any:
+        value = parse(raw)
+        if value < 0:
+            msg = "must be 0 or more"
+            raise ValueError(msg)
+        return value
+
+    return parse_non_negative
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse_choice(raw: Any) -> str:
         value = _parse_str(raw).strip().lower()
@@ -224,6 +247,8 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "reconnect_max_s": _positive(_parse_float),
     "collector_timeout_s": _positive(_parse_float),
     "inflight_window": _positive(_parse_int),
+    "resend_window_s": _positive(_parse_float),
+    "resend_max_samples": _non_negative(_parse_int),
     "server_url": _optional(_parse_str),
     "command_key_file": _optional(_parse_path),
 }

@@ -3,10 +3,19 @@
 On every connect the agent publishes a retained birth on its ``state`` topic;
 the broker holds a retained last will that says ``connection_lost``. A clean
 stop publishes a retained ``shutdown`` state before disconnecting. Samples are
-published at QoS 1 from the outbox and removed from it only once the broker
-has acknowledged them (PUBACK). When a server instance announces itself on
-:data:`shared.topics.SERVER_STATE`, the agent publishes its birth again, so a
-server that started after the agent still sees every device.
+published at QoS 1 from the outbox and marked sent there once the broker has
+acknowledged them (PUBACK).
+
+When a server instance announces itself on :data:`shared.topics.SERVER_STATE`
+(a newer ``ts`` or a new instance), the agent publishes its birth again, so a
+server that started after the agent still sees every device, and re-publishes
+every sample it sent since its own most recent connect that is still in the
+outbox's resend window, oldest first and before newer samples. A PUBACK only
+proves that the broker took a sample: after a broker restart the server's
+shared subscription is not restored (Mosquitto 2.0 does not persist it), so
+what the agent drains before the server is back reaches nobody. The server's
+announcement is the end-to-end signal that it is subscribed; it stores each
+``(device_id, boot_id, seq)`` once, so a resent sample is never counted twice.
 
 paho alone reconnects without jitter, which would bring a whole fleet back in
 one wave after a broker restart; :func:`reconnect_delay` spreads them.
@@ -149,8 +158,18 @@ class BrokerLink:
         self.reconnect_max_s = reconnect_max_s
         self.inflight_window = inflight_window
         self.connected = asyncio.Event()
+        #: Samples the broker acknowledged (first sends).
         self.published = 0
+        #: Samples re-published after a server announced itself.
+        self.resent = 0
         self._wake = wake
+        # Outbox id of the first sample published on the current connection (None: none yet).
+        self._connection_first_id: int | None = None
+        # Next outbox id to re-publish while a resend is under way (None: no resend).
+        self._resend_cursor: int | None = None
+        # Bumped by each announcement, so a resend under way starts over from the top.
+        self._resend_generation = 0
+        self._resend_count = 0
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._server_instances: dict[str, datetime] = {}
         self._state_topic = topics.state(device_id)
@@ -210,6 +229,10 @@ class BrokerLink:
         self.connected.clear()
 
     async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        # A resend cut short by the lost connection goes on on this one; otherwise the
+        # resend range starts with the first sample this connection publishes.
+        self._connection_first_id = self._resend_cursor
+        client.pending_calls_threshold = max(client.pending_calls_threshold, self.inflight_window)
         await self.publish_birth(client)
         await client.subscribe(topics.SERVER_STATE, qos=1)
         self.connected.set()
@@ -276,28 +299,71 @@ class BrokerLink:
             # A retained state arrives right after we subscribed, just after our birth.
             if online and not message.retain and (known is None or ts > known):
                 self._log.info("server %s announced itself; publishing birth again", instance)
+                self.request_resend()
                 await self.publish_birth(client)
+
+    def request_resend(self) -> None:
+        """Re-publish what this connection sent so far (a server has just subscribed)."""
+        if self._connection_first_id is None:
+            return
+        self._resend_cursor = self._connection_first_id
+        self._resend_generation += 1
+        self._resend_count = 0
+        self._wake.set()
+
+    async def _publish_batch(
+        self, client: aiomqtt.Client, batch: list[tuple[int, bytes]]
+    ) -> tuple[list[int], BaseException | None]:
+        """Publish ``batch`` at QoS 1 together; the acknowledged ids and the first error."""
+        sent_at = utcnow()
+        results = await asyncio.gather(
+            *(
+                client.publish(self._telemetry_topic, with_sent_at(payload, sent_at), qos=1)
+                for _, payload in batch
+            ),
+            return_exceptions=True,
+        )
+        acked = [
+            row_id for (row_id, _), result in zip(batch, results, strict=True) if result is None
+        ]
+        error = next((r for r in results if isinstance(r, BaseException)), None)
+        return acked, error
+
+    async def _resend_step(self, client: aiomqtt.Client, cursor: int) -> None:
+        """Re-publish the next window of sent samples from ``cursor`` on."""
+        generation = self._resend_generation
+        batch = await self.outbox.sent_since(cursor, self.inflight_window)
+        if not batch:
+            if generation == self._resend_generation:
+                self._resend_cursor = None
+                self._log.info(
+                    "re-sent %d samples after the server announced itself", self._resend_count
+                )
+                await self.outbox.prune()
+            return
+        acked, error = await self._publish_batch(client, batch)
+        self.resent += len(acked)
+        self._resend_count += len(acked)
+        if error is not None:
+            raise error
+        if generation == self._resend_generation:
+            self._resend_cursor = batch[-1][0] + 1
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             self._wake.clear()
+            if self._resend_cursor is not None:
+                # Re-sends go before newer samples, with the same in-flight window.
+                await self._resend_step(client, self._resend_cursor)
+                continue
             batch = await self.outbox.peek(self.inflight_window)
             if not batch:
                 await self._wake.wait()
                 continue
-            sent_at = utcnow()
-            results = await asyncio.gather(
-                *(
-                    client.publish(self._telemetry_topic, with_sent_at(payload, sent_at), qos=1)
-                    for _, payload in batch
-                ),
-                return_exceptions=True,
-            )
-            acked = [
-                row_id for (row_id, _), result in zip(batch, results, strict=True) if result is None
-            ]
-            await self.outbox.remove(acked)
+            if self._connection_first_id is None:
+                self._connection_first_id = batch[0][0]
+            acked, error = await self._publish_batch(client, batch)
+            await self.outbox.mark_sent(acked)
             self.published += len(acked)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            if error is not None:
+                raise error

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 FLEET_PROFILES: Final = ("mfp", "imaging", "server")
 PROFILE_CHOICES: Final = (*FLEET_PROFILES, "mixed")
+#: Sent samples a simulated device keeps for a resend: a fleet of thousands lives in
+#: one process, so each keeps fewer than a real agent (a couple of minutes' worth).
+SIMULATED_RESEND_MAX_SAMPLES: Final = 120
 
 
 def fleet_ids(prefix: str, count: int) -> list[str]:
@@ -79,7 +82,7 @@ def simulated_agent(
         device_id,
         broker,
         collectors,
-        MemoryOutbox(outbox_max_samples),
+        MemoryOutbox(outbox_max_samples, resend_max_samples=SIMULATED_RESEND_MAX_SAMPLES),
         interval_s=interval_s,
         start_delay_s=start_delay_s,
         keepalive_s=keepalive_s,

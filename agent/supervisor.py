@@ -2,7 +2,9 @@
 
 Sampling never waits for the broker: when it is down, samples pile up in the
 outbox (bounded) and the :class:`~agent.mqtt.BrokerLink` drains them in order
-once it is back.
+once it is back, then keeps what it sent for a while: when a server announces
+itself, the link re-sends what might have reached a broker without a server
+subscribed (see :mod:`agent.mqtt`).
 """
 
 from __future__ import annotations
@@ -174,7 +176,12 @@ async def agent_from_settings(
             options = ProfileOptions(device_id=settings.device_id, seed=settings.seed)
             collectors.append(create_profile(settings.profile, options, simulate=settings.simulate))
     tls = tls_context(settings.broker, settings.ca_file, settings.cert_file, settings.key_file)
-    outbox = await SqliteOutbox.open(settings.state_dir, settings.outbox_max_samples)
+    outbox = await SqliteOutbox.open(
+        settings.state_dir,
+        settings.outbox_max_samples,
+        resend_window_s=settings.resend_window_s,
+        resend_max_samples=settings.resend_max_samples,
+    )
     return Agent(
         settings.device_id,
         settings.broker,
