@@ -1,0 +1,146 @@
+"""The generated Mosquitto configuration and the provisioning commands."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from provisioning.broker import (
+    BrokerTargets,
+    publish_revocations,
+    render_acl,
+    write_broker_config,
+)
+from provisioning.ca import CertificateAuthority
+from shared.cli import app
+from shared.errors import UnavailableError
+from tests.unit.provisioning.test_ca import make_csr
+
+
+def test_acl_confines_devices_and_gives_the_server_the_tree() -> None:
+    acl = render_acl()
+    lines = [line for line in acl.splitlines() if line and not line.startswith("#")]
+    assert lines == [
+        "user fieldlink_server",
+        "topic readwrite fieldlink/v1/#",
+        "pattern write fieldlink/v1/%u/telemetry",
+        "pattern write fieldlink/v1/%u/state",
+        "pattern write fieldlink/v1/%u/events",
+        "pattern write fieldlink/v1/%u/cmd/result",
+        "pattern read fieldlink/v1/%u/cmd",
+        "pattern read fieldlink/v1/_server/state",
+    ]
+
+
+def test_acl_denies_revoked_devices_everything() -> None:
+    acl = render_acl(["mfp-0002", "mfp-0001"])
+    assert "user mfp-0001\ntopic deny fieldlink/v1/#\n" in acl
+    assert "user mfp-0002\ntopic deny fieldlink/v1/#\n" in acl
+
+
+def test_written_config_sets_tls_identity_and_queue_limits(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    written = write_broker_config(ca, tmp_path / "broker", port=18883)
+    conf = written.conf.read_text()
+    for line in (
+        "listener 18883",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "allow_anonymous false",
+        f"cafile {written.directory / 'ca.pem'}",
+        f"certfile {written.directory / 'broker.pem'}",
+        f"keyfile {written.directory / 'broker.key'}",
+        f"crlfile {written.directory / 'crl.pem'}",
+        f"acl_file {written.acl}",
+        "max_queued_messages 100000",
+        "max_inflight_messages 100",
+    ):
+        assert line in conf.splitlines(), line
+    assert stat.S_IMODE((written.directory / "broker.key").stat().st_mode) == 0o600
+    assert (written.directory / "crl.pem").read_bytes() == ca.paths.crl.read_bytes()
+    assert BrokerTargets.load(ca.paths.broker_targets).dirs == [str(written.directory)]
+
+
+def test_publish_revocations_updates_every_broker_folder(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    first = write_broker_config(ca, tmp_path / "one")
+    second = write_broker_config(ca, tmp_path / "two")
+    ca.sign_device_csr(make_csr()[0], "mfp-gone")
+    ca.revoke_device("mfp-gone")
+    assert publish_revocations(ca) is False  # no pid or command: the operator must reload
+    for written in (first, second):
+        assert written.crl.read_bytes() == ca.paths.crl.read_bytes()
+        assert "user mfp-gone\ntopic deny" in written.acl.read_text()
+
+
+def test_publish_revocations_signals_by_pid_file_or_command(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file = tmp_path / "mosquitto.pid"
+        pid_file.write_text(f"{sleeper.pid}\n")
+        write_broker_config(ca, tmp_path / "broker", pid_file=pid_file)
+        assert publish_revocations(ca) is True
+        assert sleeper.wait(timeout=5) == -1  # SIGHUP ends `sleep`: the signal was sent
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    with pytest.raises(UnavailableError, match="not running"):
+        publish_revocations(ca)
+    marker = tmp_path / "reloaded"
+    write_broker_config(ca, tmp_path / "broker", reload_command=f"touch {marker}")
+    targets = BrokerTargets.load(ca.paths.broker_targets)
+    targets.pid_file = None
+    targets.save(ca.paths.broker_targets)
+    assert publish_revocations(ca) is True
+    assert marker.exists()
+
+
+@pytest.fixture
+def server_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n')
+    return path
+
+
+def test_cli_ca_init_show_and_broker_config(server_toml: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["ca", "init", "--config", str(server_toml)])
+    assert result.exit_code == 0, result.output
+    assert "created ec-p256 CA" in result.output
+
+    again = runner.invoke(app, ["ca", "init", "--config", str(server_toml)])
+    assert again.exit_code != 0
+    assert again.output.strip().splitlines() == [
+        f"error: a CA already exists in {tmp_path / 'state' / 'pki'} (use --force to replace it)"
+    ]
+
+    shown = runner.invoke(app, ["ca", "show", "--config", str(server_toml)])
+    assert shown.exit_code == 0, shown.output
+    assert "0 device certificate(s)" in shown.output
+
+    out = tmp_path / "broker"
+    written = runner.invoke(app, ["broker-config", "--out", str(out), "--config", str(server_toml)])
+    assert written.exit_code == 0, written.output
+    assert (out / "mosquitto.conf").exists()
+    assert (out / "acl").exists()
+
+
+def test_cli_errors_are_one_line(server_toml: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["ca", "show", "--config", str(server_toml)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: no CA in {tmp_path / 'state' / 'pki'}: run `fieldlink ca init` first"
+    )
+    bad = runner.invoke(app, ["ca", "init", "--key-type", "dsa", "--config", str(server_toml)])
+    assert bad.exit_code == 1
+    assert bad.output.strip() == "error: unknown key type 'dsa': use one of ec-p256, rsa-2048"
+    assert "Traceback" not in bad.output
+    assert os.environ.get("FIELDLINK_CONFIG") is None
