@@ -116,6 +116,10 @@ def _outage_scenario(tmp_path: Path, mosquitto: MosquittoBroker, server: ServerP
         mosquitto.stop()
         time.sleep(30)
         mosquitto.start()
+        # The server reconnects on its own backoff (up to 30 s): samples the agent drains
+        # before it is back reach nobody, and the agent re-sends them when the server
+        # announces itself. Stopping the agent before that would test the server's backoff.
+        wait_until(lambda: _ready(server), timeout=40, interval=0.2)
         time.sleep(3)  # the agent keeps sampling through the reconnect
         agent.stop()  # its outbox drains before the clean shutdown
 
@@ -180,6 +184,15 @@ def test_bad_messages_are_rejected_and_counted_and_ingest_goes_on(
     for reason in ("bad_json", "bad_shape", "oversize", "device_mismatch", "unregistered"):
         assert f'fieldlink_ingest_rejected_total{{reason="{reason}"}}' in metrics, reason
     assert server.device("mfp-raw")["health"] == {"cpu_percent": 1.0}
+
+
+def _ready(server: ServerProcess) -> bool:
+    import httpx2
+
+    try:
+        return httpx2.get(f"{server.url}/readyz", timeout=2).status_code == 200
+    except httpx2.HTTPError:
+        return False
 
 
 def server_metrics(server: ServerProcess) -> str:
