@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session
 
 from server.config import ServerSettings
@@ -68,7 +70,7 @@ def _payload(device: int, seq: int, boot_id: str, now: datetime) -> bytes:
 
 def publish(port: int, count: int, rate: float, boot_id: str) -> None:
     """Publish ``count`` samples round-robin over the devices (``rate`` 0: as fast as possible)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{new_id()[:6]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{new_id()[:6]}")
     client.connect("127.0.0.1", port)
     client.loop_start()
     pregenerated = []
@@ -132,7 +134,7 @@ def bare_paho(port: int, count: int, rate: float) -> dict[str, float]:
         if len(times) >= count:
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{new_id()[:6]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{new_id()[:6]}")
     client.on_message = on_message
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", port)
@@ -207,9 +209,7 @@ def _register(engine: Any) -> None:
     with Session(engine) as session:
         for i in range(DEVICES):
             session.add(
-                Device(
-                    id=f"bench-{i:04d}", serial=f"S{i}", model="bench", type="mfp", customer="B"
-                )
+                Device(id=f"bench-{i:04d}", serial=f"S{i}", model="bench", type="mfp", customer="B")
             )
         session.commit()
 
@@ -238,7 +238,9 @@ def report(results: list[dict[str, Any]], messages: int) -> str:
         "",
         f"Loopback, Mosquitto 2 on a free port, QoS 1, {messages:,} samples of about 260 bytes",
         f"from {DEVICES} devices; publisher (paho) in a separate process; "
-        f"`python -m bench.ingest`, {datetime.now(UTC):%Y-%m-%d}.",
+        f"`python -m bench.ingest`, {datetime.now(UTC):%Y-%m-%d}; 1-min load average at the end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine skews "
+        "both columns; the ratio is what to compare).",
         "",
         "| database | bare paho subscriber | ingest stored | ratio | "
         "p50 / p99 publish->row at 2,000 msg/s | bare paho p50 / p99 at 2,000 msg/s |",

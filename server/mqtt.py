@@ -11,6 +11,7 @@ the ingest a settings copy whose ``broker_url`` names the broker's real port
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
@@ -109,10 +110,13 @@ def make_client(
     will: aiomqtt.Will | None = None,
     clean_session: bool = True,
     keepalive: int = 30,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> aiomqtt.Client:
     """An (unconnected) aiomqtt client for the server, built from its settings.
 
     Credentials come from ``broker_username``/``broker_password``, else from the URL.
+    ``queue_type`` is aiomqtt's incoming-message queue class (see
+    :class:`server.ingest.service.IngestService` for a queue that handles on arrival).
     Must be called inside a running event loop (aiomqtt binds to it).
 
     Raises:
@@ -133,4 +137,5 @@ def make_client(
         protocol=aiomqtt.ProtocolVersion.V311,
         tls_context=tls_context(settings) if address.tls else None,
         logger=logger,
+        queue_type=queue_type,
     )

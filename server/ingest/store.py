@@ -50,6 +50,8 @@ INSERT_SAMPLES_SQL = (
     "faults) VALUES {values} ON CONFLICT (device_id, boot_id, seq) DO NOTHING "
     "RETURNING device_id, boot_id, seq"
 )
+DEVICE_SELECT_SQL = "SELECT {columns} FROM device WHERE id IN ({marks}) ORDER BY id"
+DEVICE_UPDATE_SQL = "UPDATE device SET {assignments} WHERE id = {mark}"
 #: Times a batch is retried when the database reports a lock conflict or deadlock.
 WRITE_ATTEMPTS = 5
 
@@ -118,7 +120,6 @@ class _DeviceRow:
     boot_id: str | None
     last_seq: int | None
     status: str | None
-    health: dict[str, Any] | None
     health_ts: datetime | None
     last_seen: datetime | None
     online: bool
@@ -131,6 +132,8 @@ class _DeviceRow:
     telemetry_missing: int
     telemetry_rejected: int
     dirty: bool = False
+    #: The newest sample's metrics when it changed in this batch (never read back).
+    health: dict[str, Any] | None = None
 
     def seen(self, when: datetime) -> None:
         if self.last_seen is None or when > self.last_seen:
@@ -146,8 +149,11 @@ class _DeviceRow:
         self.dirty = True
 
 
-_ROW_COLUMNS = [name for name in _DeviceRow.__dataclass_fields__ if name != "dirty"]
-_UPDATE_COLUMNS = [name for name in _ROW_COLUMNS if name != "id"]
+_ROW_COLUMNS = [name for name in _DeviceRow.__dataclass_fields__ if name not in ("dirty", "health")]
+_UPDATE_COLUMNS = [name for name in _ROW_COLUMNS if name not in ("id", "status", "health_ts")]
+_HEALTH_COLUMNS = ["status", "health_ts", "health"]
+_TIME_COLUMNS = frozenset({"health_ts", "last_seen", "online_changed_at"})
+_BOOL_COLUMNS = frozenset({"online", "clock_skewed"})
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -196,16 +202,23 @@ class IngestStore:
     # -- the transaction --------------------------------------------------------------
 
     def _load_devices(self, conn: Connection, ids: set[str]) -> dict[str, _DeviceRow]:
+        """Load (and on PostgreSQL lock) the devices' rows; raw SQL, as it runs per batch."""
         if not ids:
             return {}
-        stmt = (
-            sa.select(*(DEVICE.c[name] for name in _ROW_COLUMNS))
-            .where(DEVICE.c.id.in_(sorted(ids)))
-            .order_by(DEVICE.c.id)
-        )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        return {row.id: _DeviceRow(**row._mapping) for row in conn.execute(stmt)}
+        postgres = conn.dialect.name == "postgresql"
+        mark = "%s" if postgres else "?"
+        sql = DEVICE_SELECT_SQL.format(
+            columns=", ".join(_ROW_COLUMNS), marks=", ".join([mark] * len(ids))
+        ) + (" FOR UPDATE" if postgres else "")
+        rows: dict[str, _DeviceRow] = {}
+        for raw in conn.exec_driver_sql(sql, tuple(sorted(ids))):
+            values = dict(zip(_ROW_COLUMNS, raw, strict=True))
+            for name in _TIME_COLUMNS:
+                values[name] = _read_utc(values[name])
+            for name in _BOOL_COLUMNS:
+                values[name] = bool(values[name])
+            rows[values["id"]] = _DeviceRow(**values)
+        return rows
 
     def _load_open_alerts(
         self, conn: Connection, ids: Sequence[str]
@@ -260,6 +273,37 @@ class IngestStore:
                 (row[0], row[1], row[2]) for row in conn.exec_driver_sql(sql, tuple(params))
             )
         return inserted
+
+    def _update_devices(
+        self, conn: Connection, dirty: list[_DeviceRow], with_health: set[str]
+    ) -> None:
+        """Write the changed device rows back, in two executemany groups (with/without health)."""
+        postgres = conn.dialect.name == "postgresql"
+        stamp: Any = _aware_utc if postgres else _sqlite_utc
+        mark = "%s" if postgres else "?"
+        for health in (True, False):
+            group = [d for d in dirty if (d.id in with_health) is health]
+            if not group:
+                continue
+            columns = _UPDATE_COLUMNS + (_HEALTH_COLUMNS if health else [])
+            assignments = ", ".join(
+                f"{name} = {mark}::jsonb" if postgres and name == "health" else f"{name} = {mark}"
+                for name in columns
+            )
+            params = []
+            for device in group:
+                row: list[Any] = []
+                for name in columns:
+                    value = getattr(device, name)
+                    if name in _TIME_COLUMNS and value is not None:
+                        value = stamp(value)
+                    elif name == "health":
+                        value = json.dumps(value)
+                    row.append(value)
+                row.append(device.id)
+                params.append(tuple(row))
+            sql = DEVICE_UPDATE_SQL.format(assignments=assignments, mark=mark)
+            conn.exec_driver_sql(sql, params)
 
     def _write(self, conn: Connection, items: Sequence[IngestItem]) -> BatchResult:
         result = BatchResult()
@@ -453,17 +497,7 @@ class IngestStore:
             )
         if events:
             conn.execute(sa.insert(EVENT), events)
-        dirty = [device for device in devices.values() if device.dirty]
-        if dirty:
-            conn.execute(
-                sa.update(DEVICE)
-                .where(DEVICE.c.id == sa.bindparam("device_id"))
-                .values({name: sa.bindparam(name) for name in _UPDATE_COLUMNS}),
-                [
-                    {"device_id": d.id, **{name: getattr(d, name) for name in _UPDATE_COLUMNS}}
-                    for d in dirty
-                ],
-            )
+        self._update_devices(conn, [d for d in devices.values() if d.dirty], set(newest))
         return result
 
 
@@ -474,6 +508,15 @@ def _aware_utc(value: datetime) -> datetime:
 def _sqlite_utc(value: datetime) -> str:
     """A timestamp as SQLAlchemy stores ``UTCDateTime`` on SQLite (naive UTC text)."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _read_utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp as the driver returns it (SQLite: naive UTC text) made aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _key_of(row: dict[str, Any]) -> AlertKey:
