@@ -108,3 +108,20 @@ def test_config_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("FIELDLINK_CONFIG")
     expected = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
     assert resolve_config_path(None) == expected
+
+
+def test_resend_window_keys_defaults_and_validation(tmp_path: Path) -> None:
+    path = write(tmp_path, '[agent]\ndevice_id = "mfp-0042"\n')
+    settings = load_agent_settings(path, environ={})
+    assert (settings.resend_window_s, settings.resend_max_samples) == (600.0, 2_000)
+    settings = load_agent_settings(
+        path, environ={"FIELDLINK_RESEND_WINDOW_S": "30", "FIELDLINK_RESEND_MAX_SAMPLES": "0"}
+    )
+    assert (settings.resend_window_s, settings.resend_max_samples) == (30.0, 0)
+    for key, value, error in [
+        ("resend_window_s", "0", "must be greater than 0"),
+        ("resend_max_samples", "-1", "must be 0 or more"),
+        ("resend_max_samples", "many", "must be an integer"),
+    ]:
+        with pytest.raises(ConfigError, match=f"FIELDLINK_{key.upper()}: {error}"):
+            load_agent_settings(path, environ={f"FIELDLINK_{key.upper()}": value})
