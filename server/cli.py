@@ -151,3 +151,45 @@ def device_add(
         typer.echo(f"device:           {device.id}")
         typer.echo(f"enrollment token: {token}")
         typer.echo(f"(valid until {device.enrollment_expires_at:%Y-%m-%d %H:%M} UTC, usable once)")
+
+
+@device_app.command("revoke")
+def device_revoke(
+    device_id: Annotated[str, typer.Argument(help="the device to revoke")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a device: its certificates go on the CRL and the server refuses it everywhere."""
+    from provisioning.broker import publish_revocations
+    from provisioning.ca import CertificateAuthority
+    from server import crud
+
+    settings, engine = open_database(config)
+    ca = CertificateAuthority.load(settings.state_dir)
+    with Session(engine) as session:
+        device = crud.revoke_device(session, ca=ca, device_id=device_id)
+    reloaded = publish_revocations(ca)
+    typer.echo(f"revoked {device.id}")
+    if reloaded:
+        typer.echo("the broker reloaded its CRL and ACL")
+    else:
+        typer.echo("the broker was not told: write its files with `fieldlink broker-config`")
+        typer.echo("(or give it a --pid-file/--reload-command there) and send it SIGHUP")
+
+
+@device_app.command("token")
+def device_token(
+    device_id: Annotated[str, typer.Argument(help="the device")],
+    hours: Annotated[float, typer.Option(help="how long the token works")] = 24.0,
+    config: ConfigOption = None,
+) -> None:
+    """Issue a fresh one-time enrollment token (for a new device, or to enroll one again)."""
+    from datetime import timedelta
+
+    from server import crud
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        device, token = crud.new_enrollment_token(
+            session, device_id=device_id, token_ttl=timedelta(hours=hours)
+        )
+    typer.echo(f"enrollment token for {device.id}: {token}")

@@ -44,6 +44,8 @@ class ServerSettings(FieldlinkSettings):
     state_dir: Path = Path("/var/lib/fieldlink")
     #: The public URL agents and the CLI use to reach this server.
     public_url: str | None = None
+    #: The broker URL devices use (told to them at enrollment); default: ``broker_url``.
+    device_broker_url: str | None = None
     #: Names this process in shared subscriptions and in session.open.
     instance_id: str | None = None
     log_level: str = "info"

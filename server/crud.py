@@ -10,6 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
+from provisioning.ca import CertificateAuthority
+from provisioning.enroll import (
+    EnrollmentResult,
+    enroll_device,
+    hash_enrollment_token,
+    issue_enrollment_token,
+)
 from server.models import ROLES, Alert, ApiToken, Device, DeviceCreate, User
 from server.security import hash_password, hash_token, new_bearer_token, verify_password
 from shared.errors import AuthError, Conflict, FieldlinkError, NotFound
@@ -228,10 +235,94 @@ def register_device(
         The device and the token, which is shown once and never stored.
     """
     device = create_device(session, data=data)
-    token, token_hash = new_bearer_token()
-    device.enrollment_token_hash = token_hash
-    device.enrollment_expires_at = utcnow() + token_ttl
+    issued = issue_enrollment_token(token_ttl)
+    device.enrollment_token_hash = issued.token_hash
+    device.enrollment_expires_at = issued.expires_at
     session.add(device)
     session.commit()
     session.refresh(device)
-    return device, token
+    return device, issued.token
+
+
+def new_enrollment_token(
+    session: Session, *, device_id: str, token_ttl: timedelta = timedelta(hours=24)
+) -> tuple[Device, str]:
+    """Give a registered, not yet enrolled (or revoked and re-admitted) device a fresh token.
+
+    Raises:
+        NotFound: for an unknown device.
+        Conflict: when the device is enrolled already (revoke it first).
+    """
+    device = get_device(session, device_id=device_id)
+    if device.enrolled_at is not None and device.revoked_at is None:
+        msg = f"device {device_id!r} is enrolled: revoke it before enrolling it again"
+        raise Conflict(msg)
+    issued = issue_enrollment_token(token_ttl)
+    device.enrollment_token_hash = issued.token_hash
+    device.enrollment_expires_at = issued.expires_at
+    device.enrolled_at = None
+    device.revoked_at = None
+    session.add(device)
+    session.commit()
+    session.refresh(device)
+    return device, issued.token
+
+
+def enroll(
+    session: Session,
+    *,
+    ca: CertificateAuthority,
+    token: str,
+    csr_pem: str,
+    ssh_host_key: str | None = None,
+) -> EnrollmentResult:
+    """Check a one-time token, sign the device's CSR, and mark the token used, atomically.
+
+    The device row is locked (PostgreSQL ``FOR UPDATE``; SQLite serializes
+    writers) so one token can never enroll twice, even from two servers at once.
+
+    Raises:
+        provisioning.enroll.EnrollmentError: unknown, used or expired token.
+        provisioning.ca.BadCsr: an unreadable or refused CSR.
+    """
+    token_hash = hash_enrollment_token(token)
+    device = session.exec(
+        select(Device).where(Device.enrollment_token_hash == token_hash).with_for_update()
+    ).first()
+    result = enroll_device(ca, token, device, csr_pem)  # refuses a missing record
+    if device is None:  # pragma: no cover - enroll_device raised already
+        msg = "unknown enrollment token"
+        raise AuthError(msg)
+    # The used token's hash stays, so that a second use is told "already used"
+    # (enrolled_at refuses it) rather than "unknown".
+    device.enrolled_at = utcnow()
+    device.cert_serial = result.certificate.serial_hex
+    device.cert_not_after = result.certificate.not_after
+    device.revoked_at = None
+    if ssh_host_key:
+        device.ssh_host_key = ssh_host_key
+    session.add(device)
+    session.commit()
+    return result
+
+
+def revoke_device(session: Session, *, ca: CertificateAuthority, device_id: str) -> Device:
+    """Revoke every certificate of a device and mark it revoked (and offline) at once.
+
+    Raises:
+        NotFound: for an unknown device.
+    """
+    device = get_device(session, device_id=device_id)
+    ca.revoke_device(device_id, reason="cessation_of_operation")
+    now = utcnow()
+    device.revoked_at = now
+    device.enrollment_token_hash = None
+    device.enrollment_expires_at = None
+    if device.online:
+        device.online = False
+        device.online_reason = "revoked"
+        device.online_changed_at = now
+    session.add(device)
+    session.commit()
+    session.refresh(device)
+    return device

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from server.api.routes import auth, devices, telemetry
+from server.api.routes import auth, devices, enroll, telemetry
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -50,6 +50,7 @@ def api_router() -> APIRouter:
     router.include_router(auth.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)
+    router.include_router(enroll.router)
     return router
 
 

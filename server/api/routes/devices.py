@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import SQLModel
 
 from server import crud
-from server.api.deps import AdminUser, OperatorUser, SessionDep
+from server.api.deps import AdminUser, OperatorUser, SessionDep, SettingsDep
 from server.models import AlertPublic, DeviceCreate, DevicePublic, DevicesPublic
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -98,3 +98,37 @@ def register_device(body: DeviceCreate, session: SessionDep, _user: AdminUser) -
         enrollment_token=token,
         enrollment_expires_at=expires.isoformat() if expires else "",
     )
+
+
+class EnrollmentToken(SQLModel):
+    """A fresh one-time enrollment token (shown only here)."""
+
+    device_id: str
+    enrollment_token: str
+    enrollment_expires_at: str
+
+
+@router.post("/{device_id}/enrollment-token", status_code=201)
+def new_enrollment_token(device_id: str, session: SessionDep, _user: AdminUser) -> EnrollmentToken:
+    """Issue a fresh one-time enrollment token for a device that is not enrolled (or revoked)."""
+    device, token = crud.new_enrollment_token(session, device_id=device_id)
+    expires = device.enrollment_expires_at
+    return EnrollmentToken(
+        device_id=device.id,
+        enrollment_token=token,
+        enrollment_expires_at=expires.isoformat() if expires else "",
+    )
+
+
+@router.post("/{device_id}/revoke")
+def revoke_device(
+    device_id: str, session: SessionDep, settings: SettingsDep, _user: AdminUser
+) -> DevicePublic:
+    """Revoke a device: its certificates go on the CRL, the broker reloads, the server refuses it."""
+    from provisioning.broker import publish_revocations
+    from provisioning.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load(settings.state_dir)
+    device = crud.revoke_device(session, ca=ca, device_id=device_id)
+    publish_revocations(ca)
+    return DevicePublic.model_validate(device)

@@ -1,0 +1,69 @@
+"""Device enrollment: a one-time token and a CSR made on the device buy a certificate."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from server import crud
+from server.api.deps import SessionDep, SettingsDep
+from server.config import ServerSettings
+
+router = APIRouter(tags=["enrollment"])
+
+
+class EnrollRequest(BaseModel):
+    """What ``fieldlink agent enroll`` sends: the token and a CSR (the key stays on the device)."""
+
+    token: Annotated[str, Field(min_length=1, max_length=256)]
+    csr_pem: Annotated[str, Field(min_length=1, max_length=16_384)]
+    ssh_host_key: Annotated[str | None, Field(max_length=1024)] = None
+
+
+class EnrollResponse(BaseModel):
+    """The device's certificate and everything it needs to connect and to trust commands."""
+
+    device_id: str
+    cert_pem: str
+    ca_pem: str
+    broker_url: str
+    server_url: str
+    command_public_key_pem: str
+
+
+def device_broker_url(settings: ServerSettings, request: Request) -> str:
+    """The broker URL devices should use."""
+    if settings.device_broker_url:
+        return settings.device_broker_url
+    broker_url: str = getattr(request.app.state, "broker_url", settings.broker_url)
+    return broker_url
+
+
+@router.post("/enroll")
+async def enroll(
+    body: EnrollRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> EnrollResponse:
+    """Enroll a device with its one-time token; answers its certificate (401/409 for bad tokens)."""
+    from provisioning.ca import CaNotInitialized, CertificateAuthority
+
+    try:
+        ca = await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
+    except CaNotInitialized as exc:
+        raise HTTPException(
+            status_code=503, detail="enrollment is not set up on this server"
+        ) from exc
+    result = await asyncio.to_thread(
+        crud.enroll,
+        session,
+        ca=ca,
+        token=body.token,
+        csr_pem=body.csr_pem,
+        ssh_host_key=body.ssh_host_key,
+    )
+    server_url = settings.public_url or str(request.base_url).rstrip("/")
+    return EnrollResponse(
+        **result.response(broker_url=device_broker_url(settings, request), server_url=server_url)
+    )
