@@ -124,7 +124,7 @@ def new_enrollment_token(device_id: str, session: SessionDep, _user: AdminUser) 
 def revoke_device(
     device_id: str, session: SessionDep, settings: SettingsDep, _user: AdminUser
 ) -> DevicePublic:
-    """Revoke a device: its certificates go on the CRL, the broker reloads, the server refuses it."""
+    """Revoke a device: its certificates go on the CRL, the broker reloads, ingest refuses it."""
     from provisioning.broker import publish_revocations
     from provisioning.ca import CertificateAuthority
 

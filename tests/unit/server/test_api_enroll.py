@@ -75,10 +75,8 @@ def test_unknown_expired_and_bad_csr(
     token = _register(client, auth)
     bad = client.post("/api/v1/enroll", json={"token": token, "csr_pem": "not a csr"})
     assert bad.status_code == 400
-    weak = client.post(
-        "/api/v1/enroll",
-        json={"token": token, "csr_pem": _csr(key=rsa.generate_private_key(65537, 1024))},  # noqa: S505  (the weak key is the point)
-    )
+    weak_key = rsa.generate_private_key(65537, 1024)  # noqa: S505  (the weak key is the point)
+    weak = client.post("/api/v1/enroll", json={"token": token, "csr_pem": _csr(key=weak_key)})
     assert weak.status_code == 400
     with Session(engine) as session:
         device = session.get(Device, "mfp-xk-9")
