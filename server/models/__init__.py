@@ -1,5 +1,13 @@
 """The server's tables and API models; importing this registers every table."""
 
+from server.models.audit import (
+    GENESIS_HASH,
+    AuditEntriesPublic,
+    AuditEntry,
+    AuditEntryPublic,
+    AuditHead,
+    LoginThrottle,
+)
 from server.models.device import (
     DEVICE_TYPES,
     Device,
@@ -24,11 +32,16 @@ from server.models.user import ROLES, ApiToken, User, UserPublic, role_at_least
 __all__ = [
     "CHANNELS",
     "DEVICE_TYPES",
+    "GENESIS_HASH",
     "RESOLUTIONS",
     "ROLES",
     "Alert",
     "AlertPublic",
     "ApiToken",
+    "AuditEntriesPublic",
+    "AuditEntry",
+    "AuditEntryPublic",
+    "AuditHead",
     "Device",
     "DeviceBase",
     "DeviceCreate",
@@ -40,6 +53,7 @@ __all__ = [
     "IncidentSession",
     "IncidentUpdate",
     "IncidentsPublic",
+    "LoginThrottle",
     "TelemetryRollup",
     "TelemetrySample",
     "User",
