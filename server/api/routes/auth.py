@@ -1,20 +1,255 @@
-"""Log in: the OAuth2 password flow gives a short-lived bearer token."""
+"""Log in and out, and long-lived API tokens for scripts.
+
+The password flow gives a short-lived bearer token. Failed logins are counted
+per user name tried and per source address in the database (so every server
+process sees them): each failure answers a little later than the one before,
+and :attr:`LoginPolicy.max_failures` failures within :attr:`LoginPolicy.window`
+lock that name (or address) for :attr:`LoginPolicy.lockout`, answered with 429
+and ``Retry-After`` whether or not the user exists. A successful login resets
+the user name's count. Every login, failure, token and logout is audited; no
+password or token ever reaches the audit log.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, func, select
 
-from server import crud
-from server.api.deps import CurrentUser, SessionDep, SettingsDep
-from server.models import UserPublic
+from server import audit, crud
+from server.api.deps import CurrentUser, SessionDep, SettingsDep, TokenDep
+from server.config import ServerSettings
+from server.models import ApiToken, LoginThrottle, User, UserPublic, role_at_least
+from server.models.base import UTCDateTime
+from server.security import hash_token
 from shared.errors import AuthError
+from shared.ids import isoformat_z, utcnow
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+#: The actor of a login attempt that has not (yet) proved who it is.
+ANONYMOUS_ACTOR = "anonymous"
+LOCKED_DETAIL = "too many failed logins: try again later"
+_NAME_LIMIT = 128
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """How failed logins slow down and lock.
+
+    Attributes:
+        max_failures: Failures for one user name within ``window`` that lock it.
+        ip_max_failures: Failures from one source address within ``window`` that lock it
+            (higher: a call center shares one address).
+        window: How long failures count.
+        lockout: How long a lock lasts.
+        delay_step_s: The second failure in a row answers this much later, each
+            further one twice as late as the one before...
+        max_delay_s: ...up to this.
+        clock: The current time (tests move it).
+        sleep: How the answer to a failure waits (tests record it).
+    """
+
+    max_failures: int = 5
+    ip_max_failures: int = 20
+    window: timedelta = timedelta(minutes=15)
+    lockout: timedelta = timedelta(minutes=15)
+    delay_step_s: float = 0.25
+    max_delay_s: float = 2.0
+    clock: Callable[[], datetime] = field(default=utcnow, compare=False)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> LoginPolicy:
+        """The policy of ``settings`` (``login_*`` keys), defaults where a key is absent."""
+        defaults = cls()
+        return cls(
+            max_failures=getattr(settings, "login_max_failures", defaults.max_failures),
+            ip_max_failures=getattr(settings, "login_ip_max_failures", defaults.ip_max_failures),
+            window=timedelta(
+                seconds=getattr(settings, "login_window_s", defaults.window.total_seconds())
+            ),
+            lockout=timedelta(
+                seconds=getattr(settings, "login_lockout_s", defaults.lockout.total_seconds())
+            ),
+            delay_step_s=getattr(settings, "login_delay_step_s", defaults.delay_step_s),
+            max_delay_s=getattr(settings, "login_max_delay_s", defaults.max_delay_s),
+        )
+
+    def delay_after(self, failures: int) -> float:
+        """How long to wait before answering the ``failures``-th failure in a row."""
+        if failures < 2 or self.delay_step_s <= 0:
+            return 0.0
+        return float(min(self.delay_step_s * 2 ** (failures - 2), self.max_delay_s))
+
+
+def login_policy(request: Request, settings: SettingsDep) -> LoginPolicy:
+    """The app's login policy: ``app.state.login_policy`` if set, else from the settings."""
+    policy = getattr(request.app.state, "login_policy", None)
+    if isinstance(policy, LoginPolicy):
+        return policy
+    return LoginPolicy.from_settings(settings)
+
+
+def client_address(request: Request) -> str | None:
+    """The peer address of the request (a proxy's, behind one)."""
+    return request.client.host if request.client else None
+
+
+# Login throttling: the state lives in the database, shared by every server process.
+
+
+def _user_key(username: str) -> str:
+    return f"user:{username[:_NAME_LIMIT]}"
+
+
+def _ip_key(address: str) -> str:
+    return f"ip:{address[:64]}"
+
+
+def locked_until(session: Session, keys: Sequence[str], now: datetime) -> datetime | None:
+    """When the latest lock on any of ``keys`` ends, if one is in force at ``now``."""
+    if not keys:
+        return None
+    until = session.exec(
+        select(func.max(LoginThrottle.locked_until)).where(
+            col(LoginThrottle.key).in_(keys), col(LoginThrottle.locked_until) > now
+        )
+    ).one()
+    return until if isinstance(until, datetime) else None
+
+
+def count_failure(
+    session: Session, key: str, *, now: datetime, policy: LoginPolicy, limit: int
+) -> tuple[int, datetime | None]:
+    """Count a failed login against ``key``; lock it when the count reaches ``limit``.
+
+    One atomic upsert, so concurrent failures in several processes all count.
+
+    Returns:
+        The failures within the window so far, and the end of the lock it caused.
+    """
+    when = sa.literal(now, UTCDateTime())
+    expired = col(LoginThrottle.window_started_at) < sa.literal(now - policy.window, UTCDateTime())
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(LoginThrottle)
+        .values(key=key, failures=1, window_started_at=now, locked_until=None)
+        .on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "failures": sa.case((expired, 1), else_=col(LoginThrottle.failures) + 1),
+                "window_started_at": sa.case(
+                    (expired, when), else_=col(LoginThrottle.window_started_at)
+                ),
+            },
+        )
+        .returning(col(LoginThrottle.failures))
+    )
+    failures = int(session.execute(statement).scalar_one())
+    if failures < limit:
+        return failures, None
+    until = now + policy.lockout
+    session.execute(
+        sa.update(LoginThrottle)
+        .where(col(LoginThrottle.key) == key)
+        .values(failures=0, window_started_at=now, locked_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return failures, until
+
+
+def clear_failures(session: Session, *, username: str) -> None:
+    """Forget a user name's failed logins and lift its lock (the caller commits)."""
+    session.execute(
+        sa.delete(LoginThrottle)
+        .where(col(LoginThrottle.key) == _user_key(username))
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass
+class _LoginOutcome:
+    token: str | None = None
+    retry_after_s: int | None = None
+    delay_s: float = 0.0
+
+
+def _attempt_login(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    *,
+    username: str,
+    password: str,
+    address: str | None,
+) -> _LoginOutcome:
+    now = policy.clock()
+    name = username[:_NAME_LIMIT]
+    target = f"user:{name}"
+    keys = [_user_key(name)] + ([_ip_key(address)] if address else [])
+    until = locked_until(session, keys, now)
+    if until is not None:
+        audit.record(
+            session,
+            actor=ANONYMOUS_ACTOR,
+            action="login_failed",
+            target=target,
+            details={"username": name, "reason": "locked", "locked_until": isoformat_z(until)},
+            source_ip=address,
+        )
+        session.commit()
+        return _LoginOutcome(retry_after_s=max(1, math.ceil((until - now).total_seconds())))
+    try:
+        user = crud.authenticate(session, username=username, password=password)
+    except AuthError:
+        failures, lock = count_failure(
+            session, _user_key(name), now=now, policy=policy, limit=policy.max_failures
+        )
+        details: dict[str, Any] = {"username": name, "reason": "bad_credentials"}
+        details["failures"] = failures
+        if address:
+            _, ip_lock = count_failure(
+                session, _ip_key(address), now=now, policy=policy, limit=policy.ip_max_failures
+            )
+            if ip_lock is not None:
+                details["address_locked_until"] = isoformat_z(ip_lock)
+        if lock is not None:
+            details["locked_until"] = isoformat_z(lock)
+        audit.record(
+            session,
+            actor=ANONYMOUS_ACTOR,
+            action="login_failed",
+            target=target,
+            details=details,
+            source_ip=address,
+        )
+        session.commit()
+        return _LoginOutcome(delay_s=policy.delay_after(failures))
+    clear_failures(session, username=user.username)
+    ttl = settings.access_token_ttl_s
+    token, _ = crud.issue_token(session, user=user, kind="access", ttl=timedelta(seconds=ttl))
+    audit.record(
+        session,
+        actor=user.username,
+        action="login",
+        target=f"user:{user.username}",
+        details={"method": "password"},
+        source_ip=address,
+    )
+    session.commit()
+    return _LoginOutcome(token=token)
 
 
 class Token(BaseModel):
@@ -25,27 +260,200 @@ class Token(BaseModel):
     expires_in: int
 
 
-@router.post("/token")
-def login(
+@router.post(
+    "/token",
+    responses={
+        401: {"description": "wrong user name or password"},
+        429: {"description": "too many failed logins; see Retry-After"},
+    },
+)
+async def login(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     """Exchange a user name and password for a short-lived bearer token."""
-    try:
-        user = crud.authenticate(session, username=form.username, password=form.password)
-    except AuthError as exc:
+    outcome = await run_in_threadpool(
+        _attempt_login,
+        session,
+        settings,
+        policy,
+        username=form.username,
+        password=form.password,
+        address=client_address(request),
+    )
+    if outcome.retry_after_s is not None:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=LOCKED_DETAIL,
+            headers={"Retry-After": str(outcome.retry_after_s)},
+        )
+    if outcome.token is None:
+        if outcome.delay_s > 0:
+            await policy.sleep(outcome.delay_s)
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail=str(exc),
+            detail="wrong user name or password",
             headers={"WWW-Authenticate": "Bearer"},
-        ) from exc
-    ttl = settings.access_token_ttl_s
-    token, _ = crud.issue_token(session, user=user, kind="access", ttl=timedelta(seconds=ttl))
-    return Token(access_token=token, expires_in=ttl)
+        )
+    return Token(access_token=outcome.token, expires_in=settings.access_token_ttl_s)
 
 
 @router.get("/me")
 def me(user: CurrentUser) -> UserPublic:
     """The user the bearer token belongs to."""
     return UserPublic.model_validate(user)
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, session: SessionDep, user: CurrentUser, token: TokenDep) -> Response:
+    """Revoke the bearer token that came with this request."""
+    row = session.exec(
+        select(ApiToken).where(ApiToken.token_hash == hash_token(token or ""))
+    ).first()
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        audit.record(
+            session,
+            actor=user.username,
+            action="logout",
+            target=f"token:{row.id}",
+            details={"kind": row.kind},
+            source_ip=client_address(request),
+        )
+        session.commit()
+    return Response(status_code=204)
+
+
+# Long-lived API tokens.
+
+
+class ApiTokenCreate(BaseModel):
+    """Body of ``POST /api/v1/auth/tokens``."""
+
+    name: str = Field(min_length=1, max_length=128, description="what the token is for")
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="none: until revoked"
+    )
+
+
+class ApiTokenPublic(BaseModel):
+    """An API token as listed: never the token itself."""
+
+    id: int
+    name: str | None
+    username: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenPublic):
+    """A new API token: ``token`` is shown this once and stored only as its hash."""
+
+    token: str
+
+
+class ApiTokensPublic(BaseModel):
+    """A page of API tokens and how many there are in all."""
+
+    items: list[ApiTokenPublic]
+    count: int
+
+
+def _public(row: ApiToken, username: str) -> ApiTokenPublic:
+    if row.id is None:  # pragma: no cover  (rows read back always have an id)
+        msg = "token row without id"
+        raise RuntimeError(msg)
+    return ApiTokenPublic(
+        id=row.id,
+        name=row.name,
+        username=username,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+@router.post("/tokens", status_code=201)
+def create_api_token(
+    body: ApiTokenCreate, request: Request, session: SessionDep, user: CurrentUser
+) -> ApiTokenCreated:
+    """Create a long-lived API token for the current user (shown once)."""
+    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    token, row = crud.issue_token(session, user=user, kind="api", ttl=ttl, name=body.name)
+    audit.record(
+        session,
+        actor=user.username,
+        action="token.create",
+        target=f"token:{row.id}",
+        details={
+            "name": body.name,
+            "owner": user.username,
+            "expires_at": isoformat_z(row.expires_at) if row.expires_at else None,
+        },
+        source_ip=client_address(request),
+    )
+    session.commit()
+    return ApiTokenCreated(**_public(row, user.username).model_dump(), token=token)
+
+
+@router.get("/tokens")
+def list_api_tokens(
+    session: SessionDep,
+    user: CurrentUser,
+    username: Annotated[
+        str | None, Query(max_length=64, description="another user's (admins only)")
+    ] = None,
+    include_revoked: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ApiTokensPublic:
+    """The current user's API tokens (an admin may name another user), newest first."""
+    owner = user
+    if username is not None and username != user.username:
+        if not role_at_least(user.role, "admin"):
+            raise HTTPException(status_code=403, detail="only admins see others' tokens")
+        found = crud.get_user(session, username=username)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no user {username!r}")
+        owner = found
+    where = sa.and_(col(ApiToken.user_id) == owner.id, col(ApiToken.kind) == "api")
+    if not include_revoked:
+        where = sa.and_(where, col(ApiToken.revoked_at).is_(None))
+    total = session.exec(select(func.count()).select_from(ApiToken).where(where)).one()
+    rows = session.exec(
+        select(ApiToken).where(where).order_by(col(ApiToken.id).desc()).limit(limit).offset(offset)
+    ).all()
+    return ApiTokensPublic(items=[_public(row, owner.username) for row in rows], count=int(total))
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_api_token(
+    token_id: int, request: Request, session: SessionDep, user: CurrentUser
+) -> Response:
+    """Revoke a token: one's own, or any as an admin (404 for another's otherwise)."""
+    found = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.id) == ApiToken.user_id)
+        .where(ApiToken.id == token_id)
+    ).first()
+    if found is None or (found[1].id != user.id and not role_at_least(user.role, "admin")):
+        raise HTTPException(status_code=404, detail=f"no token {token_id}")
+    row, owner = found
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        audit.record(
+            session,
+            actor=user.username,
+            action="token.revoke",
+            target=f"token:{token_id}",
+            details={"name": row.name, "owner": owner.username, "kind": row.kind},
+            source_ip=client_address(request),
+        )
+        session.commit()
+    return Response(status_code=204)

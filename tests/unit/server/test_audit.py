@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from server import audit
 from server.db import create_schema, make_engine
+from server.models import AuditEntry
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -99,7 +100,7 @@ def test_edited_details_are_named(db_engine: Engine) -> None:
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(db_engine: Engine) -> None:
     _append(db_engine, 5)
     with Session(db_engine) as session:
-        entry = session.get(audit.AuditEntry, 3)
+        entry = session.get(AuditEntry, 3)
         assert entry is not None
         entry.actor = "mallory"
         entry.hash = audit.entry_hash(entry)

@@ -1,0 +1,352 @@
+"""Login throttling and lockout, API tokens, logout: on the real app and a real database."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server import audit, crud
+from server.api.routes import audit as audit_routes
+from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, count_failure
+from server.config import ServerSettings
+from server.db import create_schema, make_engine
+from server.main import create_app
+from tests.unit.server.conftest import PASSWORD
+
+Auth = Callable[[str], dict[str, str]]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def with_audit_routes(app: FastAPI) -> FastAPI:
+    """The app with the audit routes, whether or not ``server.main`` registers them yet."""
+    if not any(getattr(r, "path", "").startswith("/api/v1/audit") for r in app.routes):
+        app.include_router(audit_routes.router, prefix="/api/v1")
+    return app
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(settings: ServerSettings, clock: Clock) -> Iterator[TestClient]:
+    """The app with a strict login policy (3 failures), no slow-down and a hand-moved clock."""
+    app = with_audit_routes(create_app(settings))
+    app.state.login_policy = LoginPolicy(
+        max_failures=3, ip_max_failures=10, delay_step_s=0.0, clock=clock
+    )
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> Any:
+    return client.post("/api/v1/auth/token", data={"username": username, "password": password})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def audit_dump(engine: Engine) -> str:
+    with engine.connect() as connection:
+        return repr(connection.execute(sa.text("SELECT * FROM audit_entry")).all())
+
+
+def entries(engine: Engine, action: str) -> list[Any]:
+    with Session(engine) as session:
+        rows, _ = audit.list_entries(session, action=action, limit=1000)
+        return [row.model_copy() for row in rows]
+
+
+@pytest.fixture
+def alice(engine: Engine) -> str:
+    with Session(engine) as session:
+        crud.create_user(session, username="alice", role="operator", password=PASSWORD)
+    return "alice"
+
+
+# Login, its audit, throttling.
+
+
+def test_logins_are_audited_without_the_password(
+    client: TestClient, engine: Engine, alice: str
+) -> None:
+    assert login(client, alice, "wrong-password-1").status_code == 401
+    answer = login(client, alice)
+    assert answer.status_code == 200
+    token = answer.json()["access_token"]
+    failed = entries(engine, "login_failed")
+    assert len(failed) == 1
+    assert failed[0].actor == "anonymous"
+    assert failed[0].target == "user:alice"
+    assert failed[0].source_ip == "testclient"
+    assert '"username":"alice"' in failed[0].details
+    (ok,) = entries(engine, "login")
+    assert (ok.actor, ok.target, ok.source_ip) == ("alice", "user:alice", "testclient")
+    dump = audit_dump(engine)
+    for secret in ("wrong-password-1", PASSWORD, token):
+        assert secret not in dump
+
+
+def test_lockout_after_failures_answers_429_with_retry_after(
+    client: TestClient, alice: str
+) -> None:
+    for _ in range(3):
+        answer = login(client, alice, "wrong-password")
+        assert answer.status_code == 401
+        assert answer.json()["detail"] == "wrong user name or password"
+    locked = login(client, alice)  # even the right password waits out the lock
+    assert locked.status_code == 429
+    assert locked.json() == {"detail": LOCKED_DETAIL}
+    assert locked.headers["Retry-After"] == str(15 * 60)
+
+
+def test_lockout_does_not_reveal_whether_the_user_exists(
+    client: TestClient, alice: str, clock: Clock
+) -> None:
+    answers = {}
+    for name in (alice, "nobody"):
+        for _ in range(3):
+            assert login(client, name, "wrong-password").status_code == 401
+        answers[name] = login(client, name, "wrong-password")
+    assert answers[alice].status_code == answers["nobody"].status_code == 429
+    assert answers[alice].json() == answers["nobody"].json()
+    assert answers[alice].headers["Retry-After"] == answers["nobody"].headers["Retry-After"]
+
+
+def test_lockout_expires(client: TestClient, alice: str, clock: Clock) -> None:
+    for _ in range(3):
+        login(client, alice, "wrong-password")
+    clock.advance(10 * 60)
+    locked = login(client, alice)
+    assert locked.status_code == 429
+    assert locked.headers["Retry-After"] == str(5 * 60)
+    clock.advance(5 * 60 + 1)
+    assert login(client, alice).status_code == 200
+
+
+def test_a_successful_login_resets_the_count(client: TestClient, alice: str) -> None:
+    for _ in range(2):
+        assert login(client, alice, "wrong-password").status_code == 401
+    assert login(client, alice).status_code == 200
+    for _ in range(2):
+        assert login(client, alice, "wrong-password").status_code == 401
+    assert login(client, alice).status_code == 200
+
+
+def test_failures_outside_the_window_do_not_add_up(
+    client: TestClient, alice: str, clock: Clock
+) -> None:
+    for _ in range(2):
+        login(client, alice, "wrong-password")
+    clock.advance(15 * 60 + 1)
+    for _ in range(2):
+        assert login(client, alice, "wrong-password").status_code == 401
+    assert login(client, alice).status_code == 200
+
+
+def test_one_address_trying_many_names_is_locked(
+    client: TestClient, alice: str, clock: Clock
+) -> None:
+    client.app.state.login_policy = replace(  # type: ignore[attr-defined]
+        client.app.state.login_policy,  # type: ignore[attr-defined]
+        max_failures=10,
+        ip_max_failures=4,
+    )
+    for name in ("root", "admin", "operator", "guest"):
+        assert login(client, name, "123456").status_code == 401
+    locked = login(client, alice)
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) == 15 * 60
+
+
+def test_locked_attempts_are_audited(client: TestClient, engine: Engine, alice: str) -> None:
+    for _ in range(4):
+        login(client, alice, "wrong-password")
+    reasons = [row.details for row in entries(engine, "login_failed")]
+    assert len(reasons) == 4
+    assert '"reason":"locked"' in reasons[0]  # newest first
+    assert '"locked_until"' in reasons[1]
+
+
+def test_failures_slow_down_then_cap() -> None:
+    policy = LoginPolicy(delay_step_s=0.25, max_delay_s=2.0)
+    assert [policy.delay_after(n) for n in range(1, 7)] == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0]
+    assert LoginPolicy(delay_step_s=0).delay_after(5) == 0.0
+
+
+def test_policy_from_settings_keeps_defaults(settings: ServerSettings) -> None:
+    assert LoginPolicy.from_settings(settings) == LoginPolicy()
+
+
+def test_wrong_logins_answer_later_and_later(client: TestClient, alice: str) -> None:
+    """The slow-down is applied: the route waits the policy's delay (the wait is recorded)."""
+    slept: list[float] = []
+
+    async def recording_sleep(delay: float) -> None:
+        slept.append(delay)
+
+    client.app.state.login_policy = replace(  # type: ignore[attr-defined]
+        client.app.state.login_policy,  # type: ignore[attr-defined]
+        delay_step_s=0.25,
+        sleep=recording_sleep,
+    )
+    for _ in range(3):
+        login(client, alice, "wrong-password")
+    assert login(client, alice).status_code == 429
+    assert slept == [0.25, 0.5]
+
+
+def test_concurrent_failures_all_count(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        create_schema(engine)
+        policy = LoginPolicy()
+        now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+        errors: list[BaseException] = []
+
+        def fail() -> None:
+            try:
+                with Session(engine) as session:
+                    count_failure(session, "user:bob", now=now, policy=policy, limit=100)
+                    session.commit()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fail) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with Session(engine) as session:
+            failures, lock = count_failure(session, "user:bob", now=now, policy=policy, limit=13)
+            session.commit()
+        assert failures == 13
+        assert lock == now + policy.lockout
+    finally:
+        engine.dispose()
+
+
+# API tokens and logout.
+
+
+def test_api_token_lifecycle(client: TestClient, engine: Engine, auth: Auth) -> None:
+    headers = auth("operator")
+    created = client.post(
+        "/api/v1/auth/tokens",
+        json={"name": "nightly export", "expires_in_days": 30},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    token = body["token"]
+    assert token.startswith("flk_")
+    assert body["name"] == "nightly export"
+    assert body["username"] == "operator1"
+    assert body["expires_at"] is not None
+    assert client.get("/api/v1/auth/me", headers=bearer(token)).json()["username"] == "operator1"
+
+    listed = client.get("/api/v1/auth/tokens", headers=headers).json()
+    assert listed["count"] == 1
+    assert listed["items"][0]["id"] == body["id"]
+    assert "token" not in listed["items"][0]
+    assert token not in repr(listed)
+
+    assert client.delete(f"/api/v1/auth/tokens/{body['id']}", headers=headers).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=bearer(token)).status_code == 401
+    assert client.get("/api/v1/auth/tokens", headers=headers).json()["count"] == 0
+    everything = client.get("/api/v1/auth/tokens?include_revoked=true", headers=headers).json()
+    assert everything["items"][0]["revoked_at"] is not None
+    again = client.delete(f"/api/v1/auth/tokens/{body['id']}", headers=headers)
+    assert again.status_code == 204
+
+    (made,) = entries(engine, "token.create")
+    assert (made.actor, made.target) == ("operator1", f"token:{body['id']}")
+    (revoked,) = entries(engine, "token.revoke")
+    assert revoked.target == f"token:{body['id']}"
+    assert token not in audit_dump(engine)
+
+
+def test_a_token_without_expiry_lives_until_revoked(client: TestClient, auth: Auth) -> None:
+    created = client.post("/api/v1/auth/tokens", json={"name": "ci"}, headers=auth("manager"))
+    assert created.status_code == 201
+    assert created.json()["expires_at"] is None
+
+
+def test_an_expired_api_token_gets_401(client: TestClient, engine: Engine, auth: Auth) -> None:
+    created = client.post(
+        "/api/v1/auth/tokens",
+        json={"name": "short", "expires_in_days": 1},
+        headers=auth("operator"),
+    ).json()
+    with Session(engine) as session:
+        session.execute(
+            sa.text("UPDATE apitoken SET expires_at = :past WHERE id = :id"),
+            {"past": datetime(2020, 1, 1), "id": created["id"]},
+        )
+        session.commit()
+    assert client.get("/api/v1/auth/me", headers=bearer(created["token"])).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"name": ""}, {"name": "x" * 129}, {"name": "a", "expires_in_days": 0}],
+)
+def test_bad_token_requests_get_422(client: TestClient, auth: Auth, body: dict[str, Any]) -> None:
+    answer = client.post("/api/v1/auth/tokens", json=body, headers=auth("operator"))
+    assert answer.status_code == 422
+
+
+def test_others_tokens_admins_only(client: TestClient, auth: Auth) -> None:
+    created = client.post("/api/v1/auth/tokens", json={"name": "mine"}, headers=auth("operator"))
+    token_id = created.json()["id"]
+    manager = auth("manager")
+    assert client.delete(f"/api/v1/auth/tokens/{token_id}", headers=manager).status_code == 404
+    assert client.delete("/api/v1/auth/tokens/999999", headers=manager).status_code == 404
+    others = client.get("/api/v1/auth/tokens?username=operator1", headers=manager)
+    assert others.status_code == 403
+    admin = auth("admin")
+    listed = client.get("/api/v1/auth/tokens?username=operator1", headers=admin).json()
+    assert [item["id"] for item in listed["items"]] == [token_id]
+    assert client.get("/api/v1/auth/tokens?username=ghost", headers=admin).status_code == 404
+    assert client.delete(f"/api/v1/auth/tokens/{token_id}", headers=admin).status_code == 204
+    token = created.json()["token"]
+    assert client.get("/api/v1/auth/me", headers=bearer(token)).status_code == 401
+
+
+def test_logout_revokes_the_presented_token(client: TestClient, engine: Engine, alice: str) -> None:
+    first = login(client, alice).json()["access_token"]
+    second = login(client, alice).json()["access_token"]
+    assert client.post("/api/v1/auth/logout", headers=bearer(first)).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=bearer(first)).status_code == 401
+    assert client.get("/api/v1/auth/me", headers=bearer(second)).status_code == 200
+    assert client.post("/api/v1/auth/logout", headers=bearer(first)).status_code == 401
+    (logout,) = entries(engine, "logout")
+    assert logout.actor == "alice"
+    dump = audit_dump(engine)
+    assert first not in dump
+    assert second not in dump
