@@ -288,8 +288,8 @@ def report(results: list[dict[str, Any]], devices: int, import_rows: int) -> str
         "## KPIs and incident import (`bench/kpi.py`)",
         "",
         f"{results[0]['incidents']:,} incidents over three years across {devices:,} devices; "
-        "the KPIs of one year grouped by month (`compute_kpis`: the median baseline plus one "
-        "grouped scan) against one plain `SELECT count(*), avg(ttr)` over the same year's "
+        "the KPIs of one year grouped by month (`compute_kpis`: one statement with the median "
+        "baseline and the grouped sums) against one plain `SELECT count(*), avg(ttr)` over the same year's "
         f"incidents, measured in the same run (median of 5). Import: {import_rows:,} CSV rows "
         "through `import_incidents_csv` (every row checked, then bulk inserted) against "
         "`csv.reader` plus one bare `executemany` of the same rows into an unindexed table.",
