@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from server.kpi.config import KpiSettings
 from shared.config import FieldlinkSettings, load_settings, resolve_config_path
 
 DEFAULT_CONFIG = Path("/etc/fieldlink/server.toml")
@@ -72,6 +73,9 @@ class ServerSettings(FieldlinkSettings):
 
     # Operators.
     access_token_ttl_s: int = Field(default=3600, ge=60)
+
+    # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
+    kpi: KpiSettings = Field(default_factory=KpiSettings)
 
 
 def load_server_settings(path: Path | None = None, **overrides: object) -> ServerSettings:

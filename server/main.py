@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from server.api.routes import auth, devices, enroll, telemetry
+from server.api.routes import auth, devices, enroll, incidents, kpis, telemetry
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -51,6 +51,8 @@ def api_router() -> APIRouter:
     router.include_router(devices.router)
     router.include_router(telemetry.router)
     router.include_router(enroll.router)
+    router.include_router(incidents.router)
+    router.include_router(kpis.router)
     return router
 
 
@@ -63,6 +65,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(engine.dispose)
         await asyncio.to_thread(create_schema, engine)
         app.state.engine = engine
+        from server.kpi.metrics import register_kpi_collector
+        from server.metrics import REGISTRY
+
+        kpi_collector = register_kpi_collector(engine, settings)
+        stack.callback(REGISTRY.unregister, kpi_collector)
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker
