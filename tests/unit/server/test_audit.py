@@ -172,6 +172,33 @@ def test_concurrent_threads_keep_the_chain(db_engine: Engine) -> None:
     assert _verify(db_engine) == audit.VerifyResult(True, threads * per_thread)
 
 
+def test_an_append_waits_for_the_open_one_to_commit(db_engine: Engine) -> None:
+    """The append lock is held until the caller commits; the next append then chains after it."""
+    first = Session(db_engine)
+    audit.record(first, actor="alice", action="user.create", target="user:bob")
+    done = threading.Event()
+
+    def second() -> None:
+        with Session(db_engine) as session:
+            audit.record(session, actor="carol", action="user.create", target="user:dave")
+            session.commit()
+        done.set()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    try:
+        assert not done.wait(0.5)  # blocked behind the uncommitted first append
+        first.commit()
+        assert done.wait(10)
+    finally:
+        first.close()
+        worker.join()
+    with Session(db_engine) as session:
+        rows, _ = audit.list_entries(session)
+        assert [(row.id, row.actor) for row in rows] == [(2, "carol"), (1, "alice")]
+    assert _verify(db_engine) == audit.VerifyResult(True, 2)
+
+
 _APPENDER = """
 import sys
 from sqlmodel import Session
