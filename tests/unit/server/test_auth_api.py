@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -92,8 +93,9 @@ def alice(engine: Engine) -> str:
 
 
 def test_logins_are_audited_without_the_password(
-    client: TestClient, engine: Engine, alice: str
+    client: TestClient, engine: Engine, alice: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     assert login(client, alice, "wrong-password-1").status_code == 401
     answer = login(client, alice)
     assert answer.status_code == 200
@@ -107,8 +109,11 @@ def test_logins_are_audited_without_the_password(
     (ok,) = entries(engine, "login")
     assert (ok.actor, ok.target, ok.source_ip) == ("alice", "user:alice", "testclient")
     dump = audit_dump(engine)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "audit #2 login by alice" in logged
     for secret in ("wrong-password-1", PASSWORD, token):
         assert secret not in dump
+        assert secret not in logged
 
 
 def test_lockout_after_failures_answers_429_with_retry_after(
