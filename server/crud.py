@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
-from provisioning.ca import CertificateAuthority
+from provisioning.ca import CertificateAuthority, IssuedCertificate, RenewalRefused
 from provisioning.enroll import (
     EnrollmentResult,
     enroll_device,
@@ -304,6 +304,30 @@ def enroll(
     session.add(device)
     session.commit()
     return result
+
+
+def renew(
+    session: Session, *, ca: CertificateAuthority, cert_pem: str, csr_pem: str, proof: str
+) -> tuple[str, IssuedCertificate]:
+    """Renew a device's certificate; the device proves it holds its current key.
+
+    Raises:
+        provisioning.ca.RenewalRefused: a foreign, expired or revoked certificate, a bad
+            proof, or a device that is revoked or no longer registered.
+        provisioning.ca.BadCsr: an unreadable or refused CSR.
+    """
+    issued = ca.renew_device_certificate(cert_pem, csr_pem, proof)
+    device_id = issued.common_name
+    device = session.exec(select(Device).where(Device.id == device_id).with_for_update()).first()
+    if device is None or device.revoked_at is not None:
+        ca.revoke_serials([issued.serial], reason="cessation_of_operation")
+        msg = f"device {device_id} is revoked or not registered"
+        raise RenewalRefused(msg)
+    device.cert_serial = issued.serial_hex
+    device.cert_not_after = issued.not_after
+    session.add(device)
+    session.commit()
+    return device_id, issued
 
 
 def revoke_device(session: Session, *, ca: CertificateAuthority, device_id: str) -> Device:

@@ -67,3 +67,46 @@ async def enroll(
     return EnrollResponse(
         **result.response(broker_url=device_broker_url(settings, request), server_url=server_url)
     )
+
+
+class RenewRequest(BaseModel):
+    """A device renewing its certificate: the current one, a CSR, and proof it holds the key."""
+
+    cert_pem: Annotated[str, Field(min_length=1, max_length=16_384)]
+    csr_pem: Annotated[str, Field(min_length=1, max_length=16_384)]
+    proof: Annotated[str, Field(min_length=1, max_length=2_048)]
+
+
+class RenewResponse(BaseModel):
+    """The renewed certificate."""
+
+    device_id: str
+    cert_pem: str
+    not_after: str
+
+
+@router.post("/renew")
+async def renew(body: RenewRequest, session: SessionDep, settings: SettingsDep) -> RenewResponse:
+    """Renew a device certificate, authenticated by the current key (403 when refused)."""
+    from provisioning.ca import CaNotInitialized, CertificateAuthority, RenewalRefused
+
+    try:
+        ca = await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
+    except CaNotInitialized as exc:
+        raise HTTPException(
+            status_code=503, detail="enrollment is not set up on this server"
+        ) from exc
+    try:
+        device_id, issued = await asyncio.to_thread(
+            crud.renew,
+            session,
+            ca=ca,
+            cert_pem=body.cert_pem,
+            csr_pem=body.csr_pem,
+            proof=body.proof,
+        )
+    except RenewalRefused as exc:
+        raise HTTPException(status_code=403, detail=str(exc)) from exc
+    return RenewResponse(
+        device_id=device_id, cert_pem=issued.cert_pem, not_after=issued.not_after.isoformat()
+    )

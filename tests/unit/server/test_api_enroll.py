@@ -94,3 +94,54 @@ def test_missing_fields_are_422(client: TestClient) -> None:
     answer = client.post("/api/v1/enroll", json={"token": "x"})
     assert answer.status_code == 422
     assert "csr_pem" in answer.text
+
+
+def _proof(key: ec.EllipticCurvePrivateKey, csr_pem: str) -> str:
+    import base64
+
+    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
+    signature = key.sign(der, ec.ECDSA(hashes.SHA256()))
+    return base64.urlsafe_b64encode(signature).decode().rstrip("=")
+
+
+def test_renewal_needs_the_current_key_and_an_unrevoked_device(
+    client: TestClient, auth: Auth, settings: ServerSettings
+) -> None:
+    CertificateAuthority.init(settings.state_dir)
+    token = _register(client, auth)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert_pem = client.post(
+        "/api/v1/enroll", json={"token": token, "csr_pem": _csr(key=key)}
+    ).json()["cert_pem"]
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    new_csr = _csr(key=new_key)
+
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    refused = client.post(
+        "/api/v1/renew",
+        json={"cert_pem": cert_pem, "csr_pem": new_csr, "proof": _proof(stranger, new_csr)},
+    )
+    assert refused.status_code == 403
+
+    renewed = client.post(
+        "/api/v1/renew",
+        json={"cert_pem": cert_pem, "csr_pem": new_csr, "proof": _proof(key, new_csr)},
+    )
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["device_id"] == "mfp-xk-9"
+    new_cert = x509.load_pem_x509_certificate(renewed.json()["cert_pem"].encode())
+    assert new_cert.public_key() == new_key.public_key()
+    detail = client.get("/api/v1/devices/mfp-xk-9", headers=auth("operator")).json()
+    assert detail["revoked_at"] is None
+
+    revoked = client.post("/api/v1/devices/mfp-xk-9/revoke", headers=auth("admin"))
+    assert revoked.status_code == 200
+    again = client.post(
+        "/api/v1/renew",
+        json={
+            "cert_pem": renewed.json()["cert_pem"],
+            "csr_pem": new_csr,
+            "proof": _proof(new_key, new_csr),
+        },
+    )
+    assert again.status_code == 403

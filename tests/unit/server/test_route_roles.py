@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from server.models import ROLES
 
 Auth = Callable[[str], dict[str, str]]
-PUBLIC = {"/api/v1/auth/token", "/api/v1/enroll"}
+PUBLIC = {"/api/v1/auth/token", "/api/v1/enroll", "/api/v1/renew"}
 
 
 def _needed_role(dependant: Dependant) -> str | None:
