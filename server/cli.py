@@ -18,6 +18,7 @@ import typer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from server import audit
 from server.config import ServerSettings, load_server_settings
 from shared.errors import ConfigError
 
@@ -82,7 +83,9 @@ def user_add(
     _, engine = open_database(config)
     password = _read_password(name)
     with Session(engine) as session:
-        user = crud.create_user(session, username=name, role=role, password=password)
+        user = crud.create_user(
+            session, username=name, role=role, password=password, actor=audit.cli_actor()
+        )
     typer.echo(f"created {user.role} {user.username}")
 
 
@@ -102,7 +105,9 @@ def user_token(
         if user is None:
             msg = f"no user {name!r}"
             raise NotFound(msg)
-        token, _ = crud.issue_token(session, user=user, kind="api", ttl=None, name=label)
+        token, _ = crud.issue_token(
+            session, user=user, kind="api", ttl=None, name=label, actor=audit.cli_actor()
+        )
     typer.echo(token)
 
 
@@ -144,7 +149,7 @@ def device_add(
         msg = f"--{first['loc'][0]}: {first['msg']}"
         raise ConfigError(msg) from exc
     with Session(engine) as session:
-        device, token = crud.register_device(session, data=data)
+        device, token = crud.register_device(session, data=data, actor=audit.cli_actor())
     if as_json:
         typer.echo(json.dumps({"id": device.id, "enrollment_token": token}))
     else:
@@ -166,7 +171,7 @@ def device_revoke(
     settings, engine = open_database(config)
     ca = CertificateAuthority.load(settings.state_dir)
     with Session(engine) as session:
-        device = crud.revoke_device(session, ca=ca, device_id=device_id)
+        device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=audit.cli_actor())
     reloaded = publish_revocations(ca)
     typer.echo(f"revoked {device.id}")
     if reloaded:
@@ -190,6 +195,22 @@ def device_token(
     _, engine = open_database(config)
     with Session(engine) as session:
         device, token = crud.new_enrollment_token(
-            session, device_id=device_id, token_ttl=timedelta(hours=hours)
+            session, device_id=device_id, token_ttl=timedelta(hours=hours), actor=audit.cli_actor()
         )
     typer.echo(f"enrollment token for {device.id}: {token}")
+
+
+@user_app.command("unlock")
+def user_unlock(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Lift a login lockout (after too many failed logins) for a user."""
+    from server.api.routes.auth import clear_failures
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        clear_failures(session, username=name)
+        audit.record(session, actor=audit.cli_actor(), action="user.unlock", target=f"user:{name}")
+        session.commit()
+    typer.echo(f"unlocked {name}")

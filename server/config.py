@@ -73,6 +73,15 @@ class ServerSettings(FieldlinkSettings):
 
     # Operators.
     access_token_ttl_s: int = Field(default=3600, ge=60)
+    #: Failed logins per user name (and per source address) in ``login_window_s``
+    #: before that name (or address) is locked for ``login_lockout_s``.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_ip_max_failures: int = Field(default=20, ge=1)
+    login_window_s: float = Field(default=900, gt=0)
+    login_lockout_s: float = Field(default=900, gt=0)
+    #: Each failure answers this much later, up to ``login_max_delay_s``.
+    login_delay_step_s: float = Field(default=0.25, ge=0)
+    login_max_delay_s: float = Field(default=2.0, ge=0)
 
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)

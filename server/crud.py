@@ -17,6 +17,7 @@ from provisioning.enroll import (
     hash_enrollment_token,
     issue_enrollment_token,
 )
+from server import audit
 from server.models import ROLES, Alert, ApiToken, Device, DeviceCreate, User
 from server.security import hash_password, hash_token, new_bearer_token, verify_password
 from shared.errors import AuthError, Conflict, FieldlinkError, NotFound
@@ -30,7 +31,9 @@ class InvalidInput(FieldlinkError):
 # Users and tokens.
 
 
-def create_user(session: Session, *, username: str, role: str, password: str) -> User:
+def create_user(
+    session: Session, *, username: str, role: str, password: str, actor: str = audit.SYSTEM_ACTOR
+) -> User:
     """Create a user; the password is stored only as an argon2 hash.
 
     Raises:
@@ -53,6 +56,14 @@ def create_user(session: Session, *, username: str, role: str, password: str) ->
     user = User(username=username, role=role, password_hash=hash_password(password))
     session.add(user)
     try:
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="user.create",
+            target=f"user:{username}",
+            details={"role": role},
+        )
         session.commit()
     except IntegrityError as exc:
         session.rollback()
@@ -82,7 +93,13 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
 
 
 def issue_token(
-    session: Session, *, user: User, kind: str, ttl: timedelta | None, name: str | None = None
+    session: Session,
+    *,
+    user: User,
+    kind: str,
+    ttl: timedelta | None,
+    name: str | None = None,
+    actor: str | None = None,
 ) -> tuple[str, ApiToken]:
     """Issue a bearer token; only its hash is stored. Returns ``(token, row)``."""
     token, token_hash = new_bearer_token()
@@ -97,6 +114,15 @@ def issue_token(
         expires_at=utcnow() + ttl if ttl is not None else None,
     )
     session.add(row)
+    if actor is not None:  # long-lived tokens are audited; logins are audited by the route
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="token.create",
+            target=f"token:{row.id}",
+            details={"name": name, "owner": user.username, "kind": kind},
+        )
     session.commit()
     session.refresh(row)
     return token, row
@@ -227,7 +253,11 @@ def recent_alerts(session: Session, *, device_id: str, limit: int = 50) -> Seque
 
 
 def register_device(
-    session: Session, *, data: DeviceCreate, token_ttl: timedelta = timedelta(hours=24)
+    session: Session,
+    *,
+    data: DeviceCreate,
+    token_ttl: timedelta = timedelta(hours=24),
+    actor: str = audit.SYSTEM_ACTOR,
 ) -> tuple[Device, str]:
     """Register a device and give it a one-time enrollment token (stored only as a hash).
 
@@ -239,13 +269,24 @@ def register_device(
     device.enrollment_token_hash = issued.token_hash
     device.enrollment_expires_at = issued.expires_at
     session.add(device)
+    audit.record(
+        session,
+        actor=actor,
+        action="device.register",
+        target=f"device:{device.id}",
+        details={"type": device.type, "serial": device.serial, "customer": device.customer},
+    )
     session.commit()
     session.refresh(device)
     return device, issued.token
 
 
 def new_enrollment_token(
-    session: Session, *, device_id: str, token_ttl: timedelta = timedelta(hours=24)
+    session: Session,
+    *,
+    device_id: str,
+    token_ttl: timedelta = timedelta(hours=24),
+    actor: str = audit.SYSTEM_ACTOR,
 ) -> tuple[Device, str]:
     """Give a registered, not yet enrolled (or revoked and re-admitted) device a fresh token.
 
@@ -263,6 +304,9 @@ def new_enrollment_token(
     device.enrolled_at = None
     device.revoked_at = None
     session.add(device)
+    audit.record(
+        session, actor=actor, action="device.enrollment_token", target=f"device:{device.id}"
+    )
     session.commit()
     session.refresh(device)
     return device, issued.token
@@ -275,6 +319,7 @@ def enroll(
     token: str,
     csr_pem: str,
     ssh_host_key: str | None = None,
+    source_ip: str | None = None,
 ) -> EnrollmentResult:
     """Check a one-time token, sign the device's CSR, and mark the token used, atomically.
 
@@ -302,12 +347,26 @@ def enroll(
     if ssh_host_key:
         device.ssh_host_key = ssh_host_key
     session.add(device)
+    audit.record(
+        session,
+        actor=audit.device_actor(device.id),
+        action="device.enroll",
+        target=f"device:{device.id}",
+        details={"certificate_serial": result.certificate.serial_hex},
+        source_ip=source_ip,
+    )
     session.commit()
     return result
 
 
 def renew(
-    session: Session, *, ca: CertificateAuthority, cert_pem: str, csr_pem: str, proof: str
+    session: Session,
+    *,
+    ca: CertificateAuthority,
+    cert_pem: str,
+    csr_pem: str,
+    proof: str,
+    source_ip: str | None = None,
 ) -> tuple[str, IssuedCertificate]:
     """Renew a device's certificate; the device proves it holds its current key.
 
@@ -326,11 +385,21 @@ def renew(
     device.cert_serial = issued.serial_hex
     device.cert_not_after = issued.not_after
     session.add(device)
+    audit.record(
+        session,
+        actor=audit.device_actor(device_id),
+        action="device.renew",
+        target=f"device:{device_id}",
+        details={"certificate_serial": issued.serial_hex},
+        source_ip=source_ip,
+    )
     session.commit()
     return device_id, issued
 
 
-def revoke_device(session: Session, *, ca: CertificateAuthority, device_id: str) -> Device:
+def revoke_device(
+    session: Session, *, ca: CertificateAuthority, device_id: str, actor: str = audit.SYSTEM_ACTOR
+) -> Device:
     """Revoke every certificate of a device and mark it revoked (and offline) at once.
 
     Raises:
@@ -347,6 +416,7 @@ def revoke_device(session: Session, *, ca: CertificateAuthority, device_id: str)
         device.online_reason = "revoked"
         device.online_changed_at = now
     session.add(device)
+    audit.record(session, actor=actor, action="device.revoke", target=f"device:{device_id}")
     session.commit()
     session.refresh(device)
     return device

@@ -72,7 +72,8 @@ def create_schema(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as exc:
-        msg = f"cannot reach the database: {exc.orig}"
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no answer"
+        msg = f"cannot reach the database: {first_line}"
         raise UnavailableError(msg) from exc
 
 

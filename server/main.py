@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from server.api.routes import audit as audit_routes
 from server.api.routes import auth, devices, enroll, incidents, kpis, telemetry
 from server.config import ServerSettings
 from server.crud import InvalidInput
@@ -53,6 +54,7 @@ def api_router() -> APIRouter:
     router.include_router(enroll.router)
     router.include_router(incidents.router)
     router.include_router(kpis.router)
+    router.include_router(audit_routes.router)
     return router
 
 

@@ -89,9 +89,9 @@ def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> Devi
 
 
 @router.post("", status_code=201)
-def register_device(body: DeviceCreate, session: SessionDep, _user: AdminUser) -> DeviceRegistered:
+def register_device(body: DeviceCreate, session: SessionDep, user: AdminUser) -> DeviceRegistered:
     """Register a device; the answer carries its one-time enrollment token."""
-    device, token = crud.register_device(session, data=body)
+    device, token = crud.register_device(session, data=body, actor=user.username)
     expires = device.enrollment_expires_at
     return DeviceRegistered(
         device=DevicePublic.model_validate(device),
@@ -109,9 +109,9 @@ class EnrollmentToken(SQLModel):
 
 
 @router.post("/{device_id}/enrollment-token", status_code=201)
-def new_enrollment_token(device_id: str, session: SessionDep, _user: AdminUser) -> EnrollmentToken:
+def new_enrollment_token(device_id: str, session: SessionDep, user: AdminUser) -> EnrollmentToken:
     """Issue a fresh one-time enrollment token for a device that is not enrolled (or revoked)."""
-    device, token = crud.new_enrollment_token(session, device_id=device_id)
+    device, token = crud.new_enrollment_token(session, device_id=device_id, actor=user.username)
     expires = device.enrollment_expires_at
     return EnrollmentToken(
         device_id=device.id,
@@ -122,13 +122,13 @@ def new_enrollment_token(device_id: str, session: SessionDep, _user: AdminUser) 
 
 @router.post("/{device_id}/revoke")
 def revoke_device(
-    device_id: str, session: SessionDep, settings: SettingsDep, _user: AdminUser
+    device_id: str, session: SessionDep, settings: SettingsDep, user: AdminUser
 ) -> DevicePublic:
     """Revoke a device: its certificates go on the CRL, the broker reloads, ingest refuses it."""
     from provisioning.broker import publish_revocations
     from provisioning.ca import CertificateAuthority
 
     ca = CertificateAuthority.load(settings.state_dir)
-    device = crud.revoke_device(session, ca=ca, device_id=device_id)
+    device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=user.username)
     publish_revocations(ca)
     return DevicePublic.model_validate(device)

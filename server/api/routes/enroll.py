@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from server import crud
 from server.api.deps import SessionDep, SettingsDep
+from server.api.routes.auth import client_address
 from server.config import ServerSettings
 
 router = APIRouter(tags=["enrollment"])
@@ -62,6 +63,7 @@ async def enroll(
         token=body.token,
         csr_pem=body.csr_pem,
         ssh_host_key=body.ssh_host_key,
+        source_ip=client_address(request),
     )
     server_url = settings.public_url or str(request.base_url).rstrip("/")
     return EnrollResponse(
@@ -86,7 +88,9 @@ class RenewResponse(BaseModel):
 
 
 @router.post("/renew")
-async def renew(body: RenewRequest, session: SessionDep, settings: SettingsDep) -> RenewResponse:
+async def renew(
+    body: RenewRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> RenewResponse:
     """Renew a device certificate, authenticated by the current key (403 when refused)."""
     from provisioning.ca import CaNotInitialized, CertificateAuthority, RenewalRefused
 
@@ -104,6 +108,7 @@ async def renew(body: RenewRequest, session: SessionDep, settings: SettingsDep) 
             cert_pem=body.cert_pem,
             csr_pem=body.csr_pem,
             proof=body.proof,
+            source_ip=client_address(request),
         )
     except RenewalRefused as exc:
         raise HTTPException(status_code=403, detail=str(exc)) from exc
