@@ -176,6 +176,11 @@ def record(
     return entry
 
 
+def head(session: Session) -> tuple[int, str] | None:
+    """The newest entry's id and hash, to anchor outside the database; ``None`` when empty."""
+    return _head(session)
+
+
 def _head(session: Session) -> tuple[int, str] | None:
     row = session.exec(
         select(AuditHead.seq, AuditHead.head_hash).where(col(AuditHead.id) == 1)

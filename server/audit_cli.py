@@ -29,6 +29,20 @@ def verify(config: ConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
+@audit_app.command("head")
+def show_head(config: ConfigOption = None) -> None:
+    """Print the newest entry's id and hash: record it outside the database to anchor the chain."""
+    from server import audit
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        current = audit.head(session)
+    if current is None or current[0] == 0:
+        typer.echo("audit log empty")
+    else:
+        typer.echo(f"#{current[0]} {current[1]}")
+
+
 @audit_app.command("list")
 def list_entries(
     limit: Annotated[int, typer.Option(min=1, max=10000, help="how many, newest first")] = 50,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,3 +57,36 @@ def test_device_lifecycle_is_audited_and_the_chain_holds(
     assert fresh.json()["enrollment_token"] not in dump
     verified = client.get("/api/v1/audit/verify", headers=admin).json()
     assert verified["intact"] is True
+
+
+def test_audit_head_prints_the_newest_hash(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    run = [sys.executable, "-m", "shared"]
+    empty = subprocess.run(
+        [*run, "audit", "head", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert empty.stdout.strip() == "audit log empty"
+    subprocess.run(
+        [*run, "user", "add", "ann", "--config", str(config)],
+        input="long-password\\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    head = subprocess.run(
+        [*run, "audit", "head", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    number, digest = head.stdout.split()
+    assert number == "#1"
+    assert len(digest) == 64
