@@ -61,7 +61,7 @@ def test_device_lifecycle_is_audited_and_the_chain_holds(
 
 def test_audit_head_prints_the_newest_hash(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
-    config.write_text(f'[server]\\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\\n')
+    config.write_text(f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
     run = [sys.executable, "-m", "shared"]
     empty = subprocess.run(
@@ -74,7 +74,7 @@ def test_audit_head_prints_the_newest_hash(tmp_path: Path) -> None:
     assert empty.stdout.strip() == "audit log empty"
     subprocess.run(
         [*run, "user", "add", "ann", "--config", str(config)],
-        input="long-password\\n",
+        input="long-password\n",
         text=True,
         env=env,
         check=True,
