@@ -17,6 +17,13 @@ what the agent drains before the server is back reaches nobody. The server's
 announcement is the end-to-end signal that it is subscribed; it stores each
 ``(device_id, boot_id, seq)`` once, so a resent sample is never counted twice.
 
+The agent subscribes (QoS 1) to its own ``cmd`` topic before it publishes its
+birth, so a birth proves that commands reach it. Each command runs in a task
+of its own (:class:`agent.commands.CommandDispatcher` verifies it and runs its
+handler); what it answers (result, refusal event) is published at QoS 1.
+Commands are not queued for an offline agent (clean session): they expire
+soon anyway, and the server waits for each result with a timeout.
+
 paho alone reconnects without jitter, which would bring a whole fleet back in
 one wave after a broker restart; :func:`reconnect_delay` spreads them.
 """
@@ -31,7 +38,7 @@ import ssl
 from collections.abc import MutableMapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
@@ -42,6 +49,9 @@ from shared import __version__ as AGENT_VERSION
 from shared import topics
 from shared.errors import ConfigError
 from shared.ids import isoformat_z, utcnow
+
+if TYPE_CHECKING:
+    from agent.commands import CommandDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +141,8 @@ class BrokerLink:
         reconnect_max_s: Cap of the reconnect delay.
         inflight_window: Samples published at once (awaiting their PUBACKs together).
         rng: Randomness of the reconnect jitter.
+        commands: Verifies and runs the commands on the device's ``cmd`` topic
+            (``None``: the link does not subscribe to it).
     """
 
     def __init__(
@@ -147,6 +159,7 @@ class BrokerLink:
         reconnect_max_s: float = 60.0,
         inflight_window: int = 20,
         rng: random.Random | None = None,
+        commands: CommandDispatcher | None = None,
     ) -> None:
         self.device_id = device_id
         self.broker = broker
@@ -174,6 +187,9 @@ class BrokerLink:
         self._server_instances: dict[str, datetime] = {}
         self._state_topic = topics.state(device_id)
         self._telemetry_topic = topics.telemetry(device_id)
+        self._cmd_topic = topics.cmd(device_id)
+        self.commands = commands
+        self._command_tasks: set[asyncio.Task[None]] = set()
         self._log = DeviceLogger(logger, {"device_id": device_id})
 
     def _client(self) -> aiomqtt.Client:
@@ -233,6 +249,9 @@ class BrokerLink:
         # resend range starts with the first sample this connection publishes.
         self._connection_first_id = self._resend_cursor
         client.pending_calls_threshold = max(client.pending_calls_threshold, self.inflight_window)
+        if self.commands is not None:
+            # Before the birth: a server that sees the birth may send commands at once.
+            await client.subscribe(self._cmd_topic, qos=1)
         await self.publish_birth(client)
         await client.subscribe(topics.SERVER_STATE, qos=1)
         self.connected.set()
@@ -243,9 +262,9 @@ class BrokerLink:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in (*tasks, *self._command_tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._command_tasks, return_exceptions=True)
         if not stopping.is_set():
             # The listener or drainer ended: the link broke. Surface its error.
             for task in (listener, drainer):
@@ -287,6 +306,13 @@ class BrokerLink:
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if self.commands is not None and message.topic.matches(self._cmd_topic):
+                payload = message.payload
+                raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                task = asyncio.create_task(self._answer_command(client, self.commands, raw))
+                self._command_tasks.add(task)
+                task.add_done_callback(self._command_tasks.discard)
+                continue
             if not message.topic.matches(topics.SERVER_STATE):
                 continue
             state = _parse_server_state(message.payload)
@@ -301,6 +327,20 @@ class BrokerLink:
                 self._log.info("server %s announced itself; publishing birth again", instance)
                 self.request_resend()
                 await self.publish_birth(client)
+
+    async def _answer_command(
+        self, client: aiomqtt.Client, commands: CommandDispatcher, payload: bytes
+    ) -> None:
+        """Verify and run one command, then publish its result or refusal."""
+        try:
+            answers = await commands.handle(payload)
+            for answer in answers:
+                await client.publish(answer.topic, answer.payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            self._log.warning("could not publish a command's answer: %s", exc)
+        except Exception:
+            # A bug in a command must not take the link down.
+            self._log.exception("unexpected error while handling a command")
 
     def request_resend(self) -> None:
         """Re-publish what this connection sent so far (a server has just subscribed)."""

@@ -5,6 +5,9 @@ outbox (bounded) and the :class:`~agent.mqtt.BrokerLink` drains them in order
 once it is back, then keeps what it sent for a while: when a server announces
 itself, the link re-sends what might have reached a broker without a server
 subscribed (see :mod:`agent.mqtt`).
+
+Signed commands arriving on the device's ``cmd`` topic are verified and run by
+a :class:`~agent.commands.CommandDispatcher` (see :mod:`agent.commands`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,15 @@ import random
 import ssl
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from agent.collectors.base import Collector, collect_all
+from agent.collectors.base import Collector, Reading, collect_all
+from agent.commands import (
+    REPLAY_CACHE_FILENAME,
+    CommandDispatcher,
+    CommandRegistry,
+    default_registry,
+)
 from agent.config import AgentSettings, BrokerAddress
 from agent.mqtt import BrokerLink, DeviceLogger, tls_context
 from agent.outbox import Outbox, SqliteOutbox
@@ -50,6 +60,9 @@ class Agent:
         inflight_window: Samples published at once while draining.
         boot_id: This run's id (random by default).
         rng: Randomness of the reconnect jitter.
+        command_key_file: The pinned command public key (``None``: every command is refused).
+        replay_cache_path: Where the ids of accepted commands are kept (``None``: in memory).
+        command_registry: The command handlers (default: :func:`agent.commands.default_registry`).
     """
 
     def __init__(
@@ -69,16 +82,27 @@ class Agent:
         inflight_window: int = 20,
         boot_id: str | None = None,
         rng: random.Random | None = None,
+        command_key_file: Path | None = None,
+        replay_cache_path: Path | None = None,
+        command_registry: CommandRegistry | None = None,
     ) -> None:
         self.device_id = device_id
         self.collectors = list(collectors)
         self.outbox = outbox
-        self.interval_s = interval_s
+        self._interval_s = interval_s
         self.start_delay_s = start_delay_s
+        self._configured_collector_timeout_s = collector_timeout_s
         self.collector_timeout_s = min(collector_timeout_s, interval_s)
         self.samples = SampleBuilder(device_id, boot_id)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reschedule = asyncio.Event()
+        self.commands = CommandDispatcher(
+            device_id,
+            command_key_file,
+            replay_cache_path,
+            command_registry if command_registry is not None else default_registry(self),
+        )
         self.link = BrokerLink(
             device_id,
             broker,
@@ -91,6 +115,7 @@ class Agent:
             reconnect_max_s=reconnect_max_s,
             inflight_window=inflight_window,
             rng=rng,
+            commands=self.commands,
         )
         self._log = DeviceLogger(logger, {"device_id": device_id})
 
@@ -98,6 +123,32 @@ class Agent:
     def boot_id(self) -> str:
         """This run's id."""
         return self.samples.boot_id
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between health samples."""
+        return self._interval_s
+
+    def set_interval(self, interval_s: float) -> None:
+        """Sample every ``interval_s`` seconds, the next one ``interval_s`` from now.
+
+        Raises:
+            ValueError: when ``interval_s`` is not positive.
+        """
+        if not interval_s > 0:
+            msg = "interval_s must be greater than 0"
+            raise ValueError(msg)
+        self._interval_s = interval_s
+        self.collector_timeout_s = min(self._configured_collector_timeout_s, interval_s)
+        self._reschedule.set()
+
+    async def collect(self) -> Reading:
+        """Observe once with every collector, without storing a sample (diagnostics)."""
+        return await collect_all(self.collectors, self.collector_timeout_s)
+
+    async def outbox_depth(self) -> int:
+        """Samples waiting in the outbox for the broker."""
+        return await self.outbox.count()
 
     def stop(self) -> None:
         """Ask the agent to stop: it publishes its ``shutdown`` state and :meth:`run` returns."""
@@ -146,13 +197,24 @@ class Agent:
                 # A broken collector is left out inside collect_all; this is the outbox
                 # failing (disk full...). Keep trying at the next interval.
                 self._log.exception("could not store a sample")
-            next_at += self.interval_s
+            next_at += self._interval_s
             now = time.monotonic()
             if next_at < now:
-                skipped = int((now - next_at) // self.interval_s) + 1
+                skipped = int((now - next_at) // self._interval_s) + 1
                 self._log.warning("sampling fell %d interval(s) behind; skipping ahead", skipped)
-                next_at += skipped * self.interval_s
-            await asyncio.sleep(next_at - now)
+                next_at += skipped * self._interval_s
+            next_at = await self._wait_until(next_at)
+
+    async def _wait_until(self, next_at: float) -> float:
+        """Sleep until ``next_at``; a new interval moves it to one interval from then on."""
+        while True:
+            self._reschedule.clear()
+            try:
+                async with asyncio.timeout(max(0.0, next_at - time.monotonic())):
+                    await self._reschedule.wait()
+            except TimeoutError:
+                return next_at
+            next_at = time.monotonic() + self._interval_s
 
 
 async def agent_from_settings(
@@ -194,4 +256,6 @@ async def agent_from_settings(
         reconnect_max_s=settings.reconnect_max_s,
         collector_timeout_s=settings.collector_timeout_s,
         inflight_window=settings.inflight_window,
+        command_key_file=settings.command_key_file,
+        replay_cache_path=settings.state_dir / REPLAY_CACHE_FILENAME,
     )
