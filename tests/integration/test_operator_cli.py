@@ -1,0 +1,69 @@
+"""The operator's command line against a real server: login, then the fleet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", mosquitto.url) as process:
+        yield process
+
+
+def _cli(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    env["FIELDLINK_CREDENTIALS"] = str(tmp_path / "credentials.json")
+    return subprocess.run(
+        [sys.executable, "-m", "shared", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_login_then_devices(tmp_path: Path, server: ServerProcess) -> None:
+    server.register("mfp-cli-1")
+    before = _cli(tmp_path, "devices")
+    assert before.returncode != 0
+    assert "not logged in" in before.stderr
+
+    wrong = _cli(tmp_path, "login", "--server", server.url, "--user", "admin", stdin="nope\n")
+    assert wrong.returncode != 0
+    assert "wrong user name or password" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+    done = _cli(
+        tmp_path, "login", "--server", server.url, "--user", "admin", stdin="admin-password\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "logged in" in done.stdout
+    credentials = tmp_path / "credentials.json"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert "admin-password" not in credentials.read_text()
+
+    table = _cli(tmp_path, "devices")
+    assert table.returncode == 0, table.stderr
+    assert "mfp-cli-1" in table.stdout
+    assert "1 of 1 devices" in table.stdout
+    found = _cli(tmp_path, "devices", "555 0100", "--json")
+    assert [d["id"] for d in json.loads(found.stdout)["items"]] == ["mfp-cli-1"]
+    offline = _cli(tmp_path, "devices", "--online")
+    assert "0 of 0 devices" in offline.stdout
+
+
+def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    done = _cli(tmp_path, "login", "--server", "http://127.0.0.1:1", "--user", "x", stdin="y\n")
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: cannot reach http://127.0.0.1:1")
+    assert len(done.stderr.strip().splitlines()) == 1
