@@ -1,5 +1,9 @@
 """The server's connection to the MQTT broker: URL parsing, TLS and credentials.
 
+Two clients are built here: :func:`make_client` (aiomqtt, for asyncio code that
+publishes now and then) and :func:`make_paho_client` (paho on its own network
+thread, MQTT 5, for the ingest's hot path).
+
 ``broker_url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; with
 ``mqtts`` the broker is verified against ``broker_ca`` (or the system's trust
 store) and the server presents ``broker_cert``/``broker_key`` when set, which
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from server.config import ServerSettings
 from shared.errors import ConfigError
@@ -139,3 +145,42 @@ def make_client(
         logger=logger,
         queue_type=queue_type,
     )
+
+
+def make_paho_client(
+    settings: ServerSettings, *, client_id: str, manual_ack: bool = False
+) -> paho.Client:
+    """An (unconnected) MQTT 5 paho client for the server, built from its settings.
+
+    The caller connects it with ``connect_async(*broker_endpoint(settings), ...)``
+    and runs its network thread with ``loop_start()``. With ``manual_ack`` a QoS 1
+    message is acknowledged only when the caller calls ``client.ack(mid, 1)``.
+
+    Raises:
+        ConfigError: when the broker URL or TLS files are wrong.
+    """
+    address = parse_broker_url(settings.broker_url, embedded_port=settings.embedded_broker_port)
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    username = settings.broker_username or address.username
+    password = settings.broker_password or address.password
+    if username or password:
+        client.username_pw_set(username, password)
+    if address.tls:
+        client.tls_set_context(tls_context(settings))
+    client.enable_logger(logger)
+    return client
+
+
+def broker_endpoint(settings: ServerSettings) -> tuple[str, int]:
+    """``(host, port)`` of the broker the settings name.
+
+    Raises:
+        ConfigError: when the broker URL is wrong.
+    """
+    address = parse_broker_url(settings.broker_url, embedded_port=settings.embedded_broker_port)
+    return address.host, address.port

@@ -2,9 +2,24 @@
 
 One :class:`IngestService` runs per server process. It subscribes through a
 shared subscription (``$share/fieldlink-ingest/...``) so several processes split
-the fleet's messages, validates every payload with :func:`shared.protocol.parse_message`,
-and hands valid messages to a writer that stores them in batches on a worker
-thread. A bad message is counted and dropped; it never stops ingestion.
+the fleet's messages. One thread of its own (paho's client driven by
+``client.loop()``) does the hot path without sharing the interpreter lock with
+anyone: it reads the broker, validates every payload with
+:func:`shared.protocol.parse_message` as it arrives (a bad message is counted and
+dropped; it never stops ingestion), commits the valid ones in batches
+(``ingest_batch_size`` messages, or ``ingest_flush_ms`` after the first one
+arrived), and only then acknowledges them to the broker (MQTT 5, manual
+acknowledgements). The asyncio loop only starts and stops it, sweeps silent
+devices, runs rollups and retention, and receives the hooks (``on_batch``,
+``on_command_result``).
+
+Because a QoS 1 message is acknowledged after its batch is committed, a crash
+loses nothing the broker still holds: for a configured ``instance_id`` (a
+persistent session) Mosquitto delivers the unacknowledged messages again when
+the instance reconnects, and the database's unique ``(device_id, boot_id, seq)``
+turns any copy into a cheap, uncounted duplicate. The broker holds back what
+exceeds the MQTT 5 Receive Maximum, so a slow database pushes back on the broker
+instead of filling the server's memory.
 
 The app's lifespan::
 
@@ -21,12 +36,17 @@ import contextlib
 import logging
 import random
 import socket
-import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
-import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -35,6 +55,7 @@ from server.config import ServerSettings
 from server.ingest import maintenance
 from server.ingest.store import (
     BatchResult,
+    CommandResultItem,
     EventItem,
     IngestItem,
     IngestStore,
@@ -42,7 +63,7 @@ from server.ingest.store import (
     SampleItem,
     StateItem,
 )
-from server.mqtt import make_client
+from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.errors import ProtocolError
 from shared.ids import new_id, utcnow
@@ -58,16 +79,30 @@ from shared.protocol import (
 
 logger = logging.getLogger(__name__)
 
-#: Reconnect backoff bounds (seconds); each wait is drawn uniformly below the bound.
+#: Reconnect and database retry backoff bounds (seconds); each wait is drawn
+#: uniformly below the bound, which doubles on each failure.
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
-#: The interpreter's thread switch interval while the ingest runs (the default is 5 ms).
-GIL_SWITCH_INTERVAL_S = 0.0005
-#: A warning is logged when this many batches wait for the writer.
-MAX_PENDING_BATCHES = 20
+#: Unacknowledged messages the broker may have in flight to this ingest (MQTT 5
+#: Receive Maximum), in batches: enough that the next batches arrive while one commits.
+RECEIVE_MAXIMUM_BATCHES = 4
+#: Session expiry of a configured instance: the broker keeps its session while it is away.
+PERSISTENT_SESSION_EXPIRY_S = 0xFFFFFFFF
+KEEPALIVE_S = 30
+#: How long a stop waits for the broker (unsubscribe, announcement) and for the last batch.
+STOP_BROKER_TIMEOUT_S = 2.0
+STOP_WRITER_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 2 * STOP_BROKER_TIMEOUT_S + STOP_WRITER_TIMEOUT_S + 1.0
+#: With the broker's socket drained, a batch is committed once its first message
+#: is this fraction of ``ingest_flush_ms`` old (not at once: each commit has a cost).
+IDLE_FLUSH_FRACTION = 0.25
+#: The longest the ingest thread waits on the socket before it looks at its timers.
+POLL_S = 0.1
 
 CommandResultHandler = Callable[[str, CommandResult], None]
 BatchHook = Callable[[BatchResult, float], None]
+#: A received message: its item (``None``: nothing to write), mid, QoS, connection generation.
+_Pending = tuple[IngestItem | None, int, int, int]
 
 
 def default_instance_id() -> str:
@@ -87,9 +122,9 @@ class IngestService:
             gauges refreshed (default: a third of ``offline_after_s``, at most 15 s).
         maintenance_interval_s: How often rollups and retention run.
         on_command_result: Called on the event loop with ``(device_id, result)``
-            for each valid ``cmd/result`` message.
-        on_batch: Called after each committed batch with the result and the
-            commit time (``time.time()``); for tests and benchmarks.
+            for each valid ``cmd/result`` message of a registered, unrevoked device.
+        on_batch: Called on the event loop after each committed batch with the
+            result and the commit time (``time.time()``); for tests and benchmarks.
     """
 
     def __init__(
@@ -107,6 +142,9 @@ class IngestService:
         self.engine = engine
         self.group = group
         self.instance_id = settings.instance_id or default_instance_id()
+        #: A configured instance keeps its broker session across restarts: what
+        #: arrives while it is away, or was unacknowledged at a crash, comes again.
+        self.persistent_session = settings.instance_id is not None
         self.store = IngestStore(engine, settings)
         self.sweep_interval_s = sweep_interval_s or min(settings.offline_after_s / 3, 15.0)
         self.maintenance_interval_s = maintenance_interval_s
@@ -114,240 +152,365 @@ class IngestService:
         self.on_batch = on_batch
         #: Set while connected and subscribed (for ``/readyz``).
         self.ready = asyncio.Event()
-        self._pending: list[IngestItem] = []
-        self._has_items = asyncio.Event()
-        self._batch_full = asyncio.Event()
-        self._db_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._upkeep: asyncio.Task[None] | None = None
+        self._stop_requested = threading.Event()
+        # Everything below belongs to the ingest thread.
+        self._client: paho.Client | None = None
+        self._connected = False
+        self._connect_at = 0.0
+        self._broker_backoff = BACKOFF_MIN_S
+        self._connected_before = False
+        #: Bumped on every connection: an acknowledgement is only sent on its own one.
+        self._generation = 0
+        self._subscribe_mid: int | None = None
+        self._unsubscribed = False
+        self._accepting = True
+        #: Received, not yet committed: ``(item or None, mid, qos, connection generation)``.
+        self._pending: list[_Pending] = []
+        self._pending_items = 0
+        self._received = 0
+        self._first_pending_at = 0.0
+        self._write_at = 0.0
+        self._db_backoff = BACKOFF_MIN_S
+        #: Serializes batches with the sweeper and the maintenance (same rows).
+        self._db_lock = threading.Lock()
         self._last_rollup = utcnow() - timedelta(hours=2)
-        self._pending_warning = settings.ingest_batch_size * MAX_PENDING_BATCHES
 
-    # -- lifecycle ----------------------------------------------------------------------
+    # -- lifecycle (the event loop) -----------------------------------------------------
 
     async def start(self) -> None:
-        """Run :meth:`run` in a background task."""
-        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
-            # The event loop (reading the broker) and the writer thread share the GIL;
-            # at the default 5 ms the loop waits behind each batch and throughput halves.
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="fieldlink-ingest")
+        """Start the ingest thread (it connects and reconnects on its own) and the upkeep.
+
+        Raises:
+            ConfigError: when the broker URL or its TLS files are wrong.
+        """
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._client = self._make_client()
+        self._stop_requested.clear()
+        self._thread = threading.Thread(
+            target=self._thread_main, name="fieldlink-ingest", daemon=True
+        )
+        self._thread.start()
+        self._upkeep = asyncio.create_task(self._upkeep_loop(), name="fieldlink-ingest-upkeep")
 
     async def stop(self) -> None:
-        """Announce the server offline, write what is pending, and stop."""
-        task, self._task = self._task, None
-        if task is None:
+        """Commit and acknowledge what arrived, announce the server offline, and disconnect."""
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        upkeep, self._upkeep = self._upkeep, None
+        if upkeep is not None:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+        self._stop_requested.set()
+        await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
+        if thread.is_alive():
+            logger.warning("the ingest thread did not stop within %.0f s", STOP_TIMEOUT_S)
+        self.ready.clear()
+        metrics.INGEST_CONNECTED.set(0)
 
     async def run(self) -> None:
-        """Consume until cancelled, reconnecting to the broker with jittered backoff."""
-        workers = [
-            asyncio.create_task(self._write_loop(), name="fieldlink-ingest-writer"),
-            asyncio.create_task(self._sweep_loop(), name="fieldlink-ingest-sweeper"),
-            asyncio.create_task(self._maintenance_loop(), name="fieldlink-ingest-maintenance"),
-        ]
+        """Consume until cancelled."""
+        await self.start()
         try:
-            await self._connection_loop()
+            await asyncio.Event().wait()
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            # What arrived before the stop is written, not lost.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._flush())
-            self.ready.clear()
-            metrics.INGEST_CONNECTED.set(0)
+            await asyncio.shield(self.stop())
 
-    # -- MQTT ---------------------------------------------------------------------------
+    # -- the ingest thread: network, validation, batches, acknowledgements -------------
+
+    def _make_client(self) -> paho.Client:
+        client = make_paho_client(
+            self.settings, client_id=f"fieldlink-ingest-{self.instance_id}", manual_ack=True
+        )
+        host, port = broker_endpoint(self.settings)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.ReceiveMaximum = min(
+            65535, max(100, self.settings.ingest_batch_size * RECEIVE_MAXIMUM_BATCHES)
+        )
+        if self.persistent_session:
+            properties.SessionExpiryInterval = PERSISTENT_SESSION_EXPIRY_S
+        client.will_set(topics.SERVER_STATE, self._announcement(online=False), qos=1, retain=True)
+        # Only records where and how to connect; the ingest thread connects.
+        client.connect_async(
+            host,
+            port,
+            keepalive=KEEPALIVE_S,
+            clean_start=not self.persistent_session,
+            properties=properties,
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
+        client.on_message = self._on_message
+        return client
+
+    def _thread_main(self) -> None:
+        client = self._client
+        assert client is not None  # noqa: S101  (set by start())
+        try:
+            while not self._stop_requested.is_set():
+                self._step(client, POLL_S)
+            self._shutdown(client)
+        except Exception:
+            logger.exception("the ingest thread failed")
+        finally:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            self._connected = False
+
+    def _step(self, client: paho.Client, poll_s: float) -> None:
+        """One turn: read the broker (or reconnect), then commit what is due."""
+        idle = True
+        if self._connected:
+            # With messages pending, only look whether more are there already.
+            timeout = poll_s
+            if self._pending:
+                timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
+            received = self._received
+            if client.loop(timeout) != paho.MQTT_ERR_SUCCESS:
+                self._lost(client)
+            idle = self._received == received
+        else:
+            now = time.monotonic()
+            if now >= self._connect_at:
+                try:
+                    client.reconnect()
+                    self._connected = True
+                except OSError as exc:
+                    self._retry_connect(f"cannot reach the broker: {exc}")
+            else:
+                self._stop_requested.wait(min(poll_s, self._connect_at - now))
+        self._flush(idle=idle)
+
+    def _retry_connect(self, why: str) -> None:
+        delay = random.uniform(BACKOFF_MIN_S / 2, self._broker_backoff)  # noqa: S311  (jitter)
+        logger.warning("%s; retrying in %.1f s", why, delay)
+        self._connect_at = time.monotonic() + delay
+        self._broker_backoff = min(self._broker_backoff * 2, BACKOFF_MAX_S)
+
+    def _lost(self, client: paho.Client) -> None:
+        self._connected = False
+        metrics.INGEST_CONNECTED.set(0)
+        self._call_on_loop(self.ready.clear)
+        # The will of the next connection carries that connection's time.
+        client.will_set(topics.SERVER_STATE, self._announcement(online=False), qos=1, retain=True)
+        self._retry_connect("lost the broker")
+
+    def _shutdown(self, client: paho.Client) -> None:
+        """Stop deliveries (clean session), commit and acknowledge, announce, disconnect."""
+        deadline = time.monotonic() + STOP_BROKER_TIMEOUT_S
+        if self._connected and not self.persistent_session:
+            # A clean session's unacknowledged messages die with it: stop the
+            # deliveries first, so that everything received can be committed.
+            client.unsubscribe(list(topics.ingest_filters(self.group)))
+            while self._connected and not self._unsubscribed and time.monotonic() < deadline:
+                self._step(client, 0.05)
+        # What arrives from now on stays unacknowledged: the broker delivers it again.
+        self._accepting = False
+        deadline = time.monotonic() + STOP_WRITER_TIMEOUT_S
+        self._first_pending_at = 0.0
+        while self._pending and time.monotonic() < deadline:
+            self._step(client, 0.05)
+        if self._pending:
+            logger.warning(
+                "stopping with %d messages not committed (left unacknowledged)", len(self._pending)
+            )
+        if self._connected:
+            info = client.publish(
+                topics.SERVER_STATE, self._announcement(online=False), qos=1, retain=True
+            )
+            deadline = time.monotonic() + STOP_BROKER_TIMEOUT_S
+            while self._connected and not info.is_published() and time.monotonic() < deadline:
+                if client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
+                    self._connected = False
 
     def _announcement(self, *, online: bool) -> bytes:
         return dump_message(ServerState(online=online, ts=utcnow(), instance=self.instance_id))
 
-    async def _connection_loop(self) -> None:
-        backoff = BACKOFF_MIN_S
-        connected_before = False
-
-        def subscribed() -> None:
-            # The next loss starts the backoff afresh.
-            nonlocal backoff, connected_before
-            backoff = BACKOFF_MIN_S
-            if connected_before:
-                metrics.INGEST_RECONNECTS.inc()
-            connected_before = True
-
-        while True:
-            try:
-                await self._session(subscribed)
-            except aiomqtt.MqttError as exc:
-                self.ready.clear()
-                metrics.INGEST_CONNECTED.set(0)
-                delay = random.uniform(BACKOFF_MIN_S / 2, backoff)  # noqa: S311  (jitter, not crypto)
-                logger.warning("broker connection failed: %s; retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-
-    async def _session(self, subscribed: Callable[[], None]) -> None:
-        """One broker connection: subscribe, announce, consume until it drops."""
-        will = aiomqtt.Will(
-            topics.SERVER_STATE, self._announcement(online=False), qos=1, retain=True
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            logger.warning("the broker refused the ingest: %s", reason_code)
+            return
+        self._generation += 1
+        self._unsubscribed = False
+        options = SubscribeOptions(qos=1)
+        _rc, self._subscribe_mid = client.subscribe(
+            [(topic_filter, options) for topic_filter in topics.ingest_filters(self.group)]
         )
-        client = make_client(
-            self.settings,
-            identifier=f"fieldlink-ingest-{self.instance_id}",
-            will=will,
-            queue_type=_handler_queue(self._handle_message),
-            # A configured instance keeps its session: the broker queues what arrives
-            # while it restarts. A random one would only leave orphan sessions behind.
-            clean_session=self.settings.instance_id is None,
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Any,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            logger.error("the broker refused the ingest's subscriptions: %s", ", ".join(refused))
+            return
+        client.publish(topics.SERVER_STATE, self._announcement(online=True), qos=1, retain=True)
+        self._broker_backoff = BACKOFF_MIN_S
+        if self._connected_before:
+            metrics.INGEST_RECONNECTS.inc()
+        self._connected_before = True
+        metrics.INGEST_CONNECTED.set(1)
+        self._call_on_loop(self.ready.set)
+        logger.info(
+            "ingest %s subscribed to %s as group %r", self.instance_id, topics.PREFIX, self.group
         )
-        async with client:
-            await client.subscribe([(f, 1) for f in topics.ingest_filters(self.group)])
-            await client.publish(
-                topics.SERVER_STATE, self._announcement(online=True), qos=1, retain=True
-            )
-            self.ready.set()
-            metrics.INGEST_CONNECTED.set(1)
-            logger.info(
-                "ingest %s subscribed to %s as group %r",
-                self.instance_id,
-                topics.PREFIX,
-                self.group,
-            )
-            subscribed()
-            try:
-                # Messages are handled as they arrive (see _handler_queue); this
-                # loop only waits for the connection to drop.
-                async for message in client.messages:
-                    self._handle_message(message)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        client.publish(
-                            topics.SERVER_STATE,
-                            self._announcement(online=False),
-                            qos=1,
-                            retain=True,
-                        ),
-                        timeout=2.0,
-                    )
-                raise
+
+    def _on_unsubscribe(self, *_args: Any) -> None:
+        self._unsubscribed = True
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # left unacknowledged: the broker delivers it again
+        try:
+            item = self._validate(message.topic, bytes(message.payload), retain=message.retain)
+        except Exception:
+            # Never let one message break the network loop; it is acknowledged and dropped.
+            logger.exception("ingest failed on a message on %s", message.topic)
+            metrics.INGEST_MESSAGES.labels("error").inc()
+            item = None
+        self._received += 1
+        if not self._pending:
+            self._first_pending_at = time.monotonic()
+        self._pending.append((item, message.mid, message.qos, self._generation))
+        if item is not None:
+            self._pending_items += 1
 
     # -- validation ---------------------------------------------------------------------
 
-    def _handle_message(self, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode() if payload is not None else b""
-        self.handle(message.topic.value, bytes(payload), retain=message.retain)
-        if len(self._pending) >= self._pending_warning:
-            self._pending_warning *= 2
-            logger.warning(
-                "ingest is behind: %d messages wait for the database", len(self._pending)
-            )
-
-    def handle(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Validate one message and queue it for the writer (or count its rejection)."""
+    def _validate(self, topic: str, payload: bytes, *, retain: bool) -> IngestItem | None:
+        """The message as an item for the writer, or ``None`` when there is nothing to write."""
         try:
             device_id, kind = topics.parse_device_topic(topic)
         except ProtocolError:
-            self._reject("bad_topic", None)
-            return
+            self._reject("bad_topic")
+            return None
         received_at = utcnow()
-        item: IngestItem
         try:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
                 _check_device(sample.device_id, device_id)
-                item = SampleItem(device_id, sample, received_at)
-            elif kind == "state":
+                return SampleItem(device_id, sample, received_at)
+            if kind == "state":
                 if not payload:
                     # Someone cleared the retained state: nothing to learn.
                     metrics.INGEST_MESSAGES.labels("ignored").inc()
-                    return
-                item = StateItem(
-                    device_id, parse_message(DeviceState, payload), retain, received_at
-                )
-            elif kind == "events":
+                    return None
+                state = parse_message(DeviceState, payload)
+                return StateItem(device_id, state, retain, received_at)
+            if kind == "events":
                 event = parse_message(DeviceEvent, payload)
                 _check_device(event.device_id, device_id)
-                item = EventItem(device_id, event, received_at)
-            elif kind == "cmd/result":
+                return EventItem(device_id, event, received_at)
+            if kind == "cmd/result":
                 result = parse_message(CommandResult, payload)
-                metrics.INGEST_MESSAGES.labels("command_result").inc()
-                if self.on_command_result is not None:
-                    self.on_command_result(device_id, result)
-                return
-            else:
-                metrics.INGEST_MESSAGES.labels("ignored").inc()
-                return
+                return CommandResultItem(device_id, result, received_at)
         except ProtocolError as exc:
             logger.debug("rejected %s message for %s: %s", kind, device_id, exc)
-            self._reject(exc.reason, device_id)
-            return
-        self._enqueue(item)
+            self._reject(exc.reason)
+            # Counted on the device's row when it is registered.
+            return RejectedItem(device_id, exc.reason)
+        metrics.INGEST_MESSAGES.labels("ignored").inc()
+        return None
 
-    def _reject(self, reason: str, device_id: str | None) -> None:
+    @staticmethod
+    def _reject(reason: str) -> None:
         metrics.INGEST_MESSAGES.labels("rejected").inc()
         metrics.INGEST_REJECTED.labels(reason).inc()
-        if device_id is not None:
-            self._enqueue(RejectedItem(device_id, reason))
 
-    def _enqueue(self, item: IngestItem) -> None:
-        self._pending.append(item)
-        self._has_items.set()
-        if len(self._pending) >= self.settings.ingest_batch_size:
-            self._batch_full.set()
+    # -- batches ------------------------------------------------------------------------
 
-    # -- the writer ---------------------------------------------------------------------
+    def _flush_due(self, *, idle: bool) -> float:
+        """When the pending messages are to be committed (``time.monotonic()``).
 
-    async def _write_loop(self) -> None:
+        When the batch is full; when the broker has nothing more to read right
+        now and the first message is ``IDLE_FLUSH_FRACTION`` of ``ingest_flush_ms``
+        old (small batches, low latency when the load is light); else
+        ``ingest_flush_ms`` after the first message; never before a database
+        retry is due.
+        """
+        if self._pending_items >= self.settings.ingest_batch_size or not self._accepting:
+            return self._write_at
         flush_s = self.settings.ingest_flush_ms / 1000
-        while True:
-            await self._has_items.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._batch_full.wait(), timeout=flush_s)
-            await self._flush()
+        wait_s = flush_s * IDLE_FLUSH_FRACTION if idle else flush_s
+        return max(self._write_at, self._first_pending_at + wait_s)
 
-    async def _flush(self) -> None:
-        """Write everything pending, batch by batch, until nothing is left."""
+    def _flush(self, *, idle: bool) -> None:
+        """Commit the pending messages batch by batch when due, acknowledging each batch."""
+        if not self._pending or time.monotonic() < self._flush_due(idle=idle):
+            return
         size = self.settings.ingest_batch_size
         while self._pending:
-            batch, self._pending = self._pending[:size], self._pending[size:]
-            if len(self._pending) < size:
-                self._batch_full.clear()
-            if not self._pending:
-                self._has_items.clear()
-            metrics.INGEST_QUEUE_DEPTH.set(len(self._pending))
-            await self._write(batch)
-        self._pending_warning = self.settings.ingest_batch_size * MAX_PENDING_BATCHES
+            cut = len(self._pending)
+            if self._pending_items > size:
+                count = 0
+                for index, entry in enumerate(self._pending):
+                    if entry[0] is not None:
+                        count += 1
+                        if count == size:
+                            cut = index + 1
+                            break
+            batch = [entry[0] for entry in self._pending[:cut] if entry[0] is not None]
+            if batch:
+                metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
+                if not self._write(batch):
+                    return  # the database is down: kept, unacknowledged, retried later
+            self._acknowledge(self._pending[:cut])
+            del self._pending[:cut]
+            self._pending_items -= len(batch)
+        metrics.INGEST_QUEUE_DEPTH.set(0)
 
-    async def _write(self, batch: list[IngestItem]) -> None:
+    def _write(self, batch: Sequence[IngestItem]) -> bool:
+        """Commit one batch; ``False`` when the database is unavailable (retry later)."""
         started = time.perf_counter()
-        backoff = BACKOFF_MIN_S
-        while True:
-            try:
-                async with self._db_lock:
-                    result = await asyncio.to_thread(self.store.write, batch)
-                break
-            except (OperationalError, DBAPIError) as exc:
-                if not _unavailable(exc):
-                    await self._write_one_by_one(batch)
-                    return
-                # The database is down: keep the batch and try again.
-                logger.warning("database unavailable for ingest: %s", exc.orig)
-                await asyncio.sleep(random.uniform(BACKOFF_MIN_S / 2, backoff))  # noqa: S311
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        try:
+            with self._db_lock:
+                result = self.store.write(batch)
+        except (OperationalError, DBAPIError) as exc:
+            if not _unavailable(exc):
+                self._write_one_by_one(batch)
+                return True
+            delay = random.uniform(BACKOFF_MIN_S / 2, self._db_backoff)  # noqa: S311  (jitter)
+            logger.warning(
+                "database unavailable for ingest: %s; retrying in %.1f s", exc.orig, delay
+            )
+            self._write_at = time.monotonic() + delay
+            self._db_backoff = min(self._db_backoff * 2, BACKOFF_MAX_S)
+            return False
+        except Exception:
+            logger.exception("ingest batch failed; writing its messages one by one")
+            self._write_one_by_one(batch)
+            return True
+        self._db_backoff = BACKOFF_MIN_S
         self._account(result, len(batch), time.perf_counter() - started)
+        return True
 
-    async def _write_one_by_one(self, batch: list[IngestItem]) -> None:
+    def _write_one_by_one(self, batch: Sequence[IngestItem]) -> None:
         """A batch failed on its data: write its items alone and drop the ones that fail."""
         for item in batch:
             try:
-                async with self._db_lock:
-                    result = await asyncio.to_thread(self.store.write, [item])
+                with self._db_lock:
+                    result = self.store.write([item])
             except Exception:
                 logger.exception(
                     "dropped one %s message for %s", type(item).__name__, item.device_id
@@ -355,6 +518,17 @@ class IngestService:
                 metrics.INGEST_MESSAGES.labels("error").inc()
                 continue
             self._account(result, 1, 0.0)
+
+    def _acknowledge(self, entries: list[_Pending]) -> None:
+        """Acknowledge committed messages on the connection they came on."""
+        client, generation = self._client, self._generation
+        if client is None or not self._connected:
+            return
+        for _item, mid, qos, received_on in entries:
+            # An older connection's messages come again on the new one (or are gone
+            # with a clean session); its message ids may now name other messages.
+            if qos and received_on == generation:
+                client.ack(mid, qos)
 
     def _account(self, result: BatchResult, size: int, seconds: float) -> None:
         committed = time.time()
@@ -367,13 +541,15 @@ class IngestService:
             "state": result.states - result.stale_states,
             "stale_state": result.stale_states,
             "event": result.events,
+            "command_result": len(result.command_results),
         }
         for label, count in counts.items():
             if count:
                 metrics.INGEST_MESSAGES.labels(label).inc(count)
-        if result.unregistered:
-            metrics.INGEST_MESSAGES.labels("rejected").inc(result.unregistered)
-            metrics.INGEST_REJECTED.labels("unregistered").inc(result.unregistered)
+        for reason, count in (("unregistered", result.unregistered), ("revoked", result.revoked)):
+            if count:
+                metrics.INGEST_MESSAGES.labels("rejected").inc(count)
+                metrics.INGEST_REJECTED.labels(reason).inc(count)
         if result.missing_delta > 0:
             metrics.TELEMETRY_MISSING.inc(result.missing_delta)
         if result.late:
@@ -382,35 +558,46 @@ class IngestService:
             metrics.OUTBOX_DROPPED.inc(result.outbox_dropped)
         for sent in result.stored_sent_times:
             metrics.INGEST_LATENCY.observe(max(0.0, committed - sent))
+        if self.on_command_result is not None:
+            for device_id, command_result in result.command_results:
+                self._call_on_loop(self.on_command_result, device_id, command_result)
         if self.on_batch is not None:
-            self.on_batch(result, committed)
+            self._call_on_loop(self.on_batch, result, committed)
 
-    # -- upkeep -------------------------------------------------------------------------
+    def _call_on_loop(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the service's event loop (from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(callback, *args)
+
+    # -- upkeep (the event loop) --------------------------------------------------------
 
     async def sweep(self) -> list[str]:
         """Mark silent devices offline and refresh the fleet gauges; returns those marked."""
-        async with self._db_lock:
-            silent = await asyncio.to_thread(
-                maintenance.mark_silent, self.engine, self.settings.offline_after_s, utcnow()
-            )
-            online, registered, alerts = await asyncio.to_thread(
-                maintenance.fleet_counts, self.engine
-            )
+        silent, (online, registered, alerts) = await asyncio.to_thread(self._sweep_blocking)
         metrics.DEVICES_ONLINE.set(online)
         metrics.DEVICES_REGISTERED.set(registered)
         metrics.ALERTS_OPEN.set(alerts)
         return silent
 
+    def _sweep_blocking(self) -> tuple[list[str], tuple[int, int, int]]:
+        with self._db_lock:
+            silent = maintenance.mark_silent(self.engine, self.settings.offline_after_s, utcnow())
+            return silent, maintenance.fleet_counts(self.engine)
+
     async def run_maintenance(self) -> None:
         """Roll up the hours that got samples since the last run, then apply retention."""
         now = utcnow()
-        async with self._db_lock:
-            rows = await asyncio.to_thread(
-                maintenance.rollup_hours, self.engine, self._last_rollup - timedelta(minutes=1)
-            )
-            samples, rollups = await asyncio.to_thread(
-                maintenance.purge_old, self.engine, self.settings, now
-            )
+        since = self._last_rollup - timedelta(minutes=1)
+
+        def blocking() -> tuple[int, tuple[int, int]]:
+            with self._db_lock:
+                rows = maintenance.rollup_hours(self.engine, since)
+                return rows, maintenance.purge_old(self.engine, self.settings, now)
+
+        rows, (samples, rollups) = await asyncio.to_thread(blocking)
         self._last_rollup = now
         logger.info(
             "rollups: %d rows written; retention: %d samples and %d rollups deleted",
@@ -419,42 +606,20 @@ class IngestService:
             rollups,
         )
 
-    async def _sweep_loop(self) -> None:
+    async def _upkeep_loop(self) -> None:
+        next_maintenance = time.monotonic() + self.maintenance_interval_s
         while True:
             try:
                 await self.sweep()
             except (OperationalError, DBAPIError) as exc:
                 logger.warning("sweep failed: %s", exc.orig)
+            if time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + self.maintenance_interval_s
+                try:
+                    await self.run_maintenance()
+                except (OperationalError, DBAPIError) as exc:
+                    logger.warning("rollup or retention failed: %s", exc.orig)
             await asyncio.sleep(self.sweep_interval_s)
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.maintenance_interval_s)
-            try:
-                await self.run_maintenance()
-            except (OperationalError, DBAPIError) as exc:
-                logger.warning("rollup or retention failed: %s", exc.orig)
-
-
-def _handler_queue(
-    handler: Callable[[aiomqtt.Message], None],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """An aiomqtt queue class that hands each message to ``handler`` as it arrives.
-
-    aiomqtt's message iterator costs a task and a wait per message, which
-    halves what one core can take in; validating in the receive callback (on
-    the event loop, where aiomqtt reads the socket) keeps up with the broker.
-    """
-
-    class HandlerQueue(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            try:
-                handler(item)
-            except Exception:
-                # Never let one message break the connection's read loop.
-                logger.exception("ingest failed on a message on %s", item.topic.value)
-
-    return HandlerQueue
 
 
 def _check_device(claimed: str, topic_device: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -34,7 +35,7 @@ from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
 from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
-from shared.protocol import DeviceEvent, DeviceState, Fault, HealthSample
+from shared.protocol import CommandResult, DeviceEvent, DeviceState, Fault, HealthSample
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ class EventItem:
 
 
 @dataclass(slots=True)
+class CommandResultItem:
+    """A valid ``cmd/result``: handed on to the server once its device is known good."""
+
+    device_id: str
+    result: CommandResult
+    received_at: datetime
+
+
+@dataclass(slots=True)
 class RejectedItem:
     """A rejected message on a device's topic: counted on the device if it is registered."""
 
@@ -92,7 +102,7 @@ class RejectedItem:
     reason: str
 
 
-IngestItem = SampleItem | StateItem | EventItem | RejectedItem
+IngestItem = SampleItem | StateItem | EventItem | CommandResultItem | RejectedItem
 
 
 @dataclass
@@ -105,11 +115,15 @@ class BatchResult:
     stale_states: int = 0
     events: int = 0
     unregistered: int = 0
+    #: Messages from a device whose ``revoked_at`` is set (dropped, counted on the device).
+    revoked: int = 0
     missing_delta: int = 0
     late: int = 0
     outbox_dropped: int = 0
     #: ``sent_at`` (or ``received_at``) of each stored sample, as UNIX times.
     stored_sent_times: list[float] = field(default_factory=list)
+    #: ``(device_id, result)`` of each accepted ``cmd/result``, in arrival order.
+    command_results: list[tuple[str, CommandResult]] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +145,8 @@ class _DeviceRow:
     telemetry_received: int
     telemetry_missing: int
     telemetry_rejected: int
+    #: Read only: set when the device was revoked; nothing it sends is accepted then.
+    revoked_at: datetime | None = None
     dirty: bool = False
     #: The newest sample's metrics when it changed in this batch (never read back).
     health: dict[str, Any] | None = None
@@ -150,9 +166,11 @@ class _DeviceRow:
 
 
 _ROW_COLUMNS = [name for name in _DeviceRow.__dataclass_fields__ if name not in ("dirty", "health")]
-_UPDATE_COLUMNS = [name for name in _ROW_COLUMNS if name not in ("id", "status", "health_ts")]
+_UPDATE_COLUMNS = [
+    name for name in _ROW_COLUMNS if name not in ("id", "status", "health_ts", "revoked_at")
+]
 _HEALTH_COLUMNS = ["status", "health_ts", "health"]
-_TIME_COLUMNS = frozenset({"health_ts", "last_seen", "online_changed_at"})
+_TIME_COLUMNS = frozenset({"health_ts", "last_seen", "online_changed_at", "revoked_at"})
 _BOOL_COLUMNS = frozenset({"online", "clock_skewed"})
 
 
@@ -251,12 +269,13 @@ class IngestStore:
         else:
             row_sql = "(?, ?, ?, ?, ?, ?, ?, ?)"
             stamp = _sqlite_utc
-        dumps = json.dumps
+        to_json = pydantic_core.to_json
         for start in range(0, len(samples), INSERT_CHUNK):
             chunk = samples[start : start + INSERT_CHUNK]
             params: list[Any] = []
             for item in chunk:
                 sample = item.sample
+                faults = sample.faults
                 params += (
                     item.device_id,
                     sample.boot_id,
@@ -264,13 +283,14 @@ class IngestStore:
                     stamp(sample.ts),
                     stamp(item.received_at),
                     sample.status,
-                    dumps(sample.metrics),
-                    dumps([fault.model_dump() for fault in sample.faults]),
+                    # Metric values are finite (validated), so this is plain JSON.
+                    to_json(sample.metrics).decode(),
+                    to_json([f.model_dump() for f in faults]).decode() if faults else "[]",
                 )
             # Only placeholders are joined in: every value is a bound parameter.
             sql = INSERT_SAMPLES_SQL.format(values=", ".join([row_sql] * len(chunk)))
             inserted.update(
-                (row[0], row[1], row[2]) for row in conn.exec_driver_sql(sql, tuple(params))
+                (row[0], row[1], row[2]) for row in conn.exec_driver_sql(sql, tuple(params)).all()
             )
         return inserted
 
@@ -309,12 +329,24 @@ class IngestStore:
         result = BatchResult()
         devices = self._load_devices(conn, {item.device_id for item in items})
         samples: list[SampleItem] = []
+        accepted: list[IngestItem] = []
         for item in items:
-            if item.device_id not in devices:
+            device = devices.get(item.device_id)
+            if device is None:
                 if not isinstance(item, RejectedItem):
                     result.unregistered += 1
-            elif isinstance(item, SampleItem):
-                samples.append(item)
+            elif device.revoked_at is not None or isinstance(item, RejectedItem):
+                # A revoked device is refused everything, births included; the
+                # refusal is counted on the device like any other rejection.
+                if not isinstance(item, RejectedItem):
+                    result.revoked += 1
+                device.telemetry_rejected += 1
+                device.dirty = True
+            else:
+                accepted.append(item)
+                if isinstance(item, SampleItem):
+                    samples.append(item)
+        items = accepted
         inserted = self._insert_samples(conn, samples)
         alert_devices = sorted(
             {i.device_id for i in items if isinstance(i, SampleItem | EventItem)} & devices.keys()
@@ -387,12 +419,9 @@ class IngestStore:
             apply_alerts(device.id, plan, at)
 
         for item in items:
-            device = devices.get(item.device_id)
-            if device is None:
-                continue
-            if isinstance(item, RejectedItem):
-                device.telemetry_rejected += 1
-                device.dirty = True
+            device = devices[item.device_id]
+            if isinstance(item, CommandResultItem):
+                result.command_results.append((device.id, item.result))
             elif isinstance(item, SampleItem):
                 sample = item.sample
                 device.seen(item.received_at)
@@ -452,7 +481,7 @@ class IngestStore:
                 if item.retained and status.online and status.changed_at:
                     device.seen(status.changed_at)
                 change_status(device, status, item.received_at)
-            else:
+            elif isinstance(item, EventItem):
                 flush_plan(device)
                 result.events += 1
                 event = item.event
@@ -506,8 +535,11 @@ def _aware_utc(value: datetime) -> datetime:
 
 
 def _sqlite_utc(value: datetime) -> str:
-    """A timestamp as SQLAlchemy stores ``UTCDateTime`` on SQLite (naive UTC text)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """A timestamp as SQLAlchemy stores ``UTCDateTime`` on SQLite (naive UTC text).
+
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, as ``strftime("%Y-%m-%d %H:%M:%S.%f")`` but faster.
+    """
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _read_utc(value: datetime | str | None) -> datetime | None:

@@ -23,7 +23,15 @@ from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
 from shared import topics
 from shared.ids import new_id, utcnow
-from shared.protocol import DeviceEvent, DeviceState, Fault, HealthSample, ServerState, dump_message
+from shared.protocol import (
+    CommandResult,
+    DeviceEvent,
+    DeviceState,
+    Fault,
+    HealthSample,
+    ServerState,
+    dump_message,
+)
 from tests.fixtures.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration
@@ -372,3 +380,97 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
     row = device(engine, "mfp-0005")
     assert row.online is False
     assert row.online_reason == "silent"
+
+
+def revoke(engine: Engine, device_id: str) -> None:
+    """Mark a device revoked as ``fieldlink device revoke`` does (offline, reason revoked)."""
+    with Session(engine) as session:
+        row = session.get(Device, device_id)
+        assert row is not None
+        row.revoked_at = utcnow()
+        row.online, row.online_reason, row.online_changed_at = False, "revoked", utcnow()
+        session.add(row)
+        session.commit()
+
+
+async def test_revoked_device_is_refused_everything_and_stays_offline(
+    settings: ServerSettings, engine: Engine, mosquitto: MosquittoBroker
+) -> None:
+    register(engine, "mfp-0100", "mfp-0101")
+    revoke(engine, "mfp-0100")
+    results: list[tuple[str, CommandResult]] = []
+    before = counter(metrics.INGEST_REJECTED, "revoked")
+    birth = DeviceState(online=True, ts=utcnow(), boot_id="b", agent_version="9.9")
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        # A retained birth, replayed when the ingest subscribes.
+        await client.publish(topics.state("mfp-0100"), dump_message(birth), qos=1, retain=True)
+    service = IngestService(
+        settings,
+        engine,
+        group=f"t{new_id()[:8]}",
+        sweep_interval_s=60,
+        on_command_result=lambda device_id, result: results.append((device_id, result)),
+    )
+    await service.start()
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        fault = Fault(code="SC-541", severity="error", message="Fuser thermistor open")
+        raised = DeviceEvent(
+            device_id="mfp-0100", ts=utcnow(), type="fault.raised", body=fault.model_dump()
+        )
+        answer = CommandResult(id="c1", ok=True, ts=utcnow())
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(
+                topics.telemetry("mfp-0100"),
+                dump_message(sample("mfp-0100", 0, status="fault", faults=[fault])),
+                qos=1,
+            )
+            await client.publish(topics.state("mfp-0100"), dump_message(birth), qos=1)
+            await client.publish(topics.events("mfp-0100"), dump_message(raised), qos=1)
+            await client.publish(topics.cmd_result("mfp-0100"), dump_message(answer), qos=1)
+            # The same from a device in good standing, last: once it is stored, all is.
+            await client.publish(topics.cmd_result("mfp-0101"), dump_message(answer), qos=1)
+            await client.publish(
+                topics.telemetry("mfp-0101"), dump_message(sample("mfp-0101", 0)), qos=1
+            )
+        await eventually(device_when(engine, "mfp-0101", lambda d: d.telemetry_received))
+        await eventually(lambda: results)
+    finally:
+        await service.stop()
+    row = device(engine, "mfp-0100")
+    assert row.online is False
+    assert row.online_reason == "revoked"
+    assert row.telemetry_received == 0
+    assert row.telemetry_rejected == 5  # retained birth, sample, birth, event, command result
+    assert row.last_seen is None
+    assert row.agent_version is None
+    assert counter(metrics.INGEST_REJECTED, "revoked") == before + 5
+    with Session(engine) as session:
+        stored = session.exec(
+            select(TelemetrySample.device_id).where(TelemetrySample.device_id == "mfp-0100")
+        ).all()
+        history = session.exec(
+            select(DeviceEventRecord).where(DeviceEventRecord.device_id == "mfp-0100")
+        ).all()
+        alerts = session.exec(select(Alert).where(Alert.device_id == "mfp-0100")).all()
+    assert (list(stored), list(history), list(alerts)) == ([], [], [])
+    assert [(device_id, result.id) for device_id, result in results] == [("mfp-0101", "c1")]
+    assert device(engine, "mfp-0101").online is True
+
+
+async def test_revocation_applies_to_the_next_batch_without_a_restart(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "srv-0100")
+    topic = topics.telemetry("srv-0100")
+    await publisher.publish(topic, dump_message(sample("srv-0100", 0)), qos=1)
+    await eventually(device_when(engine, "srv-0100", lambda d: d.telemetry_received == 1))
+    revoke(engine, "srv-0100")
+    for seq in (1, 2):
+        await publisher.publish(topic, dump_message(sample("srv-0100", seq)), qos=1)
+    row = await eventually(device_when(engine, "srv-0100", lambda d: d.telemetry_rejected == 2))
+    assert row.telemetry_received == 1
+    assert row.last_seq == 0
+    assert row.online is False
+    await asyncio.sleep(0.3)  # the sweeper leaves a revoked device alone
+    assert device(engine, "srv-0100").online_reason == "revoked"
