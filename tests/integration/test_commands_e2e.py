@@ -329,6 +329,9 @@ async def test_server_publisher_signs_sends_and_awaits_results(
             pending = await publisher.publish(
                 publisher.build(device, "diagnostics.collect", now=utcnow() - timedelta(hours=1))
             )
+            # Another device cannot answer for this one.
+            intruder = CommandResult(id=pending.command.id, ok=True, ts=utcnow())
+            publisher.deliver_result("mfp-intruder", intruder)
             stale = await pending.result(10)
             assert (stale.ok, stale.error) == (False, "expired")
 
