@@ -81,9 +81,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         app.state.broker_url = broker_url
+        from provisioning.ca import CaNotInitialized
+        from server.commands import CommandPublisher
         from server.ingest.service import IngestService
 
-        ingest = IngestService(settings.model_copy(update={"broker_url": broker_url}), engine)
+        broker_settings = settings.model_copy(update={"broker_url": broker_url})
+        commands: CommandPublisher | None
+        try:
+            commands = await asyncio.to_thread(CommandPublisher.from_ca, broker_settings, engine)
+        except CaNotInitialized:
+            logger.warning("no CA yet: signed commands are off until `fieldlink ca init`")
+            commands = None
+        if commands is not None:
+            await commands.start()
+            stack.push_async_callback(commands.stop)
+        app.state.commands = commands
+        ingest = IngestService(
+            broker_settings,
+            engine,
+            on_command_result=commands.deliver_result if commands is not None else None,
+        )
         await ingest.start()
         stack.push_async_callback(ingest.stop)
         app.state.ingest = ingest
