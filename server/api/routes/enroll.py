@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -12,6 +12,9 @@ from server import crud
 from server.api.deps import SessionDep, SettingsDep
 from server.api.routes.auth import client_address
 from server.config import ServerSettings
+
+if TYPE_CHECKING:
+    from provisioning.ca import CertificateAuthority
 
 router = APIRouter(tags=["enrollment"])
 
@@ -43,19 +46,24 @@ def device_broker_url(settings: ServerSettings, request: Request) -> str:
     return broker_url
 
 
+async def _device_ca(settings: ServerSettings) -> CertificateAuthority:
+    """The device CA, or 503 when this server has none yet."""
+    from provisioning.ca import CaNotInitialized, CertificateAuthority
+
+    try:
+        return await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
+    except CaNotInitialized as exc:
+        raise HTTPException(
+            status_code=503, detail="enrollment is not set up on this server"
+        ) from exc
+
+
 @router.post("/enroll")
 async def enroll(
     body: EnrollRequest, request: Request, session: SessionDep, settings: SettingsDep
 ) -> EnrollResponse:
     """Enroll a device with its one-time token; answers its certificate (401/409 for bad tokens)."""
-    from provisioning.ca import CaNotInitialized, CertificateAuthority
-
-    try:
-        ca = await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
-    except CaNotInitialized as exc:
-        raise HTTPException(
-            status_code=503, detail="enrollment is not set up on this server"
-        ) from exc
+    ca = await _device_ca(settings)
     result = await asyncio.to_thread(
         crud.enroll,
         session,
@@ -92,14 +100,9 @@ async def renew(
     body: RenewRequest, request: Request, session: SessionDep, settings: SettingsDep
 ) -> RenewResponse:
     """Renew a device certificate, authenticated by the current key (403 when refused)."""
-    from provisioning.ca import CaNotInitialized, CertificateAuthority, RenewalRefused
+    from provisioning.ca import RenewalRefused
 
-    try:
-        ca = await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
-    except CaNotInitialized as exc:
-        raise HTTPException(
-            status_code=503, detail="enrollment is not set up on this server"
-        ) from exc
+    ca = await _device_ca(settings)
     try:
         device_id, issued = await asyncio.to_thread(
             crud.renew,
