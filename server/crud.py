@@ -149,8 +149,8 @@ def user_for_token(session: Session, token: str) -> User | None:
 # Devices.
 
 
-def create_device(session: Session, *, data: DeviceCreate) -> Device:
-    """Register a device; its id is derived from type and serial when not given.
+def _add_device(session: Session, *, data: DeviceCreate) -> Device:
+    """Insert a device (flushed, not committed); its id is derived from type and serial if absent.
 
     Raises:
         Conflict: when the id is taken.
@@ -159,11 +159,22 @@ def create_device(session: Session, *, data: DeviceCreate) -> Device:
     device = Device(**data.model_dump(exclude={"id"}), id=device_id)
     session.add(device)
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:
         session.rollback()
         msg = f"device {device_id!r} already exists"
         raise Conflict(msg) from exc
+    return device
+
+
+def create_device(session: Session, *, data: DeviceCreate) -> Device:
+    """Register a device without an enrollment token (imports, tests).
+
+    Raises:
+        Conflict: when the id is taken.
+    """
+    device = _add_device(session, data=data)
+    session.commit()
     session.refresh(device)
     return device
 
@@ -264,7 +275,7 @@ def register_device(
     Returns:
         The device and the token, which is shown once and never stored.
     """
-    device = create_device(session, data=data)
+    device = _add_device(session, data=data)
     issued = issue_enrollment_token(token_ttl)
     device.enrollment_token_hash = issued.token_hash
     device.enrollment_expires_at = issued.expires_at
