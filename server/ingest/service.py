@@ -94,8 +94,10 @@ STOP_BROKER_TIMEOUT_S = 2.0
 STOP_WRITER_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2 * STOP_BROKER_TIMEOUT_S + STOP_WRITER_TIMEOUT_S + 1.0
 #: With the broker's socket drained, a batch is committed once its first message
-#: is this fraction of ``ingest_flush_ms`` old (not at once: each commit has a cost).
-IDLE_FLUSH_FRACTION = 0.25
+#: is as old as this many times the last batch took to commit (at most
+#: ``ingest_flush_ms``): low latency when the load is light, and under load
+#: batches large enough that committing takes at most about a third of the time.
+IDLE_FLUSH_WRITES = 2.0
 #: The longest the ingest thread waits on the socket before it looks at its timers.
 POLL_S = 0.1
 
@@ -174,6 +176,7 @@ class IngestService:
         self._first_pending_at = 0.0
         self._write_at = 0.0
         self._db_backoff = BACKOFF_MIN_S
+        self._last_write_s = 0.0
         #: Serializes batches with the sweeper and the maintenance (same rows).
         self._db_lock = threading.Lock()
         self._last_rollup = utcnow() - timedelta(hours=2)
@@ -267,15 +270,26 @@ class IngestService:
     def _step(self, client: paho.Client, poll_s: float) -> None:
         """One turn: read the broker (or reconnect), then commit what is due."""
         idle = True
+        size = self.settings.ingest_batch_size
         if self._connected:
             # With messages pending, only look whether more are there already.
             timeout = poll_s
             if self._pending:
                 timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
-            received = self._received
-            if client.loop(timeout) != paho.MQTT_ERR_SUCCESS:
+            first = before = self._received
+            rc = client.loop(timeout)
+            # While messages keep coming, read on without a select() per message.
+            while (
+                rc == paho.MQTT_ERR_SUCCESS
+                and self._received != before
+                and self._received - first < size
+            ):
+                before = self._received
+                rc = client.loop_read()
+            if rc != paho.MQTT_ERR_SUCCESS:
                 self._lost(client)
-            idle = self._received == received
+            # Idle: the last read found no message (the socket is drained for now).
+            idle = self._received == before
         else:
             now = time.monotonic()
             if now >= self._connect_at:
@@ -444,15 +458,15 @@ class IngestService:
         """When the pending messages are to be committed (``time.monotonic()``).
 
         When the batch is full; when the broker has nothing more to read right
-        now and the first message is ``IDLE_FLUSH_FRACTION`` of ``ingest_flush_ms``
-        old (small batches, low latency when the load is light); else
+        now and the first message is ``IDLE_FLUSH_WRITES`` times the last commit's
+        duration old (small batches, low latency when the load is light); else
         ``ingest_flush_ms`` after the first message; never before a database
         retry is due.
         """
         if self._pending_items >= self.settings.ingest_batch_size or not self._accepting:
             return self._write_at
         flush_s = self.settings.ingest_flush_ms / 1000
-        wait_s = flush_s * IDLE_FLUSH_FRACTION if idle else flush_s
+        wait_s = min(flush_s, IDLE_FLUSH_WRITES * self._last_write_s) if idle else flush_s
         return max(self._write_at, self._first_pending_at + wait_s)
 
     def _flush(self, *, idle: bool) -> None:
@@ -502,7 +516,8 @@ class IngestService:
             self._write_one_by_one(batch)
             return True
         self._db_backoff = BACKOFF_MIN_S
-        self._account(result, len(batch), time.perf_counter() - started)
+        self._last_write_s = time.perf_counter() - started
+        self._account(result, len(batch), self._last_write_s)
         return True
 
     def _write_one_by_one(self, batch: Sequence[IngestItem]) -> None:
