@@ -12,6 +12,14 @@ keeps none). When a server announces itself (it has just subscribed, after a
 broker restart for instance), the agent re-publishes the samples it sent since
 its own last connect that are still kept; the server stores each one once.
 Sent samples never count against ``outbox_max_samples``.
+
+Certificate renewal: with ``server_url``, ``ca_file``, ``cert_file`` and
+``key_file`` set (as ``fieldlink agent enroll`` writes them), the agent checks
+its certificate at start and every ``renew_check_interval_s`` seconds (default
+21,600: 6 h). Once it expires within ``renew_before_days`` days (default 30;
+devices get 397-day certificates), the agent renews it with a new key,
+authenticated by the current one, and reconnects to the broker with the new
+pair (see :mod:`agent.renew`).
 """
 
 from __future__ import annotations
@@ -92,6 +100,8 @@ class AgentSettings:
         resend_max_samples: Acknowledged samples kept for a resend, at most (0: none).
         server_url: The center's HTTPS URL (enrollment, remote sessions).
         command_key_file: The server's pinned command-signing public key.
+        renew_before_days: Renew the certificate once it expires within this many days.
+        renew_check_interval_s: Seconds between two checks of the certificate's expiry.
     """
 
     device_id: str
@@ -115,6 +125,8 @@ class AgentSettings:
     resend_max_samples: int = 2_000
     server_url: str | None = None
     command_key_file: Path | None = None
+    renew_before_days: float = 30.0
+    renew_check_interval_s: float = 21_600.0
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -251,6 +263,8 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "resend_max_samples": _non_negative(_parse_int),
     "server_url": _optional(_parse_str),
     "command_key_file": _optional(_parse_path),
+    "renew_before_days": _positive(_parse_float),
+    "renew_check_interval_s": _positive(_parse_float),
 }
 KEYS: Final = tuple(_PARSERS)
 

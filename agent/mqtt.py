@@ -24,6 +24,11 @@ handler); what it answers (result, refusal event) is published at QoS 1.
 Commands are not queued for an offline agent (clean session): they expire
 soon anyway, and the server waits for each result with a timeout.
 
+A renewed certificate takes effect without a restart: :meth:`BrokerLink.use_tls`
+ends the current connection (cleanly, so the broker does not publish the last
+will) and the link connects again at once with the new TLS context; samples
+wait in the outbox meanwhile, as during any reconnect.
+
 paho alone reconnects without jitter, which would bring a whole fleet back in
 one wave after a broker restart; :func:`reconnect_delay` spreads them.
 """
@@ -171,6 +176,10 @@ class BrokerLink:
         self.reconnect_max_s = reconnect_max_s
         self.inflight_window = inflight_window
         self.connected = asyncio.Event()
+        #: The TLS context of the current (or most recent) connection.
+        self.connected_tls: ssl.SSLContext | None = None
+        self._connection_made = asyncio.Event()
+        self._reconnect = asyncio.Event()
         #: Samples the broker acknowledged (first sends).
         self.published = 0
         #: Samples re-published after a server announced itself.
@@ -192,7 +201,23 @@ class BrokerLink:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._log = DeviceLogger(logger, {"device_id": device_id})
 
-    def _client(self) -> aiomqtt.Client:
+    def use_tls(self, tls: ssl.SSLContext) -> None:
+        """Connect with ``tls`` from now on: reconnect at once (a renewed certificate)."""
+        self.tls = tls
+        self._reconnect.set()
+
+    async def wait_connected_with(self, tls: ssl.SSLContext, timeout_s: float) -> bool:
+        """Wait until the link is connected with ``tls``; whether it did within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not (self.connected.is_set() and self.connected_tls is tls):
+                    self._connection_made.clear()
+                    await self._connection_made.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
         will = aiomqtt.Will(
             self._state_topic,
             _state_payload(
@@ -210,7 +235,7 @@ class BrokerLink:
             identifier=self.device_id,
             keepalive=self.keepalive_s,
             will=will,
-            tls_context=self.tls,
+            tls_context=tls,
             max_inflight_messages=self.inflight_window,
             timeout=PUBLISH_TIMEOUT_S,
             logger=logging.getLogger("aiomqtt"),
@@ -220,12 +245,17 @@ class BrokerLink:
         """Stay connected until ``stopping`` is set, then publish ``shutdown`` and disconnect."""
         attempt = 0
         while not stopping.is_set():
+            # A use_tls() from here on ends the connection this iteration makes.
+            self._reconnect.clear()
+            tls = self.tls
             try:
-                async with self._client() as client:
+                async with self._client(tls) as client:
                     attempt = 0
                     self._log.info("connected to %s:%d", self.broker.host, self.broker.port)
-                    await self._serve(client, stopping)
-                    return
+                    await self._serve(client, stopping, tls)
+                    if stopping.is_set():
+                        return
+                    continue  # use_tls(): connect again at once with the new context
             except Exception as exc:
                 self.connected.clear()
                 if not isinstance(exc, aiomqtt.MqttError):
@@ -237,14 +267,28 @@ class BrokerLink:
                 log = self._log.warning if attempt == 0 else self._log.info
                 log("broker unavailable (%s); reconnecting in %.1f s", exc, delay)
                 attempt += 1
-                try:
-                    async with asyncio.timeout(delay):
-                        await stopping.wait()
-                except TimeoutError:
-                    pass
+                await self._pause(stopping, delay)
         self.connected.clear()
 
-    async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+    async def _pause(self, stopping: asyncio.Event, delay: float) -> None:
+        """Wait ``delay`` seconds, less if stopping or given a new TLS context meanwhile."""
+        waits = (
+            asyncio.create_task(stopping.wait()),
+            asyncio.create_task(self._reconnect.wait()),
+        )
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _serve(
+        self,
+        client: aiomqtt.Client,
+        stopping: asyncio.Event,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         # A resend cut short by the lost connection goes on on this one; otherwise the
         # resend range starts with the first sample this connection publishes.
         self._connection_first_id = self._resend_cursor
@@ -254,17 +298,24 @@ class BrokerLink:
             await client.subscribe(self._cmd_topic, qos=1)
         await self.publish_birth(client)
         await client.subscribe(topics.SERVER_STATE, qos=1)
+        self.connected_tls = tls
         self.connected.set()
+        self._connection_made.set()
         listener = asyncio.create_task(self._listen(client))
         drainer = asyncio.create_task(self._drain(client))
         stop = asyncio.create_task(stopping.wait())
-        tasks = (listener, drainer, stop)
+        reconnect = asyncio.create_task(self._reconnect.wait())
+        tasks = (listener, drainer, stop, reconnect)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (*tasks, *self._command_tasks):
                 task.cancel()
             await asyncio.gather(*tasks, *self._command_tasks, return_exceptions=True)
+        if not stopping.is_set() and self._reconnect.is_set():
+            self.connected.clear()
+            self._log.info("reconnecting with a new TLS context")
+            return
         if not stopping.is_set():
             # The listener or drainer ended: the link broke. Surface its error.
             for task in (listener, drainer):

@@ -8,6 +8,11 @@ subscribed (see :mod:`agent.mqtt`).
 
 Signed commands arriving on the device's ``cmd`` topic are verified and run by
 a :class:`~agent.commands.CommandDispatcher` (see :mod:`agent.commands`).
+
+An enrolled agent also keeps its certificate current: a
+:class:`~agent.renew.CertificateRenewer` checks it at start and every
+``renew_check_interval_s``, renews it when due, and has the link reconnect
+with the new pair (see :mod:`agent.renew`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.collectors.base import Collector, Reading, collect_all
 from agent.commands import (
@@ -31,6 +37,9 @@ from agent.config import AgentSettings, BrokerAddress
 from agent.mqtt import BrokerLink, DeviceLogger, tls_context
 from agent.outbox import Outbox, SqliteOutbox
 from agent.samples import SampleBuilder
+
+if TYPE_CHECKING:
+    from agent.renew import CertificateRenewer
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +126,8 @@ class Agent:
             rng=rng,
             commands=self.commands,
         )
+        #: Keeps the certificate current while the agent runs (``None``: no renewal).
+        self.certificate_renewer: CertificateRenewer | None = None
         self._log = DeviceLogger(logger, {"device_id": device_id})
 
     @property
@@ -166,11 +177,19 @@ class Agent:
         self._log.info("agent started: boot_id %s, every %.1f s", self.boot_id, self.interval_s)
         sampler = asyncio.create_task(self._sample_forever())
         link = asyncio.create_task(self.link.run(self._stopping))
+        renewer = (
+            asyncio.create_task(self.certificate_renewer.run(self._stopping))
+            if self.certificate_renewer is not None
+            else None
+        )
         try:
             await self._stopping.wait()
         finally:
             self._stopping.set()
             sampler.cancel()
+            if renewer is not None:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
             # Shielded so that a cancelled run() still lets the link say "shutdown".
             try:
                 await asyncio.wait_for(asyncio.shield(link), STOP_GRACE_S)
@@ -237,6 +256,15 @@ async def agent_from_settings(
         if settings.profile != "none":
             options = ProfileOptions(device_id=settings.device_id, seed=settings.seed)
             collectors.append(create_profile(settings.profile, options, simulate=settings.simulate))
+    renewal = (
+        settings.server_url is not None
+        and settings.ca_file is not None
+        and settings.cert_file is not None
+    )
+    if renewal:
+        from agent.renew import recover_interrupted_renewal
+
+        await asyncio.to_thread(recover_interrupted_renewal, settings)
     tls = tls_context(settings.broker, settings.ca_file, settings.cert_file, settings.key_file)
     outbox = await SqliteOutbox.open(
         settings.state_dir,
@@ -244,7 +272,7 @@ async def agent_from_settings(
         resend_window_s=settings.resend_window_s,
         resend_max_samples=settings.resend_max_samples,
     )
-    return Agent(
+    agent = Agent(
         settings.device_id,
         settings.broker,
         collectors,
@@ -259,3 +287,8 @@ async def agent_from_settings(
         command_key_file=settings.command_key_file,
         replay_cache_path=settings.state_dir / REPLAY_CACHE_FILENAME,
     )
+    if renewal:
+        from agent.renew import CertificateRenewer
+
+        agent.certificate_renewer = CertificateRenewer.from_settings(settings, agent.link)
+    return agent
