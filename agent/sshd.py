@@ -47,8 +47,9 @@ from typing import Any, Final, Literal
 import asyncssh
 
 from agent.policy import CLOSE_REASONS, CloseReason, SitePolicy
-from agent.tunnel import TunnelConnector, TunnelRefused, TunnelUnreachable, dial_tunnel
+from agent.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
 from shared.ids import utcnow
+from shared.tunnel_transport import TunnelConnector
 
 logger = logging.getLogger(__name__)
 

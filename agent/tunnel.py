@@ -17,27 +17,21 @@ loads it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import AuthError, UnavailableError
+from shared.tunnel_transport import (
+    MAX_MESSAGE_BYTES,
+    SUBPROTOCOL,
+    MessageStreamTransport,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
 logger = logging.getLogger(__name__)
-
-#: Largest WebSocket message either side sends or accepts on a tunnel.
-MAX_MESSAGE_BYTES: Final = 1 << 20
-#: How long a closing transport may spend flushing what is queued.
-CLOSE_FLUSH_TIMEOUT_S: Final = 2.0
-#: WebSocket subprotocol naming the tunnel framing (SSH bytes in binary messages).
-SUBPROTOCOL: Final = "fieldlink-ssh.v1"
 
 
 class TunnelRefused(AuthError):
@@ -46,235 +40,6 @@ class TunnelRefused(AuthError):
 
 class TunnelUnreachable(UnavailableError):
     """The server (or the proxy in front of it) could not be reached."""
-
-
-Receive = Callable[[], Awaitable[bytes | None]]
-Send = Callable[[bytes], Awaitable[None]]
-Close = Callable[[], Awaitable[None]]
-
-
-class MessageStreamTransport(asyncio.Transport):
-    """An asyncio transport over a message stream (a WebSocket), for asyncssh.
-
-    The stream is given as three coroutines: ``receive`` (the next message,
-    ``None`` at a clean end), ``send`` (one message) and ``close``. The same
-    class serves both ends of the tunnel; only the three callables differ.
-
-    Attributes:
-        bytes_received: Payload bytes received so far (SSH bytes, encrypted).
-        bytes_sent: Payload bytes sent so far.
-        last_activity: ``time.monotonic()`` of the last byte either way.
-    """
-
-    def __init__(
-        self,
-        *,
-        receive: Receive,
-        send: Send,
-        close: Close,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(extra)
-        self._receive = receive
-        self._send = send
-        self._close_stream = close
-        self._protocol: asyncio.Protocol | None = None
-        self._pending: list[bytes] = []
-        self._wakeup = asyncio.Event()
-        self._closing = False
-        self._lost = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._done = asyncio.Event()
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.last_activity = time.monotonic()
-
-    def start(self, protocol: asyncio.Protocol) -> None:
-        """Attach ``protocol`` and start moving bytes.
-
-        Args:
-            protocol: The protocol (an asyncssh connection) that owns this transport.
-        """
-        self._protocol = protocol
-        protocol.connection_made(self)
-        self._tasks = [
-            asyncio.create_task(self._read_loop(), name="tunnel-read"),
-            asyncio.create_task(self._write_loop(), name="tunnel-write"),
-        ]
-
-    async def wait_closed(self) -> None:
-        """Return once the stream is closed and both loops have ended."""
-        await self._done.wait()
-
-    # asyncio.Transport
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self._protocol is not None  # noqa: S101
-        return self._protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)  # noqa: S101
-        self._protocol = protocol
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def is_reading(self) -> bool:
-        return not self._closing
-
-    def pause_reading(self) -> None:
-        # SSH has its own per-channel windows; asyncssh never asks for this.
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or not data:
-            return
-        self._pending.append(bytes(data))
-        self._wakeup.set()
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        self.close()
-
-    def get_write_buffer_size(self) -> int:
-        return sum(len(chunk) for chunk in self._pending)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (0, MAX_MESSAGE_BYTES)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        """Flush what is queued, then close the stream."""
-        if not self._closing:
-            self._closing = True
-            self._wakeup.set()
-
-    def abort(self) -> None:
-        """Close without waiting for the peer.
-
-        What is already queued (typically asyncssh's disconnect message,
-        which carries the close reason) is still flushed, within
-        :data:`CLOSE_FLUSH_TIMEOUT_S`.
-        """
-        self.close()
-
-    # the loops
-    async def _read_loop(self) -> None:
-        error: Exception | None = None
-        try:
-            while True:
-                data = await self._receive()
-                if data is None:
-                    break
-                self.bytes_received += len(data)
-                self.last_activity = time.monotonic()
-                assert self._protocol is not None  # noqa: S101
-                self._protocol.data_received(data)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # the stream failed: tell SSH, which reports it
-            error = exc
-        self._connection_lost(error)
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._pending:
-                    payload = self._take(MAX_MESSAGE_BYTES)
-                    if self._closing:
-                        await asyncio.wait_for(self._send(payload), CLOSE_FLUSH_TIMEOUT_S)
-                    else:
-                        await self._send(payload)
-                    self.bytes_sent += len(payload)
-                    self.last_activity = time.monotonic()
-                if self._closing:
-                    break
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # the stream failed while sending
-            logger.debug("tunnel send failed: %s", exc)
-            self._connection_lost(exc)
-        finally:
-            self._closing = True
-            self._pending.clear()
-            try:
-                await asyncio.wait_for(self._close_stream(), CLOSE_FLUSH_TIMEOUT_S)
-            except Exception as exc:  # already closed by the peer, or gone
-                logger.debug("tunnel close: %s", exc)
-            for task in self._tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
-            self._connection_lost(None)
-            self._done.set()
-
-    def _take(self, limit: int) -> bytes:
-        if len(self._pending) == 1 and len(self._pending[0]) <= limit:
-            return self._pending.pop()
-        joined = b"".join(self._pending)
-        self._pending = [joined[limit:]] if len(joined) > limit else []
-        return joined[:limit]
-
-    def _connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._closing = True
-        self._wakeup.set()
-        if self._protocol is not None:
-            self._protocol.connection_lost(exc)
-
-
-@dataclass(slots=True)
-class TunnelConnector:
-    """What asyncssh's ``tunnel=`` argument needs: one ``create_connection``.
-
-    asyncssh calls :meth:`create_connection` with the factory of its
-    connection object; the connector attaches that object to the already-open
-    stream instead of opening a TCP connection.
-
-    Attributes:
-        transport: The transport over the open WebSocket.
-    """
-
-    transport: MessageStreamTransport
-
-    async def create_connection(
-        self, session_factory: Callable[[], Any], remote_host: str, remote_port: int
-    ) -> tuple[MessageStreamTransport, Any]:
-        """Attach a new asyncssh connection to the stream.
-
-        Args:
-            session_factory: asyncssh's connection factory.
-            remote_host: Ignored (the stream is already connected).
-            remote_port: Ignored.
-
-        Returns:
-            The transport and the connection.
-        """
-        del remote_host, remote_port
-        connection = session_factory()
-        self.transport.start(connection)
-        return self.transport, connection
-
-    def close(self) -> None:
-        """Close the stream."""
-        self.transport.close()
-
-    async def wait_closed(self) -> None:
-        """Wait until the stream is closed."""
-        await self.transport.wait_closed()
 
 
 async def dial_tunnel(

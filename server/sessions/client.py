@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple
 import asyncssh
 
 from server.sessions.errors import AgentAuthFailed, TunnelError
-from server.sessions.transport import MessageStreamTransport, TunnelConnector
+from shared.tunnel_transport import MessageStreamTransport, TunnelConnector
 
 logger = logging.getLogger(__name__)
 

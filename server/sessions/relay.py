@@ -18,8 +18,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.sessions.client import connect_agent
 from server.sessions.registry import SessionRegistry
-from server.sessions.transport import SUBPROTOCOL, MessageStreamTransport
 from shared.errors import FieldlinkError
+from shared.tunnel_transport import SUBPROTOCOL, MessageStreamTransport
 
 logger = logging.getLogger(__name__)
 

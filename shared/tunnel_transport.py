@@ -1,6 +1,6 @@
 """An asyncio transport over a WebSocket, so asyncssh can run SSH on the agent's tunnel.
 
-The agent dials the tunnel endpoint (:mod:`server.sessions.relay`) and serves
+The agent dials the tunnel endpoint (``server.sessions.relay``) and serves
 SSH on it; the server runs asyncssh as the SSH client over the same socket.
 :class:`MessageStreamTransport` makes the WebSocket look like a TCP
 connection to asyncssh: writes become binary messages (coalesced while one is
@@ -8,8 +8,9 @@ in flight, at most :data:`MAX_MESSAGE_BYTES`), received messages are fed to
 the SSH protocol. :class:`TunnelConnector` is what asyncssh's ``tunnel=``
 argument needs to attach a connection to it.
 
-The agent holds a twin of this module (``agent/tunnel.py``): agent and server
-never import each other.
+Both ends use it: the agent (:mod:`agent.tunnel`) and the server
+(:mod:`server.sessions`). It is plain asyncio: websockets and asyncssh are
+imported by the modules that use it, only when a session opens.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""SSH over the message-stream transport: real asyncssh on both sides, both adapters
-(the agent's and the server's), joined by in-memory message queues instead of a WebSocket."""
+"""SSH over the message-stream transport: real asyncssh on both sides, each end on its own
+transport, joined by in-memory message queues instead of a WebSocket."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import os
 
 import asyncssh
 
-from agent.tunnel import MessageStreamTransport as AgentTransport
-from agent.tunnel import TunnelConnector as AgentConnector
-from server.sessions.transport import MessageStreamTransport as ServerTransport
-from server.sessions.transport import TunnelConnector as ServerConnector
+from shared.tunnel_transport import MessageStreamTransport, TunnelConnector
 
 
-def _message_pipe() -> tuple[AgentTransport, ServerTransport, list[int]]:
+def _message_pipe() -> tuple[MessageStreamTransport, MessageStreamTransport, list[int]]:
     to_server: asyncio.Queue[bytes | None] = asyncio.Queue()
     to_agent: asyncio.Queue[bytes | None] = asyncio.Queue()
     sizes: list[int] = []
@@ -33,10 +30,10 @@ def _message_pipe() -> tuple[AgentTransport, ServerTransport, list[int]]:
     async def server_close() -> None:
         await to_agent.put(None)
 
-    agent = AgentTransport(
+    agent = MessageStreamTransport(
         receive=to_agent.get, send=agent_send, close=agent_close, extra={"peername": ("s", 1)}
     )
-    server = ServerTransport(
+    server = MessageStreamTransport(
         receive=to_server.get, send=server_send, close=server_close, extra={"peername": ("a", 2)}
     )
     return agent, server, sizes
@@ -69,7 +66,7 @@ async def test_ssh_runs_over_the_adapters_and_counts_bytes() -> None:
 
     async def serve() -> asyncssh.SSHServerConnection:
         return await asyncssh.connect_reverse(
-            tunnel=AgentConnector(agent_side),
+            tunnel=TunnelConnector(agent_side),
             server_host_keys=[host_key],
             server_factory=lambda: _Server(client_key),
             process_factory=_echo,
@@ -79,7 +76,7 @@ async def test_ssh_runs_over_the_adapters_and_counts_bytes() -> None:
     serving = asyncio.create_task(serve())
     client = await asyncssh.connect(
         "device",
-        tunnel=ServerConnector(server_side),
+        tunnel=TunnelConnector(server_side),
         config=None,
         username="fieldlink",
         client_keys=[client_key],
