@@ -27,15 +27,15 @@ PlatformCollector(registry=REGISTRY)
 
 INGEST_MESSAGES = Counter(
     "fieldlink_ingest_messages",
-    "MQTT messages the ingest handled, by result: stored, duplicate, rejected, state, event, "
-    "ignored (stale retained state, command results).",
+    "MQTT messages the ingest handled, by result: stored, duplicate, rejected, state, "
+    "stale_state, event, command_result, ignored, error.",
     ["result"],
     registry=REGISTRY,
 )
 INGEST_REJECTED = Counter(
     "fieldlink_ingest_rejected",
     "Messages rejected, by reason: bad_json, bad_shape, oversize, device_mismatch, "
-    "unregistered, bad_topic.",
+    "unregistered, revoked (the device's certificate was revoked), bad_topic.",
     ["reason"],
     registry=REGISTRY,
 )

@@ -121,8 +121,7 @@ def make_client(
     """An (unconnected) aiomqtt client for the server, built from its settings.
 
     Credentials come from ``broker_username``/``broker_password``, else from the URL.
-    ``queue_type`` is aiomqtt's incoming-message queue class (see
-    :class:`server.ingest.service.IngestService` for a queue that handles on arrival).
+    ``queue_type`` is aiomqtt's incoming-message queue class.
     Must be called inside a running event loop (aiomqtt binds to it).
 
     Raises:
