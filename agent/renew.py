@@ -563,6 +563,12 @@ class CertificateRenewer:
             outcome.serial_hex,
             outcome.not_after.isoformat(),
         )
+        if outcome.not_after - self.renew_before <= utcnow():
+            self._log.warning(
+                "renew_before_days (%g) is longer than the certificates' validity: "
+                "the certificate will be renewed at every check",
+                self.settings.renew_before_days,
+            )
         if await self._switch_and_confirm():
             self.renewed += 1
             return outcome
