@@ -8,7 +8,7 @@ command line would otherwise stay resident in the daemon for nothing, about
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -50,8 +50,22 @@ def run_command(
     os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed arguments
 
 
-# Enrollment lives in agent/enroll.py (its own engineer); register it when present.
-if importlib.util.find_spec("agent.enroll") is not None:
-    from agent.enroll import enroll_command  # type: ignore[import-not-found,unused-ignore]
+@agent_app.command("enroll")
+def enroll_command(
+    server: Annotated[str, typer.Option("--server", help="the center's URL (https://...)")],
+    token: Annotated[
+        str, typer.Option("--token", help="the one-time token from `fieldlink device add`")
+    ],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="where to write keys, certificates and agent.toml")
+    ] = Path("/etc/fieldlink"),
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="CA bundle to verify an https server with")
+    ] = None,
+) -> None:
+    """Make this device's key, enroll with the center, and write agent.toml."""
+    from agent.enroll import enroll
 
-    agent_app.command("enroll")(enroll_command)
+    config_path = asyncio.run(enroll(server, token, directory, ca_file=ca_file))
+    typer.echo(f"enrolled; configuration written to {config_path}")
+    typer.echo(f"start the agent: fieldlink agent run --config {config_path}")

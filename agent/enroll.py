@@ -29,10 +29,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
-
-import typer
 
 from shared.errors import FieldlinkError, UnavailableError
 from shared.ids import is_device_id
@@ -317,21 +315,3 @@ async def enroll(
         raise EnrollmentFailed(msg) from exc
     logger.info("enrolled as %s; configuration in %s", device_id, config_path)
     return config_path
-
-
-def enroll_command(
-    server: Annotated[str, typer.Option("--server", help="the center's URL (https://...)")],
-    token: Annotated[
-        str, typer.Option("--token", help="the one-time token from `fieldlink device add`")
-    ],
-    directory: Annotated[
-        Path, typer.Option("--dir", help="where to write keys, certificates and agent.toml")
-    ] = DEFAULT_DIR,
-    ca_file: Annotated[
-        Path | None, typer.Option("--ca-file", help="CA bundle to verify an https server with")
-    ] = None,
-) -> None:
-    """Make this device's key, enroll with the center, and write agent.toml."""
-    config_path = asyncio.run(enroll(server, token, directory, ca_file=ca_file))
-    typer.echo(f"enrolled; configuration written to {config_path}")
-    typer.echo(f"start the agent: fieldlink agent run --config {config_path}")

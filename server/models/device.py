@@ -102,6 +102,8 @@ class DevicePublic(DeviceBase):
     clock_offset_s: float | None
     clock_skewed: bool
     enrolled_at: datetime | None
+    cert_serial: str | None
+    cert_not_after: datetime | None
     revoked_at: datetime | None
 
 

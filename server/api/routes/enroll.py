@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from server import crud
+from server import audit, crud
 from server.api.deps import SessionDep, SettingsDep
 from server.api.routes.auth import client_address
 from server.config import ServerSettings
@@ -16,6 +17,7 @@ from server.config import ServerSettings
 if TYPE_CHECKING:
     from provisioning.ca import CertificateAuthority
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["enrollment"])
 
 
@@ -114,6 +116,16 @@ async def renew(
             source_ip=client_address(request),
         )
     except RenewalRefused as exc:
+        session.rollback()
+        logger.warning("certificate renewal refused: %s", exc)
+        audit.record(
+            session,
+            actor="anonymous",
+            action="device.renew_refused",
+            details={"reason": str(exc)},
+            source_ip=client_address(request),
+        )
+        session.commit()
         raise HTTPException(status_code=403, detail=str(exc)) from exc
     return RenewResponse(
         device_id=device_id, cert_pem=issued.cert_pem, not_after=issued.not_after.isoformat()

@@ -133,6 +133,7 @@ def test_renewal_needs_the_current_key_and_an_unrevoked_device(
     assert new_cert.public_key() == new_key.public_key()
     detail = client.get("/api/v1/devices/mfp-xk-9", headers=auth("operator")).json()
     assert detail["revoked_at"] is None
+    assert int(detail["cert_serial"], 16) == new_cert.serial_number
 
     revoked = client.post("/api/v1/devices/mfp-xk-9/revoke", headers=auth("admin"))
     assert revoked.status_code == 200
@@ -145,3 +146,6 @@ def test_renewal_needs_the_current_key_and_an_unrevoked_device(
         },
     )
     assert again.status_code == 403
+    entries = client.get("/api/v1/audit", headers=auth("admin")).json()["items"]
+    refusals = [e for e in entries if e["action"] == "device.renew_refused"]
+    assert len(refusals) == 2  # the stranger's proof, and the revoked device
