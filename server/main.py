@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -104,6 +105,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ingest.start()
         stack.push_async_callback(ingest.stop)
         app.state.ingest = ingest
+        # What startup allocated lives as long as the process: keep it out of the
+        # collector's way (fewer and shorter GC pauses on the ingest path).
+        gc.freeze()
         app.state.ready = True
         logger.info(
             "server %s ready on database %s",
