@@ -2,13 +2,18 @@
 
 One statement answers a window ``[start, end)``:
 
-1. C: the incidents closed in the window, one narrow row each (group key,
-   device type, resolution, remote use, ttr and answer time in SQL);
-2. the shared baseline: per device type, the median ttr of C's dispatches
-   (``row_number``/``count`` windows on SQLite, ``percentile_cont(0.5)`` on
-   PostgreSQL) or the configured fallback below ``baseline_min_samples``;
-3. sums per group, device type and resolution, then per group: counts, ttr
-   sums, downtime saved against the baseline and dispatch costs.
+1. the shared baseline: per device type, the median ttr of the dispatches
+   closed in the window, or the configured fallback below
+   ``baseline_min_samples``;
+2. sums per group, device type and resolution (a few hundred rows): counts,
+   ttr and answer-time sums, downtime saved against the baseline;
+3. per group: those sums added up, and the dispatch costs.
+
+SQLite materializes C (the incidents closed in the window, one narrow row
+each) and picks the median's middle rows with ``row_number``/``count``
+windows; PostgreSQL takes ``percentile_cont(0.5)`` per device type from an
+indexed read of the dispatches, then sums the window in one parallel hashed
+scan (see ``_partial_postgresql``).
 
 Means and rates are formed from those sums and counts in Python, so the
 total is the exact sum of the groups; only one row per group leaves the
@@ -147,26 +152,15 @@ def _in_window(start: datetime, end: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(_T.closed_at >= start, _T.closed_at < end)
 
 
-def _closed_in_window(start: datetime, end: datetime, group_by: str, dialect: str) -> sa.CTE:
-    """C, one narrow row per incident, read twice (for the median and for the sums).
+def _closed_in_window(start: datetime, end: datetime, group_by: str) -> sa.CTE:
+    """SQLite: C, one narrow row per incident, materialized and read twice.
 
-    SQLite is faster reading it materialized; PostgreSQL is faster scanning
-    the table twice (the median's scan only reads dispatches, by index).
+    Once for the dispatch median, once for the sums; SQLite is faster reading
+    it materialized than scanning the table twice.
     """
     source: Any = INCIDENT_TABLE
-    if group_by == "month" and dialect == "postgresql":
-        # The index of the month in the window: a binary search over the
-        # month starts, far cheaper than formatting or truncating each time.
-        starts = [_month_start(key) for key in _months(start, end)[1:]]
-        key: sa.ColumnElement[Any] = (
-            sa.func.width_bucket(
-                _T.closed_at, sa.literal(starts, postgresql.ARRAY(sa.DateTime(timezone=True)))
-            )
-            if starts
-            else sa.literal(0)
-        )
-    elif group_by == "month":
-        key = month_key(_T.closed_at)
+    if group_by == "month":
+        key: sa.ColumnElement[Any] = month_key(_T.closed_at)
     elif group_by == "device_type":
         key = _T.device_type
     elif group_by == "region":
@@ -188,29 +182,17 @@ def _closed_in_window(start: datetime, end: datetime, group_by: str, dialect: st
         .select_from(source)
         .where(_in_window(start, end))
         .cte("closed")
-        .prefix_with("MATERIALIZED" if dialect == "sqlite" else "NOT MATERIALIZED")
+        .prefix_with("MATERIALIZED")
     )
 
 
-def _measured(closed: sa.CTE, dialect: str) -> sa.Subquery:
-    """Per device type: the median ttr of the dispatches in C, and how many there are.
+def _measured(closed: sa.CTE) -> sa.Subquery:
+    """SQLite: per device type, the median ttr of the dispatches in C, and how many there are.
 
     The median is the middle value (odd count) or the mean of the middle two
-    (even count). PostgreSQL's ``percentile_cont(0.5)`` is exactly that; on
-    SQLite, ``row_number`` and ``count`` windows pick the middle rows.
+    (even count): ``row_number`` and ``count`` windows pick the middle rows.
     """
     dispatches = sa.and_(closed.c.resolution == "dispatch", closed.c.ttr.is_not(None))
-    if dialect == "postgresql":
-        return (
-            sa.select(
-                closed.c.device_type,
-                sa.func.percentile_cont(0.5).within_group(closed.c.ttr).label("median"),
-                sa.func.count().label("n"),
-            )
-            .where(dispatches)
-            .group_by(closed.c.device_type)
-            .subquery("measured")
-        )
     ranked = (
         sa.select(
             closed.c.device_type,
@@ -236,9 +218,9 @@ def _measured(closed: sa.CTE, dialect: str) -> sa.Subquery:
     )
 
 
-def _baseline(closed: sa.CTE, settings: KpiSettings, dialect: str) -> sa.CTE:
-    """Per device type: the baseline ttr used (measured or configured) and n."""
-    measured = _measured(closed, dialect)
+def _baseline(closed: sa.CTE, settings: KpiSettings) -> sa.CTE:
+    """SQLite: per device type: the baseline ttr used (measured or configured) and n."""
+    measured = _measured(closed)
     configured = sa.union_all(
         *(
             sa.select(
@@ -265,17 +247,12 @@ def _baseline(closed: sa.CTE, settings: KpiSettings, dialect: str) -> sa.CTE:
     )
 
 
-def _report_query(
-    start: datetime, end: datetime, group_by: str, settings: KpiSettings, dialect: str
-) -> Any:
-    """One statement: C, the shared baseline, then the sums per group.
-
-    The incidents are first summed per group, device type and resolution
-    (a handful of rows), so that each incident costs a few additions; the
-    figures of KPIS.md are then sums over those partial sums.
-    """
-    closed = _closed_in_window(start, end, group_by, dialect)
-    baseline = _baseline(closed, settings, dialect)
+def _partial_sqlite(
+    start: datetime, end: datetime, group_by: str, settings: KpiSettings
+) -> tuple[sa.Subquery, dict[str, Any], dict[str, Any]]:
+    """SQLite: C materialized once, its dispatch median, then sums per key, type, resolution."""
+    closed = _closed_in_window(start, end, group_by)
+    baseline = _baseline(closed, settings)
     zero = sa.literal(0.0, sa.Float())
 
     def of_type(name: str) -> dict[str, Any]:
@@ -312,6 +289,131 @@ def _report_query(
         .group_by(*keys)
         .subquery("partial")
     )
+    return partial, hours, samples
+
+
+def _epoch(interval: Any) -> sa.ColumnElement[float]:
+    """PostgreSQL: the seconds of an interval, as a double."""
+    return sa.func.date_part("epoch", interval, type_=sa.Float())
+
+
+def _partial_postgresql(
+    start: datetime, end: datetime, group_by: str, settings: KpiSettings
+) -> tuple[sa.Subquery, dict[str, Any], dict[str, Any]]:
+    """PostgreSQL: the dispatch medians, then one parallel hashed scan of the window.
+
+    - The medians: one row, ``percentile_cont(0.5)`` per device type (a
+      ``FILTER`` each, so no sort by type first), evaluated once before the
+      scan (an init plan).
+    - The scan sums per key, device type and resolution. Its planner cannot
+      estimate how many months an expression on ``closed_at`` yields (it
+      guesses one per row, and then sorts the window in workers, spilling to
+      disk); joining the month index to ``generate_series`` over the window's
+      months gives it a column with a known row count, so it hashes a few
+      hundred groups in parallel workers.
+    - Time to restore and answer times are summed as intervals (exact to the
+      microsecond) and turned into seconds once per group; only the downtime
+      saved needs each remote incident's ttr in hours, against its baseline.
+    """
+    in_window = _in_window(start, end)
+    dispatches = sa.and_(in_window, _T.resolution == "dispatch", _T.restored_at.is_not(None))
+    ttr = hours_between(_T.restored_at, _T.down_at)
+    of_type = _T.device_type
+    measured = (
+        sa.select(
+            *(
+                column
+                for t in DEVICE_TYPES
+                for column in (
+                    sa.func.percentile_cont(0.5)
+                    .within_group(ttr)
+                    .filter(of_type == t)
+                    .label(f"median_{t}"),
+                    sa.func.count().filter(of_type == t).label(f"n_{t}"),
+                )
+            )
+        )
+        .where(dispatches)
+        .cte("measured")
+    )
+    min_samples = sa.bindparam("min_samples", settings.baseline_min_samples, sa.Integer())
+    hours = {
+        t: sa.select(
+            sa.case(
+                (measured.c[f"n_{t}"] >= min_samples, measured.c[f"median_{t}"]),
+                else_=sa.bindparam(f"fallback_{t}", settings.fallback_hours(t), sa.Float()),
+            )
+        ).scalar_subquery()
+        for t in DEVICE_TYPES
+    }
+    samples = {t: sa.select(measured.c[f"n_{t}"]).scalar_subquery() for t in DEVICE_TYPES}
+    zero = sa.literal(0.0, sa.Float())
+    baseline_hours = sa.case(*((of_type == t, hours[t]) for t in DEVICE_TYPES), else_=zero)
+
+    source: Any = INCIDENT_TABLE
+    key: sa.ColumnElement[Any] | None
+    if group_by == "month":
+        starts = [_month_start(k) for k in _months(start, end)[1:]]
+        if starts:
+            # The index of the month in the window: a binary search over the
+            # month starts, far cheaper than formatting or truncating each time.
+            index = sa.func.width_bucket(
+                _T.closed_at,
+                sa.literal(starts, postgresql.ARRAY(sa.DateTime(timezone=True))),
+            )
+            month = (
+                sa.func.generate_series(0, len(starts)).table_valued("k").render_derived(name="m")
+            )
+            source = source.join(month, month.c.k == index)
+            key = month.c.k
+        else:
+            key = sa.literal(0)
+    elif group_by == "device_type":
+        key = _T.device_type
+    elif group_by == "region":
+        device = DEVICE_TABLE.c
+        source = source.join(DEVICE_TABLE, device.id == _T.device_id)
+        key = device.region
+    else:
+        key = None
+    keys: list[Any] = [_T.device_type, _T.resolution]
+    if key is not None:
+        keys.insert(0, key.label("group_key"))
+    partial = (
+        sa.select(
+            *keys,
+            sa.func.count().label("n"),
+            sa.func.count().filter(_T.remote_session_used.is_(True)).label("used"),
+            (_epoch(sa.func.sum(_T.restored_at - _T.down_at)) / 3600.0).label("ttr_sum"),
+            sa.func.count(_T.restored_at).label("ttr_n"),
+            _epoch(sa.func.sum(_T.answered_at - _T.opened_at)).label("asa_sum"),
+            sa.func.count(_T.answered_at).label("asa_n"),
+            sa.func.sum(sa.func.greatest(baseline_hours - ttr, zero))
+            .filter(_T.resolution == "remote")
+            .label("saved"),
+        )
+        .select_from(source)
+        .where(in_window)
+        .group_by(*(k.element if isinstance(k, sa.Label) else k for k in keys))
+        .subquery("partial")
+    )
+    return partial, hours, samples
+
+
+def _report_query(
+    start: datetime, end: datetime, group_by: str, settings: KpiSettings, dialect: str
+) -> Any:
+    """One statement: the shared baseline, then the sums per group.
+
+    The incidents are first summed per group, device type and resolution
+    (a few hundred rows at most), so that each incident costs a few
+    additions; the figures of KPIS.md are then sums over those partial sums.
+    """
+    if dialect == "postgresql":
+        partial, hours, samples = _partial_postgresql(start, end, group_by, settings)
+    else:
+        partial, hours, samples = _partial_sqlite(start, end, group_by, settings)
+    zero = sa.literal(0.0, sa.Float())
     resolution = partial.c.resolution
     is_fault = sa.and_(resolution.is_not(None), resolution != "no_fault")
     cost = sa.case(
