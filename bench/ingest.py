@@ -277,6 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--postgres", action="store_true", help="also run on PostgreSQL")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
     parser.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -287,9 +288,10 @@ def main() -> None:
         return
     results = []
     with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as scratch:
-        results.append(
-            run_backend("SQLite", f"sqlite:///{scratch}/bench.db", broker, args.messages)
-        )
+        if not args.no_sqlite:
+            results.append(
+                run_backend("SQLite", f"sqlite:///{scratch}/bench.db", broker, args.messages)
+            )
         if args.postgres:
             cluster = PostgresCluster()
             cluster.start()

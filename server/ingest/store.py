@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from server.config import ServerSettings, ThresholdRule
 from server.ingest.alerts import (
@@ -53,6 +54,40 @@ INSERT_SAMPLES_SQL = (
 )
 DEVICE_SELECT_SQL = "SELECT {columns} FROM device WHERE id IN ({marks}) ORDER BY id"
 DEVICE_UPDATE_SQL = "UPDATE device SET {assignments} WHERE id = {mark}"
+#: PostgreSQL: fixed statement texts (prepared once by psycopg), one array per column.
+PG_OPEN_ALERTS_SQL = (
+    "SELECT id, device_id, source, code, metric FROM alert "
+    "WHERE open AND device_id = ANY(%b::text[])"
+)
+#: Only for registered, unrevoked devices (their rows are locked by this transaction already).
+PG_INSERT_SAMPLES_SQL = (
+    "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
+    "faults) SELECT v.device_id, v.boot_id, v.seq, v.ts, v.received_at, v.status, v.metrics, "
+    "v.faults FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::timestamptz[], "
+    "%b::timestamptz[], %b::text[], %b::jsonb[], %b::jsonb[]) AS v(device_id, boot_id, seq, ts, "
+    "received_at, status, metrics, faults) JOIN device ON device.id = v.device_id "
+    "AND device.revoked_at IS NULL "
+    "ON CONFLICT (device_id, boot_id, seq) DO NOTHING RETURNING device_id, boot_id, seq"
+)
+#: PostgreSQL array type of each column the ingest writes back to ``device``.
+_PG_ARRAY_TYPES = {
+    "id": "text[]",
+    "boot_id": "text[]",
+    "last_seq": "bigint[]",
+    "last_seen": "timestamptz[]",
+    "online": "boolean[]",
+    "online_reason": "text[]",
+    "online_changed_at": "timestamptz[]",
+    "agent_version": "text[]",
+    "clock_offset_s": "float8[]",
+    "clock_skewed": "boolean[]",
+    "telemetry_received": "bigint[]",
+    "telemetry_missing": "bigint[]",
+    "telemetry_rejected": "bigint[]",
+    "status": "text[]",
+    "health_ts": "timestamptz[]",
+    "health": "jsonb[]",
+}
 #: Times a batch is retried when the database reports a lock conflict or deadlock.
 WRITE_ATTEMPTS = 5
 
@@ -170,11 +205,16 @@ _UPDATE_COLUMNS = [
     name for name in _ROW_COLUMNS if name not in ("id", "status", "health_ts", "revoked_at")
 ]
 _HEALTH_COLUMNS = ["status", "health_ts", "health"]
+#: Only the known column names are joined in (as in every statement text here).
+_PG_DEVICE_SELECT_SQL = (
+    f"SELECT {', '.join(_ROW_COLUMNS)} FROM device "  # noqa: S608
+    "WHERE id = ANY(%b::text[]) ORDER BY id FOR UPDATE"
+)
 _TIME_COLUMNS = frozenset({"health_ts", "last_seen", "online_changed_at", "revoked_at"})
 _BOOL_COLUMNS = frozenset({"online", "clock_skewed"})
 
 
-def _retryable(exc: DBAPIError) -> bool:
+def _retryable(exc: StatementError) -> bool:
     text = str(exc.orig).lower()
     return any(word in text for word in ("locked", "deadlock", "could not serialize", "busy"))
 
@@ -209,6 +249,15 @@ class IngestStore:
             try:
                 with self.engine.begin() as conn:
                     return self._write(conn, items)
+            except psycopg.Error as exc:
+                # Raised by the raw (pipelined) PostgreSQL statements: as SQLAlchemy would.
+                error = DBAPIError.instance(
+                    "ingest batch", None, exc, psycopg.Error, hide_parameters=True
+                )
+                if attempt == WRITE_ATTEMPTS or not _retryable(error):
+                    raise error from exc
+                logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
+                time.sleep(0.05 * attempt)
             except (OperationalError, DBAPIError) as exc:
                 if attempt == WRITE_ATTEMPTS or not _retryable(exc):
                     raise
@@ -237,6 +286,60 @@ class IngestStore:
                 values[name] = bool(values[name])
             rows[values["id"]] = _DeviceRow(**values)
         return rows
+
+    def _read_postgres(
+        self, conn: Connection, items: Sequence[IngestItem]
+    ) -> tuple[dict[str, _DeviceRow], dict[str, dict[AlertKey, int]], set[tuple[str, str, int]]]:
+        """PostgreSQL, in one round trip (a pipeline): lock the batch's device rows, read
+        their open alerts, and insert the samples of the registered, unrevoked ones.
+
+        Returns the device rows, their open alerts, and the keys of the samples
+        actually inserted (a duplicate is skipped by ``ON CONFLICT DO NOTHING``).
+        """
+        ids = sorted({item.device_id for item in items})
+        samples = [item for item in items if isinstance(item, SampleItem)]
+        pg = conn.connection.driver_connection
+        assert isinstance(pg, psycopg.Connection)  # noqa: S101  (the engine's driver)
+        with pg.pipeline():
+            device_cursor = pg.execute(_PG_DEVICE_SELECT_SQL, (ids,))
+            alert_cursor = pg.execute(PG_OPEN_ALERTS_SQL, (ids,))
+            insert_cursor = (
+                pg.execute(PG_INSERT_SAMPLES_SQL, _pg_sample_columns(samples)) if samples else None
+            )
+        devices: dict[str, _DeviceRow] = {}
+        for raw in device_cursor.fetchall():
+            values = dict(zip(_ROW_COLUMNS, raw, strict=True))
+            for name in _TIME_COLUMNS:
+                values[name] = _read_utc(values[name])
+            devices[values["id"]] = _DeviceRow(**values)
+        open_ids: dict[str, dict[AlertKey, int]] = {device_id: {} for device_id in ids}
+        for alert_id, device_id, source, code, metric in alert_cursor.fetchall():
+            open_ids[device_id][AlertKey(source, code, metric)] = alert_id
+        inserted: set[tuple[str, str, int]] = set()
+        if insert_cursor is not None:
+            inserted.update((row[0], row[1], row[2]) for row in insert_cursor.fetchall())
+        return devices, open_ids, inserted
+
+    def _update_devices_postgres(
+        self, conn: Connection, dirty: list[_DeviceRow], with_health: set[str]
+    ) -> None:
+        """Write the changed device rows back in ONE ``UPDATE ... FROM unnest(...)``."""
+        if not dirty:
+            return
+        columns = ["id", *_UPDATE_COLUMNS, *_HEALTH_COLUMNS]
+        arrays: list[list[Any]] = [[] for _ in columns]
+        flags: list[bool] = []
+        dumps = json.dumps
+        for device in dirty:
+            health = device.id in with_health
+            flags.append(health)
+            for index, name in enumerate(columns):
+                value = getattr(device, name)
+                if name == "health":
+                    value = dumps(value) if health else None
+                arrays[index].append(value)
+        sql = _pg_update_sql(columns)
+        conn.exec_driver_sql(sql, (*arrays, flags))
 
     def _load_open_alerts(
         self, conn: Connection, ids: Sequence[str]
@@ -327,7 +430,11 @@ class IngestStore:
 
     def _write(self, conn: Connection, items: Sequence[IngestItem]) -> BatchResult:
         result = BatchResult()
-        devices = self._load_devices(conn, {item.device_id for item in items})
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            devices, open_ids, inserted = self._read_postgres(conn, items)
+        else:
+            devices = self._load_devices(conn, {item.device_id for item in items})
         samples: list[SampleItem] = []
         accepted: list[IngestItem] = []
         for item in items:
@@ -347,11 +454,13 @@ class IngestStore:
                 if isinstance(item, SampleItem):
                     samples.append(item)
         items = accepted
-        inserted = self._insert_samples(conn, samples)
-        alert_devices = sorted(
-            {i.device_id for i in items if isinstance(i, SampleItem | EventItem)} & devices.keys()
-        )
-        open_ids = self._load_open_alerts(conn, alert_devices)
+        if not postgres:
+            inserted = self._insert_samples(conn, samples)
+            alert_devices = sorted(
+                {i.device_id for i in items if isinstance(i, SampleItem | EventItem)}
+                & devices.keys()
+            )
+            open_ids = self._load_open_alerts(conn, alert_devices)
         open_keys = {device_id: set(keys) for device_id, keys in open_ids.items()}
         opened: list[dict[str, Any]] = []
         cleared: dict[int, datetime] = {}
@@ -526,8 +635,57 @@ class IngestStore:
             )
         if events:
             conn.execute(sa.insert(EVENT), events)
-        self._update_devices(conn, [d for d in devices.values() if d.dirty], set(newest))
+        dirty = [d for d in devices.values() if d.dirty]
+        if postgres:
+            self._update_devices_postgres(conn, dirty, set(newest))
+        else:
+            self._update_devices(conn, dirty, set(newest))
         return result
+
+
+def _pg_sample_columns(samples: Sequence[SampleItem]) -> tuple[list[Any], ...]:
+    """The samples as one list per column, for ``PG_INSERT_SAMPLES_SQL``."""
+    to_json = pydantic_core.to_json
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+    device_ids, boot_ids, seqs, stamps, received, statuses, metrics, faults = columns
+    for item in samples:
+        sample = item.sample
+        device_ids.append(item.device_id)
+        boot_ids.append(sample.boot_id)
+        seqs.append(sample.seq)
+        stamps.append(sample.ts)
+        received.append(item.received_at)
+        statuses.append(sample.status)
+        # Metric values are finite (validated), so this is plain JSON.
+        metrics.append(to_json(sample.metrics).decode())
+        faults.append(
+            to_json([f.model_dump() for f in sample.faults]).decode() if sample.faults else "[]"
+        )
+    return columns
+
+
+_PG_UPDATE_SQL: dict[tuple[str, ...], str] = {}
+
+
+def _pg_update_sql(columns: Sequence[str]) -> str:
+    """``UPDATE device ... FROM unnest(...)``: the health columns only where ``with_health``."""
+    key = tuple(columns)
+    sql = _PG_UPDATE_SQL.get(key)
+    if sql is None:
+        arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES[name]}" for name in columns)
+        assignments = ", ".join(
+            f"{name} = CASE WHEN v.with_health THEN v.{name} ELSE device.{name} END"
+            if name in _HEALTH_COLUMNS
+            else f"{name} = v.{name}"
+            for name in columns
+            if name != "id"
+        )
+        sql = (  # only column names and array types are joined in; values are bound
+            f"UPDATE device SET {assignments} FROM unnest({arrays}, %b::boolean[]) "  # noqa: S608
+            f"AS v({', '.join(columns)}, with_health) WHERE device.id = v.id"
+        )
+        _PG_UPDATE_SQL[key] = sql
+    return sql
 
 
 def _aware_utc(value: datetime) -> datetime:
