@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import random
 import socket
 import threading
@@ -172,6 +173,15 @@ class IngestService:
         #: Received, not yet committed: ``(item or None, mid, qos, connection generation)``.
         self._pending: list[_Pending] = []
         self._pending_items = 0
+        #: The first ``_inflight_cut`` pending messages (``_inflight_items`` items) are
+        #: being committed by the writer thread (0: no batch in flight).
+        self._inflight_cut = 0
+        self._inflight_items = 0
+        #: Commit on a writer thread while this one reads on (PostgreSQL: the writer
+        #: mostly waits on its socket); SQLite commits inline (its writes are CPU work).
+        self._overlap = engine.dialect.name == "postgresql"
+        self._write_requests: queue.SimpleQueue[list[IngestItem] | None] = queue.SimpleQueue()
+        self._write_outcomes: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._received = 0
         self._first_pending_at = 0.0
         self._write_at = 0.0
@@ -256,6 +266,12 @@ class IngestService:
     def _thread_main(self) -> None:
         client = self._client
         assert client is not None  # noqa: S101  (set by start())
+        writer = None
+        if self._overlap:
+            writer = threading.Thread(
+                target=self._writer_main, name="fieldlink-ingest-writer", daemon=True
+            )
+            writer.start()
         try:
             while not self._stop_requested.is_set():
                 self._step(client, POLL_S)
@@ -263,9 +279,34 @@ class IngestService:
         except Exception:
             logger.exception("the ingest thread failed")
         finally:
+            if writer is not None:
+                self._write_requests.put(None)
+                writer.join(STOP_WRITER_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 client.disconnect()
             self._connected = False
+
+    def _writer_main(self) -> None:
+        """The writer thread: commits the batches it is handed, one at a time.
+
+        It only waits on the database (and does the batch's own bookkeeping);
+        reading, validation and acknowledgements stay on the ingest thread.
+        """
+        while (batch := self._write_requests.get()) is not None:
+            try:
+                ok = self._write(batch)
+            except Exception:
+                logger.exception("the ingest writer failed on a batch")
+                ok = False
+            self._write_outcomes.put(ok)
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        """End the ingest thread's wait on the broker's socket (paho's wake-up pipe)."""
+        wakeup = getattr(self._client, "_sockpairW", None)
+        if wakeup is not None:
+            with contextlib.suppress(OSError):
+                wakeup.send(b"w")
 
     def _step(self, client: paho.Client, poll_s: float) -> None:
         """One turn: read the broker (or reconnect), then commit what is due."""
@@ -274,7 +315,7 @@ class IngestService:
         if self._connected:
             # With messages pending, only look whether more are there already.
             timeout = poll_s
-            if self._pending:
+            if self._pending and not self._inflight_cut:
                 timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
             first = before = self._received
             rc = client.loop(timeout)
@@ -404,7 +445,7 @@ class IngestService:
             metrics.INGEST_MESSAGES.labels("error").inc()
             item = None
         self._received += 1
-        if not self._pending:
+        if len(self._pending) == self._inflight_cut:
             self._first_pending_at = time.monotonic()
         self._pending.append((item, message.mid, message.qos, self._generation))
         if item is not None:
@@ -463,14 +504,35 @@ class IngestService:
         ``ingest_flush_ms`` after the first message; never before a database
         retry is due.
         """
-        if self._pending_items >= self.settings.ingest_batch_size or not self._accepting:
+        waiting = self._pending_items - self._inflight_items
+        if waiting >= self.settings.ingest_batch_size or not self._accepting:
             return self._write_at
         flush_s = self.settings.ingest_flush_ms / 1000
-        wait_s = min(flush_s, IDLE_FLUSH_WRITES * self._last_write_s) if idle else flush_s
+        if self._overlap:
+            # The next batch gathers while this one commits: no reason to hold it.
+            wait_s = 0.0 if idle else flush_s
+        else:
+            wait_s = min(flush_s, IDLE_FLUSH_WRITES * self._last_write_s) if idle else flush_s
         return max(self._write_at, self._first_pending_at + wait_s)
 
     def _flush(self, *, idle: bool) -> None:
-        """Commit the pending messages batch by batch when due, acknowledging each batch."""
+        """Commit the pending messages batch by batch when due, acknowledging each batch.
+
+        With a writer thread, one batch is in flight at a time: this hands it over
+        and returns; a later call acknowledges it once committed.
+        """
+        if self._inflight_cut:
+            try:
+                ok = self._write_outcomes.get_nowait()
+            except queue.Empty:
+                return  # still committing
+            cut, self._inflight_cut = self._inflight_cut, 0
+            items, self._inflight_items = self._inflight_items, 0
+            if not ok:
+                return  # the database is down: kept, unacknowledged, retried later
+            self._acknowledge(self._pending[:cut])
+            del self._pending[:cut]
+            self._pending_items -= items
         if not self._pending or time.monotonic() < self._flush_due(idle=idle):
             return
         size = self.settings.ingest_batch_size
@@ -485,6 +547,11 @@ class IngestService:
                             cut = index + 1
                             break
             batch = [entry[0] for entry in self._pending[:cut] if entry[0] is not None]
+            if batch and self._overlap:
+                metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
+                self._inflight_cut, self._inflight_items = cut, len(batch)
+                self._write_requests.put(batch)
+                return
             if batch:
                 metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
                 if not self._write(batch):
