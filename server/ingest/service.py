@@ -282,6 +282,8 @@ class IngestService:
             if writer is not None:
                 self._write_requests.put(None)
                 writer.join(STOP_WRITER_TIMEOUT_S)
+            if writer is None or not writer.is_alive():
+                self.store.close()
             with contextlib.suppress(Exception):
                 client.disconnect()
             self._connected = False

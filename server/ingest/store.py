@@ -8,6 +8,7 @@ the fleet's messages keep the per-device counters exact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -227,6 +228,10 @@ class IngestStore:
         self.settings = settings
         self.clock = ClockOffsetEstimator()
         self._rule_cache: dict[tuple[str, ...], list[ThresholdRule]] = {}
+        #: PostgreSQL: the store's own connection, kept between batches (no pool
+        #: checkout and ping per batch); dropped on any error, reopened on the next.
+        self._conn: Connection | None = None
+        self._postgres = engine.dialect.name == "postgresql"
 
     def _rules_for(self, sample: HealthSample) -> list[ThresholdRule]:
         """The threshold rules that match any of the sample's metrics (cached by metric names)."""
@@ -246,10 +251,22 @@ class IngestStore:
     def write(self, items: Sequence[IngestItem]) -> BatchResult:
         """Write one batch in one transaction (retried on lock conflicts)."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
+            if not self._postgres:
+                try:
+                    with self.engine.begin() as conn:
+                        return self._write(conn, items)
+                except (OperationalError, DBAPIError) as exc:
+                    if attempt == WRITE_ATTEMPTS or not _retryable(exc):
+                        raise
+                    logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
+                    time.sleep(0.05 * attempt)
+                continue
+            conn = self._connection()
             try:
-                with self.engine.begin() as conn:
+                with conn.begin():
                     return self._write(conn, items)
             except psycopg.Error as exc:
+                self._discard(conn)
                 # Raised by the raw (pipelined) PostgreSQL statements: as SQLAlchemy would.
                 error = DBAPIError.instance(
                     "ingest batch", None, exc, psycopg.Error, hide_parameters=True
@@ -259,12 +276,35 @@ class IngestStore:
                 logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
                 time.sleep(0.05 * attempt)
             except (OperationalError, DBAPIError) as exc:
+                self._discard(conn)
                 if attempt == WRITE_ATTEMPTS or not _retryable(exc):
                     raise
                 logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
                 time.sleep(0.05 * attempt)
         msg = "unreachable"
         raise AssertionError(msg)
+
+    def _connection(self) -> Connection:
+        """The store's PostgreSQL connection (opened on first use or after an error)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self.engine.connect()
+        return conn
+
+    def _discard(self, conn: Connection) -> None:
+        """Drop a connection after an error: it may be broken or mid-transaction."""
+        self._conn = None
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def close(self) -> None:
+        """Return the store's connection (the ingest calls this when it stops)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     # -- the transaction --------------------------------------------------------------
 
@@ -323,7 +363,7 @@ class IngestStore:
     def _update_devices_postgres(
         self, conn: Connection, dirty: list[_DeviceRow], with_health: set[str]
     ) -> None:
-        """Write the changed device rows back in ONE ``UPDATE ... FROM unnest(...)``."""
+        """Write the changed device rows back in ONE ``UPDATE ... FROM unnest(...)``, and commit."""
         if not dirty:
             return
         columns = ["id", *_UPDATE_COLUMNS, *_HEALTH_COLUMNS]
@@ -338,8 +378,13 @@ class IngestStore:
                 if name == "health":
                     value = dumps(value) if health else None
                 arrays[index].append(value)
-        sql = _pg_update_sql(columns)
-        conn.exec_driver_sql(sql, (*arrays, flags))
+        pg = conn.connection.driver_connection
+        assert isinstance(pg, psycopg.Connection)  # noqa: S101  (the engine's driver)
+        # The update and the commit in one round trip; SQLAlchemy's commit that
+        # follows finds no transaction open and sends nothing.
+        with pg.pipeline():
+            pg.execute(_pg_update_sql(columns), (*arrays, flags))
+            pg.commit()
 
     def _load_open_alerts(
         self, conn: Connection, ids: Sequence[str]
