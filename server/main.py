@@ -71,8 +71,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from server.kpi.metrics import register_kpi_collector
         from server.metrics import REGISTRY
 
-        kpi_collector = register_kpi_collector(engine, settings)
-        stack.callback(REGISTRY.unregister, kpi_collector)
+        try:
+            kpi_collector = register_kpi_collector(engine, settings)
+        except ValueError:
+            # Another app in this process (tests) already serves the KPI gauges.
+            logger.debug("KPI gauges already registered in this process")
+        else:
+            stack.callback(REGISTRY.unregister, kpi_collector)
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker

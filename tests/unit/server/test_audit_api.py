@@ -59,15 +59,15 @@ def test_only_admins_read_the_audit_log(client: TestClient, auth: Auth, path: st
 
 
 def test_list_filters_and_pages(client: TestClient, engine: Engine, auth: Auth) -> None:
-    admin = auth("admin")  # its login is audited too
+    admin = auth("admin")  # its creation and its login are audited too
     _seed(engine)
     everything = client.get("/api/v1/audit", headers=admin).json()
-    assert everything["count"] == 5
+    assert everything["count"] == 6
     assert [item["action"] for item in everything["items"]][:2] == ["device.renew", "session.close"]
     renew = everything["items"][0]
     assert renew["details"] == {"serial": 7}
     assert renew["source_ip"] == "192.0.2.1"
-    assert everything["items"][-1]["action"] == "login"
+    assert [item["action"] for item in everything["items"]][-2:] == ["login", "user.create"]
 
     def count(query: str) -> int:
         answer = client.get(f"/api/v1/audit?{query}", headers=admin)
@@ -83,10 +83,10 @@ def test_list_filters_and_pages(client: TestClient, engine: Engine, auth: Auth) 
     soon = isoformat_z(utcnow() + timedelta(minutes=1))
     past = isoformat_z(utcnow() - timedelta(hours=1))
     assert count(f"since={soon}") == 0
-    assert count(f"since={past}&until={soon}") == 5
+    assert count(f"since={past}&until={soon}") == 6
     page = client.get("/api/v1/audit?limit=2&offset=1", headers=admin).json()
-    assert page["count"] == 5
-    assert [item["id"] for item in page["items"]] == [4, 3]
+    assert page["count"] == 6
+    assert [item["id"] for item in page["items"]] == [5, 4]
 
 
 @pytest.mark.parametrize(
@@ -104,10 +104,10 @@ def test_verify_reports_intact_then_the_broken_entry(
     intact = client.get("/api/v1/audit/verify", headers=admin).json()
     assert intact == {
         "intact": True,
-        "entries": 5,
+        "entries": 6,
         "broken_at": None,
         "reason": None,
-        "message": "audit log intact: 5 entries",
+        "message": "audit log intact: 6 entries",
     }
     with engine.begin() as connection:
         connection.execute(sa.text("UPDATE audit_entry SET target = 'device:x' WHERE id = 3"))
