@@ -132,6 +132,12 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         http_port=port,
         log_level="warning",
     )
+    # For the administrative commands: `fieldlink kpi --config fieldlink-demo/server.toml`.
+    await asyncio.to_thread(
+        (directory / "server.toml").write_text,
+        "# Written by `fieldlink demo`: the demo's database, for the administrative commands.\n"
+        f'[server]\ndatabase_url = "{settings.database_url}"\nstate_dir = "{directory}"\n',
+    )
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -160,6 +166,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
     for login in logins:
         typer.echo(f"  login:    {login.username} / {login.password}  ({login.role})")
     typer.echo(f"  CLI:      fieldlink login --server {url} --user operator && fieldlink devices")
+    typer.echo(f"  KPIs:     fieldlink kpi --config {directory / 'server.toml'} --by month")
     typer.echo(f"  data:     {directory}  (Ctrl-C stops everything)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,87 @@
+"""`fieldlink demo` (what `make demo` runs): everything comes up, reports, and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2 as httpx
+import psutil
+import pytest
+
+from tests.fixtures.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "shared", "demo", "--dir", str(tmp_path / "demo"),
+             "--port", "0", "--interval", "1", "--devices", "3"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: "login:    manager" in log.read_text(), timeout=60, interval=0.2)
+        text = log.read_text()
+        url = re.search(r"console:\s+(http://\S+)/", text)
+        operator = re.search(r"login:\s+operator / (\S+)", text)
+        manager = re.search(r"login:\s+manager / (\S+)", text)
+        assert url, text
+        assert operator, text
+        assert manager, text
+        base = url.group(1)
+
+        def token(user: str, password: str) -> str:
+            answer = httpx.post(
+                f"{base}/api/v1/auth/token", data={"username": user, "password": password}
+            )
+            answer.raise_for_status()
+            return str(answer.json()["access_token"])
+
+        as_operator = {"Authorization": f"Bearer {token('operator', operator.group(1))}"}
+
+        def all_online() -> bool:
+            fleet = httpx.get(f"{base}/api/v1/devices", headers=as_operator).json()
+            return fleet["count"] == 3 and all(d["online"] and d["health"] for d in fleet["items"])
+
+        wait_until(all_online, timeout=30, interval=0.5)
+        types = {
+            d["type"]
+            for d in httpx.get(f"{base}/api/v1/devices", headers=as_operator).json()["items"]
+        }
+        assert types == {"mfp", "imaging", "server"}
+
+        as_manager = {"Authorization": f"Bearer {token('manager', manager.group(1))}"}
+        kpis = httpx.get(
+            f"{base}/api/v1/kpis", params={"group_by": "month"}, headers=as_manager
+        ).json()
+        assert kpis["total"]["incidents_closed"] > 100
+        assert len([g for g in kpis["groups"] if g["incidents_closed"]]) >= 11
+
+        config = tmp_path / "demo" / "server.toml"
+        kpi = subprocess.run(
+            [sys.executable, "-m", "shared", "kpi", "--config", str(config)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert kpi.returncode == 0, kpi.stderr
+        assert "total" in kpi.stdout
+        children = psutil.Process(demo.pid).children(recursive=True)
+        assert any("simulate" in " ".join(c.cmdline()) for c in children)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+    assert code == 0, log.read_text()[-2000:]
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []  # the simulator and the embedded broker stopped with it
