@@ -9,7 +9,10 @@ anyone: it reads the broker, validates every payload with
 dropped; it never stops ingestion), commits the valid ones in batches
 (``ingest_batch_size`` messages, or ``ingest_flush_ms`` after the first one
 arrived), and only then acknowledges them to the broker (MQTT 5, manual
-acknowledgements). The asyncio loop only starts and stops it, sweeps silent
+acknowledgements). On PostgreSQL a second thread does the commits: it is handed
+one batch at a time and mostly waits on the database (two round trips a batch)
+while the ingest thread reads on, and acknowledges the batch once it is
+committed. The asyncio loop only starts and stops the ingest, sweeps silent
 devices, runs rollups and retention, and receives the hooks (``on_batch``,
 ``on_command_result``).
 
@@ -99,6 +102,8 @@ STOP_TIMEOUT_S = 2 * STOP_BROKER_TIMEOUT_S + STOP_WRITER_TIMEOUT_S + 1.0
 #: ``ingest_flush_ms``): low latency when the load is light, and under load
 #: batches large enough that committing takes at most about a third of the time.
 IDLE_FLUSH_WRITES = 2.0
+#: Bytes per ``recv()`` of the broker's socket (see :class:`_ReceiveBuffer`).
+RECEIVE_CHUNK = 65536
 #: The longest the ingest thread waits on the socket before it looks at its timers.
 POLL_S = 0.1
 
@@ -106,6 +111,39 @@ CommandResultHandler = Callable[[str, CommandResult], None]
 BatchHook = Callable[[BatchResult, float], None]
 #: A received message: its item (``None``: nothing to write), mid, QoS, connection generation.
 _Pending = tuple[IngestItem | None, int, int, int]
+
+
+class _ReceiveBuffer:
+    """Reads the broker's socket in large chunks for paho.
+
+    paho reads each packet with three or four ``recv()`` calls (type, length,
+    body); under load that is most of its receive cost. This serves those reads
+    from one ``recv()`` of up to :data:`RECEIVE_CHUNK` bytes, and is dropped
+    whenever paho's socket changes (a reconnection).
+    """
+
+    def __init__(self, client: paho.Client) -> None:
+        self._client = client
+        self._recv: Callable[[int], bytes] = client._sock_recv  # paho's own, TLS included
+        self._socket: object = None
+        self._data = b""
+        self._position = 0
+
+    def recv(self, size: int) -> bytes:
+        socket_now = self._client._sock
+        if socket_now is not self._socket:
+            self._socket, self._data, self._position = socket_now, b"", 0
+        if self._position >= len(self._data):
+            self._data, self._position = self._recv(RECEIVE_CHUNK), 0  # may raise BlockingIOError
+            if not self._data:
+                return b""  # the broker closed the connection
+        chunk = self._data[self._position : self._position + size]
+        self._position += len(chunk)
+        return chunk
+
+    def pending(self) -> bool:
+        """Whether bytes already read wait here (``select()`` would not see them)."""
+        return self._position < len(self._data) and self._client._sock is self._socket
 
 
 def default_instance_id() -> str:
@@ -257,6 +295,8 @@ class IngestService:
             clean_start=not self.persistent_session,
             properties=properties,
         )
+        self._receive_buffer = _ReceiveBuffer(client)
+        client._sock_recv = self._receive_buffer.recv  # type: ignore[method-assign,assignment]
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
@@ -320,7 +360,13 @@ class IngestService:
             if self._pending and not self._inflight_cut:
                 timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
             first = before = self._received
-            rc = client.loop(timeout)
+            if self._receive_buffer.pending():
+                # select() cannot see what is buffered already: read it first.
+                rc = client.loop_read()
+                if rc == paho.MQTT_ERR_SUCCESS:
+                    rc = client.loop(0.0)
+            else:
+                rc = client.loop(timeout)
             # While messages keep coming, read on without a select() per message.
             while (
                 rc == paho.MQTT_ERR_SUCCESS
