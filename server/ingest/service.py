@@ -86,7 +86,9 @@ logger = logging.getLogger(__name__)
 #: Reconnect and database retry backoff bounds (seconds); each wait is drawn
 #: uniformly below the bound, which doubles on each failure.
 BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 30.0
+# The server is one client per process, not a fleet: no herd to spread, and every second
+# away from the broker is a second in which agents' samples reach nobody.
+BACKOFF_MAX_S = 5.0
 #: Unacknowledged messages the broker may have in flight to this ingest (MQTT 5
 #: Receive Maximum), in batches: enough that the next batches arrive while one commits.
 RECEIVE_MAXIMUM_BATCHES = 4
