@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,10 @@ from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 from shared.ids import is_device_id
+from shared.tomlfile import read_toml_section
+from shared.tomlfile import resolve_config_path as resolve_file
 
 ENV_PREFIX: Final = "FIELDLINK_"
-CONFIG_ENV: Final = "FIELDLINK_CONFIG"
 DEFAULT_CONFIG_PATH: Final = Path("/etc/fieldlink/agent.toml")
 SECTION: Final = "agent"
 PROFILES: Final = ("none", "mfp", "imaging", "server")
@@ -271,36 +271,7 @@ KEYS: Final = tuple(_PARSERS)
 
 def resolve_config_path(path: Path | None) -> Path | None:
     """The config file to read: ``path``, else ``FIELDLINK_CONFIG``, else the default if present."""
-    if path is not None:
-        return path
-    if env := os.environ.get(CONFIG_ENV):
-        return Path(env)
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
-
-
-def read_section(path: Path) -> dict[str, Any]:
-    """Read ``[agent]`` of a TOML file (empty when the section is absent).
-
-    Raises:
-        ConfigError: when the file is missing, unreadable or not valid TOML.
-    """
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        msg = f"config file not found: {path}"
-        raise ConfigError(msg) from exc
-    except OSError as exc:
-        msg = f"cannot read config file {path}: {exc.strerror}"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{path}: invalid TOML: {exc}"
-        raise ConfigError(msg) from exc
-    section = data.get(SECTION, {})
-    if not isinstance(section, dict):
-        msg = f"{path}: [{SECTION}] must be a table"
-        raise ConfigError(msg)
-    return section
+    return resolve_file(path, DEFAULT_CONFIG_PATH)
 
 
 def load_agent_settings(
@@ -325,7 +296,7 @@ def load_agent_settings(
     """
     env = os.environ if environ is None else environ
     where = f"{path}: " if path is not None else ""
-    values: dict[str, Any] = read_section(path) if path is not None else {}
+    values: dict[str, Any] = read_toml_section(path, SECTION) if path is not None else {}
     for key in values:
         if key not in _PARSERS:
             msg = f"{where}[{SECTION}] {key}: unknown key (known: {', '.join(KEYS)})"

@@ -9,8 +9,6 @@ overridden as ``FIELDLINK_POLICY__CONSENT``.
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,9 +16,9 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.tomlfile import read_toml_section
 
 ENV_PREFIX = "FIELDLINK_"
-CONFIG_ENV = "FIELDLINK_CONFIG"
 
 S = TypeVar("S", bound="FieldlinkSettings")
 
@@ -46,40 +44,6 @@ class FieldlinkSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file; the file arrives as init values.
         return (env_settings, init_settings)
-
-
-def read_toml_section(path: Path, section: str) -> dict[str, Any]:
-    """Read ``[section]`` of a TOML file (an empty dict when the section is absent).
-
-    Raises:
-        ConfigError: when the file is missing, unreadable or not valid TOML.
-    """
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        msg = f"config file not found: {path}"
-        raise ConfigError(msg) from exc
-    except OSError as exc:
-        msg = f"cannot read config file {path}: {exc.strerror}"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{path}: invalid TOML: {exc}"
-        raise ConfigError(msg) from exc
-    value = data.get(section, {})
-    if not isinstance(value, dict):
-        msg = f"{path}: [{section}] must be a table"
-        raise ConfigError(msg)
-    return value
-
-
-def resolve_config_path(path: Path | None, default: Path) -> Path | None:
-    """The config file to read: the argument, else ``FIELDLINK_CONFIG``, else ``default``."""
-    if path is not None:
-        return path
-    if env := os.environ.get(CONFIG_ENV):
-        return Path(env)
-    return default if default.exists() else None
 
 
 def load_settings(cls: type[S], path: Path | None, section: str, **overrides: Any) -> S:
