@@ -7,90 +7,23 @@ configuration, `fieldlink server run`, `fieldlink agent enroll`, `fieldlink agen
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import mosquitto_binary
-from tests.fixtures.ports import free_port, wait_for_port
+from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-class TlsBroker:
-    """Mosquitto started with the configuration `fieldlink broker-config` wrote."""
-
-    def __init__(self, directory: Path, port: int) -> None:
-        self.directory = directory
-        self.port = port
-        self.pid_file = directory / "mosquitto.pid"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.directory / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.directory / "mosquitto.conf")],
-                stdout=log,
-                stderr=log,
-            )
-        self.pid_file.write_text(f"{self.process.pid}\n")
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=10)
-            self.process = None
-
-
 @pytest.fixture
 def center(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess, TlsBroker]]:
-    port = free_port()
-    pki = tmp_path / "state" / "pki"
-    server = ServerProcess(
-        tmp_path,
-        database_url,
-        f"mqtts://127.0.0.1:{port}",
-        broker_ca=str(pki / "ca.pem"),
-        broker_cert=str(pki / "server-client.pem"),
-        broker_key=str(pki / "server-client.key"),
-    )
-    done = server.cli("ca", "init")
-    assert done.returncode == 0, done.stderr
-    # Mosquitto drops root for its own user, which cannot enter pytest's 0700 tmp_path.
-    broker_dir = Path(tempfile.mkdtemp(prefix="fieldlink-broker-"))
-    broker_dir.chmod(0o755)
-    done = server.cli(
-        "broker-config", "--out", str(broker_dir), "--port", str(port), "--bind", "127.0.0.1",
-        "--pid-file", str(broker_dir / "mosquitto.pid"),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    broker = TlsBroker(broker_dir, port)
-    broker.start()
-    try:
-        with server:
-            yield server, broker
-    finally:
-        broker.stop()
-        shutil.rmtree(broker_dir, ignore_errors=True)
-
-
-def _enroll(server: ServerProcess, token: str, directory: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    return subprocess.run(
-        [sys.executable, "-m", "shared", "agent", "enroll",
-         "--server", server.url, "--token", token, "--dir", str(directory)],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+    with secure_center(tmp_path, database_url) as running:
+        yield running
 
 
 def test_an_enrolled_agent_reports_over_mutual_tls_then_revocation_shuts_it_out(
@@ -104,7 +37,7 @@ def test_an_enrolled_agent_reports_over_mutual_tls_then_revocation_shuts_it_out(
     device_id, token = registered["device"]["id"], registered["enrollment_token"]
     device_dir = tmp_path / "device"
 
-    enrolled = _enroll(server, token, device_dir)
+    enrolled = enroll_agent(server, token, device_dir)
     assert enrolled.returncode == 0, enrolled.stderr
     config = device_dir / "agent.toml"
     assert config.exists()
@@ -112,7 +45,7 @@ def test_an_enrolled_agent_reports_over_mutual_tls_then_revocation_shuts_it_out(
     assert key_files
     assert all(p.stat().st_mode & 0o077 == 0 for p in key_files)
 
-    again = _enroll(server, token, tmp_path / "device2")
+    again = enroll_agent(server, token, tmp_path / "device2")
     assert again.returncode != 0
     assert "already used" in again.stderr
     assert token not in again.stderr
@@ -151,7 +84,7 @@ def test_an_enrolled_agent_reports_over_mutual_tls_then_revocation_shuts_it_out(
 
 def test_enrollment_refusals(center: tuple[ServerProcess, TlsBroker], tmp_path: Path) -> None:
     server, _ = center
-    unknown = _enroll(server, "flk_not-a-token", tmp_path / "d1")
+    unknown = enroll_agent(server, "flk_not-a-token", tmp_path / "d1")
     assert unknown.returncode != 0
     assert "unknown enrollment token" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1

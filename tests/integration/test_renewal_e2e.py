@@ -9,9 +9,7 @@ renewal due at once.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,43 +18,16 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.fixtures.ports import free_port
+from tests.fixtures.center import enroll_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
-from tests.integration.test_enrollment_e2e import TlsBroker, _enroll
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def center(tmp_path: Path) -> Iterator[ServerProcess]:
-    port = free_port()
-    pki = tmp_path / "state" / "pki"
-    server = ServerProcess(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'fieldlink.db'}",
-        f"mqtts://127.0.0.1:{port}",
-        broker_ca=str(pki / "ca.pem"),
-        broker_cert=str(pki / "server-client.pem"),
-        broker_key=str(pki / "server-client.key"),
-    )
-    done = server.cli("ca", "init")
-    assert done.returncode == 0, done.stderr
-    # Mosquitto drops root for its own user, which cannot enter pytest's 0700 tmp_path.
-    broker_dir = Path(tempfile.mkdtemp(prefix="fieldlink-broker-"))
-    broker_dir.chmod(0o755)
-    done = server.cli(
-        "broker-config", "--out", str(broker_dir), "--port", str(port), "--bind", "127.0.0.1",
-        "--pid-file", str(broker_dir / "mosquitto.pid"),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    broker = TlsBroker(broker_dir, port)
-    broker.start()
-    try:
-        with server:
-            yield server
-    finally:
-        broker.stop()
-        shutil.rmtree(broker_dir, ignore_errors=True)
+    with secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker):
+        yield server
 
 
 def _serial(cert_file: Path) -> str:
@@ -94,7 +65,7 @@ def test_the_agent_renews_its_certificate_and_reports_with_it_until_revoked(
     )  # fmt: skip
     device_id, token = registered["device"]["id"], registered["enrollment_token"]
     device_dir = tmp_path / "device"
-    enrolled = _enroll(server, token, device_dir)
+    enrolled = enroll_agent(server, token, device_dir)
     assert enrolled.returncode == 0, enrolled.stderr
     cert_file, key_file = device_dir / "device.pem", device_dir / "device.key"
     enrolled_serial = _serial(cert_file)
