@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from shared.errors import FieldlinkError, UnavailableError
@@ -171,12 +171,31 @@ def _post(url: str, body: dict[str, str], ca_file: Path | None, timeout: float) 
     return data
 
 
+def certificate_mismatch(
+    cert: x509.Certificate, private_key: Any, device_id: str
+) -> Literal["key", "name"] | None:
+    """What makes ``cert`` not this device's certificate for ``private_key``, if anything.
+
+    Returns:
+        ``"key"`` when it certifies another public key, ``"name"`` when its CN is not
+        ``device_id``, ``None`` when it is the device's.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if private_key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        return "key"
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or names[0].value != device_id:
+        return "name"
+    return None
+
+
 def _check_answer(data: dict[str, Any], keys: _DeviceKeys) -> tuple[x509.Certificate, str]:
     """Check the server's answer; return the device certificate and the device id."""
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import NameOID
 
     missing = [name for name in _RESPONSE_FIELDS if not isinstance(data.get(name), str)]
     if missing:
@@ -196,17 +215,11 @@ def _check_answer(data: dict[str, Any], keys: _DeviceKeys) -> tuple[x509.Certifi
     except InvalidSignature as exc:
         msg = "the certificate is not signed by the CA the server sent"
         raise EnrollmentFailed(msg) from exc
-    ours = keys.tls_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    theirs = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if ours != theirs:
+    mismatch = certificate_mismatch(cert, keys.tls_key, device_id)
+    if mismatch == "key":
         msg = "the server returned a certificate for another key"
         raise EnrollmentFailed(msg)
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names or names[0].value != device_id:
+    if mismatch == "name":
         msg = "the certificate's name is not the device id the server assigned"
         raise EnrollmentFailed(msg)
     try:

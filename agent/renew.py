@@ -297,8 +297,8 @@ def _check_answer(
     """The renewed certificate, once it is checked to be ours (blocking: reads ``ca_file``)."""
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import NameOID
+
+    from agent.enroll import certificate_mismatch
 
     missing = [name for name in _RESPONSE_FIELDS if not isinstance(data.get(name), str)]
     if missing:
@@ -312,17 +312,11 @@ def _check_answer(
     except ValueError as exc:
         msg = "the server's renewed certificate is unreadable"
         raise RenewalFailed(msg) from exc
-    ours = request.new_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    theirs = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if ours != theirs:
+    mismatch = certificate_mismatch(cert, request.new_key, device_id)
+    if mismatch == "key":
         msg = "the server returned a certificate for another key"
         raise RenewalFailed(msg)
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names or names[0].value != device_id:
+    if mismatch == "name":
         msg = "the renewed certificate's name is not this device's id"
         raise RenewalFailed(msg)
     for ca in _load_ca_bundle(ca_file):
