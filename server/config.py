@@ -84,6 +84,24 @@ class ServerSettings(FieldlinkSettings):
     login_delay_step_s: float = Field(default=0.25, ge=0)
     login_max_delay_s: float = Field(default=2.0, ge=0)
 
+    # Remote sessions.
+    #: The SSH gateway for native clients (``ssh -p 2222 DEVICE@server``); 0 picks a free
+    #: port, ``-1`` turns the gateway off.
+    ssh_gateway_port: int = Field(default=2222, ge=-1, le=65535)
+    #: Address the gateway listens on (default: ``http_host``).
+    ssh_gateway_host: str | None = None
+    #: How long the agent has to dial after ``session.open`` (also the one-time key's life;
+    #: it covers a site's approval when consent is required).
+    session_open_timeout_s: float = Field(default=120.0, gt=0)
+    #: Server caps on every session (the agent applies the smaller of these and its policy).
+    session_max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    session_idle_timeout_s: float = Field(default=15 * 60.0, gt=0)
+    #: Open sessions at once, per device and per operator (409 beyond).
+    sessions_per_device: int = Field(default=2, ge=1)
+    sessions_per_operator: int = Field(default=5, ge=1)
+    #: Where shell recordings go (default: ``state_dir/recordings``).
+    recordings_dir: Path | None = None
+
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)
 

@@ -135,6 +135,96 @@ class CommandResult(_Message):
     body: dict[str, Any] = Field(default_factory=dict)
 
 
+#: Session ids: ``ses-`` and 32 hex digits (:func:`shared.ids.new_id`).
+SESSION_ID_PATTERN: Final = r"^ses-[0-9a-f]{32}$"
+SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
+ServiceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+#: Why a session ended (CONTRACT.md, session ``close_reason``).
+CloseReason = Literal[
+    "operator",
+    "idle_timeout",
+    "max_duration",
+    "site_denied",
+    "site_ended",
+    "agent_unreachable",
+    "error",
+]
+
+#: Command types of remote sessions.
+SESSION_OPEN: Final = "session.open"
+SESSION_CLOSE: Final = "session.close"
+#: Device events of remote sessions (type on ``.../events``; every body has ``session_id``).
+SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"  # body: timeout_s
+SESSION_APPROVED: Final = "session.approved"  # body: by ("site" | "policy"), consent
+SESSION_DENIED: Final = "session.denied"  # body: why ("denied" | "timeout" | "not_allowed"...)
+SESSION_STARTED: Final = "session.started"  # body: (tunnel open, SSH served)
+SESSION_REFUSED: Final = "session.refused"  # body: kind, target, reason (one refusal)
+SESSION_CLOSED: Final = "session.closed"  # body: SessionClosedReport fields
+
+
+class SessionOpen(BaseModel):
+    """The body of a signed ``session.open`` command.
+
+    Attributes:
+        session_id: The session.
+        ws_url: The tunnel endpoint to dial (``wss://server/api/v1/tunnel/{session_id}``).
+        token: The session token the endpoint checks (a secret: never logged).
+        client_key: The server's one-time SSH client key, OpenSSH public format.
+        expires_at: Until when the agent may dial and the key is accepted.
+        services: Services the session may reach (``None``: what the site allows).
+        operator: Who asked (shown to the site when consent is asked).
+        reason: Why (shown to the site).
+        max_duration_s: The server's cap on the session (the agent applies the
+            smaller of this and its own policy).
+        idle_timeout_s: The server's idle cap, likewise.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: SessionId
+    ws_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^wss?://")]
+    token: Annotated[str, Field(min_length=16, max_length=256)]
+    client_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    expires_at: AwareDatetime
+    services: list[ServiceName] | None = None
+    operator: Annotated[str, Field(max_length=128)] = ""
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    max_duration_s: Annotated[float, Field(gt=0)] | None = None
+    idle_timeout_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class SessionClose(BaseModel):
+    """The body of a signed ``session.close`` command (ends a session in any state)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: SessionId
+    reason: CloseReason = "operator"
+
+
+class SessionRefusal(BaseModel):
+    """Something a session asked the device for and did not get."""
+
+    kind: Annotated[str, Field(max_length=16)]
+    target: Annotated[str, Field(max_length=512)]
+    reason: Annotated[str, Field(max_length=256)]
+
+
+class SessionClosedReport(BaseModel):
+    """The body of the agent's ``session.closed`` event: its side of the session."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: SessionId
+    close_reason: CloseReason
+    detail: Annotated[str, Field(max_length=1024)] = ""
+    bytes_from_server: Annotated[int, Field(ge=0)] = 0
+    bytes_to_server: Annotated[int, Field(ge=0)] = 0
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    refusals: list[SessionRefusal] = Field(default_factory=list)
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -110,6 +110,7 @@ RECEIVE_CHUNK = 65536
 POLL_S = 0.1
 
 CommandResultHandler = Callable[[str, CommandResult], None]
+SessionEventHandler = Callable[[str, DeviceEvent], None]
 BatchHook = Callable[[BatchResult, float], None]
 #: A received message: its item (``None``: nothing to write), mid, QoS, connection generation.
 _Pending = tuple[IngestItem | None, int, int, int]
@@ -166,6 +167,8 @@ class IngestService:
         maintenance_interval_s: How often rollups and retention run.
         on_command_result: Called on the event loop with ``(device_id, result)``
             for each valid ``cmd/result`` message of a registered, unrevoked device.
+        on_session_event: Called on the event loop with ``(device_id, event)`` for
+            each stored ``session.*`` event (after its batch committed).
         on_batch: Called on the event loop after each committed batch with the
             result and the commit time (``time.time()``); for tests and benchmarks.
     """
@@ -179,6 +182,7 @@ class IngestService:
         sweep_interval_s: float | None = None,
         maintenance_interval_s: float = 300.0,
         on_command_result: CommandResultHandler | None = None,
+        on_session_event: SessionEventHandler | None = None,
         on_batch: BatchHook | None = None,
     ) -> None:
         self.settings = settings
@@ -192,6 +196,7 @@ class IngestService:
         self.sweep_interval_s = sweep_interval_s or min(settings.offline_after_s / 3, 15.0)
         self.maintenance_interval_s = maintenance_interval_s
         self.on_command_result = on_command_result
+        self.on_session_event = on_session_event
         self.on_batch = on_batch
         #: Set while connected and subscribed (for ``/readyz``).
         self.ready = asyncio.Event()
@@ -693,6 +698,9 @@ class IngestService:
         if self.on_command_result is not None:
             for device_id, command_result in result.command_results:
                 self._call_on_loop(self.on_command_result, device_id, command_result)
+        if self.on_session_event is not None:
+            for device_id, event in result.session_events:
+                self._call_on_loop(self.on_session_event, device_id, event)
         if self.on_batch is not None:
             self._call_on_loop(self.on_batch, result, committed)
 

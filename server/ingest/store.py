@@ -160,6 +160,8 @@ class BatchResult:
     stored_sent_times: list[float] = field(default_factory=list)
     #: ``(device_id, result)`` of each accepted ``cmd/result``, in arrival order.
     command_results: list[tuple[str, CommandResult]] = field(default_factory=list)
+    #: ``(device_id, event)`` of each accepted ``session.*`` event, in arrival order.
+    session_events: list[tuple[str, DeviceEvent]] = field(default_factory=list)
 
 
 @dataclass
@@ -643,6 +645,8 @@ class IngestStore:
                 event = item.event
                 device.seen(item.received_at)
                 record(device.id, event.type, event.ts, item.received_at, dict(event.body))
+                if event.type.startswith("session."):
+                    result.session_events.append((device.id, event))
                 at = _alert_time(event.ts, device.clock_offset_s, item.received_at)
                 fault = _event_fault(event)
                 fault_key = AlertKey("device", fault.code) if fault is not None else None

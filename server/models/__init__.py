@@ -26,6 +26,17 @@ from server.models.incident import (
     IncidentsPublic,
     IncidentUpdate,
 )
+from server.models.session import (
+    OPEN_STATES,
+    SESSION_STATES,
+    ExecRequest,
+    ExecResultPublic,
+    RemoteSession,
+    RemoteSessionCreate,
+    RemoteSessionPublic,
+    RemoteSessionsPublic,
+    UserSSHKey,
+)
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
 from server.models.user import ROLES, ApiToken, User, UserPublic, role_at_least
 
@@ -33,8 +44,10 @@ __all__ = [
     "CHANNELS",
     "DEVICE_TYPES",
     "GENESIS_HASH",
+    "OPEN_STATES",
     "RESOLUTIONS",
     "ROLES",
+    "SESSION_STATES",
     "Alert",
     "AlertPublic",
     "ApiToken",
@@ -47,6 +60,8 @@ __all__ = [
     "DeviceCreate",
     "DevicePublic",
     "DevicesPublic",
+    "ExecRequest",
+    "ExecResultPublic",
     "Incident",
     "IncidentCreate",
     "IncidentPublic",
@@ -54,9 +69,14 @@ __all__ = [
     "IncidentUpdate",
     "IncidentsPublic",
     "LoginThrottle",
+    "RemoteSession",
+    "RemoteSessionCreate",
+    "RemoteSessionPublic",
+    "RemoteSessionsPublic",
     "TelemetryRollup",
     "TelemetrySample",
     "User",
     "UserPublic",
+    "UserSSHKey",
     "role_at_least",
 ]
