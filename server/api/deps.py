@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -76,3 +76,11 @@ def require_role(role: str) -> Callable[[User], User]:
 OperatorUser = Annotated[User, Depends(require_role("operator"))]
 ManagerUser = Annotated[User, Depends(require_role("manager"))]
 AdminUser = Annotated[User, Depends(require_role("admin"))]
+
+
+def websocket_user(websocket: WebSocket, session: Session) -> User | None:
+    """The user a WebSocket authenticates as (bearer ``Authorization`` header), or ``None``."""
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return crud.user_for_token(session, token.strip())
