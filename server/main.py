@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.api.routes import audit as audit_routes
-from server.api.routes import auth, devices, enroll, incidents, kpis, telemetry
+from server.api.routes import auth, devices, enroll, incidents, kpis, sessions, telemetry
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -56,6 +56,7 @@ def api_router() -> APIRouter:
     router.include_router(incidents.router)
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
+    router.include_router(sessions.router)
     return router
 
 
@@ -102,10 +103,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await commands.start()
             stack.push_async_callback(commands.stop)
         app.state.commands = commands
+        from server.ingest.service import default_instance_id
+        from server.sessions.manager import SessionManager
+
+        instance = settings.instance_id or default_instance_id()
+        session_manager = SessionManager(
+            settings, engine, commands, app.state.session_registry, instance=instance
+        )
+        await session_manager.start()
+        stack.push_async_callback(session_manager.stop)
+        app.state.sessions = session_manager
         ingest = IngestService(
             broker_settings,
             engine,
             on_command_result=commands.deliver_result if commands is not None else None,
+            on_session_event=session_manager.on_session_event,
         )
         await ingest.start()
         stack.push_async_callback(ingest.stop)
@@ -135,6 +147,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.ready = False
     app.add_exception_handler(FieldlinkError, _fieldlink_error)
     app.include_router(api_router())
+    from server.sessions.registry import SessionRegistry
+    from server.sessions.relay import SessionRelay
+
+    # The agents' tunnels: authenticated by the one-time session token, not a user.
+    app.state.session_registry = SessionRegistry()
+    app.state.sessions = None
+    relay = SessionRelay(app.state.session_registry)
+    app.add_api_websocket_route("/api/v1/tunnel/{session_id}", relay.endpoint, name="tunnel")
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
     def healthz() -> dict[str, str]:

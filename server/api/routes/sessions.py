@@ -1,0 +1,456 @@
+"""Remote sessions: open, list, read, close, exec, recording, the terminal and forward sockets.
+
+HTTP routes follow CONTRACT.md. The two WebSockets:
+
+- ``WS /api/v1/sessions/{id}/terminal``: an interactive PTY shell. Binary
+  frames carry terminal bytes both ways (UTF-8 from most shells); a text
+  frame from the client is a JSON control message
+  (``{"type": "resize", "cols": 120, "rows": 40}``); the server sends text
+  frames ``{"type": "state", "state": ..., "close_reason": ...}`` while the
+  session is set up and when it ends, and ``{"type": "exit", "exit_status": N}``
+  when the shell exits. Query ``cols``, ``rows`` and ``term`` set the PTY.
+  The output is recorded (asciicast v2).
+- ``WS /api/v1/sessions/{id}/forward/{service}``: a raw byte stream to one of
+  the device's allowlisted services (``fieldlink connect``). A refused
+  service closes the socket with code 4403 and the agent's reason.
+
+Sockets authenticate like the API (bearer header, or the console's cookie
+from the same origin); only the session's operator or an admin may use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, status
+from fastapi.responses import FileResponse
+from sqlmodel import Session, col, func, select
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from server.api.deps import OperatorUser, SessionDep
+from server.api.routes.auth import client_address
+from server.models import (
+    ExecRequest,
+    ExecResultPublic,
+    RemoteSession,
+    RemoteSessionCreate,
+    RemoteSessionPublic,
+    RemoteSessionsPublic,
+    User,
+    role_at_least,
+)
+from server.sessions.errors import AgentNotConnected, TunnelError
+from server.sessions.manager import SessionClosed, SessionManager, recording_file
+from server.sessions.recording import CONTENT_TYPE
+from shared.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["sessions"])
+
+#: WebSocket close codes: the session is closed / not yours / the device refused.
+WS_SESSION_CLOSED: Final = 4410
+WS_FORBIDDEN: Final = 4403
+WS_UNAUTHORIZED: Final = 4401
+WS_NOT_FOUND: Final = 4404
+WS_UNAVAILABLE: Final = 4503
+#: Largest chunk read from a channel before it is sent on.
+_CHUNK: Final = 64 * 1024
+
+
+def get_manager(request: Request) -> SessionManager:
+    """The process's session manager (503 while sessions are off)."""
+    manager: SessionManager | None = getattr(request.app.state, "sessions", None)
+    if manager is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "sessions are not available")
+    return manager
+
+
+def _owned(session: Session, session_id: str, user: User) -> RemoteSession:
+    row = session.get(RemoteSession, session_id)
+    if row is None:
+        msg = f"no session {session_id!r}"
+        raise NotFound(msg)
+    if row.operator != user.username and not role_at_least(user.role, "admin"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this session belongs to another operator")
+    return row
+
+
+def _public(row: RemoteSession, manager: SessionManager | None) -> RemoteSessionPublic:
+    public = RemoteSessionPublic.of(row)
+    live_state = manager.state(row.id) if manager is not None else None
+    if live_state is not None and row.state != "closed":
+        public.state = live_state
+    return public
+
+
+@router.post("/devices/{device_id}/sessions", status_code=201)
+async def open_session(
+    device_id: str, body: RemoteSessionCreate, request: Request, user: OperatorUser
+) -> RemoteSessionPublic:
+    """Open a remote session to a device (reason required)."""
+    manager = get_manager(request)
+    row = await manager.open(
+        device_id,
+        operator=user.username,
+        reason=body.reason,
+        incident_id=body.incident_id,
+        services=body.services,
+        origin=request.headers.get("x-fieldlink-origin", "api")[:16],
+        source_ip=client_address(request),
+        base_url=str(request.base_url),
+    )
+    return _public(row, manager)
+
+
+@router.get("/sessions")
+def list_sessions(
+    session: SessionDep,
+    request: Request,
+    _user: OperatorUser,
+    device_id: str | None = None,
+    state: str | None = None,
+    operator: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RemoteSessionsPublic:
+    """Sessions, newest first, filtered by device, state or operator."""
+    query = select(RemoteSession)
+    if device_id:
+        query = query.where(RemoteSession.device_id == device_id)
+    if state == "open":
+        query = query.where(RemoteSession.state != "closed")
+    elif state:
+        query = query.where(RemoteSession.state == state)
+    if operator:
+        query = query.where(RemoteSession.operator == operator)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(col(RemoteSession.created_at).desc()).offset(offset).limit(limit)
+    ).all()
+    manager = getattr(request.app.state, "sessions", None)
+    return RemoteSessionsPublic(items=[_public(row, manager) for row in rows], count=total)
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(
+    session_id: str,
+    session: SessionDep,
+    request: Request,
+    user: OperatorUser,
+    wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
+    since: str | None = None,
+) -> RemoteSessionPublic:
+    """One session; with ``wait_s``, first waits that long for its state to leave ``since``."""
+    row = _owned(session, session_id, user)
+    manager = getattr(request.app.state, "sessions", None)
+    if wait_s and manager is not None and since is not None:
+        state = manager.state(session_id)
+        if state == since:
+            await manager.wait_changed(session_id, wait_s)
+        session.expire_all()
+        row = _owned(session, session_id, user)
+    return _public(row, manager)
+
+
+@router.delete("/sessions/{session_id}")
+async def close_session(
+    session_id: str, session: SessionDep, request: Request, user: OperatorUser
+) -> RemoteSessionPublic:
+    """Close a session (the tunnel is torn down before this answers)."""
+    _owned(session, session_id, user)
+    manager = get_manager(request)
+    row = await manager.close(
+        session_id, reason="operator", actor=user.username, source_ip=client_address(request)
+    )
+    return _public(row, manager)
+
+
+@router.post("/sessions/{session_id}/exec")
+async def exec_command(
+    session_id: str, body: ExecRequest, session: SessionDep, request: Request, user: OperatorUser
+) -> ExecResultPublic:
+    """Run one command on the device (no PTY) and return its output."""
+    _owned(session, session_id, user)
+    manager = get_manager(request)
+    try:
+        exit_status, stdout, stderr = await manager.run(
+            session_id,
+            body.command,
+            actor=user.username,
+            timeout_s=body.timeout_s,
+            source_ip=client_address(request),
+        )
+    except AgentNotConnected as exc:
+        raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, str(exc)) from exc
+    except TunnelError as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from exc
+    return ExecResultPublic(exit_status=exit_status, stdout=stdout, stderr=stderr)
+
+
+@router.get(
+    "/sessions/{session_id}/recording",
+    response_class=FileResponse,
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
+)
+def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> FileResponse:
+    """The session's shell recording (asciicast v2), once the session is closed."""
+    row = _owned(session, session_id, user)
+    path = recording_file(row)
+    if path is None:
+        detail = (
+            "the recording is ready when the session closes"
+            if row.state != "closed"
+            else "this session has no shell recording"
+        )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+    return FileResponse(
+        path,
+        media_type=CONTENT_TYPE,
+        filename=f"{session_id}.cast",
+        headers={"X-Content-SHA256": row.recording_sha256 or ""},
+    )
+
+
+# -- WebSockets ---------------------------------------------------------------------------
+
+
+async def _socket_session(
+    websocket: WebSocket, session_id: str
+) -> tuple[SessionManager, RemoteSession, User] | None:
+    """Authenticate a socket and find its session; close the socket and return ``None`` if not."""
+    from server.api.deps import websocket_user
+
+    manager: SessionManager | None = getattr(websocket.app.state, "sessions", None)
+    engine = websocket.app.state.engine
+
+    def lookup() -> tuple[User | None, RemoteSession | None]:
+        with Session(engine, expire_on_commit=False) as db:
+            return websocket_user(websocket, db), db.get(RemoteSession, session_id)
+
+    user, row = await asyncio.to_thread(lookup)
+    if user is None:
+        await websocket.close(code=WS_UNAUTHORIZED, reason="not authenticated")
+        return None
+    if not role_at_least(user.role, "operator"):
+        await websocket.close(code=WS_FORBIDDEN, reason="this needs the operator role")
+        return None
+    if row is None:
+        await websocket.close(code=WS_NOT_FOUND, reason="no such session")
+        return None
+    if row.operator != user.username and not role_at_least(user.role, "admin"):
+        await websocket.close(code=WS_FORBIDDEN, reason="this session belongs to another operator")
+        return None
+    if manager is None:
+        await websocket.close(code=WS_UNAVAILABLE, reason="sessions are not available")
+        return None
+    return manager, row, user
+
+
+async def _wait_active(
+    websocket: WebSocket, manager: SessionManager, session_id: str
+) -> Any | None:
+    """Report the state while the session is set up; the connection once active, else ``None``."""
+    waiter = asyncio.create_task(manager.connection(session_id))
+    try:
+        last = None
+        while not waiter.done():
+            state = manager.state(session_id)
+            if state is not None and state != last:
+                last = state
+                await websocket.send_text(json.dumps({"type": "state", "state": state}))
+            await asyncio.wait({waiter}, timeout=0.25)
+        return waiter.result()
+    except (SessionClosed, AgentNotConnected, NotFound) as exc:
+        await _send_closed(websocket, manager, session_id, str(exc))
+        return None
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+
+
+async def _send_closed(
+    websocket: WebSocket, manager: SessionManager, session_id: str, detail: str
+) -> None:
+    reason = None
+    engine = websocket.app.state.engine
+
+    def read() -> RemoteSession | None:
+        with Session(engine) as db:
+            return db.get(RemoteSession, session_id)
+
+    row = await asyncio.to_thread(read)
+    if row is not None:
+        reason = row.close_reason
+        detail = row.detail or detail
+    del manager
+    with contextlib.suppress(Exception):
+        await websocket.send_text(
+            json.dumps(
+                {"type": "state", "state": "closed", "close_reason": reason, "detail": detail}
+            )
+        )
+        await websocket.close(code=WS_SESSION_CLOSED, reason=(reason or "closed")[:120])
+
+
+def _int_param(websocket: WebSocket, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(websocket.query_params.get(name, default))
+    except ValueError:
+        return default
+    return max(low, min(high, value))
+
+
+@router.websocket("/sessions/{session_id}/terminal")
+async def terminal(websocket: WebSocket, session_id: str) -> None:
+    """The browser terminal: an interactive PTY shell on the device, recorded."""
+    found = await _socket_session(websocket, session_id)
+    if found is None:
+        return
+    manager, row, user = found
+    await websocket.accept()
+    connection = await _wait_active(websocket, manager, session_id)
+    if connection is None:
+        return
+    cols = _int_param(websocket, "cols", 80, 10, 500)
+    rows = _int_param(websocket, "rows", 24, 5, 200)
+    term = websocket.query_params.get("term", "xterm-256color")[:64]
+    try:
+        process = await connection.open_shell(term=term, cols=cols, rows=rows)
+    except TunnelError as exc:
+        await _send_closed(websocket, manager, session_id, str(exc))
+        return
+    manager.note_use(session_id, "shell")
+    recording = manager.recording(session_id, cols=cols, rows=rows, term=term)
+    await websocket.send_text(json.dumps({"type": "state", "state": "active"}))
+    logger.info("terminal of session %s opened by %s", session_id, user.username)
+    del row
+
+    async def device_to_browser() -> None:
+        while True:
+            data = await process.stdout.read(_CHUNK)
+            if not data:
+                break
+            if recording is not None:
+                recording.output(data)
+            await websocket.send_bytes(data)
+        if recording is not None:
+            recording.flush()
+
+    async def browser_to_device() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            if data is not None:
+                process.stdin.write(data)
+                continue
+            text = message.get("text")
+            if text is None:
+                continue
+            try:
+                control = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(control, dict) and control.get("type") == "resize":
+                new_cols = _clamp(control.get("cols"), cols, 10, 500)
+                new_rows = _clamp(control.get("rows"), rows, 5, 200)
+                process.change_terminal_size(new_cols, new_rows)
+                if recording is not None:
+                    recording.resize(new_cols, new_rows)
+            elif isinstance(control, dict) and control.get("type") == "input":
+                process.stdin.write(str(control.get("data", "")).encode())
+
+    output = asyncio.create_task(device_to_browser())
+    inputs = asyncio.create_task(browser_to_device())
+    try:
+        done, _ = await asyncio.wait({output, inputs}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (output, inputs):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(output, inputs, return_exceptions=True)
+        process.close()
+    if output in done and websocket.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(process.wait_closed(), 2.0)
+        exit_status = process.exit_status
+        with contextlib.suppress(Exception):
+            await websocket.send_text(json.dumps({"type": "exit", "exit_status": exit_status}))
+        state = manager.state(session_id)
+        if state is None or state == "closed" or connection.is_closed:
+            await _send_closed(websocket, manager, session_id, "the session closed")
+        else:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1000, reason="shell exited")
+
+
+def _clamp(value: object, default: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return max(low, min(high, value))
+
+
+@router.websocket("/sessions/{session_id}/forward/{service}")
+async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
+    """A raw byte stream to one of the device's allowlisted services."""
+    found = await _socket_session(websocket, session_id)
+    if found is None:
+        return
+    manager, _row, user = found
+    await websocket.accept()
+    connection = await _wait_active(websocket, manager, session_id)
+    if connection is None:
+        return
+    try:
+        reader, writer = await connection.open_forward(service)
+    except TunnelError as exc:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=WS_FORBIDDEN, reason=str(exc)[:120])
+        return
+    manager.note_use(session_id, f"forward:{service}")
+    logger.info("forward to %s in session %s opened by %s", service, session_id, user.username)
+    await websocket.send_text(json.dumps({"type": "state", "state": "active"}))
+
+    async def device_to_client() -> None:
+        while True:
+            data = await reader.read(_CHUNK)
+            if not data:
+                break
+            await websocket.send_bytes(data)
+
+    async def client_to_device() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            if data:
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+
+    down = asyncio.create_task(device_to_client())
+    up = asyncio.create_task(client_to_device())
+    try:
+        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        if up.done() and not down.done():
+            # The client is gone: give the service a moment to finish, then stop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(down), 1.0)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in (down, up):
+            task.cancel()
+        await asyncio.gather(down, up, return_exceptions=True)
+        writer.close()
+    if websocket.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000)
