@@ -6,13 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col, select
 
 from server import crud
 from server.api.deps import AdminUser, OperatorUser, SessionDep, SettingsDep
-from server.models import AlertPublic, DeviceCreate, DevicePublic, DevicesPublic
+from server.kpi.incidents import to_public
+from server.models import (
+    AlertPublic,
+    DeviceCreate,
+    DevicePublic,
+    DevicesPublic,
+    Incident,
+    RemoteSession,
+    RemoteSessionPublic,
+)
 
 router = APIRouter(prefix="/devices", tags=["devices"])
+
+#: How many recent sessions and incidents a device's page shows.
+RECENT = 10
 
 
 class TelemetryStats(BaseModel):
@@ -76,6 +88,18 @@ def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> Devi
     alerts = [
         AlertPublic.model_validate(a) for a in crud.recent_alerts(session, device_id=device_id)
     ]
+    sessions = session.exec(
+        select(RemoteSession)
+        .where(RemoteSession.device_id == device_id)
+        .order_by(col(RemoteSession.created_at).desc())
+        .limit(RECENT)
+    ).all()
+    incidents = session.exec(
+        select(Incident)
+        .where(Incident.device_id == device_id)
+        .order_by(col(Incident.opened_at).desc())
+        .limit(RECENT)
+    ).all()
     return DeviceDetail(
         **DevicePublic.model_validate(device).model_dump(),
         open_faults=[a for a in alerts if a.open],
@@ -85,6 +109,8 @@ def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> Devi
             missing=device.telemetry_missing,
             rejected=device.telemetry_rejected,
         ),
+        sessions=[RemoteSessionPublic.of(row).model_dump(mode="json") for row in sessions],
+        incidents=[to_public(row).model_dump(mode="json") for row in incidents],
     )
 
 
