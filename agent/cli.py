@@ -4,6 +4,11 @@
 signals see no difference) with ``python -m agent run``: the click/typer
 command line would otherwise stay resident in the daemon for nothing, about
 8 MB on a 30 MB budget.
+
+``fieldlink agent approve|deny|end SESSION`` and ``fieldlink agent sessions``
+stand in for the device's panel: they talk to the running agent over its
+local control socket (:mod:`agent.control`), found through ``state_dir`` of
+the same ``--config``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,17 +33,21 @@ def agent_group() -> None:
     """The fieldlink agent: reports device health and opens remote sessions."""
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="agent.toml (default: $FIELDLINK_CONFIG, else /etc/fieldlink/agent.toml)",
+        dir_okay=False,
+    ),
+]
+SessionArgument = Annotated[
+    str, typer.Argument(help="the session id (ses-...)", show_default=False)
+]
+
+
 @agent_app.command("run")
-def run_command(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="agent.toml (default: $FIELDLINK_CONFIG, else /etc/fieldlink/agent.toml)",
-            dir_okay=False,
-        ),
-    ] = None,
-) -> None:
+def run_command(config: ConfigOption = None) -> None:
     """Run the agent daemon until SIGTERM or SIGINT."""
     argv = [sys.executable, "-m", "agent", "run"]
     if config is not None:
@@ -69,3 +78,60 @@ def enroll_command(
     config_path = asyncio.run(enroll(server, token, directory, ca_file=ca_file))
     typer.echo(f"enrolled; configuration written to {config_path}")
     typer.echo(f"start the agent: fieldlink agent run --config {config_path}")
+
+
+def _control(config: Path | None, op: str, session_id: str | None = None) -> dict[str, Any]:
+    from agent.config import load_agent_settings, resolve_config_path
+    from agent.control import control_socket_path, request
+
+    settings = load_agent_settings(resolve_config_path(config))
+    return request(control_socket_path(settings.state_dir), op, session_id)
+
+
+@agent_app.command("approve")
+def approve_command(session: SessionArgument, config: ConfigOption = None) -> None:
+    """Approve a remote session awaiting this site's consent: the agent dials the server."""
+    _control(config, "approve", session)
+    typer.echo(f"session {session} approved: the agent is connecting")
+
+
+@agent_app.command("deny")
+def deny_command(session: SessionArgument, config: ConfigOption = None) -> None:
+    """Deny a remote session awaiting this site's consent: it never connects."""
+    _control(config, "deny", session)
+    typer.echo(f"session {session} denied")
+
+
+@agent_app.command("end")
+def end_command(session: SessionArgument, config: ConfigOption = None) -> None:
+    """End a remote session now (one still awaiting consent is denied)."""
+    answer = _control(config, "end", session)
+    state = answer.get("state")
+    if state == "denied":
+        typer.echo(f"session {session} denied (it was awaiting consent)")
+    elif state == "closing":
+        typer.echo(f"session {session} is ending")
+    else:
+        typer.echo(f"session {session} ended")
+
+
+@agent_app.command("sessions")
+def sessions_command(config: ConfigOption = None) -> None:
+    """List the remote sessions this device holds (awaiting consent, connecting, active)."""
+    answer = _control(config, "sessions")
+    sessions = answer.get("sessions") or []
+    if not sessions:
+        typer.echo("no remote sessions")
+        return
+    for item in sessions:
+        operator = _printable(item.get("operator")) or "-"
+        reason = _printable(item.get("reason")) or "-"
+        typer.echo(
+            f"{item.get('session_id')}  {item.get('state'):<16}  since {item.get('since')}  "
+            f"by {operator}: {reason}"
+        )
+
+
+def _printable(value: object) -> str:
+    # Operator and reason come from the server: no control characters on the terminal.
+    return "".join(ch if ch.isprintable() else " " for ch in str(value or "")).strip()

@@ -131,6 +131,39 @@ def _json(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).encode()
 
 
+def device_event(device_id: str, event_type: str, body: Mapping[str, Any]) -> Outgoing:
+    """A ``DeviceEvent`` for ``.../events``, written without pydantic.
+
+    Args:
+        device_id: The device.
+        event_type: ``command.refused``, ``session.started``...
+        body: The event's body (never secrets).
+    """
+    event = {
+        "v": 1,
+        "device_id": device_id,
+        "ts": isoformat_z(utcnow()),
+        "type": event_type,
+        "body": dict(body),
+    }
+    return Outgoing(topics.events(device_id), _json(event))
+
+
+# Pinned command keys by file: a simulated fleet's dispatchers share one loaded key.
+_PUBLIC_KEYS: dict[Path, Any] = {}
+_PUBLIC_KEYS_LOCK = threading.Lock()
+
+
+def _pinned_public_key(path: Path) -> Any:
+    from shared.signing import read_public_key
+
+    with _PUBLIC_KEYS_LOCK:
+        key = _PUBLIC_KEYS.get(path)
+        if key is None:
+            key = _PUBLIC_KEYS[path] = read_public_key(path)
+        return key
+
+
 def _readable_id(value: object) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable():
         return value
@@ -171,12 +204,12 @@ class CommandDispatcher:
     def _verify_sync(self, payload: bytes) -> CommandRequest:
         # Runs in a worker thread: the first call imports cryptography and pydantic,
         # and an accepted id is written to disk.
-        from shared.signing import ReplayCache, read_public_key, verify_command
+        from shared.signing import ReplayCache, verify_command
 
         assert self.key_file is not None  # noqa: S101 - checked by the caller
         with self._load_lock:
             if self._public_key is None:
-                self._public_key = read_public_key(self.key_file)
+                self._public_key = _pinned_public_key(self.key_file)
             if self._replay_cache is None:
                 self._replay_cache = ReplayCache(self.replay_cache_path)
         command = verify_command(
@@ -227,14 +260,9 @@ class CommandDispatcher:
 
     def _refused(self, reason: str, command_id: str | None, why: str) -> list[Outgoing]:
         logger.warning("refused command %s: %s", command_id or "(no readable id)", why)
-        event = {
-            "v": 1,
-            "device_id": self.device_id,
-            "ts": isoformat_z(utcnow()),
-            "type": REFUSED_EVENT,
-            "body": {"id": command_id, "reason": reason},
-        }
-        answers = [Outgoing(topics.events(self.device_id), _json(event))]
+        answers = [
+            device_event(self.device_id, REFUSED_EVENT, {"id": command_id, "reason": reason})
+        ]
         if command_id is not None:
             answers.append(self.result(command_id, ok=False, error=reason))
         return answers
@@ -345,7 +373,7 @@ def default_registry(agent: AgentControl) -> CommandRegistry:
     """The handlers the agent ships: ``diagnostics.collect`` and ``config.update``.
 
     ``session.open`` and ``session.close`` are registered by the sessions code
-    (:meth:`CommandRegistry.register`) when it lands.
+    (:meth:`agent.sessions.SessionController.register`).
     """
     registry = CommandRegistry()
     registry.register("diagnostics.collect", diagnostics_handler(agent))

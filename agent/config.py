@@ -20,18 +20,30 @@ its certificate at start and every ``renew_check_interval_s`` seconds (default
 devices get 397-day certificates), the agent renews it with a new key,
 authenticated by the current one, and reconnects to the broker with the new
 pair (see :mod:`agent.renew`).
+
+Remote sessions: ``[agent.services]`` (service name to ``"host:port"``) and
+``[agent.policy]`` (consent, limits, SFTP folders, ``max_sessions``) make the
+site policy (:class:`agent.policy.SitePolicy`, checked when the file is
+read). ``ssh_host_key_file`` is the SSH host key the server pinned at
+enrollment (default: ``ssh_host_ed25519_key`` next to ``cert_file``, where
+``fieldlink agent enroll`` writes both, else next to the configuration file);
+``tunnel_proxy`` is ``env`` (the environment's ``https_proxy``), ``none`` or a
+proxy URL. Both tables may also come from ``FIELDLINK_SERVICES`` and
+``FIELDLINK_POLICY`` as JSON objects.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from agent.policy import SitePolicy
 from shared.errors import ConfigError
 from shared.ids import is_device_id
 from shared.tomlfile import read_toml_section
@@ -42,6 +54,11 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/fieldlink/agent.toml")
 SECTION: Final = "agent"
 PROFILES: Final = ("none", "mfp", "imaging", "server")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+#: The host key file ``fieldlink agent enroll`` writes next to the certificates.
+SSH_HOST_KEY_FILENAME: Final = "ssh_host_ed25519_key"
+DEFAULT_CONFIG_DIR: Final = DEFAULT_CONFIG_PATH.parent
+#: Schemes a ``tunnel_proxy`` URL may use.
+PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,10 @@ class AgentSettings:
         command_key_file: The server's pinned command-signing public key.
         renew_before_days: Renew the certificate once it expires within this many days.
         renew_check_interval_s: Seconds between two checks of the certificate's expiry.
+        services: ``[agent.services]``: local services sessions may forward to.
+        policy: ``[agent.policy]``: consent, limits and SFTP folders of sessions.
+        ssh_host_key_file: The host key of the agent's SSH server (pinned by the server).
+        tunnel_proxy: ``env`` (the environment's ``https_proxy``), ``none``, or a proxy URL.
     """
 
     device_id: str
@@ -127,10 +148,32 @@ class AgentSettings:
     command_key_file: Path | None = None
     renew_before_days: float = 30.0
     renew_check_interval_s: float = 21_600.0
+    services: Mapping[str, str] = field(default_factory=dict)
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    ssh_host_key_file: Path | None = None
+    tunnel_proxy: str = "env"
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "broker", BrokerAddress.parse(self.broker_url))
+
+    @property
+    def site_policy(self) -> SitePolicy:
+        """The site policy of remote sessions, from ``services`` and ``policy``.
+
+        Raises:
+            ConfigError: when the tables are malformed (checked when loaded).
+        """
+        return SitePolicy.from_config(self.services, self.policy)
+
+    @property
+    def proxy(self) -> str | Literal[True] | None:
+        """``tunnel_proxy`` as :func:`agent.tunnel.dial_tunnel` takes it."""
+        if self.tunnel_proxy == "env":
+            return True
+        if self.tunnel_proxy == "none":
+            return None
+        return self.tunnel_proxy
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -234,6 +277,31 @@ def _parse_device_id(raw: Any) -> str:
     return value
 
 
+def _parse_table(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, str):
+        # From the environment: a JSON object.
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            msg = "must be a JSON object"
+            raise ValueError(msg) from None
+    if not isinstance(raw, Mapping):
+        msg = "must be a table"
+        raise ValueError(msg)
+    return dict(raw)
+
+
+def _parse_proxy(raw: Any) -> str:
+    value = _parse_str(raw).strip()
+    if value.lower() in ("env", "none"):
+        return value.lower()
+    parts = urlsplit(value)
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+        msg = "must be env, none, or a proxy URL (http://host:port)"
+        raise ValueError(msg)
+    return value
+
+
 def _parse_broker_url(raw: Any) -> str:
     value = _parse_str(raw).strip()
     BrokerAddress.parse(value)
@@ -265,6 +333,10 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "command_key_file": _optional(_parse_path),
     "renew_before_days": _positive(_parse_float),
     "renew_check_interval_s": _positive(_parse_float),
+    "services": _parse_table,
+    "policy": _parse_table,
+    "ssh_host_key_file": _optional(_parse_path),
+    "tunnel_proxy": _parse_proxy,
 }
 KEYS: Final = tuple(_PARSERS)
 
@@ -323,12 +395,37 @@ def load_agent_settings(
     if "device_id" not in parsed:
         msg = f"{where}[{SECTION}] device_id: required (or set {ENV_PREFIX}DEVICE_ID)"
         raise ConfigError(msg)
+    if parsed.get("ssh_host_key_file") is None:
+        parsed["ssh_host_key_file"] = default_host_key_file(parsed.get("cert_file"), path)
     settings = AgentSettings(**parsed)
     _check_consistency(settings, where)
     return settings
 
 
+def default_host_key_file(cert_file: Path | None, config_path: Path | None) -> Path:
+    """Where ``fieldlink agent enroll`` put the SSH host key: next to the certificate.
+
+    Args:
+        cert_file: The device certificate (``None`` when not enrolled).
+        config_path: The configuration file read (``None``: environment only).
+
+    Returns:
+        ``ssh_host_ed25519_key`` beside ``cert_file``, else beside the
+        configuration file, else in ``/etc/fieldlink``.
+    """
+    if cert_file is not None:
+        return cert_file.parent / SSH_HOST_KEY_FILENAME
+    if config_path is not None:
+        return config_path.parent / SSH_HOST_KEY_FILENAME
+    return DEFAULT_CONFIG_DIR / SSH_HOST_KEY_FILENAME
+
+
 def _check_consistency(settings: AgentSettings, where: str) -> None:
+    try:
+        settings.site_policy  # noqa: B018 - checked now, used when a session opens
+    except ConfigError as exc:
+        msg = f"{where}{exc}"
+        raise ConfigError(msg) from None
     if (settings.cert_file is None) != (settings.key_file is None):
         msg = f"{where}[{SECTION}] cert_file and key_file: set both or neither"
         raise ConfigError(msg)

@@ -24,6 +24,10 @@ handler); what it answers (result, refusal event) is published at QoS 1.
 Commands are not queued for an offline agent (clean session): they expire
 soon anyway, and the server waits for each result with a timeout.
 
+Device events that do not answer a command (the remote sessions' ``session.*``)
+go through :meth:`BrokerLink.publish_event`: queued in memory (bounded), published
+at QoS 1 in order while connected, and flushed on reconnect and before a clean stop.
+
 A renewed certificate takes effect without a restart: :meth:`BrokerLink.use_tls`
 ends the current connection (cleanly, so the broker does not publish the last
 will) and the link connects again at once with the new TLS context; samples
@@ -36,10 +40,12 @@ one wave after a broker restart; :func:`reconnect_delay` spreads them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import ssl
+from collections import deque
 from collections.abc import MutableMapping
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +70,8 @@ logger = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
 #: How long a clean stop waits for the broker to take the ``shutdown`` state.
 SHUTDOWN_PUBLISH_TIMEOUT_S = 3.0
+#: Device events held while the broker is away; the oldest go first past it.
+MAX_QUEUED_EVENTS = 256
 
 
 class DeviceLogger(logging.LoggerAdapter[logging.Logger]):
@@ -199,7 +207,46 @@ class BrokerLink:
         self._cmd_topic = topics.cmd(device_id)
         self.commands = commands
         self._command_tasks: set[asyncio.Task[None]] = set()
+        # Events to publish, oldest first, and who publishes them while connected.
+        self._events: deque[tuple[str, bytes]] = deque()
+        #: Events dropped because too many waited for the broker.
+        self.events_dropped = 0
+        self._live_client: aiomqtt.Client | None = None
+        self._event_flusher: asyncio.Task[None] | None = None
         self._log = DeviceLogger(logger, {"device_id": device_id})
+
+    def publish_event(self, topic: str, payload: bytes) -> None:
+        """Publish a device event at QoS 1 now, or as soon as the broker is back.
+
+        Events are published in the order given. At most :data:`MAX_QUEUED_EVENTS`
+        wait for the broker; past that the oldest is dropped (and logged).
+        """
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            self._events.popleft()
+            self.events_dropped += 1
+            self._log.warning("event queue full: dropped the oldest event")
+        self._events.append((topic, payload))
+        self._start_event_flush()
+
+    def _start_event_flush(self) -> None:
+        client = self._live_client
+        if client is None or not self._events:
+            return
+        if self._event_flusher is not None and not self._event_flusher.done():
+            return
+        self._event_flusher = asyncio.create_task(self._flush_events(client))
+
+    async def _flush_events(self, client: aiomqtt.Client) -> None:
+        """Publish queued events in order; on a broker error they wait for the next connection."""
+        while self._events:
+            topic, payload = head = self._events[0]
+            try:
+                await client.publish(topic, payload, qos=1)
+            except aiomqtt.MqttError as exc:
+                self._log.info("events wait for the broker (%s)", exc)
+                return
+            if self._events and self._events[0] is head:
+                self._events.popleft()
 
     def use_tls(self, tls: ssl.SSLContext) -> None:
         """Connect with ``tls`` from now on: reconnect at once (a renewed certificate)."""
@@ -301,6 +348,8 @@ class BrokerLink:
         self.connected_tls = tls
         self.connected.set()
         self._connection_made.set()
+        self._live_client = client
+        self._start_event_flush()
         listener = asyncio.create_task(self._listen(client))
         drainer = asyncio.create_task(self._drain(client))
         stop = asyncio.create_task(stopping.wait())
@@ -308,10 +357,22 @@ class BrokerLink:
         tasks = (listener, drainer, stop, reconnect)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stopping.is_set() and self._events:
+                # Last words first: a session's "closed" event before the "shutdown" state.
+                self._start_event_flush()
+                if self._event_flusher is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            asyncio.shield(self._event_flusher), SHUTDOWN_PUBLISH_TIMEOUT_S
+                        )
         finally:
-            for task in (*tasks, *self._command_tasks):
+            self._live_client = None
+            flusher = self._event_flusher
+            stragglers = [flusher] if flusher is not None else []
+            for task in (*tasks, *self._command_tasks, *stragglers):
                 task.cancel()
-            await asyncio.gather(*tasks, *self._command_tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._command_tasks, *stragglers, return_exceptions=True)
+            self._event_flusher = None
         if not stopping.is_set() and self._reconnect.is_set():
             self.connected.clear()
             self._log.info("reconnecting with a new TLS context")

@@ -17,6 +17,7 @@ This module imports nothing heavy: the idle agent may load it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ CLOSE_REASONS: Final[frozenset[str]] = frozenset(get_args(CloseReason))
 DEFAULT_APPROVAL_TIMEOUT_S: Final = 60.0
 DEFAULT_MAX_DURATION_S: Final = 4 * 3600.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 15 * 60.0
+DEFAULT_MAX_SESSIONS: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ class SitePolicy:
             Empty: SFTP is refused.
         login_shell: The program of shell and exec channels (``[agent.policy]
             shell``); ``None`` means the login shell of the agent's user.
+        max_sessions: Sessions the device holds at once (awaiting consent,
+            connecting or active); a ``session.open`` beyond it is refused (``busy``).
     """
 
     services: Mapping[str, ServiceTarget] = field(default_factory=dict)
@@ -114,6 +118,7 @@ class SitePolicy:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     sftp_folders: Mapping[str, Path] = field(default_factory=dict)
     login_shell: str | None = None
+    max_sessions: int = DEFAULT_MAX_SESSIONS
 
     @classmethod
     def from_config(
@@ -127,7 +132,7 @@ class SitePolicy:
             services: Service name to ``"host:port"``.
             policy: ``services`` (list of allowed names), ``consent``,
                 ``approval_timeout_s``, ``max_duration_s``, ``idle_timeout_s``,
-                ``sftp_folders`` (name to path), ``shell``.
+                ``sftp_folders`` (name to path), ``shell``, ``max_sessions``.
 
         Returns:
             The policy.
@@ -145,6 +150,7 @@ class SitePolicy:
             "idle_timeout_s",
             "sftp_folders",
             "shell",
+            "max_sessions",
         }
         if unknown_keys:
             msg = f"[agent.policy]: unknown keys {sorted(unknown_keys)}"
@@ -179,12 +185,17 @@ class SitePolicy:
                 msg = f"[agent.policy] sftp_folders.{name} must name an absolute path"
                 raise ConfigError(msg)
         shell = table.get("shell")
+        max_sessions = table.get("max_sessions", DEFAULT_MAX_SESSIONS)
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            msg = "[agent.policy] max_sessions must be a whole number of at least 1"
+            raise ConfigError(msg)
         return cls(
             services=targets,
             allowed_services=allowed,
             consent=consent,
             sftp_folders=folders,
             login_shell=str(shell) if shell else None,
+            max_sessions=max_sessions,
             **limits,
         )
 
@@ -202,15 +213,24 @@ class SitePolicy:
         current = (
             self.allowed_services if self.allowed_services is not None else frozenset(self.services)
         )
-        return SitePolicy(
-            services=self.services,
-            allowed_services=current & services,
-            consent=self.consent,
-            approval_timeout_s=self.approval_timeout_s,
-            max_duration_s=self.max_duration_s,
-            idle_timeout_s=self.idle_timeout_s,
-            sftp_folders=self.sftp_folders,
-            login_shell=self.login_shell,
+        return dataclasses.replace(self, allowed_services=current & services)
+
+    def limited(
+        self, max_duration_s: float | None = None, idle_timeout_s: float | None = None
+    ) -> SitePolicy:
+        """This policy under a session's own caps: each limit is the smaller of the two.
+
+        Args:
+            max_duration_s: The session's maximum duration (``None``: the site's).
+            idle_timeout_s: The session's idle timeout (``None``: the site's).
+
+        Returns:
+            A policy whose limits are never longer than this one's.
+        """
+        return dataclasses.replace(
+            self,
+            max_duration_s=min(self.max_duration_s, max_duration_s or self.max_duration_s),
+            idle_timeout_s=min(self.idle_timeout_s, idle_timeout_s or self.idle_timeout_s),
         )
 
     def is_allowed(self, name: str) -> bool:

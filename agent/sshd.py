@@ -186,6 +186,7 @@ class AgentSession:
         ssl_context: Any = None,
         used_keys: UsedClientKeys = USED_CLIENT_KEYS,
         connect_timeout_s: float = 10.0,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Prepare a session; nothing is dialed until :meth:`run`.
 
@@ -202,6 +203,8 @@ class AgentSession:
             ssl_context: TLS settings for ``wss://``.
             used_keys: The ledger that makes the key single-use.
             connect_timeout_s: Limit on the WebSocket handshake.
+            on_ready: Called once the tunnel is open and the server's client
+                has authenticated (the session is usable from then on).
         """
         self.session_id = session_id
         self._ws_url = ws_url
@@ -215,6 +218,7 @@ class AgentSession:
         self._ssl_context = ssl_context
         self._used_keys = used_keys
         self._connect_timeout_s = connect_timeout_s
+        self._on_ready = on_ready
         self._log = logging.LoggerAdapter(logger, {"session_id": session_id})
         self.refusals: list[Refusal] = []
         self._end_requested: asyncio.Future[None] | None = None
@@ -309,6 +313,11 @@ class AgentSession:
                 started_at=started_at,
             )
 
+        if self._on_ready is not None:
+            try:
+                self._on_ready()
+            except Exception:  # a reporting failure must not break the session
+                self._log.exception("ready callback failed")
         reason, detail = await self._supervise(connection, transport)
         await self._stop_children()
         await transport.wait_closed()
@@ -348,7 +357,7 @@ class AgentSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), 2.0)
             closed.cancel()
-            return self._local_reason, _LOCAL_DETAILS[self._local_reason]
+            return self._local_reason, _LOCAL_DETAILS.get(self._local_reason, "closed on request")
         await closed
         if self._remote_reason is not None:
             return self._remote_reason, self._remote_detail

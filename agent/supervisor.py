@@ -9,6 +9,13 @@ subscribed (see :mod:`agent.mqtt`).
 Signed commands arriving on the device's ``cmd`` topic are verified and run by
 a :class:`~agent.commands.CommandDispatcher` (see :mod:`agent.commands`).
 
+Remote sessions (``session.open`` / ``session.close``) are run by a
+:class:`~agent.sessions.SessionController` once :meth:`Agent.enable_sessions`
+has registered it; the daemon also serves the local control channel
+(:mod:`agent.control`) through which the site approves, denies and ends them.
+A stopping agent ends its sessions and publishes their ``session.closed``
+before its ``shutdown`` state.
+
 An enrolled agent also keeps its certificate current: a
 :class:`~agent.renew.CertificateRenewer` checks it at start and every
 ``renew_check_interval_s``, renews it when due, and has the link reconnect
@@ -24,7 +31,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent.collectors.base import Collector, Reading, collect_all
 from agent.commands import (
@@ -33,12 +40,16 @@ from agent.commands import (
     CommandRegistry,
     default_registry,
 )
-from agent.config import AgentSettings, BrokerAddress
+from agent.config import AgentSettings, BrokerAddress, default_host_key_file
+from agent.control import ControlError, ControlServer, control_socket_path
 from agent.mqtt import BrokerLink, DeviceLogger, tls_context
 from agent.outbox import Outbox, SqliteOutbox
+from agent.policy import SitePolicy
 from agent.samples import SampleBuilder
+from agent.sessions import SessionController, SessionFactory
 
 if TYPE_CHECKING:
+    from agent.commands import Outgoing
     from agent.renew import CertificateRenewer
 
 logger = logging.getLogger(__name__)
@@ -104,6 +115,8 @@ class Agent:
         self.collector_timeout_s = min(collector_timeout_s, interval_s)
         self.samples = SampleBuilder(device_id, boot_id)
         self._stopping = asyncio.Event()
+        # Set after the sessions have reported: the link outlives them.
+        self._link_stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._reschedule = asyncio.Event()
         self.commands = CommandDispatcher(
@@ -128,7 +141,51 @@ class Agent:
         )
         #: Keeps the certificate current while the agent runs (``None``: no renewal).
         self.certificate_renewer: CertificateRenewer | None = None
+        #: Runs remote sessions (``None`` until :meth:`enable_sessions`).
+        self.sessions: SessionController | None = None
+        #: Where the local control channel listens (``None``: not served).
+        self.control_socket: Path | None = None
         self._log = DeviceLogger(logger, {"device_id": device_id})
+
+    def enable_sessions(
+        self,
+        policy: SitePolicy,
+        *,
+        host_key_path: Path,
+        proxy: str | Literal[True] | None = True,
+        ca_file: Path | None = None,
+        control_socket: Path | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> SessionController:
+        """Accept remote sessions under ``policy`` (registers the ``session.*`` handlers).
+
+        Args:
+            policy: The site policy.
+            host_key_path: The SSH host key the server pinned.
+            proxy: How to reach the server's tunnel endpoint (see :class:`SessionController`).
+            ca_file: Extra CA certificates for ``wss://``.
+            control_socket: Serve the local control channel there while running.
+            session_factory: Makes the sessions (tests).
+
+        Returns:
+            The controller.
+        """
+        controller = SessionController(
+            self.device_id,
+            policy,
+            host_key_path=host_key_path,
+            publish=self._publish_event,
+            proxy=proxy,
+            ca_file=ca_file,
+            session_factory=session_factory,
+        )
+        controller.register(self.commands.registry)
+        self.sessions = controller
+        self.control_socket = control_socket
+        return controller
+
+    def _publish_event(self, event: Outgoing) -> None:
+        self.link.publish_event(event.topic, event.payload)
 
     @property
     def boot_id(self) -> str:
@@ -175,8 +232,10 @@ class Agent:
             except TimeoutError:
                 pass
         self._log.info("agent started: boot_id %s, every %.1f s", self.boot_id, self.interval_s)
+        self._link_stopping.clear()
+        control = await self._start_control()
         sampler = asyncio.create_task(self._sample_forever())
-        link = asyncio.create_task(self.link.run(self._stopping))
+        link = asyncio.create_task(self.link.run(self._link_stopping))
         renewer = (
             asyncio.create_task(self.certificate_renewer.run(self._stopping))
             if self.certificate_renewer is not None
@@ -190,6 +249,12 @@ class Agent:
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
+            if control is not None:
+                await control.close()
+            if self.sessions is not None:
+                # Their session.closed events queue up before the link says "shutdown".
+                await self.sessions.shutdown()
+            self._link_stopping.set()
             # Shielded so that a cancelled run() still lets the link say "shutdown".
             try:
                 await asyncio.wait_for(asyncio.shield(link), STOP_GRACE_S)
@@ -197,6 +262,18 @@ class Agent:
                 link.cancel()
             await asyncio.gather(sampler, link, return_exceptions=True)
             self._log.info("agent stopped after %d samples", self.samples.next_seq)
+
+    async def _start_control(self) -> ControlServer | None:
+        if self.sessions is None or self.control_socket is None:
+            return None
+        control = ControlServer(self.control_socket, self.sessions)
+        try:
+            await control.start()
+        except ControlError as exc:
+            # Sessions still run; only the site's local approve/deny/end is missing.
+            self._log.error("no local control of sessions: %s", exc)
+            return None
+        return control
 
     async def sample_once(self) -> bytes:
         """Collect one sample and store it in the outbox; return its payload."""
@@ -291,4 +368,14 @@ async def agent_from_settings(
         from agent.renew import CertificateRenewer
 
         agent.certificate_renewer = CertificateRenewer.from_settings(settings, agent.link)
+    host_key = settings.ssh_host_key_file or default_host_key_file(settings.cert_file, None)
+    if settings.command_key_file is not None and not host_key.exists():
+        logger.warning("remote sessions will fail: no SSH host key at %s", host_key)
+    agent.enable_sessions(
+        settings.site_policy,
+        host_key_path=host_key,
+        proxy=settings.proxy,
+        ca_file=settings.ca_file,
+        control_socket=control_socket_path(settings.state_dir),
+    )
     return agent

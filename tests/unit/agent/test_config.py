@@ -125,3 +125,84 @@ def test_resend_window_keys_defaults_and_validation(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=f"FIELDLINK_{key.upper()}: {error}"):
             load_agent_settings(path, environ={f"FIELDLINK_{key.upper()}": value})
+
+
+def test_session_tables_make_the_site_policy(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[agent]\ndevice_id = "mfp-0042"\ncert_file = "/etc/fl/device.pem"\n'
+        'key_file = "/etc/fl/device.key"\n'
+        '[agent.services]\nweb = "127.0.0.1:80"\nvnc = "127.0.0.1:5900"\n'
+        '[agent.policy]\nservices = ["web"]\nconsent = "required"\napproval_timeout_s = 30\n'
+        "max_sessions = 2\n"
+        '[agent.policy.sftp_folders]\nlogs = "/var/log/printer"\n',
+    )
+    settings = load_agent_settings(path, environ={})
+    policy = settings.site_policy
+    assert policy.consent == "required"
+    assert policy.approval_timeout_s == 30.0
+    assert policy.max_sessions == 2
+    assert policy.is_allowed("web")
+    assert not policy.is_allowed("vnc")
+    assert policy.sftp_folders == {"logs": Path("/var/log/printer")}
+    # The host key enrollment wrote next to the certificate; the environment's proxy.
+    assert settings.ssh_host_key_file == Path("/etc/fl/ssh_host_ed25519_key")
+    assert (settings.tunnel_proxy, settings.proxy) == ("env", True)
+
+
+def test_session_defaults_without_tables(tmp_path: Path) -> None:
+    settings = load_agent_settings(write(tmp_path, '[agent]\ndevice_id = "mfp-0042"\n'), environ={})
+    assert settings.site_policy.consent == "none"
+    assert settings.site_policy.max_sessions == 4
+    assert settings.site_policy.services == {}
+    assert settings.ssh_host_key_file == tmp_path / "ssh_host_ed25519_key"
+    alone = load_agent_settings(None, environ={"FIELDLINK_DEVICE_ID": "mfp-1"})
+    assert alone.ssh_host_key_file == Path("/etc/fieldlink/ssh_host_ed25519_key")
+
+
+@pytest.mark.parametrize(
+    ("value", "proxy"),
+    [("none", None), ("NONE", None), ("env", True), ("http://proxy:3128", "http://proxy:3128")],
+)
+def test_tunnel_proxy(tmp_path: Path, value: str, proxy: object) -> None:
+    path = write(tmp_path, f'[agent]\ndevice_id = "mfp-0042"\ntunnel_proxy = "{value}"\n')
+    assert load_agent_settings(path, environ={}).proxy == proxy
+
+
+def test_session_keys_from_the_environment(tmp_path: Path) -> None:
+    settings = load_agent_settings(
+        write(tmp_path, '[agent]\ndevice_id = "mfp-0042"\n'),
+        environ={
+            "FIELDLINK_SERVICES": '{"web": "127.0.0.1:8080"}',
+            "FIELDLINK_POLICY": '{"consent": "notify", "max_duration_s": 60}',
+            "FIELDLINK_SSH_HOST_KEY_FILE": "/keys/host",
+            "FIELDLINK_TUNNEL_PROXY": "none",
+        },
+    )
+    assert settings.site_policy.services["web"].port == 8080
+    assert settings.site_policy.consent == "notify"
+    assert settings.site_policy.max_duration_s == 60.0
+    assert settings.ssh_host_key_file == Path("/keys/host")
+    assert settings.proxy is None
+
+
+@pytest.mark.parametrize(
+    ("body", "environ", "message"),
+    [
+        ('[agent.policy]\nconsent = "maybe"\n', {}, "[agent.policy] consent must be"),
+        ("[agent.policy]\nmax_sessions = 0\n", {}, "[agent.policy] max_sessions"),
+        ('[agent.policy]\nservices = ["ssh"]\n', {}, "unknown services ['ssh']"),
+        ('[agent.services]\nweb = "nohost"\n', {}, "service 'web'"),
+        ('tunnel_proxy = "ftp://x"\n', {}, "[agent] tunnel_proxy: must be env, none"),
+        ("", {"FIELDLINK_POLICY": "{not json"}, "FIELDLINK_POLICY: must be a JSON object"),
+        ("", {"FIELDLINK_SERVICES": "[1]"}, "FIELDLINK_SERVICES: must be a table"),
+    ],
+)
+def test_bad_session_settings_give_one_clear_error(
+    tmp_path: Path, body: str, environ: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, f'[agent]\ndevice_id = "mfp-0042"\n{body}')
+    with pytest.raises(ConfigError) as error:
+        load_agent_settings(path, environ=environ)
+    assert message in str(error.value)
+    assert len(str(error.value).splitlines()) == 1

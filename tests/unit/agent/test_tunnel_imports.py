@@ -8,8 +8,10 @@ import sys
 HEAVY = ("asyncssh", "websockets")
 
 
-def _loaded_after(statement: str) -> list[str]:
-    probe = f"{statement}\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+def _loaded_after(statement: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    probe = (
+        f"{statement}\nimport sys\nprint(','.join(m for m in {modules!r} if m in sys.modules))\n"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
@@ -18,6 +20,22 @@ def _loaded_after(statement: str) -> list[str]:
 
 def test_supervisor_daemon_and_policy_do_not_import_the_session_stack() -> None:
     assert _loaded_after("import agent.supervisor, agent.daemon, agent.policy") == []
+
+
+def test_an_agent_ready_for_sessions_loads_neither_the_stack_nor_pydantic() -> None:
+    # The controller and the control channel are loaded by every agent; what a
+    # session needs (and pydantic, for the command bodies) comes with the first one.
+    statement = (
+        "import agent.sessions, agent.control\n"
+        "from pathlib import Path\n"
+        "from agent.config import BrokerAddress\n"
+        "from agent.outbox import MemoryOutbox\n"
+        "from agent.policy import SitePolicy\n"
+        "from agent.supervisor import Agent\n"
+        "a = Agent('d-1', BrokerAddress('127.0.0.1', 1, False), [], MemoryOutbox(1))\n"
+        "a.enable_sessions(SitePolicy(), host_key_path=Path('k'), control_socket=Path('s'))\n"
+    )
+    assert _loaded_after(statement, (*HEAVY, "pydantic")) == []
 
 
 def test_the_session_modules_do_load_it() -> None:

@@ -90,3 +90,15 @@ def test_a_session_can_only_narrow_the_site_policy() -> None:
     assert narrowed.resolve_forward("vnc", 0) is None
     assert narrowed.resolve_forward("ipv6", 0) is None
     assert policy.narrowed(None) is policy
+
+
+def test_limited_takes_the_smaller_of_each_limit() -> None:
+    policy = SitePolicy(max_duration_s=3600, idle_timeout_s=600, max_sessions=3)
+    assert policy.limited() == policy
+    limited = policy.limited(max_duration_s=60, idle_timeout_s=1200)
+    assert (limited.max_duration_s, limited.idle_timeout_s) == (60.0, 600.0)
+    assert limited.max_sessions == 3
+    narrowed = SitePolicy.from_config(SERVICES, {"max_sessions": 2}).narrowed(frozenset({"web"}))
+    assert narrowed.max_sessions == 2
+    assert narrowed.is_allowed("web")
+    assert not narrowed.is_allowed("vnc")
