@@ -1,0 +1,505 @@
+"""The agent's side of remote sessions end to end, with real parts throughout.
+
+A secure center (CA, Mosquitto with mutual TLS and ACLs, `fieldlink server run`),
+devices enrolled with `fieldlink agent enroll` and running `fieldlink agent run`
+with a site policy in their agent.toml. The test plays the server's session
+code: it registers the session with a tunnel endpoint (`SessionRelay` and
+`SessionRegistry` in a small Starlette app on uvicorn), publishes a signed
+`session.open` with `CommandPublisher`, and watches the device's events on
+MQTT. The site acts through `fieldlink agent approve|deny|end|sessions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import uvicorn
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+
+from agent.control import control_socket_path, request
+from server.commands import CommandPublisher
+from server.config import ServerSettings
+from server.db import make_engine
+from server.mqtt import make_client
+from server.sessions.client import AgentConnection
+from server.sessions.errors import AgentNotConnected, TunnelError
+from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
+from server.sessions.registry import PendingSession, SessionRegistry
+from server.sessions.relay import SessionRelay
+from shared import topics
+from shared.ids import new_id, new_token, utcnow
+from shared.protocol import (
+    CommandResult,
+    DeviceEvent,
+    DeviceState,
+    SessionClosedReport,
+    SessionOpen,
+    parse_message,
+)
+from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
+from tests.fixtures.ports import free_port
+from tests.fixtures.processes import AgentProcess, ServerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+#: Generous waits: two cores, other suites running beside this one.
+WAIT_S = 30.0
+
+
+# the center (one per module: CA, TLS broker, server) -------------------------------------
+
+
+@dataclass
+class Center:
+    server: ServerProcess
+    broker: TlsBroker
+    settings: ServerSettings
+    directory: Path
+
+
+@pytest.fixture(scope="module")
+def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
+    directory = tmp_path_factory.mktemp("sessions-center")
+    database_url = f"sqlite:///{directory / 'fieldlink.db'}"
+    with secure_center(directory, database_url) as (server, broker):
+        pki = directory / "state" / "pki"
+        settings = ServerSettings(
+            database_url=database_url,
+            broker_url=f"mqtts://127.0.0.1:{broker.port}",
+            state_dir=directory / "state",
+            broker_ca=pki / "ca.pem",
+            broker_cert=pki / "server-client.pem",
+            broker_key=pki / "server-client.key",
+        )
+        yield Center(server, broker, settings, directory)
+
+
+@pytest.fixture
+def engine(center: Center) -> Iterator[Engine]:
+    engine = make_engine(center.settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+# the tunnel endpoint ---------------------------------------------------------------------
+
+
+@dataclass
+class TunnelEndpoint:
+    registry: SessionRegistry
+    port: int
+
+    def url(self, session_id: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/tunnel/{session_id}"
+
+
+@pytest.fixture
+async def tunnel() -> AsyncIterator[TunnelEndpoint]:
+    registry = SessionRegistry()
+    relay = SessionRelay(registry, login_timeout_s=10)
+    app = Starlette(routes=[WebSocketRoute("/api/v1/tunnel/{session_id}", relay.endpoint)])
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning",
+        lifespan="off",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield TunnelEndpoint(registry, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+# the device's topics, watched with the server's identity ---------------------------------
+
+
+@dataclass
+class Watcher:
+    device_id: str
+    on_result: Callable[[str, CommandResult], None]
+    events: list[DeviceEvent] = field(default_factory=list)
+    online: bool = False
+
+    async def listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = bytes(message.payload)
+            topic = str(message.topic)
+            if topic == topics.events(self.device_id):
+                self.events.append(parse_message(DeviceEvent, payload))
+            elif topic == topics.cmd_result(self.device_id):
+                self.on_result(self.device_id, parse_message(CommandResult, payload))
+            elif topic == topics.state(self.device_id):
+                self.online = parse_message(DeviceState, payload).online
+
+    def bodies(self, event_type: str, session_id: str) -> list[dict[str, Any]]:
+        return [
+            event.body
+            for event in self.events
+            if event.type == event_type and event.body.get("session_id") == session_id
+        ]
+
+    def types(self, session_id: str) -> list[str]:
+        return [e.type for e in self.events if e.body.get("session_id") == session_id]
+
+
+async def eventually(predicate: Callable[[], Any], what: str, within: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {within} s waiting for {what}")
+
+
+# an enrolled device running `fieldlink agent run` ----------------------------------------
+
+
+@dataclass
+class Device:
+    device_id: str
+    config: Path
+    host_public: str
+    process: AgentProcess
+    watcher: Watcher
+
+    def log(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
+
+
+def enroll(center: Center, name: str, policy_toml: str) -> tuple[str, Path, str]:
+    device_id = f"mfp-ses-{name}-{new_id()[:6]}"
+    registered = center.server.api(
+        "POST", "/devices",
+        json={"id": device_id, "serial": device_id.upper(), "model": "MP 6055", "type": "mfp",
+              "customer": "Test Customer"},
+    )  # fmt: skip
+    directory = center.directory / device_id
+    done = enroll_agent(center.server, registered["enrollment_token"], directory)
+    assert done.returncode == 0, done.stderr
+    config = directory / "agent.toml"
+    # The [agent] table enrollment wrote goes on; then the site's tables.
+    config.write_text(
+        config.read_text()
+        + 'interval_s = 30\nprofile = "mfp"\nsimulate = true\nkeepalive_s = 5\n'
+        + 'reconnect_min_s = 0.2\nreconnect_max_s = 2\ntunnel_proxy = "none"\n'
+        + policy_toml
+    )
+    host_public = (directory / "ssh_host_ed25519_key.pub").read_text().strip()
+    return device_id, config, host_public
+
+
+@contextlib.asynccontextmanager
+async def running_device(
+    center: Center, publisher: CommandPublisher, name: str, policy_toml: str
+) -> AsyncIterator[Device]:
+    device_id, config, host_public = await asyncio.to_thread(enroll, center, name, policy_toml)
+    watcher = Watcher(device_id, publisher.deliver_result)
+    process = AgentProcess(config.parent, device_id, "unused")
+    process.config = config
+    async with make_client(center.settings, identifier=f"watch-{new_id()[:8]}") as client:
+        await client.subscribe(f"{topics.PREFIX}/{device_id}/#", qos=1)
+        listener = asyncio.create_task(watcher.listen(client))
+        process._spawn([sys.executable, "-m", "shared", "agent", "run", "--config", str(config)])
+        device = Device(device_id, config, host_public, process, watcher)
+        try:
+            # The birth comes after the agent subscribed to its commands.
+            await eventually(lambda: watcher.online, f"{device_id} online")
+            yield device
+        finally:
+            await asyncio.to_thread(process.stop)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+
+@pytest.fixture
+async def publisher(center: Center, engine: Engine) -> AsyncIterator[CommandPublisher]:
+    async with CommandPublisher.from_ca(center.settings, engine) as started:
+        await started.wait_connected(WAIT_S)
+        yield started
+
+
+# the server's side of one session --------------------------------------------------------
+
+
+@dataclass
+class Opened:
+    session_id: str
+    token: str
+    result: CommandResult
+
+
+async def open_session(
+    tunnel: TunnelEndpoint,
+    publisher: CommandPublisher,
+    device: Device,
+    *,
+    expires_in_s: float = 120.0,
+    **fields: Any,
+) -> Opened:
+    session_id = f"ses-{new_id()}"
+    key = generate_one_time_key()
+    token = new_token()
+    expires_at = utcnow() + timedelta(seconds=expires_in_s)
+    tunnel.registry.expect(
+        PendingSession(
+            session_id=session_id,
+            token_hash=hash_session_token(token),
+            client_key=key.private_key,
+            host_key=parse_host_key(device.host_public),
+            expires_at=expires_at,
+        )
+    )
+    body = SessionOpen(
+        session_id=session_id,
+        ws_url=tunnel.url(session_id),
+        token=token,
+        client_key=key.public_openssh,
+        expires_at=expires_at,
+        operator=fields.pop("operator", "alice"),
+        reason=fields.pop("reason", "toner jam, customer on the phone"),
+        **fields,
+    )
+    pending = await publisher.send(
+        device.device_id, "session.open", body.model_dump(mode="json", exclude_none=True)
+    )
+    return Opened(session_id, token, await pending.result(WAIT_S))
+
+
+async def fieldlink_agent(device: Device, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared", "agent", *args, "--config", str(device.config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), WAIT_S)
+    assert child.returncode is not None
+    return child.returncode, out.decode(), err.decode()
+
+
+async def closed_report(device: Device, session_id: str) -> SessionClosedReport:
+    [body] = await eventually(
+        lambda: device.watcher.bodies("session.closed", session_id), "session.closed"
+    )
+    return SessionClosedReport.model_validate(body)
+
+
+def assert_no_secret(device: Device, opened: Opened) -> None:
+    assert opened.token not in device.log()
+    for event in device.watcher.events:
+        assert opened.token not in event.model_dump_json()
+
+
+# the tests -------------------------------------------------------------------------------
+
+
+async def test_consent_none_exec_refusal_and_a_closed_report_with_bytes(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    policy = '[agent.services]\nweb = "127.0.0.1:9"\n'
+    async with running_device(center, publisher, "none", policy) as device:
+        opened = await open_session(tunnel, publisher, device)
+        assert opened.result.ok, opened.result
+        assert opened.result.body == {"session_id": opened.session_id, "state": "connecting"}
+        connection: AgentConnection = await tunnel.registry.wait_for_agent(
+            opened.session_id, WAIT_S
+        )
+        result = await connection.run("echo hello-from-$FIELDLINK_SESSION; exit 3", WAIT_S)
+        assert result.exit_status == 3
+        assert result.stdout == f"hello-from-{opened.session_id}\n"
+        await eventually(
+            lambda: device.watcher.bodies("session.started", opened.session_id), "started"
+        )
+        with pytest.raises(TunnelError, match="refused a forward"):
+            await connection.open_forward("database", 5432)
+        [refused] = await eventually(
+            lambda: device.watcher.bodies("session.refused", opened.session_id), "refused"
+        )
+        assert refused["kind"] == "forward"
+        assert refused["target"] == "database:5432"
+
+        # The server closes it with a signed session.close: the tunnel goes, the report comes.
+        closing = await publisher.execute(
+            device.device_id,
+            "session.close",
+            {"session_id": opened.session_id, "reason": "operator"},
+            timeout_s=WAIT_S,
+        )
+        assert closing.ok, closing
+        assert closing.body == {"session_id": opened.session_id, "state": "closed"}
+        assert await asyncio.wait_for(connection.wait_closed(), WAIT_S) == "operator"
+        report = await closed_report(device, opened.session_id)
+        assert report.close_reason == "operator"
+        assert report.bytes_from_server > 0
+        assert report.bytes_to_server > 0
+        assert report.started_at is not None
+        assert report.ended_at is not None
+        assert [(r.kind, r.target) for r in report.refusals] == [("forward", "database:5432")]
+        assert device.watcher.types(opened.session_id) == [
+            "session.started",
+            "session.refused",
+            "session.closed",
+        ]
+
+        # Nothing is held any more; closing again is a clean refusal.
+        again = await publisher.execute(
+            device.device_id, "session.close", {"session_id": opened.session_id},
+            timeout_s=WAIT_S,
+        )  # fmt: skip
+        assert (again.ok, again.error) == (False, "unknown_session")
+        assert_no_secret(device, opened)
+
+        # A stopping agent ends its sessions and reports them before it goes offline.
+        last = await open_session(tunnel, publisher, device)
+        connection = await tunnel.registry.wait_for_agent(last.session_id, WAIT_S)
+        await asyncio.to_thread(device.process.stop)
+        assert await asyncio.wait_for(connection.wait_closed(), WAIT_S) == "site_ended"
+        assert (await closed_report(device, last.session_id)).close_reason == "site_ended"
+        await eventually(lambda: not device.watcher.online, "the shutdown state")
+
+
+async def test_consent_required_approved_on_the_device_then_ended_there(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    policy = '[agent.policy]\nconsent = "required"\napproval_timeout_s = 120\n'
+    async with running_device(center, publisher, "req", policy) as device:
+        opened = await open_session(tunnel, publisher, device, operator="bob", reason="SC-541")
+        assert opened.result.ok, opened.result
+        assert opened.result.body["state"] == "awaiting_consent"
+        [awaiting] = await eventually(
+            lambda: device.watcher.bodies("session.awaiting_consent", opened.session_id),
+            "awaiting_consent",
+        )
+        assert (awaiting["operator"], awaiting["reason"]) == ("bob", "SC-541")
+        assert 0 < awaiting["timeout_s"] <= 120
+        assert "fieldlink agent approve" in device.log()  # the notice for the site
+
+        code, out, err = await fieldlink_agent(device, "sessions")
+        assert code == 0, err
+        assert opened.session_id in out
+        assert "awaiting_consent" in out
+        assert tunnel.registry.get(opened.session_id) is None  # it has not dialed
+
+        code, out, err = await fieldlink_agent(device, "approve", opened.session_id)
+        assert (code, err) == (0, "")
+        assert out == f"session {opened.session_id} approved: the agent is connecting\n"
+        connection = await tunnel.registry.wait_for_agent(opened.session_id, WAIT_S)
+        result = await connection.run("echo approved", WAIT_S)
+        assert result.stdout == "approved\n"
+        assert device.watcher.bodies("session.approved", opened.session_id) == [
+            {"session_id": opened.session_id, "by": "site", "consent": "required"}
+        ]
+
+        # `fieldlink agent end`: torn down by the time the command returns, site_ended.
+        code, out, err = await fieldlink_agent(device, "end", opened.session_id)
+        assert (code, err) == (0, "")
+        assert out == f"session {opened.session_id} ended\n"
+        assert connection.is_closed
+        assert await connection.wait_closed() == "site_ended"
+        report = await closed_report(device, opened.session_id)
+        assert report.close_reason == "site_ended"
+        assert report.bytes_from_server > 0
+
+        # The same request the CLI sends, timed from the request to the server's side closed.
+        second = await open_session(tunnel, publisher, device)
+        await eventually(
+            lambda: device.watcher.bodies("session.awaiting_consent", second.session_id),
+            "awaiting_consent",
+        )
+        socket_path = control_socket_path(device.config.parent / "state")
+        await asyncio.to_thread(request, socket_path, "approve", second.session_id)
+        connection = await tunnel.registry.wait_for_agent(second.session_id, WAIT_S)
+        assert (await connection.run("true", WAIT_S)).exit_status == 0
+        started = time.monotonic()
+        ending = asyncio.create_task(
+            asyncio.to_thread(request, socket_path, "end", second.session_id)
+        )
+        assert await asyncio.wait_for(connection.wait_closed(), WAIT_S) == "site_ended"
+        assert time.monotonic() - started < 2.0
+        assert (await ending)["state"] == "closed"
+        assert (await closed_report(device, second.session_id)).close_reason == "site_ended"
+        assert_no_secret(device, opened)
+
+
+async def test_consent_required_denied_on_the_device_never_dials(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    policy = '[agent.policy]\nconsent = "required"\napproval_timeout_s = 120\n'
+    async with running_device(center, publisher, "deny", policy) as device:
+        denied = await open_session(tunnel, publisher, device)
+        ended = await open_session(tunnel, publisher, device)
+        for opened in (denied, ended):
+            await eventually(
+                partial(device.watcher.bodies, "session.awaiting_consent", opened.session_id),
+                "awaiting_consent",
+            )
+        code, out, err = await fieldlink_agent(device, "deny", denied.session_id)
+        assert (code, out, err) == (0, f"session {denied.session_id} denied\n", "")
+        code, out, err = await fieldlink_agent(device, "end", ended.session_id)
+        assert (code, err) == (0, "")
+        assert out == f"session {ended.session_id} denied (it was awaiting consent)\n"
+        for opened in (denied, ended):
+            [body] = await eventually(
+                partial(device.watcher.bodies, "session.denied", opened.session_id), "denied"
+            )
+            assert body == {"session_id": opened.session_id, "why": "denied"}
+            with pytest.raises(AgentNotConnected):
+                await tunnel.registry.wait_for_agent(opened.session_id, 1.0)
+            assert device.watcher.types(opened.session_id) == [
+                "session.awaiting_consent",
+                "session.denied",
+            ]
+
+        # The site's mistakes are one clear line each.
+        code, out, err = await fieldlink_agent(device, "approve", denied.session_id)
+        assert code != 0
+        assert out == ""
+        assert err == f"error: no session {denied.session_id} on this device\n"
+        code, out, _ = await fieldlink_agent(device, "sessions")
+        assert (code, out) == (0, "no remote sessions\n")
+
+
+async def test_consent_required_times_out_and_a_stopped_agent_is_reported_not_running(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    policy = '[agent.policy]\nconsent = "required"\napproval_timeout_s = 1\n'
+    async with running_device(center, publisher, "timeout", policy) as device:
+        opened = await open_session(tunnel, publisher, device)
+        assert opened.result.body["state"] == "awaiting_consent"
+        [body] = await eventually(
+            lambda: device.watcher.bodies("session.denied", opened.session_id), "denied"
+        )
+        assert body == {"session_id": opened.session_id, "why": "timeout"}
+        [awaiting] = device.watcher.bodies("session.awaiting_consent", opened.session_id)
+        assert awaiting["timeout_s"] == 1.0
+        with pytest.raises(AgentNotConnected):
+            await tunnel.registry.wait_for_agent(opened.session_id, 1.0)
+        code, _, err = await fieldlink_agent(device, "approve", opened.session_id)
+        assert code != 0
+        assert "no session" in err
+
+        await asyncio.to_thread(device.process.stop)
+        code, out, err = await fieldlink_agent(device, "sessions")
+        assert code != 0
+        assert out == ""
+        assert len(err.splitlines()) == 1
+        assert err.startswith("error: the agent is not running")
