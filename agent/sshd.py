@@ -290,6 +290,10 @@ class AgentSession:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
+            # The PTY itself echoes, edits lines and turns Ctrl-C into SIGINT for the
+            # foreground job; asyncssh's line editor would do all three itself, and
+            # signal only the shell (which ignores SIGINT).
+            line_editor=False,
             login_timeout=LOGIN_TIMEOUT_S,
             keepalive_interval=0,
         )

@@ -696,6 +696,13 @@ class SessionManager:
             await asyncio.wait_for(live.closed.wait(), 5.0)
         return await self._db(self._get, session_id)
 
+    async def close_device(self, device_id: str, *, reason: str, actor: str, detail: str) -> int:
+        """Close every session of a device this process follows (revocation); how many."""
+        ids = [sid for sid, live in self._live.items() if live.device_id == device_id]
+        for session_id in ids:
+            await self.close(session_id, reason=reason, actor=actor, detail=detail)
+        return len(ids)
+
     def _get(self, db: Session, session_id: str) -> RemoteSession:
         row = db.get(RemoteSession, session_id)
         if row is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import anyio.from_thread
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlmodel import SQLModel, col, select
 
@@ -148,7 +150,7 @@ def new_enrollment_token(device_id: str, session: SessionDep, user: AdminUser) -
 
 @router.post("/{device_id}/revoke")
 def revoke_device(
-    device_id: str, session: SessionDep, settings: SettingsDep, user: AdminUser
+    device_id: str, request: Request, session: SessionDep, settings: SettingsDep, user: AdminUser
 ) -> DevicePublic:
     """Revoke a device: its certificates go on the CRL, the broker reloads, ingest refuses it."""
     from provisioning.broker import publish_revocations
@@ -157,4 +159,16 @@ def revoke_device(
     ca = CertificateAuthority.load(settings.state_dir)
     device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=user.username)
     publish_revocations(ca)
+    sessions = getattr(request.app.state, "sessions", None)
+    if sessions is not None:
+        # Its open sessions end now: the device is no longer trusted.
+        anyio.from_thread.run(
+            partial(
+                sessions.close_device,
+                device_id,
+                reason="error",
+                actor=user.username,
+                detail="the device was revoked",
+            )
+        )
     return DevicePublic.model_validate(device)

@@ -222,7 +222,7 @@ def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> F
 async def _socket_session(
     websocket: WebSocket, session_id: str
 ) -> tuple[SessionManager, RemoteSession, User] | None:
-    """Authenticate a socket and find its session; close the socket and return ``None`` if not."""
+    """Accept a socket, authenticate it, find its session; close it and return ``None`` if not."""
     from server.api.deps import websocket_user
 
     manager: SessionManager | None = getattr(websocket.app.state, "sessions", None)
@@ -233,6 +233,9 @@ async def _socket_session(
             return websocket_user(websocket, db), db.get(RemoteSession, session_id)
 
     user, row = await asyncio.to_thread(lookup)
+    # Accepted first, so that a browser sees the close code and reason (a refused
+    # handshake is only "1006" to a page's script).
+    await websocket.accept()
     if user is None:
         await websocket.close(code=WS_UNAUTHORIZED, reason="not authenticated")
         return None
@@ -260,7 +263,8 @@ async def _wait_active(
         last = None
         while not waiter.done():
             state = manager.state(session_id)
-            if state is not None and state != last:
+            # "active" is sent by the caller, once its own channel is open.
+            if state is not None and state != last and state != "active":
                 last = state
                 await websocket.send_text(json.dumps({"type": "state", "state": state}))
             await asyncio.wait({waiter}, timeout=0.25)
@@ -312,7 +316,6 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     if found is None:
         return
     manager, row, user = found
-    await websocket.accept()
     connection = await _wait_active(websocket, manager, session_id)
     if connection is None:
         return
@@ -368,18 +371,20 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
 
     output = asyncio.create_task(device_to_browser())
     inputs = asyncio.create_task(browser_to_device())
+    exit_status: int | None = None
     try:
         done, _ = await asyncio.wait({output, inputs}, return_when=asyncio.FIRST_COMPLETED)
+        if output in done:
+            # The shell's output ended: its exit status follows.
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(process.wait_closed(), 2.0)
+            exit_status = process.exit_status
     finally:
         for task in (output, inputs):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(output, inputs, return_exceptions=True)
+        await asyncio.gather(output, inputs, return_exceptions=True)
         process.close()
     if output in done and websocket.client_state == WebSocketState.CONNECTED:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(process.wait_closed(), 2.0)
-        exit_status = process.exit_status
         with contextlib.suppress(Exception):
             await websocket.send_text(json.dumps({"type": "exit", "exit_status": exit_status}))
         state = manager.state(session_id)
@@ -403,7 +408,6 @@ async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
     if found is None:
         return
     manager, _row, user = found
-    await websocket.accept()
     connection = await _wait_active(websocket, manager, session_id)
     if connection is None:
         return

@@ -1,0 +1,413 @@
+"""Remote sessions end to end: the real server, a TLS Mosquitto, a real enrolled agent.
+
+The operator's side goes through the public API only: open a session with a
+reason, run a command, drive the browser-terminal socket, forward to the
+device's ``web`` service, be refused a service outside the allowlist, close,
+and download a recording that is valid asciicast v2 and whose SHA-256 is in
+the audit log. Refusals on the server's side (unknown or revoked device, no
+reason, another operator's session, a reused tunnel token) are checked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.server
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.fixtures.center import enroll_agent, secure_center
+from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+PAGE = b"<html><body>fieldlink web panel</body></html>"
+
+
+class _Panel(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def web_panel() -> Iterator[int]:
+    """The device's own web panel: an HTTP server on loopback."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Panel)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield int(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def _drain(socket: Any, timeout_s: float = 10) -> tuple[bytes, list[dict[str, Any]], Any]:
+    """Read a socket until the server closes it: bytes, control messages, the close frame."""
+    data = b""
+    controls: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                message = await socket.recv()
+            except ConnectionClosed as closed:
+                return data, controls, closed.rcvd
+            if isinstance(message, str):
+                controls.append(json.loads(message))
+            else:
+                data += message
+
+
+class Center:
+    """The server, and an operator's API access."""
+
+    def __init__(self, server: ServerProcess, device_id: str, agent: AgentProcess) -> None:
+        self.server = server
+        self.device_id = device_id
+        self.agent = agent
+        self.tokens: dict[str, str] = {}
+
+    def token(self, username: str, role: str = "operator") -> str:
+        if username not in self.tokens:
+            done = self.server.cli("user", "add", username, "--role", role, stdin="pw-12345678\n")
+            assert done.returncode == 0, done.stderr
+            answer = httpx.post(
+                f"{self.server.url}/api/v1/auth/token",
+                data={"username": username, "password": "pw-12345678"},
+                timeout=10,
+            )
+            answer.raise_for_status()
+            self.tokens[username] = answer.json()["access_token"]
+        return self.tokens[username]
+
+    def call(self, method: str, path: str, user: str = "olga", **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.server.url}/api/v1{path}",
+            headers={"Authorization": f"Bearer {self.token(user)}"},
+            timeout=60,
+            **kwargs,
+        )
+
+    def open(self, reason: str = "toner error on the phone", **body: Any) -> dict[str, Any]:
+        answer = self.call(
+            "POST", f"/devices/{self.device_id}/sessions", json={"reason": reason, **body}
+        )
+        assert answer.status_code == 201, answer.text
+        session: dict[str, Any] = answer.json()
+        return session
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        answer = self.call("GET", f"/sessions/{session_id}")
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def wait_state(self, session_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
+        wait_until(lambda: self.session(session_id)["state"] in states, timeout=timeout)
+        return self.session(session_id)
+
+    def ws_url(self, path: str) -> str:
+        return self.server.url.replace("http://", "ws://") + "/api/v1" + path
+
+
+@pytest.fixture(scope="module")
+def center(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterator[Center]:
+    tmp_path = tmp_path_factory.mktemp("sessions")
+    files = tmp_path / "device-files"
+    files.mkdir()
+    (files / "printer.log").write_text("jam at tray 2\n")
+    with secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker):
+        registered = server.api(
+            "POST", "/devices",
+            json={"serial": "SE-1", "model": "MP 6055", "type": "mfp", "customer": "Acme",
+                  "contact_phone": "+1 555 0142"},
+        )  # fmt: skip
+        device_id, token = registered["device"]["id"], registered["enrollment_token"]
+        device_dir = tmp_path / "device"
+        enrolled = enroll_agent(server, token, device_dir)
+        assert enrolled.returncode == 0, enrolled.stderr
+        agent = AgentProcess(tmp_path, device_id, "unused")
+        agent.config = device_dir / "agent.toml"
+        agent._spawn(
+            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
+            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
+            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
+            FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
+                                           "vnc": "127.0.0.1:1"}),
+            FIELDLINK_POLICY=json.dumps({"services": ["web"], "consent": "none",
+                                         "sftp_folders": {"files": str(files)},
+                                         "idle_timeout_s": 600}),
+        )  # fmt: skip
+        try:
+            wait_until(lambda: server.device(device_id)["online"], timeout=30)
+            yield Center(server, device_id, agent)
+        finally:
+            agent.stop()
+
+
+def test_exec_in_a_session_returns_the_commands_output(center: Center) -> None:
+    opened = center.open(reason="paper jam, customer on the phone")
+    assert opened["state"] in ("requested", "connecting", "active")
+    assert opened["operator"] == "olga"
+    sid = opened["id"]
+    ran = center.call("POST", f"/sessions/{sid}/exec", json={"command": "echo hi-$((6*7))"})
+    assert ran.status_code == 200, ran.text
+    assert ran.json() == {"exit_status": 0, "stdout": "hi-42\n", "stderr": ""}
+    failed = center.call("POST", f"/sessions/{sid}/exec", json={"command": "echo oops >&2; exit 3"})
+    assert failed.json() == {"exit_status": 3, "stdout": "", "stderr": "oops\n"}
+    assert center.session(sid)["state"] == "active"
+
+    started = time.monotonic()
+    closed = center.call("DELETE", f"/sessions/{sid}")
+    assert closed.status_code == 200
+    assert time.monotonic() - started < 2.0
+    row = closed.json()
+    assert row["state"] == "closed"
+    assert row["close_reason"] == "operator"
+    assert row["services_used"] == ["exec"]
+    assert row["bytes_to_device"] > 0
+    assert row["bytes_from_device"] > 0
+    assert row["started_at"] is not None
+    assert row["ended_at"] is not None
+    # The agent's own report arrives over MQTT and is kept on the session.
+    wait_until(
+        lambda: (
+            center.server.api("GET", "/audit", params={"action": "session.close"})["count"] >= 1
+        ),
+        timeout=10,
+    )
+    audit = center.server.api("GET", "/audit", params={"action": "session.exec"})["items"]
+    assert any(entry["details"]["command"] == "echo hi-$((6*7))" for entry in audit)
+
+
+async def _terminal(center: Center, sid: str) -> tuple[bytes, list[dict[str, Any]]]:
+    token = center.token("olga")
+    output = b""
+    controls: list[dict[str, Any]] = []
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/terminal?cols=100&rows=30"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as socket:
+
+        async def until(needle: bytes) -> None:
+            nonlocal output
+            try:
+                async with asyncio.timeout(20):
+                    while needle not in output:
+                        message = await socket.recv()
+                        if isinstance(message, str):
+                            controls.append(json.loads(message))
+                        else:
+                            output += message
+            except TimeoutError:
+                pytest.fail(f"{needle!r} not in the terminal's output: {output[-300:]!r}")
+
+        await until(b"")  # nothing needed yet: the socket is up
+        await socket.send(json.dumps({"type": "resize", "cols": 120, "rows": 40}))
+        await socket.send(b"echo hello-$((40+2)); echo \xc3\xa9t\xc3\xa9\n")
+        await until(b"hello-42")
+        await until("été".encode())
+        await socket.send(b"sleep 30\n")
+        await asyncio.sleep(0.5)
+        await socket.send(b"\x03")  # Ctrl-C interrupts the sleep
+        await socket.send(b"echo after-$((1+1))\n")
+        await until(b"after-2")
+        await socket.send(b"stty size\n")
+        await until(b"40 120")
+        await socket.send(b"exit\n")
+        rest, more, _frame = await _drain(socket)
+    return output + rest, controls + more
+
+
+def test_the_browser_terminal_runs_a_shell_and_is_recorded(center: Center) -> None:
+    sid = center.open(reason="check the spooler")["id"]
+    output, controls = asyncio.run(_terminal(center, sid))
+    assert b"hello-42" in output
+    assert {"type": "exit", "exit_status": 0} in controls
+    assert any(c.get("state") == "active" for c in controls)
+
+    closed = center.call("DELETE", f"/sessions/{sid}").json()
+    assert closed["close_reason"] == "operator"
+    assert "shell" in closed["services_used"]
+    assert closed["has_recording"] is True
+    recording = center.call("GET", f"/sessions/{sid}/recording")
+    assert recording.status_code == 200
+    assert recording.headers["content-type"].startswith("application/x-asciicast")
+    lines = recording.text.splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2
+    assert (header["width"], header["height"]) == (100, 30)
+    events = [json.loads(line) for line in lines[1:]]
+    assert all(len(e) == 3 and e[1] in ("o", "r", "m") for e in events)
+    assert [e[0] for e in events] == sorted(e[0] for e in events)
+    shown = "".join(e[2] for e in events if e[1] == "o")
+    assert "hello-42" in shown
+    assert "été" in shown
+    assert [120, 40] in ([int(x) for x in e[2].split("x")] for e in events if e[1] == "r")
+    digest = hashlib.sha256(recording.content).hexdigest()
+    assert closed["recording_sha256"] == digest
+    entries = center.server.api("GET", "/audit", params={"action": "session.close"})["items"]
+    assert any(
+        e["details"]["session_id"] == sid and e["details"]["recording_sha256"] == digest
+        for e in entries
+    )
+
+
+async def _forward(center: Center, sid: str, service: str) -> bytes:
+    token = center.token("olga")
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/forward/{service}"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as socket:
+        state = json.loads(await socket.recv())
+        assert state == {"type": "state", "state": "active"}
+        await socket.send(b"GET / HTTP/1.0\r\nHost: panel\r\n\r\n")
+        body, controls, _frame = await _drain(socket)
+    assert controls == []
+    return body
+
+
+async def _refused_forward(center: Center, sid: str, service: str) -> tuple[int, str]:
+    token = center.token("olga")
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/forward/{service}"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as socket:
+        _data, _controls, frame = await _drain(socket)
+    assert frame is not None
+    return int(frame.code), str(frame.reason)
+
+
+def test_a_forward_reaches_the_allowlisted_web_panel_and_nothing_else(center: Center) -> None:
+    sid = center.open(reason="web panel settings")["id"]
+    center.wait_state(sid, "active")
+    body = asyncio.run(_forward(center, sid, "web"))
+    assert body.startswith(b"HTTP/1.0 200")
+    assert body.endswith(PAGE)
+    # vnc exists on the device but the site's policy does not allow it; ssh does not exist.
+    for service in ("vnc", "ssh"):
+        code, reason = asyncio.run(_refused_forward(center, sid, service))
+        assert code == 4403
+        assert service in reason
+    closed = center.call("DELETE", f"/sessions/{sid}").json()
+    assert "forward:web" in closed["services_used"]
+    assert "forward:vnc" not in closed["services_used"]
+
+    def refusals() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = center.session(sid)["refusals"]
+        return items
+
+    wait_until(lambda: len(refusals()) >= 2, timeout=10)
+    assert {r["kind"] for r in refusals()} == {"forward"}
+
+
+def test_a_session_may_ask_only_for_services_the_site_allows(center: Center) -> None:
+    opened = center.open(reason="vnc please", services=["vnc"])
+    closed = center.wait_state(opened["id"], "closed")
+    assert closed["close_reason"] == "site_denied"
+    assert "not_allowed" in (closed["detail"] or "")
+
+
+def test_server_side_refusals(center: Center) -> None:
+    unknown = center.call("POST", "/devices/mfp-nope/sessions", json={"reason": "x"})
+    assert unknown.status_code == 404
+    no_reason = center.call("POST", f"/devices/{center.device_id}/sessions", json={"reason": "   "})
+    assert no_reason.status_code == 422
+    assert "reason" in no_reason.json()["detail"]
+    anonymous = httpx.post(
+        f"{center.server.url}/api/v1/devices/{center.device_id}/sessions",
+        json={"reason": "x"},
+        timeout=10,
+    )
+    assert anonymous.status_code == 401
+
+    # Another operator may not use or close olga's session.
+    sid = center.open(reason="mine")["id"]
+    center.wait_state(sid, "active")
+    other = center.call("POST", f"/sessions/{sid}/exec", user="piet", json={"command": "id"})
+    assert other.status_code == 403
+    assert center.call("DELETE", f"/sessions/{sid}", user="piet").status_code == 403
+
+    async def other_terminal() -> int:
+        async with connect(
+            center.ws_url(f"/sessions/{sid}/terminal"),
+            additional_headers={"Authorization": f"Bearer {center.token('piet')}"},
+        ) as socket:
+            with pytest.raises(ConnectionClosed) as closed:
+                await socket.recv()
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+    assert asyncio.run(other_terminal()) == 4403
+
+    # The tunnel endpoint accepts a session's token once: a second dial is refused.
+    async def dial_again() -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                center.ws_url(f"/tunnel/{sid}"),
+                additional_headers={"Authorization": "Bearer not-the-token-of-this-session"},
+            ):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(dial_again()) == 403
+    closed = center.call("DELETE", f"/sessions/{sid}").json()
+    assert closed["close_reason"] == "operator"
+    again = center.call("POST", f"/sessions/{sid}/exec", json={"command": "id"})
+    assert again.status_code == 409
+
+
+def test_sessions_per_device_are_limited(center: Center) -> None:
+    first = center.open(reason="one")["id"]
+    second = center.open(reason="two")["id"]
+    third = center.call("POST", f"/devices/{center.device_id}/sessions", json={"reason": "three"})
+    assert third.status_code == 409
+    assert "limit" in third.json()["detail"]
+    for sid in (first, second):
+        assert center.call("DELETE", f"/sessions/{sid}").json()["state"] == "closed"
+    listed = center.call("GET", "/sessions", params={"device_id": center.device_id}).json()
+    assert listed["count"] >= 2
+    assert all(item["state"] == "closed" for item in listed["items"])
+    detail = center.server.device(center.device_id)
+    assert {s["id"] for s in detail["sessions"]} >= {first, second}
+
+
+def test_a_device_without_a_pinned_host_key_gets_no_session(center: Center) -> None:
+    registered = center.server.api(
+        "POST", "/devices",
+        json={"serial": "RV-1", "model": "X", "type": "server", "customer": "Acme"},
+    )  # fmt: skip
+    device_id = registered["device"]["id"]
+    # Registered but never enrolled: no pinned host key yet.
+    not_enrolled = center.call("POST", f"/devices/{device_id}/sessions", json={"reason": "x"})
+    assert not_enrolled.status_code == 409
+    assert "host key" in not_enrolled.json()["detail"]
+
+
+def test_revoking_a_device_ends_its_sessions_and_refuses_new_ones(center: Center) -> None:
+    # Last in this module: the device stays revoked.
+    sid = center.open(reason="before revocation")["id"]
+    center.wait_state(sid, "active")
+    center.server.api("POST", f"/devices/{center.device_id}/revoke")
+    closed = center.wait_state(sid, "closed", timeout=10)
+    assert closed["close_reason"] == "error"
+    assert closed["detail"] == "the device was revoked"
+    revoked = center.call("POST", f"/devices/{center.device_id}/sessions", json={"reason": "x"})
+    assert revoked.status_code == 409
+    assert "revoked" in revoked.json()["detail"]
