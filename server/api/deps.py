@@ -1,18 +1,33 @@
-"""Dependencies shared by the API routes: settings, database session, current user, roles."""
+"""Dependencies shared by the API routes: settings, database session, current user, roles.
+
+A caller proves who it is with a bearer token (scripts, the CLI) or with the
+console's session cookie (browsers). The cookie holds a short-lived access token
+like the bearer one; because a browser sends it by itself, every unsafe request
+made with it must also carry the CSRF token of that session (``X-CSRF-Token``
+header, or the ``csrf_token`` field of a plain form post). The CSRF token is an
+HMAC of the session token, so the server keeps no state for it and a page that
+shows it never shows the session token itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Iterator
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Request, Response, WebSocket, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.requests import HTTPConnection
 
 from server import crud
 from server.config import ServerSettings
 from server.models import User, role_at_least
+from server.security import tokens_equal
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -45,14 +60,92 @@ _UNAUTHORIZED = HTTPException(
     headers={"WWW-Authenticate": "Bearer"},
 )
 
+# The console's session cookie and its CSRF token.
 
-def get_current_user(session: SessionDep, token: TokenDep) -> User:
-    """The user whose bearer token came with the request, or 401."""
-    if not token:
+#: The cookie that carries a browser's access token (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "fieldlink_session"
+#: The header (scripts in the page) and form field (plain form posts) carrying the CSRF token.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+CSRF_DETAIL = "CSRF token missing or wrong"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CSRF_PURPOSE = b"fieldlink console csrf v1"
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def csrf_token_for(session_token: str) -> str:
+    """The CSRF token of a console session: an HMAC keyed by its (secret) session token."""
+    return hmac.new(session_token.encode(), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
+
+
+def csrf_token_valid(session_token: str, presented: str | None) -> bool:
+    """Whether ``presented`` is the CSRF token of ``session_token`` (constant time)."""
+    return bool(presented) and tokens_equal(csrf_token_for(session_token), presented or "")
+
+
+def is_https(connection: HTTPConnection) -> bool:
+    """Whether the browser reached us over TLS (then cookies are ``Secure``)."""
+    return connection.url.scheme in ("https", "wss")
+
+
+def set_session_cookie(response: Response, request: Request, token: str, max_age: int) -> None:
+    """Put a console session (``token``, living ``max_age`` seconds) into ``response``."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+    )
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    """Remove the console session cookie from the browser."""
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request)
+    )
+
+
+async def presented_csrf_token(request: Request) -> str | None:
+    """The CSRF token a request carries: the header, else a plain form post's field."""
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    if request.headers.get("content-type", "").lower().startswith(_FORM_TYPES):
+        # The body is kept (Starlette caches it) so the route can still read it.
+        await request.body()
+        value = (await request.form()).get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def check_csrf(request: Request, session_token: str) -> None:
+    """403 unless an unsafe request made with the session cookie carries its CSRF token."""
+    if request.method in SAFE_METHODS:
+        return
+    if not csrf_token_valid(session_token, await presented_csrf_token(request)):
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=CSRF_DETAIL)
+
+
+async def get_current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
+    """The user of the request's bearer token, or of its session cookie (with CSRF); else 401.
+
+    A bearer token wins when both are present: scripts are never subject to CSRF.
+    """
+    if token:
+        user = await run_in_threadpool(crud.user_for_token, session, token)
+        if user is None:
+            raise _UNAUTHORIZED
+        return user
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
         raise _UNAUTHORIZED
-    user = crud.user_for_token(session, token)
+    user = await run_in_threadpool(crud.user_for_token, session, cookie)
     if user is None:
         raise _UNAUTHORIZED
+    await check_csrf(request, cookie)
     return user
 
 
@@ -78,9 +171,29 @@ ManagerUser = Annotated[User, Depends(require_role("manager"))]
 AdminUser = Annotated[User, Depends(require_role("admin"))]
 
 
+def same_origin(connection: HTTPConnection) -> bool:
+    """Whether the ``Origin`` header names the host the request was sent to."""
+    origin = connection.headers.get("origin")
+    host = connection.headers.get("host")
+    if not origin or not host:
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    return parts.netloc.lower() == host.lower()
+
+
 def websocket_user(websocket: WebSocket, session: Session) -> User | None:
-    """The user a WebSocket authenticates as (bearer ``Authorization`` header), or ``None``."""
+    """The user a WebSocket authenticates as, or ``None``.
+
+    The bearer ``Authorization`` header first; else the console's session cookie, but
+    only when the socket's ``Origin`` is this server (a browser sends cookies with a
+    WebSocket opened by any site: cross-site WebSocket hijacking).
+    """
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return crud.user_for_token(session, token.strip())
+    if scheme.lower() == "bearer" and token.strip():
+        return crud.user_for_token(session, token.strip())
+    cookie = websocket.cookies.get(SESSION_COOKIE)
+    if cookie and same_origin(websocket):
+        return crud.user_for_token(session, cookie)
+    return None
