@@ -5,16 +5,30 @@ connection, birth and last will, ``boot_id`` and ``seq``, outbox) whose health
 comes from a simulated profile instead of psutil and SNMP. Their starts, and so
 their sampling times, are spread evenly over one interval, so 2,000 devices at
 a 10 s interval make a steady 200 samples/s rather than a burst every 10 s.
+
+With ``--command-key`` (the server's command-signing public key, pinned as an
+enrolled agent pins it) and ``--host-key-dir``, simulated devices accept
+signed commands and remote sessions too. Each has an ed25519 SSH host key,
+``DIR/<id>`` and ``DIR/<id>.pub`` (made when missing, so a demo can register
+the public halves with the server), and a default site policy: no consent,
+no services unless ``--service name=host:port`` names some, and one SFTP
+folder, ``<state-dir>/<id>/files``. The pinned key is loaded once for the whole
+fleet, and nothing of the session stack is loaded before the first session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import resource
+import shutil
 import signal
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Final
 
 import typer
@@ -22,6 +36,7 @@ import typer
 from agent.collectors.base import Collector
 from agent.config import BrokerAddress
 from agent.outbox import MemoryOutbox
+from agent.policy import ServiceTarget, SitePolicy
 from agent.profiles import ProfileOptions, SimulatedHost, create_profile
 from agent.supervisor import Agent
 from shared.errors import ConfigError
@@ -34,6 +49,93 @@ PROFILE_CHOICES: Final = (*FLEET_PROFILES, "mixed")
 #: Sent samples a simulated device keeps for a resend: a fleet of thousands lives in
 #: one process, so each keeps fewer than a real agent (a couple of minutes' worth).
 SIMULATED_RESEND_MAX_SAMPLES: Final = 120
+
+
+#: The SFTP folder of each simulated device, under ``<state-dir>/<id>/``.
+SFTP_FOLDER: Final = "files"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """How simulated devices accept commands and remote sessions.
+
+    Attributes:
+        command_key_file: The server's command-signing public key.
+        host_key_dir: One SSH host key per device, ``<id>`` and ``<id>.pub``.
+        state_dir: Each device's SFTP folder is ``<state_dir>/<id>/files``.
+        services: Services every device allows sessions to forward to.
+    """
+
+    command_key_file: Path
+    host_key_dir: Path
+    state_dir: Path
+    services: Mapping[str, ServiceTarget] = field(default_factory=dict)
+
+    def policy_for(self, device_id: str) -> SitePolicy:
+        """The default site policy of one simulated device."""
+        return SitePolicy(
+            services=self.services,
+            sftp_folders={SFTP_FOLDER: self.state_dir / device_id / SFTP_FOLDER},
+        )
+
+
+def parse_services(values: Sequence[str]) -> dict[str, ServiceTarget]:
+    """``["web=127.0.0.1:80", ...]`` as allowlisted services.
+
+    Raises:
+        ConfigError: for a value that is not ``name=host:port``.
+    """
+    services: dict[str, ServiceTarget] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep:
+            msg = f"--service: {value!r} is not name=host:port"
+            raise ConfigError(msg)
+        try:
+            services[name.strip()] = ServiceTarget.parse(name.strip(), target.strip())
+        except ConfigError as exc:
+            msg = f"--service: {exc}"
+            raise ConfigError(msg) from None
+    return services
+
+
+def ensure_host_keys(directory: Path, ids: Sequence[str]) -> int:
+    """Make an ed25519 SSH host key for each device that has none; how many were made.
+
+    Writes ``directory/<id>`` (OpenSSH private key, 0600) and ``directory/<id>.pub``.
+
+    Raises:
+        ConfigError: when the directory or a key cannot be written.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from shared.signing import write_file_atomic
+
+    made = 0
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for device_id in ids:
+            private_path = directory / device_id
+            public_path = directory / f"{device_id}.pub"
+            if private_path.exists() and public_path.exists():
+                continue
+            key = ed25519.Ed25519PrivateKey.generate()
+            private = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+            public = key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            write_file_atomic(private_path, private, mode=0o600)
+            write_file_atomic(public_path, public + f" {device_id}\n".encode(), mode=0o644)
+            made += 1
+    except OSError as exc:
+        msg = f"--host-key-dir: cannot write host keys in {directory}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    return made
 
 
 def fleet_ids(prefix: str, count: int) -> list[str]:
@@ -62,8 +164,11 @@ def simulated_agent(
     outbox_max_samples: int = 1_000,
     reconnect_min_s: float = 1.0,
     reconnect_max_s: float = 30.0,
+    sessions: SessionOptions | None = None,
 ) -> Agent:
     """One simulated device: simulated host and ``profile`` metrics, an in-memory outbox.
+
+    With ``sessions``, it also accepts signed commands and remote sessions.
 
     Raises:
         ConfigError: for a bad broker URL or an unknown profile.
@@ -78,7 +183,7 @@ def simulated_agent(
         SimulatedHost(options),
         create_profile(profile, options, simulate=True),
     ]
-    return Agent(
+    agent = Agent(
         device_id,
         broker,
         collectors,
@@ -89,7 +194,16 @@ def simulated_agent(
         reconnect_min_s=reconnect_min_s,
         reconnect_max_s=reconnect_max_s,
         rng=random.Random(None if seed is None else f"{seed}/{device_id}"),  # noqa: S311
+        command_key_file=sessions.command_key_file if sessions else None,
     )
+    if sessions is not None:
+        # A loopback demo: dial directly, whatever proxy the environment names.
+        agent.enable_sessions(
+            sessions.policy_for(device_id),
+            host_key_path=sessions.host_key_dir / device_id,
+            proxy=None,
+        )
+    return agent
 
 
 def build_fleet(
@@ -103,6 +217,7 @@ def build_fleet(
     keepalive_s: int = 60,
     reconnect_min_s: float = 1.0,
     reconnect_max_s: float = 30.0,
+    sessions: SessionOptions | None = None,
 ) -> list[Agent]:
     """The agents of a simulated fleet, their starts spread evenly over ``ramp_s``.
 
@@ -116,6 +231,8 @@ def build_fleet(
         keepalive_s: MQTT keepalive of every device.
         reconnect_min_s: Floor of the reconnect delay.
         reconnect_max_s: Cap of the reconnect delay.
+        sessions: Accept signed commands and remote sessions (host keys must
+            exist: :func:`ensure_host_keys`).
 
     Raises:
         ConfigError: for a bad broker URL or an unknown profile.
@@ -136,6 +253,7 @@ def build_fleet(
             keepalive_s=keepalive_s,
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=reconnect_max_s,
+            sessions=sessions,
         )
         for index, device_id in enumerate(ids)
     ]
@@ -160,6 +278,7 @@ async def run_fleet(
     keepalive_s: int = 60,
     reconnect_min_s: float = 1.0,
     reconnect_max_s: float = 30.0,
+    sessions: SessionOptions | None = None,
 ) -> None:
     """Run a simulated fleet until cancelled (then every device publishes ``shutdown``).
 
@@ -181,6 +300,7 @@ async def run_fleet(
         keepalive_s=keepalive_s,
         reconnect_min_s=reconnect_min_s,
         reconnect_max_s=reconnect_max_s,
+        sessions=sessions,
     )
     await run_agents(agents)
 
@@ -229,19 +349,90 @@ def simulate_command(
     seed: Annotated[int | None, typer.Option(help="Seed for repeatable simulated values.")] = None,
     keepalive: Annotated[int, typer.Option(min=1, help="MQTT keepalive, seconds.")] = 60,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    command_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--command-key",
+            help="The server's command-signing public key: accept signed commands and sessions.",
+            dir_okay=False,
+        ),
+    ] = None,
+    host_key_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--host-key-dir",
+            help="One SSH host key per device, DIR/<id> and DIR/<id>.pub (made when missing).",
+            file_okay=False,
+        ),
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service", help="A service sessions may forward to, name=host:port (repeatable)."
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Each device's SFTP folder is DIR/<id>/files (default: a temporary directory).",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a fleet of simulated agents in one process until Ctrl-C or SIGTERM."""
     from shared.logs import configure_logging
 
     configure_logging(log_level)
     ids = fleet_ids(prefix, devices)
+    services = parse_services(service or [])
+    if (command_key is None) != (host_key_dir is None):
+        msg = "--command-key and --host-key-dir go together (sessions need both)"
+        raise ConfigError(msg)
+    sessions: SessionOptions | None = None
+    scratch: Path | None = None
+    if command_key is not None and host_key_dir is not None:
+        if not command_key.is_file():
+            msg = f"--command-key: no such file {command_key}"
+            raise ConfigError(msg)
+        if state_dir is None:
+            state_dir = scratch = Path(tempfile.mkdtemp(prefix="fieldlink-simulate-"))
+        made = ensure_host_keys(host_key_dir, ids)
+        _make_sftp_folders(state_dir, ids)
+        sessions = SessionOptions(command_key, host_key_dir, state_dir, services)
+        typer.echo(
+            f"sessions on: host keys in {host_key_dir} ({made} new), files under {state_dir}",
+            err=True,
+        )
+    elif services:
+        msg = "--service needs --command-key and --host-key-dir (sessions are off without them)"
+        raise ConfigError(msg)
     agents = build_fleet(
-        broker, ids, interval_s=interval, profile=profile, seed=seed, keepalive_s=keepalive
+        broker,
+        ids,
+        interval_s=interval,
+        profile=profile,
+        seed=seed,
+        keepalive_s=keepalive,
+        sessions=sessions,
     )
     typer.echo(
         f"simulating {devices} device(s) {ids[0]}..{ids[-1]} on {broker}, "
         f"a sample every {interval:g} s each; Ctrl-C to stop",
         err=True,
     )
-    asyncio.run(_run_until_signal(agents))
+    try:
+        asyncio.run(_run_until_signal(agents))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     typer.echo(f"stopped {devices} simulated device(s)", err=True)
+
+
+def _make_sftp_folders(state_dir: Path, ids: Sequence[str]) -> None:
+    try:
+        for device_id in ids:
+            os.makedirs(state_dir / device_id / SFTP_FOLDER, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        msg = f"--state-dir: cannot create the devices' folders in {state_dir}: {exc.strerror}"
+        raise ConfigError(msg) from exc

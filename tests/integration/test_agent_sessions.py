@@ -43,16 +43,20 @@ from server.sessions.relay import SessionRelay
 from shared import topics
 from shared.ids import new_id, new_token, utcnow
 from shared.protocol import (
+    Command,
     CommandResult,
     DeviceEvent,
     DeviceState,
     SessionClosedReport,
     SessionOpen,
+    dump_message,
     parse_message,
 )
+from shared.signing import generate_command_key, public_key_pem, sign_command
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
+from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.ports import free_port
-from tests.fixtures.processes import AgentProcess, ServerProcess
+from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -248,14 +252,10 @@ class Opened:
     result: CommandResult
 
 
-async def open_session(
-    tunnel: TunnelEndpoint,
-    publisher: CommandPublisher,
-    device: Device,
-    *,
-    expires_in_s: float = 120.0,
-    **fields: Any,
-) -> Opened:
+def expect_session(
+    tunnel: TunnelEndpoint, host_public: str, *, expires_in_s: float = 120.0, **fields: Any
+) -> tuple[str, str, dict[str, Any]]:
+    """Register a session with the tunnel endpoint; its id, token and ``session.open`` body."""
     session_id = f"ses-{new_id()}"
     key = generate_one_time_key()
     token = new_token()
@@ -265,7 +265,7 @@ async def open_session(
             session_id=session_id,
             token_hash=hash_session_token(token),
             client_key=key.private_key,
-            host_key=parse_host_key(device.host_public),
+            host_key=parse_host_key(host_public),
             expires_at=expires_at,
         )
     )
@@ -279,9 +279,14 @@ async def open_session(
         reason=fields.pop("reason", "toner jam, customer on the phone"),
         **fields,
     )
-    pending = await publisher.send(
-        device.device_id, "session.open", body.model_dump(mode="json", exclude_none=True)
-    )
+    return session_id, token, body.model_dump(mode="json", exclude_none=True)
+
+
+async def open_session(
+    tunnel: TunnelEndpoint, publisher: CommandPublisher, device: Device, **fields: Any
+) -> Opened:
+    session_id, token, body = expect_session(tunnel, device.host_public, **fields)
+    pending = await publisher.send(device.device_id, "session.open", body)
     return Opened(session_id, token, await pending.result(WAIT_S))
 
 
@@ -297,10 +302,7 @@ async def fieldlink_agent(device: Device, *args: str) -> tuple[int, str, str]:
 
 
 async def closed_report(device: Device, session_id: str) -> SessionClosedReport:
-    [body] = await eventually(
-        lambda: device.watcher.bodies("session.closed", session_id), "session.closed"
-    )
-    return SessionClosedReport.model_validate(body)
+    return await closed_report_of(device.watcher, session_id)
 
 
 def assert_no_secret(device: Device, opened: Opened) -> None:
@@ -503,3 +505,93 @@ async def test_consent_required_times_out_and_a_stopped_agent_is_reported_not_ru
         assert out == ""
         assert len(err.splitlines()) == 1
         assert err.startswith("error: the agent is not running")
+
+
+# a simulated fleet accepts sessions too ----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def http_page(page: bytes) -> AsyncIterator[int]:
+    """A tiny HTTP server on a free loopback port answering every request with ``page``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page))
+        await writer.drain()
+        writer.close()
+
+    service = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield service.sockets[0].getsockname()[1]
+    finally:
+        service.close()
+        await service.wait_closed()
+
+
+async def test_simulated_devices_accept_sessions(
+    tmp_path: Path, mosquitto: MosquittoBroker, tunnel: TunnelEndpoint
+) -> None:
+    signing_key = generate_command_key()
+    key_file = tmp_path / "command-signing.pub.pem"
+    key_file.write_bytes(public_key_pem(signing_key))
+    host_keys = tmp_path / "host-keys"
+    device_id = "simses-0001"
+    async with http_page(b"<h1>panel</h1>") as web_port:
+        simulator = SimulatorProcess(tmp_path, mosquitto.url, devices=2, prefix="simses")
+        simulator.args += [
+            "--command-key", str(key_file), "--host-key-dir", str(host_keys),
+            "--service", f"web=127.0.0.1:{web_port}", "--state-dir", str(tmp_path / "sim"),
+        ]  # fmt: skip
+        results: dict[str, CommandResult] = {}
+        watcher = Watcher(device_id, lambda _d, r: results.__setitem__(r.id, r))
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="simses") as client:
+            await client.subscribe(f"{topics.PREFIX}/{device_id}/#", qos=1)
+            listener = asyncio.create_task(watcher.listen(client))
+            simulator.start()
+            try:
+                await eventually(lambda: watcher.online, "the simulated device online")
+                # The keys the demo registers with the server: one pair per device.
+                assert sorted(p.name for p in host_keys.iterdir()) == [
+                    "simses-0000", "simses-0000.pub", "simses-0001", "simses-0001.pub",
+                ]  # fmt: skip
+                host_public = (host_keys / f"{device_id}.pub").read_text()
+                session_id, _, body = expect_session(tunnel, host_public, services=["web"])
+                now = utcnow()
+                command = Command(
+                    id=new_id(),
+                    type="session.open",
+                    issued_at=now,
+                    expires_at=now + timedelta(seconds=60),
+                    device_id=device_id,
+                    body=body,
+                )
+                command = sign_command(signing_key, command)
+                await client.publish(topics.cmd(device_id), dump_message(command), qos=1)
+                result = await eventually(lambda: results.get(command.id), "the result")
+                assert result.ok, result
+                assert result.body == {"session_id": session_id, "state": "connecting"}
+
+                connection = await tunnel.registry.wait_for_agent(session_id, WAIT_S)
+                assert (await connection.run("echo simulated", WAIT_S)).stdout == "simulated\n"
+                reader, writer = await connection.open_forward("web")
+                writer.write(b"GET / HTTP/1.0\r\n\r\n")
+                page = await asyncio.wait_for(reader.read(), WAIT_S)
+                assert page.endswith(b"<h1>panel</h1>")
+                sftp = await connection.start_sftp()
+                async with sftp.open("/note.txt", "w") as handle:
+                    await handle.write("hello")
+                assert (tmp_path / "sim" / device_id / "files" / "note.txt").read_text() == "hello"
+                sftp.exit()
+                await connection.close("operator")
+                report = await closed_report_of(watcher, session_id)
+                assert report.close_reason == "operator"
+                assert report.bytes_to_server > 0
+            finally:
+                simulator.stop()
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+
+async def closed_report_of(watcher: Watcher, session_id: str) -> SessionClosedReport:
+    [body] = await eventually(lambda: watcher.bodies("session.closed", session_id), "closed")
+    return SessionClosedReport.model_validate(body)
