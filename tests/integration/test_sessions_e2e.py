@@ -14,10 +14,13 @@ import asyncio
 import hashlib
 import http.server
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -386,6 +389,138 @@ def test_sessions_per_device_are_limited(center: Center) -> None:
     assert all(item["state"] == "closed" for item in listed["items"])
     detail = center.server.device(center.device_id)
     assert {s["id"] for s in detail["sessions"]} >= {first, second}
+
+
+class SiteDevice:
+    """A second device whose site wants to approve each session, with short limits."""
+
+    def __init__(self, center: Center, device_id: str, config: Path, state_dir: Path) -> None:
+        self.center = center
+        self.device_id = device_id
+        self.config = config
+        self.state_dir = state_dir
+
+    def site(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``fieldlink agent ...`` on the device (the site's panel)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+        env["FIELDLINK_STATE_DIR"] = str(self.state_dir)
+        return subprocess.run(
+            [sys.executable, "-m", "shared", "agent", *args, "--config", str(self.config)],
+            capture_output=True, text=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+
+    def open(self, reason: str = "site approval please") -> str:
+        answer = self.center.call(
+            "POST", f"/devices/{self.device_id}/sessions", json={"reason": reason}
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def site_device(center: Center, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDevice]:
+    tmp_path = tmp_path_factory.mktemp("site")
+    server = center.server
+    registered = server.api(
+        "POST", "/devices",
+        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
+    )  # fmt: skip
+    device_id, token = registered["device"]["id"], registered["enrollment_token"]
+    device_dir = tmp_path / "device"
+    enrolled = enroll_agent(server, token, device_dir)
+    assert enrolled.returncode == 0, enrolled.stderr
+    state_dir = tmp_path / "agent-state"
+    agent = AgentProcess(tmp_path, device_id, "unused")
+    agent.config = device_dir / "agent.toml"
+    agent._spawn(
+        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
+        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
+        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 4,
+                                     "idle_timeout_s": 3, "max_duration_s": 8}),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: server.device(device_id)["online"], timeout=30)
+        yield SiteDevice(center, device_id, agent.config, state_dir)
+    finally:
+        agent.stop()
+
+
+def test_the_site_approves_then_ends_a_session(center: Center, site_device: SiteDevice) -> None:
+    sid = site_device.open()
+    waiting = center.wait_state(sid, "awaiting_consent", timeout=15)
+    assert waiting["started_at"] is None
+    listed = site_device.site("sessions")
+    assert sid in listed.stdout, listed.stderr
+    assert "olga" in listed.stdout
+    approved = site_device.site("approve", sid)
+    assert approved.returncode == 0, approved.stderr
+    center.wait_state(sid, "active", timeout=15)
+    ran = center.call("POST", f"/sessions/{sid}/exec", json={"command": "echo approved"})
+    assert ran.json()["stdout"] == "approved\n"
+    started = time.monotonic()
+    ended = site_device.site("end", sid)
+    assert ended.returncode == 0, ended.stderr
+    closed = center.wait_state(sid, "closed", timeout=5)
+    assert time.monotonic() - started < 2.5
+    assert closed["close_reason"] == "site_ended"
+
+
+def test_the_site_denies_or_does_not_answer(center: Center, site_device: SiteDevice) -> None:
+    denied_id = site_device.open(reason="deny me")
+    center.wait_state(denied_id, "awaiting_consent", timeout=15)
+    denied = site_device.site("deny", denied_id)
+    assert denied.returncode == 0, denied.stderr
+    closed = center.wait_state(denied_id, "closed", timeout=10)
+    assert closed["close_reason"] == "site_denied"
+    assert "denied" in closed["detail"]
+    assert closed["started_at"] is None
+
+    ignored_id = site_device.open(reason="nobody is there")
+    center.wait_state(ignored_id, "awaiting_consent", timeout=15)
+    closed = center.wait_state(ignored_id, "closed", timeout=15)  # approval_timeout_s 4
+    assert closed["close_reason"] == "site_denied"
+    assert "timeout" in closed["detail"]
+
+
+def test_idle_and_maximum_duration_close_sessions(center: Center, site_device: SiteDevice) -> None:
+    idle_id = site_device.open(reason="idle")
+    center.wait_state(idle_id, "awaiting_consent", timeout=15)
+    assert site_device.site("approve", idle_id).returncode == 0
+    center.wait_state(idle_id, "active", timeout=15)
+    closed = center.wait_state(idle_id, "closed", timeout=10)  # idle_timeout_s 3
+    assert closed["close_reason"] == "idle_timeout"
+
+    busy_id = site_device.open(reason="long job")
+    center.wait_state(busy_id, "awaiting_consent", timeout=15)
+    assert site_device.site("approve", busy_id).returncode == 0
+    center.wait_state(busy_id, "active", timeout=15)
+    started = time.monotonic()
+    while time.monotonic() - started < 20:
+        ran = center.call("POST", f"/sessions/{busy_id}/exec", json={"command": "sleep 1"})
+        if ran.status_code != 200:
+            break
+    closed = center.wait_state(busy_id, "closed", timeout=5)
+    assert closed["close_reason"] == "max_duration"  # max_duration_s 8, never idle
+
+
+def test_a_session_opened_for_an_incident_is_linked_to_it(center: Center) -> None:
+    incident = center.call(
+        "POST", "/incidents",
+        json={"device_id": center.device_id, "channel": "phone", "symptom": "paper jam",
+              "opened_at": "2026-11-23T10:00:00Z"},
+    )  # fmt: skip
+    assert incident.status_code == 201, incident.text
+    incident_id = incident.json()["id"]
+    sid = center.open(reason="incident", incident_id=incident_id)["id"]
+    center.call("DELETE", f"/sessions/{sid}")
+    linked = center.call("GET", f"/incidents/{incident_id}").json()
+    assert linked["remote_session_used"] is True
+    assert sid in linked["session_ids"]
+    unknown = center.call(
+        "POST", f"/devices/{center.device_id}/sessions", json={"reason": "x", "incident_id": 999999}
+    )
+    assert unknown.status_code == 404
 
 
 def test_a_device_without_a_pinned_host_key_gets_no_session(center: Center) -> None:
