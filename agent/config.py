@@ -148,8 +148,8 @@ class AgentSettings:
     command_key_file: Path | None = None
     renew_before_days: float = 30.0
     renew_check_interval_s: float = 21_600.0
-    services: Mapping[str, str] = field(default_factory=dict)
-    policy: Mapping[str, Any] = field(default_factory=dict)
+    services: Mapping[str, str] = field(default_factory=dict, hash=False)
+    policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     ssh_host_key_file: Path | None = None
     tunnel_proxy: str = "env"
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
@@ -222,6 +222,8 @@ def _parse_str(raw: Any) -> str:
 
 
 def _parse_path(raw: Any) -> Path:
+    if isinstance(raw, Path):
+        return raw
     value = _parse_str(raw)
     if not value:
         msg = "must not be empty"

@@ -206,3 +206,18 @@ def test_bad_session_settings_give_one_clear_error(
         load_agent_settings(path, environ=environ)
     assert message in str(error.value)
     assert len(str(error.value).splitlines()) == 1
+
+
+def test_replace_keeps_paths_and_session_tables(tmp_path: Path) -> None:
+    from agent.config import replace
+
+    path = write(
+        tmp_path,
+        '[agent]\ndevice_id = "mfp-0042"\nstate_dir = "/tmp/fl"\n'
+        '[agent.policy]\nconsent = "notify"\n',
+    )
+    changed = replace(load_agent_settings(path, environ={}), interval_s=5)
+    assert changed.interval_s == 5.0
+    assert changed.state_dir == Path("/tmp/fl")
+    assert changed.site_policy.consent == "notify"
+    assert changed.ssh_host_key_file == tmp_path / "ssh_host_ed25519_key"
