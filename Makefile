@@ -6,17 +6,35 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages the tests start for real.
-APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client
+APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium
+# The web console's front-end packages (npm, pinned in package-lock.json), copied into its static files.
+WEB_FRONTEND := server/web/frontend
+VENDOR := server/web/static/vendor
+VENDOR_STAMP := $(VENDOR)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean migration
+.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(BIN)/python $(VENDOR_STAMP)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+web-assets: $(VENDOR_STAMP)
+
+$(VENDOR_STAMP): $(WEB_FRONTEND)/package.json $(WEB_FRONTEND)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required for the web console's assets (apt-get install npm)" >&2; exit 1; }
+	cd $(WEB_FRONTEND) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/licenses
+	cd $(WEB_FRONTEND)/node_modules && cp @xterm/xterm/lib/xterm.js @xterm/xterm/css/xterm.css \
+	  @xterm/addon-fit/lib/addon-fit.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css \
+	  asciinema-player/dist/bundle/asciinema-player.min.js asciinema-player/dist/bundle/asciinema-player.css \
+	  $(CURDIR)/$(VENDOR)/
+	for p in @xterm/xterm @xterm/addon-fit uplot asciinema-player; do \
+	  cp $(WEB_FRONTEND)/node_modules/$$p/LICENSE* $(VENDOR)/licenses/$$(basename $$p).txt; done
 	touch $@
 
 # Installs through apt whatever the tests need and the machine lacks.
@@ -26,6 +44,7 @@ system-deps:
 	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
