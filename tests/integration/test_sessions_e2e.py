@@ -128,13 +128,21 @@ class Center:
         return self.server.url.replace("http://", "ws://") + "/api/v1" + path
 
 
-@pytest.fixture(scope="module")
-def center(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterator[Center]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])]
+)
+def center(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, web_panel: int
+) -> Iterator[Center]:
     tmp_path = tmp_path_factory.mktemp("sessions")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'fieldlink.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres_cluster").create_database()
     files = tmp_path / "device-files"
     files.mkdir()
     (files / "printer.log").write_text("jam at tray 2\n")
-    with secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker):
+    with secure_center(tmp_path, database_url) as (server, _broker):
         registered = server.api(
             "POST", "/devices",
             json={"serial": "SE-1", "model": "MP 6055", "type": "mfp", "customer": "Acme",
