@@ -219,6 +219,7 @@ class SessionController:
         self._connect_timeout_s = connect_timeout_s
         self._tls: ssl.SSLContext | None = None
         self._sessions: dict[str, LocalSession] = {}
+        self._stopping = False
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
 
     def register(self, registry: CommandRegistry) -> None:
@@ -269,6 +270,8 @@ class SessionController:
                 {"session_id": spec.session_id, "why": NOT_ALLOWED, "services": refused},
             )
             raise CommandFailed(NOT_ALLOWED, {"services": refused})
+        if self._stopping:
+            raise CommandFailed(BUSY, {"detail": "the agent is stopping"})
         if len(self._sessions) >= self.policy.max_sessions:
             self._log.warning(
                 "session %s refused: %d sessions already", spec.session_id, len(self._sessions)
@@ -356,7 +359,11 @@ class SessionController:
         return await self._wait_closed(entry)
 
     async def shutdown(self, timeout_s: float = SHUTDOWN_WAIT_S) -> None:
-        """End every session (the agent is stopping) and wait for their reports."""
+        """End every session (the agent is stopping) and wait for their reports.
+
+        No session opens after this.
+        """
+        self._stopping = True
         entries = list(self._sessions.values())
         for entry in entries:
             if entry.decision is not None and not entry.decision.done():

@@ -485,6 +485,9 @@ async def test_shutdown_ends_every_session_and_reports_each() -> None:
     reports = {b["session_id"]: b["close_reason"] for b in device.bodies("session.closed")}
     assert reports == {pending: "site_ended", running: "site_ended"}
     assert device.controller.sessions() == []
+    with pytest.raises(CommandFailed) as refused:
+        await open_session(device)  # a stopping agent opens nothing more
+    assert refused.value.error == "busy"
 
 
 # every event is a valid DeviceEvent; the dispatcher answers at once
