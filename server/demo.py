@@ -30,6 +30,7 @@ from server.main import create_app
 from server.models import Device, DeviceCreate, User
 from server.security import hash_password
 from shared.errors import UnavailableError
+from shared.hostkeys import ensure_host_keys, read_public_key
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,12 @@ def demo_device_ids(count: int) -> list[str]:
     return [f"demo-{index:04d}" for index in range(count)]
 
 
-def prepare(engine: Engine, devices: int) -> list[DemoLogin]:
-    """Create (or reset) the demo users and register the demo devices."""
+def prepare(engine: Engine, devices: int, host_keys: Path | None = None) -> list[DemoLogin]:
+    """Create (or reset) the demo users and register the demo devices.
+
+    With ``host_keys`` (the simulated devices' SSH host keys), each device's
+    public key is pinned as enrollment would, so that sessions to it work.
+    """
     logins = [
         DemoLogin(name, name, secrets.token_urlsafe(9)) for name in ("operator", "manager", "admin")
     ]
@@ -108,8 +113,26 @@ def prepare(engine: Engine, devices: int) -> list[DemoLogin]:
                     contact_phone=phone[:-2] + f"{index % 100:02d}",
                 ),
             )
+        if host_keys is not None:
+            for device_id in demo_device_ids(devices):
+                device = session.get(Device, device_id)
+                if device is not None:
+                    device.ssh_host_key = read_public_key(host_keys, device_id)
+                    session.add(device)
+            session.commit()
         _seed_incidents(session, devices)
     return logins
+
+
+def _prepare_keys(directory: Path, devices: int) -> Path:
+    """The CA and command key (for signed session requests), and the devices' host keys."""
+    from provisioning.ca import CertificateAuthority, PkiPaths
+
+    if not PkiPaths.under(directory).ca_cert.exists():
+        CertificateAuthority.init(directory)
+    host_keys = directory / "host-keys"
+    ensure_host_keys(host_keys, demo_device_ids(devices))
+    return host_keys
 
 
 def _seed_incidents(session: Session, devices: int) -> None:
@@ -138,6 +161,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         "# Written by `fieldlink demo`: the demo's database, for the administrative commands.\n"
         f'[server]\ndatabase_url = "{settings.database_url}"\nstate_dir = "{directory}"\n',
     )
+    host_keys = await asyncio.to_thread(_prepare_keys, directory, devices)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -150,12 +174,14 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
             raise UnavailableError(msg)
         await asyncio.sleep(0.05)
     engine: Engine = app.state.engine
-    logins = await asyncio.to_thread(prepare, engine, devices)
+    logins = await asyncio.to_thread(prepare, engine, devices, host_keys)
     broker_url: str = app.state.broker_url
     simulator = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared", "simulate",
         "--devices", str(devices), "--prefix", "demo", "--broker", broker_url,
         "--interval", str(interval), "--profile", "mixed",
+        "--command-key", str(directory / "pki" / "command-signing.pub.pem"),
+        "--host-key-dir", str(host_keys), "--state-dir", str(directory / "devices"),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -166,6 +192,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
     for login in logins:
         typer.echo(f"  login:    {login.username} / {login.password}  ({login.role})")
     typer.echo(f"  CLI:      fieldlink login --server {url} --user operator && fieldlink devices")
+    typer.echo(f"  session:  fieldlink exec {demo_device_ids(1)[0]} -- uptime  (after login)")
     typer.echo(f"  KPIs:     fieldlink kpi --config {directory / 'server.toml'} --by month")
     typer.echo(f"  data:     {directory}  (Ctrl-C stops everything)")
     stop = asyncio.Event()

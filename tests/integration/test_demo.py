@@ -59,6 +59,25 @@ def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
         }
         assert types == {"mfp", "imaging", "server"}
 
+        # A simulated device accepts a remote session like a real one.
+        opened = httpx.post(
+            f"{base}/api/v1/devices/demo-0000/sessions",
+            json={"reason": "demo"},
+            headers=as_operator,
+        )
+        assert opened.status_code == 201, opened.text
+        session_id = opened.json()["id"]
+        ran = httpx.post(
+            f"{base}/api/v1/sessions/{session_id}/exec",
+            json={"command": "echo $FIELDLINK_SESSION"},
+            headers=as_operator,
+            timeout=60,
+        )
+        assert ran.status_code == 200, ran.text
+        assert ran.json()["stdout"] == f"{session_id}\n"
+        closed = httpx.delete(f"{base}/api/v1/sessions/{session_id}", headers=as_operator)
+        assert closed.json()["close_reason"] == "operator"
+
         as_manager = {"Authorization": f"Bearer {token('manager', manager.group(1))}"}
         kpis = httpx.get(
             f"{base}/api/v1/kpis", params={"group_by": "month"}, headers=as_manager
