@@ -330,7 +330,9 @@ def simulate_command(
     service: Annotated[
         list[str] | None,
         typer.Option(
-            "--service", help="A service sessions may forward to, name=host:port (repeatable)."
+            "--service",
+            metavar="NAME=HOST:PORT",
+            help="A service sessions may forward to, name=host:port (repeatable).",
         ),
     ] = None,
     state_dir: Annotated[
