@@ -104,6 +104,31 @@ INGEST_RECONNECTS = Counter(
     registry=REGISTRY,
 )
 
+SESSIONS_OPEN = Gauge(
+    "fieldlink_sessions_open",
+    "Remote sessions this process follows, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+SESSIONS_CLOSED = Counter(
+    "fieldlink_sessions_closed",
+    "Remote sessions closed, by close reason.",
+    ["close_reason"],
+    registry=REGISTRY,
+)
+SESSION_SETUP_SECONDS = Histogram(
+    "fieldlink_session_setup_seconds",
+    "From the session request to the agent's authenticated tunnel.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+    registry=REGISTRY,
+)
+SESSION_BYTES = Counter(
+    "fieldlink_session_bytes",
+    "Tunnel bytes of closed sessions, by direction.",
+    ["direction"],
+    registry=REGISTRY,
+)
+
 
 def render_metrics() -> tuple[bytes, str]:
     """The registry in the Prometheus text format, and its content type."""

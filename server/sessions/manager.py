@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from server import audit
+from server import audit, metrics
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.kpi.incidents import get_incident, link_session
@@ -79,6 +80,7 @@ class _Live:
     operator: str
     max_duration_s: float
     expires_at: datetime
+    opened: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     connection: AgentConnection | None = None
     state: str = "requested"
@@ -231,6 +233,7 @@ class SessionManager:
         max_duration_s = self.settings.session_max_duration_s
         live = _Live(session_id, device_id, operator, max_duration_s, expires_at)
         self._live[session_id] = live
+        self._count_states()
         body = protocol.SessionOpen(
             session_id=session_id,
             ws_url=self._ws_url(session_id, base_url),
@@ -400,8 +403,19 @@ class SessionManager:
         if write:
             await self._db(self._write_state, live.session_id, state)
         live.set_state(state)
+        if state == "active":
+            metrics.SESSION_SETUP_SECONDS.observe(time.monotonic() - live.opened)
+        self._count_states()
         for listener in self._listeners:
             listener(live.session_id, state)
+
+    def _count_states(self) -> None:
+        counts = dict.fromkeys(OPEN_STATES, 0)
+        for entry in self._live.values():
+            if entry.state in counts:
+                counts[entry.state] += 1
+        for state, count in counts.items():
+            metrics.SESSIONS_OPEN.labels(state).set(count)
 
     def _write_state(self, db: Session, session_id: str, state: str) -> None:
         db.execute(
@@ -423,6 +437,11 @@ class SessionManager:
         connection = live.connection
         await self._db(self._write_closed, live, reason, detail, connection)
         self._live.pop(live.session_id, None)
+        self._count_states()
+        metrics.SESSIONS_CLOSED.labels(reason).inc()
+        if connection is not None:
+            metrics.SESSION_BYTES.labels("to_device").inc(connection.bytes_to_agent)
+            metrics.SESSION_BYTES.labels("from_device").inc(connection.bytes_from_agent)
         live.changed.set()
         live.closed.set()
         for listener in self._listeners:

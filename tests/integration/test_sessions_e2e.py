@@ -205,6 +205,9 @@ def test_exec_in_a_session_returns_the_commands_output(center: Center) -> None:
     )
     audit = center.server.api("GET", "/audit", params={"action": "session.exec"})["items"]
     assert any(entry["details"]["command"] == "echo hi-$((6*7))" for entry in audit)
+    metrics = httpx.get(f"{center.server.url}/metrics", timeout=10).text
+    assert 'fieldlink_sessions_closed_total{close_reason="operator"}' in metrics
+    assert "fieldlink_session_setup_seconds_count" in metrics
 
 
 async def _terminal(center: Center, sid: str) -> tuple[bytes, list[dict[str, Any]]]:
