@@ -17,7 +17,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 import uvicorn
@@ -124,6 +124,26 @@ def prepare(engine: Engine, devices: int, host_keys: Path | None = None) -> list
     return logins
 
 
+_PANEL_PAGE: Final = (
+    b"<!doctype html><html><head><title>Device web panel</title></head><body>"
+    b"<h1>Device web panel</h1><p>Status: ready. Trays: 1 ok, 2 ok. "
+    b"This page stands in for a device's own web interface.</p></body></html>"
+)
+
+
+async def _serve_panel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer one HTTP request with the stand-in device web panel."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+            + f"Content-Length: {len(_PANEL_PAGE)}\r\nConnection: close\r\n\r\n".encode()
+            + _PANEL_PAGE
+        )
+        await writer.drain()
+    writer.close()
+
+
 def _prepare_keys(directory: Path, devices: int) -> Path:
     """The CA and command key (for signed session requests), and the devices' host keys."""
     from provisioning.ca import CertificateAuthority, PkiPaths
@@ -175,6 +195,9 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         await asyncio.sleep(0.05)
     engine: Engine = app.state.engine
     logins = await asyncio.to_thread(prepare, engine, devices, host_keys)
+    # The simulated devices' "web" service: a stand-in for a device's own web panel.
+    panel = await asyncio.start_server(_serve_panel, "127.0.0.1", 0)
+    panel_port = panel.sockets[0].getsockname()[1]
     broker_url: str = app.state.broker_url
     simulator = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared", "simulate",
@@ -182,6 +205,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         "--interval", str(interval), "--profile", "mixed",
         "--command-key", str(directory / "pki" / "command-signing.pub.pem"),
         "--host-key-dir", str(host_keys), "--state-dir", str(directory / "devices"),
+        "--service", f"web=127.0.0.1:{panel_port}",
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -205,6 +229,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         simulator.terminate()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(simulator.wait(), timeout=10)
+    panel.close()
     server.should_exit = True
     await serving
 

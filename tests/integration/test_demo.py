@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -12,10 +14,25 @@ from pathlib import Path
 import httpx2 as httpx
 import psutil
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.fixtures.processes import wait_until
 
 pytestmark = pytest.mark.integration
+
+
+async def _get_through_forward(base: str, session_id: str, headers: dict[str, str]) -> bytes:
+    url = base.replace("http://", "ws://") + f"/api/v1/sessions/{session_id}/forward/web"
+    async with connect(url, additional_headers=headers) as socket:
+        assert json.loads(await socket.recv())["state"] == "active"
+        await socket.send(b"GET / HTTP/1.0\r\n\r\n")
+        page = b""
+        async with asyncio.timeout(20):
+            while b"</html>" not in page:
+                message = await socket.recv()
+                assert isinstance(message, bytes)
+                page += message
+        return page
 
 
 def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
@@ -75,6 +92,9 @@ def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert ran.status_code == 200, ran.text
         assert ran.json()["stdout"] == f"{session_id}\n"
+        assert b"Device web panel" in asyncio.run(
+            _get_through_forward(base, session_id, as_operator)
+        )
         closed = httpx.delete(f"{base}/api/v1/sessions/{session_id}", headers=as_operator)
         assert closed.json()["close_reason"] == "operator"
 
