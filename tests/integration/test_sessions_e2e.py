@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fixtures.center import enroll_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.proxy import HttpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -532,6 +533,43 @@ def test_a_session_opened_for_an_incident_is_linked_to_it(center: Center) -> Non
         "POST", f"/devices/{center.device_id}/sessions", json={"reason": "x", "incident_id": 999999}
     )
     assert unknown.status_code == 404
+
+
+def test_the_tunnel_goes_through_the_sites_http_proxy(
+    center: Center, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("proxied")
+    server = center.server
+    registered = server.api(
+        "POST", "/devices",
+        json={"serial": "PX-3", "model": "PowerEdge", "type": "server", "customer": "Acme"},
+    )  # fmt: skip
+    device_id, token = registered["device"]["id"], registered["enrollment_token"]
+    device_dir = tmp_path / "device"
+    assert enroll_agent(server, token, device_dir).returncode == 0
+    with HttpProxy() as proxy:
+        agent = AgentProcess(tmp_path, device_id, "unused")
+        agent.config = device_dir / "agent.toml"
+        agent._spawn(
+            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
+            FIELDLINK_PROFILE="server", FIELDLINK_SIMULATE="true",
+            FIELDLINK_TUNNEL_PROXY=proxy.url,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: server.device(device_id)["online"], timeout=30)
+            answer = center.call(
+                "POST", f"/devices/{device_id}/sessions", json={"reason": "behind a proxy"}
+            )
+            sid = answer.json()["id"]
+            ran = center.call("POST", f"/sessions/{sid}/exec", json={"command": "echo proxied"})
+            assert ran.json()["stdout"] == "proxied\n", ran.text
+            center.call("DELETE", f"/sessions/{sid}")
+        finally:
+            agent.stop()
+        # The device dialed the server only through the proxy (MQTT is not proxied).
+        assert f"127.0.0.1:{server.port}" in proxy.log()
+        assert "CONNECT" in proxy.log()
 
 
 def test_a_device_without_a_pinned_host_key_gets_no_session(center: Center) -> None:
