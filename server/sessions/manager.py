@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,7 +49,7 @@ from server.sessions.keys import generate_one_time_key, hash_session_token, pars
 from server.sessions.recording import Recording, file_digest
 from server.sessions.registry import PendingSession, SessionRegistry
 from shared import protocol
-from shared.errors import Conflict, NotFound, UnavailableError
+from shared.errors import Conflict, NotFound, ProtocolError, UnavailableError
 from shared.ids import new_id, new_token, utcnow
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ class SessionManager:
         self.recordings_dir = settings.recordings_dir or settings.state_dir / "recordings"
         self._live: dict[str, _Live] = {}
         self._listeners: list[Callable[[str, str], None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -145,6 +146,12 @@ class SessionManager:
         tasks = [entry.task for entry in live if entry.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def add_listener(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(session_id, state)`` on every state change (for consoles)."""
@@ -220,7 +227,15 @@ class SessionManager:
             expires_at=expires_at,
         )
         host_key_text = await self._db(self._insert, row, source_ip)
-        host_key = parse_host_key(host_key_text)
+        max_duration_s = self.settings.session_max_duration_s
+        live = _Live(session_id, device_id, operator, max_duration_s, expires_at)
+        self._live[session_id] = live
+        self._count_states()
+        try:
+            host_key = parse_host_key(host_key_text)
+        except ProtocolError as exc:
+            await self._finish(live, "error", str(exc))
+            raise
         self.registry.expect(
             PendingSession(
                 session_id=session_id,
@@ -230,10 +245,6 @@ class SessionManager:
                 expires_at=expires_at,
             )
         )
-        max_duration_s = self.settings.session_max_duration_s
-        live = _Live(session_id, device_id, operator, max_duration_s, expires_at)
-        self._live[session_id] = live
-        self._count_states()
         body = protocol.SessionOpen(
             session_id=session_id,
             ws_url=self._ws_url(session_id, base_url),
@@ -499,25 +510,23 @@ class SessionManager:
         session_id = str(event.body.get("session_id", ""))
         live = self._live.get(session_id)
         if event.type == protocol.SESSION_CLOSED:
-            asyncio.get_running_loop().create_task(self._store_report(device_id, event))
+            self._spawn(self._store_report(device_id, event))
         if live is None or live.device_id != device_id:
             return
         if event.type == protocol.SESSION_AWAITING_CONSENT and live.state in (
             "requested",
             "connecting",
         ):
-            asyncio.get_running_loop().create_task(self._set_state(live, "awaiting_consent"))
+            self._spawn(self._set_state(live, "awaiting_consent"))
         elif event.type == protocol.SESSION_APPROVED and live.state in (
             "requested",
             "awaiting_consent",
         ):
-            asyncio.get_running_loop().create_task(self._set_state(live, "connecting"))
+            self._spawn(self._set_state(live, "connecting"))
         elif event.type == protocol.SESSION_DENIED and live.state != "active":
             why = str(event.body.get("why", "denied"))
             live.closing = "site_denied"
-            asyncio.get_running_loop().create_task(
-                self._finish(live, "site_denied", f"the site did not approve: {why}")
-            )
+            self._spawn(self._finish(live, "site_denied", f"the site did not approve: {why}"))
 
     async def _store_report(self, device_id: str, event: DeviceEvent) -> None:
         try:
@@ -682,7 +691,7 @@ class SessionManager:
         """
         live = self._live.get(session_id)
         if live is None:
-            return await self._db(self._get, session_id)
+            return await self._close_elsewhere(session_id, reason, actor, source_ip)
         if live.closing is None:
             live.closing = reason
             live.detail = detail or (f"closed by {actor}" if reason == "operator" else None)
@@ -714,6 +723,42 @@ class SessionManager:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.closed.wait(), 5.0)
         return await self._db(self._get, session_id)
+
+    async def _close_elsewhere(
+        self, session_id: str, reason: str, actor: str, source_ip: str | None
+    ) -> RemoteSession:
+        """Close an open session this process does not follow.
+
+        Another server process may hold its tunnel: the agent is told to end it
+        (that process then records the close). A session left open by an earlier
+        run of this process is closed in the database at once.
+        """
+        row = await self._db(self._get, session_id)
+        if row.state == "closed":
+            return row
+        await self._db(
+            self._audit, actor, "session.close.request", session_id, {"reason": reason}, source_ip
+        )
+        commands = self.commands
+        if commands is not None:
+            with contextlib.suppress(Exception):
+                await commands.send(
+                    row.device_id,
+                    protocol.SESSION_CLOSE,
+                    {"session_id": session_id, "reason": reason},
+                    ttl=timedelta(seconds=60),
+                )
+        if row.instance == self.instance:
+            await self._db(self._write_state_closed, session_id, reason, f"closed by {actor}")
+        return await self._db(self._get, session_id)
+
+    def _write_state_closed(self, db: Session, session_id: str, reason: str, detail: str) -> None:
+        row = db.get(RemoteSession, session_id)
+        if row is not None and row.state != "closed":
+            row.state, row.close_reason, row.detail = "closed", reason, detail
+            row.ended_at = utcnow()
+            db.add(row)
+            db.commit()
 
     async def close_device(self, device_id: str, *, reason: str, actor: str, detail: str) -> int:
         """Close every session of a device this process follows (revocation); how many."""
