@@ -99,6 +99,10 @@ class ServerSettings(FieldlinkSettings):
     #: Open sessions at once, per device and per operator (409 beyond).
     sessions_per_device: int = Field(default=2, ge=1)
     sessions_per_operator: int = Field(default=5, ge=1)
+    #: The URL agents dial for their tunnels to *this* process (default: ``public_url``).
+    #: Behind a load balancer with several server processes, give each its own
+    #: (``https://center-2.example``): the tunnel must reach the process that waits for it.
+    tunnel_url: str | None = None
     #: Where shell recordings go (default: ``state_dir/recordings``).
     recordings_dir: Path | None = None
 

@@ -272,7 +272,7 @@ class SessionManager:
         return row
 
     def _ws_url(self, session_id: str, base_url: str | None) -> str:
-        base = self.settings.public_url or base_url
+        base = self.settings.tunnel_url or self.settings.public_url or base_url
         if not base:
             base = f"http://{self.settings.http_host}:{self.settings.http_port}"
         base = base.rstrip("/")
