@@ -91,6 +91,8 @@ class RemoteSessionPublic(SQLModel):
     state: str
     close_reason: str | None
     detail: str | None
+    #: The server process that holds the tunnel.
+    instance: str
     created_at: datetime
     expires_at: datetime
     started_at: datetime | None
