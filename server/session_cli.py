@@ -51,13 +51,16 @@ CHUNK: Final = 256 * 1024
 MAX_MESSAGE: Final = 4 * 1024 * 1024
 #: How long one ``GET /sessions/{id}?wait_s=`` may wait on the server.
 LONG_POLL_S: Final = 25.0
-#: After the session's own ``active``, how long to wait for the forward's verdict.
-FORWARD_VERDICT_S: Final = 5.0
 #: Close codes of the session sockets (``server.api.routes.sessions``).
+WS_UNAUTHORIZED: Final = 4401
 WS_FORBIDDEN: Final = 4403
+WS_NOT_FOUND: Final = 4404
 WS_SESSION_CLOSED: Final = 4410
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
 OWN_ERROR: Final = 255
+#: Piped input to a shell: end of file, and how quiet the output is before it is sent again.
+CTRL_D: Final = b"\x04"
+QUIET_S: Final = 0.5
 #: Tells the server that the local side sent its last byte (half-close).
 EOF_MESSAGE: Final = json.dumps({"type": "eof"})
 
@@ -571,20 +574,32 @@ async def _dial(url: str, headers: dict[str, str]) -> ClientConnection:
         raise UnavailableError(msg) from exc
 
 
-def _close_error(exc: Exception, service: str) -> FieldlinkError | None:
-    """The error a forward socket's close code means (``None`` for a normal close)."""
+def _close_error(exc: Exception, what: str) -> FieldlinkError | None:
+    """The error a session socket's close code means (``None`` for a normal close).
+
+    Args:
+        exc: What ``recv`` or ``send`` raised when the socket closed.
+        what: What the socket carried, for the message (``web``, ``the shell``).
+    """
     from websockets.exceptions import ConnectionClosed
 
     frame = exc.rcvd if isinstance(exc, ConnectionClosed) else None
     if frame is None or frame.code in (1000, 1001):
         return None
+    reason = frame.reason or "no reason given"
+    if frame.code == WS_UNAUTHORIZED:
+        msg = f"{reason} (run `fieldlink login` again)"
+        return AuthError(msg)
     if frame.code == WS_FORBIDDEN:
-        msg = f"the device refused {service}: {frame.reason or 'refused'}"
+        msg = f"{what} refused: {reason}"
         return ServiceRefused(msg)
+    if frame.code == WS_NOT_FOUND:
+        msg = f"{what}: {reason}"
+        return FieldlinkError(msg)
     if frame.code == WS_SESSION_CLOSED:
-        msg = f"the session closed: {frame.reason or 'closed'}"
+        msg = f"the session closed: {reason}"
         return SessionEnded(msg)
-    msg = f"{service} ended with WebSocket close {frame.code} {frame.reason}".rstrip()
+    msg = f"{what}: the server closed the socket ({frame.code} {reason})"
     return UnavailableError(msg)
 
 
@@ -601,14 +616,15 @@ class ForwardBridge:
         self.url = api.ws_url(f"/sessions/{_part(session_id)}/forward/{_part(service)}")
         self.headers = api.auth_headers
         self.service = service
+        self.what = f"the forward to {service}"
         self.connections: set[asyncio.Task[None]] = set()
 
     async def check(self) -> None:
         """Open one forward and close it again: the device accepts the service.
 
-        The server sends ``{"type": "state", "state": "active"}`` for the session
-        while it waits for it, and once more when the forward is open; a refusal
-        closes the socket with 4403 instead. Data from the service also means open.
+        The server sends ``{"type": "state", "state": "active"}`` once the
+        forward is open (and other states while the session is set up); a
+        refusal closes the socket with 4403. Data from the service means open too.
 
         Raises:
             ServiceRefused: The device refused the service.
@@ -618,28 +634,23 @@ class ForwardBridge:
 
         websocket = await _dial(self.url, self.headers)
         try:
-            actives = 0
-            while actives < 2:
+            while True:
                 try:
-                    if actives == 0:
-                        message = await websocket.recv()
-                    else:
-                        message = await asyncio.wait_for(websocket.recv(), FORWARD_VERDICT_S)
-                except TimeoutError:
-                    return  # no refusal came: a server that says "active" only once
+                    message = await websocket.recv()
                 except ConnectionClosed as exc:
-                    error = _close_error(exc, self.service)
+                    error = _close_error(exc, self.what)
                     if error is not None:
                         raise error from None
-                    return  # the service accepted and closed at once: still reachable
+                    return  # the service accepted and closed at once: it is there
                 if isinstance(message, bytes):
                     return
                 control = _control(message)
-                if control.get("type") == "state":
-                    if control.get("state") == "active":
-                        actives += 1
-                    elif control.get("state") == "closed":
-                        raise SessionEnded(_closed_frame_message(control))
+                if control.get("type") != "state":
+                    continue
+                if control.get("state") == "active":
+                    return
+                if control.get("state") == "closed":
+                    raise SessionEnded(_closed_frame_message(control))
         finally:
             await websocket.close()
 
@@ -648,18 +659,21 @@ class ForwardBridge:
         task = asyncio.current_task()
         if task is not None:
             self.connections.add(task)
+        websocket: ClientConnection | None = None
         try:
             websocket = await _dial(self.url, self.headers)
+            await self._copy(reader, writer, websocket)
         except FieldlinkError as exc:
             _say(f"error: {exc}")
-            writer.close()
-            return
-        try:
-            await self._copy(reader, writer, websocket)
+        except asyncio.CancelledError:
+            # Stopping. The task ends here: Python 3.11's start_server would log a
+            # handler's cancellation as an error with a traceback.
+            pass
         finally:
             writer.close()
-            with contextlib.suppress(Exception):
-                await websocket.close()
+            if websocket is not None:
+                with contextlib.suppress(Exception):
+                    await websocket.close()
             if task is not None:
                 self.connections.discard(task)
 
@@ -691,7 +705,7 @@ class ForwardBridge:
                 try:
                     message = await websocket.recv()
                 except ConnectionClosed as exc:
-                    error = _close_error(exc, self.service)
+                    error = _close_error(exc, self.what)
                     if isinstance(error, ServiceRefused):
                         _say(f"error: {error}")
                     break
@@ -903,6 +917,9 @@ async def run_terminal(api: SessionApi, session: dict[str, Any], *, interactive:
         resizes.add(task)
         task.add_done_callback(resizes.discard)
 
+    input_ended = asyncio.Event()
+    last_output = [loop.time(), True]  # when, and whether output came since the last Ctrl-D
+
     async def upstream() -> None:
         last = b"\n"
         try:
@@ -913,14 +930,28 @@ async def run_terminal(api: SessionApi, session: dict[str, Any], *, interactive:
                 last = data[-1:]
                 await websocket.send(data)
             if not interactive:
-                # End of piped input: end the line, then end of file for the shell.
-                await websocket.send((b"" if last in (b"\n", b"\r") else b"\n") + b"\x04")
+                # End of piped input: end the line, then Ctrl-D as a person would.
+                await websocket.send((b"" if last in (b"\n", b"\r") else b"\n") + CTRL_D)
+                input_ended.set()
         except ConnectionClosed:
             pass
+
+    async def end_of_input() -> None:
+        # A Ctrl-D typed ahead while the shell runs a command is lost when its line
+        # editor takes the terminal back; so, once the input has ended, Ctrl-D
+        # again whenever the output (a prompt) has gone quiet, until the shell exits.
+        await input_ended.wait()
+        while True:
+            await asyncio.sleep(QUIET_S)
+            when, fresh = last_output
+            if fresh and loop.time() - when >= QUIET_S:
+                last_output[1] = False
+                await websocket.send(CTRL_D)
 
     if interactive:
         loop.add_signal_handler(signal.SIGWINCH, on_resize)
     sending = asyncio.create_task(upstream())
+    ending = asyncio.create_task(end_of_input())
     exit_status: int | None = None
     closed: dict[str, Any] | None = None
     ended_by: FieldlinkError | None = None
@@ -932,6 +963,7 @@ async def run_terminal(api: SessionApi, session: dict[str, Any], *, interactive:
                 ended_by = _close_error(exc, "the shell")
                 break
             if isinstance(message, bytes):
+                last_output[:] = [loop.time(), True]
                 _write_fd(stdout_fd, message)
                 continue
             control = _control(message)
@@ -943,7 +975,8 @@ async def run_terminal(api: SessionApi, session: dict[str, Any], *, interactive:
         if interactive:
             loop.remove_signal_handler(signal.SIGWINCH)
         sending.cancel()
-        await asyncio.gather(sending, *resizes, return_exceptions=True)
+        ending.cancel()
+        await asyncio.gather(sending, ending, *resizes, return_exceptions=True)
         await websocket.close()
     if exit_status is None:
         if closed is not None:

@@ -1,0 +1,338 @@
+"""The operator's session commands end to end: ``fieldlink exec|connect|ssh|session``.
+
+Real parts throughout: `fieldlink server run` with its CA and a TLS Mosquitto
+(`secure_center`), a device enrolled with `fieldlink agent enroll` and running
+`fieldlink agent run` with a ``web`` service (a small HTTP server started here)
+and ``vnc`` configured but not allowed by the site, and the commands run as an
+operator would run them, after `fieldlink login`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import http.server
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from tests.fixtures.center import enroll_agent, secure_center
+from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+PAGE = b"<html><body>fieldlink web panel</body></html>"
+#: A large download through `fieldlink connect`, checked by its SHA-256.
+BIG = os.urandom(8 * 1024 * 1024)
+
+
+class _Panel(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = BIG if self.path == "/big" else PAGE
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def web_panel() -> Iterator[int]:
+    """The device's own web panel: an HTTP server on loopback."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Panel)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield int(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class Operator:
+    """An operator logged in with `fieldlink login` (own credentials file)."""
+
+    def __init__(self, server: ServerProcess, device_id: str, directory: Path) -> None:
+        self.server = server
+        self.device_id = device_id
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+        self.env["FIELDLINK_CREDENTIALS"] = str(directory / "credentials.json")
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared", *args],
+            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True, text=True, env=self.env, timeout=120, check=False,
+        )  # fmt: skip
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=self.env,
+        )  # fmt: skip
+
+    def sessions(self) -> list[dict[str, Any]]:
+        done = self.run("session", "list", "--device", self.device_id, "--json")
+        assert done.returncode == 0, done.stderr
+        items: list[dict[str, Any]] = json.loads(done.stdout)["items"]
+        return items
+
+    def open_sessions(self) -> list[dict[str, Any]]:
+        return [s for s in self.sessions() if s["state"] != "closed"]
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterator[Operator]:
+    tmp_path = tmp_path_factory.mktemp("session-cli")
+    with secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker):
+        registered = server.api(
+            "POST", "/devices",
+            json={"serial": "CLI-1", "model": "MP 6055", "type": "mfp", "customer": "Acme"},
+        )  # fmt: skip
+        device_id, token = registered["device"]["id"], registered["enrollment_token"]
+        device_dir = tmp_path / "device"
+        enrolled = enroll_agent(server, token, device_dir)
+        assert enrolled.returncode == 0, enrolled.stderr
+        agent = AgentProcess(tmp_path, device_id, "unused")
+        agent.config = device_dir / "agent.toml"
+        agent._spawn(
+            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
+            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
+            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
+            FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
+                                           "vnc": "127.0.0.1:1"}),
+            FIELDLINK_POLICY=json.dumps({"services": ["web"], "consent": "none",
+                                         "idle_timeout_s": 600}),
+        )  # fmt: skip
+        try:
+            wait_until(lambda: server.device(device_id)["online"], timeout=30)
+            done = server.cli("user", "add", "olga", "--role", "operator", stdin="pw-12345678\n")
+            assert done.returncode == 0, done.stderr
+            operator = Operator(server, device_id, tmp_path)
+            login = operator.run("login", "--server", server.url, "--user", "olga",
+                                 stdin="pw-12345678\n")  # fmt: skip
+            assert login.returncode == 0, login.stderr
+            yield operator
+        finally:
+            agent.stop()
+
+
+def test_exec_prints_the_output_and_exits_with_the_commands_status(operator: Operator) -> None:
+    hi = operator.run("exec", operator.device_id, "--", "echo", "hi")
+    assert hi.returncode == 0, hi.stderr
+    assert hi.stdout == "hi\n"
+    assert hi.stderr == ""
+
+    three = operator.run("exec", operator.device_id, "--", "sh", "-c", "echo oops >&2; exit 3")
+    assert three.returncode == 3
+    assert three.stdout == ""
+    assert three.stderr == "oops\n"
+
+    # Each exec opened a session of its own, with a reason naming the command, and closed it.
+    mine = [s for s in operator.sessions() if s["reason"].startswith("fieldlink exec: ")]
+    assert len(mine) >= 2
+    assert all(s["state"] == "closed" and s["close_reason"] == "operator" for s in mine)
+    assert all(s["origin"] == "cli" and s["services_used"] == ["exec"] for s in mine)
+    assert operator.open_sessions() == []
+
+
+def test_session_open_then_exec_in_it_then_close(operator: Operator) -> None:
+    opened = operator.run("session", "open", operator.device_id, "--reason", "paper jam")
+    assert opened.returncode == 0, opened.stderr
+    sid = opened.stdout.strip()
+    assert sid.startswith("ses-")
+    assert f"session {sid}: active" in opened.stderr
+
+    ran = operator.run("exec", operator.device_id, "--session", sid, "--", "echo $((6*7))")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "42\n"
+    shown = operator.run("session", "show", sid, "--json")
+    assert json.loads(shown.stdout)["state"] == "active"  # not closed by exec: it did not open it
+
+    closed = operator.run("session", "close", sid)
+    assert closed.returncode == 0, closed.stderr
+    assert closed.stdout.strip() == f"session {sid}: closed (operator)"
+    again = operator.run("exec", operator.device_id, "--session", sid, "--", "true")
+    assert again.returncode == 255
+    assert again.stderr.strip().startswith(f"error: session {sid} closed: operator")
+
+
+def _forwarding(process: subprocess.Popen[str]) -> int:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("forwarding 127.0.0.1:"), line + (process.stderr.read() or "")  # type: ignore[union-attr]
+    local, _arrow, remote = line.split()[1:]
+    assert remote.endswith(":web")
+    return int(local.rsplit(":", 1)[1])
+
+
+def test_connect_forwards_a_local_port_to_the_web_service(operator: Operator) -> None:
+    process = operator.start("connect", operator.device_id, "web", "--port", "0")
+    try:
+        port = _forwarding(process)
+        assert len(operator.open_sessions()) == 1
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            page = http.get("/")
+            assert page.status_code == 200
+            assert page.content == PAGE
+            # Several connections, one after another and at once, each through its own socket.
+            big = http.get("/big")
+            assert hashlib.sha256(big.content).digest() == hashlib.sha256(BIG).digest()
+        results: list[bytes] = []
+
+        def fetch() -> None:
+            results.append(httpx.get(f"http://127.0.0.1:{port}/", timeout=60).content)
+
+        threads = [threading.Thread(target=fetch) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [PAGE] * 4
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    # Ctrl-C closed the session it had opened.
+    assert operator.open_sessions() == []
+    used = operator.sessions()[0]
+    assert used["close_reason"] == "operator"
+    assert "forward:web" in used["services_used"]
+    assert used["bytes_from_device"] > len(BIG)
+
+
+def test_connect_to_a_service_the_site_does_not_allow_fails_in_one_line(
+    operator: Operator,
+) -> None:
+    refused = operator.run("connect", operator.device_id, "vnc")
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error: session ses-")
+    assert "site_denied" in lines[0]
+    assert "not_allowed" in lines[0]
+
+    # In a session opened for everything the site allows, the forward itself is refused.
+    opened = operator.run("session", "open", operator.device_id, "--reason", "panel")
+    sid = opened.stdout.strip()
+    try:
+        for service in ("vnc", "printer"):
+            done = operator.run("connect", operator.device_id, service, "--session", sid)
+            assert done.returncode == 1
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1, done.stderr
+            assert lines[0].startswith(f"error: the forward to {service} refused: ")
+            assert service in lines[0].split("refused: ", 1)[1]
+    finally:
+        operator.run("session", "close", sid)
+
+
+def test_ssh_with_piped_stdin_runs_a_shell_and_is_recorded(
+    operator: Operator, tmp_path: Path
+) -> None:
+    done = operator.run("ssh", operator.device_id, stdin="echo hello-$((40+2)); exit\n")
+    assert done.returncode == 0, done.stderr
+    assert "hello-42" in done.stdout
+    assert done.stderr == ""
+
+    failing = operator.run("ssh", operator.device_id, stdin="exit 5\n")
+    assert failing.returncode == 5, failing.stderr
+
+    # Without an exit in the input, the end of stdin ends the shell.
+    no_exit = operator.run("ssh", operator.device_id, stdin="echo bye-$((1+1))")
+    assert no_exit.returncode == 0, no_exit.stderr
+    assert "bye-2" in no_exit.stdout
+
+    shells = [s for s in operator.sessions() if s["reason"].startswith("fieldlink ssh")]
+    assert len(shells) == 3
+    assert all(s["state"] == "closed" and "shell" in s["services_used"] for s in shells)
+    first = shells[-1]  # newest first
+    wait_until(
+        lambda: json.loads(operator.run("session", "show", first["id"], "--json").stdout)[
+            "has_recording"
+        ],
+        timeout=10,
+    )
+    cast = tmp_path / "shell.cast"
+    got = operator.run("session", "recording", first["id"], "-o", str(cast))
+    assert got.returncode == 0, got.stderr
+    lines = cast.read_text().splitlines()
+    assert json.loads(lines[0])["version"] == 2
+    assert "hello-42" in "".join(json.loads(line)[2] for line in lines[1:])
+
+
+def _read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needle!r} not in the terminal's output: {bytes(seen[-400:])!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            assert chunk, f"the terminal closed before {needle!r}: {bytes(seen[-400:])!r}"
+            seen += chunk
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_ssh_in_a_terminal_is_raw_follows_resizes_and_restores_the_terminal(
+    operator: Operator,
+) -> None:
+    controller, terminal = pty.openpty()
+    _set_size(terminal, 30, 100)
+    before = termios.tcgetattr(terminal)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", "ssh", operator.device_id],
+        stdin=terminal, stdout=terminal, stderr=terminal, env=operator.env,
+        start_new_session=True,
+    )  # fmt: skip
+    seen = bytearray()
+    try:
+        # Once the session is active fieldlink puts the terminal in raw mode (no local echo).
+        wait_until(lambda: not termios.tcgetattr(terminal)[3] & termios.ECHO, timeout=30)
+        os.write(controller, b"stty size; echo shown-$((1+1))\r")
+        _read_until(controller, b"shown-2\r\n", seen)
+        assert b"30 100" in seen
+        _set_size(terminal, 40, 120)
+        process.send_signal(signal.SIGWINCH)
+        # Raw mode: Ctrl-C goes to the device (interrupting the sleep), not to fieldlink.
+        os.write(controller, b"sleep 30\r")
+        _read_until(controller, b"sleep 30", seen)
+        time.sleep(0.5)
+        os.write(controller, b"\x03")
+        os.write(controller, b"stty size; exit 7\r")
+        _read_until(controller, b"40 120", seen)
+        assert process.wait(timeout=30) == 7
+        assert termios.tcgetattr(terminal) == before
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+        os.close(terminal)
