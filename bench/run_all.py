@@ -24,6 +24,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("agent_footprint", []),
     ("kpi", []),
     ("tunnel", []),
+    ("sessions", []),
 ]
 
 INTRO = """# Benchmarks
