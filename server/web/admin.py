@@ -1,0 +1,240 @@
+"""The administrators' pages: users and roles with their SSH keys, devices and
+enrollment tokens, revocation, and the audit log with its verification.
+
+Device registration, enrollment tokens, revocation, SSH keys and the audit
+check go through ``/api/v1`` from the page's script. Users have no API of
+their own yet, so the page posts plain forms here (CSRF-checked, audited).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session, col, select
+
+from server import audit, crud
+from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf
+from server.api.routes.auth import client_address
+from server.crud import InvalidInput
+from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
+from server.web.auth import Viewer, ViewerDep, forbidden
+from server.web.templating import templates
+from shared.errors import Conflict
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+DEVICES_PAGE = 50
+AUDIT_PAGE = 50
+
+
+def _users(session: Session) -> tuple[list[User], dict[int, list[UserSSHKey]]]:
+    users = list(session.exec(select(User).order_by(col(User.username))).all())
+    keys: dict[int, list[UserSSHKey]] = defaultdict(list)
+    for key in session.exec(select(UserSSHKey).order_by(col(UserSSHKey.id))).all():
+        keys[key.user_id].append(key)
+    return users, keys
+
+
+def _users_page(
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    *,
+    error: str | None = None,
+    done: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    users, keys = _users(session)
+    return templates.TemplateResponse(
+        request,
+        "admin_users.html",
+        {
+            "viewer": viewer,
+            "title": "Admin: users",
+            "nav": "admin",
+            "tab": "users",
+            "users": users,
+            "keys": keys,
+            "roles": ROLES,
+            "error": error,
+            "done": done,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("", response_class=HTMLResponse)
+def users_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    done: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    """Users and roles, and each user's SSH keys for the gateway."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    return _users_page(request, session, viewer, done=done)
+
+
+async def _checked_form(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token is checked (403 otherwise)."""
+    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _back(done: str) -> RedirectResponse:
+    return RedirectResponse(
+        f"/admin?{urlencode({'done': done})}", status_code=status.HTTP_303_SEE_OTHER
+    )
+
+
+@router.post("/users", response_class=HTMLResponse)
+async def create_user(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    """Add a user with a role and an initial password (audited)."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    form = await _checked_form(request)
+    username = form.get("username", "").strip()
+    try:
+        await run_in_threadpool(
+            crud.create_user,
+            session,
+            username=username,
+            role=form.get("role", ""),
+            password=form.get("password", ""),
+            actor=viewer.user.username,
+        )
+    except (InvalidInput, Conflict) as exc:
+        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    return _back(f"User {username} added.")
+
+
+def _update_user(
+    session: Session, viewer: Viewer, name: str, form: dict[str, str], ip: str | None
+) -> str:
+    user = crud.get_user(session, username=name)
+    if user is None:
+        msg = f"no user {name!r}"
+        raise InvalidInput(msg)
+    role = form.get("role", user.role)
+    if role not in ROLES:
+        msg = f"unknown role {role!r}: use one of {', '.join(ROLES)}"
+        raise InvalidInput(msg)
+    disabled = form.get("disabled", "no") == "yes"
+    if user.id == viewer.user.id and (role != user.role or disabled):
+        msg = "you cannot change your own role or disable yourself"
+        raise InvalidInput(msg)
+    changes: dict[str, Any] = {}
+    if role != user.role:
+        changes["role"] = {"from": user.role, "to": role}
+        user.role = role
+    if disabled != user.disabled:
+        changes["disabled"] = disabled
+        user.disabled = disabled
+    if not changes:
+        return f"User {name}: nothing changed."
+    session.add(user)
+    audit.record(
+        session,
+        actor=viewer.user.username,
+        action="user.update",
+        target=f"user:{name}",
+        details=changes,
+        source_ip=ip,
+    )
+    session.commit()
+    return f"User {name} updated."
+
+
+@router.post("/users/{name}", response_class=HTMLResponse)
+async def update_user(
+    name: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """Change a user's role, or disable or enable them (audited)."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    form = await _checked_form(request)
+    try:
+        done = await run_in_threadpool(
+            _update_user, session, viewer, name, form, client_address(request)
+        )
+    except InvalidInput as exc:
+        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    return _back(done)
+
+
+@router.get("/devices", response_class=HTMLResponse)
+def devices_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    q: Annotated[str | None, Query(max_length=128)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Devices: register one (with its enrollment token), new tokens, revocation."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    rows, total = crud.list_devices(
+        session, q=q or None, limit=DEVICES_PAGE, offset=(page - 1) * DEVICES_PAGE
+    )
+    return templates.TemplateResponse(
+        request,
+        "admin_devices.html",
+        {
+            "viewer": viewer,
+            "title": "Admin: devices",
+            "nav": "admin",
+            "tab": "devices",
+            "devices": rows,
+            "total": total,
+            "q": q or "",
+            "page": page,
+            "pages": max(1, -(-total // DEVICES_PAGE)),
+            "device_types": ("mfp", "imaging", "server"),
+        },
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """The audit log, newest first, and a button that verifies its hash chain."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    rows, total = audit.list_entries(
+        session,
+        actor=actor or None,
+        action=action or None,
+        limit=AUDIT_PAGE,
+        offset=(page - 1) * AUDIT_PAGE,
+    )
+    query = urlencode({k: v for k, v in {"actor": actor, "action": action}.items() if v})
+    return templates.TemplateResponse(
+        request,
+        "admin_audit.html",
+        {
+            "viewer": viewer,
+            "title": "Admin: audit log",
+            "nav": "admin",
+            "tab": "audit",
+            "entries": [AuditEntryPublic.model_validate(row) for row in rows],
+            "total": total,
+            "actor": actor or "",
+            "action": action or "",
+            "page": page,
+            "pages": max(1, -(-total // AUDIT_PAGE)),
+            "query": query,
+        },
+    )

@@ -1,0 +1,263 @@
+"""The managers' dashboard: the KPIs of KPIS.md for a period, trends, breakdowns, CSV.
+
+The figures come from :func:`server.kpi.compute.compute_kpis` (SQL aggregates),
+the same as ``GET /api/v1/kpis``; next to each the page shows its formula.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from server.api.deps import SessionDep, SettingsDep
+from server.crud import InvalidInput
+from server.kpi.compute import KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
+from server.kpi.config import kpi_settings_of
+from server.web.auth import ViewerDep, forbidden
+from server.web.templating import templates
+from shared.ids import utcnow
+
+router = APIRouter(include_in_schema=False)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One KPI as the dashboard shows it."""
+
+    name: str
+    label: str
+    kind: str  # "count", "rate", "hours", "seconds", "money"
+    formula: str
+
+    @property
+    def meaning(self) -> str:
+        """The figure in words."""
+        return KPI_DEFINITIONS[self.name]
+
+
+#: The formulas of KPIS.md. C: incidents closed in the window; F: C without no_fault.
+FIGURES: tuple[Figure, ...] = (
+    Figure("incidents_closed", "Incidents closed", "count", "|C|"),
+    Figure(
+        "self_resolution_rate",
+        "Self-resolution",
+        "rate",
+        "|{i ∈ F : resolution ∈ (remote, phone)}| / |F|",
+    ),
+    Figure(
+        "remote_usage_rate", "Remote session used", "rate", "|{i ∈ C : remote_session_used}| / |C|"
+    ),
+    Figure(
+        "remote_resolution_rate",
+        "Resolved remotely",
+        "rate",
+        "|{i ∈ F : resolution = remote}| / |F|",
+    ),
+    Figure("dispatches", "Dispatches", "count", "|{i ∈ F : resolution = dispatch}|"),
+    Figure("dispatches_avoided", "Dispatches avoided", "count", "|{i ∈ F : resolution = remote}|"),
+    Figure("mttr_hours", "Mean time to restore", "hours", "mean of ttr(i) over F"),
+    Figure("mttr_remote_hours", "MTTR, remote", "hours", "mean of ttr(i) over remote-resolved F"),
+    Figure(
+        "mttr_dispatch_hours", "MTTR, dispatch", "hours", "mean of ttr(i) over dispatch-resolved F"
+    ),
+    Figure(
+        "asa_seconds",
+        "Average speed of answer",
+        "seconds",
+        "mean of answered_at - opened_at over C",
+    ),
+    Figure(
+        "downtime_saved_hours",
+        "Downtime saved",
+        "hours",
+        "Σ over remote-resolved i ∈ F of max(0, baseline_ttr(type(i)) - ttr(i))",
+    ),
+    Figure(
+        "cost_saved",
+        "Cost saved",
+        "money",
+        "Σ over remote-resolved i ∈ F of dispatch_cost(type(i))",
+    ),
+)
+BY_NAME = {f.name: f for f in FIGURES}
+#: The monthly trend charts.
+TRENDS = (
+    "self_resolution_rate",
+    "remote_usage_rate",
+    "downtime_saved_hours",
+    "dispatches_avoided",
+    "cost_saved",
+)
+#: The breakdown tables' columns.
+BREAKDOWN = (
+    "incidents_closed",
+    "self_resolution_rate",
+    "remote_usage_rate",
+    "dispatches",
+    "dispatches_avoided",
+    "mttr_hours",
+    "downtime_saved_hours",
+    "cost_saved",
+)
+DEFINITIONS = (
+    ("C", "the incidents whose closed_at falls in the period [from, to)"),
+    ("F", "the incidents of C whose resolution is not no_fault"),
+    ("ttr(i)", "restored_at - down_at, in hours"),
+    (
+        "baseline_ttr(t)",
+        "the median ttr of the period's dispatch-resolved incidents of device type t when "
+        "there are at least baseline_min_samples of them, else the configured fallback",
+    ),
+    ("dispatch_cost(t)", "the configured cost of sending an engineer to a device of type t"),
+)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The period the dashboard shows: ``[start, end)``, picked as two inclusive dates."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def first_day(self) -> date:
+        """The period's first day (the form's "from")."""
+        return self.start.date()
+
+    @property
+    def last_day(self) -> date:
+        """The period's last day (the form's "through")."""
+        return (self.end - timedelta(days=1)).date()
+
+
+def _day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def period_of(start: str | None, through: str | None) -> tuple[Period, str | None]:
+    """The period asked for (default: the last twelve months) and a problem, if any."""
+    default_start, default_end = default_window(utcnow())
+    first, last = _day(start), _day(through)
+    problem = None
+    if (start and first is None) or (through and last is None):
+        problem = "Dates are YYYY-MM-DD; showing the last twelve months."
+        first = last = None
+    begin = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else default_start
+    end = (
+        datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+        if last
+        else default_end
+    )
+    if begin >= end:
+        return Period(default_start, default_end), "The period must end after it starts."
+    return Period(begin, end), problem
+
+
+def _reports(session: SessionDep, settings: SettingsDep, period: Period) -> dict[str, KpiReport]:
+    kpi_settings = kpi_settings_of(settings)
+    return {
+        by: compute_kpis(
+            session, start=period.start, end=period.end, group_by=by, settings=kpi_settings
+        )
+        for by in ("month", "device_type", "region")
+    }
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+def dashboard_page(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    viewer: ViewerDep,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    through: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """The KPIs of a period: figures with formulas, monthly trends, breakdowns."""
+    if not viewer.can("manager"):
+        return forbidden(request, viewer, "manager")
+    period, problem = period_of(start, through)
+    try:
+        reports = _reports(session, settings, period)
+    except InvalidInput as exc:  # pragma: no cover  (the period is checked above)
+        period, problem = period_of(None, None)
+        reports = _reports(session, settings, period)
+        problem = str(exc)
+    monthly = reports["month"]
+    trends: dict[str, Any] = {
+        "months": [g.key for g in monthly.groups],
+        "series": {name: [getattr(g, name) for g in monthly.groups] for name in TRENDS},
+        "labels": {name: BY_NAME[name].label for name in TRENDS},
+        "kinds": {name: BY_NAME[name].kind for name in TRENDS},
+    }
+    return templates.TemplateResponse(
+        request,
+        "dashboard.html",
+        {
+            "viewer": viewer,
+            "title": "Dashboard",
+            "nav": "dashboard",
+            "period": period,
+            "problem": problem,
+            "total": monthly.total,
+            "report": monthly,
+            "by_type": reports["device_type"].groups,
+            "by_region": reports["region"].groups,
+            "figures": FIGURES,
+            "by_name": BY_NAME,
+            "breakdown": BREAKDOWN,
+            "trend_names": TRENDS,
+            "trends": trends,
+            "definitions": DEFINITIONS,
+            "export_query": f"from={period.first_day}&through={period.last_day}",
+        },
+    )
+
+
+@router.get("/dashboard/export.csv")
+def dashboard_csv(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    viewer: ViewerDep,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    through: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """The dashboard's table as CSV: one row per month, type and region, and the total."""
+    if not viewer.can("manager"):
+        return forbidden(request, viewer, "manager")
+    period, _ = period_of(start, through)
+    reports = _reports(session, settings, period)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = [f.name for f in FIGURES]
+    writer.writerow(["group_by", "key", *names])
+    for by, report in reports.items():
+        for group in report.groups:
+            writer.writerow([by, group.key or "", *(_cell(getattr(group, n)) for n in names)])
+    total = reports["month"].total
+    writer.writerow(["total", "", *(_cell(getattr(total, n)) for n in names)])
+    filename = f"fieldlink-kpis-{period.first_day}-{period.last_day}.csv"
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,341 @@
+"""The operators' pages: the desk, a device, a session, incidents.
+
+Every page reads the database directly (one request, a handful of indexed
+queries) and renders HTML; what it changes goes through ``/api/v1`` from the
+page's script. The managers' dashboard and the admin pages live in
+:mod:`server.web.dashboard` and :mod:`server.web.admin`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session, col, func, select
+
+from server import crud
+from server.api.deps import SessionDep
+from server.kpi.incidents import list_incidents, session_ids_of
+from server.models import (
+    DEVICE_TYPES,
+    Alert,
+    Device,
+    Incident,
+    RemoteSession,
+    RemoteSessionPublic,
+)
+from server.web import admin, dashboard
+from server.web.auth import Viewer, ViewerDep, forbidden
+from server.web.auth import router as auth_router
+from server.web.diagnostics import diagnostics_for
+from server.web.templating import templates
+from shared.errors import NotFound
+
+router = APIRouter(include_in_schema=False)
+router.include_router(auth_router)
+router.include_router(dashboard.router)
+router.include_router(admin.router)
+
+#: Devices per page of the desk's fleet list.
+FLEET_PAGE = 50
+#: Open incidents the desk shows.
+DESK_INCIDENTS = 12
+INCIDENTS_PAGE = 50
+STATUSES = ("ok", "warning", "fault")
+RESOLUTIONS = ("remote", "phone", "dispatch", "no_fault")
+CHANNELS = ("phone", "web", "email", "alert")
+_TEXT = Annotated[str | None, Query(max_length=128)]
+
+
+def _page(request: Request, name: str, viewer: Viewer | None, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"viewer": viewer, **context})
+
+
+def not_found(request: Request, viewer: Viewer, what: str) -> HTMLResponse:
+    """The 404 page."""
+    return templates.TemplateResponse(
+        request,
+        "not_found.html",
+        {"viewer": viewer, "what": what, "title": "Not found"},
+        status_code=status.HTTP_404_NOT_FOUND,
+    )
+
+
+@router.get("/")
+def home(viewer: ViewerDep) -> Response:
+    """The desk for everyone (managers and admins are operators too)."""
+    del viewer
+    return RedirectResponse("/desk", status_code=status.HTTP_303_SEE_OTHER)
+
+
+# The desk.
+
+
+@dataclass(frozen=True)
+class FleetFilters:
+    """The desk's search and filters, as they travel in the query string."""
+
+    q: str = ""
+    online: str = ""  # "", "yes", "no"
+    type: str = ""
+    status: str = ""
+    customer: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(
+        cls,
+        q: str | None,
+        online: str | None,
+        device_type: str | None,
+        health: str | None,
+        customer: str | None,
+        page: int,
+    ) -> FleetFilters:
+        """Filters from the query string; unknown values are ignored, not refused."""
+        return cls(
+            q=(q or "").strip(),
+            online=online if online in ("yes", "no") else "",
+            type=device_type if device_type in DEVICE_TYPES else "",
+            status=health if health in STATUSES else "",
+            customer=(customer or "").strip(),
+            page=max(1, page),
+        )
+
+    def query(self, **changes: Any) -> str:
+        """The query string of these filters with ``changes``, empty values left out."""
+        values = asdict(replace(self, **changes))
+        if values["page"] == 1:
+            del values["page"]
+        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    @property
+    def active(self) -> bool:
+        """Whether anything narrows the list."""
+        return any((self.q, self.online, self.type, self.status, self.customer))
+
+
+@dataclass
+class Fleet:
+    """One page of the fleet list."""
+
+    devices: list[Device]
+    total: int
+    open_faults: dict[str, int]
+    filters: FleetFilters
+
+    @property
+    def pages(self) -> int:
+        """How many pages the filtered fleet takes."""
+        return max(1, -(-self.total // FLEET_PAGE))
+
+
+def load_fleet(session: Session, filters: FleetFilters) -> Fleet:
+    """The page of devices the filters select, with their open fault counts."""
+    rows, total = crud.list_devices(
+        session,
+        q=filters.q or None,
+        online={"yes": True, "no": False}.get(filters.online),
+        device_type=filters.type or None,
+        customer=filters.customer or None,
+        status=filters.status or None,
+        limit=FLEET_PAGE,
+        offset=(filters.page - 1) * FLEET_PAGE,
+    )
+    ids = [row.id for row in rows]
+    faults: dict[str, int] = {}
+    if ids:
+        counted = session.exec(
+            select(Alert.device_id, func.count())
+            .where(col(Alert.device_id).in_(ids), col(Alert.open).is_(True))
+            .group_by(col(Alert.device_id))
+        ).all()
+        faults = {device_id: int(count) for device_id, count in counted}
+    return Fleet(devices=list(rows), total=total, open_faults=faults, filters=filters)
+
+
+def open_incidents(session: Session, limit: int) -> list[Incident]:
+    """The newest open incidents."""
+    rows, _ = list_incidents(session, state="open", limit=limit)
+    return list(rows)
+
+
+def customers(session: Session, limit: int = 500) -> list[str]:
+    """Customer names for the filter's suggestions."""
+    return list(
+        session.exec(
+            select(Device.customer).distinct().order_by(col(Device.customer)).limit(limit)
+        ).all()
+    )
+
+
+@router.get("/desk", response_class=HTMLResponse)
+def desk(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    q: _TEXT = None,
+    online: _TEXT = None,
+    type: _TEXT = None,
+    status: _TEXT = None,
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """The call-center desk: find the caller's device, the fleet, open incidents."""
+    filters = FleetFilters.parse(q, online, type, status, customer, page)
+    return _page(
+        request,
+        "desk.html",
+        viewer,
+        title="Desk",
+        nav="desk",
+        fleet=load_fleet(session, filters),
+        incidents=open_incidents(session, DESK_INCIDENTS),
+        customers=customers(session),
+        device_types=DEVICE_TYPES,
+        statuses=STATUSES,
+    )
+
+
+@router.get("/desk/fleet", response_class=HTMLResponse)
+def desk_fleet(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    q: _TEXT = None,
+    online: _TEXT = None,
+    type: _TEXT = None,
+    status: _TEXT = None,
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """The fleet table's rows alone, for the desk's live refresh."""
+    filters = FleetFilters.parse(q, online, type, status, customer, page)
+    return _page(request, "_fleet.html", viewer, fleet=load_fleet(session, filters))
+
+
+# A device.
+
+
+def chart_metrics(device: Device) -> list[str]:
+    """The metrics the device page charts: the common ones, then one of its type's."""
+    metrics = device.health or {}
+    chosen = [m for m in ("cpu_percent", "mem_percent", "disk_percent:/") if m in metrics]
+    if not chosen:
+        chosen = ["cpu_percent", "mem_percent"]
+    own = sorted(m for m in metrics if "." in m and m.endswith("percent"))
+    return chosen + own[:1]
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse)
+def device_page(
+    device_id: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> HTMLResponse:
+    """A device: identity and contract, live health and charts, faults, sessions, incidents."""
+    try:
+        device = crud.get_device(session, device_id=device_id)
+    except NotFound:
+        return not_found(request, viewer, f"device {device_id}")
+    alerts = list(crud.recent_alerts(session, device_id=device_id, limit=50))
+    sessions = session.exec(
+        select(RemoteSession)
+        .where(RemoteSession.device_id == device_id)
+        .order_by(col(RemoteSession.created_at).desc())
+        .limit(10)
+    ).all()
+    incidents, _ = list_incidents(session, device_id=device_id, limit=10)
+    return _page(
+        request,
+        "device.html",
+        viewer,
+        title=device.id,
+        nav="desk",
+        device=device,
+        metrics=sorted((device.health or {}).items()),
+        open_faults=[a for a in alerts if a.open],
+        alerts=alerts,
+        sessions=sessions,
+        incidents=incidents,
+        open_incident_ids=[i.id for i in incidents if i.closed_at is None],
+        chart_metrics=chart_metrics(device),
+        channels=CHANNELS,
+    )
+
+
+# A session.
+
+
+@router.get("/sessions/{session_id}", response_class=HTMLResponse)
+def session_page(
+    session_id: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> HTMLResponse:
+    """A remote session: its state, the terminal, services, diagnostics, the recording."""
+    row = session.get(RemoteSession, session_id)
+    if row is None:
+        return not_found(request, viewer, f"session {session_id}")
+    if row.operator != viewer.user.username and not viewer.can("admin"):
+        return forbidden(request, viewer, "admin (or the session's own operator)")
+    device = session.get(Device, row.device_id)
+    live = getattr(request.app.state, "sessions", None)
+    public = RemoteSessionPublic.of(row)
+    live_state = live.state(row.id) if live is not None else None
+    if live_state is not None and row.state != "closed":
+        public.state = live_state
+    return _page(
+        request,
+        "session.html",
+        viewer,
+        title=f"Session {row.id}",
+        nav="desk",
+        s=public,
+        device=device,
+        diagnostics=diagnostics_for(device.type if device else ""),
+    )
+
+
+# Incidents.
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+def incidents_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    state: _TEXT = "open",
+    device_id: Annotated[str | None, Query(max_length=63)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Incidents: the list, a new one, closing with a resolution, CSV in and out."""
+    state = state if state in ("open", "closed") else ""
+    rows, total = list_incidents(
+        session,
+        state=state or None,
+        device_id=device_id or None,
+        limit=INCIDENTS_PAGE,
+        offset=(page - 1) * INCIDENTS_PAGE,
+    )
+    linked = session_ids_of(session, [r.id for r in rows if r.id is not None])
+    query = {"state": state or "all", "device_id": device_id or ""}
+    return _page(
+        request,
+        "incidents.html",
+        viewer,
+        title="Incidents",
+        nav="incidents",
+        incidents=rows,
+        linked=linked,
+        total=total,
+        state=state,
+        device_id=device_id or "",
+        page=page,
+        pages=max(1, -(-int(total) // INCIDENTS_PAGE)),
+        query=urlencode({k: v for k, v in query.items() if v}),
+        resolutions=RESOLUTIONS,
+        channels=CHANNELS,
+        export_query=urlencode(
+            {k: v for k, v in {"state": state, "device_id": device_id or ""}.items() if v}
+        ),
+    )

@@ -1,0 +1,99 @@
+// Admin: register devices and issue enrollment tokens, revoke, SSH keys, verify the audit chain.
+"use strict";
+
+(() => {
+  function showToken(deviceId, token, expires) {
+    const server = location.origin;
+    const command = `fieldlink agent enroll --server ${server} --token ${token}`;
+    document.getElementById("token-result").innerHTML = `<div class="notice">
+      <p><strong>${fl.esc(deviceId)}</strong>: one-time enrollment token (shown only now, valid until ${fl.esc(fl.when(expires))}).</p>
+      <p>On the device: <code>${fl.esc(command)}</code>
+      <button type="button" class="link" data-copy="${fl.esc(command)}">Copy</button></p></div>`;
+    document.getElementById("token-result").scrollIntoView({ block: "nearest" });
+  }
+
+  document.getElementById("register-form")?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const body = {};
+    for (const [key, value] of new FormData(form)) if (String(value).trim()) body[key] = String(value).trim();
+    try {
+      const r = await fl.api("POST", "/api/v1/devices", body);
+      form.reset();
+      showToken(r.device.id, r.enrollment_token, r.enrollment_expires_at);
+    } catch (error) {
+      document.getElementById("token-result").innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;
+    }
+  });
+
+  document.addEventListener("click", async (event) => {
+    const token = event.target.closest("[data-token]");
+    if (token) {
+      try {
+        const r = await fl.api("POST", `/api/v1/devices/${encodeURIComponent(token.dataset.token)}/enrollment-token`);
+        showToken(r.device_id, r.enrollment_token, r.enrollment_expires_at);
+      } catch (error) {
+        fl.toast(error.message, "error");
+      }
+    }
+    const revoke = event.target.closest("[data-revoke]");
+    if (revoke) {
+      const id = revoke.dataset.revoke;
+      if (!confirm(`Revoke ${id}? Its certificate goes on the CRL and its open sessions end.`)) return;
+      try {
+        await fl.api("POST", `/api/v1/devices/${encodeURIComponent(id)}/revoke`);
+        location.reload();
+      } catch (error) {
+        fl.toast(error.message, "error");
+      }
+    }
+    const remove = event.target.closest("[data-delete-key]");
+    if (remove) {
+      try {
+        await fl.api("DELETE", `/api/v1/users/${encodeURIComponent(remove.dataset.user)}/keys/${remove.dataset.deleteKey}`);
+        location.reload();
+      } catch (error) {
+        fl.toast(error.message, "error");
+      }
+    }
+    const add = event.target.closest("[data-add-key]");
+    if (add) {
+      const dialog = document.getElementById("key-dialog");
+      document.getElementById("key-user").textContent = add.dataset.addKey;
+      dialog.dataset.user = add.dataset.addKey;
+      fl.formError(dialog.querySelector("form"), "");
+      dialog.showModal();
+    }
+  });
+
+  document.getElementById("key-form")?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const user = document.getElementById("key-dialog").dataset.user;
+    const data = new FormData(form);
+    const body = { public_key: data.get("public_key").trim() };
+    if (data.get("name").trim()) body.name = data.get("name").trim();
+    try {
+      await fl.api("POST", `/api/v1/users/${encodeURIComponent(user)}/keys`, body);
+      location.reload();
+    } catch (error) {
+      fl.formError(form, error.status === 404 ? "SSH keys are not available on this server yet." : error.message);
+    }
+  });
+
+  document.getElementById("verify-audit")?.addEventListener("click", async (event) => {
+    const out = document.getElementById("verify-result");
+    event.target.disabled = true;
+    out.textContent = "Verifying…";
+    try {
+      const r = await fl.api("GET", "/api/v1/audit/verify");
+      out.className = r.intact ? "notice" : "error";
+      out.textContent = r.message || (r.intact ? `Intact: ${r.entries} entries.` : `Broken at entry ${r.broken_at}: ${r.reason}`);
+    } catch (error) {
+      out.className = "error";
+      out.textContent = error.message;
+    } finally {
+      event.target.disabled = false;
+    }
+  });
+})();

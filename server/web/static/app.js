@@ -1,0 +1,113 @@
+// fieldlink console: what every page shares (API calls with the CSRF token, dialogs, notices).
+"use strict";
+
+const fl = (() => {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // A FastAPI/fieldlink error body as one readable line.
+  function describe(data) {
+    if (data === null || data === undefined) return "no answer";
+    const detail = typeof data === "object" && "detail" in data ? data.detail : data;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail
+        .map((p) => {
+          const where = p.line ? `line ${p.line}` : "";
+          const field = p.field || (Array.isArray(p.loc) ? p.loc.filter((x) => x !== "body").join(".") : "");
+          return [where, field].filter(Boolean).join(", ") + (where || field ? ": " : "") + (p.msg || p.message || "");
+        })
+        .join("; ");
+    }
+    return JSON.stringify(detail);
+  }
+
+  // Calls the API as the logged-in user: the cookie goes by itself, the CSRF token in a header.
+  async function api(method, path, body, extraHeaders = {}) {
+    const headers = { Accept: "application/json", "X-CSRF-Token": csrf(), ...extraHeaders };
+    let payload;
+    if (body instanceof FormData) {
+      payload = body;
+    } else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    const answer = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+    if (answer.status === 401) {
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new ApiError(401, "logged out");
+    }
+    const text = await answer.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = text;
+    }
+    if (!answer.ok) throw new ApiError(answer.status, describe(data));
+    return data;
+  }
+
+  function esc(value) {
+    return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  }
+
+  let toastTimer;
+  function toast(message, kind = "info") {
+    const box = document.getElementById("toast");
+    if (!box) return;
+    box.textContent = message;
+    box.className = `toast show ${kind}`;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => (box.className = "toast"), 6000);
+  }
+
+  // Shows a form's error line (the <p class="error"> inside it).
+  function formError(form, message) {
+    const line = form.querySelector(".error");
+    if (!line) return toast(message, "error");
+    line.textContent = message || "";
+    line.hidden = !message;
+  }
+
+  function when(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return isNaN(d) ? iso : d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+
+  // Dialogs: [data-open=ID] opens one, [data-close] inside closes it.
+  document.addEventListener("click", (event) => {
+    const opener = event.target.closest("[data-open]");
+    if (opener) {
+      const dialog = document.getElementById(opener.dataset.open);
+      if (dialog) {
+        formError(dialog.querySelector("form") || dialog, "");
+        dialog.showModal();
+      }
+    }
+    const closer = event.target.closest("[data-close]");
+    if (closer) closer.closest("dialog")?.close();
+    const copy = event.target.closest("[data-copy]");
+    if (copy) {
+      const text = copy.dataset.copy;
+      (navigator.clipboard ? navigator.clipboard.writeText(text) : Promise.reject())
+        .then(() => toast("Copied: " + text))
+        .catch(() => toast("Select and copy: " + text));
+    }
+  });
+
+  // Times are printed in UTC; hovering shows the browser's local time.
+  for (const t of document.querySelectorAll("time[datetime]")) {
+    const d = new Date(t.getAttribute("datetime"));
+    if (!isNaN(d)) t.title = d.toLocaleString();
+  }
+
+  return { api, ApiError, describe, esc, toast, formError, when, csrf };
+})();

@@ -1,0 +1,81 @@
+// The desk: find the caller's device as you type; keep the fleet list live.
+"use strict";
+
+(() => {
+  const input = document.getElementById("q");
+  const results = document.getElementById("find-results");
+  const form = document.getElementById("find-form");
+  let timer;
+  let asked = 0;
+  let matches = [];
+
+  function badge(device) {
+    if (device.revoked_at) return '<span class="badge revoked">revoked</span>';
+    return device.online ? '<span class="badge online">online</span>' : '<span class="badge offline">offline</span>';
+  }
+
+  function render(query, answer) {
+    matches = answer.items;
+    if (!answer.count) {
+      results.innerHTML = `<p class="muted">No device matches “${fl.esc(query)}”.</p>`;
+      return;
+    }
+    const more = answer.count > answer.items.length ? ` (showing ${answer.items.length})` : "";
+    results.innerHTML =
+      `<p class="small muted">${answer.count} match${answer.count === 1 ? "" : "es"}${more}</p><ul class="plain">` +
+      answer.items
+        .map(
+          (d) => `<li><a class="match" href="/devices/${encodeURIComponent(d.id)}">
+            <strong>${fl.esc(d.customer)}</strong> <span class="muted">${fl.esc(d.site || "")}</span><br>
+            <span>${fl.esc(d.id)} · ${fl.esc(d.type)} · ${fl.esc(d.serial)}</span>
+            <span class="muted">${fl.esc(d.contact_phone || "")}</span>
+            ${badge(d)} ${d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : ""}</a></li>`,
+        )
+        .join("") +
+      "</ul>";
+  }
+
+  async function search() {
+    const query = input.value.trim();
+    const mine = ++asked;
+    if (query.length < 2) {
+      results.innerHTML = "";
+      matches = [];
+      return;
+    }
+    try {
+      const answer = await fl.api("GET", "/api/v1/devices?limit=8&q=" + encodeURIComponent(query));
+      if (mine === asked) render(query, answer);
+    } catch (error) {
+      if (mine === asked) results.innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;
+    }
+  }
+
+  input?.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(search, 150);
+  });
+  form?.addEventListener("submit", (event) => {
+    if (matches.length === 1) {
+      event.preventDefault();
+      location.href = "/devices/" + encodeURIComponent(matches[0].id);
+    }
+  });
+  if (input?.value.trim()) search();
+
+  // The fleet list refreshes every 10 s, unless the user is working inside it.
+  async function refresh() {
+    const fleet = document.getElementById("fleet");
+    if (!fleet || fleet.contains(document.activeElement) || document.hidden) return;
+    try {
+      const answer = await fetch("/desk/fleet?" + fleet.dataset.query, { credentials: "same-origin" });
+      if (!answer.ok || answer.redirected) return;
+      const html = await answer.text();
+      const current = document.getElementById("fleet");
+      if (current && !current.contains(document.activeElement)) current.outerHTML = html;
+    } catch {
+      // The next round tries again.
+    }
+  }
+  setInterval(refresh, 10000);
+})();

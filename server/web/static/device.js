@@ -1,0 +1,118 @@
+// A device: live health, history charts from hourly rollups, opening a session or an incident.
+"use strict";
+
+(() => {
+  const root = document.getElementById("device");
+  const deviceId = root.dataset.device;
+  const base = "/api/v1/devices/" + encodeURIComponent(deviceId);
+
+  function badges(d) {
+    const online = d.revoked_at
+      ? '<span class="badge revoked">revoked</span>'
+      : d.online ? '<span class="badge online" data-online="true">online</span>' : '<span class="badge offline" data-online="false">offline</span>';
+    const health = d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : '<span class="badge unknown">no data</span>';
+    return `${online} ${health}`;
+  }
+
+  function number(v) {
+    return typeof v === "number" && !Number.isInteger(v) ? v.toLocaleString("en", { maximumFractionDigits: 1, minimumFractionDigits: 1 }) : String(v);
+  }
+
+  async function refresh() {
+    if (document.hidden) return;
+    try {
+      const d = await fl.api("GET", base);
+      const head = document.getElementById("device-badges");
+      const seen = head.querySelector("span.small");
+      head.innerHTML = badges(d) + " ";
+      head.appendChild(seen);
+      document.getElementById("last-seen").textContent = fl.when(d.last_seen);
+      document.getElementById("health-ts").textContent = fl.when(d.health_ts);
+      const metrics = Object.entries(d.health || {}).sort(([a], [b]) => (a < b ? -1 : 1));
+      if (metrics.length) {
+        document.getElementById("metrics").innerHTML = metrics
+          .map(([k, v]) => `<tr><td>${fl.esc(k)}</td><td class="num">${fl.esc(number(v))}</td></tr>`)
+          .join("");
+      }
+    } catch {
+      // Next round.
+    }
+  }
+  setInterval(refresh, 5000);
+
+  // History: one chart per metric from the hourly rollups (never a month of raw samples).
+  let hours = 24;
+  async function drawCharts() {
+    const until = new Date();
+    const since = new Date(until.getTime() - hours * 3600 * 1000);
+    for (const figure of document.querySelectorAll("#charts .chart")) {
+      const metric = figure.dataset.metric;
+      const query = new URLSearchParams({ metric, resolution: "hour", since: since.toISOString(), until: until.toISOString(), limit: "10000" });
+      let points = [];
+      try {
+        points = (await fl.api("GET", `${base}/telemetry?${query}`)).points;
+      } catch (error) {
+        fl.toast(error.message, "error");
+      }
+      const plot = figure.querySelector(".plot");
+      figure.querySelector(".empty").hidden = points.length > 0;
+      figure.dataset.points = String(points.length);
+      if (!points.length) {
+        plot.textContent = "";
+        continue;
+      }
+      const xs = points.map((p) => Date.parse(p.ts) / 1000);
+      flCharts.draw(
+        plot,
+        [xs, points.map((p) => p.avg), points.map((p) => p.min), points.map((p) => p.max)],
+        [
+          { label: "mean", stroke: "#1f5fbf", width: 2 },
+          { label: "min", stroke: "#9db6dd", width: 1, dash: [4, 4] },
+          { label: "max", stroke: "#9db6dd", width: 1, dash: [4, 4] },
+        ],
+      );
+    }
+  }
+  for (const button of document.querySelectorAll("[data-range]")) {
+    button.addEventListener("click", () => {
+      hours = Number(button.dataset.range);
+      for (const b of document.querySelectorAll("[data-range]")) b.setAttribute("aria-pressed", String(b === button));
+      drawCharts();
+    });
+  }
+  drawCharts();
+
+  document.getElementById("session-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const data = new FormData(form);
+    const body = { reason: data.get("reason").trim() };
+    if (data.get("incident_id")) body.incident_id = Number(data.get("incident_id"));
+    const services = data.get("services").split(",").map((s) => s.trim()).filter(Boolean);
+    if (services.length) body.services = services;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const session = await fl.api("POST", `${base}/sessions`, body, { "X-Fieldlink-Origin": "console" });
+      location.href = "/sessions/" + encodeURIComponent(session.id);
+    } catch (error) {
+      fl.formError(form, error.message);
+      button.disabled = false;
+    }
+  });
+
+  document.getElementById("incident-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const data = new FormData(form);
+    const body = { device_id: deviceId, opened_at: new Date().toISOString(), channel: data.get("channel"), symptom: data.get("symptom").trim() };
+    if (data.get("error_code").trim()) body.error_code = data.get("error_code").trim();
+    try {
+      const incident = await fl.api("POST", "/api/v1/incidents", body);
+      fl.toast(`Incident #${incident.id} opened.`);
+      location.reload();
+    } catch (error) {
+      fl.formError(form, error.message);
+    }
+  });
+})();

@@ -1,0 +1,61 @@
+// Incidents: create, close with a resolution, import a CSV.
+"use strict";
+
+(() => {
+  document.getElementById("new-incident-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const data = new FormData(form);
+    const body = { device_id: data.get("device_id").trim(), opened_at: new Date().toISOString(), channel: data.get("channel"), symptom: data.get("symptom").trim() };
+    if (data.get("error_code").trim()) body.error_code = data.get("error_code").trim();
+    try {
+      await fl.api("POST", "/api/v1/incidents", body);
+      location.reload();
+    } catch (error) {
+      fl.formError(form, error.message);
+    }
+  });
+
+  const closeDialog = document.getElementById("close-incident");
+  const closeForm = document.getElementById("close-incident-form");
+  function localNow() {
+    const d = new Date();
+    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+    return d.toISOString().slice(0, 16);
+  }
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-close-incident]");
+    if (!button) return;
+    closeForm.dataset.incident = button.dataset.closeIncident;
+    document.getElementById("close-incident-id").textContent = "#" + button.dataset.closeIncident;
+    document.getElementById("c-restored").value = localNow();
+    fl.formError(closeForm, "");
+    closeDialog.showModal();
+  });
+  closeForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(closeForm);
+    const restored = new Date(data.get("restored_at"));
+    const body = { resolution: data.get("resolution"), restored_at: restored.toISOString(), closed_at: new Date().toISOString() };
+    try {
+      await fl.api("PATCH", "/api/v1/incidents/" + encodeURIComponent(closeForm.dataset.incident), body);
+      location.reload();
+    } catch (error) {
+      fl.formError(closeForm, error.message);
+    }
+  });
+
+  const importForm = document.getElementById("import-form");
+  importForm?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = document.getElementById("import-result");
+    result.textContent = "Importing…";
+    try {
+      const r = await fl.api("POST", "/api/v1/incidents/import", new FormData(importForm));
+      result.innerHTML = `<p class="notice">${r.rows} rows: ${r.inserted} new, ${r.updated} updated, ${r.skipped} unchanged.</p>`;
+    } catch (error) {
+      const problems = error.message.split("; ").map((p) => `<li>${fl.esc(p)}</li>`).join("");
+      result.innerHTML = `<div class="error"><p>Nothing was imported:</p><ul>${problems}</ul></div>`;
+    }
+  });
+})();

@@ -1,0 +1,167 @@
+// A remote session: its state as it moves, the xterm.js terminal, diagnostics, close, the recording.
+"use strict";
+
+(() => {
+  const root = document.getElementById("session");
+  const sessionId = root.dataset.session;
+  const base = "/api/v1/sessions/" + encodeURIComponent(sessionId);
+  const order = ["requested", "awaiting_consent", "connecting", "active", "closed"];
+  const statusLine = document.getElementById("terminal-status");
+  let state = root.dataset.state;
+  let term = null;
+  let socket = null;
+  let player = null;
+  let recordingShown = false;
+
+  function showState(next, closeReason, detail) {
+    state = next;
+    root.dataset.state = next;
+    document.getElementById("state").innerHTML = `<span class="badge state-${fl.esc(next)}">${fl.esc(next.replace(/_/g, " "))}</span>`;
+    const index = order.indexOf(next);
+    for (const step of document.querySelectorAll(".steps li")) {
+      const at = order.indexOf(step.dataset.step);
+      step.className = at < index ? "done" : at === index ? "current" : "";
+      if (at === index) step.setAttribute("aria-current", "step");
+      else step.removeAttribute("aria-current");
+    }
+    if (detail !== undefined) document.getElementById("state-detail").textContent = detail || "";
+    if (next === "closed") {
+      document.getElementById("close-reason").textContent = closeReason ? "closed: " + closeReason.replace(/_/g, " ") : "closed";
+      document.getElementById("close-session").hidden = true;
+      document.getElementById("diagnostics").hidden = true;
+      if (statusLine) statusLine.textContent = "Session closed.";
+      showRecording();
+    }
+  }
+  showState(state);
+
+  // The state from the API, waiting for changes (long poll) until the session closes.
+  async function follow() {
+    while (state !== "closed") {
+      try {
+        const s = await fl.api("GET", `${base}?wait_s=20&since=${encodeURIComponent(state)}`);
+        if (s.state !== state || s.state === "closed") showState(s.state, s.close_reason, s.detail);
+        fillFacts(s);
+      } catch {
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+  }
+
+  function fillFacts(s) {
+    document.getElementById("started").textContent = fl.when(s.started_at);
+    document.getElementById("ended").textContent = fl.when(s.ended_at);
+    document.getElementById("used").textContent = (s.services_used || []).join(", ") || "—";
+  }
+
+  function openTerminal() {
+    const el = document.getElementById("terminal");
+    term = new Terminal({
+      cursorBlink: true,
+      fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+      fontSize: 14,
+      scrollback: 5000,
+      theme: { background: "#101418", foreground: "#e6e9ee" },
+    });
+    const fit = new FitAddon.FitAddon();
+    term.loadAddon(fit);
+    term.open(el);
+    fit.fit();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ cols: term.cols, rows: term.rows, term: "xterm-256color" });
+    socket = new WebSocket(`${scheme}//${location.host}${base}/terminal?${query}`);
+    socket.binaryType = "arraybuffer";
+    const encoder = new TextEncoder();
+    socket.onmessage = (event) => {
+      if (typeof event.data === "string") {
+        const message = JSON.parse(event.data);
+        if (message.type === "state") {
+          showState(message.state, message.close_reason, message.detail);
+          if (message.state === "active") {
+            statusLine.textContent = "Connected. Keys go to the device.";
+            term.focus();
+          } else if (message.state !== "closed") {
+            statusLine.textContent = message.state === "awaiting_consent" ? "Waiting for the site to approve…" : "Connecting…";
+          }
+        } else if (message.type === "exit") {
+          statusLine.textContent = `The shell exited (status ${message.exit_status ?? "unknown"}).`;
+        }
+        return;
+      }
+      term.write(new Uint8Array(event.data));
+    };
+    socket.onclose = (event) => {
+      if (state !== "closed") statusLine.textContent = `Terminal disconnected${event.reason ? ": " + event.reason : ""}.`;
+    };
+    term.onData((data) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
+    });
+    term.onResize(({ cols, rows }) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "resize", cols, rows }));
+    });
+    let pending;
+    window.addEventListener("resize", () => {
+      clearTimeout(pending);
+      pending = setTimeout(() => fit.fit(), 100);
+    });
+  }
+
+  async function showRecording() {
+    const card = document.getElementById("recording-card");
+    card.hidden = false;
+    document.querySelector(".terminal-card")?.setAttribute("hidden", "");
+    if (recordingShown) return;
+    recordingShown = true;
+    let s;
+    try {
+      s = await fl.api("GET", base);
+    } catch {
+      return;
+    }
+    fillFacts(s);
+    const note = document.getElementById("recording-note");
+    if (!s.has_recording) {
+      note.textContent = "This session has no shell recording.";
+      return;
+    }
+    note.textContent = "";
+    player = AsciinemaPlayer.create(`${base}/recording`, document.getElementById("player"), {
+      fit: "width",
+      preload: true,
+      idleTimeLimit: 2,
+      terminalFontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
+    });
+  }
+
+  document.getElementById("close-session").addEventListener("click", async (event) => {
+    event.target.disabled = true;
+    try {
+      const s = await fl.api("DELETE", base);
+      socket?.close();
+      showState(s.state, s.close_reason, s.detail);
+    } catch (error) {
+      fl.toast(error.message, "error");
+      event.target.disabled = false;
+    }
+  });
+
+  const output = document.getElementById("diag-output");
+  for (const button of document.querySelectorAll("[data-command]")) {
+    button.addEventListener("click", async () => {
+      const command = button.dataset.command;
+      output.textContent = `$ ${command}\n…`;
+      button.disabled = true;
+      try {
+        const r = await fl.api("POST", `${base}/exec`, { command, timeout_s: 30 });
+        output.textContent = `$ ${command}\n${r.stdout}${r.stderr}\n[exit status ${r.exit_status ?? "unknown"}]`;
+      } catch (error) {
+        output.textContent = `$ ${command}\n${error.message}`;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  if (state !== "closed") openTerminal();
+  follow();
+})();
