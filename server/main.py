@@ -155,6 +155,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.sessions = None
     relay = SessionRelay(app.state.session_registry)
     app.add_api_websocket_route("/api/v1/tunnel/{session_id}", relay.endpoint, name="tunnel")
+    from server.web import mount_console
+
+    mount_console(app)  # the web console at /, its files at /static
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
     def healthz() -> dict[str, str]:
