@@ -1,0 +1,283 @@
+"""The console's session cookie and its CSRF token; the console pages' access rules."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from starlette.websockets import WebSocketDisconnect
+
+from server import crud
+from server.api.deps import (
+    CSRF_DETAIL,
+    SESSION_COOKIE,
+    csrf_token_for,
+    csrf_token_valid,
+)
+from server.config import ServerSettings
+from server.main import create_app
+from server.models import AuditEntry
+from tests.unit.server.conftest import PASSWORD
+
+
+def _user(engine: Engine, name: str, role: str) -> None:
+    with Session(engine) as session:
+        crud.create_user(session, username=name, role=role, password=PASSWORD)
+
+
+def _login(client: TestClient, name: str, next_path: str = "/desk") -> str:
+    """Log in through the console's form; the CSRF token of the new session."""
+    answer = client.post(
+        "/login",
+        data={"username": name, "password": PASSWORD, "next": next_path},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == next_path
+    cookie = client.cookies.get(SESSION_COOKIE)
+    assert cookie
+    return csrf_token_for(cookie)
+
+
+@pytest.fixture
+def operator(client: TestClient, engine: Engine) -> str:
+    _user(engine, "olga", "operator")
+    return _login(client, "olga")
+
+
+def test_login_sets_an_httponly_strict_cookie_that_is_secure_only_over_https(
+    settings: ServerSettings,
+) -> None:
+    with TestClient(create_app(settings)) as plain:
+        _user(plain.app.state.engine, "olga", "operator")  # type: ignore[attr-defined]
+        answer = plain.post(
+            "/login", data={"username": "olga", "password": PASSWORD}, follow_redirects=False
+        )
+        header = answer.headers["set-cookie"]
+        assert header.startswith(f"{SESSION_COOKIE}=flk_")
+        assert "HttpOnly" in header
+        assert "SameSite=strict" in header
+        assert "Secure" not in header
+        assert re.search(r"Max-Age=3600", header)
+    with TestClient(create_app(settings), base_url="https://testserver") as tls:
+        answer = tls.post(
+            "/login", data={"username": "olga", "password": PASSWORD}, follow_redirects=False
+        )
+        assert "Secure" in answer.headers["set-cookie"]
+
+
+def test_the_cookie_reads_the_api(client: TestClient, operator: str) -> None:
+    answer = client.get("/api/v1/auth/me")
+    assert answer.status_code == 200
+    assert answer.json()["username"] == "olga"
+
+
+def test_unsafe_requests_with_the_cookie_need_the_csrf_token(
+    client: TestClient, operator: str
+) -> None:
+    body = {"name": "script"}
+    for headers in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": ""}):
+        refused = client.post("/api/v1/auth/tokens", json=body, headers=headers)
+        assert refused.status_code == 403, headers
+        assert refused.json() == {"detail": CSRF_DETAIL}
+    accepted = client.post("/api/v1/auth/tokens", json=body, headers={"X-CSRF-Token": operator})
+    assert accepted.status_code == 201, accepted.text
+    # Other unsafe methods too.
+    token_id = accepted.json()["id"]
+    assert client.delete(f"/api/v1/auth/tokens/{token_id}").status_code == 403
+    deleted = client.delete(f"/api/v1/auth/tokens/{token_id}", headers={"X-CSRF-Token": operator})
+    assert deleted.status_code == 204
+
+
+def test_one_sessions_csrf_token_does_not_fit_another(
+    client: TestClient, engine: Engine, operator: str
+) -> None:
+    _user(engine, "paul", "operator")
+    other = TestClient(client.app)
+    paul_csrf = _login(other, "paul")
+    refused = client.post(
+        "/api/v1/auth/tokens", json={"name": "x"}, headers={"X-CSRF-Token": paul_csrf}
+    )
+    assert refused.status_code == 403
+
+
+def test_a_plain_form_post_may_carry_the_token_as_a_field(
+    client: TestClient, engine: Engine, operator: str
+) -> None:
+    cookie = client.cookies.get(SESSION_COOKIE)
+    assert cookie
+    # Without the field the session stays (403), with it the token is revoked.
+    assert client.post("/logout", data={}, follow_redirects=False).status_code == 403
+    assert client.get("/api/v1/auth/me").status_code == 200
+    answer = client.post("/logout", data={"csrf_token": operator}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login"
+    assert f'{SESSION_COOKIE}=""' in answer.headers["set-cookie"]
+    # The token is dead even if the browser kept the cookie.
+    again = TestClient(client.app, cookies={SESSION_COOKIE: cookie})
+    assert again.get("/api/v1/auth/me").status_code == 401
+    with Session(engine) as session:
+        logouts = session.exec(select(AuditEntry).where(AuditEntry.action == "logout")).all()
+    assert [e.actor for e in logouts] == ["olga"]
+    assert cookie not in logouts[0].details
+
+
+def test_bearer_callers_need_no_csrf_token(client: TestClient, operator: str, auth: object) -> None:
+    headers = auth("operator")  # type: ignore[operator]
+    # A bearer token wins over the cookie the client also holds: no CSRF check.
+    answer = client.post("/api/v1/auth/tokens", json={"name": "script"}, headers=headers)
+    assert answer.status_code == 201
+    assert answer.json()["username"] == "operator1"
+
+
+def test_a_dead_cookie_is_401_like_no_credentials(client: TestClient) -> None:
+    client.cookies.set(SESSION_COOKIE, "flk_not-a-token")
+    assert client.get("/api/v1/auth/me").status_code == 401
+    assert client.post("/api/v1/auth/tokens", json={"name": "x"}).status_code == 401
+
+
+def test_csrf_tokens_are_bound_to_the_session() -> None:
+    token = csrf_token_for("flk_a")
+    assert token != "flk_a"
+    assert "flk_a" not in token
+    assert csrf_token_valid("flk_a", token)
+    assert not csrf_token_valid("flk_b", token)
+    assert not csrf_token_valid("flk_a", None)
+    assert not csrf_token_valid("flk_a", "")
+    assert not csrf_token_valid("flk_a", token[:-1])
+
+
+# The console's log-in form.
+
+
+def test_a_wrong_password_shows_the_form_again(client: TestClient, engine: Engine) -> None:
+    _user(engine, "olga", "operator")
+    answer = client.post("/login", data={"username": "olga", "password": "wrong password"})
+    assert answer.status_code == 401
+    assert "Wrong user name or password." in answer.text
+    assert SESSION_COOKIE not in client.cookies
+
+
+def test_a_log_in_posted_from_another_site_is_refused(client: TestClient, engine: Engine) -> None:
+    _user(engine, "olga", "operator")
+    answer = client.post(
+        "/login",
+        data={"username": "olga", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 403
+    assert SESSION_COOKIE not in client.cookies
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/\\evil"])
+def test_log_in_never_redirects_to_another_site(
+    client: TestClient, engine: Engine, target: str
+) -> None:
+    _user(engine, "olga", "operator")
+    answer = client.post(
+        "/login",
+        data={"username": "olga", "password": PASSWORD, "next": target},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/"
+
+
+# Pages and roles.
+
+
+def test_pages_without_a_session_go_to_the_log_in_form(client: TestClient) -> None:
+    for path in ("/", "/desk", "/devices/x", "/dashboard", "/admin", "/admin/audit"):
+        answer = client.get(path, follow_redirects=False)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"].startswith("/login?next=")
+    answer = client.get("/desk?q=abc", follow_redirects=False)
+    assert answer.headers["location"] == "/login?next=%2Fdesk%3Fq%3Dabc"
+
+
+def test_operators_neither_see_nor_open_admin_or_dashboard(
+    client: TestClient, operator: str
+) -> None:
+    desk = client.get("/desk")
+    assert desk.status_code == 200
+    assert 'href="/admin"' not in desk.text
+    assert 'href="/dashboard"' not in desk.text
+    for path in ("/admin", "/admin/devices", "/admin/audit", "/dashboard", "/dashboard/export.csv"):
+        answer = client.get(path)
+        assert answer.status_code == 403, path
+        assert "Not allowed" in answer.text
+    refused = client.post(
+        "/admin/users",
+        data={"csrf_token": operator, "username": "eve", "role": "admin", "password": "x" * 12},
+    )
+    assert refused.status_code == 403
+
+
+def test_admins_see_and_use_the_admin_pages(client: TestClient, engine: Engine) -> None:
+    _user(engine, "ada", "admin")
+    csrf = _login(client, "ada")
+    desk = client.get("/desk")
+    assert 'href="/admin"' in desk.text
+    assert 'href="/dashboard"' in desk.text
+    for path in ("/admin", "/admin/devices", "/admin/audit"):
+        assert client.get(path).status_code == 200, path
+    form = {"username": "newbie", "role": "operator", "password": "long enough pw"}
+    assert client.post("/admin/users", data=form).status_code == 403  # no CSRF field
+    created = client.post("/admin/users", data={**form, "csrf_token": csrf}, follow_redirects=False)
+    assert created.status_code == 303
+    promoted = client.post(
+        "/admin/users/newbie",
+        data={"csrf_token": csrf, "role": "manager", "disabled": "no"},
+        follow_redirects=False,
+    )
+    assert promoted.status_code == 303
+    with Session(engine) as session:
+        user = crud.get_user(session, username="newbie")
+        assert user is not None
+        assert user.role == "manager"
+        actions = [e.action for e in session.exec(select(AuditEntry)).all()]
+    assert "user.create" in actions
+    assert "user.update" in actions
+    # An admin cannot lock themselves out.
+    selfish = client.post(
+        "/admin/users/ada", data={"csrf_token": csrf, "role": "operator", "disabled": "no"}
+    )
+    assert selfish.status_code == 422
+    assert "cannot change your own role" in selfish.text
+
+
+def test_bad_user_forms_answer_422_with_the_reason(client: TestClient, engine: Engine) -> None:
+    _user(engine, "ada", "admin")
+    csrf = _login(client, "ada")
+    short = client.post(
+        "/admin/users",
+        data={"csrf_token": csrf, "username": "bob", "role": "operator", "password": "short"},
+    )
+    assert short.status_code == 422
+    assert "at least 8 characters" in short.text
+
+
+# WebSockets: bearer, or the cookie from this origin only.
+
+
+def _close_code(client: TestClient, headers: dict[str, str]) -> int:
+    with (
+        client.websocket_connect("/api/v1/sessions/ses-0/terminal", headers=headers) as socket,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        socket.receive_bytes()
+    return closed.value.code
+
+
+def test_a_socket_takes_the_cookie_only_from_the_same_origin(
+    client: TestClient, operator: str
+) -> None:
+    sockets = client
+    # 4404: authenticated, and the session does not exist; 4401: not authenticated.
+    assert _close_code(sockets, {"Origin": "http://testserver"}) == 4404
+    assert _close_code(sockets, {"Origin": "https://evil.example"}) == 4401
+    assert _close_code(sockets, {"Origin": "http://testserver.evil.example"}) == 4401
+    assert _close_code(sockets, {}) == 4401
