@@ -336,3 +336,139 @@ def test_ssh_in_a_terminal_is_raw_follows_resizes_and_restores_the_terminal(
             process.wait()
         os.close(controller)
         os.close(terminal)
+
+
+class SiteDevice:
+    """A second device whose site approves each session (``consent = "required"``)."""
+
+    def __init__(self, device_id: str, config: Path, state_dir: Path) -> None:
+        self.device_id = device_id
+        self.config = config
+        self.state_dir = state_dir
+
+    def site(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``fieldlink agent ...`` on the device (the site's panel)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+        env["FIELDLINK_STATE_DIR"] = str(self.state_dir)
+        return subprocess.run(
+            [sys.executable, "-m", "shared", "agent", *args, "--config", str(self.config)],
+            capture_output=True, text=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def site_device(
+    operator: Operator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SiteDevice]:
+    tmp_path = tmp_path_factory.mktemp("site")
+    server = operator.server
+    registered = server.api(
+        "POST", "/devices",
+        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
+    )  # fmt: skip
+    device_id, token = registered["device"]["id"], registered["enrollment_token"]
+    device_dir = tmp_path / "device"
+    enrolled = enroll_agent(server, token, device_dir)
+    assert enrolled.returncode == 0, enrolled.stderr
+    state_dir = tmp_path / "agent-state"
+    agent = AgentProcess(tmp_path, device_id, "unused")
+    agent.config = device_dir / "agent.toml"
+    agent._spawn(
+        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
+        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
+        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 60}),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: server.device(device_id)["online"], timeout=30)
+        yield SiteDevice(device_id, agent.config, state_dir)
+    finally:
+        agent.stop()
+
+
+def _stderr_lines(process: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+    """Lines of a running command's stderr, up to the one containing ``needle``."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not lines or needle not in lines[-1]:
+        assert time.monotonic() < deadline, f"{needle!r} not in {lines}"
+        line = process.stderr.readline()
+        assert line, f"stderr ended before {needle!r}: {lines}"
+        lines.append(line.rstrip("\n"))
+    return lines
+
+
+def _awaiting(site: SiteDevice) -> str:
+    """The id of the one session the site is asked to approve."""
+    wait_until(lambda: "ses-" in site.site("sessions").stdout, timeout=30)
+    return next(word for word in site.site("sessions").stdout.split() if word.startswith("ses-"))
+
+
+def test_session_open_waits_for_the_sites_approval(
+    operator: Operator, site_device: SiteDevice
+) -> None:
+    process = operator.start("session", "open", site_device.device_id, "--reason", "CT check")
+    try:
+        lines = _stderr_lines(process, "awaiting the site's approval")
+        sid = _awaiting(site_device)
+        assert lines[-1] == f"session {sid}: awaiting the site's approval"
+        assert site_device.site("approve", sid).returncode == 0
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert out.strip() == sid
+    assert f"session {sid}: active" in err
+
+    ran = operator.run("exec", site_device.device_id, "--session", sid, "--", "echo approved")
+    assert (ran.returncode, ran.stdout) == (0, "approved\n"), ran.stderr
+
+    # The site ends it: the next command in it says so in one line.
+    assert site_device.site("end", sid).returncode == 0
+    wait_until(
+        lambda: (
+            json.loads(operator.run("session", "show", sid, "--json").stdout)["state"] == "closed"
+        ),
+        timeout=10,
+    )
+    late = operator.run("ssh", site_device.device_id, "--session", sid, stdin="echo x\n")
+    assert late.returncode == 255
+    assert late.stderr.strip().startswith(f"error: session {sid} closed: site_ended")
+
+
+def test_connect_stops_in_one_line_when_its_session_is_closed(operator: Operator) -> None:
+    process = operator.start("connect", operator.device_id, "web")
+    try:
+        _forwarding(process)
+        [session] = operator.open_sessions()
+        closed = operator.run("session", "close", session["id"])
+        assert closed.returncode == 0, closed.stderr
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1
+    assert err.strip() == f"error: session {session['id']} closed: operator (closed by olga)"
+
+
+def test_a_session_the_site_denies_fails_in_one_line(
+    operator: Operator, site_device: SiteDevice
+) -> None:
+    process = operator.start("exec", site_device.device_id, "--", "uptime")
+    try:
+        lines = _stderr_lines(process, "awaiting the site's approval")
+        sid = _awaiting(site_device)
+        assert lines == [f"session {sid}: awaiting the site's approval"]
+        assert site_device.site("deny", sid).returncode == 0
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 255
+    assert out == ""
+    assert err.strip().splitlines()[-1].startswith(f"error: session {sid} closed: site_denied (")
