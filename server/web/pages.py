@@ -220,14 +220,24 @@ def desk_fleet(
 # A device.
 
 
+#: The metric of each device type that tells most about its health.
+TYPE_METRICS = {
+    "mfp": "mfp.toner_black_percent",
+    "imaging": "imaging.cache_disk_percent",
+    "server": "server.disk_data_percent",
+}
+
+
 def chart_metrics(device: Device) -> list[str]:
-    """The metrics the device page charts: the common ones, then one of its type's."""
+    """The metrics the device page charts: the common ones, then its type's own."""
     metrics = device.health or {}
     chosen = [m for m in ("cpu_percent", "mem_percent", "disk_percent:/") if m in metrics]
     if not chosen:
         chosen = ["cpu_percent", "mem_percent"]
-    own = sorted(m for m in metrics if "." in m and m.endswith("percent"))
-    return chosen + own[:1]
+    own = TYPE_METRICS.get(device.type)
+    if own in metrics:
+        chosen.append(own)
+    return chosen
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
