@@ -231,11 +231,12 @@ TYPE_METRICS = {
 def chart_metrics(device: Device) -> list[str]:
     """The metrics the device page charts: the common ones, then its type's own."""
     metrics = device.health or {}
-    chosen = [m for m in ("cpu_percent", "mem_percent", "disk_percent:/") if m in metrics]
+    common: tuple[str, ...] = ("cpu_percent", "mem_percent", "disk_percent:/")
+    chosen = [m for m in common if m in metrics]
     if not chosen:
         chosen = ["cpu_percent", "mem_percent"]
     own = TYPE_METRICS.get(device.type)
-    if own in metrics:
+    if own is not None and own in metrics:
         chosen.append(own)
     return chosen
 
