@@ -214,3 +214,54 @@ def user_unlock(
         audit.record(session, actor=audit.cli_actor(), action="user.unlock", target=f"user:{name}")
         session.commit()
     typer.echo(f"unlocked {name}")
+
+
+@user_app.command("add-key")
+def user_add_key(
+    name: Annotated[str, typer.Argument(help="user name")],
+    file: Annotated[str, typer.Argument(help="the .pub file (- reads stdin)")],
+    label: Annotated[
+        str | None, typer.Option("--name", help="a label (default: the key's comment)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Register a public key for the SSH gateway (``ssh -p 2222 DEVICE@server``)."""
+    from server.gateway.keys import add_key, read_key_file
+
+    _, engine = open_database(config)
+    text = read_key_file(file)
+    with Session(engine) as session:
+        key = add_key(session, username=name, public_key=text, name=label, actor=audit.cli_actor())
+    typer.echo(f"added {key.fingerprint} ({key.name}) for {name}")
+
+
+@user_app.command("keys")
+def user_keys(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """List a user's SSH gateway keys."""
+    from server.gateway.keys import list_keys
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        keys = list_keys(session, username=name)
+    for key in keys:
+        used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+        key_type = key.public_key.split()[0]
+        typer.echo(f"{key.id}  {key.fingerprint}  {key_type}  {key.name}  ({used})")
+
+
+@user_app.command("remove-key")
+def user_remove_key(
+    name: Annotated[str, typer.Argument(help="user name")],
+    key: Annotated[str, typer.Argument(help="the key's fingerprint (SHA256:...), id or name")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove one of a user's SSH gateway keys."""
+    from server.gateway.keys import remove_key
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        removed = remove_key(session, username=name, key=key, actor=audit.cli_actor())
+    typer.echo(f"removed {removed.fingerprint} ({removed.name}) of {name}")
