@@ -114,6 +114,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
         app.state.sessions = session_manager
+        from server.gateway import start_gateway
+
+        gateway = await start_gateway(session_manager, settings, engine)
+        if gateway is not None:
+            stack.push_async_callback(gateway.stop)
+        app.state.ssh_gateway_port = gateway.port if gateway is not None else None
         ingest = IngestService(
             broker_settings,
             engine,
