@@ -25,6 +25,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("kpi", []),
     ("tunnel", []),
     ("sessions", []),
+    ("desk", []),
 ]
 
 INTRO = """# Benchmarks
