@@ -256,7 +256,8 @@ def using_session(
 def _own_errors_exit_255(function: Callable[[], int]) -> int:
     """Run ``function``; turn fieldlink's own errors into one line and exit status 255."""
     try:
-        return function()
+        with interrupted_by_termination():
+            return function()
     except FieldlinkError as exc:
         _say(f"error: {exc}")
         return OWN_ERROR
@@ -756,7 +757,11 @@ async def watch_until_closed(api: SessionApi, session: dict[str, Any]) -> dict[s
                 await asyncio.sleep(2.0)  # the server restarts: the forwards will tell
                 continue
             if response.status_code in (401, 403, 404):
-                msg = f"session {session['id']}: {response.status_code} {response.text[:200]}"
+                try:
+                    detail = response.json().get("detail")
+                except ValueError:
+                    detail = response.text[:200]
+                msg = f"session {session['id']}: {response.status_code}: {detail}"
                 raise FieldlinkError(msg)
             if response.status_code == 200:
                 current: dict[str, Any] = response.json()
@@ -771,11 +776,11 @@ async def watch_until_closed(api: SessionApi, session: dict[str, Any]) -> dict[s
 
 async def serve_forward(
     api: SessionApi, session: dict[str, Any], service: str, port: int
-) -> dict[str, Any] | None:
-    """Listen on 127.0.0.1:``port`` and bridge to the service until stopped or closed.
+) -> dict[str, Any]:
+    """Listen on 127.0.0.1:``port`` and bridge to the service until the session closes.
 
     Returns:
-        The session once it closed, or ``None`` when stopped (SIGTERM).
+        The session, closed.
     """
     bridge = ForwardBridge(api, session["id"], service)
     await bridge.check()
@@ -786,24 +791,15 @@ async def serve_forward(
         raise FieldlinkError(msg) from exc
     bound = server.sockets[0].getsockname()[1]
     typer.echo(f"forwarding 127.0.0.1:{bound} -> {session['device_id']}:{service}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     watcher = asyncio.create_task(watch_until_closed(api, session))
-    stopping = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        return await watcher
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
         server.close()
-        for task in (watcher, stopping):
-            task.cancel()
+        watcher.cancel()
         await bridge.stop()
-        await asyncio.gather(watcher, stopping, return_exceptions=True)
+        await asyncio.gather(watcher, return_exceptions=True)
         await server.wait_closed()
-    if watcher.done() and not watcher.cancelled():
-        return watcher.result()
-    return None
 
 
 def connect_command(
@@ -825,20 +821,23 @@ def connect_command(
     """
     api = _api()
     try:
-        with using_session(
-            api,
-            device,
-            session_id=session_id,
-            reason=reason or f"fieldlink connect {device} {service}",
-            services=[service],
-        ) as session:
+        with (
+            interrupted_by_termination(),
+            using_session(
+                api,
+                device,
+                session_id=session_id,
+                reason=reason or f"fieldlink connect {device} {service}",
+                services=[service],
+            ) as session,
+        ):
             try:
                 ended = asyncio.run(serve_forward(api, session, service, port))
             except KeyboardInterrupt:
-                ended = None
-            if ended is not None:
-                raise SessionEnded(_closed_message(ended))
-            _say(f"stopped; closing session {session['id']}" if session_id is None else "stopped")
+                closing = f"; closing session {session['id']}" if session_id is None else ""
+                _say(f"stopped{closing}")
+                return
+            raise SessionEnded(_closed_message(ended))
     finally:
         api.close()
 
@@ -964,7 +963,10 @@ async def run_terminal(api: SessionApi, session: dict[str, Any], *, interactive:
                 break
             if isinstance(message, bytes):
                 last_output[:] = [loop.time(), True]
-                _write_fd(stdout_fd, message)
+                try:
+                    _write_fd(stdout_fd, message)
+                except OSError:
+                    break  # the local terminal is gone (hung up, or stdout closed)
                 continue
             control = _control(message)
             if control.get("type") == "exit":
@@ -999,7 +1001,27 @@ def raw_terminal(fd: int) -> Iterator[None]:
         tty.setraw(fd)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error, OSError):  # a terminal that hung up
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def interrupted_by_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP act as Ctrl-C, so that the session is closed on the way out.
+
+    They are passed on as SIGINT, which ``asyncio.run`` turns into cancelling its
+    task (its clean-up runs) and plain code into :class:`KeyboardInterrupt`.
+    """
+
+    def as_interrupt(_signum: int, _frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def ssh_command(

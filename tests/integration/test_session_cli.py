@@ -472,3 +472,34 @@ def test_a_session_the_site_denies_fails_in_one_line(
     assert process.returncode == 255
     assert out == ""
     assert err.strip().splitlines()[-1].startswith(f"error: session {sid} closed: site_denied (")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["exec", "--", "sleep 60"],
+        ["ssh"],
+        ["connect", "web"],
+    ],
+    ids=["exec", "ssh", "connect"],
+)
+def test_sigterm_closes_the_session_the_command_opened(operator: Operator, args: list[str]) -> None:
+    command, *rest = args
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", command, operator.device_id, *rest],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=operator.env,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: [s["state"] for s in operator.open_sessions()] == ["active"], timeout=30)
+        time.sleep(0.5)  # into the command, the shell or the listener
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in err, err
+    assert process.returncode in (0, 130), err
+    assert operator.open_sessions() == []
+    assert operator.sessions()[0]["close_reason"] == "operator"
