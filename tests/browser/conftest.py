@@ -90,6 +90,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def _wait_all_online(url: str, password: str) -> None:
+    """Wait until every simulated device has reported (the pages show them online)."""
+    import httpx2 as httpx
+
+    answer = httpx.post(
+        f"{url}/api/v1/auth/token", data={"username": "admin", "password": password}, timeout=10
+    )
+    answer.raise_for_status()
+    headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    def all_online() -> bool:
+        fleet = httpx.get(f"{url}/api/v1/devices", headers=headers, timeout=10).json()
+        return bool(fleet["items"]) and all(d["online"] and d["status"] for d in fleet["items"])
+
+    wait_until(all_online, timeout=60, interval=0.25)
+
+
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """``fieldlink demo`` with three simulated devices, for one test module."""
@@ -117,6 +134,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         assert url, text
         passwords = dict(re.findall(r"login:\s+(\w+) / (\S+)", text))
         assert set(passwords) >= {"operator", "manager", "admin"}, text
+        _wait_all_online(url.group(1), passwords["admin"])
         yield Console(url.group(1), directory / "demo", passwords, log, process)
     finally:
         _stop(process)
@@ -172,6 +190,6 @@ def axe_violations(page: Any, source: str) -> list[dict[str, Any]]:
     return [v for v in result if v["impact"] in ("serious", "critical")]
 
 
-def shoot(page: Any, artifacts: Path, name: str) -> None:
-    """Save a full-page screenshot under tests/artifacts/."""
-    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+def shoot(page: Any, artifacts: Path, name: str, *, full_page: bool = True) -> None:
+    """Save a screenshot (of the whole page, or of what the window shows) under tests/artifacts/."""
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=full_page)

@@ -44,7 +44,7 @@ def test_operator_finds_the_caller_and_works_in_a_session(
     match = page.locator("#find-results a.match")
     expect(match).to_have_count(1)
     expect(match).to_contain_text("St. Mary Hospital")
-    shoot(page, artifacts, "desk-who-is-calling")
+    shoot(page, artifacts, "desk-who-is-calling", full_page=False)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r".*/devices/demo-0001$"))
     expect(page.locator("#device-badges")).to_contain_text("online")
@@ -66,9 +66,11 @@ def test_operator_finds_the_caller_and_works_in_a_session(
         """() => Array.from(document.querySelectorAll('#terminal .xterm-rows > div'))
                 .some(row => row.textContent.trim() === 'hello')"""
     )
+    page.evaluate("window.scrollTo(0, 0)")
+    shoot(page, artifacts, "session", full_page=False)
     page.get_by_role("button", name="Uptime and load").click()
     expect(page.locator("#diag-output")).to_contain_text("[exit status 0]", timeout=20_000)
-    shoot(page, artifacts, "session")
+    shoot(page, artifacts, "session-diagnostics")
 
     page.get_by_role("button", name="Close session").click()
     expect(page.locator("#state")).to_have_text("closed")
@@ -101,6 +103,7 @@ def test_manager_reads_the_dashboard_and_exports_it(
     expect(tile.locator("code")).to_contain_text("baseline_ttr")
     expect(page.get_by_role("region", name="By device type").last).to_contain_text("imaging")
     shoot(page, artifacts, "dashboard")
+    shoot(page, artifacts, "dashboard-window", full_page=False)
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV").click()
