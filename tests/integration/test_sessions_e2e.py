@@ -15,6 +15,7 @@ import hashlib
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -76,6 +77,29 @@ async def _drain(socket: Any, timeout_s: float = 10) -> tuple[bytes, list[dict[s
                 data += message
 
 
+@pytest.fixture(scope="module")
+def counter() -> Iterator[int]:
+    """A service that reads to EOF, then answers with the number of bytes it read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                total = 0
+                while data := conn.recv(1 << 16):
+                    total += len(data)
+                conn.sendall(f"{total}\n".encode())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    listener.close()
+
+
 class Center:
     """The server, and an operator's API access."""
 
@@ -133,7 +157,10 @@ class Center:
     scope="module", params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])]
 )
 def center(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, web_panel: int
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    web_panel: int,
+    counter: int,
 ) -> Iterator[Center]:
     tmp_path = tmp_path_factory.mktemp("sessions")
     if request.param == "sqlite":
@@ -161,8 +188,9 @@ def center(
             FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
             FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
             FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
+                                           "count": f"127.0.0.1:{counter}",
                                            "vnc": "127.0.0.1:1"}),
-            FIELDLINK_POLICY=json.dumps({"services": ["web"], "consent": "none",
+            FIELDLINK_POLICY=json.dumps({"services": ["web", "count"], "consent": "none",
                                          "sftp_folders": {"files": str(files)},
                                          "idle_timeout_s": 600}),
         )  # fmt: skip
@@ -330,6 +358,31 @@ def test_a_forward_reaches_the_allowlisted_web_panel_and_nothing_else(center: Ce
 
     wait_until(lambda: len(refusals()) >= 2, timeout=10)
     assert {r["kind"] for r in refusals()} == {"forward"}
+
+
+async def _count_through_forward(center: Center, sid: str, payload: bytes) -> bytes:
+    token = center.token("olga")
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/forward/count"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as socket:
+        while json.loads(await socket.recv()) != {"type": "state", "state": "active"}:
+            pass  # requested, connecting...
+        for start in range(0, len(payload), 256 * 1024):
+            await socket.send(payload[start : start + 256 * 1024])
+        await socket.send(json.dumps({"type": "eof"}))  # half-close: the answer still comes
+        answer, controls, frame = await _drain(socket, timeout_s=30)
+    assert controls == []
+    assert frame is not None
+    assert frame.code == 1000
+    return answer
+
+
+def test_a_forward_half_closes_and_still_gets_the_answer(center: Center) -> None:
+    sid = center.open(reason="upload a log")["id"]
+    payload = bytes(range(256)) * 4096 * 3  # 3 MiB
+    assert asyncio.run(_count_through_forward(center, sid, payload)) == b"%d\n" % len(payload)
+    center.call("DELETE", f"/sessions/{sid}")
 
 
 def test_a_session_may_ask_only_for_services_the_site_allows(center: Center) -> None:

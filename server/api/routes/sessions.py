@@ -11,7 +11,9 @@ HTTP routes follow CONTRACT.md. The two WebSockets:
   when the shell exits. Query ``cols``, ``rows`` and ``term`` set the PTY.
   The output is recorded (asciicast v2).
 - ``WS /api/v1/sessions/{id}/forward/{service}``: a raw byte stream to one of
-  the device's allowlisted services (``fieldlink connect``). A refused
+  the device's allowlisted services (``fieldlink connect``): binary frames
+  both ways; the text frame ``{"type": "eof"}`` from the client half-closes
+  (the service's answer still comes back, then the socket closes). A refused
   service closes the socket with code 4403 and the agent's reason.
 
 Sockets authenticate like the API (bearer header, or the console's cookie
@@ -395,6 +397,14 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
                 await websocket.close(code=1000, reason="shell exited")
 
 
+def _is_eof(text: str) -> bool:
+    try:
+        control = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(control, dict) and control.get("type") == "eof"
+
+
 def _clamp(value: object, default: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return default
@@ -428,26 +438,36 @@ async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
                 break
             await websocket.send_bytes(data)
 
-    async def client_to_device() -> None:
+    async def client_to_device() -> bool:
+        """Copy the client's bytes; ``True`` when it half-closed, ``False`` when it left."""
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                break
+                return False
             data = message.get("bytes")
             if data:
                 writer.write(data)
                 await writer.drain()
-        with contextlib.suppress(Exception):
-            writer.write_eof()
+            elif message.get("text") and _is_eof(message["text"]):
+                # The client's side is done; the service's answer may still come.
+                with contextlib.suppress(Exception):
+                    writer.write_eof()
+                return True
 
     down = asyncio.create_task(device_to_client())
     up = asyncio.create_task(client_to_device())
     try:
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
         if up.done() and not down.done():
-            # The client is gone: give the service a moment to finish, then stop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(down), 1.0)
+            if up.exception() is None and up.result():
+                # Half-closed: the answer flows until the service ends it.
+                await down
+            else:
+                # The client is gone: give the service a moment to finish, then stop.
+                with contextlib.suppress(Exception):
+                    writer.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(down), 1.0)
     except WebSocketDisconnect:
         pass
     finally:
