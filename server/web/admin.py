@@ -23,7 +23,7 @@ from server.api.routes.auth import client_address
 from server.crud import InvalidInput
 from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
 from server.web.auth import Viewer, ViewerDep, forbidden
-from server.web.templating import templates
+from server.web.templating import render
 from shared.errors import Conflict
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -50,7 +50,7 @@ def _users_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     users, keys = _users(session)
-    return templates.TemplateResponse(
+    return render(
         request,
         "admin_users.html",
         {
@@ -183,7 +183,7 @@ def devices_page(
     rows, total = crud.list_devices(
         session, q=q or None, limit=DEVICES_PAGE, offset=(page - 1) * DEVICES_PAGE
     )
-    return templates.TemplateResponse(
+    return render(
         request,
         "admin_devices.html",
         {
@@ -221,7 +221,7 @@ def audit_page(
         offset=(page - 1) * AUDIT_PAGE,
     )
     query = urlencode({k: v for k, v in {"actor": actor, "action": action}.items() if v})
-    return templates.TemplateResponse(
+    return render(
         request,
         "admin_audit.html",
         {

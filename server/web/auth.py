@@ -33,7 +33,7 @@ from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, client_address, l
 from server.api.routes.auth import _attempt_login as attempt_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
-from server.web.templating import templates
+from server.web.templating import render
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -88,7 +88,7 @@ ViewerDep = Annotated[Viewer, Depends(console_viewer)]
 
 def forbidden(request: Request, viewer: Viewer, role: str) -> HTMLResponse:
     """The 403 page: this page needs ``role``."""
-    return templates.TemplateResponse(
+    return render(
         request,
         "forbidden.html",
         {"viewer": viewer, "role": role, "title": "Not allowed"},
@@ -99,7 +99,7 @@ def forbidden(request: Request, viewer: Viewer, role: str) -> HTMLResponse:
 def _login_page(
     request: Request, *, next_path: str, error: str | None = None, status_code: int = 200
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
+    return render(
         request,
         "login.html",
         {"viewer": None, "next": next_path, "error": error, "title": "Log in"},

@@ -20,7 +20,7 @@ from server.crud import InvalidInput
 from server.kpi.compute import KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
 from server.kpi.config import kpi_settings_of
 from server.web.auth import ViewerDep, forbidden
-from server.web.templating import templates
+from server.web.templating import render
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -200,7 +200,7 @@ def dashboard_page(
         "labels": {name: BY_NAME[name].label for name in TRENDS},
         "kinds": {name: BY_NAME[name].kind for name in TRENDS},
     }
-    return templates.TemplateResponse(
+    return render(
         request,
         "dashboard.html",
         {

@@ -31,7 +31,7 @@ from server.web import admin, dashboard
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
-from server.web.templating import templates
+from server.web.templating import render
 from shared.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -51,12 +51,12 @@ _TEXT = Annotated[str | None, Query(max_length=128)]
 
 
 def _page(request: Request, name: str, viewer: Viewer | None, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"viewer": viewer, **context})
+    return render(request, name, {"viewer": viewer, **context})
 
 
 def not_found(request: Request, viewer: Viewer, what: str) -> HTMLResponse:
     """The 404 page."""
-    return templates.TemplateResponse(
+    return render(
         request,
         "not_found.html",
         {"viewer": viewer, "what": what, "title": "Not found"},

@@ -281,3 +281,77 @@ def test_a_socket_takes_the_cookie_only_from_the_same_origin(
     assert _close_code(sockets, {"Origin": "https://evil.example"}) == 4401
     assert _close_code(sockets, {"Origin": "http://testserver.evil.example"}) == 4401
     assert _close_code(sockets, {}) == 4401
+
+
+# What the pages answer.
+
+
+def test_pages_cannot_be_framed_or_cached(client: TestClient, operator: str) -> None:
+    for path in ("/login", "/desk", "/incidents"):
+        answer = client.get(path)
+        assert answer.headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
+
+
+def test_unknown_things_get_a_404_page(client: TestClient, operator: str) -> None:
+    for path in ("/devices/nope", "/sessions/ses-nope"):
+        answer = client.get(path)
+        assert answer.status_code == 404, path
+        assert "Not found" in answer.text
+
+
+def test_desk_ignores_filter_values_it_does_not_know(client: TestClient, operator: str) -> None:
+    answer = client.get("/desk", params={"online": "maybe", "type": "toaster", "status": "x"})
+    assert answer.status_code == 200
+    assert "0 devices" in answer.text
+    assert client.get("/desk/fleet", params={"q": "zzz"}).status_code == 200
+
+
+def test_another_operators_session_page_is_403(
+    client: TestClient, engine: Engine, operator: str
+) -> None:
+    from datetime import timedelta
+
+    from server.models import Device, RemoteSession
+    from shared.ids import utcnow
+
+    with Session(engine) as session:
+        session.add(Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="c"))
+        session.flush()
+        session.add(
+            RemoteSession(
+                id="ses-1",
+                device_id="mfp-1",
+                operator="someone-else",
+                reason="r",
+                expires_at=utcnow() + timedelta(minutes=5),
+            )
+        )
+        session.commit()
+    answer = client.get("/sessions/ses-1")
+    assert answer.status_code == 403
+    assert "Not allowed" in answer.text
+
+
+def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engine) -> None:
+    _user(engine, "mona", "manager")
+    _login(client, "mona")
+    page = client.get("/dashboard", params={"from": "2026-01-01", "through": "2026-03-31"})
+    assert page.status_code == 200
+    assert "2026-01-01 through 2026-03-31" in page.text
+    answer = client.get(
+        "/dashboard/export.csv", params={"from": "2026-01-01", "through": "2026-03-31"}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    lines = answer.text.splitlines()
+    assert lines[0].startswith("group_by,key,incidents_closed,")
+    assert [line.split(",")[1] for line in lines if line.startswith("month,")] == [
+        "2026-01",
+        "2026-02",
+        "2026-03",
+    ]
+    assert lines[-1].startswith("total,,0,")
+    backwards = client.get("/dashboard", params={"from": "2026-03-01", "through": "2026-01-01"})
+    assert "The period must end after it starts." in backwards.text
