@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -56,7 +56,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server import metrics
 from server.config import ServerSettings
-from server.ingest import maintenance
+from server.ingest import maintenance, receive
 from server.ingest.store import (
     BatchResult,
     CommandResultItem,
@@ -104,49 +104,16 @@ STOP_TIMEOUT_S = 2 * STOP_BROKER_TIMEOUT_S + STOP_WRITER_TIMEOUT_S + 1.0
 #: ``ingest_flush_ms``): low latency when the load is light, and under load
 #: batches large enough that committing takes at most about a third of the time.
 IDLE_FLUSH_WRITES = 2.0
-#: Bytes per ``recv()`` of the broker's socket (see :class:`_ReceiveBuffer`).
-RECEIVE_CHUNK = 65536
 #: The longest the ingest thread waits on the socket before it looks at its timers.
 POLL_S = 0.1
+#: Parsed topics remembered (four a device); the cache starts afresh past this.
+TOPIC_CACHE_SIZE = 100_000
 
 CommandResultHandler = Callable[[str, CommandResult], None]
 SessionEventHandler = Callable[[str, DeviceEvent], None]
 BatchHook = Callable[[BatchResult, float], None]
 #: A received message: its item (``None``: nothing to write), mid, QoS, connection generation.
 _Pending = tuple[IngestItem | None, int, int, int]
-
-
-class _ReceiveBuffer:
-    """Reads the broker's socket in large chunks for paho.
-
-    paho reads each packet with three or four ``recv()`` calls (type, length,
-    body); under load that is most of its receive cost. This serves those reads
-    from one ``recv()`` of up to :data:`RECEIVE_CHUNK` bytes, and is dropped
-    whenever paho's socket changes (a reconnection).
-    """
-
-    def __init__(self, client: paho.Client) -> None:
-        self._client = client
-        self._recv: Callable[[int], bytes] = client._sock_recv  # paho's own, TLS included
-        self._socket: object = None
-        self._data = b""
-        self._position = 0
-
-    def recv(self, size: int) -> bytes:
-        socket_now = self._client._sock
-        if socket_now is not self._socket:
-            self._socket, self._data, self._position = socket_now, b"", 0
-        if self._position >= len(self._data):
-            self._data, self._position = self._recv(RECEIVE_CHUNK), 0  # may raise BlockingIOError
-            if not self._data:
-                return b""  # the broker closed the connection
-        chunk = self._data[self._position : self._position + size]
-        self._position += len(chunk)
-        return chunk
-
-    def pending(self) -> bool:
-        """Whether bytes already read wait here (``select()`` would not see them)."""
-        return self._position < len(self._data) and self._client._sock is self._socket
 
 
 def default_instance_id() -> str:
@@ -228,6 +195,8 @@ class IngestService:
         self._write_requests: queue.SimpleQueue[list[IngestItem] | None] = queue.SimpleQueue()
         self._write_outcomes: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._received = 0
+        self._topics: dict[bytes, tuple[str, str] | tuple[()]] = {}
+        self._reader: receive.PublishReader | None = None
         self._first_pending_at = 0.0
         self._write_at = 0.0
         self._db_backoff = BACKOFF_MIN_S
@@ -302,8 +271,9 @@ class IngestService:
             clean_start=not self.persistent_session,
             properties=properties,
         )
-        self._receive_buffer = _ReceiveBuffer(client)
-        client._sock_recv = self._receive_buffer.recv  # type: ignore[method-assign,assignment]
+        self._reader = (
+            receive.PublishReader(client, self._on_publish) if receive.supported(client) else None
+        )
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
@@ -367,7 +337,7 @@ class IngestService:
             if self._pending and not self._inflight_cut:
                 timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
             first = before = self._received
-            if self._receive_buffer.pending():
+            if self._reader is not None and self._reader.pending():
                 # select() cannot see what is buffered already: read it first.
                 rc = client.loop_read()
                 if rc == paho.MQTT_ERR_SUCCESS:
@@ -490,32 +460,51 @@ class IngestService:
         self._unsubscribed = True
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        """paho's path: messages :class:`receive.PublishReader` leaves to paho (or all of them)."""
+        try:
+            topic = message.topic.encode()
+        except UnicodeDecodeError:
+            topic = b""
+        self._on_publish(
+            topic, bytes(message.payload), message.mid, message.qos, message.retain, utcnow()
+        )
+
+    def _on_publish(
+        self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool, received_at: datetime
+    ) -> None:
+        """One message from the broker: validated now, kept for the next batch."""
         if not self._accepting:
             return  # left unacknowledged: the broker delivers it again
         try:
-            item = self._validate(message.topic, bytes(message.payload), retain=message.retain)
+            item = self._validate(topic, payload, retain=retain, received_at=received_at)
         except Exception:
             # Never let one message break the network loop; it is acknowledged and dropped.
-            logger.exception("ingest failed on a message on %s", message.topic)
+            logger.exception("ingest failed on a message on %r", topic)
             metrics.INGEST_MESSAGES.labels("error").inc()
             item = None
         self._received += 1
         if len(self._pending) == self._inflight_cut:
             self._first_pending_at = time.monotonic()
-        self._pending.append((item, message.mid, message.qos, self._generation))
+        self._pending.append((item, mid, qos, self._generation))
         if item is not None:
             self._pending_items += 1
 
     # -- validation ---------------------------------------------------------------------
 
-    def _validate(self, topic: str, payload: bytes, *, retain: bool) -> IngestItem | None:
+    def _validate(
+        self, topic: bytes, payload: bytes, *, retain: bool, received_at: datetime
+    ) -> IngestItem | None:
         """The message as an item for the writer, or ``None`` when there is nothing to write."""
-        try:
-            device_id, kind = topics.parse_device_topic(topic)
-        except ProtocolError:
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            parsed = _parse_topic(topic)
+            if len(self._topics) >= TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        if not parsed:
             self._reject("bad_topic")
             return None
-        received_at = utcnow()
+        device_id, kind = parsed
         try:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
@@ -661,9 +650,18 @@ class IngestService:
         client, generation = self._client, self._generation
         if client is None or not self._connected:
             return
+        # An older connection's messages come again on the new one (or are gone
+        # with a clean session); its message ids may now name other messages.
+        if self._reader is not None:
+            receive.acknowledge(
+                client,
+                [mid for _i, mid, qos, on in entries if qos == 1 and on == generation],
+            )
+            for _item, mid, qos, received_on in entries:
+                if qos == 2 and received_on == generation:
+                    client.ack(mid, qos)
+            return
         for _item, mid, qos, received_on in entries:
-            # An older connection's messages come again on the new one (or are gone
-            # with a clean session); its message ids may now name other messages.
             if qos and received_on == generation:
                 client.ack(mid, qos)
 
@@ -760,6 +758,14 @@ class IngestService:
                 except (OperationalError, DBAPIError) as exc:
                     logger.warning("rollup or retention failed: %s", exc.orig)
             await asyncio.sleep(self.sweep_interval_s)
+
+
+def _parse_topic(topic: bytes) -> tuple[str, str] | tuple[()]:
+    """``(device_id, kind)`` of a device topic, or ``()`` when it is none."""
+    try:
+        return topics.parse_device_topic(topic.decode())
+    except (ProtocolError, UnicodeDecodeError):
+        return ()
 
 
 def _check_device(claimed: str, topic_device: str) -> None:

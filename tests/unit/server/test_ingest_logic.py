@@ -1,12 +1,21 @@
-"""The ingest's pure logic: sequence accounting, clock offset, thresholds, alerts, online state."""
+"""The ingest's logic: sequence accounting, clock offset, thresholds, alerts, online state, and
+the MQTT receive path (over a real socket pair)."""
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from server.config import DEFAULT_THRESHOLDS, ThresholdRule
 from server.ingest.alerts import (
@@ -18,6 +27,7 @@ from server.ingest.alerts import (
 )
 from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import OnlineStatus, next_status
+from server.ingest.receive import PublishReader, acknowledge
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
 from shared.protocol import DeviceState, Fault
 
@@ -235,3 +245,182 @@ def test_a_retained_will_of_the_same_boot_ends_the_session() -> None:
 def test_a_retained_will_of_an_older_boot_is_ignored() -> None:
     will = state(False, ts=T0 - timedelta(hours=1), boot_id="b0")
     assert next_status(ONLINE, will, retained=True, received_at=T0, clock_offset_s=0) is None
+
+
+# -- the receive path (PublishReader over a real socket pair) ----------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, byte = divmod(value, 128)
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _publish_packet(
+    topic: str,
+    payload: bytes,
+    *,
+    mid: int = 0,
+    qos: int = 1,
+    retain: bool = False,
+    properties: bytes = b"\x00",
+    v5: bool = True,
+) -> bytes:
+    name = topic.encode()
+    body = struct.pack("!H", len(name)) + name
+    if qos:
+        body += struct.pack("!H", mid)
+    if v5:
+        body += properties
+    body += payload
+    header = 0x30 | (qos << 1) | int(retain)
+    return bytes([header]) + _varint(len(body)) + body
+
+
+Received = tuple[str, bytes, int, int, bool, str]
+
+
+class _Harness:
+    """A paho client whose socket is one end of a socket pair; the test writes the other."""
+
+    def __init__(self, v5: bool = True) -> None:
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="reader-test",
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            manual_ack=True,
+        )
+        self.ours, self.broker = socket.socketpair()
+        self.ours.setblocking(False)
+        self.client._sock = self.ours
+        self.received: list[Received] = []
+        self.reader = PublishReader(self.client, self._fast)
+        self.client.on_message = self._slow
+
+    def _fast(
+        self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool, _at: Any
+    ) -> None:
+        self.received.append((topic.decode(), payload, mid, qos, retain, "fast"))
+
+    def _slow(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self.received.append(
+            (
+                message.topic,
+                bytes(message.payload),
+                message.mid,
+                message.qos,
+                message.retain,
+                "paho",
+            )
+        )
+
+    def feed(self, data: bytes) -> None:
+        self.broker.sendall(data)
+        while True:
+            rc = self.client.loop_read()
+            assert rc == paho.MQTT_ERR_SUCCESS
+            if not self.reader.pending() and not self._readable():
+                return
+
+    def _readable(self) -> bool:
+        return bool(select.select([self.ours], [], [], 0)[0])
+
+    def close(self) -> None:
+        self.client._sock = None
+        self.ours.close()
+        self.broker.close()
+
+
+def _mixed_stream() -> tuple[bytes, list[Received]]:
+    content_type = Properties(PacketTypes.PUBLISH)
+    content_type.ContentType = "application/json"
+    messages = [
+        (_publish_packet("fieldlink/v1/a-1/telemetry", b'{"x":1}', mid=1), "fast"),
+        (_publish_packet("fieldlink/v1/a-2/state", b"", mid=0, qos=0, retain=True), "fast"),
+        (
+            _publish_packet(
+                "fieldlink/v1/a-3/events", b"e" * 300, mid=2, properties=content_type.pack()
+            ),
+            "paho",
+        ),
+        (_publish_packet("fieldlink/v1/a-4/telemetry", b"p" * 70_000, mid=65535), "fast"),
+        (_publish_packet("fieldlink/v1/a-5/telemetry", b"{}", mid=3), "fast"),
+    ]
+    expected = [
+        ("fieldlink/v1/a-1/telemetry", b'{"x":1}', 1, 1, False, "fast"),
+        ("fieldlink/v1/a-2/state", b"", 0, 0, True, "fast"),
+        ("fieldlink/v1/a-3/events", b"e" * 300, 2, 1, False, "paho"),
+        ("fieldlink/v1/a-4/telemetry", b"p" * 70_000, 65535, 1, False, "fast"),
+        ("fieldlink/v1/a-5/telemetry", b"{}", 3, 1, False, "fast"),
+    ]
+    return b"".join(packet for packet, _ in messages), expected
+
+
+def test_the_reader_decodes_publishes_and_leaves_properties_to_paho() -> None:
+    stream, expected = _mixed_stream()
+    harness = _Harness()
+    try:
+        harness.feed(stream)
+        assert harness.received == expected
+    finally:
+        harness.close()
+
+
+@given(st.lists(st.integers(min_value=1, max_value=75_000), min_size=1, max_size=8))
+def test_the_reader_reassembles_packets_split_anywhere(cuts: list[int]) -> None:
+    stream, expected = _mixed_stream()
+    harness = _Harness()
+    try:
+        position = 0
+        for cut in sorted(cuts):
+            if cut > position:
+                harness.feed(stream[position:cut])
+                position = cut
+        harness.feed(stream[position:])
+        assert harness.received == expected
+    finally:
+        harness.close()
+
+
+def test_the_reader_speaks_mqtt_311_too() -> None:
+    harness = _Harness(v5=False)
+    try:
+        harness.feed(_publish_packet("fieldlink/v1/a-1/telemetry", b"{}", mid=7, v5=False))
+        assert harness.received == [("fieldlink/v1/a-1/telemetry", b"{}", 7, 1, False, "fast")]
+    finally:
+        harness.close()
+
+
+def test_other_packets_go_to_paho_and_a_closed_socket_is_a_lost_connection() -> None:
+    harness = _Harness()
+    try:
+        harness.client._ping_t = 123.0
+        harness.feed(b"\xd0\x00")  # PINGRESP
+        assert harness.client._ping_t == 0
+        harness.broker.close()
+        assert harness.client.loop_read() == paho.MQTT_ERR_CONN_LOST
+    finally:
+        harness.close()
+
+
+def test_acknowledge_sends_every_puback_in_one_write() -> None:
+    harness = _Harness()
+    try:
+        assert acknowledge(harness.client, [1, 2, 300]) == paho.MQTT_ERR_SUCCESS
+        sent = harness.broker.recv(100)
+        assert sent == b"\x40\x02\x00\x01\x40\x02\x00\x02\x40\x02\x01\x2c"
+        assert acknowledge(harness.client, []) == paho.MQTT_ERR_SUCCESS
+    finally:
+        harness.close()
+
+
+def test_a_malformed_length_is_a_protocol_error() -> None:
+    harness = _Harness()
+    try:
+        harness.broker.sendall(b"\x30\xff\xff\xff\xff\x01")
+        assert harness.client.loop_read() == paho.MQTT_ERR_PROTOCOL
+    finally:
+        harness.close()
