@@ -15,10 +15,11 @@ without a network. In the same run:
   and the count) with SQLAlchemy Core, no ORM, no rendering;
 - ``GET /desk`` (the fleet's first page, open incidents, filters): median and
   p95 of 60 renders (target < 300 ms);
-- the caller search the desk's box runs as the operator types,
-  ``GET /api/v1/devices?q=...&limit=8``, over 300 queries mixing phone numbers
-  written as callers say them, serials, customers, sites and partial ids:
-  median and p95 (target p95 < 100 ms), against the same plain ``SELECT``.
+- the caller search the desk's box runs as the operator types
+  (``GET /desk/find?q=``), and the API's ``GET /api/v1/devices?q=...&limit=8``,
+  over 300 queries mixing phone numbers written as callers say them, serials,
+  customers, sites and partial ids: median and p95 (target p95 < 100 ms),
+  against the same plain ``SELECT``.
 """
 
 from __future__ import annotations
@@ -224,7 +225,12 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
         def select_search() -> None:
             plain_select(engine, typed[next(index) % len(typed)])
 
+        def find() -> None:
+            q = typed[next(index) % len(typed)]
+            client.get("/desk/find", params={"q": q})
+
         searched = _timed(search, 300)
+        found = _timed(find, 300)
         select_searched = _timed(select_search, 300)
         load = os.getloadavg()[0]
     return {
@@ -236,6 +242,7 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
         "select_page": select_page,
         "render": render,
         "search": searched,
+        "find": found,
         "select_search": select_searched,
         "load": load,
     }
@@ -262,9 +269,10 @@ def report(results: list[dict[str, Any]]) -> str:
         "its digits, which the plain `SELECT` does not. The load average is the 1-minute one "
         "right after.",
         "",
-        "| database | desk p50 | desk p95 | vs trivial route | vs plain SELECT | search p50 "
-        "| search p95 | search p95 vs plain SELECT | trivial route p50 | load average |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| database | desk p50 | desk p95 | vs trivial route | vs plain SELECT "
+        "| desk box p50 | desk box p95 | box p95 vs plain SELECT | API `q` p50 | API `q` p95 "
+        "| trivial route p50 | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         desk50 = statistics.median(r["render"])
@@ -272,14 +280,19 @@ def report(results: list[dict[str, Any]]) -> str:
             f"| {r['label']} | {_ms(desk50)} | {_ms(_p95(r['render']))} "
             f"| {desk50 / statistics.median(r['trivial']):.1f}x "
             f"| {desk50 / statistics.median(r['select_page']):.1f}x "
+            f"| {_ms(statistics.median(r['find']))} | {_ms(_p95(r['find']))} "
+            f"| {_p95(r['find']) / _p95(r['select_search']):.1f}x "
             f"| {_ms(statistics.median(r['search']))} | {_ms(_p95(r['search']))} "
-            f"| {_p95(r['search']) / _p95(r['select_search']):.1f}x "
             f"| {_ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
         )
     lines += [
         "",
-        "Targets: the desk renders in under 300 ms of server time, the search answers in under "
-        "100 ms at p95.",
+        "The desk box is what the desk's search calls as the operator types (`GET /desk/find`: "
+        "the first 8 matches, one scan that stops early, the phone matched by a loose digits "
+        "`LIKE` and confirmed in Python); `GET /api/v1/devices?q=&limit=8` answers the same "
+        "question with an exact count (two scans, the phone's separators stripped in SQL per "
+        "row). Targets: the desk renders in under 300 ms of server time, the search answers in "
+        "under 100 ms at p95.",
         "",
     ]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from server.models import (
     RemoteSession,
     RemoteSessionPublic,
 )
-from server.web import admin, dashboard
+from server.web import admin, dashboard, finder
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
@@ -38,6 +38,7 @@ router = APIRouter(include_in_schema=False)
 router.include_router(auth_router)
 router.include_router(dashboard.router)
 router.include_router(admin.router)
+router.include_router(finder.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50

@@ -14,15 +14,18 @@
     return device.online ? '<span class="badge online">online</span>' : '<span class="badge offline">offline</span>';
   }
 
+  let matchCount = 0;
   function render(query, answer) {
     matches = answer.items;
+    matchCount = answer.count;
     if (!answer.count) {
       results.innerHTML = `<p class="muted">No device matches “${fl.esc(query)}”.</p>`;
       return;
     }
-    const more = answer.count > answer.items.length ? ` (showing ${answer.items.length})` : "";
+    const shown = answer.count > answer.items.length ? ` (showing ${answer.items.length}; type more to narrow)` : "";
+    const count = answer.more ? `${answer.count}+ matches` : `${answer.count} match${answer.count === 1 ? "" : "es"}`;
     results.innerHTML =
-      `<p class="small muted">${answer.count} match${answer.count === 1 ? "" : "es"}${more}</p><ul class="plain">` +
+      `<p class="small muted">${count}${shown}</p><ul class="plain">` +
       answer.items
         .map(
           (d) => `<li><a class="match" href="/devices/${encodeURIComponent(d.id)}">
@@ -44,7 +47,7 @@
       return;
     }
     try {
-      const answer = await fl.api("GET", "/api/v1/devices?limit=8&q=" + encodeURIComponent(query));
+      const answer = await fl.api("GET", "/desk/find?q=" + encodeURIComponent(query));
       if (mine === asked) render(query, answer);
     } catch (error) {
       if (mine === asked) results.innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;
@@ -56,7 +59,7 @@
     timer = setTimeout(search, 150);
   });
   form?.addEventListener("submit", (event) => {
-    if (matches.length === 1) {
+    if (matches.length === 1 && matchCount === 1) {
       event.preventDefault();
       location.href = "/devices/" + encodeURIComponent(matches[0].id);
     }

@@ -355,3 +355,43 @@ def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engi
     assert lines[-1].startswith("total,,0,")
     backwards = client.get("/dashboard", params={"from": "2026-03-01", "through": "2026-01-01"})
     assert "The period must end after it starts." in backwards.text
+
+
+def test_the_desk_box_finds_the_caller_like_the_api(
+    client: TestClient, engine: Engine, operator: str
+) -> None:
+    from server.models import Device
+
+    with Session(engine) as session:
+        for number, (phone, customer) in enumerate(
+            [("+44 20 7946 0018", "St. Mary Hospital"), ("+1 312 555 0142", "Northwind")]
+        ):
+            session.add(
+                Device(
+                    id=f"mfp-{number}",
+                    serial=f"SN73{number}",
+                    model="m",
+                    type="mfp",
+                    customer=customer,
+                    contact_phone=phone,
+                )
+            )
+        session.commit()
+
+    def found(q: str) -> list[str]:
+        answer = client.get("/desk/find", params={"q": q})
+        assert answer.status_code == 200
+        ids = [d["id"] for d in answer.json()["items"]]
+        api = client.get("/api/v1/devices", params={"q": q}).json()["items"]
+        assert ids == [d["id"] for d in api], q  # the same answer as the API's q
+        return ids
+
+    assert found("0044-20-7946-0018") == ["mfp-0"]
+    assert found("(312) 555-0142") == ["mfp-1"]
+    assert found("mary") == ["mfp-0"]
+    assert found("sn73") == ["mfp-0", "mfp-1"]
+    # A literal "%" is text, not a wildcard (the API's q takes it as a wildcard).
+    assert client.get("/desk/find", params={"q": "%%"}).json()["items"] == []
+    assert found("nobody") == []
+    logged_out = TestClient(client.app)
+    assert logged_out.get("/desk/find", params={"q": "mary"}).status_code == 401
