@@ -214,12 +214,14 @@ def list_devices(
     """
     conditions: list[Any] = []
     if q:
-        pattern = f"%{q.strip().lower()}%"
+        # ``%`` and ``_`` in the search are literal characters, not wildcards.
+        literal = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
         options = [
-            func.lower(Device.id).like(pattern),
-            func.lower(Device.serial).like(pattern),
-            func.lower(Device.customer).like(pattern),
-            func.lower(func.coalesce(Device.site, "")).like(pattern),
+            func.lower(Device.id).like(pattern, escape="\\"),
+            func.lower(Device.serial).like(pattern, escape="\\"),
+            func.lower(Device.customer).like(pattern, escape="\\"),
+            func.lower(func.coalesce(Device.site, "")).like(pattern, escape="\\"),
         ]
         digits = _digits(q)
         if len(digits) >= 3:

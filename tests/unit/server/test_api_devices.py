@@ -85,6 +85,8 @@ def test_search_finds_the_caller_by_phone_serial_customer_and_site(
     assert ids("mary") == ["imaging-ct-9"]
     assert ids("3rd floor") == ["mfp-xk-0042"]
     assert ids("nobody") == []
+    assert ids("%%") == []  # wildcards are literal characters
+    assert ids("_") == []
     typed = client.get("/api/v1/devices", params={"type": "imaging"}, headers=operator).json()
     assert [d["id"] for d in typed["items"]] == ["imaging-ct-9"]
     paged = client.get("/api/v1/devices", params={"limit": 1, "offset": 1}, headers=operator).json()
