@@ -72,6 +72,8 @@ MAX_KEY_ATTEMPTS: Final = 8
 #: AES-GCM only: OpenSSH clients prefer chacha20 and then AES-CTR with a MAC when
 #: offered, both markedly slower in asyncssh than AES-GCM (AES-NI, one pass).
 CIPHERS: Final = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+#: How long a channel the device closed without an exit status waits for the session's end.
+SESSION_END_GRACE_S: Final = 0.25
 #: How the client is told a session ended, by close reason.
 _ENDED: Final[Mapping[str, str]] = {
     "idle_timeout": "was closed after being idle too long (idle_timeout)",
@@ -337,8 +339,12 @@ class _GatewayConnection(asyncssh.SSHServer):
                 report those as errors, and a normal end as a plain close).
         """
         self._closing = True
-        if self._conn is not None and not self._lost:
-            self._conn.disconnect(code, f"fieldlink: {text}")
+        if self._conn is None or self._lost:
+            return
+        # OpenSSH may exit on its channel's close before it reads the disconnect: say it there.
+        for channel in list(self._channels):
+            channel.end_with(text)
+        self._conn.disconnect(code, f"fieldlink: {text}")
 
     # -- channels --------------------------------------------------------------------------
 
@@ -684,6 +690,23 @@ class _OperatorSession(asyncssh.SSHServerSession[bytes]):
         elif ended_by is not None:
             self.notice(f"the session {_ended_text(ended_by)}")
             self.end.close()
+        else:
+            # An agent ending the session closes its channels just before it disconnects.
+            self._connection.spawn(self._end_quietly(), name="gateway-channel-end")
+
+    async def _end_quietly(self) -> None:
+        """The device closed the channel without an exit status: say why if the session ended."""
+        agent = self._agent
+        reason: str | None = None
+        if agent is not None:
+            with contextlib.suppress(TimeoutError):
+                reason = await asyncio.wait_for(agent.wait_closed(), SESSION_END_GRACE_S)
+        chan = self._chan
+        if chan is None or self.end.closed:
+            return
+        if reason is not None:
+            self.notice(f"the session {_ended_text(reason)}")
+            self.end.close()
         elif self._subsystem == "sftp":
             # asyncssh's SFTP server ends without an exit status; OpenSSH's says 0 (scp checks).
             chan.exit(0)
@@ -700,6 +723,13 @@ class _OperatorSession(asyncssh.SSHServerSession[bytes]):
         lead = newline if self.end.linked else ""
         with contextlib.suppress(OSError):
             chan.write_stderr(f"{lead}fieldlink: {text}{newline}".encode())
+
+    def end_with(self, text: str) -> None:
+        """End the channel, telling the operator why."""
+        if self._chan is None or self.end.closed:
+            return
+        self.notice(text)
+        self.end.close()
 
     def fail(self, text: str, status: int = 255) -> None:
         """The channel cannot be served: say why and end it."""

@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import json
 import os
+import select
 import socket
 import sqlite3
 import subprocess
@@ -85,8 +86,9 @@ class Gateway:
     known_hosts: Path
     key: Path
     tmp: Path
+    device_dir: Path
 
-    def options(self, key: Path | None = None, reason: str | None = None) -> list[str]:
+    def options(self, key: Path | None = None, reason: str | None = None, **env: str) -> list[str]:
         options = [
             "-F", "/dev/null",
             "-o", "BatchMode=yes",
@@ -99,7 +101,9 @@ class Gateway:
             "-i", str(key or self.key),
         ]  # fmt: skip
         if reason is not None:
-            options += ["-o", f'SetEnv=FIELDLINK_REASON="{reason}"']
+            env["FIELDLINK_REASON"] = reason
+        if env:
+            options += ["-o", "SetEnv=" + " ".join(f'{k}="{v}"' for k, v in env.items())]
         return options
 
     def ssh(
@@ -111,11 +115,13 @@ class Gateway:
         reason: str | None = None,
         stdin: bytes = b"",
         timeout: float = 60,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         """``ssh [EXTRA] DEVICE@gateway [COMMAND]`` (no command: a shell)."""
         target = f"{device or self.device_id}@127.0.0.1"
         return subprocess.run(
-            ["ssh", *self.options(key, reason), "-p", str(self.port), *extra, target,
+            ["ssh", *self.options(key, reason, **(env or {})), "-p", str(self.port), *extra,
+             target,
              *([command] if command is not None else [])],
             input=stdin, capture_output=True, timeout=timeout, check=False,
         )  # fmt: skip
@@ -128,6 +134,16 @@ class Gateway:
 
     def remote(self, path: str) -> str:
         return f"{self.device_id}@127.0.0.1:{path}"
+
+    def site(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``fieldlink agent ...`` on the device (the site's panel)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+        env["FIELDLINK_STATE_DIR"] = str(self.tmp / "agent-state")
+        return subprocess.run(
+            [sys.executable, "-m", "shared", "agent", *args,
+             "--config", str(self.device_dir / "agent.toml")],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.server.api(method, path, **kwargs)
@@ -203,7 +219,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterato
             key = keygen(tmp / "olga_ed25519")
             done = server.cli("user", "add-key", "olga", str(key) + ".pub")
             assert done.returncode == 0, done.stderr
-            yield Gateway(server, port, device_id, files, known_hosts, key, tmp)
+            yield Gateway(server, port, device_id, files, known_hosts, key, tmp, device_dir)
         finally:
             agent.stop()
 
@@ -255,8 +271,25 @@ def test_exec_passes_output_and_exit_status_through(gateway: Gateway) -> None:
     assert row["reason"] == "ssh gateway"
     assert row["services_used"] == ["exec"]
     assert row["has_recording"] is False
+    assert row["incident_id"] is None
     commands = [e["details"]["command"] for e in gateway.audit("session.exec")]
     assert "echo out-$((6*7)); echo err >&2; exit 7" in commands
+
+
+def test_the_client_names_the_reason_and_the_incident(gateway: Gateway) -> None:
+    incident = gateway.api(
+        "POST", "/incidents",
+        json={"device_id": gateway.device_id, "opened_at": "2026-01-05T09:00:00Z",
+              "symptom": "paper jam"},
+    )  # fmt: skip
+    env = {"FIELDLINK_INCIDENT": str(incident["id"])}
+    done = gateway.ssh("true", reason="paper jam, tray 2", env=env)
+    assert done.returncode == 0, done.stderr
+    row = gateway.closed_session(gateway.last_session()["id"])
+    assert (row["reason"], row["incident_id"]) == ("paper jam, tray 2", incident["id"])
+    bad = gateway.ssh("true", env={"FIELDLINK_INCIDENT": "twelve"})
+    assert bad.returncode == 255
+    assert b"fieldlink: FIELDLINK_INCIDENT must be an incident number" in bad.stderr
 
 
 def test_scp_round_trip_of_20_mb(gateway: Gateway) -> None:
@@ -317,8 +350,17 @@ def _forwarding(gateway: Gateway, spec: str) -> tuple[subprocess.Popen[bytes], i
 
 
 def _stop(process: subprocess.Popen[bytes]) -> bytes:
+    """End ``ssh -N``: SIGTERM, then SIGKILL.
+
+    OpenSSH 9.2's client can miss a SIGTERM that lands right after it handled a
+    channel (it then sleeps in poll for minutes); either way the connection drops.
+    """
     process.terminate()
-    _, stderr = process.communicate(timeout=20)
+    try:
+        _, stderr = process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate(timeout=20)
     return stderr
 
 
@@ -436,25 +478,134 @@ def test_a_revoked_or_unknown_device_is_refused(gateway: Gateway) -> None:
     assert b"is not a device id" in done.stderr
 
 
-def test_a_session_closed_elsewhere_disconnects_the_client_with_the_reason(
-    gateway: Gateway,
-) -> None:
+def _interactive_shell(gateway: Gateway) -> tuple[subprocess.Popen[bytes], str]:
+    """``ssh -tt DEVICE@gateway`` left running; its session's id once it is active."""
     process = subprocess.Popen(
         ["ssh", *gateway.options(), "-p", str(gateway.port), "-tt",
          f"{gateway.device_id}@127.0.0.1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(b"echo ready-$((40+2))\n")
+    process.stdin.flush()
+    seen = b""
     try:
-        wait_until(lambda: any(s["state"] == "active" for s in gateway.sessions()), timeout=30)
-        active = [s for s in gateway.sessions() if s["state"] == "active"]
-        assert len(active) == 1
-        started = time.monotonic()
-        gateway.api("DELETE", f"/sessions/{active[0]['id']}")
+        deadline = time.monotonic() + 30
+        while b"ready-42" not in seen and time.monotonic() < deadline:
+            readable, _, _ = select.select([process.stdout], [], [], 1.0)
+            if readable:
+                seen += os.read(process.stdout.fileno(), 4096)
+        assert b"ready-42" in seen, seen
+    except AssertionError:
+        process.kill()
+        process.communicate()
+        raise
+    (active,) = [s for s in gateway.sessions() if s["state"] == "active"]
+    return process, active["id"]
+
+
+def _ended(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    try:
         _, stderr = process.communicate(timeout=20)
-        assert time.monotonic() - started < 5
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 255
-    assert b"was closed by an operator" in stderr
+    return process.returncode, stderr
+
+
+def test_a_session_closed_by_an_admin_disconnects_the_client_with_the_reason(
+    gateway: Gateway,
+) -> None:
+    process, session_id = _interactive_shell(gateway)
+    gateway.api("DELETE", f"/sessions/{session_id}")
+    status, stderr = _ended(process)
+    assert status == 255
+    assert b"fieldlink: the session was closed by an operator (operator)" in stderr
+
+
+def test_a_session_the_site_ends_disconnects_the_client_with_the_reason(gateway: Gateway) -> None:
+    process, session_id = _interactive_shell(gateway)
+    ended = gateway.site("end", session_id)
+    assert ended.returncode == 0, ended.stderr
+    status, stderr = _ended(process)
+    assert status == 255
+    assert b"fieldlink: the session was ended by the site (site_ended)" in stderr
+    assert gateway.closed_session(session_id)["close_reason"] == "site_ended"
+
+
+def _read_until(stream: Any, needle: bytes, timeout: float = 30) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        readable, _, _ = select.select([stream], [], [], 1.0)
+        if readable:
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    assert needle in seen, seen
+    return seen
+
+
+def test_the_client_waits_while_the_site_approves_or_denies(gateway: Gateway) -> None:
+    registered = gateway.api(
+        "POST", "/devices",
+        json={"serial": "GW-ASK", "model": "CT 9", "type": "imaging", "customer": "Clinic"},
+    )  # fmt: skip
+    device_id = registered["device"]["id"]
+    device_dir = gateway.tmp / "asking-device"
+    enrolled = enroll_agent(gateway.server, registered["enrollment_token"], device_dir)
+    assert enrolled.returncode == 0, enrolled.stderr
+    agent = AgentProcess(gateway.tmp, device_id, "unused")
+    agent.config = device_dir / "agent.toml"
+    state = gateway.tmp / "asking-state"
+    agent._spawn(
+        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state), FIELDLINK_PROFILE="imaging",
+        FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
+        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 60,
+                                     "shell": "/bin/sh"}),
+    )  # fmt: skip
+    site = Gateway(**{**gateway.__dict__, "device_id": device_id, "device_dir": device_dir})
+
+    def panel(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+        env["FIELDLINK_STATE_DIR"] = str(state)
+        return subprocess.run(
+            [sys.executable, "-m", "shared", "agent", *args, "--config", str(agent.config)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+
+    def ask(decision: str) -> tuple[int, bytes, bytes]:
+        process = subprocess.Popen(
+            ["ssh", *site.options(), "-p", str(site.port), f"{device_id}@127.0.0.1",
+             "echo approved-$((6*7))"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            notice = _read_until(process.stderr, b"waiting for the site to approve the session")
+            waiting = [s for s in site.sessions() if s["state"] == "awaiting_consent"]
+            assert len(waiting) == 1
+            assert process.poll() is None  # the client waits
+            done = panel(decision, waiting[0]["id"])
+            assert done.returncode == 0, done.stderr
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        return process.returncode, stdout, notice + stderr
+
+    try:
+        wait_until(lambda: gateway.server.device(device_id)["online"], timeout=30)
+        status, stdout, _ = ask("approve")
+        assert (status, stdout) == (0, b"approved-42\n")
+        status, stdout, stderr = ask("deny")
+        assert status == 255
+        assert stdout == b""
+        assert b"was not approved by the site (site_denied)" in stderr
+    finally:
+        agent.stop()
