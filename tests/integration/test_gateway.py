@@ -8,15 +8,19 @@ and offers only the operator's key (batch mode, no agent, no config file).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.server
 import json
 import os
 import select
+import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -260,6 +264,69 @@ def test_a_shell_in_a_pty_runs_a_command_and_is_recorded(gateway: Gateway) -> No
     assert "hello-42" in "".join(e[2] for e in events if e[1] == "o")
     logins = gateway.audit("gateway.login")
     assert any(e["actor"] == "olga" and e["target"] == gateway.device_id for e in logins)
+
+
+def test_the_terminal_size_and_its_changes_reach_the_device_and_the_recording(
+    gateway: Gateway,
+) -> None:
+    master, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    process = subprocess.Popen(
+        ["ssh", *gateway.options(), "-p", str(gateway.port), "-t",
+         f"{gateway.device_id}@127.0.0.1"],
+        stdin=terminal, stdout=terminal, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(terminal)
+    screen = b""
+
+    def until(needle: bytes, command: bytes, attempts: int = 10) -> None:
+        nonlocal screen
+        for _ in range(attempts):
+            os.write(master, command)
+            deadline = time.monotonic() + 3
+            while needle not in screen and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.5)[0]:
+                    screen += os.read(master, 4096)
+            if needle in screen:
+                return
+        raise AssertionError(screen[-500:])
+
+    try:
+        until(b"30 100", b"stty size\n")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        process.send_signal(signal.SIGWINCH)
+        until(b"40 120", b"stty size\n")
+        os.write(master, b"exit 0\n")
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(master)
+    row = gateway.closed_session(gateway.last_session()["id"])
+    recording = httpx.get(
+        f"{gateway.server.url}/api/v1/sessions/{row['id']}/recording",
+        headers={"Authorization": f"Bearer {gateway.server.token}"},
+        timeout=10,
+    )
+    header, *events = (json.loads(line) for line in recording.text.splitlines())
+    assert (header["width"], header["height"]) == (100, 30)
+    assert [e[2] for e in events if e[1] == "r"][-1:] == ["120x40"]
+
+
+def test_exec_in_a_pty_and_what_the_gateway_does_not_offer(gateway: Gateway) -> None:
+    done = gateway.ssh("tty; exit 4", "-tt")
+    assert done.returncode == 4
+    assert b"/dev/" in done.stdout
+    remote = subprocess.run(
+        ["ssh", *gateway.options(), "-p", str(gateway.port), "-N", "-o",
+         "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:80", f"{gateway.device_id}@127.0.0.1"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert remote.returncode == 255
+    assert b"remote port forwarding failed" in remote.stderr
+    other = gateway.ssh("true", "-s")  # a subsystem other than sftp
+    assert other.returncode != 0
 
 
 def test_exec_passes_output_and_exit_status_through(gateway: Gateway) -> None:
