@@ -216,6 +216,7 @@ class _GatewayConnection(asyncssh.SSHServer):
         self.source_ip: str | None = None
         self.owner: KeyOwner | None = None
         self._candidate: KeyOwner | None = None
+        self._owner_refused = False
         self._refused_keys: list[str] = []
         self._opening: asyncio.Task[AgentConnection] | None = None
         self.session_id: str | None = None
@@ -268,6 +269,7 @@ class _GatewayConnection(asyncssh.SSHServer):
             return
         refusal = owner.refusal()
         if refusal is not None:
+            self._owner_refused = True
             self._log.warning(
                 "SSH gateway login refused for %s (key %s) to %s: %s",
                 owner.username,
@@ -313,21 +315,33 @@ class _GatewayConnection(asyncssh.SSHServer):
         del exc
         self._lost = True
         self._gateway._connections.discard(self)
-        if self.owner is None and self._refused_keys:
+        if self.owner is None:
+            self._audit_failed_login()
+        if self.session_id is not None:
+            self._gateway.spawn(self._close_session(), name=f"gateway-close-{self.session_id}")
+        # A session still being opened is closed by _open once the manager returns it.
+
+    def _audit_failed_login(self) -> None:
+        """A connection that never logged in: audit the keys it offered (if any)."""
+        refusals: list[tuple[str | None, str, str]] = []
+        if self._refused_keys:
+            refusals.append((None, ", ".join(self._refused_keys), "unknown key"))
+        candidate = self._candidate
+        if candidate is not None and not self._owner_refused:
+            # A registered key offered without the signature that proves its private half.
+            refusals.append((candidate.username, candidate.fingerprint, "key not proven"))
+        for username, fingerprints, why in refusals:
             self._gateway.spawn(
                 self._gateway.db(
                     record_refused_login,
-                    username=None,
+                    username=username,
                     device_id=self.device_id,
-                    fingerprint=", ".join(self._refused_keys),
-                    why="unknown key",
+                    fingerprint=fingerprints,
+                    why=why,
                     source_ip=self.source_ip,
                 ),
                 name="gateway-audit",
             )
-        if self.session_id is not None:
-            self._gateway.spawn(self._close_session(), name=f"gateway-close-{self.session_id}")
-        # A session still being opened is closed by _open once the manager returns it.
 
     def disconnect(self, text: str, code: int = asyncssh.DISC_BY_APPLICATION) -> None:
         """Disconnect the client, telling it why (``Received disconnect ...: fieldlink: TEXT``).
@@ -363,7 +377,17 @@ class _GatewayConnection(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Coroutine[Any, Any, OperatorTCPSession]:
         del orig_host, orig_port
-        return self._forward(dest_host, dest_port)
+        return self._forward_safely(dest_host, dest_port)
+
+    async def _forward_safely(self, host: str, port: int) -> OperatorTCPSession:
+        try:
+            return await self._forward(host, port)
+        except asyncssh.ChannelOpenError:
+            raise
+        except Exception:
+            self._log.exception("SSH gateway: a forward to %s failed", host)
+            msg = "internal error (see the server's log)"
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, msg) from None
 
     async def _forward(self, host: str, port: int) -> OperatorTCPSession:
         if self.owner is None:
@@ -416,6 +440,18 @@ class _GatewayConnection(asyncssh.SSHServer):
         return await asyncio.shield(self._opening)
 
     async def _open(self, reason: str, incident_id: int | None) -> AgentConnection:
+        try:
+            return await self._open_session(reason, incident_id)
+        except GatewayRefusal:
+            raise
+        except Exception:
+            self._log.exception("SSH gateway: opening a session to %s failed", self.device_id)
+            if self.session_id is not None:
+                await self._close_session()
+            msg = "internal error (see the server's log)"
+            raise self._refuse(msg) from None
+
+    async def _open_session(self, reason: str, incident_id: int | None) -> AgentConnection:
         owner = self.owner
         assert owner is not None  # noqa: S101  (channels exist only after auth)
         manager = self._gateway.sessions
@@ -621,7 +657,14 @@ class _OperatorSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
-        self._connection.spawn(self._bridge(), name=f"gateway-{self.kind}")
+        self._connection.spawn(self._bridge_safely(), name=f"gateway-{self.kind}")
+
+    async def _bridge_safely(self) -> None:
+        try:
+            await self._bridge()
+        except Exception:
+            logger.exception("SSH gateway: bridging a %s channel failed", self.kind)
+            self.fail("internal error (see the server's log)")
 
     async def _bridge(self) -> None:
         chan = self._chan
