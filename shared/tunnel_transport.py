@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 #: Largest WebSocket message either side sends or accepts on a tunnel.
 MAX_MESSAGE_BYTES: Final = 1 << 20
+#: Largest piece of a received message handed to SSH at once. asyncssh keeps its
+#: input in one ``bytes`` and slices the rest off after each SSH packet, so a
+#: whole 1 MiB message fed at once is copied about once per packet (quadratic:
+#: 32 copies of up to 1 MiB for 32 KiB packets); pieces near the packet size keep
+#: it to a copy or two per byte.
+FEED_BYTES: Final = 64 * 1024
 #: How long a closing transport may spend flushing what is queued.
 CLOSE_FLUSH_TIMEOUT_S: Final = 2.0
 #: WebSocket subprotocol naming the tunnel framing (SSH bytes in binary messages).
@@ -162,7 +168,11 @@ class MessageStreamTransport(asyncio.Transport):
                 self.bytes_received += len(data)
                 self.last_activity = time.monotonic()
                 assert self._protocol is not None  # noqa: S101
-                self._protocol.data_received(data)
+                if len(data) <= FEED_BYTES:
+                    self._protocol.data_received(data)
+                    continue
+                for start in range(0, len(data), FEED_BYTES):
+                    self._protocol.data_received(data[start : start + FEED_BYTES])
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # the stream failed: tell SSH, which reports it
