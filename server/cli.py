@@ -225,7 +225,7 @@ def user_add_key(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Register a public key for the SSH gateway (``ssh -p 2222 DEVICE@server``)."""
+    """Register a public key for the SSH gateway (ssh -p 2222 DEVICE@server)."""
     from server.gateway.keys import add_key, read_key_file
 
     _, engine = open_database(config)
