@@ -174,6 +174,8 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         http_host="127.0.0.1",
         http_port=port,
         log_level="warning",
+        # The usual gateway port when it is free (a second demo takes any port).
+        ssh_gateway_port=2222 if _port_free(2222) else 0,
     )
     # For the administrative commands: `fieldlink kpi --config fieldlink-demo/server.toml`.
     await asyncio.to_thread(
@@ -217,6 +219,12 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         typer.echo(f"  login:    {login.username} / {login.password}  ({login.role})")
     typer.echo(f"  CLI:      fieldlink login --server {url} --user operator && fieldlink devices")
     typer.echo(f"  session:  fieldlink exec {demo_device_ids(1)[0]} -- uptime  (after login)")
+    ssh_port = getattr(app.state, "ssh_gateway_port", None)
+    if ssh_port:
+        typer.echo(
+            f"  ssh:      ssh -p {ssh_port} {demo_device_ids(1)[0]}@127.0.0.1"
+            "  (after fieldlink user add-key operator KEY.pub)"
+        )
     typer.echo(f"  KPIs:     fieldlink kpi --config {directory / 'server.toml'} --by month")
     typer.echo(f"  data:     {directory}  (Ctrl-C stops everything)")
     stop = asyncio.Event()

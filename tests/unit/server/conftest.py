@@ -24,6 +24,7 @@ def settings(tmp_path: Path) -> ServerSettings:
         database_url=f"sqlite:///{tmp_path / 'fieldlink.db'}",
         broker_url="mqtt://127.0.0.1:1",
         state_dir=tmp_path / "state",
+        ssh_gateway_port=-1,
     )
 
 
