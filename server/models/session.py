@@ -103,13 +103,18 @@ class RemoteSessionPublic(SQLModel):
     recording_sha256: str | None = None
     #: Refusals the agent reported (service outside the allowlist, path outside the folders...).
     refusals: list[dict[str, Any]] = Field(default_factory=list)
+    #: What the site allows this session to reach, as the agent said when it started.
+    allowed_services: list[str] | None = None
 
     @classmethod
     def of(cls, row: RemoteSession) -> RemoteSessionPublic:
         """The public view of a row."""
         data = row.model_dump()
         data["has_recording"] = row.recording_sha256 is not None
-        data["refusals"] = list((row.agent_report or {}).get("refusals", []))
+        report = row.agent_report or {}
+        data["refusals"] = list(report.get("refusals", []))
+        started = report.get("started")
+        data["allowed_services"] = started.get("services") if isinstance(started, dict) else None
         return cls.model_validate(data)
 
 

@@ -511,6 +511,8 @@ class SessionManager:
         live = self._live.get(session_id)
         if event.type == protocol.SESSION_CLOSED:
             self._spawn(self._store_report(device_id, event))
+        elif event.type in (protocol.SESSION_STARTED, protocol.SESSION_REFUSED):
+            self._spawn(self._db(self._note_event, device_id, event.type, dict(event.body)))
         if live is None or live.device_id != device_id:
             return
         if event.type == protocol.SESSION_AWAITING_CONSENT and live.state in (
@@ -545,6 +547,26 @@ class SessionManager:
         row = db.get(RemoteSession, report["session_id"])
         if row is None or row.device_id != device_id:
             return
+        # The closing report lists the refusals again: it replaces the live ones.
+        row.agent_report = {**(row.agent_report or {}), **report}
+        db.add(row)
+        db.commit()
+
+    def _note_event(self, db: Session, device_id: str, kind: str, body: dict[str, Any]) -> None:
+        """Keep what the agent said while the session ran: its limits, each refusal."""
+        row = db.get(RemoteSession, str(body.get("session_id", "")))
+        if row is None or row.device_id != device_id:
+            return
+        report = dict(row.agent_report or {})
+        if kind == protocol.SESSION_STARTED:
+            report["started"] = {
+                "services": [str(name) for name in body.get("services", [])][:64],
+                "max_duration_s": body.get("max_duration_s"),
+                "idle_timeout_s": body.get("idle_timeout_s"),
+            }
+        else:
+            refusal = {key: str(body.get(key, ""))[:512] for key in ("kind", "target", "reason")}
+            report["refusals"] = [*report.get("refusals", []), refusal][-50:]
         row.agent_report = report
         db.add(row)
         db.commit()

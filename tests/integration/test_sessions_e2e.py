@@ -340,6 +340,8 @@ async def _refused_forward(center: Center, sid: str, service: str) -> tuple[int,
 def test_a_forward_reaches_the_allowlisted_web_panel_and_nothing_else(center: Center) -> None:
     sid = center.open(reason="web panel settings")["id"]
     center.wait_state(sid, "active")
+    wait_until(lambda: center.session(sid)["allowed_services"] is not None, timeout=10)
+    assert center.session(sid)["allowed_services"] == ["count", "web"]
     body = asyncio.run(_forward(center, sid, "web"))
     assert body.startswith(b"HTTP/1.0 200")
     assert body.endswith(PAGE)
