@@ -305,6 +305,8 @@ def session_page(
         s=public,
         device=device,
         diagnostics=diagnostics_for(device.type if device else ""),
+        ssh_port=getattr(request.app.state, "ssh_gateway_port", None),
+        ssh_host=request.url.hostname or "server",
     )
 
 
