@@ -65,8 +65,28 @@ def rule_violation(rule: ThresholdRule, value: float) -> str | None:
     return None
 
 
-def evaluate_thresholds(
-    rules: Iterable[ThresholdRule], metrics: Mapping[str, float]
+@dataclass(frozen=True, slots=True)
+class ThresholdCheck:
+    """One rule applied to one metric name (rules matched to a sample's names once)."""
+
+    metric: str
+    rule: ThresholdRule
+    key: AlertKey
+
+
+def match_rules(rules: Iterable[ThresholdRule], names: Iterable[str]) -> list[ThresholdCheck]:
+    """The checks the rules make on metrics of these names, in rule order."""
+    names = list(names)
+    return [
+        ThresholdCheck(name, rule, AlertKey("rule", rule_code(rule), name))
+        for rule in rules
+        for name in names
+        if rule_matches(rule.metric, name)
+    ]
+
+
+def evaluate_checks(
+    checks: Iterable[ThresholdCheck], metrics: Mapping[str, float]
 ) -> tuple[dict[AlertKey, AlertDetails], set[AlertKey]]:
     """Which rule alerts the metrics violate, and which they satisfy.
 
@@ -74,19 +94,28 @@ def evaluate_thresholds(
     """
     violated: dict[AlertKey, AlertDetails] = {}
     satisfied: set[AlertKey] = set()
-    for rule in rules:
-        code = rule_code(rule)
-        for metric, value in metrics.items():
-            if not rule_matches(rule.metric, metric):
-                continue
-            key = AlertKey("rule", code, metric)
-            problem = rule_violation(rule, value)
-            if problem is None:
-                satisfied.add(key)
-            elif key not in violated:
-                violated[key] = AlertDetails(rule.severity, f"{metric} {problem}")
+    for check in checks:
+        value = metrics.get(check.metric)
+        if value is None:
+            continue
+        key, rule = check.key, check.rule
+        problem = rule_violation(rule, value)
+        if problem is None:
+            satisfied.add(key)
+        elif key not in violated:
+            violated[key] = AlertDetails(rule.severity, f"{check.metric} {problem}")
     satisfied -= violated.keys()
     return violated, satisfied
+
+
+def evaluate_thresholds(
+    rules: Iterable[ThresholdRule], metrics: Mapping[str, float]
+) -> tuple[dict[AlertKey, AlertDetails], set[AlertKey]]:
+    """Which rule alerts the metrics violate, and which they satisfy.
+
+    A metric absent from the sample neither raises nor clears its alerts.
+    """
+    return evaluate_checks(match_rules(rules, metrics), metrics)
 
 
 def plan_for_sample(
@@ -100,6 +129,16 @@ def plan_for_sample(
     The sample's fault list is the device's full current set: an open device
     alert whose code is absent is cleared.
     """
+    return plan_for_checks(open_alerts, faults, metrics, match_rules(rules, metrics))
+
+
+def plan_for_checks(
+    open_alerts: set[AlertKey],
+    faults: Iterable[Fault],
+    metrics: Mapping[str, float],
+    checks: Iterable[ThresholdCheck],
+) -> AlertPlan:
+    """:func:`plan_for_sample` with the rules already matched to the metric names."""
     plan = AlertPlan()
     reported: dict[AlertKey, AlertDetails] = {}
     for fault in faults:
@@ -109,12 +148,14 @@ def plan_for_sample(
     for key, details in reported.items():
         if key not in open_alerts:
             plan.to_open[key] = details
-    plan.to_clear.update(k for k in open_alerts if k.source == "device" and k not in reported)
-    violated, satisfied = evaluate_thresholds(rules, metrics)
+    if open_alerts:
+        plan.to_clear.update(k for k in open_alerts if k.source == "device" and k not in reported)
+    violated, satisfied = evaluate_checks(checks, metrics)
     for key, details in violated.items():
         if key not in open_alerts:
             plan.to_open[key] = details
-    plan.to_clear.update(satisfied & open_alerts)
+    if open_alerts:
+        plan.to_clear.update(satisfied & open_alerts)
     return plan
 
 

@@ -2,19 +2,25 @@
 
 One :class:`IngestService` runs per server process. It subscribes through a
 shared subscription (``$share/fieldlink-ingest/...``) so several processes split
-the fleet's messages. One thread of its own (paho's client driven by
-``client.loop()``) does the hot path without sharing the interpreter lock with
-anyone: it reads the broker, validates every payload with
-:func:`shared.protocol.parse_message` as it arrives (a bad message is counted and
-dropped; it never stops ingestion), commits the valid ones in batches
-(``ingest_batch_size`` messages, or ``ingest_flush_ms`` after the first one
-arrived), and only then acknowledges them to the broker (MQTT 5, manual
-acknowledgements). On PostgreSQL a second thread does the commits: it is handed
-one batch at a time and mostly waits on the database (two round trips a batch)
-while the ingest thread reads on, and acknowledges the batch once it is
-committed. The asyncio loop only starts and stops the ingest, sweeps silent
-devices, runs rollups and retention, and receives the hooks (``on_batch``,
-``on_command_result``).
+the fleet's messages. Its threads:
+
+- the ingest thread drives paho (``client.loop()``; PUBLISH packets are decoded by
+  :mod:`server.ingest.receive` from 64 KiB reads), validates every payload with
+  :func:`shared.protocol.parse_message` as it arrives (a bad message is counted and
+  dropped; it never stops ingestion), hands the valid ones to the writer in
+  batches (``ingest_batch_size`` messages; or :data:`GATHER_S` after the first one
+  when the socket is drained; or ``ingest_flush_ms`` after it), and only then
+  acknowledges them to the broker, after the commit (MQTT 5, manual
+  acknowledgements, one write for a batch's PUBACKs);
+- the writer thread commits one batch at a time while the ingest thread reads on
+  (the database's own work, SQLite's C code or PostgreSQL's round trips, runs
+  outside the interpreter lock);
+- SQLite: a checkpoint thread runs the WAL checkpoints that SQLite would
+  otherwise run inside a commit now and then.
+
+The asyncio loop only starts and stops the ingest, sweeps silent devices, runs
+rollups and retention, and receives the hooks (``on_batch``,
+``on_command_result``, ``on_session_event``).
 
 Because a QoS 1 message is acknowledged after its batch is committed, a crash
 loses nothing the broker still holds: for a configured ``instance_id`` (a
@@ -99,13 +105,15 @@ KEEPALIVE_S = 30
 STOP_BROKER_TIMEOUT_S = 2.0
 STOP_WRITER_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2 * STOP_BROKER_TIMEOUT_S + STOP_WRITER_TIMEOUT_S + 1.0
-#: With the broker's socket drained, a batch is committed once its first message
-#: is as old as this many times the last batch took to commit (at most
-#: ``ingest_flush_ms``): low latency when the load is light, and under load
-#: batches large enough that committing takes at most about a third of the time.
-IDLE_FLUSH_WRITES = 2.0
+#: With the broker's socket drained and the writer free, a batch is handed over once
+#: its first message is this old (at most ``ingest_flush_ms``). Under load the writer
+#: is busy longer than this and batches grow with the backlog; when the load is light,
+#: this keeps the batches (each a commit rewriting whole pages) to about 100 a second.
+GATHER_S = 0.01
 #: The longest the ingest thread waits on the socket before it looks at its timers.
 POLL_S = 0.1
+#: SQLite: how often the WAL is checkpointed, on a thread of its own.
+CHECKPOINT_INTERVAL_S = 1.0
 #: Parsed topics remembered (four a device); the cache starts afresh past this.
 TOPIC_CACHE_SIZE = 100_000
 
@@ -189,9 +197,6 @@ class IngestService:
         #: being committed by the writer thread (0: no batch in flight).
         self._inflight_cut = 0
         self._inflight_items = 0
-        #: Commit on a writer thread while this one reads on (PostgreSQL: the writer
-        #: mostly waits on its socket); SQLite commits inline (its writes are CPU work).
-        self._overlap = engine.dialect.name == "postgresql"
         self._write_requests: queue.SimpleQueue[list[IngestItem] | None] = queue.SimpleQueue()
         self._write_outcomes: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._received = 0
@@ -283,12 +288,21 @@ class IngestService:
     def _thread_main(self) -> None:
         client = self._client
         assert client is not None  # noqa: S101  (set by start())
-        writer = None
-        if self._overlap:
-            writer = threading.Thread(
-                target=self._writer_main, name="fieldlink-ingest-writer", daemon=True
+        checkpointer = None
+        checkpoints_done = threading.Event()
+        writer = threading.Thread(
+            target=self._writer_main, name="fieldlink-ingest-writer", daemon=True
+        )
+        writer.start()
+        if self.engine.dialect.name == "sqlite":
+            self.store.checkpoint_elsewhere = True
+            checkpointer = threading.Thread(
+                target=self._checkpoint_main,
+                args=(checkpoints_done,),
+                name="fieldlink-ingest-checkpoint",
+                daemon=True,
             )
-            writer.start()
+            checkpointer.start()
         try:
             while not self._stop_requested.is_set():
                 self._step(client, POLL_S)
@@ -296,10 +310,12 @@ class IngestService:
         except Exception:
             logger.exception("the ingest thread failed")
         finally:
-            if writer is not None:
-                self._write_requests.put(None)
-                writer.join(STOP_WRITER_TIMEOUT_S)
-            if writer is None or not writer.is_alive():
+            checkpoints_done.set()
+            if checkpointer is not None:
+                checkpointer.join(STOP_WRITER_TIMEOUT_S)
+            self._write_requests.put(None)
+            writer.join(STOP_WRITER_TIMEOUT_S)
+            if not writer.is_alive():
                 self.store.close()
             with contextlib.suppress(Exception):
                 client.disconnect()
@@ -319,6 +335,32 @@ class IngestService:
                 ok = False
             self._write_outcomes.put(ok)
             self._wake_reader()
+
+    def _checkpoint_main(self, done: threading.Event) -> None:
+        """SQLite: WAL checkpoints every :data:`CHECKPOINT_INTERVAL_S`, off the ingest thread.
+
+        SQLite would otherwise run one inside a commit every 1,000 pages of log,
+        stalling that batch for tens of milliseconds (copying and syncing). A
+        passive checkpoint waits for nobody; SQLite's C code runs it outside the
+        interpreter lock, on the other core.
+        """
+        conn = None
+        try:
+            while not done.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    if conn is None:
+                        conn = self.engine.connect()
+                    self.store.checkpoint(conn)
+                except Exception as exc:  # a locked or missing database: try again later
+                    logger.debug("WAL checkpoint failed: %s", exc)
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.invalidate()
+                        conn = None
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def _wake_reader(self) -> None:
         """End the ingest thread's wait on the broker's socket (paho's wake-up pipe)."""
@@ -540,30 +582,26 @@ class IngestService:
     # -- batches ------------------------------------------------------------------------
 
     def _flush_due(self, *, idle: bool) -> float:
-        """When the pending messages are to be committed (``time.monotonic()``).
+        """When the pending messages are to be handed to the writer (``time.monotonic()``).
 
         When the batch is full; when the broker has nothing more to read right
-        now and the first message is ``IDLE_FLUSH_WRITES`` times the last commit's
-        duration old (small batches, low latency when the load is light); else
-        ``ingest_flush_ms`` after the first message; never before a database
-        retry is due.
+        now and the first message is :data:`GATHER_S` old; else ``ingest_flush_ms``
+        after the first message; never before a database retry is due.
         """
         waiting = self._pending_items - self._inflight_items
         if waiting >= self.settings.ingest_batch_size or not self._accepting:
             return self._write_at
         flush_s = self.settings.ingest_flush_ms / 1000
-        if self._overlap:
-            # The next batch gathers while this one commits: no reason to hold it.
-            wait_s = 0.0 if idle else flush_s
-        else:
-            wait_s = min(flush_s, IDLE_FLUSH_WRITES * self._last_write_s) if idle else flush_s
+        wait_s = min(flush_s, GATHER_S) if idle else flush_s
         return max(self._write_at, self._first_pending_at + wait_s)
 
     def _flush(self, *, idle: bool) -> None:
-        """Commit the pending messages batch by batch when due, acknowledging each batch.
+        """Hand the pending messages to the writer thread batch by batch when due, and
+        acknowledge each batch once it is committed.
 
-        With a writer thread, one batch is in flight at a time: this hands it over
-        and returns; a later call acknowledges it once committed.
+        One batch is in flight at a time: this hands it over and returns; a later
+        call acknowledges it. Messages without an item (nothing to write) before the
+        next item are acknowledged at once.
         """
         if self._inflight_cut:
             try:
@@ -577,33 +615,27 @@ class IngestService:
             self._acknowledge(self._pending[:cut])
             del self._pending[:cut]
             self._pending_items -= items
+            metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
         if not self._pending or time.monotonic() < self._flush_due(idle=idle):
             return
         size = self.settings.ingest_batch_size
-        while self._pending:
-            cut = len(self._pending)
-            if self._pending_items > size:
-                count = 0
-                for index, entry in enumerate(self._pending):
-                    if entry[0] is not None:
-                        count += 1
-                        if count == size:
-                            cut = index + 1
-                            break
-            batch = [entry[0] for entry in self._pending[:cut] if entry[0] is not None]
-            if batch and self._overlap:
-                metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
-                self._inflight_cut, self._inflight_items = cut, len(batch)
-                self._write_requests.put(batch)
-                return
-            if batch:
-                metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
-                if not self._write(batch):
-                    return  # the database is down: kept, unacknowledged, retried later
-            self._acknowledge(self._pending[:cut])
-            del self._pending[:cut]
-            self._pending_items -= len(batch)
-        metrics.INGEST_QUEUE_DEPTH.set(0)
+        cut = len(self._pending)
+        if self._pending_items > size:
+            count = 0
+            for index, entry in enumerate(self._pending):
+                if entry[0] is not None:
+                    count += 1
+                    if count == size:
+                        cut = index + 1
+                        break
+        batch = [entry[0] for entry in self._pending[:cut] if entry[0] is not None]
+        metrics.INGEST_QUEUE_DEPTH.set(self._pending_items)
+        if batch:
+            self._inflight_cut, self._inflight_items = cut, len(batch)
+            self._write_requests.put(batch)
+            return
+        self._acknowledge(self._pending[:cut])
+        del self._pending[:cut]
 
     def _write(self, batch: Sequence[IngestItem]) -> bool:
         """Commit one batch; ``False`` when the database is unavailable (retry later)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -23,14 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
-from server.config import ServerSettings, ThresholdRule
+from server.config import ServerSettings
 from server.ingest.alerts import (
     AlertDetails,
     AlertKey,
     AlertPlan,
+    ThresholdCheck,
     apply_plan,
-    plan_for_sample,
-    rule_matches,
+    match_rules,
+    plan_for_checks,
+    rule_violation,
 )
 from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
@@ -46,15 +49,19 @@ SAMPLE = TelemetrySample.__table__  # type: ignore[attr-defined]
 ALERT = Alert.__table__  # type: ignore[attr-defined]
 EVENT = DeviceEventRecord.__table__  # type: ignore[attr-defined]
 
-#: Samples per multi-row INSERT (8 parameters each; SQLite allows 32,766 per statement).
-INSERT_CHUNK = 500
-INSERT_SAMPLES_SQL = (
+#: SQLite: the rows go as one JSON array of arrays (``WHERE true``: SQLite's UPSERT
+#: after a SELECT needs it); ``->>`` gives SQL values, ``->`` the JSON text of an object.
+SQLITE_INSERT_SAMPLES_SQL = (
     "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
-    "faults) VALUES {values} ON CONFLICT (device_id, boot_id, seq) DO NOTHING "
-    "RETURNING device_id, boot_id, seq"
+    "faults) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
+    "value ->> 5, value -> 6, value -> 7 FROM json_each(?) WHERE true "
+    "ON CONFLICT (device_id, boot_id, seq) DO NOTHING RETURNING device_id, boot_id, seq"
 )
-DEVICE_SELECT_SQL = "SELECT {columns} FROM device WHERE id IN ({marks}) ORDER BY id"
-DEVICE_UPDATE_SQL = "UPDATE device SET {assignments} WHERE id = {mark}"
+#: SQLite: the ids go as one JSON array, so each statement text is fixed (prepared once).
+SQLITE_OPEN_ALERTS_SQL = (
+    "SELECT id, device_id, source, code, metric FROM alert "
+    "WHERE open = 1 AND device_id IN (SELECT value FROM json_each(?))"
+)
 #: PostgreSQL: fixed statement texts (prepared once by psycopg); rows go as one JSON document.
 PG_OPEN_ALERTS_SQL = (
     "SELECT id, device_id, source, code, metric FROM alert "
@@ -89,6 +96,8 @@ _PG_TYPES = {
     "health_ts": "timestamptz",
     "health": "jsonb",
 }
+#: SQLite's default ``wal_autocheckpoint``, put back on the connection when the store lets it go.
+SQLITE_AUTOCHECKPOINT_PAGES = 1000
 #: Times a batch is retried when the database reports a lock conflict or deadlock.
 WRITE_ATTEMPTS = 5
 
@@ -213,6 +222,18 @@ _PG_DEVICE_SELECT_SQL = (
     f"SELECT {', '.join(_ROW_COLUMNS)} FROM device "  # noqa: S608
     "WHERE id = ANY(%b::text[]) ORDER BY id FOR UPDATE"
 )
+_SQLITE_DEVICE_SELECT_SQL = (
+    f"SELECT {', '.join(_ROW_COLUMNS)} FROM device "  # noqa: S608
+    "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+_SQLITE_UPDATE_SQL = (
+    f"UPDATE device SET {', '.join(f'{name} = ?' for name in _UPDATE_COLUMNS)} "  # noqa: S608
+    "WHERE id = ?"
+)
+_SQLITE_UPDATE_WITH_HEALTH_SQL = (
+    "UPDATE device SET "  # noqa: S608
+    f"{', '.join(f'{name} = ?' for name in _UPDATE_COLUMNS + _HEALTH_COLUMNS)} WHERE id = ?"
+)
 _TIME_COLUMNS = frozenset({"health_ts", "last_seen", "online_changed_at", "revoked_at"})
 _BOOL_COLUMNS = frozenset({"online", "clock_skewed"})
 
@@ -229,49 +250,56 @@ class IngestStore:
         self.engine = engine
         self.settings = settings
         self.clock = ClockOffsetEstimator()
-        self._rule_cache: dict[tuple[str, ...], list[ThresholdRule]] = {}
-        #: PostgreSQL: the store's own connection, kept between batches (no pool
-        #: checkout and ping per batch); dropped on any error, reopened on the next.
+        self._check_cache: dict[tuple[str, ...], list[ThresholdCheck]] = {}
+        #: The store's own connection, kept between batches (no pool checkout and
+        #: ping per batch); dropped on any error, reopened on the next.
         self._conn: Connection | None = None
         self._postgres = engine.dialect.name == "postgresql"
+        self._driver_error: type[Exception] = psycopg.Error if self._postgres else sqlite3.Error
+        #: SQLite: the ingest runs WAL checkpoints on a thread of their own (see
+        #: :meth:`_connection`); set before the first batch.
+        self.checkpoint_elsewhere = False
+        #: The last timestamp :func:`_sqlite_utc` converted (a read's messages share one).
+        self._stamp_memo: tuple[datetime | None, str] = (None, "")
 
-    def _rules_for(self, sample: HealthSample) -> list[ThresholdRule]:
-        """The threshold rules that match any of the sample's metrics (cached by metric names)."""
+    def _checks_for(self, sample: HealthSample) -> list[ThresholdCheck]:
+        """The threshold checks on the sample's metrics (cached by metric names)."""
         names = tuple(sample.metrics)
-        rules = self._rule_cache.get(names)
-        if rules is None:
-            rules = [
-                rule
-                for rule in self.settings.thresholds
-                if any(rule_matches(rule.metric, name) for name in names)
-            ]
-            if len(self._rule_cache) > 10_000:
-                self._rule_cache.clear()
-            self._rule_cache[names] = rules
-        return rules
+        checks = self._check_cache.get(names)
+        if checks is None:
+            checks = match_rules(self.settings.thresholds, names)
+            if len(self._check_cache) > 10_000:
+                self._check_cache.clear()
+            self._check_cache[names] = checks
+        return checks
+
+    def _stamp(self, value: datetime) -> str:
+        """:func:`_sqlite_utc`, remembering the last value (``received_at`` repeats)."""
+        last, text = self._stamp_memo
+        if value is not last:
+            text = _sqlite_utc(value)
+            self._stamp_memo = (value, text)
+        return text
 
     def write(self, items: Sequence[IngestItem]) -> BatchResult:
-        """Write one batch in one transaction (retried on lock conflicts)."""
+        """Write one batch in one transaction (retried on lock conflicts).
+
+        SQLite: ``BEGIN IMMEDIATE`` takes the write lock before the device rows
+        are read, so that another writer (a second server process) cannot update
+        them between the read and the write.
+        """
         for attempt in range(1, WRITE_ATTEMPTS + 1):
-            if not self._postgres:
-                try:
-                    with self.engine.begin() as conn:
-                        return self._write(conn, items)
-                except (OperationalError, DBAPIError) as exc:
-                    if attempt == WRITE_ATTEMPTS or not _retryable(exc):
-                        raise
-                    logger.warning("ingest batch conflicted (attempt %d), retrying", attempt)
-                    time.sleep(0.05 * attempt)
-                continue
             conn = self._connection()
             try:
                 with conn.begin():
+                    if not self._postgres:
+                        _sqlite_driver(conn).execute("BEGIN IMMEDIATE")
                     return self._write(conn, items)
-            except psycopg.Error as exc:
+            except self._driver_error as exc:
                 self._discard(conn)
-                # Raised by the raw (pipelined) PostgreSQL statements: as SQLAlchemy would.
+                # Raised by the raw statements (pipelined on PostgreSQL): as SQLAlchemy would.
                 error = DBAPIError.instance(
-                    "ingest batch", None, exc, psycopg.Error, hide_parameters=True
+                    "ingest batch", None, exc, self._driver_error, hide_parameters=True
                 )
                 if attempt == WRITE_ATTEMPTS or not _retryable(error):
                     raise error from exc
@@ -287,10 +315,17 @@ class IngestStore:
         raise AssertionError(msg)
 
     def _connection(self) -> Connection:
-        """The store's PostgreSQL connection (opened on first use or after an error)."""
+        """The store's connection (opened on first use or after an error).
+
+        SQLite: with ``checkpoint_elsewhere`` its commits never run a WAL
+        checkpoint (copying the log back into the database and syncing it: tens
+        of milliseconds now and then); :meth:`checkpoint` on another thread does.
+        """
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
+            if not self._postgres and self.checkpoint_elsewhere:
+                _sqlite_driver(conn).execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def _discard(self, conn: Connection) -> None:
@@ -306,21 +341,29 @@ class IngestStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                if not self._postgres and self.checkpoint_elsewhere:
+                    _sqlite_driver(conn).execute(
+                        f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}"
+                    )
+            with contextlib.suppress(Exception):
                 conn.close()
+
+    def checkpoint(self, conn: Connection) -> tuple[int, int, int]:
+        """SQLite: one passive WAL checkpoint on ``conn`` (never waits for readers or
+        writers); returns SQLite's ``(busy, frames in the log, frames checkpointed)``."""
+        busy, log, done = _sqlite_driver(conn).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(log), int(done)
 
     # -- the transaction --------------------------------------------------------------
 
     def _load_devices(self, conn: Connection, ids: set[str]) -> dict[str, _DeviceRow]:
-        """Load (and on PostgreSQL lock) the devices' rows; raw SQL, as it runs per batch."""
+        """SQLite: load the devices' rows (raw SQL, as it runs per batch; the write
+        lock is held already)."""
         if not ids:
             return {}
-        postgres = conn.dialect.name == "postgresql"
-        mark = "%s" if postgres else "?"
-        sql = DEVICE_SELECT_SQL.format(
-            columns=", ".join(_ROW_COLUMNS), marks=", ".join([mark] * len(ids))
-        ) + (" FOR UPDATE" if postgres else "")
+        sqlite = _sqlite_driver(conn)
         rows: dict[str, _DeviceRow] = {}
-        for raw in conn.exec_driver_sql(sql, tuple(sorted(ids))):
+        for raw in sqlite.execute(_SQLITE_DEVICE_SELECT_SQL, (json.dumps(sorted(ids)),)):
             values = dict(zip(_ROW_COLUMNS, raw, strict=True))
             for name in _TIME_COLUMNS:
                 values[name] = _read_utc(values[name])
@@ -393,75 +436,68 @@ class IngestStore:
     def _load_open_alerts(
         self, conn: Connection, ids: Sequence[str]
     ) -> dict[str, dict[AlertKey, int]]:
+        """SQLite: the open alerts of these devices, by device."""
         result: dict[str, dict[AlertKey, int]] = {device_id: {} for device_id in ids}
         if not ids:
             return result
-        stmt = sa.select(
-            ALERT.c.id, ALERT.c.device_id, ALERT.c.source, ALERT.c.code, ALERT.c.metric
-        ).where(ALERT.c.open.is_(True), ALERT.c.device_id.in_(list(ids)))
-        for row in conn.execute(stmt):
-            result[row.device_id][AlertKey(row.source, row.code, row.metric)] = row.id
+        sqlite = _sqlite_driver(conn)
+        for alert_id, device_id, source, code, metric in sqlite.execute(
+            SQLITE_OPEN_ALERTS_SQL, (json.dumps(list(ids)),)
+        ):
+            result[device_id][AlertKey(source, code, metric)] = alert_id
         return result
 
     def _insert_samples(
         self, conn: Connection, samples: list[SampleItem]
     ) -> set[tuple[str, str, int]]:
-        """Insert new samples; returns the keys actually inserted (duplicates are skipped).
+        """SQLite: insert new samples; returns the keys actually inserted (duplicates are skipped).
 
         This is the hot path, so it goes around SQLAlchemy's per-value type
         processing: values are serialized here exactly as the column types would
-        (UTC timestamps, JSON text) and sent as one multi-row ``INSERT ... ON
-        CONFLICT DO NOTHING RETURNING`` per chunk.
+        (UTC timestamps as text, JSON text), and the rows go as one JSON document
+        into one ``INSERT ... SELECT FROM json_each(?) ON CONFLICT DO NOTHING
+        RETURNING`` (a fixed statement text: prepared once per connection).
         """
-        inserted: set[tuple[str, str, int]] = set()
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            row_sql = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
-            stamp: Any = _aware_utc
-        else:
-            row_sql = "(?, ?, ?, ?, ?, ?, ?, ?)"
-            stamp = _sqlite_utc
-        to_json = pydantic_core.to_json
-        for start in range(0, len(samples), INSERT_CHUNK):
-            chunk = samples[start : start + INSERT_CHUNK]
-            params: list[Any] = []
-            for item in chunk:
-                sample = item.sample
-                faults = sample.faults
-                params += (
+        if not samples:
+            return set()
+        stamp = self._stamp
+        rows = []
+        for item in samples:
+            sample = item.sample
+            faults = sample.faults
+            rows.append(
+                (
                     item.device_id,
                     sample.boot_id,
                     sample.seq,
-                    stamp(sample.ts),
+                    _sqlite_utc(sample.ts),
                     stamp(item.received_at),
                     sample.status,
                     # Metric values are finite (validated), so this is plain JSON.
-                    to_json(sample.metrics).decode(),
-                    to_json([f.model_dump() for f in faults]).decode() if faults else "[]",
+                    sample.metrics,
+                    [f.model_dump() for f in faults] if faults else (),
                 )
-            # Only placeholders are joined in: every value is a bound parameter.
-            sql = INSERT_SAMPLES_SQL.format(values=", ".join([row_sql] * len(chunk)))
-            inserted.update(
-                (row[0], row[1], row[2]) for row in conn.exec_driver_sql(sql, tuple(params)).all()
             )
-        return inserted
+        sqlite = _sqlite_driver(conn)
+        document = pydantic_core.to_json(rows).decode()
+        return {
+            (row[0], row[1], row[2])
+            for row in sqlite.execute(SQLITE_INSERT_SAMPLES_SQL, (document,)).fetchall()
+        }
 
     def _update_devices(
         self, conn: Connection, dirty: list[_DeviceRow], with_health: set[str]
     ) -> None:
-        """Write the changed device rows back, in two executemany groups (with/without health)."""
-        postgres = conn.dialect.name == "postgresql"
-        stamp: Any = _aware_utc if postgres else _sqlite_utc
-        mark = "%s" if postgres else "?"
+        """SQLite: write the changed device rows back, in two executemany groups
+        (with/without health), with fixed statement texts."""
+        sqlite = _sqlite_driver(conn)
+        stamp = self._stamp
+        to_json = pydantic_core.to_json
         for health in (True, False):
             group = [d for d in dirty if (d.id in with_health) is health]
             if not group:
                 continue
             columns = _UPDATE_COLUMNS + (_HEALTH_COLUMNS if health else [])
-            assignments = ", ".join(
-                f"{name} = {mark}::jsonb" if postgres and name == "health" else f"{name} = {mark}"
-                for name in columns
-            )
             params = []
             for device in group:
                 row: list[Any] = []
@@ -470,12 +506,13 @@ class IngestStore:
                     if name in _TIME_COLUMNS and value is not None:
                         value = stamp(value)
                     elif name == "health":
-                        value = json.dumps(value)
+                        value = to_json(value).decode()
                     row.append(value)
                 row.append(device.id)
-                params.append(tuple(row))
-            sql = DEVICE_UPDATE_SQL.format(assignments=assignments, mark=mark)
-            conn.exec_driver_sql(sql, params)
+                params.append(row)
+            sqlite.executemany(
+                _SQLITE_UPDATE_WITH_HEALTH_SQL if health else _SQLITE_UPDATE_SQL, params
+            )
 
     def _write(self, conn: Connection, items: Sequence[IngestItem]) -> BatchResult:
         result = BatchResult()
@@ -570,10 +607,15 @@ class IngestStore:
             if item is None:
                 return
             sample = item.sample
+            open_now = open_keys[device.id]
+            checks = self._checks_for(sample)
+            if not open_now and not sample.faults:
+                # Nothing to clear, no fault to open: only a violated rule matters.
+                values = sample.metrics
+                if all(rule_violation(c.rule, values[c.metric]) is None for c in checks):
+                    return
             at = _alert_time(sample.ts, device.clock_offset_s, item.received_at)
-            plan = plan_for_sample(
-                open_keys[device.id], sample.faults, sample.metrics, self._rules_for(sample)
-            )
+            plan = plan_for_checks(open_now, sample.faults, sample.metrics, checks)
             apply_alerts(device.id, plan, at)
 
         for item in items:
@@ -694,6 +736,13 @@ class IngestStore:
         return result
 
 
+def _sqlite_driver(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy one."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)  # noqa: S101  (the engine's driver)
+    return driver
+
+
 def _pg_samples_json(samples: Sequence[SampleItem]) -> str:
     """The samples as one JSON array of rows, for ``PG_INSERT_SAMPLES_SQL``."""
     rows = [
@@ -741,11 +790,16 @@ def _aware_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def _sqlite_utc(value: datetime) -> str:
     """A timestamp as SQLAlchemy stores ``UTCDateTime`` on SQLite (naive UTC text).
 
     ``YYYY-MM-DD HH:MM:SS.ffffff``, as ``strftime("%Y-%m-%d %H:%M:%S.%f")`` but faster.
     """
+    if value.utcoffset() == _NO_OFFSET:  # already UTC: cut off the "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
