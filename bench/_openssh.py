@@ -85,7 +85,7 @@ class OpenSSHTunnel:
             f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}\nPidFile none\nUsePAM no\n"
             "StrictModes no\nPasswordAuthentication no\nAllowTcpForwarding yes\n"
             f"PermitRootLogin yes\nCiphers {CIPHER}\nPrintMotd no\nPrintLastLog no\n"
-            "Subsystem sftp internal-sftp\n"
+            "Subsystem sftp internal-sftp\nMaxStartups 1000\nMaxSessions 1000\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         self.daemon = subprocess.Popen(
