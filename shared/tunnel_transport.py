@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -68,7 +69,8 @@ class MessageStreamTransport(asyncio.Transport):
         self._send = send
         self._close_stream = close
         self._protocol: asyncio.Protocol | None = None
-        self._pending: list[bytes] = []
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._closing = False
         self._lost = False
@@ -120,7 +122,9 @@ class MessageStreamTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or not data:
             return
-        self._pending.append(bytes(data))
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
         self._wakeup.set()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -134,7 +138,7 @@ class MessageStreamTransport(asyncio.Transport):
         self.close()
 
     def get_write_buffer_size(self) -> int:
-        return sum(len(chunk) for chunk in self._pending)
+        return self._pending_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return (0, MAX_MESSAGE_BYTES)
@@ -202,6 +206,7 @@ class MessageStreamTransport(asyncio.Transport):
         finally:
             self._closing = True
             self._pending.clear()
+            self._pending_bytes = 0
             try:
                 await asyncio.wait_for(self._close_stream(), CLOSE_FLUSH_TIMEOUT_S)
             except Exception as exc:  # already closed by the peer, or gone
@@ -213,11 +218,24 @@ class MessageStreamTransport(asyncio.Transport):
             self._done.set()
 
     def _take(self, limit: int) -> bytes:
-        if len(self._pending) == 1 and len(self._pending[0]) <= limit:
-            return self._pending.pop()
-        joined = b"".join(self._pending)
-        self._pending = [joined[limit:]] if len(joined) > limit else []
-        return joined[:limit]
+        """The next message: whole queued chunks up to ``limit`` bytes, joined once.
+
+        Only what goes out is copied; the rest stays queued as it is (joining the
+        whole queue and slicing off the rest copied it again for every message).
+        """
+        pending = self._pending
+        first = pending.popleft()
+        if len(first) > limit:  # one chunk larger than a message (asyncssh writes packets)
+            pending.appendleft(first[limit:])
+            first = first[:limit]
+        parts = [first]
+        size = len(first)
+        while pending and size + len(pending[0]) <= limit:
+            chunk = pending.popleft()
+            parts.append(chunk)
+            size += len(chunk)
+        self._pending_bytes -= size
+        return first if len(parts) == 1 else b"".join(parts)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
