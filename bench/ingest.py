@@ -211,6 +211,106 @@ async def ingest_run(
     }
 
 
+async def serve(url: str, broker_url: str, group: str) -> None:
+    """A child ingest process (``--serve``): one JSON line per committed batch on stdout.
+
+    Prints ``ready`` once subscribed; ``start`` on stdin marks the start of the CPU
+    measurement; end of stdin stops it, and the CPU used since ``start`` is printed.
+    """
+    engine = make_engine(url)
+    settings = ServerSettings(database_url=url, broker_url=broker_url)
+
+    def on_batch(result: BatchResult, committed: float) -> None:
+        sent = [round(committed - t, 6) for t in result.stored_sent_times]
+        line = json.dumps({"stored": result.stored, "committed": committed, "latencies": sent})
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    service = IngestService(settings, engine, group=group, sweep_interval_s=60, on_batch=on_batch)
+    await service.start()
+    await asyncio.wait_for(service.ready.wait(), 10)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    cpu_start = time.process_time()
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        if line.strip() == "start":
+            cpu_start = time.process_time()
+    cpu = time.process_time() - cpu_start
+    await service.stop()
+    sys.stdout.write(json.dumps({"cpu": cpu}) + "\n")
+    sys.stdout.flush()
+    engine.dispose()
+
+
+def ingest_processes(
+    url: str, broker: MosquittoBroker, count: int, rate: float, processes: int
+) -> dict[str, float]:
+    """As :func:`ingest_run`, with ``processes`` server processes sharing the subscription."""
+    group = f"bench{new_id()[:6]}"
+    command = [
+        sys.executable, "-m", "bench.ingest", "--serve",
+        "--url", url, "--broker", broker.url, "--group", group,
+    ]  # fmt: skip
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    lock = threading.Lock()
+    stored = 0
+    last_commit = 0.0
+    latencies: list[float] = []
+    cpu = 0.0
+    finished = threading.Event()
+    readers: list[threading.Thread] = []
+
+    def read(child: subprocess.Popen[str]) -> None:
+        nonlocal stored, last_commit, cpu
+        assert child.stdout is not None
+        for line in child.stdout:
+            record = json.loads(line)
+            with lock:
+                if "cpu" in record:
+                    cpu += record["cpu"]
+                    continue
+                stored += record["stored"]
+                last_commit = max(last_commit, record["committed"])
+                latencies.extend(record["latencies"])
+                if stored >= count:
+                    finished.set()
+
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                msg = "a bench ingest process did not start"
+                raise RuntimeError(msg)
+        readers += [threading.Thread(target=read, args=(child,)) for child in children]
+        for reader in readers:
+            reader.start()
+        publisher = _start_publisher(broker.port, count, rate, f"ingest-{new_id()[:8]}")
+        start = _publisher_start(publisher)
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("start\n")
+            child.stdin.flush()
+        finished.wait(180)
+        publisher.wait()
+    finally:
+        for child in children:
+            if child.stdin is not None:
+                child.stdin.close()
+        for child in children:
+            child.wait(30)
+    for reader in readers:
+        reader.join()
+    return {
+        "stored": stored,
+        "rate": stored / (last_commit - start) if stored else 0.0,
+        "cpu_us": cpu / stored * 1e6 if stored else 0.0,
+        **(_percentiles(latencies) if rate else {}),
+    }
+
+
 def _register(engine: Any) -> None:
     with Session(engine) as session:
         for i in range(DEVICES):
@@ -221,7 +321,12 @@ def _register(engine: Any) -> None:
 
 
 def run_backend(
-    name: str, url: str, broker: MosquittoBroker, messages: int, phases: str = "both"
+    name: str,
+    url: str,
+    broker: MosquittoBroker,
+    messages: int,
+    phases: str = "both",
+    processes: int = 1,
 ) -> dict[str, Any]:
     engine = make_engine(url)
     create_schema(engine)
@@ -229,17 +334,25 @@ def run_backend(
     settings = ServerSettings(database_url=url, broker_url=broker.url)
     rate = 2000.0
     latency_messages = int(rate * 8)
-    result: dict[str, Any] = {"backend": name, "load_start": os.getloadavg()[0]}
+    result: dict[str, Any] = {
+        "backend": name,
+        "processes": processes,
+        "load_start": os.getloadavg()[0],
+    }
+
+    def ingest(count: int, rate: float) -> dict[str, float]:
+        if processes > 1:
+            return ingest_processes(url, broker, count, rate, processes)
+        return asyncio.run(ingest_run(settings, engine, broker.port, count, rate))
+
     empty: dict[str, float] = {"rate": 0.0, "stored": 0, "cpu_us": 0.0}
     result["paho"] = result["ingest"] = result["paho_2k"] = result["ingest_2k"] = empty
     if phases in ("both", "rate"):
         result["paho"] = bare_paho(broker.port, messages, 0)
-        result["ingest"] = asyncio.run(ingest_run(settings, engine, broker.port, messages, 0))
+        result["ingest"] = ingest(messages, 0)
     if phases in ("both", "latency"):
         result["paho_2k"] = bare_paho(broker.port, latency_messages, rate)
-        result["ingest_2k"] = asyncio.run(
-            ingest_run(settings, engine, broker.port, latency_messages, rate)
-        )
+        result["ingest_2k"] = ingest(latency_messages, rate)
     result["load_end"] = os.getloadavg()[0]
     engine.dispose()
     return result
@@ -300,22 +413,40 @@ def main() -> None:
         help="the throughput phase, the 2,000 msg/s latency phase, or both",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the subscription (each with its ingest)",
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help=f"print the report, do not write {RESULTS.name}"
     )
     parser.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--boot-id", default="b", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--broker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--group", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
         publish(args.port, args.messages, args.rate, args.boot_id)
+        return
+    if args.serve:
+        asyncio.run(serve(args.url, args.broker, args.group))
         return
     results = []
     with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as scratch:
         if not args.no_sqlite:
             results.append(
                 run_backend(
-                    "SQLite", f"sqlite:///{scratch}/bench.db", broker, args.messages, args.phases
+                    "SQLite",
+                    f"sqlite:///{scratch}/bench.db",
+                    broker,
+                    args.messages,
+                    args.phases,
+                    args.processes,
                 )
             )
         if args.postgres:
@@ -324,7 +455,12 @@ def main() -> None:
             try:
                 results.append(
                     run_backend(
-                        "PostgreSQL", cluster.create_database(), broker, args.messages, args.phases
+                        "PostgreSQL",
+                        cluster.create_database(),
+                        broker,
+                        args.messages,
+                        args.phases,
+                        args.processes,
                     )
                 )
             finally:

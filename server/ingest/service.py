@@ -45,6 +45,7 @@ import contextlib
 import logging
 import queue
 import random
+import select
 import socket
 import threading
 import time
@@ -173,7 +174,8 @@ class IngestService:
         self.on_command_result = on_command_result
         self.on_session_event = on_session_event
         self.on_batch = on_batch
-        #: Set while connected and subscribed (for ``/readyz``).
+        #: Set while connected and subscribed, once the broker holds the server's
+        #: announcement (for ``/readyz``).
         self.ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -188,6 +190,7 @@ class IngestService:
         #: Bumped on every connection: an acknowledgement is only sent on its own one.
         self._generation = 0
         self._subscribe_mid: int | None = None
+        self._announcement_mid: int | None = None
         self._unsubscribed = False
         self._accepting = True
         #: Received, not yet committed: ``(item or None, mid, qos, connection generation)``.
@@ -282,6 +285,7 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
+        client.on_publish = self._on_published
         client.on_message = self._on_message
         return client
 
@@ -374,10 +378,15 @@ class IngestService:
         idle = True
         size = self.settings.ingest_batch_size
         if self._connected:
-            # With messages pending, only look whether more are there already.
             timeout = poll_s
-            if self._pending and not self._inflight_cut:
-                timeout = min(timeout, max(0.0, self._flush_due(idle=True) - time.monotonic()))
+            if len(self._pending) > self._inflight_cut:
+                # A batch is gathering: the socket is read when it is due (or the writer
+                # is done), not on every message that arrives meanwhile.
+                due_in = self._flush_due(idle=True) - time.monotonic()
+                if due_in > 0 and self._nap(client, min(due_in, poll_s)):
+                    timeout = 0.0
+                elif not self._inflight_cut:
+                    timeout = min(timeout, max(0.0, due_in))
             first = before = self._received
             if self._reader is not None and self._reader.pending():
                 # select() cannot see what is buffered already: read it first.
@@ -409,6 +418,20 @@ class IngestService:
             else:
                 self._stop_requested.wait(min(poll_s, self._connect_at - now))
         self._flush(idle=idle)
+
+    def _nap(self, client: paho.Client, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the writer's wake-up only, leaving the broker's
+        messages in the socket (one read for them all later); ``False`` if it cannot."""
+        wakeup = getattr(client, "_sockpairR", None)
+        if wakeup is None:
+            return False
+        try:
+            ready, _, _ = select.select([wakeup], [], [], seconds)
+            if ready:
+                wakeup.recv(4096)  # the writer's wake-up bytes
+        except (OSError, ValueError):
+            return False
+        return True
 
     def _retry_connect(self, why: str) -> None:
         delay = random.uniform(BACKOFF_MIN_S / 2, self._broker_backoff)  # noqa: S311  (jitter)
@@ -487,16 +510,24 @@ class IngestService:
         if refused:
             logger.error("the broker refused the ingest's subscriptions: %s", ", ".join(refused))
             return
-        client.publish(topics.SERVER_STATE, self._announcement(online=True), qos=1, retain=True)
+        info = client.publish(
+            topics.SERVER_STATE, self._announcement(online=True), qos=1, retain=True
+        )
+        # Ready once the broker holds the announcement (see _on_published).
+        self._announcement_mid = info.mid
         self._broker_backoff = BACKOFF_MIN_S
         if self._connected_before:
             metrics.INGEST_RECONNECTS.inc()
         self._connected_before = True
         metrics.INGEST_CONNECTED.set(1)
-        self._call_on_loop(self.ready.set)
         logger.info(
             "ingest %s subscribed to %s as group %r", self.instance_id, topics.PREFIX, self.group
         )
+
+    def _on_published(self, _client: paho.Client, _userdata: Any, mid: int, *_args: Any) -> None:
+        if mid == self._announcement_mid:
+            self._announcement_mid = None
+            self._call_on_loop(self.ready.set)
 
     def _on_unsubscribe(self, *_args: Any) -> None:
         self._unsubscribed = True

@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -474,3 +475,74 @@ async def test_revocation_applies_to_the_next_batch_without_a_restart(
     assert row.online is False
     await asyncio.sleep(0.3)  # the sweeper leaves a revoked device alone
     assert device(engine, "srv-0100").online_reason == "revoked"
+
+
+async def test_two_ingests_sharing_the_subscription_keep_exact_counts(
+    settings: ServerSettings, database_url: str, publisher: aiomqtt.Client
+) -> None:
+    """As two server processes would: each its own engine, connections and writer."""
+    engines = [make_engine(database_url) for _ in range(2)]
+    create_schema(engines[0])
+    register(engines[0], *(f"mfp-03{i:02d}" for i in range(4)))
+    group = f"t{new_id()[:8]}"
+    services = [IngestService(settings, e, group=group, sweep_interval_s=60) for e in engines]
+    try:
+        for service in services:
+            await service.start()
+            await asyncio.wait_for(service.ready.wait(), 10)
+        before = [counter(metrics.INGEST_MESSAGES, "stored")]
+        for seq in range(100):
+            for i in range(4):
+                device_id = f"mfp-03{i:02d}"
+                await publisher.publish(
+                    topics.telemetry(device_id), dump_message(sample(device_id, seq)), qos=1
+                )
+        for i in range(4):
+            row = await eventually(
+                device_when(engines[0], f"mfp-03{i:02d}", lambda d: d.telemetry_received >= 100),
+                within=30,
+            )
+            assert row.telemetry_received == 100
+            assert row.telemetry_missing == 0
+            assert row.last_seq == 99
+        assert counter(metrics.INGEST_MESSAGES, "stored") == before[0] + 400
+    finally:
+        for service in services:
+            await service.stop()
+        for e in engines:
+            e.dispose()
+
+
+async def test_sqlite_wal_is_checkpointed_outside_the_ingest_commits(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    """The ingest's commits never checkpoint (its connection has autocheckpoint off);
+    its checkpoint thread does, so the log restarts from its beginning now and then
+    (the WAL header's checkpoint sequence number goes up)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    assert engine.url.database is not None
+    wal = Path(f"{engine.url.database}-wal")
+    register(engine, "mfp-0310")
+    topic = topics.telemetry("mfp-0310")
+
+    def checkpoint_sequence() -> int:
+        return int.from_bytes(wal.read_bytes()[12:16], "big")
+
+    await publisher.publish(topic, dump_message(sample("mfp-0310", 0)), qos=1)
+    await eventually(device_when(engine, "mfp-0310", lambda d: d.telemetry_received == 1))
+    store_conn = ingest.store._conn
+    assert store_conn is not None
+    driver = store_conn.connection.driver_connection
+    assert driver is not None
+    assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    first = checkpoint_sequence()
+    for seq in range(1, 100):
+        await publisher.publish(topic, dump_message(sample("mfp-0310", seq)), qos=1)
+        await eventually(
+            device_when(engine, "mfp-0310", lambda d, seq=seq: d.telemetry_received > seq)
+        )
+        if checkpoint_sequence() != first:
+            break
+        await asyncio.sleep(0.1)
+    assert checkpoint_sequence() != first
