@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from bench._openssh import OpenSSHMissing, OpenSSHTunnel
 
 RESULTS = Path(__file__).parent / "results" / "tunnel.md"
 TOKEN = "bench-session-token"  # noqa: S105
@@ -129,70 +130,21 @@ async def _push(
     return size / elapsed / 1e6
 
 
-def _start_openssh(
-    sink_port: int, workdir: Path
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None, int] | None:
-    """A private sshd on a free port and the real ssh client holding ``-R`` to the sink."""
-    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-    if sshd is None or shutil.which("ssh") is None:
-        return None
-    from tests.fixtures.ports import free_port, wait_for_port
-
-    for name in ("host", "client"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / name)], check=True
-        )
-    (workdir / "authorized_keys").write_text((workdir / "client.pub").read_text())
-    sshd_port, forward_port = free_port(), free_port()
-    config = workdir / "sshd_config"
-    config.write_text(
-        f"Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host'}\n"
-        f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile none\nUsePAM no\n"
-        "StrictModes no\nPasswordAuthentication no\nAllowTcpForwarding yes\n"
-        "PermitRootLogin yes\nCiphers aes128-gcm@openssh.com\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    daemon = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
-    wait_for_port(sshd_port)
-    client = subprocess.Popen(
-        [
-            "ssh", "-N", "-p", str(sshd_port), "-i", str(workdir / "client"),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-            "-c", "aes128-gcm@openssh.com",
-            "-R", f"127.0.0.1:{forward_port}:127.0.0.1:{sink_port}",
-            f"{os.environ.get('USER', 'root')}@127.0.0.1",
-        ],
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port(forward_port)
-    except Exception:
-        _stop(daemon, client)
-        raise
-    return daemon, client, forward_port
-
-
-def _stop(*processes: subprocess.Popen[bytes] | None) -> None:
-    for process in processes:
-        if process is not None:
-            process.terminate()
-            process.wait(10)
-
-
 async def _openssh_rate(sink_port: int, size: int, workdir: Path) -> float | None:
-    started = await asyncio.to_thread(_start_openssh, sink_port, workdir)
-    if started is None:
+    """Median of 3 pushes through an OpenSSH ``ssh -R`` tunnel to the sink (``None``: no sshd)."""
+    tunnel = OpenSSHTunnel(workdir, {"sink": sink_port})
+    try:
+        await asyncio.to_thread(tunnel.start)
+    except OpenSSHMissing:
         return None
-    daemon, client, forward_port = started
     try:
         rates = []
         for _ in range(3):
-            reader, writer = await asyncio.open_connection("127.0.0.1", forward_port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.ports["sink"])
             rates.append(await _push(reader, writer, size))
         return statistics.median(rates)
     finally:
-        await asyncio.to_thread(_stop, client, daemon)
+        await asyncio.to_thread(tunnel.stop)
 
 
 async def run(tunnels: int, megabytes: int) -> str:
