@@ -163,6 +163,8 @@ class PublishReader:
                 rc = self._publish(command, data, index, end, start)
             else:
                 rc = self._paho_handle(command, data, start, index, end)
+                if client._sock is not self._socket:
+                    return rc  # paho closed the connection (a DISCONNECT from the broker)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return rc
 
