@@ -189,8 +189,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterato
         # The gateway on a free port of its own (2222 may be taken on a shared machine).
         port = free_port()
         server.stop()
-        with server.config.open("a") as config:
-            config.write(f"ssh_gateway_port = {port}\n")
+        text = server.config.read_text()
+        server.config.write_text(
+            text.replace("ssh_gateway_port = 0\n", f"ssh_gateway_port = {port}\n")
+        )
         server.start()
         registered = server.api(
             "POST", "/devices",

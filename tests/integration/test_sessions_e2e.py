@@ -503,7 +503,7 @@ def site_device(center: Center, tmp_path_factory: pytest.TempPathFactory) -> Ite
         [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
         FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
         FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 4,
+        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 10,
                                      "idle_timeout_s": 3, "max_duration_s": 8}),
     )  # fmt: skip
     try:
@@ -545,7 +545,7 @@ def test_the_site_denies_or_does_not_answer(center: Center, site_device: SiteDev
 
     ignored_id = site_device.open(reason="nobody is there")
     center.wait_state(ignored_id, "awaiting_consent", timeout=15)
-    closed = center.wait_state(ignored_id, "closed", timeout=15)  # approval_timeout_s 4
+    closed = center.wait_state(ignored_id, "closed", timeout=30)  # approval_timeout_s 10
     assert closed["close_reason"] == "site_denied"
     assert "timeout" in closed["detail"]
 
