@@ -19,16 +19,22 @@ same run to the same targets.
   ``ssh -tt`` over the OpenSSH tunnel; a shell in a local PTY gives the
   floor (what no tunnel can take away).
 - Throughput: a length-prefixed push to a byte sink behind the agent's
-  ``sink`` service, through the forward socket (the bench's own WebSocket
-  client), through ``fieldlink connect`` and through ``scp`` via the
-  gateway, each as a ratio to the OpenSSH tunnel (``scp`` to the private
-  sshd through it for the scp row); median of 3.
-- 100 sessions at once on one server (spread over a few agents): each with
-  a terminal at a prompt, then a command in every one; the memory each
-  process gained per session, and how many failed.
+  ``sink`` service, and a pull from it, through the forward socket (the
+  bench's own WebSocket client), through ``fieldlink connect`` and through
+  ``scp`` via the gateway, each as a ratio to the OpenSSH tunnel (``scp``
+  with the private sshd through it for the scp rows); median of 3, with the
+  CPU seconds per GiB of every process on the path.
+- 100 sessions open together on one server (spread over a few agents, at
+  most ``--open-at-once`` being opened at a time): each with a terminal at a
+  prompt, then a command in every one; the memory each process gained per
+  session against as many OpenSSH logins, and how many failed.
+
+Every shell gets a home with Debian's default profile (``/etc/skel``), so the
+prompt measures a device's shell, not this machine's ``pyenv init``.
 
     .venv/bin/python -m bench.sessions [--sessions 50] [--megabytes 256]
-        [--concurrent 100] [--agents 4] [--keystrokes 400]
+        [--concurrent 100] [--agents 4] [--open-at-once 10] [--keystrokes 400]
+        [--only click,keys,rate,many] [--keep] [--no-write]
 """
 
 from __future__ import annotations
