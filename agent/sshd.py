@@ -59,6 +59,11 @@ CIPHERS: Final = (
     "aes256-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
 )
+#: Receive window and largest SSH packet the agent accepts on each channel (uploads,
+#: operator input). asyncssh's 32 KiB packets cost per-packet Python work that 128 KiB
+#: packets divide by four; the window covers the WebSocket's extra latency.
+CHANNEL_WINDOW: Final = 8 * 1024 * 1024
+CHANNEL_MAX_PACKET: Final = 128 * 1024
 #: Time the server has to authenticate once the tunnel is open.
 LOGIN_TIMEOUT_S: Final = 15.0
 #: Time a shell's output may take to drain after the shell exits.
@@ -294,6 +299,8 @@ class AgentSession:
             # foreground job; asyncssh's line editor would do all three itself, and
             # signal only the shell (which ignores SIGINT).
             line_editor=False,
+            window=CHANNEL_WINDOW,
+            max_pktsize=CHANNEL_MAX_PACKET,
             login_timeout=LOGIN_TIMEOUT_S,
             keepalive_interval=0,
         )
@@ -600,7 +607,11 @@ class _DeviceSSHServer(asyncssh.SSHServer):
             )
         assert self._connection is not None  # noqa: S101
         self._session._log.info("forward to service %s", target.name)
-        return self._connection.forward_connection(target.host, target.port)
+        # asyncssh ignores the connection's window options for direct-tcpip channels.
+        channel = self._connection.create_tcp_channel(
+            window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET
+        )
+        return channel, self._connection.forward_connection(target.host, target.port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         self._session._refuse("channel", f"-R {listen_host}:{listen_port}", "not offered")

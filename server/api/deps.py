@@ -129,20 +129,28 @@ async def check_csrf(request: Request, session_token: str) -> None:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=CSRF_DETAIL)
 
 
+def _user_for_token(session: Session, token: str) -> User | None:
+    """The token's user; the transaction ends at once, so the request holds no connection
+    while it waits (a session being opened, a command running on a device)."""
+    user = crud.user_for_token(session, token)
+    session.commit()
+    return user
+
+
 async def get_current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
     """The user of the request's bearer token, or of its session cookie (with CSRF); else 401.
 
     A bearer token wins when both are present: scripts are never subject to CSRF.
     """
     if token:
-        user = await run_in_threadpool(crud.user_for_token, session, token)
+        user = await run_in_threadpool(_user_for_token, session, token)
         if user is None:
             raise _UNAUTHORIZED
         return user
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise _UNAUTHORIZED
-    user = await run_in_threadpool(crud.user_for_token, session, cookie)
+    user = await run_in_threadpool(_user_for_token, session, cookie)
     if user is None:
         raise _UNAUTHORIZED
     await check_csrf(request, cookie)
