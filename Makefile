@@ -68,6 +68,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
 
 bench: $(STAMP) system-deps
+	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
 	$(BIN)/python -m bench.run_all
 
 migration: $(STAMP)
