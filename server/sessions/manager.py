@@ -67,6 +67,16 @@ OPEN_RESULT_TIMEOUT_S: Final = 15.0
 _SITE_REFUSALS: Final = frozenset({"not_allowed", "site_denied", "denied"})
 
 
+#: Session states in the order a session moves through them (never backwards).
+_STATE_ORDER: Final = {
+    "requested": 0,
+    "awaiting_consent": 1,
+    "connecting": 2,
+    "active": 3,
+    "closed": 4,
+}
+
+
 class SessionClosed(Conflict):
     """The session is closed (or closed while it was being waited for)."""
 
@@ -409,10 +419,14 @@ class SessionManager:
             db.commit()
 
     async def _set_state(self, live: _Live, state: str, *, write: bool = True) -> None:
-        if live.state == "closed" or live.state == state:
+        # States only move forward: an agent event that arrives late (approved after the
+        # tunnel is already up) must not move an active session back to "connecting".
+        if _STATE_ORDER[state] <= _STATE_ORDER[live.state]:
             return
         if write:
             await self._db(self._write_state, live.session_id, state)
+            if _STATE_ORDER[state] <= _STATE_ORDER[live.state]:
+                return
         live.set_state(state)
         if state == "active":
             metrics.SESSION_SETUP_SECONDS.observe(time.monotonic() - live.opened)
@@ -429,9 +443,10 @@ class SessionManager:
             metrics.SESSIONS_OPEN.labels(state).set(count)
 
     def _write_state(self, db: Session, session_id: str, state: str) -> None:
+        earlier = [name for name, order in _STATE_ORDER.items() if order < _STATE_ORDER[state]]
         db.execute(
             sa.update(RemoteSession)
-            .where(col(RemoteSession.id) == session_id, col(RemoteSession.state) != "closed")
+            .where(col(RemoteSession.id) == session_id, col(RemoteSession.state).in_(earlier))
             .values(state=state)
         )
         db.commit()

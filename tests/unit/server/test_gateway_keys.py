@@ -342,12 +342,18 @@ async def _login(port: int, key: asyncssh.SSHKey, host_key: str) -> str:
         )
     except asyncssh.DisconnectError as exc:
         return f"{type(exc).__name__}: {exc.reason}"
+    stderr = ""
     async with conn:
         with contextlib.suppress(asyncssh.Error):
-            await asyncio.wait_for(conn.run("true", check=False), 20)
+            result = await asyncio.wait_for(conn.run("true", check=False), 20)
+            stderr = str(result.stderr or "")
         await asyncio.wait_for(conn.wait_closed(), 20)
     lost = client.lost
-    return f"{type(lost).__name__}: {lost.reason}" if isinstance(lost, asyncssh.Error) else "ran"
+    # The reason comes in the disconnect, and on the channel's stderr (whichever the
+    # client reads first: a channel that closes first may end the run before the disconnect).
+    if isinstance(lost, asyncssh.Error):
+        return f"{type(lost).__name__}: {lost.reason} {stderr}"
+    return f"ran {stderr}"
 
 
 def test_the_gateway_accepts_only_registered_keys_of_allowed_users(
