@@ -39,6 +39,7 @@ prompt measures a device's shell, not this machine's ``pyenv init``.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -252,17 +253,20 @@ class Bench:
 # -- shells: one interface over the terminal socket, an ssh client and a local PTY ---------
 
 
-class Shell:
+class Shell(abc.ABC):
     """An interactive shell to type into: ``send`` bytes, ``read`` what comes back."""
 
+    @abc.abstractmethod
     async def send(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Type ``data``."""
 
+    @abc.abstractmethod
     async def read(self) -> bytes:
-        raise NotImplementedError
+        """The next bytes the shell showed."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """End the shell."""
 
     async def until_prompt(self, timeout_s: float = 30.0) -> bytes:
         output = b""
