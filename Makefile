@@ -12,16 +12,34 @@ WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets
+.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python $(VENDOR_STAMP)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Installs exactly the lock (hashes checked), then the project itself without resolving again.
+$(STAMP): pyproject.toml requirements-dev.txt | $(BIN)/python $(VENDOR_STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip check --disable-pip-version-check >/dev/null
 	touch $@
+
+# The lock: every dependency pinned with hashes, compiled from the ranges in pyproject.toml.
+# requirements-server.txt and requirements-agent.txt are the same versions, for a site's install.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command 'make lock'
+
+lock: $(STAMP)
+	$(UV_COMPILE) $(UPGRADE) --extra dev -o requirements-dev.txt
+	$(UV_COMPILE) --extra server -c requirements-dev.txt -o requirements-server.txt
+	$(UV_COMPILE) --extra agent -c requirements-dev.txt -o requirements-agent.txt
+
+# Refreshes the lock to the newest releases the ranges allow, reinstalls, and runs the suite.
+upgrade-deps: $(STAMP)
+	$(MAKE) --no-print-directory lock UPGRADE=--upgrade
+	rm -f $(STAMP)
+	$(MAKE) --no-print-directory test
 
 web-assets: $(VENDOR_STAMP)
 
