@@ -50,10 +50,20 @@ $(VENDOR_STAMP): $(WEB_FRONTEND)/package.json $(WEB_FRONTEND)/package-lock.json
 	cd $(WEB_FRONTEND)/node_modules && cp @xterm/xterm/lib/xterm.js @xterm/xterm/css/xterm.css \
 	  @xterm/addon-fit/lib/addon-fit.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css \
 	  asciinema-player/dist/bundle/asciinema-player.min.js asciinema-player/dist/bundle/asciinema-player.css \
+	  swagger-ui-dist/swagger-ui-bundle.js swagger-ui-dist/swagger-ui.css swagger-ui-dist/favicon-32x32.png \
+	  swagger-ui-dist/oauth2-redirect.html redoc/bundles/redoc.standalone.js \
 	  $(CURDIR)/$(VENDOR)/
-	for p in @xterm/xterm @xterm/addon-fit uplot asciinema-player; do \
+	for p in @xterm/xterm @xterm/addon-fit uplot asciinema-player swagger-ui-dist redoc; do \
 	  cp $(WEB_FRONTEND)/node_modules/$$p/LICENSE* $(VENDOR)/licenses/$$(basename $$p).txt; done
 	touch $@
+
+# An sdist and a wheel in dist/ that carry the console's front-end files.
+dist: $(STAMP) $(VENDOR_STAMP)
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist . >/dev/null
+	$(BIN)/python -m zipfile -l dist/*.whl | grep -q 'server/web/static/vendor/xterm.js' \
+	  || { echo "the wheel lacks the console's assets" >&2; exit 1; }
+	@ls -1 dist
 
 # Installs through apt whatever the tests need and the machine lacks.
 system-deps:
@@ -94,4 +104,4 @@ migration: $(STAMP)
 	$(BIN)/python -m server.migrations.autogen "$(MSG)" "$(REV)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache tests/artifacts

@@ -2,6 +2,10 @@
 
 import sys
 
-from agent.daemon import main
+from shared.logs import quiet_library_warnings
+
+quiet_library_warnings()
+
+from agent.daemon import main  # noqa: E402  (after the filter: imports may warn)
 
 sys.exit(main())

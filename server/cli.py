@@ -46,6 +46,15 @@ def open_database(config: Path | None) -> tuple[ServerSettings, Engine]:
     return settings, engine
 
 
+def _register_init_config() -> None:
+    from server.config_sample import init_config
+
+    server_app.command("init-config")(init_config)
+
+
+_register_init_config()
+
+
 @server_app.command("run")
 def run(config: ConfigOption = None) -> None:
     """Run the server: HTTP API and console, ingest, sessions."""

@@ -149,6 +149,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=__version__,
         description="Remote maintenance for installed equipment.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own files: see server.web.apidocs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.ready = False
@@ -165,6 +167,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from server.web import mount_console
 
     mount_console(app)  # the web console at /, its files at /static
+    from server.web.apidocs import mount_api_docs
+
+    mount_api_docs(app)  # Swagger UI at /docs, ReDoc at /redoc, no CDN
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
     def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from shared import __version__
 from shared.errors import FieldlinkError
+from shared.logs import quiet_library_warnings
 
 GROUP = "fieldlink.commands"
 # Which extra provides the commands of each package.
@@ -129,6 +130,7 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
+    quiet_library_warnings()
     app(prog_name="fieldlink")
 
 

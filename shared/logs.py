@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -46,3 +47,17 @@ def configure_logging(level: str = "info", *, json_lines: bool | None = None) ->
     # Chatty libraries stay at warning unless asked for debug.
     for name in ("aiomqtt", "paho", "asyncssh", "uvicorn.access", "websockets", "alembic"):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def quiet_library_warnings() -> None:
+    """Keep Python warnings off a user's terminal, unless they asked for them.
+
+    A library's deprecation notice (cryptography about asyncssh, uvicorn about
+    websockets) means nothing to an operator typing ``fieldlink --help`` and would
+    hide the command's own output; the developers see them in the test suite,
+    which turns warnings into errors. ``python -W ...`` or ``PYTHONWARNINGS``
+    still show them.
+    """
+    if sys.warnoptions:
+        return
+    warnings.simplefilter("ignore")
