@@ -29,7 +29,7 @@ from shared.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ConsentMode = Literal["none", "notify", "required"]
-#: Why a session ended (CONTRACT.md, session ``close_reason``).
+#: Why a session ended (docs/protocol.md, session ``close_reason``).
 CloseReason = Literal[
     "operator",
     "idle_timeout",

@@ -106,7 +106,7 @@ class SessionOutcome:
 
     Attributes:
         session_id: The session.
-        close_reason: One of CONTRACT.md's close reasons.
+        close_reason: One of docs/protocol.md's close reasons.
         detail: A short human explanation (never a secret).
         bytes_from_server: Tunnel bytes received (SSH stream, encrypted).
         bytes_to_server: Tunnel bytes sent.

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8883
 #: Debian's defaults (1000 queued, 20 in flight) silently dropped 47% of a
-#: QoS 0 burst to a Python subscriber (BASELINES.md): set them deliberately.
+#: QoS 0 burst to a Python subscriber (docs/benchmarks.md): set them deliberately.
 MAX_QUEUED_MESSAGES: Final = 100_000
 MAX_INFLIGHT_MESSAGES: Final = 100
 #: Payloads are at most 64 KiB (the protocol's limit); leave room for topic and headers.

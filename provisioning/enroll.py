@@ -96,7 +96,7 @@ class EnrollmentResult:
     command_public_key_pem: str
 
     def response(self, *, broker_url: str, server_url: str) -> dict[str, str]:
-        """The JSON body of the enrollment answer (CONTRACT.md field names)."""
+        """The JSON body of the enrollment answer (docs/protocol.md field names)."""
         return {
             "device_id": self.device_id,
             "cert_pem": self.certificate.cert_pem,

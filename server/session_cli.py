@@ -1,6 +1,6 @@
 """Remote sessions from the operator's command line: ``session``, ``exec``, ``connect``, ``ssh``.
 
-Everything goes through the API (CONTRACT.md) with the token ``fieldlink
+Everything goes through the API (docs/protocol.md) with the token ``fieldlink
 login`` saved:
 
 - ``fieldlink session open|list|show|close|recording`` manage sessions; ``open``

@@ -139,7 +139,7 @@ class CommandResult(_Message):
 SESSION_ID_PATTERN: Final = r"^ses-[0-9a-f]{32}$"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 ServiceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
-#: Why a session ended (CONTRACT.md, session ``close_reason``).
+#: Why a session ended (docs/protocol.md, session ``close_reason``).
 CloseReason = Literal[
     "operator",
     "idle_timeout",

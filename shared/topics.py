@@ -1,4 +1,4 @@
-"""MQTT topic names of protocol version 1 (CONTRACT.md)."""
+"""MQTT topic names of protocol version 1 (docs/protocol.md)."""
 
 from __future__ import annotations
 

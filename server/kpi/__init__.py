@@ -1,1 +1,1 @@
-"""Incidents and the KPIs computed from them (KPIS.md)."""
+"""Incidents and the KPIs computed from them (docs/kpis.md)."""

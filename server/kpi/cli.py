@@ -21,7 +21,7 @@ from server.kpi.config import kpi_settings_of
 from shared.ids import utcnow
 
 incident_app = typer.Typer(
-    help="Import and export call-center incidents (CSV, the columns of KPIS.md).",
+    help="Import and export call-center incidents (CSV, the columns of docs/kpis.md).",
     no_args_is_help=True,
 )
 
@@ -151,7 +151,7 @@ def kpi_command(
 
 @incident_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="CSV file (KPIS.md's columns); - for stdin")],
+    file: Annotated[Path, typer.Argument(help="CSV file (docs/kpis.md's columns); - for stdin")],
     config: ConfigOption = None,
 ) -> None:
     """Import incidents from CSV: all rows, or none if one is bad (each bad line is listed)."""
@@ -197,7 +197,7 @@ def export_command(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Export incidents as CSV (KPIS.md's columns)."""
+    """Export incidents as CSV (docs/kpis.md's columns)."""
     from server.kpi.csv_io import export_incidents_csv
     from server.kpi.incidents import incident_filters
 

@@ -1,4 +1,4 @@
-"""The KPIs of KPIS.md, computed with SQL aggregates in the database.
+"""The KPIs of docs/kpis.md, computed with SQL aggregates in the database.
 
 One statement answers a window ``[start, end)``:
 
@@ -88,7 +88,7 @@ class KpiGroup(KpiFigures):
 
 
 class KpiReport(BaseModel):
-    """The answer of ``GET /api/v1/kpis`` (KPIS.md "The answer")."""
+    """The answer of ``GET /api/v1/kpis`` (docs/kpis.md "The answer")."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -407,7 +407,7 @@ def _report_query(
 
     The incidents are first summed per group, device type and resolution
     (a few hundred rows at most), so that each incident costs a few
-    additions; the figures of KPIS.md are then sums over those partial sums.
+    additions; the figures of docs/kpis.md are then sums over those partial sums.
     """
     if dialect == "postgresql":
         partial, hours, samples = _partial_postgresql(start, end, group_by, settings)

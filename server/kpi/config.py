@@ -1,4 +1,4 @@
-"""KPI settings: ``[server.kpi]`` of ``server.toml`` (KPIS.md's configured values).
+"""KPI settings: ``[server.kpi]`` of ``server.toml`` (docs/kpis.md's configured values).
 
 Example::
 

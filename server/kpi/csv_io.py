@@ -1,4 +1,4 @@
-"""CSV import and export of incidents, in KPIS.md's columns.
+"""CSV import and export of incidents, in docs/kpis.md's columns.
 
 The import checks every row before it writes anything: one bad row and
 nothing is imported, and the error lists every bad row by its line in the

@@ -1,7 +1,7 @@
 """Recording incidents: create, update and close, list, link sessions, open from alerts.
 
 Keyword-only functions on a database session, no HTTP in here. Every check
-KPIS.md asks for answers an :class:`IncidentInvalid` that names the field.
+docs/kpis.md asks for answers an :class:`IncidentInvalid` that names the field.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FieldProblem:
 
 
 class IncidentInvalid(InvalidInput):
-    """An incident breaks a rule of KPIS.md; ``problems`` name each field."""
+    """An incident breaks a rule of docs/kpis.md; ``problems`` name each field."""
 
     def __init__(self, problems: Sequence[FieldProblem]) -> None:
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
@@ -108,7 +108,7 @@ def create_incident(session: Session, *, data: IncidentCreate) -> Incident:
     """Record an incident; ``down_at`` defaults to ``opened_at``.
 
     Raises:
-        IncidentInvalid: for an unknown device or fields that break KPIS.md's rules.
+        IncidentInvalid: for an unknown device or fields that break docs/kpis.md's rules.
         Conflict: when ``external_id`` is taken.
     """
     values = data.model_dump()
@@ -147,7 +147,7 @@ def update_incident(session: Session, *, incident_id: int, data: IncidentUpdate)
 
     Raises:
         NotFound: for an unknown incident.
-        IncidentInvalid: when the incident as changed would break KPIS.md's rules.
+        IncidentInvalid: when the incident as changed would break docs/kpis.md's rules.
         Conflict: when the new ``external_id`` is taken.
     """
     incident = get_incident(session, incident_id=incident_id)

@@ -1,4 +1,4 @@
-"""Call-center incidents, the unit the KPIs are computed from (see KPIS.md).
+"""Call-center incidents, the unit the KPIs are computed from (see docs/kpis.md).
 
 An incident is one case about one device: when the call (or alert) came in
 and was answered, when the device went down and was back in service, and how
@@ -25,7 +25,7 @@ IncidentState = Literal["open", "closed"]
 RESOLUTIONS: tuple[str, ...] = ("remote", "phone", "dispatch", "no_fault")
 CHANNELS: tuple[str, ...] = ("phone", "web", "email", "alert")
 
-#: The columns of the CSV import and export, in order (KPIS.md's field names).
+#: The columns of the CSV import and export, in order (docs/kpis.md's field names).
 CSV_COLUMNS: tuple[str, ...] = (
     "id",
     "external_id",

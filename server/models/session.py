@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 from server.models.base import JSONType, utc_column
 from shared.ids import utcnow
 
-#: Session states (CONTRACT.md), in the order a session moves through them.
+#: Session states (docs/protocol.md), in the order a session moves through them.
 SESSION_STATES: Final = ("requested", "awaiting_consent", "connecting", "active", "closed")
 #: States of a session that is not closed.
 OPEN_STATES: Final = ("requested", "awaiting_consent", "connecting", "active")
@@ -51,7 +51,7 @@ class RemoteSession(SQLModel, table=True):
     state: str = Field(default="requested", max_length=20, index=True)
     close_reason: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, max_length=1024)
-    #: The server instance that holds the tunnel (ARCHITECTURE.md, "Scale").
+    #: The server instance that holds the tunnel (docs/operations.md, "Scaling out").
     instance: str = Field(default="", max_length=64)
     client_key_fingerprint: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))

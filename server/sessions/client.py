@@ -39,7 +39,7 @@ CHANNEL_WINDOW: Final = 8 * 1024 * 1024
 CHANNEL_MAX_PACKET: Final = 128 * 1024
 #: The user name the server presents (the agent ignores it; the key decides).
 SSH_USERNAME: Final = "fieldlink"
-#: Close reasons the agent reports (CONTRACT.md).
+#: Close reasons the agent reports (docs/protocol.md).
 AGENT_CLOSE_REASONS: Final = frozenset(
     {"operator", "idle_timeout", "max_duration", "site_denied", "site_ended", "error"}
 )

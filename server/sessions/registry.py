@@ -8,7 +8,7 @@ hands back the live :class:`~server.sessions.client.AgentConnection` to
 whoever waits in :meth:`SessionRegistry.wait_for_agent`.
 
 The registry lives in one server process: the agent dials the instance named
-in ``session.open`` (ARCHITECTURE.md, "Scale").
+in ``session.open`` (docs/operations.md, "Scaling out").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The managers' dashboard: the KPIs of KPIS.md for a period, trends, breakdowns, CSV.
+"""The managers' dashboard: the KPIs of docs/kpis.md for a period, trends, breakdowns, CSV.
 
 The figures come from :func:`server.kpi.compute.compute_kpis` (SQL aggregates),
 the same as ``GET /api/v1/kpis``; next to each the page shows its formula.
@@ -41,7 +41,7 @@ class Figure:
         return KPI_DEFINITIONS[self.name]
 
 
-#: The formulas of KPIS.md. C: incidents closed in the window; F: C without no_fault.
+#: The formulas of docs/kpis.md. C: incidents closed in the window; F: C without no_fault.
 FIGURES: tuple[Figure, ...] = (
     Figure("incidents_closed", "Incidents closed", "count", "|C|"),
     Figure(

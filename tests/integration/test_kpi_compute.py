@@ -1,4 +1,4 @@
-"""KPIS.md by hand: every figure on small incident sets whose answers are worked out below.
+"""docs/kpis.md by hand: every figure on small incident sets whose answers are worked out below.
 
 Each test runs on SQLite and PostgreSQL (the ``database_url`` fixture).
 """

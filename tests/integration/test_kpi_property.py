@@ -1,4 +1,4 @@
-"""The SQL KPIs equal a plain-Python reading of KPIS.md on random incident sets.
+"""The SQL KPIs equal a plain-Python reading of docs/kpis.md on random incident sets.
 
 Runs on SQLite and PostgreSQL (``database_url``); one database per test, the
 incidents replaced for each example.

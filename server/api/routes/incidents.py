@@ -169,7 +169,7 @@ def export_incidents(
     end: ToQuery = None,
     on: OnQuery = "opened_at",
 ) -> StreamingResponse:
-    """Export incidents as CSV (KPIS.md's columns), with the list's filters."""
+    """Export incidents as CSV (docs/kpis.md's columns), with the list's filters."""
     where = service.incident_filters(
         device_id=device_id,
         customer=customer,

@@ -1,4 +1,4 @@
-"""The KPIs of KPIS.md for a window, grouped by month, device type or region."""
+"""The KPIs of docs/kpis.md for a window, grouped by month, device type or region."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def get_kpis(
     ] = None,
     group_by: GroupBy = "none",
 ) -> KpiReport:
-    """The KPIs of the incidents closed in ``[from, to)``, as defined in KPIS.md."""
+    """The KPIs of the incidents closed in ``[from, to)``, as defined in docs/kpis.md."""
     default_start, default_end = default_window(utcnow())
     return compute_kpis(
         session,

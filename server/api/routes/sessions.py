@@ -1,6 +1,6 @@
 """Remote sessions: open, list, read, close, exec, recording, the terminal and forward sockets.
 
-HTTP routes follow CONTRACT.md. The two WebSockets:
+HTTP routes follow docs/protocol.md. The two WebSockets:
 
 - ``WS /api/v1/sessions/{id}/terminal``: an interactive PTY shell. Binary
   frames carry terminal bytes both ways (UTF-8 from most shells); a text

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23 18:24:45.292593
 
-The call-center incidents KPIS.md computes from, and the remote sessions linked to them.
+The call-center incidents docs/kpis.md computes from, and the remote sessions linked to them.
 """
 
 from collections.abc import Sequence

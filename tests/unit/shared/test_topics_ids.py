@@ -1,4 +1,4 @@
-"""Topic names and device ids of CONTRACT.md."""
+"""Topic names and device ids of docs/protocol.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A plain-Python reading of KPIS.md, to check the SQL against, and test data helpers."""
+"""A plain-Python reading of docs/kpis.md, to check the SQL against, and test data helpers."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def reference_baseline(
 def reference_figures(
     cases: list[Case], baseline: dict[str, float], settings: KpiSettings
 ) -> dict[str, Any]:
-    """The figures of KPIS.md over ``cases`` (already the C of the group)."""
+    """The figures of docs/kpis.md over ``cases`` (already the C of the group)."""
     faulty = [c for c in cases if c.resolution != "no_fault"]
     remote = [c for c in faulty if c.resolution == "remote"]
     phone = [c for c in faulty if c.resolution == "phone"]
@@ -110,7 +110,7 @@ def reference_kpis(
     group_by: str,
     settings: KpiSettings,
 ) -> dict[str, Any]:
-    """The whole answer of ``GET /api/v1/kpis`` by KPIS.md, computed in Python."""
+    """The whole answer of ``GET /api/v1/kpis`` by docs/kpis.md, computed in Python."""
     closed = [c for c in cases if c.closed_at is not None and start <= c.closed_at < end]
     hours, source = reference_baseline(cases, start, end, settings)
 
