@@ -77,6 +77,9 @@ SERVICE_VALIDITY: Final = timedelta(days=825)
 #: and by :meth:`CertificateAuthority.refresh_crl_if_due`.
 CRL_VALIDITY: Final = timedelta(days=365)
 CRL_REFRESH_AFTER: Final = timedelta(days=30)
+#: The broker's and the server's own certificates are renewed this long before they expire
+#: (the server checks hourly; a month of slack covers a server that was down for weeks).
+SERVICE_RENEW_BEFORE: Final = timedelta(days=60)
 # Certificates start a little in the past: a device clock slightly behind still accepts them.
 _BACKDATE: Final = timedelta(minutes=5)
 
@@ -316,6 +319,31 @@ def _alt_names(hostnames: Iterable[str]) -> list[x509.GeneralName]:
 
 #: Names the broker certificate always carries, for local connections.
 DEFAULT_BROKER_HOSTNAMES: Final = ("localhost", "127.0.0.1", "::1")
+
+
+def certificate_not_after(path: Path) -> datetime | None:
+    """When the PEM certificate in ``path`` expires (``None``: missing or unreadable)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError):
+        return None
+
+
+def read_revoked_device_ids(paths: PkiPaths) -> list[str]:
+    """The devices with a revoked certificate, from ``revoked.json`` (no CA key needed).
+
+    The broker's reload helper uses it: it runs with the rights to write the
+    broker's files, and must not need the CA's private key for that.
+    """
+    try:
+        data = json.loads(paths.revoked.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        msg = f"{paths.revoked} is damaged: {exc}"
+        raise CaError(msg) from exc
+    found = {item.get("device_id") for item in data.get("revoked", {}).values()}
+    return sorted(device_id for device_id in found if isinstance(device_id, str) and device_id)
 
 
 @contextlib.contextmanager
@@ -825,6 +853,64 @@ class CertificateAuthority:
             return False
         self.write_crl(now)
         return True
+
+    def _broker_extra_hostnames(self) -> list[str]:
+        try:
+            cert = x509.load_pem_x509_certificate(self.paths.broker_cert.read_bytes())
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            return []
+        found = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+        found += names.get_values_for_type(x509.DNSName)
+        return [name for name in found if name not in DEFAULT_BROKER_HOSTNAMES]
+
+    def renew_service_certificates_if_due(
+        self, now: datetime | None = None, *, renew_before: timedelta = SERVICE_RENEW_BEFORE
+    ) -> list[str]:
+        """Reissue the broker's and server's MQTT certificates expiring within ``renew_before``.
+
+        The broker's keeps its host names. Each gets a new key.
+
+        Returns:
+            What was renewed: ``"broker"``, ``"server"`` (empty when nothing was due).
+        """
+        now = now or utcnow()
+        renewed = []
+        with _locked(self.paths):
+            broker_until = certificate_not_after(self.paths.broker_cert)
+            if broker_until is not None and broker_until - now < renew_before:
+                issued = self._issue_broker_certificate_locked(self._broker_extra_hostnames(), now)
+                logger.info(
+                    "renewed the broker certificate until %s", isoformat_z(issued.not_after)
+                )
+                renewed.append("broker")
+            server_until = certificate_not_after(self.paths.server_client_cert)
+            if server_until is not None and server_until - now < renew_before:
+                issued = self._issue_server_client_certificate_locked(now)
+                logger.info(
+                    "renewed the server's MQTT certificate until %s", isoformat_z(issued.not_after)
+                )
+                renewed.append("server")
+        return renewed
+
+    def devices_expiring(self, within: timedelta, now: datetime | None = None) -> int:
+        """Unrevoked devices with no certificate valid beyond ``now + within`` (expired too)."""
+        now = now or utcnow()
+        revoked = self.revoked_serials()
+        latest: dict[str, datetime] = {}
+        revoked_devices: set[str] = set()
+        for item in self.issued_certificates():
+            if item.serial in revoked:
+                revoked_devices.add(item.common_name)
+                continue
+            latest[item.common_name] = max(
+                item.not_after, latest.get(item.common_name, item.not_after)
+            )
+        return sum(
+            1
+            for device_id, not_after in latest.items()
+            if device_id not in revoked_devices and not_after < now + within
+        )
 
     def revoke_serials(
         self,

@@ -10,8 +10,18 @@ from urllib.parse import urlsplit
 import typer
 
 from provisioning.broker import DEFAULT_BROKER_USER, DEFAULT_PORT, write_broker_config
-from provisioning.ca import KEY_TYPES, CaError, CertificateAuthority, KeyType, common_name
+from provisioning.broker_update import apply_broker_update
+from provisioning.ca import (
+    KEY_TYPES,
+    CaError,
+    CaNotInitialized,
+    CertificateAuthority,
+    KeyType,
+    PkiPaths,
+    common_name,
+)
 from server.config import ServerSettings, load_server_settings
+from shared.errors import UnavailableError
 from shared.ids import isoformat_z
 
 logger = logging.getLogger(__name__)
@@ -127,6 +137,14 @@ def broker_config_command(
         str | None,
         typer.Option("--reload-command", help="e.g. 'systemctl reload mosquitto', run on revoke"),
     ] = None,
+    reload_by: Annotated[
+        str,
+        typer.Option(
+            "--reload-by",
+            help="server: the server writes this folder and signals the broker; helper: "
+            "`fieldlink broker-reload` does (systemd fieldlink-broker-reload.path)",
+        ),
+    ] = "server",
 ) -> None:
     """Write the Mosquitto configuration, ACL and CRL for this server's broker."""
     settings = load_server_settings(config)
@@ -139,11 +157,34 @@ def broker_config_command(
         broker_user=broker_user,
         pid_file=pid_file,
         reload_command=reload_command,
+        reload_by=reload_by,
     )
     typer.echo(f"wrote {written.conf}, {written.acl}, certificates and CRL in {written.directory}")
     typer.echo(f"run: mosquitto -c {written.conf}   (TLS on port {written.port})")
-    if pid_file is None and reload_command is None:
-        typer.echo(
-            "note: no --pid-file or --reload-command: after a revocation, send the broker "
-            "SIGHUP (systemctl reload mosquitto) for it to take effect"
-        )
+    how = f"`{reload_command}`" if reload_command else f"SIGHUP to the pid in {written.pid_file}"
+    who = (
+        "fieldlink broker-reload (enable fieldlink-broker-reload.path)"
+        if reload_by == "helper"
+        else "the server"
+    )
+    typer.echo(f"revocations and renewals reach the broker through {who}: {how}")
+
+
+def broker_reload_command(config: ConfigOption = None) -> None:
+    """Apply the pending broker update: copy CRL, ACL and certificate, make the broker reload.
+
+    Run by fieldlink-broker-reload.service with the rights to write the broker's folder and
+    signal it; it reads the server's PKI folder but never the CA's key.
+    """
+    settings = load_server_settings(config)
+    paths = PkiPaths.under(settings.state_dir)
+    if not paths.ca_cert.exists():
+        msg = f"no CA in {paths.root}: run `fieldlink ca init` first"
+        raise CaNotInitialized(msg)
+    state = apply_broker_update(paths)
+    if state.state == "unmanaged":
+        typer.echo("no broker folder is configured: run `fieldlink broker-config --out DIR`")
+        return
+    if state.last_error and state.pending:
+        raise UnavailableError(state.last_error)
+    typer.echo(f"broker update {state.applied_generation} applied")

@@ -129,6 +129,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ingest.start()
         stack.push_async_callback(ingest.stop)
         app.state.ingest = ingest
+        from server.upkeep import PkiUpkeep, Upkeep
+
+        # The periodic jobs (CRL, certificates, broker updates); other jobs join here.
+        upkeep = Upkeep(PkiUpkeep(settings).jobs())
+        await upkeep.start()
+        stack.push_async_callback(upkeep.stop)
+        app.state.upkeep = upkeep
         # What startup allocated lives as long as the process: keep it out of the
         # collector's way (fewer and shorter GC pauses on the ingest path).
         gc.freeze()
