@@ -30,12 +30,16 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from provisioning.broker import (
     FILE_NAMES,
@@ -62,6 +66,8 @@ _LOCK_FILE: Final = ".broker-update.lock"
 _APPLY_LOCK_FILE: Final = ".broker-apply.lock"
 #: An error kept in the state is cut to this length (it is shown in the API and the console).
 _MAX_ERROR: Final = 300
+#: The largest CRL, certificate or key the reload helper copies (a CRL of ~20,000 entries).
+_MAX_SOURCE: Final = 1024 * 1024
 
 
 @dataclass
@@ -163,11 +169,19 @@ def _read(paths: PkiPaths) -> BrokerUpdateState:
     return state
 
 
-def _own_like_folder(path: Path) -> None:
-    """Root (the reload helper, an admin's CLI) leaves files the server can still read."""
-    if os.geteuid() == 0:
-        folder = path.parent.stat()
-        os.chown(path, folder.st_uid, folder.st_gid)
+def _own_like_folder(path: Path, fd: int | None = None) -> None:
+    """Root (the reload helper, an admin's CLI) leaves files the server can still read.
+
+    Never follows a symbolic link: the folder belongs to the (less privileged)
+    server, which could otherwise point root's ``chown`` at any file.
+    """
+    if os.geteuid() != 0:
+        return
+    folder = path.parent.stat()
+    if fd is not None:
+        os.fchown(fd, folder.st_uid, folder.st_gid)
+    else:
+        os.chown(path, folder.st_uid, folder.st_gid, follow_symlinks=False)
 
 
 def _save(paths: PkiPaths, state: BrokerUpdateState) -> None:
@@ -180,9 +194,9 @@ def _save(paths: PkiPaths, state: BrokerUpdateState) -> None:
 def _locked(paths: PkiPaths, name: str = _LOCK_FILE) -> Iterator[None]:
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = paths.root / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        _own_like_folder(path)
+        _own_like_folder(path, fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -203,9 +217,12 @@ def touch_request(paths: PkiPaths, generation: int) -> None:
     file opened for writing is closed.
     """
     path = paths.root / REQUEST_FILE
-    with path.open("w") as handle:
-        handle.write(f"{generation}\n")
-    _own_like_folder(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        _own_like_folder(path, fd)
+        os.write(fd, f"{generation}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def request_broker_update(
@@ -246,19 +263,57 @@ def _copy_into(directory: Path, files: dict[str, bytes]) -> None:
         _place(path, data, 0o600 if kind == "key" else 0o644, uid)
 
 
+def _read_source(path: Path) -> bytes:
+    """A file of the server's PKI folder, as the reload helper may trust it.
+
+    The helper runs with more rights than the server that owns that folder: a
+    symbolic link (``crl.pem -> /etc/shadow``), a special file or a huge file
+    must not make it copy something else into the broker's folder.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_SOURCE:
+            msg = f"{path} is not a regular file of at most {_MAX_SOURCE} bytes"
+            raise FieldlinkError(msg)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(_MAX_SOURCE + 1)
+    finally:
+        os.close(fd)
+
+
 def _broker_files(paths: PkiPaths) -> dict[str, bytes]:
+    """What the broker's folder gets, each file checked to be what its name says."""
+    try:
+        key = _read_source(paths.broker_key)
+        cert = _read_source(paths.broker_cert)
+        crl = _read_source(paths.crl)
+    except OSError as exc:
+        msg = f"cannot read the PKI's broker files: {exc.strerror or exc}"
+        raise FieldlinkError(msg) from exc
+    try:
+        serialization.load_pem_private_key(key, password=None)
+        x509.load_pem_x509_certificate(cert)
+        x509.load_pem_x509_crl(crl)
+    except (ValueError, TypeError) as exc:
+        msg = "the PKI's broker key, certificate or CRL is not valid PEM: not copied"
+        raise FieldlinkError(msg) from exc
     # The key before the certificate: a broker reloading between the two writes
     # must never pair a new certificate with the old key.
     return {
-        "key": paths.broker_key.read_bytes(),
-        "cert": paths.broker_cert.read_bytes(),
-        "crl": paths.crl.read_bytes(),
+        "key": key,
+        "cert": cert,
+        "crl": crl,
         "acl": render_acl(read_revoked_device_ids(paths)).encode(),
     }
 
 
 def apply_broker_update(
-    paths: PkiPaths, *, broker_pid: int | None = None, now: datetime | None = None
+    paths: PkiPaths,
+    *,
+    broker_pid: int | None = None,
+    targets: BrokerTargets | None = None,
+    now: datetime | None = None,
 ) -> BrokerUpdateState:
     """Copy the current files into every broker folder and make the broker reload them.
 
@@ -268,13 +323,17 @@ def apply_broker_update(
     Args:
         paths: The CA's files.
         broker_pid: The broker's pid when the caller knows it (else pid file or command).
+        targets: Where to copy and how to reload; default ``pki/broker-targets.json``.
+            The reload helper passes its own (from its unit file), never trusting a
+            file the less privileged server could have rewritten.
         now: The current time (tests).
     """
     now = now or utcnow()
     with _locked(paths, _APPLY_LOCK_FILE):
         with _locked(paths):
             target_generation = _read(paths).generation
-        targets = BrokerTargets.load(paths.broker_targets)
+        if targets is None:
+            targets = BrokerTargets.load(paths.broker_targets)
         error: str | None = None
         try:
             files = _broker_files(paths)

@@ -343,7 +343,8 @@ def read_revoked_device_ids(paths: PkiPaths) -> list[str]:
         msg = f"{paths.revoked} is damaged: {exc}"
         raise CaError(msg) from exc
     found = {item.get("device_id") for item in data.get("revoked", {}).values()}
-    return sorted(device_id for device_id in found if isinstance(device_id, str) and device_id)
+    # Only real device ids: each becomes a line of the broker's ACL.
+    return sorted(d for d in found if isinstance(d, str) and is_device_id(d))
 
 
 @contextlib.contextmanager

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
 
-from provisioning.broker import DEFAULT_BROKER_USER, DEFAULT_PORT, write_broker_config
+from provisioning.broker import (
+    DEFAULT_BROKER_USER,
+    DEFAULT_PORT,
+    BrokerTargets,
+    write_broker_config,
+)
 from provisioning.broker_update import apply_broker_update
 from provisioning.ca import (
     KEY_TYPES,
@@ -21,7 +27,7 @@ from provisioning.ca import (
     common_name,
 )
 from server.config import ServerSettings, load_server_settings
-from shared.errors import UnavailableError
+from shared.errors import ConfigError, UnavailableError
 from shared.ids import isoformat_z
 
 logger = logging.getLogger(__name__)
@@ -170,19 +176,46 @@ def broker_config_command(
     typer.echo(f"revocations and renewals reach the broker through {who}: {how}")
 
 
-def broker_reload_command(config: ConfigOption = None) -> None:
+def broker_reload_command(
+    config: ConfigOption = None,
+    broker_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--dir", help="the broker's folder (as given to broker-config --out)"),
+    ] = None,
+    pid_file: Annotated[
+        Path | None, typer.Option("--pid-file", help="the broker's pid file, signalled with SIGHUP")
+    ] = None,
+    reload_command: Annotated[
+        str | None,
+        typer.Option("--reload-command", help="or a command that makes the broker reload"),
+    ] = None,
+) -> None:
     """Apply the pending broker update: copy CRL, ACL and certificate, make the broker reload.
 
     Run by fieldlink-broker-reload.service with the rights to write the broker's folder and
-    signal it; it reads the server's PKI folder but never the CA's key.
+    signal it. It reads the server's PKI folder (never the CA's key) and, as root, takes the
+    folder and the reload from its own options, not from a file the server could rewrite.
     """
     settings = load_server_settings(config)
     paths = PkiPaths.under(settings.state_dir)
     if not paths.ca_cert.exists():
         msg = f"no CA in {paths.root}: run `fieldlink ca init` first"
         raise CaNotInitialized(msg)
-    state = apply_broker_update(paths)
-    if state.state == "unmanaged":
+    targets: BrokerTargets | None = None
+    if broker_dir:
+        if pid_file is None and reload_command is None:
+            msg = "--dir needs --pid-file or --reload-command"
+            raise ConfigError(msg)
+        targets = BrokerTargets(
+            dirs=[str(d.resolve()) for d in broker_dir],
+            pid_file=str(pid_file) if pid_file else None,
+            reload_command=reload_command,
+        )
+    elif os.geteuid() == 0:
+        msg = "as root, give --dir and --pid-file (or --reload-command) explicitly"
+        raise ConfigError(msg)
+    state = apply_broker_update(paths, targets=targets)
+    if targets is None and state.state == "unmanaged":
         typer.echo("no broker folder is configured: run `fieldlink broker-config --out DIR`")
         return
     if state.last_error and state.pending:
