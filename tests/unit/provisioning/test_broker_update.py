@@ -170,7 +170,9 @@ def test_helper_mode_leaves_the_broker_folder_to_the_helper(tmp_path: Path) -> N
     )  # fmt: skip
     assert failed.exit_code != 0
     assert failed.output.strip() == f"error: the broker (pid {sleeper.pid}) is not running"
-    assert load_update_state(ca.paths).last_error == f"the broker (pid {sleeper.pid}) is not running"
+    assert (
+        load_update_state(ca.paths).last_error == f"the broker (pid {sleeper.pid}) is not running"
+    )
 
 
 def test_the_helper_copies_nothing_a_symlink_points_at(tmp_path: Path) -> None:
