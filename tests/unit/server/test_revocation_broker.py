@@ -162,9 +162,8 @@ def test_cli_revoke_exits_0_and_says_the_broker_has_not_applied_it(tmp_path: Pat
     lines = revoked.stdout.splitlines()
     assert lines[0] == "revoked mfp-s1: the server refuses it from now on"
     assert lines[1].startswith("broker: pending since ")
-    assert lines[2] == (
-        f"last error: cannot read the broker's pid from {tmp_path / 'broker' / 'run' / 'mosquitto.pid'}"
-    )
+    pid_file = tmp_path / "broker" / "run" / "mosquitto.pid"
+    assert lines[2] == f"last error: cannot read the broker's pid from {pid_file}"
 
     again = fieldlink("device", "revoke", "mfp-nobody")
     assert again.returncode != 0
