@@ -80,6 +80,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.debug("KPI gauges already registered in this process")
         else:
             stack.callback(REGISTRY.unregister, kpi_collector)
+        from server.upkeep import PkiUpkeep, Upkeep
+
+        # The periodic jobs; started before the MQTT clients, so that a CRL or a
+        # certificate that ran out while the server was down is renewed first.
+        upkeep = Upkeep(PkiUpkeep(settings).jobs())
+        await upkeep.start()
+        stack.push_async_callback(upkeep.stop)
+        app.state.upkeep = upkeep
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker
@@ -129,13 +137,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ingest.start()
         stack.push_async_callback(ingest.stop)
         app.state.ingest = ingest
-        from server.upkeep import PkiUpkeep, Upkeep
-
-        # The periodic jobs (CRL, certificates, broker updates); other jobs join here.
-        upkeep = Upkeep(PkiUpkeep(settings).jobs())
-        await upkeep.start()
-        stack.push_async_callback(upkeep.stop)
-        app.state.upkeep = upkeep
         # What startup allocated lives as long as the process: keep it out of the
         # collector's way (fewer and shorter GC pauses on the ingest path).
         gc.freeze()
