@@ -1,4 +1,4 @@
-"""server/upkeep.py: the periodic jobs, and the PKI's, with the clock moved instead of waited for."""
+"""server/upkeep.py: the periodic jobs, and the PKI's, with the clock moved, never waited for."""
 
 from __future__ import annotations
 
