@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority
+from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority, hand_back_to_owner
 from shared.errors import ConfigError, FieldlinkError, UnavailableError
 from shared.signing import write_file_atomic
 from shared.topics import PREFIX, SERVER_STATE
@@ -343,6 +343,7 @@ def write_broker_config(
         targets.reload_command = reload_command
     targets.reload_by = reload_by
     targets.save(paths.broker_targets)
+    hand_back_to_owner(paths)  # run as root: the server must still read its targets
     logger.info("wrote broker configuration to %s (port %d)", out_dir, port)
     return BrokerConfig(
         directory=out_dir,

@@ -347,14 +347,35 @@ def read_revoked_device_ids(paths: PkiPaths) -> list[str]:
     return sorted(d for d in found if isinstance(d, str) and is_device_id(d))
 
 
+def hand_back_to_owner(paths: PkiPaths) -> None:
+    """Give files root wrote under ``pki/`` to the folder's owner (the server's user).
+
+    An administrator runs ``fieldlink device revoke`` or ``broker-config`` as root;
+    without this, the server (user ``fieldlink``) could no longer read the
+    revocation list or the broker targets they rewrote. Links are not followed.
+    """
+    if os.geteuid() != 0 or not paths.root.exists():
+        return
+    owner = paths.root.stat()
+    if owner.st_uid == 0:
+        return
+    folders = [paths.root, *([paths.issued] if paths.issued.is_dir() else [])]
+    for folder in folders:
+        for path in folder.iterdir():
+            info = path.lstat()
+            if info.st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
 @contextlib.contextmanager
 def _locked(paths: PkiPaths) -> Iterator[None]:
     """Serialise changes to the CA between processes (server, CLI)."""
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+        hand_back_to_owner(paths)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -245,8 +245,11 @@ def test_root_leaves_the_state_to_the_folder_owner(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
     write_broker_config(ca, tmp_path / "broker")
     os.chown(ca.paths.root, 4242, 4242)
+    # An administrator (root) revokes and reconfigures: the server's user keeps its files.
+    _revoked(ca, "mfp-root")
+    write_broker_config(ca, tmp_path / "broker")
     request_broker_update(ca.paths)
-    for name in (STATE_FILE, REQUEST_FILE):
+    for name in (STATE_FILE, REQUEST_FILE, "revoked.json", "crl.pem", "broker-targets.json"):
         assert (ca.paths.root / name).stat().st_uid == 4242, name
     # A symlink planted where the lock goes is not followed (no chown of its target).
     victim = tmp_path / "victim"
