@@ -84,7 +84,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         # The periodic jobs; started before the MQTT clients, so that a CRL or a
         # certificate that ran out while the server was down is renewed first.
-        upkeep = Upkeep(PkiUpkeep(settings).jobs())
+        pki = PkiUpkeep(settings)
+        try:
+            await pki.pki_check()  # before any MQTT client dials the broker
+        except Exception:  # the job runs again from the upkeep; startup goes on
+            logger.exception("the PKI check at startup failed")
+        upkeep = Upkeep(pki.jobs())
         await upkeep.start()
         stack.push_async_callback(upkeep.stop)
         app.state.upkeep = upkeep
