@@ -16,7 +16,7 @@ from provisioning.broker import (
     BrokerTargets,
     write_broker_config,
 )
-from provisioning.broker_update import apply_broker_update
+from provisioning.broker_update import apply_broker_update, load_update_state
 from provisioning.ca import (
     KEY_TYPES,
     CaError,
@@ -115,6 +115,12 @@ def ca_show(config: ConfigOption = None) -> None:
     )
     next_update = ca.crl_next_update()
     typer.echo(f"CRL valid to:  {isoformat_z(next_update) if next_update else 'no CRL'}")
+    update = load_update_state(ca.paths)
+    broker = update.state
+    if update.pending:
+        broker += f" since {isoformat_z(update.pending_since)}" if update.pending_since else ""
+        broker += f" ({update.attempts} failed: {update.last_error})" if update.last_error else ""
+    typer.echo(f"broker:        {broker} (reload by {update.reload_by})")
     issued = ca.issued_certificates()
     revoked = ca.revoked_serials()
     typer.echo(f"issued:        {len(issued)} device certificate(s), {len(revoked)} revoked")

@@ -260,3 +260,26 @@ def test_root_leaves_the_state_to_the_folder_owner(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
         load_update_state(ca.paths)
     assert victim.stat().st_uid == 0
+
+
+def test_cli_shows_the_broker_state_and_refuses_a_bad_reload_by(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n')
+    runner = CliRunner()
+    assert runner.invoke(app, ["ca", "init", "--config", str(config)]).exit_code == 0
+    bad = runner.invoke(
+        app,
+        ["broker-config", "--out", str(tmp_path / "b"), "--reload-by", "cron",
+         "--config", str(config)],
+    )  # fmt: skip
+    assert bad.exit_code != 0
+    assert bad.output.strip() == "error: reload_by must be server or helper, not 'cron'"
+    shown = runner.invoke(app, ["ca", "show", "--config", str(config)])
+    assert "broker:        unmanaged (reload by server)" in shown.output
+    done = runner.invoke(
+        app, ["broker-config", "--out", str(tmp_path / "b"), "--config", str(config)]
+    )
+    assert done.exit_code == 0, done.output
+    request_broker_update(CertificateAuthority.load(tmp_path / "state").paths)
+    shown = runner.invoke(app, ["ca", "show", "--config", str(config)])
+    assert "broker:        pending since " in shown.output
