@@ -116,7 +116,7 @@ def ca_show(config: ConfigOption = None) -> None:
     next_update = ca.crl_next_update()
     typer.echo(f"CRL valid to:  {isoformat_z(next_update) if next_update else 'no CRL'}")
     update = load_update_state(ca.paths)
-    broker = update.state
+    broker: str = update.state
     if update.pending:
         broker += f" since {isoformat_z(update.pending_since)}" if update.pending_since else ""
         broker += f" ({update.attempts} failed: {update.last_error})" if update.last_error else ""
