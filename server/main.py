@@ -84,7 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         # The periodic jobs; started before the MQTT clients, so that a CRL or a
         # certificate that ran out while the server was down is renewed first.
-        pki = PkiUpkeep(settings)
+        pki = PkiUpkeep(settings, engine=engine)
         try:
             await pki.pki_check()  # before any MQTT client dials the broker
         except Exception:  # the job runs again from the upkeep; startup goes on

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from sqlalchemy.engine import Engine
+
 from provisioning.broker_update import (
     BrokerUpdateState,
     apply_broker_update,
@@ -140,6 +142,7 @@ class PkiUpkeep:
         clock: Clock = utcnow,
         broker_pid: int | None = None,
         on_server_certificate: Callable[[], object] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         """Jobs for ``settings.state_dir/pki``.
 
@@ -149,12 +152,15 @@ class PkiUpkeep:
             broker_pid: The broker's pid when this process started it.
             on_server_certificate: Called after the server's MQTT certificate was renewed
                 (default: load it into the live MQTT TLS contexts).
+            engine: The database, to audit what the PKI job changed (``pki.crl_refresh``,
+                ``pki.renew``).
         """
         self.settings = settings
         self.paths = PkiPaths.under(settings.state_dir)
         self.clock = clock
         self.broker_pid = broker_pid
         self._on_server_certificate = on_server_certificate
+        self._engine = engine
 
     def jobs(self) -> list[Job]:
         """The two jobs, for :class:`Upkeep`."""
@@ -222,6 +228,24 @@ class PkiUpkeep:
 
                 count = reload_client_certificates(self.paths.server_client_cert)
                 logger.info("the renewed server certificate is loaded in %d MQTT client(s)", count)
+        if changed and self._engine is not None:
+            await asyncio.to_thread(self._audit, self._engine, changed)
         if "crl" in changed or "broker" in changed:
             await self.broker_update()
         return changed
+
+    @staticmethod
+    def _audit(engine: Engine, changed: list[str]) -> None:
+        from sqlmodel import Session
+
+        from server import audit
+
+        with Session(engine) as db:
+            for item in changed:
+                action, target = (
+                    ("pki.crl_refresh", "pki:crl")
+                    if item == "crl"
+                    else ("pki.renew", f"pki:{item}_cert")
+                )
+                audit.record(db, actor=audit.SYSTEM_ACTOR, action=action, target=target)
+            db.commit()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from sqlmodel import Session, col, select
 
 from provisioning.broker import BrokerTargets, write_broker_config
 from provisioning.broker_update import load_update_state
@@ -18,6 +19,8 @@ from provisioning.ca import (
 )
 from server import metrics
 from server.config import ServerSettings
+from server.db import create_schema, make_engine
+from server.models import AuditEntry
 from server.upkeep import Job, PkiUpkeep, Upkeep
 from shared.ids import utcnow
 from tests.unit.provisioning.test_ca import make_csr
@@ -84,8 +87,13 @@ async def test_the_pki_is_kept_alive_as_time_passes(
     start = utcnow()
     clock = Clock(start)
     reloaded: list[datetime] = []
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
     upkeep = PkiUpkeep(
-        settings, clock=clock, on_server_certificate=lambda: reloaded.append(clock())
+        settings,
+        clock=clock,
+        on_server_certificate=lambda: reloaded.append(clock()),
+        engine=engine,
     )
 
     assert await upkeep.pki_check() == []  # all fresh
@@ -122,6 +130,15 @@ async def test_the_pki_is_kept_alive_as_time_passes(
     server_until = certificate_not_after(ca.paths.server_client_cert)
     assert server_until is not None
     assert server_until > clock.now + timedelta(days=700)
+    with Session(engine) as db:
+        entries = db.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("system", "pki.crl_refresh", "pki:crl"),
+        ("system", "pki.crl_refresh", "pki:crl"),
+        ("system", "pki.renew", "pki:broker_cert"),
+        ("system", "pki.renew", "pki:server_cert"),
+    ]
+    engine.dispose()
 
 
 async def test_devices_close_to_expiry_are_counted(
