@@ -77,6 +77,9 @@ SERVICE_VALIDITY: Final = timedelta(days=825)
 #: and by :meth:`CertificateAuthority.refresh_crl_if_due`.
 CRL_VALIDITY: Final = timedelta(days=365)
 CRL_REFRESH_AFTER: Final = timedelta(days=30)
+#: The broker's and the server's own certificates are renewed this long before they expire
+#: (the server checks hourly; a month of slack covers a server that was down for weeks).
+SERVICE_RENEW_BEFORE: Final = timedelta(days=60)
 # Certificates start a little in the past: a device clock slightly behind still accepts them.
 _BACKDATE: Final = timedelta(minutes=5)
 
@@ -318,14 +321,61 @@ def _alt_names(hostnames: Iterable[str]) -> list[x509.GeneralName]:
 DEFAULT_BROKER_HOSTNAMES: Final = ("localhost", "127.0.0.1", "::1")
 
 
+def certificate_not_after(path: Path) -> datetime | None:
+    """When the PEM certificate in ``path`` expires (``None``: missing or unreadable)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError):
+        return None
+
+
+def read_revoked_device_ids(paths: PkiPaths) -> list[str]:
+    """The devices with a revoked certificate, from ``revoked.json`` (no CA key needed).
+
+    The broker's reload helper uses it: it runs with the rights to write the
+    broker's files, and must not need the CA's private key for that.
+    """
+    try:
+        data = json.loads(paths.revoked.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        msg = f"{paths.revoked} is damaged: {exc}"
+        raise CaError(msg) from exc
+    found = {item.get("device_id") for item in data.get("revoked", {}).values()}
+    # Only real device ids: each becomes a line of the broker's ACL.
+    return sorted(d for d in found if isinstance(d, str) and is_device_id(d))
+
+
+def hand_back_to_owner(paths: PkiPaths) -> None:
+    """Give files root wrote under ``pki/`` to the folder's owner (the server's user).
+
+    An administrator runs ``fieldlink device revoke`` or ``broker-config`` as root;
+    without this, the server (user ``fieldlink``) could no longer read the
+    revocation list or the broker targets they rewrote. Links are not followed.
+    """
+    if os.geteuid() != 0 or not paths.root.exists():
+        return
+    owner = paths.root.stat()
+    if owner.st_uid == 0:
+        return
+    folders = [paths.root, *([paths.issued] if paths.issued.is_dir() else [])]
+    for folder in folders:
+        for path in folder.iterdir():
+            info = path.lstat()
+            if info.st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
 @contextlib.contextmanager
 def _locked(paths: PkiPaths) -> Iterator[None]:
     """Serialise changes to the CA between processes (server, CLI)."""
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+        hand_back_to_owner(paths)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -825,6 +875,64 @@ class CertificateAuthority:
             return False
         self.write_crl(now)
         return True
+
+    def _broker_extra_hostnames(self) -> list[str]:
+        try:
+            cert = x509.load_pem_x509_certificate(self.paths.broker_cert.read_bytes())
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            return []
+        found = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+        found += names.get_values_for_type(x509.DNSName)
+        return [name for name in found if name not in DEFAULT_BROKER_HOSTNAMES]
+
+    def renew_service_certificates_if_due(
+        self, now: datetime | None = None, *, renew_before: timedelta = SERVICE_RENEW_BEFORE
+    ) -> list[str]:
+        """Reissue the broker's and server's MQTT certificates expiring within ``renew_before``.
+
+        The broker's keeps its host names. Each gets a new key.
+
+        Returns:
+            What was renewed: ``"broker"``, ``"server"`` (empty when nothing was due).
+        """
+        now = now or utcnow()
+        renewed = []
+        with _locked(self.paths):
+            broker_until = certificate_not_after(self.paths.broker_cert)
+            if broker_until is not None and broker_until - now < renew_before:
+                issued = self._issue_broker_certificate_locked(self._broker_extra_hostnames(), now)
+                logger.info(
+                    "renewed the broker certificate until %s", isoformat_z(issued.not_after)
+                )
+                renewed.append("broker")
+            server_until = certificate_not_after(self.paths.server_client_cert)
+            if server_until is not None and server_until - now < renew_before:
+                issued = self._issue_server_client_certificate_locked(now)
+                logger.info(
+                    "renewed the server's MQTT certificate until %s", isoformat_z(issued.not_after)
+                )
+                renewed.append("server")
+        return renewed
+
+    def devices_expiring(self, within: timedelta, now: datetime | None = None) -> int:
+        """Unrevoked devices with no certificate valid beyond ``now + within`` (expired too)."""
+        now = now or utcnow()
+        revoked = self.revoked_serials()
+        latest: dict[str, datetime] = {}
+        revoked_devices: set[str] = set()
+        for item in self.issued_certificates():
+            if item.serial in revoked:
+                revoked_devices.add(item.common_name)
+                continue
+            latest[item.common_name] = max(
+                item.not_after, latest.get(item.common_name, item.not_after)
+            )
+        return sum(
+            1
+            for device_id, not_after in latest.items()
+            if device_id not in revoked_devices and not_after < now + within
+        )
 
     def revoke_serials(
         self,

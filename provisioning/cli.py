@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
 
-from provisioning.broker import DEFAULT_BROKER_USER, DEFAULT_PORT, write_broker_config
-from provisioning.ca import KEY_TYPES, CaError, CertificateAuthority, KeyType, common_name
+from provisioning.broker import (
+    DEFAULT_BROKER_USER,
+    DEFAULT_PORT,
+    BrokerTargets,
+    write_broker_config,
+)
+from provisioning.broker_update import apply_broker_update, load_update_state
+from provisioning.ca import (
+    KEY_TYPES,
+    CaError,
+    CaNotInitialized,
+    CertificateAuthority,
+    KeyType,
+    PkiPaths,
+    common_name,
+)
 from server.config import ServerSettings, load_server_settings
+from shared.errors import ConfigError, UnavailableError
 from shared.ids import isoformat_z
 
 logger = logging.getLogger(__name__)
@@ -99,6 +115,12 @@ def ca_show(config: ConfigOption = None) -> None:
     )
     next_update = ca.crl_next_update()
     typer.echo(f"CRL valid to:  {isoformat_z(next_update) if next_update else 'no CRL'}")
+    update = load_update_state(ca.paths)
+    broker: str = update.state
+    if update.pending:
+        broker += f" since {isoformat_z(update.pending_since)}" if update.pending_since else ""
+        broker += f" ({update.attempts} failed: {update.last_error})" if update.last_error else ""
+    typer.echo(f"broker:        {broker} (reload by {update.reload_by})")
     issued = ca.issued_certificates()
     revoked = ca.revoked_serials()
     typer.echo(f"issued:        {len(issued)} device certificate(s), {len(revoked)} revoked")
@@ -127,6 +149,14 @@ def broker_config_command(
         str | None,
         typer.Option("--reload-command", help="e.g. 'systemctl reload mosquitto', run on revoke"),
     ] = None,
+    reload_by: Annotated[
+        str,
+        typer.Option(
+            "--reload-by",
+            help="server: the server writes this folder and signals the broker; helper: "
+            "`fieldlink broker-reload` does (systemd fieldlink-broker-reload.path)",
+        ),
+    ] = "server",
 ) -> None:
     """Write the Mosquitto configuration, ACL and CRL for this server's broker."""
     settings = load_server_settings(config)
@@ -139,11 +169,61 @@ def broker_config_command(
         broker_user=broker_user,
         pid_file=pid_file,
         reload_command=reload_command,
+        reload_by=reload_by,
     )
     typer.echo(f"wrote {written.conf}, {written.acl}, certificates and CRL in {written.directory}")
     typer.echo(f"run: mosquitto -c {written.conf}   (TLS on port {written.port})")
-    if pid_file is None and reload_command is None:
-        typer.echo(
-            "note: no --pid-file or --reload-command: after a revocation, send the broker "
-            "SIGHUP (systemctl reload mosquitto) for it to take effect"
+    how = f"`{reload_command}`" if reload_command else f"SIGHUP to the pid in {written.pid_file}"
+    who = (
+        "fieldlink broker-reload (enable fieldlink-broker-reload.path)"
+        if reload_by == "helper"
+        else "the server"
+    )
+    typer.echo(f"revocations and renewals reach the broker through {who}: {how}")
+
+
+def broker_reload_command(
+    config: ConfigOption = None,
+    broker_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--dir", help="the broker's folder (as given to broker-config --out)"),
+    ] = None,
+    pid_file: Annotated[
+        Path | None, typer.Option("--pid-file", help="the broker's pid file, signalled with SIGHUP")
+    ] = None,
+    reload_command: Annotated[
+        str | None,
+        typer.Option("--reload-command", help="or a command that makes the broker reload"),
+    ] = None,
+) -> None:
+    """Apply the pending broker update: copy CRL, ACL and certificate, make the broker reload.
+
+    Run by fieldlink-broker-reload.service with the rights to write the broker's folder and
+    signal it. It reads the server's PKI folder (never the CA's key) and, as root, takes the
+    folder and the reload from its own options, not from a file the server could rewrite.
+    """
+    settings = load_server_settings(config)
+    paths = PkiPaths.under(settings.state_dir)
+    if not paths.ca_cert.exists():
+        msg = f"no CA in {paths.root}: run `fieldlink ca init` first"
+        raise CaNotInitialized(msg)
+    targets: BrokerTargets | None = None
+    if broker_dir:
+        if pid_file is None and reload_command is None:
+            msg = "--dir needs --pid-file or --reload-command"
+            raise ConfigError(msg)
+        targets = BrokerTargets(
+            dirs=[str(d.resolve()) for d in broker_dir],
+            pid_file=str(pid_file) if pid_file else None,
+            reload_command=reload_command,
         )
+    elif os.geteuid() == 0:
+        msg = "as root, give --dir and --pid-file (or --reload-command) explicitly"
+        raise ConfigError(msg)
+    state = apply_broker_update(paths, targets=targets)
+    if targets is None and state.state == "unmanaged":
+        typer.echo("no broker folder is configured: run `fieldlink broker-config --out DIR`")
+        return
+    if state.last_error and state.pending:
+        raise UnavailableError(state.last_error)
+    typer.echo(f"broker update {state.applied_generation} applied")

@@ -171,9 +171,13 @@ def device_add(
 def device_revoke(
     device_id: Annotated[str, typer.Argument(help="the device to revoke")],
     config: ConfigOption = None,
+    wait: Annotated[
+        float,
+        typer.Option(help="seconds to wait for the broker's reload helper (reload_by = helper)"),
+    ] = 10.0,
 ) -> None:
-    """Revoke a device: its certificates go on the CRL and the server refuses it everywhere."""
-    from provisioning.broker import publish_revocations
+    """Revoke a device: refused at once by the server; the broker's update is applied or queued."""
+    from provisioning.broker_update import update_broker, wait_until_applied
     from provisioning.ca import CertificateAuthority
     from server import crud
 
@@ -181,13 +185,22 @@ def device_revoke(
     ca = CertificateAuthority.load(settings.state_dir)
     with Session(engine) as session:
         device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=audit.cli_actor())
-    reloaded = publish_revocations(ca)
-    typer.echo(f"revoked {device.id}")
-    if reloaded:
-        typer.echo("the broker reloaded its CRL and ACL")
+    typer.echo(f"revoked {device.id}: the server refuses it from now on")
+    state = update_broker(ca.paths, device_id=device_id)
+    if state.pending and state.reload_by == "helper":
+        state = wait_until_applied(ca.paths, state.generation, wait)
+    if state.state == "applied":
+        typer.echo("broker: applied (it reloaded its CRL and ACL and refuses the device)")
+    elif state.state == "unmanaged":
+        typer.echo(
+            "broker: not managed here (no `fieldlink broker-config` folder): "
+            "update its CRL and send it SIGHUP yourself"
+        )
     else:
-        typer.echo("the broker was not told: write its files with `fieldlink broker-config`")
-        typer.echo("(or give it a --pid-file/--reload-command there) and send it SIGHUP")
+        since = f" since {state.public()['pending_since']}" if state.pending_since else ""
+        typer.echo(f"broker: pending{since}; the server retries until the broker has it")
+        if state.last_error:
+            typer.echo(f"last error: {state.last_error}")
 
 
 @device_app.command("token")

@@ -72,6 +72,13 @@ class ServerSettings(FieldlinkSettings):
     rollup_retention_days: int = Field(default=400, ge=1)
     thresholds: list[ThresholdRule] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
 
+    # The PKI's upkeep (server.upkeep).
+    #: How often a broker update (CRL, ACL, certificate, reload) that failed is tried again.
+    broker_update_retry_s: float = Field(default=30.0, gt=0)
+    #: How often the CRL's age and the broker's and server's certificates are checked
+    #: (the CRL is rewritten when 30 days old, certificates renewed 60 days before expiry).
+    pki_check_interval_s: float = Field(default=3600.0, gt=0)
+
     # Operators.
     access_token_ttl_s: int = Field(default=3600, ge=60)
     #: Failed logins per user name (and per source address) in ``login_window_s``

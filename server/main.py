@@ -80,6 +80,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.debug("KPI gauges already registered in this process")
         else:
             stack.callback(REGISTRY.unregister, kpi_collector)
+        from server.upkeep import PkiUpkeep, Upkeep
+
+        # The periodic jobs; started before the MQTT clients, so that a CRL or a
+        # certificate that ran out while the server was down is renewed first.
+        pki = PkiUpkeep(settings, engine=engine)
+        try:
+            await pki.pki_check()  # before any MQTT client dials the broker
+        except Exception:  # the job runs again from the upkeep; startup goes on
+            logger.exception("the PKI check at startup failed")
+        upkeep = Upkeep(pki.jobs())
+        await upkeep.start()
+        stack.push_async_callback(upkeep.stop)
+        app.state.upkeep = upkeep
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker

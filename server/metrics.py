@@ -129,6 +129,35 @@ SESSION_BYTES = Counter(
     registry=REGISTRY,
 )
 
+# The PKI and the broker's copy of it (set by server.upkeep and on each revocation).
+BROKER_REVOCATIONS_PENDING = Gauge(
+    "fieldlink_broker_revocations_pending",
+    "Revoked devices the broker does not refuse yet (its CRL/ACL update is not applied).",
+    registry=REGISTRY,
+)
+BROKER_UPDATE_PENDING_SINCE = Gauge(
+    "fieldlink_broker_update_pending_since_timestamp_seconds",
+    "When the oldest change the broker does not have yet was made (0: none pending).",
+    registry=REGISTRY,
+)
+BROKER_UPDATE_ATTEMPTS = Gauge(
+    "fieldlink_broker_update_failed_attempts",
+    "Failed attempts to apply the pending broker update (0 once applied).",
+    registry=REGISTRY,
+)
+PKI_EXPIRY = Gauge(
+    "fieldlink_pki_expiry_timestamp_seconds",
+    "When a part of the PKI expires, by item: ca, crl (its next update), broker_cert, "
+    "server_cert (the server's MQTT client certificate).",
+    ["item"],
+    registry=REGISTRY,
+)
+DEVICE_CERTS_EXPIRING = Gauge(
+    "fieldlink_device_certificates_expiring",
+    "Unrevoked devices whose newest certificate expires within 30 days (or has expired).",
+    registry=REGISTRY,
+)
+
 
 def render_metrics() -> tuple[bytes, str]:
     """The registry in the Prometheus text format, and its content type."""

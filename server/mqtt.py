@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -31,6 +33,13 @@ from shared.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+#: Every live TLS context that presents the server's certificate, with its files:
+#: a renewed certificate is loaded into them (:func:`reload_client_certificates`), so
+#: the next (re)connection presents it; established connections are not cut.
+_CLIENT_CONTEXTS: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[str, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -96,10 +105,12 @@ def tls_context(settings: ServerSettings) -> ssl.SSLContext:
         )
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if settings.broker_cert:
-            context.load_cert_chain(
+            files = (
                 str(settings.broker_cert),
                 str(settings.broker_key) if settings.broker_key else None,
             )
+            context.load_cert_chain(*files)
+            _CLIENT_CONTEXTS[context] = files
         elif settings.broker_key:
             msg = "broker_key is set without broker_cert"
             raise ConfigError(msg)
@@ -107,6 +118,28 @@ def tls_context(settings: ServerSettings) -> ssl.SSLContext:
         msg = f"cannot load the broker TLS files: {exc}"
         raise ConfigError(msg) from exc
     return context
+
+
+def reload_client_certificates(cert_path: Path | None = None) -> int:
+    """Load the server's (renewed) certificate and key into every live TLS context.
+
+    Args:
+        cert_path: Only contexts presenting this certificate file (default: all).
+
+    Returns:
+        How many contexts were reloaded; one that fails keeps its old certificate.
+    """
+    reloaded = 0
+    for context, (cert, key) in list(_CLIENT_CONTEXTS.items()):
+        if cert_path is not None and Path(cert) != cert_path:
+            continue
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            logger.warning("cannot reload the server's MQTT certificate %s: %s", cert, exc)
+            continue
+        reloaded += 1
+    return reloaded
 
 
 def make_client(

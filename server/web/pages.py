@@ -242,6 +242,17 @@ def chart_metrics(device: Device) -> list[str]:
     return chosen
 
 
+def _broker_revocation(request: Request, device: Device) -> dict[str, Any] | None:
+    """The broker's state of a revoked device's revocation, when it is not applied yet."""
+    if device.revoked_at is None:
+        return None
+    from provisioning.broker_update import load_update_state
+    from provisioning.ca import PkiPaths
+
+    state = load_update_state(PkiPaths.under(request.app.state.settings.state_dir))
+    return state.public() if state.revocation_pending(device.id) else None
+
+
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
 def device_page(
     device_id: str, request: Request, session: SessionDep, viewer: ViewerDep
@@ -263,6 +274,7 @@ def device_page(
         request,
         "device.html",
         viewer,
+        broker_revocation=_broker_revocation(request, device),
         title=device.id,
         nav="desk",
         device=device,

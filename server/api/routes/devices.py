@@ -27,6 +27,8 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 #: How many recent sessions and incidents a device's page shows.
 RECENT = 10
+#: How long a revocation waits for the broker's reload helper before answering "pending".
+HELPER_WAIT_S = 2.0
 
 
 class TelemetryStats(BaseModel):
@@ -148,17 +150,36 @@ def new_enrollment_token(device_id: str, session: SessionDep, user: AdminUser) -
     )
 
 
-@router.post("/{device_id}/revoke")
+class BrokerUpdatePublic(SQLModel):
+    """Whether the broker applied the revocation (CRL, ACL deny block, reload)."""
+
+    state: str
+    pending_since: str | None = None
+    applied_at: str | None = None
+    last_attempt_at: str | None = None
+    last_error: str | None = None
+    attempts: int = 0
+    reload_by: str = "server"
+
+
+class DeviceRevoked(DevicePublic):
+    """A revoked device and the broker's state: ``applied``, ``pending`` (retried) or
+    ``unmanaged`` (no broker folder written by ``fieldlink broker-config``)."""
+
+    broker: BrokerUpdatePublic
+
+
+@router.post("/{device_id}/revoke", status_code=202)
 def revoke_device(
     device_id: str, request: Request, session: SessionDep, settings: SettingsDep, user: AdminUser
-) -> DevicePublic:
-    """Revoke a device: its certificates go on the CRL, the broker reloads, ingest refuses it."""
-    from provisioning.broker import publish_revocations
+) -> DeviceRevoked:
+    """Revoke a device now (database, server); the broker's update is applied or retried."""
+    from provisioning.broker_update import update_broker, wait_until_applied
     from provisioning.ca import CertificateAuthority
+    from server.upkeep import set_broker_gauges
 
     ca = CertificateAuthority.load(settings.state_dir)
     device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=user.username)
-    publish_revocations(ca)
     sessions = getattr(request.app.state, "sessions", None)
     if sessions is not None:
         # Its open sessions end now: the device is no longer trusted.
@@ -171,4 +192,12 @@ def revoke_device(
                 detail="the device was revoked",
             )
         )
-    return DevicePublic.model_validate(device)
+    state = update_broker(ca.paths, device_id=device_id)
+    if state.pending and state.reload_by == "helper":
+        # The helper usually answers within a second; past that the answer says pending.
+        state = wait_until_applied(ca.paths, state.generation, HELPER_WAIT_S)
+    set_broker_gauges(state)
+    return DeviceRevoked(
+        **DevicePublic.model_validate(device).model_dump(),
+        broker=BrokerUpdatePublic(**state.public()),
+    )

@@ -41,8 +41,10 @@
       const id = revoke.dataset.revoke;
       if (!confirm(`Revoke ${id}? Its certificate goes on the CRL and its open sessions end.`)) return;
       try {
-        await fl.api("POST", `/api/v1/devices/${encodeURIComponent(id)}/revoke`);
-        location.reload();
+        const r = await fl.api("POST", `/api/v1/devices/${encodeURIComponent(id)}/revoke`);
+        // Not applied by the broker yet: the device page says since when and why.
+        if (r && r.broker && r.broker.state === "pending") location.href = `/devices/${encodeURIComponent(id)}`;
+        else location.reload();
       } catch (error) {
         fl.toast(error.message, "error");
       }

@@ -72,7 +72,9 @@ def test_publish_revocations_updates_every_broker_folder(tmp_path: Path) -> None
     second = write_broker_config(ca, tmp_path / "two")
     ca.sign_device_csr(make_csr()[0], "mfp-gone")
     ca.revoke_device("mfp-gone")
-    assert publish_revocations(ca) is False  # no pid or command: the operator must reload
+    # The generated config names a pid file; no broker has written it here.
+    with pytest.raises(UnavailableError, match="cannot read the broker's pid"):
+        publish_revocations(ca)
     for written in (first, second):
         assert written.crl.read_bytes() == ca.paths.crl.read_bytes()
         assert "user mfp-gone\ntopic deny" in written.acl.read_text()

@@ -41,7 +41,7 @@ def test_device_lifecycle_is_audited_and_the_chain_holds(
     assert (
         client.post("/api/v1/enroll", json={"token": token, "csr_pem": _csr()}).status_code == 200
     )
-    assert client.post("/api/v1/devices/server-a1/revoke", headers=admin).status_code == 200
+    assert client.post("/api/v1/devices/server-a1/revoke", headers=admin).status_code == 202
     fresh = client.post("/api/v1/devices/server-a1/enrollment-token", headers=admin)
     assert fresh.status_code == 201
 

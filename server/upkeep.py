@@ -1,0 +1,251 @@
+"""The server's periodic jobs, in one place: each a named job on its own interval.
+
+:class:`Upkeep` runs every job in its own task from the app's lifespan: once
+at start, then every ``interval_s`` (or at once when :meth:`Upkeep.wake` asks).
+A job that fails is logged and runs again next time; it never takes the server
+down. Jobs decide with an injected clock, so tests move time instead of sleeping.
+
+The PKI's jobs (:class:`PkiUpkeep`):
+
+- ``broker-update``: a broker update (CRL, ACL deny block, broker certificate,
+  reload) that is not applied yet is tried again (``reload_by = server``), or
+  the reload helper is triggered again (``reload_by = helper``); the gauges of
+  pending revocations follow.
+- ``pki``: rewrites the CRL before it expires (the broker refuses every client
+  once it has), renews the broker's and the server's own MQTT certificates
+  before they expire, queues the broker update, loads the server's renewed
+  certificate into its MQTT connections, and sets the expiry gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy.engine import Engine
+
+from provisioning.broker_update import (
+    BrokerUpdateState,
+    apply_broker_update,
+    load_update_state,
+    request_broker_update,
+    touch_request,
+)
+from provisioning.ca import CaNotInitialized, CertificateAuthority, PkiPaths, certificate_not_after
+from server import metrics
+from server.config import ServerSettings
+from shared.ids import utcnow
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+#: The window of the ``fieldlink_device_certificates_expiring`` gauge.
+DEVICE_EXPIRY_WINDOW: Final = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: ``run`` every ``interval_s`` seconds, first at start."""
+
+    name: str
+    interval_s: float
+    run: Callable[[], Awaitable[object]]
+
+
+class Upkeep:
+    """Runs the server's periodic jobs, each in its own task."""
+
+    def __init__(self, jobs: list[Job] | None = None) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        for job in jobs or []:
+            self.add(job)
+
+    def add(self, job: Job) -> None:
+        """Register a job (before :meth:`start`)."""
+        if job.name in self._jobs:
+            msg = f"upkeep job {job.name!r} is already registered"
+            raise ValueError(msg)
+        self._jobs[job.name] = job
+        self._wakes[job.name] = asyncio.Event()
+
+    @property
+    def job_names(self) -> list[str]:
+        """The registered jobs' names."""
+        return list(self._jobs)
+
+    async def start(self) -> None:
+        """Start every job's task."""
+        self._loop = asyncio.get_running_loop()
+        for job in self._jobs.values():
+            self._tasks.append(asyncio.create_task(self._every(job), name=f"upkeep-{job.name}"))
+
+    async def stop(self) -> None:
+        """Cancel the jobs and wait for them."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self, name: str) -> None:
+        """Run a job now rather than at its next interval; callable from any thread."""
+        event = self._wakes.get(name)
+        if event is None or self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(event.set)
+
+    async def run_once(self, name: str) -> object:
+        """Run one job now, in the caller's task (tests, and the first run)."""
+        return await self._jobs[name].run()
+
+    async def _every(self, job: Job) -> None:
+        wake = self._wakes[job.name]
+        while True:
+            try:
+                await job.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a job's failure is logged; the next run may succeed
+                logger.exception("upkeep job %s failed", job.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=job.interval_s)
+            wake.clear()
+
+
+def set_broker_gauges(state: BrokerUpdateState) -> None:
+    """Export the broker update's state on ``/metrics``."""
+    metrics.BROKER_REVOCATIONS_PENDING.set(len(state.revocations) if state.pending else 0)
+    since = state.pending_since if state.pending else None
+    metrics.BROKER_UPDATE_PENDING_SINCE.set(since.timestamp() if since else 0)
+    metrics.BROKER_UPDATE_ATTEMPTS.set(state.attempts if state.pending else 0)
+
+
+class PkiUpkeep:
+    """The PKI's periodic jobs for one server (see the module's docstring)."""
+
+    BROKER_JOB: Final = "broker-update"
+    PKI_JOB: Final = "pki"
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        clock: Clock = utcnow,
+        broker_pid: int | None = None,
+        on_server_certificate: Callable[[], object] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """Jobs for ``settings.state_dir/pki``.
+
+        Args:
+            settings: The server's settings (``state_dir``, the intervals, ``broker_cert``).
+            clock: The current time (tests move it).
+            broker_pid: The broker's pid when this process started it.
+            on_server_certificate: Called after the server's MQTT certificate was renewed
+                (default: load it into the live MQTT TLS contexts).
+            engine: The database, to audit what the PKI job changed (``pki.crl_refresh``,
+                ``pki.renew``).
+        """
+        self.settings = settings
+        self.paths = PkiPaths.under(settings.state_dir)
+        self.clock = clock
+        self.broker_pid = broker_pid
+        self._on_server_certificate = on_server_certificate
+        self._engine = engine
+
+    def jobs(self) -> list[Job]:
+        """The two jobs, for :class:`Upkeep`."""
+        return [
+            Job(self.BROKER_JOB, self.settings.broker_update_retry_s, self.broker_update),
+            Job(self.PKI_JOB, self.settings.pki_check_interval_s, self.pki_check),
+        ]
+
+    def _has_ca(self) -> bool:
+        return self.paths.ca_key.exists()
+
+    async def broker_update(self) -> BrokerUpdateState | None:
+        """Apply (or trigger again) a broker update that is pending; export its state."""
+        if not self._has_ca():
+            return None
+        state = await asyncio.to_thread(load_update_state, self.paths)
+        if state.pending:
+            if state.reload_by == "server":
+                state = await asyncio.to_thread(
+                    apply_broker_update, self.paths, broker_pid=self.broker_pid, now=self.clock()
+                )
+            else:
+                # The helper failed or never ran: its path unit fires on this write.
+                await asyncio.to_thread(touch_request, self.paths, state.generation)
+        set_broker_gauges(state)
+        return state
+
+    def _check(self, now: datetime) -> list[str]:
+        ca = CertificateAuthority.load(self.settings.state_dir)
+        crl_refreshed = ca.refresh_crl_if_due(now)
+        if crl_refreshed:
+            logger.info("rewrote the CRL (next update %s)", ca.crl_next_update())
+        renewed = ca.renew_service_certificates_if_due(now)
+        if crl_refreshed or "broker" in renewed:
+            request_broker_update(self.paths, now=now)
+        metrics.PKI_EXPIRY.labels("ca").set(ca.cert.not_valid_after_utc.timestamp())
+        crl_until = ca.crl_next_update()
+        metrics.PKI_EXPIRY.labels("crl").set(crl_until.timestamp() if crl_until else 0)
+        for item, path in (
+            ("broker_cert", self.paths.broker_cert),
+            ("server_cert", self.settings.broker_cert or self.paths.server_client_cert),
+        ):
+            until = certificate_not_after(path)
+            metrics.PKI_EXPIRY.labels(item).set(until.timestamp() if until else 0)
+        metrics.DEVICE_CERTS_EXPIRING.set(ca.devices_expiring(DEVICE_EXPIRY_WINDOW, now))
+        return (["crl"] if crl_refreshed else []) + renewed
+
+    async def pki_check(self) -> list[str]:
+        """Refresh the CRL, renew the service certificates when due, set the expiry gauges.
+
+        Returns:
+            What changed: ``crl``, ``broker``, ``server``.
+        """
+        if not self._has_ca():
+            return []
+        try:
+            changed = await asyncio.to_thread(self._check, self.clock())
+        except CaNotInitialized:
+            return []
+        if "server" in changed:
+            if self._on_server_certificate is not None:
+                self._on_server_certificate()
+            else:
+                from server.mqtt import reload_client_certificates
+
+                count = reload_client_certificates(self.paths.server_client_cert)
+                logger.info("the renewed server certificate is loaded in %d MQTT client(s)", count)
+        if changed and self._engine is not None:
+            await asyncio.to_thread(self._audit, self._engine, changed)
+        if "crl" in changed or "broker" in changed:
+            await self.broker_update()
+        return changed
+
+    @staticmethod
+    def _audit(engine: Engine, changed: list[str]) -> None:
+        from sqlmodel import Session
+
+        from server import audit
+
+        with Session(engine) as db:
+            for item in changed:
+                action, target = (
+                    ("pki.crl_refresh", "pki:crl")
+                    if item == "crl"
+                    else ("pki.renew", f"pki:{item}_cert")
+                )
+                audit.record(db, actor=audit.SYSTEM_ACTOR, action=action, target=target)
+            db.commit()
