@@ -74,6 +74,7 @@ from server.ingest.store import (
     SampleItem,
     StateItem,
 )
+from server.ingest.timestamps import plausible_ts
 from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.errors import ProtocolError
@@ -582,6 +583,12 @@ class IngestService:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
                 _check_device(sample.device_id, device_id)
+                if not plausible_ts(sample.ts, received_at, self.settings):
+                    # Stored at the receive time and flagged: never the device's
+                    # "latest" for years to come, never lost either.
+                    logger.debug("%s sent a sample stamped %s", device_id, sample.ts)
+                    sample = sample.model_copy(update={"ts": received_at})
+                    return SampleItem(device_id, sample, received_at, ts_untrusted=True)
                 return SampleItem(device_id, sample, received_at)
             if kind == "state":
                 if not payload:
@@ -752,6 +759,10 @@ class IngestService:
             metrics.TELEMETRY_MISSING.inc(result.missing_delta)
         if result.late:
             metrics.TELEMETRY_LATE.inc(result.late)
+        if result.seq_resets:
+            metrics.TELEMETRY_SEQ_RESETS.inc(result.seq_resets)
+        if result.ts_untrusted:
+            metrics.TELEMETRY_TS_UNTRUSTED.inc(result.ts_untrusted)
         if result.outbox_dropped:
             metrics.OUTBOX_DROPPED.inc(result.outbox_dropped)
         for sent in result.stored_sent_times:
