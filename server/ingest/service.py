@@ -61,6 +61,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from provisioning.broker import ingest_group
+from provisioning.ca import CaNotInitialized, CertificateAuthority
 from server import metrics
 from server.config import ServerSettings
 from server.ingest import maintenance, receive
@@ -126,6 +128,22 @@ BatchHook = Callable[[BatchResult, float], None]
 _Pending = tuple[IngestItem | None, int, int, int]
 
 
+def default_group(settings: ServerSettings) -> str:
+    """The center's shared-subscription group (:func:`provisioning.broker.ingest_group`).
+
+    Mosquitto 2.0 lets any client SUBSCRIBE to any ``$share/<group>/...`` (its ACL
+    file only filters delivery), and a device that joined the server's group would
+    be handed a share of the fleet's messages that the ACL then drops: the name is
+    a secret derived from the center's keys. Without a CA (a demo on the embedded,
+    loopback-only broker) it is the documented :data:`shared.topics.INGEST_GROUP`.
+    """
+    try:
+        ca = CertificateAuthority.load(settings.state_dir)
+    except CaNotInitialized:
+        return topics.INGEST_GROUP
+    return ingest_group(ca)
+
+
 def default_instance_id() -> str:
     """``<hostname>-<8 hex>``: unique per process when none is configured."""
     return f"{socket.gethostname()}-{new_id()[:8]}".lower()
@@ -138,7 +156,8 @@ class IngestService:
         settings: The server's settings (broker, batch size and flush time,
             offline and clock-skew limits, retention, threshold rules).
         engine: The database engine; the schema must be migrated already.
-        group: The shared-subscription group (one per deployment).
+        group: The shared-subscription group; default: the center's secret one
+            (:func:`default_group`), which no device can know to join.
         sweep_interval_s: How often silent devices are marked offline and the
             gauges refreshed (default: a third of ``offline_after_s``, at most 15 s).
         maintenance_interval_s: How often rollups and retention run.
@@ -155,7 +174,7 @@ class IngestService:
         settings: ServerSettings,
         engine: Engine,
         *,
-        group: str = topics.INGEST_GROUP,
+        group: str | None = None,
         sweep_interval_s: float | None = None,
         maintenance_interval_s: float = 300.0,
         on_command_result: CommandResultHandler | None = None,
@@ -164,7 +183,7 @@ class IngestService:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.group = group
+        self.group = group or default_group(settings)
         self.instance_id = settings.instance_id or default_instance_id()
         #: A configured instance keeps its broker session across restarts: what
         #: arrives while it is away, or was unacknowledged at a crash, comes again.
@@ -191,6 +210,7 @@ class IngestService:
         #: Bumped on every connection: an acknowledgement is only sent on its own one.
         self._generation = 0
         self._subscribe_mid: int | None = None
+        self._legacy_unsubscribe_mid: int | None = None
         self._announcement_mid: int | None = None
         self._unsubscribed = False
         self._accepting = True
@@ -493,6 +513,11 @@ class IngestService:
         self._generation += 1
         self._unsubscribed = False
         options = SubscribeOptions(qos=1)
+        if self.persistent_session and self.group != topics.INGEST_GROUP:
+            # A persistent session may still hold the old, public group's subscriptions.
+            _rc, self._legacy_unsubscribe_mid = client.unsubscribe(
+                topics.ingest_filters(topics.INGEST_GROUP)
+            )
         _rc, self._subscribe_mid = client.subscribe(
             [(topic_filter, options) for topic_filter in topics.ingest_filters(self.group)]
         )
@@ -530,7 +555,10 @@ class IngestService:
             self._announcement_mid = None
             self._call_on_loop(self.ready.set)
 
-    def _on_unsubscribe(self, *_args: Any) -> None:
+    def _on_unsubscribe(self, _client: paho.Client, _userdata: Any, mid: int, *_args: Any) -> None:
+        if mid == self._legacy_unsubscribe_mid:
+            self._legacy_unsubscribe_mid = None
+            return
         self._unsubscribed = True
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:

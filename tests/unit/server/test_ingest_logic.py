@@ -7,6 +7,7 @@ import select
 import socket
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,6 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from provisioning.broker import ingest_group
+from provisioning.ca import CertificateAuthority
 from server.config import DEFAULT_THRESHOLDS, ServerSettings, ThresholdRule
 from server.ingest.alerts import (
     AlertKey,
@@ -29,7 +32,9 @@ from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import OnlineStatus, next_status
 from server.ingest.receive import PublishReader, acknowledge
 from server.ingest.sequence import MAX_SEQ_JUMP, NewSample, SequenceMark, account_samples
+from server.ingest.service import default_group
 from server.ingest.timestamps import FUTURE_MARGIN_S, plausible_ts
+from shared import topics
 from shared.protocol import DeviceState, Fault
 
 T0 = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
@@ -487,3 +492,12 @@ def test_a_malformed_length_is_a_protocol_error() -> None:
         assert harness.client.loop_read() == paho.MQTT_ERR_PROTOCOL
     finally:
         harness.close()
+
+
+def test_the_ingest_joins_the_centers_secret_group(tmp_path: Path) -> None:
+    """Devices can subscribe to any ``$share/`` group on Mosquitto 2.0: the server's
+    is derived from the center's keys, not the public default."""
+    settings = ServerSettings(state_dir=tmp_path / "state")
+    assert default_group(settings) == topics.INGEST_GROUP  # no CA yet: a loopback demo
+    ca = CertificateAuthority.init(tmp_path / "state")
+    assert default_group(settings) == ingest_group(ca) != topics.INGEST_GROUP
