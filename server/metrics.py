@@ -51,6 +51,12 @@ TELEMETRY_SEQ_RESETS = Counter(
     "taken as a new stream rather than counted as missing samples.",
     registry=REGISTRY,
 )
+TELEMETRY_RESEND_REQUESTS = Counter(
+    "fieldlink_telemetry_resend_requests",
+    "telemetry.resend commands sent to devices whose seq showed a new gap "
+    "(at most one a minute per device).",
+    registry=REGISTRY,
+)
 TELEMETRY_TS_UNTRUSTED = Counter(
     "fieldlink_telemetry_ts_untrusted",
     "Health samples whose ts was implausibly far from the server's clock: stored with the "

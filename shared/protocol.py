@@ -60,6 +60,11 @@ class Fault(BaseModel):
     message: Annotated[str, Field(max_length=1024)] = ""
 
 
+#: Command type: the server saw a gap in the device's ``seq``; the agent re-publishes
+#: the samples of its current connection still in its resend window.
+TELEMETRY_RESEND: Final = "telemetry.resend"
+
+
 class HealthSample(_Message):
     """One health sample from an agent, published on ``.../telemetry``.
 

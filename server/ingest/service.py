@@ -167,6 +167,9 @@ class IngestService:
             each stored ``session.*`` event (after its batch committed).
         on_batch: Called on the event loop after each committed batch with the
             result and the commit time (``time.time()``); for tests and benchmarks.
+        on_gap: Called on the event loop with ``(device_id, telemetry_missing)`` for
+            each device that sent samples in a committed batch and has samples counted
+            missing (see :mod:`server.ingest.resend`).
     """
 
     def __init__(
@@ -180,6 +183,7 @@ class IngestService:
         on_command_result: CommandResultHandler | None = None,
         on_session_event: SessionEventHandler | None = None,
         on_batch: BatchHook | None = None,
+        on_gap: Callable[[str, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -194,6 +198,7 @@ class IngestService:
         self.on_command_result = on_command_result
         self.on_session_event = on_session_event
         self.on_batch = on_batch
+        self.on_gap = on_gap
         #: Set while connected and subscribed, once the broker holds the server's
         #: announcement (for ``/readyz``).
         self.ready = asyncio.Event()
@@ -801,6 +806,9 @@ class IngestService:
         if self.on_session_event is not None:
             for device_id, event in result.session_events:
                 self._call_on_loop(self.on_session_event, device_id, event)
+        if self.on_gap is not None:
+            for device_id, missing in result.gap_devices:
+                self._call_on_loop(self.on_gap, device_id, missing)
         if self.on_batch is not None:
             self._call_on_loop(self.on_batch, result, committed)
 

@@ -176,6 +176,9 @@ class BatchResult:
     seq_resets: int = 0
     #: Stored samples whose ``ts`` was replaced with the receive time.
     ts_untrusted: int = 0
+    #: ``(device_id, telemetry_missing)`` of each device that sent samples in this
+    #: batch and still has samples counted missing (it may resend them).
+    gap_devices: list[tuple[str, int]] = field(default_factory=list)
     outbox_dropped: int = 0
     #: ``sent_at`` (or ``received_at``) of each stored sample, as UNIX times.
     stored_sent_times: list[float] = field(default_factory=list)
@@ -741,6 +744,8 @@ class IngestStore:
             result.missing_delta += outcome.missing_delta
             result.late += outcome.late
             result.seq_resets += outcome.resets
+            if device.telemetry_missing > 0:
+                result.gap_devices.append((device_id, device.telemetry_missing))
         for device_id, item in newest.items():
             device = devices[device_id]
             device.status = item.sample.status
