@@ -53,7 +53,7 @@ TELEMETRY_SEQ_RESETS = Counter(
 )
 TELEMETRY_RESEND_REQUESTS = Counter(
     "fieldlink_telemetry_resend_requests",
-    "telemetry.resend commands sent to devices whose seq showed a new gap "
+    "telemetry.resend commands sent to devices with samples counted missing "
     "(at most one a minute per device).",
     registry=REGISTRY,
 )
