@@ -76,7 +76,7 @@ from server.ingest.store import (
     SampleItem,
     StateItem,
 )
-from server.ingest.timestamps import plausible_ts
+from server.ingest.timestamps import TimestampBounds
 from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.errors import ProtocolError
@@ -199,6 +199,7 @@ class IngestService:
         self.on_session_event = on_session_event
         self.on_batch = on_batch
         self.on_gap = on_gap
+        self._ts_bounds = TimestampBounds(settings)
         #: Set while connected and subscribed, once the broker holds the server's
         #: announcement (for ``/readyz``).
         self.ready = asyncio.Event()
@@ -616,7 +617,7 @@ class IngestService:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
                 _check_device(sample.device_id, device_id)
-                if not plausible_ts(sample.ts, received_at, self.settings):
+                if not self._ts_bounds.plausible(sample.ts, received_at):
                     # Stored at the receive time and flagged: never the device's
                     # "latest" for years to come, never lost either.
                     logger.debug("%s sent a sample stamped %s", device_id, sample.ts)

@@ -33,8 +33,18 @@ def future_bound_s(settings: ServerSettings) -> float:
     return settings.clock_skew_max_s + FUTURE_MARGIN_S
 
 
+class TimestampBounds:
+    """The bounds above, computed once (the check runs for every sample)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.ahead = timedelta(seconds=future_bound_s(settings))
+        self.behind = timedelta(days=settings.telemetry_retention_days)
+
+    def plausible(self, ts: datetime, received_at: datetime) -> bool:
+        """Whether a sample's ``ts`` is within the bounds of ``received_at``."""
+        return received_at - self.behind <= ts <= received_at + self.ahead
+
+
 def plausible_ts(ts: datetime, received_at: datetime, settings: ServerSettings) -> bool:
     """Whether a sample's ``ts`` is within the bounds above of ``received_at``."""
-    if ts > received_at + timedelta(seconds=future_bound_s(settings)):
-        return False
-    return ts >= received_at - timedelta(days=settings.telemetry_retention_days)
+    return TimestampBounds(settings).plausible(ts, received_at)
