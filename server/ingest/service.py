@@ -552,8 +552,12 @@ class IngestService:
             metrics.INGEST_RECONNECTS.inc()
         self._connected_before = True
         metrics.INGEST_CONNECTED.set(1)
+        # The group's name is a secret of the center (see default_group): never logged.
         logger.info(
-            "ingest %s subscribed to %s as group %r", self.instance_id, topics.PREFIX, self.group
+            "ingest %s subscribed to %s (%s group)",
+            self.instance_id,
+            topics.PREFIX,
+            "the public" if self.group == topics.INGEST_GROUP else "the center's secret",
         )
 
     def _on_published(self, _client: paho.Client, _userdata: Any, mid: int, *_args: Any) -> None:
