@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Where the replay cache lives, under ``state_dir``.
 REPLAY_CACHE_FILENAME: Final = "command-replay.json"
+#: ``shared.protocol.TELEMETRY_RESEND`` (not imported: the agent starts without pydantic).
+TELEMETRY_RESEND: Final = "telemetry.resend"
 #: The event type of a refusal on ``.../events``.
 REFUSED_EVENT: Final = "command.refused"
 #: Refusal reason when no command key is pinned (or it cannot be read).
@@ -313,6 +315,10 @@ class AgentControl(Protocol):
         """Samples waiting in the outbox for the broker."""
         ...
 
+    def request_resend(self) -> None:
+        """Re-publish the samples sent on this connection still in the resend window."""
+        ...
+
 
 def diagnostics_handler(agent: AgentControl) -> CommandHandler:
     """``diagnostics.collect``: a fresh sample's metrics and faults, and the agent's own state."""
@@ -369,8 +375,26 @@ def config_update_handler(agent: AgentControl) -> CommandHandler:
     return update_config
 
 
+def telemetry_resend_handler(agent: AgentControl) -> CommandHandler:
+    """``telemetry.resend``: the server saw a gap in this device's ``seq``.
+
+    The broker acknowledged those samples, so the agent cannot tell that they
+    never reached the server (a subscriber that took a share and dropped it, a
+    broker restart): it re-publishes what it sent on this connection that is still
+    in its resend window, as after a server's announcement. The server stores each
+    ``(boot_id, seq)`` once, so the copies of samples it had cost nothing.
+    """
+
+    async def resend(_request: CommandRequest) -> dict[str, Any]:
+        agent.request_resend()
+        return {"boot_id": agent.boot_id}
+
+    return resend
+
+
 def default_registry(agent: AgentControl) -> CommandRegistry:
-    """The handlers the agent ships: ``diagnostics.collect`` and ``config.update``.
+    """The handlers the agent ships: ``diagnostics.collect``, ``config.update``,
+    ``telemetry.resend``.
 
     ``session.open`` and ``session.close`` are registered by the sessions code
     (:meth:`agent.sessions.SessionController.register`).
@@ -378,4 +402,5 @@ def default_registry(agent: AgentControl) -> CommandRegistry:
     registry = CommandRegistry()
     registry.register("diagnostics.collect", diagnostics_handler(agent))
     registry.register("config.update", config_update_handler(agent))
+    registry.register(TELEMETRY_RESEND, telemetry_resend_handler(agent))
     return registry

@@ -218,6 +218,10 @@ class Agent:
         """Samples waiting in the outbox for the broker."""
         return await self.outbox.count()
 
+    def request_resend(self) -> None:
+        """Re-publish the samples sent on this connection still in the resend window."""
+        self.link.request_resend()
+
     def stop(self) -> None:
         """Ask the agent to stop: it publishes its ``shutdown`` state and :meth:`run` returns."""
         self._stopping.set()

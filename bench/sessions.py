@@ -166,9 +166,11 @@ class Loads:
 def _center(workdir: Path, database_url: str, **settings: Any) -> Iterator[ServerProcess]:
     """As ``tests.fixtures.center.secure_center``, with the bench's own server settings."""
     port = free_port()
+    server_port = free_port()  # the server's own listener (certificate and password)
     pki = workdir / "state" / "pki"
     server = ServerProcess(
-        workdir, database_url, f"mqtts://127.0.0.1:{port}",
+        workdir, database_url, f"mqtts://127.0.0.1:{server_port}",
+        device_broker_url=f"mqtts://127.0.0.1:{port}",
         broker_ca=str(pki / "ca.pem"), broker_cert=str(pki / "server-client.pem"),
         broker_key=str(pki / "server-client.key"), **settings,
     )  # fmt: skip
@@ -178,10 +180,11 @@ def _center(workdir: Path, database_url: str, **settings: Any) -> Iterator[Serve
     broker_dir.chmod(0o755)  # Mosquitto drops root for its own user
     done = server.cli(
         "broker-config", "--out", str(broker_dir), "--port", str(port), "--bind", "127.0.0.1",
+        "--server-port", str(server_port), "--server-bind", "127.0.0.1",
         "--pid-file", str(broker_dir / "mosquitto.pid"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    broker = TlsBroker(broker_dir, port)
+    broker = TlsBroker(broker_dir, port, server_port)
     broker.start()
     try:
         with server:

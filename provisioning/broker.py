@@ -6,12 +6,33 @@ certificate, the broker's certificate and key, and the CRL. Copies, because
 Mosquitto drops to its own user before it reads them and the server's
 ``state_dir/pki`` is private (0700).
 
-Every client must present a certificate of the device CA
-(``require_certificate``); its CN becomes the MQTT username
-(``use_identity_as_username``), and the ACL confines each device to its own
-topics through ``pattern`` lines on ``%u``. The server's identity
-(``fieldlink_server``, never a valid device id) reads and writes everything
-under ``fieldlink/v1/``. Nobody else may do anything.
+Two TLS listeners, each with its own security settings (``per_listener_settings``);
+every client on either must present a certificate of the device CA
+(``require_certificate``):
+
+- the devices' listener (``port``, 8883): the certificate's CN becomes the MQTT
+  username (``use_identity_as_username``) *and the client id*
+  (``use_username_as_clientid``): whatever client id a device asks for, the broker
+  uses its CN, so no device can take over (and kick off) another device's session
+  by connecting with its client id. The ACL confines each device to its own topics
+  through ``pattern`` lines on ``%u``.
+- the server's listener (``server_port``, 8884): the server's processes need client
+  ids of their own (several connections under one identity), so here the client id
+  is the client's, and the username ``fieldlink_server`` must come with the
+  server's broker password (``password_file``, checked before the broker looks at
+  the client id, so a device's certificate alone gets nowhere near a session).
+  The password is made once, kept in ``state_dir/pki/broker-server-password``
+  (0600), where the server finds it.
+
+The server's identity (``fieldlink_server``, never a valid device id) reads and
+writes everything under ``fieldlink/v1/``. Nobody else may do anything.
+
+Mosquitto 2.0's ACL file does not check SUBSCRIBE at all (``acl_file`` grants
+every subscription and only filters delivery), so it cannot stop a device from
+joining the server's shared subscription ``$share/<group>/...``, which would
+hand it a share of the fleet's messages that the delivery check then drops. The
+server's group name is therefore a secret of the center (:func:`ingest_group`),
+not a constant a device can know.
 
 Revocation takes effect on SIGHUP: Mosquitto 2.0 reloads the CRL (new TLS
 connections with a revoked certificate fail) and the ACL (checked on every
@@ -29,10 +50,14 @@ broker has it. Verified against Mosquitto 2.0.11.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
 import pwd
+import secrets
 import shlex
 import signal
 import subprocess
@@ -49,6 +74,12 @@ from shared.topics import PREFIX, SERVER_STATE
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8883
+#: The server's own listener (password and certificate; client ids of its choosing).
+DEFAULT_SERVER_PORT: Final = 8884
+#: The file under ``state_dir/pki`` that holds the server's broker password.
+SERVER_PASSWORD_FILE: Final = "broker-server-password"  # noqa: S105  (a file name)
+#: PBKDF2 rounds of the password file's hash (the password is 256 random bits).
+PASSWORD_HASH_ITERATIONS: Final = 1000
 #: Debian's defaults (1000 queued, 20 in flight) silently dropped 47% of a
 #: QoS 0 burst to a Python subscriber (docs/benchmarks.md): set them deliberately.
 MAX_QUEUED_MESSAGES: Final = 100_000
@@ -69,6 +100,7 @@ FILE_NAMES: Final = {
     "cert": "broker.pem",
     "key": "broker.key",
     "crl": "crl.pem",
+    "passwd": "passwd",
 }
 
 
@@ -148,30 +180,105 @@ def render_acl(revoked_device_ids: Iterable[str] = ()) -> str:
     return "\n".join(lines)
 
 
+def _tls_lines(directory: Path) -> list[str]:
+    return [
+        "protocol mqtt",
+        f"cafile {directory / FILE_NAMES['ca']}",
+        f"certfile {directory / FILE_NAMES['cert']}",
+        f"keyfile {directory / FILE_NAMES['key']}",
+        f"crlfile {directory / FILE_NAMES['crl']}",
+        "tls_version tlsv1.2",
+        "require_certificate true",
+    ]
+
+
 def render_listener_config(
     directory: Path, *, port: int | str = DEFAULT_PORT, bind_address: str | None = None
 ) -> str:
-    """The TLS listener and its security settings, naming the files in ``directory``.
+    """The devices' TLS listener and its security settings, naming the files in ``directory``.
 
+    The certificate's CN is the username and the client id (see the module doc).
     ``port`` may be the text ``{port}`` (the test fixture's placeholder).
     """
     listen = f"listener {port}" + (f" {bind_address}" if bind_address else "")
     return "\n".join(
         [
+            "# Devices: the certificate's CN is the username and the client id.",
             listen,
-            "protocol mqtt",
-            f"cafile {directory / FILE_NAMES['ca']}",
-            f"certfile {directory / FILE_NAMES['cert']}",
-            f"keyfile {directory / FILE_NAMES['key']}",
-            f"crlfile {directory / FILE_NAMES['crl']}",
-            "tls_version tlsv1.2",
-            "require_certificate true",
+            *_tls_lines(directory),
             "use_identity_as_username true",
+            "use_username_as_clientid true",
             "allow_anonymous false",
             f"acl_file {directory / FILE_NAMES['acl']}",
             "",
         ]
     )
+
+
+def render_server_listener_config(
+    directory: Path, *, port: int | str = DEFAULT_SERVER_PORT, bind_address: str | None = None
+) -> str:
+    """The server's TLS listener: certificate and password, client ids of the server's choosing.
+
+    ``port`` may be the text ``{server_port}`` (a test fixture's placeholder).
+    """
+    listen = f"listener {port}" + (f" {bind_address}" if bind_address else "")
+    return "\n".join(
+        [
+            "# The server: certificate and password (fieldlink_server); its own client ids.",
+            listen,
+            *_tls_lines(directory),
+            "allow_anonymous false",
+            f"password_file {directory / FILE_NAMES['passwd']}",
+            f"acl_file {directory / FILE_NAMES['acl']}",
+            "",
+        ]
+    )
+
+
+def render_password_file(password: str, *, salt: bytes | None = None) -> str:
+    """Mosquitto's ``password_file`` with the one user ``fieldlink_server``.
+
+    The format ``mosquitto_passwd`` writes: ``user:$7$<rounds>$<salt>$<hash>``
+    (PBKDF2-HMAC-SHA512, a 12-byte salt, a 64-byte hash, both base64).
+    """
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PASSWORD_HASH_ITERATIONS, 64)
+    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
+    return f"{SERVER_CLIENT_CN}:$7${PASSWORD_HASH_ITERATIONS}${encoded[0]}${encoded[1]}\n"
+
+
+def server_password_path(ca: CertificateAuthority) -> Path:
+    """Where the server's broker password is kept (``state_dir/pki``, 0600)."""
+    return ca.paths.root / SERVER_PASSWORD_FILE
+
+
+def server_broker_password(ca: CertificateAuthority, *, create: bool = True) -> str | None:
+    """The server's broker password: made once (256 random bits), then always the same.
+
+    Returns ``None`` when there is none yet and ``create`` is false.
+    """
+    path = server_password_path(ca)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+    password = secrets.token_urlsafe(32)
+    write_file_atomic(path, password.encode(), mode=0o600)
+    return password
+
+
+def ingest_group(ca: CertificateAuthority) -> str:
+    """The server's shared-subscription group: a name no device can know or guess.
+
+    Derived from the center's command-signing key (every server process of a
+    center holds it), so all of them land in the same group with nothing more
+    to configure or keep in step; ``fieldlink-ingest-`` and 32 hex digits.
+    """
+    key = ca.command_signing_key().private_bytes_raw()
+    digest = hmac.new(key, b"fieldlink mqtt ingest group v1", hashlib.sha256).hexdigest()
+    return f"fieldlink-ingest-{digest[:32]}"
 
 
 def render_mosquitto_conf(
@@ -181,6 +288,8 @@ def render_mosquitto_conf(
     bind_address: str | None = None,
     persistence: bool = True,
     pid_file: Path | None = None,
+    server_port: int = DEFAULT_SERVER_PORT,
+    server_bind_address: str | None = None,
 ) -> str:
     """A complete ``mosquitto.conf`` for this server's broker, naming the files in ``directory``.
 
@@ -190,7 +299,8 @@ def render_mosquitto_conf(
     """
     lines = [
         "# Generated by `fieldlink broker-config`. Regenerate rather than edit.",
-        "per_listener_settings false",
+        "# Each listener has its own security settings (the devices', the server's).",
+        "per_listener_settings true",
         "# Revocations and renewed certificates take effect on SIGHUP, sent through this pid.",
         f"pid_file {pid_file or directory / 'run' / 'mosquitto.pid'}",
         "",
@@ -221,8 +331,13 @@ def render_mosquitto_conf(
         "connection_messages true",
         "",
     ]
-    return "\n".join(lines) + render_listener_config(
-        directory, port=port, bind_address=bind_address
+    return (
+        "\n".join(lines)
+        + render_listener_config(directory, port=port, bind_address=bind_address)
+        + "\n"
+        + render_server_listener_config(
+            directory, port=server_port, bind_address=server_bind_address
+        )
     )
 
 
@@ -256,6 +371,8 @@ class BrokerConfig:
     crl: Path
     port: int
     pid_file: Path
+    #: The server's listener (password and certificate).
+    server_port: int = DEFAULT_SERVER_PORT
 
 
 def write_broker_config(
@@ -269,6 +386,8 @@ def write_broker_config(
     pid_file: Path | None = None,
     reload_command: str | None = None,
     reload_by: str = "server",
+    server_port: int = DEFAULT_SERVER_PORT,
+    server_bind_address: str | None = None,
 ) -> BrokerConfig:
     """Write a Mosquitto configuration for this CA's broker into ``out_dir``.
 
@@ -286,12 +405,18 @@ def write_broker_config(
         reload_command: Or a command that makes it reload (``systemctl reload mosquitto``).
         reload_by: ``server`` (the server writes the folder and signals the broker) or
             ``helper`` (``fieldlink broker-reload`` does, started by systemd).
+        server_port: The server's own TLS listener (password and certificate).
+        server_bind_address: Listen on this address only for the server (default: all).
 
     Returns:
         Where the files are.
     """
-    if not 0 < port < 65536:
-        msg = f"port {port} is out of range"
+    for number in (port, server_port):
+        if not 0 < number < 65536:
+            msg = f"port {number} is out of range"
+            raise ConfigError(msg)
+    if port == server_port:
+        msg = f"the devices' and the server's listeners need two ports, not {port} twice"
         raise ConfigError(msg)
     if reload_by not in ("server", "helper"):
         msg = f"reload_by must be server or helper, not {reload_by!r}"
@@ -315,6 +440,9 @@ def write_broker_config(
         _place(out_dir / FILE_NAMES["crl"], paths.crl.read_bytes(), 0o644, uid)
         acl = render_acl(_revoked_device_ids(ca))
         _place(out_dir / FILE_NAMES["acl"], acl.encode(), 0o644, uid)
+        password = server_broker_password(ca)
+        assert password is not None  # noqa: S101  (created when missing)
+        _place(out_dir / FILE_NAMES["passwd"], render_password_file(password).encode(), 0o600, uid)
         if persistence:
             (out_dir / "data").mkdir(exist_ok=True)
             if uid is not None:
@@ -330,6 +458,8 @@ def write_broker_config(
             bind_address=bind_address,
             persistence=persistence,
             pid_file=pid_file,
+            server_port=server_port,
+            server_bind_address=server_bind_address,
         )
         _place(out_dir / FILE_NAMES["conf"], conf.encode(), 0o644, None)
     except OSError as exc:
@@ -344,7 +474,12 @@ def write_broker_config(
     targets.reload_by = reload_by
     targets.save(paths.broker_targets)
     hand_back_to_owner(paths)  # run as root: the server must still read its targets
-    logger.info("wrote broker configuration to %s (port %d)", out_dir, port)
+    logger.info(
+        "wrote broker configuration to %s (devices on port %d, the server on %d)",
+        out_dir,
+        port,
+        server_port,
+    )
     return BrokerConfig(
         directory=out_dir,
         conf=out_dir / FILE_NAMES["conf"],
@@ -352,6 +487,7 @@ def write_broker_config(
         crl=out_dir / FILE_NAMES["crl"],
         port=port,
         pid_file=pid_file,
+        server_port=server_port,
     )
 
 

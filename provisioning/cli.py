@@ -13,7 +13,9 @@ import typer
 from provisioning.broker import (
     DEFAULT_BROKER_USER,
     DEFAULT_PORT,
+    DEFAULT_SERVER_PORT,
     BrokerTargets,
+    server_password_path,
     write_broker_config,
 )
 from provisioning.broker_update import apply_broker_update, load_update_state
@@ -135,9 +137,16 @@ def ca_show(config: ConfigOption = None) -> None:
 def broker_config_command(
     out: Annotated[Path, typer.Option("--out", help="folder to write mosquitto.conf, acl, certs")],
     config: ConfigOption = None,
-    port: Annotated[int, typer.Option("--port", help="TLS listener port")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option("--port", help="devices' TLS port")] = DEFAULT_PORT,
     bind_address: Annotated[
         str | None, typer.Option("--bind", help="listen on this address only")
+    ] = None,
+    server_port: Annotated[
+        int, typer.Option("--server-port", help="the server's TLS listener port (password too)")
+    ] = DEFAULT_SERVER_PORT,
+    server_bind_address: Annotated[
+        str | None,
+        typer.Option("--server-bind", help="the server's listener on this address only"),
     ] = None,
     broker_user: Annotated[
         str, typer.Option("--broker-user", help="give the broker's files to this user when root")
@@ -170,9 +179,19 @@ def broker_config_command(
         pid_file=pid_file,
         reload_command=reload_command,
         reload_by=reload_by,
+        server_port=server_port,
+        server_bind_address=server_bind_address,
     )
     typer.echo(f"wrote {written.conf}, {written.acl}, certificates and CRL in {written.directory}")
-    typer.echo(f"run: mosquitto -c {written.conf}   (TLS on port {written.port})")
+    typer.echo(
+        f"run: mosquitto -c {written.conf}   (devices on TLS port {written.port}, "
+        f"the server on {written.server_port})"
+    )
+    typer.echo(
+        f"server: broker_url = mqtts://BROKER-HOST:{written.server_port}, "
+        f"device_broker_url = mqtts://BROKER-HOST:{written.port}; its broker password is in "
+        f"{server_password_path(ca)} (read from there unless broker_password is set)"
+    )
     how = f"`{reload_command}`" if reload_command else f"SIGHUP to the pid in {written.pid_file}"
     who = (
         "fieldlink broker-reload (enable fieldlink-broker-reload.path)"

@@ -133,11 +133,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if gateway is not None:
             stack.push_async_callback(gateway.stop)
         app.state.ssh_gateway_port = gateway.port if gateway is not None else None
+        from server.ingest.resend import GapResender, resend_via
+
+        resender = GapResender(resend_via(commands)) if commands is not None else None
+        if resender is not None:
+            stack.push_async_callback(resender.stop)
         ingest = IngestService(
             broker_settings,
             engine,
             on_command_result=commands.deliver_result if commands is not None else None,
             on_session_event=session_manager.on_session_event,
+            on_gap=resender.on_gap if resender is not None else None,
         )
         await ingest.start()
         stack.push_async_callback(ingest.stop)

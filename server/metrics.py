@@ -45,6 +45,24 @@ TELEMETRY_MISSING = Counter(
     "(net: a late sample that fills a gap is subtracted again).",
     registry=REGISTRY,
 )
+TELEMETRY_SEQ_RESETS = Counter(
+    "fieldlink_telemetry_seq_resets",
+    "Implausible jumps of a boot's sequence numbers (more than a million either way), "
+    "taken as a new stream rather than counted as missing samples.",
+    registry=REGISTRY,
+)
+TELEMETRY_RESEND_REQUESTS = Counter(
+    "fieldlink_telemetry_resend_requests",
+    "telemetry.resend commands sent to devices with samples counted missing "
+    "(at most one a minute per device).",
+    registry=REGISTRY,
+)
+TELEMETRY_TS_UNTRUSTED = Counter(
+    "fieldlink_telemetry_ts_untrusted",
+    "Health samples whose ts was implausibly far from the server's clock: stored with the "
+    "server's receive time and flagged ts_untrusted.",
+    registry=REGISTRY,
+)
 TELEMETRY_LATE = Counter(
     "fieldlink_telemetry_late",
     "Health samples that arrived after a later one of the same boot and filled a gap.",

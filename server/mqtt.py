@@ -7,7 +7,10 @@ thread, MQTT 5, for the ingest's hot path).
 ``broker_url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; with
 ``mqtts`` the broker is verified against ``broker_ca`` (or the system's trust
 store) and the server presents ``broker_cert``/``broker_key`` when set, which
-is how it authenticates to a broker that requires client certificates.
+is how it authenticates to a broker that requires client certificates. On the
+server's own listener of a ``broker-config`` broker it also needs its broker
+password: ``broker_password``, else the one ``broker-config`` keeps in
+``state_dir/pki/broker-server-password`` (with the username ``fieldlink_server``).
 ``embedded`` is resolved by whoever starts the embedded broker: it must hand
 the ingest a settings copy whose ``broker_url`` names the broker's real port
 (or set ``embedded_broker_port``).
@@ -27,6 +30,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from provisioning.broker import SERVER_PASSWORD_FILE
+from provisioning.ca import SERVER_CLIENT_CN
 from server.config import ServerSettings
 from shared.errors import ConfigError
 
@@ -91,6 +96,29 @@ def parse_broker_url(url: str, *, embedded_port: int = 0) -> BrokerAddress:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def credentials(settings: ServerSettings, address: BrokerAddress) -> tuple[str | None, str | None]:
+    """The username and password the server presents to the broker.
+
+    ``broker_username``/``broker_password``, else those of the URL; over TLS with a
+    client certificate and no password configured, the broker password that
+    ``fieldlink broker-config`` made (when there is one) as ``fieldlink_server``.
+    """
+    username = settings.broker_username or address.username
+    password = settings.broker_password or address.password
+    if password is None and address.tls and settings.broker_cert is not None:
+        path = settings.state_dir / "pki" / SERVER_PASSWORD_FILE
+        try:
+            password = path.read_text().strip() or None
+        except FileNotFoundError:
+            password = None
+        except OSError as exc:
+            msg = f"cannot read the server's broker password from {path}: {exc.strerror or exc}"
+            raise ConfigError(msg) from exc
+        if password is not None:
+            username = username or SERVER_CLIENT_CN
+    return username, password
 
 
 def tls_context(settings: ServerSettings) -> ssl.SSLContext:
@@ -161,8 +189,7 @@ def make_client(
         ConfigError: when the broker URL or TLS files are wrong.
     """
     address = parse_broker_url(settings.broker_url, embedded_port=settings.embedded_broker_port)
-    username = settings.broker_username or address.username
-    password = settings.broker_password or address.password
+    username, password = credentials(settings, address)
     return aiomqtt.Client(
         address.host,
         address.port,
@@ -198,8 +225,7 @@ def make_paho_client(
         protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )
-    username = settings.broker_username or address.username
-    password = settings.broker_password or address.password
+    username, password = credentials(settings, address)
     if username or password:
         client.username_pw_set(username, password)
     if address.tls:

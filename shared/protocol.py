@@ -20,6 +20,11 @@ from shared.ids import DEVICE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 #: Larger payloads are rejected unread.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
+#: Counters on the wire are 64-bit signed integers (what SQL's ``BIGINT`` holds).
+MAX_COUNTER: Final = 2**63 - 1
+
+#: ``seq`` and the like: a JSON integer (not ``1e3``, not ``5.0``) in ``0..2^63-1``.
+UInt63 = Annotated[int, Field(ge=0, le=MAX_COUNTER, strict=True)]
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 HealthStatus = Literal["ok", "warning", "fault"]
@@ -55,6 +60,11 @@ class Fault(BaseModel):
     message: Annotated[str, Field(max_length=1024)] = ""
 
 
+#: Command type: the server saw a gap in the device's ``seq``; the agent re-publishes
+#: the samples of its current connection still in its resend window.
+TELEMETRY_RESEND: Final = "telemetry.resend"
+
+
 class HealthSample(_Message):
     """One health sample from an agent, published on ``.../telemetry``.
 
@@ -66,14 +76,14 @@ class HealthSample(_Message):
 
     device_id: DeviceId
     boot_id: Annotated[str, Field(min_length=1, max_length=64)]
-    seq: Annotated[int, Field(ge=0)]
+    seq: UInt63
     ts: AwareDatetime
     sent_at: AwareDatetime | None = None
     status: HealthStatus
     metrics: dict[MetricName, MetricValue] = Field(default_factory=dict)
     faults: list[Fault] = Field(default_factory=list)
     #: Samples the agent's outbox dropped (oldest first) since the last sample.
-    outbox_dropped: Annotated[int, Field(ge=0)] = 0
+    outbox_dropped: UInt63 = 0
 
 
 class DeviceState(_Message):

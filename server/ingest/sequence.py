@@ -5,6 +5,13 @@ device, the current boot and the highest sequence number seen in it; a jump
 counts the skipped numbers as missing, and a sample that arrives late into such
 a gap is subtracted again. Duplicates (QoS 1 redeliveries) never reach this
 logic: the database's unique ``(device_id, boot_id, seq)`` filters them first.
+
+A jump of more than :data:`MAX_SEQ_JUMP` numbers either way is not a gap: no
+agent produces that many samples between two it sends (a million samples is
+eleven days at one a second, a year at the default 30 s), so it is a broken or
+hostile numbering. It is counted as a *reset* of the stream (its own event, so
+that one ``seq`` of 10^12 cannot add a trillion to the fleet's missing count),
+and the numbering goes on from the new value.
 """
 
 from __future__ import annotations
@@ -12,6 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
+
+#: The largest jump of ``seq`` within a boot still counted as a gap (see the module doc).
+MAX_SEQ_JUMP: Final = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class SequenceOutcome:
     late: int
     #: Samples of an older boot that arrived after a newer boot began (stored, not counted).
     stale_boot: int
+    #: Implausible jumps of ``seq`` (past :data:`MAX_SEQ_JUMP`) taken as a new stream.
+    resets: int = 0
 
 
 def account_samples(mark: SequenceMark, samples: Iterable[NewSample]) -> SequenceOutcome:
@@ -55,16 +68,23 @@ def account_samples(mark: SequenceMark, samples: Iterable[NewSample]) -> Sequenc
     a boot count as missing (a boot starts at 0).
     """
     boot_id, last_seq, latest_ts = mark.boot_id, mark.last_seq, mark.latest_ts
-    missing = late = stale = 0
+    missing = late = stale = resets = 0
     for sample in samples:
         if boot_id is None or last_seq is None or sample.boot_id != boot_id:
             if latest_ts is not None and boot_id is not None and sample.ts <= latest_ts:
                 stale += 1
                 continue
             boot_id, last_seq, latest_ts = sample.boot_id, sample.seq, sample.ts
-            missing += sample.seq
+            if sample.seq > MAX_SEQ_JUMP:
+                resets += 1  # not a million samples missing before it: a broken numbering
+            else:
+                missing += sample.seq
             continue
-        if sample.seq > last_seq:
+        if abs(sample.seq - last_seq) > MAX_SEQ_JUMP:
+            # Neither a gap nor a late sample: the numbering jumped. Start over from here.
+            resets += 1
+            last_seq = sample.seq
+        elif sample.seq > last_seq:
             missing += sample.seq - last_seq - 1
             last_seq = sample.seq
         else:
@@ -78,4 +98,5 @@ def account_samples(mark: SequenceMark, samples: Iterable[NewSample]) -> Sequenc
         missing_delta=missing,
         late=late,
         stale_boot=stale,
+        resets=resets,
     )

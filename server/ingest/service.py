@@ -61,6 +61,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from provisioning.broker import ingest_group
+from provisioning.ca import CaNotInitialized, CertificateAuthority
 from server import metrics
 from server.config import ServerSettings
 from server.ingest import maintenance, receive
@@ -74,6 +76,7 @@ from server.ingest.store import (
     SampleItem,
     StateItem,
 )
+from server.ingest.timestamps import TimestampBounds
 from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.errors import ProtocolError
@@ -125,6 +128,22 @@ BatchHook = Callable[[BatchResult, float], None]
 _Pending = tuple[IngestItem | None, int, int, int]
 
 
+def default_group(settings: ServerSettings) -> str:
+    """The center's shared-subscription group (:func:`provisioning.broker.ingest_group`).
+
+    Mosquitto 2.0 lets any client SUBSCRIBE to any ``$share/<group>/...`` (its ACL
+    file only filters delivery), and a device that joined the server's group would
+    be handed a share of the fleet's messages that the ACL then drops: the name is
+    a secret derived from the center's keys. Without a CA (a demo on the embedded,
+    loopback-only broker) it is the documented :data:`shared.topics.INGEST_GROUP`.
+    """
+    try:
+        ca = CertificateAuthority.load(settings.state_dir)
+    except CaNotInitialized:
+        return topics.INGEST_GROUP
+    return ingest_group(ca)
+
+
 def default_instance_id() -> str:
     """``<hostname>-<8 hex>``: unique per process when none is configured."""
     return f"{socket.gethostname()}-{new_id()[:8]}".lower()
@@ -137,7 +156,8 @@ class IngestService:
         settings: The server's settings (broker, batch size and flush time,
             offline and clock-skew limits, retention, threshold rules).
         engine: The database engine; the schema must be migrated already.
-        group: The shared-subscription group (one per deployment).
+        group: The shared-subscription group; default: the center's secret one
+            (:func:`default_group`), which no device can know to join.
         sweep_interval_s: How often silent devices are marked offline and the
             gauges refreshed (default: a third of ``offline_after_s``, at most 15 s).
         maintenance_interval_s: How often rollups and retention run.
@@ -147,6 +167,9 @@ class IngestService:
             each stored ``session.*`` event (after its batch committed).
         on_batch: Called on the event loop after each committed batch with the
             result and the commit time (``time.time()``); for tests and benchmarks.
+        on_gap: Called on the event loop with ``(device_id, telemetry_missing)`` for
+            each device that sent samples in a committed batch and has samples counted
+            missing (see :mod:`server.ingest.resend`).
     """
 
     def __init__(
@@ -154,16 +177,17 @@ class IngestService:
         settings: ServerSettings,
         engine: Engine,
         *,
-        group: str = topics.INGEST_GROUP,
+        group: str | None = None,
         sweep_interval_s: float | None = None,
         maintenance_interval_s: float = 300.0,
         on_command_result: CommandResultHandler | None = None,
         on_session_event: SessionEventHandler | None = None,
         on_batch: BatchHook | None = None,
+        on_gap: Callable[[str, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.group = group
+        self.group = group or default_group(settings)
         self.instance_id = settings.instance_id or default_instance_id()
         #: A configured instance keeps its broker session across restarts: what
         #: arrives while it is away, or was unacknowledged at a crash, comes again.
@@ -174,6 +198,8 @@ class IngestService:
         self.on_command_result = on_command_result
         self.on_session_event = on_session_event
         self.on_batch = on_batch
+        self.on_gap = on_gap
+        self._ts_bounds = TimestampBounds(settings)
         #: Set while connected and subscribed, once the broker holds the server's
         #: announcement (for ``/readyz``).
         self.ready = asyncio.Event()
@@ -190,6 +216,7 @@ class IngestService:
         #: Bumped on every connection: an acknowledgement is only sent on its own one.
         self._generation = 0
         self._subscribe_mid: int | None = None
+        self._legacy_unsubscribe_mid: int | None = None
         self._announcement_mid: int | None = None
         self._unsubscribed = False
         self._accepting = True
@@ -492,6 +519,11 @@ class IngestService:
         self._generation += 1
         self._unsubscribed = False
         options = SubscribeOptions(qos=1)
+        if self.persistent_session and self.group != topics.INGEST_GROUP:
+            # A persistent session may still hold the old, public group's subscriptions.
+            _rc, self._legacy_unsubscribe_mid = client.unsubscribe(
+                topics.ingest_filters(topics.INGEST_GROUP)
+            )
         _rc, self._subscribe_mid = client.subscribe(
             [(topic_filter, options) for topic_filter in topics.ingest_filters(self.group)]
         )
@@ -520,8 +552,12 @@ class IngestService:
             metrics.INGEST_RECONNECTS.inc()
         self._connected_before = True
         metrics.INGEST_CONNECTED.set(1)
+        # The group's name is a secret of the center (see default_group): never logged.
         logger.info(
-            "ingest %s subscribed to %s as group %r", self.instance_id, topics.PREFIX, self.group
+            "ingest %s subscribed to %s (%s group)",
+            self.instance_id,
+            topics.PREFIX,
+            "the public" if self.group == topics.INGEST_GROUP else "the center's secret",
         )
 
     def _on_published(self, _client: paho.Client, _userdata: Any, mid: int, *_args: Any) -> None:
@@ -529,7 +565,10 @@ class IngestService:
             self._announcement_mid = None
             self._call_on_loop(self.ready.set)
 
-    def _on_unsubscribe(self, *_args: Any) -> None:
+    def _on_unsubscribe(self, _client: paho.Client, _userdata: Any, mid: int, *_args: Any) -> None:
+        if mid == self._legacy_unsubscribe_mid:
+            self._legacy_unsubscribe_mid = None
+            return
         self._unsubscribed = True
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
@@ -582,6 +621,12 @@ class IngestService:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
                 _check_device(sample.device_id, device_id)
+                if not self._ts_bounds.plausible(sample.ts, received_at):
+                    # Stored at the receive time and flagged: never the device's
+                    # "latest" for years to come, never lost either.
+                    logger.debug("%s sent a sample stamped %s", device_id, sample.ts)
+                    sample = sample.model_copy(update={"ts": received_at})
+                    return SampleItem(device_id, sample, received_at, ts_untrusted=True)
                 return SampleItem(device_id, sample, received_at)
             if kind == "state":
                 if not payload:
@@ -752,6 +797,10 @@ class IngestService:
             metrics.TELEMETRY_MISSING.inc(result.missing_delta)
         if result.late:
             metrics.TELEMETRY_LATE.inc(result.late)
+        if result.seq_resets:
+            metrics.TELEMETRY_SEQ_RESETS.inc(result.seq_resets)
+        if result.ts_untrusted:
+            metrics.TELEMETRY_TS_UNTRUSTED.inc(result.ts_untrusted)
         if result.outbox_dropped:
             metrics.OUTBOX_DROPPED.inc(result.outbox_dropped)
         for sent in result.stored_sent_times:
@@ -762,6 +811,9 @@ class IngestService:
         if self.on_session_event is not None:
             for device_id, event in result.session_events:
                 self._call_on_loop(self.on_session_event, device_id, event)
+        if self.on_gap is not None:
+            for device_id, missing in result.gap_devices:
+                self._call_on_loop(self.on_gap, device_id, missing)
         if self.on_batch is not None:
             self._call_on_loop(self.on_batch, result, committed)
 

@@ -38,8 +38,10 @@ from server.ingest.alerts import (
 from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
+from server.ingest.timestamps import future_bound_s
 from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
+from shared.ids import utcnow
 from shared.protocol import CommandResult, DeviceEvent, DeviceState, Fault, HealthSample
 
 logger = logging.getLogger(__name__)
@@ -53,8 +55,8 @@ EVENT = DeviceEventRecord.__table__  # type: ignore[attr-defined]
 #: after a SELECT needs it); ``->>`` gives SQL values, ``->`` the JSON text of an object.
 SQLITE_INSERT_SAMPLES_SQL = (
     "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
-    "faults) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
-    "value ->> 5, value -> 6, value -> 7 FROM json_each(?) WHERE true "
+    "faults, ts_untrusted) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, "
+    "value ->> 4, value ->> 5, value -> 6, value -> 7, value ->> 8 FROM json_each(?) WHERE true "
     "ON CONFLICT (device_id, boot_id, seq) DO NOTHING RETURNING device_id, boot_id, seq"
 )
 #: SQLite: the ids go as one JSON array, so each statement text is fixed (prepared once).
@@ -70,9 +72,10 @@ PG_OPEN_ALERTS_SQL = (
 #: Only for registered, unrevoked devices (their rows are locked by this transaction already).
 PG_INSERT_SAMPLES_SQL = (
     "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
-    "faults) SELECT v.device_id, v.boot_id, v.seq, v.ts, v.received_at, v.status, v.metrics, "
-    "v.faults FROM jsonb_to_recordset(%s::jsonb) AS v(device_id text, boot_id text, seq bigint, "
-    "ts timestamptz, received_at timestamptz, status text, metrics jsonb, faults jsonb) "
+    "faults, ts_untrusted) SELECT v.device_id, v.boot_id, v.seq, v.ts, v.received_at, v.status, "
+    "v.metrics, v.faults, v.ts_untrusted FROM jsonb_to_recordset(%s::jsonb) AS v(device_id text, "
+    "boot_id text, seq bigint, ts timestamptz, received_at timestamptz, status text, "
+    "metrics jsonb, faults jsonb, ts_untrusted boolean) "
     "JOIN device ON device.id = v.device_id "
     "AND device.revoked_at IS NULL "
     "ON CONFLICT (device_id, boot_id, seq) DO NOTHING RETURNING device_id, boot_id, seq"
@@ -104,11 +107,16 @@ WRITE_ATTEMPTS = 5
 
 @dataclass(slots=True)
 class SampleItem:
-    """A valid health sample, as received."""
+    """A valid health sample, as received.
+
+    ``ts_untrusted``: the device's ``ts`` was implausible and ``sample.ts`` has been
+    replaced with ``received_at`` (see :func:`server.ingest.service.plausible_ts`).
+    """
 
     device_id: str
     sample: HealthSample
     received_at: datetime
+    ts_untrusted: bool = False
 
 
 @dataclass(slots=True)
@@ -164,6 +172,13 @@ class BatchResult:
     revoked: int = 0
     missing_delta: int = 0
     late: int = 0
+    #: Implausible jumps of ``seq`` taken as a new stream (not counted missing).
+    seq_resets: int = 0
+    #: Stored samples whose ``ts`` was replaced with the receive time.
+    ts_untrusted: int = 0
+    #: ``(device_id, telemetry_missing)`` of each device that sent samples in this
+    #: batch and still has samples counted missing (it may resend them).
+    gap_devices: list[tuple[str, int]] = field(default_factory=list)
     outbox_dropped: int = 0
     #: ``sent_at`` (or ``received_at``) of each stored sample, as UNIX times.
     stored_sent_times: list[float] = field(default_factory=list)
@@ -272,6 +287,19 @@ class IngestStore:
                 self._check_cache.clear()
             self._check_cache[names] = checks
         return checks
+
+    def _trusted(self, health_ts: datetime | None) -> datetime | None:
+        """A device's stored ``health_ts``, or ``None`` when it lies in the future.
+
+        Rows written before ``ts`` was bounded may hold a year ahead (one sample
+        in 2099 froze a device's health until 2099): such a value is ignored, so
+        the next genuine sample becomes the latest again.
+        """
+        if health_ts is None:
+            return None
+        if health_ts > utcnow() + timedelta(seconds=future_bound_s(self.settings)):
+            return None
+        return health_ts
 
     def _stamp(self, value: datetime) -> str:
         """:func:`_sqlite_utc`, remembering the last value (``received_at`` repeats)."""
@@ -476,6 +504,7 @@ class IngestStore:
                     # Metric values are finite (validated), so this is plain JSON.
                     sample.metrics,
                     [f.model_dump() for f in faults] if faults else (),
+                    item.ts_untrusted,
                 )
             )
         sqlite = _sqlite_driver(conn)
@@ -631,6 +660,8 @@ class IngestStore:
                     continue
                 inserted.discard(key)
                 result.stored += 1
+                if item.ts_untrusted:
+                    result.ts_untrusted += 1
                 result.outbox_dropped += sample.outbox_dropped
                 result.stored_sent_times.append((sample.sent_at or item.received_at).timestamp())
                 device.telemetry_received += 1
@@ -649,7 +680,7 @@ class IngestStore:
                         item.received_at,
                     )
                 latest = newest.get(device.id)
-                latest_ts = latest.sample.ts if latest else device.health_ts
+                latest_ts = latest.sample.ts if latest else self._trusted(device.health_ts)
                 if latest_ts is None or sample.ts > latest_ts:
                     newest[device.id] = item
                     pending_plans[device.id] = item
@@ -705,12 +736,16 @@ class IngestStore:
         for device_id, fresh in new_samples.items():
             device = devices[device_id]
             outcome = account_samples(
-                SequenceMark(device.boot_id, device.last_seq, device.health_ts), fresh
+                SequenceMark(device.boot_id, device.last_seq, self._trusted(device.health_ts)),
+                fresh,
             )
             device.boot_id, device.last_seq = outcome.mark.boot_id, outcome.mark.last_seq
             device.telemetry_missing = max(0, device.telemetry_missing + outcome.missing_delta)
             result.missing_delta += outcome.missing_delta
             result.late += outcome.late
+            result.seq_resets += outcome.resets
+            if device.telemetry_missing > 0:
+                result.gap_devices.append((device_id, device.telemetry_missing))
         for device_id, item in newest.items():
             device = devices[device_id]
             device.status = item.sample.status
@@ -756,6 +791,7 @@ def _pg_samples_json(samples: Sequence[SampleItem]) -> str:
             # Metric values are finite (validated), so this is plain JSON.
             "metrics": item.sample.metrics,
             "faults": [f.model_dump() for f in item.sample.faults],
+            "ts_untrusted": item.ts_untrusted,
         }
         for item in samples
     ]

@@ -48,3 +48,5 @@ def utc_column(*, nullable: bool = True, index: bool = False, **kwargs: Any) -> 
 
 # JSON on SQLite, JSONB on PostgreSQL.
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: A 64-bit integer column (SQLite's INTEGER is 64-bit already; its name stays INTEGER).
+BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
-from server.models.base import JSONType, utc_column
+from server.models.base import BIGINT, JSONType, utc_column
 from shared.ids import check_device_id, utcnow
 
 DeviceType = Literal["mfp", "imaging", "server"]
@@ -62,7 +62,7 @@ class Device(DeviceBase, table=True):
 
     # Latest health sample.
     boot_id: str | None = Field(default=None, max_length=64)
-    last_seq: int | None = None
+    last_seq: int | None = Field(default=None, sa_type=BIGINT)
     status: str | None = Field(default=None, max_length=16, index=True)
     health: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType))
     health_ts: datetime | None = Field(default=None, sa_column=utc_column())
@@ -81,9 +81,10 @@ class Device(DeviceBase, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=utc_column())
 
     # Ingest accounting.
-    telemetry_received: int = 0
-    telemetry_missing: int = 0
-    telemetry_rejected: int = 0
+    # 64-bit: ``seq`` is a 64-bit counter on the wire, and these add up for years.
+    telemetry_received: int = Field(default=0, sa_type=BIGINT)
+    telemetry_missing: int = Field(default=0, sa_type=BIGINT)
+    telemetry_rejected: int = Field(default=0, sa_type=BIGINT)
 
 
 class DevicePublic(DeviceBase):

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from server.models.base import JSONType, utc_column
+from server.models.base import BIGINT, JSONType, utc_column
 
 
 class TelemetrySample(SQLModel, table=True):
@@ -31,9 +31,16 @@ class TelemetrySample(SQLModel, table=True):
     )
     device_id: str = Field(max_length=63, foreign_key="device.id")
     boot_id: str = Field(max_length=64)
-    seq: int
+    #: 64-bit (``seq`` on the wire is ``0..2^63-1``).
+    seq: int = Field(sa_column=sa.Column(BIGINT, nullable=False))
     ts: datetime = Field(sa_column=utc_column(nullable=False))
     received_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
+    #: The device's ``ts`` was implausibly far from the server's clock (a year ahead,
+    #: 1970): ``ts`` holds the server's receive time instead, and this flag says so.
+    ts_untrusted: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     status: str = Field(max_length=16)
     metrics: dict[str, float] = Field(
         default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)

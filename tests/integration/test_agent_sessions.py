@@ -83,7 +83,8 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
         pki = directory / "state" / "pki"
         settings = ServerSettings(
             database_url=database_url,
-            broker_url=f"mqtts://127.0.0.1:{broker.port}",
+            # The server's own listener: its client ids are its own there.
+            broker_url=f"mqtts://127.0.0.1:{broker.server_port}",
             state_dir=directory / "state",
             broker_ca=pki / "ca.pem",
             broker_cert=pki / "server-client.pem",

@@ -24,8 +24,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from provisioning.broker import BrokerConfig, publish_revocations, write_broker_config
-from provisioning.ca import CertificateAuthority
+from provisioning.broker import (
+    BrokerConfig,
+    ingest_group,
+    publish_revocations,
+    server_broker_password,
+    write_broker_config,
+)
+from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority
 from shared import topics
 from tests.fixtures.mosquitto import mosquitto_binary
 from tests.fixtures.ports import free_port, wait_for_port
@@ -91,18 +97,41 @@ class Broker:
 
 
 class Client:
-    """A paho client over TLS that records what it receives."""
+    """A paho client over TLS that records what it receives.
 
-    def __init__(self, broker: Broker, identity: Identity | None, *, ca_file: Path | None = None):
+    The server's identity goes to the server's listener with its broker password,
+    as the server does; everything else to the devices' listener, unless ``port``,
+    ``username`` or ``password`` say otherwise.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        identity: Identity | None,
+        *,
+        ca_file: Path | None = None,
+        client_id: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._connected = threading.Event()
         self._done = threading.Event()
         self.refused = False
+        self.disconnects = 0
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,  # type: ignore[attr-defined]
-            client_id=f"test-{identity.name if identity else 'anon'}-{time.monotonic_ns()}",
+            client_id=client_id
+            or f"test-{identity.name if identity else 'anon'}-{time.monotonic_ns()}",
             protocol=mqtt.MQTTv311,
         )
+        if identity is not None and identity.name == "server" and port is None:
+            port = broker.config.server_port
+            username = username or SERVER_CLIENT_CN
+            password = password or server_broker_password(broker.ca)
+        if username is not None or password is not None:
+            self.client.username_pw_set(username, password)
         self.client.tls_set(
             ca_certs=str(ca_file or broker.ca.paths.ca_cert),
             certfile=str(identity.cert) if identity else None,
@@ -111,7 +140,7 @@ class Client:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.port = broker.port
+        self.port = port or broker.port
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code == 0:
@@ -121,6 +150,8 @@ class Client:
         self._done.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if self._connected.is_set():
+            self.disconnects += 1
         self._connected.clear()
         self._done.set()
 
@@ -171,7 +202,9 @@ class Client:
 def _start(ca: CertificateAuthority, root: Path) -> Broker:
     # The broker folder must be reachable by the mosquitto user (the broker drops to it as root).
     broker_dir = Path(tempfile.mkdtemp(prefix="fieldlink-broker-"))
-    config = write_broker_config(ca, broker_dir, port=free_port(), persistence=False)
+    config = write_broker_config(
+        ca, broker_dir, port=free_port(), server_port=free_port(), persistence=False
+    )
     log = root / "mosquitto.log"
     with log.open("ab") as log_file:
         process = subprocess.Popen(
@@ -179,6 +212,7 @@ def _start(ca: CertificateAuthority, root: Path) -> Broker:
         )
     try:
         wait_for_port(config.port)
+        wait_for_port(config.server_port)
     except OSError:
         process.kill()
         process.wait()
@@ -354,6 +388,8 @@ def test_revoked_certificate_is_refused_and_silenced_after_reload(
         clients.append(attempt)
         if not attempt.connect():
             break
+        # Its client id is its CN: the newer connection took the session over.
+        live = attempt
         assert time.monotonic() < deadline, "revoked certificate still accepted after reload"
         time.sleep(0.1)
     # The connection it already had is silenced by the ACL: nothing it sends arrives.
@@ -379,3 +415,99 @@ def test_rsa_fallback_ca_serves_devices(tmp_path: Path, clients: list[Client]) -
             client.close()
         clients.clear()
         _stop(rsa_broker)
+
+
+# -- issue 11: the shared subscription and the session takeover ------------------------
+
+
+def test_a_device_cannot_take_a_share_of_the_servers_ingest(
+    broker: Broker, clients: list[Client]
+) -> None:
+    """A device that subscribes to the server's shared subscription used to get every
+    other message of the fleet delivered to it (and dropped there by the ACL): 30 of
+    70 samples lost in 30 s. The server's group is a secret of the center now."""
+    server = _connected(broker, broker.server_identity, clients)
+    for topic_filter in topics.ingest_filters(ingest_group(broker.ca)):
+        server.subscribe(topic_filter)
+    rogue = _connected(broker, broker.device("mfp-share-rogue"), clients)
+    # The documented default group, a guess, a plain wildcard: none costs the server a message.
+    for topic_filter in [
+        *topics.ingest_filters(topics.INGEST_GROUP),
+        *topics.ingest_filters("fieldlink"),
+        topics.telemetry("+"),
+    ]:
+        rogue.subscribe(topic_filter)
+    time.sleep(0.3)
+    device = _connected(broker, broker.device("mfp-share-victim"), clients)
+    payloads = [f'{{"seq":{seq}}}'.encode() for seq in range(40)]
+    for payload in payloads:
+        device.publish(topics.telemetry("mfp-share-victim"), payload)
+    device.publish(topics.telemetry("mfp-share-victim"), b"end")
+    received = server.expect(topics.telemetry("mfp-share-victim"), b"end")
+    victim_topic = topics.telemetry("mfp-share-victim")
+    assert [payload for topic, payload in received if topic == victim_topic] == payloads
+    # (It may read the server's announcement, as every device may; nothing else.)
+    assert {topic for topic, _payload in rogue.messages.queue} <= {topics.SERVER_STATE}
+
+
+def test_a_device_cannot_take_over_another_devices_session(
+    broker: Broker, clients: list[Client]
+) -> None:
+    """Connecting with device B's client id (and A's certificate) used to kick B off:
+    15 forced disconnects of B in 20 s. The broker now uses the certificate's CN as
+    the client id, whatever the client asks for."""
+    victim_identity = broker.device("mfp-session-b")
+    victim = Client(broker, victim_identity, client_id="mfp-session-b")
+    clients.append(victim)
+    assert victim.connect()
+    victim.subscribe(topics.cmd("mfp-session-b"))
+    attacker_identity = broker.device("mfp-session-a")
+    for _attempt in range(3):
+        attacker = Client(broker, attacker_identity, client_id="mfp-session-b")
+        clients.append(attacker)
+        attacker.connect()
+    time.sleep(1.0)
+    assert victim.connected
+    assert victim.disconnects == 0
+    # B's session is intact: the server's command still reaches it.
+    server = _connected(broker, broker.server_identity, clients)
+    server.publish(topics.cmd("mfp-session-b"), b"still here")
+    assert victim.expect(topics.cmd("mfp-session-b"), b"still here") == []
+
+
+def test_a_device_cannot_use_the_servers_listener(broker: Broker, clients: list[Client]) -> None:
+    """The server's listener keeps client ids as asked: a device there could kick
+    anyone, so it needs the server's password on top of a certificate."""
+    victim = Client(broker, broker.device("mfp-listener-b"), client_id="mfp-listener-b")
+    clients.append(victim)
+    assert victim.connect()
+    attacker_identity = broker.device("mfp-listener-a")
+    attempts = [
+        {},
+        {"username": "mfp-listener-a"},
+        {"username": SERVER_CLIENT_CN},
+        {"username": SERVER_CLIENT_CN, "password": "guess"},
+    ]
+    for credentials in attempts:
+        attacker = Client(
+            broker,
+            attacker_identity,
+            client_id="mfp-listener-b",
+            port=broker.config.server_port,
+            **credentials,
+        )
+        clients.append(attacker)
+        assert not attacker.connect(), credentials
+    time.sleep(0.5)
+    assert victim.connected
+    assert victim.disconnects == 0
+    # The password alone is not enough either: the listener wants a CA certificate too.
+    no_cert = Client(
+        broker,
+        None,
+        port=broker.config.server_port,
+        username=SERVER_CLIENT_CN,
+        password=server_broker_password(broker.ca),
+    )
+    clients.append(no_cert)
+    assert not no_cert.connect()

@@ -356,6 +356,106 @@ async def test_skewed_clock_is_flagged(
     assert 290 < row.clock_offset_s <= 300
 
 
+async def test_a_sample_stamped_2099_or_1970_is_stored_at_receive_time_and_flagged(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    """One sample in 2099 used to freeze the device's health until 2099; 1970 was accepted."""
+    register(engine, "mfp-0100")
+    topic = topics.telemetry("mfp-0100")
+    untrusted_before = counter(metrics.TELEMETRY_TS_UNTRUSTED)
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    past = datetime(1970, 1, 2, tzinfo=UTC)
+    sent = utcnow()
+    await publisher.publish(
+        topic, dump_message(sample("mfp-0100", 0, ts=future, metrics={"cpu_percent": 99.0})), qos=1
+    )
+    await publisher.publish(
+        topic, dump_message(sample("mfp-0100", 1, ts=past, metrics={"cpu_percent": 98.0})), qos=1
+    )
+    await eventually(device_when(engine, "mfp-0100", lambda d: d.telemetry_received == 2))
+    await publisher.publish(
+        topic, dump_message(sample("mfp-0100", 2, metrics={"cpu_percent": 7.0})), qos=1
+    )
+    row = await eventually(device_when(engine, "mfp-0100", lambda d: d.telemetry_received == 3))
+    # The genuine sample is the device's latest health: nothing froze it.
+    assert row.health == {"cpu_percent": 7.0}
+    assert row.health_ts is not None
+    assert row.health_ts <= utcnow() + timedelta(seconds=5)
+    with Session(engine) as session:
+        stored = session.exec(
+            select(TelemetrySample)
+            .where(TelemetrySample.device_id == "mfp-0100")
+            .order_by(sa.column("seq"))
+        ).all()
+    assert [(s.seq, s.ts_untrusted) for s in stored] == [(0, True), (1, True), (2, False)]
+    for flagged in stored[:2]:
+        # The server's receive time stands in for the device's impossible stamp.
+        assert sent - timedelta(seconds=5) <= flagged.ts <= utcnow() + timedelta(seconds=1)
+        assert flagged.ts == flagged.received_at
+    assert counter(metrics.TELEMETRY_TS_UNTRUSTED) == untrusted_before + 2
+
+
+async def test_a_future_health_ts_stored_before_the_fix_no_longer_freezes_the_device(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "mfp-0101")
+    with Session(engine) as session:
+        row = session.get(Device, "mfp-0101")
+        assert row is not None
+        row.health_ts = datetime(2099, 1, 1, tzinfo=UTC)
+        row.status = "fault"
+        session.add(row)
+        session.commit()
+    await publisher.publish(
+        topics.telemetry("mfp-0101"), dump_message(sample("mfp-0101", 0)), qos=1
+    )
+    row = await eventually(device_when(engine, "mfp-0101", lambda d: d.telemetry_received))
+    assert row.status == "ok"
+    assert row.health_ts is not None
+    assert row.health_ts.year < 2099
+
+
+async def test_an_implausible_seq_jump_is_a_reset_not_a_trillion_missing(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
+) -> None:
+    register(engine, "mfp-0102")
+    topic = topics.telemetry("mfp-0102")
+    missing_before = counter(metrics.TELEMETRY_MISSING)
+    resets_before = counter(metrics.TELEMETRY_SEQ_RESETS)
+    for seq in (0, 1, 10**12, 10**12 + 1, 2, 2**63 - 1):
+        await publisher.publish(topic, dump_message(sample("mfp-0102", seq)), qos=1)
+    row = await eventually(device_when(engine, "mfp-0102", lambda d: d.telemetry_received == 6))
+    assert row.telemetry_missing == 0
+    assert row.last_seq == 2**63 - 1
+    assert counter(metrics.TELEMETRY_MISSING) == missing_before
+    # 1 → 10^12, 10^12+1 → 2, 2 → 2^63-1: three broken numberings, none a gap.
+    assert counter(metrics.TELEMETRY_SEQ_RESETS) == resets_before + 3
+    with Session(engine) as session:
+        seqs = session.exec(
+            select(TelemetrySample.seq).where(TelemetrySample.device_id == "mfp-0102")
+        ).all()
+    # Exact integers on both databases (no float, no overflow).
+    assert sorted(seqs) == [0, 1, 2, 10**12, 10**12 + 1, 2**63 - 1]
+    assert all(type(seq) is int for seq in seqs)
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 + 1, -1, 1e19, 5.0, "5"])
+async def test_a_seq_out_of_64_bits_or_not_an_integer_is_a_bad_shape(
+    engine: Engine, ingest: IngestService, publisher: aiomqtt.Client, seq: object
+) -> None:
+    register(engine, "mfp-0103")
+    topic = topics.telemetry("mfp-0103")
+    rejected_before = counter(metrics.INGEST_REJECTED, "bad_shape")
+    bad = json.loads(dump_message(sample("mfp-0103", 0)))
+    bad["seq"] = seq
+    await publisher.publish(topic, json.dumps(bad), qos=1)
+    await publisher.publish(topic, dump_message(sample("mfp-0103", 0)), qos=1)
+    row = await eventually(device_when(engine, "mfp-0103", lambda d: d.telemetry_received))
+    assert row.telemetry_rejected == 1
+    assert row.telemetry_missing == 0
+    assert counter(metrics.INGEST_REJECTED, "bad_shape") == rejected_before + 1
+
+
 async def test_stale_retained_birth_does_not_roll_back_newer_state(
     settings: ServerSettings, engine: Engine, mosquitto: MosquittoBroker
 ) -> None:

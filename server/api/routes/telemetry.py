@@ -122,6 +122,7 @@ def get_telemetry(
     samples: list[dict[str, object]] = [
         {
             "ts": row.ts,
+            "ts_untrusted": row.ts_untrusted,
             "seq": row.seq,
             "boot_id": row.boot_id,
             "status": row.status,

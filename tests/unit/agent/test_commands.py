@@ -17,6 +17,7 @@ import pytest
 
 from agent.collectors import Reading
 from agent.commands import (
+    TELEMETRY_RESEND,
     CommandDispatcher,
     CommandRegistry,
     CommandRequest,
@@ -26,7 +27,7 @@ from agent.commands import (
 from agent.config import BrokerAddress
 from agent.outbox import MemoryOutbox
 from agent.supervisor import Agent
-from shared import topics
+from shared import protocol, topics
 from shared.ids import new_id, utcnow
 from shared.protocol import Command, CommandResult, DeviceEvent, dump_message, parse_message
 from shared.signing import generate_command_key, public_key_pem, sign_command
@@ -356,10 +357,24 @@ async def test_a_new_interval_reschedules_the_sampler(agent: Agent) -> None:
 
 def test_the_default_registry_is_ready_for_session_commands(agent: Agent) -> None:
     registry = default_registry(agent)
-    assert registry.types() == ["config.update", "diagnostics.collect"]
+    assert registry.types() == ["config.update", "diagnostics.collect", "telemetry.resend"]
 
     async def open_session(_request: CommandRequest) -> dict[str, Any]:
         return {}
 
     registry.register("session.open", open_session)
     assert registry.get("session.open") is open_session
+
+
+async def test_telemetry_resend_asks_the_link_to_republish_this_connections_samples(
+    agent: Agent,
+) -> None:
+    """The server saw a gap in the device's ``seq``: the samples the broker
+    acknowledged but the server never stored come again, from the resend window."""
+    assert TELEMETRY_RESEND == protocol.TELEMETRY_RESEND
+    agent.link._connection_first_id = 7
+    before = agent.link._resend_generation
+    [result] = (await handle(agent.commands, signed(command(TELEMETRY_RESEND)))).results
+    assert result.ok, result
+    assert agent.link._resend_cursor == 7
+    assert agent.link._resend_generation == before + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import stat
 import subprocess
@@ -11,14 +13,19 @@ import pytest
 from typer.testing import CliRunner
 
 from provisioning.broker import (
+    PASSWORD_HASH_ITERATIONS,
     BrokerTargets,
+    ingest_group,
     publish_revocations,
     render_acl,
+    render_password_file,
+    server_broker_password,
+    server_password_path,
     write_broker_config,
 )
 from provisioning.ca import CertificateAuthority
 from shared.cli import app
-from shared.errors import UnavailableError
+from shared.errors import ConfigError, UnavailableError
 from tests.unit.provisioning.test_ca import make_csr
 
 
@@ -146,3 +153,66 @@ def test_cli_errors_are_one_line(server_toml: Path, tmp_path: Path) -> None:
     assert bad.output.strip() == "error: unknown key type 'dsa': use one of ec-p256, rsa-2048"
     assert "Traceback" not in bad.output
     assert os.environ.get("FIELDLINK_CONFIG") is None
+
+
+def _listener_blocks(conf: str) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in conf.splitlines():
+        if line.startswith("listener "):
+            current = blocks.setdefault(line.split()[1], [])
+        elif current is not None and line and not line.startswith("#"):
+            current.append(line)
+    return blocks
+
+
+def test_devices_client_id_is_their_cn_and_the_server_has_a_listener_with_a_password(
+    tmp_path: Path,
+) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    written = write_broker_config(ca, tmp_path / "broker", port=18883, server_port=18884)
+    conf = written.conf.read_text()
+    assert "per_listener_settings true" in conf.splitlines()
+    blocks = _listener_blocks(conf)
+    devices, server = blocks["18883"], blocks["18884"]
+    for line in ("use_identity_as_username true", "use_username_as_clientid true"):
+        assert line in devices, line
+        assert line not in server, line
+    for block in (devices, server):
+        assert "require_certificate true" in block
+        assert "allow_anonymous false" in block
+        assert f"acl_file {written.acl}" in block
+    assert f"password_file {written.directory / 'passwd'}" in server
+    assert written.server_port == 18884
+    passwd = written.directory / "passwd"
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
+    assert stat.S_IMODE(server_password_path(ca).stat().st_mode) == 0o600
+    # The same password on every run and in every broker folder.
+    again = write_broker_config(ca, tmp_path / "again", port=18883)
+    assert server_broker_password(ca) == server_password_path(ca).read_text()
+    assert (again.directory / "passwd").read_text().split("$")[0] == "fieldlink_server:"
+
+
+def test_password_file_is_mosquittos_pbkdf2_format() -> None:
+    salt = bytes(range(12))
+    line = render_password_file("s3cret", salt=salt)
+    user, rest = line.strip().split(":", 1)
+    _empty, kind, rounds, salt_b64, hash_b64 = rest.split("$")
+    assert (user, kind, int(rounds)) == ("fieldlink_server", "7", PASSWORD_HASH_ITERATIONS)
+    assert base64.b64decode(salt_b64) == salt
+    expected = hashlib.pbkdf2_hmac("sha512", b"s3cret", salt, PASSWORD_HASH_ITERATIONS, 64)
+    assert base64.b64decode(hash_b64) == expected
+
+
+def test_the_two_listeners_need_two_ports(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    with pytest.raises(ConfigError):
+        write_broker_config(ca, tmp_path / "broker", port=18883, server_port=18883)
+
+
+def test_the_ingest_group_is_secret_and_stable(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "state")
+    group = ingest_group(ca)
+    assert group.startswith("fieldlink-ingest-")
+    assert group != "fieldlink-ingest"
+    assert ingest_group(CertificateAuthority.load(tmp_path / "state")) == group

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server.models import TelemetrySample
+from shared.ids import utcnow
 
 Auth = Callable[[str], dict[str, str]]
 
@@ -131,3 +137,32 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "ok", "broker": "disconnected"}
     assert client.get("/metrics").status_code == 200
+
+
+def test_raw_telemetry_shows_which_timestamps_the_server_replaced(
+    client: TestClient, auth: Auth, engine: Engine
+) -> None:
+    """A sample whose ``ts`` was implausible (2099, 1970) is stored at the receive time
+    and flagged ``ts_untrusted``: the API shows the flag with the sample."""
+    device_id = client.post("/api/v1/devices", json=MFP, headers=auth("admin")).json()["device"][
+        "id"
+    ]
+    now = utcnow()
+    with Session(engine) as session:
+        for seq, untrusted in ((0, False), (1, True)):
+            session.add(
+                TelemetrySample(
+                    device_id=device_id,
+                    boot_id="b1",
+                    seq=seq,
+                    ts=now - timedelta(seconds=10 - seq),
+                    received_at=now,
+                    ts_untrusted=untrusted,
+                    status="ok",
+                )
+            )
+        session.commit()
+    answer = client.get(f"/api/v1/devices/{device_id}/telemetry", headers=auth("operator"))
+    assert answer.status_code == 200, answer.text
+    samples = answer.json()["samples"]
+    assert [(s["seq"], s["ts_untrusted"]) for s in samples] == [(0, False), (1, True)]

@@ -7,6 +7,7 @@ import select
 import socket
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,7 +18,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from server.config import DEFAULT_THRESHOLDS, ThresholdRule
+from provisioning.broker import ingest_group
+from provisioning.ca import CertificateAuthority
+from server.config import DEFAULT_THRESHOLDS, ServerSettings, ThresholdRule
 from server.ingest.alerts import (
     AlertKey,
     apply_plan,
@@ -28,7 +31,10 @@ from server.ingest.alerts import (
 from server.ingest.clock import ClockOffsetEstimator, is_skewed
 from server.ingest.online import OnlineStatus, next_status
 from server.ingest.receive import PublishReader, acknowledge
-from server.ingest.sequence import NewSample, SequenceMark, account_samples
+from server.ingest.sequence import MAX_SEQ_JUMP, NewSample, SequenceMark, account_samples
+from server.ingest.service import default_group
+from server.ingest.timestamps import FUTURE_MARGIN_S, plausible_ts
+from shared import topics
 from shared.protocol import DeviceState, Fault
 
 T0 = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
@@ -72,6 +78,68 @@ def test_a_new_boot_starts_again_from_zero() -> None:
     assert reboot.missing_delta == 0
     assert reboot.mark.boot_id == "b2"
     assert reboot.mark.last_seq == 1
+
+
+def numbered(*seqs: int, boot: str = "b1") -> list[NewSample]:
+    """Samples in arrival order, a second apart, whatever their ``seq``."""
+    return [NewSample(boot, seq, T0 + timedelta(seconds=i)) for i, seq in enumerate(seqs)]
+
+
+def test_an_implausible_jump_is_a_reset_not_a_trillion_missing() -> None:
+    outcome = account_samples(EMPTY, numbered(0, 1, 10**12, 10**12 + 1))
+    assert outcome.missing_delta == 0
+    assert outcome.resets == 1
+    assert outcome.mark.last_seq == 10**12 + 1
+
+
+def test_a_jump_back_down_is_a_reset_too_not_a_late_sample() -> None:
+    first = account_samples(EMPTY, numbered(0, 10**12))
+    back = account_samples(first.mark, numbered(2, 3))
+    assert (back.resets, back.late, back.missing_delta) == (1, 0, 0)
+    assert back.mark.last_seq == 3
+
+
+def test_the_largest_plausible_gap_is_still_counted_missing() -> None:
+    outcome = account_samples(EMPTY, numbered(0, MAX_SEQ_JUMP))
+    assert (outcome.missing_delta, outcome.resets) == (MAX_SEQ_JUMP - 1, 0)
+    beyond = account_samples(EMPTY, numbered(0, MAX_SEQ_JUMP + 1))
+    assert (beyond.missing_delta, beyond.resets) == (0, 1)
+
+
+def test_a_boot_first_seen_at_an_implausible_seq_is_a_reset() -> None:
+    outcome = account_samples(EMPTY, numbered(2**63 - 1))
+    assert (outcome.missing_delta, outcome.resets) == (0, 1)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**63 - 1), min_size=1, max_size=30))
+def test_missing_never_exceeds_a_bounded_amount_per_sample(seqs: list[int]) -> None:
+    outcome = account_samples(EMPTY, numbered(*seqs))
+    assert outcome.missing_delta <= len(seqs) * MAX_SEQ_JUMP
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "plausible"),
+    [
+        (0.0, True),
+        (-3600.0, True),  # an outbox sent late
+        (60.0 + FUTURE_MARGIN_S, True),
+        (60.0 + FUTURE_MARGIN_S + 1, False),
+        (-31 * 86400.0, False),  # older than the retention
+        (2**40, False),
+    ],
+)
+def test_plausible_ts_is_bounded_by_the_skew_ahead_and_the_retention_behind(
+    offset_s: float, plausible: bool
+) -> None:
+    settings = ServerSettings(clock_skew_max_s=60.0, telemetry_retention_days=30)
+    received = T0
+    ts = (
+        received + timedelta(seconds=offset_s)
+        if offset_s < 2**39
+        else datetime(2099, 1, 1, tzinfo=UTC)
+    )
+    assert plausible_ts(ts, received, settings) is plausible
+    assert plausible_ts(datetime(1970, 1, 1, tzinfo=UTC), received, settings) is False
 
 
 def test_a_straggler_of_an_older_boot_is_not_counted() -> None:
@@ -424,3 +492,12 @@ def test_a_malformed_length_is_a_protocol_error() -> None:
         assert harness.client.loop_read() == paho.MQTT_ERR_PROTOCOL
     finally:
         harness.close()
+
+
+def test_the_ingest_joins_the_centers_secret_group(tmp_path: Path) -> None:
+    """Devices can subscribe to any ``$share/`` group on Mosquitto 2.0: the server's
+    is derived from the center's keys, not the public default."""
+    settings = ServerSettings(state_dir=tmp_path / "state")
+    assert default_group(settings) == topics.INGEST_GROUP  # no CA yet: a loopback demo
+    ca = CertificateAuthority.init(tmp_path / "state")
+    assert default_group(settings) == ingest_group(ca) != topics.INGEST_GROUP
