@@ -105,12 +105,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(commands.stop)
         app.state.commands = commands
         from server.ingest.service import default_instance_id
+        from server.sessions.liveness import InstanceLiveness
         from server.sessions.manager import SessionManager
 
         instance = settings.instance_id or default_instance_id()
+        # Started before the sessions and stopped after them: the row goes once they are closed.
+        liveness = InstanceLiveness(
+            engine,
+            instance,
+            heartbeat_s=settings.instance_heartbeat_s,
+            dead_after_s=settings.instance_dead_after_s,
+        )
+        await liveness.start()
+        stack.push_async_callback(liveness.stop)
         session_manager = SessionManager(
             settings, engine, commands, app.state.session_registry, instance=instance
         )
+        session_manager.liveness = liveness
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
         app.state.sessions = session_manager
