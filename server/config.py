@@ -112,6 +112,9 @@ class ServerSettings(FieldlinkSettings):
     #: several heartbeats long.
     instance_dead_after_s: float = Field(default=60.0, gt=0, le=86400)
 
+    #: Largest incident CSV import accepted, in bytes (413 beyond).
+    incident_import_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)
 
