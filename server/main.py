@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from server.api.responses import ERROR_RESPONSES
 from server.api.routes import audit as audit_routes
 from server.api.routes import auth, devices, enroll, incidents, keys, kpis, sessions, telemetry
 from server.config import ServerSettings
@@ -48,7 +49,7 @@ async def _fieldlink_error(_request: Request, exc: Exception) -> Response:
 
 def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     router.include_router(auth.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)

@@ -74,7 +74,7 @@ class RemoteSessionCreate(SQLModel):
     """The body of ``POST /api/v1/devices/{id}/sessions``."""
 
     reason: str = Field(min_length=1, max_length=1024)
-    incident_id: int | None = None
+    incident_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     services: list[str] | None = Field(default=None, max_length=16)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Annotated, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
 from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
+from server.api.responses import DB_INT_MAX, ErrorResponse
 from server.kpi import incidents as service
 from server.kpi.csv_io import (
     CsvImportInvalid,
@@ -38,6 +39,8 @@ ToQuery = Annotated[
     datetime | None, Query(alias="to", description="exclusive; UTC when no offset is given")
 ]
 OnQuery = Annotated[service.TimeField, Query(description="the timestamp that from/to bound")]
+#: An incident id in a path: bounded like every integer the API takes.
+IncidentId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 
 
@@ -81,7 +84,7 @@ def list_incidents(
     end: ToQuery = None,
     on: OnQuery = "opened_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> IncidentsPublic:
     """List incidents, newest first; ``from``/``to`` bound ``opened_at`` or ``closed_at``."""
     rows, total = service.list_incidents(
@@ -105,6 +108,10 @@ def list_incidents(
 
 @router.post(
     "/import",
+    responses={
+        413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
+        415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -162,7 +169,16 @@ async def _import(session: Session, spool: IO[bytes]) -> ImportReport:
     except CsvImportInvalid as exc:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"line": p.line, "field": p.field, "msg": p.message} for p in exc.problems],
+            detail=[
+                {
+                    "loc": ["body", f"line {p.line}", *([p.field] if p.field else [])],
+                    "msg": p.message,
+                    "type": "value_error",
+                    "line": p.line,
+                    "field": p.field,
+                }
+                for p in exc.problems
+            ],
         ) from exc
 
 
@@ -231,7 +247,9 @@ def export_incidents(
 
 
 @router.get("/{incident_id}")
-def get_incident(incident_id: int, session: SessionDep, _user: OperatorUser) -> IncidentPublic:
+def get_incident(
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+) -> IncidentPublic:
     """One incident with the remote sessions linked to it."""
     incident = service.get_incident(session, incident_id=incident_id)
     linked = service.session_ids_of(session, [incident_id])
@@ -240,7 +258,7 @@ def get_incident(incident_id: int, session: SessionDep, _user: OperatorUser) -> 
 
 @router.patch("/{incident_id}")
 def update_incident(
-    incident_id: int, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
 ) -> IncidentPublic:
     """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``."""
     try:
