@@ -123,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings, engine, commands, app.state.session_registry, instance=instance
         )
         session_manager.liveness = liveness
+        liveness.on_judged_dead = session_manager.end_swept
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
         app.state.sessions = session_manager

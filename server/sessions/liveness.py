@@ -37,7 +37,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -142,14 +142,19 @@ class InstanceLiveness:
         heartbeat_s: float,
         dead_after_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_judged_dead: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.engine = engine
+        #: Called when this instance finds its own row gone: another server judged it
+        #: dead (a stall longer than ``dead_after_s``) and closed its sessions' rows.
+        self.on_judged_dead = on_judged_dead
         self.instance = instance
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = dead_after_s
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
         self._task: asyncio.Task[None] | None = None
+        self._beaten = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -189,7 +194,13 @@ class InstanceLiveness:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self._db(self.beat)
+                was_judged_dead = await self._db(self.beat)
+                if was_judged_dead and self.on_judged_dead is not None:
+                    logger.warning(
+                        "instance %s was judged dead by another server: ending its tunnels",
+                        self.instance,
+                    )
+                    await self.on_judged_dead()
                 closed = await self._db(self.sweep)
             except Exception as exc:  # a database outage: keep beating, watch again after
                 self._seen.clear()
@@ -204,10 +215,17 @@ class InstanceLiveness:
 
     # -- one round (synchronous, in a worker thread) --------------------------------------
 
-    def beat(self, db: Session) -> None:
-        """Write this instance's heartbeat (creating its row if it is missing)."""
+    def beat(self, db: Session) -> bool:
+        """Write this instance's heartbeat (creating its row if it is missing).
+
+        Returns:
+            Whether the row had been removed since the last beat (by a server that
+            judged this one dead).
+        """
         row = db.get(ServerInstance, self.instance)
         now = utcnow()
+        removed = row is None and self._beaten
+        self._beaten = True
         if row is None:
             row = ServerInstance(
                 id=self.instance,
@@ -221,6 +239,7 @@ class InstanceLiveness:
             row.heartbeat_at = now
         db.add(row)
         db.commit()
+        return removed
 
     def sweep(self, db: Session) -> list[str]:
         """Look at every other instance; close the sessions of those that are dead.

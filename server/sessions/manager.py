@@ -161,6 +161,34 @@ class SessionManager:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
 
+    async def end_swept(self) -> int:
+        """End the tunnels of live sessions whose rows another server closed; how many.
+
+        Another server closes this one's sessions when it judged this one dead (a
+        stall longer than ``instance_dead_after_s``): the record says closed, so the
+        tunnel must not go on.
+        """
+        ids = list(self._live)
+        closed = await self._db(self._closed_ids, ids)
+        for session_id in closed:
+            await self.close(
+                session_id,
+                reason="server_restart",
+                actor="server",
+                detail="another server judged this one dead and closed the session",
+            )
+        return len(closed)
+
+    def _closed_ids(self, db: Session, ids: list[str]) -> list[str]:
+        if not ids:
+            return []
+        rows = db.exec(
+            select(RemoteSession.id).where(
+                col(RemoteSession.id).in_(ids), RemoteSession.state == "closed"
+            )
+        ).all()
+        return list(rows)
+
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
         task = asyncio.get_running_loop().create_task(work)

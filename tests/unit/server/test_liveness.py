@@ -203,3 +203,20 @@ async def test_start_closes_what_this_instance_id_left_and_stop_removes_its_row(
         await watch.stop()
     with Session(engine) as db:
         assert db.get(ServerInstance, "center-1") is None
+
+
+def test_an_instance_notices_it_was_judged_dead(engine: Engine) -> None:
+    """A stalled server finds its row gone: its tunnels must end (the records are closed)."""
+    clock = Clock()
+    stalled, other = _watch(engine, "stalled", clock), _watch(engine, "other", clock)
+    with Session(engine) as db:
+        assert stalled.beat(db) is False  # the first beat creates the row
+        assert stalled.beat(db) is False
+    sid = _session(engine, "stalled")
+    _sweep(engine, other)
+    clock.now += 10
+    assert _sweep(engine, other) == [sid]
+    with Session(engine) as db:
+        assert stalled.beat(db) is True  # its row was removed: it was judged dead
+        assert stalled.beat(db) is False
+        assert db.get(ServerInstance, "stalled") is not None
