@@ -165,24 +165,44 @@ def test_a_graceful_restart_closes_sessions_as_server_restart(fleet: Fleet) -> N
     assert len(fleet.close_entries(server, sid)) == 1
 
 
-def test_another_server_sweeps_the_sessions_of_one_that_died(fleet: Fleet, tmp_path: Path) -> None:
-    first = fleet.server
-    config = first.config.read_text()
-    values = dict(
-        line.split(" = ", 1) for line in config.splitlines()[1:] if " = " in line
-    )  # the first server's [server] keys, as TOML values
+def _second_server(fleet: Fleet, tmp_path: Path) -> ServerProcess:
+    """Another `fieldlink server run` on the same database, broker and CA."""
+    config = fleet.server.config.read_text()
+    values = {
+        key: json.loads(value)
+        for key, value in (line.split(" = ", 1) for line in config.splitlines() if " = " in line)
+        if value.startswith('"')
+    }
     other_dir = tmp_path / "second"
     other_dir.mkdir()
-    second = ServerProcess(
+    return ServerProcess(
         other_dir,
-        json.loads(values["database_url"]),
-        json.loads(values["broker_url"]),
-        state_dir=json.loads(values["state_dir"]),
-        broker_ca=json.loads(values["broker_ca"]),
-        broker_cert=json.loads(values["broker_cert"]),
-        broker_key=json.loads(values["broker_key"]),
+        values["database_url"],
+        values["broker_url"],
+        state_dir=values["state_dir"],
+        broker_ca=values["broker_ca"],
+        broker_cert=values["broker_cert"],
+        broker_key=values["broker_key"],
         **LIVENESS,
     )
+
+
+def test_closing_a_session_another_live_server_holds(fleet: Fleet, tmp_path: Path) -> None:
+    first = fleet.server
+    sid = fleet.open_active(first)
+    with _second_server(fleet, tmp_path) as second:
+        fleet.login(second)
+        answer = fleet.call(second, "DELETE", f"/sessions/{sid}")
+        # The agent is told to end it; the holder records the close, once.
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["state"] == "closed"
+        assert answer.json()["close_reason"] == "operator"
+        assert len(fleet.close_entries(second, sid)) == 1
+
+
+def test_another_server_sweeps_the_sessions_of_one_that_died(fleet: Fleet, tmp_path: Path) -> None:
+    first = fleet.server
+    second = _second_server(fleet, tmp_path)
     # The session's tunnel is held by the first process. (It is opened before the second
     # starts: command results reach whichever process the broker's shared subscription
     # picks, so a session opened on one of two processes may miss its open result.)
