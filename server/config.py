@@ -112,6 +112,15 @@ class ServerSettings(FieldlinkSettings):
     tunnel_url: str | None = None
     #: Where shell recordings go (default: ``state_dir/recordings``).
     recordings_dir: Path | None = None
+    #: How often this process refreshes its liveness record (``server_instance``).
+    instance_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
+    #: A server whose heartbeat has not moved for this long (as seen by another server)
+    #: is dead: its open sessions are closed with reason ``server_restart``. Keep it
+    #: several heartbeats long.
+    instance_dead_after_s: float = Field(default=60.0, gt=0, le=86400)
+
+    #: Largest incident CSV import accepted, in bytes (413 beyond).
+    incident_import_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
 
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from server.api.responses import ERROR_RESPONSES
 from server.api.routes import audit as audit_routes
 from server.api.routes import auth, devices, enroll, incidents, keys, kpis, sessions, telemetry
 from server.config import ServerSettings
@@ -48,7 +49,7 @@ async def _fieldlink_error(_request: Request, exc: Exception) -> Response:
 
 def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     router.include_router(auth.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)
@@ -118,12 +119,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(commands.stop)
         app.state.commands = commands
         from server.ingest.service import default_instance_id
+        from server.sessions.liveness import InstanceLiveness
         from server.sessions.manager import SessionManager
 
         instance = settings.instance_id or default_instance_id()
+        # Started before the sessions and stopped after them: the row goes once they are closed.
+        liveness = InstanceLiveness(
+            engine,
+            instance,
+            heartbeat_s=settings.instance_heartbeat_s,
+            dead_after_s=settings.instance_dead_after_s,
+        )
+        await liveness.start()
+        stack.push_async_callback(liveness.stop)
         session_manager = SessionManager(
             settings, engine, commands, app.state.session_registry, instance=instance
         )
+        session_manager.liveness = liveness
+        liveness.on_judged_dead = session_manager.end_swept
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
         app.state.sessions = session_manager

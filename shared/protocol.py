@@ -157,6 +157,7 @@ CloseReason = Literal[
     "site_denied",
     "site_ended",
     "agent_unreachable",
+    "server_restart",
     "error",
 ]
 

@@ -82,6 +82,7 @@ _ENDED: Final[Mapping[str, str]] = {
     "site_denied": "was not approved by the site (site_denied)",
     "operator": "was closed by an operator (operator)",
     "agent_unreachable": "lost the device (agent_unreachable)",
+    "server_restart": "was closed because its server stopped (server_restart)",
     "error": "ended with an error (error)",
 }
 

@@ -4,7 +4,17 @@ The import checks every row before it writes anything: one bad row and
 nothing is imported, and the error lists every bad row by its line in the
 file (the header is line 1). It is idempotent on ``external_id``: a row whose
 ``external_id`` is known updates that incident, or is skipped when nothing
-changed. Rows go in with one multi-row ``INSERT`` per batch.
+changed. Rows go in with one multi-row ``INSERT`` per batch. The file is read
+as a stream (a text file object), never as one string; a NUL byte or bytes
+that are not UTF-8 are refused with the line they are on.
+
+The export neutralizes spreadsheet formulas (CSV injection, OWASP): a text
+cell that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+is written with a leading ``'``, which spreadsheets show as text and do not
+evaluate. So that the mark is never ambiguous, a text cell that begins with
+``'`` gets one more. The import removes exactly that one mark (a cell that
+begins with ``'`` followed by one of those characters or another ``'``), so a
+file exported by fieldlink imports back to the very same values.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, Final
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
@@ -42,6 +52,23 @@ _FALSE = {"false", "0", "no", "n", "f", ""}
 _CHUNK = 500
 _INSERT_BATCH = 5000
 _MAX_REASONS_IN_MESSAGE = 20
+#: What a spreadsheet may take as the start of a formula (OWASP, CSV injection).
+FORMULA_STARTS: Final = frozenset("=+-@\t\r")
+#: The mark that makes a spreadsheet show a cell as text.
+TEXT_MARK: Final = "'"
+_MARKED: Final = FORMULA_STARTS | {TEXT_MARK}
+
+
+def neutralize(value: str) -> str:
+    """A text cell as the export writes it: formula starts (and a leading ``'``) marked."""
+    return TEXT_MARK + value if value[:1] in _MARKED else value
+
+
+def unneutralize(value: str) -> str:
+    """The cell's value as it was before :func:`neutralize` (other cells are unchanged)."""
+    if value[:1] == TEXT_MARK and value[1:2] in _MARKED and len(value) > 1:
+        return value[1:]
+    return value
 
 
 @dataclass(frozen=True)
@@ -89,11 +116,44 @@ def _parse_bool(value: str) -> bool | str:
     return value
 
 
-def _records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """Each record with the line it starts on (a quoted field may span lines)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+class _BadText(ValueError):
+    """The file is not UTF-8 text, or holds a NUL byte (``line`` says where)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def decode_lines(data: IO[bytes]) -> Iterator[str]:
+    """A binary file's lines as UTF-8 text (a leading BOM dropped), read as they come.
+
+    Raises:
+        _BadText: on the first line that is not UTF-8, naming it.
+    """
+    for number, raw in enumerate(data, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _BadText(number, "the file is not UTF-8 text") from exc
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _records(source: str | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """Each record with the line it starts on (a quoted field may span lines).
+
+    Raises:
+        _BadText: bytes that are not UTF-8, or a NUL byte.
+    """
+    stream = io.StringIO(source, newline="") if isinstance(source, str) else source
+    reader = csv.reader(stream)
     line = 1
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        if any("\x00" in field for field in record):
+            raise _BadText(line, "a NUL byte: the file is not CSV text")
         yield line, record
         line = reader.line_num + 1
 
@@ -107,10 +167,10 @@ def _problems_of(error: ValidationError, line: int) -> list[RowProblem]:
 
 
 def _parse(
-    text: str,
+    source: str | Iterable[str],
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[RowProblem]]:
     """Every row as checked values with its line, and every problem found."""
-    records = _records(text)
+    records = _records(source)
     problems: list[RowProblem] = []
     try:
         _, header = next(records)
@@ -118,6 +178,8 @@ def _parse(
         return [], [RowProblem(1, None, "the file is empty: it needs a header row")]
     except csv.Error as exc:
         return [], [RowProblem(1, None, f"not CSV: {exc}")]
+    except _BadText as exc:
+        return [], [RowProblem(exc.line, None, str(exc))]
     columns = [name.strip().lower() for name in header]
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if unknown:
@@ -149,7 +211,7 @@ def _parse(
                 )
                 continue
             raw = {
-                name: value.strip()
+                name: unneutralize(value.strip())
                 for name, value in zip(columns, record, strict=True)
                 if name != "id"
             }
@@ -178,6 +240,9 @@ def _parse(
             rows.append((line, checked))
     except csv.Error as exc:
         problems.append(RowProblem(line, None, f"not CSV: {exc}"))
+    except _BadText as exc:
+        # Nothing after this point can be read: the file is refused as it is.
+        return [], [*problems, RowProblem(exc.line, None, str(exc))]
     return rows, problems
 
 
@@ -218,8 +283,10 @@ def _linked(connection: Connection, incident_ids: Sequence[int]) -> set[int]:
     return linked
 
 
-def import_incidents_csv(session: Session, text: str) -> ImportReport:
+def import_incidents_csv(session: Session, text: str | Iterable[str]) -> ImportReport:
     """Import a CSV file of incidents, all or nothing (commits on success).
+
+    ``text`` is the file's text, or its lines read as they come (:func:`decode_lines`).
 
     Raises:
         CsvImportInvalid: listing every bad row; nothing was written.
@@ -303,6 +370,8 @@ def _cell(name: str, value: Any) -> str:
         return format_time(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return neutralize(value)
     return str(value)
 
 
@@ -312,7 +381,8 @@ def export_incidents_csv(
     """The matching incidents as CSV text, header first, in chunks (oldest first)."""
     incident = INCIDENT_TABLE.c
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): a carriage return inside a value is quoted, not a record break.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     query = (
         sa.select(*(incident[name] for name in CSV_COLUMNS))

@@ -26,6 +26,7 @@ from server.models.incident import (
     IncidentsPublic,
     IncidentUpdate,
 )
+from server.models.instance import ServerInstance
 from server.models.session import (
     OPEN_STATES,
     SESSION_STATES,
@@ -73,6 +74,7 @@ __all__ = [
     "RemoteSessionCreate",
     "RemoteSessionPublic",
     "RemoteSessionsPublic",
+    "ServerInstance",
     "TelemetryRollup",
     "TelemetrySample",
     "User",

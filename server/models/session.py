@@ -9,13 +9,14 @@ itself is in memory (:mod:`server.sessions`); the row outlives it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from server.models.base import JSONType, utc_column
 from shared.ids import utcnow
+from shared.protocol import CloseReason
 
 #: Session states (docs/protocol.md), in the order a session moves through them.
 SESSION_STATES: Final = ("requested", "awaiting_consent", "connecting", "active", "closed")
@@ -73,7 +74,7 @@ class RemoteSessionCreate(SQLModel):
     """The body of ``POST /api/v1/devices/{id}/sessions``."""
 
     reason: str = Field(min_length=1, max_length=1024)
-    incident_id: int | None = None
+    incident_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     services: list[str] | None = Field(default=None, max_length=16)
 
 
@@ -89,7 +90,9 @@ class RemoteSessionPublic(SQLModel):
     services: list[str] | None
     services_used: list[str]
     state: str
-    close_reason: str | None
+    close_reason: str | None = Field(
+        description="why a closed session ended: " + ", ".join(get_args(CloseReason))
+    )
     detail: str | None
     #: The server process that holds the tunnel.
     instance: str

@@ -55,6 +55,7 @@ from shared.ids import new_id, new_token, utcnow
 if TYPE_CHECKING:
     from server.commands import CommandPublisher
     from server.sessions.client import AgentConnection
+    from server.sessions.liveness import InstanceLiveness
     from shared.protocol import DeviceEvent
 
 logger = logging.getLogger(__name__)
@@ -137,25 +138,56 @@ class SessionManager:
         self._live: dict[str, _Live] = {}
         self._listeners: list[Callable[[str, str], None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        #: The liveness watch (set by the app): tells whether another session's holder is gone.
+        self.liveness: InstanceLiveness | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Close what an earlier run of this server left open (its tunnels are gone)."""
-        closed = await self._db(self._close_stale)
-        if closed:
-            logger.warning("closed %d session(s) a previous server run left open", closed)
+        """Nothing to recover here: :class:`~server.sessions.liveness.InstanceLiveness`
+        closes what this instance id (or a dead server) left open."""
 
     async def stop(self) -> None:
         """Close every live session (server shutdown) and wait for their tasks."""
         live = list(self._live.values())
         for entry in live:
             await self.close(
-                entry.session_id, reason="error", actor="server", detail="the server shut down"
+                entry.session_id,
+                reason="server_restart",
+                actor="server",
+                detail="the server shut down",
             )
         tasks = [entry.task for entry in live if entry.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+
+    async def end_swept(self) -> int:
+        """End the tunnels of live sessions whose rows another server closed; how many.
+
+        Another server closes this one's sessions when it judged this one dead (a
+        stall longer than ``instance_dead_after_s``): the record says closed, so the
+        tunnel must not go on.
+        """
+        ids = list(self._live)
+        closed = await self._db(self._closed_ids, ids)
+        for session_id in closed:
+            await self.close(
+                session_id,
+                reason="server_restart",
+                actor="server",
+                detail="another server judged this one dead and closed the session",
+            )
+        return len(closed)
+
+    def _closed_ids(self, db: Session, ids: list[str]) -> list[str]:
+        if not ids:
+            return []
+        rows = db.exec(
+            select(RemoteSession.id).where(
+                col(RemoteSession.id).in_(ids), RemoteSession.state == "closed"
+            )
+        ).all()
+        return list(rows)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -402,7 +434,10 @@ class SessionManager:
             except TimeoutError:
                 await connection.close("max_duration")
                 reason = "max_duration"
-            await self._finish(live, live.closing or reason, live.detail)
+            ended = live.detail
+            if ended is None and reason == "server_restart":
+                ended = "the server shut down"
+            await self._finish(live, live.closing or reason, ended)
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(live, "error", "the server stopped following it"))
             raise
@@ -483,7 +518,8 @@ class SessionManager:
         connection: AgentConnection | None,
     ) -> None:
         row = db.get(RemoteSession, live.session_id)
-        if row is None:
+        if row is None or row.state == "closed":
+            # Closed already (another server judged this one dead): one close, one entry.
             return
         row.state = "closed"
         row.close_reason = reason
@@ -766,9 +802,14 @@ class SessionManager:
     ) -> RemoteSession:
         """Close an open session this process does not follow.
 
-        Another server process may hold its tunnel: the agent is told to end it
-        (that process then records the close). A session left open by an earlier
-        run of this process is closed in the database at once.
+        A session of an earlier run of this instance, or of a server instance
+        that is gone, is closed in the database at once (audited). Otherwise
+        another live server process holds its tunnel: the agent is told to end
+        it, that process records the close, and this waits a few seconds for it.
+
+        Raises:
+            NotFound: Unknown session.
+            Conflict: Its holder is alive and did not close it in time (the detail says who).
         """
         row = await self._db(self._get, session_id)
         if row.state == "closed":
@@ -776,26 +817,55 @@ class SessionManager:
         await self._db(
             self._audit, actor, "session.close.request", session_id, {"reason": reason}, source_ip
         )
+        gone, holder = await self._db(self._holder_state, row.instance)
+        if row.instance == self.instance or gone:
+            from server.sessions.liveness import SERVER_RESTART, close_sessions
+
+            why = (
+                f"closed by {actor}"
+                if row.instance == self.instance
+                else f"closed by {actor}: {holder}"
+            )
+            await self._db(
+                lambda db: close_sessions(
+                    db,
+                    instance=row.instance,
+                    reason=reason if row.instance == self.instance else SERVER_RESTART,
+                    detail=why,
+                    closed_by=self.instance,
+                    session_id=session_id,
+                )
+            )
+            return await self._db(self._get, session_id)
         commands = self.commands
+        sent = False
         if commands is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await commands.send(
                     row.device_id,
                     protocol.SESSION_CLOSE,
                     {"session_id": session_id, "reason": reason},
                     ttl=timedelta(seconds=60),
                 )
-        if row.instance == self.instance:
-            await self._db(self._write_state_closed, session_id, reason, f"closed by {actor}")
-        return await self._db(self._get, session_id)
+                sent = True
+            except Exception as exc:
+                logger.warning("session.close for %s not sent: %s", session_id, exc)
+        if sent:
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                row = await self._db(self._get, session_id)
+                if row.state == "closed":
+                    return row
+                await asyncio.sleep(0.25)
+        msg = f"session {session_id} is held by {holder}, which has not closed it" + (
+            "; the device was asked to end it: try again shortly" if sent else ""
+        )
+        raise Conflict(msg)
 
-    def _write_state_closed(self, db: Session, session_id: str, reason: str, detail: str) -> None:
-        row = db.get(RemoteSession, session_id)
-        if row is not None and row.state != "closed":
-            row.state, row.close_reason, row.detail = "closed", reason, detail
-            row.ended_at = utcnow()
-            db.add(row)
-            db.commit()
+    def _holder_state(self, db: Session, instance: str) -> tuple[bool, str]:
+        if self.liveness is None:
+            return False, f"server instance {instance}"
+        return self.liveness.holder_state(db, instance)
 
     async def close_device(self, device_id: str, *, reason: str, actor: str, detail: str) -> int:
         """Close every session of a device this process follows (revocation); how many."""
@@ -810,27 +880,6 @@ class SessionManager:
             msg = f"no session {session_id!r}"
             raise NotFound(msg)
         return row
-
-    def _close_stale(self, db: Session) -> int:
-        now = utcnow()
-        rows = db.exec(select(RemoteSession).where(col(RemoteSession.state).in_(OPEN_STATES))).all()
-        count = 0
-        for row in rows:
-            longest = timedelta(seconds=self.settings.session_max_duration_s)
-            stale = (
-                row.instance == self.instance
-                or (row.state != "active" and row.expires_at <= now)
-                or (row.started_at or row.created_at) + longest <= now
-            )
-            if stale:
-                row.state = "closed"
-                row.close_reason = "error"
-                row.detail = "the server that held the session restarted"
-                row.ended_at = now
-                db.add(row)
-                count += 1
-        db.commit()
-        return count
 
     async def _db(self, function: Callable[..., T], *args: Any) -> T:
         def work() -> T:

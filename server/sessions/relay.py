@@ -12,11 +12,12 @@ tunnel ends (the WebSocket lives as long as it does).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.sessions.client import connect_agent
+from server.sessions.client import AgentConnection, connect_agent
 from server.sessions.registry import SessionRegistry
 from shared.errors import FieldlinkError
 from shared.tunnel_transport import SUBPROTOCOL, MessageStreamTransport
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOGIN_TIMEOUT_S: Final = 15.0
 #: WebSocket close code of a refused tunnel (before accept: HTTP 403).
 POLICY_VIOLATION: Final = 1008
+#: WebSocket close code uvicorn sends on every socket when this server shuts down (an
+#: agent sending it itself only mislabels its own session's end).
+SERVICE_RESTART: Final = 1012
 
 
 class SessionRelay:
@@ -50,7 +54,16 @@ class SessionRelay:
             return
         offered = websocket.scope.get("subprotocols", [])
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        transport = _asgi_transport(websocket)
+        held: list[AgentConnection] = []
+
+        def server_stopping() -> None:
+            # Uvicorn closes every socket with 1012 when this server shuts down, before
+            # the lifespan closes the sessions: the session ends because of the restart.
+            for connection in held:
+                if connection.close_reason is None:
+                    connection.close_reason = "server_restart"
+
+        transport = _asgi_transport(websocket, server_stopping)
         try:
             connection = await connect_agent(
                 transport,
@@ -63,6 +76,7 @@ class SessionRelay:
             logger.warning("tunnel of session %s failed: %s", session_id, exc)
             self.registry.failed(session_id, exc)
             return
+        held.append(connection)
         self.registry.connected(session_id, connection)
         logger.info("agent connected for session %s", session_id)
         try:
@@ -71,7 +85,9 @@ class SessionRelay:
             self.registry.closed(session_id)
 
 
-def _asgi_transport(websocket: WebSocket) -> MessageStreamTransport:
+def _asgi_transport(
+    websocket: WebSocket, server_stopping: Callable[[], None]
+) -> MessageStreamTransport:
     closed = False
 
     async def receive() -> bytes | None:
@@ -79,6 +95,8 @@ def _asgi_transport(websocket: WebSocket) -> MessageStreamTransport:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             closed = True
+            if message.get("code") == SERVICE_RESTART:
+                server_stopping()
             return None
         data = message.get("bytes")
         if data is None:

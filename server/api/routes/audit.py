@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from server import audit
 from server.api.deps import AdminUser, SessionDep
+from server.api.responses import DB_INT_MAX
 from server.models import AuditEntriesPublic, AuditEntryPublic
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -36,7 +37,7 @@ def list_audit_entries(
     since: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
     until: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> AuditEntriesPublic:
     """Audit entries, newest first."""
     rows, total = audit.list_entries(

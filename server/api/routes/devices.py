@@ -12,6 +12,7 @@ from sqlmodel import SQLModel, col, select
 
 from server import crud
 from server.api.deps import AdminUser, OperatorUser, SessionDep, SettingsDep
+from server.api.responses import DB_INT_MAX
 from server.kpi.incidents import to_public
 from server.models import (
     AlertPublic,
@@ -69,7 +70,7 @@ def list_devices(
     customer: Annotated[str | None, Query(max_length=256)] = None,
     status: Annotated[str | None, Query(pattern="^(ok|warning|fault)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> DevicesPublic:
     """List the fleet; ``q`` finds a device by id, serial, customer, site or the caller's phone."""
     rows, total = crud.list_devices(

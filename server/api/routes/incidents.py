@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import IO, Annotated, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.datastructures import UploadFile
+from starlette.types import Message, Receive
 
 from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
+from server.api.responses import DB_INT_MAX, ErrorResponse
 from server.kpi import incidents as service
 from server.kpi.csv_io import (
     CsvImportInvalid,
     ImportReport,
+    decode_lines,
     export_incidents_csv,
     import_incidents_csv,
 )
@@ -34,6 +39,8 @@ ToQuery = Annotated[
     datetime | None, Query(alias="to", description="exclusive; UTC when no offset is given")
 ]
 OnQuery = Annotated[service.TimeField, Query(description="the timestamp that from/to bound")]
+#: An incident id in a path: bounded like every integer the API takes.
+IncidentId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 
 
@@ -77,7 +84,7 @@ def list_incidents(
     end: ToQuery = None,
     on: OnQuery = "opened_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> IncidentsPublic:
     """List incidents, newest first; ``from``/``to`` bound ``opened_at`` or ``closed_at``."""
     rows, total = service.list_incidents(
@@ -101,6 +108,10 @@ def list_incidents(
 
 @router.post(
     "/import",
+    responses={
+        413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
+        415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -122,39 +133,83 @@ async def import_incidents(
 ) -> ImportReport:
     """Import a CSV of incidents: all rows or none; idempotent on ``external_id``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limit: int = request.app.state.settings.incident_import_max_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    capped = Request(request.scope, receive=_capped_receive(request, limit))
     if content_type == "multipart/form-data":
-        form = await request.form()
-        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise HTTPException(
-                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {"loc": ["body", "file"], "msg": "no CSV file in the form", "type": "missing"}
-                ],
-            )
-        data = await uploads[0].read()
-        await form.close()
-    elif content_type in _CSV_TYPES:
-        data = await request.body()
-    else:
+        form = await capped.form()
+        try:
+            uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+            if not uploads:
+                raise HTTPException(
+                    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    detail=[_NO_FILE],
+                )
+            return await _import(session, uploads[0].file)
+        finally:
+            await form.close()
+    if content_type not in _CSV_TYPES:
         raise HTTPException(
             status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             detail="send the CSV as text/csv or as the file of a multipart/form-data upload",
         )
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        async for chunk in capped.stream():
+            spool.write(chunk)
+        return await _import(session, spool)
+
+
+async def _import(session: Session, spool: IO[bytes]) -> ImportReport:
+    """Import the spooled file, read as a stream of UTF-8 text."""
+    spool.seek(0)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"line": None, "field": None, "msg": "the file is not UTF-8 text"}],
-        ) from exc
-    try:
-        return await run_in_threadpool(import_incidents_csv, session, text)
+        return await run_in_threadpool(import_incidents_csv, session, decode_lines(spool))
     except CsvImportInvalid as exc:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"line": p.line, "field": p.field, "msg": p.message} for p in exc.problems],
+            detail=[
+                {
+                    "loc": ["body", f"line {p.line}", *([p.field] if p.field else [])],
+                    "msg": p.message,
+                    "type": "value_error",
+                    "line": p.line,
+                    "field": p.field,
+                }
+                for p in exc.problems
+            ],
         ) from exc
+
+
+_NO_FILE: Final = {"loc": ["body", "file"], "msg": "no CSV file in the form", "type": "missing"}
+#: Up to this much of an import stays in memory; the rest is spooled to a temporary file.
+_SPOOL_IN_MEMORY = 1024 * 1024
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"the file is larger than the import limit of {limit} bytes "
+        "(incident_import_max_bytes): split it",
+    )
+
+
+def _capped_receive(request: Request, limit: int) -> Receive:
+    """The request's ``receive``, refusing (413) once more than ``limit`` bytes came."""
+    seen = 0
+    receive = request.receive
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large(limit)
+        return message
+
+    return capped
 
 
 @router.get("/export", response_class=StreamingResponse)
@@ -192,7 +247,9 @@ def export_incidents(
 
 
 @router.get("/{incident_id}")
-def get_incident(incident_id: int, session: SessionDep, _user: OperatorUser) -> IncidentPublic:
+def get_incident(
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+) -> IncidentPublic:
     """One incident with the remote sessions linked to it."""
     incident = service.get_incident(session, incident_id=incident_id)
     linked = service.session_ids_of(session, [incident_id])
@@ -201,7 +258,7 @@ def get_incident(incident_id: int, session: SessionDep, _user: OperatorUser) -> 
 
 @router.patch("/{incident_id}")
 def update_incident(
-    incident_id: int, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
 ) -> IncidentPublic:
     """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``."""
     try:

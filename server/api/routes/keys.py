@@ -7,11 +7,13 @@ user's keys without being an admin is 403 (whether or not that user exists).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
 from server.api.deps import OperatorUser, SessionDep
+from server.api.responses import DB_INT_MAX
 from server.api.routes.auth import client_address
 from server.gateway import keys
 from server.models import User, UserSSHKey, role_at_least
@@ -100,7 +102,11 @@ def add_ssh_key(
 
 @router.delete("/{name}/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_ssh_key(
-    name: str, key_id: int, request: Request, session: SessionDep, user: OperatorUser
+    name: str,
+    key_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
+    request: Request,
+    session: SessionDep,
+    user: OperatorUser,
 ) -> Response:
     """Remove one of a user's keys: the gateway refuses it from now on."""
     _check_owner(user, name)

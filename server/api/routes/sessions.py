@@ -34,6 +34,7 @@ from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.api.deps import OperatorUser, SessionDep
+from server.api.responses import DB_INT_MAX
 from server.api.routes.auth import client_address
 from server.models import (
     ExecRequest,
@@ -118,7 +119,7 @@ def list_sessions(
     state: str | None = None,
     operator: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> RemoteSessionsPublic:
     """Sessions, newest first, filtered by device, state or operator."""
     query = select(RemoteSession)
