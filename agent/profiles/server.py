@@ -416,7 +416,7 @@ class ServerProfile:
                 else:
                     why = f"{state} ({props.get('SubState', '?')})"
                 reading.faults.append(
-                    _fault(f"SVC-DOWN-{_unit_code(unit)}", "error", f"service {unit} is {why}")
+                    _fault(f"SVC-DOWN-{_unit_code(unit)}", "error", f"service {unit}: {why}")
                 )
 
     def _collect_raid(self, reading: Reading) -> None:

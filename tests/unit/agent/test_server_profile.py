@@ -289,8 +289,8 @@ async def test_unit_states(tmp_path: Path) -> None:
     assert reading.metrics["server.service_up:postgresql@15-main"] == 0.0
     assert reading.metrics["server.service_up:backup.timer"] == 0.0
     codes = _codes(reading)
-    assert codes["SVC-DOWN-POSTGRESQL@15-MAIN"] == "service postgresql@15-main is failed (failed)"
-    assert codes["SVC-DOWN-NOSUCH"] == "service nosuch is unit not found"
+    assert codes["SVC-DOWN-POSTGRESQL@15-MAIN"] == "service postgresql@15-main: failed (failed)"
+    assert codes["SVC-DOWN-NOSUCH"] == "service nosuch: unit not found"
     assert "SVC-DOWN-SSHD" not in codes
 
 
