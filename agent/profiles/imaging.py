@@ -354,6 +354,14 @@ def echo_peer(peer: DicomPeer, calling_ae_title: str, timeout_s: float) -> EchoR
         if not seen["connected"]:
             failure, detail = _connect_failure(str(address), peer.port, timeout_s)
             return EchoResult(failure, elapsed(), detail)
+        answer = assoc.acceptor.primitive
+        if answer is not None and answer.result == 0x00:
+            # Accepted, but without the Verification SOP class: pynetdicom aborted it.
+            return EchoResult(
+                "failed",
+                elapsed(),
+                "the peer accepted the association but not the Verification SOP class (C-ECHO)",
+            )
         if seen["peer_abort"]:
             return EchoResult("aborted", elapsed(), "association aborted by the peer")
         return EchoResult(
@@ -450,7 +458,7 @@ class ImagingProfile:
                         f"DICOM-ECHO-FAIL-{peer.name.upper()}",
                         "error",
                         f"DICOM C-ECHO to {peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) "
-                        f"failed, {result.failure}: {result.detail}",
+                        f"failed [{result.failure}]: {result.detail}",
                     )
                 )
             self._log_change(peer, result)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from agent.collectors import Reading, status_of
@@ -33,19 +33,25 @@ class VerificationScp:
         require_calling: list[str] | None = None,
         *,
         require_called: bool = False,
+        echo_status: int = 0x0000,
+        contexts: tuple[str, ...] = (Verification,),
     ) -> None:
         self.ae_title = ae_title
         self.require_calling = require_calling or []
         self.require_called = require_called
+        self.echo_status = echo_status
+        self.contexts = contexts
         self.port = _free_port()
         self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
         ae = AE(ae_title=self.ae_title)
-        ae.add_supported_context(Verification)
+        for context in self.contexts:
+            ae.add_supported_context(context)
         ae.require_calling_aet = self.require_calling
         ae.require_called_aet = self.require_called
-        server = ae.start_server(("127.0.0.1", self.port), block=False)
+        handlers: list[Any] = [(evt.EVT_C_ECHO, lambda _event: self.echo_status)]
+        server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         assert server is not None
         self._server = server
 
@@ -107,7 +113,7 @@ async def test_a_peer_that_stops_raises_the_fault_and_its_return_clears_it(
     assert down.metrics["imaging.dicom_peer_up:pacs"] == 0.0
     assert "imaging.dicom_echo_ms:pacs" not in down.metrics
     message = _codes(down)["DICOM-ECHO-FAIL-PACS"]
-    assert "refused" in message
+    assert "[refused]: connection refused" in message
     assert f"PACS@127.0.0.1:{scp.port}" in message
     assert status_of(down.faults) == "fault"
 
@@ -124,7 +130,7 @@ async def test_a_rejected_association_is_told_apart_and_names_the_calling_title(
     try:
         rejected = await _profile([_peer(scp.port)]).collect()
         message = _codes(rejected)["DICOM-ECHO-FAIL-PACS"]
-        assert "rejected" in message
+        assert "[rejected]: association rejected" in message
         assert "refused" not in message
         assert "Calling AE title not recognised" in message
         assert "'FIELDLINK'" in message
@@ -161,7 +167,7 @@ async def test_a_peer_that_accepts_the_connection_but_never_answers_times_out() 
         )
         reading = await profile.collect()
     message = _codes(reading)["DICOM-ECHO-FAIL-PACS"]
-    assert "timeout" in message
+    assert "[timeout]: timed out" in message
     assert "no association response within 0.25 s" in message
     assert "refused" not in message
     assert "rejected" not in message
@@ -184,6 +190,28 @@ def test_refused_rejected_and_timeout_are_three_outcomes() -> None:
         port = silent.getsockname()[1]
         timed_out = echo_peer(DicomPeer("pacs", "PACS", "127.0.0.1", port), "FIELDLINK", 0.6)
     assert timed_out.failure == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("peer_scp", "detail"),
+    [
+        (VerificationScp(echo_status=0x0211), "C-ECHO status 0x0211"),
+        (VerificationScp(contexts=(CTImageStorage,)), "not the Verification SOP class"),
+    ],
+    ids=["error-status", "no-verification"],
+)
+async def test_a_peer_that_answers_but_not_with_a_good_echo(
+    peer_scp: VerificationScp, detail: str
+) -> None:
+    peer_scp.start()
+    try:
+        reading = await _profile([_peer(peer_scp.port)]).collect()
+    finally:
+        peer_scp.stop()
+    message = _codes(reading)["DICOM-ECHO-FAIL-PACS"]
+    assert "failed [failed]: " in message
+    assert detail in message
+    assert reading.metrics["imaging.dicom_peer_up:pacs"] == 0.0
 
 
 async def test_two_peers_are_reported_each_on_its_own(scp: VerificationScp) -> None:
