@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 from tests.integration.test_agent_daemon import FIELDLINK, ClosingMosquitto, Recorder, samples
 from tests.unit.agent.test_imaging_profile import VerificationScp
 
@@ -117,3 +118,42 @@ async def test_a_bad_dicom_table_stops_the_agent_with_one_line(
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert "[[agent.dicom_peers]] #1 ae_title" in lines[0]
+
+
+def _peer_up(server: ServerProcess, device_id: str) -> float | None:
+    health = server.device(device_id)["health"] or {}
+    value = health.get("imaging.dicom_peer_up:pacs")
+    return None if value is None else float(value)
+
+
+def _open_faults(server: ServerProcess, device_id: str) -> dict[str, str]:
+    device = server.device(device_id)
+    return {f["code"]: f["message"] for f in device["open_faults"]}
+
+
+def test_the_center_shows_the_dicom_fault_open_then_cleared(
+    tmp_path: Path, mosquitto: MosquittoBroker, database_url: str
+) -> None:
+    device = "ct-center-1"
+    scp = VerificationScp()
+    scp.start()
+    with ServerProcess(tmp_path, database_url, mosquitto.url, offline_after_s=60) as server:
+        server.register(device, "imaging")
+        agent = AgentProcess(tmp_path, device, mosquitto.url)
+        # the real profile's tables (AgentProcess writes flat keys only)
+        agent.config = _config(tmp_path, mosquitto, device, scp.port)
+        try:
+            agent.start()
+            wait_until(lambda: _peer_up(server, device) == 1.0, timeout=20)
+            assert _open_faults(server, device) == {}
+            scp.stop()
+            wait_until(lambda: "DICOM-ECHO-FAIL-PACS" in _open_faults(server, device), timeout=20)
+            assert "[refused]" in _open_faults(server, device)["DICOM-ECHO-FAIL-PACS"]
+            assert server.device(device)["health"]["imaging.dicom_peer_up:pacs"] == 0.0
+            scp.start()
+            wait_until(lambda: "DICOM-ECHO-FAIL-PACS" not in _open_faults(server, device), 20)
+            alerts = server.api("GET", f"/devices/{device}")
+            assert alerts["health"]["imaging.dicom_peer_up:pacs"] == 1.0
+        finally:
+            agent.stop()
+            scp.stop()
