@@ -404,3 +404,10 @@ async def test_a_hung_echo_is_not_stacked_on_the_next_sample() -> None:
         assert "previous echo is still waiting" in _codes(second)["DICOM-ECHO-FAIL-PACS"]
         with pytest.raises(asyncio.CancelledError):
             await first
+
+
+def test_a_name_that_does_not_resolve_is_unreachable() -> None:
+    # .invalid never resolves (RFC 6761)
+    result = echo_peer(DicomPeer("pacs", "PACS", "pacs.fieldlink.invalid", 104), "FIELDLINK", 2.0)
+    assert result.failure == "unreachable"
+    assert result.detail.startswith("host name not resolved")
