@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +158,32 @@ def test_the_center_shows_the_dicom_fault_open_then_cleared(
         finally:
             agent.stop()
             scp.stop()
+
+
+@pytest.mark.skipif(shutil.which("smartctl") is None, reason="smartmontools is not installed")
+async def test_a_server_agent_runs_the_real_smartctl(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    device = "srv-real-1"
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[agent]\ndevice_id = "{device}"\nbroker_url = "{mosquitto.url}"\ninterval_s = 1\n'
+        f'state_dir = "{tmp_path / "state"}"\nprofile = "server"\n'
+        'systemd_units = ["ssh.service"]\nsmart_disks = ["/dev/fieldlink-absent"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    async with Recorder(mosquitto, f"fieldlink/v1/{device}/#") as recorder:
+        with (tmp_path / "server-agent.log").open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                FIELDLINK, "agent", "run", "--config", str(config), stderr=log, env=env
+            )
+        try:
+            got = await recorder.wait_for(
+                lambda: samples(recorder, device), 20, "a sample of the server agent"
+            )
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 10)
+    codes = {f.code: f.message for f in got[0].faults}
+    assert "SMART-UNAVAILABLE-FIELDLINK-ABSENT" in codes
+    assert got[0].status == "warning"
