@@ -75,6 +75,7 @@ class MdArray:
         failed: Members marked ``(F)``.
         sync_action: ``resync``, ``recovery``, ``check``, ``reshape`` or ``repair`` while running.
         sync_percent: Its progress.
+        container: An Intel RST (imsm) or DDF container: always inactive, holding member arrays.
     """
 
     name: str
@@ -86,12 +87,13 @@ class MdArray:
     failed: int = 0
     sync_action: str | None = None
     sync_percent: float | None = None
+    container: bool = False
 
     @property
     def degraded(self) -> bool:
-        """Inactive, or fewer members working than slots."""
+        """Inactive (but not a container), or fewer members working than slots."""
         if not self.active:
-            return True
+            return not self.container
         if self.slots is not None and self.up is not None and self.up < self.slots:
             return True
         return self.members_map is not None and "_" in self.members_map
@@ -103,6 +105,8 @@ _MD_HEAD: Final = re.compile(
 _MD_STATUS: Final = re.compile(r"\[(\d+)/(\d+)\]\s+\[([U_]+)\]")
 _MD_SYNC: Final = re.compile(r"\b(resync|recovery|check|reshape|repair)\s*=\s*([0-9.]+)%")
 _MD_LEVEL: Final = re.compile(r"^(raid\d+|linear|multipath|faulty)$")
+#: ``super external:imsm`` (a container), not ``super external:/md127/0`` (an array in one).
+_MD_CONTAINER: Final = re.compile(r"\bsuper external:(?!/)")
 
 
 def parse_mdstat(text: str) -> list[MdArray]:
@@ -127,13 +131,14 @@ def parse_mdstat(text: str) -> list[MdArray]:
                 "level": level,
                 "failed": sum(1 for w in words if w.endswith("(F)")),
             }
+            # Some tools (and old kernels' long lines) put the status on the same line.
+        elif current is None or not line.startswith((" ", "\t")):
+            if line.strip():
+                finish()
+                current = None
             continue
-        if current is None or not line.startswith((" ", "\t")):
-            if not line.strip():
-                continue
-            finish()
-            current = None
-            continue
+        if _MD_CONTAINER.search(line):
+            current["container"] = True
         if status := _MD_STATUS.search(line):
             current["slots"], current["up"] = int(status[1]), int(status[2])
             current["members_map"] = status[3]

@@ -87,6 +87,22 @@ def test_a_rebuild_after_a_disk_swap_stays_degraded_until_done() -> None:
     assert md0.degraded
 
 
+def test_an_intel_rst_container_is_inactive_by_design_its_member_array_counts() -> None:
+    md126, md127 = parse_mdstat(_mdstat("imsm-container"))
+    assert md126.active
+    assert not md126.degraded
+    assert not md126.container
+    assert not md127.active
+    assert md127.container
+    assert not md127.degraded
+
+
+def test_an_array_written_on_one_line() -> None:
+    (md1,) = parse_mdstat("md1 : active raid1 sda1[0] 20478912 blocks [2/1] [U_]\n")
+    assert md1.degraded
+    assert md1.members_map == "U_"
+
+
 @pytest.mark.parametrize(
     "text", ["", "Personalities : \nunused devices: <none>\n", "garbage\n\x00"]
 )
