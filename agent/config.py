@@ -123,6 +123,12 @@ class AgentSettings:
         policy: ``[agent.policy]``: consent, limits and SFTP folders of sessions.
         ssh_host_key_file: The host key of the agent's SSH server (pinned by the server).
         tunnel_proxy: ``env`` (the environment's ``https_proxy``), ``none``, or a proxy URL.
+        dicom_peers: ``[[agent.dicom_peers]]``: the imaging profile's DICOM peers.
+        dicom: ``[agent.dicom]``: ``calling_ae_title`` and ``timeout_s`` of the C-ECHOs.
+        services_check: ``[[agent.services_check]]``: the imaging console's own services.
+        image_cache_path: A path on the imaging console's image-cache file system.
+        systemd_units: The server profile's systemd units.
+        smart_disks: The server profile's disks (empty: those ``smartctl --scan`` finds).
     """
 
     device_id: str
@@ -152,6 +158,12 @@ class AgentSettings:
     policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     ssh_host_key_file: Path | None = None
     tunnel_proxy: str = "env"
+    dicom_peers: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    dicom: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    services_check: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    image_cache_path: Path | None = None
+    systemd_units: tuple[str, ...] = ()
+    smart_disks: tuple[str, ...] = ()
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +177,18 @@ class AgentSettings:
             ConfigError: when the tables are malformed (checked when loaded).
         """
         return SitePolicy.from_config(self.services, self.policy)
+
+    @property
+    def profile_targets(self) -> dict[str, Any]:
+        """The real profile's settings, as :class:`agent.profiles.ProfileOptions` takes them."""
+        return {
+            "dicom_peers": list(self.dicom_peers),
+            "dicom": dict(self.dicom),
+            "services_check": list(self.services_check),
+            "image_cache_path": self.image_cache_path,
+            "systemd_units": list(self.systemd_units),
+            "smart_disks": list(self.smart_disks),
+        }
 
     @property
     def proxy(self) -> str | Literal[True] | None:
@@ -293,6 +317,30 @@ def _parse_table(raw: Any) -> dict[str, Any]:
     return dict(raw)
 
 
+def _parse_table_list(raw: Any) -> tuple[dict[str, Any], ...]:
+    if isinstance(raw, str):
+        # From the environment: a JSON array of objects.
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            msg = "must be a JSON array of objects"
+            raise ValueError(msg) from None
+    if not isinstance(raw, list | tuple) or not all(isinstance(t, Mapping) for t in raw):
+        msg = "must be an array of tables"
+        raise ValueError(msg)
+    return tuple(dict(t) for t in raw)
+
+
+def _parse_str_list(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        # From the environment: comma-separated.
+        return tuple(v.strip() for v in raw.split(",") if v.strip())
+    if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
+        msg = "must be a list of strings"
+        raise ValueError(msg)
+    return tuple(raw)
+
+
 def _parse_proxy(raw: Any) -> str:
     value = _parse_str(raw).strip()
     if value.lower() in ("env", "none"):
@@ -339,6 +387,12 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "policy": _parse_table,
     "ssh_host_key_file": _optional(_parse_path),
     "tunnel_proxy": _parse_proxy,
+    "dicom_peers": _parse_table_list,
+    "dicom": _parse_table,
+    "services_check": _parse_table_list,
+    "image_cache_path": _optional(_parse_path),
+    "systemd_units": _parse_str_list,
+    "smart_disks": _parse_str_list,
 }
 KEYS: Final = tuple(_PARSERS)
 
@@ -434,6 +488,31 @@ def _check_consistency(settings: AgentSettings, where: str) -> None:
     if settings.reconnect_max_s < settings.reconnect_min_s:
         msg = f"{where}[{SECTION}] reconnect_max_s: must not be less than reconnect_min_s"
         raise ConfigError(msg)
+    if not settings.simulate:
+        _check_profile_targets(settings, where)
+
+
+def _check_profile_targets(settings: AgentSettings, where: str) -> None:
+    # The real profiles' tables are checked now, not at the first sample.
+    if settings.profile == "imaging":
+        from agent.profiles.imaging import ImagingTargets
+
+        try:
+            targets = ImagingTargets.parse(settings.profile_targets)
+        except ConfigError as exc:
+            msg = f"{where}{exc}"
+            raise ConfigError(msg) from None
+        if targets.echo_timeout_s >= settings.collector_timeout_s:
+            msg = f"{where}[{SECTION}.dicom] timeout_s: must be less than collector_timeout_s"
+            raise ConfigError(msg)
+    elif settings.profile == "server":
+        from agent.profiles.server import ServerTargets
+
+        try:
+            ServerTargets.parse(settings.profile_targets)
+        except ConfigError as exc:
+            msg = f"{where}{exc}"
+            raise ConfigError(msg) from None
 
 
 def replace(settings: AgentSettings, **changes: Any) -> AgentSettings:
