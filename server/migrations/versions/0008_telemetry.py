@@ -1,7 +1,7 @@
 """telemetry: 64-bit sequence numbers and counters, timestamps the server did not trust
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-06 01:45:00.000000
 
 - ``telemetry_sample.seq``, ``device.last_seq`` and the device's telemetry
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
