@@ -1,0 +1,220 @@
+"""The Printer-MIB collector against a real SNMP agent (snmpsim) serving RFC 3805 recordings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
+from tests.fixtures.snmpsim import RECORDINGS, SnmpSimulator, responder_venv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def snmpsim_venv() -> Path:
+    return responder_venv()
+
+
+@pytest.fixture(scope="module")
+def printers(snmpsim_venv: Path) -> Iterator[SnmpSimulator]:
+    with SnmpSimulator(snmpsim_venv, sorted(RECORDINGS.glob("*.snmprec"))) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def own_printer(snmpsim_venv: Path) -> Iterator[SnmpSimulator]:
+    """A responder of the test's own, to stop or to change."""
+    with SnmpSimulator(snmpsim_venv, [RECORDINGS / "colour.snmprec"]) as simulator:
+        yield simulator
+
+
+def v2c(sim: SnmpSimulator, community: str, **extra: object) -> SnmpTarget:
+    return SnmpTarget(host=sim.host, port=sim.port, community=community, **extra)  # type: ignore[arg-type]
+
+
+async def poll(target: SnmpTarget) -> ProfileReading:
+    async with PrinterMibCollector(target) as collector:
+        return await collector.collect()
+
+
+def codes(reading: ProfileReading) -> dict[str, str]:
+    return {fault["code"]: fault["severity"] for fault in reading.faults}
+
+
+async def test_a_mono_printer_reports_toner_supplies_trays_pages_and_identity(
+    printers: SnmpSimulator,
+) -> None:
+    reading = await poll(v2c(printers, "mono"))
+    assert reading.reachable, reading.reason
+    assert reading.metrics == {
+        "mfp.toner_black_percent": 42.0,
+        "mfp.supply_percent:opc": 90.0,
+        # A receptacle: 75 of 100 left free, so 25 % full.
+        "mfp.supply_percent:waste_toner": 25.0,
+        "mfp.paper_tray1_percent": 50.0,
+        "mfp.pages_total": 123456.0,
+    }
+    # Special levels are never a percentage.
+    assert reading.unknown_levels == {
+        "mfp.supply_percent:fuser": "unknown",
+        "mfp.paper_tray2_percent": "some_remaining",
+    }
+    # The power-up event in the alert table is not a fault.
+    assert reading.faults == []
+    assert reading.inventory == {
+        "sys_descr": "ACME LaserWriter M400 (mono) FW 2.4.1",
+        "sys_name": "mfp-mono",
+        "serial": "MONO-0001",
+        "model": "ACME LaserWriter M400",
+        "firmware": "2.4.1",
+    }
+    assert not reading.serial_mismatch
+
+
+async def test_a_colour_printer_with_a_jam_an_empty_toner_and_a_missing_tray(
+    printers: SnmpSimulator,
+) -> None:
+    reading = await poll(v2c(printers, "colour"))
+    assert reading.reachable, reading.reason
+    assert reading.metrics["mfp.toner_black_percent"] == 50.0
+    assert reading.metrics["mfp.toner_cyan_percent"] == 0.0
+    assert reading.metrics["mfp.toner_yellow_percent"] == 8.0
+    assert "mfp.toner_magenta_percent" not in reading.metrics
+    assert reading.unknown_levels["mfp.toner_magenta_percent"] == "some_remaining"
+    assert reading.unknown_levels["mfp.supply_percent:waste_toner"] == "unknown"
+    assert reading.metrics["mfp.supply_percent:opc_cyan"] == 70.0
+    # Only the marker counting impressions, not the one in 1/10000 inch.
+    assert reading.metrics["mfp.pages_total"] == 98765.0
+    assert reading.metrics["mfp.paper_tray1_percent"] == 0.0
+    assert reading.metrics["mfp.paper_tray2_percent"] == 80.0
+    assert reading.unknown_levels["mfp.paper_tray3_percent"] == "unknown"
+    assert codes(reading) == {
+        "JAM": "error",
+        "TONER-OUT-CYAN": "error",
+        "TONER-LOW-YELLOW": "warning",
+        "PAPER-OUT-TRAY1": "warning",
+        "TRAY-MISSING-TRAY3": "warning",
+    }
+    jam = next(f for f in reading.faults if f["code"] == "JAM")
+    assert "duplex unit (area D)" in jam["message"]
+    assert "13201" in jam["message"]
+    # The model is the printer's hrDeviceDescr, not the processor's.
+    assert reading.inventory["model"] == "ACME ColorWriter C500"
+    assert reading.inventory["firmware"] == "C500 7.10.2"
+    assert reading.inventory["serial"] == "COLOR-0042"
+
+
+async def test_a_serial_other_than_the_registered_one_is_flagged(printers: SnmpSimulator) -> None:
+    reading = await poll(v2c(printers, "mono", expected_serial="MONO-0002"))
+    assert reading.serial_mismatch
+    assert codes(reading) == {"SERIAL-MISMATCH": "error"}
+    same = await poll(v2c(printers, "mono", expected_serial="MONO-0001"))
+    assert not same.serial_mismatch
+    assert same.faults == []
+
+
+async def test_snmpv3_auth_priv_reads_the_same_device(printers: SnmpSimulator) -> None:
+    creds = printers.v3
+    target = SnmpTarget(
+        host=printers.host,
+        port=printers.port,
+        version="3",
+        user=creds.user,
+        auth_protocol=creds.auth_protocol,
+        auth_key=creds.auth_key,
+        priv_protocol=creds.priv_protocol,
+        priv_key=creds.priv_key,
+        context="colour",
+    )
+    reading = await poll(target)
+    assert reading.reachable, reading.reason
+    assert reading.inventory["serial"] == "COLOR-0042"
+    assert "JAM" in codes(reading)
+
+
+async def test_wrong_v3_keys_or_community_are_unreachable_never_an_exception(
+    printers: SnmpSimulator,
+) -> None:
+    creds = printers.v3
+    wrong_key = SnmpTarget(
+        host=printers.host,
+        port=printers.port,
+        version="3",
+        user=creds.user,
+        auth_protocol=creds.auth_protocol,
+        auth_key="not-the-auth-key",
+        priv_protocol=creds.priv_protocol,
+        priv_key=creds.priv_key,
+        context="colour",
+        timeout_s=0.5,
+        retries=0,
+    )
+    reading = await poll(wrong_key)
+    assert not reading.reachable
+    assert reading.reason is not None
+    assert reading.reason.startswith("authentication failed")
+    assert "not-the-auth-key" not in reading.reason
+    assert reading.metrics == {}
+    # snmpsim, like most printers, ignores an unknown community: a timeout.
+    guessed = await poll(v2c(printers, "private", timeout_s=0.3, retries=0))
+    assert not guessed.reachable
+    assert guessed.reason == "timeout"
+
+
+async def test_a_device_that_stops_answering_is_unreachable_then_comes_back(
+    own_printer: SnmpSimulator,
+) -> None:
+    async with PrinterMibCollector(
+        v2c(own_printer, "colour", timeout_s=0.3, retries=0)
+    ) as collector:
+        await _stop_and_start(collector, own_printer)
+
+
+async def _stop_and_start(collector: PrinterMibCollector, own_printer: SnmpSimulator) -> None:
+    assert (await collector.collect()).reachable
+    own_printer.stop()
+    gone = await collector.collect()
+    assert not gone.reachable
+    assert gone.reason == "timeout"
+    assert gone.metrics == {}
+    assert gone.faults == []
+    own_printer.start()
+    back = await collector.collect()
+    assert back.reachable, back.reason
+    assert back.inventory["serial"] == "COLOR-0042"
+
+
+async def test_an_alert_that_leaves_the_table_clears_its_fault(own_printer: SnmpSimulator) -> None:
+    async with PrinterMibCollector(v2c(own_printer, "colour")) as collector:
+        await _clear_the_jam(collector, own_printer)
+
+
+async def _clear_the_jam(collector: PrinterMibCollector, own_printer: SnmpSimulator) -> None:
+    first = await collector.collect()
+    assert "JAM" in codes(first)
+    # Someone clears the jam: its alert row leaves the table and the jammed bit drops.
+    jam_row = ".43.18.1.1."
+    lines = [
+        line
+        for line in own_printer.read("colour").splitlines()
+        if not (jam_row in line and line.split("|")[0].endswith(".2.1"))
+    ]
+    lines = [
+        line.replace("|4x|1400", "|4x|1000") if ".25.3.5.1.2." in line else line for line in lines
+    ]
+    own_printer.write("colour", "\n".join(lines) + "\n")
+    second = await collector.collect()
+    assert second.reachable, second.reason
+    assert "JAM" not in codes(second)
+    assert "TONER-OUT-CYAN" in codes(second)
+
+
+async def test_a_poll_is_bounded_in_time_even_when_the_device_is_silent() -> None:
+    # A budget shorter than the retries would take: the poll ends at the budget.
+    target = SnmpTarget(host="127.0.0.1", port=9, community="public", timeout_s=5, budget_s=0.5)
+    reading = await poll(target)
+    assert not reading.reachable
+    assert reading.reason == "no complete answer within 0.5 s"
