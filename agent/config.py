@@ -30,6 +30,10 @@ enrollment (default: ``ssh_host_ed25519_key`` next to ``cert_file``, where
 ``tunnel_proxy`` is ``env`` (the environment's ``https_proxy``), ``none`` or a
 proxy URL. Both tables may also come from ``FIELDLINK_SERVICES`` and
 ``FIELDLINK_POLICY`` as JSON objects.
+
+SNMP: ``[agent.snmp]`` (or ``FIELDLINK_SNMP`` as a JSON object) names the
+printer the real ``mfp`` profile reads (see :mod:`agent.profiles.mfp`); its
+community and keys are never logged nor echoed in an error.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class AgentSettings:
         policy: ``[agent.policy]``: consent, limits and SFTP folders of sessions.
         ssh_host_key_file: The host key of the agent's SSH server (pinned by the server).
         tunnel_proxy: ``env`` (the environment's ``https_proxy``), ``none``, or a proxy URL.
+        snmp: ``[agent.snmp]``: the printer the real ``mfp`` profile reads over SNMP.
     """
 
     device_id: str
@@ -152,6 +157,7 @@ class AgentSettings:
     policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     ssh_host_key_file: Path | None = None
     tunnel_proxy: str = "env"
+    snmp: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -310,6 +316,20 @@ def _parse_broker_url(raw: Any) -> str:
     return value
 
 
+def _parse_snmp(raw: Any) -> dict[str, Any]:
+    # Checked whole (keys, versions, key lengths) when loaded; pysnmp is not imported here.
+    from agent.collectors.snmp import SnmpTarget
+
+    table = _parse_table(raw)
+    if not table:
+        return table  # no SNMP target: the real mfp profile refuses to start without one
+    try:
+        SnmpTarget.from_config(table, "")
+    except ConfigError as exc:
+        raise ValueError(str(exc).strip()) from None
+    return table
+
+
 #: How each key is read from TOML values and from environment strings.
 _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "device_id": _parse_device_id,
@@ -339,6 +359,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "policy": _parse_table,
     "ssh_host_key_file": _optional(_parse_path),
     "tunnel_proxy": _parse_proxy,
+    "snmp": _parse_snmp,
 }
 KEYS: Final = tuple(_PARSERS)
 

@@ -331,7 +331,9 @@ async def agent_from_settings(
 
         collectors = [create_collector("system")]
         if settings.profile != "none":
-            options = ProfileOptions(device_id=settings.device_id, seed=settings.seed)
+            options = ProfileOptions(
+                device_id=settings.device_id, seed=settings.seed, targets=settings.snmp
+            )
             collectors.append(create_profile(settings.profile, options, simulate=settings.simulate))
     renewal = (
         settings.server_url is not None

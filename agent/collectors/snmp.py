@@ -65,7 +65,7 @@ any other alert of severity critical (3) or warning    ``PRT-<code>`` (descripti
 (4), except the "good news" codes below                                                warning
 =====================================================  ==============================  ========
 
-``<COLOR>`` is the upper-cased colorant of the alert's supply
+``<COLOR>`` is the colorant of the alert's supply, upper-cased with ``-`` for ``_``
 (``prtAlertGroupIndex`` is the ``prtMarkerSuppliesIndex`` for group
 markerSupplies (11)), ``UNKNOWN`` when it cannot be told; ``<n>`` is the
 ``prtInputIndex`` of group input (8). Alerts of severity
@@ -105,7 +105,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -291,15 +291,30 @@ class SnmpTarget:
         return None
 
     @classmethod
-    def from_config(cls, table: Mapping[str, Any], where: str = "[agent.snmp]") -> SnmpTarget:
+    def from_config(
+        cls,
+        table: Mapping[str, Any],
+        where: str = "[agent.snmp]",
+        *,
+        other_keys: Collection[str] = (),
+    ) -> SnmpTarget:
         """A target from a configuration table (``[agent.snmp]`` or one ``[[agent.devices]]``).
 
         ``host`` defaults to 127.0.0.1 (the agent on the MFP's own controller).
-        Keys other than :data:`TARGET_KEYS` are left to the caller (``id``, ``profile``).
+
+        Args:
+            table: The table's keys (:data:`TARGET_KEYS`).
+            where: How the table is named in error messages.
+            other_keys: Keys the caller reads itself (``id``, ``profile``); any
+                other unknown key is an error (a misspelt ``snmp_comunity``).
 
         Raises:
             ConfigError: naming the bad key, never echoing a value.
         """
+        for key in table:
+            if key not in TARGET_KEYS and key not in other_keys:
+                msg = f"{where} {key}: unknown key (known: {', '.join(TARGET_KEYS)})"
+                raise ConfigError(msg)
 
         def text(key: str, default: str = "") -> str:
             value = table.get(key, default)
@@ -754,11 +769,16 @@ def _add(faults: dict[str, FaultReport], code: str, severity: FaultSeverity, mes
         existing["severity"] = severity
 
 
+def _color(colorant: str) -> str:
+    """The ``<COLOR>`` of a fault code: ``light_cyan`` -> ``LIGHT-CYAN``."""
+    return (colorant or "unknown").upper().replace("_", "-")
+
+
 def _color_of(
     supplies: Mapping[tuple[int, ...], _Supply], device: tuple[int, ...], index: Any
 ) -> str:
     supply = supplies.get((*device, index)) if isinstance(index, int) else None
-    return (supply.colorant if supply and supply.colorant else "unknown").upper()
+    return _color(supply.colorant if supply else "")
 
 
 def _alerts(
@@ -853,13 +873,13 @@ def _error_state(
     if BIT_SERVICE in bits and not have("SERVICE-CALL"):
         _add(faults, "SERVICE-CALL", "critical", f"Service requested ({source})")
     if BIT_NO_TONER in bits and not have("TONER-OUT-"):
-        empty = [(s.colorant or "unknown").upper() for s in toners if s.percent == 0.0]
+        empty = [_color(s.colorant) for s in toners if s.percent == 0.0]
         for color in empty or ["UNKNOWN"]:
             _add(faults, f"TONER-OUT-{color}", "error", f"Toner empty ({source})")
     if BIT_LOW_TONER in bits and not have("TONER-LOW-"):
         # The lowest toner not already empty (an empty one has its TONER-OUT fault).
         known = sorted((s for s in toners if s.percent), key=lambda s: s.percent or 0.0)
-        color = (known[0].colorant if known and known[0].colorant else "unknown").upper()
+        color = _color(known[0].colorant if known else "")
         _add(faults, f"TONER-LOW-{color}", "warning", f"Toner low ({source})")
     if bits & {BIT_NO_PAPER, BIT_TRAY_EMPTY} and not have("PAPER-OUT-"):
         empty_trays = [n for n, percent in sorted(trays.items()) if percent == 0.0]

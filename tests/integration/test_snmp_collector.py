@@ -218,3 +218,33 @@ async def test_a_poll_is_bounded_in_time_even_when_the_device_is_silent() -> Non
     reading = await poll(target)
     assert not reading.reachable
     assert reading.reason == "no complete answer within 0.5 s"
+
+
+async def test_the_agent_on_the_mfp_reports_its_printer_through_the_real_profile(
+    own_printer: SnmpSimulator, tmp_path: Path
+) -> None:
+    from agent.collectors import collect_all, status_of
+    from agent.config import load_agent_settings
+    from agent.profiles import ProfileOptions, create_profile
+
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\ndevice_id = "mfp-0042"\nprofile = "mfp"\n'
+        f'[agent.snmp]\nport = {own_printer.port}\nsnmp_community = "colour"\n'
+        "snmp_timeout_s = 0.3\nsnmp_retries = 0\n"
+    )
+    settings = load_agent_settings(config, environ={})
+    options = ProfileOptions(device_id=settings.device_id, targets=settings.snmp)
+    profile = create_profile(settings.profile, options, simulate=settings.simulate)
+    reading = await collect_all([profile], timeout_s=settings.collector_timeout_s)
+    assert reading.metrics["mfp.toner_cyan_percent"] == 0.0
+    assert status_of(reading.faults) == "fault"
+    assert profile.inventory["serial"] == "COLOR-0042"  # type: ignore[attr-defined]
+    # The printer engine stops answering: the agent stays, and says so as a fault.
+    own_printer.stop()
+    silent = await collect_all([profile], timeout_s=settings.collector_timeout_s)
+    assert silent.metrics == {}
+    assert [f["code"] for f in silent.faults] == ["SNMP-UNREACHABLE"]
+    assert "127.0.0.1" in silent.faults[0]["message"]
+    assert "colour" not in silent.faults[0]["message"]
+    profile.collector.close()  # type: ignore[attr-defined]
