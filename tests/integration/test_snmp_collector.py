@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from agent.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
-from tests.fixtures.snmpsim import RECORDINGS, SnmpSimulator, responder_venv
+from tests.fixtures.snmpsim import (
+    RECORDINGS,
+    V3_USERS,
+    SnmpSimulator,
+    V3Credentials,
+    responder_venv,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +122,10 @@ async def test_a_serial_other_than_the_registered_one_is_flagged(printers: SnmpS
     assert same.faults == []
 
 
-async def test_snmpv3_auth_priv_reads_the_same_device(printers: SnmpSimulator) -> None:
-    creds = printers.v3
+@pytest.mark.parametrize("creds", V3_USERS, ids=lambda c: f"{c.auth_protocol}-{c.priv_protocol}")
+async def test_snmpv3_auth_priv_reads_the_same_device(
+    printers: SnmpSimulator, creds: V3Credentials
+) -> None:
     target = SnmpTarget(
         host=printers.host,
         port=printers.port,
@@ -158,6 +166,24 @@ async def test_wrong_v3_keys_or_community_are_unreachable_never_an_exception(
     assert reading.reason.startswith("authentication failed")
     assert "not-the-auth-key" not in reading.reason
     assert reading.metrics == {}
+    # The right keys with the wrong cipher (AES-128 for an AES-256 user) do not read either.
+    strong = V3_USERS[2]
+    wrong_cipher = SnmpTarget(
+        host=printers.host,
+        port=printers.port,
+        version="3",
+        user=strong.user,
+        auth_protocol=strong.auth_protocol,
+        auth_key=strong.auth_key,
+        priv_protocol="aes",
+        priv_key=strong.priv_key,
+        context="colour",
+        timeout_s=0.5,
+        retries=0,
+    )
+    refused = await poll(wrong_cipher)
+    assert not refused.reachable
+    assert refused.metrics == {}
     # snmpsim, like most printers, ignores an unknown community: a timeout.
     guessed = await poll(v2c(printers, "private", timeout_s=0.3, retries=0))
     assert not guessed.reachable
