@@ -402,6 +402,7 @@ class PrinterMibCollector:
         self._engine: Any = None
         self._transport: Any = None
         self._lock = asyncio.Lock()
+        self._was_reachable: bool | None = None
 
     async def collect(self) -> ProfileReading:
         """Poll the device once, bounded by ``target.budget_s``; never raises for a bad device."""
@@ -419,6 +420,9 @@ class PrinterMibCollector:
                 logger.warning("snmp %s: unexpected failure: %s", self.name, type(exc).__name__)
                 return self._unreachable(f"unexpected failure: {type(exc).__name__}")
         reading = interpret(tables, expected_serial=self.target.expected_serial)
+        if self._was_reachable is False:
+            logger.info("snmp %s: %s answers again", self.name, self.target.host)
+        self._was_reachable = True
         logger.debug("snmp %s: polled in %.3f s", self.name, time.monotonic() - started)
         return reading
 
@@ -438,9 +442,16 @@ class PrinterMibCollector:
         # A fresh socket (and address lookup) next time: an ICMP "port unreachable" can leave
         # the old one unusable, and the device may have a new address by then.
         self.close()
-        logger.info(
-            "snmp %s: %s:%d unreachable: %s", self.name, self.target.host, self.target.port, reason
-        )
+        # Once per outage, not at every poll; never with the credentials.
+        if self._was_reachable is not False:
+            logger.warning(
+                "snmp %s: %s:%d unreachable: %s",
+                self.name,
+                self.target.host,
+                self.target.port,
+                reason,
+            )
+        self._was_reachable = False
         return ProfileReading(reachable=False, reason=reason)
 
     async def _setup(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,22 +192,29 @@ async def test_wrong_v3_keys_or_community_are_unreachable_never_an_exception(
 
 
 async def test_a_device_that_stops_answering_is_unreachable_then_comes_back(
-    own_printer: SnmpSimulator,
+    own_printer: SnmpSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent.collectors.snmp")
     async with PrinterMibCollector(
         v2c(own_printer, "colour", timeout_s=0.3, retries=0)
     ) as collector:
         await _stop_and_start(collector, own_printer)
+    # One warning for the outage, not one per poll; the community is never logged.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "unreachable: timeout" in warnings[0].getMessage()
+    assert all("colour" not in r.getMessage() for r in caplog.records)
 
 
 async def _stop_and_start(collector: PrinterMibCollector, own_printer: SnmpSimulator) -> None:
     assert (await collector.collect()).reachable
     own_printer.stop()
-    gone = await collector.collect()
-    assert not gone.reachable
-    assert gone.reason == "timeout"
-    assert gone.metrics == {}
-    assert gone.faults == []
+    for _ in range(2):
+        gone = await collector.collect()
+        assert not gone.reachable
+        assert gone.reason == "timeout"
+        assert gone.metrics == {}
+        assert gone.faults == []
     own_printer.start()
     back = await collector.collect()
     assert back.reachable, back.reason
