@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from agent.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
+from shared import topics
+from shared.protocol import HealthSample, parse_message
+from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.snmpsim import (
     RECORDINGS,
     V3_USERS,
@@ -18,6 +27,7 @@ from tests.fixtures.snmpsim import (
 )
 
 pytestmark = pytest.mark.integration
+FIELDLINK = str(Path(sys.executable).with_name("fieldlink"))
 
 
 @pytest.fixture(scope="session")
@@ -282,3 +292,54 @@ async def test_the_agent_on_the_mfp_reports_its_printer_through_the_real_profile
     assert "127.0.0.1" in silent.faults[0]["message"]
     assert "colour" not in silent.faults[0]["message"]
     profile.collector.close()  # type: ignore[attr-defined]
+
+
+def start_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [FIELDLINK, "agent", "run", "--config", str(config)], stderr=log, env=env
+        )
+
+
+async def test_a_real_agent_publishes_its_printer_s_health(
+    own_printer: SnmpSimulator, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """End to end: `fieldlink agent run` with profile mfp reads snmpsim and publishes over MQTT."""
+    device = "mfp-snmp-e2e"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\ndevice_id = "{device}"\nbroker_url = "{mosquitto.url}"\ninterval_s = 1\n'
+        f'state_dir = "{tmp_path / "state"}"\nprofile = "mfp"\n'
+        f'[agent.snmp]\nport = {own_printer.port}\nsnmp_community = "colour"\n'
+        "snmp_timeout_s = 0.3\nsnmp_retries = 0\n"
+    )
+    log_path = tmp_path / "agent.log"
+    seen: list[HealthSample] = []
+
+    async def until(predicate: Callable[[HealthSample], bool], within: float) -> HealthSample:
+        async with asyncio.timeout(within):
+            async for message in client.messages:
+                sample = parse_message(HealthSample, bytes(message.payload))
+                seen.append(sample)
+                if predicate(sample):
+                    return sample
+        raise AssertionError("no such sample")
+
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(topics.telemetry(device), qos=1)
+        process = start_agent(config, log_path)
+        try:
+            sample = await until(lambda s: "mfp.toner_cyan_percent" in s.metrics, 30)
+            assert sample.status == "fault"
+            assert sample.metrics["mfp.pages_total"] == 98765
+            assert "cpu_percent" in sample.metrics
+            assert {f.code for f in sample.faults} >= {"JAM", "TONER-OUT-CYAN"}
+            own_printer.stop()
+            silent = await until(lambda s: "mfp.toner_cyan_percent" not in s.metrics, 30)
+            assert [f.code for f in silent.faults] == ["SNMP-UNREACHABLE"]
+            assert "cpu_percent" in silent.metrics
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 10)
+    assert "colour" not in log_path.read_text()
