@@ -483,6 +483,9 @@ class PrinterMibCollector:
         )
 
         t = self.target
+        if t.version == "3" and _no_ciphers():
+            msg = "SNMPv3 privacy needs the cryptography package, 47 or later"
+            raise SnmpUnreachable(msg)
         if t.version == "2c":
             # S508: v2c is what most installed printers speak; SNMPv3 authPriv is offered.
             return CommunityData(t.community, mpModel=1), ContextData()  # noqa: S508
@@ -581,6 +584,13 @@ class PrinterMibCollector:
             if len(rows) >= MAX_ROWS:
                 break
         return rows
+
+
+def _no_ciphers() -> bool:
+    """pysnmp leaves AES out, silently, when cryptography is missing or older than 47."""
+    from pysnmp.proto.secmod.rfc3826.priv import aes
+
+    return bool(aes.PysnmpCryptoError)
 
 
 def _check(indication: Any, status: Any) -> None:
