@@ -318,3 +318,27 @@ def test_hostile_values_make_safe_names_and_bounded_messages() -> None:
         assert "\x1b" not in fault["message"]
     assert len(reading.inventory["model"]) <= 256
     assert "serial" not in reading.inventory
+
+
+async def test_snmpv3_without_ciphers_says_so_instead_of_failing_silently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pysnmp.hlapi.v3arch.asyncio  # noqa: F401 - loads aes after what it imports
+    from pysnmp.proto.secmod.rfc3826.priv import aes
+
+    from agent.collectors.snmp import PrinterMibCollector
+
+    # What pysnmp records when cryptography is missing or older than 47.
+    monkeypatch.setattr(aes, "PysnmpCryptoError", True)
+    target = SnmpTarget(
+        host="127.0.0.1",
+        port=9,
+        version="3",
+        user="u",
+        auth_key="auth-key-1",
+        priv_key="priv-key-1",
+    )
+    async with PrinterMibCollector(target) as collector:
+        reading = await collector.collect()
+    assert not reading.reachable
+    assert reading.reason == "SNMPv3 privacy needs the cryptography package, 47 or later"
