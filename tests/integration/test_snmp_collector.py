@@ -343,3 +343,32 @@ async def test_a_real_agent_publishes_its_printer_s_health(
             process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(process.wait, 10)
     assert "colour" not in log_path.read_text()
+
+
+async def test_collectors_sharing_one_engine_poll_at_once_and_a_silent_one_spares_the_rest(
+    printers: SnmpSimulator, own_printer: SnmpSimulator
+) -> None:
+    from agent.collectors.snmp import new_engine
+
+    engine = new_engine()
+    try:
+        mono = PrinterMibCollector(v2c(printers, "mono"), name="mfp-a", engine=engine)
+        colour = PrinterMibCollector(v2c(printers, "colour"), name="mfp-b", engine=engine)
+        leaving = PrinterMibCollector(
+            v2c(own_printer, "colour", timeout_s=0.3, retries=0), name="mfp-c", engine=engine
+        )
+        readings = await asyncio.gather(mono.collect(), colour.collect(), leaving.collect())
+        assert [r.inventory.get("serial") for r in readings] == [
+            "MONO-0001",
+            "COLOR-0042",
+            "COLOR-0042",
+        ]
+        own_printer.stop()
+        for _ in range(2):
+            readings = await asyncio.gather(mono.collect(), colour.collect(), leaving.collect())
+            assert [r.reachable for r in readings] == [True, True, False]
+        # Closing one collector leaves the shared engine to the others.
+        leaving.close()
+        assert (await mono.collect()).reachable
+    finally:
+        engine.close_dispatcher()
