@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages the tests start for real.
-APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium tinyproxy
+APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium tinyproxy python3-venv
 # The web console's front-end packages (npm, pinned in package-lock.json), copied into its static files.
 WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor

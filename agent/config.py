@@ -30,6 +30,10 @@ enrollment (default: ``ssh_host_ed25519_key`` next to ``cert_file``, where
 ``tunnel_proxy`` is ``env`` (the environment's ``https_proxy``), ``none`` or a
 proxy URL. Both tables may also come from ``FIELDLINK_SERVICES`` and
 ``FIELDLINK_POLICY`` as JSON objects.
+
+SNMP: ``[agent.snmp]`` (or ``FIELDLINK_SNMP`` as a JSON object) names the
+printer the real ``mfp`` profile reads (see :mod:`agent.profiles.mfp`); its
+community and keys are never logged nor echoed in an error.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ class AgentSettings:
         image_cache_path: A path on the imaging console's image-cache file system.
         systemd_units: The server profile's systemd units.
         smart_disks: The server profile's disks (empty: those ``smartctl --scan`` finds).
+        snmp: ``[agent.snmp]``: the printer the real ``mfp`` profile reads over SNMP.
     """
 
     device_id: str
@@ -164,6 +169,7 @@ class AgentSettings:
     image_cache_path: Path | None = None
     systemd_units: tuple[str, ...] = ()
     smart_disks: tuple[str, ...] = ()
+    snmp: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -181,6 +187,8 @@ class AgentSettings:
     @property
     def profile_targets(self) -> dict[str, Any]:
         """The real profile's settings, as :class:`agent.profiles.ProfileOptions` takes them."""
+        if self.profile == "mfp":
+            return dict(self.snmp)  # the printer's SNMP target (``[agent.snmp]``)
         return {
             "dicom_peers": list(self.dicom_peers),
             "dicom": dict(self.dicom),
@@ -358,6 +366,20 @@ def _parse_broker_url(raw: Any) -> str:
     return value
 
 
+def _parse_snmp(raw: Any) -> dict[str, Any]:
+    # Checked whole (keys, versions, key lengths) when loaded; pysnmp is not imported here.
+    from agent.collectors.snmp import SnmpTarget
+
+    table = _parse_table(raw)
+    if not table:
+        return table  # no SNMP target: the real mfp profile refuses to start without one
+    try:
+        SnmpTarget.from_config(table, "")
+    except ConfigError as exc:
+        raise ValueError(str(exc).strip()) from None
+    return table
+
+
 #: How each key is read from TOML values and from environment strings.
 _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "device_id": _parse_device_id,
@@ -393,6 +415,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "image_cache_path": _optional(_parse_path),
     "systemd_units": _parse_str_list,
     "smart_disks": _parse_str_list,
+    "snmp": _parse_snmp,
 }
 KEYS: Final = tuple(_PARSERS)
 

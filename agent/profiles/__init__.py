@@ -5,9 +5,11 @@ from __future__ import annotations
 from agent.profiles.base import ProfileOptions, create_profile, profile_names, register_profile
 from agent.profiles.imaging import ImagingProfile
 from agent.profiles.server import ServerProfile
+from agent.profiles.mfp import SnmpMfp
 from agent.profiles.simulated import SimulatedHost, SimulatedImaging, SimulatedMfp, SimulatedServer
 
 register_profile("mfp", SimulatedMfp, simulated=True)
+register_profile("mfp", SnmpMfp, simulated=False)
 register_profile("imaging", SimulatedImaging, simulated=True)
 register_profile("server", SimulatedServer, simulated=True)
 register_profile("imaging", ImagingProfile, simulated=False)
@@ -21,6 +23,7 @@ __all__ = [
     "SimulatedImaging",
     "SimulatedMfp",
     "SimulatedServer",
+    "SnmpMfp",
     "create_profile",
     "profile_names",
     "register_profile",

@@ -77,9 +77,17 @@ async def test_devices_of_one_seed_differ() -> None:
     assert first != second
 
 
-def test_every_profile_is_simulated_and_none_is_real_yet() -> None:
+def test_every_profile_is_simulated_and_the_mfp_is_real_over_snmp() -> None:
     assert profile_names(simulated=True) == ["imaging", "mfp", "server"]
-    with pytest.raises(ConfigError, match="simulate = true"):
+    assert "mfp" in profile_names(simulated=False)
+    # A real MFP needs its SNMP target; the message says how to give one.
+    with pytest.raises(ConfigError, match=r"\[agent\.snmp\].*simulate = true"):
         create_profile("mfp", ProfileOptions(device_id="mfp-1"), simulate=False)
+    real = create_profile(
+        "mfp",
+        ProfileOptions(device_id="mfp-1", targets={"snmp_community": "public"}),
+        simulate=False,
+    )
+    assert real.name == "mfp"
     with pytest.raises(ConfigError, match="unknown profile"):
         create_profile("toaster", ProfileOptions(device_id="t-1"), simulate=True)
