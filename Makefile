@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages the tests start for real.
-APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium tinyproxy python3-venv
+APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium tinyproxy python3-venv \
+	smartmontools
 # The web console's front-end packages (npm, pinned in package-lock.json), copied into its static files.
 WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor
@@ -74,6 +75,8 @@ system-deps:
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ] || missing="$$missing tinyproxy"; \
+	/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v smartctl >/dev/null || [ -x /usr/sbin/smartctl ] || missing="$$missing smartmontools"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
