@@ -37,6 +37,7 @@ CloseReason = Literal[
     "site_denied",
     "site_ended",
     "agent_unreachable",
+    "access_revoked",
     "error",
 ]
 CLOSE_REASONS: Final[frozenset[str]] = frozenset(get_args(CloseReason))

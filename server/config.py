@@ -103,6 +103,9 @@ class ServerSettings(FieldlinkSettings):
     #: Behind a load balancer with several server processes, give each its own
     #: (``https://center-2.example``): the tunnel must reach the process that waits for it.
     tunnel_url: str | None = None
+    #: How often live sessions and channels re-check that their user (enabled, role) and
+    #: token (not revoked) still hold; ended with ``access_revoked`` otherwise.
+    access_check_interval_s: float = Field(default=2.0, gt=0, le=60)
     #: Where shell recordings go (default: ``state_dir/recordings``).
     recordings_dir: Path | None = None
 

@@ -147,6 +147,7 @@ CloseReason = Literal[
     "site_denied",
     "site_ended",
     "agent_unreachable",
+    "access_revoked",
     "error",
 ]
 

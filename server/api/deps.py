@@ -198,10 +198,16 @@ def websocket_user(websocket: WebSocket, session: Session) -> User | None:
     only when the socket's ``Origin`` is this server (a browser sends cookies with a
     WebSocket opened by any site: cross-site WebSocket hijacking).
     """
+    token = websocket_token(websocket)
+    return crud.user_for_token(session, token) if token else None
+
+
+def websocket_token(websocket: WebSocket) -> str | None:
+    """The token a WebSocket presents: its bearer header, else a same-origin console cookie."""
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return crud.user_for_token(session, token.strip())
+        return token.strip()
     cookie = websocket.cookies.get(SESSION_COOKIE)
     if cookie and same_origin(websocket):
-        return crud.user_for_token(session, cookie)
+        return cookie
     return None

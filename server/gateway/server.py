@@ -82,6 +82,7 @@ _ENDED: Final[Mapping[str, str]] = {
     "site_denied": "was not approved by the site (site_denied)",
     "operator": "was closed by an operator (operator)",
     "agent_unreachable": "lost the device (agent_unreachable)",
+    "access_revoked": "was ended because your access was revoked (access_revoked)",
     "error": "ended with an error (error)",
 }
 
