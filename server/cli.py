@@ -203,17 +203,26 @@ def device_token(
 @user_app.command("unlock")
 def user_unlock(
     name: Annotated[str, typer.Argument(help="user name")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="also lift this source address's lock")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Lift a login lockout (after too many failed logins) for a user."""
+    """Lift a login lockout: the user name's, and that of the addresses it failed from."""
     from server.api.routes.auth import clear_failures
 
     _, engine = open_database(config)
     with Session(engine) as session:
-        clear_failures(session, username=name)
-        audit.record(session, actor=audit.cli_actor(), action="user.unlock", target=f"user:{name}")
+        addresses = clear_failures(session, username=name, address=address)
+        audit.record(
+            session,
+            actor=audit.cli_actor(),
+            action="user.unlock",
+            target=f"user:{name}",
+            details={"addresses": addresses},
+        )
         session.commit()
-    typer.echo(f"unlocked {name}")
+    typer.echo(f"unlocked {name}" + (f" and {', '.join(addresses)}" if addresses else ""))
 
 
 @user_app.command("add-key")

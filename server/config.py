@@ -76,10 +76,17 @@ class ServerSettings(FieldlinkSettings):
     access_token_ttl_s: int = Field(default=3600, ge=60)
     #: Failed logins per user name (and per source address) in ``login_window_s``
     #: before that name (or address) is locked for ``login_lockout_s``.
+    #: A name that logged in from an address within ``login_known_client_days`` is not
+    #: held back by that address's lock (others' failures behind the same NAT).
     login_max_failures: int = Field(default=5, ge=1)
-    login_ip_max_failures: int = Field(default=20, ge=1)
+    login_ip_max_failures: int = Field(default=100, ge=1)
     login_window_s: float = Field(default=900, gt=0)
     login_lockout_s: float = Field(default=900, gt=0)
+    login_known_client_days: float = Field(default=30, ge=0)
+    #: Peers whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed (a reverse
+    #: proxy's addresses or networks, ``*`` for any): the client's address then comes
+    #: from the header. Empty (the default): the TCP peer is the client, always.
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
     #: Each failure answers this much later, up to ``login_max_delay_s``.
     login_delay_step_s: float = Field(default=0.25, ge=0)
     login_max_delay_s: float = Field(default=2.0, ge=0)

@@ -186,7 +186,14 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
     host_keys = await asyncio.to_thread(_prepare_keys, directory, devices)
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # no proxy in front of the demo: the peer is the client
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:

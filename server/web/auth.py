@@ -29,7 +29,7 @@ from server.api.deps import (
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, client_address, login_policy
+from server.api.routes.auth import LoginPolicy, client_address, login_policy
 from server.api.routes.auth import _attempt_login as attempt_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
@@ -153,7 +153,7 @@ async def login_submit(
         page = _login_page(
             request,
             next_path=next_path,
-            error=f"{LOCKED_DETAIL[0].upper()}{LOCKED_DETAIL[1:]}.",
+            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         )
         page.headers["Retry-After"] = str(outcome.retry_after_s)
