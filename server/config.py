@@ -74,6 +74,9 @@ class ServerSettings(FieldlinkSettings):
 
     # Operators.
     access_token_ttl_s: int = Field(default=3600, ge=60)
+    #: The longest life of an API token (``POST /api/v1/auth/tokens``, ``fieldlink user
+    #: token``); also their default.
+    api_token_max_days: int = Field(default=90, ge=1, le=3650)
     #: Failed logins per user name (and per source address) in ``login_window_s``
     #: before that name (or address) is locked for ``login_lockout_s``.
     #: A name that logged in from an address within ``login_known_client_days`` is not

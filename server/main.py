@@ -13,7 +13,17 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.api.routes import audit as audit_routes
-from server.api.routes import auth, devices, enroll, incidents, keys, kpis, sessions, telemetry
+from server.api.routes import (
+    auth,
+    devices,
+    enroll,
+    incidents,
+    keys,
+    kpis,
+    sessions,
+    telemetry,
+    users,
+)
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -58,6 +68,7 @@ def api_router() -> APIRouter:
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
     router.include_router(keys.router)
+    router.include_router(users.router)
     return router
 
 

@@ -29,7 +29,7 @@ from server.api.deps import (
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import LoginPolicy, client_address, login_policy
+from server.api.routes.auth import LoginPolicy, client_address, login_policy, recheck_access
 from server.api.routes.auth import _attempt_login as attempt_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
@@ -203,6 +203,7 @@ async def logout(request: Request, session: SessionDep) -> Response:
     if cookie:
         await check_csrf(request, cookie)
         await run_in_threadpool(_revoke, session, cookie, client_address(request))
+        recheck_access(request)
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response, request)
     return response

@@ -36,12 +36,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
-from server import audit, crud
-from server.api.deps import CurrentUser, SessionDep, SettingsDep, TokenDep
+from server import accounts, audit, crud
+from server.api.deps import SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep, TokenDep
 from server.config import ServerSettings
 from server.models import ApiToken, LoginThrottle, User, UserPublic, role_at_least
 from server.models.base import UTCDateTime
-from server.security import hash_token
+from server.security import hash_token, verify_password
 from shared.errors import AuthError
 from shared.ids import isoformat_z, utcnow
 
@@ -119,8 +119,15 @@ def login_policy(request: Request, settings: SettingsDep) -> LoginPolicy:
 
 
 def client_address(request: Request) -> str | None:
-    """The peer address of the request (a proxy's, behind one)."""
+    """The client's address: the TCP peer's, or a trusted proxy's ``X-Forwarded-For``."""
     return request.client.host if request.client else None
+
+
+def recheck_access(request: Request) -> None:
+    """End live channels that depended on access just withdrawn now, not at the next check."""
+    manager = getattr(request.app.state, "sessions", None)
+    if manager is not None:
+        manager.access.check_now()
 
 
 # Login throttling: the state lives in the database, shared by every server process.
@@ -286,6 +293,7 @@ class _LoginOutcome:
     token: str | None = None
     retry_after_s: int | None = None
     delay_s: float = 0.0
+    must_change_password: bool = False
 
     @property
     def locked_detail(self) -> str:
@@ -387,7 +395,7 @@ def _attempt_login(
         source_ip=address,
     )
     session.commit()
-    return _LoginOutcome(token=token)
+    return _LoginOutcome(token=token, must_change_password=user.must_change_password)
 
 
 class Token(BaseModel):
@@ -396,6 +404,8 @@ class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105  (the OAuth2 token type, not a secret)
     expires_in: int
+    #: An administrator reset the password: this token may only change it.
+    password_change_required: bool = False
 
 
 @router.post(
@@ -436,7 +446,11 @@ async def login(
             detail="wrong user name or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Token(access_token=outcome.token, expires_in=settings.access_token_ttl_s)
+    return Token(
+        access_token=outcome.token,
+        expires_in=settings.access_token_ttl_s,
+        password_change_required=outcome.must_change_password,
+    )
 
 
 @router.get("/me")
@@ -463,6 +477,47 @@ def logout(request: Request, session: SessionDep, user: CurrentUser, token: Toke
             source_ip=client_address(request),
         )
         session.commit()
+        recheck_access(request)
+    return Response(status_code=204)
+
+
+class PasswordChange(BaseModel):
+    """Body of ``POST /api/v1/auth/password``."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post(
+    "/password",
+    status_code=204,
+    responses={
+        401: {"description": "not logged in, or the current password is wrong"},
+        422: {"description": "the new password is not acceptable"},
+        429: {"description": "too many wrong passwords; see Retry-After"},
+    },
+)
+def change_password(
+    body: PasswordChange,
+    request: Request,
+    session: SessionDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    user: CurrentUser,
+    token: TokenDep,
+) -> Response:
+    """Change one's own password; one's other logins end (API tokens stay)."""
+    address = client_address(request)
+    _check_password_again(session, policy, user, body.current_password, address)
+    presented = token or request.cookies.get(SESSION_COOKIE)
+    accounts.change_password(
+        session,
+        user=user,
+        current=body.current_password,
+        new=body.new_password,
+        keep_token=presented,
+        source_ip=address,
+    )
+    recheck_access(request)
     return Response(status_code=204)
 
 
@@ -473,8 +528,16 @@ class ApiTokenCreate(BaseModel):
     """Body of ``POST /api/v1/auth/tokens``."""
 
     name: str = Field(min_length=1, max_length=128, description="what the token is for")
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="the caller's password again: a login token alone cannot mint a token",
+    )
     expires_in_days: int | None = Field(
-        default=None, ge=1, le=3650, description="none: until revoked"
+        default=None,
+        ge=1,
+        le=3650,
+        description="at most the server's api_token_max_days (its default)",
     )
 
 
@@ -516,12 +579,64 @@ def _public(row: ApiToken, username: str) -> ApiTokenPublic:
     )
 
 
-@router.post("/tokens", status_code=201)
+def _check_password_again(
+    session: Session, policy: LoginPolicy, user: User, password: str, address: str | None
+) -> None:
+    """401 (counted like a failed login, 429 once locked) unless ``password`` is the user's."""
+    now = policy.clock()
+    until = locked_until(session, [_user_key(user.username)], now)
+    if until is not None:
+        retry = max(1, math.ceil((until - now).total_seconds()))
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=locked_detail(retry),
+            headers={"Retry-After": str(retry)},
+        )
+    if not verify_password(password, user.password_hash):
+        failures, lock = count_failure(
+            session, _user_key(user.username), now=now, policy=policy, limit=policy.max_failures
+        )
+        audit.record(
+            session,
+            actor=user.username,
+            action="password_check_failed",
+            target=f"user:{user.username}",
+            details={"failures": failures}
+            | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
+            source_ip=address,
+        )
+        session.commit()
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED, detail="the password is wrong"
+        )
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    responses={
+        401: {"description": "not logged in, or the password is wrong"},
+        422: {"description": "an expiry beyond api_token_max_days"},
+        429: {"description": "too many wrong passwords; see Retry-After"},
+    },
+)
 def create_api_token(
-    body: ApiTokenCreate, request: Request, session: SessionDep, user: CurrentUser
+    body: ApiTokenCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    user: CurrentUser,
 ) -> ApiTokenCreated:
-    """Create a long-lived API token for the current user (shown once)."""
-    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    """Create a long-lived API token for the current user (shown once); needs the password."""
+    days = body.expires_in_days or settings.api_token_max_days
+    if days > settings.api_token_max_days:
+        raise HTTPException(
+            status_code=422,
+            detail=f"expires_in_days: at most {settings.api_token_max_days} on this server",
+        )
+    _check_password_again(session, policy, user, body.password, client_address(request))
+    ttl = timedelta(days=days)
     token, row = crud.issue_token(session, user=user, kind="api", ttl=ttl, name=body.name)
     audit.record(
         session,
@@ -594,4 +709,5 @@ def revoke_api_token(
             source_ip=client_address(request),
         )
         session.commit()
+        recheck_access(request)
     return Response(status_code=204)

@@ -311,7 +311,7 @@ def test_api_token_lifecycle(client: TestClient, engine: Engine, auth: Auth) -> 
     headers = auth("operator")
     created = client.post(
         "/api/v1/auth/tokens",
-        json={"name": "nightly export", "expires_in_days": 30},
+        json={"name": "nightly export", "expires_in_days": 30, "password": PASSWORD},
         headers=headers,
     )
     assert created.status_code == 201, created.text
@@ -344,16 +344,52 @@ def test_api_token_lifecycle(client: TestClient, engine: Engine, auth: Auth) -> 
     assert token not in audit_dump(engine)
 
 
-def test_a_token_without_expiry_lives_until_revoked(client: TestClient, auth: Auth) -> None:
-    created = client.post("/api/v1/auth/tokens", json={"name": "ci"}, headers=auth("manager"))
-    assert created.status_code == 201
-    assert created.json()["expires_at"] is None
+def test_a_token_without_an_expiry_gets_the_servers_maximum(
+    client: TestClient, auth: Auth, clock: Clock
+) -> None:
+    before = datetime.now(UTC)
+    created = client.post(
+        "/api/v1/auth/tokens", json={"name": "ci", "password": PASSWORD}, headers=auth("manager")
+    )
+    assert created.status_code == 201, created.text
+    expires = datetime.fromisoformat(created.json()["expires_at"])
+    assert timedelta(days=89) < expires - before <= timedelta(days=90, minutes=1)
+    beyond = client.post(
+        "/api/v1/auth/tokens",
+        json={"name": "ci", "password": PASSWORD, "expires_in_days": 91},
+        headers=auth("manager"),
+    )
+    assert beyond.status_code == 422
+    assert "at most 90" in beyond.json()["detail"]
+
+
+def test_a_login_token_alone_cannot_mint_an_api_token(
+    client: TestClient, engine: Engine, auth: Auth
+) -> None:
+    """A stolen short-lived token must not become a long-lived one: the password is asked."""
+    headers = auth("operator")
+    missing = client.post("/api/v1/auth/tokens", json={"name": "x"}, headers=headers)
+    assert missing.status_code == 422
+    for _ in range(3):
+        wrong = client.post(
+            "/api/v1/auth/tokens", json={"name": "x", "password": "guess-1234"}, headers=headers
+        )
+        assert wrong.status_code == 401
+    # The guesses count like failed logins: the name is now locked, for minting and logging in.
+    locked = client.post(
+        "/api/v1/auth/tokens", json={"name": "x", "password": PASSWORD}, headers=headers
+    )
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+    assert login(client, "operator1").status_code == 429
+    assert len(entries(engine, "password_check_failed")) == 3
+    assert entries(engine, "token.create") == []
 
 
 def test_an_expired_api_token_gets_401(client: TestClient, engine: Engine, auth: Auth) -> None:
     created = client.post(
         "/api/v1/auth/tokens",
-        json={"name": "short", "expires_in_days": 1},
+        json={"name": "short", "expires_in_days": 1, "password": PASSWORD},
         headers=auth("operator"),
     ).json()
     with Session(engine) as session:
@@ -367,7 +403,13 @@ def test_an_expired_api_token_gets_401(client: TestClient, engine: Engine, auth:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "x" * 129}, {"name": "a", "expires_in_days": 0}],
+    [
+        {},
+        {"name": "", "password": PASSWORD},
+        {"name": "x" * 129, "password": PASSWORD},
+        {"name": "a", "expires_in_days": 0, "password": PASSWORD},
+        {"name": "a", "expires_in_days": 10**12, "password": PASSWORD},
+    ],
 )
 def test_bad_token_requests_get_422(client: TestClient, auth: Auth, body: dict[str, Any]) -> None:
     answer = client.post("/api/v1/auth/tokens", json=body, headers=auth("operator"))
@@ -375,7 +417,9 @@ def test_bad_token_requests_get_422(client: TestClient, auth: Auth, body: dict[s
 
 
 def test_others_tokens_admins_only(client: TestClient, auth: Auth) -> None:
-    created = client.post("/api/v1/auth/tokens", json={"name": "mine"}, headers=auth("operator"))
+    created = client.post(
+        "/api/v1/auth/tokens", json={"name": "mine", "password": PASSWORD}, headers=auth("operator")
+    )
     token_id = created.json()["id"]
     manager = auth("manager")
     assert client.delete(f"/api/v1/auth/tokens/{token_id}", headers=manager).status_code == 404

@@ -78,7 +78,7 @@ def test_the_cookie_reads_the_api(client: TestClient, operator: str) -> None:
 def test_unsafe_requests_with_the_cookie_need_the_csrf_token(
     client: TestClient, operator: str
 ) -> None:
-    body = {"name": "script"}
+    body = {"name": "script", "password": PASSWORD}
     for headers in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": ""}):
         refused = client.post("/api/v1/auth/tokens", json=body, headers=headers)
         assert refused.status_code == 403, headers
@@ -99,7 +99,9 @@ def test_one_sessions_csrf_token_does_not_fit_another(
     other = TestClient(client.app)
     paul_csrf = _login(other, "paul")
     refused = client.post(
-        "/api/v1/auth/tokens", json={"name": "x"}, headers={"X-CSRF-Token": paul_csrf}
+        "/api/v1/auth/tokens",
+        json={"name": "x", "password": PASSWORD},
+        headers={"X-CSRF-Token": paul_csrf},
     )
     assert refused.status_code == 403
 
@@ -128,7 +130,9 @@ def test_a_plain_form_post_may_carry_the_token_as_a_field(
 def test_bearer_callers_need_no_csrf_token(client: TestClient, operator: str, auth: object) -> None:
     headers = auth("operator")  # type: ignore[operator]
     # A bearer token wins over the cookie the client also holds: no CSRF check.
-    answer = client.post("/api/v1/auth/tokens", json={"name": "script"}, headers=headers)
+    answer = client.post(
+        "/api/v1/auth/tokens", json={"name": "script", "password": PASSWORD}, headers=headers
+    )
     assert answer.status_code == 201
     assert answer.json()["username"] == "operator1"
 
