@@ -78,9 +78,7 @@ def test_roles_change_and_the_last_admin_stays(
     assert client.patch("/api/v1/users/ghost", json={}, headers=admin).status_code == 404
 
 
-def test_removing_a_user_takes_their_tokens(
-    client: TestClient, engine: Engine, auth: Auth
-) -> None:
+def test_removing_a_user_takes_their_tokens(client: TestClient, engine: Engine, auth: Auth) -> None:
     operator = auth("operator")
     admin = auth("admin")
     assert client.delete("/api/v1/users/operator1", headers=admin).status_code == 204
