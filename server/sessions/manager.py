@@ -643,6 +643,17 @@ class SessionManager:
             await asyncio.wait_for(live.changed.wait(), timeout_s)
         return live.state
 
+    async def wait_closed(self, session_id: str, timeout_s: float) -> None:
+        """Wait until a closing session's row is written (its close reason readable)."""
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        ending = live.closing is not None or live.state == "closed"
+        if not ending and (live.connection is None or not live.connection.is_closed):
+            return  # not closing: nothing to wait for
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.closed.wait(), timeout_s)
+
     def note_use(self, session_id: str, what: str) -> None:
         """Record that the session used ``what`` (``shell``, ``exec``, ``forward:web``...)."""
         live = self._live.get(session_id)

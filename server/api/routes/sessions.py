@@ -286,6 +286,8 @@ async def _send_closed(
 ) -> None:
     reason = None
     engine = websocket.app.state.engine
+    # The tunnel may end a moment before the close reason is written: wait for it.
+    await manager.wait_closed(session_id, 5.0)
 
     def read() -> RemoteSession | None:
         with Session(engine) as db:
@@ -295,7 +297,6 @@ async def _send_closed(
     if row is not None:
         reason = row.close_reason
         detail = row.detail or detail
-    del manager
     with contextlib.suppress(Exception):
         await websocket.send_text(
             json.dumps(
