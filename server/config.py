@@ -51,6 +51,10 @@ class ServerSettings(FieldlinkSettings):
     #: Names this process in shared subscriptions and in session.open.
     instance_id: str | None = None
     log_level: str = "info"
+    #: One JSON line per HTTP request and WebSocket (no tokens, cookies or secret query
+    #: values), into the server's log or ``access_log_file``.
+    access_log: bool = True
+    access_log_file: Path | None = None
 
     # MQTT client identity of the server (mutual TLS in production).
     broker_ca: Path | None = None

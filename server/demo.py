@@ -174,6 +174,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         http_host="127.0.0.1",
         http_port=port,
         log_level="warning",
+        access_log_file=directory / "access.log",  # not onto the demo's terminal
         # The usual gateway port when it is free (a second demo takes any port).
         ssh_gateway_port=2222 if _port_free(2222) else 0,
     )

@@ -164,6 +164,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     app.add_exception_handler(FieldlinkError, _fieldlink_error)
+    if settings.access_log:
+        from server.access_log import AccessLogMiddleware, open_access_log
+
+        open_access_log(settings.access_log_file)
+        app.add_middleware(AccessLogMiddleware)
     app.include_router(api_router())
     from server.sessions.registry import SessionRegistry
     from server.sessions.relay import SessionRelay
