@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from server.kpi.config import KpiSettings
 from shared.config import FieldlinkSettings, load_settings
@@ -51,6 +51,9 @@ class ServerSettings(FieldlinkSettings):
     #: Names this process in shared subscriptions and in session.open.
     instance_id: str | None = None
     log_level: str = "info"
+    #: The bearer token a Prometheus scraper presents for the business gauges (fleet size,
+    #: KPIs, costs) on ``/metrics`` or ``/metrics/business``; none: they are not served.
+    metrics_token: SecretStr | None = None
     #: One JSON line per HTTP request and WebSocket (no tokens, cookies or secret query
     #: values), into the server's log or ``access_log_file``.
     access_log: bool = True

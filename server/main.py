@@ -56,6 +56,17 @@ async def _fieldlink_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
+def _scrape_token_valid(request: Request, settings: ServerSettings) -> bool:
+    """Whether the request presents ``metrics_token`` as a bearer token (constant time)."""
+    from server.security import tokens_equal
+
+    expected = settings.metrics_token
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not presented:
+        return False
+    return tokens_equal(presented.strip(), expected.get_secret_value())
+
+
 def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
     router = APIRouter(prefix="/api/v1")
@@ -82,7 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(create_schema, engine)
         app.state.engine = engine
         from server.kpi.metrics import register_kpi_collector
-        from server.metrics import REGISTRY
+        from server.metrics import BUSINESS_REGISTRY
 
         try:
             kpi_collector = register_kpi_collector(engine, settings)
@@ -90,7 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Another app in this process (tests) already serves the KPI gauges.
             logger.debug("KPI gauges already registered in this process")
         else:
-            stack.callback(REGISTRY.unregister, kpi_collector)
+            stack.callback(BUSINESS_REGISTRY.unregister, kpi_collector)
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker
@@ -211,11 +222,38 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        """Prometheus metrics in the text exposition format."""
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics: operational; with the ``metrics_token`` bearer, business too."""
         from server.metrics import render_metrics
 
-        body, content_type = render_metrics()
+        business = _scrape_token_valid(request, settings)
+        body, content_type = render_metrics(business=business)
+        return Response(body, media_type=content_type)
+
+    @app.get(
+        "/metrics/business",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={
+            401: {"description": "no or wrong scrape token (Authorization: Bearer)"},
+            404: {"description": "no metrics_token is configured"},
+        },
+    )
+    def business_metrics(request: Request) -> Response:
+        """The fleet's size and the KPIs for Prometheus: needs ``metrics_token`` as a bearer."""
+        from server.metrics import render_metrics
+
+        if not settings.metrics_token:
+            return JSONResponse(
+                {"detail": "business metrics are off: set metrics_token"}, status_code=404
+            )
+        if not _scrape_token_valid(request, settings):
+            return JSONResponse(
+                {"detail": "a valid scrape token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        body, content_type = render_metrics(operational=False, business=True)
         return Response(body, media_type=content_type)
 
     return app
