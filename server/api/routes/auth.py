@@ -507,7 +507,7 @@ def change_password(
 ) -> Response:
     """Change one's own password; one's other logins end (API tokens stay)."""
     address = client_address(request)
-    _check_password_again(session, policy, user, body.current_password, address)
+    check_password_again(session, policy, user, body.current_password, address)
     presented = token or request.cookies.get(SESSION_COOKIE)
     accounts.change_password(
         session,
@@ -579,7 +579,7 @@ def _public(row: ApiToken, username: str) -> ApiTokenPublic:
     )
 
 
-def _check_password_again(
+def check_password_again(
     session: Session, policy: LoginPolicy, user: User, password: str, address: str | None
 ) -> None:
     """401 (counted like a failed login, 429 once locked) unless ``password`` is the user's."""
@@ -635,7 +635,7 @@ def create_api_token(
             status_code=422,
             detail=f"expires_in_days: at most {settings.api_token_max_days} on this server",
         )
-    _check_password_again(session, policy, user, body.password, client_address(request))
+    check_password_again(session, policy, user, body.password, client_address(request))
     ttl = timedelta(days=days)
     token, row = crud.issue_token(session, user=user, kind="api", ttl=ttl, name=body.name)
     audit.record(
