@@ -82,7 +82,8 @@ def ca_init(
     typer.echo(f'    broker_ca = "{paths.ca_cert}"')
     typer.echo(f'    broker_cert = "{paths.server_client_cert}"')
     typer.echo(f'    broker_key = "{paths.server_client_key}"')
-    typer.echo("next: fieldlink broker-config --out /etc/mosquitto/fieldlink")
+    given = f" --config {config}" if config is not None else ""
+    typer.echo(f"next: fieldlink broker-config --out /etc/mosquitto/fieldlink{given}")
 
 
 @ca_app.command("show")

@@ -722,6 +722,24 @@ def test_logging_out_ends_the_terminal_opened_with_that_token(center: Center) ->
     assert center.call("DELETE", f"/sessions/{sid}").json()["close_reason"] == "operator"
 
 
+def test_demoting_an_admin_ends_their_terminal_on_anothers_session(center: Center) -> None:
+    """An admin may use any operator's session; demoted, their socket ends, the session not."""
+    sid = center.open(reason="olga's, watched by ada")["id"]
+    center.wait_state(sid, "active")
+    token = center.token("ada", role="admin")
+
+    def demote() -> None:
+        done = center.server.cli("user", "role", "ada", "operator")
+        assert done.returncode == 0, done.stderr
+
+    controls, frame, _elapsed = asyncio.run(_terminal_until_closed(center, sid, token, demote))
+    assert frame is not None
+    assert (frame.code, frame.reason) == (4403, "access_revoked")
+    assert any("admin role" in (c.get("detail") or "") for c in controls)
+    assert center.session(sid)["state"] == "active"
+    assert center.call("DELETE", f"/sessions/{sid}").json()["close_reason"] == "operator"
+
+
 def test_revoking_a_device_ends_its_sessions_and_refuses_new_ones(center: Center) -> None:
     # Last in this module: the device stays revoked.
     sid = center.open(reason="before revocation")["id"]

@@ -210,6 +210,27 @@ def test_failures_are_audited_once_per_name_address_and_window(
     assert len(entries(engine, "login_failed")) == 4
 
 
+def test_an_anonymous_flood_adds_a_bounded_number_of_entries(
+    client: TestClient, engine: Engine, alice: str
+) -> None:
+    """8 clients, 400 wrong logins for a handful of names: a few entries, not 400."""
+    names = [alice, "root", "admin", "nobody"]
+
+    def flood(worker: int) -> None:
+        for attempt in range(50):
+            login(client, names[(worker + attempt) % len(names)], f"guess-{attempt}")
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = entries(engine, "login_failed")
+    # At most: each name's first failure and its lock, and the address's lock.
+    assert len(failed) <= 2 * len(names) + 1
+    assert len(failed) < 400 / 10
+
+
 def test_an_addresss_lock_spares_names_that_logged_in_from_it(
     client: TestClient, engine: Engine, alice: str
 ) -> None:

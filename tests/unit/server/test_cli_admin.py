@@ -171,3 +171,12 @@ def test_user_tokens_expire_within_the_maximum(config: Path) -> None:
     beyond = fieldlink("user", "token", "bot", "--days", "3650", *c)
     assert beyond.returncode != 0
     assert beyond.stderr.strip() == "error: --days: 1 to 90 (api_token_max_days)"
+
+
+def test_next_step_hints_keep_the_config_given(config: Path) -> None:
+    c = ["--config", str(config)]
+    made = fieldlink("ca", "init", *c)
+    assert made.returncode == 0, made.stderr
+    assert f"next: fieldlink broker-config --out /etc/mosquitto/fieldlink --config {config}" in (
+        made.stdout
+    )
