@@ -81,10 +81,12 @@ class AccessWatch:
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start watching (the manager's ``start``)."""
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="access-watch")
+        self._event_loop = asyncio.get_running_loop()
+        self._task = self._event_loop.create_task(self._loop(), name="access-watch")
 
     async def stop(self) -> None:
         """Stop watching."""
@@ -95,8 +97,21 @@ class AccessWatch:
                 await task
 
     def check_now(self) -> None:
-        """Re-check at once (this process just disabled a user or revoked a token)."""
-        self._wake.set()
+        """Re-check at once (this process just disabled a user or revoked a token).
+
+        Safe from any thread (synchronous routes run in a worker thread).
+        """
+        loop = self._event_loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     @contextlib.contextmanager
     def channel(
