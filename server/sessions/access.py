@@ -53,14 +53,14 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
-class _Grant:
+class Grant:
     """What the database says about a user (``None`` fields: no such user)."""
 
     role: str | None
     disabled: bool
 
 
-def user_denial(grant: _Grant | None, needed: str) -> str | None:
+def user_denial(grant: Grant | None, needed: str) -> str | None:
     """Why a user may no longer use what needs the ``needed`` role (``None``: they may)."""
     if grant is None or grant.role is None:
         return "the user was removed"
@@ -175,10 +175,10 @@ class AccessWatch:
                 entry.revoked.set()
                 await asyncio.to_thread(self._audit_channel, entry)
 
-    def _read(self, usernames: set[str], hashes: set[str]) -> tuple[dict[str, _Grant], set[str]]:
+    def _read(self, usernames: set[str], hashes: set[str]) -> tuple[dict[str, Grant], set[str]]:
         with Session(self._manager.engine) as db:
             users = db.exec(select(User).where(col(User.username).in_(usernames))).all()
-            grants = {u.username: _Grant(u.role, u.disabled) for u in users}
+            grants = {u.username: Grant(u.role, u.disabled) for u in users}
             live: set[str] = set()
             if hashes:
                 # An expired token does not end a channel already open; a revoked one does.
