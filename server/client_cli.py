@@ -40,6 +40,8 @@ def login_command(
         client.close()
     path = save_credentials(server, token, me["username"])
     typer.echo(f"logged in to {server} as {me['username']} ({me['role']}); token saved in {path}")
+    if me.get("must_change_password"):
+        typer.echo("an administrator reset your password: choose a new one with `fieldlink passwd`")
 
 
 def _age(value: Any) -> str:
