@@ -11,6 +11,7 @@ import typer
 
 from provisioning.broker import DEFAULT_BROKER_USER, DEFAULT_PORT, write_broker_config
 from provisioning.ca import KEY_TYPES, CaError, CertificateAuthority, KeyType, common_name
+from server.cli import find_config
 from server.config import ServerSettings, load_server_settings
 from shared.ids import isoformat_z
 
@@ -63,7 +64,7 @@ def ca_init(
     if key_type not in KEY_TYPES:
         msg = f"unknown key type {key_type!r}: use one of {', '.join(KEY_TYPES)}"
         raise CaError(msg)
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     hostnames = [*_hostnames_from(settings), *(hostname or [])]
     chosen: KeyType = "rsa-2048" if key_type == "rsa-2048" else "ec-p256"
     ca = CertificateAuthority.init(
@@ -89,7 +90,7 @@ def ca_init(
 @ca_app.command("show")
 def ca_show(config: ConfigOption = None) -> None:
     """Show the CA, its files, the certificates it issued and what it revoked."""
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     ca = CertificateAuthority.load(settings.state_dir)
     cert = ca.cert
     typer.echo(f"CA:            {common_name(cert)} ({ca.key_type})")
@@ -130,7 +131,7 @@ def broker_config_command(
     ] = None,
 ) -> None:
     """Write the Mosquitto configuration, ACL and CRL for this server's broker."""
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     ca = CertificateAuthority.load(settings.state_dir)
     written = write_broker_config(
         ca,

@@ -102,6 +102,8 @@ def test_help_lists_every_command() -> None:
         ["kpi"],
         ["incident", "export"],
         ["audit", "verify"],
+        ["ca", "init"],
+        ["broker-config", "--out", "mosquitto"],
         ["device", "add", "--serial", "1", "--model", "m", "--type", "mfp", "--customer", "c"],
     ],
 )
