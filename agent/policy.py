@@ -38,6 +38,7 @@ CloseReason = Literal[
     "site_ended",
     "agent_unreachable",
     "server_restart",
+    "access_revoked",
     "error",
 ]
 CLOSE_REASONS: Final[frozenset[str]] = frozenset(get_args(CloseReason))

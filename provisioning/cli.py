@@ -28,6 +28,7 @@ from provisioning.ca import (
     PkiPaths,
     common_name,
 )
+from server.cli import find_config
 from server.config import ServerSettings, load_server_settings
 from shared.errors import ConfigError, UnavailableError
 from shared.ids import isoformat_z
@@ -81,7 +82,7 @@ def ca_init(
     if key_type not in KEY_TYPES:
         msg = f"unknown key type {key_type!r}: use one of {', '.join(KEY_TYPES)}"
         raise CaError(msg)
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     hostnames = [*_hostnames_from(settings), *(hostname or [])]
     chosen: KeyType = "rsa-2048" if key_type == "rsa-2048" else "ec-p256"
     ca = CertificateAuthority.init(
@@ -100,13 +101,14 @@ def ca_init(
     typer.echo(f'    broker_ca = "{paths.ca_cert}"')
     typer.echo(f'    broker_cert = "{paths.server_client_cert}"')
     typer.echo(f'    broker_key = "{paths.server_client_key}"')
-    typer.echo("next: fieldlink broker-config --out /etc/mosquitto/fieldlink")
+    given = f" --config {config}" if config is not None else ""
+    typer.echo(f"next: fieldlink broker-config --out /etc/mosquitto/fieldlink{given}")
 
 
 @ca_app.command("show")
 def ca_show(config: ConfigOption = None) -> None:
     """Show the CA, its files, the certificates it issued and what it revoked."""
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     ca = CertificateAuthority.load(settings.state_dir)
     cert = ca.cert
     typer.echo(f"CA:            {common_name(cert)} ({ca.key_type})")
@@ -168,7 +170,7 @@ def broker_config_command(
     ] = "server",
 ) -> None:
     """Write the Mosquitto configuration, ACL and CRL for this server's broker."""
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     ca = CertificateAuthority.load(settings.state_dir)
     written = write_broker_config(
         ca,
@@ -221,7 +223,7 @@ def broker_reload_command(
     signal it. It reads the server's PKI folder (never the CA's key) and, as root, takes the
     folder and the reload from its own options, not from a file the server could rewrite.
     """
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     paths = PkiPaths.under(settings.state_dir)
     if not paths.ca_cert.exists():
         msg = f"no CA in {paths.root}: run `fieldlink ca init` first"

@@ -19,8 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import audit
-from server.config import ServerSettings, load_server_settings
+from server.config import DEFAULT_CONFIG, ServerSettings, load_server_settings
 from shared.errors import ConfigError
+from shared.tomlfile import CONFIG_ENV, resolve_config_path
 
 ConfigOption = Annotated[
     Path | None,
@@ -36,11 +37,35 @@ user_app = typer.Typer(help="Manage operators, managers and administrators.", no
 device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
 
 
+def find_config(config: Path | None) -> Path:
+    """The server's config file: ``--config``, ``FIELDLINK_CONFIG`` or the default file.
+
+    Administrative commands act on a server's database: on built-in defaults they
+    would quietly create an empty one under ``/var/lib/fieldlink`` and report on it.
+
+    Raises:
+        ConfigError: when there is none.
+    """
+    found = resolve_config_path(config, DEFAULT_CONFIG)
+    if found is None:
+        msg = (
+            f"no configuration found: give --config FILE, set {CONFIG_ENV}, "
+            f"or write {DEFAULT_CONFIG}"
+        )
+        raise ConfigError(msg)
+    return found
+
+
+def config_hint(config: Path | None) -> str:
+    """`` --config FILE`` for next-step hints, when the user gave one."""
+    return f" --config {config}" if config is not None else ""
+
+
 def open_database(config: Path | None) -> tuple[ServerSettings, Engine]:
     """Settings and a migrated database engine for an administrative command."""
     from server.db import create_schema, make_engine
 
-    settings = load_server_settings(config)
+    settings = load_server_settings(find_config(config))
     engine = make_engine(settings.database_url)
     create_schema(engine)
     return settings, engine
@@ -102,22 +127,146 @@ def user_add(
 def user_token(
     name: Annotated[str, typer.Argument(help="user name")],
     label: Annotated[str, typer.Option("--name", help="what the token is for")] = "api",
+    days: Annotated[
+        int | None,
+        typer.Option(help="how long it works (default and at most: api_token_max_days)"),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Issue a long-lived API token for scripts (shown once)."""
+    """Issue an API token for scripts (shown once); it expires."""
+    from datetime import timedelta
+
     from server import crud
     from shared.errors import NotFound
 
-    _, engine = open_database(config)
+    settings, engine = open_database(config)
+    longest = settings.api_token_max_days
+    if days is not None and not 1 <= days <= longest:
+        msg = f"--days: 1 to {longest} (api_token_max_days)"
+        raise ConfigError(msg)
     with Session(engine) as session:
         user = crud.get_user(session, username=name)
         if user is None:
             msg = f"no user {name!r}"
             raise NotFound(msg)
         token, _ = crud.issue_token(
-            session, user=user, kind="api", ttl=None, name=label, actor=audit.cli_actor()
+            session,
+            user=user,
+            kind="api",
+            ttl=timedelta(days=days or longest),
+            name=label,
+            actor=audit.cli_actor(),
         )
     typer.echo(token)
+
+
+@user_app.command("list")
+def user_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List the users with their roles and whether they are disabled."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        users, _count = accounts.list_users(session, limit=100_000)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "username": u.username,
+                        "role": u.role,
+                        "disabled": u.disabled,
+                        "must_change_password": u.must_change_password,
+                        "created_at": u.created_at.isoformat(),
+                    }
+                    for u in users
+                ],
+                indent=2,
+            )
+        )
+        return
+    width = max([len("USER"), *(len(u.username) for u in users)])
+    typer.echo(f"{'USER'.ljust(width)}  {'ROLE'.ljust(8)}  STATE")
+    for u in users:
+        state = "disabled" if u.disabled else "enabled"
+        if u.must_change_password:
+            state += ", must change password"
+        typer.echo(f"{u.username.ljust(width)}  {u.role.ljust(8)}  {state}")
+
+
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Disable a user: their tokens are revoked, their live sessions end within seconds."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        accounts.set_disabled(session, username=name, disabled=True, actor=audit.cli_actor())
+    typer.echo(f"disabled {name}")
+
+
+@user_app.command("enable")
+def user_enable(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Enable a disabled user again (they log in anew: their old tokens stay revoked)."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        accounts.set_disabled(session, username=name, disabled=False, actor=audit.cli_actor())
+    typer.echo(f"enabled {name}")
+
+
+@user_app.command("role")
+def user_role(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Argument(help="operator, manager or admin")],
+    config: ConfigOption = None,
+) -> None:
+    """Change a user's role (what depended on the old one ends within seconds)."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        user = accounts.set_role(session, username=name, role=role, actor=audit.cli_actor())
+    typer.echo(f"{user.username} is now {user.role}")
+
+
+@user_app.command("remove")
+def user_remove(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a user with their tokens and SSH keys (the audit log keeps the name)."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        accounts.remove_user(session, username=name, actor=audit.cli_actor())
+    typer.echo(f"removed {name}")
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Give a user a one-time password, to be changed at the next login (shown once)."""
+    from server import accounts
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        temporary = accounts.reset_password(session, username=name, actor=audit.cli_actor())
+    typer.echo(f"one-time password for {name}: {temporary}")
+    typer.echo("(their tokens are revoked; they must choose a new password at the next login)")
 
 
 @device_app.command("add")
@@ -225,17 +374,26 @@ def device_token(
 @user_app.command("unlock")
 def user_unlock(
     name: Annotated[str, typer.Argument(help="user name")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="also lift this source address's lock")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Lift a login lockout (after too many failed logins) for a user."""
+    """Lift a login lockout: the user name's, and that of the addresses it failed from."""
     from server.api.routes.auth import clear_failures
 
     _, engine = open_database(config)
     with Session(engine) as session:
-        clear_failures(session, username=name)
-        audit.record(session, actor=audit.cli_actor(), action="user.unlock", target=f"user:{name}")
+        addresses = clear_failures(session, username=name, address=address)
+        audit.record(
+            session,
+            actor=audit.cli_actor(),
+            action="user.unlock",
+            target=f"user:{name}",
+            details={"addresses": addresses},
+        )
         session.commit()
-    typer.echo(f"unlocked {name}")
+    typer.echo(f"unlocked {name}" + (f" and {', '.join(addresses)}" if addresses else ""))
 
 
 @user_app.command("add-key")

@@ -1,4 +1,4 @@
-"""The operator's commands over the API: ``login`` and ``devices``."""
+"""The operator's commands over the API: ``login``, ``passwd`` and ``devices``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from server.client import ApiClient, save_credentials
+from shared.errors import ConfigError
 
 
 def login_command(
@@ -39,6 +40,8 @@ def login_command(
         client.close()
     path = save_credentials(server, token, me["username"])
     typer.echo(f"logged in to {server} as {me['username']} ({me['role']}); token saved in {path}")
+    if me.get("must_change_password"):
+        typer.echo("an administrator reset your password: choose a new one with `fieldlink passwd`")
 
 
 def _age(value: Any) -> str:
@@ -86,3 +89,27 @@ def devices_command(
     for r in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     typer.echo(f"{len(page['items'])} of {page['count']} devices")
+
+
+def passwd_command() -> None:
+    """Change your password on the server you logged in to (your other logins end)."""
+    if sys.stdin.isatty():
+        current = getpass.getpass("current password: ")
+        new = getpass.getpass("new password: ")
+        if getpass.getpass("new password again: ") != new:
+            msg = "the new passwords differ"
+            raise ConfigError(msg)
+    else:  # scripts: the current password, then the new one, one per line
+        current = sys.stdin.readline().rstrip("\r\n")
+        new = sys.stdin.readline().rstrip("\r\n")
+    if not current or not new:
+        msg = "give the current and the new password (on the terminal, or two lines on stdin)"
+        raise ConfigError(msg)
+    client = ApiClient.from_credentials()
+    try:
+        client.request(
+            "POST", "/auth/password", json={"current_password": current, "new_password": new}
+        )
+    finally:
+        client.close()
+    typer.echo("password changed")

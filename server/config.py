@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from server.kpi.config import KpiSettings
 from shared.config import FieldlinkSettings, load_settings
@@ -51,6 +51,13 @@ class ServerSettings(FieldlinkSettings):
     #: Names this process in shared subscriptions and in session.open.
     instance_id: str | None = None
     log_level: str = "info"
+    #: The bearer token a Prometheus scraper presents for the business gauges (fleet size,
+    #: KPIs, costs) on ``/metrics`` or ``/metrics/business``; none: they are not served.
+    metrics_token: SecretStr | None = None
+    #: One JSON line per HTTP request and WebSocket (no tokens, cookies or secret query
+    #: values), into the server's log or ``access_log_file``.
+    access_log: bool = True
+    access_log_file: Path | None = None
 
     # MQTT client identity of the server (mutual TLS in production).
     broker_ca: Path | None = None
@@ -81,12 +88,22 @@ class ServerSettings(FieldlinkSettings):
 
     # Operators.
     access_token_ttl_s: int = Field(default=3600, ge=60)
+    #: The longest life of an API token (``POST /api/v1/auth/tokens``, ``fieldlink user
+    #: token``); also their default.
+    api_token_max_days: int = Field(default=90, ge=1, le=3650)
     #: Failed logins per user name (and per source address) in ``login_window_s``
     #: before that name (or address) is locked for ``login_lockout_s``.
+    #: A name that logged in from an address within ``login_known_client_days`` is not
+    #: held back by that address's lock (others' failures behind the same NAT).
     login_max_failures: int = Field(default=5, ge=1)
-    login_ip_max_failures: int = Field(default=20, ge=1)
+    login_ip_max_failures: int = Field(default=100, ge=1)
     login_window_s: float = Field(default=900, gt=0)
     login_lockout_s: float = Field(default=900, gt=0)
+    login_known_client_days: float = Field(default=30, ge=0)
+    #: Peers whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed (a reverse
+    #: proxy's addresses or networks, ``*`` for any): the client's address then comes
+    #: from the header. Empty (the default): the TCP peer is the client, always.
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
     #: Each failure answers this much later, up to ``login_max_delay_s``.
     login_delay_step_s: float = Field(default=0.25, ge=0)
     login_max_delay_s: float = Field(default=2.0, ge=0)
@@ -110,6 +127,9 @@ class ServerSettings(FieldlinkSettings):
     #: Behind a load balancer with several server processes, give each its own
     #: (``https://center-2.example``): the tunnel must reach the process that waits for it.
     tunnel_url: str | None = None
+    #: How often live sessions and channels re-check that their user (enabled, role) and
+    #: token (not revoked) still hold; ended with ``access_revoked`` otherwise.
+    access_check_interval_s: float = Field(default=2.0, gt=0, le=60)
     #: Where shell recordings go (default: ``state_dir/recordings``).
     recordings_dir: Path | None = None
     #: How often this process refreshes its liveness record (``server_instance``).

@@ -174,6 +174,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         http_host="127.0.0.1",
         http_port=port,
         log_level="warning",
+        access_log_file=directory / "access.log",  # not onto the demo's terminal
         # The usual gateway port when it is free (a second demo takes any port).
         ssh_gateway_port=2222 if _port_free(2222) else 0,
     )
@@ -186,7 +187,14 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
     host_keys = await asyncio.to_thread(_prepare_keys, directory, devices)
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # no proxy in front of the demo: the peer is the client
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -14,7 +14,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.api.responses import ERROR_RESPONSES
 from server.api.routes import audit as audit_routes
-from server.api.routes import auth, devices, enroll, incidents, keys, kpis, sessions, telemetry
+from server.api.routes import (
+    auth,
+    devices,
+    enroll,
+    incidents,
+    keys,
+    kpis,
+    sessions,
+    telemetry,
+    users,
+)
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -47,6 +57,17 @@ async def _fieldlink_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
+def _scrape_token_valid(request: Request, settings: ServerSettings) -> bool:
+    """Whether the request presents ``metrics_token`` as a bearer token (constant time)."""
+    from server.security import tokens_equal
+
+    expected = settings.metrics_token
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not presented:
+        return False
+    return tokens_equal(presented.strip(), expected.get_secret_value())
+
+
 def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
@@ -59,6 +80,7 @@ def api_router() -> APIRouter:
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
     router.include_router(keys.router)
+    router.include_router(users.router)
     return router
 
 
@@ -72,7 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(create_schema, engine)
         app.state.engine = engine
         from server.kpi.metrics import register_kpi_collector
-        from server.metrics import REGISTRY
+        from server.metrics import BUSINESS_REGISTRY
 
         try:
             kpi_collector = register_kpi_collector(engine, settings)
@@ -80,7 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Another app in this process (tests) already serves the KPI gauges.
             logger.debug("KPI gauges already registered in this process")
         else:
-            stack.callback(REGISTRY.unregister, kpi_collector)
+            stack.callback(BUSINESS_REGISTRY.unregister, kpi_collector)
         from server.upkeep import PkiUpkeep, Upkeep
 
         # The periodic jobs; started before the MQTT clients, so that a CRL or a
@@ -187,6 +209,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     app.add_exception_handler(FieldlinkError, _fieldlink_error)
+    if settings.access_log:
+        from server.access_log import AccessLogMiddleware, open_access_log
+
+        open_access_log(settings.access_log_file)
+        app.add_middleware(AccessLogMiddleware)
     app.include_router(api_router())
     from server.sessions.registry import SessionRegistry
     from server.sessions.relay import SessionRelay
@@ -232,11 +259,38 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        """Prometheus metrics in the text exposition format."""
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics: operational; with the ``metrics_token`` bearer, business too."""
         from server.metrics import render_metrics
 
-        body, content_type = render_metrics()
+        business = _scrape_token_valid(request, settings)
+        body, content_type = render_metrics(business=business)
+        return Response(body, media_type=content_type)
+
+    @app.get(
+        "/metrics/business",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={
+            401: {"description": "no or wrong scrape token (Authorization: Bearer)"},
+            404: {"description": "no metrics_token is configured"},
+        },
+    )
+    def business_metrics(request: Request) -> Response:
+        """The fleet's size and the KPIs for Prometheus: needs ``metrics_token`` as a bearer."""
+        from server.metrics import render_metrics
+
+        if not settings.metrics_token:
+            return JSONResponse(
+                {"detail": "business metrics are off: set metrics_token"}, status_code=404
+            )
+        if not _scrape_token_valid(request, settings):
+            return JSONResponse(
+                {"detail": "a valid scrape token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        body, content_type = render_metrics(operational=False, business=True)
         return Response(body, media_type=content_type)
 
     return app

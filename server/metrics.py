@@ -1,11 +1,13 @@
-"""Prometheus metrics of the server, in one registry the app serves at ``/metrics``.
+"""Prometheus metrics of the server, in two registries.
 
-Serve them with::
+:data:`REGISTRY` holds the operational metrics (ingest, sessions, the process's
+CPU and memory): ``/metrics`` serves them to anyone who can reach it.
+:data:`BUSINESS_REGISTRY` holds what the business would not publish: the fleet's
+size and the KPIs (costs saved, dispatches...). ``/metrics`` adds them only for a
+scraper that presents ``metrics_token`` as a bearer token, and
+``/metrics/business`` serves them alone (same token). Serve them with::
 
-    body, content_type = render_metrics()
-
-The registry also carries the process and platform collectors, so ``/metrics``
-shows the server's CPU and memory like any Prometheus-instrumented process.
+    body, content_type = render_metrics(business=True)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from prometheus_client import (
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
+#: The business figures: behind ``metrics_token``.
+BUSINESS_REGISTRY = CollectorRegistry(auto_describe=True)
 
 INGEST_MESSAGES = Counter(
     "fieldlink_ingest_messages",
@@ -76,12 +80,12 @@ OUTBOX_DROPPED = Counter(
 DEVICES_ONLINE = Gauge(
     "fieldlink_devices_online",
     "Registered devices currently online (refreshed by the sweeper).",
-    registry=REGISTRY,
+    registry=BUSINESS_REGISTRY,
 )
 DEVICES_REGISTERED = Gauge(
     "fieldlink_devices_registered",
     "Registered devices (refreshed by the sweeper).",
-    registry=REGISTRY,
+    registry=BUSINESS_REGISTRY,
 )
 ALERTS_OPEN = Gauge(
     "fieldlink_alerts_open",
@@ -177,6 +181,11 @@ DEVICE_CERTS_EXPIRING = Gauge(
 )
 
 
-def render_metrics() -> tuple[bytes, str]:
-    """The registry in the Prometheus text format, and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+def render_metrics(*, operational: bool = True, business: bool = False) -> tuple[bytes, str]:
+    """The chosen registries in the Prometheus text format, and its content type."""
+    body = b""
+    if operational:
+        body += generate_latest(REGISTRY)
+    if business:
+        body += generate_latest(BUSINESS_REGISTRY)
+    return body, CONTENT_TYPE_LATEST

@@ -158,6 +158,7 @@ CloseReason = Literal[
     "site_ended",
     "agent_unreachable",
     "server_restart",
+    "access_revoked",
     "error",
 ]
 

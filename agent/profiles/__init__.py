@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agent.profiles.base import ProfileOptions, create_profile, profile_names, register_profile
 from agent.profiles.imaging import ImagingProfile
-from agent.profiles.server import ServerProfile
 from agent.profiles.mfp import SnmpMfp
+from agent.profiles.server import ServerProfile
 from agent.profiles.simulated import SimulatedHost, SimulatedImaging, SimulatedMfp, SimulatedServer
 
 register_profile("mfp", SimulatedMfp, simulated=True)

@@ -137,16 +137,33 @@ def _user_for_token(session: Session, token: str) -> User | None:
     return user
 
 
+#: What a user whose password an administrator reset may still do: choose a new one.
+PASSWORD_CHANGE_PATHS = frozenset(
+    {"/api/v1/auth/password", "/api/v1/auth/me", "/api/v1/auth/logout"}
+)
+CREDENTIAL_CHANGE_DETAIL = (
+    "a new password is required first: POST /api/v1/auth/password "
+    "(`fieldlink passwd`, or the console's account page)"
+)
+
+
+def _password_change_gate(request: Request, user: User) -> User:
+    if user.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=CREDENTIAL_CHANGE_DETAIL)
+    return user
+
+
 async def get_current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
     """The user of the request's bearer token, or of its session cookie (with CSRF); else 401.
 
     A bearer token wins when both are present: scripts are never subject to CSRF.
+    A user whose password was reset may only change it (403 otherwise).
     """
     if token:
         user = await run_in_threadpool(_user_for_token, session, token)
         if user is None:
             raise _UNAUTHORIZED
-        return user
+        return _password_change_gate(request, user)
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise _UNAUTHORIZED
@@ -154,7 +171,7 @@ async def get_current_user(request: Request, session: SessionDep, token: TokenDe
     if user is None:
         raise _UNAUTHORIZED
     await check_csrf(request, cookie)
-    return user
+    return _password_change_gate(request, user)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -198,10 +215,17 @@ def websocket_user(websocket: WebSocket, session: Session) -> User | None:
     only when the socket's ``Origin`` is this server (a browser sends cookies with a
     WebSocket opened by any site: cross-site WebSocket hijacking).
     """
+    token = websocket_token(websocket)
+    user = crud.user_for_token(session, token) if token else None
+    return None if user is None or user.must_change_password else user
+
+
+def websocket_token(websocket: WebSocket) -> str | None:
+    """The token a WebSocket presents: its bearer header, else a same-origin console cookie."""
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return crud.user_for_token(session, token.strip())
+        return token.strip()
     cookie = websocket.cookies.get(SESSION_COOKIE)
     if cookie and same_origin(websocket):
-        return crud.user_for_token(session, cookie)
+        return cookie
     return None

@@ -83,6 +83,7 @@ _ENDED: Final[Mapping[str, str]] = {
     "operator": "was closed by an operator (operator)",
     "agent_unreachable": "lost the device (agent_unreachable)",
     "server_restart": "was closed because its server stopped (server_restart)",
+    "access_revoked": "was ended because your access was revoked (access_revoked)",
     "error": "ended with an error (error)",
 }
 

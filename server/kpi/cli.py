@@ -1,7 +1,9 @@
 """``fieldlink kpi`` (the manager's figures) and ``fieldlink incident import|export``.
 
 Both act on the server's database directly (``--config FILE`` or
-``FIELDLINK_CONFIG``), like the other administrative commands.
+``FIELDLINK_CONFIG``), like the other administrative commands. A manager away
+from the server runs ``fieldlink kpi`` and ``fieldlink incident export`` over the
+API instead: with no configuration given or found and a ``fieldlink login`` saved.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import typer
 from sqlmodel import Session
 
 from server.cli import ConfigOption, open_database
+from server.client import ApiClient, credentials_path
+from server.config import DEFAULT_CONFIG
 from server.crud import InvalidInput
 from server.kpi.compute import GROUP_BYS, KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
 from server.kpi.config import kpi_settings_of
-from shared.ids import utcnow
+from shared.ids import isoformat_z, utcnow
+from shared.tomlfile import resolve_config_path
 
 incident_app = typer.Typer(
     help="Import and export call-center incidents (CSV, the columns of docs/kpis.md).",
@@ -115,6 +120,15 @@ def format_report(report: KpiReport) -> str:
     return "\n".join(lines)
 
 
+def api_client(config: Path | None) -> ApiClient | None:
+    """A client of the logged-in server, when no configuration names a database."""
+    if resolve_config_path(config, DEFAULT_CONFIG) is not None:
+        return None
+    if not credentials_path().exists():
+        return None
+    return ApiClient.from_credentials()
+
+
 def kpi_command(
     start: FromOption = None,
     end: ToOption = None,
@@ -131,6 +145,26 @@ def kpi_command(
     default_start, default_end = default_window(utcnow())
     window_start = parse_when(start, "--from") if start else default_start
     window_end = parse_when(end, "--to") if end else default_end
+    client = api_client(config)
+    if client is not None:
+        try:
+            answer = client.request(
+                "GET",
+                "/kpis",
+                params={
+                    "from": isoformat_z(window_start),
+                    "to": isoformat_z(window_end),
+                    "group_by": by,
+                },
+            )
+        finally:
+            client.close()
+        report = KpiReport.model_validate(answer)
+        if as_json:
+            print(report.model_dump_json(by_alias=True, indent=2))
+        else:
+            print(format_report(report))
+        return
     settings, engine = open_database(config)
     try:
         with engine.connect() as connection:
@@ -204,9 +238,24 @@ def export_command(
     if on not in ("closed_at", "opened_at"):
         msg = "--on must be closed_at or opened_at"
         raise InvalidInput(msg)
+    window_start = parse_when(start, "--from") if start else None
+    window_end = parse_when(end, "--to") if end else None
+    client = api_client(config)
+    if client is not None:
+        params = {"on": on}
+        if window_start is not None:
+            params["from"] = isoformat_z(window_start)
+        if window_end is not None:
+            params["to"] = isoformat_z(window_end)
+        try:
+            text = client.request("GET", "/incidents/export", params=params)
+        finally:
+            client.close()
+        _write(out, str(text or ""))
+        return
     where = incident_filters(
-        start=parse_when(start, "--from") if start else None,
-        end=parse_when(end, "--to") if end else None,
+        start=window_start,
+        end=window_end,
         time_field="closed_at" if on == "closed_at" else "opened_at",
     )
     _, engine = open_database(config)
@@ -226,3 +275,15 @@ def export_command(
                 raise InvalidInput(msg) from exc
     finally:
         engine.dispose()
+
+
+def _write(out: Path | None, text: str) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        out.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        msg = f"cannot write {out}: {exc.strerror}"
+        raise InvalidInput(msg) from exc

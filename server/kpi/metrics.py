@@ -70,14 +70,14 @@ class KpiCollector(Collector):
 def register_kpi_collector(
     engine: Engine, settings: Any, registry: CollectorRegistry | None = None
 ) -> KpiCollector:
-    """Add the KPI gauges to ``registry`` (the server's, :data:`server.metrics.REGISTRY`).
+    """Add the KPI gauges to ``registry`` (default: :data:`server.metrics.BUSINESS_REGISTRY`).
 
     Returns the collector, so that a caller can ``registry.unregister`` it.
     """
     if registry is None:
-        from server.metrics import REGISTRY
+        from server.metrics import BUSINESS_REGISTRY
 
-        registry = REGISTRY
+        registry = BUSINESS_REGISTRY
     collector = KpiCollector(engine, settings)
     registry.register(collector)
     return collector

@@ -39,7 +39,7 @@ from server.models.session import (
     UserSSHKey,
 )
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
-from server.models.user import ROLES, ApiToken, User, UserPublic, role_at_least
+from server.models.user import ROLES, ApiToken, User, UserPublic, UsersPublic, role_at_least
 
 __all__ = [
     "CHANNELS",
@@ -80,5 +80,6 @@ __all__ = [
     "User",
     "UserPublic",
     "UserSSHKey",
+    "UsersPublic",
     "role_at_least",
 ]

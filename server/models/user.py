@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from server.models.base import utc_column
@@ -28,6 +29,12 @@ class User(SQLModel, table=True):
     role: str = Field(max_length=16)
     password_hash: str = Field(max_length=256)
     disabled: bool = False
+    #: Set by an administrator's password reset: until the user chooses a new password,
+    #: their logins may only do that (``POST /api/v1/auth/password``).
+    must_change_password: bool = Field(
+        default=False, sa_column_kwargs={"server_default": sa.false()}
+    )
+    password_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
 
 
@@ -55,4 +62,12 @@ class UserPublic(SQLModel):
     username: str
     role: str
     disabled: bool
+    must_change_password: bool = False
     created_at: datetime
+
+
+class UsersPublic(SQLModel):
+    """A page of users and how many there are in all."""
+
+    items: list[UserPublic]
+    count: int

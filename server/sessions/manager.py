@@ -44,6 +44,7 @@ from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.kpi.incidents import get_incident, link_session
 from server.models import OPEN_STATES, Device, RemoteSession
+from server.sessions.access import AccessWatch
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError
 from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
 from server.sessions.recording import Recording, file_digest
@@ -140,15 +141,19 @@ class SessionManager:
         self._background: set[asyncio.Task[Any]] = set()
         #: The liveness watch (set by the app): tells whether another session's holder is gone.
         self.liveness: InstanceLiveness | None = None
+        #: Ends sessions and channels whose user or token lost its access.
+        self.access = AccessWatch(self, settings.access_check_interval_s)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Nothing to recover here: :class:`~server.sessions.liveness.InstanceLiveness`
         closes what this instance id (or a dead server) left open."""
+        self.access.start()
 
     async def stop(self) -> None:
         """Close every live session (server shutdown) and wait for their tasks."""
+        await self.access.stop()
         live = list(self._live.values())
         for entry in live:
             await self.close(
@@ -674,6 +679,17 @@ class SessionManager:
             await asyncio.wait_for(live.changed.wait(), timeout_s)
         return live.state
 
+    async def wait_closed(self, session_id: str, timeout_s: float) -> None:
+        """Wait until a closing session's row is written (its close reason readable)."""
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        ending = live.closing is not None or live.state == "closed"
+        if not ending and (live.connection is None or not live.connection.is_closed):
+            return  # not closing: nothing to wait for
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.closed.wait(), timeout_s)
+
     def note_use(self, session_id: str, what: str) -> None:
         """Record that the session used ``what`` (``shell``, ``exec``, ``forward:web``...)."""
         live = self._live.get(session_id)
@@ -872,6 +888,26 @@ class SessionManager:
         ids = [sid for sid, live in self._live.items() if live.device_id == device_id]
         for session_id in ids:
             await self.close(session_id, reason=reason, actor=actor, detail=detail)
+        return len(ids)
+
+    def live_operators(self) -> list[tuple[str, str]]:
+        """``(session_id, operator)`` of every open session this process follows."""
+        return [(sid, live.operator) for sid, live in self._live.items() if live.state != "closed"]
+
+    def operators_by_session(self) -> dict[str, str]:
+        """The operator of each open session this process follows."""
+        return dict(self.live_operators())
+
+    def device_of(self, session_id: str) -> str | None:
+        """The device of a session this process follows."""
+        live = self._live.get(session_id)
+        return live.device_id if live is not None else None
+
+    async def close_for_user(self, username: str, *, reason: str, detail: str) -> int:
+        """Close every session of ``username`` this process follows; how many."""
+        ids = [sid for sid, operator in self.live_operators() if operator == username]
+        for session_id in ids:
+            await self.close(session_id, reason=reason, actor="server", detail=detail)
         return len(ids)
 
     def _get(self, db: Session, session_id: str) -> RemoteSession:

@@ -2,14 +2,15 @@
 enrollment tokens, revocation, and the audit log with its verification.
 
 Device registration, enrollment tokens, revocation, SSH keys and the audit
-check go through ``/api/v1`` from the page's script. Users have no API of
-their own yet, so the page posts plain forms here (CSRF-checked, audited).
+check go through ``/api/v1`` from the page's script. Users are changed by
+plain form posts here (CSRF-checked), through :mod:`server.accounts` like
+``/api/v1/users``: audited, and what a disabled or demoted user had open ends.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, status
@@ -17,14 +18,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from server import audit, crud
+from server import accounts, audit, crud
 from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf
-from server.api.routes.auth import client_address
+from server.api.routes.auth import client_address, recheck_access
 from server.crud import InvalidInput
 from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.templating import render
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -130,25 +131,18 @@ def _update_user(
     if user.id == viewer.user.id and (role != user.role or disabled):
         msg = "you cannot change your own role or disable yourself"
         raise InvalidInput(msg)
-    changes: dict[str, Any] = {}
-    if role != user.role:
-        changes["role"] = {"from": user.role, "to": role}
-        user.role = role
-    if disabled != user.disabled:
-        changes["disabled"] = disabled
-        user.disabled = disabled
-    if not changes:
+    if role == user.role and disabled == user.disabled:
         return f"User {name}: nothing changed."
-    session.add(user)
-    audit.record(
-        session,
-        actor=viewer.user.username,
-        action="user.update",
-        target=f"user:{name}",
-        details=changes,
-        source_ip=ip,
-    )
-    session.commit()
+    actor = viewer.user.username
+    try:
+        if role != user.role:
+            accounts.set_role(session, username=name, role=role, actor=actor, source_ip=ip)
+        if disabled != user.disabled:
+            accounts.set_disabled(
+                session, username=name, disabled=disabled, actor=actor, source_ip=ip
+            )
+    except (Conflict, NotFound) as exc:
+        raise InvalidInput(str(exc)) from exc
     return f"User {name} updated."
 
 
@@ -166,7 +160,59 @@ async def update_user(
         )
     except InvalidInput as exc:
         return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    recheck_access(request)
     return _back(done)
+
+
+@router.post("/users/{name}/remove", response_class=HTMLResponse)
+async def remove_user(
+    name: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """Remove a user with their tokens and SSH keys (audited)."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    await _checked_form(request)
+    try:
+        await run_in_threadpool(
+            accounts.remove_user,
+            session,
+            username=name,
+            actor=viewer.user.username,
+            source_ip=client_address(request),
+        )
+    except (Conflict, NotFound) as exc:
+        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    recheck_access(request)
+    return _back(f"User {name} removed.")
+
+
+@router.post("/users/{name}/password-reset", response_class=HTMLResponse)
+async def reset_password(
+    name: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """Give a user a one-time password, shown once on this page (audited, never logged)."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    await _checked_form(request)
+    try:
+        temporary = await run_in_threadpool(
+            accounts.reset_password,
+            session,
+            username=name,
+            actor=viewer.user.username,
+            source_ip=client_address(request),
+        )
+    except NotFound as exc:
+        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    recheck_access(request)
+    # Shown in the page (never in a redirect's URL, which would reach logs and history).
+    return _users_page(
+        request,
+        session,
+        viewer,
+        done=f"One-time password for {name}: {temporary} "
+        "(they must choose a new one when they log in).",
+    )
 
 
 @router.get("/devices", response_class=HTMLResponse)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import col, select
 
-from server import audit, crud
+from server import accounts, audit, crud
 from server.api.deps import (
     SESSION_COOKIE,
     SessionDep,
@@ -29,14 +29,25 @@ from server.api.deps import (
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, client_address, login_policy
+from server.api.routes.auth import (
+    LoginPolicy,
+    check_password_again,
+    client_address,
+    login_policy,
+    recheck_access,
+)
 from server.api.routes.auth import _attempt_login as attempt_login
+from server.crud import InvalidInput
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
 from server.web.templating import render
+from shared.errors import AuthError
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
+
+#: The viewer's own account: change the password.
+ACCOUNT_PATH = "/account"
 
 
 class ConsoleRedirect(Exception):
@@ -80,6 +91,8 @@ def console_viewer(request: Request, session: SessionDep) -> Viewer:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         msg = f"/login?next={quote(target, safe='')}"
         raise ConsoleRedirect(msg)
+    if user.must_change_password and request.url.path != ACCOUNT_PATH:
+        raise ConsoleRedirect(ACCOUNT_PATH)  # an administrator reset the password
     return Viewer(user=user, csrf=csrf_token_for(cookie))
 
 
@@ -153,7 +166,7 @@ async def login_submit(
         page = _login_page(
             request,
             next_path=next_path,
-            error=f"{LOCKED_DETAIL[0].upper()}{LOCKED_DETAIL[1:]}.",
+            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         )
         page.headers["Retry-After"] = str(outcome.retry_after_s)
@@ -167,9 +180,68 @@ async def login_submit(
             error="Wrong user name or password.",
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
-    response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
+    target = ACCOUNT_PATH if outcome.must_change_password else next_path
+    response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     set_session_cookie(response, request, outcome.token, settings.access_token_ttl_s)
     return response
+
+
+def _account_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    error: str | None = None,
+    done: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "account.html",
+        {"viewer": viewer, "title": "Your account", "error": error, "done": done},
+        status_code=status_code,
+    )
+
+
+@router.get(ACCOUNT_PATH, response_class=HTMLResponse)
+def account_page(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    """The viewer's account: change the password (required after an administrator's reset)."""
+    return _account_page(request, viewer)
+
+
+@router.post(ACCOUNT_PATH, response_class=HTMLResponse)
+async def change_password(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
+) -> Response:
+    """Change the viewer's password; their other logins end (audited)."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    await check_csrf(request, cookie)
+    form = await request.form()
+    current = str(form.get("current_password", ""))
+    new = str(form.get("new_password", ""))
+    if new != str(form.get("new_password_again", "")):
+        return _account_page(request, viewer, error="The new passwords differ.", status_code=422)
+    try:
+        await run_in_threadpool(
+            check_password_again, session, policy, viewer.user, current, client_address(request)
+        )
+        await run_in_threadpool(
+            accounts.change_password,
+            session,
+            user=viewer.user,
+            current=current,
+            new=new,
+            keep_token=cookie,
+            source_ip=client_address(request),
+        )
+    except HTTPException as exc:
+        return _account_page(request, viewer, error=str(exc.detail), status_code=exc.status_code)
+    except (InvalidInput, AuthError) as exc:
+        return _account_page(request, viewer, error=str(exc), status_code=422)
+    recheck_access(request)
+    return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
 
 
 def _revoke(session: SessionDep, token: str, address: str | None) -> None:
@@ -203,6 +275,7 @@ async def logout(request: Request, session: SessionDep) -> Response:
     if cookie:
         await check_csrf(request, cookie)
         await run_in_threadpool(_revoke, session, cookie, client_address(request))
+        recheck_access(request)
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response, request)
     return response

@@ -542,10 +542,12 @@ def test_a_revoked_or_unknown_device_is_refused(gateway: Gateway) -> None:
     assert b"is not a device id" in done.stderr
 
 
-def _interactive_shell(gateway: Gateway) -> tuple[subprocess.Popen[bytes], str]:
+def _interactive_shell(
+    gateway: Gateway, key: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """``ssh -tt DEVICE@gateway`` left running; its session's id once it is active."""
     process = subprocess.Popen(
-        ["ssh", *gateway.options(), "-p", str(gateway.port), "-tt",
+        ["ssh", *gateway.options(key), "-p", str(gateway.port), "-tt",
          f"{gateway.device_id}@127.0.0.1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -588,6 +590,25 @@ def test_a_session_closed_by_an_admin_disconnects_the_client_with_the_reason(
     status, stderr = _ended(process)
     assert status == 255
     assert b"fieldlink: the session was closed by an operator (operator)" in stderr
+
+
+def test_disabling_the_user_ends_their_live_ssh_within_seconds(gateway: Gateway) -> None:
+    key = _user_with_key(gateway, "dina")
+    process, session_id = _interactive_shell(gateway, key)
+    started = time.monotonic()
+    done = gateway.server.cli("user", "disable", "dina")
+    assert done.returncode == 0, done.stderr
+    status, stderr = _ended(process)
+    assert time.monotonic() - started < 20  # within seconds, not at the session's 4 h cap
+    assert status == 255
+    assert b"your access was revoked (access_revoked)" in stderr
+    closed = gateway.closed_session(session_id)
+    assert closed["close_reason"] == "access_revoked"
+    (entry,) = [
+        e for e in gateway.audit("session.close") if e["details"]["session_id"] == session_id
+    ]
+    assert entry["details"]["close_reason"] == "access_revoked"
+    assert entry["actor"] == "dina"
 
 
 def test_a_session_the_site_ends_disconnects_the_client_with_the_reason(gateway: Gateway) -> None:

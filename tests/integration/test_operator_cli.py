@@ -67,3 +67,46 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert done.stderr.startswith("error: cannot reach http://127.0.0.1:1")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_manager_runs_kpi_and_incident_export_over_the_api(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """No configuration here (a manager's laptop): the logged-in server answers."""
+    made = server.cli("user", "add", "maria", "--role", "manager", stdin="maria-password\n")
+    assert made.returncode == 0, made.stderr
+    no_login = _cli(tmp_path, "kpi")
+    assert no_login.returncode != 0
+    assert no_login.stderr.startswith("error: no configuration found")
+    done = _cli(
+        tmp_path, "login", "--server", server.url, "--user", "maria", stdin="maria-password\n"
+    )
+    assert done.returncode == 0, done.stderr
+    report = _cli(tmp_path, "kpi", "--by", "month")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("KPIs of incidents closed from")
+    as_json = _cli(tmp_path, "kpi", "--json")
+    assert "incidents_closed" in json.loads(as_json.stdout)["total"]
+    exported = _cli(tmp_path, "incident", "export", "--out", str(tmp_path / "incidents.csv"))
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "incidents.csv").read_text().startswith("id,")
+
+
+def test_passwd_changes_ones_password(tmp_path: Path, server: ServerProcess) -> None:
+    made = server.cli("user", "add", "otto", "--role", "operator", stdin="otto-password\n")
+    assert made.returncode == 0, made.stderr
+    done = _cli(
+        tmp_path, "login", "--server", server.url, "--user", "otto", stdin="otto-password\n"
+    )
+    assert done.returncode == 0, done.stderr
+    wrong = _cli(tmp_path, "passwd", stdin="not-it-at-all\nnew-password-1\n")
+    assert wrong.returncode != 0
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    changed = _cli(tmp_path, "passwd", stdin="otto-password\nnew-password-1\n")
+    assert changed.returncode == 0, changed.stderr
+    old = _cli(tmp_path, "login", "--server", server.url, "--user", "otto", stdin="otto-password\n")
+    assert old.returncode != 0
+    new = _cli(
+        tmp_path, "login", "--server", server.url, "--user", "otto", stdin="new-password-1\n"
+    )
+    assert new.returncode == 0, new.stderr

@@ -639,6 +639,107 @@ def test_a_device_without_a_pinned_host_key_gets_no_session(center: Center) -> N
     assert "host key" in not_enrolled.json()["detail"]
 
 
+async def _terminal_until_closed(
+    center: Center, sid: str, token: str, act: Any
+) -> tuple[list[dict[str, Any]], Any, float]:
+    """A live browser terminal; ``act()`` withdraws access; what the socket got, and how fast."""
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/terminal"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as socket:
+        output = b""
+        async with asyncio.timeout(30):
+            await socket.send(b"echo live-$((6*7))\n")
+            while b"live-42" not in output:
+                message = await socket.recv()
+                if isinstance(message, bytes):
+                    output += message
+        started = time.monotonic()
+        await asyncio.to_thread(act)
+        _data, controls, frame = await _drain(socket, timeout_s=30)
+        return controls, frame, time.monotonic() - started
+
+
+def test_disabling_a_user_ends_their_browser_terminal_as_access_revoked(center: Center) -> None:
+    token = center.token("dave")
+    opened = center.call(
+        "POST", f"/devices/{center.device_id}/sessions", user="dave", json={"reason": "dave's"}
+    )
+    assert opened.status_code == 201, opened.text
+    sid = opened.json()["id"]
+
+    def state() -> str:
+        found: str = center.server.api("GET", f"/sessions/{sid}")["state"]
+        return found
+
+    wait_until(lambda: state() == "active", timeout=30)
+
+    def disable() -> None:
+        done = center.server.cli("user", "disable", "dave")  # another process: the CLI
+        assert done.returncode == 0, done.stderr
+
+    controls, frame, elapsed = asyncio.run(_terminal_until_closed(center, sid, token, disable))
+    assert elapsed < 20  # within seconds (the watch re-checks every 2 s), not at the 4 h cap
+    assert frame is not None
+    assert frame.reason == "access_revoked"
+    assert any(c.get("close_reason") == "access_revoked" for c in controls)
+    closed = center.server.api("GET", f"/sessions/{sid}")
+    assert (closed["state"], closed["close_reason"]) == ("closed", "access_revoked")
+    entries = center.server.api("GET", "/audit", params={"action": "session.close"})["items"]
+    (entry,) = [e for e in entries if e["details"]["session_id"] == sid]
+    assert entry["details"]["close_reason"] == "access_revoked"
+    assert "disabled" in entry["details"]["detail"]
+
+
+def test_logging_out_ends_the_terminal_opened_with_that_token(center: Center) -> None:
+    sid = center.open(reason="two windows")["id"]
+    center.wait_state(sid, "active")
+    answer = httpx.post(
+        f"{center.server.url}/api/v1/auth/token",
+        data={"username": "olga", "password": "pw-12345678"},
+        timeout=10,
+    )
+    second = answer.json()["access_token"]
+
+    def logout() -> None:
+        done = httpx.post(
+            f"{center.server.url}/api/v1/auth/logout",
+            headers={"Authorization": f"Bearer {second}"},
+            timeout=10,
+        )
+        assert done.status_code == 204
+
+    controls, frame, _elapsed = asyncio.run(_terminal_until_closed(center, sid, second, logout))
+    assert frame is not None
+    assert (frame.code, frame.reason) == (4403, "access_revoked")
+    assert any(c.get("close_reason") == "access_revoked" for c in controls)
+    # The session itself (and olga's other login) goes on.
+    assert center.session(sid)["state"] == "active"
+    revoked = center.server.api("GET", "/audit", params={"action": "session.channel_revoked"})[
+        "items"
+    ]
+    assert any(e["details"]["session_id"] == sid for e in revoked)
+    assert center.call("DELETE", f"/sessions/{sid}").json()["close_reason"] == "operator"
+
+
+def test_demoting_an_admin_ends_their_terminal_on_anothers_session(center: Center) -> None:
+    """An admin may use any operator's session; demoted, their socket ends, the session not."""
+    sid = center.open(reason="olga's, watched by ada")["id"]
+    center.wait_state(sid, "active")
+    token = center.token("ada", role="admin")
+
+    def demote() -> None:
+        done = center.server.cli("user", "role", "ada", "operator")
+        assert done.returncode == 0, done.stderr
+
+    controls, frame, _elapsed = asyncio.run(_terminal_until_closed(center, sid, token, demote))
+    assert frame is not None
+    assert (frame.code, frame.reason) == (4403, "access_revoked")
+    assert any("admin role" in (c.get("detail") or "") for c in controls)
+    assert center.session(sid)["state"] == "active"
+    assert center.call("DELETE", f"/sessions/{sid}").json()["close_reason"] == "operator"
+
+
 def test_revoking_a_device_ends_its_sessions_and_refuses_new_ones(center: Center) -> None:
     # Last in this module: the device stays revoked.
     sid = center.open(reason="before revocation")["id"]

@@ -4,35 +4,45 @@ The password flow gives a short-lived bearer token. Failed logins are counted
 per user name tried and per source address in the database (so every server
 process sees them): each failure answers a little later than the one before,
 and :attr:`LoginPolicy.max_failures` failures within :attr:`LoginPolicy.window`
-lock that name (or address) for :attr:`LoginPolicy.lockout`, answered with 429
-and ``Retry-After`` whether or not the user exists. A successful login resets
-the user name's count. Every login, failure, token and logout is audited; no
-password or token ever reaches the audit log.
+lock that name for :attr:`LoginPolicy.lockout`, answered with 429, how long in
+the message and ``Retry-After``, whether or not the user exists. An address is
+locked far more loosely (:attr:`LoginPolicy.ip_max_failures`), and never for a
+name that logged in from it before: one guesser behind a call center's NAT
+does not lock out the colleagues. A successful login resets the name's count;
+``fieldlink user unlock`` lifts the name's lock and those of the addresses it
+failed from. Every login, token and logout is audited, failures once per name,
+address and window (with their count); no password or token ever reaches the
+audit log.
+
+The source address is the TCP peer's: proxy headers (``X-Forwarded-For``) are
+believed only from the addresses in ``forwarded_allow_ips`` (none by default).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
-from server import audit, crud
-from server.api.deps import CurrentUser, SessionDep, SettingsDep, TokenDep
+from server import accounts, audit, crud
+from server.api.deps import SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep, TokenDep
+from server.api.responses import DB_INT_MAX
 from server.config import ServerSettings
 from server.models import ApiToken, LoginThrottle, User, UserPublic, role_at_least
 from server.models.base import UTCDateTime
-from server.security import hash_token
+from server.security import hash_token, verify_password
 from shared.errors import AuthError
 from shared.ids import isoformat_z, utcnow
 
@@ -40,7 +50,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 #: The actor of a login attempt that has not (yet) proved who it is.
 ANONYMOUS_ACTOR = "anonymous"
-LOCKED_DETAIL = "too many failed logins: try again later"
+LOCKED_DETAIL = "too many failed logins"
 _NAME_LIMIT = 128
 
 
@@ -51,9 +61,12 @@ class LoginPolicy:
     Attributes:
         max_failures: Failures for one user name within ``window`` that lock it.
         ip_max_failures: Failures from one source address within ``window`` that lock it
-            (higher: a call center shares one address).
+            (far higher: a call center shares one address) for names that have not
+            logged in from it within ``known_client``.
         window: How long failures count.
         lockout: How long a lock lasts.
+        known_client: How long a name that logged in from an address stays exempt
+            from that address's lock.
         delay_step_s: The second failure in a row answers this much later, each
             further one twice as late as the one before...
         max_delay_s: ...up to this.
@@ -62,9 +75,10 @@ class LoginPolicy:
     """
 
     max_failures: int = 5
-    ip_max_failures: int = 20
+    ip_max_failures: int = 100
     window: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
+    known_client: timedelta = timedelta(days=30)
     delay_step_s: float = 0.25
     max_delay_s: float = 2.0
     clock: Callable[[], datetime] = field(default=utcnow, compare=False)
@@ -82,6 +96,9 @@ class LoginPolicy:
             ),
             lockout=timedelta(
                 seconds=getattr(settings, "login_lockout_s", defaults.lockout.total_seconds())
+            ),
+            known_client=timedelta(
+                days=getattr(settings, "login_known_client_days", defaults.known_client.days)
             ),
             delay_step_s=getattr(settings, "login_delay_step_s", defaults.delay_step_s),
             max_delay_s=getattr(settings, "login_max_delay_s", defaults.max_delay_s),
@@ -103,11 +120,25 @@ def login_policy(request: Request, settings: SettingsDep) -> LoginPolicy:
 
 
 def client_address(request: Request) -> str | None:
-    """The peer address of the request (a proxy's, behind one)."""
+    """The client's address: the TCP peer's, or a trusted proxy's ``X-Forwarded-For``."""
     return request.client.host if request.client else None
 
 
+def recheck_access(request: Request) -> None:
+    """End live channels that depended on access just withdrawn now, not at the next check."""
+    manager = getattr(request.app.state, "sessions", None)
+    if manager is not None:
+        manager.access.check_now()
+
+
 # Login throttling: the state lives in the database, shared by every server process.
+#
+# Keys of ``login_throttle``:
+#   user:NAME          failures for a user name, from anywhere: locks at ``max_failures``
+#   ip:ADDRESS         failures from an address, for any name: locks at ``ip_max_failures``
+#   pair:NAME|ADDRESS  failures for a name from an address: one audit entry per window
+#   ok:NAME|ADDRESS    the name logged in from that address (``window_started_at``): a
+#                      known client, not held back by the address's lock (others' failures)
 
 
 def _user_key(username: str) -> str:
@@ -116,6 +147,14 @@ def _user_key(username: str) -> str:
 
 def _ip_key(address: str) -> str:
     return f"ip:{address[:64]}"
+
+
+def _pair_key(username: str, address: str | None) -> str:
+    return f"pair:{username[:_NAME_LIMIT]}|{(address or '-')[:64]}"
+
+
+def _known_key(username: str, address: str) -> str:
+    return f"ok:{username[:_NAME_LIMIT]}|{address[:64]}"
 
 
 def locked_until(session: Session, keys: Sequence[str], now: datetime) -> datetime | None:
@@ -170,13 +209,84 @@ def count_failure(
     return failures, until
 
 
-def clear_failures(session: Session, *, username: str) -> None:
-    """Forget a user name's failed logins and lift its lock (the caller commits)."""
+def _previous_window(session: Session, key: str, now: datetime, policy: LoginPolicy) -> int:
+    """The failures of ``key``'s window if it has ended (then a new one starts), else 0."""
+    row = session.get(LoginThrottle, key)
+    if row is None or row.window_started_at >= now - policy.window:
+        return 0
+    return row.failures
+
+
+def _is_known_client(
+    session: Session, username: str, address: str, now: datetime, policy: LoginPolicy
+) -> bool:
+    row = session.get(LoginThrottle, _known_key(username, address))
+    return row is not None and row.window_started_at >= now - policy.known_client
+
+
+def _upsert(session: Session, key: str, now: datetime) -> None:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert(LoginThrottle)
+        .values(key=key, failures=0, window_started_at=now, locked_until=None)
+        .on_conflict_do_update(index_elements=["key"], set_={"window_started_at": now})
+    )
+
+
+def clear_failures(session: Session, *, username: str, address: str | None = None) -> list[str]:
+    """Lift the locks on a user name and on the addresses it failed from (the caller commits).
+
+    ``address`` lifts that address's lock too. Returns the addresses unlocked.
+    """
+    name = username[:_NAME_LIMIT]
+    prefix = f"pair:{name}|"
+    pairs = session.exec(
+        select(LoginThrottle.key).where(col(LoginThrottle.key).startswith(prefix, autoescape=True))
+    ).all()
+    addresses = [key.removeprefix(prefix) for key in pairs if key != f"{prefix}-"]
+    if address:
+        addresses.append(address[:64])
+    keys = [_user_key(name), *pairs, *(_ip_key(a) for a in addresses)]
     session.execute(
         sa.delete(LoginThrottle)
-        .where(col(LoginThrottle.key) == _user_key(username))
+        .where(col(LoginThrottle.key).in_(keys))
         .execution_options(synchronize_session=False)
     )
+    return sorted(set(addresses))
+
+
+def _purge(session: Session, now: datetime, policy: LoginPolicy) -> None:
+    """Forget counts whose window and lock have passed, and stale known clients."""
+    stale = now - policy.window
+    session.execute(
+        sa.delete(LoginThrottle)
+        .where(
+            sa.or_(
+                sa.and_(
+                    ~col(LoginThrottle.key).startswith("ok:"),
+                    col(LoginThrottle.window_started_at) < stale,
+                    sa.or_(
+                        col(LoginThrottle.locked_until).is_(None),
+                        col(LoginThrottle.locked_until) < now,
+                    ),
+                ),
+                sa.and_(
+                    col(LoginThrottle.key).startswith("ok:"),
+                    col(LoginThrottle.window_started_at) < now - policy.known_client,
+                ),
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def locked_detail(retry_after_s: int) -> str:
+    """The 429's message: that logins are locked, and for how long."""
+    if retry_after_s < 120:
+        wait = f"{retry_after_s} seconds"
+    else:
+        wait = f"{math.ceil(retry_after_s / 60)} minutes"
+    return f"{LOCKED_DETAIL}: try again in {wait}"
 
 
 @dataclass
@@ -184,6 +294,11 @@ class _LoginOutcome:
     token: str | None = None
     retry_after_s: int | None = None
     delay_s: float = 0.0
+    must_change_password: bool = False
+
+    @property
+    def locked_detail(self) -> str:
+        return locked_detail(self.retry_after_s or 0)
 
 
 def _attempt_login(
@@ -195,21 +310,26 @@ def _attempt_login(
     password: str,
     address: str | None,
 ) -> _LoginOutcome:
+    """Check a login against the locks and the password; count and audit a failure.
+
+    A user name locks after a few failures from anywhere; an address after many,
+    for any names, except for names that logged in from it before (a call center
+    behind one NAT address is not locked out by one colleague's typos or by a
+    guesser). Locked attempts are refused without checking the password and
+    without an audit entry; failures are audited once per name and address per
+    window (the entry of the next window says how many there were), and when a
+    lock starts, so that no anonymous client can grow the audit log at will.
+    """
     now = policy.clock()
     name = username[:_NAME_LIMIT]
     target = f"user:{name}"
-    keys = [_user_key(name)] + ([_ip_key(address)] if address else [])
-    until = locked_until(session, keys, now)
+    until = locked_until(session, [_user_key(name)], now)
+    if until is None and address is not None:
+        address_until = locked_until(session, [_ip_key(address)], now)
+        if address_until is not None and not _is_known_client(session, name, address, now, policy):
+            until = address_until
     if until is not None:
-        audit.record(
-            session,
-            actor=ANONYMOUS_ACTOR,
-            action="login_failed",
-            target=target,
-            details={"username": name, "reason": "locked", "locked_until": isoformat_z(until)},
-            source_ip=address,
-        )
-        session.commit()
+        session.rollback()
         return _LoginOutcome(retry_after_s=max(1, math.ceil((until - now).total_seconds())))
     try:
         user = crud.authenticate(session, username=username, password=password)
@@ -217,39 +337,66 @@ def _attempt_login(
         failures, lock = count_failure(
             session, _user_key(name), now=now, policy=policy, limit=policy.max_failures
         )
-        details: dict[str, Any] = {"username": name, "reason": "bad_credentials"}
-        details["failures"] = failures
+        ip_lock = None
         if address:
             _, ip_lock = count_failure(
                 session, _ip_key(address), now=now, policy=policy, limit=policy.ip_max_failures
             )
+        pair = _pair_key(name, address)
+        earlier = _previous_window(session, pair, now, policy)
+        pair_failures, _ = count_failure(session, pair, now=now, policy=policy, limit=sys.maxsize)
+        if pair_failures == 1 or lock is not None or ip_lock is not None:
+            details: dict[str, Any] = {
+                "username": name,
+                "reason": "bad_credentials",
+                "failures": failures,
+                "window_s": int(policy.window.total_seconds()),
+            }
+            if earlier:
+                details["failures_in_previous_window"] = earlier
+            if lock is not None:
+                details["locked_until"] = isoformat_z(lock)
             if ip_lock is not None:
                 details["address_locked_until"] = isoformat_z(ip_lock)
-        if lock is not None:
-            details["locked_until"] = isoformat_z(lock)
-        audit.record(
-            session,
-            actor=ANONYMOUS_ACTOR,
-            action="login_failed",
-            target=target,
-            details=details,
-            source_ip=address,
-        )
+            audit.record(
+                session,
+                actor=ANONYMOUS_ACTOR,
+                action="login_failed",
+                target=target,
+                details=details,
+                source_ip=address,
+            )
         session.commit()
         return _LoginOutcome(delay_s=policy.delay_after(failures))
-    clear_failures(session, username=user.username)
+    counted = session.get(LoginThrottle, _pair_key(user.username, address))
+    earlier_failures = counted.failures if counted is not None else 0
+    session.execute(
+        sa.delete(LoginThrottle)
+        .where(
+            col(LoginThrottle.key).in_(
+                [_user_key(user.username), _pair_key(user.username, address)]
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if address:
+        _upsert(session, _known_key(user.username, address), now)
+    _purge(session, now, policy)
     ttl = settings.access_token_ttl_s
     token, _ = crud.issue_token(session, user=user, kind="access", ttl=timedelta(seconds=ttl))
+    details = {"method": "password"}
+    if earlier_failures:
+        details["failures_before"] = earlier_failures
     audit.record(
         session,
         actor=user.username,
         action="login",
         target=f"user:{user.username}",
-        details={"method": "password"},
+        details=details,
         source_ip=address,
     )
     session.commit()
-    return _LoginOutcome(token=token)
+    return _LoginOutcome(token=token, must_change_password=user.must_change_password)
 
 
 class Token(BaseModel):
@@ -258,6 +405,8 @@ class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105  (the OAuth2 token type, not a secret)
     expires_in: int
+    #: An administrator reset the password: this token may only change it.
+    password_change_required: bool = False
 
 
 @router.post(
@@ -287,7 +436,7 @@ async def login(
     if outcome.retry_after_s is not None:
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=LOCKED_DETAIL,
+            detail=outcome.locked_detail,
             headers={"Retry-After": str(outcome.retry_after_s)},
         )
     if outcome.token is None:
@@ -298,7 +447,11 @@ async def login(
             detail="wrong user name or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Token(access_token=outcome.token, expires_in=settings.access_token_ttl_s)
+    return Token(
+        access_token=outcome.token,
+        expires_in=settings.access_token_ttl_s,
+        password_change_required=outcome.must_change_password,
+    )
 
 
 @router.get("/me")
@@ -325,6 +478,47 @@ def logout(request: Request, session: SessionDep, user: CurrentUser, token: Toke
             source_ip=client_address(request),
         )
         session.commit()
+        recheck_access(request)
+    return Response(status_code=204)
+
+
+class PasswordChange(BaseModel):
+    """Body of ``POST /api/v1/auth/password``."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post(
+    "/password",
+    status_code=204,
+    responses={
+        401: {"description": "not logged in, or the current password is wrong"},
+        422: {"description": "the new password is not acceptable"},
+        429: {"description": "too many wrong passwords; see Retry-After"},
+    },
+)
+def change_password(
+    body: PasswordChange,
+    request: Request,
+    session: SessionDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    user: CurrentUser,
+    token: TokenDep,
+) -> Response:
+    """Change one's own password; one's other logins end (API tokens stay)."""
+    address = client_address(request)
+    check_password_again(session, policy, user, body.current_password, address)
+    presented = token or request.cookies.get(SESSION_COOKIE)
+    accounts.change_password(
+        session,
+        user=user,
+        current=body.current_password,
+        new=body.new_password,
+        keep_token=presented,
+        source_ip=address,
+    )
+    recheck_access(request)
     return Response(status_code=204)
 
 
@@ -335,8 +529,16 @@ class ApiTokenCreate(BaseModel):
     """Body of ``POST /api/v1/auth/tokens``."""
 
     name: str = Field(min_length=1, max_length=128, description="what the token is for")
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="the caller's password again: a login token alone cannot mint a token",
+    )
     expires_in_days: int | None = Field(
-        default=None, ge=1, le=3650, description="none: until revoked"
+        default=None,
+        ge=1,
+        le=3650,
+        description="at most the server's api_token_max_days (its default)",
     )
 
 
@@ -378,12 +580,64 @@ def _public(row: ApiToken, username: str) -> ApiTokenPublic:
     )
 
 
-@router.post("/tokens", status_code=201)
+def check_password_again(
+    session: Session, policy: LoginPolicy, user: User, password: str, address: str | None
+) -> None:
+    """401 (counted like a failed login, 429 once locked) unless ``password`` is the user's."""
+    now = policy.clock()
+    until = locked_until(session, [_user_key(user.username)], now)
+    if until is not None:
+        retry = max(1, math.ceil((until - now).total_seconds()))
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=locked_detail(retry),
+            headers={"Retry-After": str(retry)},
+        )
+    if not verify_password(password, user.password_hash):
+        failures, lock = count_failure(
+            session, _user_key(user.username), now=now, policy=policy, limit=policy.max_failures
+        )
+        audit.record(
+            session,
+            actor=user.username,
+            action="password_check_failed",
+            target=f"user:{user.username}",
+            details={"failures": failures}
+            | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
+            source_ip=address,
+        )
+        session.commit()
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED, detail="the password is wrong"
+        )
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    responses={
+        401: {"description": "not logged in, or the password is wrong"},
+        422: {"description": "an expiry beyond api_token_max_days"},
+        429: {"description": "too many wrong passwords; see Retry-After"},
+    },
+)
 def create_api_token(
-    body: ApiTokenCreate, request: Request, session: SessionDep, user: CurrentUser
+    body: ApiTokenCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    user: CurrentUser,
 ) -> ApiTokenCreated:
-    """Create a long-lived API token for the current user (shown once)."""
-    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    """Create a long-lived API token for the current user (shown once); needs the password."""
+    days = body.expires_in_days or settings.api_token_max_days
+    if days > settings.api_token_max_days:
+        raise HTTPException(
+            status_code=422,
+            detail=f"expires_in_days: at most {settings.api_token_max_days} on this server",
+        )
+    check_password_again(session, policy, user, body.password, client_address(request))
+    ttl = timedelta(days=days)
     token, row = crud.issue_token(session, user=user, kind="api", ttl=ttl, name=body.name)
     audit.record(
         session,
@@ -410,7 +664,7 @@ def list_api_tokens(
     ] = None,
     include_revoked: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> ApiTokensPublic:
     """The current user's API tokens (an admin may name another user), newest first."""
     owner = user
@@ -433,7 +687,10 @@ def list_api_tokens(
 
 @router.delete("/tokens/{token_id}", status_code=204)
 def revoke_api_token(
-    token_id: int, request: Request, session: SessionDep, user: CurrentUser
+    token_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
 ) -> Response:
     """Revoke a token: one's own, or any as an admin (404 for another's otherwise)."""
     found = session.exec(
@@ -456,4 +713,5 @@ def revoke_api_token(
             source_ip=client_address(request),
         )
         session.commit()
+        recheck_access(request)
     return Response(status_code=204)

@@ -33,7 +33,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from server.api.deps import OperatorUser, SessionDep
+from server.api.deps import OperatorUser, SessionDep, websocket_token
 from server.api.responses import DB_INT_MAX
 from server.api.routes.auth import client_address
 from server.models import (
@@ -46,6 +46,8 @@ from server.models import (
     User,
     role_at_least,
 )
+from server.security import hash_token
+from server.sessions.access import ACCESS_REVOKED, Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.manager import SessionClosed, SessionManager, recording_file
 from server.sessions.recording import CONTENT_TYPE
@@ -285,6 +287,8 @@ async def _send_closed(
 ) -> None:
     reason = None
     engine = websocket.app.state.engine
+    # The tunnel may end a moment before the close reason is written: wait for it.
+    await manager.wait_closed(session_id, 5.0)
 
     def read() -> RemoteSession | None:
         with Session(engine) as db:
@@ -294,7 +298,6 @@ async def _send_closed(
     if row is not None:
         reason = row.close_reason
         detail = row.detail or detail
-    del manager
     with contextlib.suppress(Exception):
         await websocket.send_text(
             json.dumps(
@@ -302,6 +305,30 @@ async def _send_closed(
             )
         )
         await websocket.close(code=WS_SESSION_CLOSED, reason=(reason or "closed")[:120])
+
+
+def _watch(
+    websocket: WebSocket, manager: SessionManager, session_id: str, user: User
+) -> contextlib.AbstractContextManager[Channel]:
+    """Follow this socket's access: its user, role and token (see :mod:`server.sessions.access`)."""
+    token = websocket_token(websocket)
+    return manager.access.channel(
+        session_id,
+        username=user.username,
+        token_hash=hash_token(token) if token else None,
+        source_ip=websocket.client.host if websocket.client else None,
+    )
+
+
+async def _send_revoked(websocket: WebSocket, why: str | None) -> None:
+    """End a socket whose user or token lost its access (``access_revoked``)."""
+    with contextlib.suppress(Exception):
+        await websocket.send_text(
+            json.dumps(
+                {"type": "state", "state": "closed", "close_reason": ACCESS_REVOKED, "detail": why}
+            )
+        )
+        await websocket.close(code=WS_FORBIDDEN, reason=ACCESS_REVOKED)
 
 
 def _int_param(websocket: WebSocket, name: str, default: int, low: int, high: int) -> int:
@@ -376,8 +403,17 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     inputs = asyncio.create_task(browser_to_device())
     exit_status: int | None = None
     try:
-        done, _ = await asyncio.wait({output, inputs}, return_when=asyncio.FIRST_COMPLETED)
-        if output in done:
+        with _watch(websocket, manager, session_id, user) as channel:
+            revoked = asyncio.create_task(channel.revoked.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {output, inputs, revoked}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                revoked.cancel()
+        if revoked in done:
+            await _send_revoked(websocket, channel.why)
+        elif output in done:
             # The shell's output ended: its exit status follows.
             with contextlib.suppress(TimeoutError, OSError):
                 await asyncio.wait_for(process.wait_closed(), 2.0)
@@ -458,8 +494,17 @@ async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
     down = asyncio.create_task(device_to_client())
     up = asyncio.create_task(client_to_device())
     try:
-        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-        if up.done() and not down.done():
+        with _watch(websocket, manager, session_id, user) as channel:
+            revoked = asyncio.create_task(channel.revoked.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {down, up, revoked}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                revoked.cancel()
+        if revoked in done:
+            await _send_revoked(websocket, channel.why)
+        elif up.done() and not down.done():
             if up.exception() is None and up.result():
                 # Half-closed: the answer flows until the service ends it.
                 await down

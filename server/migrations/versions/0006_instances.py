@@ -1,7 +1,7 @@
 """instances
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06 01:40:00.000000
 
 The liveness record of each server process: a heartbeat that lets another
@@ -17,7 +17,7 @@ from alembic import op
 import server.models.base
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

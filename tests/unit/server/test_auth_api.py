@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from server import audit, crud
 from server.api.routes import audit as audit_routes
-from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, count_failure
+from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, clear_failures, count_failure
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.main import create_app
@@ -125,7 +125,7 @@ def test_lockout_after_failures_answers_429_with_retry_after(
         assert answer.json()["detail"] == "wrong user name or password"
     locked = login(client, alice)  # even the right password waits out the lock
     assert locked.status_code == 429
-    assert locked.json() == {"detail": LOCKED_DETAIL}
+    assert locked.json() == {"detail": f"{LOCKED_DETAIL}: try again in 15 minutes"}
     assert locked.headers["Retry-After"] == str(15 * 60)
 
 
@@ -188,13 +188,82 @@ def test_one_address_trying_many_names_is_locked(
     assert int(locked.headers["Retry-After"]) == 15 * 60
 
 
-def test_locked_attempts_are_audited(client: TestClient, engine: Engine, alice: str) -> None:
-    for _ in range(4):
-        login(client, alice, "wrong-password")
-    reasons = [row.details for row in entries(engine, "login_failed")]
-    assert len(reasons) == 4
-    assert '"reason":"locked"' in reasons[0]  # newest first
-    assert '"locked_until"' in reasons[1]
+def test_failures_are_audited_once_per_name_address_and_window(
+    client: TestClient, engine: Engine, alice: str, clock: Clock
+) -> None:
+    """A flood of anonymous failures adds a bounded number of audit entries, with counts."""
+    for _ in range(3):  # the first failure, then the one that locks the name
+        assert login(client, alice, "wrong-password").status_code == 401
+    for _ in range(50):  # locked: refused without a password check or an audit entry
+        assert login(client, alice, "wrong-password").status_code == 429
+    first, locking = reversed(entries(engine, "login_failed"))
+    assert '"failures":1' in first.details
+    assert '"locked_until"' in locking.details
+    assert login(client, "nobody", "x").status_code == 401
+    assert login(client, "nobody", "y").status_code == 401
+    assert len(entries(engine, "login_failed")) == 3
+
+    clock.advance(16 * 60)  # the lock and the window are over: a new window, its first entry
+    assert login(client, alice, "wrong-password").status_code == 401
+    newest = entries(engine, "login_failed")[0]
+    assert '"failures":1' in newest.details
+    assert len(entries(engine, "login_failed")) == 4
+
+
+def test_an_anonymous_flood_adds_a_bounded_number_of_entries(
+    client: TestClient, engine: Engine, alice: str
+) -> None:
+    """8 clients, 400 wrong logins for a handful of names: a few entries, not 400."""
+    names = [alice, "root", "admin", "nobody"]
+
+    def flood(worker: int) -> None:
+        for attempt in range(50):
+            login(client, names[(worker + attempt) % len(names)], f"guess-{attempt}")
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = entries(engine, "login_failed")
+    # At most: each name's first failure and its lock, and the address's lock.
+    assert len(failed) <= 2 * len(names) + 1
+    assert len(failed) < 400 / 10
+
+
+def test_an_addresss_lock_spares_names_that_logged_in_from_it(
+    client: TestClient, engine: Engine, alice: str
+) -> None:
+    """A guesser behind a shared NAT address does not lock out a colleague's right password."""
+    with Session(engine) as session:
+        crud.create_user(session, username="bob", role="operator", password=PASSWORD)
+    assert login(client, alice).status_code == 200  # alice works from this address
+    for name in ("root", "admin", "guest", "oracle", "test", "pi", "user", "ftp", "www", "x"):
+        assert login(client, name, "123456").status_code == 401
+    assert login(client, alice).status_code == 200
+    refused = login(client, "bob")  # never logged in from here: held back, told how long
+    assert refused.status_code == 429
+    assert refused.json()["detail"] == f"{LOCKED_DETAIL}: try again in 15 minutes"
+    assert refused.headers["Retry-After"] == str(15 * 60)
+    assert login(client, alice, "wrong-password").status_code == 401  # her own typos count
+
+
+def test_unlock_lifts_the_names_lock_and_its_addresses(
+    client: TestClient, engine: Engine, alice: str
+) -> None:
+    with Session(engine) as session:
+        crud.create_user(session, username="bob", role="operator", password=PASSWORD)
+    for name in ("root", "admin", "guest", "oracle", "test", "pi", "user", "ftp", "www"):
+        assert login(client, name, "123456").status_code == 401
+    for _ in range(3):
+        assert login(client, alice, "wrong-password").status_code in (401, 429)
+    assert login(client, alice).status_code == 429
+    assert login(client, "bob").status_code == 429  # the address is locked too
+    with Session(engine) as session:
+        assert clear_failures(session, username=alice) == ["testclient"]
+        session.commit()
+    assert login(client, alice).status_code == 200
+    assert login(client, "bob").status_code == 200
 
 
 def test_failures_slow_down_then_cap() -> None:
@@ -263,7 +332,7 @@ def test_api_token_lifecycle(client: TestClient, engine: Engine, auth: Auth) -> 
     headers = auth("operator")
     created = client.post(
         "/api/v1/auth/tokens",
-        json={"name": "nightly export", "expires_in_days": 30},
+        json={"name": "nightly export", "expires_in_days": 30, "password": PASSWORD},
         headers=headers,
     )
     assert created.status_code == 201, created.text
@@ -296,16 +365,52 @@ def test_api_token_lifecycle(client: TestClient, engine: Engine, auth: Auth) -> 
     assert token not in audit_dump(engine)
 
 
-def test_a_token_without_expiry_lives_until_revoked(client: TestClient, auth: Auth) -> None:
-    created = client.post("/api/v1/auth/tokens", json={"name": "ci"}, headers=auth("manager"))
-    assert created.status_code == 201
-    assert created.json()["expires_at"] is None
+def test_a_token_without_an_expiry_gets_the_servers_maximum(
+    client: TestClient, auth: Auth, clock: Clock
+) -> None:
+    before = datetime.now(UTC)
+    created = client.post(
+        "/api/v1/auth/tokens", json={"name": "ci", "password": PASSWORD}, headers=auth("manager")
+    )
+    assert created.status_code == 201, created.text
+    expires = datetime.fromisoformat(created.json()["expires_at"])
+    assert timedelta(days=89) < expires - before <= timedelta(days=90, minutes=1)
+    beyond = client.post(
+        "/api/v1/auth/tokens",
+        json={"name": "ci", "password": PASSWORD, "expires_in_days": 91},
+        headers=auth("manager"),
+    )
+    assert beyond.status_code == 422
+    assert "at most 90" in beyond.json()["detail"]
+
+
+def test_a_login_token_alone_cannot_mint_an_api_token(
+    client: TestClient, engine: Engine, auth: Auth
+) -> None:
+    """A stolen short-lived token must not become a long-lived one: the password is asked."""
+    headers = auth("operator")
+    missing = client.post("/api/v1/auth/tokens", json={"name": "x"}, headers=headers)
+    assert missing.status_code == 422
+    for _ in range(3):
+        wrong = client.post(
+            "/api/v1/auth/tokens", json={"name": "x", "password": "guess-1234"}, headers=headers
+        )
+        assert wrong.status_code == 401
+    # The guesses count like failed logins: the name is now locked, for minting and logging in.
+    locked = client.post(
+        "/api/v1/auth/tokens", json={"name": "x", "password": PASSWORD}, headers=headers
+    )
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+    assert login(client, "operator1").status_code == 429
+    assert len(entries(engine, "password_check_failed")) == 3
+    assert entries(engine, "token.create") == []
 
 
 def test_an_expired_api_token_gets_401(client: TestClient, engine: Engine, auth: Auth) -> None:
     created = client.post(
         "/api/v1/auth/tokens",
-        json={"name": "short", "expires_in_days": 1},
+        json={"name": "short", "expires_in_days": 1, "password": PASSWORD},
         headers=auth("operator"),
     ).json()
     with Session(engine) as session:
@@ -319,7 +424,13 @@ def test_an_expired_api_token_gets_401(client: TestClient, engine: Engine, auth:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "x" * 129}, {"name": "a", "expires_in_days": 0}],
+    [
+        {},
+        {"name": "", "password": PASSWORD},
+        {"name": "x" * 129, "password": PASSWORD},
+        {"name": "a", "expires_in_days": 0, "password": PASSWORD},
+        {"name": "a", "expires_in_days": 10**12, "password": PASSWORD},
+    ],
 )
 def test_bad_token_requests_get_422(client: TestClient, auth: Auth, body: dict[str, Any]) -> None:
     answer = client.post("/api/v1/auth/tokens", json=body, headers=auth("operator"))
@@ -327,7 +438,9 @@ def test_bad_token_requests_get_422(client: TestClient, auth: Auth, body: dict[s
 
 
 def test_others_tokens_admins_only(client: TestClient, auth: Auth) -> None:
-    created = client.post("/api/v1/auth/tokens", json={"name": "mine"}, headers=auth("operator"))
+    created = client.post(
+        "/api/v1/auth/tokens", json={"name": "mine", "password": PASSWORD}, headers=auth("operator")
+    )
     token_id = created.json()["id"]
     manager = auth("manager")
     assert client.delete(f"/api/v1/auth/tokens/{token_id}", headers=manager).status_code == 404

@@ -92,3 +92,93 @@ def test_help_lists_every_command() -> None:
     assert done.returncode == 0
     for command in ("agent", "server", "user", "device", "devices", "login", "demo", "simulate"):
         assert command in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "list"],
+        ["user", "add", "x", "--role", "operator"],
+        ["kpi"],
+        ["incident", "export"],
+        ["audit", "verify"],
+        ["ca", "init"],
+        ["broker-config", "--out", "mosquitto"],
+        ["device", "add", "--serial", "1", "--model", "m", "--type", "mfp", "--customer", "c"],
+    ],
+)
+def test_admin_commands_without_a_configuration_stop_with_one_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """On built-in defaults they would quietly create and use an empty database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    env["FIELDLINK_CREDENTIALS"] = str(tmp_path / "no-credentials.json")
+    done = subprocess.run(
+        [*FIELDLINK, *args], input="s3cret-pass\n", capture_output=True, text=True,
+        env=env, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        "error: no configuration found: give --config FILE, set FIELDLINK_CONFIG, "
+        "or write /etc/fieldlink/server.toml"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fieldlink_config_names_the_configuration(config: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
+    env["FIELDLINK_CONFIG"] = str(config)
+    done = subprocess.run(
+        [*FIELDLINK, "user", "list"], capture_output=True, text=True, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("USER")
+
+
+def test_user_list_disable_enable_role_remove(config: Path) -> None:
+    c = ["--config", str(config)]
+    for name, role in (("root", "admin"), ("olga", "operator")):
+        assert (
+            fieldlink("user", "add", name, "--role", role, *c, stdin="s3cret-pass\n").returncode
+            == 0
+        )
+    assert fieldlink("user", "disable", "olga", *c).stdout.strip() == "disabled olga"
+    listed = json.loads(fieldlink("user", "list", "--json", *c).stdout)
+    assert [(u["username"], u["role"], u["disabled"]) for u in listed] == [
+        ("olga", "operator", True),
+        ("root", "admin", False),
+    ]
+    assert "olga" in fieldlink("user", "list", *c).stdout
+    assert fieldlink("user", "enable", "olga", *c).returncode == 0
+    assert fieldlink("user", "role", "olga", "manager", *c).stdout.strip() == "olga is now manager"
+    last = fieldlink("user", "disable", "root", *c)
+    assert last.returncode != 0
+    assert last.stderr.strip() == "error: cannot disable root: the last enabled administrator"
+    reset = fieldlink("user", "reset-password", "olga", *c)
+    assert reset.returncode == 0, reset.stderr
+    assert reset.stdout.startswith("one-time password for olga: ")
+    assert fieldlink("user", "remove", "olga", *c).stdout.strip() == "removed olga"
+    gone = fieldlink("user", "remove", "olga", *c)
+    assert gone.returncode != 0
+    assert gone.stderr.strip() == "error: no user 'olga'"
+    verified = fieldlink("audit", "list", "--action", "user.remove", *c)
+    assert "olga" in verified.stdout
+
+
+def test_user_tokens_expire_within_the_maximum(config: Path) -> None:
+    c = ["--config", str(config)]
+    assert fieldlink("user", "add", "bot", *c, stdin="s3cret-pass\n").returncode == 0
+    assert fieldlink("user", "token", "bot", *c).stdout.startswith("flk_")
+    beyond = fieldlink("user", "token", "bot", "--days", "3650", *c)
+    assert beyond.returncode != 0
+    assert beyond.stderr.strip() == "error: --days: 1 to 90 (api_token_max_days)"
+
+
+def test_next_step_hints_keep_the_config_given(config: Path) -> None:
+    c = ["--config", str(config)]
+    made = fieldlink("ca", "init", *c)
+    assert made.returncode == 0, made.stderr
+    assert f"next: fieldlink broker-config --out /etc/mosquitto/fieldlink --config {config}" in (
+        made.stdout
+    )

@@ -78,7 +78,7 @@ def test_the_cookie_reads_the_api(client: TestClient, operator: str) -> None:
 def test_unsafe_requests_with_the_cookie_need_the_csrf_token(
     client: TestClient, operator: str
 ) -> None:
-    body = {"name": "script"}
+    body = {"name": "script", "password": PASSWORD}
     for headers in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": ""}):
         refused = client.post("/api/v1/auth/tokens", json=body, headers=headers)
         assert refused.status_code == 403, headers
@@ -99,7 +99,9 @@ def test_one_sessions_csrf_token_does_not_fit_another(
     other = TestClient(client.app)
     paul_csrf = _login(other, "paul")
     refused = client.post(
-        "/api/v1/auth/tokens", json={"name": "x"}, headers={"X-CSRF-Token": paul_csrf}
+        "/api/v1/auth/tokens",
+        json={"name": "x", "password": PASSWORD},
+        headers={"X-CSRF-Token": paul_csrf},
     )
     assert refused.status_code == 403
 
@@ -128,7 +130,9 @@ def test_a_plain_form_post_may_carry_the_token_as_a_field(
 def test_bearer_callers_need_no_csrf_token(client: TestClient, operator: str, auth: object) -> None:
     headers = auth("operator")  # type: ignore[operator]
     # A bearer token wins over the cookie the client also holds: no CSRF check.
-    answer = client.post("/api/v1/auth/tokens", json={"name": "script"}, headers=headers)
+    answer = client.post(
+        "/api/v1/auth/tokens", json={"name": "script", "password": PASSWORD}, headers=headers
+    )
     assert answer.status_code == 201
     assert answer.json()["username"] == "operator1"
 
@@ -240,7 +244,7 @@ def test_admins_see_and_use_the_admin_pages(client: TestClient, engine: Engine) 
         assert user.role == "manager"
         actions = [e.action for e in session.exec(select(AuditEntry)).all()]
     assert "user.create" in actions
-    assert "user.update" in actions
+    assert "user.role" in actions
     # An admin cannot lock themselves out.
     selfish = client.post(
         "/admin/users/ada", data={"csrf_token": csrf, "role": "operator", "disabled": "no"}
@@ -395,3 +399,58 @@ def test_the_desk_box_finds_the_caller_like_the_api(
     assert found("nobody") == []
     logged_out = TestClient(client.app)
     assert logged_out.get("/desk/find", params={"q": "mary"}).status_code == 401
+
+
+def test_a_console_user_changes_their_password(client: TestClient, engine: Engine) -> None:
+    _user(engine, "carl", "operator")
+    csrf = _login(client, "carl")
+    assert "Your account: carl" in client.get("/account").text
+    base = {"current_password": PASSWORD, "new_password": "new console pw"}
+    assert (
+        client.post("/account", data={**base, "new_password_again": "new console pw"}).status_code
+        == 403
+    )
+    differ = client.post(
+        "/account", data={**base, "new_password_again": "other", "csrf_token": csrf}
+    )
+    assert differ.status_code == 422
+    assert "differ" in differ.text
+    wrong = client.post(
+        "/account",
+        data={**base, "current_password": "not it at all", "new_password_again": "new console pw",
+              "csrf_token": csrf},
+    )  # fmt: skip
+    assert wrong.status_code == 401
+    done = client.post(
+        "/account",
+        data={**base, "new_password_again": "new console pw", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert client.get("/api/v1/auth/me").status_code == 200  # this login goes on
+    with Session(engine) as session:
+        actions = [e.action for e in session.exec(select(AuditEntry)).all()]
+    assert "user.password_change" in actions
+
+
+def test_after_a_reset_the_console_only_offers_the_password_change(
+    client: TestClient, engine: Engine
+) -> None:
+    _user(engine, "ada", "admin")
+    _user(engine, "carl", "operator")
+    csrf = _login(client, "ada")
+    page = client.post("/admin/users/carl/password-reset", data={"csrf_token": csrf})
+    assert page.status_code == 200
+    temporary = page.text.split("One-time password for carl: ")[1].split(" ")[0]
+    other = TestClient(client.app)
+    answer = other.post(
+        "/login", data={"username": "carl", "password": temporary, "next": "/desk"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert answer.headers["location"] == "/account"
+    assert other.get("/desk", follow_redirects=False).headers["location"] == "/account"
+    removed = client.post("/admin/users/carl/remove", data={"csrf_token": csrf})
+    assert removed.status_code == 200
+    assert "User carl removed." in removed.text
+    with Session(engine) as session:
+        assert crud.get_user(session, username="carl") is None

@@ -1,0 +1,118 @@
+"""Administrators manage users: list, disable or enable, change a role, remove, reset a password.
+
+Every change is audited; disabling, demoting and removing end the user's live
+sessions and channels within seconds (``access_revoked``), this process's at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from server import accounts
+from server.api.deps import AdminUser, SessionDep
+from server.api.routes.auth import client_address, recheck_access
+from server.models import UserPublic, UsersPublic
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such user"},
+    409: {"description": "oneself, or the last enabled administrator"},
+}
+
+
+class UserUpdate(BaseModel):
+    """Body of ``PATCH /api/v1/users/{name}``: what to change."""
+
+    role: Literal["operator", "manager", "admin"] | None = None
+    disabled: bool | None = None
+
+
+class PasswordReset(BaseModel):
+    """A one-time password: the user must choose a new one at the next login."""
+
+    username: str
+    temporary_password: str = Field(description="shown once; give it to the user privately")
+
+
+@router.get("")
+def list_users(
+    session: SessionDep,
+    _admin: AdminUser,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> UsersPublic:
+    """Users by name."""
+    rows, count = accounts.list_users(session, limit=limit, offset=offset)
+    return UsersPublic(items=[UserPublic.model_validate(row) for row in rows], count=count)
+
+
+@router.patch("/{username}", responses=_ERRORS)
+async def update_user(
+    username: str,
+    body: UserUpdate,
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+) -> UserPublic:
+    """Change a user's role, or disable (revoking their tokens) or enable them."""
+    address = client_address(request)
+    user = None
+    if body.role is not None:
+        user = await run_in_threadpool(
+            accounts.set_role,
+            session,
+            username=username,
+            role=body.role,
+            actor=admin.username,
+            source_ip=address,
+        )
+    if body.disabled is not None:
+        user = await run_in_threadpool(
+            accounts.set_disabled,
+            session,
+            username=username,
+            disabled=body.disabled,
+            actor=admin.username,
+            source_ip=address,
+        )
+    if user is None:
+        user = await run_in_threadpool(accounts.get_user_or_404, session, username=username)
+    recheck_access(request)
+    return UserPublic.model_validate(user)
+
+
+@router.delete("/{username}", status_code=204, responses=_ERRORS)
+async def remove_user(
+    username: str, request: Request, session: SessionDep, admin: AdminUser
+) -> Response:
+    """Remove a user with their tokens and SSH keys (the audit log keeps the name)."""
+    await run_in_threadpool(
+        accounts.remove_user,
+        session,
+        username=username,
+        actor=admin.username,
+        source_ip=client_address(request),
+    )
+    recheck_access(request)
+    return Response(status_code=204)
+
+
+@router.post("/{username}/password-reset", responses=_ERRORS)
+async def reset_password(
+    username: str, request: Request, session: SessionDep, admin: AdminUser
+) -> PasswordReset:
+    """Give a user a one-time password to change at the next login; their tokens end."""
+    temporary = await run_in_threadpool(
+        accounts.reset_password,
+        session,
+        username=username,
+        actor=admin.username,
+        source_ip=client_address(request),
+    )
+    recheck_access(request)
+    return PasswordReset(username=username, temporary_password=temporary)

@@ -1,0 +1,203 @@
+"""Ending live sessions and channels when the access they depend on is withdrawn.
+
+A remote session belongs to its operator; a browser terminal or forward
+socket also depends on the token (bearer or console cookie) it was opened
+with, and on its user's role (an admin may use another operator's session).
+When a user is disabled, demoted below what the channel needs or deleted,
+when they log out or a token is revoked, everything that depends on it ends
+within :attr:`ServerSettings.access_check_interval_s` (sooner when this
+process made the change: :meth:`AccessWatch.check_now`), whichever process
+or command (``fieldlink user disable``) made it: the watch reads the
+database, not a message.
+
+A session whose operator lost access closes with reason ``access_revoked``
+(audited as ``session.close``); a channel that lost its token or its user's
+admin role on another's session is ended alone, audited as
+``session.channel_revoked``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from sqlmodel import Session, col, select
+
+from server import audit
+from server.models import ApiToken, User, role_at_least
+
+if TYPE_CHECKING:
+    from server.sessions.manager import SessionManager
+
+logger = logging.getLogger(__name__)
+
+#: The close reason (and WebSocket close reason) when access was withdrawn.
+ACCESS_REVOKED: Final = "access_revoked"
+
+
+@dataclass(slots=True)
+class Channel:
+    """One live channel: whose, on which session, opened with which token."""
+
+    session_id: str
+    username: str
+    token_hash: str | None
+    source_ip: str | None = None
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the database says about a user (``None`` fields: no such user)."""
+
+    role: str | None
+    disabled: bool
+
+
+def user_denial(grant: Grant | None, needed: str) -> str | None:
+    """Why a user may no longer use what needs the ``needed`` role (``None``: they may)."""
+    if grant is None or grant.role is None:
+        return "the user was removed"
+    if grant.disabled:
+        return "the user was disabled"
+    if not role_at_least(grant.role, needed):
+        return f"the user no longer has the {needed} role"
+    return None
+
+
+class AccessWatch:
+    """Re-checks, every few seconds, the access every live session and channel depends on."""
+
+    def __init__(self, manager: SessionManager, interval_s: float) -> None:
+        self._manager = manager
+        self._interval_s = interval_s
+        self._channels: dict[int, Channel] = {}
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start watching (the manager's ``start``)."""
+        self._event_loop = asyncio.get_running_loop()
+        self._task = self._event_loop.create_task(self._loop(), name="access-watch")
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def check_now(self) -> None:
+        """Re-check at once (this process just disabled a user or revoked a token).
+
+        Safe from any thread (synchronous routes run in a worker thread).
+        """
+        loop = self._event_loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    @contextlib.contextmanager
+    def channel(
+        self,
+        session_id: str,
+        *,
+        username: str,
+        token_hash: str | None,
+        source_ip: str | None = None,
+    ) -> Iterator[Channel]:
+        """Follow a channel while it is open; its ``revoked`` event fires when access ends."""
+        key = next(self._ids)
+        entry = Channel(session_id, username, token_hash, source_ip)
+        self._channels[key] = entry
+        try:
+            yield entry
+        finally:
+            self._channels.pop(key, None)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("checking the access of live sessions failed")
+
+    async def check(self) -> None:
+        """Close what lost its access: sessions of users who lost theirs, then channels."""
+        operators = self._manager.live_operators()
+        channels = list(self._channels.values())
+        if not operators and not channels:
+            return
+        usernames = {name for _, name in operators} | {c.username for c in channels}
+        hashes = {c.token_hash for c in channels if c.token_hash is not None}
+        grants, live_tokens = await asyncio.to_thread(self._read, usernames, hashes)
+        for session_id, operator in operators:
+            why = user_denial(grants.get(operator), "operator")
+            if why is not None:
+                logger.warning("closing session %s of %s: %s", session_id, operator, why)
+                await self._manager.close(
+                    session_id,
+                    reason=ACCESS_REVOKED,
+                    actor="server",
+                    detail=f"access of {operator} was revoked: {why}",
+                )
+        owners = self._manager.operators_by_session()
+        for entry in channels:
+            if entry.revoked.is_set():
+                continue
+            needed = "operator" if owners.get(entry.session_id) == entry.username else "admin"
+            why = user_denial(grants.get(entry.username), needed)
+            if why is None and entry.token_hash is not None and entry.token_hash not in live_tokens:
+                why = "the token it was opened with was revoked"
+            if why is not None:
+                entry.why = why
+                entry.revoked.set()
+                await asyncio.to_thread(self._audit_channel, entry)
+
+    def _read(self, usernames: set[str], hashes: set[str]) -> tuple[dict[str, Grant], set[str]]:
+        with Session(self._manager.engine) as db:
+            users = db.exec(select(User).where(col(User.username).in_(usernames))).all()
+            grants = {u.username: Grant(u.role, u.disabled) for u in users}
+            live: set[str] = set()
+            if hashes:
+                # An expired token does not end a channel already open; a revoked one does.
+                rows = db.exec(
+                    select(ApiToken.token_hash).where(
+                        col(ApiToken.token_hash).in_(hashes), col(ApiToken.revoked_at).is_(None)
+                    )
+                ).all()
+                live = set(rows)
+        return grants, live
+
+    def _audit_channel(self, entry: Channel) -> None:
+        with Session(self._manager.engine) as db:
+            audit.record(
+                db,
+                actor="server",
+                action="session.channel_revoked",
+                target=self._manager.device_of(entry.session_id),
+                details={"session_id": entry.session_id, "user": entry.username, "why": entry.why},
+                source_ip=entry.source_ip,
+            )
+            db.commit()
