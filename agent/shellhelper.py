@@ -1,0 +1,703 @@
+"""The privileged shell helper: privilege separation for remote maintenance shells.
+
+The agent runs as an unprivileged, sandboxed service account (no sudo, no view
+of other users' processes, 128 MiB and 64 tasks). A maintenance shell must not
+inherit any of that, yet the agent must stay unprivileged. As OpenSSH splits
+its monitor from the network-facing child, this small root process does the
+one privileged thing and nothing else: start a login session for the site's
+maintenance account (``[agent.policy] shell_user``) and hand the terminal back.
+
+Protocol, over a Unix stream socket (``/run/fieldlink-agent-shell.sock``):
+
+1. The helper checks the caller by ``SO_PEERCRED``: only the agent's uid.
+2. The agent sends one JSON line (at most :data:`MAX_REQUEST_BYTES`):
+   ``{"v": 1, "session_id", "command": null | str, "pty": bool, "term", "cols", "rows"}``.
+   Nothing else is taken from the agent: not the account, not the program,
+   not the environment (only ``TERM``, checked).
+3. The helper answers ``{"ok": true, "pid": N}`` with the descriptors of the
+   session in the same message (``SCM_RIGHTS``): the PTY master, or the
+   stdin, stdout and stderr pipes; or ``{"ok": false, "error": "..."}``.
+4. When the shell exits, ``{"exit": STATUS}`` (128+N for a signal N).
+5. When the connection closes (the session ended, or the agent died, even by
+   ``kill -9``), every process the session started is ended: SIGTERM, then
+   SIGKILL after :data:`KILL_GRACE_S`. Each connection has its own monitor
+   process, a child subreaper, so processes that left the session with
+   ``setsid`` or a double fork are found and ended too.
+
+Every start, refusal and end is logged (the journal under the shipped unit).
+The module uses the standard library only; the agent imports its client half
+(:func:`start_session`) when a session opens a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import pwd
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from shared.errors import ConfigError, FieldlinkError
+
+logger = logging.getLogger(__name__)
+
+#: Where the shipped socket unit listens.
+DEFAULT_SOCKET: Final = Path("/run/fieldlink-agent-shell.sock")
+MAX_REQUEST_BYTES: Final = 16 * 1024
+#: Time the agent has to send its request once connected.
+REQUEST_TIMEOUT_S: Final = 5.0
+#: Time between SIGTERM and SIGKILL when a session ends.
+KILL_GRACE_S: Final = 1.0
+#: The environment of a maintenance shell starts from this PATH (OpenSSH's idea:
+#: the account's shell profile may change it).
+SHELL_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_TERM: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
+_SESSION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PR_SET_CHILD_SUBREAPER: Final = 36
+_MAX_COMMAND: Final = 8 * 1024
+
+
+class ShellHelperError(FieldlinkError):
+    """The helper refused a request, or cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShellRequest:
+    """What the agent may ask of the helper: one shell or one command, and a terminal.
+
+    Attributes:
+        session_id: The remote session (for the audit trail).
+        command: ``None`` for an interactive shell, else the command (``shell -c``).
+        pty: Whether to give it a terminal.
+        term: ``TERM`` (with a terminal).
+        cols: Terminal width.
+        rows: Terminal height.
+    """
+
+    session_id: str
+    command: str | None = None
+    pty: bool = False
+    term: str | None = None
+    cols: int = 80
+    rows: int = 24
+
+    def encode(self) -> bytes:
+        """The request line sent to the helper."""
+        body = {
+            "v": 1,
+            "session_id": self.session_id,
+            "command": self.command,
+            "pty": self.pty,
+            "term": self.term,
+            "cols": self.cols,
+            "rows": self.rows,
+        }
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> ShellRequest:
+        """Parse and check a request line; raise :class:`ShellHelperError` on anything odd."""
+        try:
+            body = json.loads(line)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("v") != 1:
+            msg = "malformed request"
+            raise ShellHelperError(msg)
+        unknown = set(body) - {"v", "session_id", "command", "pty", "term", "cols", "rows"}
+        if unknown:
+            msg = f"unknown request fields {sorted(unknown)}"
+            raise ShellHelperError(msg)
+        session_id, command = body.get("session_id"), body.get("command")
+        pty = body.get("pty", False)
+        term, cols, rows = body.get("term"), body.get("cols", 80), body.get("rows", 24)
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+            msg = "bad session_id"
+            raise ShellHelperError(msg)
+        if command is not None and (
+            not isinstance(command, str) or len(command) > _MAX_COMMAND or "\0" in command
+        ):
+            msg = "bad command"
+            raise ShellHelperError(msg)
+        if not isinstance(pty, bool):
+            msg = "bad pty"
+            raise ShellHelperError(msg)
+        if term is not None and (not isinstance(term, str) or not _TERM.fullmatch(term)):
+            msg = "bad term"
+            raise ShellHelperError(msg)
+        for value in (cols, rows):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+                msg = "bad terminal size"
+                raise ShellHelperError(msg)
+        return cls(session_id, command, pty, term if pty else None, cols, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ShellAccount:
+    """The maintenance account shells run as, from the password database."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    @classmethod
+    def lookup(cls, name: str) -> ShellAccount:
+        """The account ``name``; never root (give the account sudo instead).
+
+        Raises:
+            ConfigError: no such account, or it is root.
+        """
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            msg = f"[agent.policy] shell_user: no account {name!r} (useradd --create-home {name})"
+            raise ConfigError(msg) from None
+        if entry.pw_uid == 0:
+            msg = f"[agent.policy] shell_user {name!r} is root: use an account with sudo rights"
+            raise ConfigError(msg)
+        return cls(
+            name=entry.pw_name,
+            uid=entry.pw_uid,
+            gid=entry.pw_gid,
+            home=entry.pw_dir or "/",
+            shell=entry.pw_shell or "/bin/sh",
+        )
+
+
+# the agent's side ------------------------------------------------------------------------
+
+
+class HelperSession:
+    """A shell the helper started: its descriptors, its exit status, its end.
+
+    Closing it (:meth:`close`) ends every process of the session: the helper
+    watches the connection.
+    """
+
+    def __init__(self, sock: socket.socket, pid: int, fds: list[int]) -> None:
+        self._sock = sock
+        self.pid = pid
+        self.fds = fds
+        self._buffer = b""
+        self.returncode: int | None = None
+
+    async def wait(self) -> int:
+        """The shell's exit status (255 if the helper went away without one)."""
+        loop = asyncio.get_running_loop()
+        while self.returncode is None:
+            line, sep, rest = self._buffer.partition(b"\n")
+            if sep:
+                self._buffer = rest
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    status = json.loads(line).get("exit")
+                    if isinstance(status, int):
+                        self.returncode = status
+                continue
+            try:
+                data = await loop.sock_recv(self._sock, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                self.returncode = 255
+            self._buffer += data
+        return self.returncode
+
+    def close(self) -> None:
+        """End the session's processes (the helper sees the connection close)."""
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+        self._sock.close()
+
+
+def _start_blocking(path: Path, request: ShellRequest, timeout_s: float) -> HelperSession:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            msg = f"cannot reach the shell helper at {path}: {exc.strerror or exc}"
+            raise ShellHelperError(msg) from None
+        sock.sendall(request.encode())
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST_BYTES, 3)
+        try:
+            answer: Any = json.loads(data.partition(b"\n")[0])
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            for fd in fds:
+                os.close(fd)
+            reason = answer.get("error") if isinstance(answer, dict) else "no answer"
+            msg = f"the shell helper refused: {reason}"
+            raise ShellHelperError(msg)
+        expected = 1 if request.pty else 3
+        if len(fds) != expected or not isinstance(answer.get("pid"), int):
+            for fd in fds:
+                os.close(fd)
+            msg = "the shell helper answered without the session's descriptors"
+            raise ShellHelperError(msg)
+        session = HelperSession(sock, int(answer["pid"]), list(fds))
+        # What came after the answer's line (an exit status) stays for wait().
+        session._buffer = data.partition(b"\n")[2]
+        sock.setblocking(False)
+        return session
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def start_session(
+    path: Path, request: ShellRequest, timeout_s: float = 10.0
+) -> HelperSession:
+    """Ask the helper at ``path`` for a shell.
+
+    Returns:
+        The started session: ``fds`` is ``[pty_master]`` with a terminal, else
+        ``[stdin, stdout, stderr]`` (the agent's ends of the pipes).
+
+    Raises:
+        ShellHelperError: the helper cannot be reached or refused (its reason).
+    """
+    try:
+        return await asyncio.to_thread(_start_blocking, path, request, timeout_s)
+    except (OSError, TimeoutError) as exc:
+        msg = f"the shell helper at {path} failed: {exc}"
+        raise ShellHelperError(msg) from exc
+
+
+# the helper's side -----------------------------------------------------------------------
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class ShellHelper:
+    """The privileged helper: accept, check the caller, start a session, watch it."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        *,
+        agent_uid: int,
+        account: ShellAccount,
+        login_shell: str | None = None,
+    ) -> None:
+        """Serve on ``listener`` for the agent running as ``agent_uid``.
+
+        Args:
+            listener: A listening Unix stream socket.
+            agent_uid: The only uid whose requests are served.
+            account: The maintenance account shells run as.
+            login_shell: ``[agent.policy] shell``; default: the account's shell.
+        """
+        self._listener = listener
+        self._agent_uid = agent_uid
+        self._account = account
+        self._shell = login_shell or account.shell
+
+    def serve_forever(self) -> None:
+        """Accept connections until SIGTERM; one monitor process per connection."""
+        signal.signal(signal.SIGCHLD, _reap_children)
+        logger.info(
+            "shell helper ready: shells run as %s (uid %d) for the agent's uid %d",
+            self._account.name,
+            self._account.uid,
+            self._agent_uid,
+        )
+        while True:
+            conn, _ = self._listener.accept()
+            try:
+                pid = os.fork()
+            except OSError:
+                logger.exception("cannot fork a session monitor")
+                conn.close()
+                continue
+            if pid == 0:  # the monitor of this connection
+                status = 1
+                try:
+                    self._listener.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    status = self.monitor(conn)
+                except BaseException:
+                    logger.exception("session monitor failed")
+                finally:
+                    os._exit(status)
+            conn.close()
+
+    def monitor(self, conn: socket.socket) -> int:
+        """Serve one connection: check, start, watch, end. Returns an exit status."""
+        caller_pid, caller_uid, _ = peer_credentials(conn)
+        if caller_uid != self._agent_uid:
+            logger.warning(
+                "shell refused: caller uid %d (pid %d) is not the agent's uid %d",
+                caller_uid,
+                caller_pid,
+                self._agent_uid,
+            )
+            _answer(conn, {"ok": False, "error": "not the agent's account"})
+            return 1
+        try:
+            request = ShellRequest.decode(_read_line(conn))
+        except ShellHelperError as exc:
+            logger.warning("shell refused for agent pid %d: %s", caller_pid, exc)
+            _answer(conn, {"ok": False, "error": str(exc)})
+            return 1
+        # Orphans of the session (setsid, double fork) become ours, so they can be ended.
+        _set_child_subreaper()
+        try:
+            pid, theirs, ours = self._spawn(request)
+        except OSError as exc:
+            logger.warning("session %s: cannot start a shell: %s", request.session_id, exc)
+            _answer(conn, {"ok": False, "error": f"cannot start the shell: {exc.strerror}"})
+            return 1
+        what = "shell" if request.command is None else f"exec {request.command!r}"
+        logger.info(
+            "session %s: %s started as %s (uid %d), pid %d, %s, for agent pid %d",
+            request.session_id,
+            what,
+            self._account.name,
+            self._account.uid,
+            pid,
+            "pty" if request.pty else "pipes",
+            caller_pid,
+        )
+        try:
+            for fd in theirs:
+                os.close(fd)
+            socket.send_fds(conn, [_line({"ok": True, "pid": pid})], ours)
+        except OSError:
+            logger.warning("session %s: the agent left before the answer", request.session_id)
+        finally:
+            for fd in ours:
+                os.close(fd)
+        status: int | None = None
+        try:
+            status = self._watch(conn, pid)
+        finally:  # a SIGTERM of the helper ends the session too
+            self._end_session(request.session_id)
+            logger.info("session %s: ended (shell status %s)", request.session_id, status)
+        return 0
+
+    def _spawn(self, request: ShellRequest) -> tuple[int, list[int], list[int]]:
+        """Fork the session's leader; ``(pid, child's fds, agent's fds)``."""
+        if request.pty:
+            master, slave = os.openpty()
+            if request.cols and request.rows:
+                size = struct.pack("HHHH", request.rows, request.cols, 0, 0)
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+            child_fds, agent_fds = [slave], [master]
+        else:
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            child_fds, agent_fds = [in_r, out_w, err_w], [in_w, out_r, err_r]
+        env = {
+            "HOME": self._account.home,
+            "SHELL": self._shell,
+            "USER": self._account.name,
+            "LOGNAME": self._account.name,
+            "PATH": SHELL_PATH,
+            "FIELDLINK_SESSION": request.session_id,
+        }
+        for name in ("LANG", "TZ"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        if request.term:
+            env["TERM"] = request.term
+        if request.command is None:
+            argv = ["-" + os.path.basename(self._shell)]  # a login shell, as login(1) runs it
+        else:
+            argv = [os.path.basename(self._shell), "-c", request.command]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self._become_session(request.pty, child_fds, agent_fds)
+                os.execve(self._shell, argv, env)  # noqa: S606 - the account's shell, no sh -c
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.write(2, f"fieldlink: cannot start the shell: {exc}\n".encode())
+            os._exit(127)
+        return pid, child_fds, agent_fds
+
+    def _become_session(self, pty: bool, child_fds: list[int], agent_fds: list[int]) -> None:
+        """In the forked child: a new session, the terminal, the account, its home."""
+        for fd in agent_fds:
+            os.close(fd)
+        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if pty:
+            (slave,) = child_fds
+            os.login_tty(slave)  # setsid, controlling terminal, stdio
+        else:
+            os.setsid()
+            for target, fd in enumerate(child_fds):
+                os.dup2(fd, target)
+            for fd in child_fds:
+                if fd > 2:
+                    os.close(fd)
+        os.closerange(3, _max_fd())
+        account = self._account
+        os.initgroups(account.name, account.gid)
+        os.setresgid(account.gid, account.gid, account.gid)
+        os.setresuid(account.uid, account.uid, account.uid)
+        # OpenSSH's permanently_set_uid: make sure root cannot be regained.
+        if os.getuid() != account.uid or os.geteuid() != account.uid:
+            msg = "could not drop to the shell account"
+            raise OSError(msg)
+        with contextlib.suppress(PermissionError):
+            os.setuid(0)
+            msg = "root could be regained after dropping privileges"
+            raise OSError(msg)
+        try:
+            os.chdir(account.home)
+        except OSError:
+            os.chdir("/")
+
+    def _watch(self, conn: socket.socket, pid: int) -> int | None:
+        """Forward the shell's exit status; return when the agent closes the connection."""
+        status: int | None = None
+        pidfd = os.pidfd_open(pid)
+        try:
+            watched: list[Any] = [conn, pidfd]
+            while True:
+                ready, _, _ = select.select(watched, [], [])
+                if pidfd in ready:
+                    _, raw = os.waitpid(pid, 0)
+                    code = os.waitstatus_to_exitcode(raw)
+                    status = 128 - code if code < 0 else code
+                    watched.remove(pidfd)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(_line({"exit": status}))
+                if conn in ready:
+                    try:
+                        data = conn.recv(4096)
+                    except OSError:
+                        data = b""
+                    if not data:  # the session ended, or the agent died
+                        return status
+        finally:
+            os.close(pidfd)
+            conn.close()
+
+    def _end_session(self, session_id: str) -> None:
+        """SIGTERM, then SIGKILL, every process left of the session; reap them."""
+        for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+            remaining = _descendants(os.getpid())
+            if not remaining:
+                return
+            logger.info(
+                "session %s: sending %s to %d process(es) left",
+                session_id,
+                signal.Signals(sig).name,
+                len(remaining),
+            )
+            for pid in remaining:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                _reap_children()
+                if not _descendants(os.getpid()):
+                    return
+                time.sleep(0.05)
+        logger.warning("session %s: processes survived SIGKILL", session_id)
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (zombies excluded: reaping ends them)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z":
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        children = {pid for pid, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def _reap_children(*_args: Any) -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _set_child_subreaper() -> None:
+    import ctypes  # only in the helper's monitor, never in the agent
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("cannot become a child subreaper: escaped processes may survive")
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1024
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def _answer(conn: socket.socket, body: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(_line(body))
+    conn.close()
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    conn.settimeout(REQUEST_TIMEOUT_S)
+    data = b""
+    try:
+        while b"\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST_BYTES:
+                msg = "request too large"
+                raise ShellHelperError(msg)
+    except TimeoutError:
+        msg = "no request in time"
+        raise ShellHelperError(msg) from None
+    finally:
+        conn.settimeout(None)
+    if b"\n" not in data:
+        msg = "incomplete request"
+        raise ShellHelperError(msg)
+    return data.partition(b"\n")[0]
+
+
+# start-up --------------------------------------------------------------------------------
+
+
+def check_config_file(path: Path) -> None:
+    """Refuse a configuration the agent (or anyone but root) could change.
+
+    The helper trusts ``shell_user`` and ``shell`` from it: a file writable by
+    the agent's account would let a compromised agent choose the account.
+
+    Raises:
+        ConfigError: it is not root's, or others may write it.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        msg = f"cannot read the helper's configuration {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        msg = (
+            f"{path} must belong to root and be writable by root only: the shell helper "
+            "takes the shell account from it"
+        )
+        raise ConfigError(msg)
+
+
+def _listener(socket_path: Path | None, agent_gid: int) -> socket.socket:
+    """The socket systemd passed (socket activation), else one bound at ``socket_path``."""
+    if socket_path is None and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        if int(os.environ.get("LISTEN_FDS", "0")) >= 1:
+            for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                os.environ.pop(name, None)
+            return socket.socket(fileno=3)
+    path = socket_path or DEFAULT_SOCKET
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    # Only root and the agent's group may connect; SO_PEERCRED still checks the uid.
+    os.chown(path, 0, agent_gid)
+    path.chmod(0o660)
+    listener.listen(16)
+    return listener
+
+
+@contextlib.contextmanager
+def _logging_to_stderr() -> Iterator[None]:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def run_helper(config: Path | None, *, agent_user: str, socket_path: Path | None) -> None:
+    """Run the helper until it is stopped: ``fieldlink agent shell-helper``.
+
+    Args:
+        config: The agent's ``agent.toml`` (root's): ``[agent.policy] shell_user``
+            and ``shell``.
+        agent_user: The agent's service account, the only one served.
+        socket_path: Where to listen when systemd passes no socket.
+
+    Raises:
+        ConfigError: not root, an unsafe configuration file, or unknown accounts.
+    """
+    from agent.config import load_agent_settings, resolve_config_path
+
+    if os.geteuid() != 0:
+        msg = "the shell helper must run as root (it starts shells as another account)"
+        raise ConfigError(msg)
+    path = resolve_config_path(config)
+    if path is not None:
+        check_config_file(path)
+    # The environment does not choose the account: only root's file does.
+    settings = load_agent_settings(path, environ={})
+    policy = settings.site_policy
+    try:
+        agent = pwd.getpwnam(agent_user)
+    except KeyError:
+        msg = f"--agent-user: no account {agent_user!r}"
+        raise ConfigError(msg) from None
+    if agent.pw_uid == 0:
+        msg = "--agent-user must not be root: the agent runs unprivileged"
+        raise ConfigError(msg)
+    account = ShellAccount.lookup(policy.shell_user)
+    listener = _listener(socket_path, agent.pw_gid)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with _logging_to_stderr():
+        ShellHelper(
+            listener, agent_uid=agent.pw_uid, account=account, login_shell=policy.login_shell
+        ).serve_forever()
