@@ -51,10 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from agent.policy import SitePolicy
 from shared.errors import ConfigError, FieldlinkError
 
 logger = logging.getLogger(__name__)
 
+#: The agent's configuration, root's (``[agent.policy] shell_user``, ``shell``).
+DEFAULT_CONFIG: Final = Path("/etc/fieldlink/agent.toml")
 #: Where the shipped socket unit listens.
 DEFAULT_SOCKET: Final = Path("/run/fieldlink-agent-shell.sock")
 MAX_REQUEST_BYTES: Final = 16 * 1024
@@ -459,6 +462,7 @@ class ShellHelper:
                 if fd > 2:
                     os.close(fd)
         os.closerange(3, _max_fd())
+        os.umask(0o022)  # login(1)'s default, not the helper's
         account = self._account
         os.initgroups(account.name, account.gid)
         os.setresgid(account.gid, account.gid, account.gid)
@@ -627,6 +631,32 @@ def check_config_file(path: Path) -> None:
         raise ConfigError(msg)
 
 
+def read_policy(path: Path) -> SitePolicy:
+    """``[agent.services]`` and ``[agent.policy]`` of ``path``, checked.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or the tables are malformed.
+    """
+    import tomllib
+
+    try:
+        with path.open("rb") as source:
+            document = tomllib.load(source)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read {path}: {exc}"
+        raise ConfigError(msg) from exc
+    agent = document.get("agent", {})
+    tables = (
+        (agent, agent.get("services", {}), agent.get("policy", {}))
+        if isinstance(agent, dict)
+        else (None,)
+    )
+    if not all(isinstance(table, dict) for table in tables):
+        msg = f"{path}: [agent], [agent.services] and [agent.policy] must be tables"
+        raise ConfigError(msg)
+    return SitePolicy.from_config(agent.get("services"), agent.get("policy"))
+
+
 def _listener(socket_path: Path | None, agent_gid: int) -> socket.socket:
     """The socket systemd passed (socket activation), else one bound at ``socket_path``."""
     if socket_path is None and os.environ.get("LISTEN_PID") == str(os.getpid()):
@@ -675,17 +705,13 @@ def run_helper(config: Path | None, *, agent_user: str, socket_path: Path | None
     Raises:
         ConfigError: not root, an unsafe configuration file, or unknown accounts.
     """
-    from agent.config import load_agent_settings, resolve_config_path
-
     if os.geteuid() != 0:
         msg = "the shell helper must run as root (it starts shells as another account)"
         raise ConfigError(msg)
-    path = resolve_config_path(config)
-    if path is not None:
-        check_config_file(path)
-    # The environment does not choose the account: only root's file does.
-    settings = load_agent_settings(path, environ={})
-    policy = settings.site_policy
+    path = config or DEFAULT_CONFIG
+    check_config_file(path)
+    # Only root's file chooses the account: not the environment, not the agent.
+    policy = read_policy(path)
     try:
         agent = pwd.getpwnam(agent_user)
     except KeyError:

@@ -10,7 +10,6 @@ outlives the session, nor an agent killed with ``kill -9``.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pwd
 import secrets

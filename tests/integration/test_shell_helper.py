@@ -269,3 +269,34 @@ def test_the_helper_refuses_a_configuration_the_agent_could_change(accounts: Non
         assert not (directory / "s.sock").exists()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate"
+)
+def test_the_helper_serves_the_socket_systemd_passes(accounts: None) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="fieldlink-helper-"))
+    directory.chmod(0o755)
+    config = directory / "agent.toml"
+    config.write_text(f'[agent.policy]\nshell_user = "{SHELL_USER}"\n')
+    socket_path = directory / "activated.sock"
+    # As fieldlink-agent-shell.socket does: systemd owns the socket, the helper inherits it.
+    activator = subprocess.Popen(
+        ["systemd-socket-activate", "--listen", str(socket_path),
+         sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
+         "--agent-user", AGENT_USER],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=CHECKOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: socket_path.exists(), timeout=30)
+        agent = pwd.getpwnam(AGENT_USER)
+        os.chown(socket_path, 0, agent.pw_gid)  # SocketGroup=, SocketMode= of the unit
+        socket_path.chmod(0o660)
+        helper = Helper(socket_path, activator, directory / "unused.log", directory)
+        out = helper.run('{"command": "id -un"}')
+        assert activator.poll() is None, activator.communicate()[0]
+        assert out.splitlines()[0] == SHELL_USER
+    finally:
+        activator.terminate()
+        activator.communicate(timeout=15)
+        shutil.rmtree(directory, ignore_errors=True)
