@@ -101,9 +101,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     # The device's folders: not under pytest's 0700 tmp_path, which the agent cannot enter.
     directory = Path(tempfile.mkdtemp(prefix="fieldlink-device-"))
     directory.chmod(0o755)
-    with reachable_interpreter((CHECKOUT,)), secure_center(
-        tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}"
-    ) as (server, _broker):
+    with (
+        reachable_interpreter((CHECKOUT,)),
+        secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker),
+    ):
         registered = server.api(
             "POST", "/devices",
             json={"serial": "PS-1", "model": "MP 6055", "type": "mfp", "customer": "Acme"},
