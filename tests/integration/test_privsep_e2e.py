@@ -10,6 +10,7 @@ outlives the session, nor an agent killed with ``kill -9``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import secrets
@@ -279,3 +280,22 @@ def test_a_key_the_agent_cannot_read_is_named_in_the_error(site: Site) -> None:
     assert done.returncode == 0, done.stderr
     assert f"key_file: cannot read {key}: Permission denied" in done.stdout
     assert "device.pem" not in done.stdout
+
+
+def test_nothing_the_shell_started_outlives_a_server_crash(site: Site) -> None:
+    marker = f"{9000 + secrets.randbelow(1000)}.25"
+    sid = site.open_session()
+
+    async def scenario() -> None:
+        socket = await _start_in_terminal(site, sid, marker)
+        assert len(_sleepers(marker)) == 1
+        site.server.kill()  # the tunnel drops with the server: the agent ends the session
+        with contextlib.suppress(Exception):
+            await socket.close()
+
+    try:
+        asyncio.run(scenario())
+        wait_until(lambda: not _sleepers(marker), timeout=30)
+    finally:
+        site.server.start()
+    wait_until(lambda: site.server.device(site.device_id)["online"], timeout=60)
