@@ -57,6 +57,7 @@ class Site:
     config: Path
     state: Path
     directory: Path
+    enrolled_cert: bytes = b""
     agent: subprocess.Popen[bytes] | None = None
     token: str = ""
 
@@ -120,8 +121,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert enrolled.returncode == 0, enrolled.stderr
         config = etc / "agent.toml"
         socket_path = directory / "shell.sock"
+        enrolled_cert = (state / "device.pem").read_bytes()
         with config.open("a") as out:
+            # Renew at once (the certificate expires within 1000 days): as the agent's
+            # account, into its state directory.
             out.write(
+                "renew_before_days = 1000\n"
                 f'\n[agent.policy]\nconsent = "none"\nidle_timeout_s = 600\n'
                 f'shell_helper = "{socket_path}"\nshell_user = "{SHELL_USER}"\n'
             )
@@ -131,7 +136,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                  "--agent-user", AGENT_USER, "--socket", str(socket_path)],
                 stdout=log, stderr=log, cwd=CHECKOUT,
             )  # fmt: skip
-        site = Site(server, device_id, config, state, directory)
+        site = Site(server, device_id, config, state, directory, enrolled_cert=enrolled_cert)
         try:
             wait_until(lambda: socket_path.exists(), timeout=30)
             done = server.cli("user", "add", "olga", "--role", "operator", stdin="pw-12345678\n")
@@ -180,6 +185,17 @@ def test_enroll_as_root_leaves_the_keys_to_the_service_account_only(site: Site) 
             **as_user(user),  # type: ignore[arg-type]
         )  # fmt: skip
         assert (done.returncode == 0) is readable, user
+
+
+def test_the_unprivileged_agent_renews_its_certificate_in_its_state_directory(
+    site: Site,
+) -> None:
+    wait_until(lambda: (site.state / "device.pem").read_bytes() != site.enrolled_cert, timeout=60)
+    agent = pwd.getpwnam(AGENT_USER)
+    key = (site.state / "device.key").stat()
+    assert (key.st_uid, stat.S_IMODE(key.st_mode)) == (agent.pw_uid, 0o600)
+    assert (site.state / "device.pem").stat().st_uid == agent.pw_uid
+    wait_until(lambda: site.server.device(site.device_id)["online"], timeout=60)
 
 
 def test_the_agent_runs_unprivileged_and_the_shell_as_the_maintenance_account(
