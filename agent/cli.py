@@ -128,11 +128,20 @@ def shell_helper_command(
             "/run/fieldlink-agent-shell.sock)",
         ),
     ] = None,
+    session_cgroups: Annotated[
+        bool,
+        typer.Option(
+            "--session-cgroups",
+            help="one cgroup per session under the helper's own (systemd, Delegate=yes)",
+        ),
+    ] = False,
 ) -> None:
     """Run the privileged shell helper (as root): starts maintenance shells for the agent."""
     from agent.shellhelper import run_helper
 
-    run_helper(config, agent_user=agent_user, socket_path=socket_path)
+    run_helper(
+        config, agent_user=agent_user, socket_path=socket_path, session_cgroups=session_cgroups
+    )
 
 
 def _control(config: Path | None, op: str, session_id: str | None = None) -> dict[str, Any]:

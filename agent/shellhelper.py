@@ -22,7 +22,9 @@ Protocol, over a Unix stream socket (``/run/fieldlink-agent-shell.sock``):
    ``kill -9``), every process the session started is ended: SIGTERM, then
    SIGKILL after :data:`KILL_GRACE_S`. Each connection has its own monitor
    process, a child subreaper, so processes that left the session with
-   ``setsid`` or a double fork are found and ended too.
+   ``setsid`` or a double fork are found and ended too; under systemd
+   (``--session-cgroups``, ``Delegate=yes``) each session also has its own
+   cgroup, ended whole with ``cgroup.kill``.
 
 Every start, refusal and end is logged (the journal under the shipped unit).
 The module uses the standard library only; the agent imports its client half
@@ -183,6 +185,82 @@ class ShellAccount:
         )
 
 
+class SessionCgroups:
+    """One cgroup v2 per session, under the helper's own delegated cgroup.
+
+    With ``Delegate=yes`` systemd hands the helper its unit's cgroup: the helper
+    moves itself into ``helper/`` and each session into ``session-N/``, which it
+    ends whole with ``cgroup.kill`` (no process leaves a cgroup it cannot write).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def delegated(cls) -> SessionCgroups:
+        """The helper's cgroup, with the helper moved into its ``helper`` leaf.
+
+        Raises:
+            ConfigError: no cgroup v2 hierarchy, or it cannot be written.
+        """
+        mount = _cgroup2_mount()
+        own = next(
+            (
+                line[3:].strip()
+                for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if line.startswith("0::")
+            ),
+            None,
+        )
+        if mount is None or own is None:
+            msg = "--session-cgroups needs a cgroup v2 hierarchy (systemd's unified mode)"
+            raise ConfigError(msg)
+        root = mount / own.lstrip("/")
+        if root.name == "helper":  # restarted inside the leaf it made before
+            root = root.parent
+        try:
+            (root / "helper").mkdir(exist_ok=True)
+            (root / "helper" / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as exc:
+            msg = f"--session-cgroups: cannot manage {root} ({exc.strerror}): set Delegate=yes"
+            raise ConfigError(msg) from exc
+        return cls(root)
+
+    def create(self, name: str) -> Path:
+        """A new, empty session cgroup."""
+        path = self.root / name
+        path.mkdir()
+        return path
+
+    @staticmethod
+    def end(path: Path) -> None:
+        """SIGKILL everything left in ``path`` and remove it."""
+        kill = path / "cgroup.kill"
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+            if not pids:
+                break
+            if kill.exists():
+                kill.write_text("1")
+            else:  # kernels before 5.14
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            _reap_children()
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def _cgroup2_mount() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.split(" ", 1)[0] == "cgroup2":
+            return Path(fields.split()[4])
+    return None
+
+
 # the agent's side ------------------------------------------------------------------------
 
 
@@ -306,6 +384,7 @@ class ShellHelper:
         agent_uid: int,
         account: ShellAccount,
         login_shell: str | None = None,
+        cgroups: SessionCgroups | None = None,
     ) -> None:
         """Serve on ``listener`` for the agent running as ``agent_uid``.
 
@@ -314,11 +393,14 @@ class ShellHelper:
             agent_uid: The only uid whose requests are served.
             account: The maintenance account shells run as.
             login_shell: ``[agent.policy] shell``; default: the account's shell.
+            cgroups: Put each session in a cgroup of its own (under systemd).
         """
         self._listener = listener
         self._agent_uid = agent_uid
         self._account = account
         self._shell = login_shell or account.shell
+        self._cgroups = cgroups
+        self._cgroup: Path | None = None
 
     def serve_forever(self) -> None:
         """Accept connections until SIGTERM; one monitor process per connection."""
@@ -370,9 +452,13 @@ class ShellHelper:
         # Orphans of the session (setsid, double fork) become ours, so they can be ended.
         _set_child_subreaper()
         try:
+            if self._cgroups is not None:
+                self._cgroup = self._cgroups.create(f"session-{os.getpid()}")
             pid, theirs, ours = self._spawn(request)
         except OSError as exc:
             logger.warning("session %s: cannot start a shell: %s", request.session_id, exc)
+            if self._cgroup is not None:
+                SessionCgroups.end(self._cgroup)
             _answer(conn, {"ok": False, "error": f"cannot start the shell: {exc.strerror}"})
             return 1
         what = "shell" if request.command is None else f"exec {request.command!r}"
@@ -400,6 +486,8 @@ class ShellHelper:
             status = self._watch(conn, pid)
         finally:  # a SIGTERM of the helper ends the session too
             self._end_session(request.session_id)
+            if self._cgroup is not None:
+                SessionCgroups.end(self._cgroup)
             logger.info("session %s: ended (shell status %s)", request.session_id, status)
         return 0
 
@@ -445,7 +533,9 @@ class ShellHelper:
         return pid, child_fds, agent_fds
 
     def _become_session(self, pty: bool, child_fds: list[int], agent_fds: list[int]) -> None:
-        """In the forked child: a new session, the terminal, the account, its home."""
+        """In the forked child: its cgroup, a new session, the terminal, the account, its home."""
+        if self._cgroup is not None:
+            (self._cgroup / "cgroup.procs").write_text("0")  # while still root
         for fd in agent_fds:
             os.close(fd)
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -693,7 +783,13 @@ def _logging_to_stderr() -> Iterator[None]:
         root.removeHandler(handler)
 
 
-def run_helper(config: Path | None, *, agent_user: str, socket_path: Path | None) -> None:
+def run_helper(
+    config: Path | None,
+    *,
+    agent_user: str,
+    socket_path: Path | None,
+    session_cgroups: bool = False,
+) -> None:
     """Run the helper until it is stopped: ``fieldlink agent shell-helper``.
 
     Args:
@@ -701,6 +797,8 @@ def run_helper(config: Path | None, *, agent_user: str, socket_path: Path | None
             and ``shell``.
         agent_user: The agent's service account, the only one served.
         socket_path: Where to listen when systemd passes no socket.
+        session_cgroups: One cgroup per session under the helper's own
+            (needs ``Delegate=yes``), see :class:`SessionCgroups`.
 
     Raises:
         ConfigError: not root, an unsafe configuration file, or unknown accounts.
@@ -721,9 +819,14 @@ def run_helper(config: Path | None, *, agent_user: str, socket_path: Path | None
         msg = "--agent-user must not be root: the agent runs unprivileged"
         raise ConfigError(msg)
     account = ShellAccount.lookup(policy.shell_user)
+    cgroups = SessionCgroups.delegated() if session_cgroups else None
     listener = _listener(socket_path, agent.pw_gid)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with _logging_to_stderr():
         ShellHelper(
-            listener, agent_uid=agent.pw_uid, account=account, login_shell=policy.login_shell
+            listener,
+            agent_uid=agent.pw_uid,
+            account=account,
+            login_shell=policy.login_shell,
+            cgroups=cgroups,
         ).serve_forever()

@@ -9,6 +9,7 @@ agent dies by ``kill -9``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -299,4 +300,68 @@ def test_the_helper_serves_the_socket_systemd_passes(accounts: None) -> None:
     finally:
         activator.terminate()
         activator.communicate(timeout=15)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _writable_cgroup2() -> Path | None:
+    if os.geteuid() != 0:
+        return None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.startswith("cgroup2 ") and " rw" in f" {fields.split()[5]}":
+            mount = Path(fields.split()[4])
+            return mount if (mount / "cgroup.procs").exists() else None
+    return None
+
+
+@pytest.mark.skipif(_writable_cgroup2() is None, reason="needs a writable cgroup v2 hierarchy")
+def test_under_systemd_each_session_has_its_own_cgroup(accounts: None) -> None:
+    mount = _writable_cgroup2()
+    assert mount is not None
+    # What Delegate=yes gives the helper's unit: a cgroup of its own to manage.
+    unit = mount / f"fieldlink-test-{secrets.token_hex(4)}"
+    unit.mkdir()
+    directory = Path(tempfile.mkdtemp(prefix="fieldlink-helper-"))
+    directory.chmod(0o755)
+    config = directory / "agent.toml"
+    config.write_text(f'[agent.policy]\nshell_user = "{SHELL_USER}"\n')
+    socket_path = directory / "shell.sock"
+    log = directory / "helper.log"
+    command = [
+        sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
+        "--agent-user", AGENT_USER, "--socket", str(socket_path), "--session-cgroups",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh", *command],
+            stdout=out, stderr=out, cwd=CHECKOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
+        assert process.poll() is None, log.read_text()
+        helper = Helper(socket_path, process, log, directory)
+        marker = str(6000 + secrets.randbelow(1000)) + ".5"
+        client = helper.client(
+            f'{{"command": "setsid sh -c \'exec sleep {marker}\' >/dev/null 2>&1 & '
+            f'sleep 0.2; echo READY"}}'
+        )
+        assert client.stdout is not None
+        assert "READY" in client.stdout.readline()
+        wait_until(lambda: len(_processes_of(SHELL_USER, f"sleep {marker}")) == 1, timeout=10)
+        (escaped,) = _processes_of(SHELL_USER, f"sleep {marker}")
+        cgroup = Path(f"/proc/{escaped}/cgroup").read_text()
+        assert f"0::/{unit.name}/session-" in cgroup
+        (session,) = [path for path in unit.iterdir() if path.name.startswith("session-")]
+        assert (unit / "helper" / "cgroup.procs").read_text().split()[0] == str(process.pid)
+        client.communicate("", timeout=30)
+        wait_until(lambda: not _processes_of(SHELL_USER, f"sleep {marker}"), timeout=10)
+        wait_until(lambda: not session.exists(), timeout=10)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        for leaf in unit.iterdir():
+            if leaf.is_dir():
+                with contextlib.suppress(OSError):
+                    leaf.rmdir()
+        unit.rmdir()
         shutil.rmtree(directory, ignore_errors=True)

@@ -87,3 +87,6 @@ def test_the_helper_imposes_no_sandbox_on_the_shells() -> None:
     }  # fmt: skip
     assert inherited.isdisjoint(helper)
     assert helper["KillMode"] == "control-group"
+    # Each session in a cgroup of its own, under the helper's delegated one.
+    assert "--session-cgroups" in helper["ExecStart"]
+    assert helper["Delegate"] == "yes"
