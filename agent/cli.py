@@ -135,12 +135,19 @@ def shell_helper_command(
             help="one cgroup per session under the helper's own (systemd, Delegate=yes)",
         ),
     ] = False,
+    max_shells: Annotated[
+        int, typer.Option("--max-shells", min=1, help="shells running at once; more are refused")
+    ] = 64,
 ) -> None:
     """Run the privileged shell helper (as root): starts maintenance shells for the agent."""
     from agent.shellhelper import run_helper
 
     run_helper(
-        config, agent_user=agent_user, socket_path=socket_path, session_cgroups=session_cgroups
+        config,
+        agent_user=agent_user,
+        socket_path=socket_path,
+        session_cgroups=session_cgroups,
+        max_shells=max_shells,
     )
 
 

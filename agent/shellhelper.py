@@ -65,6 +65,8 @@ DEFAULT_SOCKET: Final = Path("/run/fieldlink-agent-shell.sock")
 MAX_REQUEST_BYTES: Final = 16 * 1024
 #: Time the agent has to send its request once connected.
 REQUEST_TIMEOUT_S: Final = 5.0
+#: Shells (one per channel) the helper runs at once.
+MAX_SHELLS: Final = 64
 #: Time between SIGTERM and SIGKILL when a session ends.
 KILL_GRACE_S: Final = 1.0
 #: The environment of a maintenance shell starts from this PATH (OpenSSH's idea:
@@ -317,7 +319,9 @@ def _start_blocking(path: Path, request: ShellRequest, timeout_s: float) -> Help
         except OSError as exc:
             msg = f"cannot reach the shell helper at {path}: {exc.strerror or exc}"
             raise ShellHelperError(msg) from None
-        sock.sendall(request.encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # A refused caller is answered before it sends: the answer is still there.
+            sock.sendall(request.encode())
         data, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST_BYTES, 3)
         try:
             answer: Any = json.loads(data.partition(b"\n")[0])
@@ -385,6 +389,7 @@ class ShellHelper:
         account: ShellAccount,
         login_shell: str | None = None,
         cgroups: SessionCgroups | None = None,
+        max_shells: int = MAX_SHELLS,
     ) -> None:
         """Serve on ``listener`` for the agent running as ``agent_uid``.
 
@@ -394,6 +399,7 @@ class ShellHelper:
             account: The maintenance account shells run as.
             login_shell: ``[agent.policy] shell``; default: the account's shell.
             cgroups: Put each session in a cgroup of its own (under systemd).
+            max_shells: Shells running at once; more are refused.
         """
         self._listener = listener
         self._agent_uid = agent_uid
@@ -401,10 +407,17 @@ class ShellHelper:
         self._shell = login_shell or account.shell
         self._cgroups = cgroups
         self._cgroup: Path | None = None
+        self._monitors: set[int] = set()
+        self._max_shells = max_shells
 
     def serve_forever(self) -> None:
-        """Accept connections until SIGTERM; one monitor process per connection."""
-        signal.signal(signal.SIGCHLD, _reap_children)
+        """Accept connections until SIGTERM; one monitor process per connection.
+
+        A caller other than the agent is refused here, before anything is forked,
+        and at most ``max_shells`` shells run at once: a compromised agent
+        cannot make the helper fork without limit.
+        """
+        signal.signal(signal.SIGCHLD, lambda *_: self._reap_monitors())
         logger.info(
             "shell helper ready: shells run as %s (uid %d) for the agent's uid %d",
             self._account.name,
@@ -413,11 +426,13 @@ class ShellHelper:
         )
         while True:
             conn, _ = self._listener.accept()
+            if not self._admit(conn):
+                continue
             try:
                 pid = os.fork()
             except OSError:
                 logger.exception("cannot fork a session monitor")
-                conn.close()
+                _answer(conn, {"ok": False, "error": "the helper cannot start a session"})
                 continue
             if pid == 0:  # the monitor of this connection
                 status = 1
@@ -425,14 +440,16 @@ class ShellHelper:
                     self._listener.close()
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     status = self.monitor(conn)
+                except SystemExit:  # SIGTERM: the session was ended in monitor()
+                    status = 0
                 except BaseException:
                     logger.exception("session monitor failed")
                 finally:
                     os._exit(status)
+            self._monitors.add(pid)
             conn.close()
 
-    def monitor(self, conn: socket.socket) -> int:
-        """Serve one connection: check, start, watch, end. Returns an exit status."""
+    def _admit(self, conn: socket.socket) -> bool:
         caller_pid, caller_uid, _ = peer_credentials(conn)
         if caller_uid != self._agent_uid:
             logger.warning(
@@ -442,7 +459,26 @@ class ShellHelper:
                 self._agent_uid,
             )
             _answer(conn, {"ok": False, "error": "not the agent's account"})
-            return 1
+            return False
+        self._reap_monitors()
+        if len(self._monitors) >= self._max_shells:
+            logger.warning(
+                "shell refused for agent pid %d: %d shells already", caller_pid, self._max_shells
+            )
+            _answer(conn, {"ok": False, "error": "too many shells at once"})
+            return False
+        return True
+
+    def _reap_monitors(self) -> None:
+        for pid in list(self._monitors):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            self._monitors.discard(pid)
+
+    def monitor(self, conn: socket.socket) -> int:
+        """Serve one connection: read, start, watch, end. Returns an exit status."""
+        caller_pid, _, _ = peer_credentials(conn)
         try:
             request = ShellRequest.decode(_read_line(conn))
         except ShellHelperError as exc:
@@ -789,6 +825,7 @@ def run_helper(
     agent_user: str,
     socket_path: Path | None,
     session_cgroups: bool = False,
+    max_shells: int = MAX_SHELLS,
 ) -> None:
     """Run the helper until it is stopped: ``fieldlink agent shell-helper``.
 
@@ -799,6 +836,7 @@ def run_helper(
         socket_path: Where to listen when systemd passes no socket.
         session_cgroups: One cgroup per session under the helper's own
             (needs ``Delegate=yes``), see :class:`SessionCgroups`.
+        max_shells: Shells running at once (one per channel); more are refused.
 
     Raises:
         ConfigError: not root, an unsafe configuration file, or unknown accounts.
@@ -829,4 +867,5 @@ def run_helper(
             account=account,
             login_shell=policy.login_shell,
             cgroups=cgroups,
+            max_shells=max_shells,
         ).serve_forever()

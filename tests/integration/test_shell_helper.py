@@ -365,3 +365,31 @@ def test_under_systemd_each_session_has_its_own_cgroup(accounts: None) -> None:
                     leaf.rmdir()
         unit.rmdir()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_helper_runs_no_more_shells_than_allowed(accounts: None) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="fieldlink-helper-"))
+    directory.chmod(0o755)
+    config = directory / "agent.toml"
+    config.write_text(f'[agent.policy]\nshell_user = "{SHELL_USER}"\n')
+    socket_path, log = directory / "shell.sock", directory / "helper.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
+             "--agent-user", AGENT_USER, "--socket", str(socket_path), "--max-shells", "1"],
+            stdout=out, stderr=out, cwd=CHECKOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
+        helper = Helper(socket_path, process, log, directory)
+        holder = helper.client('{"command": "echo READY; sleep 60"}')
+        assert holder.stdout is not None
+        assert "READY" in holder.stdout.readline()
+        assert "too many shells at once" in helper.run('{"command": "id"}')
+        holder.communicate("", timeout=30)  # the first shell ends: room for another
+        wait_until(lambda: "ended" in log.read_text(), timeout=15)
+        assert helper.run('{"command": "id -un"}').splitlines()[0] == SHELL_USER
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        shutil.rmtree(directory, ignore_errors=True)
