@@ -49,7 +49,7 @@ from typing import Any, Final, Literal
 import asyncssh
 
 from agent.policy import CLOSE_REASONS, CloseReason, SitePolicy
-from agent.shellhelper import HelperSession
+from agent.shellrequest import HelperSession
 from agent.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
 from shared.ids import utcnow
 from shared.tunnel_transport import TunnelConnector
@@ -458,7 +458,7 @@ class AgentSession:
     async def _start_with_helper(
         self, process: asyncssh.SSHServerProcess[bytes], helper: Path
     ) -> HelperSession:
-        from agent.shellhelper import ShellHelperError, ShellRequest, start_session
+        from agent.shellrequest import ShellHelperError, ShellRequest, start_session
 
         term = process.get_terminal_type()
         cols, rows, _, _ = process.get_terminal_size()

@@ -11,7 +11,8 @@ import pytest
 from agent.enroll import DEFAULT_DIR, DEFAULT_STATE_DIR, EnrollmentFailed, identity_layout
 from agent.enroll import _enroll_url as enroll_url
 from agent.policy import DEFAULT_SHELL_USER, SitePolicy
-from agent.shellhelper import ShellHelperError, ShellRequest, check_config_file
+from agent.shellhelper import check_config_file
+from agent.shellrequest import ShellHelperError, ShellRequest
 from shared.errors import ConfigError
 
 
