@@ -27,8 +27,8 @@ Protocol, over a Unix stream socket (``/run/fieldlink-agent-shell.sock``):
    cgroup, ended whole with ``cgroup.kill``.
 
 Every start, refusal and end is logged (the journal under the shipped unit).
-The module uses the standard library only; the agent never imports it: its side
-(:mod:`agent.shellrequest`) when a session opens a shell.
+The module uses the standard library only. The agent never imports it: its side
+is :mod:`agent.shellrequest`, loaded when a session opens a shell.
 """
 
 from __future__ import annotations
