@@ -12,7 +12,7 @@ from agent.enroll import DEFAULT_DIR, DEFAULT_STATE_DIR, EnrollmentFailed, ident
 from agent.enroll import _enroll_url as enroll_url
 from agent.policy import DEFAULT_SHELL_USER, SitePolicy
 from agent.shellhelper import check_config_file
-from agent.shellrequest import ShellHelperError, ShellRequest
+from agent.shellrequest import ShellHelperError, ShellRequest, start_session
 from shared.errors import ConfigError
 
 
@@ -120,3 +120,8 @@ def test_enroll_for_an_account_that_does_not_exist_stops_before_anything(tmp_pat
     assert "--user no-such-account-fl: no such account" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "etc").exists()
+
+
+async def test_a_missing_helper_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ShellHelperError, match=r"cannot reach the shell helper at .*absent\.sock"):
+        await start_session(tmp_path / "absent.sock", ShellRequest("ses-1", command="id"))
