@@ -65,19 +65,90 @@ def enroll_command(
     token: Annotated[
         str, typer.Option("--token", help="the one-time token from `fieldlink device add`")
     ],
-    directory: Annotated[
-        Path, typer.Option("--dir", help="where to write keys, certificates and agent.toml")
-    ] = Path("/etc/fieldlink"),
+    directory: Annotated[Path, typer.Option("--dir", help="where to write agent.toml")] = Path(
+        "/etc/fieldlink"
+    ),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="where keys, certificates and renewable files go "
+            "(default: /var/lib/fieldlink-agent with the default --dir, else DIR)",
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            help="the agent's service account, owner of the state directory and keys "
+            "(default as root: fieldlink-agent if it exists)",
+        ),
+    ] = None,
     ca_file: Annotated[
         Path | None, typer.Option("--ca-file", help="CA bundle to verify an https server with")
     ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="allow plain http:// to a server on another machine (the CA and command key "
+            "pinned from its answer are then unprotected)",
+        ),
+    ] = False,
 ) -> None:
     """Make this device's key, enroll with the center, and write agent.toml."""
     from agent.enroll import enroll
 
-    config_path = asyncio.run(enroll(server, token, directory, ca_file=ca_file))
+    config_path = asyncio.run(
+        enroll(
+            server,
+            token,
+            directory,
+            ca_file=ca_file,
+            state_dir=state_dir,
+            user=user,
+            insecure_http=insecure_http,
+        )
+    )
     typer.echo(f"enrolled; configuration written to {config_path}")
     typer.echo(f"start the agent: fieldlink agent run --config {config_path}")
+
+
+@agent_app.command("shell-helper")
+def shell_helper_command(
+    config: ConfigOption = None,
+    agent_user: Annotated[
+        str, typer.Option("--agent-user", help="the only account allowed to ask for shells")
+    ] = "fieldlink-agent",
+    socket_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--socket",
+            help="listen here (default: the socket systemd passes, else "
+            "/run/fieldlink-agent-shell.sock)",
+        ),
+    ] = None,
+    session_cgroups: Annotated[
+        bool,
+        typer.Option(
+            "--session-cgroups",
+            help="one cgroup per session under the helper's own (systemd, Delegate=yes)",
+        ),
+    ] = False,
+    max_shells: Annotated[
+        int, typer.Option("--max-shells", min=1, help="shells running at once; more are refused")
+    ] = 64,
+) -> None:
+    """Run the privileged shell helper (as root): starts maintenance shells for the agent."""
+    from agent.shellhelper import run_helper
+
+    run_helper(
+        config,
+        agent_user=agent_user,
+        socket_path=socket_path,
+        session_cgroups=session_cgroups,
+        max_shells=max_shells,
+    )
 
 
 def _control(config: Path | None, op: str, session_id: str | None = None) -> dict[str, Any]:

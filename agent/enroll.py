@@ -4,14 +4,29 @@ The device makes its own ECDSA P-256 key (it never leaves the device), sends
 a certificate signing request with the one-time token the administrator
 handed over to ``POST /api/v1/enroll``, checks what comes back (the
 certificate is for *this* key and signed by the CA that came with it), and
-writes into the target folder::
+writes the identity into the agent's state directory::
 
     device.key                  the device's private key (0600)
     device.pem                  its certificate, CN = device id
     ca.pem                      the device CA (verifies the broker)
     command-signing.pub.pem     the server's command key, pinned from now on
     ssh_host_ed25519_key(.pub)  the host key of the agent's SSH server (0600)
-    agent.toml                  [agent] settings naming all of the above
+
+and ``agent.toml`` (the ``[agent]`` settings naming all of the above) into the
+configuration folder ``--dir``. With the default ``--dir /etc/fieldlink`` the
+state directory is ``/var/lib/fieldlink-agent``, the unit's ``StateDirectory``:
+renewal rewrites the key and certificate there, which ``ProtectSystem=strict``
+forbids in ``/etc``. With another ``--dir`` the identity stays beside
+``agent.toml`` unless ``--state-dir`` says otherwise.
+
+Run as root, enrollment hands the state directory and every file in it to the
+agent's service account (``--user``, by default ``fieldlink-agent`` when that
+account exists): the key files are then readable by that account only, and
+``agent.toml`` stays root's (the agent only reads it).
+
+Plain ``http://`` is refused for a server that is not on this machine unless
+``insecure_http`` is set: the answer carries the CA and the command key the
+agent pins for good, and an on-path attacker could substitute both.
 
 Nothing is written unless enrollment succeeds, so a failed attempt leaves a
 working identity in place. ``cryptography`` is imported only here, when
@@ -24,6 +39,8 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
+import pwd
 import ssl
 import urllib.error
 import urllib.request
@@ -44,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DIR: Final = Path("/etc/fieldlink")
 DEFAULT_STATE_DIR: Final = Path("/var/lib/fieldlink-agent")
+#: The service account of the shipped unit (systemd/fieldlink-agent.service).
+DEFAULT_SERVICE_USER: Final = "fieldlink-agent"
 ENROLL_PATH: Final = "/api/v1/enroll"
 FILES: Final = {
     "key": "device.key",
@@ -103,14 +122,72 @@ def _make_keys() -> _DeviceKeys:
     )
 
 
-def _enroll_url(server_url: str) -> str:
+def _enroll_url(server_url: str, *, insecure_http: bool = False) -> str:
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         msg = f"--server must be an http(s):// URL, not {server_url!r}"
         raise EnrollmentFailed(msg)
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if not insecure_http:
+            msg = (
+                f"refusing to enroll over plain http with {parts.hostname}: the CA and the "
+                "command key pinned from its answer could be forged on the way; use https:// "
+                "(or --insecure-http on a network you trust)"
+            )
+            raise EnrollmentFailed(msg)
         logger.warning("enrolling over plain http: the token crosses the network unencrypted")
     return server_url.rstrip("/") + ENROLL_PATH
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """The account the agent's service runs as, owner of its identity files."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> ServiceAccount:
+        """The account ``name`` from the password database.
+
+        Raises:
+            EnrollmentFailed: there is no such account.
+        """
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            msg = f"--user {name}: no such account (create it: useradd --system {name})"
+            raise EnrollmentFailed(msg) from None
+        return cls(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def resolve_service_account(name: str | None) -> ServiceAccount | None:
+    """Whom the identity files should belong to.
+
+    Args:
+        name: ``--user``; ``None`` means ``fieldlink-agent`` when enrolling as
+            root and that account exists, else the current user.
+
+    Returns:
+        The account, or ``None`` to leave the files to the current user.
+
+    Raises:
+        EnrollmentFailed: ``name`` does not exist, or is given by a non-root user
+            (only root can give files away).
+    """
+    if name is None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            return ServiceAccount.lookup(DEFAULT_SERVICE_USER)
+        except EnrollmentFailed:
+            return None
+    account = ServiceAccount.lookup(name)
+    if os.geteuid() not in (0, account.uid):
+        msg = f"--user {name}: only root can enroll for another account"
+        raise EnrollmentFailed(msg)
+    return account
 
 
 def _is_loopback(host: str) -> bool:
@@ -245,34 +322,57 @@ def render_agent_toml(values: dict[str, str]) -> str:
 
 
 def _write_identity(
-    directory: Path, data: dict[str, Any], keys: _DeviceKeys, device_id: str, server_url: str
+    directory: Path,
+    state_dir: Path,
+    identity_dir: Path,
+    data: dict[str, Any],
+    keys: _DeviceKeys,
+    device_id: str,
+    server_url: str,
+    owner: ServiceAccount | None,
 ) -> Path:
     from cryptography.hazmat.primitives import serialization
 
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / file_name for name, file_name in FILES.items()}
+    for folder in dict.fromkeys((state_dir, identity_dir)):
+        if folder == directory:
+            continue
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)  # an existing directory too: it holds private keys
+        if owner is not None:
+            os.chown(folder, owner.uid, owner.gid)
+    paths = {name: identity_dir / file_name for name, file_name in FILES.items()}
+    paths["config"] = directory / FILES["config"]
     no_encryption = serialization.NoEncryption()
-    write_file_atomic(
-        paths["key"],
-        keys.tls_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_encryption
+    identity: list[tuple[Path, bytes, int]] = [
+        (
+            paths["key"],
+            keys.tls_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_encryption
+            ),
+            0o600,
         ),
-        mode=0o600,
-    )
-    write_file_atomic(
-        paths["ssh_host_key"],
-        keys.ssh_host_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, no_encryption
+        (
+            paths["ssh_host_key"],
+            keys.ssh_host_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, no_encryption
+            ),
+            0o600,
         ),
-        mode=0o600,
-    )
-    write_file_atomic(
-        directory / (FILES["ssh_host_key"] + ".pub"), keys.ssh_public.encode() + b"\n", mode=0o644
-    )
-    write_file_atomic(paths["cert"], data["cert_pem"].encode(), mode=0o644)
-    write_file_atomic(paths["ca"], data["ca_pem"].encode(), mode=0o644)
-    write_file_atomic(paths["command_key"], data["command_public_key_pem"].encode(), mode=0o644)
-    state_dir = DEFAULT_STATE_DIR if directory == DEFAULT_DIR else directory / "state"
+        (
+            identity_dir / (FILES["ssh_host_key"] + ".pub"),
+            keys.ssh_public.encode() + b"\n",
+            0o644,
+        ),
+        (paths["cert"], data["cert_pem"].encode(), 0o644),
+        (paths["ca"], data["ca_pem"].encode(), 0o644),
+        (paths["command_key"], data["command_public_key_pem"].encode(), 0o644),
+    ]
+    for path, content, mode in identity:
+        write_file_atomic(path, content, mode=mode)
+        if owner is not None:
+            # After the atomic rename: the file is the agent's, the key unreadable to others.
+            os.chown(path, owner.uid, owner.gid)
     config = render_agent_toml(
         {
             "device_id": device_id,
@@ -285,8 +385,24 @@ def _write_identity(
             "state_dir": str(state_dir),
         }
     )
+    # agent.toml stays the current user's (root's): the agent only reads it.
     write_file_atomic(paths["config"], config.encode(), mode=0o644)
     return paths["config"]
+
+
+def identity_layout(directory: Path, state_dir: Path | None) -> tuple[Path, Path]:
+    """Where the state and the identity files go for ``--dir`` and ``--state-dir``.
+
+    Returns:
+        ``(state_dir, identity_dir)``: ``/var/lib/fieldlink-agent`` twice for the
+        default ``/etc/fieldlink``; ``DIR/state`` and ``DIR`` for another ``--dir``;
+        ``STATE_DIR`` twice when ``--state-dir`` is given.
+    """
+    if state_dir is not None:
+        return state_dir, state_dir
+    if directory == DEFAULT_DIR:
+        return DEFAULT_STATE_DIR, DEFAULT_STATE_DIR
+    return directory / "state", directory
 
 
 async def enroll(
@@ -296,15 +412,23 @@ async def enroll(
     *,
     ca_file: Path | None = None,
     http_timeout_s: float = 30.0,
+    state_dir: Path | None = None,
+    user: str | None = None,
+    insecure_http: bool = False,
 ) -> Path:
     """Enroll this device with the center and write its identity into ``directory``.
 
     Args:
         server_url: The center's URL, e.g. ``https://fieldlink.example.com``.
         token: The one-time enrollment token from ``fieldlink device add``.
-        directory: Where to write keys, certificates and ``agent.toml``.
+        directory: Where to write ``agent.toml``.
         ca_file: A CA bundle to verify an https server with (default: the system's).
         http_timeout_s: Seconds to wait for the server's answer.
+        state_dir: The agent's state directory, where the keys, certificates and
+            renewable files go (default: see :func:`identity_layout`).
+        user: The agent's service account, owner of the state directory and the
+            identity files (default: see :func:`resolve_service_account`).
+        insecure_http: Allow plain ``http://`` to a server that is not on this machine.
 
     Returns:
         The path of the written ``agent.toml``.
@@ -314,17 +438,33 @@ async def enroll(
             answered something inconsistent.
         UnavailableError: the server cannot be reached.
     """
-    url = _enroll_url(server_url)
+    url = _enroll_url(server_url, insecure_http=insecure_http)
+    owner = resolve_service_account(user)
+    state, identity_dir = identity_layout(directory, state_dir)
     keys = await asyncio.to_thread(_make_keys)
     body = {"token": token, "csr_pem": keys.csr_pem, "ssh_host_key": keys.ssh_public}
     data = await asyncio.to_thread(_post, url, body, ca_file, http_timeout_s)
     _, device_id = _check_answer(data, keys)
     try:
         config_path = await asyncio.to_thread(
-            _write_identity, directory, data, keys, device_id, server_url
+            _write_identity,
+            directory,
+            state,
+            identity_dir,
+            data,
+            keys,
+            device_id,
+            server_url,
+            owner,
         )
     except OSError as exc:
         msg = f"cannot write the device identity to {directory}: {exc.strerror or exc}"
         raise EnrollmentFailed(msg) from exc
-    logger.info("enrolled as %s; configuration in %s", device_id, config_path)
+    logger.info(
+        "enrolled as %s; configuration in %s, identity in %s%s",
+        device_id,
+        config_path,
+        identity_dir,
+        f" (owned by {owner.name})" if owner is not None else "",
+    )
     return config_path

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import ssl
 from collections import deque
@@ -115,12 +116,29 @@ def tls_context(
         msg = f"[agent] ca_file: cannot load {ca_file}: {exc}"
         raise ConfigError(msg) from exc
     if cert_file is not None:
+        # Name the file at fault: ssl reports a key it cannot open as a certificate error.
+        for name, path in (("cert_file", cert_file), ("key_file", key_file)):
+            if path is not None:
+                _check_readable(name, path)
         try:
             context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         except (OSError, ssl.SSLError) as exc:
-            msg = f"[agent] cert_file/key_file: cannot load {cert_file}: {exc}"
+            msg = f"[agent] cert_file/key_file: cannot load {cert_file} with {key_file}: {exc}"
             raise ConfigError(msg) from exc
     return context
+
+
+def _check_readable(name: str, path: Path) -> None:
+    """Raise a :class:`ConfigError` naming ``path`` when this process cannot read it."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        msg = (
+            f"[agent] {name}: cannot read {path}: {exc.strerror or exc} "
+            f"(the agent runs as uid {os.getuid()})"
+        )
+        raise ConfigError(msg) from exc
 
 
 def _state_payload(**fields: Any) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ DEFAULT_APPROVAL_TIMEOUT_S: Final = 60.0
 DEFAULT_MAX_DURATION_S: Final = 4 * 3600.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 15 * 60.0
 DEFAULT_MAX_SESSIONS: Final = 4
+#: The maintenance account of remote shells started by the privileged helper.
+DEFAULT_SHELL_USER: Final = "fieldlink-maint"
+_USER_NAME: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,12 @@ class SitePolicy:
             shell``); ``None`` means the login shell of the agent's user.
         max_sessions: Sessions the device holds at once (awaiting consent,
             connecting or active); a ``session.open`` beyond it is refused (``busy``).
+        shell_helper: The privileged helper's socket (``[agent.policy]
+            shell_helper``, see :mod:`agent.shellhelper`): shell and exec
+            channels then run as ``shell_user``, outside the agent's sandbox.
+            ``None``: they run as the agent's own user (demo, simulated devices).
+        shell_user: The maintenance account the helper starts shells as (the
+            helper reads it from its own root-owned copy of the configuration).
     """
 
     services: Mapping[str, ServiceTarget] = field(default_factory=dict)
@@ -121,6 +131,8 @@ class SitePolicy:
     sftp_folders: Mapping[str, Path] = field(default_factory=dict)
     login_shell: str | None = None
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    shell_helper: Path | None = None
+    shell_user: str = DEFAULT_SHELL_USER
 
     @classmethod
     def from_config(
@@ -134,7 +146,8 @@ class SitePolicy:
             services: Service name to ``"host:port"``.
             policy: ``services`` (list of allowed names), ``consent``,
                 ``approval_timeout_s``, ``max_duration_s``, ``idle_timeout_s``,
-                ``sftp_folders`` (name to path), ``shell``, ``max_sessions``.
+                ``sftp_folders`` (name to path), ``shell``, ``max_sessions``,
+                ``shell_helper`` (a socket path), ``shell_user`` (an account name).
 
         Returns:
             The policy.
@@ -153,6 +166,8 @@ class SitePolicy:
             "sftp_folders",
             "shell",
             "max_sessions",
+            "shell_helper",
+            "shell_user",
         }
         if unknown_keys:
             msg = f"[agent.policy]: unknown keys {sorted(unknown_keys)}"
@@ -191,7 +206,18 @@ class SitePolicy:
         if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
             msg = "[agent.policy] max_sessions must be a whole number of at least 1"
             raise ConfigError(msg)
+        helper_raw = table.get("shell_helper") or None
+        shell_helper = Path(str(helper_raw)) if helper_raw is not None else None
+        if shell_helper is not None and not shell_helper.is_absolute():
+            msg = "[agent.policy] shell_helper must be the absolute path of the helper's socket"
+            raise ConfigError(msg)
+        shell_user = table.get("shell_user", DEFAULT_SHELL_USER)
+        if not isinstance(shell_user, str) or not _USER_NAME.fullmatch(shell_user):
+            msg = f"[agent.policy] shell_user must be an account name, not {shell_user!r}"
+            raise ConfigError(msg)
         return cls(
+            shell_helper=shell_helper,
+            shell_user=shell_user,
             services=targets,
             allowed_services=allowed,
             consent=consent,

@@ -9,7 +9,9 @@ named in the signed ``session.open`` command, once, until its expiry.
 
 Channels offered, all inside :class:`~agent.policy.SitePolicy`:
 
-- shell, with or without a PTY (the agent user's login shell, or ``policy.shell``);
+- shell, with or without a PTY (the agent user's login shell, or ``policy.shell``;
+  with ``policy.shell_helper``, the maintenance account's shell started by the
+  privileged helper of :mod:`agent.shellhelper`, outside the agent's sandbox);
 - exec (``shell -c COMMAND``), with or without a PTY;
 - SFTP and scp, confined to ``policy.sftp_folders`` (symlinks out are refused);
 - direct-tcpip to allowlisted services only (see :mod:`agent.policy` for the
@@ -47,6 +49,7 @@ from typing import Any, Final, Literal
 import asyncssh
 
 from agent.policy import CLOSE_REASONS, CloseReason, SitePolicy
+from agent.shellrequest import HelperSession
 from agent.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
 from shared.ids import utcnow
 from shared.tunnel_transport import TunnelConnector
@@ -232,6 +235,7 @@ class AgentSession:
         self._remote_detail = ""
         self._auth_refused = False
         self._children: set[asyncio.subprocess.Process] = set()
+        self._helper_sessions: set[HelperSession] = set()
         self._home = os.path.expanduser("~")
 
     def end(self, reason: CloseReason = "site_ended") -> None:
@@ -418,7 +422,9 @@ class AgentSession:
             process.exit(1)
             return
         try:
-            if process.get_terminal_type():
+            if self.policy.shell_helper is not None:
+                status = await self._run_with_helper(process, self.policy.shell_helper)
+            elif process.get_terminal_type():
                 status = await self._run_in_pty(process)
             else:
                 status = await self._run_with_pipes(process)
@@ -448,6 +454,61 @@ class AgentSession:
         if term:
             env["TERM"] = term
         return env
+
+    async def _start_with_helper(
+        self, process: asyncssh.SSHServerProcess[bytes], helper: Path
+    ) -> HelperSession:
+        from agent.shellrequest import ShellHelperError, ShellRequest, start_session
+
+        term = process.get_terminal_type()
+        cols, rows, _, _ = process.get_terminal_size()
+        request = ShellRequest(
+            session_id=self.session_id,
+            command=process.command,
+            pty=term is not None,
+            term=term,
+            cols=cols,
+            rows=rows,
+        )
+        try:
+            started = await start_session(helper, request)
+        except ShellHelperError as exc:
+            raise OSError(str(exc)) from exc
+        self._helper_sessions.add(started)
+        self._log.info(
+            "%s started by the shell helper as %s (pid %d)",
+            "shell" if process.command is None else "exec",
+            self.policy.shell_user,
+            started.pid,
+        )
+        return started
+
+    async def _run_with_helper(
+        self, process: asyncssh.SSHServerProcess[bytes], helper: Path
+    ) -> int:
+        # The shell runs as the maintenance account, outside the agent's sandbox: the
+        # agent only relays the descriptors and cannot signal it (the PTY delivers
+        # Ctrl-C and window changes; the helper ends the session's processes).
+        started = await self._start_with_helper(process, helper)
+        try:
+            fds, started.fds = started.fds, []
+            if len(fds) == 1:
+                (master,) = fds
+                await process.redirect(stdin=os.dup(master), stdout=master)
+            else:
+                stdin, stdout, stderr = fds
+                await process.redirect(stdin=stdin, stdout=stdout, stderr=stderr, send_eof=False)
+            status = await started.wait()
+            with contextlib.suppress(TimeoutError, asyncssh.Error):
+                await asyncio.wait_for(
+                    asyncio.gather(process.stdout.drain(), process.stderr.drain()),
+                    OUTPUT_DRAIN_TIMEOUT_S,
+                )
+        finally:
+            # The channel is over: the helper ends whatever it left running.
+            started.close()
+            self._helper_sessions.discard(started)
+        return status
 
     async def _run_in_pty(self, process: asyncssh.SSHServerProcess[bytes]) -> int:
         shell = self._shell()
@@ -512,6 +573,10 @@ class AgentSession:
         return _exit_status(status)
 
     async def _stop_children(self) -> None:
+        # The helper ends each session's processes when its connection closes.
+        for started in list(self._helper_sessions):
+            started.close()
+        self._helper_sessions.clear()
         children = [child for child in self._children if child.returncode is None]
         for sig in (signal.SIGHUP, signal.SIGKILL):
             for child in children:
