@@ -4,7 +4,11 @@
 (() => {
   function showToken(deviceId, token, expires) {
     const server = location.origin;
-    const command = `fieldlink agent enroll --server ${server} --token ${token}`;
+    // The agent refuses plain http to another host unless told (it pins what it is sent):
+    // say so in the command rather than hand the site one that fails.
+    const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+    const insecure = location.protocol === "http:" && !loopback ? " --insecure-http" : "";
+    const command = `fieldlink agent enroll --server ${server} --token ${token}${insecure}`;
     document.getElementById("token-result").innerHTML = `<div class="notice">
       <p><strong>${fl.esc(deviceId)}</strong>: one-time enrollment token (shown only now, valid until ${fl.esc(fl.when(expires))}).</p>
       <p>On the device: <code>${fl.esc(command)}</code>
