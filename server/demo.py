@@ -160,7 +160,7 @@ def _prepare_keys(directory: Path, devices: int) -> Path:
 def _seed_incidents(session: Session, devices: int) -> None:
     """A year of demo incidents, when the KPI module is installed."""
     try:
-        from server.kpi.demo import seed_demo_incidents
+        from server.incidents.demo import seed_demo_incidents
     except ImportError:
         return
     rows = [session.get(Device, device_id) for device_id in demo_device_ids(devices)]

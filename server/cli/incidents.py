@@ -31,7 +31,7 @@ def import_command(
     config: ConfigOption = None,
 ) -> None:
     """Import incidents from CSV: all rows, or none if one is bad (each bad line is listed)."""
-    from server.kpi.csv_io import CsvImportInvalid, import_incidents_csv
+    from server.incidents.csv_io import CsvImportInvalid, import_incidents_csv
 
     try:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
@@ -74,8 +74,8 @@ def export_command(
     config: ConfigOption = None,
 ) -> None:
     """Export incidents as CSV (docs/kpis.md's columns)."""
-    from server.kpi.csv_io import export_incidents_csv
-    from server.kpi.incidents import incident_filters
+    from server.incidents.csv_io import export_incidents_csv
+    from server.incidents.records import incident_filters
 
     if on not in ("closed_at", "opened_at"):
         msg = "--on must be closed_at or opened_at"
