@@ -1,9 +1,10 @@
-"""The socket half of the operator's client: ``fieldlink connect`` and ``fieldlink ssh``.
+"""The socket half of the operator's client: the session sockets, and ``fieldlink connect``.
 
 - ``fieldlink connect DEVICE SERVICE`` listens on 127.0.0.1 and bridges each local
   connection through ``WS /api/v1/sessions/{id}/forward/{service}``.
-- ``fieldlink ssh DEVICE`` is a shell in the local terminal over
-  ``WS /api/v1/sessions/{id}/terminal``.
+- ``fieldlink ssh DEVICE`` (:mod:`server.client.terminal`) is a shell in the local
+  terminal over ``WS /api/v1/sessions/{id}/terminal``, through :func:`dial` and
+  :func:`close_error` here.
 
 Both get their session from :func:`server.client.sessions.operator_session`.
 """
@@ -13,11 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import sys
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import httpx2 as httpx
@@ -25,14 +22,12 @@ import typer
 
 from server.client.api import LONG_POLL_S, ApiClient, part
 from server.client.sessions import (
-    OWN_ERROR,
     ReasonOption,
     SessionEnded,
     SessionOption,
     closed_message,
     interrupted_by_termination,
     operator_session,
-    own_errors_exit_255,
     say,
 )
 from shared.errors import AuthError, FieldlinkError, UnavailableError
@@ -49,9 +44,6 @@ WS_UNAUTHORIZED: Final = 4401
 WS_FORBIDDEN: Final = 4403
 WS_NOT_FOUND: Final = 4404
 WS_SESSION_CLOSED: Final = 4410
-#: Piped input to a shell: end of file, and how quiet the output is before it is sent again.
-CTRL_D: Final = b"\x04"
-QUIET_S: Final = 0.5
 #: Tells the server that the local side sent its last byte (half-close).
 EOF_MESSAGE: Final = json.dumps({"type": "eof"})
 
@@ -63,7 +55,7 @@ class ServiceRefused(FieldlinkError):
 # -- fieldlink connect ----------------------------------------------------------------------
 
 
-async def _dial(url: str, headers: dict[str, str]) -> ClientConnection:
+async def dial(url: str, headers: dict[str, str]) -> ClientConnection:
     """Open a session socket (raises one-line errors)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -88,7 +80,7 @@ async def _dial(url: str, headers: dict[str, str]) -> ClientConnection:
         raise UnavailableError(msg) from exc
 
 
-def _close_error(exc: Exception, what: str) -> FieldlinkError | None:
+def close_error(exc: Exception, what: str) -> FieldlinkError | None:
     """The error a session socket's close code means (``None`` for a normal close).
 
     Args:
@@ -146,25 +138,25 @@ class ForwardBridge:
         """
         from websockets.exceptions import ConnectionClosed
 
-        websocket = await _dial(self.url, self.headers)
+        websocket = await dial(self.url, self.headers)
         try:
             while True:
                 try:
                     message = await websocket.recv()
                 except ConnectionClosed as exc:
-                    error = _close_error(exc, self.what)
+                    error = close_error(exc, self.what)
                     if error is not None:
                         raise error from None
                     return  # the service accepted and closed at once: it is there
                 if isinstance(message, bytes):
                     return
-                control = _control(message)
+                control = control_message(message)
                 if control.get("type") != "state":
                     continue
                 if control.get("state") == "active":
                     return
                 if control.get("state") == "closed":
-                    raise SessionEnded(_closed_frame_message(control))
+                    raise SessionEnded(closed_frame_message(control))
         finally:
             await websocket.close()
 
@@ -175,7 +167,7 @@ class ForwardBridge:
             self.connections.add(task)
         websocket: ClientConnection | None = None
         try:
-            websocket = await _dial(self.url, self.headers)
+            websocket = await dial(self.url, self.headers)
             await self._copy(reader, writer, websocket)
         except FieldlinkError as exc:
             say(f"error: {exc}")
@@ -219,7 +211,7 @@ class ForwardBridge:
                 try:
                     message = await websocket.recv()
                 except ConnectionClosed as exc:
-                    error = _close_error(exc, self.what)
+                    error = close_error(exc, self.what)
                     if isinstance(error, ServiceRefused):
                         say(f"error: {error}")
                     break
@@ -239,7 +231,7 @@ class ForwardBridge:
         await asyncio.gather(*self.connections, return_exceptions=True)
 
 
-def _closed_frame_message(control: dict[str, Any]) -> str:
+def closed_frame_message(control: dict[str, Any]) -> str:
     """The one line for a socket's ``{"type": "state", "state": "closed", ...}``."""
     text = f"the session closed: {control.get('close_reason') or 'closed'}"
     if control.get("detail"):
@@ -247,7 +239,8 @@ def _closed_frame_message(control: dict[str, Any]) -> str:
     return text
 
 
-def _control(text: str) -> dict[str, Any]:
+def control_message(text: str) -> dict[str, Any]:
+    """A text frame's JSON object (``{}`` for anything else)."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -348,189 +341,3 @@ def connect_command(
             say(f"stopped{closing}")
             return
         raise SessionEnded(closed_message(ended))
-
-
-# -- fieldlink ssh --------------------------------------------------------------------------
-
-
-async def _read_fd(fd: int) -> bytes:
-    """One read of ``fd`` once it is readable (b"" at end of file); no O_NONBLOCK is set.
-
-    Setting O_NONBLOCK on a terminal would change it for stdout too (one open file).
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        future: asyncio.Future[None] = loop.create_future()
-
-        def readable() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        loop.add_reader(fd, readable)
-    except (PermissionError, ValueError, OSError):
-        # A regular file cannot be polled: it never blocks for long either.
-        return await asyncio.to_thread(os.read, fd, CHUNK)
-    try:
-        await future
-    finally:
-        loop.remove_reader(fd)
-    try:
-        return os.read(fd, CHUNK)
-    except BlockingIOError:
-        return await _read_fd(fd)
-    except OSError:
-        return b""
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:
-            import select
-
-            select.select([], [fd], [])
-            continue
-        view = view[written:]
-
-
-async def run_terminal(api: ApiClient, session: dict[str, Any], *, interactive: bool) -> int:
-    """Bridge the local terminal (or stdin and stdout) with the session's shell.
-
-    Returns:
-        The remote shell's exit status.
-
-    Raises:
-        SessionEnded: The session closed before the shell exited.
-    """
-    from websockets.exceptions import ConnectionClosed
-
-    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
-    if interactive:
-        size = os.get_terminal_size(stdout_fd if os.isatty(stdout_fd) else stdin_fd)
-        cols, rows, term = size.columns, size.lines, os.environ.get("TERM") or "xterm-256color"
-    else:
-        cols, rows, term = 80, 24, "dumb"
-    url = api.ws_url(f"/sessions/{part(session['id'])}/terminal", cols=cols, rows=rows, term=term)
-    websocket = await _dial(url, api.auth_headers)
-    loop = asyncio.get_running_loop()
-    resizes: set[asyncio.Task[None]] = set()
-
-    def on_resize() -> None:
-        size = os.get_terminal_size(stdin_fd)
-        message = json.dumps({"type": "resize", "cols": size.columns, "rows": size.lines})
-        task = loop.create_task(websocket.send(message))
-        resizes.add(task)
-        task.add_done_callback(resizes.discard)
-
-    input_ended = asyncio.Event()
-    last_output = [loop.time(), True]  # when, and whether output came since the last Ctrl-D
-
-    async def upstream() -> None:
-        last = b"\n"
-        try:
-            while True:
-                data = await _read_fd(stdin_fd)
-                if not data:
-                    break
-                last = data[-1:]
-                await websocket.send(data)
-            if not interactive:
-                # End of piped input: end the line, then Ctrl-D as a person would.
-                await websocket.send((b"" if last in (b"\n", b"\r") else b"\n") + CTRL_D)
-                input_ended.set()
-        except ConnectionClosed:
-            pass
-
-    async def end_of_input() -> None:
-        # A Ctrl-D typed ahead while the shell runs a command is lost when its line
-        # editor takes the terminal back; so, once the input has ended, Ctrl-D
-        # again whenever the output (a prompt) has gone quiet, until the shell exits.
-        await input_ended.wait()
-        while True:
-            await asyncio.sleep(QUIET_S)
-            when, fresh = last_output
-            if fresh and loop.time() - when >= QUIET_S:
-                last_output[1] = False
-                await websocket.send(CTRL_D)
-
-    if interactive:
-        loop.add_signal_handler(signal.SIGWINCH, on_resize)
-    sending = asyncio.create_task(upstream())
-    ending = asyncio.create_task(end_of_input())
-    exit_status: int | None = None
-    closed: dict[str, Any] | None = None
-    ended_by: FieldlinkError | None = None
-    try:
-        while True:
-            try:
-                message = await websocket.recv()
-            except ConnectionClosed as exc:
-                ended_by = _close_error(exc, "the shell")
-                break
-            if isinstance(message, bytes):
-                last_output[:] = [loop.time(), True]
-                try:
-                    _write_fd(stdout_fd, message)
-                except OSError:
-                    break  # the local terminal is gone (hung up, or stdout closed)
-                continue
-            control = _control(message)
-            if control.get("type") == "exit":
-                exit_status = control.get("exit_status")
-            elif control.get("type") == "state" and control.get("state") == "closed":
-                closed = control
-    finally:
-        if interactive:
-            loop.remove_signal_handler(signal.SIGWINCH)
-        sending.cancel()
-        ending.cancel()
-        await asyncio.gather(sending, ending, *resizes, return_exceptions=True)
-        await websocket.close()
-    if exit_status is None:
-        if closed is not None:
-            raise SessionEnded(_closed_frame_message(closed))
-        if ended_by is not None:
-            raise ended_by
-    if isinstance(exit_status, int) and 0 <= exit_status <= 255:
-        return exit_status
-    return OWN_ERROR
-
-
-@contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[None]:
-    """The terminal in raw mode (keys go to the device as typed), restored on the way out."""
-    import termios
-    import tty
-
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd)
-        yield
-    finally:
-        with contextlib.suppress(termios.error, OSError):  # a terminal that hung up
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def ssh_command(
-    device: Annotated[str, typer.Argument(help="the device id")],
-    reason: ReasonOption = None,
-    session_id: SessionOption = None,
-) -> None:
-    """A shell on a device in this terminal (stdin and stdout piped when not a terminal).
-
-    Exits with the remote shell's status, or 255 on fieldlink's own errors.
-    """
-    interactive = sys.stdin.isatty()
-
-    def run() -> int:
-        with operator_session(
-            device, session_id=session_id, reason=reason or f"fieldlink ssh {device}"
-        ) as (api, session):
-            if not interactive:
-                return asyncio.run(run_terminal(api, session, interactive=False))
-            with raw_terminal(sys.stdin.fileno()):
-                return asyncio.run(run_terminal(api, session, interactive=True))
-
-    raise typer.Exit(own_errors_exit_255(run))

@@ -83,6 +83,7 @@ CLIENT_MODULES = [
     "server.client.account",
     "server.client.sessions",
     "server.client.sockets",
+    "server.client.terminal",
 ]
 
 
