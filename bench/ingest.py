@@ -37,7 +37,7 @@ from sqlmodel import Session
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.ingest import IngestService
-from server.ingest.store import BatchResult
+from server.ingest.items import BatchResult
 from server.models import Device
 from shared import topics
 from shared.ids import new_id
