@@ -191,9 +191,7 @@ async def ingest_run(
         if stored >= count:
             finished.set()
 
-    service = IngestService(
-        settings, engine, group=f"bench{new_id()[:6]}", sweep_interval_s=60, on_batch=on_batch
-    )
+    service = IngestService(settings, engine, group=f"bench{new_id()[:6]}", on_batch=on_batch)
     await service.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     publisher = _start_publisher(port, count, rate, f"ingest-{new_id()[:8]}")
@@ -229,7 +227,7 @@ async def serve(url: str, broker_url: str, group: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    service = IngestService(settings, engine, group=group, sweep_interval_s=60, on_batch=on_batch)
+    service = IngestService(settings, engine, group=group, on_batch=on_batch)
     await service.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     sys.stdout.write("ready\n")

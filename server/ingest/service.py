@@ -27,8 +27,7 @@ checkpoint threads (:mod:`~server.ingest.writer`), one batch's transaction
 and the per-dialect SQL (:mod:`~server.ingest.rows_sqlite`,
 :mod:`~server.ingest.rows_postgres`). This module wires them.
 
-The asyncio loop only starts and stops the ingest, sweeps silent devices, runs
-rollups and retention, and receives the hooks (``on_batch``,
+The asyncio loop only starts and stops the ingest and receives the hooks (``on_batch``,
 ``on_command_result``, ``on_session_event``).
 
 Because a QoS 1 message is acknowledged after its batch is committed, a crash
@@ -55,22 +54,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server import metrics
 from server.config import ServerSettings
-from server.ingest import maintenance
 from server.ingest.batcher import Batcher
 from server.ingest.connection import BrokerConnection, default_group, default_instance_id
 from server.ingest.items import BatchResult
 from server.ingest.store import IngestStore
 from server.ingest.validate import Validator
 from server.ingest.writer import BatchWriter, Checkpointer
-from shared.ids import utcnow
 from shared.protocol import CommandResult, DeviceEvent
 
 logger = logging.getLogger(__name__)
@@ -98,9 +94,6 @@ class IngestService:
         engine: The database engine; the schema must be migrated already.
         group: The shared-subscription group; default: the center's secret one
             (:func:`default_group`), which no device can know to join.
-        sweep_interval_s: How often silent devices are marked offline and the
-            gauges refreshed (default: a third of ``offline_after_s``, at most 15 s).
-        maintenance_interval_s: How often rollups and retention run.
         on_command_result: Called on the event loop with ``(device_id, result)``
             for each valid ``cmd/result`` message of a registered, unrevoked device.
         on_session_event: Called on the event loop with ``(device_id, event)`` for
@@ -118,8 +111,6 @@ class IngestService:
         engine: Engine,
         *,
         group: str | None = None,
-        sweep_interval_s: float | None = None,
-        maintenance_interval_s: float = 300.0,
         on_command_result: CommandResultHandler | None = None,
         on_session_event: SessionEventHandler | None = None,
         on_batch: BatchHook | None = None,
@@ -133,8 +124,6 @@ class IngestService:
         #: arrives while it is away, or was unacknowledged at a crash, comes again.
         self.persistent_session = settings.instance_id is not None
         self.store = IngestStore(engine, settings)
-        self.sweep_interval_s = sweep_interval_s or min(settings.offline_after_s / 3, 15.0)
-        self.maintenance_interval_s = maintenance_interval_s
         self.on_command_result = on_command_result
         self.on_session_event = on_session_event
         self.on_batch = on_batch
@@ -142,11 +131,11 @@ class IngestService:
         #: Set while connected and subscribed, once the broker holds the server's
         #: announcement (for ``/readyz``).
         self.ready = asyncio.Event()
-        #: Serializes batches with the sweeper and the maintenance (same rows).
+        #: Serializes batches with the fleet's upkeep (:class:`server.upkeep.FleetUpkeep`:
+        #: the same rows).
         self.db_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._upkeep: asyncio.Task[None] | None = None
         self._stop_requested = threading.Event()
         # Everything below belongs to the ingest thread.
         self._validate = Validator(settings)
@@ -154,12 +143,11 @@ class IngestService:
         self._connection: BrokerConnection | None = None
         self._writer: BatchWriter | None = None
         self._received = 0
-        self._last_rollup = utcnow() - timedelta(hours=2)
 
     # -- lifecycle (the event loop) -----------------------------------------------------
 
     async def start(self) -> None:
-        """Start the ingest thread (it connects and reconnects on its own) and the upkeep.
+        """Start the ingest thread (it connects and reconnects on its own).
 
         Raises:
             ConfigError: when the broker URL or its TLS files are wrong.
@@ -187,18 +175,12 @@ class IngestService:
             target=self._thread_main, name="fieldlink-ingest", daemon=True
         )
         self._thread.start()
-        self._upkeep = asyncio.create_task(self._upkeep_loop(), name="fieldlink-ingest-upkeep")
 
     async def stop(self) -> None:
         """Commit and acknowledge what arrived, announce the server offline, and disconnect."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        upkeep, self._upkeep = self._upkeep, None
-        if upkeep is not None:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
         self._stop_requested.set()
         await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
         if thread.is_alive():
@@ -350,52 +332,3 @@ class IngestService:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(callback, *args)
-
-    # -- upkeep (the event loop) --------------------------------------------------------
-
-    async def sweep(self) -> list[str]:
-        """Mark silent devices offline and refresh the fleet gauges; returns those marked."""
-        silent, (online, registered, alerts) = await asyncio.to_thread(self._sweep_blocking)
-        metrics.DEVICES_ONLINE.set(online)
-        metrics.DEVICES_REGISTERED.set(registered)
-        metrics.ALERTS_OPEN.set(alerts)
-        return silent
-
-    def _sweep_blocking(self) -> tuple[list[str], tuple[int, int, int]]:
-        with self.db_lock:
-            silent = maintenance.mark_silent(self.engine, self.settings.offline_after_s, utcnow())
-            return silent, maintenance.fleet_counts(self.engine)
-
-    async def run_maintenance(self) -> None:
-        """Roll up the hours that got samples since the last run, then apply retention."""
-        now = utcnow()
-        since = self._last_rollup - timedelta(minutes=1)
-
-        def blocking() -> tuple[int, tuple[int, int]]:
-            with self.db_lock:
-                rows = maintenance.rollup_hours(self.engine, since)
-                return rows, maintenance.purge_old(self.engine, self.settings, now)
-
-        rows, (samples, rollups) = await asyncio.to_thread(blocking)
-        self._last_rollup = now
-        logger.info(
-            "rollups: %d rows written; retention: %d samples and %d rollups deleted",
-            rows,
-            samples,
-            rollups,
-        )
-
-    async def _upkeep_loop(self) -> None:
-        next_maintenance = time.monotonic() + self.maintenance_interval_s
-        while True:
-            try:
-                await self.sweep()
-            except (OperationalError, DBAPIError) as exc:
-                logger.warning("sweep failed: %s", exc.orig)
-            if time.monotonic() >= next_maintenance:
-                next_maintenance = time.monotonic() + self.maintenance_interval_s
-                try:
-                    await self.run_maintenance()
-                except (OperationalError, DBAPIError) as exc:
-                    logger.warning("rollup or retention failed: %s", exc.orig)
-            await asyncio.sleep(self.sweep_interval_s)

@@ -22,6 +22,7 @@ from server.db import create_schema, make_engine
 from server.ingest import IngestService
 from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
+from server.upkeep import FleetUpkeep, Upkeep
 from shared import topics
 from shared.ids import new_id, utcnow
 from shared.protocol import (
@@ -122,10 +123,15 @@ def settings(mosquitto: MosquittoBroker, database_url: str) -> ServerSettings:
 @pytest.fixture
 async def ingest(settings: ServerSettings, engine: Engine) -> AsyncIterator[IngestService]:
     # A group of its own, so that nothing else on the broker shares the messages.
-    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=0.2)
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
+    # The silent-device sweeper runs beside it as the app's upkeep runs it, only faster.
+    fleet = FleetUpkeep(settings, engine, lock=service.db_lock, sweep_interval_s=0.2)
+    upkeep = Upkeep(fleet.jobs())
     await service.start()
+    await upkeep.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     yield service
+    await upkeep.stop()
     await service.stop()
 
 
@@ -471,7 +477,7 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
         row.online_changed_at = utcnow() - timedelta(minutes=5)
         session.add(row)
         session.commit()
-    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=60)
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
     await service.start()
     try:
         await asyncio.wait_for(service.ready.wait(), 10)
@@ -509,7 +515,6 @@ async def test_revoked_device_is_refused_everything_and_stays_offline(
         settings,
         engine,
         group=f"t{new_id()[:8]}",
-        sweep_interval_s=60,
         on_command_result=lambda device_id, result: results.append((device_id, result)),
     )
     await service.start()
@@ -585,7 +590,7 @@ async def test_two_ingests_sharing_the_subscription_keep_exact_counts(
     create_schema(engines[0])
     register(engines[0], *(f"mfp-03{i:02d}" for i in range(4)))
     group = f"t{new_id()[:8]}"
-    services = [IngestService(settings, e, group=group, sweep_interval_s=60) for e in engines]
+    services = [IngestService(settings, e, group=group) for e in engines]
     try:
         for service in services:
             await service.start()

@@ -13,8 +13,9 @@ from sqlmodel import Session, select
 
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
-from server.ingest import IngestService, maintenance
+from server.ingest import maintenance
 from server.models import Device, TelemetryRollup, TelemetrySample
+from server.upkeep import FleetUpkeep
 
 pytestmark = pytest.mark.integration
 
@@ -246,8 +247,8 @@ async def test_run_maintenance_rolls_up_recent_samples_then_applies_retention(
     long_ago = now - timedelta(days=45)
     add_samples(engine, "srv-0001", [(long_ago, {"cpu_percent": 1.0})], received_at=long_ago)
     settings = ServerSettings(database_url=database_url, telemetry_retention_days=30)
-    service = IngestService(settings, engine)  # not started: maintenance needs no broker
-    await service.run_maintenance()
+    fleet = FleetUpkeep(settings, engine)  # the upkeep's job, run once: no broker needed
+    await fleet.run_maintenance()
     got = rollups(engine)
     assert got[("mfp-0001", "cpu_percent", this_hour)] == (2, 4.0, 6.0, 10.0)
     assert count(engine, TelemetrySample) == 2
