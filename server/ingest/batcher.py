@@ -14,10 +14,13 @@ batch is in flight at a time. A batch is handed over
 - else ``ingest_flush_ms`` after the first waiting message;
 
 never before a database retry is due. :class:`Batcher` is plain bookkeeping on
-the ingest thread (no thread, no broker, no database): the clock is passed in.
+the ingest thread (no thread, no broker, no database); tests give it their clock.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from server import metrics
 from server.ingest.items import IngestItem, Pending
@@ -33,11 +36,15 @@ class Batcher:
     Args:
         batch_size: Items per batch at most (``ingest_batch_size``).
         flush_s: The longest a message waits for its batch (``ingest_flush_ms``).
+        clock: The monotonic clock (read when a first message waits).
     """
 
-    def __init__(self, batch_size: int, flush_s: float) -> None:
+    def __init__(
+        self, batch_size: int, flush_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.batch_size = batch_size
         self.flush_s = flush_s
+        self.clock = clock
         #: Received, not yet committed: ``(item or None, mid, qos, connection generation)``.
         self.pending: list[Pending] = []
         #: How many of :attr:`pending` carry an item.
@@ -53,10 +60,10 @@ class Batcher:
         #: ``False`` once stopping: what arrives then stays unacknowledged.
         self.accepting = True
 
-    def add(self, item: IngestItem | None, mid: int, qos: int, generation: int, now: float) -> None:
+    def add(self, item: IngestItem | None, mid: int, qos: int, generation: int) -> None:
         """Keep one received message (``item`` ``None``: only to be acknowledged)."""
         if len(self.pending) == self.inflight_cut:
-            self.first_pending_at = now
+            self.first_pending_at = self.clock()
         self.pending.append((item, mid, qos, generation))
         if item is not None:
             self.pending_items += 1

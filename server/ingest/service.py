@@ -308,7 +308,7 @@ class IngestService:
         self._received += 1
         connection = self._connection
         generation = connection.generation if connection is not None else 0
-        batcher.add(item, mid, qos, generation, time.monotonic())
+        batcher.add(item, mid, qos, generation)
 
     # -- hooks (called on the writer thread, run on the event loop) ---------------------
 
