@@ -313,12 +313,12 @@ def ingest_processes(
 
 
 def _register(engine: Any) -> None:
-    with Session(engine) as session:
+    with Session(engine) as db:
         for i in range(DEVICES):
-            session.add(
+            db.add(
                 Device(id=f"bench-{i:04d}", serial=f"S{i}", model="bench", type="mfp", customer="B")
             )
-        session.commit()
+        db.commit()
 
 
 def run_backend(

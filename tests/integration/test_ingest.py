@@ -42,17 +42,15 @@ T = TypeVar("T")
 
 
 def register(engine: Engine, *device_ids: str) -> None:
-    with Session(engine) as session:
+    with Session(engine) as db:
         for device_id in device_ids:
-            session.add(
-                Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME")
-            )
-        session.commit()
+            db.add(Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME"))
+        db.commit()
 
 
 def device(engine: Engine, device_id: str) -> Device:
-    with Session(engine) as session:
-        row = session.get(Device, device_id)
+    with Session(engine) as db:
+        row = db.get(Device, device_id)
         assert row is not None
         return row
 
@@ -160,8 +158,8 @@ async def test_valid_samples_are_stored_and_update_the_device(
     assert row.clock_offset_s is not None
     assert abs(row.clock_offset_s) < 5
     assert row.clock_skewed is False
-    with Session(engine) as session:
-        stored = session.exec(select(TelemetrySample).order_by(sa.column("seq"))).all()
+    with Session(engine) as db:
+        stored = db.exec(select(TelemetrySample).order_by(sa.column("seq"))).all()
     assert [s.seq for s in stored] == [0, 1, 2]
 
 
@@ -191,8 +189,8 @@ async def test_bad_messages_are_rejected_and_counted_and_ingest_goes_on(
     assert device(engine, "mfp-0003").telemetry_received == 0
     for reason in ("bad_json", "bad_shape", "oversize", "device_mismatch", "unregistered"):
         assert counter(metrics.INGEST_REJECTED, reason) == before[reason] + 1, reason
-    with Session(engine) as session:
-        assert session.exec(select(sa.func.count()).select_from(TelemetrySample)).one() == 1
+    with Session(engine) as db:
+        assert db.exec(select(sa.func.count()).select_from(TelemetrySample)).one() == 1
 
 
 async def test_gap_is_counted_missing_and_a_late_sample_uncounts_it(
@@ -257,8 +255,8 @@ async def test_birth_will_shutdown_and_silence_change_online_state(
     await eventually(lambda: device(engine, "img-0001").online)
     row = await eventually(device_when(engine, "img-0001", lambda d: not d.online), within=5)
     assert row.online_reason == "silent"
-    with Session(engine) as session:
-        history = session.exec(
+    with Session(engine) as db:
+        history = db.exec(
             select(DeviceEventRecord.type, DeviceEventRecord.body)
             .where(DeviceEventRecord.device_id == "img-0001")
             .order_by(sa.column("id"))
@@ -304,8 +302,8 @@ async def test_faults_and_rules_open_and_clear_alerts(
     )
 
     def alerts() -> list[Alert]:
-        with Session(engine) as session:
-            return list(session.exec(select(Alert).order_by(sa.column("id"))).all())
+        with Session(engine) as db:
+            return list(db.exec(select(Alert).order_by(sa.column("id"))).all())
 
     def two_alerts() -> list[Alert] | None:
         found = alerts()
@@ -387,8 +385,8 @@ async def test_a_sample_stamped_2099_or_1970_is_stored_at_receive_time_and_flagg
     assert row.health == {"cpu_percent": 7.0}
     assert row.health_ts is not None
     assert row.health_ts <= utcnow() + timedelta(seconds=5)
-    with Session(engine) as session:
-        stored = session.exec(
+    with Session(engine) as db:
+        stored = db.exec(
             select(TelemetrySample)
             .where(TelemetrySample.device_id == "mfp-0100")
             .order_by(sa.column("seq"))
@@ -405,13 +403,13 @@ async def test_a_future_health_ts_stored_before_the_fix_no_longer_freezes_the_de
     engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
 ) -> None:
     register(engine, "mfp-0101")
-    with Session(engine) as session:
-        row = session.get(Device, "mfp-0101")
+    with Session(engine) as db:
+        row = db.get(Device, "mfp-0101")
         assert row is not None
         row.health_ts = datetime(2099, 1, 1, tzinfo=UTC)
         row.status = "fault"
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
     await publisher.publish(
         topics.telemetry("mfp-0101"), dump_message(sample("mfp-0101", 0)), qos=1
     )
@@ -436,8 +434,8 @@ async def test_an_implausible_seq_jump_is_a_reset_not_a_trillion_missing(
     assert counter(metrics.TELEMETRY_MISSING) == missing_before
     # 1 → 10^12, 10^12+1 → 2, 2 → 2^63-1: three broken numberings, none a gap.
     assert counter(metrics.TELEMETRY_SEQ_RESETS) == resets_before + 3
-    with Session(engine) as session:
-        seqs = session.exec(
+    with Session(engine) as db:
+        seqs = db.exec(
             select(TelemetrySample.seq).where(TelemetrySample.device_id == "mfp-0102")
         ).all()
     # Exact integers on both databases (no float, no overflow).
@@ -470,13 +468,13 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
         birth = DeviceState(online=True, ts=old, boot_id="b")
         await client.publish(topics.state("mfp-0005"), dump_message(birth), qos=1, retain=True)
-    with Session(engine) as session:
-        row = session.get(Device, "mfp-0005")
+    with Session(engine) as db:
+        row = db.get(Device, "mfp-0005")
         assert row is not None
         row.online, row.online_reason = False, "silent"
         row.online_changed_at = utcnow() - timedelta(minutes=5)
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
     service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
     await service.start()
     try:
@@ -491,13 +489,13 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
 
 def revoke(engine: Engine, device_id: str) -> None:
     """Mark a device revoked as ``fieldlink device revoke`` does (offline, reason revoked)."""
-    with Session(engine) as session:
-        row = session.get(Device, device_id)
+    with Session(engine) as db:
+        row = db.get(Device, device_id)
         assert row is not None
         row.revoked_at = utcnow()
         row.online, row.online_reason, row.online_changed_at = False, "revoked", utcnow()
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
 
 
 async def test_revoked_device_is_refused_everything_and_stays_offline(
@@ -551,14 +549,14 @@ async def test_revoked_device_is_refused_everything_and_stays_offline(
     assert row.last_seen is None
     assert row.agent_version is None
     assert counter(metrics.INGEST_REJECTED, "revoked") == before + 5
-    with Session(engine) as session:
-        stored = session.exec(
+    with Session(engine) as db:
+        stored = db.exec(
             select(TelemetrySample.device_id).where(TelemetrySample.device_id == "mfp-0100")
         ).all()
-        history = session.exec(
+        history = db.exec(
             select(DeviceEventRecord).where(DeviceEventRecord.device_id == "mfp-0100")
         ).all()
-        alerts = session.exec(select(Alert).where(Alert.device_id == "mfp-0100")).all()
+        alerts = db.exec(select(Alert).where(Alert.device_id == "mfp-0100")).all()
     assert (list(stored), list(history), list(alerts)) == ([], [], [])
     assert [(device_id, result.id) for device_id, result in results] == [("mfp-0101", "c1")]
     assert device(engine, "mfp-0101").online is True

@@ -107,8 +107,8 @@ async def test_unacknowledged_messages_come_again_after_a_crash(
     assert row.telemetry_missing == 0
     assert row.last_seq == 5
     assert counter(metrics.INGEST_MESSAGES, "duplicate") == duplicates
-    with Session(engine) as session:
-        assert session.get(Device, "mfp-0200") is not None
+    with Session(engine) as db:
+        assert db.get(Device, "mfp-0200") is not None
     engine.dispose()
 
 

@@ -49,16 +49,16 @@ class Constant:
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     create_schema(engine)
-    with Session(engine) as session:
-        session.add(Device(id=DEVICE, serial=DEVICE, model="X", type="mfp", customer="ACME"))
-        session.commit()
+    with Session(engine) as db:
+        db.add(Device(id=DEVICE, serial=DEVICE, model="X", type="mfp", customer="ACME"))
+        db.commit()
     yield engine
     engine.dispose()
 
 
 def _device(engine: Engine) -> Device:
-    with Session(engine) as session:
-        row = session.get(Device, DEVICE)
+    with Session(engine) as db:
+        row = db.get(Device, DEVICE)
         assert row is not None
         return row
 
