@@ -7,7 +7,7 @@ name is the device id, and the operator authenticates with a public key
 registered for them (:mod:`server.gateway.keys`).
 
 Each SSH connection is one remote session (origin ``gateway``), opened by
-:class:`~server.sessions.manager.SessionManager` when the first channel
+:class:`~server.sessions.service.SessionService` when the first channel
 asks for something, with the reason the client sent in ``FIELDLINK_REASON``
 (``SetEnv``/``SendEnv``; ``ssh gateway`` otherwise) and optionally an
 incident in ``FIELDLINK_INCIDENT``. While the session is set up (the site
@@ -55,8 +55,8 @@ from shared.ids import check_device_id
 
 if TYPE_CHECKING:
     from server.sessions.client import AgentConnection
-    from server.sessions.manager import SessionManager
     from server.sessions.recording import Recording
+    from server.sessions.service import SessionService
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Gateway:
 
     def __init__(
         self,
-        sessions: SessionManager,
+        sessions: SessionService,
         settings: ServerSettings,
         engine: Engine,
         host_key: asyncssh.SSHKey,
@@ -832,7 +832,7 @@ class _OperatorSession(asyncssh.SSHServerSession[bytes]):
 
 
 async def start_gateway(
-    sessions: SessionManager, settings: ServerSettings, engine: Engine
+    sessions: SessionService, settings: ServerSettings, engine: Engine
 ) -> Gateway | None:
     """Start the SSH gateway as ``[server] ssh_gateway_*`` say.
 

@@ -47,10 +47,12 @@ from server.models import (
     role_at_least,
 )
 from server.security import hash_token
-from server.sessions.access import ACCESS_REVOKED, Channel
+from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
-from server.sessions.manager import SessionClosed, SessionManager, recording_file
 from server.sessions.recording import CONTENT_TYPE
+from server.sessions.repository import recording_file
+from server.sessions.service import SessionClosed, SessionService
+from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,9 @@ WS_UNAVAILABLE: Final = 4503
 _CHUNK: Final = 64 * 1024
 
 
-def get_manager(request: Request) -> SessionManager:
+def get_manager(request: Request) -> SessionService:
     """The process's session manager (503 while sessions are off)."""
-    manager: SessionManager | None = getattr(request.app.state, "sessions", None)
+    manager: SessionService | None = getattr(request.app.state, "sessions", None)
     if manager is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "sessions are not available")
     return manager
@@ -85,7 +87,7 @@ def _owned(session: Session, session_id: str, user: User) -> RemoteSession:
     return row
 
 
-def _public(row: RemoteSession, manager: SessionManager | None) -> RemoteSessionPublic:
+def _public(row: RemoteSession, manager: SessionService | None) -> RemoteSessionPublic:
     public = RemoteSessionPublic.of(row)
     live_state = manager.state(row.id) if manager is not None else None
     if live_state is not None and row.state != "closed":
@@ -226,11 +228,11 @@ def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> F
 
 async def _socket_session(
     websocket: WebSocket, session_id: str
-) -> tuple[SessionManager, RemoteSession, User] | None:
+) -> tuple[SessionService, RemoteSession, User] | None:
     """Accept a socket, authenticate it, find its session; close it and return ``None`` if not."""
     from server.api.deps import websocket_user
 
-    manager: SessionManager | None = getattr(websocket.app.state, "sessions", None)
+    manager: SessionService | None = getattr(websocket.app.state, "sessions", None)
     engine = websocket.app.state.engine
 
     def lookup() -> tuple[User | None, RemoteSession | None]:
@@ -260,7 +262,7 @@ async def _socket_session(
 
 
 async def _wait_active(
-    websocket: WebSocket, manager: SessionManager, session_id: str
+    websocket: WebSocket, manager: SessionService, session_id: str
 ) -> Any | None:
     """Report the state while the session is set up; the connection once active, else ``None``."""
     waiter = asyncio.create_task(manager.connection(session_id))
@@ -283,7 +285,7 @@ async def _wait_active(
 
 
 async def _send_closed(
-    websocket: WebSocket, manager: SessionManager, session_id: str, detail: str
+    websocket: WebSocket, manager: SessionService, session_id: str, detail: str
 ) -> None:
     reason = None
     engine = websocket.app.state.engine
@@ -308,7 +310,7 @@ async def _send_closed(
 
 
 def _watch(
-    websocket: WebSocket, manager: SessionManager, session_id: str, user: User
+    websocket: WebSocket, manager: SessionService, session_id: str, user: User
 ) -> contextlib.AbstractContextManager[Channel]:
     """Follow this socket's access: its user, role and token (see :mod:`server.sessions.access`)."""
     token = websocket_token(websocket)
