@@ -199,11 +199,11 @@ class Gateway:
             logger.error("SSH gateway task %s failed", task.get_name(), exc_info=exc)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``function(session, *args, **kwargs)`` on a database session in a thread."""
+        """Run ``function(db, *args, **kwargs)`` on a database session in a thread."""
 
         def work() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
-                return function(session, *args, **kwargs)
+            with Session(self.engine, expire_on_commit=False) as db:
+                return function(db, *args, **kwargs)
 
         return await asyncio.to_thread(work)
 
@@ -581,12 +581,12 @@ def _session_details(env: Mapping[str, str]) -> tuple[str, int | None]:
     return reason, incident_id
 
 
-def _session_row(session: Session, session_id: str) -> RemoteSession | None:
-    return session.get(RemoteSession, session_id)
+def _session_row(db: Session, session_id: str) -> RemoteSession | None:
+    return db.get(RemoteSession, session_id)
 
 
 def _record_exec(
-    session: Session,
+    db: Session,
     *,
     actor: str,
     device_id: str,
@@ -595,14 +595,14 @@ def _record_exec(
     source_ip: str | None,
 ) -> None:
     audit.record(
-        session,
+        db,
         actor=actor,
         action="session.exec",
         target=device_id,
         details={"session_id": session_id, "command": command[:1024], "origin": "gateway"},
         source_ip=source_ip,
     )
-    session.commit()
+    db.commit()
 
 
 class _OperatorSession(asyncssh.SSHServerSession[bytes]):

@@ -33,7 +33,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from server.api.deps import OperatorUser, SessionDep, websocket_token
+from server.api.deps import DbDep, OperatorUser, websocket_token
 from server.api.responses import DB_INT_MAX
 from server.api.routes.auth import client_address
 from server.models import (
@@ -77,8 +77,8 @@ def get_manager(request: Request) -> SessionService:
     return manager
 
 
-def _owned(session: Session, session_id: str, user: User) -> RemoteSession:
-    row = session.get(RemoteSession, session_id)
+def _owned(db: Session, session_id: str, user: User) -> RemoteSession:
+    row = db.get(RemoteSession, session_id)
     if row is None:
         msg = f"no session {session_id!r}"
         raise NotFound(msg)
@@ -116,7 +116,7 @@ async def open_session(
 
 @router.get("/sessions")
 def list_sessions(
-    session: SessionDep,
+    db: DbDep,
     request: Request,
     _user: OperatorUser,
     device_id: str | None = None,
@@ -135,8 +135,8 @@ def list_sessions(
         query = query.where(RemoteSession.state == state)
     if operator:
         query = query.where(RemoteSession.operator == operator)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(
+    total = db.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = db.exec(
         query.order_by(col(RemoteSession.created_at).desc()).offset(offset).limit(limit)
     ).all()
     manager = getattr(request.app.state, "sessions", None)
@@ -146,30 +146,30 @@ def list_sessions(
 @router.get("/sessions/{session_id}")
 async def get_session(
     session_id: str,
-    session: SessionDep,
+    db: DbDep,
     request: Request,
     user: OperatorUser,
     wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
     since: str | None = None,
 ) -> RemoteSessionPublic:
     """One session; with ``wait_s``, first waits that long for its state to leave ``since``."""
-    row = _owned(session, session_id, user)
+    row = _owned(db, session_id, user)
     manager = getattr(request.app.state, "sessions", None)
     if wait_s and manager is not None and since is not None:
         state = manager.state(session_id)
         if state == since:
             await manager.wait_changed(session_id, wait_s)
-        session.expire_all()
-        row = _owned(session, session_id, user)
+        db.expire_all()
+        row = _owned(db, session_id, user)
     return _public(row, manager)
 
 
 @router.delete("/sessions/{session_id}")
 async def close_session(
-    session_id: str, session: SessionDep, request: Request, user: OperatorUser
+    session_id: str, db: DbDep, request: Request, user: OperatorUser
 ) -> RemoteSessionPublic:
     """Close a session (the tunnel is torn down before this answers)."""
-    _owned(session, session_id, user)
+    _owned(db, session_id, user)
     manager = get_manager(request)
     row = await manager.close(
         session_id, reason="operator", actor=user.username, source_ip=client_address(request)
@@ -179,10 +179,10 @@ async def close_session(
 
 @router.post("/sessions/{session_id}/exec")
 async def exec_command(
-    session_id: str, body: ExecRequest, session: SessionDep, request: Request, user: OperatorUser
+    session_id: str, body: ExecRequest, db: DbDep, request: Request, user: OperatorUser
 ) -> ExecResultPublic:
     """Run one command on the device (no PTY) and return its output."""
-    _owned(session, session_id, user)
+    _owned(db, session_id, user)
     manager = get_manager(request)
     try:
         exit_status, stdout, stderr = await manager.run(
@@ -204,9 +204,9 @@ async def exec_command(
     response_class=FileResponse,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
-def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> FileResponse:
+def get_recording(session_id: str, db: DbDep, user: OperatorUser) -> FileResponse:
     """The session's shell recording (asciicast v2), once the session is closed."""
-    row = _owned(session, session_id, user)
+    row = _owned(db, session_id, user)
     path = recording_file(row)
     if path is None:
         detail = (
