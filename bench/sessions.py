@@ -181,7 +181,6 @@ def _center(workdir: Path, database_url: str, **settings: Any) -> Iterator[Serve
     done = server.cli(
         "broker-config", "--out", str(broker_dir), "--port", str(port), "--bind", "127.0.0.1",
         "--server-port", str(server_port), "--server-bind", "127.0.0.1",
-        "--pid-file", str(broker_dir / "mosquitto.pid"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     broker = TlsBroker(broker_dir, port, server_port)

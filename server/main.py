@@ -142,7 +142,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.commands = commands
         from server.ingest.service import default_instance_id
         from server.sessions.liveness import InstanceLiveness
-        from server.sessions.manager import SessionManager
+        from server.sessions.service import SessionService
 
         instance = settings.instance_id or default_instance_id()
         # Started before the sessions and stopped after them: the row goes once they are closed.
@@ -159,7 +159,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upkeep.add(liveness_job(liveness))
         # Stopped before the row is removed: a late beat would write it again.
         stack.push_async_callback(upkeep.remove, LIVENESS_JOB)
-        session_manager = SessionManager(
+        session_manager = SessionService(
             settings, engine, commands, app.state.session_registry, instance=instance
         )
         session_manager.liveness = liveness

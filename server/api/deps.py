@@ -52,6 +52,8 @@ def get_db(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
+#: The same database session under the name it has where "session" means a remote session.
+DbDep = SessionDep
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 _UNAUTHORIZED = HTTPException(

@@ -144,8 +144,8 @@ def parse_public_key(text: str) -> ParsedKey:
     )
 
 
-def _user(session: Session, username: str) -> User:
-    user = session.exec(select(User).where(User.username == username)).first()
+def _user(db: Session, username: str) -> User:
+    user = db.exec(select(User).where(User.username == username)).first()
     if user is None or user.id is None:
         msg = f"no user {username!r}"
         raise NotFound(msg)
@@ -153,7 +153,7 @@ def _user(session: Session, username: str) -> User:
 
 
 def add_key(
-    session: Session,
+    db: Session,
     *,
     username: str,
     public_key: str,
@@ -164,7 +164,7 @@ def add_key(
     """Register a public key for a user, audited; commits.
 
     Args:
-        session: The database session.
+        db: The database session.
         username: The key's owner.
         public_key: The key text (see :func:`parse_public_key`).
         name: A label (default: the key's comment, else its type).
@@ -179,13 +179,13 @@ def add_key(
         InvalidInput: Not an acceptable public key, or a bad label.
         Conflict: The key is already registered (to this user or another).
     """
-    user = _user(session, username)
+    user = _user(db, username)
     parsed = parse_public_key(public_key)
     label = (name if name is not None else (parsed.comment or parsed.key_type)).strip()
     if not label or len(label) > _NAME_LIMIT or not label.isprintable():
         msg = f"a key's name is 1-{_NAME_LIMIT} printable characters"
         raise InvalidInput(msg)
-    existing = session.exec(
+    existing = db.exec(
         select(UserSSHKey).where(UserSSHKey.fingerprint == parsed.fingerprint)
     ).first()
     if existing is not None:
@@ -194,23 +194,23 @@ def add_key(
     row = UserSSHKey(
         user_id=user.id, name=label, public_key=parsed.public_key, fingerprint=parsed.fingerprint
     )
-    session.add(row)
+    db.add(row)
     try:
-        session.flush()
+        db.flush()
         audit.record(
-            session,
+            db,
             actor=actor,
             action="ssh_key.add",
             target=f"user:{user.username}",
             details={"fingerprint": parsed.fingerprint, "name": label, "type": parsed.key_type},
             source_ip=source_ip,
         )
-        session.commit()
+        db.commit()
     except IntegrityError as exc:  # a concurrent add of the same key
-        session.rollback()
+        db.rollback()
         msg = f"key {parsed.fingerprint} is already registered"
         raise Conflict(msg) from exc
-    session.refresh(row)
+    db.refresh(row)
     return row
 
 
@@ -221,25 +221,25 @@ def _duplicate_message(existing: UserSSHKey, user: User, fingerprint: str) -> st
     return f"key {fingerprint} is already registered to another user"
 
 
-def list_keys(session: Session, *, username: str) -> Sequence[UserSSHKey]:
+def list_keys(db: Session, *, username: str) -> Sequence[UserSSHKey]:
     """A user's keys, oldest first.
 
     Raises:
         NotFound: No such user.
     """
-    user = _user(session, username)
-    return session.exec(
+    user = _user(db, username)
+    return db.exec(
         select(UserSSHKey).where(UserSSHKey.user_id == user.id).order_by(col(UserSSHKey.id))
     ).all()
 
 
-def find_key(session: Session, *, username: str, key: str) -> UserSSHKey:
+def find_key(db: Session, *, username: str, key: str) -> UserSSHKey:
     """One of a user's keys, by id, fingerprint (``SHA256:...``) or name.
 
     Raises:
         NotFound: No such user, or no such key of theirs.
     """
-    user = _user(session, username)
+    user = _user(db, username)
     where = UserSSHKey.user_id == user.id
     query = select(UserSSHKey).where(where)
     if key.isdigit():
@@ -248,7 +248,7 @@ def find_key(session: Session, *, username: str, key: str) -> UserSSHKey:
         query = query.where(UserSSHKey.fingerprint == key)
     else:
         query = query.where(UserSSHKey.name == key)
-    found = session.exec(query.order_by(col(UserSSHKey.id))).all()
+    found = db.exec(query.order_by(col(UserSSHKey.id))).all()
     if not found:
         msg = f"{user.username} has no SSH key {key!r}"
         raise NotFound(msg)
@@ -259,31 +259,31 @@ def find_key(session: Session, *, username: str, key: str) -> UserSSHKey:
 
 
 def remove_key(
-    session: Session, *, username: str, key: str, actor: str, source_ip: str | None = None
+    db: Session, *, username: str, key: str, actor: str, source_ip: str | None = None
 ) -> UserSSHKey:
     """Remove one of a user's keys (see :func:`find_key`), audited; commits.
 
     Raises:
         NotFound: No such user or key.
     """
-    row = find_key(session, username=username, key=key)
-    session.delete(row)
-    session.flush()
+    row = find_key(db, username=username, key=key)
+    db.delete(row)
+    db.flush()
     audit.record(
-        session,
+        db,
         actor=actor,
         action="ssh_key.remove",
         target=f"user:{username}",
         details={"fingerprint": row.fingerprint, "name": row.name},
         source_ip=source_ip,
     )
-    session.commit()
+    db.commit()
     return row
 
 
-def key_owner(session: Session, fingerprint: str) -> KeyOwner | None:
+def key_owner(db: Session, fingerprint: str) -> KeyOwner | None:
     """Who the key with this fingerprint belongs to (``None``: no such key)."""
-    found = session.exec(
+    found = db.exec(
         select(UserSSHKey, User)
         .join(User, col(User.id) == UserSSHKey.user_id)
         .where(UserSSHKey.fingerprint == fingerprint)
@@ -304,28 +304,26 @@ def key_owner(session: Session, fingerprint: str) -> KeyOwner | None:
     )
 
 
-def record_login(
-    session: Session, owner: KeyOwner, *, device_id: str, source_ip: str | None
-) -> None:
+def record_login(db: Session, owner: KeyOwner, *, device_id: str, source_ip: str | None) -> None:
     """A gateway login with this key: set its ``last_used_at`` and audit it; commits."""
-    row = session.get(UserSSHKey, owner.key_id)
+    row = db.get(UserSSHKey, owner.key_id)
     if row is not None:
         row.last_used_at = utcnow()
-        session.add(row)
-        session.flush()
+        db.add(row)
+        db.flush()
     audit.record(
-        session,
+        db,
         actor=owner.username,
         action="gateway.login",
         target=device_id,
         details={"fingerprint": owner.fingerprint, "key_name": owner.key_name},
         source_ip=source_ip,
     )
-    session.commit()
+    db.commit()
 
 
 def record_refused_login(
-    session: Session,
+    db: Session,
     *,
     username: str | None,
     device_id: str,
@@ -335,14 +333,14 @@ def record_refused_login(
 ) -> None:
     """A refused gateway login, audited (the key's fingerprint only); commits."""
     audit.record(
-        session,
+        db,
         actor=username or ANONYMOUS_ACTOR,
         action="gateway.login_failed",
         target=device_id[:64],
         details={"fingerprint": fingerprint, "reason": why},
         source_ip=source_ip,
     )
-    session.commit()
+    db.commit()
 
 
 def read_key_file(file: str) -> str:

@@ -24,20 +24,18 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
 from server import audit
 from server.models import ApiToken, User, role_at_least
+from server.sessions.states import ACCESS_REVOKED
 
 if TYPE_CHECKING:
-    from server.sessions.manager import SessionManager
+    from server.sessions.service import SessionService
 
 logger = logging.getLogger(__name__)
-
-#: The close reason (and WebSocket close reason) when access was withdrawn.
-ACCESS_REVOKED: Final = "access_revoked"
 
 
 @dataclass(slots=True)
@@ -74,7 +72,7 @@ def user_denial(grant: Grant | None, needed: str) -> str | None:
 class AccessWatch:
     """Re-checks, every few seconds, the access every live session and channel depends on."""
 
-    def __init__(self, manager: SessionManager, interval_s: float) -> None:
+    def __init__(self, manager: SessionService, interval_s: float) -> None:
         self._manager = manager
         self._interval_s = interval_s
         self._channels: dict[int, Channel] = {}

@@ -39,23 +39,22 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from server import audit, metrics
+from server import metrics
 from server.models import OPEN_STATES, RemoteSession, ServerInstance
+from server.sessions.repository import close_session
+from server.sessions.states import SERVER_RESTART
 from shared import __version__
 from shared.ids import utcnow
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: The close reason of sessions whose server stopped (CONTRACT.md).
-SERVER_RESTART: Final = "server_restart"
 
 
 @dataclass(slots=True)
@@ -89,37 +88,16 @@ def close_sessions(
     ids = db.exec(query).all()
     closed: list[str] = []
     for sid in ids:
-        now = utcnow()
-        done = db.execute(
-            sa.update(RemoteSession)
-            .where(col(RemoteSession.id) == sid, col(RemoteSession.state).in_(OPEN_STATES))
-            .values(state="closed", close_reason=reason, detail=detail[:1024], ended_at=now)
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            db.rollback()
-            continue
-        row = db.get(RemoteSession, sid)
-        assert row is not None  # noqa: S101 (updated just above, same transaction)
-        audit.record(
+        done = close_session(
             db,
-            actor=row.operator,
-            action="session.close",
-            target=row.device_id,
-            details={
-                "session_id": row.id,
-                "close_reason": reason,
-                "detail": detail[:1024],
-                "instance": instance,
-                "closed_by": closed_by,
-                "services_used": row.services_used,
-                "bytes_to_device": row.bytes_to_device,
-                "bytes_from_device": row.bytes_from_device,
-                "recording_sha256": row.recording_sha256,
-            },
+            sid,
+            reason=reason,
+            detail=detail,
+            audit_details={"instance": instance, "closed_by": closed_by},
         )
-        db.commit()
-        metrics.SESSIONS_CLOSED.labels(reason).inc()
-        closed.append(sid)
+        if done:
+            metrics.SESSIONS_CLOSED.labels(reason).inc()
+            closed.append(sid)
     return closed
 
 

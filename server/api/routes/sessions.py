@@ -31,9 +31,9 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, status
 from fastapi.responses import FileResponse
 from sqlmodel import Session, col, func, select
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketState
 
-from server.api.deps import OperatorUser, SessionDep, websocket_token
+from server.api.deps import DbDep, OperatorUser, websocket_token
 from server.api.responses import DB_INT_MAX
 from server.api.routes.auth import client_address
 from server.models import (
@@ -47,10 +47,13 @@ from server.models import (
     role_at_least,
 )
 from server.security import hash_token
-from server.sessions.access import ACCESS_REVOKED, Channel
+from server.sessions import bridges
+from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
-from server.sessions.manager import SessionClosed, SessionManager, recording_file
 from server.sessions.recording import CONTENT_TYPE
+from server.sessions.repository import recording_file
+from server.sessions.service import SessionClosed, SessionService
+from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -63,20 +66,18 @@ WS_FORBIDDEN: Final = 4403
 WS_UNAUTHORIZED: Final = 4401
 WS_NOT_FOUND: Final = 4404
 WS_UNAVAILABLE: Final = 4503
-#: Largest chunk read from a channel before it is sent on.
-_CHUNK: Final = 64 * 1024
 
 
-def get_manager(request: Request) -> SessionManager:
-    """The process's session manager (503 while sessions are off)."""
-    manager: SessionManager | None = getattr(request.app.state, "sessions", None)
-    if manager is None:
+def get_service(request: Request) -> SessionService:
+    """The process's session service (503 while sessions are off)."""
+    service: SessionService | None = getattr(request.app.state, "sessions", None)
+    if service is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "sessions are not available")
-    return manager
+    return service
 
 
-def _owned(session: Session, session_id: str, user: User) -> RemoteSession:
-    row = session.get(RemoteSession, session_id)
+def _owned(db: Session, session_id: str, user: User) -> RemoteSession:
+    row = db.get(RemoteSession, session_id)
     if row is None:
         msg = f"no session {session_id!r}"
         raise NotFound(msg)
@@ -85,9 +86,9 @@ def _owned(session: Session, session_id: str, user: User) -> RemoteSession:
     return row
 
 
-def _public(row: RemoteSession, manager: SessionManager | None) -> RemoteSessionPublic:
+def _public(row: RemoteSession, service: SessionService | None) -> RemoteSessionPublic:
     public = RemoteSessionPublic.of(row)
-    live_state = manager.state(row.id) if manager is not None else None
+    live_state = service.state(row.id) if service is not None else None
     if live_state is not None and row.state != "closed":
         public.state = live_state
     return public
@@ -98,8 +99,8 @@ async def open_session(
     device_id: str, body: RemoteSessionCreate, request: Request, user: OperatorUser
 ) -> RemoteSessionPublic:
     """Open a remote session to a device (reason required)."""
-    manager = get_manager(request)
-    row = await manager.open(
+    service = get_service(request)
+    row = await service.open(
         device_id,
         operator=user.username,
         reason=body.reason,
@@ -109,12 +110,12 @@ async def open_session(
         source_ip=client_address(request),
         base_url=str(request.base_url),
     )
-    return _public(row, manager)
+    return _public(row, service)
 
 
 @router.get("/sessions")
 def list_sessions(
-    session: SessionDep,
+    db: DbDep,
     request: Request,
     _user: OperatorUser,
     device_id: str | None = None,
@@ -133,57 +134,57 @@ def list_sessions(
         query = query.where(RemoteSession.state == state)
     if operator:
         query = query.where(RemoteSession.operator == operator)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(
+    total = db.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = db.exec(
         query.order_by(col(RemoteSession.created_at).desc()).offset(offset).limit(limit)
     ).all()
-    manager = getattr(request.app.state, "sessions", None)
-    return RemoteSessionsPublic(items=[_public(row, manager) for row in rows], count=total)
+    service = getattr(request.app.state, "sessions", None)
+    return RemoteSessionsPublic(items=[_public(row, service) for row in rows], count=total)
 
 
 @router.get("/sessions/{session_id}")
 async def get_session(
     session_id: str,
-    session: SessionDep,
+    db: DbDep,
     request: Request,
     user: OperatorUser,
     wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
     since: str | None = None,
 ) -> RemoteSessionPublic:
     """One session; with ``wait_s``, first waits that long for its state to leave ``since``."""
-    row = _owned(session, session_id, user)
-    manager = getattr(request.app.state, "sessions", None)
-    if wait_s and manager is not None and since is not None:
-        state = manager.state(session_id)
+    row = _owned(db, session_id, user)
+    service = getattr(request.app.state, "sessions", None)
+    if wait_s and service is not None and since is not None:
+        state = service.state(session_id)
         if state == since:
-            await manager.wait_changed(session_id, wait_s)
-        session.expire_all()
-        row = _owned(session, session_id, user)
-    return _public(row, manager)
+            await service.wait_changed(session_id, wait_s)
+        db.expire_all()
+        row = _owned(db, session_id, user)
+    return _public(row, service)
 
 
 @router.delete("/sessions/{session_id}")
 async def close_session(
-    session_id: str, session: SessionDep, request: Request, user: OperatorUser
+    session_id: str, db: DbDep, request: Request, user: OperatorUser
 ) -> RemoteSessionPublic:
     """Close a session (the tunnel is torn down before this answers)."""
-    _owned(session, session_id, user)
-    manager = get_manager(request)
-    row = await manager.close(
+    _owned(db, session_id, user)
+    service = get_service(request)
+    row = await service.close(
         session_id, reason="operator", actor=user.username, source_ip=client_address(request)
     )
-    return _public(row, manager)
+    return _public(row, service)
 
 
 @router.post("/sessions/{session_id}/exec")
 async def exec_command(
-    session_id: str, body: ExecRequest, session: SessionDep, request: Request, user: OperatorUser
+    session_id: str, body: ExecRequest, db: DbDep, request: Request, user: OperatorUser
 ) -> ExecResultPublic:
     """Run one command on the device (no PTY) and return its output."""
-    _owned(session, session_id, user)
-    manager = get_manager(request)
+    _owned(db, session_id, user)
+    service = get_service(request)
     try:
-        exit_status, stdout, stderr = await manager.run(
+        exit_status, stdout, stderr = await service.run(
             session_id,
             body.command,
             actor=user.username,
@@ -202,9 +203,9 @@ async def exec_command(
     response_class=FileResponse,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
-def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> FileResponse:
+def get_recording(session_id: str, db: DbDep, user: OperatorUser) -> FileResponse:
     """The session's shell recording (asciicast v2), once the session is closed."""
-    row = _owned(session, session_id, user)
+    row = _owned(db, session_id, user)
     path = recording_file(row)
     if path is None:
         detail = (
@@ -226,11 +227,11 @@ def get_recording(session_id: str, session: SessionDep, user: OperatorUser) -> F
 
 async def _socket_session(
     websocket: WebSocket, session_id: str
-) -> tuple[SessionManager, RemoteSession, User] | None:
+) -> tuple[SessionService, RemoteSession, User] | None:
     """Accept a socket, authenticate it, find its session; close it and return ``None`` if not."""
     from server.api.deps import websocket_user
 
-    manager: SessionManager | None = getattr(websocket.app.state, "sessions", None)
+    service: SessionService | None = getattr(websocket.app.state, "sessions", None)
     engine = websocket.app.state.engine
 
     def lookup() -> tuple[User | None, RemoteSession | None]:
@@ -253,21 +254,21 @@ async def _socket_session(
     if row.operator != user.username and not role_at_least(user.role, "admin"):
         await websocket.close(code=WS_FORBIDDEN, reason="this session belongs to another operator")
         return None
-    if manager is None:
+    if service is None:
         await websocket.close(code=WS_UNAVAILABLE, reason="sessions are not available")
         return None
-    return manager, row, user
+    return service, row, user
 
 
 async def _wait_active(
-    websocket: WebSocket, manager: SessionManager, session_id: str
+    websocket: WebSocket, service: SessionService, session_id: str
 ) -> Any | None:
     """Report the state while the session is set up; the connection once active, else ``None``."""
-    waiter = asyncio.create_task(manager.connection(session_id))
+    waiter = asyncio.create_task(service.connection(session_id))
     try:
         last = None
         while not waiter.done():
-            state = manager.state(session_id)
+            state = service.state(session_id)
             # "active" is sent by the caller, once its own channel is open.
             if state is not None and state != last and state != "active":
                 last = state
@@ -275,7 +276,7 @@ async def _wait_active(
             await asyncio.wait({waiter}, timeout=0.25)
         return waiter.result()
     except (SessionClosed, AgentNotConnected, NotFound) as exc:
-        await _send_closed(websocket, manager, session_id, str(exc))
+        await _send_closed(websocket, service, session_id, str(exc))
         return None
     finally:
         if not waiter.done():
@@ -283,12 +284,12 @@ async def _wait_active(
 
 
 async def _send_closed(
-    websocket: WebSocket, manager: SessionManager, session_id: str, detail: str
+    websocket: WebSocket, service: SessionService, session_id: str, detail: str
 ) -> None:
     reason = None
     engine = websocket.app.state.engine
     # The tunnel may end a moment before the close reason is written: wait for it.
-    await manager.wait_closed(session_id, 5.0)
+    await service.wait_closed(session_id, 5.0)
 
     def read() -> RemoteSession | None:
         with Session(engine) as db:
@@ -308,11 +309,11 @@ async def _send_closed(
 
 
 def _watch(
-    websocket: WebSocket, manager: SessionManager, session_id: str, user: User
+    websocket: WebSocket, service: SessionService, session_id: str, user: User
 ) -> contextlib.AbstractContextManager[Channel]:
     """Follow this socket's access: its user, role and token (see :mod:`server.sessions.access`)."""
     token = websocket_token(websocket)
-    return manager.access.channel(
+    return service.access.channel(
         session_id,
         username=user.username,
         token_hash=hash_token(token) if token else None,
@@ -345,182 +346,62 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     found = await _socket_session(websocket, session_id)
     if found is None:
         return
-    manager, row, user = found
-    connection = await _wait_active(websocket, manager, session_id)
+    service, _row, user = found
+    connection = await _wait_active(websocket, service, session_id)
     if connection is None:
         return
-    cols = _int_param(websocket, "cols", 80, 10, 500)
-    rows = _int_param(websocket, "rows", 24, 5, 200)
+    cols = _int_param(websocket, "cols", 80, *bridges.COLS)
+    rows = _int_param(websocket, "rows", 24, *bridges.ROWS)
     term = websocket.query_params.get("term", "xterm-256color")[:64]
     try:
         process = await connection.open_shell(term=term, cols=cols, rows=rows)
     except TunnelError as exc:
-        await _send_closed(websocket, manager, session_id, str(exc))
+        await _send_closed(websocket, service, session_id, str(exc))
         return
-    manager.note_use(session_id, "shell")
-    recording = manager.recording(session_id, cols=cols, rows=rows, term=term)
+    service.note_use(session_id, "shell")
+    recording = service.recording(session_id, cols=cols, rows=rows, term=term)
     await websocket.send_text(json.dumps({"type": "state", "state": "active"}))
     logger.info("terminal of session %s opened by %s", session_id, user.username)
-    del row
-
-    async def device_to_browser() -> None:
-        while True:
-            data = await process.stdout.read(_CHUNK)
-            if not data:
-                break
-            if recording is not None:
-                recording.output(data)
-            await websocket.send_bytes(data)
-        if recording is not None:
-            recording.flush()
-
-    async def browser_to_device() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            if data is not None:
-                process.stdin.write(data)
-                continue
-            text = message.get("text")
-            if text is None:
-                continue
-            try:
-                control = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(control, dict) and control.get("type") == "resize":
-                new_cols = _clamp(control.get("cols"), cols, 10, 500)
-                new_rows = _clamp(control.get("rows"), rows, 5, 200)
-                process.change_terminal_size(new_cols, new_rows)
-                if recording is not None:
-                    recording.resize(new_cols, new_rows)
-            elif isinstance(control, dict) and control.get("type") == "input":
-                process.stdin.write(str(control.get("data", "")).encode())
-
-    output = asyncio.create_task(device_to_browser())
-    inputs = asyncio.create_task(browser_to_device())
-    exit_status: int | None = None
-    try:
-        with _watch(websocket, manager, session_id, user) as channel:
-            revoked = asyncio.create_task(channel.revoked.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {output, inputs, revoked}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                revoked.cancel()
-        if revoked in done:
-            await _send_revoked(websocket, channel.why)
-        elif output in done:
-            # The shell's output ended: its exit status follows.
-            with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(process.wait_closed(), 2.0)
-            exit_status = process.exit_status
-    finally:
-        for task in (output, inputs):
-            task.cancel()
-        await asyncio.gather(output, inputs, return_exceptions=True)
-        process.close()
-    if output in done and websocket.client_state == WebSocketState.CONNECTED:
+    with _watch(websocket, service, session_id, user) as channel:
+        end = await bridges.pump_terminal(
+            websocket, process, recording=recording, size=(cols, rows), revoked=channel.revoked
+        )
+    if end.revoked:
+        await _send_revoked(websocket, channel.why)
+    elif end.device_ended and websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.send_text(json.dumps({"type": "exit", "exit_status": exit_status}))
-        state = manager.state(session_id)
+            await websocket.send_text(json.dumps({"type": "exit", "exit_status": end.exit_status}))
+        state = service.state(session_id)
         if state is None or state == "closed" or connection.is_closed:
-            await _send_closed(websocket, manager, session_id, "the session closed")
+            await _send_closed(websocket, service, session_id, "the session closed")
         else:
             with contextlib.suppress(Exception):
                 await websocket.close(code=1000, reason="shell exited")
 
 
-def _is_eof(text: str) -> bool:
-    try:
-        control = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(control, dict) and control.get("type") == "eof"
-
-
-def _clamp(value: object, default: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return default
-    return max(low, min(high, value))
-
-
-@router.websocket("/sessions/{session_id}/forward/{service}")
-async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
+@router.websocket("/sessions/{session_id}/forward/{service_name}")
+async def forward(websocket: WebSocket, session_id: str, service_name: str) -> None:
     """A raw byte stream to one of the device's allowlisted services."""
     found = await _socket_session(websocket, session_id)
     if found is None:
         return
-    manager, _row, user = found
-    connection = await _wait_active(websocket, manager, session_id)
+    service, _row, user = found
+    connection = await _wait_active(websocket, service, session_id)
     if connection is None:
         return
     try:
-        reader, writer = await connection.open_forward(service)
+        reader, writer = await connection.open_forward(service_name)
     except TunnelError as exc:
         with contextlib.suppress(Exception):
             await websocket.close(code=WS_FORBIDDEN, reason=str(exc)[:120])
         return
-    manager.note_use(session_id, f"forward:{service}")
-    logger.info("forward to %s in session %s opened by %s", service, session_id, user.username)
+    service.note_use(session_id, f"forward:{service_name}")
+    logger.info("forward to %s in session %s opened by %s", service_name, session_id, user.username)
     await websocket.send_text(json.dumps({"type": "state", "state": "active"}))
-
-    async def device_to_client() -> None:
-        while True:
-            data = await reader.read(_CHUNK)
-            if not data:
-                break
-            await websocket.send_bytes(data)
-
-    async def client_to_device() -> bool:
-        """Copy the client's bytes; ``True`` when it half-closed, ``False`` when it left."""
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return False
-            data = message.get("bytes")
-            if data:
-                writer.write(data)
-                await writer.drain()
-            elif message.get("text") and _is_eof(message["text"]):
-                # The client's side is done; the service's answer may still come.
-                with contextlib.suppress(Exception):
-                    writer.write_eof()
-                return True
-
-    down = asyncio.create_task(device_to_client())
-    up = asyncio.create_task(client_to_device())
-    try:
-        with _watch(websocket, manager, session_id, user) as channel:
-            revoked = asyncio.create_task(channel.revoked.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {down, up, revoked}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                revoked.cancel()
-        if revoked in done:
-            await _send_revoked(websocket, channel.why)
-        elif up.done() and not down.done():
-            if up.exception() is None and up.result():
-                # Half-closed: the answer flows until the service ends it.
-                await down
-            else:
-                # The client is gone: give the service a moment to finish, then stop.
-                with contextlib.suppress(Exception):
-                    writer.write_eof()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(down), 1.0)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        for task in (down, up):
-            task.cancel()
-        await asyncio.gather(down, up, return_exceptions=True)
-        writer.close()
+    with _watch(websocket, service, session_id, user) as channel:
+        end = await bridges.pump_forward(websocket, reader, writer, revoked=channel.revoked)
+    if end.revoked:
+        await _send_revoked(websocket, channel.why)
     if websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
             await websocket.close(code=1000)

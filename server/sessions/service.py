@@ -1,26 +1,33 @@
-"""The life of every remote session on this server: open, drive, use, close, record, audit.
+"""The life of every remote session on this server: open, follow, use, close.
 
-:class:`SessionManager` is what the API routes, the SSH gateway and the
+:class:`SessionService` is what the API routes, the SSH gateway and the
 console call. Opening a session:
 
 1. checks the device (registered, not revoked, host key pinned), the
-   incident, and the limits (sessions per device and per operator);
+   incident, and the limits (:mod:`server.sessions.limits`);
 2. writes the session row (``requested``) and its audit entry in one
-   transaction, makes a one-time client key and a session token, and tells
-   the :class:`~server.sessions.registry.SessionRegistry` to expect the agent;
+   transaction (:mod:`server.sessions.repository`), makes a one-time client
+   key and a session token, and tells the
+   :class:`~server.sessions.registry.SessionRegistry` to expect the agent;
 3. signs and publishes ``session.open`` and returns at once: a background
    task follows the session through ``awaiting_consent`` (the site must
    approve), ``connecting`` and ``active`` (the agent's tunnel and SSH
-   handshake are up) to ``closed``, updating the row at each step.
+   handshake are up) to ``closed``, updating the row at each step (the moves
+   :mod:`server.sessions.states` allows).
 
 The agent's ``session.*`` events (through ingest's ``on_session_event``)
 move the state on the site's side: approval asked, approved, denied, and its
 own report at the end (bytes, refusals). A session closes when the operator
 closes it, when the agent ends it (idle, max duration, site end; the reason
-comes back in the SSH disconnect), when the device is unreachable or the
-server's own cap on duration passes; then the row gets the close reason,
-bytes each way, the services used and the recording's SHA-256, and the
-audit log a ``session.close`` entry.
+comes back in the SSH disconnect), when the device is unreachable, the
+server's own cap on duration passes, the operator's access is revoked or the
+server stops; then the row gets the close reason, bytes each way, the
+services used and the recording's SHA-256, and the audit log a
+``session.close`` entry.
+
+This module is longer than most (about 740 lines): it is one class whose
+methods share the live sessions' table and its locking-free rules (one event
+loop); the database work, the limits and the state rules are elsewhere.
 """
 
 from __future__ import annotations
@@ -30,27 +37,31 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
-from server import audit, metrics
+from server import metrics
 from server.config import ServerSettings
 from server.crud import InvalidInput
-from server.incidents.records import get_incident, link_session
-from server.models import OPEN_STATES, Device, RemoteSession
+from server.models import OPEN_STATES, RemoteSession
+from server.sessions import repository
 from server.sessions.access import AccessWatch
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError
 from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
-from server.sessions.recording import Recording, file_digest
+from server.sessions.recording import Recording
 from server.sessions.registry import PendingSession, SessionRegistry
+from server.sessions.states import (
+    SERVER_RESTART,
+    LiveSession,
+    can_move,
+    move_on_event,
+    refusal_reason,
+)
 from shared import protocol
-from shared.errors import Conflict, NotFound, ProtocolError, UnavailableError
+from shared.errors import Conflict, ProtocolError, UnavailableError
 from shared.ids import new_id, new_token, utcnow
 
 if TYPE_CHECKING:
@@ -65,52 +76,13 @@ T = TypeVar("T")
 
 #: How long the agent has to answer ``session.open`` (its policy check, not consent).
 OPEN_RESULT_TIMEOUT_S: Final = 15.0
-#: Command result errors of ``session.open`` that are the site's refusal.
-_SITE_REFUSALS: Final = frozenset({"not_allowed", "site_denied", "denied"})
-
-
-#: Session states in the order a session moves through them (never backwards).
-_STATE_ORDER: Final = {
-    "requested": 0,
-    "awaiting_consent": 1,
-    "connecting": 2,
-    "active": 3,
-    "closed": 4,
-}
 
 
 class SessionClosed(Conflict):
     """The session is closed (or closed while it was being waited for)."""
 
 
-@dataclass(slots=True)
-class _Live:
-    """What this process holds for one open session."""
-
-    session_id: str
-    device_id: str
-    operator: str
-    max_duration_s: float
-    expires_at: datetime
-    opened: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[None] | None = None
-    connection: AgentConnection | None = None
-    state: str = "requested"
-    services_used: list[str] = field(default_factory=list)
-    recording: Recording | None = None
-    shells: int = 0
-    closing: str | None = None
-    detail: str | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def set_state(self, state: str) -> None:
-        self.state = state
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
-class SessionManager:
+class SessionService:
     """Opens, follows and closes remote sessions; one per server process.
 
     Args:
@@ -136,7 +108,7 @@ class SessionManager:
         self.registry = registry
         self.instance = instance
         self.recordings_dir = settings.recordings_dir or settings.state_dir / "recordings"
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveSession] = {}
         self._listeners: list[Callable[[str, str], None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         #: The liveness watch (set by the app): tells whether another session's holder is gone.
@@ -158,7 +130,7 @@ class SessionManager:
         for entry in live:
             await self.close(
                 entry.session_id,
-                reason="server_restart",
+                reason=SERVER_RESTART,
                 actor="server",
                 detail="the server shut down",
             )
@@ -173,26 +145,15 @@ class SessionManager:
         stall longer than ``instance_dead_after_s``): the record says closed, so the
         tunnel must not go on.
         """
-        ids = list(self._live)
-        closed = await self._db(self._closed_ids, ids)
+        closed = await self._db(repository.closed_among, list(self._live))
         for session_id in closed:
             await self.close(
                 session_id,
-                reason="server_restart",
+                reason=SERVER_RESTART,
                 actor="server",
                 detail="another server judged this one dead and closed the session",
             )
         return len(closed)
-
-    def _closed_ids(self, db: Session, ids: list[str]) -> list[str]:
-        if not ids:
-            return []
-        rows = db.exec(
-            select(RemoteSession.id).where(
-                col(RemoteSession.id).in_(ids), RemoteSession.state == "closed"
-            )
-        ).all()
-        return list(rows)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -246,7 +207,7 @@ class SessionManager:
             raise InvalidInput(msg)
         if services is not None:
             services = sorted(set(services))
-            bad = [name for name in services if not _is_service_name(name)]
+            bad = [name for name in services if not is_service_name(name)]
             if bad:
                 msg = f"services: {bad[0]!r} is not a service name"
                 raise InvalidInput(msg)
@@ -273,9 +234,17 @@ class SessionManager:
             created_at=now,
             expires_at=expires_at,
         )
-        host_key_text = await self._db(self._insert, row, source_ip)
+        host_key_text = await self._db(
+            lambda db: repository.insert_session(
+                db,
+                row,
+                source_ip=source_ip,
+                per_device=self.settings.sessions_per_device,
+                per_operator=self.settings.sessions_per_operator,
+            )
+        )
         max_duration_s = self.settings.session_max_duration_s
-        live = _Live(session_id, device_id, operator, max_duration_s, expires_at)
+        live = LiveSession(session_id, device_id, operator, max_duration_s, expires_at)
         self._live[session_id] = live
         self._count_states()
         try:
@@ -329,67 +298,9 @@ class SessionManager:
             base = "ws://" + base.removeprefix("http://")
         return f"{base}/api/v1/tunnel/{session_id}"
 
-    def _insert(self, db: Session, row: RemoteSession, source_ip: str | None) -> str:
-        device = db.get(Device, row.device_id)
-        if device is None:
-            msg = f"no device {row.device_id!r}"
-            raise NotFound(msg)
-        if device.revoked_at is not None:
-            msg = f"device {row.device_id} is revoked"
-            raise Conflict(msg)
-        if not device.ssh_host_key:
-            msg = f"device {row.device_id} has no pinned SSH host key: enroll it again"
-            raise Conflict(msg)
-        if row.incident_id is not None:
-            get_incident(db, incident_id=row.incident_id)
-        open_states = col(RemoteSession.state).in_(OPEN_STATES)
-        per_device = db.exec(
-            select(func.count())
-            .select_from(RemoteSession)
-            .where(RemoteSession.device_id == row.device_id, open_states)
-        ).one()
-        if per_device >= self.settings.sessions_per_device:
-            msg = (
-                f"device {row.device_id} already has {per_device} open session(s) "
-                f"(limit {self.settings.sessions_per_device})"
-            )
-            raise Conflict(msg)
-        per_operator = db.exec(
-            select(func.count())
-            .select_from(RemoteSession)
-            .where(RemoteSession.operator == row.operator, open_states)
-        ).one()
-        if per_operator >= self.settings.sessions_per_operator:
-            msg = (
-                f"{row.operator} already has {per_operator} open session(s) "
-                f"(limit {self.settings.sessions_per_operator})"
-            )
-            raise Conflict(msg)
-        db.add(row)
-        db.flush()
-        audit.record(
-            db,
-            actor=row.operator,
-            action="session.open",
-            target=row.device_id,
-            details={
-                "session_id": row.id,
-                "reason": row.reason,
-                "incident_id": row.incident_id,
-                "services": row.services,
-                "origin": row.origin,
-                "client_key": row.client_key_fingerprint,
-            },
-            source_ip=source_ip,
-        )
-        db.commit()
-        if row.incident_id is not None:
-            link_session(db, row.incident_id, row.id)
-        return device.ssh_host_key
-
     # -- following ------------------------------------------------------------------------
 
-    async def _drive(self, live: _Live, pending: Any) -> None:
+    async def _drive(self, live: LiveSession, pending: Any) -> None:
         sid = live.session_id
         try:
             try:
@@ -403,15 +314,14 @@ class SessionManager:
                 return
             if not result.ok:
                 error = result.error or "error"
-                reason = "site_denied" if error in _SITE_REFUSALS else "error"
                 detail = f"the device refused the session: {error}"
                 if result.body.get("services"):
                     detail += f" (services {', '.join(map(str, result.body['services']))})"
-                await self._finish(live, reason, detail)
+                await self._finish(live, refusal_reason(error), detail)
                 return
             state = str(result.body.get("state", "connecting"))
             if live.state == "requested":
-                await self._set_state(
+                await self._move(
                     live, "awaiting_consent" if state == "awaiting_consent" else "connecting"
                 )
             remaining = max(1.0, (live.expires_at - utcnow()).total_seconds())
@@ -431,8 +341,8 @@ class SessionManager:
             if live.closing is not None:
                 await connection.close(live.closing)
             else:
-                await self._db(self._mark_active, sid)
-                await self._set_state(live, "active", write=False)
+                await self._db(repository.mark_active, sid)
+                await self._move(live, "active", write=False)
             try:
                 async with asyncio.timeout(live.max_duration_s):
                     reason = await connection.wait_closed()
@@ -440,7 +350,7 @@ class SessionManager:
                 await connection.close("max_duration")
                 reason = "max_duration"
             ended = live.detail
-            if ended is None and reason == "server_restart":
+            if ended is None and reason == SERVER_RESTART:
                 ended = "the server shut down"
             await self._finish(live, live.closing or reason, ended)
         except asyncio.CancelledError:
@@ -450,24 +360,14 @@ class SessionManager:
             logger.exception("session %s failed", sid)
             await self._finish(live, "error", "internal error")
 
-    def _mark_active(self, db: Session, session_id: str) -> None:
-        row = db.get(RemoteSession, session_id)
-        if row is not None and row.state != "closed":
-            row.state = "active"
-            row.started_at = utcnow()
-            db.add(row)
-            db.commit()
-
-    async def _set_state(self, live: _Live, state: str, *, write: bool = True) -> None:
-        # States only move forward: an agent event that arrives late (approved after the
-        # tunnel is already up) must not move an active session back to "connecting".
-        if _STATE_ORDER[state] <= _STATE_ORDER[live.state]:
+    async def _move(self, live: LiveSession, state: str, *, write: bool = True) -> None:
+        """Move a live session on (and its row, unless ``write`` is false), if allowed."""
+        if not can_move(live.state, state):
             return
         if write:
-            await self._db(self._write_state, live.session_id, state)
-            if _STATE_ORDER[state] <= _STATE_ORDER[live.state]:
-                return
-        live.set_state(state)
+            await self._db(repository.advance_state, live.session_id, state)
+        if not live.move(state):
+            return
         if state == "active":
             metrics.SESSION_SETUP_SECONDS.observe(time.monotonic() - live.opened)
         self._count_states()
@@ -482,82 +382,36 @@ class SessionManager:
         for state, count in counts.items():
             metrics.SESSIONS_OPEN.labels(state).set(count)
 
-    def _write_state(self, db: Session, session_id: str, state: str) -> None:
-        earlier = [name for name, order in _STATE_ORDER.items() if order < _STATE_ORDER[state]]
-        db.execute(
-            sa.update(RemoteSession)
-            .where(col(RemoteSession.id) == session_id, col(RemoteSession.state).in_(earlier))
-            .values(state=state)
-        )
-        db.commit()
-
-    async def _finish(self, live: _Live, reason: str, detail: str | None) -> None:
+    async def _finish(self, live: LiveSession, reason: str, detail: str | None) -> None:
         """Close the row, the recording and the audit trail, once."""
-        if live.state == "closed":
+        if not live.move("closed"):
             return
-        live.state = "closed"
         self.registry.discard(live.session_id)
         recording = live.recording
         if recording is not None:
             recording.close()
         connection = live.connection
-        await self._db(self._write_closed, live, reason, detail, connection)
+        ending = repository.Ending(
+            services_used=list(live.services_used),
+            bytes_to_device=connection.bytes_to_agent if connection is not None else None,
+            bytes_from_device=connection.bytes_from_agent if connection is not None else None,
+            recording=recording.path if recording is not None else None,
+        )
+        await self._db(
+            lambda db: repository.close_session(
+                db, live.session_id, reason=reason, detail=detail, ending=ending
+            )
+        )
         self._live.pop(live.session_id, None)
         self._count_states()
         metrics.SESSIONS_CLOSED.labels(reason).inc()
         if connection is not None:
             metrics.SESSION_BYTES.labels("to_device").inc(connection.bytes_to_agent)
             metrics.SESSION_BYTES.labels("from_device").inc(connection.bytes_from_agent)
-        live.changed.set()
-        live.closed.set()
+        live.mark_closed()
         for listener in self._listeners:
             listener(live.session_id, "closed")
         logger.info("session %s closed: %s", live.session_id, reason)
-
-    def _write_closed(
-        self,
-        db: Session,
-        live: _Live,
-        reason: str,
-        detail: str | None,
-        connection: AgentConnection | None,
-    ) -> None:
-        row = db.get(RemoteSession, live.session_id)
-        if row is None or row.state == "closed":
-            # Closed already (another server judged this one dead): one close, one entry.
-            return
-        row.state = "closed"
-        row.close_reason = reason
-        row.detail = (detail or "")[:1024] or None
-        row.ended_at = utcnow()
-        row.services_used = list(live.services_used)
-        if connection is not None:
-            row.bytes_to_device = connection.bytes_to_agent
-            row.bytes_from_device = connection.bytes_from_agent
-        recording = live.recording
-        if recording is not None and recording.path.exists():
-            digest, size = file_digest(recording.path)
-            row.recording_path = str(recording.path)
-            row.recording_sha256 = digest
-            row.recording_bytes = size
-        db.add(row)
-        db.flush()
-        audit.record(
-            db,
-            actor=row.operator,
-            action="session.close",
-            target=row.device_id,
-            details={
-                "session_id": row.id,
-                "close_reason": reason,
-                "detail": row.detail,
-                "services_used": row.services_used,
-                "bytes_to_device": row.bytes_to_device,
-                "bytes_from_device": row.bytes_from_device,
-                "recording_sha256": row.recording_sha256,
-            },
-        )
-        db.commit()
 
     # -- events from the agent ------------------------------------------------------------
 
@@ -568,23 +422,16 @@ class SessionManager:
         if event.type == protocol.SESSION_CLOSED:
             self._spawn(self._store_report(device_id, event))
         elif event.type in (protocol.SESSION_STARTED, protocol.SESSION_REFUSED):
-            self._spawn(self._db(self._note_event, device_id, event.type, dict(event.body)))
+            self._spawn(self._db(repository.note_event, device_id, event.type, dict(event.body)))
         if live is None or live.device_id != device_id:
             return
-        if event.type == protocol.SESSION_AWAITING_CONSENT and live.state in (
-            "requested",
-            "connecting",
-        ):
-            self._spawn(self._set_state(live, "awaiting_consent"))
-        elif event.type == protocol.SESSION_APPROVED and live.state in (
-            "requested",
-            "awaiting_consent",
-        ):
-            self._spawn(self._set_state(live, "connecting"))
-        elif event.type == protocol.SESSION_DENIED and live.state != "active":
+        target = move_on_event(live.state, event.type)
+        if target == "closed":
             why = str(event.body.get("why", "denied"))
             live.closing = "site_denied"
             self._spawn(self._finish(live, "site_denied", f"the site did not approve: {why}"))
+        elif target is not None:
+            self._spawn(self._move(live, target))
 
     async def _store_report(self, device_id: str, event: DeviceEvent) -> None:
         try:
@@ -597,35 +444,7 @@ class SessionManager:
         if live is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.closed.wait(), 5.0)
-        await self._db(self._write_report, device_id, report.model_dump(mode="json"))
-
-    def _write_report(self, db: Session, device_id: str, report: dict[str, Any]) -> None:
-        row = db.get(RemoteSession, report["session_id"])
-        if row is None or row.device_id != device_id:
-            return
-        # The closing report lists the refusals again: it replaces the live ones.
-        row.agent_report = {**(row.agent_report or {}), **report}
-        db.add(row)
-        db.commit()
-
-    def _note_event(self, db: Session, device_id: str, kind: str, body: dict[str, Any]) -> None:
-        """Keep what the agent said while the session ran: its limits, each refusal."""
-        row = db.get(RemoteSession, str(body.get("session_id", "")))
-        if row is None or row.device_id != device_id:
-            return
-        report = dict(row.agent_report or {})
-        if kind == protocol.SESSION_STARTED:
-            report["started"] = {
-                "services": [str(name) for name in body.get("services", [])][:64],
-                "max_duration_s": body.get("max_duration_s"),
-                "idle_timeout_s": body.get("idle_timeout_s"),
-            }
-        else:
-            refusal = {key: str(body.get(key, ""))[:512] for key in ("kind", "target", "reason")}
-            report["refusals"] = [*report.get("refusals", []), refusal][-50:]
-        row.agent_report = report
-        db.add(row)
-        db.commit()
+        await self._db(repository.store_report, device_id, report.model_dump(mode="json"))
 
     # -- using ----------------------------------------------------------------------------
 
@@ -639,7 +458,7 @@ class SessionManager:
         """
         live = self._live.get(session_id)
         if live is None:
-            state = await self._db(self._state_of, session_id)
+            state = await self._db(repository.holder_text, session_id)
             msg = f"session {session_id} is {state}"
             raise SessionClosed(msg)
         timeout = timeout_s if timeout_s is not None else self.settings.session_open_timeout_s
@@ -657,13 +476,6 @@ class SessionManager:
             msg = f"session {session_id} is closed"
             raise SessionClosed(msg)
         return live.connection
-
-    def _state_of(self, db: Session, session_id: str) -> str:
-        row = db.get(RemoteSession, session_id)
-        if row is None:
-            msg = f"no session {session_id!r}"
-            raise NotFound(msg)
-        return "closed" if row.state == "closed" else f"held by another server ({row.instance})"
 
     def state(self, session_id: str) -> str | None:
         """The live state of a session this process follows (``None``: not followed)."""
@@ -732,35 +544,35 @@ class SessionManager:
         connection = await self.connection(session_id)
         self.note_use(session_id, "exec")
         result = await connection.run(command, timeout_s=timeout_s)
-        await self._db(
-            self._audit,
-            actor,
-            "session.exec",
+        await self.audit(
             session_id,
-            {"command": command[:1024], "exit_status": result.exit_status},
-            source_ip,
+            actor=actor,
+            action="session.exec",
+            details={"command": command[:1024], "exit_status": result.exit_status},
+            source_ip=source_ip,
         )
         return result.exit_status, result.stdout, result.stderr
 
-    def _audit(
+    async def audit(
         self,
-        db: Session,
+        session_id: str,
+        *,
         actor: str,
         action: str,
-        session_id: str,
         details: dict[str, Any],
         source_ip: str | None,
     ) -> None:
-        row = db.get(RemoteSession, session_id)
-        audit.record(
-            db,
-            actor=actor,
-            action=action,
-            target=row.device_id if row is not None else None,
-            details={"session_id": session_id, **details},
-            source_ip=source_ip,
+        """Audit what ``actor`` did in the session (the entry's target is its device)."""
+        await self._db(
+            lambda db: repository.record_action(
+                db,
+                actor=actor,
+                action=action,
+                session_id=session_id,
+                details=details,
+                source_ip=source_ip,
+            )
         )
-        db.commit()
 
     # -- closing --------------------------------------------------------------------------
 
@@ -785,33 +597,38 @@ class SessionManager:
             live.closing = reason
             live.detail = detail or (f"closed by {actor}" if reason == "operator" else None)
         if actor != "server":
-            await self._db(
-                self._audit,
-                actor,
-                "session.close.request",
+            await self.audit(
                 session_id,
-                {"reason": reason},
-                source_ip,
+                actor=actor,
+                action="session.close.request",
+                details={"reason": reason},
+                source_ip=source_ip,
             )
         connection = live.connection
         if connection is not None:
             await connection.close(reason)
         else:
             # Not connected yet: tell the agent (it may be waiting for consent) and stop waiting.
-            commands = self.commands
-            if commands is not None:
-                with contextlib.suppress(Exception):
-                    await commands.send(
-                        live.device_id,
-                        protocol.SESSION_CLOSE,
-                        {"session_id": session_id, "reason": reason},
-                        ttl=timedelta(seconds=60),
-                    )
+            with contextlib.suppress(Exception):
+                await self._send_close(live.device_id, session_id, reason)
             self.registry.discard(session_id)
             await self._finish(live, reason, live.detail)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.closed.wait(), 5.0)
-        return await self._db(self._get, session_id)
+        return await self._db(repository.get_session, session_id)
+
+    async def _send_close(self, device_id: str, session_id: str, reason: str) -> bool:
+        """Ask the agent to end a session (``session.close``); whether it was sent."""
+        commands = self.commands
+        if commands is None:
+            return False
+        await commands.send(
+            device_id,
+            protocol.SESSION_CLOSE,
+            {"session_id": session_id, "reason": reason},
+            ttl=timedelta(seconds=60),
+        )
+        return True
 
     async def _close_elsewhere(
         self, session_id: str, reason: str, actor: str, source_ip: str | None
@@ -827,15 +644,19 @@ class SessionManager:
             NotFound: Unknown session.
             Conflict: Its holder is alive and did not close it in time (the detail says who).
         """
-        row = await self._db(self._get, session_id)
+        row = await self._db(repository.get_session, session_id)
         if row.state == "closed":
             return row
-        await self._db(
-            self._audit, actor, "session.close.request", session_id, {"reason": reason}, source_ip
+        await self.audit(
+            session_id,
+            actor=actor,
+            action="session.close.request",
+            details={"reason": reason},
+            source_ip=source_ip,
         )
         gone, holder = await self._db(self._holder_state, row.instance)
         if row.instance == self.instance or gone:
-            from server.sessions.liveness import SERVER_RESTART, close_sessions
+            from server.sessions.liveness import close_sessions
 
             why = (
                 f"closed by {actor}"
@@ -852,24 +673,16 @@ class SessionManager:
                     session_id=session_id,
                 )
             )
-            return await self._db(self._get, session_id)
-        commands = self.commands
+            return await self._db(repository.get_session, session_id)
         sent = False
-        if commands is not None:
-            try:
-                await commands.send(
-                    row.device_id,
-                    protocol.SESSION_CLOSE,
-                    {"session_id": session_id, "reason": reason},
-                    ttl=timedelta(seconds=60),
-                )
-                sent = True
-            except Exception as exc:
-                logger.warning("session.close for %s not sent: %s", session_id, exc)
+        try:
+            sent = await self._send_close(row.device_id, session_id, reason)
+        except Exception as exc:
+            logger.warning("session.close for %s not sent: %s", session_id, exc)
         if sent:
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline:
-                row = await self._db(self._get, session_id)
+                row = await self._db(repository.get_session, session_id)
                 if row.state == "closed":
                     return row
                 await asyncio.sleep(0.25)
@@ -910,13 +723,6 @@ class SessionManager:
             await self.close(session_id, reason=reason, actor="server", detail=detail)
         return len(ids)
 
-    def _get(self, db: Session, session_id: str) -> RemoteSession:
-        row = db.get(RemoteSession, session_id)
-        if row is None:
-            msg = f"no session {session_id!r}"
-            raise NotFound(msg)
-        return row
-
     async def _db(self, function: Callable[..., T], *args: Any) -> T:
         def work() -> T:
             with Session(self.engine, expire_on_commit=False) as db:
@@ -925,13 +731,6 @@ class SessionManager:
         return await asyncio.to_thread(work)
 
 
-def _is_service_name(name: str) -> bool:
+def is_service_name(name: str) -> bool:
+    """Whether ``name`` can be a service's name (letters, digits, ``-`` and ``_``; 1-32)."""
     return 0 < len(name) <= 32 and name.replace("-", "").replace("_", "").isalnum()
-
-
-def recording_file(row: RemoteSession) -> Path | None:
-    """The recording of a closed session, if it has one on disk."""
-    if row.recording_path is None:
-        return None
-    path = Path(row.recording_path)
-    return path if path.is_file() else None

@@ -1,0 +1,133 @@
+"""A remote session's state machine: the one place that says which move is allowed.
+
+A session moves through ``requested -> awaiting_consent -> connecting ->
+active -> closed`` and only forward: a step may be skipped (a site without
+consent goes from ``requested`` to ``connecting``), never taken back. An
+agent event that arrives late (``session.approved`` after the tunnel is
+already up) therefore cannot move an ``active`` session back to
+``connecting``, and nothing leaves ``closed``.
+
+:class:`LiveSession` is what the holding process keeps for one open session;
+its :meth:`~LiveSession.move` is the only way its state changes. The
+database side follows the same rule: :func:`earlier_than` gives the states a
+conditional ``UPDATE`` may move a row from (see
+:mod:`server.sessions.repository`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, get_args
+
+from server.models.session import OPEN_STATES, SESSION_STATES
+from shared import protocol
+from shared.protocol import CloseReason
+
+if TYPE_CHECKING:
+    from server.sessions.client import AgentConnection
+    from server.sessions.recording import Recording
+
+__all__ = [
+    "ACCESS_REVOKED",
+    "CLOSE_REASONS",
+    "OPEN_STATES",
+    "SERVER_RESTART",
+    "SESSION_STATES",
+    "LiveSession",
+    "can_move",
+    "earlier_than",
+    "move_on_event",
+    "refusal_reason",
+]
+
+#: Every close reason (docs/protocol.md, session ``close_reason``).
+CLOSE_REASONS: Final[tuple[str, ...]] = get_args(CloseReason)
+#: The close reason of sessions whose server stopped (or was judged dead).
+SERVER_RESTART: Final = "server_restart"
+#: The close reason (and WebSocket close reason) when the operator's access was withdrawn.
+ACCESS_REVOKED: Final = "access_revoked"
+#: Command result errors of ``session.open`` that are the site's refusal.
+_SITE_REFUSALS: Final = frozenset({"not_allowed", "site_denied", "denied"})
+
+#: Each state's place in the order a session moves through them.
+_ORDER: Final = {state: place for place, state in enumerate(SESSION_STATES)}
+
+
+def can_move(current: str, target: str) -> bool:
+    """Whether a session in ``current`` may move to ``target`` (forward only)."""
+    return _ORDER[target] > _ORDER[current]
+
+
+def earlier_than(state: str) -> list[str]:
+    """The states a session may move to ``state`` from."""
+    return [name for name in SESSION_STATES if _ORDER[name] < _ORDER[state]]
+
+
+def move_on_event(current: str, event_type: str) -> str | None:
+    """Where an agent's ``session.*`` event moves a session in ``current`` (``None``: nowhere).
+
+    ``session.denied`` closes a session that is not active yet (an active one was
+    approved already: a late denial is ignored).
+    """
+    if event_type == protocol.SESSION_AWAITING_CONSENT:
+        target = "awaiting_consent"
+    elif event_type == protocol.SESSION_APPROVED:
+        target = "connecting"
+    elif event_type == protocol.SESSION_DENIED:
+        return "closed" if current not in ("active", "closed") else None
+    else:
+        return None
+    return target if can_move(current, target) else None
+
+
+def refusal_reason(error: str) -> str:
+    """The close reason of a refused ``session.open`` (the site's refusal, or an error)."""
+    return "site_denied" if error in _SITE_REFUSALS else "error"
+
+
+@dataclass(slots=True)
+class LiveSession:
+    """What the holding process keeps for one open session."""
+
+    session_id: str
+    device_id: str
+    operator: str
+    max_duration_s: float
+    expires_at: datetime
+    opened: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    connection: AgentConnection | None = None
+    state: str = "requested"
+    services_used: list[str] = field(default_factory=list)
+    recording: Recording | None = None
+    shells: int = 0
+    #: The close reason once a close was asked for (the row is written later).
+    closing: str | None = None
+    detail: str | None = None
+    #: Set (and replaced) at every move: waiters see each change once.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once the closed row is written.
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def move(self, state: str) -> bool:
+        """Move to ``state`` if the state machine allows it; whether it moved.
+
+        Waiters on :attr:`changed` are woken at once, except for ``closed``: they
+        are woken (by :meth:`mark_closed`) once the closed row is written, so that
+        they read its close reason.
+        """
+        if not can_move(self.state, state):
+            return False
+        self.state = state
+        if state != "closed":
+            self.changed.set()
+            self.changed = asyncio.Event()
+        return True
+
+    def mark_closed(self) -> None:
+        """The closed row is written: wake every waiter."""
+        self.changed.set()
+        self.closed.set()

@@ -1,0 +1,124 @@
+"""Session rows and their audit entries: one close, one entry; states never go back; limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from server import audit
+from server.db import create_schema, make_engine
+from server.models import AuditEntry, Device, RemoteSession
+from server.sessions import repository
+from server.sessions.limits import check_limits, open_count
+from shared.errors import Conflict, NotFound
+from shared.ids import new_id, utcnow
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    with Session(engine) as db:
+        db.add(Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="c"))
+        db.commit()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _session(engine: Engine, state: str = "requested", operator: str = "olga") -> str:
+    sid = f"ses-{new_id()}"
+    now = utcnow()
+    with Session(engine) as db:
+        db.add(
+            RemoteSession(
+                id=sid,
+                device_id="mfp-1",
+                operator=operator,
+                reason="jam",
+                state=state,
+                instance="here",
+                created_at=now,
+                expires_at=now + timedelta(minutes=2),
+            )
+        )
+        db.commit()
+    return sid
+
+
+def test_a_session_closes_once_with_what_its_holder_knew(engine: Engine, tmp_path: Path) -> None:
+    sid = _session(engine, "active")
+    cast = tmp_path / "s.cast"
+    cast.write_text('{"version": 2, "width": 80, "height": 24}\n')
+    ending = repository.Ending(
+        services_used=["shell", "forward:web"],
+        bytes_to_device=12,
+        bytes_from_device=3400,
+        recording=cast,
+    )
+    with Session(engine) as db:
+        assert repository.close_session(
+            db, sid, reason="operator", detail="x" * 2000, ending=ending
+        )
+    with Session(engine) as db:
+        # A second close (another server, a late sweep) changes nothing and audits nothing.
+        assert not repository.close_session(db, sid, reason="server_restart", detail="late")
+    with Session(engine) as db:
+        row = repository.get_session(db, sid)
+        entries = db.exec(select(AuditEntry).where(AuditEntry.action == "session.close")).all()
+        assert audit.verify(db).intact
+    assert (row.state, row.close_reason) == ("closed", "operator")
+    assert row.detail is not None
+    assert len(row.detail) == 1024
+    assert row.services_used == ["shell", "forward:web"]
+    assert (row.bytes_to_device, row.bytes_from_device) == (12, 3400)
+    assert row.recording_path == str(cast)
+    assert row.recording_sha256
+    [entry] = entries
+    details = json.loads(entry.details)
+    assert entry.actor == "olga"
+    assert details["close_reason"] == "operator"
+    assert details["recording_sha256"] == row.recording_sha256
+
+
+def test_a_row_state_never_moves_back(engine: Engine) -> None:
+    sid = _session(engine, "requested")
+    with Session(engine) as db:
+        repository.advance_state(db, sid, "connecting")
+        repository.advance_state(db, sid, "awaiting_consent")  # a late event: ignored
+        assert repository.get_session(db, sid).state == "connecting"
+        repository.mark_active(db, sid)
+        assert repository.get_session(db, sid).state == "active"
+        repository.close_session(db, sid, reason="operator", detail=None)
+        repository.mark_active(db, sid)
+        repository.advance_state(db, sid, "connecting")
+        db.expire_all()
+        assert repository.get_session(db, sid).state == "closed"
+
+
+def test_an_unknown_session_is_not_found(engine: Engine) -> None:
+    with Session(engine) as db, pytest.raises(NotFound):
+        repository.get_session(db, "ses-nope")
+    with Session(engine) as db:
+        assert repository.closed_among(db, ["ses-nope"]) == []
+
+
+def test_limits_count_open_sessions_per_device_and_per_operator(engine: Engine) -> None:
+    _session(engine, "active", operator="olga")
+    _session(engine, "awaiting_consent", operator="piet")
+    _session(engine, "closed", operator="olga")
+    with Session(engine) as db:
+        assert open_count(db, RemoteSession.device_id, "mfp-1") == 2
+        assert open_count(db, RemoteSession.operator, "olga") == 1
+        check_limits(db, device_id="mfp-1", operator="olga", per_device=3, per_operator=2)
+        with pytest.raises(Conflict, match="device mfp-1 already has 2 open session"):
+            check_limits(db, device_id="mfp-1", operator="olga", per_device=2, per_operator=9)
+        with pytest.raises(Conflict, match="olga already has 1 open session"):
+            check_limits(db, device_id="mfp-1", operator="olga", per_device=9, per_operator=1)

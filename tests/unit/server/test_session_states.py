@@ -1,0 +1,79 @@
+"""The remote session's state machine: forward only, nothing leaves closed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from server.sessions.states import (
+    CLOSE_REASONS,
+    SESSION_STATES,
+    LiveSession,
+    can_move,
+    earlier_than,
+    move_on_event,
+    refusal_reason,
+)
+from shared import protocol
+from shared.ids import utcnow
+
+
+def test_states_only_move_forward() -> None:
+    for (i, current), (j, target) in itertools.product(enumerate(SESSION_STATES), repeat=2):
+        assert can_move(current, target) is (j > i), (current, target)
+    assert earlier_than("connecting") == ["requested", "awaiting_consent"]
+    assert earlier_than("requested") == []
+
+
+def test_close_reasons_include_the_servers_own() -> None:
+    assert {"server_restart", "access_revoked", "operator", "error"} <= set(CLOSE_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("current", "event", "target"),
+    [
+        ("requested", protocol.SESSION_AWAITING_CONSENT, "awaiting_consent"),
+        ("connecting", protocol.SESSION_AWAITING_CONSENT, None),
+        ("awaiting_consent", protocol.SESSION_APPROVED, "connecting"),
+        # Approved after the tunnel is up: an active session never goes back.
+        ("active", protocol.SESSION_APPROVED, None),
+        ("awaiting_consent", protocol.SESSION_DENIED, "closed"),
+        ("active", protocol.SESSION_DENIED, None),
+        ("closed", protocol.SESSION_DENIED, None),
+        ("closed", protocol.SESSION_APPROVED, None),
+        ("requested", "session.unheard_of", None),
+    ],
+)
+def test_agent_events_move_a_session_as_the_machine_allows(
+    current: str, event: str, target: str | None
+) -> None:
+    assert move_on_event(current, event) == target
+
+
+def test_a_refused_open_is_the_sites_refusal_or_an_error() -> None:
+    assert refusal_reason("site_denied") == "site_denied"
+    assert refusal_reason("not_allowed") == "site_denied"
+    assert refusal_reason("busy") == "error"
+
+
+def test_a_live_session_wakes_waiters_per_move_and_on_close_only_once_written() -> None:
+    async def scenario() -> None:
+        live = LiveSession("ses-1", "mfp-1", "olga", 60.0, utcnow() + timedelta(minutes=1))
+        first = live.changed
+        assert live.move("connecting")
+        assert first.is_set()
+        assert not live.move("awaiting_consent")  # backwards: refused
+        assert live.state == "connecting"
+        waiting = live.changed
+        assert live.move("closed")
+        # The closed row is not written yet: waiters still sleep (they read its reason).
+        assert not waiting.is_set()
+        assert not live.move("active")
+        live.mark_closed()
+        assert waiting.is_set()
+        assert live.closed.is_set()
+
+    asyncio.run(scenario())
