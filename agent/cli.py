@@ -7,7 +7,7 @@ command line would otherwise stay resident in the daemon for nothing, about
 
 ``fieldlink agent approve|deny|end SESSION`` and ``fieldlink agent sessions``
 stand in for the device's panel: they talk to the running agent over its
-local control socket (:mod:`agent.control`), found through ``state_dir`` of
+local control socket (:mod:`agent.remote.control`), found through ``state_dir`` of
 the same ``--config``.
 """
 
@@ -97,7 +97,7 @@ def enroll_command(
     ] = False,
 ) -> None:
     """Make this device's key, enroll with the center, and write agent.toml."""
-    from agent.enroll import enroll
+    from agent.identity.enroll import enroll
 
     config_path = asyncio.run(
         enroll(
@@ -140,7 +140,7 @@ def shell_helper_command(
     ] = 64,
 ) -> None:
     """Run the privileged shell helper (as root): starts maintenance shells for the agent."""
-    from agent.shellhelper import run_helper
+    from agent.remote.shellhelper import run_helper
 
     run_helper(
         config,
@@ -153,7 +153,7 @@ def shell_helper_command(
 
 def _control(config: Path | None, op: str, session_id: str | None = None) -> dict[str, Any]:
     from agent.config import load_agent_settings, resolve_config_path
-    from agent.control import control_socket_path, request
+    from agent.remote.control import control_socket_path, request
 
     settings = load_agent_settings(resolve_config_path(config))
     return request(control_socket_path(settings.state_dir), op, session_id)

@@ -19,11 +19,11 @@ its certificate at start and every ``renew_check_interval_s`` seconds (default
 21,600: 6 h). Once it expires within ``renew_before_days`` days (default 30;
 devices get 397-day certificates), the agent renews it with a new key,
 authenticated by the current one, and reconnects to the broker with the new
-pair (see :mod:`agent.renew`).
+pair (see :mod:`agent.identity.renew`).
 
 Remote sessions: ``[agent.services]`` (service name to ``"host:port"``) and
 ``[agent.policy]`` (consent, limits, SFTP folders, ``max_sessions``) make the
-site policy (:class:`agent.policy.SitePolicy`, checked when the file is
+site policy (:class:`agent.remote.policy.SitePolicy`, checked when the file is
 read). ``ssh_host_key_file`` is the SSH host key the server pinned at
 enrollment (default: ``ssh_host_ed25519_key`` next to ``cert_file``, where
 ``fieldlink agent enroll`` writes both, else next to the configuration file);
@@ -32,7 +32,7 @@ proxy URL. Both tables may also come from ``FIELDLINK_SERVICES`` and
 ``FIELDLINK_POLICY`` as JSON objects.
 
 SNMP: ``[agent.snmp]`` (or ``FIELDLINK_SNMP`` as a JSON object) names the
-printer the real ``mfp`` profile reads (see :mod:`agent.profiles.mfp`); its
+printer the real ``mfp`` profile reads (see :mod:`agent.health.profiles.mfp`); its
 community and keys are never logged nor echoed in an error.
 """
 
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from agent.policy import SitePolicy
+from agent.remote.policy import SitePolicy
 from shared.errors import ConfigError
 from shared.ids import is_device_id
 from shared.tomlfile import read_toml_section
@@ -186,7 +186,7 @@ class AgentSettings:
 
     @property
     def profile_targets(self) -> dict[str, Any]:
-        """The real profile's settings, as :class:`agent.profiles.ProfileOptions` takes them."""
+        """The real profile's settings, as :class:`~agent.health.profiles.ProfileOptions` wants."""
         if self.profile == "mfp":
             return dict(self.snmp)  # the printer's SNMP target (``[agent.snmp]``)
         return {
@@ -200,7 +200,7 @@ class AgentSettings:
 
     @property
     def proxy(self) -> str | Literal[True] | None:
-        """``tunnel_proxy`` as :func:`agent.tunnel.dial_tunnel` takes it."""
+        """``tunnel_proxy`` as :func:`agent.remote.tunnel.dial_tunnel` takes it."""
         if self.tunnel_proxy == "env":
             return True
         if self.tunnel_proxy == "none":
@@ -368,7 +368,7 @@ def _parse_broker_url(raw: Any) -> str:
 
 def _parse_snmp(raw: Any) -> dict[str, Any]:
     # Checked whole (keys, versions, key lengths) when loaded; pysnmp is not imported here.
-    from agent.collectors.snmp import SnmpTarget
+    from agent.health.collectors.snmp import SnmpTarget
 
     table = _parse_table(raw)
     if not table:
@@ -518,7 +518,7 @@ def _check_consistency(settings: AgentSettings, where: str) -> None:
 def _check_profile_targets(settings: AgentSettings, where: str) -> None:
     # The real profiles' tables are checked now, not at the first sample.
     if settings.profile == "imaging":
-        from agent.profiles.imaging import ImagingTargets
+        from agent.health.profiles.imaging import ImagingTargets
 
         try:
             targets = ImagingTargets.parse(settings.profile_targets)
@@ -529,7 +529,7 @@ def _check_profile_targets(settings: AgentSettings, where: str) -> None:
             msg = f"{where}[{SECTION}.dicom] timeout_s: must be less than collector_timeout_s"
             raise ConfigError(msg)
     elif settings.profile == "server":
-        from agent.profiles.server import ServerTargets
+        from agent.health.profiles.server import ServerTargets
 
         try:
             ServerTargets.parse(settings.profile_targets)

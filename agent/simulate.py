@@ -33,11 +33,11 @@ from typing import Annotated, Final
 
 import typer
 
-from agent.collectors.base import Collector
 from agent.config import BrokerAddress
-from agent.outbox import MemoryOutbox
-from agent.policy import ServiceTarget, SitePolicy
-from agent.profiles import ProfileOptions, SimulatedHost, create_profile
+from agent.health.collectors.base import Collector
+from agent.health.outbox import MemoryOutbox
+from agent.health.profiles import ProfileOptions, SimulatedHost, create_profile
+from agent.remote.policy import ServiceTarget, SitePolicy
 from agent.supervisor import Agent
 from shared.errors import ConfigError
 from shared.hostkeys import ensure_host_keys

@@ -1,25 +1,25 @@
 """The agent's main loop: sample on schedule into the outbox, publish from it while connected.
 
 Sampling never waits for the broker: when it is down, samples pile up in the
-outbox (bounded) and the :class:`~agent.mqtt.BrokerLink` drains them in order
+outbox (bounded) and the :class:`~agent.health.link.BrokerLink` drains them in order
 once it is back, then keeps what it sent for a while: when a server announces
 itself, the link re-sends what might have reached a broker without a server
-subscribed (see :mod:`agent.mqtt`).
+subscribed (see :mod:`agent.health.link`).
 
 Signed commands arriving on the device's ``cmd`` topic are verified and run by
-a :class:`~agent.commands.CommandDispatcher` (see :mod:`agent.commands`).
+a :class:`~agent.remote.commands.CommandDispatcher` (see :mod:`agent.remote.commands`).
 
 Remote sessions (``session.open`` / ``session.close``) are run by a
-:class:`~agent.sessions.SessionController` once :meth:`Agent.enable_sessions`
+:class:`~agent.remote.sessions.SessionController` once :meth:`Agent.enable_sessions`
 has registered it; the daemon also serves the local control channel
-(:mod:`agent.control`) through which the site approves, denies and ends them.
+(:mod:`agent.remote.control`) through which the site approves, denies and ends them.
 A stopping agent ends its sessions and publishes their ``session.closed``
 before its ``shutdown`` state.
 
 An enrolled agent also keeps its certificate current: a
-:class:`~agent.renew.CertificateRenewer` checks it at start and every
+:class:`~agent.identity.renew.CertificateRenewer` checks it at start and every
 ``renew_check_interval_s``, renews it when due, and has the link reconnect
-with the new pair (see :mod:`agent.renew`).
+with the new pair (see :mod:`agent.identity.renew`).
 """
 
 from __future__ import annotations
@@ -33,24 +33,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent.collectors.base import Collector, Reading, collect_all
-from agent.commands import (
+from agent.config import AgentSettings, BrokerAddress, default_host_key_file
+from agent.health.collectors.base import Collector, Reading, collect_all
+from agent.health.link import BrokerLink, DeviceLogger, tls_context
+from agent.health.outbox import Outbox, SqliteOutbox
+from agent.health.samples import SampleBuilder
+from agent.remote.commands import (
     REPLAY_CACHE_FILENAME,
     CommandDispatcher,
     CommandRegistry,
     default_registry,
 )
-from agent.config import AgentSettings, BrokerAddress, default_host_key_file
-from agent.control import ControlError, ControlServer, control_socket_path
-from agent.mqtt import BrokerLink, DeviceLogger, tls_context
-from agent.outbox import Outbox, SqliteOutbox
-from agent.policy import SitePolicy
-from agent.samples import SampleBuilder
-from agent.sessions import SessionController, SessionFactory
+from agent.remote.control import ControlError, ControlServer, control_socket_path
+from agent.remote.policy import SitePolicy
+from agent.remote.sessions import SessionController, SessionFactory
 
 if TYPE_CHECKING:
-    from agent.commands import Outgoing
-    from agent.renew import CertificateRenewer
+    from agent.identity.renew import CertificateRenewer
+    from agent.remote.commands import Outgoing
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class Agent:
         rng: Randomness of the reconnect jitter.
         command_key_file: The pinned command public key (``None``: every command is refused).
         replay_cache_path: Where the ids of accepted commands are kept (``None``: in memory).
-        command_registry: The command handlers (default: :func:`agent.commands.default_registry`).
+        command_registry: The command handlers (default:
+            :func:`agent.remote.commands.default_registry`).
     """
 
     def __init__(
@@ -330,8 +331,8 @@ async def agent_from_settings(
         ConfigError: when the profile, TLS files or state directory cannot be used.
     """
     if collectors is None:
-        from agent.collectors import create_collector
-        from agent.profiles import ProfileOptions, create_profile
+        from agent.health.collectors import create_collector
+        from agent.health.profiles import ProfileOptions, create_profile
 
         collectors = [create_collector("system")]
         if settings.profile != "none":
@@ -347,7 +348,7 @@ async def agent_from_settings(
         and settings.cert_file is not None
     )
     if renewal:
-        from agent.renew import recover_interrupted_renewal
+        from agent.identity.renew import recover_interrupted_renewal
 
         await asyncio.to_thread(recover_interrupted_renewal, settings)
     tls = tls_context(settings.broker, settings.ca_file, settings.cert_file, settings.key_file)
@@ -373,7 +374,7 @@ async def agent_from_settings(
         replay_cache_path=settings.state_dir / REPLAY_CACHE_FILENAME,
     )
     if renewal:
-        from agent.renew import CertificateRenewer
+        from agent.identity.renew import CertificateRenewer
 
         agent.certificate_renewer = CertificateRenewer.from_settings(settings, agent.link)
     host_key = settings.ssh_host_key_file or default_host_key_file(settings.cert_file, None)

@@ -63,8 +63,8 @@ async def _sink_main() -> None:
 async def _agent_main() -> None:
     from datetime import datetime
 
-    from agent.policy import ServiceTarget, SitePolicy
-    from agent.sshd import AgentSession, UsedClientKeys
+    from agent.remote.policy import ServiceTarget, SitePolicy
+    from agent.remote.sshd import AgentSession, UsedClientKeys
 
     ledger = UsedClientKeys()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ in flight, at most :data:`MAX_MESSAGE_BYTES`), received messages are fed to
 the SSH protocol. :class:`TunnelConnector` is what asyncssh's ``tunnel=``
 argument needs to attach a connection to it.
 
-Both ends use it: the agent (:mod:`agent.tunnel`) and the server
+Both ends use it: the agent (:mod:`agent.remote.tunnel`) and the server
 (:mod:`server.sessions`). It is plain asyncio: websockets and asyncssh are
 imported by the modules that use it, only when a session opens.
 """

@@ -14,7 +14,7 @@ import pytest
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 from tests.integration.test_agent_daemon import FIELDLINK, ClosingMosquitto, Recorder, samples
-from tests.unit.agent.test_imaging_profile import VerificationScp
+from tests.unit.agent.health.test_imaging_profile import VerificationScp
 
 pytestmark = pytest.mark.integration
 

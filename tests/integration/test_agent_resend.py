@@ -20,9 +20,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.collectors import Reading
 from agent.config import BrokerAddress
-from agent.outbox import SqliteOutbox
+from agent.health.collectors import Reading
+from agent.health.outbox import SqliteOutbox
 from agent.supervisor import Agent
 from shared import topics
 from shared.ids import new_id, utcnow

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from agent.control import control_socket_path, request
+from agent.remote.control import control_socket_path, request
 from server.commands import CommandPublisher
 from server.config import ServerSettings
 from server.db import make_engine

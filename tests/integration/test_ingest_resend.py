@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from agent.collectors import Reading
 from agent.config import BrokerAddress
-from agent.outbox import MemoryOutbox
+from agent.health.collectors import Reading
+from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
 from server.config import ServerSettings
 from server.db import create_schema, make_engine

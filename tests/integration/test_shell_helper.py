@@ -47,7 +47,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 CLIENT = r"""
 import asyncio, json, os, sys
 from pathlib import Path
-from agent.shellrequest import ShellHelperError, ShellRequest, start_session
+from agent.remote.shellrequest import ShellHelperError, ShellRequest, start_session
 
 spec = json.loads(sys.argv[2])
 

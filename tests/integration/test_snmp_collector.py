@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
+from agent.health.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
 from shared import topics
 from shared.protocol import HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker
@@ -204,7 +204,7 @@ async def test_wrong_v3_keys_or_community_are_unreachable_never_an_exception(
 async def test_a_device_that_stops_answering_is_unreachable_then_comes_back(
     own_printer: SnmpSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="agent.collectors.snmp")
+    caplog.set_level(logging.DEBUG, logger="agent.health.collectors.snmp")
     async with PrinterMibCollector(
         v2c(own_printer, "colour", timeout_s=0.3, retries=0)
     ) as collector:
@@ -267,9 +267,9 @@ async def test_a_poll_is_bounded_in_time_even_when_the_device_is_silent() -> Non
 async def test_the_agent_on_the_mfp_reports_its_printer_through_the_real_profile(
     own_printer: SnmpSimulator, tmp_path: Path
 ) -> None:
-    from agent.collectors import collect_all, status_of
     from agent.config import load_agent_settings
-    from agent.profiles import ProfileOptions, create_profile
+    from agent.health.collectors import collect_all, status_of
+    from agent.health.profiles import ProfileOptions, create_profile
 
     config = tmp_path / "agent.toml"
     config.write_text(
@@ -348,7 +348,7 @@ async def test_a_real_agent_publishes_its_printer_s_health(
 async def test_collectors_sharing_one_engine_poll_at_once_and_a_silent_one_spares_the_rest(
     printers: SnmpSimulator, own_printer: SnmpSimulator
 ) -> None:
-    from agent.collectors.snmp import new_engine
+    from agent.health.collectors.snmp import new_engine
 
     engine = new_engine()
     try:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 
-from agent.policy import ServiceTarget, SitePolicy
-from agent.sshd import AgentSession, Refusal, SessionOutcome, UsedClientKeys
+from agent.remote.policy import ServiceTarget, SitePolicy
+from agent.remote.sshd import AgentSession, Refusal, SessionOutcome, UsedClientKeys
 from server.sessions.client import AgentConnection
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError
 from server.sessions.keys import (
@@ -44,7 +44,7 @@ TOKEN = "s3ssion-token-for-tests"
 
 @dataclass
 class Device:
-    """A device's enrollment files: its host key (as ``agent.enroll`` writes it)."""
+    """A device's enrollment files: its host key (as ``agent.identity.enroll`` writes it)."""
 
     host_key_path: Path
     host_public: str

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from agent.policy import ServiceTarget
+from agent.remote.policy import ServiceTarget
 from agent.simulate import (
     SessionOptions,
     build_fleet,

@@ -6,10 +6,10 @@ import asyncio
 import json
 import random
 
-from agent.collectors import Reading
 from agent.config import BrokerAddress
-from agent.mqtt import reconnect_delay
-from agent.outbox import MemoryOutbox
+from agent.health.collectors import Reading
+from agent.health.link import reconnect_delay
+from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
 from tests.fixtures.ports import free_port
 

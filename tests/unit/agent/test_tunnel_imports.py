@@ -19,18 +19,18 @@ def _loaded_after(statement: str, modules: tuple[str, ...] = HEAVY) -> list[str]
 
 
 def test_supervisor_daemon_and_policy_do_not_import_the_session_stack() -> None:
-    assert _loaded_after("import agent.supervisor, agent.daemon, agent.policy") == []
+    assert _loaded_after("import agent.supervisor, agent.daemon, agent.remote.policy") == []
 
 
 def test_an_agent_ready_for_sessions_loads_neither_the_stack_nor_pydantic() -> None:
     # The controller and the control channel are loaded by every agent; what a
     # session needs (and pydantic, for the command bodies) comes with the first one.
     statement = (
-        "import agent.sessions, agent.control\n"
+        "import agent.remote.sessions, agent.remote.control\n"
         "from pathlib import Path\n"
         "from agent.config import BrokerAddress\n"
-        "from agent.outbox import MemoryOutbox\n"
-        "from agent.policy import SitePolicy\n"
+        "from agent.health.outbox import MemoryOutbox\n"
+        "from agent.remote.policy import SitePolicy\n"
         "from agent.supervisor import Agent\n"
         "a = Agent('d-1', BrokerAddress('127.0.0.1', 1, False), [], MemoryOutbox(1))\n"
         "a.enable_sessions(SitePolicy(), host_key_path=Path('k'), control_socket=Path('s'))\n"
@@ -40,5 +40,7 @@ def test_an_agent_ready_for_sessions_loads_neither_the_stack_nor_pydantic() -> N
 
 def test_the_session_modules_do_load_it() -> None:
     # the probe would pass vacuously if the module names were wrong
-    assert _loaded_after("import agent.sshd") == ["asyncssh"]
-    assert _loaded_after("import agent.tunnel; import websockets.asyncio.client") == ["websockets"]
+    assert _loaded_after("import agent.remote.sshd") == ["asyncssh"]
+    assert _loaded_after("import agent.remote.tunnel; import websockets.asyncio.client") == [
+        "websockets"
+    ]

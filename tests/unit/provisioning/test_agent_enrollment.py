@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent.config import load_agent_settings
-from agent.enroll import EnrollmentFailed, enroll
+from agent.identity.enroll import EnrollmentFailed, enroll
 from provisioning.ca import BadCsr, CertificateAuthority
 from provisioning.enroll import (
     EnrollmentError,

@@ -1,0 +1,1 @@
+"""Fleet health: collectors and profiles, the samples they make, the outbox, the broker link."""

@@ -1,0 +1,643 @@
+"""Certificate renewal: the agent replaces its own certificate before it expires.
+
+The device makes a new ECDSA P-256 key (as at enrollment), a CSR for it, and
+a proof that it holds its *current* key: that key's signature over the CSR's
+DER bytes, base64url without padding. It posts its current certificate, the
+CSR and the proof to ``POST /api/v1/renew``, checks the answer (a certificate
+for the new key, with the device id as CN, issued by the CA in ``ca_file``),
+and installs it::
+
+    device.key.prev, device.pem.prev    copies of the working pair, kept first
+    device.key (0600), device.pem       the new pair, each written to a temporary
+                                        file and renamed over the old one
+
+The link to the broker then reconnects with a TLS context built from the new
+files. Once it has connected with them, the ``.prev`` copies are deleted; if it
+cannot connect within a while, they are put back and the link reconnects with
+the old pair (which is still valid: renewal starts weeks before expiry). A
+renewal that fails, is refused, or gets an answer this agent cannot trust
+leaves the working pair as it was; an unreachable server is retried with
+backoff.
+
+Checking whether renewal is due reads the certificate's expiry with a few
+lines of DER walking: the idle agent never imports ``cryptography`` (about
+7 MB resident); it is loaded only when a renewal is actually due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import os
+import random
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from agent.config import AgentSettings
+from agent.health.link import BrokerLink, DeviceLogger, reconnect_delay, tls_context
+from shared.errors import FieldlinkError, UnavailableError
+from shared.ids import utcnow
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+logger = logging.getLogger(__name__)
+
+RENEW_PATH: Final = "/api/v1/renew"
+PREVIOUS_SUFFIX: Final = ".prev"
+_PEM_BEGIN: Final = b"-----BEGIN CERTIFICATE-----"
+_PEM_END: Final = b"-----END CERTIFICATE-----"
+_RESPONSE_FIELDS: Final = ("device_id", "cert_pem", "not_after")
+
+
+class RenewalFailed(FieldlinkError):
+    """Renewal was refused, or its answer cannot be trusted; the working pair is unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFiles:
+    """Where this device's identity lives, and where the previous pair is kept meanwhile."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    @property
+    def previous_cert_file(self) -> Path:
+        """The working certificate, kept until the new one has connected once."""
+        return previous_path(self.cert_file)
+
+    @property
+    def previous_key_file(self) -> Path:
+        """The working key, kept until the new one has connected once."""
+        return previous_path(self.key_file)
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> IdentityFiles | None:
+        """The identity files of ``settings``, or ``None`` when one is not configured."""
+        if settings.cert_file is None or settings.key_file is None or settings.ca_file is None:
+            return None
+        return cls(settings.cert_file, settings.key_file, settings.ca_file)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalOutcome:
+    """A certificate renewed and installed.
+
+    Attributes:
+        device_id: The device (the certificate's CN).
+        serial_hex: The new certificate's serial, lowercase hex (as the server shows it).
+        not_after: When the new certificate expires.
+        files: Where the new pair was written (the old one is kept as ``*.prev``).
+    """
+
+    device_id: str
+    serial_hex: str
+    not_after: datetime
+    files: IdentityFiles
+
+
+def previous_path(path: Path) -> Path:
+    """Where the working copy of ``path`` is kept during a renewal (``device.pem.prev``)."""
+    return path.with_name(path.name + PREVIOUS_SUFFIX)
+
+
+# --- is renewal due? (no cryptography) --------------------------------------------------
+
+
+def _der_element(data: bytes, offset: int) -> tuple[int, int, int]:
+    """The tag, content start and content end of the DER element at ``offset``."""
+    if offset + 2 > len(data):
+        msg = "truncated DER"
+        raise ValueError(msg)
+    tag, length = data[offset], data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4:
+            msg = "unsupported DER length"
+            raise ValueError(msg)
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        msg = "truncated DER"
+        raise ValueError(msg)
+    return tag, start, end
+
+
+def _der_time(tag: int, value: bytes) -> datetime:
+    text = value.decode("ascii")
+    if tag == 0x17:  # UTCTime, YYMMDDHHMMSSZ; RFC 5280: YY >= 50 is 19YY
+        parsed = datetime.strptime(text, "%y%m%d%H%M%SZ")  # ends in Z: UTC, set below
+        if parsed.year >= 2050:
+            parsed = parsed.replace(year=parsed.year - 100)
+    elif tag == 0x18:  # GeneralizedTime, YYYYMMDDHHMMSSZ
+        parsed = datetime.strptime(text, "%Y%m%d%H%M%SZ")  # ends in Z: UTC, set below
+    else:
+        msg = "notAfter is not a time"
+        raise ValueError(msg)
+    return parsed.replace(tzinfo=UTC)
+
+
+def certificate_not_after(cert_path: Path) -> datetime:
+    """When the (first) PEM certificate in ``cert_path`` expires.
+
+    Walks Certificate > TBSCertificate > Validity in the DER bytes (RFC 5280,
+    section 4.1) rather than importing ``cryptography`` for one date.
+
+    Raises:
+        RenewalFailed: when the file cannot be read or holds no readable certificate.
+    """
+    try:
+        pem = cert_path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the device certificate {cert_path}: {exc.strerror or exc}"
+        raise RenewalFailed(msg) from exc
+    try:
+        begin = pem.index(_PEM_BEGIN) + len(_PEM_BEGIN)
+        der = binascii.a2b_base64(pem[begin : pem.index(_PEM_END, begin)])
+        _, cert_start, _ = _der_element(der, 0)
+        _, tbs_start, tbs_end = _der_element(der, cert_start)
+        offset = tbs_start
+        tag, _, end = _der_element(der, offset)
+        if tag == 0xA0:  # [0] version, present from v2 on
+            offset = end
+        for _ in range(3):  # serialNumber, signature, issuer
+            _, _, offset = _der_element(der, offset)
+        tag, validity_start, _ = _der_element(der, offset)
+        if tag != 0x30 or offset >= tbs_end:
+            msg = "no validity"
+            raise ValueError(msg)
+        _, _, not_after_offset = _der_element(der, validity_start)  # skip notBefore
+        tag, start, end = _der_element(der, not_after_offset)
+        return _der_time(tag, der[start:end])
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        msg = f"the device certificate {cert_path} is not a readable PEM certificate"
+        raise RenewalFailed(msg) from exc
+
+
+def needs_renewal(cert_path: Path, now: datetime, renew_before: timedelta) -> bool:
+    """Whether the certificate in ``cert_path`` expires within ``renew_before`` of ``now``.
+
+    Args:
+        cert_path: The device certificate (PEM).
+        now: The current time (timezone-aware).
+        renew_before: How long before its expiry a certificate is renewed.
+
+    Returns:
+        ``True`` from ``not_after - renew_before`` on (an expired certificate included).
+
+    Raises:
+        RenewalFailed: when the certificate cannot be read.
+    """
+    return now >= certificate_not_after(cert_path) - renew_before
+
+
+# --- one renewal --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RenewalRequest:
+    new_key: ec.EllipticCurvePrivateKey
+    body: dict[str, str]
+
+
+def _prepare(files: IdentityFiles) -> _RenewalRequest:
+    """A new key, its CSR, and the current key's proof over the CSR (blocking)."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.x509.oid import NameOID
+
+    try:
+        current_cert_pem = files.cert_file.read_text()
+        current_key = serialization.load_pem_private_key(files.key_file.read_bytes(), None)
+    except OSError as exc:
+        msg = f"cannot read the current device key or certificate: {exc.strerror or exc}"
+        raise RenewalFailed(msg) from exc
+    except (ValueError, TypeError) as exc:
+        msg = f"the current device key {files.key_file} is unreadable"
+        raise RenewalFailed(msg) from exc
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    # The CA sets the real subject (CN = the current certificate's CN).
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fieldlink-renewal")]))
+        .sign(new_key, hashes.SHA256())
+    )
+    csr_der = csr.public_bytes(serialization.Encoding.DER)
+    if isinstance(current_key, ec.EllipticCurvePrivateKey):
+        signature = current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(current_key, rsa.RSAPrivateKey):
+        signature = current_key.sign(csr_der, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(current_key, ed25519.Ed25519PrivateKey):
+        signature = current_key.sign(csr_der)
+    else:
+        msg = f"the current device key {files.key_file} is of a type renewal does not support"
+        raise RenewalFailed(msg)
+    proof = base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
+    body = {
+        "cert_pem": current_cert_pem,
+        "csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode(),
+        "proof": proof,
+    }
+    return _RenewalRequest(new_key=new_key, body=body)
+
+
+def _renew_url(server_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        msg = f"[agent] server_url must be an http(s):// URL, not {server_url!r}"
+        raise RenewalFailed(msg)
+    return server_url.rstrip("/") + RENEW_PATH
+
+
+def _post_renewal(
+    url: str, body: dict[str, str], ca_file: Path, timeout_s: float
+) -> dict[str, Any]:
+    """POST the renewal (blocking; run in a thread)."""
+    from agent.identity.http import post_json
+
+    return post_json(
+        url,
+        body,
+        ca_file=ca_file,
+        timeout_s=timeout_s,
+        action="certificate renewal",
+        failure=RenewalFailed,
+    )
+
+
+def _load_ca_bundle(ca_file: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(ca_file.read_bytes())
+    except OSError as exc:
+        msg = f"cannot read the device CA {ca_file}: {exc.strerror or exc}"
+        raise RenewalFailed(msg) from exc
+    except ValueError as exc:
+        msg = f"the device CA {ca_file} holds no readable certificate"
+        raise RenewalFailed(msg) from exc
+
+
+def _check_answer(
+    data: dict[str, Any], request: _RenewalRequest, device_id: str, ca_file: Path
+) -> x509.Certificate:
+    """The renewed certificate, once it is checked to be ours (blocking: reads ``ca_file``)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    from agent.identity.enroll import certificate_mismatch
+
+    missing = [name for name in _RESPONSE_FIELDS if not isinstance(data.get(name), str)]
+    if missing:
+        msg = f"the server's renewal answer lacks {', '.join(missing)}"
+        raise RenewalFailed(msg)
+    if data["device_id"] != device_id:
+        msg = f"the server renewed device {data['device_id']!r}, not this device {device_id!r}"
+        raise RenewalFailed(msg)
+    try:
+        cert = x509.load_pem_x509_certificate(data["cert_pem"].encode())
+    except ValueError as exc:
+        msg = "the server's renewed certificate is unreadable"
+        raise RenewalFailed(msg) from exc
+    mismatch = certificate_mismatch(cert, request.new_key, device_id)
+    if mismatch == "key":
+        msg = "the server returned a certificate for another key"
+        raise RenewalFailed(msg)
+    if mismatch == "name":
+        msg = "the renewed certificate's name is not this device's id"
+        raise RenewalFailed(msg)
+    for ca in _load_ca_bundle(ca_file):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        break
+    else:
+        msg = f"the renewed certificate is not issued by the device CA in {ca_file}"
+        raise RenewalFailed(msg)
+    now = utcnow()
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        msg = "the renewed certificate is not valid now"
+        raise RenewalFailed(msg)
+    return cert
+
+
+def restore_previous(files: IdentityFiles) -> bool:
+    """Put the kept ``*.prev`` pair back in place (blocking); whether there was one."""
+    restored = False
+    for previous, live in (
+        (files.previous_key_file, files.key_file),
+        (files.previous_cert_file, files.cert_file),
+    ):
+        if previous.exists():
+            os.replace(previous, live)
+            restored = True
+    return restored
+
+
+def discard_previous(files: IdentityFiles) -> None:
+    """Delete the kept ``*.prev`` pair: the new one has connected (blocking)."""
+    files.previous_key_file.unlink(missing_ok=True)
+    files.previous_cert_file.unlink(missing_ok=True)
+
+
+def _install(files: IdentityFiles, key_pem: bytes, cert_pem: bytes) -> None:
+    """Keep the working pair as ``*.prev``, then put the new pair in its place (blocking)."""
+    from shared.signing import write_file_atomic
+
+    # Copies, not renames: the live files never go missing, even for an instant.
+    write_file_atomic(files.previous_key_file, files.key_file.read_bytes(), mode=0o600)
+    write_file_atomic(files.previous_cert_file, files.cert_file.read_bytes(), mode=0o644)
+    try:
+        write_file_atomic(files.key_file, key_pem, mode=0o600)
+        write_file_atomic(files.cert_file, cert_pem, mode=0o644)
+    except BaseException:
+        restore_previous(files)
+        raise
+
+
+async def renew_certificate(
+    settings: AgentSettings, *, http_timeout_s: float = 30.0
+) -> RenewalOutcome:
+    """Renew this device's certificate once, and install the new pair.
+
+    Makes a new key and a CSR, proves the current key over the CSR, posts both
+    with the current certificate to ``{server_url}/api/v1/renew`` (an https
+    server is verified with ``ca_file``), checks the answer and writes the new
+    pair in place, keeping the working one as ``*.prev`` (see :func:`discard_previous`
+    and :func:`restore_previous`).
+
+    Args:
+        settings: The agent's configuration (``server_url``, ``ca_file``,
+            ``cert_file`` and ``key_file`` are needed).
+        http_timeout_s: Seconds to wait for the server's answer.
+
+    Returns:
+        What was installed.
+
+    Raises:
+        RenewalFailed: renewal is not configured, the server refused it (its
+            ``detail`` in one line), or its answer cannot be trusted.
+        UnavailableError: the server cannot be reached (worth retrying).
+    """
+    files = IdentityFiles.from_settings(settings)
+    if files is None or settings.server_url is None:
+        msg = "certificate renewal needs server_url, ca_file, cert_file and key_file in [agent]"
+        raise RenewalFailed(msg)
+    url = _renew_url(settings.server_url)
+    request = await asyncio.to_thread(_prepare, files)
+    data = await asyncio.to_thread(_post_renewal, url, request.body, files.ca_file, http_timeout_s)
+    cert = await asyncio.to_thread(_check_answer, data, request, settings.device_id, files.ca_file)
+
+    from cryptography.hazmat.primitives import serialization
+
+    key_pem = request.new_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    try:
+        await asyncio.to_thread(_install, files, key_pem, cert_pem)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        msg = f"cannot write the renewed certificate next to {files.cert_file}: {reason}"
+        raise RenewalFailed(msg) from exc
+    return RenewalOutcome(
+        device_id=settings.device_id,
+        serial_hex=format(cert.serial_number, "x"),
+        not_after=cert.not_valid_after_utc,
+        files=files,
+    )
+
+
+def recover_interrupted_renewal(settings: AgentSettings) -> bool:
+    """Put the previous pair back if a renewal was cut short between its two renames.
+
+    Called before the TLS context is built at start (blocking, small files).
+    A lone ``*.prev`` (cut short while the copies were made) is deleted: the
+    live pair was not touched yet. A complete ``*.prev`` pair with a live pair
+    that still fits together is left for the renewer to confirm or roll back.
+
+    Returns:
+        Whether the previous pair was put back.
+    """
+    files = IdentityFiles.from_settings(settings)
+    if files is None:
+        return False
+    has_key, has_cert = files.previous_key_file.exists(), files.previous_cert_file.exists()
+    if not (has_key and has_cert):
+        if has_key or has_cert:
+            discard_previous(files)
+        return False
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(files.cert_file, files.key_file)
+    except (OSError, ssl.SSLError):
+        restore_previous(files)
+        logger.warning(
+            "the certificate and key in %s do not fit together after an interrupted renewal; "
+            "the previous pair is back in place",
+            files.cert_file.parent,
+        )
+        return True
+    return False
+
+
+# --- the agent's periodic task ------------------------------------------------------------
+
+
+async def _sleep(stopping: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    except TimeoutError:
+        pass
+
+
+class CertificateRenewer:
+    """Keeps this device's certificate current while the agent runs.
+
+    Checks at start and every ``renew_check_interval_s``; when the certificate
+    expires within ``renew_before_days``, renews it (retrying an unreachable
+    server with backoff), has the broker link reconnect with the new pair, and
+    keeps the new pair once the link has connected with it, or puts the old
+    one back if it cannot within ``confirm_timeout_s``.
+
+    Args:
+        settings: The agent's configuration.
+        link: The broker link to reconnect with the new pair.
+        confirm_timeout_s: How long the new pair has to connect once (default:
+            a minute, or more with slow reconnect settings).
+        retry_min_s: Floor of the wait before retrying an unreachable server.
+        retry_max_s: Cap of that wait.
+        rng: Randomness of the retry jitter.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        link: BrokerLink,
+        *,
+        confirm_timeout_s: float | None = None,
+        retry_min_s: float | None = None,
+        retry_max_s: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        files = IdentityFiles.from_settings(settings)
+        if files is None or settings.server_url is None:
+            msg = "certificate renewal needs server_url, ca_file, cert_file and key_file"
+            raise RenewalFailed(msg)
+        self.settings = settings
+        self.files = files
+        self.link = link
+        self.renew_before = timedelta(days=settings.renew_before_days)
+        self.confirm_timeout_s = confirm_timeout_s or max(
+            60.0, 2 * settings.reconnect_max_s + 2 * settings.keepalive_s
+        )
+        self.retry_min_s = retry_min_s or max(settings.reconnect_min_s, 1.0)
+        self.retry_max_s = max(self.retry_min_s, retry_max_s or settings.reconnect_max_s)
+        #: Renewals installed and confirmed by a connection, since start.
+        self.renewed = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._log = DeviceLogger(logger, {"device_id": settings.device_id})
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings, link: BrokerLink) -> CertificateRenewer | None:
+        """A renewer, or ``None`` when the configuration lacks what renewal needs."""
+        if IdentityFiles.from_settings(settings) is None or settings.server_url is None:
+            return None
+        return cls(settings, link)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Check now and every ``renew_check_interval_s`` until ``stopping`` is set."""
+        await self._confirm_pending()
+        while not stopping.is_set():
+            try:
+                await self.check(stopping)
+            except Exception:
+                # A bug here must not take the agent down: the working pair is untouched.
+                self._log.exception("unexpected error while renewing the certificate")
+            await _sleep(stopping, self.settings.renew_check_interval_s)
+
+    async def check(self, stopping: asyncio.Event) -> RenewalOutcome | None:
+        """Renew the certificate if it is due, and switch the link to it.
+
+        Returns:
+            The installed renewal, or ``None`` when none was due or it failed
+            (logged; the working pair is unchanged or back in place).
+        """
+        try:
+            due = await asyncio.to_thread(
+                needs_renewal, self.files.cert_file, utcnow(), self.renew_before
+            )
+        except RenewalFailed as exc:
+            self._log.error("cannot check the certificate's expiry: %s", exc)
+            return None
+        if not due:
+            self._log.debug("certificate not due for renewal")
+            return None
+        outcome = await self._renew(stopping)
+        if outcome is None:
+            return None
+        self._log.info(
+            "certificate renewed: serial %s, valid until %s; reconnecting with it",
+            outcome.serial_hex,
+            outcome.not_after.isoformat(),
+        )
+        if outcome.not_after - self.renew_before <= utcnow():
+            self._log.warning(
+                "renew_before_days (%g) is longer than the certificates' validity: "
+                "the certificate will be renewed at every check",
+                self.settings.renew_before_days,
+            )
+        if await self._switch_and_confirm():
+            self.renewed += 1
+            return outcome
+        return None
+
+    async def _renew(self, stopping: asyncio.Event) -> RenewalOutcome | None:
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                return await renew_certificate(self.settings)
+            except UnavailableError as exc:
+                delay = reconnect_delay(attempt, self.retry_min_s, self.retry_max_s, self._rng)
+                log = self._log.warning if attempt == 0 else self._log.info
+                log("certificate renewal: %s; retrying in %.1f s", exc, delay)
+                attempt += 1
+                await _sleep(stopping, delay)
+            except RenewalFailed as exc:
+                self._log.error(
+                    "%s; keeping the current certificate, next try in %.0f s",
+                    exc,
+                    self.settings.renew_check_interval_s,
+                )
+                return None
+        return None
+
+    async def _switch_and_confirm(self) -> bool:
+        """Reconnect the link with the files on disk; keep them or roll back to ``*.prev``."""
+        try:
+            tls = await asyncio.to_thread(self._tls_context)
+        except FieldlinkError as exc:
+            self._log.error("the renewed pair cannot be loaded (%s); rolling back", exc)
+        else:
+            self.link.use_tls(tls)
+            if await self.link.wait_connected_with(tls, self.confirm_timeout_s):
+                await asyncio.to_thread(discard_previous, self.files)
+                self._log.info("connected with the renewed certificate; previous pair deleted")
+                return True
+            self._log.error(
+                "no connection with the renewed certificate within %.0f s; rolling back",
+                self.confirm_timeout_s,
+            )
+        await self._roll_back()
+        return False
+
+    async def _roll_back(self) -> None:
+        if not await asyncio.to_thread(restore_previous, self.files):
+            return
+        try:
+            tls = await asyncio.to_thread(self._tls_context)
+        except FieldlinkError as exc:
+            self._log.error("the previous pair cannot be loaded either: %s", exc)
+            return
+        self.link.use_tls(tls)
+        self._log.warning("the previous certificate is back in place")
+
+    async def _confirm_pending(self) -> None:
+        """A ``*.prev`` pair left by an earlier run: keep the live pair once it connects."""
+        pending = await asyncio.to_thread(
+            lambda: self.files.previous_cert_file.exists() and self.files.previous_key_file.exists()
+        )
+        if not pending or self.link.tls is None:
+            return
+        self._log.info("a renewal awaits its first connection; confirming it")
+        if await self.link.wait_connected_with(self.link.tls, self.confirm_timeout_s):
+            await asyncio.to_thread(discard_previous, self.files)
+            self._log.info("connected with the renewed certificate; previous pair deleted")
+        else:
+            self._log.error("the renewed certificate did not connect; rolling back")
+            await self._roll_back()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = tls_context(
+            self.settings.broker, self.files.ca_file, self.files.cert_file, self.files.key_file
+        )
+        if context is None:  # pragma: no cover - cert_file is set, so there is one
+            msg = "no TLS context for the broker"
+            raise RenewalFailed(msg)
+        return context

@@ -1,0 +1,619 @@
+"""Remote sessions on the device: ``session.open`` and ``session.close``, site consent, reports.
+
+The server publishes a signed ``session.open`` (its body is
+:class:`shared.protocol.SessionOpen`). Once the dispatcher has verified it,
+:class:`SessionController` checks it against the site policy and answers at
+once: the session's services must all be allowed (else ``not_allowed``, and a
+``session.denied`` event), and the device holds at most ``max_sessions``
+sessions (else ``busy``). The result body is ``{"session_id", "state"}`` with
+``state`` ``awaiting_consent`` or ``connecting``; the rest happens in a task
+of the session's own, so the command's result never waits for the site or
+the tunnel.
+
+Consent (``[agent.policy] consent``):
+
+- ``none``: the agent dials at once.
+- ``notify``: it dials at once, logs a WARNING notice for the site (operator
+  and reason) and emits ``session.approved`` (``by`` ``policy``).
+- ``required``: it emits ``session.awaiting_consent`` and waits for a local
+  ``fieldlink agent approve|deny SESSION`` (:mod:`agent.remote.control`) up to
+  ``approval_timeout_s``, never past the session key's ``expires_at``.
+  Approved: ``session.approved`` (``by`` ``site``), then it dials. Denied or
+  timed out: ``session.denied`` (``why`` ``denied`` or ``timeout``), and no
+  tunnel is ever dialed.
+
+A running session reports ``session.started`` once the server's SSH client
+has authenticated, one ``session.refused`` per refusal, and at the end
+``session.closed`` (a :class:`shared.protocol.SessionClosedReport`). Its limits
+are the smaller of the site's and the command's ``max_duration_s`` and
+``idle_timeout_s``.
+
+``session.close`` (and a local ``fieldlink agent end``) ends a session in any
+state: a running one is ended through :meth:`agent.remote.sshd.AgentSession.end`; one
+awaiting consent is reported ``session.closed`` with the reason the server
+gave (a local ``end`` denies it instead).
+
+Events go to ``fieldlink/v1/{device_id}/events`` through the ``publish``
+callable (the broker link's QoS 1 event queue). Nothing here imports
+asyncssh, websockets or pydantic at import time: the idle agent loads this
+module, and the session stack comes with the first session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+
+from agent.remote.commands import (
+    INVALID,
+    NOT_ALLOWED,
+    CommandFailed,
+    CommandRegistry,
+    CommandRequest,
+    Outgoing,
+    device_event,
+)
+from agent.remote.policy import CloseReason, SitePolicy
+from shared.errors import Conflict, NotFound
+from shared.ids import isoformat_z, utcnow
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from agent.remote.sshd import Refusal, SessionOutcome
+    from shared.protocol import SessionOpen
+
+logger = logging.getLogger(__name__)
+
+# The names of shared.protocol, which imports pydantic (about 20 MB the idle agent
+# does without); tests/unit/agent/remote/test_sessions.py keeps them equal.
+SESSION_OPEN: Final = "session.open"
+SESSION_CLOSE: Final = "session.close"
+SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"
+SESSION_APPROVED: Final = "session.approved"
+SESSION_DENIED: Final = "session.denied"
+SESSION_STARTED: Final = "session.started"
+SESSION_REFUSED: Final = "session.refused"
+SESSION_CLOSED: Final = "session.closed"
+
+#: Result errors of a refused ``session.open`` or ``session.close``.
+BUSY: Final = "busy"
+UNKNOWN_SESSION: Final = "unknown_session"
+ALREADY_OPEN: Final = "already_open"
+EXPIRED: Final = "expired"
+#: How long ``session.close`` and a local ``end`` wait for the session to be over.
+CLOSE_WAIT_S: Final = 3.0
+#: How long a stopping agent waits for its sessions to close and report.
+SHUTDOWN_WAIT_S: Final = 5.0
+#: Refusals listed in ``session.closed`` (each one also had its ``session.refused``).
+MAX_REPORTED_REFUSALS: Final = 50
+# Field limits of shared.protocol.SessionRefusal and SessionClosedReport.
+_MAX_TARGET: Final = 512
+_MAX_REFUSAL_REASON: Final = 256
+_MAX_DETAIL: Final = 1024
+
+SessionState = Literal["awaiting_consent", "connecting", "active"]
+_Model = TypeVar("_Model", bound="BaseModel")
+
+
+class RunnableSession(Protocol):
+    """What the controller needs of a session (:class:`agent.remote.sshd.AgentSession`)."""
+
+    def end(self, reason: CloseReason = "site_ended") -> None:
+        """End the session (before or while it runs); :meth:`run` returns soon after."""
+        ...
+
+    async def run(self) -> SessionOutcome:
+        """Dial, serve until the session ends, and say how it ended."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHooks:
+    """What a session reports to the controller while it runs.
+
+    Attributes:
+        on_refusal: Called for each refusal.
+        on_ready: Called once the server's SSH client has authenticated.
+    """
+
+    on_refusal: Callable[[Refusal], None]
+    on_ready: Callable[[], None]
+
+
+#: Makes the session that dials: the body of ``session.open``, the policy it
+#: runs under (narrowed and limited), its hooks. The default builds an
+#: :class:`agent.remote.sshd.AgentSession`.
+SessionFactory = Callable[["SessionOpen", SitePolicy, SessionHooks], RunnableSession]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    verdict: Literal["approved", "denied", "closed"]
+    why: str = ""
+    close_reason: CloseReason = "site_denied"
+
+
+@dataclass(slots=True)
+class LocalSession:
+    """A session the device holds: awaiting consent, connecting, or active.
+
+    Attributes:
+        session_id: The session.
+        operator: Who asked (as the server named them).
+        reason: Why (as the server said).
+        policy: The policy it runs under (narrowed to its services, limited).
+        state: ``awaiting_consent``, ``connecting`` or ``active``.
+        since: When it entered ``state``.
+    """
+
+    session_id: str
+    operator: str
+    reason: str
+    policy: SitePolicy
+    state: SessionState
+    since: datetime = field(default_factory=utcnow)
+    decision: asyncio.Future[_Decision] | None = field(default=None, repr=False)
+    runner: RunnableSession | None = field(default=None, repr=False)
+    close_reason: CloseReason | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The session as ``fieldlink agent sessions`` shows it."""
+        return {
+            "session_id": self.session_id,
+            "operator": self.operator,
+            "reason": self.reason,
+            "state": self.state,
+            "since": isoformat_z(self.since),
+        }
+
+    def _enter(self, state: SessionState) -> None:
+        self.state = state
+        self.since = utcnow()
+
+
+class SessionController:
+    """The device's remote sessions: policy checks, consent, running them, reporting.
+
+    Args:
+        device_id: The device (events are published under its topics).
+        policy: The site policy (``[agent.services]`` and ``[agent.policy]``).
+        host_key_path: The SSH host key the server pinned at enrollment.
+        publish: Publishes one device event (QoS 1); must not block.
+        proxy: How to reach the server: ``True`` for the environment's proxy,
+            a proxy URL, or ``None`` for a direct connection.
+        ca_file: Extra CA certificates trusted for ``wss://`` (the device CA),
+            on top of the system's.
+        session_factory: Makes the session that dials (tests); default
+            :class:`agent.remote.sshd.AgentSession`.
+        connect_timeout_s: Limit on the tunnel's handshakes.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        policy: SitePolicy,
+        *,
+        host_key_path: Path,
+        publish: Callable[[Outgoing], None],
+        proxy: str | Literal[True] | None = True,
+        ca_file: Path | None = None,
+        session_factory: SessionFactory | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.device_id = device_id
+        self.policy = policy
+        self.host_key_path = host_key_path
+        self._publish = publish
+        self._proxy = proxy
+        self._ca_file = ca_file
+        self._factory = session_factory or self._agent_session
+        self._connect_timeout_s = connect_timeout_s
+        self._tls: ssl.SSLContext | None = None
+        self._sessions: dict[str, LocalSession] = {}
+        self._stopping = False
+        self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
+
+    def register(self, registry: CommandRegistry) -> None:
+        """Register the ``session.open`` and ``session.close`` handlers."""
+        registry.register(SESSION_OPEN, self.handle_open)
+        registry.register(SESSION_CLOSE, self.handle_close)
+
+    def sessions(self) -> list[LocalSession]:
+        """The sessions the device holds now, oldest first."""
+        return list(self._sessions.values())
+
+    def get(self, session_id: str) -> LocalSession:
+        """One session the device holds.
+
+        Raises:
+            NotFound: The device holds no such session.
+        """
+        entry = self._sessions.get(session_id)
+        if entry is None:
+            msg = f"no session {session_id} on this device"
+            raise NotFound(msg)
+        return entry
+
+    # the server's commands
+
+    async def handle_open(self, request: CommandRequest) -> dict[str, Any]:
+        """``session.open``: check the policy, answer at once, run the session in the background.
+
+        Raises:
+            CommandFailed: ``invalid`` body, ``not_allowed`` services, ``busy``,
+                ``already_open``, or a session key that has ``expired``.
+        """
+        from shared.protocol import SessionOpen
+
+        spec = _parse(SessionOpen, request.body)
+        if spec.session_id in self._sessions:
+            raise CommandFailed(ALREADY_OPEN, {"session_id": spec.session_id})
+        requested = None if spec.services is None else frozenset(spec.services)
+        refused = sorted(name for name in requested or () if not self.policy.is_allowed(name))
+        if refused:
+            self._log.warning(
+                "session %s refused: services %s are not allowed on this device",
+                spec.session_id,
+                ", ".join(refused),
+            )
+            self._emit(
+                SESSION_DENIED,
+                {"session_id": spec.session_id, "why": NOT_ALLOWED, "services": refused},
+            )
+            raise CommandFailed(NOT_ALLOWED, {"services": refused})
+        if self._stopping:
+            raise CommandFailed(BUSY, {"detail": "the agent is stopping"})
+        if len(self._sessions) >= self.policy.max_sessions:
+            self._log.warning(
+                "session %s refused: %d sessions already", spec.session_id, len(self._sessions)
+            )
+            raise CommandFailed(BUSY, {"max_sessions": self.policy.max_sessions})
+        if spec.expires_at <= utcnow():
+            raise CommandFailed(EXPIRED, {"session_id": spec.session_id})
+        policy = self.policy.narrowed(requested).limited(spec.max_duration_s, spec.idle_timeout_s)
+        entry = LocalSession(
+            session_id=spec.session_id,
+            operator=spec.operator,
+            reason=spec.reason,
+            policy=policy,
+            state="awaiting_consent" if policy.consent == "required" else "connecting",
+        )
+        if entry.state == "awaiting_consent":
+            entry.decision = asyncio.get_running_loop().create_future()
+        self._sessions[entry.session_id] = entry
+        entry.task = asyncio.create_task(
+            self._lifecycle(entry, spec), name=f"session {entry.session_id}"
+        )
+        return {"session_id": entry.session_id, "state": entry.state}
+
+    async def handle_close(self, request: CommandRequest) -> dict[str, Any]:
+        """``session.close``: end a session in any state, with the server's reason.
+
+        Raises:
+            CommandFailed: ``invalid`` body, or ``unknown_session``.
+        """
+        from shared.protocol import SessionClose
+
+        spec = _parse(SessionClose, request.body)
+        entry = self._sessions.get(spec.session_id)
+        if entry is None:
+            raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
+        self._log.info("session %s: closing (%s)", entry.session_id, spec.reason)
+        if entry.decision is not None and not entry.decision.done():
+            entry.decision.set_result(_Decision("closed", close_reason=spec.reason))
+        else:
+            self._end(entry, spec.reason)
+        return {"session_id": entry.session_id, "state": await self._wait_closed(entry)}
+
+    # the site's decisions (agent.remote.control)
+
+    def approve(self, session_id: str) -> LocalSession:
+        """Approve a session awaiting consent: the agent dials now.
+
+        Raises:
+            NotFound: No such session.
+            Conflict: It is not awaiting consent.
+        """
+        entry = self._awaiting(session_id)
+        assert entry.decision is not None  # noqa: S101 - _awaiting checked it
+        entry.decision.set_result(_Decision("approved"))
+        return entry
+
+    def deny(self, session_id: str) -> LocalSession:
+        """Deny a session awaiting consent: it never dials.
+
+        Raises:
+            NotFound: No such session.
+            Conflict: It is not awaiting consent.
+        """
+        entry = self._awaiting(session_id)
+        assert entry.decision is not None  # noqa: S101 - _awaiting checked it
+        entry.decision.set_result(_Decision("denied", why="denied"))
+        return entry
+
+    async def end(self, session_id: str) -> str:
+        """End a session on the device: one awaiting consent is denied, a running one ends.
+
+        Returns:
+            ``denied`` (it was awaiting consent), ``closed`` (it has ended) or
+            ``closing`` (it is still winding down after :data:`CLOSE_WAIT_S`).
+
+        Raises:
+            NotFound: No such session.
+        """
+        entry = self.get(session_id)
+        if entry.decision is not None and not entry.decision.done():
+            entry.decision.set_result(_Decision("denied", why="denied"))
+            await self._wait_closed(entry)
+            return "denied"
+        self._end(entry, "site_ended")
+        return await self._wait_closed(entry)
+
+    async def shutdown(self, timeout_s: float = SHUTDOWN_WAIT_S) -> None:
+        """End every session (the agent is stopping) and wait for their reports.
+
+        No session opens after this.
+        """
+        self._stopping = True
+        entries = list(self._sessions.values())
+        for entry in entries:
+            if entry.decision is not None and not entry.decision.done():
+                entry.decision.set_result(_Decision("closed", close_reason="site_ended"))
+            else:
+                self._end(entry, "site_ended")
+        tasks = [entry.task for entry in entries if entry.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # one session's life
+
+    async def _lifecycle(self, entry: LocalSession, spec: SessionOpen) -> None:
+        try:
+            if entry.decision is not None:
+                decision = await self._consent(entry, spec)
+                if decision.verdict == "denied":
+                    self._log.warning("session %s denied (%s)", entry.session_id, decision.why)
+                    self._emit(
+                        SESSION_DENIED, {"session_id": entry.session_id, "why": decision.why}
+                    )
+                    return
+                if decision.verdict == "closed":
+                    self._emit(
+                        SESSION_CLOSED,
+                        _closed_report(
+                            entry.session_id,
+                            decision.close_reason,
+                            "closed while awaiting the site's consent",
+                        ),
+                    )
+                    return
+                self._log.warning("session %s approved on the device", entry.session_id)
+                self._emit(
+                    SESSION_APPROVED,
+                    {"session_id": entry.session_id, "by": "site", "consent": "required"},
+                )
+            elif entry.policy.consent == "notify":
+                self._log.warning(
+                    "NOTICE: remote session %s opened by %s: %s",
+                    entry.session_id,
+                    _one_line(entry.operator) or "(operator not named)",
+                    _one_line(entry.reason) or "(no reason given)",
+                )
+                self._emit(
+                    SESSION_APPROVED,
+                    {"session_id": entry.session_id, "by": "policy", "consent": "notify"},
+                )
+            await self._serve(entry, spec)
+        except Exception as exc:
+            self._log.exception("session %s failed", entry.session_id)
+            self._emit(
+                SESSION_CLOSED,
+                _closed_report(entry.session_id, "error", f"the agent failed: {exc}"),
+            )
+        finally:
+            self._sessions.pop(entry.session_id, None)
+
+    async def _consent(self, entry: LocalSession, spec: SessionOpen) -> _Decision:
+        assert entry.decision is not None  # noqa: S101 - only sessions awaiting consent
+        left_s = (spec.expires_at - utcnow()).total_seconds()
+        timeout_s = max(0.0, min(entry.policy.approval_timeout_s, left_s))
+        self._emit(
+            SESSION_AWAITING_CONSENT,
+            {
+                "session_id": entry.session_id,
+                "timeout_s": round(timeout_s, 3),
+                "operator": entry.operator,
+                "reason": entry.reason,
+            },
+        )
+        self._log.warning(
+            "NOTICE: remote session %s requested by %s: %s. Approve within %.0f s with "
+            "`fieldlink agent approve %s`, or deny with `fieldlink agent deny %s`",
+            entry.session_id,
+            _one_line(entry.operator) or "(operator not named)",
+            _one_line(entry.reason) or "(no reason given)",
+            timeout_s,
+            entry.session_id,
+            entry.session_id,
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(entry.decision), timeout_s)
+        except TimeoutError:
+            if not entry.decision.done():
+                entry.decision.set_result(_Decision("denied", why="timeout"))
+            return entry.decision.result()
+
+    async def _serve(self, entry: LocalSession, spec: SessionOpen) -> None:
+        if entry.close_reason is not None:
+            self._emit(
+                SESSION_CLOSED,
+                _closed_report(entry.session_id, entry.close_reason, "closed before dialing"),
+            )
+            return
+        entry._enter("connecting")
+        hooks = SessionHooks(
+            on_refusal=partial(self._refused, entry), on_ready=partial(self._ready, entry)
+        )
+        runner = self._factory(spec, entry.policy, hooks)
+        entry.runner = runner
+        outcome = await runner.run()
+        self._emit(
+            SESSION_CLOSED,
+            _closed_report(
+                entry.session_id,
+                outcome.close_reason,
+                outcome.detail,
+                bytes_from_server=outcome.bytes_from_server,
+                bytes_to_server=outcome.bytes_to_server,
+                started_at=outcome.started_at,
+                ended_at=outcome.ended_at,
+                refusals=[
+                    {"kind": r.kind, "target": r.target, "reason": r.reason}
+                    for r in outcome.refusals
+                ],
+            ),
+        )
+
+    def _ready(self, entry: LocalSession) -> None:
+        entry._enter("active")
+        policy = entry.policy
+        services = sorted(name for name in policy.services if policy.is_allowed(name))
+        self._log.info("session %s started", entry.session_id)
+        self._emit(
+            SESSION_STARTED,
+            {
+                "session_id": entry.session_id,
+                "services": services,
+                "max_duration_s": policy.max_duration_s,
+                "idle_timeout_s": policy.idle_timeout_s,
+            },
+        )
+
+    def _refused(self, entry: LocalSession, refusal: Refusal) -> None:
+        self._emit(SESSION_REFUSED, {"session_id": entry.session_id, **_refusal_body(refusal)})
+
+    def _end(self, entry: LocalSession, reason: CloseReason) -> None:
+        entry.close_reason = entry.close_reason or reason
+        if entry.runner is not None:
+            entry.runner.end(reason)
+
+    async def _wait_closed(self, entry: LocalSession) -> str:
+        if entry.task is None:
+            return "closed"
+        done, _ = await asyncio.wait({entry.task}, timeout=CLOSE_WAIT_S)
+        return "closed" if done else "closing"
+
+    def _awaiting(self, session_id: str) -> LocalSession:
+        entry = self.get(session_id)
+        if entry.decision is None or entry.decision.done():
+            msg = f"session {session_id} is not awaiting consent (it is {entry.state})"
+            raise Conflict(msg)
+        return entry
+
+    def _emit(self, event_type: str, body: Mapping[str, Any]) -> None:
+        try:
+            self._publish(device_event(self.device_id, event_type, body))
+        except Exception:  # a reporting failure must not break the session
+            self._log.exception("could not queue the %s event", event_type)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            context = ssl.create_default_context()
+            if self._ca_file is not None:
+                # The device CA too: a center may serve its own certificate.
+                context.load_verify_locations(cafile=str(self._ca_file))
+            self._tls = context
+        return self._tls
+
+    def _agent_session(
+        self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
+    ) -> RunnableSession:
+        from agent.remote.sshd import AgentSession
+
+        return AgentSession(
+            spec.ws_url,
+            session_id=spec.session_id,
+            session_token=spec.token,
+            host_key_path=self.host_key_path,
+            client_public_key=spec.client_key,
+            policy=policy,
+            expires_at=spec.expires_at,
+            on_refusal=hooks.on_refusal,
+            on_ready=hooks.on_ready,
+            proxy=self._proxy,
+            ssl_context=self._tls_context() if spec.ws_url.startswith("wss:") else None,
+            connect_timeout_s=self._connect_timeout_s,
+        )
+
+
+def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
+    """Validate a command body, or fail the command with ``invalid`` (never echoing input)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        first = errors[0] if errors else {"loc": (), "msg": "malformed"}
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise CommandFailed(INVALID, {"detail": f"{where}: {first['msg']}"}) from None
+
+
+def _refusal_body(refusal: Refusal) -> dict[str, str]:
+    return {
+        "kind": refusal.kind,
+        "target": refusal.target[:_MAX_TARGET],
+        "reason": refusal.reason[:_MAX_REFUSAL_REASON],
+    }
+
+
+def _closed_report(
+    session_id: str,
+    close_reason: CloseReason,
+    detail: str,
+    *,
+    bytes_from_server: int = 0,
+    bytes_to_server: int = 0,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    refusals: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The body of ``session.closed`` (:class:`shared.protocol.SessionClosedReport`)."""
+    report: dict[str, Any] = {
+        "session_id": session_id,
+        "close_reason": close_reason,
+        "detail": detail[:_MAX_DETAIL],
+        "bytes_from_server": bytes_from_server,
+        "bytes_to_server": bytes_to_server,
+        "ended_at": isoformat_z(ended_at or utcnow()),
+        "refusals": [
+            {
+                "kind": r["kind"],
+                "target": r["target"][:_MAX_TARGET],
+                "reason": r["reason"][:_MAX_REFUSAL_REASON],
+            }
+            for r in (refusals or [])[:MAX_REPORTED_REFUSALS]
+        ],
+    }
+    if started_at is not None:
+        report["started_at"] = isoformat_z(started_at)
+    return report
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Server-given text made safe for one log line (no control characters)."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
