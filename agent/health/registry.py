@@ -104,4 +104,3 @@ def _register_builtins() -> None:
     register_profile("imaging", SimulatedImaging, simulated=True)
     register_profile("server", ServerProfile, simulated=False)
     register_profile("server", SimulatedServer, simulated=True)
-

@@ -36,14 +36,15 @@ gave (a local ``end`` denies it instead).
 Events go to ``fieldlink/v1/{device_id}/events`` through the ``publish``
 callable (the broker link's QoS 1 event queue). Nothing here imports
 asyncssh, websockets or pydantic at import time: the idle agent loads this
-module, and the session stack comes with the first session.
+module. Each session's SSH stack runs in a session process of its own
+(:mod:`agent.remote.session_process`), started once the session may dial and
+gone when it ends, so the agent returns to its idle footprint after a session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,7 +68,7 @@ from shared.ids import isoformat_z, utcnow
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agent.remote.sshd import Refusal, SessionOutcome
+    from agent.remote.outcome import Refusal, SessionOutcome
     from shared.protocol import SessionOpen
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ _Model = TypeVar("_Model", bound="BaseModel")
 
 
 class RunnableSession(Protocol):
-    """What the controller needs of a session (:class:`agent.remote.sshd.AgentSession`)."""
+    """What the controller needs of a session (a session process, or an in-process session)."""
 
     def end(self, reason: CloseReason = "site_ended") -> None:
         """End the session (before or while it runs); :meth:`run` returns soon after."""
@@ -130,7 +131,7 @@ class SessionHooks:
 
 #: Makes the session that dials: the body of ``session.open``, the policy it
 #: runs under (narrowed and limited), its hooks. The default builds an
-#: :class:`agent.remote.sshd.AgentSession`.
+#: :class:`agent.remote.session_process.SessionProcess`.
 SessionFactory = Callable[["SessionOpen", SitePolicy, SessionHooks], RunnableSession]
 
 
@@ -192,8 +193,9 @@ class SessionController:
             a proxy URL, or ``None`` for a direct connection.
         ca_file: Extra CA certificates trusted for ``wss://`` (the device CA),
             on top of the system's.
-        session_factory: Makes the session that dials (tests); default
-            :class:`agent.remote.sshd.AgentSession`.
+        session_factory: Makes the session that dials (tests); default a
+            :class:`agent.remote.session_process.SessionProcess`, which runs
+            :class:`agent.remote.sshd.AgentSession` in a process of its own.
         connect_timeout_s: Limit on the tunnel's handshakes.
     """
 
@@ -215,9 +217,8 @@ class SessionController:
         self._publish = publish
         self._proxy = proxy
         self._ca_file = ca_file
-        self._factory = session_factory or self._agent_session
+        self._factory = session_factory or self._session_process
         self._connect_timeout_s = connect_timeout_s
-        self._tls: ssl.SSLContext | None = None
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
@@ -529,34 +530,30 @@ class SessionController:
         except Exception:  # a reporting failure must not break the session
             self._log.exception("could not queue the %s event", event_type)
 
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            context = ssl.create_default_context()
-            if self._ca_file is not None:
-                # The device CA too: a center may serve its own certificate.
-                context.load_verify_locations(cafile=str(self._ca_file))
-            self._tls = context
-        return self._tls
+    def session_processes(self) -> list[int]:
+        """The ids of the session processes running now."""
+        pids = (getattr(entry.runner, "pid", None) for entry in self._sessions.values())
+        return [pid for pid in pids if isinstance(pid, int)]
 
-    def _agent_session(
+    def _session_process(
         self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
     ) -> RunnableSession:
-        from agent.remote.sshd import AgentSession
+        from agent.remote.pipe import StartSession
+        from agent.remote.session_process import SessionProcess
 
-        return AgentSession(
-            spec.ws_url,
+        start = StartSession(
             session_id=spec.session_id,
-            session_token=spec.token,
-            host_key_path=self.host_key_path,
-            client_public_key=spec.client_key,
-            policy=policy,
+            ws_url=spec.ws_url,
+            token=spec.token,
+            client_key=spec.client_key,
             expires_at=spec.expires_at,
-            on_refusal=hooks.on_refusal,
-            on_ready=hooks.on_ready,
+            policy=policy,
+            host_key_path=self.host_key_path,
             proxy=self._proxy,
-            ssl_context=self._tls_context() if spec.ws_url.startswith("wss:") else None,
+            ca_file=self._ca_file,
             connect_timeout_s=self._connect_timeout_s,
         )
+        return SessionProcess(start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready)
 
 
 def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
