@@ -42,7 +42,7 @@ from typing import Any, Final, Literal, cast, get_args
 
 from agent.remote.outcome import Refusal, RefusalKind, SessionOutcome
 from agent.remote.policy import CLOSE_REASONS, CloseReason, ServiceTarget, SitePolicy
-from shared.ids import isoformat_z, utcnow
+from shared.ids import utcnow
 
 #: The longest line either side writes (an outcome with its 50 refusals fits many times).
 MAX_LINE: Final = 1024 * 1024
@@ -119,13 +119,13 @@ class StartSession:
                 "ws_url": self.ws_url,
                 "token": self.token,
                 "client_key": self.client_key,
-                "expires_at": isoformat_z(self.expires_at),
+                "expires_at": self.expires_at.isoformat(),
                 "policy": policy_to_wire(self.policy),
                 "host_key_path": str(self.host_key_path),
                 "proxy": self.proxy,
                 "ca_file": None if self.ca_file is None else str(self.ca_file),
                 "connect_timeout_s": self.connect_timeout_s,
-                "used_keys": {fp: isoformat_z(at) for fp, at in self.used_keys.items()},
+                "used_keys": {fp: at.isoformat() for fp, at in self.used_keys.items()},
             },
         }
 
@@ -237,8 +237,8 @@ def outcome_message(outcome: SessionOutcome) -> dict[str, Any]:
         "detail": outcome.detail,
         "bytes_from_server": outcome.bytes_from_server,
         "bytes_to_server": outcome.bytes_to_server,
-        "started_at": None if outcome.started_at is None else isoformat_z(outcome.started_at),
-        "ended_at": isoformat_z(outcome.ended_at),
+        "started_at": None if outcome.started_at is None else outcome.started_at.isoformat(),
+        "ended_at": outcome.ended_at.isoformat(),
         "refusals": [refusal_message(r) for r in outcome.refusals[:MAX_OUTCOME_REFUSALS]],
     }
 
@@ -273,7 +273,7 @@ def read_outcome(session_id: str, message: dict[str, Any]) -> SessionOutcome:
 
 
 def read_time(value: Any) -> datetime:
-    """An aware time written by :func:`shared.ids.isoformat_z` or ``isoformat()``."""
+    """An aware time as ``datetime.isoformat`` wrote it (full precision, with its offset)."""
     if not isinstance(value, str):
         msg = "a time is an ISO 8601 string"
         raise PipeError(msg)

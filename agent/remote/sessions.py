@@ -555,6 +555,38 @@ class SessionController:
         )
         return SessionProcess(start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready)
 
+    def _in_process_session(
+        self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
+    ) -> RunnableSession:
+        """The session in the agent's own process (which then keeps asyncssh loaded).
+
+        What the agent did before session processes; bench/agent_footprint.py
+        measures against it in the same run.
+        """
+        import ssl
+
+        from agent.remote.sshd import AgentSession
+
+        context = None
+        if spec.ws_url.startswith("wss:"):
+            context = ssl.create_default_context()
+            if self._ca_file is not None:
+                context.load_verify_locations(cafile=str(self._ca_file))
+        return AgentSession(
+            spec.ws_url,
+            session_id=spec.session_id,
+            session_token=spec.token,
+            host_key_path=self.host_key_path,
+            client_public_key=spec.client_key,
+            policy=policy,
+            expires_at=spec.expires_at,
+            on_refusal=hooks.on_refusal,
+            on_ready=hooks.on_ready,
+            proxy=self._proxy,
+            ssl_context=context,
+            connect_timeout_s=self._connect_timeout_s,
+        )
+
 
 def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
     """Validate a command body, or fail the command with ``invalid`` (never echoing input)."""
