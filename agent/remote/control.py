@@ -11,7 +11,8 @@ and one answer, each a line of JSON::
 
     {"ok": true, "sessions": [{"session_id", "operator", "reason", "state", "since"}]}
     {"ok": true, "session_id": "ses-...", "state": "approved" | "denied" | "closed" | "closing"}
-    {"ok": true, "pid": 123, "session_processes": [456], "loaded": ["pydantic", ...]}
+    {"ok": true, "pid": 123, "session_processes": [456], "spare_process": 789 | null,
+     "loaded": ["pydantic", ...]}
     {"ok": false, "error": "unknown_session" | "not_awaiting_consent" | "bad_request"
                            | "forbidden", "detail": "..."}
 
@@ -221,6 +222,7 @@ class ControlServer:
                 "ok": True,
                 "pid": os.getpid(),
                 "session_processes": self.sessions.session_processes(),
+                "spare_process": self.sessions.spare_process(),
                 "loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
             }
         session_id = request.get("session_id")

@@ -2,7 +2,8 @@
 
 Started by the agent (:class:`agent.remote.session_process.SessionProcess`) as
 ``python -m agent.remote.session_main --log-level LEVEL``, as the agent's own
-user, with the agent's environment. It reads its ``start`` message on stdin,
+user, with the agent's environment. It loads the session stack, then reads its
+``start`` message on stdin (end of file instead: a retired spare, it exits),
 runs :class:`agent.remote.sshd.AgentSession` (which dials the tunnel, serves
 SSH and, with ``[agent.policy] shell_helper``, asks the root helper for shells
 over its socket, as the agent did), reports on stdout as :mod:`agent.remote.pipe`
@@ -53,7 +54,11 @@ async def _run(out: _Pipe) -> SessionOutcome | None:
     reader = asyncio.StreamReader(limit=pipe.MAX_LINE, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
-        start = pipe.StartSession.from_message(pipe.decode(await reader.readline()))
+        first = await reader.readline()
+        if not first:  # a spare the agent retired before it got a session
+            logger.debug("session process: retired before a session")
+            return None
+        start = pipe.StartSession.from_message(pipe.decode(first))
     except (pipe.PipeError, ValueError, asyncio.LimitOverrunError) as exc:
         logger.error("session process: no valid start message (%s)", exc)
         return None
@@ -153,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.log_level)
     quiet_library_warnings()
+    # The stack first, the session second: a spare (started before its session is known,
+    # see agent.remote.session_process) is ready to dial the moment its start arrives.
+    import websockets.asyncio.client  # noqa: F401
+
+    import agent.remote.sshd  # noqa: F401
+
     outcome = asyncio.run(_run(out))
     if outcome is None:
         return 2

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a session process may take to exit once it has sent its outcome.
 EXIT_GRACE_S: Final = 5.0
+#: How long a session process has to report once asked to end (a dial may hang longer).
+END_GRACE_S: Final = 5.0
 #: The session process's module.
 SESSION_MAIN: Final = "agent.remote.session_main"
 
@@ -47,6 +49,8 @@ class SessionProcess:
         on_ready: Called once the server's SSH client has authenticated.
         ledger: The agent's record of used one-time keys.
         log_level: The session process's log level (the agent's).
+        spare: Where a pre-started session process may be waiting (and where the
+            next one is started once this session ends).
     """
 
     def __init__(
@@ -57,17 +61,21 @@ class SessionProcess:
         on_ready: Callable[[], None],
         ledger: pipe.KeyLedger = pipe.KEY_LEDGER,
         log_level: str | None = None,
+        spare: SpareProcess | None = None,
     ) -> None:
         self.session_id = start.session_id
         self._start = start
         self._on_refusal = on_refusal
         self._on_ready = on_ready
         self._ledger = ledger
+        self._spare = spare or SpareProcess(0)
         self._log_level = log_level or logging.getLevelName(logging.getLogger().level).lower()
         self._local_reason: CloseReason | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._refusals: list[Refusal] = []
         self._started_at: datetime | None = None
+        self._stopper: asyncio.TimerHandle | None = None
+        self._stopped = False
         self._log = logging.LoggerAdapter(logger, {"session_id": start.session_id})
 
     @property
@@ -80,6 +88,17 @@ class SessionProcess:
         """End the session (before or while it runs); :meth:`run` returns soon after."""
         self._local_reason = self._local_reason or reason
         self._send({"type": "end", "reason": reason})
+        if self._process is not None and self._stopper is None:
+            # One still dialing (or stuck) is stopped: the session ends when asked.
+            self._stopper = asyncio.get_running_loop().call_later(END_GRACE_S, self._stop)
+
+    def _stop(self) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._log.warning("session process %d did not end in time; killing it", process.pid)
+            self._stopped = True
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
     async def run(self) -> SessionOutcome:
         """Start the session process, relay its reports, and return its outcome once it is gone."""
@@ -93,12 +112,7 @@ class SessionProcess:
         if used:
             start = dataclasses.replace(start, used_keys={**start.used_keys, **used})
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", SESSION_MAIN, "--log-level", self._log_level,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=pipe.MAX_LINE,
-            )  # fmt: skip
+            self._process = self._spare.take() or await _spawn(self._log_level)
         except OSError as exc:
             self._ledger.release(fingerprint)
             self._log.error("cannot start the session process: %s", exc)
@@ -118,7 +132,18 @@ class SessionProcess:
                     self._process.kill()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(self._process.wait())
+            if self._stopper is not None:
+                self._stopper.cancel()
             self._ledger.release(fingerprint)
+            self._spare.refill(self._log_level)
+        if outcome is None and self._stopped and self._local_reason is not None:
+            outcome = SessionOutcome(
+                self.session_id,
+                self._local_reason,
+                "ended before the tunnel opened" if self._started_at is None else "ended",
+                started_at=self._started_at,
+                refusals=list(self._refusals),
+            )
         if outcome is None:
             outcome = SessionOutcome(
                 self.session_id,
@@ -183,6 +208,108 @@ class SessionProcess:
             process.stdin.write(pipe.encode(message))
         except (OSError, RuntimeError):  # it has gone; its end is read on stdout
             self._log.debug("session process: pipe closed")
+
+
+async def _spawn(log_level: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", SESSION_MAIN, "--log-level", log_level,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=pipe.MAX_LINE,
+    )  # fmt: skip
+
+
+class SpareProcess:
+    """At most one session process started ahead of its session, for :data:`SPARE_LINGER_S`.
+
+    Starting a session process costs about 0.3 s of CPU (an interpreter loading
+    asyncssh, websockets and cryptography), on the path from the operator's click
+    to the shell. Operators often open several sessions in a row; so once a
+    session ends, a fresh process is started and loads the stack while nobody
+    waits, and the next session within the linger takes it. It has served no
+    session (every session still gets a process of its own, killed with it), and
+    it is retired (its stdin closed: it exits) when the linger runs out, so the
+    agent is back to its idle footprint then. ``linger_s`` 0 keeps no spare.
+    """
+
+    def __init__(self, linger_s: float) -> None:
+        self.linger_s = linger_s
+        self._process: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def pid(self) -> int | None:
+        """The spare's process id while one waits."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def take(self) -> asyncio.subprocess.Process | None:
+        """The waiting spare, now the caller's (``None``: there is none)."""
+        process, self._process = self._process, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if process is None or process.returncode is not None:
+            return None
+        logger.debug("session process %d taken from the spare", process.pid)
+        return process
+
+    def refill(self, log_level: str) -> None:
+        """Start a spare in the background if none waits (a session has just ended)."""
+        if self.linger_s <= 0 or self._process is not None or self._starting is not None:
+            return
+        self._starting = asyncio.get_running_loop().create_task(self._start(log_level))
+
+    async def _start(self, log_level: str) -> None:
+        try:
+            process = await _spawn(log_level)
+        except OSError as exc:
+            logger.warning("cannot start a spare session process: %s", exc)
+            return
+        finally:
+            self._starting = None
+        if self._process is not None:  # lost a race with another refill
+            self._retire_process(process)
+            return
+        self._process = process
+        self._timer = asyncio.get_running_loop().call_later(self.linger_s, self.retire)
+
+    def retire(self) -> None:
+        """Let the waiting spare go (it exits at the end of its stdin)."""
+        process = self.take()
+        if process is not None:
+            self._retire_process(process)
+
+    def _retire_process(self, process: asyncio.subprocess.Process) -> None:
+        task = asyncio.get_running_loop().create_task(_retire(process))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        """Retire the spare and any being started, and wait until they are gone."""
+        if self._starting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        self.retire()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+
+async def _retire(process: asyncio.subprocess.Process) -> None:
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), EXIT_GRACE_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+#: How long a spare session process waits for a session after the last one ended.
+SPARE_LINGER_S: Final = 60.0
 
 
 def _how_it_ended(returncode: int | None) -> str:

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from agent.remote.outcome import Refusal, SessionOutcome
+    from agent.remote.session_process import SpareProcess
     from shared.protocol import SessionOpen
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ class SessionController:
         self._connect_timeout_s = connect_timeout_s
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
+        self._spare: SpareProcess | None = None
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
 
     def register(self, registry: CommandRegistry) -> None:
@@ -365,6 +367,8 @@ class SessionController:
         No session opens after this.
         """
         self._stopping = True
+        if self._spare is not None:
+            self._spare.linger_s = 0  # no spare after the last session
         entries = list(self._sessions.values())
         for entry in entries:
             if entry.decision is not None and not entry.decision.done():
@@ -372,12 +376,13 @@ class SessionController:
             else:
                 self._end(entry, "site_ended")
         tasks = [entry.task for entry in entries if entry.task is not None]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._spare is not None:
+            await self._spare.close()
 
     # one session's life
 
@@ -531,15 +536,19 @@ class SessionController:
             self._log.exception("could not queue the %s event", event_type)
 
     def session_processes(self) -> list[int]:
-        """The ids of the session processes running now."""
+        """The ids of the session processes serving sessions now."""
         pids = (getattr(entry.runner, "pid", None) for entry in self._sessions.values())
         return [pid for pid in pids if isinstance(pid, int)]
+
+    def spare_process(self) -> int | None:
+        """The id of the session process started ahead of the next session, if one waits."""
+        return None if self._spare is None else self._spare.pid
 
     def _session_process(
         self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
     ) -> RunnableSession:
         from agent.remote.pipe import StartSession
-        from agent.remote.session_process import SessionProcess
+        from agent.remote.session_process import SPARE_LINGER_S, SessionProcess, SpareProcess
 
         start = StartSession(
             session_id=spec.session_id,
@@ -553,7 +562,11 @@ class SessionController:
             ca_file=self._ca_file,
             connect_timeout_s=self._connect_timeout_s,
         )
-        return SessionProcess(start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready)
+        if self._spare is None:
+            self._spare = SpareProcess(SPARE_LINGER_S)
+        return SessionProcess(
+            start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready, spare=self._spare
+        )
 
     def _in_process_session(
         self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks

@@ -654,6 +654,16 @@ async def test_a_session_runs_in_a_process_that_goes_with_it_and_the_agent_never
         assert "asyncssh" not in after["loaded"]
         assert "websockets" not in after["loaded"]
         assert gone(child)
+        # A fresh spare waits for the next session (a process that never served one).
+        spare = await eventually(
+            lambda: footprint(device)["spare_process"], "the spare session process"
+        )
+        assert spare != child
+        assert parent_of(spare) == after["pid"]
+        again = await open_session(tunnel, publisher, device)
+        assert again.result.ok, again.result
+        await tunnel.registry.wait_for_agent(again.session_id, WAIT_S)
+        assert (await asyncio.to_thread(footprint, device))["session_processes"] == [spare]
 
 
 async def test_a_killed_session_process_ends_the_session_with_a_reason(
