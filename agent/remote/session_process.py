@@ -122,8 +122,8 @@ class SessionProcess:
         self._log.info("session process %d started", self._process.pid)
         try:
             self._send(start.to_message())
-            if self._local_reason is not None:
-                self._send({"type": "end", "reason": self._local_reason})
+            if self._local_reason is not None:  # ended while the process was starting
+                self.end(self._local_reason)
             outcome = await self._read(self._process)
             await self._reap(self._process)
         finally:
