@@ -157,6 +157,7 @@ class Agent:
         ca_file: Path | None = None,
         control_socket: Path | None = None,
         session_factory: SessionFactory | None = None,
+        in_process: bool = False,
     ) -> SessionController:
         """Accept remote sessions under ``policy`` (registers the ``session.*`` handlers).
 
@@ -167,6 +168,7 @@ class Agent:
             ca_file: Extra CA certificates for ``wss://``.
             control_socket: Serve the local control channel there while running.
             session_factory: Makes the sessions (tests).
+            in_process: Serve sessions in this process, not in session processes.
 
         Returns:
             The controller.
@@ -179,6 +181,7 @@ class Agent:
             proxy=proxy,
             ca_file=ca_file,
             session_factory=session_factory,
+            in_process=in_process,
         )
         controller.register(self.commands.registry)
         self.sessions = controller

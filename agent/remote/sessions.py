@@ -198,6 +198,8 @@ class SessionController:
             :class:`agent.remote.session_process.SessionProcess`, which runs
             :class:`agent.remote.sshd.AgentSession` in a process of its own.
         connect_timeout_s: Limit on the tunnel's handshakes.
+        in_process: Serve sessions in this process rather than in session processes
+            (``fieldlink simulate``: many simulated devices share one SSH stack).
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class SessionController:
         ca_file: Path | None = None,
         session_factory: SessionFactory | None = None,
         connect_timeout_s: float = 10.0,
+        in_process: bool = False,
     ) -> None:
         self.device_id = device_id
         self.policy = policy
@@ -218,7 +221,8 @@ class SessionController:
         self._publish = publish
         self._proxy = proxy
         self._ca_file = ca_file
-        self._factory = session_factory or self._session_process
+        default = self._in_process_session if in_process else self._session_process
+        self._factory = session_factory or default
         self._connect_timeout_s = connect_timeout_s
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
@@ -573,8 +577,8 @@ class SessionController:
     ) -> RunnableSession:
         """The session in the agent's own process (which then keeps asyncssh loaded).
 
-        What the agent did before session processes; bench/agent_footprint.py
-        measures against it in the same run.
+        What the agent did before session processes, and what ``fieldlink simulate``
+        does (one process, many devices); bench/agent_footprint.py measures against it.
         """
         import ssl
 
