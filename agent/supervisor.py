@@ -46,6 +46,7 @@ from agent.remote.commands import (
 )
 from agent.remote.control import ControlError, ControlServer, control_socket_path
 from agent.remote.policy import SitePolicy
+from agent.remote.session_process import SPARE_LINGER_S
 from agent.remote.sessions import SessionController, SessionFactory
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class Agent:
         control_socket: Path | None = None,
         session_factory: SessionFactory | None = None,
         in_process: bool = False,
+        spare_linger_s: float = 0.0,
     ) -> SessionController:
         """Accept remote sessions under ``policy`` (registers the ``session.*`` handlers).
 
@@ -169,6 +171,8 @@ class Agent:
             control_socket: Serve the local control channel there while running.
             session_factory: Makes the sessions (tests).
             in_process: Serve sessions in this process, not in session processes.
+            spare_linger_s: How long a spare session process waits for the next
+                session (0: none; the daemon's agent keeps one for a minute).
 
         Returns:
             The controller.
@@ -182,6 +186,7 @@ class Agent:
             ca_file=ca_file,
             session_factory=session_factory,
             in_process=in_process,
+            spare_linger_s=spare_linger_s,
         )
         controller.register(self.commands.registry)
         self.sessions = controller
@@ -389,5 +394,6 @@ async def agent_from_settings(
         proxy=settings.proxy,
         ca_file=settings.ca_file,
         control_socket=control_socket_path(settings.state_dir),
+        spare_linger_s=SPARE_LINGER_S,
     )
     return agent

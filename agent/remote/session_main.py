@@ -49,12 +49,15 @@ class _Pipe:
             logger.debug("the agent's pipe is closed")
 
 
-async def _run(out: _Pipe) -> SessionOutcome | None:
+async def _run(out: _Pipe, wait_s: float | None) -> SessionOutcome | None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=pipe.MAX_LINE, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
-        first = await reader.readline()
+        try:
+            first = await asyncio.wait_for(reader.readline(), wait_s)
+        except TimeoutError:  # a spare whose agent never retired it: not an orphan forever
+            first = b""
         if not first:  # a spare the agent retired before it got a session
             logger.debug("session process: retired before a session")
             return None
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one session from the ``start`` message on stdin; 0 once its outcome is sent."""
     parser = argparse.ArgumentParser(prog="agent.remote.session_main")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--wait-s", type=float, default=None, help="for the start message")
     args = parser.parse_args(argv)
     # The pipe gets its own descriptor; fd 1 becomes stderr for everything else.
     out = _Pipe(os.dup(1))
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import agent.remote.sshd  # noqa: F401
 
-    outcome = asyncio.run(_run(out))
+    outcome = asyncio.run(_run(out, args.wait_s))
     if outcome is None:
         return 2
     out.send(pipe.outcome_message(outcome))

@@ -210,9 +210,10 @@ class SessionProcess:
             self._log.debug("session process: pipe closed")
 
 
-async def _spawn(log_level: str) -> asyncio.subprocess.Process:
+async def _spawn(log_level: str, wait_s: float | None = None) -> asyncio.subprocess.Process:
+    wait = [] if wait_s is None else ["--wait-s", str(wait_s)]
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", SESSION_MAIN, "--log-level", log_level,
+        sys.executable, "-m", SESSION_MAIN, "--log-level", log_level, *wait,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         limit=pipe.MAX_LINE,
@@ -264,7 +265,9 @@ class SpareProcess:
 
     async def _start(self, log_level: str) -> None:
         try:
-            process = await _spawn(log_level)
+            # Past its linger (and a margin) a spare leaves by itself, should the agent
+            # never retire it (its event loop gone without closing the pipe).
+            process = await _spawn(log_level, self.linger_s + EXIT_GRACE_S)
         except OSError as exc:
             logger.warning("cannot start a spare session process: %s", exc)
             return

@@ -200,6 +200,8 @@ class SessionController:
         connect_timeout_s: Limit on the tunnel's handshakes.
         in_process: Serve sessions in this process rather than in session processes
             (``fieldlink simulate``: many simulated devices share one SSH stack).
+        spare_linger_s: After a session, keep a spare session process this long for
+            the next one (0: none). Whoever sets it calls :meth:`shutdown`.
     """
 
     def __init__(
@@ -214,6 +216,7 @@ class SessionController:
         session_factory: SessionFactory | None = None,
         connect_timeout_s: float = 10.0,
         in_process: bool = False,
+        spare_linger_s: float = 0.0,
     ) -> None:
         self.device_id = device_id
         self.policy = policy
@@ -227,6 +230,7 @@ class SessionController:
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
         self._spare: SpareProcess | None = None
+        self._spare_linger_s = spare_linger_s
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
 
     def register(self, registry: CommandRegistry) -> None:
@@ -552,7 +556,7 @@ class SessionController:
         self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
     ) -> RunnableSession:
         from agent.remote.pipe import StartSession
-        from agent.remote.session_process import SPARE_LINGER_S, SessionProcess, SpareProcess
+        from agent.remote.session_process import SessionProcess, SpareProcess
 
         start = StartSession(
             session_id=spec.session_id,
@@ -567,7 +571,7 @@ class SessionController:
             connect_timeout_s=self._connect_timeout_s,
         )
         if self._spare is None:
-            self._spare = SpareProcess(SPARE_LINGER_S)
+            self._spare = SpareProcess(self._spare_linger_s)
         return SessionProcess(
             start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready, spare=self._spare
         )
