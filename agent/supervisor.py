@@ -394,6 +394,9 @@ async def agent_from_settings(
         proxy=settings.proxy,
         ca_file=settings.ca_file,
         control_socket=control_socket_path(settings.state_dir),
-        spare_linger_s=SPARE_LINGER_S,
+        # Session processes give the SSH stack's memory back, at the cost of a slower
+        # first click (the stack loads in a new interpreter): the site chooses.
+        in_process=not settings.session_process,
+        spare_linger_s=SPARE_LINGER_S if settings.session_process else 0.0,
     )
     return agent

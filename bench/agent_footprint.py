@@ -207,17 +207,16 @@ def report(results: list[Footprint], seconds: float) -> str:
 
 # -- a remote session: the agent's memory before, during and after it ---------------------
 
-#: The agent as it ran sessions before session processes: asyncssh in its own process.
-IN_PROCESS = (
-    "import sys; from agent.remote.sessions import SessionController as C; "
-    "C._session_process = C._in_process_session; from agent.daemon import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)  # the bench's own switch: an agent has no setting for it
+#: The agent with ``session_process = true`` (its default serves sessions in its own process).
+SESSION_PROCESS = (
+    "import os, sys; os.environ['FIELDLINK_SESSION_PROCESS'] = 'true'; "
+    "from agent.daemon import main; sys.exit(main(sys.argv[1:]))"
+)
 #: Seconds between one session's close and the next click.
 PAUSE_S = 3.0
 MODES = {
-    "session process (now)": None,
-    "in the agent's process (before)": [sys.executable, "-c", IN_PROCESS],
+    "session process (session_process = true)": [sys.executable, "-c", SESSION_PROCESS],
+    "in the agent's process (the default)": None,
 }
 
 

@@ -216,7 +216,7 @@ def enroll(center: Center, name: str, policy_toml: str) -> tuple[str, Path, str]
 
 @contextlib.asynccontextmanager
 async def running_device(
-    center: Center, publisher: CommandPublisher, name: str, policy_toml: str
+    center: Center, publisher: CommandPublisher, name: str, policy_toml: str, **env: str
 ) -> AsyncIterator[Device]:
     device_id, config, host_public = await asyncio.to_thread(enroll, center, name, policy_toml)
     watcher = Watcher(device_id, publisher.deliver_result)
@@ -225,7 +225,9 @@ async def running_device(
     async with make_client(center.settings, identifier=f"watch-{new_id()[:8]}") as client:
         await client.subscribe(f"{topics.PREFIX}/{device_id}/#", qos=1)
         listener = asyncio.create_task(watcher.listen(client))
-        process._spawn([sys.executable, "-m", "shared", "agent", "run", "--config", str(config)])
+        process._spawn(
+            [sys.executable, "-m", "shared", "agent", "run", "--config", str(config)], **env
+        )
         device = Device(device_id, config, host_public, process, watcher)
         try:
             # The birth comes after the agent subscribed to its commands.
@@ -624,7 +626,9 @@ def gone(pid: int) -> bool:
 async def test_a_session_runs_in_a_process_that_goes_with_it_and_the_agent_never_loads_asyncssh(
     center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
 ) -> None:
-    async with running_device(center, publisher, "proc", "") as device:
+    async with running_device(
+        center, publisher, "proc", "", FIELDLINK_SESSION_PROCESS="true"
+    ) as device:
         before = await asyncio.to_thread(footprint, device)
         assert before["session_processes"] == []
         assert "asyncssh" not in before["loaded"]
@@ -669,7 +673,9 @@ async def test_a_session_runs_in_a_process_that_goes_with_it_and_the_agent_never
 async def test_a_killed_session_process_ends_the_session_with_a_reason(
     center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
 ) -> None:
-    async with running_device(center, publisher, "kill", "") as device:
+    async with running_device(
+        center, publisher, "kill", "", FIELDLINK_SESSION_PROCESS="true"
+    ) as device:
         opened = await open_session(tunnel, publisher, device)
         assert opened.result.ok, opened.result
         connection = await tunnel.registry.wait_for_agent(opened.session_id, WAIT_S)
