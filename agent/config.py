@@ -127,6 +127,9 @@ class AgentSettings:
         policy: ``[agent.policy]``: consent, limits and SFTP folders of sessions.
         ssh_host_key_file: The host key of the agent's SSH server (pinned by the server).
         tunnel_proxy: ``env`` (the environment's ``https_proxy``), ``none``, or a proxy URL.
+        session_process: Serve each remote session's SSH stack in a process of its own
+            that goes with the session, so the agent gives that memory back; off by
+            default, because a device's first session then waits for the stack to load.
         dicom_peers: ``[[agent.dicom_peers]]``: the imaging profile's DICOM peers.
         dicom: ``[agent.dicom]``: ``calling_ae_title`` and ``timeout_s`` of the C-ECHOs.
         services_check: ``[[agent.services_check]]``: the imaging console's own services.
@@ -163,6 +166,7 @@ class AgentSettings:
     policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     ssh_host_key_file: Path | None = None
     tunnel_proxy: str = "env"
+    session_process: bool = False
     dicom_peers: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     dicom: Mapping[str, Any] = field(default_factory=dict, hash=False)
     services_check: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
@@ -409,6 +413,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "policy": _parse_table,
     "ssh_host_key_file": _optional(_parse_path),
     "tunnel_proxy": _parse_proxy,
+    "session_process": _parse_bool,
     "dicom_peers": _parse_table_list,
     "dicom": _parse_table,
     "services_check": _parse_table_list,

@@ -159,11 +159,14 @@ def simulated_agent(
         command_key_file=sessions.command_key_file if sessions else None,
     )
     if sessions is not None:
-        # A loopback demo: dial directly, whatever proxy the environment names.
+        # A loopback demo: dial directly, whatever proxy the environment names. The
+        # simulated devices share this process's SSH stack (a process per session each
+        # would cost hundreds of MiB in a load test).
         agent.enable_sessions(
             sessions.policy_for(device_id),
             host_key_path=sessions.host_key_dir / device_id,
             proxy=None,
+            in_process=True,
         )
     return agent
 

@@ -46,6 +46,7 @@ from agent.remote.commands import (
 )
 from agent.remote.control import ControlError, ControlServer, control_socket_path
 from agent.remote.policy import SitePolicy
+from agent.remote.session_process import SPARE_LINGER_S
 from agent.remote.sessions import SessionController, SessionFactory
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ class Agent:
         ca_file: Path | None = None,
         control_socket: Path | None = None,
         session_factory: SessionFactory | None = None,
+        in_process: bool = False,
+        spare_linger_s: float = 0.0,
     ) -> SessionController:
         """Accept remote sessions under ``policy`` (registers the ``session.*`` handlers).
 
@@ -167,6 +170,9 @@ class Agent:
             ca_file: Extra CA certificates for ``wss://``.
             control_socket: Serve the local control channel there while running.
             session_factory: Makes the sessions (tests).
+            in_process: Serve sessions in this process, not in session processes.
+            spare_linger_s: How long a spare session process waits for the next
+                session (0: none; the daemon's agent keeps one for a minute).
 
         Returns:
             The controller.
@@ -179,6 +185,8 @@ class Agent:
             proxy=proxy,
             ca_file=ca_file,
             session_factory=session_factory,
+            in_process=in_process,
+            spare_linger_s=spare_linger_s,
         )
         controller.register(self.commands.registry)
         self.sessions = controller
@@ -386,5 +394,9 @@ async def agent_from_settings(
         proxy=settings.proxy,
         ca_file=settings.ca_file,
         control_socket=control_socket_path(settings.state_dir),
+        # Session processes give the SSH stack's memory back, at the cost of a slower
+        # first click (the stack loads in a new interpreter): the site chooses.
+        in_process=not settings.session_process,
+        spare_linger_s=SPARE_LINGER_S if settings.session_process else 0.0,
     )
     return agent

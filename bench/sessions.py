@@ -199,8 +199,9 @@ def _start_agent(
     serial: str,
     services: dict[str, str],
     max_sessions: int,
+    command: list[str] | None = None,
 ) -> tuple[str, AgentProcess]:
-    """Register, enroll and start one agent; its device id and process."""
+    """Register, enroll and start one agent (``command``: instead of ``fieldlink agent``)."""
     registered = server.api(
         "POST", "/devices",
         json={"serial": serial, "model": "bench", "type": "mfp", "customer": "Bench"},
@@ -212,7 +213,8 @@ def _start_agent(
     agent = AgentProcess(workdir, device_id, "unused")
     agent.config = device_dir / "agent.toml"
     agent._spawn(
-        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
+        [*(command or [sys.executable, "-m", "shared", "agent"]), "run", "--config",
+         str(agent.config)],
         FIELDLINK_INTERVAL_S="10", FIELDLINK_STATE_DIR=str(device_dir / "state"),
         FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="30",
         HOME=str(_device_home(workdir)), FIELDLINK_SERVICES=json.dumps(services),

@@ -7,9 +7,12 @@ and one answer, each a line of JSON::
 
     {"op": "sessions"}
     {"op": "approve" | "deny" | "end", "session_id": "ses-..."}
+    {"op": "footprint"}
 
     {"ok": true, "sessions": [{"session_id", "operator", "reason", "state", "since"}]}
     {"ok": true, "session_id": "ses-...", "state": "approved" | "denied" | "closed" | "closing"}
+    {"ok": true, "pid": 123, "session_processes": [456], "spare_process": 789 | null,
+     "loaded": ["pydantic", ...]}
     {"ok": false, "error": "unknown_session" | "not_awaiting_consent" | "bad_request"
                            | "forbidden", "detail": "..."}
 
@@ -28,6 +31,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -47,7 +51,9 @@ MAX_REQUEST_BYTES: Final = 4096
 REQUEST_TIMEOUT_S: Final = 5.0
 #: How long the client waits for the answer (an ``end`` waits for the session to close).
 ANSWER_TIMEOUT_S: Final = 15.0
-OPERATIONS: Final = ("sessions", "approve", "deny", "end")
+OPERATIONS: Final = ("sessions", "approve", "deny", "end", "footprint")
+#: The libraries ``footprint`` says are loaded: the session stack and what comes with commands.
+HEAVY_MODULES: Final = ("asyncssh", "websockets", "cryptography", "pydantic")
 # Linux sun_path is 108 bytes including the terminating NUL.
 _MAX_SUN_PATH: Final = 107
 _UCRED: Final = struct.Struct("3i")
@@ -211,6 +217,14 @@ class ControlServer:
         op = request["op"]
         if op == "sessions":
             return {"ok": True, "sessions": [s.describe() for s in self.sessions.sessions()]}
+        if op == "footprint":
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "session_processes": self.sessions.session_processes(),
+                "spare_process": self.sessions.spare_process(),
+                "loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
+            }
         session_id = request.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             return _error("bad_request", "session_id is required")

@@ -36,14 +36,15 @@ gave (a local ``end`` denies it instead).
 Events go to ``fieldlink/v1/{device_id}/events`` through the ``publish``
 callable (the broker link's QoS 1 event queue). Nothing here imports
 asyncssh, websockets or pydantic at import time: the idle agent loads this
-module, and the session stack comes with the first session.
+module. Each session's SSH stack runs in a session process of its own
+(:mod:`agent.remote.session_process`), started once the session may dial and
+gone when it ends, so the agent returns to its idle footprint after a session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,7 +68,8 @@ from shared.ids import isoformat_z, utcnow
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agent.remote.sshd import Refusal, SessionOutcome
+    from agent.remote.outcome import Refusal, SessionOutcome
+    from agent.remote.session_process import SpareProcess
     from shared.protocol import SessionOpen
 
 logger = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ _Model = TypeVar("_Model", bound="BaseModel")
 
 
 class RunnableSession(Protocol):
-    """What the controller needs of a session (:class:`agent.remote.sshd.AgentSession`)."""
+    """What the controller needs of a session (a session process, or an in-process session)."""
 
     def end(self, reason: CloseReason = "site_ended") -> None:
         """End the session (before or while it runs); :meth:`run` returns soon after."""
@@ -130,7 +132,7 @@ class SessionHooks:
 
 #: Makes the session that dials: the body of ``session.open``, the policy it
 #: runs under (narrowed and limited), its hooks. The default builds an
-#: :class:`agent.remote.sshd.AgentSession`.
+#: :class:`agent.remote.session_process.SessionProcess`.
 SessionFactory = Callable[["SessionOpen", SitePolicy, SessionHooks], RunnableSession]
 
 
@@ -192,9 +194,14 @@ class SessionController:
             a proxy URL, or ``None`` for a direct connection.
         ca_file: Extra CA certificates trusted for ``wss://`` (the device CA),
             on top of the system's.
-        session_factory: Makes the session that dials (tests); default
-            :class:`agent.remote.sshd.AgentSession`.
+        session_factory: Makes the session that dials (tests); default a
+            :class:`agent.remote.session_process.SessionProcess`, which runs
+            :class:`agent.remote.sshd.AgentSession` in a process of its own.
         connect_timeout_s: Limit on the tunnel's handshakes.
+        in_process: Serve sessions in this process rather than in session processes
+            (``fieldlink simulate``: many simulated devices share one SSH stack).
+        spare_linger_s: After a session, keep a spare session process this long for
+            the next one (0: none). Whoever sets it calls :meth:`shutdown`.
     """
 
     def __init__(
@@ -208,6 +215,8 @@ class SessionController:
         ca_file: Path | None = None,
         session_factory: SessionFactory | None = None,
         connect_timeout_s: float = 10.0,
+        in_process: bool = False,
+        spare_linger_s: float = 0.0,
     ) -> None:
         self.device_id = device_id
         self.policy = policy
@@ -215,11 +224,13 @@ class SessionController:
         self._publish = publish
         self._proxy = proxy
         self._ca_file = ca_file
-        self._factory = session_factory or self._agent_session
+        default = self._in_process_session if in_process else self._session_process
+        self._factory = session_factory or default
         self._connect_timeout_s = connect_timeout_s
-        self._tls: ssl.SSLContext | None = None
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
+        self._spare: SpareProcess | None = None
+        self._spare_linger_s = spare_linger_s
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
 
     def register(self, registry: CommandRegistry) -> None:
@@ -364,6 +375,8 @@ class SessionController:
         No session opens after this.
         """
         self._stopping = True
+        if self._spare is not None:
+            self._spare.linger_s = 0  # no spare after the last session
         entries = list(self._sessions.values())
         for entry in entries:
             if entry.decision is not None and not entry.decision.done():
@@ -371,12 +384,13 @@ class SessionController:
             else:
                 self._end(entry, "site_ended")
         tasks = [entry.task for entry in entries if entry.task is not None]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._spare is not None:
+            await self._spare.close()
 
     # one session's life
 
@@ -529,20 +543,56 @@ class SessionController:
         except Exception:  # a reporting failure must not break the session
             self._log.exception("could not queue the %s event", event_type)
 
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            context = ssl.create_default_context()
-            if self._ca_file is not None:
-                # The device CA too: a center may serve its own certificate.
-                context.load_verify_locations(cafile=str(self._ca_file))
-            self._tls = context
-        return self._tls
+    def session_processes(self) -> list[int]:
+        """The ids of the session processes serving sessions now."""
+        pids = (getattr(entry.runner, "pid", None) for entry in self._sessions.values())
+        return [pid for pid in pids if isinstance(pid, int)]
 
-    def _agent_session(
+    def spare_process(self) -> int | None:
+        """The id of the session process started ahead of the next session, if one waits."""
+        return None if self._spare is None else self._spare.pid
+
+    def _session_process(
         self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
     ) -> RunnableSession:
+        from agent.remote.pipe import StartSession
+        from agent.remote.session_process import SessionProcess, SpareProcess
+
+        start = StartSession(
+            session_id=spec.session_id,
+            ws_url=spec.ws_url,
+            token=spec.token,
+            client_key=spec.client_key,
+            expires_at=spec.expires_at,
+            policy=policy,
+            host_key_path=self.host_key_path,
+            proxy=self._proxy,
+            ca_file=self._ca_file,
+            connect_timeout_s=self._connect_timeout_s,
+        )
+        if self._spare is None:
+            self._spare = SpareProcess(self._spare_linger_s)
+        return SessionProcess(
+            start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready, spare=self._spare
+        )
+
+    def _in_process_session(
+        self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
+    ) -> RunnableSession:
+        """The session in the agent's own process (which then keeps asyncssh loaded).
+
+        What the agent did before session processes, and what ``fieldlink simulate``
+        does (one process, many devices); bench/agent_footprint.py measures against it.
+        """
+        import ssl
+
         from agent.remote.sshd import AgentSession
 
+        context = None
+        if spec.ws_url.startswith("wss:"):
+            context = ssl.create_default_context()
+            if self._ca_file is not None:
+                context.load_verify_locations(cafile=str(self._ca_file))
         return AgentSession(
             spec.ws_url,
             session_id=spec.session_id,
@@ -554,7 +604,7 @@ class SessionController:
             on_refusal=hooks.on_refusal,
             on_ready=hooks.on_ready,
             proxy=self._proxy,
-            ssl_context=self._tls_context() if spec.ws_url.startswith("wss:") else None,
+            ssl_context=context,
             connect_timeout_s=self._connect_timeout_s,
         )
 

@@ -41,13 +41,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import asyncssh
 
+from agent.remote.outcome import Refusal, RefusalKind, SessionOutcome
 from agent.remote.policy import CLOSE_REASONS, CloseReason, SitePolicy
 from agent.remote.shellrequest import HelperSession
 from agent.remote.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
@@ -82,50 +82,6 @@ SESSION_CLOSED_CODE: Final = 0xFE000001
 # terminal (so Ctrl-C and job control work), then becomes the shell. A
 # separate tiny interpreter avoids preexec_fn, which is unsafe with threads.
 _LOGIN_TTY_SHIM: Final = "import os,sys;os.login_tty(0);os.execvp(sys.argv[1],sys.argv[1:])"
-
-RefusalKind = Literal["forward", "channel", "auth", "sftp"]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Something the session asked for and did not get.
-
-    Attributes:
-        kind: ``forward`` (direct-tcpip), ``channel`` (remote forward,
-            unknown subsystem...), ``auth`` (a key not accepted), ``sftp``
-            (a path outside the confined folders).
-        target: What was asked for (``host:port``, a subsystem, a path).
-        reason: Why it was refused.
-    """
-
-    kind: RefusalKind
-    target: str
-    reason: str
-
-
-@dataclass(slots=True)
-class SessionOutcome:
-    """How a session ended, for the agent's ``session.closed`` event.
-
-    Attributes:
-        session_id: The session.
-        close_reason: One of docs/protocol.md's close reasons.
-        detail: A short human explanation (never a secret).
-        bytes_from_server: Tunnel bytes received (SSH stream, encrypted).
-        bytes_to_server: Tunnel bytes sent.
-        started_at: When the tunnel opened (``None``: it never did).
-        ended_at: When the session ended.
-        refusals: Everything refused during the session.
-    """
-
-    session_id: str
-    close_reason: CloseReason
-    detail: str = ""
-    bytes_from_server: int = 0
-    bytes_to_server: int = 0
-    started_at: datetime | None = None
-    ended_at: datetime = field(default_factory=utcnow)
-    refusals: list[Refusal] = field(default_factory=list)
 
 
 class UsedClientKeys:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -215,7 +216,7 @@ def enroll(center: Center, name: str, policy_toml: str) -> tuple[str, Path, str]
 
 @contextlib.asynccontextmanager
 async def running_device(
-    center: Center, publisher: CommandPublisher, name: str, policy_toml: str
+    center: Center, publisher: CommandPublisher, name: str, policy_toml: str, **env: str
 ) -> AsyncIterator[Device]:
     device_id, config, host_public = await asyncio.to_thread(enroll, center, name, policy_toml)
     watcher = Watcher(device_id, publisher.deliver_result)
@@ -224,7 +225,9 @@ async def running_device(
     async with make_client(center.settings, identifier=f"watch-{new_id()[:8]}") as client:
         await client.subscribe(f"{topics.PREFIX}/{device_id}/#", qos=1)
         listener = asyncio.create_task(watcher.listen(client))
-        process._spawn([sys.executable, "-m", "shared", "agent", "run", "--config", str(config)])
+        process._spawn(
+            [sys.executable, "-m", "shared", "agent", "run", "--config", str(config)], **env
+        )
         device = Device(device_id, config, host_public, process, watcher)
         try:
             # The birth comes after the agent subscribed to its commands.
@@ -596,3 +599,102 @@ async def test_simulated_devices_accept_sessions(
 async def closed_report_of(watcher: Watcher, session_id: str) -> SessionClosedReport:
     [body] = await eventually(lambda: watcher.bodies("session.closed", session_id), "closed")
     return SessionClosedReport.model_validate(body)
+
+
+# the session process: the agent gives its memory back -------------------------------------
+
+
+def footprint(device: Device) -> dict[str, Any]:
+    return request(control_socket_path(device.config.parent / "state"), "footprint")
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("PPid:", 1)[1].split()[0])
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers signal 0 until its parent reaps it.
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "State:\tZ" in status.read_text()
+
+
+async def test_a_session_runs_in_a_process_that_goes_with_it_and_the_agent_never_loads_asyncssh(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    async with running_device(
+        center, publisher, "proc", "", FIELDLINK_SESSION_PROCESS="true"
+    ) as device:
+        before = await asyncio.to_thread(footprint, device)
+        assert before["session_processes"] == []
+        assert "asyncssh" not in before["loaded"]
+
+        opened = await open_session(tunnel, publisher, device)
+        assert opened.result.ok, opened.result
+        connection = await tunnel.registry.wait_for_agent(opened.session_id, WAIT_S)
+        result = await connection.run("echo $PPID", WAIT_S)
+        during = await asyncio.to_thread(footprint, device)
+        [child] = during["session_processes"]
+        assert child != during["pid"]
+        # The SSH server runs in the session process, not in the agent.
+        assert "asyncssh" not in during["loaded"]
+        assert "websockets" not in during["loaded"]
+        assert parent_of(child) == during["pid"]
+        assert int(result.stdout) != during["pid"]
+
+        closing = await publisher.execute(
+            device.device_id, "session.close", {"session_id": opened.session_id},
+            timeout_s=WAIT_S,
+        )  # fmt: skip
+        assert closing.ok, closing
+        assert (await closed_report(device, opened.session_id)).close_reason == "operator"
+        after = await asyncio.to_thread(footprint, device)
+        assert after["pid"] == before["pid"]
+        assert after["session_processes"] == []
+        assert "asyncssh" not in after["loaded"]
+        assert "websockets" not in after["loaded"]
+        assert gone(child)
+        # A fresh spare waits for the next session (a process that never served one).
+        spare = await eventually(
+            lambda: footprint(device)["spare_process"], "the spare session process"
+        )
+        assert spare != child
+        assert parent_of(spare) == after["pid"]
+        again = await open_session(tunnel, publisher, device)
+        assert again.result.ok, again.result
+        await tunnel.registry.wait_for_agent(again.session_id, WAIT_S)
+        assert (await asyncio.to_thread(footprint, device))["session_processes"] == [spare]
+
+
+async def test_a_killed_session_process_ends_the_session_with_a_reason(
+    center: Center, tunnel: TunnelEndpoint, publisher: CommandPublisher
+) -> None:
+    async with running_device(
+        center, publisher, "kill", "", FIELDLINK_SESSION_PROCESS="true"
+    ) as device:
+        opened = await open_session(tunnel, publisher, device)
+        assert opened.result.ok, opened.result
+        connection = await tunnel.registry.wait_for_agent(opened.session_id, WAIT_S)
+        await eventually(
+            lambda: device.watcher.bodies("session.started", opened.session_id), "started"
+        )
+        [child] = (await asyncio.to_thread(footprint, device))["session_processes"]
+        os.kill(child, signal.SIGKILL)
+
+        report = await closed_report(device, opened.session_id)
+        assert report.close_reason == "error"
+        assert report.detail == "the session process was killed (SIGKILL) before it reported"
+        assert report.started_at is not None
+        await asyncio.wait_for(connection.wait_closed(), WAIT_S)
+        after = await asyncio.to_thread(footprint, device)
+        assert after["session_processes"] == []
+        assert "asyncssh" not in after["loaded"]
+        assert gone(child)
+        # The agent is still there and takes the next session.
+        again = await open_session(tunnel, publisher, device)
+        assert again.result.ok, again.result
+        await tunnel.registry.wait_for_agent(again.session_id, WAIT_S)

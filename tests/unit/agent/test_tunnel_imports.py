@@ -44,3 +44,12 @@ def test_the_session_modules_do_load_it() -> None:
     assert _loaded_after("import agent.remote.tunnel; import websockets.asyncio.client") == [
         "websockets"
     ]
+
+
+def test_the_agent_side_of_a_session_process_is_standard_library_only() -> None:
+    # The agent starts and reads session processes; the SSH stack lives in them alone.
+    statement = "import agent.remote.session_process, agent.remote.pipe, agent.remote.outcome"
+    assert _loaded_after(statement, (*HEAVY, "pydantic", "cryptography")) == []
+    assert _loaded_after(
+        "import agent.remote.session_main, agent.remote.sshd", (*HEAVY, "cryptography")
+    ) == ["asyncssh", "cryptography"]

@@ -333,3 +333,15 @@ async def test_cli_errors_are_one_line_and_non_zero(tmp_path: Path, agent: Agent
     code, _, err = await fieldlink("agent", "end", "--config", str(config))
     assert code != 0
     assert "Traceback" not in err
+
+
+async def test_footprint_names_the_agent_its_session_processes_and_what_it_loaded(
+    agent: Agent,
+) -> None:
+    answer = await agent.ask("footprint")
+    assert answer["pid"] == os.getpid()
+    assert answer["session_processes"] == []
+    assert answer["spare_process"] is None
+    # This test process has loaded the SSH stack (other tests did): the answer says so.
+    assert "asyncssh" in answer["loaded"]
+    assert set(answer["loaded"]) <= {"asyncssh", "websockets", "cryptography", "pydantic"}

@@ -28,9 +28,9 @@ from agent.remote.commands import (
     CommandRequest,
     Outgoing,
 )
+from agent.remote.outcome import Refusal, SessionOutcome
 from agent.remote.policy import CloseReason, ServiceTarget, SitePolicy
 from agent.remote.sessions import SessionController, SessionHooks
-from agent.remote.sshd import Refusal, SessionOutcome
 from shared import protocol, topics
 from shared.errors import Conflict, NotFound
 from shared.ids import isoformat_z, new_id, utcnow
