@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from server.config_file import FieldlinkSettings, load_settings
 from server.kpi.config import KpiSettings
-from shared.config import FieldlinkSettings, load_settings
 from shared.tomlfile import resolve_config_path
 
 DEFAULT_CONFIG = Path("/etc/fieldlink/server.toml")
