@@ -34,11 +34,11 @@ from typing import Annotated, Final
 import typer
 
 from agent.collectors.base import Collector
-from agent.config import BrokerAddress
 from agent.outbox import MemoryOutbox
 from agent.policy import ServiceTarget, SitePolicy
 from agent.profiles import ProfileOptions, SimulatedHost, create_profile
 from agent.supervisor import Agent
+from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
 from shared.hostkeys import ensure_host_keys
 from shared.ids import check_device_id

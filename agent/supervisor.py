@@ -40,13 +40,14 @@ from agent.commands import (
     CommandRegistry,
     default_registry,
 )
-from agent.config import AgentSettings, BrokerAddress, default_host_key_file
+from agent.config import AgentSettings, default_host_key_file
 from agent.control import ControlError, ControlServer, control_socket_path
 from agent.mqtt import BrokerLink, DeviceLogger, tls_context
 from agent.outbox import Outbox, SqliteOutbox
 from agent.policy import SitePolicy
 from agent.samples import SampleBuilder
 from agent.sessions import SessionController, SessionFactory
+from shared.broker_url import BrokerAddress
 
 if TYPE_CHECKING:
     from agent.commands import Outgoing

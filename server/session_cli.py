@@ -41,6 +41,15 @@ import typer
 
 from server.client import ApiClient, ApiError
 from shared.errors import AuthError, FieldlinkError, UnavailableError
+from shared.tunnel import ws_url
+from shared.wire import (
+    WS_FORBIDDEN,
+    WS_GOING_AWAY,
+    WS_NORMAL,
+    WS_NOT_FOUND,
+    WS_SESSION_CLOSED,
+    WS_UNAUTHORIZED,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -51,11 +60,6 @@ CHUNK: Final = 256 * 1024
 MAX_MESSAGE: Final = 4 * 1024 * 1024
 #: How long one ``GET /sessions/{id}?wait_s=`` may wait on the server.
 LONG_POLL_S: Final = 25.0
-#: Close codes of the session sockets (``server.api.routes.sessions``).
-WS_UNAUTHORIZED: Final = 4401
-WS_FORBIDDEN: Final = 4403
-WS_NOT_FOUND: Final = 4404
-WS_SESSION_CLOSED: Final = 4410
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
 OWN_ERROR: Final = 255
 #: Piped input to a shell: end of file, and how quiet the output is before it is sent again.
@@ -106,12 +110,7 @@ class SessionApi(ApiClient):
 
     def ws_url(self, path: str, **query: Any) -> str:
         """``ws(s)://server/api/v1{path}?query`` for a session socket."""
-        base = self.server
-        if base.startswith("https://"):
-            base = "wss://" + base.removeprefix("https://")
-        elif base.startswith("http://"):
-            base = "ws://" + base.removeprefix("http://")
-        return f"{base}/api/v1{path}" + (f"?{urlencode(query)}" if query else "")
+        return ws_url(self.server, f"/api/v1{path}") + (f"?{urlencode(query)}" if query else "")
 
     def open_session(
         self,
@@ -585,7 +584,7 @@ def _close_error(exc: Exception, what: str) -> FieldlinkError | None:
     from websockets.exceptions import ConnectionClosed
 
     frame = exc.rcvd if isinstance(exc, ConnectionClosed) else None
-    if frame is None or frame.code in (1000, 1001):
+    if frame is None or frame.code in (WS_NORMAL, WS_GOING_AWAY):
         return None
     reason = frame.reason or "no reason given"
     if frame.code == WS_UNAUTHORIZED:

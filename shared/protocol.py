@@ -1,273 +1,93 @@
-"""Protocol version 1 as pydantic models: what agents and the server exchange over MQTT.
+"""Transitional: the old ``shared.protocol`` names, from :mod:`shared.models` and ``wire``.
 
-Payloads are UTF-8 JSON. Unknown extra fields are accepted and ignored, so a
-newer agent can talk to an older server. :func:`parse_message` is the one way
-in for bytes from the wire: it enforces the size limit and turns every problem
-into a :class:`~shared.errors.ProtocolError` with a stable ``reason``.
+Kept only so that branches written against the old module merge and run; nothing
+in this tree imports it. Import the pydantic models from :mod:`shared.models`
+and the names and limits from :mod:`shared.wire` (which the agent can load
+without pydantic). Remove this module once no branch imports it.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from typing import Annotated, Any, Final, Literal, TypeVar
+from shared.models import (
+    Command,
+    CommandResult,
+    CommandType,
+    DeviceEvent,
+    DeviceId,
+    DeviceState,
+    EventType,
+    Fault,
+    HealthSample,
+    MetricName,
+    MetricValue,
+    ServerState,
+    ServiceName,
+    SessionClose,
+    SessionClosedReport,
+    SessionId,
+    SessionOpen,
+    SessionRefusal,
+    UInt63,
+    canonical_json,
+    dump_message,
+    parse_message,
+)
+from shared.wire import (
+    MAX_COUNTER,
+    MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    SESSION_APPROVED,
+    SESSION_AWAITING_CONSENT,
+    SESSION_CLOSE,
+    SESSION_CLOSED,
+    SESSION_DENIED,
+    SESSION_ID_PATTERN,
+    SESSION_OPEN,
+    SESSION_REFUSED,
+    SESSION_STARTED,
+    TELEMETRY_RESEND,
+    CloseReason,
+    HealthStatus,
+    Severity,
+)
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-
-from shared.errors import ProtocolError
-from shared.ids import DEVICE_ID_PATTERN
-
-PROTOCOL_VERSION: Final = 1
-#: Larger payloads are rejected unread.
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
-#: Counters on the wire are 64-bit signed integers (what SQL's ``BIGINT`` holds).
-MAX_COUNTER: Final = 2**63 - 1
-
-#: ``seq`` and the like: a JSON integer (not ``1e3``, not ``5.0``) in ``0..2^63-1``.
-UInt63 = Annotated[int, Field(ge=0, le=MAX_COUNTER, strict=True)]
-
-DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
-HealthStatus = Literal["ok", "warning", "fault"]
-Severity = Literal["info", "warning", "error", "critical"]
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        msg = "metric values must be finite numbers"
-        raise ValueError(msg)
-    return value
-
-
-MetricValue = Annotated[float, AfterValidator(_finite)]
-MetricName = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-class _Message(BaseModel):
-    """Base of every wire message: ignore unknown fields, refuse a wrong version."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    v: Literal[1] = PROTOCOL_VERSION
-
-
-class Fault(BaseModel):
-    """A fault the device reports, e.g. ``SC-541`` "Fuser thermistor open"."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    code: Annotated[str, Field(min_length=1, max_length=64)]
-    severity: Severity = "error"
-    message: Annotated[str, Field(max_length=1024)] = ""
-
-
-#: Command type: the server saw a gap in the device's ``seq``; the agent re-publishes
-#: the samples of its current connection still in its resend window.
-TELEMETRY_RESEND: Final = "telemetry.resend"
-
-
-class HealthSample(_Message):
-    """One health sample from an agent, published on ``.../telemetry``.
-
-    ``seq`` starts at 0 for each ``boot_id`` and rises by one per sample, so the
-    server can count samples that never arrived. ``ts`` is when it was
-    collected, ``sent_at`` when it was (last) published: the server estimates
-    the device's clock offset from ``sent_at``.
-    """
-
-    device_id: DeviceId
-    boot_id: Annotated[str, Field(min_length=1, max_length=64)]
-    seq: UInt63
-    ts: AwareDatetime
-    sent_at: AwareDatetime | None = None
-    status: HealthStatus
-    metrics: dict[MetricName, MetricValue] = Field(default_factory=dict)
-    faults: list[Fault] = Field(default_factory=list)
-    #: Samples the agent's outbox dropped (oldest first) since the last sample.
-    outbox_dropped: UInt63 = 0
-
-
-class DeviceState(_Message):
-    """Retained online state: the agent's birth, or the broker's last will.
-
-    ``reason`` says why a device went offline: ``shutdown`` (the agent stopped
-    cleanly), ``connection_lost`` (the broker published the last will).
-    """
-
-    online: bool
-    ts: AwareDatetime | None = None
-    boot_id: str | None = None
-    agent_version: str | None = None
-    reason: str | None = None
-
-
-class ServerState(_Message):
-    """The server's retained announcement; agents republish their birth when it changes."""
-
-    online: bool
-    ts: AwareDatetime
-    instance: str
-
-
-EventType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")]
-
-
-class DeviceEvent(_Message):
-    """A device event on ``.../events``: ``fault.raised``, ``fault.cleared``, ``session.*``..."""
-
-    device_id: DeviceId
-    ts: AwareDatetime
-    type: EventType
-    body: dict[str, Any] = Field(default_factory=dict)
-
-
-CommandType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")]
-
-
-class Command(_Message):
-    """A command from the server, signed with its Ed25519 key over every field but ``sig``."""
-
-    id: Annotated[str, Field(min_length=8, max_length=64)]
-    type: CommandType
-    issued_at: AwareDatetime
-    expires_at: AwareDatetime
-    device_id: DeviceId | None = None
-    body: dict[str, Any] = Field(default_factory=dict)
-    sig: str = ""
-
-
-class CommandResult(_Message):
-    """The agent's answer to a command on ``.../cmd/result``."""
-
-    id: str
-    ok: bool
-    ts: AwareDatetime
-    error: str | None = None
-    body: dict[str, Any] = Field(default_factory=dict)
-
-
-#: Session ids: ``ses-`` and 32 hex digits (:func:`shared.ids.new_id`).
-SESSION_ID_PATTERN: Final = r"^ses-[0-9a-f]{32}$"
-SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
-ServiceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
-#: Why a session ended (docs/protocol.md, session ``close_reason``).
-CloseReason = Literal[
-    "operator",
-    "idle_timeout",
-    "max_duration",
-    "site_denied",
-    "site_ended",
-    "agent_unreachable",
-    "server_restart",
-    "access_revoked",
-    "error",
+__all__ = [
+    "MAX_COUNTER",
+    "MAX_PAYLOAD_BYTES",
+    "PROTOCOL_VERSION",
+    "SESSION_APPROVED",
+    "SESSION_AWAITING_CONSENT",
+    "SESSION_CLOSE",
+    "SESSION_CLOSED",
+    "SESSION_DENIED",
+    "SESSION_ID_PATTERN",
+    "SESSION_OPEN",
+    "SESSION_REFUSED",
+    "SESSION_STARTED",
+    "TELEMETRY_RESEND",
+    "CloseReason",
+    "Command",
+    "CommandResult",
+    "CommandType",
+    "DeviceEvent",
+    "DeviceId",
+    "DeviceState",
+    "EventType",
+    "Fault",
+    "HealthSample",
+    "HealthStatus",
+    "MetricName",
+    "MetricValue",
+    "ServerState",
+    "ServiceName",
+    "SessionClose",
+    "SessionClosedReport",
+    "SessionId",
+    "SessionOpen",
+    "SessionRefusal",
+    "Severity",
+    "UInt63",
+    "canonical_json",
+    "dump_message",
+    "parse_message",
 ]
-
-#: Command types of remote sessions.
-SESSION_OPEN: Final = "session.open"
-SESSION_CLOSE: Final = "session.close"
-#: Device events of remote sessions (type on ``.../events``; every body has ``session_id``).
-SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"  # body: timeout_s
-SESSION_APPROVED: Final = "session.approved"  # body: by ("site" | "policy"), consent
-SESSION_DENIED: Final = "session.denied"  # body: why ("denied" | "timeout" | "not_allowed"...)
-SESSION_STARTED: Final = "session.started"  # body: (tunnel open, SSH served)
-SESSION_REFUSED: Final = "session.refused"  # body: kind, target, reason (one refusal)
-SESSION_CLOSED: Final = "session.closed"  # body: SessionClosedReport fields
-
-
-class SessionOpen(BaseModel):
-    """The body of a signed ``session.open`` command.
-
-    Attributes:
-        session_id: The session.
-        ws_url: The tunnel endpoint to dial (``wss://server/api/v1/tunnel/{session_id}``).
-        token: The session token the endpoint checks (a secret: never logged).
-        client_key: The server's one-time SSH client key, OpenSSH public format.
-        expires_at: Until when the agent may dial and the key is accepted.
-        services: Services the session may reach (``None``: what the site allows).
-        operator: Who asked (shown to the site when consent is asked).
-        reason: Why (shown to the site).
-        max_duration_s: The server's cap on the session (the agent applies the
-            smaller of this and its own policy).
-        idle_timeout_s: The server's idle cap, likewise.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    session_id: SessionId
-    ws_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^wss?://")]
-    token: Annotated[str, Field(min_length=16, max_length=256)]
-    client_key: Annotated[str, Field(min_length=1, max_length=1024)]
-    expires_at: AwareDatetime
-    services: list[ServiceName] | None = None
-    operator: Annotated[str, Field(max_length=128)] = ""
-    reason: Annotated[str, Field(max_length=1024)] = ""
-    max_duration_s: Annotated[float, Field(gt=0)] | None = None
-    idle_timeout_s: Annotated[float, Field(gt=0)] | None = None
-
-
-class SessionClose(BaseModel):
-    """The body of a signed ``session.close`` command (ends a session in any state)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    session_id: SessionId
-    reason: CloseReason = "operator"
-
-
-class SessionRefusal(BaseModel):
-    """Something a session asked the device for and did not get."""
-
-    kind: Annotated[str, Field(max_length=16)]
-    target: Annotated[str, Field(max_length=512)]
-    reason: Annotated[str, Field(max_length=256)]
-
-
-class SessionClosedReport(BaseModel):
-    """The body of the agent's ``session.closed`` event: its side of the session."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    session_id: SessionId
-    close_reason: CloseReason
-    detail: Annotated[str, Field(max_length=1024)] = ""
-    bytes_from_server: Annotated[int, Field(ge=0)] = 0
-    bytes_to_server: Annotated[int, Field(ge=0)] = 0
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
-    refusals: list[SessionRefusal] = Field(default_factory=list)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_message(model: type[M], payload: bytes | bytearray | str) -> M:
-    """Validate one wire payload as ``model``.
-
-    Raises:
-        ProtocolError: ``oversize`` past :data:`MAX_PAYLOAD_BYTES`, ``bad_json``
-            when it is not UTF-8 JSON, ``bad_shape`` when it is JSON of the wrong shape.
-    """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        msg = f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit"
-        raise ProtocolError(msg, reason="oversize")
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if errors and errors[0]["type"] in ("json_invalid", "json_type"):
-            msg = "payload is not valid UTF-8 JSON"
-            raise ProtocolError(msg, reason="bad_json") from exc
-        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(part) for part in first["loc"]) or "payload"
-        msg = f"{where}: {first['msg']}"
-        raise ProtocolError(msg, reason="bad_shape") from exc
-
-
-def dump_message(message: BaseModel) -> bytes:
-    """Serialize a message for the wire (compact JSON, UTF-8, no ``None`` fields)."""
-    return message.model_dump_json(exclude_none=True).encode()
-
-
-def canonical_json(data: dict[str, Any]) -> bytes:
-    """Canonical JSON for signing: sorted keys, no spaces, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from agent.collectors.base import (
     Collector,
     CollectorBusy,
-    FaultReport,
     Reading,
     collect_all,
     create_collector,
@@ -14,6 +13,7 @@ from agent.collectors.base import (
     status_of,
 )
 from agent.collectors.system import SystemCollector
+from shared.wire import FaultReport
 
 register_collector("system", SystemCollector)
 

@@ -49,9 +49,10 @@ from server.gateway.bridge import (
 from server.gateway.hostkey import load_or_create_host_key
 from server.gateway.keys import KeyOwner, key_owner, record_login, record_refused_login
 from server.models import RemoteSession
-from server.sessions.client import SESSION_CLOSED_CODE
 from shared.errors import FieldlinkError, InvalidDeviceId
 from shared.ids import check_device_id
+from shared.tunnel import SESSION_CLOSED_CODE
+from shared.wire import MAX_SERVICE_NAME_LENGTH
 
 if TYPE_CHECKING:
     from server.sessions.client import AgentConnection
@@ -105,7 +106,10 @@ def describe_loss(exc: BaseException | None) -> str:
 
 
 def _is_service_name(host: str) -> bool:
-    return 0 < len(host) <= 32 and host.replace("-", "").replace("_", "").isalnum()
+    return (
+        0 < len(host) <= MAX_SERVICE_NAME_LENGTH
+        and host.replace("-", "").replace("_", "").isalnum()
+    )
 
 
 class Gateway:

@@ -6,7 +6,7 @@ the fleet's messages. Its threads:
 
 - the ingest thread drives paho (``client.loop()``; PUBLISH packets are decoded by
   :mod:`server.ingest.receive` from 64 KiB reads), validates every payload with
-  :func:`shared.protocol.parse_message` as it arrives (a bad message is counted and
+  :func:`shared.models.parse_message` as it arrives (a bad message is counted and
   dropped; it never stops ingestion), hands the valid ones to the writer in
   batches (``ingest_batch_size`` messages; or :data:`GATHER_S` after the first one
   when the socket is drained; or ``ingest_flush_ms`` after it), and only then
@@ -81,7 +81,7 @@ from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.errors import ProtocolError
 from shared.ids import new_id, utcnow
-from shared.protocol import (
+from shared.models import (
     CommandResult,
     DeviceEvent,
     DeviceState,

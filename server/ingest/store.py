@@ -42,7 +42,8 @@ from server.ingest.timestamps import future_bound_s
 from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
 from shared.ids import utcnow
-from shared.protocol import CommandResult, DeviceEvent, DeviceState, Fault, HealthSample
+from shared.models import CommandResult, DeviceEvent, DeviceState, Fault, HealthSample
+from shared.wire import FAULT_CLEARED, FAULT_RAISED, SESSION_EVENT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -718,17 +719,17 @@ class IngestStore:
                 event = item.event
                 device.seen(item.received_at)
                 record(device.id, event.type, event.ts, item.received_at, dict(event.body))
-                if event.type.startswith("session."):
+                if event.type.startswith(SESSION_EVENT_PREFIX):
                     result.session_events.append((device.id, event))
                 at = _alert_time(event.ts, device.clock_offset_s, item.received_at)
                 fault = _event_fault(event)
                 fault_key = AlertKey("device", fault.code) if fault is not None else None
                 if fault is not None and fault_key is not None:
                     is_open = fault_key in open_keys[device.id]
-                    if event.type == "fault.raised" and not is_open:
+                    if event.type == FAULT_RAISED and not is_open:
                         details = AlertDetails(fault.severity, fault.message)
                         apply_alerts(device.id, AlertPlan(to_open={fault_key: details}), at)
-                    elif event.type == "fault.cleared" and is_open:
+                    elif event.type == FAULT_CLEARED and is_open:
                         apply_alerts(device.id, AlertPlan(to_clear={fault_key}), at)
 
         for device_id in list(pending_plans):
@@ -861,7 +862,7 @@ def _alert_time(ts: datetime, clock_offset_s: float | None, received_at: datetim
 
 def _event_fault(event: DeviceEvent) -> Fault | None:
     """The fault a ``fault.raised`` / ``fault.cleared`` event names, if its body is valid."""
-    if event.type not in ("fault.raised", "fault.cleared"):
+    if event.type not in (FAULT_RAISED, FAULT_CLEARED):
         return None
     try:
         return Fault.model_validate(event.body)

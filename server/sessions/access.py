@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 
 from server import audit
 from server.models import ApiToken, User, role_at_least
+from shared.wire import CloseReason
 
 if TYPE_CHECKING:
     from server.sessions.manager import SessionManager
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The close reason (and WebSocket close reason) when access was withdrawn.
-ACCESS_REVOKED: Final = "access_revoked"
+ACCESS_REVOKED: Final[CloseReason] = "access_revoked"
 
 
 @dataclass(slots=True)

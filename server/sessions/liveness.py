@@ -49,13 +49,14 @@ from server import audit, metrics
 from server.models import OPEN_STATES, RemoteSession, ServerInstance
 from shared import __version__
 from shared.ids import utcnow
+from shared.wire import CloseReason
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 #: The close reason of sessions whose server stopped (CONTRACT.md).
-SERVER_RESTART: Final = "server_restart"
+SERVER_RESTART: Final[CloseReason] = "server_restart"
 
 
 @dataclass(slots=True)

@@ -49,15 +49,16 @@ from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelErr
 from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
 from server.sessions.recording import Recording, file_digest
 from server.sessions.registry import PendingSession, SessionRegistry
-from shared import protocol
+from shared import models, wire
 from shared.errors import Conflict, NotFound, ProtocolError, UnavailableError
 from shared.ids import new_id, new_token, utcnow
+from shared.tunnel import ws_url
 
 if TYPE_CHECKING:
     from server.commands import CommandPublisher
     from server.sessions.client import AgentConnection
     from server.sessions.liveness import InstanceLiveness
-    from shared.protocol import DeviceEvent
+    from shared.models import DeviceEvent
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,8 @@ _SITE_REFUSALS: Final = frozenset({"not_allowed", "site_denied", "denied"})
 
 
 #: Session states in the order a session moves through them (never backwards).
-_STATE_ORDER: Final = {
-    "requested": 0,
-    "awaiting_consent": 1,
-    "connecting": 2,
-    "active": 3,
-    "closed": 4,
+_STATE_ORDER: Final[dict[str, int]] = {
+    state: rank for rank, state in enumerate(wire.SESSION_STATES)
 }
 
 
@@ -292,7 +289,7 @@ class SessionManager:
                 expires_at=expires_at,
             )
         )
-        body = protocol.SessionOpen(
+        body = models.SessionOpen(
             session_id=session_id,
             ws_url=self._ws_url(session_id, base_url),
             token=token,
@@ -307,7 +304,7 @@ class SessionManager:
         try:
             pending = await commands.send(
                 device_id,
-                protocol.SESSION_OPEN,
+                wire.SESSION_OPEN,
                 body,
                 ttl=timedelta(seconds=self.settings.session_open_timeout_s),
             )
@@ -322,12 +319,7 @@ class SessionManager:
         base = self.settings.tunnel_url or self.settings.public_url or base_url
         if not base:
             base = f"http://{self.settings.http_host}:{self.settings.http_port}"
-        base = base.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base.removeprefix("https://")
-        elif base.startswith("http://"):
-            base = "ws://" + base.removeprefix("http://")
-        return f"{base}/api/v1/tunnel/{session_id}"
+        return ws_url(base, f"/api/v1/tunnel/{session_id}")
 
     def _insert(self, db: Session, row: RemoteSession, source_ip: str | None) -> str:
         device = db.get(Device, row.device_id)
@@ -565,30 +557,30 @@ class SessionManager:
         """Ingest's ``on_session_event``: the agent's side of a session moved."""
         session_id = str(event.body.get("session_id", ""))
         live = self._live.get(session_id)
-        if event.type == protocol.SESSION_CLOSED:
+        if event.type == wire.SESSION_CLOSED:
             self._spawn(self._store_report(device_id, event))
-        elif event.type in (protocol.SESSION_STARTED, protocol.SESSION_REFUSED):
+        elif event.type in (wire.SESSION_STARTED, wire.SESSION_REFUSED):
             self._spawn(self._db(self._note_event, device_id, event.type, dict(event.body)))
         if live is None or live.device_id != device_id:
             return
-        if event.type == protocol.SESSION_AWAITING_CONSENT and live.state in (
+        if event.type == wire.SESSION_AWAITING_CONSENT and live.state in (
             "requested",
             "connecting",
         ):
             self._spawn(self._set_state(live, "awaiting_consent"))
-        elif event.type == protocol.SESSION_APPROVED and live.state in (
+        elif event.type == wire.SESSION_APPROVED and live.state in (
             "requested",
             "awaiting_consent",
         ):
             self._spawn(self._set_state(live, "connecting"))
-        elif event.type == protocol.SESSION_DENIED and live.state != "active":
+        elif event.type == wire.SESSION_DENIED and live.state != "active":
             why = str(event.body.get("why", "denied"))
             live.closing = "site_denied"
             self._spawn(self._finish(live, "site_denied", f"the site did not approve: {why}"))
 
     async def _store_report(self, device_id: str, event: DeviceEvent) -> None:
         try:
-            report = protocol.SessionClosedReport.model_validate(event.body)
+            report = models.SessionClosedReport.model_validate(event.body)
         except ValueError:
             logger.warning("device %s sent a malformed session.closed report", device_id)
             return
@@ -614,7 +606,7 @@ class SessionManager:
         if row is None or row.device_id != device_id:
             return
         report = dict(row.agent_report or {})
-        if kind == protocol.SESSION_STARTED:
+        if kind == wire.SESSION_STARTED:
             report["started"] = {
                 "services": [str(name) for name in body.get("services", [])][:64],
                 "max_duration_s": body.get("max_duration_s"),
@@ -803,7 +795,7 @@ class SessionManager:
                 with contextlib.suppress(Exception):
                     await commands.send(
                         live.device_id,
-                        protocol.SESSION_CLOSE,
+                        wire.SESSION_CLOSE,
                         {"session_id": session_id, "reason": reason},
                         ttl=timedelta(seconds=60),
                     )
@@ -859,7 +851,7 @@ class SessionManager:
             try:
                 await commands.send(
                     row.device_id,
-                    protocol.SESSION_CLOSE,
+                    wire.SESSION_CLOSE,
                     {"session_id": session_id, "reason": reason},
                     ttl=timedelta(seconds=60),
                 )

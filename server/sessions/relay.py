@@ -20,17 +20,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from server.sessions.client import AgentConnection, connect_agent
 from server.sessions.registry import SessionRegistry
 from shared.errors import FieldlinkError
-from shared.tunnel_transport import SUBPROTOCOL, MessageStreamTransport
+from shared.tunnel import SUBPROTOCOL, MessageStreamTransport
+from shared.wire import WS_POLICY_VIOLATION, WS_SERVICE_RESTART
 
 logger = logging.getLogger(__name__)
 
 #: Limit on the SSH handshake once the agent's socket is accepted.
 DEFAULT_LOGIN_TIMEOUT_S: Final = 15.0
-#: WebSocket close code of a refused tunnel (before accept: HTTP 403).
-POLICY_VIOLATION: Final = 1008
-#: WebSocket close code uvicorn sends on every socket when this server shuts down (an
-#: agent sending it itself only mislabels its own session's end).
-SERVICE_RESTART: Final = 1012
 
 
 class SessionRelay:
@@ -50,7 +46,7 @@ class SessionRelay:
         if scheme.lower() == "bearer" and token:
             pending = self.registry.claim(session_id, token.strip())
         if pending is None:
-            await websocket.close(code=POLICY_VIOLATION)
+            await websocket.close(code=WS_POLICY_VIOLATION)
             return
         offered = websocket.scope.get("subprotocols", [])
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -95,7 +91,7 @@ def _asgi_transport(
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             closed = True
-            if message.get("code") == SERVICE_RESTART:
+            if message.get("code") == WS_SERVICE_RESTART:
                 server_stopping()
             return None
         data = message.get("bytes")

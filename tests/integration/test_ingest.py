@@ -24,7 +24,7 @@ from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
 from shared import topics
 from shared.ids import new_id, utcnow
-from shared.protocol import (
+from shared.models import (
     CommandResult,
     DeviceEvent,
     DeviceState,

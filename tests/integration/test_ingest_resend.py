@@ -20,7 +20,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from agent.collectors import Reading
-from agent.config import BrokerAddress
 from agent.outbox import MemoryOutbox
 from agent.supervisor import Agent
 from server.config import ServerSettings
@@ -29,6 +28,7 @@ from server.ingest import IngestService
 from server.ingest.resend import GapResender
 from server.models import Device
 from shared import topics
+from shared.broker_url import BrokerAddress
 from shared.ids import new_id
 from tests.fixtures.mosquitto import MosquittoBroker
 

@@ -52,17 +52,19 @@ from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.manager import SessionClosed, SessionManager, recording_file
 from server.sessions.recording import CONTENT_TYPE
 from shared.errors import NotFound
+from shared.wire import (
+    WS_FORBIDDEN,
+    WS_NORMAL,
+    WS_NOT_FOUND,
+    WS_SESSION_CLOSED,
+    WS_UNAUTHORIZED,
+    WS_UNAVAILABLE,
+)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["sessions"])
 
-#: WebSocket close codes: the session is closed / not yours / the device refused.
-WS_SESSION_CLOSED: Final = 4410
-WS_FORBIDDEN: Final = 4403
-WS_UNAUTHORIZED: Final = 4401
-WS_NOT_FOUND: Final = 4404
-WS_UNAVAILABLE: Final = 4503
 #: Largest chunk read from a channel before it is sent on.
 _CHUNK: Final = 64 * 1024
 
@@ -431,7 +433,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
             await _send_closed(websocket, manager, session_id, "the session closed")
         else:
             with contextlib.suppress(Exception):
-                await websocket.close(code=1000, reason="shell exited")
+                await websocket.close(code=WS_NORMAL, reason="shell exited")
 
 
 def _is_eof(text: str) -> bool:
@@ -523,4 +525,4 @@ async def forward(websocket: WebSocket, session_id: str, service: str) -> None:
         writer.close()
     if websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(code=1000)
+            await websocket.close(code=WS_NORMAL)

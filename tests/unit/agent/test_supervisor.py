@@ -7,10 +7,10 @@ import json
 import random
 
 from agent.collectors import Reading
-from agent.config import BrokerAddress
 from agent.mqtt import reconnect_delay
 from agent.outbox import MemoryOutbox
 from agent.supervisor import Agent
+from shared.broker_url import BrokerAddress
 from tests.fixtures.ports import free_port
 
 
