@@ -57,6 +57,7 @@ from shared.tunnel import (
     CHANNEL_WINDOW,
     CIPHERS,
     KEEPALIVE_INTERVAL_S,
+    LOGIN_TIMEOUT_S,
     SESSION_CLOSED_CODE,
     TunnelConnector,
 )
@@ -64,8 +65,6 @@ from shared.wire import CLOSE_REASONS, CloseReason
 
 logger = logging.getLogger(__name__)
 
-#: Time the server has to authenticate once the tunnel is open.
-LOGIN_TIMEOUT_S: Final = 15.0
 #: Time a shell's output may take to drain after the shell exits.
 OUTPUT_DRAIN_TIMEOUT_S: Final = 1.0
 #: Time between SIGHUP and SIGKILL for processes left when a session ends.

@@ -61,6 +61,8 @@ CHANNEL_MAX_PACKET: Final = 128 * 1024
 #: SSH keepalive on the tunnel: off. The server watches the tunnel's activity and the
 #: agent its idle timeout; a keepalive would only keep an idle session from ending.
 KEEPALIVE_INTERVAL_S: Final = 0
+#: Time the SSH handshake and authentication may take once the tunnel is open.
+LOGIN_TIMEOUT_S: Final = 15.0
 #: SSH disconnect code of a session closed with a reason (RFC 4250 private-use range;
 #: asyncssh treats the standard "by application" code as a silent close, which would
 #: lose the reason). The disconnect's text is the close reason.

@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.sessions.client import AgentConnection, connect_agent
 from server.sessions.registry import SessionRegistry
 from shared.errors import FieldlinkError
-from shared.tunnel import SUBPROTOCOL, MessageStreamTransport
+from shared.tunnel import LOGIN_TIMEOUT_S, SUBPROTOCOL, MessageStreamTransport
 from shared.wire import WS_POLICY_VIOLATION, WS_SERVICE_RESTART
 
 logger = logging.getLogger(__name__)
-
-#: Limit on the SSH handshake once the agent's socket is accepted.
-DEFAULT_LOGIN_TIMEOUT_S: Final = 15.0
 
 
 class SessionRelay:
     """The tunnel endpoint, bound to the registry of pending sessions."""
 
     def __init__(
-        self, registry: SessionRegistry, *, login_timeout_s: float = DEFAULT_LOGIN_TIMEOUT_S
+        self, registry: SessionRegistry, *, login_timeout_s: float = LOGIN_TIMEOUT_S
     ) -> None:
         self.registry = registry
         self._login_timeout_s = login_timeout_s
