@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements-dev.txt | $(BIN)/python $(VENDOR_STAMP)
 	touch $@
 
 # The lock: every dependency pinned with hashes, compiled from the ranges in pyproject.toml.
-# requirements-server.txt and requirements-agent.txt are the same versions, for a site's install.
+# requirements-server.txt, -agent.txt and -client.txt are the same versions, for a site's install.
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
 	--python-version 3.11 --custom-compile-command 'make lock'
 
@@ -35,6 +35,7 @@ lock: $(STAMP)
 	$(UV_COMPILE) $(UPGRADE) --extra dev -o requirements-dev.txt
 	$(UV_COMPILE) --extra server -c requirements-dev.txt -o requirements-server.txt
 	$(UV_COMPILE) --extra agent -c requirements-dev.txt -o requirements-agent.txt
+	$(UV_COMPILE) --extra client -c requirements-dev.txt -o requirements-client.txt
 
 # Refreshes the lock to the newest releases the ranges allow, reinstalls, and runs the suite.
 upgrade-deps: $(STAMP)

@@ -37,7 +37,7 @@ from sqlmodel import Session
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.ingest import IngestService
-from server.ingest.store import BatchResult
+from server.ingest.items import BatchResult
 from server.models import Device
 from shared import topics
 from shared.ids import new_id
@@ -191,9 +191,7 @@ async def ingest_run(
         if stored >= count:
             finished.set()
 
-    service = IngestService(
-        settings, engine, group=f"bench{new_id()[:6]}", sweep_interval_s=60, on_batch=on_batch
-    )
+    service = IngestService(settings, engine, group=f"bench{new_id()[:6]}", on_batch=on_batch)
     await service.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     publisher = _start_publisher(port, count, rate, f"ingest-{new_id()[:8]}")
@@ -229,7 +227,7 @@ async def serve(url: str, broker_url: str, group: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    service = IngestService(settings, engine, group=group, sweep_interval_s=60, on_batch=on_batch)
+    service = IngestService(settings, engine, group=group, on_batch=on_batch)
     await service.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     sys.stdout.write("ready\n")
@@ -315,12 +313,12 @@ def ingest_processes(
 
 
 def _register(engine: Any) -> None:
-    with Session(engine) as session:
+    with Session(engine) as db:
         for i in range(DEVICES):
-            session.add(
+            db.add(
                 Device(id=f"bench-{i:04d}", serial=f"S{i}", model="bench", type="mfp", customer="B")
             )
-        session.commit()
+        db.commit()
 
 
 def run_backend(

@@ -40,8 +40,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server.db import create_schema, make_engine
+from server.incidents.csv_io import import_incidents_csv
 from server.kpi.compute import INCIDENT_TABLE, compute_kpis
-from server.kpi.csv_io import import_incidents_csv
 from server.kpi.sql import hours_between
 from tests.fixtures.postgres import PostgresCluster
 

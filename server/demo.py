@@ -17,7 +17,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Final
 
 import typer
 import uvicorn
@@ -55,7 +55,8 @@ class DemoLogin:
     password: str
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -64,7 +65,8 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -158,7 +160,7 @@ def _prepare_keys(directory: Path, devices: int) -> Path:
 def _seed_incidents(session: Session, devices: int) -> None:
     """A year of demo incidents, when the KPI module is installed."""
     try:
-        from server.kpi.demo import seed_demo_incidents
+        from server.incidents.demo import seed_demo_incidents
     except ImportError:
         return
     rows = [session.get(Device, device_id) for device_id in demo_device_ids(devices)]
@@ -176,7 +178,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         log_level="warning",
         access_log_file=directory / "access.log",  # not onto the demo's terminal
         # The usual gateway port when it is free (a second demo takes any port).
-        ssh_gateway_port=2222 if _port_free(2222) else 0,
+        ssh_gateway_port=2222 if port_free(2222) else 0,
     )
     # For the administrative commands: `fieldlink kpi --config fieldlink-demo/server.toml`.
     await asyncio.to_thread(
@@ -250,27 +252,4 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
     await serving
 
 
-def demo_command(
-    devices: Annotated[
-        int, typer.Option("--devices", "-n", min=1, max=5000, help="simulated devices")
-    ] = 3,
-    directory: Annotated[Path, typer.Option("--dir", help="where the demo keeps its data")] = Path(
-        "fieldlink-demo"
-    ),
-    port: Annotated[
-        int, typer.Option(help="HTTP port (0 or a taken 8080 picks a free one)")
-    ] = 8080,
-    interval: Annotated[float, typer.Option(help="seconds between samples")] = 5.0,
-) -> None:
-    """Run everything on embedded defaults: server, embedded broker, simulated devices."""
-    from shared.logs import configure_logging
-
-    configure_logging("warning")
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    if port == 0 or not _port_free(port):
-        port = _free_port()
-    asyncio.run(run_demo(directory, devices, port, interval))
-
-
-__all__ = ["User", "demo_command", "demo_device_ids", "prepare", "run_demo"]
+__all__ = ["User", "demo_device_ids", "free_port", "port_free", "prepare", "run_demo"]

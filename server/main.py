@@ -1,4 +1,4 @@
-"""The FastAPI application: factory, lifespan (database, broker, ingest), error mapping."""
+"""The FastAPI application: factory, lifespan (database, broker, ingest, upkeep), error mapping."""
 
 from __future__ import annotations
 
@@ -154,6 +154,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await liveness.start()
         stack.push_async_callback(liveness.stop)
+        from server.upkeep import LIVENESS_JOB, FleetUpkeep, liveness_job
+
+        upkeep.add(liveness_job(liveness))
+        # Stopped before the row is removed: a late beat would write it again.
+        stack.push_async_callback(upkeep.remove, LIVENESS_JOB)
         session_manager = SessionManager(
             settings, engine, commands, app.state.session_registry, instance=instance
         )
@@ -183,6 +188,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ingest.start()
         stack.push_async_callback(ingest.stop)
         app.state.ingest = ingest
+        fleet = FleetUpkeep(broker_settings, engine, lock=ingest.db_lock)
+        fleet_jobs = fleet.jobs()
+        for job in fleet_jobs:
+            upkeep.add(job)
+        # Stopped before the ingest: no device is judged silent while nothing is read.
+        stack.push_async_callback(upkeep.remove, *(job.name for job in fleet_jobs))
         # What startup allocated lives as long as the process: keep it out of the
         # collector's way (fewer and shorter GC pauses on the ingest path).
         gc.freeze()

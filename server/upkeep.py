@@ -1,9 +1,20 @@
 """The server's periodic jobs, in one place: each a named job on its own interval.
 
 :class:`Upkeep` runs every job in its own task from the app's lifespan: once
-at start, then every ``interval_s`` (or at once when :meth:`Upkeep.wake` asks).
-A job that fails is logged and runs again next time; it never takes the server
-down. Jobs decide with an injected clock, so tests move time instead of sleeping.
+at start (or first after one interval), then every ``interval_s`` (or at once
+when :meth:`Upkeep.wake` asks). A job that fails is logged and runs again next
+time; it never takes the server down. Jobs decide with an injected clock, so
+tests move time instead of sleeping. The lifespan registers them all:
+
+- ``broker-update`` (``broker_update_retry_s``) and ``pki`` (``pki_check_interval_s``):
+  :class:`PkiUpkeep`, below;
+- ``liveness`` (``instance_heartbeat_s``, first after one): this instance's
+  heartbeat, and the sessions of dead instances closed
+  (:meth:`server.sessions.liveness.InstanceLiveness.round`);
+- ``silent-devices`` (a third of ``offline_after_s``, at most 15 s): devices silent
+  for ``offline_after_s`` marked offline, the fleet gauges (:class:`FleetUpkeep`);
+- ``rollups-retention`` (300 s, first after one): hourly rollups of the hours that
+  got samples, then retention (:class:`FleetUpkeep`).
 
 The PKI's jobs (:class:`PkiUpkeep`):
 
@@ -22,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from provisioning.broker_update import (
     BrokerUpdateState,
@@ -39,7 +52,11 @@ from provisioning.broker_update import (
 from provisioning.ca import CaNotInitialized, CertificateAuthority, PkiPaths, certificate_not_after
 from server import metrics
 from server.config import ServerSettings
+from server.ingest import maintenance
 from shared.ids import utcnow
+
+if TYPE_CHECKING:
+    from server.sessions.liveness import InstanceLiveness
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +67,13 @@ DEVICE_EXPIRY_WINDOW: Final = timedelta(days=30)
 
 @dataclass(frozen=True)
 class Job:
-    """A periodic job: ``run`` every ``interval_s`` seconds, first at start."""
+    """A periodic job: ``run`` every ``interval_s`` seconds, first at start
+    (``at_start``) or after one interval."""
 
     name: str
     interval_s: float
     run: Callable[[], Awaitable[object]]
+    at_start: bool = True
 
 
 class Upkeep:
@@ -63,18 +82,35 @@ class Upkeep:
     def __init__(self, jobs: list[Job] | None = None) -> None:
         self._jobs: dict[str, Job] = {}
         self._wakes: dict[str, asyncio.Event] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         for job in jobs or []:
             self.add(job)
 
     def add(self, job: Job) -> None:
-        """Register a job (before :meth:`start`)."""
+        """Register a job; it starts at once when the upkeep runs already."""
         if job.name in self._jobs:
             msg = f"upkeep job {job.name!r} is already registered"
             raise ValueError(msg)
         self._jobs[job.name] = job
         self._wakes[job.name] = asyncio.Event()
+        if self._loop is not None:
+            self._tasks[job.name] = asyncio.create_task(self._every(job), name=f"upkeep-{job.name}")
+
+    async def remove(self, *names: str) -> None:
+        """Stop these jobs (waiting for a run in progress) and forget them.
+
+        For a job whose owner stops before the upkeep does: the liveness job
+        must not beat again once its instance's row is removed.
+        """
+        for name in names:
+            self._jobs.pop(name, None)
+            self._wakes.pop(name, None)
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @property
     def job_names(self) -> list[str]:
@@ -85,11 +121,13 @@ class Upkeep:
         """Start every job's task."""
         self._loop = asyncio.get_running_loop()
         for job in self._jobs.values():
-            self._tasks.append(asyncio.create_task(self._every(job), name=f"upkeep-{job.name}"))
+            self._tasks[job.name] = asyncio.create_task(self._every(job), name=f"upkeep-{job.name}")
 
     async def stop(self) -> None:
         """Cancel the jobs and wait for them."""
-        tasks, self._tasks = self._tasks, []
+        tasks = list(self._tasks.values())
+        self._tasks = {}
+        self._loop = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -109,6 +147,10 @@ class Upkeep:
 
     async def _every(self, job: Job) -> None:
         wake = self._wakes[job.name]
+        if not job.at_start:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=job.interval_s)
+            wake.clear()
         while True:
             try:
                 await job.run()
@@ -249,3 +291,110 @@ class PkiUpkeep:
                 )
                 audit.record(db, actor=audit.SYSTEM_ACTOR, action=action, target=target)
             db.commit()
+
+
+class FleetUpkeep:
+    """The fleet's periodic jobs: silent devices and the gauges; rollups and retention.
+
+    The SQL is :mod:`server.ingest.maintenance`'s; each run holds ``lock`` (the
+    ingest's :attr:`~server.ingest.service.IngestService.db_lock`), so that it
+    never races this process's batches for the same rows.
+
+    Args:
+        settings: ``offline_after_s`` and the retention days.
+        engine: The database.
+        lock: Held around each run (default: a lock of its own).
+        sweep_interval_s: How often silent devices are marked offline and the
+            gauges refreshed (default: a third of ``offline_after_s``, at most 15 s).
+        maintenance_interval_s: How often rollups and retention run.
+        clock: The current time.
+    """
+
+    SILENT_JOB: Final = "silent-devices"
+    ROLLUP_JOB: Final = "rollups-retention"
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        engine: Engine,
+        *,
+        lock: threading.Lock | None = None,
+        sweep_interval_s: float | None = None,
+        maintenance_interval_s: float = 300.0,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.lock = lock or threading.Lock()
+        self.sweep_interval_s = sweep_interval_s or min(settings.offline_after_s / 3, 15.0)
+        self.maintenance_interval_s = maintenance_interval_s
+        self.clock = clock
+        self._last_rollup = clock() - timedelta(hours=2)
+
+    def jobs(self) -> list[Job]:
+        """The two jobs, for :class:`Upkeep`."""
+        return [
+            Job(self.SILENT_JOB, self.sweep_interval_s, self._sweep_job),
+            Job(
+                self.ROLLUP_JOB,
+                self.maintenance_interval_s,
+                self._maintenance_job,
+                at_start=False,
+            ),
+        ]
+
+    async def sweep(self) -> list[str]:
+        """Mark silent devices offline and refresh the fleet gauges; returns those marked."""
+        silent, (online, registered, alerts) = await asyncio.to_thread(self._sweep_blocking)
+        metrics.DEVICES_ONLINE.set(online)
+        metrics.DEVICES_REGISTERED.set(registered)
+        metrics.ALERTS_OPEN.set(alerts)
+        return silent
+
+    def _sweep_blocking(self) -> tuple[list[str], tuple[int, int, int]]:
+        with self.lock:
+            silent = maintenance.mark_silent(
+                self.engine, self.settings.offline_after_s, self.clock()
+            )
+            return silent, maintenance.fleet_counts(self.engine)
+
+    async def run_maintenance(self) -> None:
+        """Roll up the hours that got samples since the last run, then apply retention."""
+        now = self.clock()
+        since = self._last_rollup - timedelta(minutes=1)
+
+        def blocking() -> tuple[int, tuple[int, int]]:
+            with self.lock:
+                rows = maintenance.rollup_hours(self.engine, since)
+                return rows, maintenance.purge_old(self.engine, self.settings, now)
+
+        rows, (samples, rollups) = await asyncio.to_thread(blocking)
+        self._last_rollup = now
+        logger.info(
+            "rollups: %d rows written; retention: %d samples and %d rollups deleted",
+            rows,
+            samples,
+            rollups,
+        )
+
+    async def _sweep_job(self) -> None:
+        try:
+            await self.sweep()
+        except (OperationalError, DBAPIError) as exc:  # the database is away: next time
+            logger.warning("sweep failed: %s", exc.orig)
+
+    async def _maintenance_job(self) -> None:
+        try:
+            await self.run_maintenance()
+        except (OperationalError, DBAPIError) as exc:
+            logger.warning("rollup or retention failed: %s", exc.orig)
+
+
+#: The liveness job's name.
+LIVENESS_JOB: Final = "liveness"
+
+
+def liveness_job(liveness: InstanceLiveness) -> Job:
+    """The instance's heartbeat and the sweep of dead instances' sessions, every
+    ``heartbeat_s`` (the first beat is :meth:`InstanceLiveness.start`'s)."""
+    return Job(LIVENESS_JOB, liveness.heartbeat_s, liveness.round, at_start=False)

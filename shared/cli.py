@@ -22,8 +22,23 @@ from shared.errors import FieldlinkError
 from shared.logs import quiet_library_warnings
 
 GROUP = "fieldlink.commands"
-# Which extra provides the commands of each package.
-_EXTRA_OF_PACKAGE = {"agent": "agent", "server": "server", "provisioning": "server"}
+# Which extra provides the commands of each package (the longest matching prefix wins).
+_EXTRA_OF_PACKAGE = {
+    "agent": "agent",
+    "server": "server",
+    "server.client": "client",
+    "provisioning": "server",
+}
+
+
+def _extra_of(module: str) -> str:
+    """The extra that installs an entry point's module (``server.client.api`` -> client)."""
+    parts = module.split(":", 1)[0].split(".")
+    for end in range(len(parts), 0, -1):
+        extra = _EXTRA_OF_PACKAGE.get(".".join(parts[:end]))
+        if extra is not None:
+            return extra
+    return "server"
 
 
 def _as_command(obj: Any, name: str) -> Any:
@@ -42,7 +57,7 @@ def _as_command(obj: Any, name: str) -> Any:
 
 
 def _missing_extra(name: str, ep: EntryPoint, exc: ImportError) -> Any:
-    extra = _EXTRA_OF_PACKAGE.get(ep.value.split(".", 1)[0], "server")
+    extra = _extra_of(ep.value)
     missing = exc.name or "a dependency"
     app = typer.Typer(add_completion=False)
 

@@ -1,7 +1,8 @@
-"""Periodic upkeep: marking silent devices offline, hourly rollups, and retention.
+"""The fleet's periodic SQL: marking silent devices offline, hourly rollups, and retention.
 
-Blocking database code, run by the ingest on its writer thread so it never
-races a batch for the same rows.
+Blocking database code, run on a worker thread by the jobs of
+:class:`server.upkeep.FleetUpkeep` under the ingest's lock, so it never races
+this process's batches for the same rows.
 """
 
 from __future__ import annotations

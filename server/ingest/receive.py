@@ -17,22 +17,29 @@ acknowledgement costs two system calls (a wake-up byte and a ``send()``).
 
 :func:`acknowledge` sends many PUBACKs as one write.
 
-This relies on paho internals (``_packet_read``, ``_in_packet``, ``_packet_handle``,
-``_packet_queue``, ``_sock``); :func:`supported` checks they are there, and the
-ingest falls back to paho's plain path when they are not.
+This relies on paho internals (:data:`PAHO_INTERNALS`, the keys of ``_in_packet``,
+``paho.time_func``); :func:`supported` checks they are there, and :func:`fast_reader`
+falls back to paho's plain path when they are not, with a warning (once per
+process): the ingest still works, at several times the CPU per message. A canary
+test (``tests/unit/server/test_ingest_receive.py``) fails when a paho upgrade
+changes them.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho import mqtt as paho_mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from shared.ids import utcnow
+
+logger = logging.getLogger(__name__)
 
 #: Bytes per ``recv()`` of the broker's socket.
 RECEIVE_CHUNK = 65536
@@ -46,7 +53,8 @@ _UNSIGNED_SHORT = struct.Struct("!H")
 _PUBACK_PACKET = struct.Struct("!BBH")
 #: paho 2.2 has it in ``paho.mqtt.exception``, older ones elsewhere: take client.py's import.
 _MALFORMED: type[Exception] = getattr(paho, "MalformedPacket", ValueError)
-_PAHO_INTERNALS = (
+#: The attributes of a paho client the fast path reads, calls or replaces.
+PAHO_INTERNALS = (
     "_packet_read",
     "_packet_handle",
     "_packet_queue",
@@ -55,12 +63,38 @@ _PAHO_INTERNALS = (
     "_sock_recv",
     "_msgtime_mutex",
     "_easy_log",
+    "_protocol",
+    "_last_bytes_received",
 )
+_fallback_warned = False
 
 
 def supported(client: paho.Client) -> bool:
     """Whether this paho has the internals :class:`PublishReader` takes over."""
-    return all(hasattr(client, name) for name in _PAHO_INTERNALS) and hasattr(paho, "time_func")
+    return all(hasattr(client, name) for name in PAHO_INTERNALS) and hasattr(paho, "time_func")
+
+
+def fast_reader(client: paho.Client, on_publish: PublishHandler) -> PublishReader | None:
+    """A :class:`PublishReader` for ``client``, or ``None`` when this paho lacks the
+    internals it takes over (then paho reads, and ``on_message`` gets every message).
+
+    The fallback is logged as a warning, once per process.
+    """
+    if supported(client):
+        return PublishReader(client, on_publish)
+    global _fallback_warned  # once per process, not per connection
+    if not _fallback_warned:
+        _fallback_warned = True
+        missing = [name for name in PAHO_INTERNALS if not hasattr(client, name)]
+        if not hasattr(paho, "time_func"):
+            missing.append("paho.time_func")
+        logger.warning(
+            "paho %s lacks the internals of the ingest's fast PUBLISH path (%s): "
+            "falling back to paho's own reader (several times the CPU per message)",
+            getattr(paho_mqtt, "__version__", "?"),
+            ", ".join(missing),
+        )
+    return None
 
 
 def _packet_end(data: bytes | bytearray, start: int) -> tuple[int, int]:

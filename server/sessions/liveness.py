@@ -7,7 +7,8 @@ would ever close them: they would stay ``active`` forever, keep one of the
 device's session slots and never get a ``session.close`` audit entry.
 
 So each process keeps a row in ``server_instance`` and refreshes its
-``heartbeat_at`` every ``instance_heartbeat_s``. Every process also watches
+``heartbeat_at`` every ``instance_heartbeat_s`` (:meth:`InstanceLiveness.round`,
+scheduled by :mod:`server.upkeep`). Every process also watches
 the others' rows: an instance whose heartbeat has **not changed** for
 ``instance_dead_after_s``, measured on the watcher's own monotonic clock, is
 dead. Its open sessions are closed with reason ``server_restart`` and a
@@ -32,7 +33,6 @@ with a configured ``instance_id``, they were left by this process's previous run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -154,13 +154,16 @@ class InstanceLiveness:
         self.dead_after_s = dead_after_s
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
-        self._task: asyncio.Task[None] | None = None
         self._beaten = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Close what this instance id left open, write the first heartbeat, start the loop."""
+        """Close what this instance id left open and write the first heartbeat.
+
+        The rounds that follow (:meth:`round`, every ``heartbeat_s``) are the
+        ``liveness`` job of :class:`server.upkeep.Upkeep`.
+        """
         closed = await self._db(
             lambda db: close_sessions(
                 db,
@@ -177,42 +180,37 @@ class InstanceLiveness:
                 self.instance,
             )
         await self._db(self.beat)
-        self._task = asyncio.create_task(self._loop(), name=f"liveness-{self.instance}")
 
     async def stop(self) -> None:
-        """Stop the loop and remove this instance's row (its sessions are closed by now)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Remove this instance's row (its sessions are closed by now; the rounds stopped)."""
         try:
             await self._db(self._remove)
         except Exception as exc:  # the database may be gone at shutdown
             logger.warning("could not remove instance %s's liveness record: %s", self.instance, exc)
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                was_judged_dead = await self._db(self.beat)
-                if was_judged_dead and self.on_judged_dead is not None:
-                    logger.warning(
-                        "instance %s was judged dead by another server: ending its tunnels",
-                        self.instance,
-                    )
-                    await self.on_judged_dead()
-                closed = await self._db(self.sweep)
-            except Exception as exc:  # a database outage: keep beating, watch again after
-                self._seen.clear()
-                logger.warning("liveness heartbeat failed: %s", exc)
-                continue
-            if closed:
+    async def round(self) -> None:
+        """One round: the heartbeat (ending this server's tunnels if another judged it
+        dead), then the watch over the others. A database outage is logged, and the
+        watch starts its observation window again."""
+        try:
+            was_judged_dead = await self._db(self.beat)
+            if was_judged_dead and self.on_judged_dead is not None:
                 logger.warning(
-                    "closed %d session(s) of dead server instance(s): %s",
-                    len(closed),
-                    ", ".join(closed),
+                    "instance %s was judged dead by another server: ending its tunnels",
+                    self.instance,
                 )
+                await self.on_judged_dead()
+            closed = await self._db(self.sweep)
+        except Exception as exc:  # a database outage: keep beating, watch again after
+            self._seen.clear()
+            logger.warning("liveness heartbeat failed: %s", exc)
+            return
+        if closed:
+            logger.warning(
+                "closed %d session(s) of dead server instance(s): %s",
+                len(closed),
+                ", ".join(closed),
+            )
 
     # -- one round (synchronous, in a worker thread) --------------------------------------
 

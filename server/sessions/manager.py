@@ -42,7 +42,7 @@ from sqlmodel import Session, col, func, select
 from server import audit, metrics
 from server.config import ServerSettings
 from server.crud import InvalidInput
-from server.kpi.incidents import get_incident, link_session
+from server.incidents.records import get_incident, link_session
 from server.models import OPEN_STATES, Device, RemoteSession
 from server.sessions.access import AccessWatch
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from server import crud
 from server.api.deps import SessionDep
-from server.kpi.incidents import list_incidents, session_ids_of
+from server.incidents.records import list_incidents, session_ids_of
 from server.models import (
     DEVICE_TYPES,
     Alert,

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.config import ServerSettings
-from server.kpi.csv_io import neutralize, unneutralize
+from server.incidents.csv_io import neutralize, unneutralize
 from tests.integration.test_kpi_api import (
     OPENED,
     Auth,

@@ -22,6 +22,7 @@ from server.db import create_schema, make_engine
 from server.ingest import IngestService
 from server.models import Alert, Device, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
+from server.upkeep import FleetUpkeep, Upkeep
 from shared import topics
 from shared.ids import new_id, utcnow
 from shared.models import (
@@ -41,17 +42,15 @@ T = TypeVar("T")
 
 
 def register(engine: Engine, *device_ids: str) -> None:
-    with Session(engine) as session:
+    with Session(engine) as db:
         for device_id in device_ids:
-            session.add(
-                Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME")
-            )
-        session.commit()
+            db.add(Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME"))
+        db.commit()
 
 
 def device(engine: Engine, device_id: str) -> Device:
-    with Session(engine) as session:
-        row = session.get(Device, device_id)
+    with Session(engine) as db:
+        row = db.get(Device, device_id)
         assert row is not None
         return row
 
@@ -122,10 +121,15 @@ def settings(mosquitto: MosquittoBroker, database_url: str) -> ServerSettings:
 @pytest.fixture
 async def ingest(settings: ServerSettings, engine: Engine) -> AsyncIterator[IngestService]:
     # A group of its own, so that nothing else on the broker shares the messages.
-    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=0.2)
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
+    # The silent-device sweeper runs beside it as the app's upkeep runs it, only faster.
+    fleet = FleetUpkeep(settings, engine, lock=service.db_lock, sweep_interval_s=0.2)
+    upkeep = Upkeep(fleet.jobs())
     await service.start()
+    await upkeep.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     yield service
+    await upkeep.stop()
     await service.stop()
 
 
@@ -154,8 +158,8 @@ async def test_valid_samples_are_stored_and_update_the_device(
     assert row.clock_offset_s is not None
     assert abs(row.clock_offset_s) < 5
     assert row.clock_skewed is False
-    with Session(engine) as session:
-        stored = session.exec(select(TelemetrySample).order_by(sa.column("seq"))).all()
+    with Session(engine) as db:
+        stored = db.exec(select(TelemetrySample).order_by(sa.column("seq"))).all()
     assert [s.seq for s in stored] == [0, 1, 2]
 
 
@@ -185,8 +189,8 @@ async def test_bad_messages_are_rejected_and_counted_and_ingest_goes_on(
     assert device(engine, "mfp-0003").telemetry_received == 0
     for reason in ("bad_json", "bad_shape", "oversize", "device_mismatch", "unregistered"):
         assert counter(metrics.INGEST_REJECTED, reason) == before[reason] + 1, reason
-    with Session(engine) as session:
-        assert session.exec(select(sa.func.count()).select_from(TelemetrySample)).one() == 1
+    with Session(engine) as db:
+        assert db.exec(select(sa.func.count()).select_from(TelemetrySample)).one() == 1
 
 
 async def test_gap_is_counted_missing_and_a_late_sample_uncounts_it(
@@ -251,8 +255,8 @@ async def test_birth_will_shutdown_and_silence_change_online_state(
     await eventually(lambda: device(engine, "img-0001").online)
     row = await eventually(device_when(engine, "img-0001", lambda d: not d.online), within=5)
     assert row.online_reason == "silent"
-    with Session(engine) as session:
-        history = session.exec(
+    with Session(engine) as db:
+        history = db.exec(
             select(DeviceEventRecord.type, DeviceEventRecord.body)
             .where(DeviceEventRecord.device_id == "img-0001")
             .order_by(sa.column("id"))
@@ -298,8 +302,8 @@ async def test_faults_and_rules_open_and_clear_alerts(
     )
 
     def alerts() -> list[Alert]:
-        with Session(engine) as session:
-            return list(session.exec(select(Alert).order_by(sa.column("id"))).all())
+        with Session(engine) as db:
+            return list(db.exec(select(Alert).order_by(sa.column("id"))).all())
 
     def two_alerts() -> list[Alert] | None:
         found = alerts()
@@ -381,8 +385,8 @@ async def test_a_sample_stamped_2099_or_1970_is_stored_at_receive_time_and_flagg
     assert row.health == {"cpu_percent": 7.0}
     assert row.health_ts is not None
     assert row.health_ts <= utcnow() + timedelta(seconds=5)
-    with Session(engine) as session:
-        stored = session.exec(
+    with Session(engine) as db:
+        stored = db.exec(
             select(TelemetrySample)
             .where(TelemetrySample.device_id == "mfp-0100")
             .order_by(sa.column("seq"))
@@ -399,13 +403,13 @@ async def test_a_future_health_ts_stored_before_the_fix_no_longer_freezes_the_de
     engine: Engine, ingest: IngestService, publisher: aiomqtt.Client
 ) -> None:
     register(engine, "mfp-0101")
-    with Session(engine) as session:
-        row = session.get(Device, "mfp-0101")
+    with Session(engine) as db:
+        row = db.get(Device, "mfp-0101")
         assert row is not None
         row.health_ts = datetime(2099, 1, 1, tzinfo=UTC)
         row.status = "fault"
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
     await publisher.publish(
         topics.telemetry("mfp-0101"), dump_message(sample("mfp-0101", 0)), qos=1
     )
@@ -430,8 +434,8 @@ async def test_an_implausible_seq_jump_is_a_reset_not_a_trillion_missing(
     assert counter(metrics.TELEMETRY_MISSING) == missing_before
     # 1 → 10^12, 10^12+1 → 2, 2 → 2^63-1: three broken numberings, none a gap.
     assert counter(metrics.TELEMETRY_SEQ_RESETS) == resets_before + 3
-    with Session(engine) as session:
-        seqs = session.exec(
+    with Session(engine) as db:
+        seqs = db.exec(
             select(TelemetrySample.seq).where(TelemetrySample.device_id == "mfp-0102")
         ).all()
     # Exact integers on both databases (no float, no overflow).
@@ -464,14 +468,14 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
         birth = DeviceState(online=True, ts=old, boot_id="b")
         await client.publish(topics.state("mfp-0005"), dump_message(birth), qos=1, retain=True)
-    with Session(engine) as session:
-        row = session.get(Device, "mfp-0005")
+    with Session(engine) as db:
+        row = db.get(Device, "mfp-0005")
         assert row is not None
         row.online, row.online_reason = False, "silent"
         row.online_changed_at = utcnow() - timedelta(minutes=5)
-        session.add(row)
-        session.commit()
-    service = IngestService(settings, engine, group=f"t{new_id()[:8]}", sweep_interval_s=60)
+        db.add(row)
+        db.commit()
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
     await service.start()
     try:
         await asyncio.wait_for(service.ready.wait(), 10)
@@ -485,13 +489,13 @@ async def test_stale_retained_birth_does_not_roll_back_newer_state(
 
 def revoke(engine: Engine, device_id: str) -> None:
     """Mark a device revoked as ``fieldlink device revoke`` does (offline, reason revoked)."""
-    with Session(engine) as session:
-        row = session.get(Device, device_id)
+    with Session(engine) as db:
+        row = db.get(Device, device_id)
         assert row is not None
         row.revoked_at = utcnow()
         row.online, row.online_reason, row.online_changed_at = False, "revoked", utcnow()
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
 
 
 async def test_revoked_device_is_refused_everything_and_stays_offline(
@@ -509,7 +513,6 @@ async def test_revoked_device_is_refused_everything_and_stays_offline(
         settings,
         engine,
         group=f"t{new_id()[:8]}",
-        sweep_interval_s=60,
         on_command_result=lambda device_id, result: results.append((device_id, result)),
     )
     await service.start()
@@ -546,14 +549,14 @@ async def test_revoked_device_is_refused_everything_and_stays_offline(
     assert row.last_seen is None
     assert row.agent_version is None
     assert counter(metrics.INGEST_REJECTED, "revoked") == before + 5
-    with Session(engine) as session:
-        stored = session.exec(
+    with Session(engine) as db:
+        stored = db.exec(
             select(TelemetrySample.device_id).where(TelemetrySample.device_id == "mfp-0100")
         ).all()
-        history = session.exec(
+        history = db.exec(
             select(DeviceEventRecord).where(DeviceEventRecord.device_id == "mfp-0100")
         ).all()
-        alerts = session.exec(select(Alert).where(Alert.device_id == "mfp-0100")).all()
+        alerts = db.exec(select(Alert).where(Alert.device_id == "mfp-0100")).all()
     assert (list(stored), list(history), list(alerts)) == ([], [], [])
     assert [(device_id, result.id) for device_id, result in results] == [("mfp-0101", "c1")]
     assert device(engine, "mfp-0101").online is True
@@ -585,7 +588,7 @@ async def test_two_ingests_sharing_the_subscription_keep_exact_counts(
     create_schema(engines[0])
     register(engines[0], *(f"mfp-03{i:02d}" for i in range(4)))
     group = f"t{new_id()[:8]}"
-    services = [IngestService(settings, e, group=group, sweep_interval_s=60) for e in engines]
+    services = [IngestService(settings, e, group=group) for e in engines]
     try:
         for service in services:
             await service.start()

@@ -41,7 +41,7 @@ from server.ingest import IngestService
 async def main() -> None:
     url, broker, instance, group = sys.argv[1:5]
     settings = ServerSettings(database_url=url, broker_url=broker, instance_id=instance)
-    service = IngestService(settings, make_engine(url), group=group, sweep_interval_s=60)
+    service = IngestService(settings, make_engine(url), group=group)
     await service.start()
     await asyncio.wait_for(service.ready.wait(), 10)
     print("ready", flush=True)
@@ -97,7 +97,7 @@ async def test_unacknowledged_messages_come_again_after_a_crash(
 
     duplicates = counter(metrics.INGEST_MESSAGES, "duplicate")
     settings = ServerSettings(database_url=url, broker_url=mosquitto.url, instance_id=instance)
-    service = IngestService(settings, engine, group=group, sweep_interval_s=60)
+    service = IngestService(settings, engine, group=group)
     await service.start()
     try:
         row = await eventually(device_when(engine, "mfp-0200", lambda d: d.telemetry_received >= 6))
@@ -107,8 +107,8 @@ async def test_unacknowledged_messages_come_again_after_a_crash(
     assert row.telemetry_missing == 0
     assert row.last_seq == 5
     assert counter(metrics.INGEST_MESSAGES, "duplicate") == duplicates
-    with Session(engine) as session:
-        assert session.get(Device, "mfp-0200") is not None
+    with Session(engine) as db:
+        assert db.get(Device, "mfp-0200") is not None
     engine.dispose()
 
 
@@ -125,7 +125,7 @@ async def test_a_stopped_persistent_instance_gets_what_was_published_meanwhile(
     group = f"t{new_id()[:8]}"
     topic = topics.telemetry("mfp-0201")
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
-        first = IngestService(settings, engine, group=group, sweep_interval_s=60)
+        first = IngestService(settings, engine, group=group)
         await first.start()
         await asyncio.wait_for(first.ready.wait(), 10)
         await client.publish(topic, dump_message(sample("mfp-0201", 0)), qos=1)
@@ -133,7 +133,7 @@ async def test_a_stopped_persistent_instance_gets_what_was_published_meanwhile(
         await first.stop()
         for seq in (1, 2):
             await client.publish(topic, dump_message(sample("mfp-0201", seq)), qos=1)
-    second = IngestService(settings, engine, group=group, sweep_interval_s=60)
+    second = IngestService(settings, engine, group=group)
     await second.start()
     try:
         row = await eventually(device_when(engine, "mfp-0201", lambda d: d.telemetry_received == 3))

@@ -13,8 +13,9 @@ from sqlmodel import Session, select
 
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
-from server.ingest import IngestService, maintenance
+from server.ingest import maintenance
 from server.models import Device, TelemetryRollup, TelemetrySample
+from server.upkeep import FleetUpkeep
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +29,10 @@ HOUR_0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     create_schema(engine)
-    with Session(engine) as session:
+    with Session(engine) as db:
         for device_id in ("mfp-0001", "srv-0001"):
-            session.add(
-                Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME")
-            )
-        session.commit()
+            db.add(Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME"))
+        db.commit()
     yield engine
     engine.dispose()
 
@@ -47,9 +46,9 @@ def add_samples(
     boot_id: str = "b1",
     first_seq: int = 0,
 ) -> None:
-    with Session(engine) as session:
+    with Session(engine) as db:
         for seq, (ts, values) in enumerate(samples, start=first_seq):
-            session.add(
+            db.add(
                 TelemetrySample(
                     device_id=device_id,
                     boot_id=boot_id,
@@ -61,12 +60,12 @@ def add_samples(
                     faults=[],
                 )
             )
-        session.commit()
+        db.commit()
 
 
 def rollups(engine: Engine) -> dict[tuple[str, str, datetime], tuple[int, float, float, float]]:
-    with Session(engine) as session:
-        rows = session.exec(select(TelemetryRollup)).all()
+    with Session(engine) as db:
+        rows = db.exec(select(TelemetryRollup)).all()
     return {
         (r.device_id, r.metric, r.bucket.astimezone(UTC)): (r.count, r.min, r.max, r.sum)
         for r in rows
@@ -74,8 +73,8 @@ def rollups(engine: Engine) -> dict[tuple[str, str, datetime], tuple[int, float,
 
 
 def count(engine: Engine, model: type[TelemetrySample] | type[TelemetryRollup]) -> int:
-    with Session(engine) as session:
-        return int(session.exec(select(sa.func.count()).select_from(model)).one())
+    with Session(engine) as db:
+        return int(db.exec(select(sa.func.count()).select_from(model)).one())
 
 
 def test_rollup_aggregates_each_device_metric_and_hour(engine: Engine) -> None:
@@ -139,11 +138,11 @@ def test_rollup_leaves_hours_without_new_samples_alone(engine: Engine) -> None:
     add_samples(engine, "mfp-0001", [(HOUR_0, {"cpu_percent": 1.0})], received_at=NOW - 3 * H)
     maintenance.rollup_hours(engine, NOW - 4 * H)
     # Edit the rollup by hand: a run that only looks at recent arrivals must not touch it.
-    with Session(engine) as session:
-        row = session.exec(select(TelemetryRollup)).one()
+    with Session(engine) as db:
+        row = db.exec(select(TelemetryRollup)).one()
         row.count = 42
-        session.add(row)
-        session.commit()
+        db.add(row)
+        db.commit()
     add_samples(
         engine,
         "srv-0001",
@@ -192,13 +191,13 @@ def test_retention_deletes_only_old_raw_samples_and_old_rollups(engine: Engine) 
         [(NOW - timedelta(days=20), {"cpu_percent": 3.0})],
         received_at=recent,
     )
-    with Session(engine) as session:
+    with Session(engine) as db:
         for bucket in (
             hour_start(NOW - timedelta(days=31)),
             hour_start(NOW - timedelta(days=29)),
             hour_start(NOW - timedelta(days=2)),
         ):
-            session.add(
+            db.add(
                 TelemetryRollup(
                     device_id="mfp-0001",
                     metric="cpu_percent",
@@ -209,13 +208,13 @@ def test_retention_deletes_only_old_raw_samples_and_old_rollups(engine: Engine) 
                     sum=1.0,
                 )
             )
-        session.commit()
+        db.commit()
 
     deleted = maintenance.purge_old(engine, settings, NOW)
 
     assert deleted == (2, 1)
-    with Session(engine) as session:
-        kept = session.exec(
+    with Session(engine) as db:
+        kept = db.exec(
             select(TelemetrySample.device_id, TelemetrySample.seq).order_by(
                 sa.column("device_id"), sa.column("seq")
             )
@@ -246,8 +245,8 @@ async def test_run_maintenance_rolls_up_recent_samples_then_applies_retention(
     long_ago = now - timedelta(days=45)
     add_samples(engine, "srv-0001", [(long_ago, {"cpu_percent": 1.0})], received_at=long_ago)
     settings = ServerSettings(database_url=database_url, telemetry_retention_days=30)
-    service = IngestService(settings, engine)  # not started: maintenance needs no broker
-    await service.run_maintenance()
+    fleet = FleetUpkeep(settings, engine)  # the upkeep's job, run once: no broker needed
+    await fleet.run_maintenance()
     got = rollups(engine)
     assert got[("mfp-0001", "cpu_percent", this_hour)] == (2, 4.0, 6.0, 10.0)
     assert count(engine, TelemetrySample) == 2

@@ -49,16 +49,16 @@ class Constant:
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     create_schema(engine)
-    with Session(engine) as session:
-        session.add(Device(id=DEVICE, serial=DEVICE, model="X", type="mfp", customer="ACME"))
-        session.commit()
+    with Session(engine) as db:
+        db.add(Device(id=DEVICE, serial=DEVICE, model="X", type="mfp", customer="ACME"))
+        db.commit()
     yield engine
     engine.dispose()
 
 
 def _device(engine: Engine) -> Device:
-    with Session(engine) as session:
-        row = session.get(Device, DEVICE)
+    with Session(engine) as db:
+        row = db.get(Device, DEVICE)
         assert row is not None
         return row
 
@@ -91,9 +91,7 @@ async def test_samples_a_rogue_sharer_swallowed_come_back_through_the_resend(
     # there: Mosquitto's strict round robin hands a resend's copies out in the same
     # alternation, so the rogue swallows the same samples again until it is gone.
     resender = GapResender(ask, min_interval_s=0.2, max_futile=1000)
-    ingest = IngestService(
-        settings, engine, group=group, sweep_interval_s=60, on_gap=resender.on_gap
-    )
+    ingest = IngestService(settings, engine, group=group, on_gap=resender.on_gap)
     swallowed: list[bytes] = []
     await ingest.start()
     await asyncio.wait_for(ingest.ready.wait(), 10)

@@ -37,21 +37,39 @@ def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the locked server dependencies and the wheel built from an sdist."""
-    work = tmp_path_factory.mktemp("wheel")
-    dist = work / "dist"
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built (through an sdist) from the checkout."""
+    dist = tmp_path_factory.mktemp("wheel") / "dist"
     _run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)])
     wheels = list(dist.glob("fieldlink-*.whl"))
     assert len(wheels) == 1, list(dist.iterdir())
-    env_dir = work / "venv"
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the locked server dependencies and the wheel built from an sdist."""
+    env_dir = tmp_path_factory.mktemp("server-venv") / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     pip = [str(env_dir / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     locked = [*pip, "install", "--require-hashes", "--no-deps", "-r"]
     _run([*locked, str(ROOT / "requirements-server.txt")])
     # The agent's lock too: the test enrolls a device with the installed command.
     _run([*locked, str(ROOT / "requirements-agent.txt")])
-    _run([*pip, "install", "--no-deps", str(wheels[0])])
+    _run([*pip, "install", "--no-deps", str(wheel)])
+    _run([*pip, "check"])
+    return env_dir
+
+
+@pytest.fixture(scope="module")
+def client_installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with only the client's lock (no fastapi, sqlmodel...) and the wheel."""
+    env_dir = tmp_path_factory.mktemp("client-venv") / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    _run([*pip, "install", "--require-hashes", "--no-deps", "-r",
+          str(ROOT / "requirements-client.txt")])  # fmt: skip
+    _run([*pip, "install", "--no-deps", str(wheel)])
     _run([*pip, "check"])
     return env_dir
 
@@ -172,3 +190,26 @@ def test_the_console_and_api_docs_work_offline(served: str) -> None:
         browser.close()
     assert errors == []
     assert outside == []
+
+
+def test_the_operator_client_works_with_the_client_extra_alone(
+    client_installed: Path, served: str, tmp_path: Path
+) -> None:
+    python = str(client_installed / "bin" / "python")
+    for module in ("fastapi", "sqlmodel", "sqlalchemy", "uvicorn", "asyncssh", "cryptography"):
+        absent = subprocess.run(
+            [python, "-c", f"import {module}"], capture_output=True, check=False
+        )
+        assert absent.returncode != 0, f"{module} is installed in the client's venv"
+    fieldlink = str(client_installed / "bin" / "fieldlink")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDLINK_", "PYTHON"))}
+    env["FIELDLINK_CREDENTIALS"] = str(tmp_path / "credentials.json")
+    run = {"cwd": tmp_path, "env": env}
+    _run([fieldlink, "login", "--server", served, "--user", "admin"], input=PASSWORD + "\n", **run)
+    listed = _run([fieldlink, "devices", "--json"], **run)
+    assert [d["serial"] for d in json.loads(listed.stdout)["items"]] == ["WH-1"]
+    center = subprocess.run(
+        [fieldlink, "user", "list"], capture_output=True, text=True, check=False, **run
+    )
+    assert center.returncode == 3
+    assert "pip install 'fieldlink[server]'" in center.stderr

@@ -13,7 +13,7 @@ from sqlmodel import SQLModel, col, select
 from server import crud
 from server.api.deps import AdminUser, OperatorUser, SessionDep, SettingsDep
 from server.api.responses import DB_INT_MAX
-from server.kpi.incidents import to_public
+from server.incidents.records import to_public
 from server.models import (
     AlertPublic,
     DeviceCreate,

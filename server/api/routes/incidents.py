@@ -17,8 +17,8 @@ from starlette.types import Message, Receive
 
 from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
 from server.api.responses import DB_INT_MAX, ErrorResponse
-from server.kpi import incidents as service
-from server.kpi.csv_io import (
+from server.incidents import records as service
+from server.incidents.csv_io import (
     CsvImportInvalid,
     ImportReport,
     decode_lines,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +12,7 @@ from sqlmodel import Session
 
 from server import audit
 from server.db import create_schema, make_engine
-
-FIELDLINK = [sys.executable, "-m", "shared"]
+from tests.fixtures.cli import fieldlink
 
 
 @pytest.fixture
@@ -48,13 +44,6 @@ def engine(tmp_path: Path, config: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def fieldlink(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    return subprocess.run(
-        [*FIELDLINK, *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
 
 
 def test_verify_intact_exits_0(config: Path, engine: Engine) -> None:

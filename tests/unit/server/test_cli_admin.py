@@ -1,16 +1,16 @@
-"""The administrator's commands on a server's database: user add, device add, one-line errors."""
+"""The administrator's commands on a server's database: user add, device add, one-line errors.
+
+They run in process (:func:`tests.fixtures.cli.fieldlink`), through the real command tree.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-FIELDLINK = [sys.executable, "-m", "shared"]
+from tests.fixtures.cli import fieldlink
 
 
 @pytest.fixture
@@ -20,13 +20,6 @@ def config(tmp_path: Path) -> Path:
         f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
     )
     return path
-
-
-def fieldlink(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    return subprocess.run(
-        [*FIELDLINK, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
-    )
 
 
 def test_user_add_reads_the_password_from_stdin(config: Path) -> None:
@@ -111,12 +104,12 @@ def test_admin_commands_without_a_configuration_stop_with_one_line(
     tmp_path: Path, args: list[str]
 ) -> None:
     """On built-in defaults they would quietly create and use an empty database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    env["FIELDLINK_CREDENTIALS"] = str(tmp_path / "no-credentials.json")
-    done = subprocess.run(
-        [*FIELDLINK, *args], input="s3cret-pass\n", capture_output=True, text=True,
-        env=env, timeout=60, cwd=tmp_path, check=False,
-    )  # fmt: skip
+    done = fieldlink(
+        *args,
+        stdin="s3cret-pass\n",
+        env={"FIELDLINK_CREDENTIALS": str(tmp_path / "no-credentials.json")},
+        cwd=tmp_path,
+    )
     assert done.returncode != 0
     assert done.stderr.strip() == (
         "error: no configuration found: give --config FILE, set FIELDLINK_CONFIG, "
@@ -126,12 +119,7 @@ def test_admin_commands_without_a_configuration_stop_with_one_line(
 
 
 def test_fieldlink_config_names_the_configuration(config: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    env["FIELDLINK_CONFIG"] = str(config)
-    done = subprocess.run(
-        [*FIELDLINK, "user", "list"], capture_output=True, text=True, env=env, timeout=60,
-        check=False,
-    )  # fmt: skip
+    done = fieldlink("user", "list", env={"FIELDLINK_CONFIG": str(config)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("USER")
 

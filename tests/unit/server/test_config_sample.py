@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from server.cli import server_app
+from server.cli.server import server_app
 from server.config import ServerSettings
 from server.config_file import load_settings
 from server.config_sample import render_sample

@@ -1,7 +1,8 @@
 """``fieldlink session|exec|connect|ssh`` against the real app served on a loopback port.
 
-The commands run as real processes (``python -m shared``) with a credentials
-file, so what is checked is what an operator sees: one line on stderr, the exit
+The commands run in process through the real command tree
+(:func:`tests.fixtures.cli.fieldlink`) with a credentials file, so what is
+checked is what an operator sees: one line on stderr, the exit
 status, the table. Sessions that need a live agent are in
 ``tests/integration/test_session_cli.py``.
 """
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,11 +28,14 @@ from sqlmodel import Session
 
 from provisioning.ca import CertificateAuthority
 from server import crud
+from server.client.api import ApiClient
+from server.client.sessions import command_line
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import Device, DeviceCreate, RemoteSession
-from server.session_cli import SessionApi, command_line
 from shared.ids import utcnow
+from tests.fixtures.cli import Done
+from tests.fixtures.cli import fieldlink as run_fieldlink
 from tests.fixtures.ports import free_port
 
 PASSWORD = "correct horse battery"
@@ -101,17 +102,13 @@ def operator(live: LiveServer) -> Path:
     return live.credentials(live.token("op1"))
 
 
-def fieldlink(credentials: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    env["FIELDLINK_CREDENTIALS"] = str(credentials or "/nonexistent/credentials.json")
-    return subprocess.run(
-        [sys.executable, "-m", "shared", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
-        check=False,
-    )  # fmt: skip
+def fieldlink(credentials: Path | None, *args: str) -> Done:
+    """``fieldlink ARGS`` in process, logged in with ``credentials`` (or not at all)."""
+    path = str(credentials or "/nonexistent/credentials.json")
+    return run_fieldlink(*args, env={"FIELDLINK_CREDENTIALS": path})
 
 
-def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+def one_error_line(done: Done) -> str:
     """The single ``error: ...`` line a failed command printed (no traceback)."""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -182,12 +179,12 @@ def test_one_argument_is_a_shell_line_several_are_words() -> None:
 
 
 def test_socket_urls_follow_the_server_scheme() -> None:
-    plain = SessionApi("http://center:8080/", "t")
+    plain = ApiClient("http://center:8080/", "t")
     assert plain.ws_url("/sessions/s1/terminal", cols=80, rows=24) == (
         "ws://center:8080/api/v1/sessions/s1/terminal?cols=80&rows=24"
     )
     assert plain.auth_headers == {"Authorization": "Bearer t"}
-    secure = SessionApi("https://center.example.com", "t")
+    secure = ApiClient("https://center.example.com", "t")
     assert secure.ws_url("/sessions/s1/forward/web") == (
         "wss://center.example.com/api/v1/sessions/s1/forward/web"
     )
@@ -351,7 +348,7 @@ def test_recording_is_downloaded_byte_for_byte(
     assert out.read_bytes() == cast.read_bytes()
     assert hashlib.sha256(cast.read_bytes()).hexdigest() in done.stderr
     to_stdout = fieldlink(operator, "session", "recording", "ses-rec")
-    assert to_stdout.stdout.encode() == cast.read_bytes()
+    assert to_stdout.stdout_bytes == cast.read_bytes()
 
     none = fieldlink(operator, "session", "recording", "ses-norec")
     assert none.returncode == 1

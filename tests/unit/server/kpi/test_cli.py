@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from server.db import create_schema, make_engine
+from tests.fixtures.cli import fieldlink
 from tests.unit.server.kpi.reference import add_devices
 
 CSV = (
@@ -30,18 +28,6 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "server.toml"
     path.write_text(f'[server]\ndatabase_url = "sqlite:///{database}"\nstate_dir = "{tmp_path}"\n')
     return path
-
-
-def fieldlink(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    return subprocess.run(
-        [sys.executable, "-m", "shared", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_import_kpis_and_export(config: Path, tmp_path: Path) -> None:

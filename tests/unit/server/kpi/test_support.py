@@ -1,4 +1,4 @@
-"""KPI settings, windows, the CSV reader's line numbers, demo data and the /metrics gauges."""
+"""KPI settings, windows and the /metrics gauges."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from server.kpi.compute import compute_kpis, default_window, month_window
+from server.incidents.csv_io import import_incidents_csv
+from server.kpi.compute import default_window, month_window
 from server.kpi.config import KpiSettings, kpi_settings_of
-from server.kpi.csv_io import CsvImportInvalid, import_incidents_csv
-from server.kpi.demo import seed_demo_incidents
 from server.kpi.metrics import register_kpi_collector
-from server.models import Device
 
 
 def test_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,62 +42,6 @@ def test_windows() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
     )
-
-
-def test_bad_rows_are_named_by_the_line_they_start_on(engine: Engine) -> None:
-    text = (
-        "device_id,opened_at,symptom,resolution\n"  # 1
-        'mfp-a,2026-03-02T09:00:00Z,"three\nline\nsymptom",\n'  # 2-4
-        "mfp-a,2026-03-02T09:00:00Z,fine,\n"  # 5
-        "\n"  # 6: blank, ignored
-        "mfp-a,2026-03-02T09:00:00,naive,\n"  # 7
-        "mfp-a,2026-03-02T09:00:00Z,short\n"  # 8: too few fields
-    )
-    with Session(engine) as session, pytest.raises(CsvImportInvalid) as caught:
-        import_incidents_csv(session, text)
-    assert [(p.line, p.field) for p in caught.value.problems] == [(7, "opened_at"), (8, None)]
-    assert "line 7, opened_at" in str(caught.value)
-
-
-def test_demo_incidents_show_the_trend(engine: Engine) -> None:
-    now = datetime(2026, 11, 20, tzinfo=UTC)
-    with Session(engine) as session:
-        devices = list(session.exec(select(Device)).all())
-        made = seed_demo_incidents(session, devices, months=12, seed=7, now=now, per_month=300)
-        assert made > 3000
-        assert seed_demo_incidents(session, devices, months=12, seed=7, now=now) == 0
-    with engine.connect() as connection:
-
-        def quarter(start: datetime, end: datetime) -> tuple[float, float, int]:
-            total = compute_kpis(connection, start=start, end=end).total
-            assert total.self_resolution_rate is not None
-            assert total.remote_usage_rate is not None
-            return total.self_resolution_rate, total.remote_usage_rate, total.dispatches
-
-        first = quarter(datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
-        last = quarter(datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
-        report = compute_kpis(
-            connection,
-            start=datetime(2025, 12, 1, tzinfo=UTC),
-            end=datetime(2026, 12, 1, tzinfo=UTC),
-            group_by="device_type",
-        )
-    assert 0.55 < first[0] < 0.70
-    assert 0.72 < last[0] < 0.86
-    assert last[1] > first[1] + 0.1
-    assert last[2] < first[2]
-    assert set(report.baseline_source.values()) == {"measured"}
-    mttr = {g.key: g for g in report.groups}
-    mfp = mttr["mfp"]
-    assert mfp.mttr_dispatch_hours is not None
-    assert mfp.mttr_remote_hours is not None
-    assert mfp.mttr_dispatch_hours > 10 > mfp.mttr_remote_hours
-    with engine.connect() as connection:
-        labels = connection.exec_driver_sql(
-            "SELECT count(*) FROM incident"
-            " WHERE external_id LIKE 'demo-7-%' AND symptom LIKE '[demo]%'"
-        ).scalar_one()
-    assert labels == made
 
 
 def test_metrics_show_this_months_kpis_per_device_type(engine: Engine) -> None:

@@ -1,108 +1,22 @@
-"""The center's commands: ``server run`` and the administrative ``user`` and ``device`` groups.
+"""``fieldlink user ...``: operators, managers and administrators, their tokens and SSH keys.
 
-Administrative commands act on the server's database directly (``--config
-FILE`` or ``FIELDLINK_CONFIG``), so an administrator can bootstrap before any
-user exists.
+These act on the server's database directly (``--config FILE`` or
+``FIELDLINK_CONFIG``), so an administrator can bootstrap before any user exists.
 """
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import audit
-from server.config import DEFAULT_CONFIG, ServerSettings, load_server_settings
+from server.cli.common import ConfigOption, open_database, read_password
 from shared.errors import ConfigError
-from shared.tomlfile import CONFIG_ENV, resolve_config_path
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="server.toml (default: $FIELDLINK_CONFIG or /etc/fieldlink/server.toml)",
-    ),
-]
-
-server_app = typer.Typer(help="Run the fieldlink server.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage operators, managers and administrators.", no_args_is_help=True)
-device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
-
-
-def find_config(config: Path | None) -> Path:
-    """The server's config file: ``--config``, ``FIELDLINK_CONFIG`` or the default file.
-
-    Administrative commands act on a server's database: on built-in defaults they
-    would quietly create an empty one under ``/var/lib/fieldlink`` and report on it.
-
-    Raises:
-        ConfigError: when there is none.
-    """
-    found = resolve_config_path(config, DEFAULT_CONFIG)
-    if found is None:
-        msg = (
-            f"no configuration found: give --config FILE, set {CONFIG_ENV}, "
-            f"or write {DEFAULT_CONFIG}"
-        )
-        raise ConfigError(msg)
-    return found
-
-
-def config_hint(config: Path | None) -> str:
-    """`` --config FILE`` for next-step hints, when the user gave one."""
-    return f" --config {config}" if config is not None else ""
-
-
-def open_database(config: Path | None) -> tuple[ServerSettings, Engine]:
-    """Settings and a migrated database engine for an administrative command."""
-    from server.db import create_schema, make_engine
-
-    settings = load_server_settings(find_config(config))
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
-    return settings, engine
-
-
-def _register_init_config() -> None:
-    from server.config_sample import init_config
-
-    server_app.command("init-config")(init_config)
-
-
-_register_init_config()
-
-
-@server_app.command("run")
-def run(config: ConfigOption = None) -> None:
-    """Run the server: HTTP API and console, ingest, sessions."""
-    from server.runner import serve
-    from shared.logs import configure_logging
-
-    settings = load_server_settings(config)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-
-
-def _read_password(username: str) -> str:
-    if not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"password for {username}: ")
-        if getpass.getpass("again: ") != password:
-            msg = "the passwords differ"
-            raise ConfigError(msg)
-    if not password:
-        msg = "no password given (pipe it on stdin or type it at the prompt)"
-        raise ConfigError(msg)
-    return password
 
 
 @user_app.command("add")
@@ -115,7 +29,7 @@ def user_add(
     from server import crud
 
     _, engine = open_database(config)
-    password = _read_password(name)
+    password = read_password(name)
     with Session(engine) as session:
         user = crud.create_user(
             session, username=name, role=role, password=password, actor=audit.cli_actor()
@@ -267,108 +181,6 @@ def user_reset_password(
         temporary = accounts.reset_password(session, username=name, actor=audit.cli_actor())
     typer.echo(f"one-time password for {name}: {temporary}")
     typer.echo("(their tokens are revoked; they must choose a new password at the next login)")
-
-
-@device_app.command("add")
-def device_add(
-    serial: Annotated[str, typer.Option(help="serial number")],
-    model: Annotated[str, typer.Option(help="model name")],
-    type_: Annotated[str, typer.Option("--type", help="mfp, imaging or server")],
-    customer: Annotated[str, typer.Option(help="customer name")],
-    site: Annotated[str | None, typer.Option(help="site")] = None,
-    region: Annotated[str | None, typer.Option(help="region")] = None,
-    phone: Annotated[str | None, typer.Option("--phone", help="the site's contact phone")] = None,
-    device_id: Annotated[
-        str | None, typer.Option("--id", help="device id (default: TYPE-SERIAL)")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Register a device; prints its id and a one-time enrollment token."""
-    from pydantic import ValidationError
-
-    from server import crud
-    from server.models import DeviceCreate
-
-    _, engine = open_database(config)
-    try:
-        data = DeviceCreate(
-            id=device_id,
-            serial=serial,
-            model=model,
-            type=type_,
-            customer=customer,
-            site=site,
-            region=region,
-            contact_phone=phone,
-        )
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        msg = f"--{first['loc'][0]}: {first['msg']}"
-        raise ConfigError(msg) from exc
-    with Session(engine) as session:
-        device, token = crud.register_device(session, data=data, actor=audit.cli_actor())
-    if as_json:
-        typer.echo(json.dumps({"id": device.id, "enrollment_token": token}))
-    else:
-        typer.echo(f"device:           {device.id}")
-        typer.echo(f"enrollment token: {token}")
-        typer.echo(f"(valid until {device.enrollment_expires_at:%Y-%m-%d %H:%M} UTC, usable once)")
-
-
-@device_app.command("revoke")
-def device_revoke(
-    device_id: Annotated[str, typer.Argument(help="the device to revoke")],
-    config: ConfigOption = None,
-    wait: Annotated[
-        float,
-        typer.Option(help="seconds to wait for the broker's reload helper (reload_by = helper)"),
-    ] = 10.0,
-) -> None:
-    """Revoke a device: refused at once by the server; the broker's update is applied or queued."""
-    from provisioning.broker_update import update_broker, wait_until_applied
-    from provisioning.ca import CertificateAuthority
-    from server import crud
-
-    settings, engine = open_database(config)
-    ca = CertificateAuthority.load(settings.state_dir)
-    with Session(engine) as session:
-        device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=audit.cli_actor())
-    typer.echo(f"revoked {device.id}: the server refuses it from now on")
-    state = update_broker(ca.paths, device_id=device_id)
-    if state.pending and state.reload_by == "helper":
-        state = wait_until_applied(ca.paths, state.generation, wait)
-    if state.state == "applied":
-        typer.echo("broker: applied (it reloaded its CRL and ACL and refuses the device)")
-    elif state.state == "unmanaged":
-        typer.echo(
-            "broker: not managed here (no `fieldlink broker-config` folder): "
-            "update its CRL and send it SIGHUP yourself"
-        )
-    else:
-        since = f" since {state.public()['pending_since']}" if state.pending_since else ""
-        typer.echo(f"broker: pending{since}; the server retries until the broker has it")
-        if state.last_error:
-            typer.echo(f"last error: {state.last_error}")
-
-
-@device_app.command("token")
-def device_token(
-    device_id: Annotated[str, typer.Argument(help="the device")],
-    hours: Annotated[float, typer.Option(help="how long the token works")] = 24.0,
-    config: ConfigOption = None,
-) -> None:
-    """Issue a fresh one-time enrollment token (for a new device, or to enroll one again)."""
-    from datetime import timedelta
-
-    from server import crud
-
-    _, engine = open_database(config)
-    with Session(engine) as session:
-        device, token = crud.new_enrollment_token(
-            session, device_id=device_id, token_ttl=timedelta(hours=hours), actor=audit.cli_actor()
-        )
-    typer.echo(f"enrollment token for {device.id}: {token}")
 
 
 @user_app.command("unlock")

@@ -1,34 +1,26 @@
-"""``fieldlink kpi`` (the manager's figures) and ``fieldlink incident import|export``.
+"""``fieldlink kpi``: the manager's figures, on the server's database or over the API.
 
-Both act on the server's database directly (``--config FILE`` or
+It acts on the server's database directly (``--config FILE`` or
 ``FIELDLINK_CONFIG``), like the other administrative commands. A manager away
-from the server runs ``fieldlink kpi`` and ``fieldlink incident export`` over the
-API instead: with no configuration given or found and a ``fieldlink login`` saved.
+from the server runs ``fieldlink kpi`` (and ``fieldlink incident export``) over
+the API instead: with no configuration given or found and a ``fieldlink login``
+saved, through :class:`server.client.api.ApiClient`.
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import Session
 
-from server.cli import ConfigOption, open_database
-from server.client import ApiClient, credentials_path
-from server.config import DEFAULT_CONFIG
+from server.cli.common import ConfigOption, config_found, open_database
+from server.client.api import ApiClient, credentials_path
 from server.crud import InvalidInput
 from server.kpi.compute import GROUP_BYS, KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
 from server.kpi.config import kpi_settings_of
 from shared.ids import isoformat_z, utcnow
-from shared.tomlfile import resolve_config_path
-
-incident_app = typer.Typer(
-    help="Import and export call-center incidents (CSV, the columns of docs/kpis.md).",
-    no_args_is_help=True,
-)
 
 FromOption = Annotated[
     str | None, typer.Option("--from", help="start, inclusive: YYYY-MM-DD or ISO 8601 (UTC)")
@@ -122,7 +114,7 @@ def format_report(report: KpiReport) -> str:
 
 def api_client(config: Path | None) -> ApiClient | None:
     """A client of the logged-in server, when no configuration names a database."""
-    if resolve_config_path(config, DEFAULT_CONFIG) is not None:
+    if config_found(config):
         return None
     if not credentials_path().exists():
         return None
@@ -148,22 +140,16 @@ def kpi_command(
     client = api_client(config)
     if client is not None:
         try:
-            answer = client.request(
-                "GET",
-                "/kpis",
-                params={
-                    "from": isoformat_z(window_start),
-                    "to": isoformat_z(window_end),
-                    "group_by": by,
-                },
+            answer = client.kpis(
+                start=isoformat_z(window_start), end=isoformat_z(window_end), group_by=by
             )
         finally:
             client.close()
         report = KpiReport.model_validate(answer)
         if as_json:
-            print(report.model_dump_json(by_alias=True, indent=2))
+            typer.echo(report.model_dump_json(by_alias=True, indent=2))
         else:
-            print(format_report(report))
+            typer.echo(format_report(report))
         return
     settings, engine = open_database(config)
     try:
@@ -178,112 +164,6 @@ def kpi_command(
     finally:
         engine.dispose()
     if as_json:
-        print(report.model_dump_json(by_alias=True, indent=2))
+        typer.echo(report.model_dump_json(by_alias=True, indent=2))
     else:
-        print(format_report(report))
-
-
-@incident_app.command("import")
-def import_command(
-    file: Annotated[Path, typer.Argument(help="CSV file (docs/kpis.md's columns); - for stdin")],
-    config: ConfigOption = None,
-) -> None:
-    """Import incidents from CSV: all rows, or none if one is bad (each bad line is listed)."""
-    from server.kpi.csv_io import CsvImportInvalid, import_incidents_csv
-
-    try:
-        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-        text = data.decode("utf-8-sig")
-    except OSError as exc:
-        msg = f"cannot read {file}: {exc.strerror}"
-        raise InvalidInput(msg) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"{file} is not UTF-8 text"
-        raise InvalidInput(msg) from exc
-    _, engine = open_database(config)
-    try:
-        with Session(engine) as session:
-            report = import_incidents_csv(session, text)
-    except CsvImportInvalid as exc:
-        # Every bad row on its own line, then the one-line error.
-        for problem in exc.problems:
-            print(f"{file}:{problem}", file=sys.stderr)
-        lines = len({p.line for p in exc.problems})
-        msg = f"{lines} bad row(s) in {file}: nothing imported"
-        raise InvalidInput(msg) from None
-    finally:
-        engine.dispose()
-    print(
-        f"{report.rows} rows: {report.inserted} inserted, {report.updated} updated, "
-        f"{report.skipped} unchanged"
-    )
-
-
-@incident_app.command("export")
-def export_command(
-    start: FromOption = None,
-    end: ToOption = None,
-    on: Annotated[
-        str, typer.Option("--on", help="the time --from/--to bound: opened_at or closed_at")
-    ] = "opened_at",
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="write here instead of stdout")
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Export incidents as CSV (docs/kpis.md's columns)."""
-    from server.kpi.csv_io import export_incidents_csv
-    from server.kpi.incidents import incident_filters
-
-    if on not in ("closed_at", "opened_at"):
-        msg = "--on must be closed_at or opened_at"
-        raise InvalidInput(msg)
-    window_start = parse_when(start, "--from") if start else None
-    window_end = parse_when(end, "--to") if end else None
-    client = api_client(config)
-    if client is not None:
-        params = {"on": on}
-        if window_start is not None:
-            params["from"] = isoformat_z(window_start)
-        if window_end is not None:
-            params["to"] = isoformat_z(window_end)
-        try:
-            text = client.request("GET", "/incidents/export", params=params)
-        finally:
-            client.close()
-        _write(out, str(text or ""))
-        return
-    where = incident_filters(
-        start=window_start,
-        end=window_end,
-        time_field="closed_at" if on == "closed_at" else "opened_at",
-    )
-    _, engine = open_database(config)
-    try:
-        with engine.connect() as connection:
-            if out is None:
-                for chunk in export_incidents_csv(connection, where):
-                    sys.stdout.write(chunk)
-                sys.stdout.flush()
-                return
-            try:
-                with out.open("w", encoding="utf-8", newline="") as handle:
-                    for chunk in export_incidents_csv(connection, where):
-                        handle.write(chunk)
-            except OSError as exc:
-                msg = f"cannot write {out}: {exc.strerror}"
-                raise InvalidInput(msg) from exc
-    finally:
-        engine.dispose()
-
-
-def _write(out: Path | None, text: str) -> None:
-    if out is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        out.write_text(text, encoding="utf-8", newline="")
-    except OSError as exc:
-        msg = f"cannot write {out}: {exc.strerror}"
-        raise InvalidInput(msg) from exc
+        typer.echo(format_report(report))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from server.client import ApiClient, save_credentials
+from server.client.api import ApiClient, save_credentials
 from shared.errors import ConfigError
 
 
@@ -35,7 +35,7 @@ def login_command(
             token = client.login(user, password)
             client.close()
             client = ApiClient(server, token)
-        me = client.request("GET", "/auth/me")
+        me = client.me()
     finally:
         client.close()
     path = save_credentials(server, token, me["username"])
@@ -67,7 +67,7 @@ def devices_command(
             params[key] = value
     client = ApiClient.from_credentials()
     try:
-        page = client.request("GET", "/devices", params=params)
+        page = client.devices(**params)
     finally:
         client.close()
     if as_json:
@@ -107,9 +107,7 @@ def passwd_command() -> None:
         raise ConfigError(msg)
     client = ApiClient.from_credentials()
     try:
-        client.request(
-            "POST", "/auth/password", json={"current_password": current, "new_password": new}
-        )
+        client.change_password(current, new)
     finally:
         client.close()
     typer.echo("password changed")

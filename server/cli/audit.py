@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from server.cli import ConfigOption, open_database
+from server.cli.common import ConfigOption, open_database
 
 audit_app = typer.Typer(help="Check and read the tamper-evident audit log.", no_args_is_help=True)
 

@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.kpi.config import KpiSettings
-from server.kpi.incidents import (
+from server.incidents.records import (
     IncidentInvalid,
     check_incident,
     create_incident,
@@ -22,6 +21,7 @@ from server.kpi.incidents import (
     to_public,
     update_incident,
 )
+from server.kpi.config import KpiSettings
 from server.models import IncidentCreate, IncidentUpdate
 from shared.errors import NotFound
 

@@ -1,4 +1,8 @@
-"""``fieldlink ca ...`` and ``fieldlink broker-config``: the center's identity commands."""
+"""``fieldlink ca ...``, ``broker-config`` and ``broker-reload``: the center's identity commands.
+
+The library they drive is :mod:`provisioning` (the CA, the broker's files and
+their updates); these commands find it through the server's configuration.
+"""
 
 from __future__ import annotations
 
@@ -28,19 +32,12 @@ from provisioning.ca import (
     PkiPaths,
     common_name,
 )
-from server.cli import find_config
+from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
 from shared.errors import ConfigError, UnavailableError
 from shared.ids import isoformat_z
 
 logger = logging.getLogger(__name__)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="server.toml (default: FIELDLINK_CONFIG or /etc/fieldlink)"
-    ),
-]
 
 ca_app = typer.Typer(
     name="ca",

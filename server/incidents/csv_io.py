@@ -34,8 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from server.crud import InvalidInput
+from server.incidents.records import check_incident
 from server.kpi.compute import DEVICE_TABLE, INCIDENT_TABLE
-from server.kpi.incidents import check_incident
 from server.models import IncidentCreate
 from server.models.incident import CSV_COLUMNS, TIME_FIELDS
 from shared.errors import Conflict

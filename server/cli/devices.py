@@ -1,0 +1,121 @@
+"""``fieldlink device add|revoke|token``: register devices and end their access.
+
+These act on the server's database and CA directly (``--config FILE`` or
+``FIELDLINK_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from sqlmodel import Session
+
+from server import audit
+from server.cli.common import ConfigOption, open_database
+from shared.errors import ConfigError
+
+device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
+
+
+@device_app.command("add")
+def device_add(
+    serial: Annotated[str, typer.Option(help="serial number")],
+    model: Annotated[str, typer.Option(help="model name")],
+    type_: Annotated[str, typer.Option("--type", help="mfp, imaging or server")],
+    customer: Annotated[str, typer.Option(help="customer name")],
+    site: Annotated[str | None, typer.Option(help="site")] = None,
+    region: Annotated[str | None, typer.Option(help="region")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="the site's contact phone")] = None,
+    device_id: Annotated[
+        str | None, typer.Option("--id", help="device id (default: TYPE-SERIAL)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Register a device; prints its id and a one-time enrollment token."""
+    from pydantic import ValidationError
+
+    from server import crud
+    from server.models import DeviceCreate
+
+    _, engine = open_database(config)
+    try:
+        data = DeviceCreate(
+            id=device_id,
+            serial=serial,
+            model=model,
+            type=type_,
+            customer=customer,
+            site=site,
+            region=region,
+            contact_phone=phone,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        msg = f"--{first['loc'][0]}: {first['msg']}"
+        raise ConfigError(msg) from exc
+    with Session(engine) as session:
+        device, token = crud.register_device(session, data=data, actor=audit.cli_actor())
+    if as_json:
+        typer.echo(json.dumps({"id": device.id, "enrollment_token": token}))
+    else:
+        typer.echo(f"device:           {device.id}")
+        typer.echo(f"enrollment token: {token}")
+        typer.echo(f"(valid until {device.enrollment_expires_at:%Y-%m-%d %H:%M} UTC, usable once)")
+
+
+@device_app.command("revoke")
+def device_revoke(
+    device_id: Annotated[str, typer.Argument(help="the device to revoke")],
+    config: ConfigOption = None,
+    wait: Annotated[
+        float,
+        typer.Option(help="seconds to wait for the broker's reload helper (reload_by = helper)"),
+    ] = 10.0,
+) -> None:
+    """Revoke a device: refused at once by the server; the broker's update is applied or queued."""
+    from provisioning.broker_update import update_broker, wait_until_applied
+    from provisioning.ca import CertificateAuthority
+    from server import crud
+
+    settings, engine = open_database(config)
+    ca = CertificateAuthority.load(settings.state_dir)
+    with Session(engine) as session:
+        device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=audit.cli_actor())
+    typer.echo(f"revoked {device.id}: the server refuses it from now on")
+    state = update_broker(ca.paths, device_id=device_id)
+    if state.pending and state.reload_by == "helper":
+        state = wait_until_applied(ca.paths, state.generation, wait)
+    if state.state == "applied":
+        typer.echo("broker: applied (it reloaded its CRL and ACL and refuses the device)")
+    elif state.state == "unmanaged":
+        typer.echo(
+            "broker: not managed here (no `fieldlink broker-config` folder): "
+            "update its CRL and send it SIGHUP yourself"
+        )
+    else:
+        since = f" since {state.public()['pending_since']}" if state.pending_since else ""
+        typer.echo(f"broker: pending{since}; the server retries until the broker has it")
+        if state.last_error:
+            typer.echo(f"last error: {state.last_error}")
+
+
+@device_app.command("token")
+def device_token(
+    device_id: Annotated[str, typer.Argument(help="the device")],
+    hours: Annotated[float, typer.Option(help="how long the token works")] = 24.0,
+    config: ConfigOption = None,
+) -> None:
+    """Issue a fresh one-time enrollment token (for a new device, or to enroll one again)."""
+    from datetime import timedelta
+
+    from server import crud
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        device, token = crud.new_enrollment_token(
+            session, device_id=device_id, token_ttl=timedelta(hours=hours), actor=audit.cli_actor()
+        )
+    typer.echo(f"enrollment token for {device.id}: {token}")

@@ -1,0 +1,25 @@
+"""``fieldlink server run|init-config``: the server process and its sample configuration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from server.cli.common import ConfigOption
+from server.config import load_server_settings
+from server.config_sample import init_config
+
+server_app = typer.Typer(help="Run the fieldlink server.", no_args_is_help=True)
+server_app.command("init-config")(init_config)
+
+
+@server_app.command("run")
+def run(config: ConfigOption = None) -> None:
+    """Run the server: HTTP API and console, ingest, sessions."""
+    from server.runner import serve
+    from shared.logs import configure_logging
+
+    settings = load_server_settings(config)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))

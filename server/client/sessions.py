@@ -1,0 +1,438 @@
+"""Remote sessions from the operator's command line: ``session`` and ``exec``.
+
+Everything goes through the API (docs/protocol.md) with the token ``fieldlink
+login`` saved:
+
+- ``fieldlink session open|list|show|close|recording`` manage sessions; ``open``
+  follows the new session (the site's approval, the device connecting) until it
+  is active or closed.
+- ``fieldlink exec DEVICE -- CMD`` runs one command (``POST .../exec``) and exits
+  with its status.
+
+``exec``, ``connect`` and ``ssh`` (:mod:`server.client.sockets`) get their session
+from :func:`operator_session`: a new one (closed when done, Ctrl-C included)
+unless ``--session`` names an open one. ``exec`` and ``ssh`` exit 255 on their
+own errors, as OpenSSH does, so that a remote exit status stays recognisable;
+every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+
+from server.client.api import ApiClient
+from shared.errors import FieldlinkError
+
+#: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
+OWN_ERROR: Final = 255
+
+_PROGRESS: Final = {
+    "requested": "requested, waiting for the device to answer",
+    "awaiting_consent": "awaiting the site's approval",
+    "connecting": "the device is connecting",
+    "active": "active",
+}
+
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", "-r", help="why (shown to the site, audited)")
+]
+SessionOption = Annotated[
+    str | None, typer.Option("--session", help="use this open session instead of a new one")
+]
+
+
+class SessionEnded(FieldlinkError):
+    """The session closed before (or while) it could be used."""
+
+
+def closed_message(session: dict[str, Any]) -> str:
+    """The one line for a closed session: its close reason and detail."""
+    text = f"session {session['id']} closed: {session.get('close_reason') or 'closed'}"
+    if session.get("detail"):
+        text += f" ({session['detail']})"
+    return text
+
+
+def follow(
+    api: ApiClient,
+    session: dict[str, Any],
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Long-poll a session until it is ``active`` or ``closed``; ``report`` sees each change."""
+    while session["state"] not in ("active", "closed"):
+        previous = session["state"]
+        session = api.session(session["id"], since=previous)
+        if session["state"] == previous:
+            # A server that does not follow this session answers at once: do not spin.
+            time.sleep(0.5)
+        elif report is not None:
+            report(session)
+    return session
+
+
+def say(text: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout stays the command's output)."""
+    typer.echo(text, err=True)
+
+
+def _report_state(session: dict[str, Any]) -> None:
+    if session["state"] in _PROGRESS:
+        say(f"session {session['id']}: {_PROGRESS[session['state']]}")
+
+
+def _report_consent(session: dict[str, Any]) -> None:
+    # Only the wait a person must act on; the rest would clutter a command's stderr.
+    if session["state"] == "awaiting_consent":
+        _report_state(session)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def operator_session(
+    device_id: str,
+    *,
+    session_id: str | None,
+    reason: str,
+    services: list[str] | None = None,
+) -> Iterator[tuple[ApiClient, dict[str, Any]]]:
+    """The logged-in client and an active session to ``device_id``: the one named, or a new one.
+
+    A session opened here is closed on the way out (Ctrl-C and SIGTERM
+    included); one named with ``--session`` is left open. The one place that
+    ``exec``, ``connect`` and ``ssh`` get their session from.
+
+    Raises:
+        SessionEnded: It closed before it was active.
+        FieldlinkError: ``session_id`` belongs to another device, or the API refused.
+    """
+    api = ApiClient.from_credentials()
+    try:
+        opened = session_id is None
+        if session_id is None:
+            session = api.open_session(device_id, reason=reason, services=services)
+        else:
+            session = api.session(session_id)
+            if session["device_id"] != device_id:
+                msg = f"session {session_id} is to {session['device_id']}, not {device_id}"
+                raise FieldlinkError(msg)
+        try:
+            session = follow(api, session, _report_consent)
+            if session["state"] == "closed":
+                raise SessionEnded(closed_message(session))
+            yield api, session
+        finally:
+            if opened:
+                with contextlib.suppress(FieldlinkError):
+                    api.close_session(session["id"])
+    finally:
+        api.close()
+
+
+def own_errors_exit_255(function: Callable[[], int]) -> int:
+    """Run ``function``; turn fieldlink's own errors into one line and exit status 255."""
+    try:
+        with interrupted_by_termination():
+            return function()
+    except FieldlinkError as exc:
+        say(f"error: {exc}")
+        return OWN_ERROR
+
+
+# -- fieldlink session ... ------------------------------------------------------------------
+
+session_app = typer.Typer(
+    help="Remote sessions: open, list, show, close, and download their recordings.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+class StateFilter(StrEnum):
+    """What ``session list --state`` accepts."""
+
+    OPEN = "open"
+    REQUESTED = "requested"
+    AWAITING_CONSENT = "awaiting_consent"
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+@session_app.command("open")
+def open_command(
+    device: Annotated[str, typer.Argument(help="the device id")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why (shown to the site, audited)")],
+    incident: Annotated[
+        int | None, typer.Option("--incident", help="the incident this session serves")
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option("--service", "-s", help="a service it may reach (repeat; default: all)"),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="follow it until active or closed")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Open a session to a device; print its id and follow it until it is active.
+
+    Exits non-zero when the session closes instead (site denied, device
+    unreachable...), with its close reason.
+    """
+    api = ApiClient.from_credentials()
+    try:
+        session = api.open_session(device, reason=reason, incident_id=incident, services=service)
+        if not as_json:
+            typer.echo(session["id"])
+            say(f"session {session['id']} to {device}: {_PROGRESS.get(session['state'], '')}")
+        if wait:
+            try:
+                session = follow(api, session, None if as_json else _report_state)
+            except KeyboardInterrupt:
+                say(f"interrupted: closing session {session['id']}")
+                with contextlib.suppress(FieldlinkError):
+                    api.close_session(session["id"])
+                raise
+    finally:
+        api.close()
+    if as_json:
+        typer.echo(json.dumps(session, indent=2))
+    if session["state"] == "closed":
+        raise SessionEnded(closed_message(session))
+    if wait and not as_json:
+        say(f"close it with: fieldlink session close {session['id']}")
+
+
+def _when(value: Any) -> str:
+    return str(value or "-")[:19].replace("T", " ")
+
+
+def _state_text(session: dict[str, Any]) -> str:
+    if session["state"] == "closed" and session.get("close_reason"):
+        return f"closed ({session['close_reason']})"
+    return str(session["state"])
+
+
+@session_app.command("list")
+def list_command(
+    device: Annotated[str | None, typer.Option("--device", "-d", help="only this device")] = None,
+    state: Annotated[
+        StateFilter | None, typer.Option("--state", help="open (not closed) or one state")
+    ] = None,
+    operator: Annotated[str | None, typer.Option(help="only this operator's")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1, max=500)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List sessions, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    wanted = state.value if state is not None else None
+    for key, value in (("device_id", device), ("state", wanted), ("operator", operator)):
+        if value is not None:
+            params[key] = value
+    api = ApiClient.from_credentials()
+    try:
+        page = api.sessions(**params)
+    finally:
+        api.close()
+    if as_json:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    rows = [("SESSION", "DEVICE", "OPERATOR", "STATE", "CREATED", "REASON")]
+    for s in page["items"]:
+        rows.append(
+            (
+                s["id"],
+                s["device_id"],
+                s["operator"],
+                _state_text(s),
+                _when(s.get("created_at")),
+                _short(s["reason"].replace("\n", " "), 40),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    typer.echo(f"{len(page['items'])} of {page['count']} sessions")
+
+
+def format_session(s: dict[str, Any]) -> str:
+    """A session as ``field  value`` lines."""
+    state = _state_text(s)
+    if s["state"] == "closed" and s.get("detail"):
+        state += f": {s['detail']}"
+    services = ", ".join(s.get("services") or []) or "all the site allows"
+    if s.get("services_used"):
+        services += f" (used: {', '.join(s['services_used'])})"
+    recording = "-"
+    if s.get("has_recording"):
+        recording = f"sha256 {s.get('recording_sha256')} (fieldlink session recording {s['id']})"
+    lines = [
+        ("session", s["id"]),
+        ("device", s["device_id"]),
+        ("operator", s["operator"]),
+        ("state", state),
+        ("reason", s["reason"]),
+        ("incident", str(s["incident_id"]) if s.get("incident_id") is not None else "-"),
+        ("services", services),
+        ("origin", s.get("origin") or "-"),
+        ("created", _when(s.get("created_at"))),
+        ("started", _when(s.get("started_at"))),
+        ("ended", _when(s.get("ended_at"))),
+        ("bytes", f"{s['bytes_to_device']} to the device, {s['bytes_from_device']} from it"),
+        ("recording", recording),
+    ]
+    for refusal in s.get("refusals") or []:
+        lines.append(("refused", json.dumps(refusal, sort_keys=True)))
+    return "\n".join(f"{name:<10} {value}" for name, value in lines)
+
+
+@session_app.command("show")
+def show_command(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one session: state, close reason, services used, bytes, recording."""
+    api = ApiClient.from_credentials()
+    try:
+        session = api.session(session_id)
+    finally:
+        api.close()
+    typer.echo(json.dumps(session, indent=2) if as_json else format_session(session))
+
+
+@session_app.command("close")
+def close_command(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    as_json: JsonOption = False,
+) -> None:
+    """Close a session (the tunnel is down when this returns)."""
+    api = ApiClient.from_credentials()
+    try:
+        session = api.close_session(session_id)
+    finally:
+        api.close()
+    if as_json:
+        typer.echo(json.dumps(session, indent=2))
+    else:
+        typer.echo(f"session {session['id']}: {_state_text(session)}")
+
+
+@session_app.command("recording")
+def recording_command(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="write to this file (default: stdout)"),
+    ] = None,
+) -> None:
+    """Download a closed session's shell recording (asciicast v2, for `asciinema play`)."""
+    api = ApiClient.from_credentials()
+    try:
+        body, headers = api.recording(session_id)
+    finally:
+        api.close()
+    expected = headers.get("x-content-sha256")
+    if expected and hashlib.sha256(body).hexdigest() != expected:
+        msg = f"the recording of {session_id} does not match its SHA-256 ({expected})"
+        raise FieldlinkError(msg)
+    if output is None:
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        output.write_bytes(body)
+    except OSError as exc:
+        msg = f"cannot write {output}: {exc.strerror or exc}"
+        raise FieldlinkError(msg) from exc
+    say(f"{output}: {len(body)} bytes, sha256 {expected or hashlib.sha256(body).hexdigest()}")
+
+
+# -- fieldlink exec -------------------------------------------------------------------------
+
+
+def command_line(words: list[str]) -> str:
+    """The command text for the device's shell.
+
+    One argument is a shell command line as written (``'ls | wc -l'``); several
+    are quoted word by word, so ``sh -c 'exit 3'`` keeps its three words (where
+    ``ssh`` would join them with spaces).
+    """
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def exec_command(
+    device: Annotated[str, typer.Argument(help="the device id")],
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="-- CMD...",
+            help="the command: one argument is a shell line, several are quoted word by word",
+            show_default=False,
+        ),
+    ],
+    reason: ReasonOption = None,
+    session_id: SessionOption = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="seconds the command may run", min=0.1, max=600)
+    ] = 30.0,
+) -> None:
+    """Run one command on a device: its stdout and stderr here, its exit status as ours.
+
+    Exits 255 on fieldlink's own errors (not logged in, unknown device, the
+    session closed...).
+    """
+    text = command_line(command)
+
+    def run() -> int:
+        with operator_session(
+            device, session_id=session_id, reason=reason or _short(f"fieldlink exec: {text}")
+        ) as (api, session):
+            result = api.exec(session["id"], text, timeout)
+        sys.stdout.write(result["stdout"])
+        sys.stdout.flush()
+        sys.stderr.write(result["stderr"])
+        sys.stderr.flush()
+        status = result["exit_status"]
+        if status is None or not 0 <= status <= 255:
+            say("error: the command ended without an exit status (killed by a signal?)")
+            return OWN_ERROR
+        return int(status)
+
+    raise typer.Exit(own_errors_exit_255(run))
+
+
+@contextlib.contextmanager
+def interrupted_by_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP act as Ctrl-C, so that the session is closed on the way out.
+
+    They are passed on as SIGINT, which ``asyncio.run`` turns into cancelling its
+    task (its clean-up runs) and plain code into :class:`KeyboardInterrupt`.
+    """
+
+    def as_interrupt(_signum: int, _frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

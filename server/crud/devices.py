@@ -1,0 +1,111 @@
+"""Devices in the registry: add, get, and the fleet list with its search and filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, or_, select
+
+from server.models import Device, DeviceCreate
+from shared.errors import Conflict, NotFound
+from shared.ids import check_device_id, derive_device_id
+
+
+def add_device(session: Session, *, data: DeviceCreate) -> Device:
+    """Insert a device (flushed, not committed); its id is derived from type and serial if absent.
+
+    Raises:
+        Conflict: when the id is taken.
+    """
+    device_id = check_device_id(data.id) if data.id else derive_device_id(data.type, data.serial)
+    device = Device(**data.model_dump(exclude={"id"}), id=device_id)
+    session.add(device)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        msg = f"device {device_id!r} already exists"
+        raise Conflict(msg) from exc
+    return device
+
+
+def create_device(session: Session, *, data: DeviceCreate) -> Device:
+    """Register a device without an enrollment token (imports, tests).
+
+    Raises:
+        Conflict: when the id is taken.
+    """
+    device = add_device(session, data=data)
+    session.commit()
+    session.refresh(device)
+    return device
+
+
+def get_device(session: Session, *, device_id: str) -> Device:
+    """The device with that id.
+
+    Raises:
+        NotFound: when there is none.
+    """
+    device = session.get(Device, device_id)
+    if device is None:
+        msg = f"no device {device_id!r}"
+        raise NotFound(msg)
+    return device
+
+
+def _digits(value: str) -> str:
+    return "".join(ch for ch in value if ch.isdigit())
+
+
+def list_devices(
+    session: Session,
+    *,
+    q: str | None = None,
+    online: bool | None = None,
+    device_type: str | None = None,
+    customer: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[Sequence[Device], int]:
+    """A page of devices matching the filters, and how many match in all.
+
+    ``q`` matches id, serial, customer and site by substring (case-insensitive),
+    and the contact phone by its digits, so "+49 30 1234" finds "0049-30-1234".
+    """
+    conditions: list[Any] = []
+    if q:
+        # ``%`` and ``_`` in the search are literal characters, not wildcards.
+        literal = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
+        options = [
+            func.lower(Device.id).like(pattern, escape="\\"),
+            func.lower(Device.serial).like(pattern, escape="\\"),
+            func.lower(Device.customer).like(pattern, escape="\\"),
+            func.lower(func.coalesce(Device.site, "")).like(pattern, escape="\\"),
+        ]
+        digits = _digits(q)
+        if len(digits) >= 3:
+            phone: Any = func.coalesce(Device.contact_phone, "")
+            for ch in " +-()/.":
+                phone = func.replace(phone, ch, "")
+            options.append(phone.like(f"%{digits.lstrip('0') or digits}%"))
+        conditions.append(or_(*options))
+    if online is not None:
+        conditions.append(col(Device.online).is_(online))
+    if device_type:
+        conditions.append(Device.type == device_type)
+    if customer:
+        conditions.append(Device.customer == customer)
+    if status:
+        conditions.append(Device.status == status)
+    where = sa.and_(sa.true(), *conditions)
+    total = session.exec(select(func.count()).select_from(Device).where(where)).one()
+    rows = session.exec(
+        select(Device).where(where).order_by(col(Device.id)).limit(limit).offset(offset)
+    ).all()
+    return rows, int(total)
