@@ -1,6 +1,6 @@
 """The agent's settings: ``[agent]`` of ``agent.toml`` under ``FIELDLINK_<KEY>`` overrides.
 
-The semantics are those of :mod:`shared.config` (a TOML section, every key
+The semantics are those of :mod:`server.config_file` (a TOML section, every key
 overridable by an environment variable, one clear error line naming the bad
 key, never its value), but without pydantic: importing pydantic-settings alone
 costs the agent about 23 MB of resident memory, most of its 30 MB budget.
@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from agent.remote.policy import SitePolicy
+from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
 from shared.ids import is_device_id
 from shared.tomlfile import read_toml_section
@@ -63,36 +64,6 @@ SSH_HOST_KEY_FILENAME: Final = "ssh_host_ed25519_key"
 DEFAULT_CONFIG_DIR: Final = DEFAULT_CONFIG_PATH.parent
 #: Schemes a ``tunnel_proxy`` URL may use.
 PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where the broker listens, parsed from ``mqtt://host:port`` or ``mqtts://host:port``."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """Parse a broker URL (default ports 1883 and 8883).
-
-        Raises:
-            ValueError: when the URL is not an ``mqtt://`` or ``mqtts://`` URL with a host.
-        """
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            msg = "must be an mqtt://host:port or mqtts://host:port URL"
-            raise ValueError(msg)
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
-            msg = "must be an mqtt://host:port or mqtts://host:port URL"
-            raise ValueError(msg)
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,12 @@ from typing import Annotated, Final
 
 import typer
 
-from agent.config import BrokerAddress
 from agent.health.collectors.base import Collector
 from agent.health.outbox import MemoryOutbox
 from agent.health.profiles import ProfileOptions, SimulatedHost, create_profile
 from agent.remote.policy import ServiceTarget, SitePolicy
 from agent.supervisor import Agent
+from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
 from shared.hostkeys import ensure_host_keys
 from shared.ids import check_device_id

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent.config import AgentSettings, BrokerAddress, default_host_key_file
+from agent.config import AgentSettings, default_host_key_file
 from agent.health.collectors.base import Collector, Reading, collect_all
 from agent.health.link import BrokerLink, DeviceLogger, tls_context
 from agent.health.outbox import Outbox, SqliteOutbox
@@ -48,6 +48,7 @@ from agent.remote.control import ControlError, ControlServer, control_socket_pat
 from agent.remote.policy import SitePolicy
 from agent.remote.session_process import SPARE_LINGER_S
 from agent.remote.sessions import SessionController, SessionFactory
+from shared.broker_url import BrokerAddress
 
 if TYPE_CHECKING:
     from agent.identity.renew import CertificateRenewer

@@ -41,7 +41,7 @@ from server.ingest.items import BatchResult
 from server.models import Device
 from shared import topics
 from shared.ids import new_id
-from shared.protocol import HealthSample, dump_message
+from shared.models import HealthSample, dump_message
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.postgres import PostgresCluster
 

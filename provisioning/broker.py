@@ -70,6 +70,7 @@ from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority, hand_back_to
 from shared.errors import ConfigError, FieldlinkError, UnavailableError
 from shared.signing import write_file_atomic
 from shared.topics import PREFIX, SERVER_STATE
+from shared.wire import MAX_PAYLOAD_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ PASSWORD_HASH_ITERATIONS: Final = 1000
 MAX_QUEUED_MESSAGES: Final = 100_000
 MAX_INFLIGHT_MESSAGES: Final = 100
 #: Payloads are at most 64 KiB (the protocol's limit); leave room for topic and headers.
-MAX_PACKET_SIZE: Final = 64 * 1024 + 4096
+MAX_PACKET_SIZE: Final = MAX_PAYLOAD_BYTES + 4096
 DEFAULT_BROKER_USER: Final = "mosquitto"
 
 #: The topics a device may publish to (under ``fieldlink/v1/<its id>/``).

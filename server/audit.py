@@ -38,7 +38,7 @@ from sqlmodel import Session, col, func, select
 from server.models import GENESIS_HASH, AuditEntry, AuditHead
 from shared.errors import FieldlinkError
 from shared.ids import utcnow
-from shared.protocol import canonical_json
+from shared.models import canonical_json
 
 logger = logging.getLogger(__name__)
 

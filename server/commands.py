@@ -2,7 +2,7 @@
 
 A :class:`CommandPublisher` keeps an MQTT connection of its own (reconnecting
 with jittered backoff) for publishing commands at QoS 1 on each device's
-``cmd`` topic. Each command is a :class:`shared.protocol.Command` with a fresh
+``cmd`` topic. Each command is a :class:`shared.models.Command` with a fresh
 id, ``expires_at = issued_at + ttl`` (60 s by default) and the device's id,
 signed with the CA's Ed25519 command key (:func:`shared.signing.sign_command`).
 Commands are refused for unknown and revoked devices before anything is signed.
@@ -41,7 +41,7 @@ from server.mqtt import make_client
 from shared import topics
 from shared.errors import Conflict, FieldlinkError, NotFound, UnavailableError
 from shared.ids import new_id, utcnow
-from shared.protocol import Command, CommandResult, dump_message
+from shared.models import Command, CommandResult, dump_message
 from shared.signing import sign_command
 
 if TYPE_CHECKING:

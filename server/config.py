@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from server.config_file import FieldlinkSettings, load_settings
 from server.kpi.config import KpiSettings
-from shared.config import FieldlinkSettings, load_settings
 from shared.tomlfile import resolve_config_path
+from shared.wire import Severity
 
 DEFAULT_CONFIG = Path("/etc/fieldlink/server.toml")
 
@@ -23,7 +23,7 @@ class ThresholdRule(BaseModel):
     metric: str
     above: float | None = None
     below: float | None = None
-    severity: Literal["info", "warning", "error", "critical"] = "warning"
+    severity: Severity = "warning"
     code: str | None = None
 
 

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from server.config import DEFAULT_CONFIG, ServerSettings
-from shared.config import load_settings
+from server.config_file import load_settings
 from shared.errors import ConfigError
 
 SAMPLE = "server.sample.toml"

@@ -22,9 +22,7 @@ import asyncio
 import logging
 import ssl
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -33,11 +31,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from provisioning.broker import SERVER_PASSWORD_FILE
 from provisioning.ca import SERVER_CLIENT_CN
 from server.config import ServerSettings
+from shared.broker_url import BrokerAddress, BrokerUrlError
 from shared.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 #: Every live TLS context that presents the server's certificate, with its files:
 #: a renewed certificate is loaded into them (:func:`reload_client_certificates`), so
@@ -45,22 +42,6 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _CLIENT_CONTEXTS: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[str, str | None]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker listens and how to reach it."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-    def __repr__(self) -> str:
-        # Never show the password in logs or tracebacks.
-        scheme = "mqtts" if self.tls else "mqtt"
-        return f"BrokerAddress({scheme}://{self.host}:{self.port})"
 
 
 def parse_broker_url(url: str, *, embedded_port: int = 0) -> BrokerAddress:
@@ -77,25 +58,11 @@ def parse_broker_url(url: str, *, embedded_port: int = 0) -> BrokerAddress:
             msg = "broker_url is 'embedded' but the embedded broker's port is not known yet"
             raise ConfigError(msg)
         return BrokerAddress("127.0.0.1", embedded_port, tls=False)
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS:
-        msg = f"broker_url must be mqtt://, mqtts:// or 'embedded', not {parts.scheme!r}"
-        raise ConfigError(msg)
     try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-    except ValueError as exc:
-        msg = "broker_url has an invalid port"
-        raise ConfigError(msg) from exc
-    if not parts.hostname:
-        msg = "broker_url has no host"
-        raise ConfigError(msg)
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port,
-        tls=parts.scheme == "mqtts",
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        return BrokerAddress.parse(url)
+    except BrokerUrlError as exc:
+        msg = f"broker_url {exc} (or 'embedded')"
+        raise ConfigError(msg) from None
 
 
 def credentials(settings: ServerSettings, address: BrokerAddress) -> tuple[str | None, str | None]:

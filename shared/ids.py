@@ -8,8 +8,8 @@ import uuid
 from datetime import UTC, datetime
 
 from shared.errors import InvalidDeviceId
+from shared.wire import DEVICE_ID_PATTERN
 
-DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 _SLUG_DROP = re.compile(r"[^a-z0-9-]+")
 

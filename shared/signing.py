@@ -1,7 +1,7 @@
 """Ed25519 signing and verification of server commands.
 
 The server signs every command with its Ed25519 command key over
-:func:`shared.protocol.canonical_json` of every field but ``sig``; the agent
+:func:`shared.models.canonical_json` of every field but ``sig``; the agent
 verifies it with the public key it pinned at enrollment. The signature is
 base64url without padding, in ``sig``.
 
@@ -19,12 +19,12 @@ extra fields included. A command is refused, each time with its own
 * ``expired``: ``expires_at`` is past (beyond the allowance);
 * ``replayed``: its id was seen before and it has not expired yet.
 
-``cryptography`` and the pydantic models of :mod:`shared.protocol` are
+``cryptography`` and the pydantic models of :mod:`shared.models` are
 imported inside the functions that need them: importing this module (for the
 replay cache or key files) costs next to nothing, and an agent that receives
 no command never loads either. Measured on this project's machines (Python
 3.11, cryptography 50): the Ed25519 primitives add about 15 ms and 7.5 MiB
-resident, once; :mod:`shared.protocol` with pydantic about 12 MiB more.
+resident, once; :mod:`shared.models` with pydantic about 12 MiB more.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from shared.protocol import Command
+    from shared.models import Command
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def _b64url_signature(text: str) -> bytes | None:
 
 def signed_payload(data: dict[str, Any]) -> bytes:
     """The bytes a command's signature covers: canonical JSON of every field but ``sig``."""
-    from shared.protocol import canonical_json
+    from shared.models import canonical_json
 
     return canonical_json({key: value for key, value in data.items() if key != "sig"})
 
@@ -314,7 +314,7 @@ def sign_command(private_key: Ed25519PrivateKey, command: Command) -> Command:
 
     Returns:
         A copy of ``command`` with ``sig`` set. Publish it with
-        :func:`shared.protocol.dump_message`.
+        :func:`shared.models.dump_message`.
 
     Raises:
         ValueError: when the command names no device (agents refuse such commands).
@@ -456,7 +456,8 @@ class ReplayCache:
 def _parse_wire(payload: bytes | bytearray | str | Command) -> tuple[dict[str, Any], Command]:
     from pydantic import ValidationError
 
-    from shared.protocol import MAX_PAYLOAD_BYTES, Command
+    from shared.models import Command
+    from shared.wire import MAX_PAYLOAD_BYTES
 
     if isinstance(payload, Command):
         return json.loads(payload.model_dump_json(exclude_none=True)), payload

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
-from agent.config import BrokerAddress
 from agent.health.outbox import Outbox
 from agent.health.samples import with_sent_at
 from shared import __version__ as AGENT_VERSION
 from shared import topics
+from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
 from shared.ids import isoformat_z, utcnow
 

@@ -1,7 +1,7 @@
-"""Health samples as they go on the wire (``shared.protocol.HealthSample``), built without pydantic.
+"""Health samples as they go on the wire (``shared.wire.HealthSampleReport``), without pydantic.
 
-The server validates every sample with the pydantic model; the agent only
-writes the same JSON, which keeps pydantic (about 19 MB resident) out of it.
+The server validates every sample with the pydantic model (``shared.models.HealthSample``);
+the agent only writes the same JSON, which keeps pydantic (about 19 MB resident) out of it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import datetime
 
 from agent.health.collectors.base import Reading, status_of
 from shared.ids import isoformat_z, new_id, utcnow
+from shared.wire import PROTOCOL_VERSION, HealthSampleReport
 
 
 def new_boot_id() -> str:
@@ -39,8 +40,8 @@ class SampleBuilder:
             dropped: Samples the outbox dropped since the previous sample.
             ts: When it was collected (now by default).
         """
-        sample = {
-            "v": 1,
+        sample: HealthSampleReport = {
+            "v": PROTOCOL_VERSION,
             "device_id": self.device_id,
             "boot_id": self.boot_id,
             "seq": self.next_seq,

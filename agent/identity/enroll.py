@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from agent.identity.http import post_json
+from shared.broker_url import BrokerAddress, BrokerUrlError
 from shared.errors import FieldlinkError
 from shared.ids import is_device_id
 from shared.signing import load_public_key, write_file_atomic
@@ -253,9 +254,11 @@ def _check_answer(data: dict[str, Any], keys: _DeviceKeys) -> tuple[x509.Certifi
     except FieldlinkError as exc:
         msg = f"the server's command key is unusable: {exc}"
         raise EnrollmentFailed(msg) from exc
-    if not data["broker_url"].startswith(("mqtt://", "mqtts://")):
-        msg = f"the server's broker_url is not an mqtt(s):// URL: {data['broker_url']!r}"
-        raise EnrollmentFailed(msg)
+    try:
+        BrokerAddress.parse(data["broker_url"])
+    except BrokerUrlError as exc:
+        msg = f"the server's broker_url is unusable: it {exc}"
+        raise EnrollmentFailed(msg) from None
     return cert, device_id
 
 

@@ -36,6 +36,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from shared import __version__ as AGENT_VERSION
 from shared import topics
 from shared.ids import isoformat_z, utcnow
+from shared.wire import (
+    COMMAND_REFUSED,
+    CONFIG_UPDATE,
+    DIAGNOSTICS_COLLECT,
+    MAX_COMMAND_ID_LENGTH,
+    TELEMETRY_RESEND,
+)
 
 if TYPE_CHECKING:
     from agent.health.collectors.base import Reading
@@ -45,10 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: Where the replay cache lives, under ``state_dir``.
 REPLAY_CACHE_FILENAME: Final = "command-replay.json"
-#: ``shared.protocol.TELEMETRY_RESEND`` (not imported: the agent starts without pydantic).
-TELEMETRY_RESEND: Final = "telemetry.resend"
-#: The event type of a refusal on ``.../events``.
-REFUSED_EVENT: Final = "command.refused"
 #: Refusal reason when no command key is pinned (or it cannot be read).
 NO_KEY: Final = "no_key"
 #: Result error of a command type nobody registered.
@@ -62,8 +65,6 @@ OUT_OF_BOUNDS: Final = "out_of_bounds"
 #: Bounds of ``interval_s`` a ``config.update`` may set.
 MIN_INTERVAL_S: Final = 1.0
 MAX_INTERVAL_S: Final = 3600.0
-# Ids are 8-64 characters (shared.protocol.Command); anything else is not echoed back.
-_MAX_ID_LENGTH: Final = 64
 
 
 class CommandFailed(Exception):
@@ -167,7 +168,7 @@ def _pinned_public_key(path: Path) -> Any:
 
 
 def _readable_id(value: object) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable():
+    if isinstance(value, str) and 0 < len(value) <= MAX_COMMAND_ID_LENGTH and value.isprintable():
         return value
     return None
 
@@ -263,7 +264,7 @@ class CommandDispatcher:
     def _refused(self, reason: str, command_id: str | None, why: str) -> list[Outgoing]:
         logger.warning("refused command %s: %s", command_id or "(no readable id)", why)
         answers = [
-            device_event(self.device_id, REFUSED_EVENT, {"id": command_id, "reason": reason})
+            device_event(self.device_id, COMMAND_REFUSED, {"id": command_id, "reason": reason})
         ]
         if command_id is not None:
             answers.append(self.result(command_id, ok=False, error=reason))
@@ -400,7 +401,7 @@ def default_registry(agent: AgentControl) -> CommandRegistry:
     (:meth:`agent.remote.sessions.SessionController.register`).
     """
     registry = CommandRegistry()
-    registry.register("diagnostics.collect", diagnostics_handler(agent))
-    registry.register("config.update", config_update_handler(agent))
+    registry.register(DIAGNOSTICS_COLLECT, diagnostics_handler(agent))
+    registry.register(CONFIG_UPDATE, config_update_handler(agent))
     registry.register(TELEMETRY_RESEND, telemetry_resend_handler(agent))
     return registry

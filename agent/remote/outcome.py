@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from agent.remote.policy import CloseReason
 from shared.ids import utcnow
+from shared.wire import CloseReason
 
 RefusalKind = Literal["forward", "channel", "auth", "sftp"]
 

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
 from agent.remote.outcome import Refusal, RefusalKind, SessionOutcome
-from agent.remote.policy import CLOSE_REASONS, CloseReason, ServiceTarget, SitePolicy
+from agent.remote.policy import ServiceTarget, SitePolicy
 from shared.ids import utcnow
+from shared.wire import CLOSE_REASONS, CloseReason
 
 #: The longest line either side writes (an outcome with its 50 refusals fits many times).
 MAX_LINE: Final = 1024 * 1024

@@ -30,19 +30,6 @@ from shared.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ConsentMode = Literal["none", "notify", "required"]
-#: Why a session ended (docs/protocol.md, session ``close_reason``).
-CloseReason = Literal[
-    "operator",
-    "idle_timeout",
-    "max_duration",
-    "site_denied",
-    "site_ended",
-    "agent_unreachable",
-    "server_restart",
-    "access_revoked",
-    "error",
-]
-CLOSE_REASONS: Final[frozenset[str]] = frozenset(get_args(CloseReason))
 
 #: Defaults of ``[agent.policy]``.
 DEFAULT_APPROVAL_TIMEOUT_S: Final = 60.0

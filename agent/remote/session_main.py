@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.remote import pipe
 from agent.remote.outcome import Refusal, SessionOutcome
-from agent.remote.policy import CLOSE_REASONS
+from shared.wire import CLOSE_REASONS
 
 logger = logging.getLogger("agent.remote.session")
 

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 from agent.remote import pipe
 from agent.remote.outcome import Refusal, SessionOutcome
-from agent.remote.policy import CloseReason
 from shared.ids import utcnow
+from shared.wire import CloseReason
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Remote sessions on the device: ``session.open`` and ``session.close``, site consent, reports.
 
 The server publishes a signed ``session.open`` (its body is
-:class:`shared.protocol.SessionOpen`). Once the dispatcher has verified it,
+:class:`shared.models.SessionOpen`). Once the dispatcher has verified it,
 :class:`SessionController` checks it against the site policy and answers at
 once: the session's services must all be allowed (else ``not_allowed``, and a
 ``session.denied`` event), and the device holds at most ``max_sessions``
@@ -24,7 +24,7 @@ Consent (``[agent.policy] consent``):
 
 A running session reports ``session.started`` once the server's SSH client
 has authenticated, one ``session.refused`` per refusal, and at the end
-``session.closed`` (a :class:`shared.protocol.SessionClosedReport`). Its limits
+``session.closed`` (a :class:`shared.models.SessionClosedReport`). Its limits
 are the smaller of the site's and the command's ``max_duration_s`` and
 ``idle_timeout_s``.
 
@@ -61,29 +61,32 @@ from agent.remote.commands import (
     Outgoing,
     device_event,
 )
-from agent.remote.policy import CloseReason, SitePolicy
+from agent.remote.policy import SitePolicy
 from shared.errors import Conflict, NotFound
 from shared.ids import isoformat_z, utcnow
+from shared.wire import (
+    MAX_CLOSE_DETAIL_LENGTH,
+    MAX_REFUSAL_REASON_LENGTH,
+    MAX_REFUSAL_TARGET_LENGTH,
+    SESSION_APPROVED,
+    SESSION_AWAITING_CONSENT,
+    SESSION_CLOSE,
+    SESSION_CLOSED,
+    SESSION_DENIED,
+    SESSION_OPEN,
+    SESSION_REFUSED,
+    SESSION_STARTED,
+    CloseReason,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from agent.remote.outcome import Refusal, SessionOutcome
     from agent.remote.session_process import SpareProcess
-    from shared.protocol import SessionOpen
+    from shared.models import SessionOpen
 
 logger = logging.getLogger(__name__)
-
-# The names of shared.protocol, which imports pydantic (about 20 MB the idle agent
-# does without); tests/unit/agent/remote/test_sessions.py keeps them equal.
-SESSION_OPEN: Final = "session.open"
-SESSION_CLOSE: Final = "session.close"
-SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"
-SESSION_APPROVED: Final = "session.approved"
-SESSION_DENIED: Final = "session.denied"
-SESSION_STARTED: Final = "session.started"
-SESSION_REFUSED: Final = "session.refused"
-SESSION_CLOSED: Final = "session.closed"
 
 #: Result errors of a refused ``session.open`` or ``session.close``.
 BUSY: Final = "busy"
@@ -96,10 +99,6 @@ CLOSE_WAIT_S: Final = 3.0
 SHUTDOWN_WAIT_S: Final = 5.0
 #: Refusals listed in ``session.closed`` (each one also had its ``session.refused``).
 MAX_REPORTED_REFUSALS: Final = 50
-# Field limits of shared.protocol.SessionRefusal and SessionClosedReport.
-_MAX_TARGET: Final = 512
-_MAX_REFUSAL_REASON: Final = 256
-_MAX_DETAIL: Final = 1024
 
 SessionState = Literal["awaiting_consent", "connecting", "active"]
 _Model = TypeVar("_Model", bound="BaseModel")
@@ -263,7 +262,7 @@ class SessionController:
             CommandFailed: ``invalid`` body, ``not_allowed`` services, ``busy``,
                 ``already_open``, or a session key that has ``expired``.
         """
-        from shared.protocol import SessionOpen
+        from shared.models import SessionOpen
 
         spec = _parse(SessionOpen, request.body)
         if spec.session_id in self._sessions:
@@ -312,7 +311,7 @@ class SessionController:
         Raises:
             CommandFailed: ``invalid`` body, or ``unknown_session``.
         """
-        from shared.protocol import SessionClose
+        from shared.models import SessionClose
 
         spec = _parse(SessionClose, request.body)
         entry = self._sessions.get(spec.session_id)
@@ -625,8 +624,8 @@ def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
 def _refusal_body(refusal: Refusal) -> dict[str, str]:
     return {
         "kind": refusal.kind,
-        "target": refusal.target[:_MAX_TARGET],
-        "reason": refusal.reason[:_MAX_REFUSAL_REASON],
+        "target": refusal.target[:MAX_REFUSAL_TARGET_LENGTH],
+        "reason": refusal.reason[:MAX_REFUSAL_REASON_LENGTH],
     }
 
 
@@ -641,19 +640,19 @@ def _closed_report(
     ended_at: datetime | None = None,
     refusals: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The body of ``session.closed`` (:class:`shared.protocol.SessionClosedReport`)."""
+    """The body of ``session.closed`` (:class:`shared.models.SessionClosedReport`)."""
     report: dict[str, Any] = {
         "session_id": session_id,
         "close_reason": close_reason,
-        "detail": detail[:_MAX_DETAIL],
+        "detail": detail[:MAX_CLOSE_DETAIL_LENGTH],
         "bytes_from_server": bytes_from_server,
         "bytes_to_server": bytes_to_server,
         "ended_at": isoformat_z(ended_at or utcnow()),
         "refusals": [
             {
                 "kind": r["kind"],
-                "target": r["target"][:_MAX_TARGET],
-                "reason": r["reason"][:_MAX_REFUSAL_REASON],
+                "target": r["target"][:MAX_REFUSAL_TARGET_LENGTH],
+                "reason": r["reason"][:MAX_REFUSAL_REASON_LENGTH],
             }
             for r in (refusals or [])[:MAX_REPORTED_REFUSALS]
         ],

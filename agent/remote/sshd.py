@@ -48,35 +48,27 @@ from typing import Any, Final, Literal
 import asyncssh
 
 from agent.remote.outcome import Refusal, RefusalKind, SessionOutcome
-from agent.remote.policy import CLOSE_REASONS, CloseReason, SitePolicy
+from agent.remote.policy import SitePolicy
 from agent.remote.shellrequest import HelperSession
 from agent.remote.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
 from shared.ids import utcnow
-from shared.tunnel_transport import TunnelConnector
+from shared.tunnel import (
+    CHANNEL_MAX_PACKET,
+    CHANNEL_WINDOW,
+    CIPHERS,
+    KEEPALIVE_INTERVAL_S,
+    LOGIN_TIMEOUT_S,
+    SESSION_CLOSED_CODE,
+    TunnelConnector,
+)
+from shared.wire import CLOSE_REASONS, CloseReason
 
 logger = logging.getLogger(__name__)
 
-#: AES-GCM first (AES-NI makes it the fastest); chacha20 for CPUs without it.
-CIPHERS: Final = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-)
-#: Receive window and largest SSH packet the agent accepts on each channel (uploads,
-#: operator input). asyncssh's 32 KiB packets cost per-packet Python work that 128 KiB
-#: packets divide by four; the window covers the WebSocket's extra latency.
-CHANNEL_WINDOW: Final = 8 * 1024 * 1024
-CHANNEL_MAX_PACKET: Final = 128 * 1024
-#: Time the server has to authenticate once the tunnel is open.
-LOGIN_TIMEOUT_S: Final = 15.0
 #: Time a shell's output may take to drain after the shell exits.
 OUTPUT_DRAIN_TIMEOUT_S: Final = 1.0
 #: Time between SIGHUP and SIGKILL for processes left when a session ends.
 KILL_GRACE_S: Final = 1.0
-#: SSH disconnect code of a session closed with a reason (RFC 4250 private-use
-#: range; asyncssh treats the standard "by application" code as a silent close,
-#: which would lose the reason). The reason text is the close reason.
-SESSION_CLOSED_CODE: Final = 0xFE000001
 
 # Runs in the child between fork and exec: makes the PTY its controlling
 # terminal (so Ctrl-C and job control work), then becomes the shell. A
@@ -262,7 +254,7 @@ class AgentSession:
             window=CHANNEL_WINDOW,
             max_pktsize=CHANNEL_MAX_PACKET,
             login_timeout=LOGIN_TIMEOUT_S,
-            keepalive_interval=0,
+            keepalive_interval=KEEPALIVE_INTERVAL_S,
         )
         connection: asyncssh.SSHServerConnection | None = None
         try:
@@ -337,7 +329,7 @@ class AgentSession:
     def _connection_lost(self, exc: Exception | None) -> None:
         if isinstance(exc, asyncssh.DisconnectError) and exc.code == SESSION_CLOSED_CODE:
             reason = exc.reason.split(" (error", 1)[0]
-            self._remote_reason = reason if reason in CLOSE_REASONS else "operator"  # type: ignore[assignment]
+            self._remote_reason = reason if reason in CLOSE_REASONS else "operator"
             self._remote_detail = "closed by the server"
         elif exc is not None and self._local_reason is None:
             self._remote_reason = "error"

@@ -22,7 +22,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import AuthError, UnavailableError
-from shared.tunnel_transport import (
+from shared.tunnel import (
     MAX_MESSAGE_BYTES,
     SUBPROTOCOL,
     MessageStreamTransport,

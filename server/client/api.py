@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import httpx2 as httpx
 
 from shared.errors import AuthError, FieldlinkError, UnavailableError
+from shared.tunnel import ws_url
 
 #: How long one ``GET /sessions/{id}?wait_s=`` may wait on the server.
 LONG_POLL_S: Final = 25.0
@@ -152,12 +153,7 @@ class ApiClient:
 
     def ws_url(self, path: str, **query: Any) -> str:
         """``ws(s)://server/api/v1{path}?query`` for a session socket."""
-        base = self.server
-        if base.startswith("https://"):
-            base = "wss://" + base.removeprefix("https://")
-        elif base.startswith("http://"):
-            base = "ws://" + base.removeprefix("http://")
-        return f"{base}/api/v1{path}" + (f"?{urlencode(query)}" if query else "")
+        return ws_url(self.server, f"/api/v1{path}") + (f"?{urlencode(query)}" if query else "")
 
     # -- accounts ---------------------------------------------------------------------------
 

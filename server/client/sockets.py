@@ -31,6 +31,14 @@ from server.client.sessions import (
     say,
 )
 from shared.errors import AuthError, FieldlinkError, UnavailableError
+from shared.wire import (
+    WS_FORBIDDEN,
+    WS_GOING_AWAY,
+    WS_NORMAL,
+    WS_NOT_FOUND,
+    WS_SESSION_CLOSED,
+    WS_UNAUTHORIZED,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -39,11 +47,6 @@ if TYPE_CHECKING:
 CHUNK: Final = 256 * 1024
 #: Largest message accepted from the server (it sends at most 64 KiB).
 MAX_MESSAGE: Final = 4 * 1024 * 1024
-#: Close codes of the session sockets (``server.api.routes.sessions``).
-WS_UNAUTHORIZED: Final = 4401
-WS_FORBIDDEN: Final = 4403
-WS_NOT_FOUND: Final = 4404
-WS_SESSION_CLOSED: Final = 4410
 #: Tells the server that the local side sent its last byte (half-close).
 EOF_MESSAGE: Final = json.dumps({"type": "eof"})
 
@@ -90,7 +93,7 @@ def close_error(exc: Exception, what: str) -> FieldlinkError | None:
     from websockets.exceptions import ConnectionClosed
 
     frame = exc.rcvd if isinstance(exc, ConnectionClosed) else None
-    if frame is None or frame.code in (1000, 1001):
+    if frame is None or frame.code in (WS_NORMAL, WS_GOING_AWAY):
         return None
     reason = frame.reason or "no reason given"
     if frame.code == WS_UNAUTHORIZED:

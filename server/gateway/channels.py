@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import asyncssh
 
 from server.sessions.bridges import BridgedChannel, ChannelEnd, link
-from server.sessions.client import SESSION_CLOSED_CODE
 from shared.errors import FieldlinkError
+from shared.tunnel import SESSION_CLOSED_CODE
 
 if TYPE_CHECKING:
     from server.gateway.connection import GatewayConnection

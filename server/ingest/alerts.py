@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from server.config import ThresholdRule
-from shared.protocol import Fault
+from shared.models import Fault
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
 from server.ingest.timestamps import future_bound_s
 from shared.ids import utcnow
-from shared.protocol import DeviceEvent, Fault, HealthSample
+from shared.models import DeviceEvent, Fault, HealthSample
+from shared.wire import FAULT_CLEARED, FAULT_RAISED, SESSION_EVENT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ class BatchRules:
         event = item.event
         device.seen(item.received_at)
         self._record(device.id, event.type, event.ts, item.received_at, dict(event.body))
-        if event.type.startswith("session."):
+        if event.type.startswith(SESSION_EVENT_PREFIX):
             self.result.session_events.append((device.id, event))
         at = alert_time(event.ts, device.clock_offset_s, item.received_at)
         fault = event_fault(event)
@@ -338,10 +339,10 @@ class BatchRules:
             return
         fault_key = AlertKey("device", fault.code)
         is_open = fault_key in self._open_keys[device.id]
-        if event.type == "fault.raised" and not is_open:
+        if event.type == FAULT_RAISED and not is_open:
             details = AlertDetails(fault.severity, fault.message)
             self._apply_alerts(device.id, AlertPlan(to_open={fault_key: details}), at)
-        elif event.type == "fault.cleared" and is_open:
+        elif event.type == FAULT_CLEARED and is_open:
             self._apply_alerts(device.id, AlertPlan(to_clear={fault_key}), at)
 
     # -- alerts, history, status -----------------------------------------------------------
@@ -455,7 +456,7 @@ def alert_time(ts: datetime, clock_offset_s: float | None, received_at: datetime
 
 def event_fault(event: DeviceEvent) -> Fault | None:
     """The fault a ``fault.raised`` / ``fault.cleared`` event names, if its body is valid."""
-    if event.type not in ("fault.raised", "fault.cleared"):
+    if event.type not in (FAULT_RAISED, FAULT_CLEARED):
         return None
     try:
         return Fault.model_validate(event.body)

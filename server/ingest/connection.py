@@ -40,7 +40,7 @@ from server.ingest.items import Pending
 from server.mqtt import broker_endpoint, make_paho_client
 from shared import topics
 from shared.ids import new_id, utcnow
-from shared.protocol import ServerState, dump_message
+from shared.models import ServerState, dump_message
 
 logger = logging.getLogger(__name__)
 

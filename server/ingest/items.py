@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.protocol import CommandResult, DeviceEvent, DeviceState, HealthSample
+from shared.models import CommandResult, DeviceEvent, DeviceState, HealthSample
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.protocol import DeviceState
+from shared.models import DeviceState
 
 #: Offline reasons an agent may give; anything else reads as a lost connection.
 OFFLINE_REASONS = frozenset({"shutdown", "connection_lost"})

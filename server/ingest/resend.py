@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any, Final, Protocol
 
 from server import metrics
-from shared.protocol import TELEMETRY_RESEND
+from shared.wire import TELEMETRY_RESEND
 
 logger = logging.getLogger(__name__)
 

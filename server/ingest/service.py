@@ -6,7 +6,7 @@ the fleet's messages. Its threads:
 
 - the ingest thread drives paho (``client.loop()``; PUBLISH packets are decoded by
   :mod:`server.ingest.receive` from 64 KiB reads), validates every payload with
-  :func:`shared.protocol.parse_message` as it arrives (a bad message is counted and
+  :func:`shared.models.parse_message` as it arrives (a bad message is counted and
   dropped; it never stops ingestion), hands the valid ones to the writer in
   batches (``ingest_batch_size`` messages; or :data:`GATHER_S` after the first one
   when the socket is drained; or ``ingest_flush_ms`` after it), and only then
@@ -67,7 +67,7 @@ from server.ingest.items import BatchResult
 from server.ingest.store import IngestStore
 from server.ingest.validate import Validator
 from server.ingest.writer import BatchWriter, Checkpointer
-from shared.protocol import CommandResult, DeviceEvent
+from shared.models import CommandResult, DeviceEvent
 
 logger = logging.getLogger(__name__)
 

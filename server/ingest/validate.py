@@ -1,7 +1,7 @@
 """Validation: one message from the broker becomes an item for the writer, or is counted.
 
 Every payload is validated as it arrives, on the ingest thread, with
-:func:`shared.protocol.parse_message`. A bad message is counted
+:func:`shared.models.parse_message`. A bad message is counted
 (``fieldlink_ingest_rejected_total{reason}``) and dropped, and when its topic
 names a device, a :class:`~server.ingest.items.RejectedItem` carries the
 rejection to the device's row; it never stops ingestion. A sample stamped
@@ -27,7 +27,7 @@ from server.ingest.items import (
 from server.ingest.timestamps import TimestampBounds
 from shared import topics
 from shared.errors import ProtocolError
-from shared.protocol import CommandResult, DeviceEvent, DeviceState, HealthSample, parse_message
+from shared.models import CommandResult, DeviceEvent, DeviceState, HealthSample, parse_message
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,6 @@ from server.models.incident import (
 )
 from server.models.instance import ServerInstance
 from server.models.session import (
-    OPEN_STATES,
-    SESSION_STATES,
     ExecRequest,
     ExecResultPublic,
     RemoteSession,
@@ -40,6 +38,8 @@ from server.models.session import (
 )
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
 from server.models.user import ROLES, ApiToken, User, UserPublic, UsersPublic, role_at_least
+from shared.wire import OPEN_SESSION_STATES as OPEN_STATES
+from shared.wire import SESSION_STATES
 
 __all__ = [
     "CHANNELS",

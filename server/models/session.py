@@ -16,12 +16,8 @@ from sqlmodel import Field, SQLModel
 
 from server.models.base import JSONType, utc_column
 from shared.ids import utcnow
-from shared.protocol import CloseReason
+from shared.wire import CloseReason
 
-#: Session states (docs/protocol.md), in the order a session moves through them.
-SESSION_STATES: Final = ("requested", "awaiting_consent", "connecting", "active", "closed")
-#: States of a session that is not closed.
-OPEN_STATES: Final = ("requested", "awaiting_consent", "connecting", "active")
 #: Where a session was opened from.
 ORIGINS: Final = ("api", "gateway", "console", "cli")
 

@@ -12,5 +12,5 @@
 - :mod:`server.sessions.registry`: sessions waiting for their agent, and live connections.
 - :mod:`server.sessions.relay`: the ``WS /api/v1/tunnel/{session_id}`` endpoint.
 - :mod:`server.sessions.client`: :class:`~server.sessions.client.AgentConnection`.
-- :mod:`shared.tunnel_transport`: the asyncio transport over a WebSocket both ends use.
+- :mod:`shared.tunnel`: the asyncio transport over a WebSocket both ends use.
 """

@@ -21,31 +21,21 @@ from typing import Any, Final, NamedTuple
 import asyncssh
 
 from server.sessions.errors import AgentAuthFailed, TunnelError
-from shared.tunnel_transport import MessageStreamTransport, TunnelConnector
+from shared.tunnel import (
+    CHANNEL_MAX_PACKET,
+    CHANNEL_WINDOW,
+    CIPHERS,
+    KEEPALIVE_INTERVAL_S,
+    SESSION_CLOSED_CODE,
+    MessageStreamTransport,
+    TunnelConnector,
+)
+from shared.wire import AGENT_CLOSE_REASONS
 
 logger = logging.getLogger(__name__)
 
-#: AES-GCM first (AES-NI); chacha20 for agents on CPUs without it.
-CIPHERS: Final = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-)
-#: Receive window and largest SSH packet the server accepts on each channel (what
-#: the agent sends: downloads, shell output). asyncssh's 32 KiB default packets cost
-#: per-packet Python work (framing, one AES-GCM call, a slice of the input buffer) that
-#: 128 KiB packets divide by four; the window covers the WebSocket's extra latency.
-CHANNEL_WINDOW: Final = 8 * 1024 * 1024
-CHANNEL_MAX_PACKET: Final = 128 * 1024
 #: The user name the server presents (the agent ignores it; the key decides).
 SSH_USERNAME: Final = "fieldlink"
-#: Close reasons the agent reports (docs/protocol.md).
-AGENT_CLOSE_REASONS: Final = frozenset(
-    {"operator", "idle_timeout", "max_duration", "site_denied", "site_ended", "error"}
-)
-#: SSH disconnect code of a session closed with a reason (RFC 4250 private use;
-#: asyncssh treats the standard "by application" code as a silent close).
-SESSION_CLOSED_CODE: Final = 0xFE000001
 
 
 class ExecResult(NamedTuple):
@@ -275,7 +265,7 @@ async def connect_agent(
         "gss_kex": False,
         "connect_timeout": login_timeout_s,
         "login_timeout": login_timeout_s,
-        "keepalive_interval": 0,
+        "keepalive_interval": KEEPALIVE_INTERVAL_S,
         "window": CHANNEL_WINDOW,
         "max_pktsize": CHANNEL_MAX_PACKET,
     }

@@ -13,31 +13,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.sessions.client import AgentConnection, connect_agent
 from server.sessions.registry import SessionRegistry
 from shared.errors import FieldlinkError
-from shared.tunnel_transport import SUBPROTOCOL, MessageStreamTransport
+from shared.tunnel import LOGIN_TIMEOUT_S, SUBPROTOCOL, MessageStreamTransport
+from shared.wire import WS_POLICY_VIOLATION, WS_SERVICE_RESTART
 
 logger = logging.getLogger(__name__)
-
-#: Limit on the SSH handshake once the agent's socket is accepted.
-DEFAULT_LOGIN_TIMEOUT_S: Final = 15.0
-#: WebSocket close code of a refused tunnel (before accept: HTTP 403).
-POLICY_VIOLATION: Final = 1008
-#: WebSocket close code uvicorn sends on every socket when this server shuts down (an
-#: agent sending it itself only mislabels its own session's end).
-SERVICE_RESTART: Final = 1012
 
 
 class SessionRelay:
     """The tunnel endpoint, bound to the registry of pending sessions."""
 
     def __init__(
-        self, registry: SessionRegistry, *, login_timeout_s: float = DEFAULT_LOGIN_TIMEOUT_S
+        self, registry: SessionRegistry, *, login_timeout_s: float = LOGIN_TIMEOUT_S
     ) -> None:
         self.registry = registry
         self._login_timeout_s = login_timeout_s
@@ -50,7 +42,7 @@ class SessionRelay:
         if scheme.lower() == "bearer" and token:
             pending = self.registry.claim(session_id, token.strip())
         if pending is None:
-            await websocket.close(code=POLICY_VIOLATION)
+            await websocket.close(code=WS_POLICY_VIOLATION)
             return
         offered = websocket.scope.get("subprotocols", [])
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -95,7 +87,7 @@ def _asgi_transport(
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             closed = True
-            if message.get("code") == SERVICE_RESTART:
+            if message.get("code") == WS_SERVICE_RESTART:
                 server_stopping()
             return None
         data = message.get("bytes")

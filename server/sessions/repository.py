@@ -22,7 +22,7 @@ from server.models import OPEN_STATES, Device, RemoteSession
 from server.sessions.limits import check_limits
 from server.sessions.recording import file_digest
 from server.sessions.states import earlier_than
-from shared import protocol
+from shared import wire
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
 
@@ -272,7 +272,7 @@ def note_event(db: Session, device_id: str, kind: str, body: dict[str, Any]) -> 
     if row is None or row.device_id != device_id:
         return
     report = dict(row.agent_report or {})
-    if kind == protocol.SESSION_STARTED:
+    if kind == wire.SESSION_STARTED:
         report["started"] = {
             "services": [str(name) for name in body.get("services", [])][:64],
             "max_duration_s": body.get("max_duration_s"),

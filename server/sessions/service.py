@@ -60,15 +60,16 @@ from server.sessions.states import (
     move_on_event,
     refusal_reason,
 )
-from shared import protocol
+from shared import models, wire
 from shared.errors import Conflict, ProtocolError, UnavailableError
 from shared.ids import new_id, new_token, utcnow
+from shared.tunnel import ws_url
 
 if TYPE_CHECKING:
     from server.commands import CommandPublisher
     from server.sessions.client import AgentConnection
     from server.sessions.liveness import InstanceLiveness
-    from shared.protocol import DeviceEvent
+    from shared.models import DeviceEvent
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class SessionService:
                 expires_at=expires_at,
             )
         )
-        body = protocol.SessionOpen(
+        body = models.SessionOpen(
             session_id=session_id,
             ws_url=self._ws_url(session_id, base_url),
             token=token,
@@ -276,7 +277,7 @@ class SessionService:
         try:
             pending = await commands.send(
                 device_id,
-                protocol.SESSION_OPEN,
+                wire.SESSION_OPEN,
                 body,
                 ttl=timedelta(seconds=self.settings.session_open_timeout_s),
             )
@@ -291,12 +292,7 @@ class SessionService:
         base = self.settings.tunnel_url or self.settings.public_url or base_url
         if not base:
             base = f"http://{self.settings.http_host}:{self.settings.http_port}"
-        base = base.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base.removeprefix("https://")
-        elif base.startswith("http://"):
-            base = "ws://" + base.removeprefix("http://")
-        return f"{base}/api/v1/tunnel/{session_id}"
+        return ws_url(base, f"/api/v1/tunnel/{session_id}")
 
     # -- following ------------------------------------------------------------------------
 
@@ -419,9 +415,9 @@ class SessionService:
         """Ingest's ``on_session_event``: the agent's side of a session moved."""
         session_id = str(event.body.get("session_id", ""))
         live = self._live.get(session_id)
-        if event.type == protocol.SESSION_CLOSED:
+        if event.type == wire.SESSION_CLOSED:
             self._spawn(self._store_report(device_id, event))
-        elif event.type in (protocol.SESSION_STARTED, protocol.SESSION_REFUSED):
+        elif event.type in (wire.SESSION_STARTED, wire.SESSION_REFUSED):
             self._spawn(self._db(repository.note_event, device_id, event.type, dict(event.body)))
         if live is None or live.device_id != device_id:
             return
@@ -435,7 +431,7 @@ class SessionService:
 
     async def _store_report(self, device_id: str, event: DeviceEvent) -> None:
         try:
-            report = protocol.SessionClosedReport.model_validate(event.body)
+            report = models.SessionClosedReport.model_validate(event.body)
         except ValueError:
             logger.warning("device %s sent a malformed session.closed report", device_id)
             return
@@ -624,7 +620,7 @@ class SessionService:
             return False
         await commands.send(
             device_id,
-            protocol.SESSION_CLOSE,
+            wire.SESSION_CLOSE,
             {"session_id": session_id, "reason": reason},
             ttl=timedelta(seconds=60),
         )

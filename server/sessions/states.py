@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, get_args
 
-from server.models.session import OPEN_STATES, SESSION_STATES
-from shared import protocol
-from shared.protocol import CloseReason
+from shared import wire
+from shared.wire import OPEN_SESSION_STATES as OPEN_STATES
+from shared.wire import SESSION_STATES, CloseReason
 
 if TYPE_CHECKING:
     from server.sessions.client import AgentConnection
@@ -46,14 +46,14 @@ __all__ = [
 #: Every close reason (docs/protocol.md, session ``close_reason``).
 CLOSE_REASONS: Final[tuple[str, ...]] = get_args(CloseReason)
 #: The close reason of sessions whose server stopped (or was judged dead).
-SERVER_RESTART: Final = "server_restart"
+SERVER_RESTART: Final[CloseReason] = "server_restart"
 #: The close reason (and WebSocket close reason) when the operator's access was withdrawn.
-ACCESS_REVOKED: Final = "access_revoked"
+ACCESS_REVOKED: Final[CloseReason] = "access_revoked"
 #: Command result errors of ``session.open`` that are the site's refusal.
 _SITE_REFUSALS: Final = frozenset({"not_allowed", "site_denied", "denied"})
 
 #: Each state's place in the order a session moves through them.
-_ORDER: Final = {state: place for place, state in enumerate(SESSION_STATES)}
+_ORDER: Final[dict[str, int]] = {state: place for place, state in enumerate(SESSION_STATES)}
 
 
 def can_move(current: str, target: str) -> bool:
@@ -72,11 +72,11 @@ def move_on_event(current: str, event_type: str) -> str | None:
     ``session.denied`` closes a session that is not active yet (an active one was
     approved already: a late denial is ignored).
     """
-    if event_type == protocol.SESSION_AWAITING_CONSENT:
+    if event_type == wire.SESSION_AWAITING_CONSENT:
         target = "awaiting_consent"
-    elif event_type == protocol.SESSION_APPROVED:
+    elif event_type == wire.SESSION_APPROVED:
         target = "connecting"
-    elif event_type == protocol.SESSION_DENIED:
+    elif event_type == wire.SESSION_DENIED:
         return "closed" if current not in ("active", "closed") else None
     else:
         return None

@@ -33,6 +33,7 @@ from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
 from server.web.templating import render
 from shared.errors import NotFound
+from shared.wire import HEALTH_STATUSES
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth_router)
@@ -45,7 +46,7 @@ FLEET_PAGE = 50
 #: Open incidents the desk shows.
 DESK_INCIDENTS = 12
 INCIDENTS_PAGE = 50
-STATUSES = ("ok", "warning", "fault")
+STATUSES = HEALTH_STATUSES
 RESOLUTIONS = ("remote", "phone", "dispatch", "no_fault")
 CHANNELS = ("phone", "web", "email", "alert")
 _TEXT = Annotated[str | None, Query(max_length=128)]

@@ -25,7 +25,7 @@ import pytest
 
 from shared import topics
 from shared.ids import isoformat_z, utcnow
-from shared.protocol import DeviceState, HealthSample, parse_message
+from shared.models import DeviceState, HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker, mosquitto_binary
 from tests.fixtures.ports import wait_for_port
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.config import BrokerAddress
 from agent.health.collectors import Reading
 from agent.health.outbox import SqliteOutbox
 from agent.supervisor import Agent
 from shared import topics
+from shared.broker_url import BrokerAddress
 from shared.ids import new_id, utcnow
-from shared.protocol import ServerState, dump_message
+from shared.models import ServerState, dump_message
 from tests.fixtures.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration

@@ -43,7 +43,7 @@ from server.sessions.registry import PendingSession, SessionRegistry
 from server.sessions.relay import SessionRelay
 from shared import topics
 from shared.ids import new_id, new_token, utcnow
-from shared.protocol import (
+from shared.models import (
     Command,
     CommandResult,
     DeviceEvent,

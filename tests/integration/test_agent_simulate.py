@@ -14,7 +14,7 @@ import pytest
 
 from agent.simulate import fleet_ids, run_fleet
 from shared import topics
-from shared.protocol import DeviceState, HealthSample, parse_message
+from shared.models import DeviceState, HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.integration.test_agent_daemon import ClosingMosquitto, Recorder
 

@@ -27,7 +27,7 @@ from server.models.device import Device
 from shared import topics
 from shared.errors import NotFound
 from shared.ids import new_id, utcnow
-from shared.protocol import (
+from shared.models import (
     Command,
     CommandResult,
     DeviceEvent,

@@ -25,7 +25,7 @@ from server.models.telemetry import DeviceEventRecord
 from server.upkeep import FleetUpkeep, Upkeep
 from shared import topics
 from shared.ids import new_id, utcnow
-from shared.protocol import (
+from shared.models import (
     CommandResult,
     DeviceEvent,
     DeviceState,

@@ -26,7 +26,7 @@ from server.ingest import IngestService
 from server.models import Device
 from shared import topics
 from shared.ids import new_id
-from shared.protocol import dump_message
+from shared.models import dump_message
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.integration.test_ingest import counter, device_when, eventually, register, sample
 

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from agent.config import BrokerAddress
 from agent.health.collectors import Reading
 from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
@@ -29,6 +28,7 @@ from server.ingest import IngestService
 from server.ingest.resend import GapResender
 from server.models import Device
 from shared import topics
+from shared.broker_url import BrokerAddress
 from shared.ids import new_id
 from tests.fixtures.mosquitto import MosquittoBroker
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.health.collectors.snmp import PrinterMibCollector, ProfileReading, SnmpTarget
 from shared import topics
-from shared.protocol import HealthSample, parse_message
+from shared.models import HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.snmpsim import (
     RECORDINGS,

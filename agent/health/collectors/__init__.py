@@ -5,13 +5,13 @@ from __future__ import annotations
 from agent.health.collectors.base import (
     Collector,
     CollectorBusy,
-    FaultReport,
     Reading,
     collect_all,
     status_of,
 )
 from agent.health.collectors.system import SystemCollector
 from agent.health.registry import create_collector, register_collector, registered_collectors
+from shared.wire import FaultReport
 
 __all__ = [
     "Collector",

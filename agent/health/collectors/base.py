@@ -13,20 +13,11 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Protocol
+
+from shared.wire import FaultReport, HealthStatus
 
 logger = logging.getLogger(__name__)
-
-Status = Literal["ok", "warning", "fault"]
-FaultSeverity = Literal["info", "warning", "error", "critical"]
-
-
-class FaultReport(TypedDict):
-    """A fault as it goes on the wire (``shared.protocol.Fault``)."""
-
-    code: str
-    severity: FaultSeverity
-    message: str
 
 
 @dataclass(slots=True)
@@ -55,7 +46,7 @@ class CollectorBusy(RuntimeError):
     """The collector's previous call is still running (it hung), so this one is skipped."""
 
 
-def status_of(faults: Sequence[FaultReport]) -> Status:
+def status_of(faults: Sequence[FaultReport]) -> HealthStatus:
     """The sample's status: ``fault`` for an error or critical fault, ``warning`` for a warning."""
     severities = {fault["severity"] for fault in faults}
     if severities & {"error", "critical"}:

@@ -109,8 +109,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from agent.health.collectors.base import FaultReport, FaultSeverity, Reading
+from agent.health.collectors.base import Reading
 from shared.errors import ConfigError
+from shared.wire import FaultReport
+from shared.wire import Severity as FaultSeverity
 
 logger = logging.getLogger(__name__)
 

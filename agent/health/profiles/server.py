@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from agent.health.collectors.base import FaultReport, Reading
+from agent.health.collectors.base import Reading
 from agent.health.profiles.base import ProfileOptions
 from shared.errors import ConfigError
+from shared.wire import FaultReport
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from agent.health.collectors.base import FaultReport, FaultSeverity, Reading
+from agent.health.collectors.base import Reading
 from agent.health.profiles.base import ProfileOptions
+from shared.wire import FaultReport
+from shared.wire import Severity as FaultSeverity
 
 _TONERS = ("black", "cyan", "magenta", "yellow")
 # Service-call codes an MFP raises, with what its panel says.

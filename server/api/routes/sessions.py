@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, status
 from fastapi.responses import FileResponse
@@ -55,17 +55,18 @@ from server.sessions.repository import recording_file
 from server.sessions.service import SessionClosed, SessionService
 from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
+from shared.wire import (
+    WS_FORBIDDEN,
+    WS_NORMAL,
+    WS_NOT_FOUND,
+    WS_SESSION_CLOSED,
+    WS_UNAUTHORIZED,
+    WS_UNAVAILABLE,
+)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["sessions"])
-
-#: WebSocket close codes: the session is closed / not yours / the device refused.
-WS_SESSION_CLOSED: Final = 4410
-WS_FORBIDDEN: Final = 4403
-WS_UNAUTHORIZED: Final = 4401
-WS_NOT_FOUND: Final = 4404
-WS_UNAVAILABLE: Final = 4503
 
 
 def get_service(request: Request) -> SessionService:
@@ -376,7 +377,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
             await _send_closed(websocket, service, session_id, "the session closed")
         else:
             with contextlib.suppress(Exception):
-                await websocket.close(code=1000, reason="shell exited")
+                await websocket.close(code=WS_NORMAL, reason="shell exited")
 
 
 @router.websocket("/sessions/{session_id}/forward/{service_name}")
@@ -404,4 +405,4 @@ async def forward(websocket: WebSocket, session_id: str, service_name: str) -> N
         await _send_revoked(websocket, channel.why)
     if websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(code=1000)
+            await websocket.close(code=WS_NORMAL)

@@ -6,11 +6,11 @@ import asyncio
 import json
 import random
 
-from agent.config import BrokerAddress
 from agent.health.collectors import Reading
 from agent.health.link import reconnect_delay
 from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
+from shared.broker_url import BrokerAddress
 from tests.fixtures.ports import free_port
 
 

@@ -28,7 +28,7 @@ def test_an_agent_ready_for_sessions_loads_neither_the_stack_nor_pydantic() -> N
     statement = (
         "import agent.remote.sessions, agent.remote.control\n"
         "from pathlib import Path\n"
-        "from agent.config import BrokerAddress\n"
+        "from shared.broker_url import BrokerAddress\n"
         "from agent.health.outbox import MemoryOutbox\n"
         "from agent.remote.policy import SitePolicy\n"
         "from agent.supervisor import Agent\n"

@@ -50,6 +50,8 @@ class Center:
     devices: dict[str, PendingDevice] = field(default_factory=dict)
     #: When set, answer with a certificate for another key (a misbehaving server).
     swap_key: bool = False
+    #: The broker URL the answer names.
+    broker_url: str = "mqtts://127.0.0.1:8883"
 
     def add(self, device_id: str) -> str:
         issued = issue_enrollment_token()
@@ -74,7 +76,7 @@ class Center:
         assert record is not None
         record.enrolled_at = utcnow()
         record.ssh_host_key = body.get("ssh_host_key")
-        return 200, result.response(broker_url="mqtts://127.0.0.1:8883", server_url=self.url)
+        return 200, result.response(broker_url=self.broker_url, server_url=self.url)
 
 
 @pytest.fixture
@@ -162,6 +164,21 @@ async def test_certificate_for_another_key_is_not_accepted(center: Center, tmp_p
     center.swap_key = True
     token = center.add("mfp-0042")
     with pytest.raises(EnrollmentFailed, match="another key"):
+        await enroll(center.url, token, tmp_path / "device")
+    assert not (tmp_path / "device").exists()
+
+
+@pytest.mark.parametrize(
+    "broker_url", ["mqtts://", "mqtt://:1883", "mqtts://host:99999", "http://host:8883"]
+)
+async def test_an_answer_naming_an_unusable_broker_url_is_refused(
+    center: Center, tmp_path: Path, broker_url: str
+) -> None:
+    # The same parser the agent's settings use later (shared.broker_url): a URL that
+    # passes enrollment but not the daemon's start would leave a device that never connects.
+    center.broker_url = broker_url
+    token = center.add("mfp-0042")
+    with pytest.raises(EnrollmentFailed, match="broker_url is unusable"):
         await enroll(center.url, token, tmp_path / "device")
     assert not (tmp_path / "device").exists()
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from server.cli.server import server_app
 from server.config import ServerSettings
+from server.config_file import load_settings
 from server.config_sample import render_sample
 from server.kpi.config import KpiSettings
-from shared.config import load_settings
 
 
 def _keys_in(text: str) -> set[str]:

@@ -35,7 +35,7 @@ from server.ingest.sequence import MAX_SEQ_JUMP, NewSample, SequenceMark, accoun
 from server.ingest.service import default_group
 from server.ingest.timestamps import FUTURE_MARGIN_S, plausible_ts
 from shared import topics
-from shared.protocol import DeviceState, Fault
+from shared.models import DeviceState, Fault
 
 T0 = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 EMPTY = SequenceMark(None, None, None)

@@ -25,7 +25,7 @@ from server.ingest.items import (
 from server.ingest.validate import Validator
 from shared import topics
 from shared.ids import utcnow
-from shared.protocol import DeviceEvent, DeviceState, Fault, HealthSample, dump_message
+from shared.models import DeviceEvent, DeviceState, Fault, HealthSample, dump_message
 
 SETTINGS = ServerSettings(database_url="sqlite://", ingest_batch_size=3, ingest_flush_ms=100)
 NOW = utcnow()

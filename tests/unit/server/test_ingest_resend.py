@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from server.ingest.resend import RESEND_TTL, GapResender, resend_via
-from shared.protocol import TELEMETRY_RESEND
+from shared.wire import TELEMETRY_RESEND
 
 
 class Clock:

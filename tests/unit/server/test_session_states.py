@@ -17,7 +17,7 @@ from server.sessions.states import (
     move_on_event,
     refusal_reason,
 )
-from shared import protocol
+from shared import wire
 from shared.ids import utcnow
 
 
@@ -35,15 +35,15 @@ def test_close_reasons_include_the_servers_own() -> None:
 @pytest.mark.parametrize(
     ("current", "event", "target"),
     [
-        ("requested", protocol.SESSION_AWAITING_CONSENT, "awaiting_consent"),
-        ("connecting", protocol.SESSION_AWAITING_CONSENT, None),
-        ("awaiting_consent", protocol.SESSION_APPROVED, "connecting"),
+        ("requested", wire.SESSION_AWAITING_CONSENT, "awaiting_consent"),
+        ("connecting", wire.SESSION_AWAITING_CONSENT, None),
+        ("awaiting_consent", wire.SESSION_APPROVED, "connecting"),
         # Approved after the tunnel is up: an active session never goes back.
-        ("active", protocol.SESSION_APPROVED, None),
-        ("awaiting_consent", protocol.SESSION_DENIED, "closed"),
-        ("active", protocol.SESSION_DENIED, None),
-        ("closed", protocol.SESSION_DENIED, None),
-        ("closed", protocol.SESSION_APPROVED, None),
+        ("active", wire.SESSION_APPROVED, None),
+        ("awaiting_consent", wire.SESSION_DENIED, "closed"),
+        ("active", wire.SESSION_DENIED, None),
+        ("closed", wire.SESSION_DENIED, None),
+        ("closed", wire.SESSION_APPROVED, None),
         ("requested", "session.unheard_of", None),
     ],
 )

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shared import signing
 from shared.errors import SignatureError
-from shared.protocol import Command, dump_message
+from shared.models import Command, dump_message
 from shared.signing import (
     BadLifetime,
     BadSignature,

@@ -16,10 +16,10 @@ from typing import Any, cast
 import aiomqtt
 import pytest
 
-from agent.config import BrokerAddress
 from agent.health.link import BrokerLink
 from agent.health.outbox import MemoryOutbox
 from shared import topics
+from shared.broker_url import BrokerAddress
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

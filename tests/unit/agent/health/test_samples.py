@@ -1,4 +1,4 @@
-"""Samples are shared.protocol.HealthSample JSON: the server's own model accepts them."""
+"""Samples are shared.models.HealthSample JSON: the server's own model accepts them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from agent.health.collectors import Reading
 from agent.health.samples import SampleBuilder, with_sent_at
-from shared.protocol import HealthSample, parse_message
+from shared.models import HealthSample, parse_message
 
 
 def test_sample_validates_as_health_sample() -> None:

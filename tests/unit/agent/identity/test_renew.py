@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlmodel import Session
 
-from agent.config import AgentSettings, BrokerAddress, load_agent_settings
+from agent.config import AgentSettings, load_agent_settings
 from agent.health.link import BrokerLink
 from agent.health.outbox import MemoryOutbox
 from agent.identity.enroll import enroll
@@ -50,6 +50,7 @@ from server import crud
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import Device, DeviceCreate
+from shared.broker_url import BrokerAddress
 from tests.fixtures.ports import free_port
 
 DEVICE = DeviceCreate(serial="RN-1", model="MP", type="mfp", customer="Acme")

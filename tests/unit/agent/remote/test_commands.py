@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import BrokerAddress
 from agent.health.collectors import Reading
 from agent.health.outbox import MemoryOutbox
 from agent.remote.commands import (
-    TELEMETRY_RESEND,
     CommandDispatcher,
     CommandRegistry,
     CommandRequest,
@@ -27,10 +25,12 @@ from agent.remote.commands import (
     default_registry,
 )
 from agent.supervisor import Agent
-from shared import protocol, topics
+from shared import topics
+from shared.broker_url import BrokerAddress
 from shared.ids import new_id, utcnow
-from shared.protocol import Command, CommandResult, DeviceEvent, dump_message, parse_message
+from shared.models import Command, CommandResult, DeviceEvent, dump_message, parse_message
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from shared.wire import TELEMETRY_RESEND
 from tests.fixtures.ports import free_port
 
 DEVICE = "mfp-cmd-1"
@@ -371,7 +371,6 @@ async def test_telemetry_resend_asks_the_link_to_republish_this_connections_samp
 ) -> None:
     """The server saw a gap in the device's ``seq``: the samples the broker
     acknowledged but the server never stored come again, from the resend window."""
-    assert TELEMETRY_RESEND == protocol.TELEMETRY_RESEND
     agent.link._connection_first_id = 7
     before = agent.link._resend_generation
     [result] = (await handle(agent.commands, signed(command(TELEMETRY_RESEND)))).results

@@ -20,7 +20,6 @@ from typing import Any
 import asyncssh
 import pytest
 
-from agent.remote import sessions as agent_sessions
 from agent.remote.commands import (
     CommandDispatcher,
     CommandFailed,
@@ -29,12 +28,12 @@ from agent.remote.commands import (
     Outgoing,
 )
 from agent.remote.outcome import Refusal, SessionOutcome
-from agent.remote.policy import CloseReason, ServiceTarget, SitePolicy
+from agent.remote.policy import ServiceTarget, SitePolicy
 from agent.remote.sessions import SessionController, SessionHooks
-from shared import protocol, topics
+from shared import topics
 from shared.errors import Conflict, NotFound
 from shared.ids import isoformat_z, new_id, utcnow
-from shared.protocol import (
+from shared.models import (
     Command,
     CommandResult,
     DeviceEvent,
@@ -44,6 +43,7 @@ from shared.protocol import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from shared.wire import CloseReason
 from tests.fixtures.ports import free_port
 
 DEVICE = "mfp-sessions-1"
@@ -165,20 +165,6 @@ async def eventually(predicate: Callable[[], Any], within: float = 10.0) -> Any:
             return found
         await asyncio.sleep(0.005)
     raise AssertionError(f"not true within {within} s")
-
-
-def test_event_and_command_names_are_the_shared_contract() -> None:
-    for name in (
-        "SESSION_OPEN",
-        "SESSION_CLOSE",
-        "SESSION_AWAITING_CONSENT",
-        "SESSION_APPROVED",
-        "SESSION_DENIED",
-        "SESSION_STARTED",
-        "SESSION_REFUSED",
-        "SESSION_CLOSED",
-    ):
-        assert getattr(agent_sessions, name) == getattr(protocol, name), name
 
 
 def test_register_puts_both_handlers_in_the_registry() -> None:

@@ -1,6 +1,8 @@
 """Protocol version 1 as pydantic models: what agents and the server exchange over MQTT.
 
-Payloads are UTF-8 JSON. Unknown extra fields are accepted and ignored, so a
+The names, limits and ``Literal`` types come from :mod:`shared.wire` (standard
+library only, which the agent uses without pydantic); this module adds the
+validation. Payloads are UTF-8 JSON. Unknown extra fields are accepted and ignored, so a
 newer agent can talk to an older server. :func:`parse_message` is the one way
 in for bytes from the wire: it enforces the size limit and turns every problem
 into a :class:`~shared.errors.ProtocolError` with a stable ``reason``.
@@ -10,25 +12,46 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ProtocolError
-from shared.ids import DEVICE_ID_PATTERN
-
-PROTOCOL_VERSION: Final = 1
-#: Larger payloads are rejected unread.
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
-#: Counters on the wire are 64-bit signed integers (what SQL's ``BIGINT`` holds).
-MAX_COUNTER: Final = 2**63 - 1
+from shared.wire import (
+    DEVICE_ID_PATTERN,
+    MAX_BOOT_ID_LENGTH,
+    MAX_CLIENT_KEY_LENGTH,
+    MAX_CLOSE_DETAIL_LENGTH,
+    MAX_COMMAND_ID_LENGTH,
+    MAX_COUNTER,
+    MAX_FAULT_CODE_LENGTH,
+    MAX_FAULT_MESSAGE_LENGTH,
+    MAX_METRIC_NAME_LENGTH,
+    MAX_OPERATOR_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_LENGTH,
+    MAX_REFUSAL_KIND_LENGTH,
+    MAX_REFUSAL_REASON_LENGTH,
+    MAX_REFUSAL_TARGET_LENGTH,
+    MAX_SERVICE_NAME_LENGTH,
+    MAX_SESSION_TOKEN_LENGTH,
+    MAX_TYPE_LENGTH,
+    MAX_WS_URL_LENGTH,
+    MIN_COMMAND_ID_LENGTH,
+    MIN_SESSION_TOKEN_LENGTH,
+    PROTOCOL_VERSION,
+    SERVICE_NAME_PATTERN,
+    SESSION_ID_PATTERN,
+    TYPE_PATTERN,
+    CloseReason,
+    HealthStatus,
+    Severity,
+)
 
 #: ``seq`` and the like: a JSON integer (not ``1e3``, not ``5.0``) in ``0..2^63-1``.
 UInt63 = Annotated[int, Field(ge=0, le=MAX_COUNTER, strict=True)]
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
-HealthStatus = Literal["ok", "warning", "fault"]
-Severity = Literal["info", "warning", "error", "critical"]
 
 
 def _finite(value: float) -> float:
@@ -39,7 +62,7 @@ def _finite(value: float) -> float:
 
 
 MetricValue = Annotated[float, AfterValidator(_finite)]
-MetricName = Annotated[str, Field(min_length=1, max_length=128)]
+MetricName = Annotated[str, Field(min_length=1, max_length=MAX_METRIC_NAME_LENGTH)]
 
 
 class _Message(BaseModel):
@@ -55,14 +78,9 @@ class Fault(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    code: Annotated[str, Field(min_length=1, max_length=64)]
+    code: Annotated[str, Field(min_length=1, max_length=MAX_FAULT_CODE_LENGTH)]
     severity: Severity = "error"
-    message: Annotated[str, Field(max_length=1024)] = ""
-
-
-#: Command type: the server saw a gap in the device's ``seq``; the agent re-publishes
-#: the samples of its current connection still in its resend window.
-TELEMETRY_RESEND: Final = "telemetry.resend"
+    message: Annotated[str, Field(max_length=MAX_FAULT_MESSAGE_LENGTH)] = ""
 
 
 class HealthSample(_Message):
@@ -75,7 +93,7 @@ class HealthSample(_Message):
     """
 
     device_id: DeviceId
-    boot_id: Annotated[str, Field(min_length=1, max_length=64)]
+    boot_id: Annotated[str, Field(min_length=1, max_length=MAX_BOOT_ID_LENGTH)]
     seq: UInt63
     ts: AwareDatetime
     sent_at: AwareDatetime | None = None
@@ -108,7 +126,7 @@ class ServerState(_Message):
     instance: str
 
 
-EventType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")]
+EventType = Annotated[str, Field(min_length=1, max_length=MAX_TYPE_LENGTH, pattern=TYPE_PATTERN)]
 
 
 class DeviceEvent(_Message):
@@ -120,13 +138,13 @@ class DeviceEvent(_Message):
     body: dict[str, Any] = Field(default_factory=dict)
 
 
-CommandType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")]
+CommandType = EventType
 
 
 class Command(_Message):
     """A command from the server, signed with its Ed25519 key over every field but ``sig``."""
 
-    id: Annotated[str, Field(min_length=8, max_length=64)]
+    id: Annotated[str, Field(min_length=MIN_COMMAND_ID_LENGTH, max_length=MAX_COMMAND_ID_LENGTH)]
     type: CommandType
     issued_at: AwareDatetime
     expires_at: AwareDatetime
@@ -145,33 +163,10 @@ class CommandResult(_Message):
     body: dict[str, Any] = Field(default_factory=dict)
 
 
-#: Session ids: ``ses-`` and 32 hex digits (:func:`shared.ids.new_id`).
-SESSION_ID_PATTERN: Final = r"^ses-[0-9a-f]{32}$"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
-ServiceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
-#: Why a session ended (docs/protocol.md, session ``close_reason``).
-CloseReason = Literal[
-    "operator",
-    "idle_timeout",
-    "max_duration",
-    "site_denied",
-    "site_ended",
-    "agent_unreachable",
-    "server_restart",
-    "access_revoked",
-    "error",
+ServiceName = Annotated[
+    str, Field(min_length=1, max_length=MAX_SERVICE_NAME_LENGTH, pattern=SERVICE_NAME_PATTERN)
 ]
-
-#: Command types of remote sessions.
-SESSION_OPEN: Final = "session.open"
-SESSION_CLOSE: Final = "session.close"
-#: Device events of remote sessions (type on ``.../events``; every body has ``session_id``).
-SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"  # body: timeout_s
-SESSION_APPROVED: Final = "session.approved"  # body: by ("site" | "policy"), consent
-SESSION_DENIED: Final = "session.denied"  # body: why ("denied" | "timeout" | "not_allowed"...)
-SESSION_STARTED: Final = "session.started"  # body: (tunnel open, SSH served)
-SESSION_REFUSED: Final = "session.refused"  # body: kind, target, reason (one refusal)
-SESSION_CLOSED: Final = "session.closed"  # body: SessionClosedReport fields
 
 
 class SessionOpen(BaseModel):
@@ -194,13 +189,15 @@ class SessionOpen(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_id: SessionId
-    ws_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^wss?://")]
-    token: Annotated[str, Field(min_length=16, max_length=256)]
-    client_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    ws_url: Annotated[str, Field(min_length=1, max_length=MAX_WS_URL_LENGTH, pattern=r"^wss?://")]
+    token: Annotated[
+        str, Field(min_length=MIN_SESSION_TOKEN_LENGTH, max_length=MAX_SESSION_TOKEN_LENGTH)
+    ]
+    client_key: Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_KEY_LENGTH)]
     expires_at: AwareDatetime
     services: list[ServiceName] | None = None
-    operator: Annotated[str, Field(max_length=128)] = ""
-    reason: Annotated[str, Field(max_length=1024)] = ""
+    operator: Annotated[str, Field(max_length=MAX_OPERATOR_LENGTH)] = ""
+    reason: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] = ""
     max_duration_s: Annotated[float, Field(gt=0)] | None = None
     idle_timeout_s: Annotated[float, Field(gt=0)] | None = None
 
@@ -217,9 +214,9 @@ class SessionClose(BaseModel):
 class SessionRefusal(BaseModel):
     """Something a session asked the device for and did not get."""
 
-    kind: Annotated[str, Field(max_length=16)]
-    target: Annotated[str, Field(max_length=512)]
-    reason: Annotated[str, Field(max_length=256)]
+    kind: Annotated[str, Field(max_length=MAX_REFUSAL_KIND_LENGTH)]
+    target: Annotated[str, Field(max_length=MAX_REFUSAL_TARGET_LENGTH)]
+    reason: Annotated[str, Field(max_length=MAX_REFUSAL_REASON_LENGTH)]
 
 
 class SessionClosedReport(BaseModel):
@@ -229,7 +226,7 @@ class SessionClosedReport(BaseModel):
 
     session_id: SessionId
     close_reason: CloseReason
-    detail: Annotated[str, Field(max_length=1024)] = ""
+    detail: Annotated[str, Field(max_length=MAX_CLOSE_DETAIL_LENGTH)] = ""
     bytes_from_server: Annotated[int, Field(ge=0)] = 0
     bytes_to_server: Annotated[int, Field(ge=0)] = 0
     started_at: AwareDatetime | None = None

@@ -1,4 +1,4 @@
-"""An asyncio transport over a WebSocket, so asyncssh can run SSH on the agent's tunnel.
+"""The session tunnel both ends share: its transport, its SSH parameters, its URL rule.
 
 The agent dials the tunnel endpoint (``server.sessions.relay``) and serves
 SSH on it; the server runs asyncssh as the SSH client over the same socket.
@@ -8,9 +8,16 @@ in flight, at most :data:`MAX_MESSAGE_BYTES`), received messages are fed to
 the SSH protocol. :class:`TunnelConnector` is what asyncssh's ``tunnel=``
 argument needs to attach a connection to it.
 
-Both ends use it: the agent (:mod:`agent.remote.tunnel`) and the server
-(:mod:`server.sessions`). It is plain asyncio: websockets and asyncssh are
-imported by the modules that use it, only when a session opens.
+The SSH connection over the tunnel is configured the same on both ends
+(:data:`CIPHERS`, :data:`CHANNEL_WINDOW`, :data:`CHANNEL_MAX_PACKET`, no SSH
+keepalive), and a session closed with a reason says so with
+:data:`SESSION_CLOSED_CODE`. :func:`ws_url` is the one http->ws rule for the
+server's socket URLs.
+
+Both ends use it: the agent (:mod:`agent.remote.tunnel`, :mod:`agent.remote.sshd`) and the
+server (:mod:`server.sessions`). It is plain asyncio and the standard library
+(an import-linter contract keeps it so): websockets and asyncssh are imported
+by the modules that use it, only when a session opens.
 """
 
 from __future__ import annotations
@@ -37,6 +44,55 @@ FEED_BYTES: Final = 64 * 1024
 CLOSE_FLUSH_TIMEOUT_S: Final = 2.0
 #: WebSocket subprotocol naming the tunnel framing (SSH bytes in binary messages).
 SUBPROTOCOL: Final = "fieldlink-ssh.v1"
+
+#: SSH ciphers of the tunnel, both ends: AES-GCM first (AES-NI makes it the fastest),
+#: chacha20 for devices whose CPUs lack it.
+CIPHERS: Final = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+)
+#: Receive window and largest SSH packet each end accepts on a channel. asyncssh's
+#: 32 KiB default packets cost per-packet Python work (framing, one AES-GCM call, a
+#: slice of the input buffer) that 128 KiB packets divide by four; the window covers
+#: the WebSocket's extra latency.
+CHANNEL_WINDOW: Final = 8 * 1024 * 1024
+CHANNEL_MAX_PACKET: Final = 128 * 1024
+#: SSH keepalive on the tunnel: off. The server watches the tunnel's activity and the
+#: agent its idle timeout; a keepalive would only keep an idle session from ending.
+KEEPALIVE_INTERVAL_S: Final = 0
+#: Time the SSH handshake and authentication may take once the tunnel is open.
+LOGIN_TIMEOUT_S: Final = 15.0
+#: SSH disconnect code of a session closed with a reason (RFC 4250 private-use range;
+#: asyncssh treats the standard "by application" code as a silent close, which would
+#: lose the reason). The disconnect's text is the close reason.
+SESSION_CLOSED_CODE: Final = 0xFE000001
+
+
+def ws_url(base_url: str, path: str) -> str:
+    """The WebSocket URL of ``path`` on a server known by its HTTP(S) URL.
+
+    ``https://`` becomes ``wss://`` and ``http://`` becomes ``ws://``; a URL that is
+    already ``ws(s)://`` is kept. One trailing ``/`` of ``base_url`` is dropped.
+
+    Args:
+        base_url: The server's URL, e.g. ``https://center.example:8443``.
+        path: The path from the server's root, e.g. ``/api/v1/tunnel/ses-...``.
+
+    Returns:
+        e.g. ``wss://center.example:8443/api/v1/tunnel/ses-...``.
+
+    Raises:
+        ValueError: when ``base_url`` is not an http(s):// or ws(s):// URL.
+    """
+    base = base_url.rstrip("/")
+    scheme, sep, rest = base.partition("://")
+    schemes = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
+    if not sep or scheme.lower() not in schemes or not rest:
+        msg = f"not an http(s):// URL: {base_url!r}"
+        raise ValueError(msg)
+    return f"{schemes[scheme.lower()]}://{rest}{path}"
+
 
 Receive = Callable[[], Awaitable[bytes | None]]
 Send = Callable[[bytes], Awaitable[None]]

@@ -8,8 +8,9 @@ import hashlib
 import os
 
 import asyncssh
+import pytest
 
-from shared.tunnel_transport import MessageStreamTransport, TunnelConnector
+from shared.tunnel import MessageStreamTransport, TunnelConnector, ws_url
 
 
 def _message_pipe() -> tuple[MessageStreamTransport, MessageStreamTransport, list[int]]:
@@ -100,3 +101,24 @@ async def test_ssh_runs_over_the_adapters_and_counts_bytes() -> None:
     await asyncio.wait_for(agent_side.wait_closed(), 5)
     await asyncio.wait_for(server_side.wait_closed(), 5)
     assert agent_side.is_closing()
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("https://center.example", "wss://center.example/api/v1/tunnel/ses-1"),
+        ("https://center.example:8443/", "wss://center.example:8443/api/v1/tunnel/ses-1"),
+        ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/api/v1/tunnel/ses-1"),
+        ("HTTPS://center.example", "wss://center.example/api/v1/tunnel/ses-1"),
+        ("wss://tunnel.example", "wss://tunnel.example/api/v1/tunnel/ses-1"),
+        ("https://center.example/fieldlink", "wss://center.example/fieldlink/api/v1/tunnel/ses-1"),
+    ],
+)
+def test_ws_url_maps_http_to_ws(base: str, url: str) -> None:
+    assert ws_url(base, "/api/v1/tunnel/ses-1") == url
+
+
+@pytest.mark.parametrize("base", ["center.example", "ftp://center.example", "https://", ""])
+def test_ws_url_refuses_what_is_not_an_http_url(base: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        ws_url(base, "/api/v1/tunnel/ses-1")

@@ -10,14 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import ProtocolError
-from shared.protocol import (
-    MAX_PAYLOAD_BYTES,
-    DeviceState,
-    HealthSample,
-    canonical_json,
-    dump_message,
-    parse_message,
-)
+from shared.models import DeviceState, HealthSample, canonical_json, dump_message, parse_message
+from shared.wire import MAX_PAYLOAD_BYTES
 
 SAMPLE: dict[str, Any] = {
     "v": 1,

@@ -1,10 +1,11 @@
 """Configuration: a TOML file whose keys every ``FIELDLINK_<KEY>`` variable overrides.
 
-Agent and server settings are pydantic-settings classes; :func:`load_settings`
-reads one section (``[agent]``, ``[server]``) of a TOML file and lets the
-environment win, so ``FIELDLINK_DATABASE_URL`` overrides ``[server]
-database_url``. Nested tables (``[agent.policy]``) become nested models,
-overridden as ``FIELDLINK_POLICY__CONSENT``.
+The server's settings are pydantic-settings classes; :func:`load_settings`
+reads one section (``[server]``) of a TOML file and lets the environment win,
+so ``FIELDLINK_DATABASE_URL`` overrides ``[server] database_url``. Nested
+tables become nested models, overridden as ``FIELDLINK_<TABLE>__<KEY>``. (The
+agent reads its ``[agent]`` section the same way without pydantic:
+:mod:`agent.config`.)
 """
 
 from __future__ import annotations
