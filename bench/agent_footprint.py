@@ -447,7 +447,7 @@ def session_report(
         f"(in process: {before.after_last_mib - before.after_first_mib:+.1f}). What the agent "
         "still holds over its fresh idle footprint is what the first signed command loads to "
         "verify it (`shared.signing.verify_command`: Ed25519 from cryptography and the pydantic "
-        "models of `shared.protocol`), which both agents pay and no session adds to; a "
+        "models of `shared.models`), which both agents pay and no session adds to; a "
         "pydantic-free command parse would take most of it back. Starting a session process "
         f"(an interpreter loading asyncssh, websockets and cryptography) took {start_wall:.0f} ms "
         f"here ({start_cpu:.0f} ms of CPU; a bare interpreter {bare_wall:.0f} ms): the first "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncssh
 import pytest
 
-from server.gateway.server import describe_loss
+from server.gateway.channels import describe_loss
 from shared.tunnel import SESSION_CLOSED_CODE
 from shared.wire import CLOSE_REASONS
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared import models, wire
+from shared import wire
 from shared.errors import ProtocolError
 from shared.models import (
     Command,
@@ -177,11 +177,3 @@ def test_every_session_event_starts_with_the_prefix() -> None:
     ]
     assert len(events) == 9  # 2 commands, 6 events, the prefix itself
     assert all(value.startswith(wire.SESSION_EVENT_PREFIX) for value in events)
-
-
-def test_the_transitional_protocol_module_is_the_same_objects() -> None:
-    from shared import protocol
-
-    assert protocol.HealthSample is models.HealthSample
-    assert protocol.SESSION_CLOSED == wire.SESSION_CLOSED
-    assert set(protocol.__all__) <= set(vars(models)) | set(vars(wire))
