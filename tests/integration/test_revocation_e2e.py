@@ -258,18 +258,21 @@ def test_an_aged_pki_is_renewed_by_the_server_and_the_broker_keeps_accepting_dev
     cert_path = tmp_path / "mfp-aged.pem"
     cert_path.write_text(device_cert.cert_pem)
 
-    port = free_port()
+    port, server_port = free_port(), free_port()
+    # The server on its own listener (certificate and broker password), devices on theirs.
     server = ServerProcess(
-        tmp_path, database_url, f"mqtts://127.0.0.1:{port}",
+        tmp_path, database_url, f"mqtts://127.0.0.1:{server_port}",
+        device_broker_url=f"mqtts://127.0.0.1:{port}",
         broker_ca=str(ca.paths.ca_cert), broker_cert=str(ca.paths.server_client_cert),
         broker_key=str(ca.paths.server_client_key),
     )  # fmt: skip
     broker_dir = Path(tempfile.mkdtemp(prefix="fieldlink-broker-"))
     broker_dir.chmod(0o755)
     done = server.cli("broker-config", "--out", str(broker_dir), "--port", str(port),
-                      "--bind", "127.0.0.1")  # fmt: skip
+                      "--bind", "127.0.0.1", "--server-port", str(server_port),
+                      "--server-bind", "127.0.0.1")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    broker = TlsBroker(broker_dir, port)
+    broker = TlsBroker(broker_dir, port, server_port)
     broker.start()
     try:
         # The failure this prevents: with an expired CRL the broker refuses every device.
