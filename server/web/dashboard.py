@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from server.api.deps import SessionDep, SettingsDep
 from server.crud import InvalidInput
+from server.incidents.csv_io import neutralize
 from server.kpi.compute import KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
 from server.kpi.config import kpi_settings_of
 from server.web.auth import ViewerDep, forbidden
@@ -244,7 +245,10 @@ def dashboard_csv(
     writer.writerow(["group_by", "key", *names])
     for by, report in reports.items():
         for group in report.groups:
-            writer.writerow([by, group.key or "", *(_cell(getattr(group, n)) for n in names)])
+            # A region is whatever text a device was registered with: it must not become a
+            # formula in the manager's spreadsheet (the incidents export's rule).
+            key = neutralize(group.key or "")
+            writer.writerow([by, key, *(_cell(getattr(group, n)) for n in names)])
     total = reports["month"].total
     writer.writerow(["total", "", *(_cell(getattr(total, n)) for n in names)])
     filename = f"fieldlink-kpis-{period.first_day}-{period.last_day}.csv"

@@ -361,6 +361,42 @@ def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engi
     assert "The period must end after it starts." in backwards.text
 
 
+def test_the_dashboard_export_never_hands_a_formula_to_the_spreadsheet(
+    client: TestClient, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from server.incidents.records import create_incident
+    from server.models import Device, IncidentCreate
+
+    region = '=HYPERLINK("http://evil.example","x")'
+    with Session(engine) as session:
+        session.add(
+            Device(id="mfp-9", serial="S9", model="m", type="mfp", customer="c", region=region)
+        )
+        session.commit()
+        at = datetime(2026, 2, 3, 10, tzinfo=UTC)
+        create_incident(
+            session,
+            data=IncidentCreate(
+                device_id="mfp-9", opened_at=at, restored_at=at, closed_at=at, resolution="remote"
+            ),
+        )
+    _user(engine, "mona", "manager")
+    _login(client, "mona")
+    answer = client.get(
+        "/dashboard/export.csv", params={"from": "2026-01-01", "through": "2026-03-31"}
+    )
+    assert answer.status_code == 200
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    regions = [row[1] for row in rows if row[0] == "region"]
+    assert "'" + region in regions
+    assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row[:2])
+
+
 def test_the_desk_box_finds_the_caller_like_the_api(
     client: TestClient, engine: Engine, operator: str
 ) -> None:
