@@ -1,7 +1,7 @@
 """The HTTP access log: one JSON line per request or WebSocket, without secrets.
 
 Each line carries the method, the path, the query with secret-looking values
-replaced, the status (101 and the close code for a WebSocket), the bytes sent,
+replaced (every value on the CTI lookup paths: a caller's number), the status (101 and the close code for a WebSocket), the bytes sent,
 the duration, the client address (a trusted proxy's ``X-Forwarded-For``, see
 ``forwarded_allow_ips``) and the user agent. Never the ``Authorization`` header,
 cookies, request bodies or a token in the path (``/api/v1/surveys/{token}``).
@@ -30,15 +30,25 @@ SECRET_PARAMS: Final = ("token", "password", "passwd", "secret", "key", "sig", "
 REDACTED: Final = "[redacted]"
 #: Paths whose last segment is a secret.
 _SECRET_PATHS: Final = re.compile(r"^(/api/v1/surveys/)[^/]+")
+#: Paths whose every query value is personal data (a caller's phone number): all redacted.
+PERSONAL_QUERY_PATHS: Final = frozenset({"/desk/call", "/api/v1/lookup"})
 
 
-def redact_query(query: str) -> str:
-    """The query string with the values of secret-looking parameters replaced."""
+def redact_query(query: str, path: str = "") -> str:
+    """The query string with the values of secret-looking parameters replaced.
+
+    On :data:`PERSONAL_QUERY_PATHS` (the CTI screen-pop and lookup, whose ``ani``
+    is a caller's phone number) every value is replaced.
+    """
     if not query:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
+    personal = path.rstrip("/") in PERSONAL_QUERY_PATHS
     safe = [
-        (name, REDACTED if any(s in name.lower() for s in SECRET_PARAMS) else value)
+        (
+            name,
+            REDACTED if personal or any(s in name.lower() for s in SECRET_PARAMS) else value,
+        )
         for name, value in pairs
     ]
     return urlencode(safe, safe="[]")
@@ -115,7 +125,7 @@ class AccessLogMiddleware:
         client = scope.get("client")
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
         path = redact_path(scope.get("path", ""))
-        query = redact_query(scope.get("query_string", b"").decode("latin-1"))
+        query = redact_query(scope.get("query_string", b"").decode("latin-1"), path)
         fields: dict[str, Any] = {
             "method": method,
             "path": path,

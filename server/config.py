@@ -142,6 +142,10 @@ class ServerSettings(FieldlinkSettings):
     #: Largest incident CSV import accepted, in bytes (413 beyond).
     incident_import_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
 
+    #: The country (ISO 3166 alpha-2) a caller's number without ``+`` is read in when the
+    #: call names no customer (``/desk/call``, ``/api/v1/lookup``); none: only ``+`` numbers.
+    phone_default_region: str | None = Field(default=None, pattern="^[A-Z]{2}$")
+
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)
 

@@ -16,6 +16,7 @@ from server.api.responses import ERROR_RESPONSES
 from server.api.routes import audit as audit_routes
 from server.api.routes import (
     auth,
+    customers,
     devices,
     enroll,
     incidents,
@@ -81,6 +82,7 @@ def api_router() -> APIRouter:
     router.include_router(sessions.router)
     router.include_router(keys.router)
     router.include_router(users.router)
+    router.include_router(customers.router)
     return router
 
 

@@ -14,14 +14,31 @@ from shared.errors import Conflict, NotFound
 from shared.ids import check_device_id, derive_device_id
 
 
-def add_device(session: Session, *, data: DeviceCreate) -> Device:
+def add_device(session: Session, *, data: DeviceCreate, actor: str = "system") -> Device:
     """Insert a device (flushed, not committed); its id is derived from type and serial if absent.
+
+    It belongs to ``customer_number``'s customer, or the one named ``customer``
+    (created when new: see :func:`server.crud.customers.customer_for_device`).
 
     Raises:
         Conflict: when the id is taken.
+        InvalidInput: an unknown ``customer_number`` or an invalid ``contact_phone``.
     """
+    from server.crud.customers import customer_for_device, device_phone
+
     device_id = check_device_id(data.id) if data.id else derive_device_id(data.type, data.serial)
-    device = Device(**data.model_dump(exclude={"id"}), id=device_id)
+    if session.get(Device, device_id) is not None:
+        msg = f"device {device_id!r} already exists"
+        raise Conflict(msg)
+    customer = customer_for_device(session, data, actor=actor)
+    phone = device_phone(session, customer, data)
+    device = Device(
+        **data.model_dump(exclude={"id", "customer", "customer_number"}),
+        id=device_id,
+        customer=customer.name,
+        customer_number=customer.number,
+        contact_phone_e164=phone,
+    )
     session.add(device)
     try:
         session.flush()

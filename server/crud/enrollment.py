@@ -35,7 +35,7 @@ def register_device(
     Returns:
         The device and the token, which is shown once and never stored.
     """
-    device = add_device(session, data=data)
+    device = add_device(session, data=data, actor=actor)
     issued = issue_enrollment_token(token_ttl)
     device.enrollment_token_hash = issued.token_hash
     device.enrollment_expires_at = issued.expires_at

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
 from server.models.base import BIGINT, JSONType, utc_column
@@ -37,9 +37,25 @@ class DeviceBase(SQLModel):
 
 
 class DeviceCreate(DeviceBase):
-    """Body of ``POST /api/v1/devices``; ``id`` is derived from type and serial when absent."""
+    """Body of ``POST /api/v1/devices``; ``id`` is derived from type and serial when absent.
+
+    The customer is named by ``customer_number`` (its ``customer`` name then comes
+    from the customer record) or, as before customers had records, by its name in
+    ``customer``: an unknown name becomes a new customer with the next free number.
+    """
 
     id: str | None = Field(default=None, max_length=63)
+    customer: str = Field(default="", max_length=256)  # type: ignore[assignment]
+    customer_number: str | None = Field(
+        default=None, max_length=32, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$"}
+    )
+
+    @model_validator(mode="after")
+    def _names_a_customer(self) -> DeviceCreate:
+        if not self.customer.strip() and not self.customer_number:
+            msg = "customer_number (or a customer name) is required"
+            raise ValueError(msg)
+        return self
 
     @field_validator("id")
     @classmethod
@@ -52,6 +68,17 @@ class Device(DeviceBase, table=True):
 
     id: str = Field(primary_key=True, max_length=63)
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+    #: The customer record (``device.customer`` keeps its name).
+    customer_number: str | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.String(32),
+            sa.ForeignKey("customer.number", name="fk_device_customer_number"),
+            index=True,
+        ),
+    )
+    #: ``contact_phone`` in E.164 when it reads as a valid number (what a call's ANI matches).
+    contact_phone_e164: str | None = Field(default=None, max_length=16, index=True)
 
     # Online state and why it last changed: birth, shutdown, connection_lost, silent.
     online: bool = Field(default=False, index=True)
@@ -92,6 +119,8 @@ class DevicePublic(DeviceBase):
 
     id: str
     created_at: datetime
+    customer_number: str | None = None
+    contact_phone_e164: str | None = None
     online: bool
     online_reason: str | None
     online_changed_at: datetime | None
