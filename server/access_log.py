@@ -1,7 +1,8 @@
 """The HTTP access log: one JSON line per request or WebSocket, without secrets.
 
 Each line carries the method, the path, the query with secret-looking values
-replaced (every value on the CTI lookup paths: a caller's number), the status (101 and the close code for a WebSocket), the bytes sent,
+replaced (every value on the CTI lookup paths: a caller's number), the status
+(101 and the close code for a WebSocket), the bytes sent,
 the duration, the client address (a trusted proxy's ``X-Forwarded-For``, see
 ``forwarded_allow_ips``) and the user agent. Never the ``Authorization`` header,
 cookies, request bodies or a token in the path (``/api/v1/surveys/{token}``).
@@ -47,11 +48,21 @@ def redact_query(query: str, path: str = "") -> str:
     safe = [
         (
             name,
-            REDACTED if personal or any(s in name.lower() for s in SECRET_PARAMS) else value,
+            REDACTED
+            if personal or any(s in name.lower() for s in SECRET_PARAMS)
+            else _personal_link(value),
         )
         for name, value in pairs
     ]
     return urlencode(safe, safe="[]")
+
+
+def _personal_link(value: str) -> str:
+    """A link to a personal path (the log-in form's ``next``) with its query redacted."""
+    link_path, mark, _ = value.partition("?")
+    if mark and link_path.rstrip("/") in PERSONAL_QUERY_PATHS:
+        return f"{link_path}?{REDACTED}"
+    return value
 
 
 def redact_path(path: str) -> str:

@@ -28,6 +28,7 @@ from server.models import (
     RemoteSessionPublic,
 )
 from server.web import admin, dashboard, finder
+from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
@@ -40,6 +41,7 @@ router.include_router(auth_router)
 router.include_router(dashboard.router)
 router.include_router(admin.router)
 router.include_router(finder.router)
+router.include_router(customer_pages.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50

@@ -41,9 +41,7 @@ class CustomerDetail(CustomerPublic):
 
 
 @router.post("/customers", status_code=status.HTTP_201_CREATED)
-def create_customer(
-    body: CustomerCreate, session: SessionDep, user: ManagerUser
-) -> CustomerPublic:
+def create_customer(body: CustomerCreate, session: SessionDep, user: ManagerUser) -> CustomerPublic:
     """Create a customer with its contacts (phones read in its country, stored in E.164)."""
     customer = crud.create_customer(session, data=body, actor=user.username)
     return crud.customer_public(session, customer)
@@ -63,7 +61,9 @@ def list_customers(
 
 
 @router.get("/customers/{number}")
-def get_customer(number: CustomerNumber, session: SessionDep, _user: OperatorUser) -> CustomerDetail:
+def get_customer(
+    number: CustomerNumber, session: SessionDep, _user: OperatorUser
+) -> CustomerDetail:
     """One customer with its contacts, sites and devices."""
     customer = crud.get_customer(session, number=number)
     devices = session.exec(
@@ -95,9 +95,7 @@ def lookup(
     settings: SettingsDep,
     _user: OperatorUser,
     ani: Annotated[str, Query(min_length=1, max_length=64, description="the caller's number")],
-    customer_no: Annotated[
-        str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-    ] = None,
+    customer_no: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")] = None,
 ) -> LookupResult:
     """Who is calling: devices whose phone is ``ani`` and customers with a contact at it."""
     match = service.lookup(
@@ -181,5 +179,3 @@ def open_incident(
         actor=user.username,
     )
     return to_public(incident)
-
-

@@ -81,3 +81,21 @@ def test_redacted_queries(query: str, logged: str) -> None:
 def test_redacted_paths() -> None:
     assert redact_path("/api/v1/surveys/abc123") == "/api/v1/surveys/[redacted]"
     assert redact_path("/api/v1/devices/mfp-1") == "/api/v1/devices/mfp-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "logged"),
+    [
+        (
+            "/desk/call",
+            "ani=%2B81312345678&customer_no=4711",
+            "ani=[redacted]&customer_no=[redacted]",
+        ),
+        ("/api/v1/lookup", "ani=0312345678", "ani=[redacted]"),
+        ("/login", "next=%2Fdesk%2Fcall%3Fani%3D0312345678", "next=%2Fdesk%2Fcall%3F[redacted]"),
+        ("/login", "next=%2Fdevices%2Fmfp-1", "next=%2Fdevices%2Fmfp-1"),
+        ("/api/v1/devices", "q=0312345678", "q=0312345678"),
+    ],
+)
+def test_a_callers_number_is_redacted(path: str, query: str, logged: str) -> None:
+    assert redact_query(query, path) == logged

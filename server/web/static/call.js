@@ -1,0 +1,50 @@
+// fieldlink console: the banner of an incoming call (a page opened by /desk/call carries ?call=ID).
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const callId = params.get("call");
+  const banner = document.getElementById("call-banner");
+  if (!callId || !/^[0-9]{1,18}$/.test(callId) || !banner) return;
+
+  // Links to the customer's devices keep the call, so its banner follows the operator.
+  for (const link of document.querySelectorAll("a[data-call-link]")) {
+    link.href += (link.href.includes("?") ? "&" : "?") + "call=" + callId;
+  }
+
+  const pageDevice = document.getElementById("device")?.dataset.device || null;
+
+  function render(call) {
+    const caller = fl.esc(call.ani_e164 || call.ani);
+    const when = fl.esc(fl.when(call.started_at));
+    let html = `<strong>Incoming call</strong> from <span id="call-ani">${caller}</span> <span class="muted small">at ${when}</span> `;
+    if (call.incident_id) {
+      html += `· <a href="/incidents?device_id=${encodeURIComponent(call.device_id || "")}">incident #${call.incident_id}</a> opened from this call`;
+    } else if (pageDevice) {
+      html += `<button type="button" class="primary" id="call-incident">Open incident from this call</button>`;
+    } else if (!call.customer_number && !call.device_id) {
+      html += `· <span id="call-nomatch">No device or customer matches this number.</span> Register? <a href="/customers">Customers</a>`;
+      if (document.querySelector('a[href="/admin"]')) html += ` · <a href="/admin/devices">Register a device</a>`;
+    } else {
+      html += `· choose the device the caller is calling about`;
+    }
+    banner.innerHTML = html;
+    banner.hidden = false;
+    const button = document.getElementById("call-incident");
+    if (button) {
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try {
+          const incident = await fl.api("POST", `/api/v1/calls/${callId}/incident`, { device_id: pageDevice });
+          fl.toast(`Incident #${incident.id} opened from the call`);
+          render({ ...call, incident_id: incident.id, device_id: pageDevice });
+        } catch (error) {
+          button.disabled = false;
+          fl.toast(error.message, "error");
+        }
+      });
+    }
+  }
+
+  fl.api("GET", `/api/v1/calls/${callId}`).then(render).catch((error) => fl.toast(error.message, "error"));
+})();
