@@ -1,0 +1,314 @@
+"""``fieldlink customer ...`` and ``fieldlink call ...``: customers, CSV imports, incoming calls.
+
+They act on the server's database directly (``--config FILE`` or ``FIELDLINK_CONFIG``),
+like ``fieldlink device`` and ``fieldlink incident``; each change is audited as ``cli:<user>``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlmodel import Session
+
+from server import audit
+from server.cli.common import ConfigOption, open_database
+from server.crud import InvalidInput
+
+customer_app = typer.Typer(
+    help="Customers: add, list, show; CSV import of customers and devices.", no_args_is_help=True
+)
+call_app = typer.Typer(
+    help="Incoming calls: who is calling, the calls recorded.", no_args_is_help=True
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _contact(text: str) -> dict[str, Any]:
+    name, phone, email, language = ([*text.split(","), "", "", ""])[:4]
+    return {
+        "name": name.strip(),
+        "phone": phone.strip() or None,
+        "email": email.strip() or None,
+        "language": language.strip() or None,
+    }
+
+
+def _site(text: str) -> dict[str, Any]:
+    name, _, country = text.rpartition(":") if ":" in text else (text, "", "")
+    return {"name": name.strip(), "country": country.strip() or None}
+
+
+@customer_app.command("add")
+def customer_add(
+    number: Annotated[str, typer.Argument(help="the customer number (what callers key in)")],
+    name: Annotated[str, typer.Option(help="the customer's name")],
+    country: Annotated[
+        str | None, typer.Option(help="ISO country code: local phone numbers are read in it")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="region")] = None,
+    contact: Annotated[
+        list[str] | None,
+        typer.Option(help='"NAME,PHONE,EMAIL,LANGUAGE" (repeat for more; trailing parts optional)'),
+    ] = None,
+    site: Annotated[list[str] | None, typer.Option(help='"NAME[:COUNTRY]" (repeat)')] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add a customer with its contacts (phones stored in E.164) and sites."""
+    from pydantic import ValidationError
+
+    from server.crud.customers import create_customer, customer_public
+    from server.models import CustomerCreate
+
+    try:
+        data = CustomerCreate.model_validate(
+            {
+                "number": number,
+                "name": name,
+                "country": country,
+                "region": region,
+                "contacts": [_contact(c) for c in contact or []],
+                "sites": [_site(s) for s in site or []],
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = f"{where}: {first['msg']}"
+        raise InvalidInput(msg) from exc
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            customer = create_customer(session, data=data, actor=audit.cli_actor())
+            public = customer_public(session, customer)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(public.model_dump_json())
+    else:
+        typer.echo(f"created customer {public.number}: {public.name}")
+        for c in public.contacts:
+            typer.echo(f"  contact {c.name}: {c.phone or '-'}")
+
+
+@customer_app.command("list")
+def customer_list(
+    q: Annotated[str | None, typer.Option("--q", help="number or name contains")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """List customers by number."""
+    from server.crud.customers import customer_public, list_customers
+
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            rows, total = list_customers(session, q=q, limit=limit)
+            items = [customer_public(session, c) for c in rows]
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps({"items": [i.model_dump(mode="json") for i in items], "count": total})
+        )
+        return
+    for item in items:
+        typer.echo(
+            f"{item.number:<12} {item.name:<40} {item.country or '-':<3} "
+            f"{item.device_count} device(s)"
+        )
+    typer.echo(f"{total} customer(s)")
+
+
+@customer_app.command("show")
+def customer_show(
+    number: Annotated[str, typer.Argument(help="the customer number")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show a customer: contacts, sites, device count."""
+    from server.crud.customers import customer_public, get_customer
+
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            public = customer_public(session, get_customer(session, number=number))
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(public.model_dump_json())
+        return
+    typer.echo(f"{public.number}: {public.name} ({public.country or '-'}, {public.region or '-'})")
+    for c in public.contacts:
+        typer.echo(
+            f"  contact {c.name}: {c.phone or '-'} {c.email or ''} {c.language or ''}".rstrip()
+        )
+    for s in public.sites:
+        typer.echo(f"  site {s.name} ({s.country or '-'})")
+    typer.echo(f"  {public.device_count} device(s)")
+
+
+def _read_csv(file: Path) -> str:
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        return data.decode("utf-8-sig")
+    except OSError as exc:
+        msg = f"cannot read {file}: {exc.strerror}"
+        raise InvalidInput(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"{file} is not UTF-8 text"
+        raise InvalidInput(msg) from exc
+
+
+def _import(file: Path, config: Path | None, devices: bool) -> str:
+    from server.customers.csv_io import import_customers_csv, import_devices_csv
+    from server.incidents.csv_io import CsvImportInvalid
+
+    text = _read_csv(file)
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            if devices:
+                report = import_devices_csv(session, text, actor=audit.cli_actor())
+                return f"{report.rows} rows: {report.inserted} devices registered"
+            customers = import_customers_csv(session, text, actor=audit.cli_actor())
+            return (
+                f"{customers.rows} rows: {customers.inserted} customers created, "
+                f"{customers.skipped} already on record"
+            )
+    except CsvImportInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(f"{file}:{problem}", err=True)
+        lines = len({p.line for p in exc.problems})
+        msg = f"{lines} bad row(s) in {file}: nothing imported"
+        raise InvalidInput(msg) from None
+    finally:
+        engine.dispose()
+
+
+@customer_app.command("import")
+def customer_import(
+    file: Annotated[Path, typer.Argument(help="CSV file of customers; - for stdin")],
+    config: ConfigOption = None,
+) -> None:
+    """Import customers (one row per contact or site): all rows, or none if one is bad."""
+    typer.echo(_import(file, config, devices=False))
+
+
+@customer_app.command("import-devices")
+def customer_import_devices(
+    file: Annotated[Path, typer.Argument(help="CSV file of devices; - for stdin")],
+    config: ConfigOption = None,
+) -> None:
+    """Register devices of known customers from CSV: all rows, or none if one is bad."""
+    typer.echo(_import(file, config, devices=True))
+
+
+@customer_app.command("export")
+def customer_export(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write here, not stdout")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export every customer as CSV (formula starts marked as text)."""
+    from server.customers.csv_io import export_customers_csv
+
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            text = "".join(export_customers_csv(session))
+    finally:
+        engine.dispose()
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        out.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        msg = f"cannot write {out}: {exc.strerror}"
+        raise InvalidInput(msg) from exc
+
+
+@call_app.command("lookup")
+def call_lookup(
+    ani: Annotated[str, typer.Argument(help="the caller's number, any notation")],
+    customer_no: Annotated[
+        str | None, typer.Option("--customer-no", help="the customer number keyed in")
+    ] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Who is calling: the customer, devices and open incidents a number matches."""
+    from server.crud.customers import customer_public
+    from server.customers.calls import lookup
+
+    settings, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            match = lookup(
+                session,
+                ani=ani,
+                customer_number=customer_no,
+                default_region=settings.phone_default_region,
+            )
+            customer = customer_public(session, match.customer) if match.customer else None
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ani_e164": match.ani_e164,
+                    "customer": customer.model_dump(mode="json") if customer else None,
+                    "devices": [d.id for d in match.devices],
+                    "open_incidents": [i.id for i in match.open_incidents],
+                    "customer_numbers": match.customer_numbers,
+                }
+            )
+        )
+        return
+    typer.echo(f"number:    {match.ani_e164}")
+    typer.echo(f"customer:  {f'{customer.number} {customer.name}' if customer else '-'}")
+    typer.echo(f"devices:   {', '.join(d.id for d in match.devices) or '-'}")
+    typer.echo(f"incidents: {', '.join(f'#{i.id}' for i in match.open_incidents) or '-'}")
+
+
+@call_app.command("list")
+def call_list(
+    customer: Annotated[str | None, typer.Option(help="customer number")] = None,
+    device: Annotated[str | None, typer.Option(help="device id")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """The calls recorded, newest first."""
+    from server.customers.calls import call_public, list_calls
+
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            rows, total = list_calls(
+                session, customer_number=customer, device_id=device, limit=limit
+            )
+            items = [call_public(c) for c in rows]
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps({"items": [i.model_dump(mode="json") for i in items], "count": total})
+        )
+        return
+    for c in items:
+        answered = c.answered_at.strftime("%H:%M:%S") if c.answered_at else "-"
+        typer.echo(
+            f"#{c.id} {c.started_at:%Y-%m-%d %H:%M:%S} answered {answered} "
+            f"{c.ani_e164 or c.ani} {c.customer_number or '-'} {c.device_id or '-'} "
+            f"{c.operator or '-'}{f' incident #{c.incident_id}' if c.incident_id else ''}"
+        )
+    typer.echo(f"{total} call(s)")
