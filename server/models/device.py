@@ -45,7 +45,7 @@ class DeviceCreate(DeviceBase):
     """
 
     id: str | None = Field(default=None, max_length=63)
-    customer: str = Field(default="", max_length=256)  # type: ignore[assignment]
+    customer: str = Field(default="", max_length=256)
     customer_number: str | None = Field(
         default=None, max_length=32, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$"}
     )

@@ -246,6 +246,6 @@ def test_calls_are_recorded_and_an_incident_from_one_carries_its_answer_time(
     with Session(engine) as session:
         entries = session.exec(
             select(AuditEntry).where(AuditEntry.action.startswith("call."))
-        ).all()  # type: ignore[attr-defined]
+        ).all()
     assert {e.action for e in entries} == {"call.record", "call.incident", "call.update"}
     assert all("1234567" not in str(e.details) for e in entries)

@@ -26,7 +26,7 @@ def _declared_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][
         shared.cli.GROUP
     ]
-    installed = shared.cli.entry_points
+    installed = shared.cli.entry_points  # type: ignore[attr-defined]
 
     def with_declared(*, group: str) -> list[EntryPoint]:
         found = {ep.name: ep for ep in installed(group=group)}
