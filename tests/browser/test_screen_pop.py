@@ -1,0 +1,117 @@
+"""The CTI screen-pop in a real browser (issue 14): a phone system opens /desk/call on the
+operator's screen; the caller's device (or customer, or "no match") comes up with a banner,
+and an incident opened from the banner carries the call's answer time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Console, axe_violations, login, shoot
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at desktop width."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == [], errors
+
+
+def _api(console: Console, user: str) -> Any:
+    import httpx2 as httpx
+
+    token = httpx.post(
+        f"{console.url}/api/v1/auth/token",
+        data={"username": user, "password": console.passwords[user]},
+        timeout=10,
+    ).json()["access_token"]
+    return httpx.Client(
+        base_url=console.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def test_an_incoming_call_pops_up_the_callers_device(
+    page: Any, console: Console, artifacts: Path
+) -> None:
+    login(page, console, "operator")
+    # demo-0001's phone, written as the phone system sends it; the PBX's own call id.
+    page.goto(
+        console.url + "/desk/call?" + urlencode({"ani": "+44 20 7946 0001", "call_id": "pbx-9"})
+    )
+    page.wait_for_url(re.compile(r".*/devices/demo-0001\?call=\d+$"))
+    banner = page.locator("#call-banner")
+    expect(banner).to_be_visible()
+    expect(page.locator("#call-ani")).to_have_text("+442079460001")
+    shoot(page, artifacts, "screen-pop-device", full_page=False)
+    banner.get_by_role("button", name="Open incident from this call").click()
+    expect(banner).to_contain_text("opened from this call")
+    call_id = int(page.url.rsplit("=", 1)[1])
+    with _api(console, "operator") as api:
+        call = api.get(f"/api/v1/calls/{call_id}").json()
+        assert (call["external_id"], call["operator"]) == ("pbx-9", "operator")
+        incident = api.get(f"/api/v1/incidents/{call['incident_id']}").json()
+    assert incident["device_id"] == "demo-0001"
+    assert incident["channel"] == "phone"
+    assert incident["answered_at"] == call["answered_at"].replace("+00:00", "Z")
+
+
+def test_a_customer_with_several_devices_and_an_unknown_caller(
+    page: Any, console: Console, artifacts: Path, axe_source: str
+) -> None:
+    with _api(console, "manager") as api:
+        created = api.post(
+            "/api/v1/customers",
+            json={
+                "number": "8800",
+                "name": "Kanto Imaging Center",
+                "country": "JP",
+                "contacts": [{"name": "Front desk", "phone": "03-5555-0100", "language": "ja"}],
+            },
+        )
+        assert created.status_code == 201, created.text
+    with _api(console, "admin") as api:
+        for serial in ("K1", "K2"):
+            answer = api.post(
+                "/api/v1/devices",
+                json={
+                    "serial": serial,
+                    "model": "CT",
+                    "type": "imaging",
+                    "customer_number": "8800",
+                },
+            )
+            assert answer.status_code == 201, answer.text
+    login(page, console, "operator")
+    # The front desk's number the Japanese way; it is the customer's, not one device's.
+    page.goto(console.url + "/desk/call?" + urlencode({"ani": "+81 3 5555 0100"}))
+    page.wait_for_url(re.compile(r".*/customers/8800\?call=\d+$"))
+    expect(page.locator("#call-banner")).to_contain_text("choose the device")
+    expect(page.locator("#customer-devices")).to_contain_text("imaging-k1")
+    expect(page.locator("#customer-devices")).to_contain_text("imaging-k2")
+    shoot(page, artifacts, "screen-pop-customer", full_page=False)
+    assert axe_violations(page, axe_source) == []
+    page.locator("#customer-devices").get_by_role("link", name="imaging-k2").click()
+    page.wait_for_url(re.compile(r".*/devices/imaging-k2\?call=\d+$"))
+    expect(page.get_by_role("button", name="Open incident from this call")).to_be_visible()
+
+    page.goto(console.url + "/desk/call?" + urlencode({"ani": "+1 202 555 0199"}))
+    page.wait_for_url(re.compile(r".*/desk\?call=\d+$"))
+    expect(page.locator("#call-nomatch")).to_have_text("No device or customer matches this number.")
+    shoot(page, artifacts, "screen-pop-no-match", full_page=False)
+    page.goto(console.url + "/customers")
+    expect(page.get_by_role("link", name="8800")).to_be_visible()
+    assert axe_violations(page, axe_source) == []
