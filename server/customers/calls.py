@@ -129,12 +129,12 @@ def record_call(
 ) -> Call:
     """Record a call (committed, audited without the caller's number)."""
     call = Call(
-        ani=ani[:64],
+        ani=ani.replace("\x00", "")[:64],
         ani_e164=ani_e164,
         operator=operator,
         customer_number=customer_number,
         device_id=device_id,
-        external_id=external_id,
+        external_id=external_id.replace("\x00", "") or None if external_id else None,
         started_at=started_at or utcnow(),
         answered_at=answered_at,
         ended_at=ended_at,

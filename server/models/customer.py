@@ -28,6 +28,18 @@ def _upper(value: str | None) -> str | None:
     return value.upper() if value else value
 
 
+class _Text(SQLModel):
+    """Refuses a NUL character in any text field (PostgreSQL cannot store one)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            msg = "a NUL character is not text"
+            raise ValueError(msg)
+        return value
+
+
 class Customer(SQLModel, table=True):
     """A customer: the number a caller keys in, the name, where it is."""
 
@@ -122,7 +134,7 @@ class Call(SQLModel, table=True):
 # API bodies and answers.
 
 
-class ContactIn(SQLModel):
+class ContactIn(_Text):
     """A contact as given: any phone notation the customer's country reads."""
 
     name: str = Field(min_length=1, max_length=256)
@@ -137,7 +149,7 @@ class ContactIn(SQLModel):
     )
 
 
-class SiteIn(SQLModel):
+class SiteIn(_Text):
     """A site as given."""
 
     name: str = Field(min_length=1, max_length=256)
@@ -150,7 +162,7 @@ class SiteIn(SQLModel):
         return _upper(value)
 
 
-class CustomerCreate(SQLModel):
+class CustomerCreate(_Text):
     """Body of ``POST /api/v1/customers``."""
 
     number: str = Field(schema_extra={"pattern": NUMBER_PATTERN})
@@ -203,7 +215,7 @@ class CustomersPublic(SQLModel):
     count: int
 
 
-class CallCreate(SQLModel):
+class CallCreate(_Text):
     """Body of ``POST /api/v1/calls`` (CTI middleware): a call the phone system saw."""
 
     ani: str = Field(min_length=1, max_length=64)
@@ -215,7 +227,7 @@ class CallCreate(SQLModel):
     ended_at: AwareDatetime | None = None
 
 
-class CallUpdate(SQLModel):
+class CallUpdate(_Text):
     """Body of ``PATCH /api/v1/calls/{id}``: only the fields given change."""
 
     customer_number: str | None = Field(default=None, schema_extra={"pattern": NUMBER_PATTERN})

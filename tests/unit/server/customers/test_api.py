@@ -66,6 +66,7 @@ def test_invalid_input_answers_422_naming_the_field(client: TestClient, auth: Au
         "country": {**TOKYO, "country": "Japan"},
         "email": {**TOKYO, "contacts": [{"name": "x", "email": "not-an-address"}]},
         "name": {**TOKYO, "name": ""},
+        "region": {**TOKYO, "region": "a\x00b"},  # PostgreSQL stores no NUL
     }
     for field, body in cases.items():
         answer = client.post("/api/v1/customers", json=body, headers=auth("manager"))
