@@ -1,0 +1,299 @@
+"""CTI lookup benchmark: who is calling, over 100,000 devices and 1,000,000 incidents.
+
+Run: ``.venv/bin/python -m bench.lookup [--devices N] [--incidents N] [--no-postgres]``.
+
+On SQLite (and PostgreSQL, a private cluster on a free port) the database gets
+``--devices`` devices (one customer per 5 devices, a contact phone per
+customer, an E.164 phone per device) and ``--incidents`` incidents (1 % open).
+The real application runs in this process (``create_app`` and its lifespan)
+and is called through Starlette's in-process client with a bearer token, so a
+figure is the server's time: routing, auth, the lookup's queries and the JSON
+answer, without a network. In the same run, the baseline: a plain indexed
+``SELECT`` of the device with that phone (SQLAlchemy Core, no ORM). 300
+lookups mix a device's own phone and a customer contact's, written as phone
+systems send them (``+81 3 ...``, ``0081-3-...``); the target is p95 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server import crud
+from server.config import ServerSettings
+from server.main import create_app
+from server.models import Customer, CustomerContact, Device, Incident
+from tests.fixtures.postgres import PostgresCluster
+
+RESULTS = Path(__file__).parent / "results" / "lookup.md"
+PASSWORD = "bench lookup password"  # noqa: S105  (a throwaway user of a scratch database)
+TYPES = ("mfp", "imaging", "server")
+_BATCH = 20_000
+
+
+def _e164(index: int, base: int) -> str:
+    return f"+813{base + index:08d}"
+
+
+def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> list[str]:
+    """Customers, devices and incidents; the phones to look up (devices' and contacts')."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    customers = max(1, devices // 5)
+    tables = {
+        name: model.__table__  # type: ignore[attr-defined]
+        for name, model in (
+            ("customer", Customer),
+            ("contact", CustomerContact),
+            ("device", Device),
+            ("incident", Incident),
+        )
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(tables["customer"]),
+            [
+                {"number": str(100000 + c), "name": f"Customer {c}", "country": "JP",
+                 "created_at": now}
+                for c in range(customers)
+            ],
+        )  # fmt: skip
+        connection.execute(
+            sa.insert(tables["contact"]),
+            [
+                {"customer_number": str(100000 + c), "name": "Front desk",
+                 "phone": _e164(c, 50_000_000)}
+                for c in range(customers)
+            ],
+        )  # fmt: skip
+        rows = []
+        for index in range(devices):
+            kind = TYPES[index % 3]
+            rows.append(
+                {
+                    "id": f"{kind}-{index:06d}",
+                    "serial": f"SN{index:07d}",
+                    "model": "bench",
+                    "type": kind,
+                    "customer": f"Customer {index // 5}",
+                    "customer_number": str(100000 + index // 5),
+                    "contact_phone": _e164(index, 10_000_000),
+                    "contact_phone_e164": _e164(index, 10_000_000),
+                    "created_at": now,
+                    "online": True,
+                    "clock_skewed": False,
+                    "telemetry_received": 0,
+                    "telemetry_missing": 0,
+                    "telemetry_rejected": 0,
+                }
+            )
+        for start in range(0, devices, _BATCH):
+            connection.execute(sa.insert(tables["device"]), rows[start : start + _BATCH])
+        for start in range(0, incidents, _BATCH):
+            batch = []
+            for number in range(start, min(incidents, start + _BATCH)):
+                index = rng.randrange(devices)
+                opened = now - timedelta(hours=rng.randint(1, 20_000))
+                closed = number % 100 != 0
+                batch.append(
+                    {
+                        "device_id": rows[index]["id"],
+                        "device_type": rows[index]["type"],
+                        "opened_at": opened,
+                        "down_at": opened,
+                        "restored_at": opened + timedelta(hours=2) if closed else None,
+                        "closed_at": opened + timedelta(hours=3) if closed else None,
+                        "resolution": "remote" if closed else None,
+                        "channel": "phone",
+                        "remote_session_used": closed,
+                        "created_at": opened,
+                        "updated_at": opened,
+                    }
+                )
+            connection.execute(sa.insert(tables["incident"]), batch)
+    with Session(engine) as session:
+        crud.create_user(session, username="bench", role="operator", password=PASSWORD)
+    phones = []
+    for number in range(300):
+        if number % 2:
+            e164 = _e164(rng.randrange(devices), 10_000_000)
+        else:
+            e164 = _e164(rng.randrange(customers), 50_000_000)
+        national = "0" + e164[3:]
+        phones.append(
+            e164
+            if number % 3 == 0
+            else f"+81 {e164[3]} {e164[4:8]} {e164[8:]}"
+            if number % 3 == 1
+            else f"0081-{national[1]}-{national[2:6]}-{national[6:]}"
+        )
+    return phones
+
+
+def _timed(action: Callable[[], Any], repeat: int) -> list[float]:
+    action()  # warm up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _p95(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def plain_select(engine: Engine, e164: str) -> int:
+    """The baseline: the device with that phone, by its index, with SQLAlchemy Core."""
+    device = Device.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        return len(
+            connection.execute(sa.select(device).where(device.c.contact_phone_e164 == e164)).all()
+        )
+
+
+def run(database_url: str, label: str, devices: int, incidents: int, state: Path) -> dict[str, Any]:
+    settings = ServerSettings(
+        database_url=database_url,
+        broker_url="mqtt://127.0.0.1:1",
+        state_dir=state,
+        access_log=False,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        engine: Engine = app.state.engine
+        started = time.perf_counter()
+        phones = populate(engine, devices, incidents)
+        populate_s = time.perf_counter() - started
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as connection:
+                connection.execute(sa.text("ANALYZE"))
+        token = client.post(
+            "/api/v1/auth/token", data={"username": "bench", "password": PASSWORD}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        misses = 0
+        for ani in phones[:60]:
+            found = client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
+            found.raise_for_status()
+            if found.json()["customer"] is None:
+                misses += 1
+        index = iter(range(10**9))
+        e164s = [
+            "+" + "".join(ch for ch in p.replace("0081", "81", 1) if ch.isdigit()) for p in phones
+        ]
+
+        def lookup() -> None:
+            ani = phones[next(index) % len(phones)]
+            client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
+
+        def select() -> None:
+            plain_select(engine, e164s[next(index) % len(e164s)])
+
+        trivial = _timed(lambda: client.get("/healthz"), 200)
+        looked = _timed(lookup, 300)
+        selected = _timed(select, 300)
+        load = os.getloadavg()[0]
+    return {
+        "label": label,
+        "devices": devices,
+        "incidents": incidents,
+        "populate_s": populate_s,
+        "misses": misses,
+        "trivial": trivial,
+        "lookup": looked,
+        "select": selected,
+        "load": load,
+    }
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.1f} ms"
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    """The results as the Markdown section of docs/benchmarks.md."""
+    first = results[0]
+    lines = [
+        "## CTI lookup (`bench/lookup.py`)",
+        "",
+        f"`GET /api/v1/lookup?ani=` over {first['devices']:,} devices (an E.164 phone each, "
+        f"one customer per 5 devices with a contact phone) and {first['incidents']:,} "
+        "incidents (1 % open), measured in the server's own process through Starlette's "
+        "in-process client (routing, bearer auth, the number parsed with `phonenumbers`, the "
+        "device, contact, customer and open-incident queries, the JSON answer; no network), "
+        "against a plain indexed SQLAlchemy Core `SELECT` of the device with that phone in the "
+        "same run. 300 lookups, half a device's phone and half a customer contact's (then the "
+        "answer carries the customer's devices), written as phone systems send them "
+        "(`+81312345678`, `+81 3 1234 5678`, `0081-3-1234-5678`). Target: p95 < 50 ms.",
+        "",
+        "| database | lookup p50 | lookup p95 | p95 vs plain SELECT | plain SELECT p95 "
+        "| trivial route p50 | load average |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['label']} | {_ms(statistics.median(r['lookup']))} | {_ms(_p95(r['lookup']))} "
+            f"| {_p95(r['lookup']) / _p95(r['select']):.1f}x | {_ms(_p95(r['select']))} "
+            f"| {_ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--incidents", type=int, default=1_000_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fieldlink-bench-lookup-") as scratch:
+        url = f"sqlite:///{Path(scratch) / 'lookup.db'}"
+        results.append(run(url, "SQLite", args.devices, args.incidents, Path(scratch) / "state"))
+        if not args.no_postgres:
+            cluster = PostgresCluster()
+            cluster.start()
+            try:
+                results.append(
+                    run(
+                        cluster.create_database(),
+                        "PostgreSQL",
+                        args.devices,
+                        args.incidents,
+                        Path(scratch) / "pg",
+                    )
+                )
+            finally:
+                cluster.stop()
+    for r in results:
+        print(
+            f"{r['label']}: populated in {r['populate_s']:.1f} s, "
+            f"{r['misses']}/60 lookups matched no customer"
+        )
+    text = report(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
