@@ -161,13 +161,17 @@ def create_call(
     Raises:
         NotFound: an unknown customer or device.
     """
-    if data.customer_number:
-        get_customer(session, number=data.customer_number)
-    if data.device_id:
-        get_device(session, device_id=data.device_id)
     region = default_region
-    if data.customer_number:
+    if data.customer_number is not None:
         region = get_customer(session, number=data.customer_number).country or region
+    if data.device_id is not None:
+        get_device(session, device_id=data.device_id)
+    started = data.started_at or utcnow()
+    for name in ("answered_at", "ended_at"):
+        when = getattr(data, name)
+        if when is not None and when < started:
+            msg = f"{name}: before the call started"
+            raise InvalidInput(msg)
     return record_call(
         session,
         ani=data.ani,
@@ -176,7 +180,7 @@ def create_call(
         customer_number=data.customer_number,
         device_id=data.device_id,
         external_id=data.external_id,
-        started_at=data.started_at,
+        started_at=started,
         answered_at=data.answered_at,
         ended_at=data.ended_at,
     )
@@ -204,11 +208,11 @@ def update_call(session: Session, *, call_id: int, data: CallUpdate, actor: str)
     """
     call = get_call(session, call_id=call_id)
     changes = data.model_dump(exclude_unset=True)
-    if changes.get("customer_number"):
+    if changes.get("customer_number") is not None:
         get_customer(session, number=changes["customer_number"])
-    if changes.get("device_id"):
+    if changes.get("device_id") is not None:
         get_device(session, device_id=changes["device_id"])
-    if changes.get("incident_id"):
+    if changes.get("incident_id") is not None:
         incidents.get_incident(session, incident_id=changes["incident_id"])
     for name in ("answered_at", "ended_at"):
         when = changes.get(name)

@@ -221,7 +221,7 @@ class CallCreate(_Text):
     ani: str = Field(min_length=1, max_length=64)
     external_id: str | None = Field(default=None, min_length=1, max_length=128)
     customer_number: str | None = Field(default=None, schema_extra={"pattern": NUMBER_PATTERN})
-    device_id: str | None = Field(default=None, max_length=63)
+    device_id: str | None = Field(default=None, min_length=1, max_length=63)
     started_at: AwareDatetime | None = None
     answered_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
@@ -231,7 +231,7 @@ class CallUpdate(_Text):
     """Body of ``PATCH /api/v1/calls/{id}``: only the fields given change."""
 
     customer_number: str | None = Field(default=None, schema_extra={"pattern": NUMBER_PATTERN})
-    device_id: str | None = Field(default=None, max_length=63)
+    device_id: str | None = Field(default=None, min_length=1, max_length=63)
     answered_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
     incident_id: int | None = Field(default=None, ge=1, le=2**63 - 1)

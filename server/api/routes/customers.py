@@ -276,7 +276,7 @@ def update_call(
 class CallIncident(SQLModel):
     """Body of ``POST /api/v1/calls/{id}/incident``; the device defaults to the call's."""
 
-    device_id: str | None = Field(default=None, max_length=63)
+    device_id: str | None = Field(default=None, min_length=1, max_length=63)
     symptom: str | None = Field(default=None, max_length=4000)
     error_code: str | None = Field(default=None, max_length=128)
     down_at: AwareDatetime | None = None
