@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Console, axe_violations, login, shoot
+from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -115,3 +116,49 @@ def test_a_customer_with_several_devices_and_an_unknown_caller(
     page.goto(console.url + "/customers")
     expect(page.get_by_role("link", name="8800")).to_be_visible()
     assert axe_violations(page, axe_source) == []
+
+
+def test_the_incident_forms_record_answer_down_dispatch_and_arrival_times(
+    page: Any, console: Console
+) -> None:
+    login(page, console, "operator")
+    page.goto(console.url + "/devices/demo-0002")
+    page.get_by_role("button", name="Open incident").click()
+    dialog = page.locator("#incident-dialog")
+    expect(dialog.get_by_label("Call answered at (empty: not answered yet)")).not_to_have_value("")
+    dialog.get_by_label("Symptom").fill("server does not boot")
+    dialog.get_by_label("Device down since (empty: now)").fill("2026-01-05T07:30")
+    dialog.get_by_role("button", name="Open incident").click()
+    with _api(console, "operator") as api:
+
+        def recorded() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = api.get(
+                "/api/v1/incidents", params={"device_id": "demo-0002", "state": "open"}
+            ).json()["items"]
+            return [i for i in items if i["symptom"] == "server does not boot"]
+
+        wait_until(lambda: bool(recorded()), timeout=15, interval=0.2)
+        [opened] = recorded()
+    assert opened["symptom"] == "server does not boot"
+    assert opened["answered_at"] is not None
+    assert opened["down_at"] != opened["opened_at"]
+
+    page.goto(console.url + "/incidents?state=open&device_id=demo-0002")
+    page.locator(f'[data-close-incident="{opened["id"]}"]').click()
+    close = page.locator("#close-incident")
+    close.get_by_label("Resolution").select_option("dispatch")
+    close.get_by_label("Engineer dispatched at (a dispatch)").fill("2026-01-05T09:00")
+    close.get_by_label("Engineer arrived at (a dispatch)").fill("2026-01-05T11:15")
+    close.get_by_label("Device back in service at").fill("2026-01-05T12:00")
+    close.get_by_role("button", name="Close incident").click()
+    with _api(console, "operator") as api:
+        wait_until(
+            lambda: api.get(f"/api/v1/incidents/{opened['id']}").json()["state"] == "closed",
+            timeout=15,
+            interval=0.2,
+        )
+        closed = api.get(f"/api/v1/incidents/{opened['id']}").json()
+    assert closed["state"] == "closed"
+    assert closed["resolution"] == "dispatch"
+    assert closed["dispatched_at"] is not None
+    assert closed["engineer_arrived_at"] is not None

@@ -101,12 +101,25 @@
     }
   });
 
+  // The incident form's "answered at" starts at now: the operator is on the call.
+  document.querySelector('[data-open="incident-dialog"]')?.addEventListener("click", () => {
+    const d = new Date();
+    d.setSeconds(0, 0);
+    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+    document.getElementById("i-answered").value = d.toISOString().slice(0, 16);
+  });
+
   document.getElementById("incident-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
     const data = new FormData(form);
     const body = { device_id: deviceId, opened_at: new Date().toISOString(), channel: data.get("channel"), symptom: data.get("symptom").trim() };
     if (data.get("error_code").trim()) body.error_code = data.get("error_code").trim();
+    for (const name of ["answered_at", "down_at"]) {
+      if (data.get(name)) body[name] = new Date(data.get(name)).toISOString();
+    }
+    // A call answered before the form was sent came in by then at the latest.
+    if (body.answered_at && body.answered_at < body.opened_at) body.opened_at = body.answered_at;
     try {
       const incident = await fl.api("POST", "/api/v1/incidents", body);
       fl.toast(`Incident #${incident.id} opened.`);

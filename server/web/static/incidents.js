@@ -8,6 +8,11 @@
     const data = new FormData(form);
     const body = { device_id: data.get("device_id").trim(), opened_at: new Date().toISOString(), channel: data.get("channel"), symptom: data.get("symptom").trim() };
     if (data.get("error_code").trim()) body.error_code = data.get("error_code").trim();
+    for (const name of ["answered_at", "down_at"]) {
+      if (data.get(name)) body[name] = new Date(data.get(name)).toISOString();
+    }
+    // A call answered before the form was sent came in by then at the latest.
+    if (body.answered_at && body.answered_at < body.opened_at) body.opened_at = body.answered_at;
     try {
       await fl.api("POST", "/api/v1/incidents", body);
       location.reload();
@@ -23,6 +28,10 @@
     d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
     return d.toISOString().slice(0, 16);
   }
+  // The new-incident form's "answered at" starts at now: the operator is on the call.
+  document.querySelector('[data-open="new-incident"]')?.addEventListener("click", () => {
+    document.getElementById("n-answered").value = localNow();
+  });
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-close-incident]");
     if (!button) return;
@@ -37,6 +46,9 @@
     const data = new FormData(closeForm);
     const restored = new Date(data.get("restored_at"));
     const body = { resolution: data.get("resolution"), restored_at: restored.toISOString(), closed_at: new Date().toISOString() };
+    for (const name of ["dispatched_at", "engineer_arrived_at"]) {
+      if (data.get(name)) body[name] = new Date(data.get(name)).toISOString();
+    }
     try {
       await fl.api("PATCH", "/api/v1/incidents/" + encodeURIComponent(closeForm.dataset.incident), body);
       location.reload();
