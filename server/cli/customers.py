@@ -2,6 +2,8 @@
 
 They act on the server's database directly (``--config FILE`` or ``FIELDLINK_CONFIG``),
 like ``fieldlink device`` and ``fieldlink incident``; each change is audited as ``cli:<user>``.
+``call lookup`` and ``call list`` run over the API instead when no configuration is given
+or found and a ``fieldlink login`` is saved (an operator's laptop).
 """
 
 from __future__ import annotations
@@ -245,9 +247,25 @@ def call_lookup(
     config: ConfigOption = None,
 ) -> None:
     """Who is calling: the customer, devices and open incidents a number matches."""
+    from server.cli.kpi import api_client
     from server.crud.customers import customer_public
     from server.customers.calls import lookup
 
+    client = api_client(config)
+    if client is not None:
+        try:
+            found = client.lookup(ani, customer_no)
+        finally:
+            client.close()
+        _print_lookup(
+            as_json,
+            ani_e164=found["ani_e164"],
+            customer=found["customer"],
+            devices=[d["id"] for d in found["devices"]],
+            incidents=[i["id"] for i in found["open_incidents"]],
+            numbers=found["customer_numbers"],
+        )
+        return
     settings, engine = open_database(config)
     try:
         with Session(engine) as session:
@@ -260,23 +278,43 @@ def call_lookup(
             customer = customer_public(session, match.customer) if match.customer else None
     finally:
         engine.dispose()
+    _print_lookup(
+        as_json,
+        ani_e164=match.ani_e164,
+        customer=customer.model_dump(mode="json") if customer else None,
+        devices=[d.id for d in match.devices],
+        incidents=[i.id for i in match.open_incidents if i.id is not None],
+        numbers=match.customer_numbers,
+    )
+
+
+def _print_lookup(
+    as_json: bool,
+    *,
+    ani_e164: str | None,
+    customer: dict[str, Any] | None,
+    devices: list[str],
+    incidents: list[int],
+    numbers: list[str],
+) -> None:
     if as_json:
         typer.echo(
             json.dumps(
                 {
-                    "ani_e164": match.ani_e164,
-                    "customer": customer.model_dump(mode="json") if customer else None,
-                    "devices": [d.id for d in match.devices],
-                    "open_incidents": [i.id for i in match.open_incidents],
-                    "customer_numbers": match.customer_numbers,
+                    "ani_e164": ani_e164,
+                    "customer": customer,
+                    "devices": devices,
+                    "open_incidents": incidents,
+                    "customer_numbers": numbers,
                 }
             )
         )
         return
-    typer.echo(f"number:    {match.ani_e164}")
-    typer.echo(f"customer:  {f'{customer.number} {customer.name}' if customer else '-'}")
-    typer.echo(f"devices:   {', '.join(d.id for d in match.devices) or '-'}")
-    typer.echo(f"incidents: {', '.join(f'#{i.id}' for i in match.open_incidents) or '-'}")
+    named = f"{customer['number']} {customer['name']}" if customer else "-"
+    typer.echo(f"number:    {ani_e164}")
+    typer.echo(f"customer:  {named}")
+    typer.echo(f"devices:   {', '.join(devices) or '-'}")
+    typer.echo(f"incidents: {', '.join(f'#{i}' for i in incidents) or '-'}")
 
 
 @call_app.command("list")
@@ -288,17 +326,33 @@ def call_list(
     config: ConfigOption = None,
 ) -> None:
     """The calls recorded, newest first."""
+    from server.cli.kpi import api_client
     from server.customers.calls import call_public, list_calls
+    from server.models import CallPublic
 
-    _, engine = open_database(config)
-    try:
-        with Session(engine) as session:
-            rows, total = list_calls(
-                session, customer_number=customer, device_id=device, limit=limit
-            )
-            items = [call_public(c) for c in rows]
-    finally:
-        engine.dispose()
+    client = api_client(config)
+    if client is not None:
+        params: dict[str, Any] = {"limit": limit}
+        if customer:
+            params["customer"] = customer
+        if device:
+            params["device_id"] = device
+        try:
+            page = client.calls(**params)
+        finally:
+            client.close()
+        items = [CallPublic.model_validate(c) for c in page["items"]]
+        total = int(page["count"])
+    else:
+        _, engine = open_database(config)
+        try:
+            with Session(engine) as session:
+                rows, total = list_calls(
+                    session, customer_number=customer, device_id=device, limit=limit
+                )
+                items = [call_public(c) for c in rows]
+        finally:
+            engine.dispose()
     if as_json:
         typer.echo(
             json.dumps({"items": [i.model_dump(mode="json") for i in items], "count": total})

@@ -182,6 +182,17 @@ class ApiClient:
         answer: dict[str, Any] = self.request("GET", "/devices", params=params)
         return answer
 
+    def lookup(self, ani: str, customer_no: str | None = None) -> dict[str, Any]:
+        """``GET /lookup``: who is calling (customer, devices, open incidents)."""
+        params = {"ani": ani, **({"customer_no": customer_no} if customer_no else {})}
+        answer: dict[str, Any] = self.request("GET", "/lookup", params=params)
+        return answer
+
+    def calls(self, **params: Any) -> dict[str, Any]:
+        """``GET /calls``: one page of recorded calls, newest first."""
+        answer: dict[str, Any] = self.request("GET", "/calls", params=params)
+        return answer
+
     # -- remote sessions --------------------------------------------------------------------
 
     def open_session(

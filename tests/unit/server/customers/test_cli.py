@@ -17,6 +17,8 @@ import pytest
 
 import shared.cli
 from tests.fixtures.cli import fieldlink
+from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -107,3 +109,37 @@ def test_csv_imports_name_every_bad_line(config: Path, tmp_path: Path) -> None:
     assert "0 customers created, 1 already on record" in round_trip.stdout, round_trip.stderr
     found = json.loads(_run(config, "call", "lookup", "+49 30 7654321", "--json").stdout)
     assert found["devices"] == ["mfp-s1"]
+
+
+@pytest.mark.integration
+def test_an_operator_looks_a_caller_up_over_the_api(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """No configuration here (an operator's laptop): the logged-in server answers."""
+    import httpx2 as httpx
+
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with ServerProcess(tmp_path, database, mosquitto.url) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        made = httpx.post(
+            f"{server.url}/api/v1/customers",
+            json={"number": "42", "name": "Acme", "country": "DE",
+                  "contacts": [{"name": "Ann", "phone": "030 1234567"}]},
+            headers=headers,
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        env = {"FIELDLINK_CREDENTIALS": str(tmp_path / "credentials.json")}
+        done = fieldlink(
+            "login", "--server", server.url, "--user", "admin",
+            stdin="admin-password\n", env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        found = fieldlink("call", "lookup", "+49 30 1234567", "--json", env=env, cwd=tmp_path)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["customer"]["number"] == "42"
+        listed = fieldlink("call", "list", env=env, cwd=tmp_path)
+        assert listed.stdout.strip() == "0 call(s)"
+        bad = fieldlink("call", "lookup", "12", env=env, cwd=tmp_path)
+        assert bad.returncode == 1
+        assert "ani" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
