@@ -20,6 +20,7 @@ from server import crud, metrics
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.ingest.items import BatchResult, IngestItem
+from server.ingest.maintenance import mark_silent
 from server.ingest.store import IngestStore
 from server.ingest.validate import Validator
 from server.ingest.writer import count_batch
@@ -172,6 +173,27 @@ def test_inventory_unreachable_and_the_gateway_going_offline(engine: Engine) -> 
             (topics.state("server-gw-a"), _state(False, "connection_lost")),
         ],
     )
+    with Session(engine) as session:
+        mfp_a = crud.get_device(session, device_id="mfp-a")
+        assert (mfp_a.online, mfp_a.online_reason) == (False, "gateway_offline")
+
+
+def test_a_silent_gateway_takes_its_watched_devices_offline(engine: Engine) -> None:
+    _write(
+        engine,
+        [
+            (topics.state("server-gw-a"), _state(True)),
+            (topics.via_topic("server-gw-a", "mfp-a", "state"), _state(True)),
+            (topics.via_topic("server-gw-a", "mfp-a", "telemetry"), _sample("mfp-a", 0)),
+        ],
+    )
+    with Session(engine) as session:
+        gateway = crud.get_device(session, device_id="server-gw-a")
+        gateway.last_seen = NOW - timedelta(hours=1)
+        session.add(gateway)
+        session.commit()
+    # Only the gateway is silent (the printer's sample is recent); it goes with it.
+    assert mark_silent(engine, 600, utcnow()) == ["server-gw-a"]
     with Session(engine) as session:
         mfp_a = crud.get_device(session, device_id="mfp-a")
         assert (mfp_a.online, mfp_a.online_reason) == (False, "gateway_offline")
