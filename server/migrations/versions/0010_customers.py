@@ -1,7 +1,7 @@
 """customers: customer records, contacts, sites and incoming calls
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06 04:21:18.797271
 
 - ``customer`` (by its number: what a caller keys into the IVR), its
@@ -27,7 +27,7 @@ import server.models.base
 FIRST_NUMBER = 100001
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
