@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from server import audit
 from server.crud.customers import get_customer
@@ -100,18 +102,26 @@ def lookup(
             )
     match.devices = devices
     if devices:
-        match.open_incidents = list(
-            session.exec(
-                select(Incident)
-                .where(
-                    col(Incident.device_id).in_([d.id for d in devices]),
-                    col(Incident.closed_at).is_(None),
-                )
-                .order_by(col(Incident.opened_at).desc())
-                .limit(LOOKUP_INCIDENTS)
-            ).all()
-        )
+        match.open_incidents = list(session.exec(open_incidents_of([d.id for d in devices])).all())
     return match
+
+
+def open_incidents_of(
+    device_ids: Sequence[str] | SelectOfScalar[str],
+) -> SelectOfScalar[Incident]:
+    """The newest open incidents of these devices, found through ``device_id``'s index.
+
+    "Open" is written so that no index can serve it: without statistics SQLite
+    would rather walk every open incident (the ``closed_at`` index) and filter
+    them by device, 10,000 rows at a million incidents, than the few of each device.
+    """
+    still_open = sa.case((col(Incident.closed_at).is_(None), 1), else_=0) == 1
+    return (
+        select(Incident)
+        .where(col(Incident.device_id).in_(device_ids), still_open)
+        .order_by(col(Incident.opened_at).desc())
+        .limit(LOOKUP_INCIDENTS)
+    )
 
 
 def record_call(

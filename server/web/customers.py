@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from server.api.deps import SessionDep
 from server.crud import customers as records
 from server.customers import calls
-from server.models import Customer, Device, Incident, RemoteSession
+from server.models import Customer, Device, RemoteSession
 from server.web.auth import ViewerDep
 from server.web.templating import render
 from shared.errors import NotFound
@@ -80,13 +80,7 @@ def customer_page(
         .limit(CUSTOMER_DEVICES)
     ).all()
     incidents = session.exec(
-        select(Incident)
-        .where(
-            col(Incident.device_id).in_(select(Device.id).where(Device.customer_number == number)),
-            col(Incident.closed_at).is_(None),
-        )
-        .order_by(col(Incident.opened_at).desc())
-        .limit(50)
+        calls.open_incidents_of(select(Device.id).where(Device.customer_number == number))
     ).all()
     sessions = session.exec(
         select(RemoteSession)
