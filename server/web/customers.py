@@ -44,7 +44,10 @@ def customers_page(
 ) -> HTMLResponse:
     """Customers by number; find one by number or name."""
     rows, total = records.list_customers(
-        session, q=(q or "").strip() or None, limit=CUSTOMERS_PAGE, offset=(page - 1) * 50
+        session,
+        q=(q or "").strip() or None,
+        limit=CUSTOMERS_PAGE,
+        offset=(page - 1) * CUSTOMERS_PAGE,
     )
     return render(
         request,
