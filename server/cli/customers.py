@@ -2,8 +2,8 @@
 
 They act on the server's database directly (``--config FILE`` or ``FIELDLINK_CONFIG``),
 like ``fieldlink device`` and ``fieldlink incident``; each change is audited as ``cli:<user>``.
-``call lookup`` and ``call list`` run over the API instead when no configuration is given
-or found and a ``fieldlink login`` is saved (an operator's laptop).
+``customer list|show`` and ``call lookup|list`` run over the API instead when no
+configuration is given or found and a ``fieldlink login`` is saved (an operator's laptop).
 """
 
 from __future__ import annotations
@@ -106,15 +106,26 @@ def customer_list(
     config: ConfigOption = None,
 ) -> None:
     """List customers by number."""
+    from server.cli.kpi import api_client
     from server.crud.customers import customer_public, list_customers
+    from server.models import CustomerPublic
 
-    _, engine = open_database(config)
-    try:
-        with Session(engine) as session:
-            rows, total = list_customers(session, q=q, limit=limit)
-            items = [customer_public(session, c) for c in rows]
-    finally:
-        engine.dispose()
+    client = api_client(config)
+    if client is not None:
+        try:
+            page = client.customers(limit=limit, **({"q": q} if q else {}))
+        finally:
+            client.close()
+        items = [CustomerPublic.model_validate(c) for c in page["items"]]
+        total = int(page["count"])
+    else:
+        _, engine = open_database(config)
+        try:
+            with Session(engine) as session:
+                rows, total = list_customers(session, q=q, limit=limit)
+                items = [customer_public(session, c) for c in rows]
+        finally:
+            engine.dispose()
     if as_json:
         typer.echo(
             json.dumps({"items": [i.model_dump(mode="json") for i in items], "count": total})
@@ -135,14 +146,23 @@ def customer_show(
     config: ConfigOption = None,
 ) -> None:
     """Show a customer: contacts, sites, device count."""
+    from server.cli.kpi import api_client
     from server.crud.customers import customer_public, get_customer
+    from server.models import CustomerPublic
 
-    _, engine = open_database(config)
-    try:
-        with Session(engine) as session:
-            public = customer_public(session, get_customer(session, number=number))
-    finally:
-        engine.dispose()
+    client = api_client(config)
+    if client is not None:
+        try:
+            public = CustomerPublic.model_validate(client.customer(number))
+        finally:
+            client.close()
+    else:
+        _, engine = open_database(config)
+        try:
+            with Session(engine) as session:
+                public = customer_public(session, get_customer(session, number=number))
+        finally:
+            engine.dispose()
     if as_json:
         typer.echo(public.model_dump_json())
         return

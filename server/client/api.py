@@ -188,6 +188,16 @@ class ApiClient:
         answer: dict[str, Any] = self.request("GET", "/lookup", params=params)
         return answer
 
+    def customers(self, **params: Any) -> dict[str, Any]:
+        """``GET /customers``: one page, ``{"items": [...], "count": N}``."""
+        answer: dict[str, Any] = self.request("GET", "/customers", params=params)
+        return answer
+
+    def customer(self, number: str) -> dict[str, Any]:
+        """``GET /customers/{number}``: one customer with its contacts, sites and devices."""
+        answer: dict[str, Any] = self.request("GET", f"/customers/{part(number)}")
+        return answer
+
     def calls(self, **params: Any) -> dict[str, Any]:
         """``GET /calls``: one page of recorded calls, newest first."""
         answer: dict[str, Any] = self.request("GET", "/calls", params=params)

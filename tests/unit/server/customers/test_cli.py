@@ -112,7 +112,7 @@ def test_csv_imports_name_every_bad_line(config: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_an_operator_looks_a_caller_up_over_the_api(
+def test_an_operator_looks_customers_and_callers_up_over_the_api(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
     """No configuration here (an operator's laptop): the logged-in server answers."""
@@ -139,6 +139,13 @@ def test_an_operator_looks_a_caller_up_over_the_api(
         assert json.loads(found.stdout)["customer"]["number"] == "42"
         listed = fieldlink("call", "list", env=env, cwd=tmp_path)
         assert listed.stdout.strip() == "0 call(s)"
+        shown = fieldlink("customer", "show", "42", env=env, cwd=tmp_path)
+        assert "contact Ann: +49301234567" in shown.stdout, shown.stderr
+        customers = fieldlink("customer", "list", "--json", env=env, cwd=tmp_path)
+        assert json.loads(customers.stdout)["count"] == 1
+        missing = fieldlink("customer", "show", "404", env=env, cwd=tmp_path)
+        assert missing.returncode == 1
+        assert "no customer '404'" in missing.stderr
         bad = fieldlink("call", "lookup", "12", env=env, cwd=tmp_path)
         assert bad.returncode == 1
         assert "ani" in bad.stderr
