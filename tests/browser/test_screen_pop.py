@@ -162,3 +162,29 @@ def test_the_incident_forms_record_answer_down_dispatch_and_arrival_times(
     assert closed["resolution"] == "dispatch"
     assert closed["dispatched_at"] is not None
     assert closed["engineer_arrived_at"] is not None
+
+
+def test_a_manager_registers_an_unknown_caller_from_the_banner(
+    page: Any, console: Console, axe_source: str
+) -> None:
+    login(page, console, "manager")
+    page.goto(console.url + "/desk/call?" + urlencode({"ani": "+1 206 555 0188"}))
+    page.wait_for_url(re.compile(r".*/desk\?call=\d+$"))
+    page.get_by_role("link", name="Register the customer?").click()
+    page.wait_for_url(re.compile(r".*/customers#new$"))
+    dialog = page.locator("#new-customer")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Contact phone")).to_have_value("+12065550188")
+    assert axe_violations(page, axe_source) == []
+    dialog.get_by_label("Customer number (what callers key in)").fill("9100")
+    dialog.get_by_label("Name", exact=True).fill("Rainier Dental")
+    dialog.get_by_label("Country (ISO code: local phone numbers are read in it)").fill("US")
+    dialog.get_by_label("Contact name").fill("Front desk")
+    dialog.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/customers/9100$"))
+    expect(page.locator("#contacts")).to_contain_text("+12065550188")
+    # The next call from that number finds the new customer.
+    page.goto(console.url + "/desk/call?" + urlencode({"ani": "(206) 555-0188"}))
+    page.wait_for_url(re.compile(r".*/desk\?call=\d+$"))  # no default region: not a match yet
+    page.goto(console.url + "/desk/call?" + urlencode({"ani": "+1 206-555-0188"}))
+    page.wait_for_url(re.compile(r".*/customers/9100\?call=\d+$"))

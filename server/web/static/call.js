@@ -23,13 +23,16 @@
     } else if (pageDevice) {
       html += `<button type="button" class="primary" id="call-incident">Open incident from this call</button>`;
     } else if (!call.customer_number && !call.device_id) {
-      html += `· <span id="call-nomatch">No device or customer matches this number.</span> Register? <a href="/customers">Customers</a>`;
+      html += `· <span id="call-nomatch">No device or customer matches this number.</span> <a href="/customers#new" id="call-register">Register the customer?</a>`;
       if (document.querySelector('a[href="/admin"]')) html += ` · <a href="/admin/devices">Register a device</a>`;
     } else {
       html += `· choose the device the caller is calling about`;
     }
     banner.innerHTML = html;
     banner.hidden = false;
+    document.getElementById("call-register")?.addEventListener("click", () => {
+      sessionStorage.setItem("fieldlink.register.ani", call.ani_e164 || call.ani);
+    });
     const button = document.getElementById("call-incident");
     if (button) {
       button.addEventListener("click", async () => {
