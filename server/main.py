@@ -13,8 +13,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.api.responses import ERROR_RESPONSES
-from server.api.routes import audit as audit_routes
 from server.api.routes import (
+    alerts,
     auth,
     devices,
     enroll,
@@ -25,6 +25,7 @@ from server.api.routes import (
     telemetry,
     users,
 )
+from server.api.routes import audit as audit_routes
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -76,6 +77,7 @@ def api_router() -> APIRouter:
     router.include_router(telemetry.router)
     router.include_router(enroll.router)
     router.include_router(incidents.router)
+    router.include_router(alerts.router)
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)

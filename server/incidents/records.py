@@ -22,6 +22,7 @@ from server.kpi.config import KpiSettings, kpi_settings_of
 from server.models import (
     Device,
     Incident,
+    IncidentClose,
     IncidentCreate,
     IncidentPublic,
     IncidentSession,
@@ -176,6 +177,33 @@ def update_incident(session: Session, *, incident_id: int, data: IncidentUpdate)
     _commit_or_conflict(session, external_id)
     session.refresh(incident)
     return incident
+
+
+def close_incident(session: Session, *, incident_id: int, data: IncidentClose) -> Incident:
+    """Close an open incident: the desk's one click (remote, phone, no_fault...).
+
+    ``restored_at`` is the one given, else the one recorded, else
+    ``restored_at_proposed`` (an alert-opened incident whose fault cleared).
+
+    Raises:
+        NotFound: for an unknown incident.
+        Conflict: when it is closed already.
+        IncidentInvalid: when no restore time is known, or the times break the rules.
+    """
+    incident = get_incident(session, incident_id=incident_id)
+    if incident.closed_at is not None:
+        msg = f"incident {incident_id} is closed already"
+        raise Conflict(msg)
+    restored_at = data.restored_at or incident.restored_at or incident.restored_at_proposed
+    changes: dict[str, Any] = {
+        "closed_at": data.closed_at or utcnow(),
+        "resolution": data.resolution,
+        "restored_at": restored_at,
+    }
+    if data.resolution_note is not None:
+        changes["resolution_note"] = data.resolution_note
+    update = IncidentUpdate.model_validate(changes)
+    return update_incident(session, incident_id=incident_id, data=update)
 
 
 def list_incidents(
