@@ -221,7 +221,7 @@ def test_concurrent_inserts_wait_on_the_unique_index_and_make_one_incident(
                     with second_engine.begin() as conn:
                         later = NOW + timedelta(seconds=1)
                         apply_fault_incidents(conn, [_opened_row("mfp-a", later)], [])
-                except BaseException as exc:  # noqa: BLE001  (reported below)
+                except BaseException as exc:
                     errors.append(exc)
 
             thread = threading.Thread(target=second)
