@@ -165,6 +165,18 @@ def open_incidents(session: Session, limit: int) -> list[Incident]:
     return list(rows)
 
 
+def alert_incidents(session: Session, limit: int) -> list[Incident]:
+    """The open incidents device faults opened, newest fault first (before anyone calls)."""
+    return list(
+        session.exec(
+            select(Incident)
+            .where(col(Incident.channel) == "alert", col(Incident.closed_at).is_(None))
+            .order_by(col(Incident.down_at).desc(), col(Incident.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
 def customers(session: Session, limit: int = 500) -> list[str]:
     """Customer names for the filter's suggestions."""
     return list(
@@ -196,6 +208,7 @@ def desk(
         nav="desk",
         fleet=load_fleet(session, filters),
         incidents=open_incidents(session, DESK_INCIDENTS),
+        alert_incidents=alert_incidents(session, DESK_INCIDENTS),
         customers=customers(session),
         device_types=DEVICE_TYPES,
         statuses=STATUSES,
