@@ -26,6 +26,7 @@ from sqlmodel import Session
 
 from server import crud
 from server.config import ServerSettings
+from server.kpi.config import KpiSettings
 from server.main import create_app
 from server.models import Device, DeviceCreate, User
 from server.security import hash_password
@@ -179,6 +180,8 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         access_log_file=directory / "access.log",  # not onto the demo's terminal
         # The usual gateway port when it is free (a second demo takes any port).
         ssh_gateway_port=2222 if port_free(2222) else 0,
+        # The simulated devices' faults open incidents, as a proactive center runs.
+        kpi=KpiSettings(alerts_open_incidents=True),
     )
     # For the administrative commands: `fieldlink kpi --config fieldlink-demo/server.toml`.
     await asyncio.to_thread(
