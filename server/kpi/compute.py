@@ -47,6 +47,7 @@ GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region")
 KPI_DEFINITIONS: dict[str, str] = {
     "incidents_closed": "incidents closed in the window (C)",
     "remote_usage_rate": "share of C where a remote session was used",
+    "proactive_share": "share of C opened by a device fault (channel alert) before any call",
     "self_resolution_rate": "share of F (C without no_fault) resolved remotely or by phone",
     "remote_resolution_rate": "share of F resolved through a remote session",
     "dispatches": "incidents of F resolved by sending an engineer",
@@ -69,6 +70,7 @@ class KpiFigures(BaseModel):
 
     incidents_closed: int
     remote_usage_rate: float | None
+    proactive_share: float | None
     self_resolution_rate: float | None
     remote_resolution_rate: float | None
     dispatches: int
@@ -107,6 +109,7 @@ class _Sums:
 
     closed: int = 0
     remote_used: int = 0
+    alerted: int = 0
     fault: int = 0
     remote: int = 0
     phone: int = 0
@@ -135,6 +138,7 @@ def _figures(sums: _Sums) -> dict[str, Any]:
     return {
         "incidents_closed": sums.closed,
         "remote_usage_rate": _ratio(sums.remote_used, sums.closed),
+        "proactive_share": _ratio(sums.alerted, sums.closed),
         "self_resolution_rate": _ratio(sums.remote + sums.phone, sums.fault),
         "remote_resolution_rate": _ratio(sums.remote, sums.fault),
         "dispatches": sums.dispatch,
@@ -176,6 +180,7 @@ def _closed_in_window(start: datetime, end: datetime, group_by: str) -> sa.CTE:
             _T.device_type.label("device_type"),
             _T.resolution.label("resolution"),
             sa.case((_T.remote_session_used.is_(True), 1), else_=0).label("used"),
+            sa.case((_T.channel == "alert", 1), else_=0).label("alerted"),
             hours_between(_T.restored_at, _T.down_at).label("ttr"),
             answered.label("asa"),
         )
@@ -280,6 +285,7 @@ def _partial_sqlite(
             *keys,
             sa.func.count().label("n"),
             sa.func.sum(closed.c.used).label("used"),
+            sa.func.sum(closed.c.alerted).label("alerted"),
             sa.func.sum(ttr).label("ttr_sum"),
             sa.func.count(ttr).label("ttr_n"),
             sa.func.sum(closed.c.asa).label("asa_sum"),
@@ -384,6 +390,7 @@ def _partial_postgresql(
             *keys,
             sa.func.count().label("n"),
             sa.func.count().filter(_T.remote_session_used.is_(True)).label("used"),
+            sa.func.count().filter(_T.channel == "alert").label("alerted"),
             (_epoch(sa.func.sum(_T.restored_at - _T.down_at)) / 3600.0).label("ttr_sum"),
             sa.func.count(_T.restored_at).label("ttr_n"),
             _epoch(sa.func.sum(_T.answered_at - _T.opened_at)).label("asa_sum"),
@@ -437,6 +444,7 @@ def _report_query(
         group_key.label("group_key"),
         total(partial.c.n).label("closed"),
         total(partial.c.used).label("remote_used"),
+        total(partial.c.alerted).label("alerted"),
         total(partial.c.n, is_fault).label("fault"),
         total(partial.c.n, resolution == "remote").label("remote"),
         total(partial.c.n, resolution == "phone").label("phone"),

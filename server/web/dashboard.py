@@ -55,6 +55,12 @@ FIGURES: tuple[Figure, ...] = (
         "remote_usage_rate", "Remote session used", "rate", "|{i ∈ C : remote_session_used}| / |C|"
     ),
     Figure(
+        "proactive_share",
+        "Opened by device faults",
+        "rate",
+        "|{i ∈ C : channel = alert}| / |C|",
+    ),
+    Figure(
         "remote_resolution_rate",
         "Resolved remotely",
         "rate",
