@@ -20,6 +20,7 @@ from server.api.routes import (
     enroll,
     incidents,
     keys,
+    knowledge,
     kpis,
     sessions,
     telemetry,
@@ -78,6 +79,7 @@ def api_router() -> APIRouter:
     router.include_router(enroll.router)
     router.include_router(incidents.router)
     router.include_router(alerts.router)
+    router.include_router(knowledge.router)
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)

@@ -28,6 +28,13 @@ from server.models.incident import (
     IncidentUpdate,
 )
 from server.models.instance import ServerInstance
+from server.models.knowledge import (
+    KnowledgeArticle,
+    KnowledgeArticleCreate,
+    KnowledgeArticlePublic,
+    KnowledgeHit,
+    KnowledgeHits,
+)
 from server.models.session import (
     ExecRequest,
     ExecResultPublic,
@@ -71,6 +78,11 @@ __all__ = [
     "IncidentSession",
     "IncidentUpdate",
     "IncidentsPublic",
+    "KnowledgeArticle",
+    "KnowledgeArticleCreate",
+    "KnowledgeArticlePublic",
+    "KnowledgeHit",
+    "KnowledgeHits",
     "LoginThrottle",
     "RemoteSession",
     "RemoteSessionCreate",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -139,6 +140,8 @@ def test_open_alerts_across_the_fleet_with_filters(client: TestClient, auth: Aut
     assert by_code["SC-541"]["model"] == "C3000"
     assert by_code["TONER-LOW-BLACK"]["incident_id"] is None  # a warning opens none
     assert by_code["disk_full"]["incident_id"] is None  # nor does a rule
+    nul = {"code": "\x00"}
+    assert client.get("/api/v1/alerts", params=nul, headers=auth("operator")).status_code == 422
     for bad in ({"severity": "fatal"}, {"limit": "0"}, {"source": "x"}, {"code": "x" * 200}):
         assert client.get("/api/v1/alerts", params=bad, headers=auth("operator")).status_code == 422
     assert client.get("/api/v1/alerts").status_code == 401
@@ -324,6 +327,11 @@ def test_similar_past_cases_same_model_first_then_any(client: TestClient, auth: 
     assert none["count"] == 0
     assert none["remote_share"] is None
     assert none["fixes"] == []
+    nul = {"error_code": "\x00"}
+    assert (
+        client.get("/api/v1/incidents/similar", params=nul, headers=auth("operator")).status_code
+        < 500
+    )
     for bad in ({}, {"error_code": ""}, {"error_code": "x" * 200}):
         got = client.get("/api/v1/incidents/similar", params=bad, headers=auth("operator"))
         assert got.status_code == 422
@@ -331,3 +339,119 @@ def test_similar_past_cases_same_model_first_then_any(client: TestClient, auth: 
     assert (
         client.get("/api/v1/incidents/999999/similar", headers=auth("operator")).status_code == 404
     )
+
+
+# -- the knowledge base: articles and a full-text search over them and resolution notes --------
+
+
+def _article(client: TestClient, auth: Auth, **fields: Any) -> dict[str, Any]:
+    body = {
+        "title": "Fuser thermistor open",
+        "error_codes": ["SC-541", "SC-542"],
+        "models": ["C3000"],
+        "steps": "1. Power off. 2. Reseat the thermistor connector CN12. 3. Power on.",
+        **fields,
+    }
+    answer = client.post("/api/v1/knowledge/articles", json=body, headers=auth("manager"))
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+def test_knowledge_search_finds_articles_and_notes_by_their_words(
+    client: TestClient, auth: Auth
+) -> None:
+    article = _article(client, auth)
+    _article(client, auth, title="Polygon motor noise", error_codes=["SC-320"], steps="Replace")
+    _closed(client, auth, "mfp-a", "SC-541", "remote", 1.0, "Reseated connector CN12", 1)
+    _closed(client, auth, "mfp-b", "J-201", "phone", 0.5, "Customer cleared the duplex unit", 2)
+    _closed(client, auth, "mfp-c", "SC-541", "dispatch", 9, None, 3)
+
+    def search(q: str, role: str = "operator") -> dict[str, Any]:
+        answer = client.get("/api/v1/knowledge", params={"q": q}, headers=auth(role))
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        assert found["count"] >= len(found["items"])
+        return found
+
+    connector = search("CN12 connector")
+    assert sorted(hit["kind"] for hit in connector["items"]) == ["article", "note"]
+    assert connector["count"] == 2
+    by_code = search("SC-541")
+    kinds = sorted(hit["kind"] for hit in by_code["items"])
+    assert kinds == ["article", "note"]  # the note of the closed SC-541 case, and the article
+    assert search("duplex")["items"][0]["kind"] == "note"
+    assert search("duplex")["items"][0]["device_id"] == "mfp-b"
+    assert search("nothing-like-this")["count"] == 0
+    # The query language is never the user's: operators and quotes are words.
+    for hostile in ('"', 'CN12 OR "', "NEAR(a b)", "* OR x", "title:Fuser", "-CN12", "'; DROP"):
+        search(hostile)
+    # Edited later, a note is found by its new words only.
+    incident_id = next(h["id"] for h in connector["items"] if h["kind"] == "note")
+    patched = client.patch(
+        f"/api/v1/incidents/{incident_id}",
+        json={"resolution_note": "Firmware upgrade to 2.4"},
+        headers=auth("operator"),
+    )
+    assert patched.status_code == 200
+    assert [h["kind"] for h in search("CN12")["items"]] == ["article"]
+    assert [h["id"] for h in search("firmware")["items"]] == [incident_id]
+    fetched = client.get(f"/api/v1/knowledge/articles/{article['id']}", headers=auth("operator"))
+    assert fetched.json()["error_codes"] == ["SC-541", "SC-542"]
+
+
+def test_knowledge_roles_and_bad_input(client: TestClient, auth: Auth) -> None:
+    body = {"title": "T", "steps": "S"}
+    denied = client.post("/api/v1/knowledge/articles", json=body, headers=auth("operator"))
+    assert denied.status_code == 403
+    assert client.get("/api/v1/knowledge", params={"q": "x"}).status_code == 401
+    for bad in (
+        {"title": "", "steps": "S"},
+        {"title": "T", "steps": ""},
+        {"title": "T" * 201, "steps": "S"},
+        {"title": "T", "steps": "S" * 20_001},
+        {"title": "T", "steps": "S", "error_codes": ["C"] * 51},
+    ):
+        answer = client.post("/api/v1/knowledge/articles", json=bad, headers=auth("manager"))
+        assert answer.status_code == 422, bad
+    for params in ({}, {"q": ""}, {"q": "x" * 201}, {"q": "x", "limit": "0"}, {"q": "a\x00b"}):
+        answer = client.get("/api/v1/knowledge", params=params, headers=auth("operator"))
+        assert answer.status_code == 422, params
+    missing = client.get("/api/v1/knowledge/articles/424242", headers=auth("operator"))
+    assert missing.status_code == 404
+
+
+@pytest.mark.postgres
+def test_postgresql_search_uses_the_gin_indexes(postgres_url: str) -> None:
+    from sqlmodel import Session as DbSession
+
+    from server.db import create_schema, make_engine
+    from server.incidents.knowledge import ARTICLE_DOCUMENT, NOTE_DOCUMENT, search
+
+    migration = Path(__file__).parents[2] / "server/migrations/versions/0011_resolution.py"
+    assert NOTE_DOCUMENT in migration.read_text()
+    assert ARTICLE_DOCUMENT in migration.read_text()
+
+    engine = make_engine(postgres_url)
+    try:
+        create_schema(engine)
+        with DbSession(engine) as db:
+            db.execute(sa.text("SET enable_seqscan = off"))
+            for table, document, index, where in (
+                (
+                    "incident",
+                    NOTE_DOCUMENT,
+                    "ix_incident_note_search",
+                    "resolution_note IS NOT NULL AND",
+                ),
+                ("knowledge_article", ARTICLE_DOCUMENT, "ix_knowledge_article_search", ""),
+            ):
+                explain = (
+                    f"EXPLAIN SELECT id FROM {table}, websearch_to_tsquery('simple', 'fuser') "  # noqa: S608  (fixed texts)
+                    f"AS query WHERE {where} {document} @@ query"
+                )
+                plan = "\n".join(row[0] for row in db.execute(sa.text(explain)))
+                assert index in plan, plan
+            assert search(db, q="fuser").count == 0
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from server.api.deps import OperatorUser, SessionDep
-from server.api.responses import DB_INT_MAX
+from server.api.responses import DB_INT_MAX, PLAIN_TEXT
 from server.models import Alert, Device, Incident
 from shared.wire import SEVERITIES
 
@@ -51,12 +51,14 @@ class FleetAlerts(BaseModel):
 def list_alerts(
     session: SessionDep,
     _user: OperatorUser,
-    type: Annotated[str | None, Query(max_length=16, description="device type")] = None,
-    customer: Annotated[str | None, Query(max_length=256)] = None,
+    type: Annotated[
+        str | None, Query(max_length=16, pattern=PLAIN_TEXT, description="device type")
+    ] = None,
+    customer: Annotated[str | None, Query(max_length=256, pattern=PLAIN_TEXT)] = None,
     severity: Annotated[
         str | None, Query(pattern=_SEVERITY_PATTERN, description="this severity or above")
     ] = None,
-    code: Annotated[str | None, Query(max_length=128)] = None,
+    code: Annotated[str | None, Query(max_length=128, pattern=PLAIN_TEXT)] = None,
     source: Annotated[str | None, Query(pattern="^(device|rule)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,

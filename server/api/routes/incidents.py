@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
 from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
-from server.api.responses import DB_INT_MAX, ErrorResponse
+from server.api.responses import DB_INT_MAX, PLAIN_TEXT, ErrorResponse
 from server.incidents import records as service
 from server.incidents.csv_io import (
     CsvImportInvalid,
@@ -257,8 +257,8 @@ def export_incidents(
 def similar_by_code(
     session: SessionDep,
     _user: OperatorUser,
-    error_code: Annotated[str, Query(min_length=1, max_length=128)],
-    model: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    error_code: Annotated[str, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)],
+    model: Annotated[str | None, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)] = None,
 ) -> SimilarCases:
     """Past cases of an error code (the ``model``'s first): see docs/kpis.md."""
     return similar_cases(session, error_code=error_code, model=model)
