@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from server.config import ServerSettings
 from server.crud import InvalidInput
+from server.ingest.incidents import apply_fault_incidents
 from server.kpi.config import KpiSettings, kpi_settings_of
 from server.models import (
     Device,
@@ -346,8 +347,9 @@ def open_incident_for_alert(
 
     The fault's time is ``down_at`` and ``opened_at``. While an incident opened
     by the same device and fault code is still open, that one is returned and
-    no second one is opened (a unique index holds this across processes too).
-    Commits.
+    no second one is opened: the insert is the ingest's idempotent one
+    (:func:`server.ingest.incidents.apply_fault_incidents`, on a unique index),
+    so this holds across processes too. Commits.
 
     Args:
         settings: the server's settings (``settings.kpi``) or a :class:`KpiSettings`.
@@ -357,28 +359,23 @@ def open_incident_for_alert(
     """
     if not kpi_settings_of(settings).alerts_open_incidents:
         return None
-    existing = _open_alert_incident(session, device_id, code)
-    if existing is not None:
-        return existing
     if raised_at.tzinfo is None:
         raised_at = raised_at.replace(tzinfo=UTC)
-    device_type = _device_type(session, device_id)
-    incident = Incident(
-        device_id=device_id,
-        device_type=device_type,
-        opened_at=raised_at,
-        down_at=raised_at,
-        channel="alert",
-        error_code=code[:128],
-        symptom=message[:4000] or None,
-    )
-    session.add(incident)
-    try:
-        session.commit()
-    except IntegrityError:
-        # Another process opened it first: use theirs.
-        session.rollback()
-        return _open_alert_incident(session, device_id, code)
-    session.refresh(incident)
-    logger.info("incident %s opened by fault %s of device %s", incident.id, code, device_id)
+    _device_type(session, device_id)
+    fault = {
+        "device_id": device_id,
+        "source": "device",
+        "code": code,
+        "severity": "error",
+        "message": message,
+        "raised_at": raised_at,
+        "cleared_at": None,
+        "open": True,
+    }
+    # The ingest's own statement: one INSERT ... ON CONFLICT on the unique index.
+    apply_fault_incidents(session.connection(), [fault], [])
+    session.commit()
+    incident = _open_alert_incident(session, device_id, code[:128])
+    if incident is not None:
+        logger.info("incident %s open for fault %s of device %s", incident.id, code, device_id)
     return incident
