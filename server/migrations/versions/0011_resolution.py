@@ -14,6 +14,9 @@ Create Date: 2026-12-06 04:30:00.000000
   on SQLite an FTS5 table ``knowledge_fts`` kept by triggers (rowid ``2 * incident.id``
   for a note, ``2 * article.id + 1`` for an article); on PostgreSQL GIN indexes on the
   ``to_tsvector('simple', ...)`` expressions :mod:`server.incidents.knowledge` queries.
+  A later SQLite migration that recreates ``incident`` or ``knowledge_article``
+  (batch "move and copy") drops their triggers: it must create them again
+  (``_SQLITE_SEARCH`` here).
 """
 
 from collections.abc import Sequence
