@@ -125,7 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         app.state.broker_url = broker_url
-        from provisioning.ca import CaNotInitialized
+        from provisioning.pki import CaNotInitialized
         from server.commands import CommandPublisher
         from server.ingest.service import IngestService
 

@@ -49,7 +49,8 @@ from provisioning.broker_update import (
     request_broker_update,
     touch_request,
 )
-from provisioning.ca import CaNotInitialized, CertificateAuthority, PkiPaths, certificate_not_after
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import CaNotInitialized, PkiPaths, certificate_not_after
 from server import metrics
 from server.config import ServerSettings
 from server.ingest import maintenance

@@ -12,11 +12,9 @@ from sqlmodel import Session, col, select
 
 from provisioning.broker import BrokerTargets, write_broker_config
 from provisioning.broker_update import load_update_state
-from provisioning.ca import (
-    CRL_VALIDITY,
-    CertificateAuthority,
-    certificate_not_after,
-)
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import certificate_not_after
+from provisioning.register import CRL_VALIDITY
 from server import metrics
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
