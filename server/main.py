@@ -23,6 +23,7 @@ from server.api.routes import (
     kpis,
     sessions,
     telemetry,
+    tokens,
     users,
 )
 from server.config import ServerSettings
@@ -72,6 +73,7 @@ def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     router.include_router(auth.router)
+    router.include_router(tokens.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)
     router.include_router(enroll.router)

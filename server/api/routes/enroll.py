@@ -10,8 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from server import audit, crud
-from server.api.deps import SessionDep, SettingsDep
-from server.api.routes.auth import client_address
+from server.api.deps import SessionDep, SettingsDep, client_address
 from server.config import ServerSettings
 
 if TYPE_CHECKING:
