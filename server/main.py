@@ -168,6 +168,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         liveness.on_judged_dead = session_manager.end_swept
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
+        from server.upkeep import ACCESS_JOB, access_job
+
+        upkeep.add(access_job(session_manager.access))
+        session_manager.access.wake = lambda: upkeep.wake(ACCESS_JOB)
+        # Stopped before the sessions close at shutdown.
+        stack.push_async_callback(upkeep.remove, ACCESS_JOB)
         app.state.sessions = session_manager
         from server.gateway import start_gateway
 

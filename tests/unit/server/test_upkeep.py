@@ -76,7 +76,8 @@ async def test_a_job_added_while_running_starts_then_is_removed_and_waits_for_it
 
 
 def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSettings) -> None:
-    """The PKI's, the liveness heartbeat and sweep, silent devices, rollups and retention."""
+    """The PKI's, the liveness heartbeat and sweep, silent devices, rollups and retention,
+    and the re-check of live sessions' access."""
     from fastapi.testclient import TestClient
 
     from server.main import create_app
@@ -84,6 +85,7 @@ def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSett
     with TestClient(create_app(settings)) as client:
         upkeep = client.app.state.upkeep  # type: ignore[attr-defined]
         assert sorted(upkeep.job_names) == [
+            "access",
             "broker-update",
             "liveness",
             "pki",
@@ -91,7 +93,9 @@ def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSett
             "silent-devices",
         ]
         assert not hasattr(client.app.state.ingest, "sweep")  # type: ignore[attr-defined]
-    # At shutdown the owners' jobs stopped before their owners (liveness, ingest).
+        # Withdrawing an access in this process wakes the upkeep's job.
+        assert client.app.state.sessions.access.wake is not None  # type: ignore[attr-defined]
+    # At shutdown the owners' jobs stopped before their owners (liveness, sessions, ingest).
     assert upkeep.job_names == ["broker-update", "pki"]
 
 
