@@ -187,20 +187,6 @@ class CertificateAuthority(CertificateRegister):
 
     # --- issuing --------------------------------------------------------------------------
 
-    def _sign(
-        self,
-        public_key: CsrPublicKey,
-        cn: str,
-        validity: timedelta,
-        now: datetime,
-        *,
-        server: bool = False,
-        hostnames: Iterable[str] = (),
-    ) -> x509.Certificate:
-        return sign_leaf(
-            self.cert, self._key, public_key, cn, validity, now, server=server, hostnames=hostnames
-        )
-
     def sign_device_csr(
         self,
         csr_pem: str | bytes,
@@ -234,7 +220,7 @@ class CertificateAuthority(CertificateRegister):
         public_key = check_csr_key(csr.public_key())
         now = now or utcnow()
         with locked(self.paths):
-            cert = self._sign(public_key, device_id, validity, now)
+            cert = sign_leaf(self.cert, self._key, public_key, device_id, validity, now)
             issued = self._record(cert)
         logger.info(
             "issued certificate %s to device %s until %s",
@@ -307,7 +293,9 @@ class CertificateAuthority(CertificateRegister):
     ) -> IssuedCertificate:
         key = new_key(self.key_type)
         names = [*DEFAULT_BROKER_HOSTNAMES, *hostnames]
-        cert = self._sign(
+        cert = sign_leaf(
+            self.cert,
+            self._key,
             key.public_key(),
             BROKER_CN,
             SERVICE_VALIDITY,
@@ -331,7 +319,9 @@ class CertificateAuthority(CertificateRegister):
 
     def _issue_server_client_certificate_locked(self, now: datetime) -> IssuedCertificate:
         key = new_key(self.key_type)
-        cert = self._sign(key.public_key(), SERVER_CLIENT_CN, SERVICE_VALIDITY, now)
+        cert = sign_leaf(
+            self.cert, self._key, key.public_key(), SERVER_CLIENT_CN, SERVICE_VALIDITY, now
+        )
         write_file_atomic(self.paths.server_client_key, key_pem(key), mode=0o600)
         write_file_atomic(self.paths.server_client_cert, cert_pem(cert), mode=0o644)
         return IssuedCertificate.from_certificate(cert)
@@ -355,7 +345,9 @@ class CertificateAuthority(CertificateRegister):
         """
         check_device_id(cn)
         with locked(self.paths):
-            return self._record(self._sign(public_key, cn, validity, now or utcnow()))
+            return self._record(
+                sign_leaf(self.cert, self._key, public_key, cn, validity, now or utcnow())
+            )
 
     def renew_service_certificates_if_due(
         self, now: datetime | None = None, *, renew_before: timedelta = SERVICE_RENEW_BEFORE
