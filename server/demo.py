@@ -151,7 +151,8 @@ async def _serve_panel(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 def _prepare_keys(directory: Path, devices: int) -> Path:
     """The CA and command key (for signed session requests), and the devices' host keys."""
-    from provisioning.ca import CertificateAuthority, PkiPaths
+    from provisioning.ca import CertificateAuthority
+    from provisioning.pki import PkiPaths
 
     if not PkiPaths.under(directory).ca_cert.exists():
         CertificateAuthority.init(directory)

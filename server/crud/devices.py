@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
+from server.crud.conflicts import conflict_on_duplicate
 from server.crud.errors import InvalidInput
 from server.models import Device, DeviceCreate
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.ids import check_device_id, derive_device_id
 
 
@@ -27,12 +27,8 @@ def add_device(session: Session, *, data: DeviceCreate) -> Device:
         check_gateway(session, device_id=device_id, via=data.via)
     device = Device(**data.model_dump(exclude={"id"}), id=device_id)
     session.add(device)
-    try:
+    with conflict_on_duplicate(session, f"device {device_id!r} already exists"):
         session.flush()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = f"device {device_id!r} already exists"
-        raise Conflict(msg) from exc
     return device
 
 
