@@ -1,7 +1,7 @@
 """resolution notes, and the restore time a cleared fault proposes
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06 04:30:00.000000
 
 - ``incident.resolution_note``: what was done and which parts were used (the
@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from server.models.base import UTCDateTime
 
 revision: str = "0011"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
