@@ -47,7 +47,8 @@ from agent.remote.commands import (
 from agent.remote.control import ControlError, ControlServer, control_socket_path
 from agent.remote.policy import SitePolicy
 from agent.remote.session_process import SPARE_LINGER_S
-from agent.remote.sessions import SessionController, SessionFactory
+from agent.remote.session_runners import SessionFactory
+from agent.remote.sessions import SessionController
 from shared.broker_url import BrokerAddress
 
 if TYPE_CHECKING:
