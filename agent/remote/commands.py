@@ -15,9 +15,11 @@ An accepted command goes to the handler registered under its ``type`` in a
 Handlers answer with a result body, or raise :class:`CommandFailed` with a
 short error label.
 
-Memory: verification needs ``cryptography`` and pydantic (about 20 MiB
-together). They are imported on the first command, never at start-up, so an
-agent that receives no command stays as small as it was.
+Memory: verification needs the Ed25519 primitives of ``cryptography`` (about
+7 MiB), imported on the first command, never at start-up, so an agent that
+receives no command stays as small as it was. It needs no pydantic:
+:func:`shared.signing.verify_command` checks the command's shape with the
+standard library.
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ class CommandDispatcher:
     _load_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def _verify_sync(self, payload: bytes) -> CommandRequest:
-        # Runs in a worker thread: the first call imports cryptography and pydantic,
+        # Runs in a worker thread: the first call imports cryptography's Ed25519,
         # and an accepted id is written to disk.
         from shared.signing import ReplayCache, verify_command
 

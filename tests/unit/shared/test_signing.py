@@ -272,3 +272,51 @@ def test_wrong_key_files_give_clear_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyFileError, match="Ed25519"):
         signing.load_public_key(ec_pub)
+
+
+def test_verification_loads_neither_pydantic_nor_cryptographys_serialization() -> None:
+    # The agent verifies commands: what that loads stays in its memory until it restarts.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from datetime import datetime\n"
+        "from shared.signing import ReplayCache, verify_command\n"
+        "now = datetime.fromisoformat(sys.argv[3])\n"
+        "command = verify_command(sys.argv[1], sys.argv[2], 'mfp-0042', ReplayCache(), now)\n"
+        "heavy = ('pydantic', 'shared.models', 'cryptography.hazmat.primitives.serialization')\n"
+        "print(command.id, [name for name in heavy if name in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, SERVER_PUB.decode(), signed_wire().decode(), NOW.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["cmd-00000001", "[]"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", "short"),
+        ("id", 12345678),
+        ("type", "Session.Open"),
+        ("type", ""),
+        ("issued_at", "2026-11-22T23:00:00"),
+        ("expires_at", "soon"),
+        ("device_id", "MFP_42"),
+        ("body", ["not", "an", "object"]),
+        ("v", 2),
+        ("sig", None),
+    ],
+)
+def test_a_field_the_command_model_refuses_is_malformed(field: str, value: object) -> None:
+    data = json.loads(signed_wire())
+    data[field] = value
+    with pytest.raises(ValueError, match=field):
+        Command.model_validate(data)  # the server's model refuses it too
+    with pytest.raises(MalformedCommand, match=field):
+        verify_command(SERVER_PUB, json.dumps(data), DEVICE, ReplayCache(), now=NOW)
