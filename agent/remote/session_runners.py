@@ -23,8 +23,8 @@ from shared.wire import CloseReason
 if TYPE_CHECKING:
     from agent.remote.outcome import Refusal, SessionOutcome
     from agent.remote.policy import SitePolicy
+    from agent.remote.session_bodies import SessionOpen
     from agent.remote.session_process import SpareProcess
-    from shared.models import SessionOpen
 
 
 class RunnableSession(Protocol):

@@ -1,7 +1,8 @@
 """Remote sessions on the device: ``session.open`` and ``session.close``, site consent, reports.
 
 The server publishes a signed ``session.open`` (its body is
-:class:`shared.models.SessionOpen`). Once the dispatcher has verified it,
+:class:`shared.models.SessionOpen`, which the agent reads without pydantic:
+:mod:`agent.remote.session_bodies`). Once the dispatcher has verified it,
 :class:`SessionController` checks it against the site policy and answers at
 once: the session's services must all be allowed (else ``not_allowed``, and a
 ``session.denied`` event), and the device holds at most ``max_sessions``
@@ -67,6 +68,7 @@ from agent.remote.commands import (
     device_event,
 )
 from agent.remote.policy import SitePolicy
+from agent.remote.session_bodies import SessionOpen, parse_close, parse_open
 from agent.remote.session_reports import closed_report, one_line, refusal_body
 from agent.remote.session_runners import (
     RunnableSession,
@@ -75,6 +77,7 @@ from agent.remote.session_runners import (
     SessionLauncher,
 )
 from shared.errors import Conflict, NotFound
+from shared.fields import InvalidField
 from shared.ids import isoformat_z, utcnow
 from shared.wire import (
     SESSION_APPROVED,
@@ -89,10 +92,7 @@ from shared.wire import (
 )
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from agent.remote.outcome import Refusal
-    from shared.models import SessionOpen
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ CLOSE_WAIT_S: Final = 3.0
 SHUTDOWN_WAIT_S: Final = 5.0
 
 SessionState = Literal["awaiting_consent", "connecting", "active"]
-_Model = TypeVar("_Model", bound="BaseModel")
+_Body = TypeVar("_Body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +240,7 @@ class SessionController:
             CommandFailed: ``invalid`` body, ``not_allowed`` services, ``busy``,
                 ``already_open``, or a session key that has ``expired``.
         """
-        from shared.models import SessionOpen
-
-        spec = _parse(SessionOpen, request.body)
+        spec = _parse(parse_open, request.body)
         if spec.session_id in self._sessions:
             raise CommandFailed(ALREADY_OPEN, {"session_id": spec.session_id})
         requested = None if spec.services is None else frozenset(spec.services)
@@ -289,9 +287,7 @@ class SessionController:
         Raises:
             CommandFailed: ``invalid`` body, or ``unknown_session``.
         """
-        from shared.models import SessionClose
-
-        spec = _parse(SessionClose, request.body)
+        spec = _parse(parse_close, request.body)
         entry = self._sessions.get(spec.session_id)
         if entry is None:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
@@ -528,14 +524,9 @@ class SessionController:
         return self._launcher.spare_process()
 
 
-def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
-    """Validate a command body, or fail the command with ``invalid`` (never echoing input)."""
-    from pydantic import ValidationError
-
+def _parse(parse: Callable[[Mapping[str, Any]], _Body], body: Mapping[str, Any]) -> _Body:
+    """Check a command body, or fail the command with ``invalid`` (never echoing input)."""
     try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        first = errors[0] if errors else {"loc": (), "msg": "malformed"}
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise CommandFailed(INVALID, {"detail": f"{where}: {first['msg']}"}) from None
+        return parse(body)
+    except InvalidField as exc:
+        raise CommandFailed(INVALID, {"detail": str(exc)}) from None
