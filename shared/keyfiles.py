@@ -4,9 +4,10 @@ The center makes the command key (``fieldlink ca init``) and pins its public
 half on each device at enrollment; the agent reads the pinned key to verify
 commands. ``cryptography`` is imported inside the functions that need it. A
 pinned public key in the usual SubjectPublicKeyInfo PEM is read without
-cryptography's serialization modules (about 3 MiB and 60 ms that an agent
-verifying its first command would otherwise load for one key); anything else
-goes through cryptography's PEM parser, which gives the errors.
+cryptography's serialization modules (:func:`raw_ed25519_public_key`,
+:func:`read_pinned_key`: the agent verifies commands without loading
+cryptography at all, see :mod:`shared.openssl_ed25519`); anything else goes
+through cryptography's PEM parser, which gives the errors.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
     if isinstance(data, Ed25519PublicKey):
         return data
     raw = data.encode() if isinstance(data, str) else data
-    raw_key = _ed25519_spki_pem(raw)
+    raw_key = raw_ed25519_public_key(raw)
     if raw_key is not None:
         return Ed25519PublicKey.from_public_bytes(raw_key)
     from cryptography.hazmat.primitives import serialization
@@ -155,6 +156,31 @@ def read_public_key(path: Path) -> Ed25519PublicKey:
         raise KeyFileError(msg) from exc
 
 
+def read_pinned_key(path: Path) -> bytes | Ed25519PublicKey:
+    """Read the pinned command key for :func:`shared.signing.verify_command`.
+
+    Returns:
+        The PEM bytes of an Ed25519 key, checked without cryptography (the agent
+        then verifies without loading it), or the key as :func:`read_public_key`
+        loads any other PEM form.
+
+    Raises:
+        KeyFileError: naming the file when it is missing, unreadable or the wrong key.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read command public key {path}: {exc.strerror}"
+        raise KeyFileError(msg) from exc
+    if raw_ed25519_public_key(data) is not None:
+        return data
+    try:
+        return load_public_key(data)
+    except KeyFileError as exc:
+        msg = f"{path}: {exc}"
+        raise KeyFileError(msg) from exc
+
+
 def write_private_key(path: Path, private_key: Ed25519PrivateKey) -> None:
     """Write a private key as PEM, mode 0600 from its first byte, atomically."""
     write_file_atomic(path, private_key_pem(private_key), mode=0o600)
@@ -186,8 +212,15 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
-def _ed25519_spki_pem(data: bytes) -> bytes | None:
-    """The 32 raw bytes of a PEM Ed25519 public key, or ``None`` for anything else."""
+def raw_ed25519_public_key(data: bytes | str) -> bytes | None:
+    """The 32 raw bytes of a PEM Ed25519 public key, read without cryptography.
+
+    Returns:
+        The key's bytes, or ``None`` for anything but one SubjectPublicKeyInfo PEM
+        block of an Ed25519 key (then :func:`load_public_key` reads it, or says why not).
+    """
+    if isinstance(data, str):
+        data = data.encode()
     found = _PUBLIC_PEM_RE.fullmatch(data.strip())
     if found is None:
         return None

@@ -22,12 +22,15 @@ extra fields included. A command is refused, each time with its own
 Verification needs neither pydantic nor :mod:`shared.models`: the command's
 shape is checked here with the standard library, against the same names and
 limits of :mod:`shared.wire` that :class:`shared.models.Command` is built from
-(the agent, which verifies, keeps pydantic out of its memory). Of
-``cryptography`` it loads the Ed25519 primitives only, inside the functions
-that need them, so an agent that receives no command never loads it. Measured
-on this project's machines (Python 3.11, cryptography 50): the Ed25519
-primitives add about 7 MiB resident and 25 ms, once; pydantic with
-:mod:`shared.models` would add about 19 MiB and 160 ms more.
+(the agent, which verifies, keeps pydantic out of its memory). The signature
+is checked with the system's ``libcrypto``, which the ``ssl`` module has
+already mapped (:mod:`shared.openssl_ed25519`), when the key is given as PEM;
+``cryptography`` (its Ed25519 primitives only, imported inside the functions
+that need them) when that library cannot be used or the key is given loaded.
+Measured on this project's machines (Python 3.11, cryptography 50): the first
+check through libcrypto adds about 1.3 MiB resident (ctypes); through
+cryptography about 7 MiB and 25 ms, once; pydantic with :mod:`shared.models`
+would add about 19 MiB and 160 ms more.
 
 The key files are :mod:`shared.keyfiles`, the replay cache
 :mod:`shared.replay`, the refusals :mod:`shared.command_rules`; their names are
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from shared import fields
+from shared import fields, openssl_ed25519
 from shared.command_rules import (
     DEFAULT_CLOCK_SKEW,
     DEFAULT_MAX_LIFETIME,
@@ -67,6 +70,8 @@ from shared.keyfiles import (
     load_public_key,
     private_key_pem,
     public_key_pem,
+    raw_ed25519_public_key,
+    read_pinned_key,
     read_private_key,
     read_public_key,
     write_file_atomic,
@@ -113,6 +118,7 @@ __all__ = [
     "load_public_key",
     "private_key_pem",
     "public_key_pem",
+    "read_pinned_key",
     "read_private_key",
     "read_public_key",
     "sign_command",
@@ -248,6 +254,33 @@ def _parse_wire(
 # --- verification -------------------------------------------------------------------------
 
 
+def _verification_key(public_key: bytes | str | Ed25519PublicKey) -> bytes | Ed25519PublicKey:
+    """The raw 32 bytes of a PEM Ed25519 key, or else the key as cryptography loads it."""
+    if isinstance(public_key, bytes | str):
+        raw = raw_ed25519_public_key(public_key)
+        if raw is not None:
+            return raw
+    return load_public_key(public_key)
+
+
+def _signature_verifies(key: bytes | Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """Check with the libcrypto the ssl module mapped, else with cryptography."""
+    if isinstance(key, bytes):
+        verdict = openssl_ed25519.verify(key, signature, message)
+        if verdict is not None:
+            return verdict
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        key = Ed25519PublicKey.from_public_bytes(key)
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def verify_command(
     public_key: bytes | str | Ed25519PublicKey,
     payload: bytes | bytearray | str | Command,
@@ -281,9 +314,7 @@ def verify_command(
         CommandRejected: a subclass per reason (see the module docstring).
         KeyFileError: when ``public_key`` is not an Ed25519 public key.
     """
-    from cryptography.exceptions import InvalidSignature
-
-    key = load_public_key(public_key)
+    key = _verification_key(public_key)
     now = now or utcnow()
     data, command = _parse_wire(payload)
     if not command.sig:
@@ -293,11 +324,9 @@ def verify_command(
     if signature is None:
         msg = f"command {command.id} has a malformed signature"
         raise BadSignature(msg, command_id=command.id)
-    try:
-        key.verify(signature, signed_payload(data))
-    except InvalidSignature as exc:
+    if not _signature_verifies(key, signature, signed_payload(data)):
         msg = f"command {command.id} has a bad signature"
-        raise BadSignature(msg, command_id=command.id) from exc
+        raise BadSignature(msg, command_id=command.id)
     if command.device_id != device_id:
         target = command.device_id or "no device"
         msg = f"command {command.id} is for {target}, not {device_id}"

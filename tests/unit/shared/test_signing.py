@@ -274,8 +274,10 @@ def test_wrong_key_files_give_clear_errors(tmp_path: Path) -> None:
         signing.load_public_key(ec_pub)
 
 
-def test_verification_loads_neither_pydantic_nor_cryptographys_serialization() -> None:
+def test_verification_loads_neither_pydantic_nor_cryptography() -> None:
     # The agent verifies commands: what that loads stays in its memory until it restarts.
+    # (The libcrypto the ssl module maps checks the signature: tests/unit/shared/
+    # test_openssl_ed25519.py checks that it is usable here, so this cannot pass vacuously.)
     import subprocess
     import sys
 
@@ -285,7 +287,7 @@ def test_verification_loads_neither_pydantic_nor_cryptographys_serialization() -
         "from shared.signing import ReplayCache, verify_command\n"
         "now = datetime.fromisoformat(sys.argv[3])\n"
         "command = verify_command(sys.argv[1], sys.argv[2], 'mfp-0042', ReplayCache(), now)\n"
-        "heavy = ('pydantic', 'shared.models', 'cryptography.hazmat.primitives.serialization')\n"
+        "heavy = ('pydantic', 'shared.models', 'cryptography')\n"
         "print(command.id, [name for name in heavy if name in sys.modules])\n"
     )
     result = subprocess.run(
@@ -320,3 +322,33 @@ def test_a_field_the_command_model_refuses_is_malformed(field: str, value: objec
         Command.model_validate(data)  # the server's model refuses it too
     with pytest.raises(MalformedCommand, match=field):
         verify_command(SERVER_PUB, json.dumps(data), DEVICE, ReplayCache(), now=NOW)
+
+
+def test_without_a_usable_libcrypto_cryptography_checks_the_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import openssl_ed25519
+
+    monkeypatch.setattr(openssl_ed25519, "_loaded", [None])
+    assert verify_command(SERVER_PUB, signed_wire(), DEVICE, ReplayCache(), now=NOW).id
+    wire = bytearray(signed_wire())
+    at = wire.index(b'"sig":"') + 10  # a character inside the signature: another valid one
+    wire[at] = ord("A") if wire[at] != ord("A") else ord("B")
+    with pytest.raises(BadSignature, match="bad signature"):
+        verify_command(SERVER_PUB, bytes(wire), DEVICE, ReplayCache(), now=NOW)
+
+
+def test_a_loaded_key_still_verifies() -> None:
+    key = signing.load_public_key(SERVER_PUB)
+    assert verify_command(key, signed_wire(), DEVICE, ReplayCache(), now=NOW).id
+
+
+def test_the_pinned_key_is_read_as_pem_or_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "command-key.pem"
+    with pytest.raises(KeyFileError, match="cannot read"):
+        signing.read_pinned_key(path)
+    path.write_bytes(SERVER_PUB)
+    assert signing.read_pinned_key(path) == SERVER_PUB
+    path.write_text("hello")
+    with pytest.raises(KeyFileError, match=r"command-key\.pem"):
+        signing.read_pinned_key(path)
