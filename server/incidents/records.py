@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from server.config import ServerSettings
 from server.crud import InvalidInput
+from server.crud.conflicts import conflict_on_duplicate
 from server.kpi.config import KpiSettings, kpi_settings_of
 from server.models import (
     Device,
@@ -96,12 +97,10 @@ def _external_id_taken(session: Session, external_id: str, incident_id: int | No
 
 
 def _commit_or_conflict(session: Session, external_id: str | None) -> None:
-    try:
+    with conflict_on_duplicate(
+        session, f"an incident with external_id {external_id!r} already exists"
+    ):
         session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = f"an incident with external_id {external_id!r} already exists"
-        raise Conflict(msg) from exc
 
 
 def create_incident(session: Session, *, data: IncidentCreate) -> Incident:

@@ -248,7 +248,7 @@ def _broker_revocation(request: Request, device: Device) -> dict[str, Any] | Non
     if device.revoked_at is None:
         return None
     from provisioning.broker_update import load_update_state
-    from provisioning.ca import PkiPaths
+    from provisioning.pki import PkiPaths
 
     state = load_update_state(PkiPaths.under(request.app.state.settings.state_dir))
     return state.public() if state.revocation_pending(device.id) else None
@@ -284,6 +284,7 @@ def device_page(
         alerts=alerts,
         sessions=sessions,
         incidents=incidents,
+        watched=crud.watched_by(session, gateway_id=device.id),
         open_incident_ids=[i.id for i in incidents if i.closed_at is None],
         chart_metrics=chart_metrics(device),
         channels=CHANNELS,
