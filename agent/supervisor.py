@@ -17,7 +17,7 @@ A stopping agent ends its sessions and publishes their ``session.closed``
 before its ``shutdown`` state.
 
 An enrolled agent also keeps its certificate current: a
-:class:`~agent.identity.renew.CertificateRenewer` checks it at start and every
+:class:`~agent.identity.renewer.CertificateRenewer` checks it at start and every
 ``renew_check_interval_s``, renews it when due, and has the link reconnect
 with the new pair (see :mod:`agent.identity.renew`).
 """
@@ -47,12 +47,13 @@ from agent.remote.commands import (
 from agent.remote.control import ControlError, ControlServer, control_socket_path
 from agent.remote.policy import SitePolicy
 from agent.remote.session_process import SPARE_LINGER_S
-from agent.remote.sessions import SessionController, SessionFactory
+from agent.remote.session_runners import SessionFactory
+from agent.remote.sessions import SessionController
 from shared.broker_url import BrokerAddress
 
 if TYPE_CHECKING:
     from agent.health.gateway import SiteGateway
-    from agent.identity.renew import CertificateRenewer
+    from agent.identity.renewer import CertificateRenewer
     from agent.remote.commands import Outgoing
 
 logger = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ async def agent_from_settings(
             max_samples=settings.outbox_max_samples,
         )
     if renewal:
-        from agent.identity.renew import CertificateRenewer
+        from agent.identity.renewer import CertificateRenewer
 
         agent.certificate_renewer = CertificateRenewer.from_settings(settings, agent.link)
     host_key = settings.ssh_host_key_file or default_host_key_file(settings.cert_file, None)

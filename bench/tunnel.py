@@ -63,8 +63,9 @@ async def _sink_main() -> None:
 async def _agent_main() -> None:
     from datetime import datetime
 
+    from agent.remote.client_keys import UsedClientKeys
     from agent.remote.policy import ServiceTarget, SitePolicy
-    from agent.remote.sshd import AgentSession, UsedClientKeys
+    from agent.remote.sshd import AgentSession
 
     ledger = UsedClientKeys()
     loop = asyncio.get_running_loop()

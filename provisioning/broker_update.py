@@ -48,7 +48,7 @@ from provisioning.broker import (
     _reload,
     render_acl,
 )
-from provisioning.ca import PkiPaths, read_revoked_device_ids
+from provisioning.pki import PkiPaths, read_revoked_device_ids
 from shared.errors import FieldlinkError
 from shared.ids import isoformat_z, utcnow
 from shared.signing import write_file_atomic

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from provisioning.ca import DEVICE_VALIDITY, CertificateAuthority, IssuedCertificate
+from provisioning.ca import DEVICE_VALIDITY, CertificateAuthority
+from provisioning.pki import IssuedCertificate
 from shared.errors import AuthError, Conflict
 from shared.ids import new_token, utcnow
 
@@ -185,7 +186,7 @@ def enroll_device(
 
     Raises:
         EnrollmentError: a subclass per problem with the token.
-        provisioning.ca.BadCsr: the CSR is unreadable, badly signed or uses a refused key.
+        provisioning.pki.BadCsr: the CSR is unreadable, badly signed or uses a refused key.
     """
     now = now or utcnow()
     device_id = check_enrollment_token(token, record, now)

@@ -16,8 +16,8 @@ from sqlmodel import Session, col, func, select
 from server import audit
 from server.crud import InvalidInput, get_user
 from server.models import ROLES, ApiToken, User, UserSSHKey
-from server.security import hash_password, hash_token, verify_password
-from shared.errors import AuthError, Conflict, NotFound
+from server.security import hash_password, hash_token
+from shared.errors import Conflict, NotFound
 from shared.ids import new_token, utcnow
 
 MIN_PASSWORD_LENGTH = 8
@@ -198,13 +198,13 @@ def change_password(
 ) -> int:
     """Change one's own password; the user's other login tokens are revoked (how many).
 
+    The caller has checked ``current`` already, through the login throttle
+    (:func:`server.api.routes.auth.check_password_again`, which counts a wrong one
+    and locks), so it is not hashed a second time here.
+
     Raises:
-        AuthError: ``current`` is not the password.
         InvalidInput: the new password is not acceptable (or is the current one).
     """
-    if not verify_password(current, user.password_hash):
-        msg = "the current password is wrong"
-        raise AuthError(msg)
     check_password(new)
     if new == current:
         msg = "the new password must differ from the current one"

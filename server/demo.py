@@ -29,6 +29,7 @@ from sqlmodel import Session
 from server import crud
 from server.config import ServerSettings
 from server.demo_gateway import GATEWAY_ID, prepare_gateway, start_gateway
+from server.kpi.config import KpiSettings
 from server.main import create_app
 from server.models import Device, DeviceCreate, User
 from server.security import hash_password
@@ -151,7 +152,8 @@ async def _serve_panel(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 def _prepare_keys(directory: Path, devices: int) -> Path:
     """The CA and command key (for signed session requests), and the devices' host keys."""
-    from provisioning.ca import CertificateAuthority, PkiPaths
+    from provisioning.ca import CertificateAuthority
+    from provisioning.pki import PkiPaths
 
     if not PkiPaths.under(directory).ca_cert.exists():
         CertificateAuthority.init(directory)
@@ -182,6 +184,8 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         access_log_file=directory / "access.log",  # not onto the demo's terminal
         # The usual gateway port when it is free (a second demo takes any port).
         ssh_gateway_port=2222 if port_free(2222) else 0,
+        # The simulated devices' faults open incidents, as a proactive center runs.
+        kpi=KpiSettings(alerts_open_incidents=True),
     )
     # For the administrative commands: `fieldlink kpi --config fieldlink-demo/server.toml`.
     await asyncio.to_thread(

@@ -13,19 +13,22 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.api.responses import ERROR_RESPONSES
-from server.api.routes import audit as audit_routes
 from server.api.routes import (
+    alerts,
     auth,
     customers,
     devices,
     enroll,
     incidents,
     keys,
+    knowledge,
     kpis,
     sessions,
     telemetry,
+    tokens,
     users,
 )
+from server.api.routes import audit as audit_routes
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.db import create_schema, make_engine
@@ -73,10 +76,13 @@ def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     router.include_router(auth.router)
+    router.include_router(tokens.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)
     router.include_router(enroll.router)
     router.include_router(incidents.router)
+    router.include_router(alerts.router)
+    router.include_router(knowledge.router)
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
@@ -127,7 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         app.state.broker_url = broker_url
-        from provisioning.ca import CaNotInitialized
+        from provisioning.pki import CaNotInitialized
         from server.commands import CommandPublisher
         from server.ingest.service import IngestService
 
@@ -168,6 +174,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         liveness.on_judged_dead = session_manager.end_swept
         await session_manager.start()
         stack.push_async_callback(session_manager.stop)
+        from server.upkeep import ACCESS_JOB, access_job
+
+        upkeep.add(access_job(session_manager.access))
+        session_manager.access.wake = lambda: upkeep.wake(ACCESS_JOB)
+        # Stopped before the sessions close at shutdown.
+        stack.push_async_callback(upkeep.remove, ACCESS_JOB)
         app.state.sessions = session_manager
         from server.gateway import start_gateway
 

@@ -29,7 +29,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.broker import SERVER_PASSWORD_FILE
-from provisioning.ca import SERVER_CLIENT_CN
+from provisioning.pki import SERVER_CLIENT_CN
 from server.config import ServerSettings
 from shared.broker_url import BrokerAddress, BrokerUrlError
 from shared.errors import ConfigError

@@ -14,7 +14,10 @@ tests move time instead of sleeping. The lifespan registers them all:
 - ``silent-devices`` (a third of ``offline_after_s``, at most 15 s): devices silent
   for ``offline_after_s`` marked offline, the fleet gauges (:class:`FleetUpkeep`);
 - ``rollups-retention`` (300 s, first after one): hourly rollups of the hours that
-  got samples, then retention (:class:`FleetUpkeep`).
+  got samples, then retention (:class:`FleetUpkeep`);
+- ``access`` (``access_check_interval_s``, first after one; at once when this process
+  withdrew an access): live sessions and channels whose user or token lost its access
+  end (:meth:`server.sessions.access.AccessWatch.check`).
 
 The PKI's jobs (:class:`PkiUpkeep`):
 
@@ -49,13 +52,15 @@ from provisioning.broker_update import (
     request_broker_update,
     touch_request,
 )
-from provisioning.ca import CaNotInitialized, CertificateAuthority, PkiPaths, certificate_not_after
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import CaNotInitialized, PkiPaths, certificate_not_after
 from server import metrics
 from server.config import ServerSettings
 from server.ingest import maintenance
 from shared.ids import utcnow
 
 if TYPE_CHECKING:
+    from server.sessions.access import AccessWatch
     from server.sessions.liveness import InstanceLiveness
 
 logger = logging.getLogger(__name__)
@@ -398,3 +403,13 @@ def liveness_job(liveness: InstanceLiveness) -> Job:
     """The instance's heartbeat and the sweep of dead instances' sessions, every
     ``heartbeat_s`` (the first beat is :meth:`InstanceLiveness.start`'s)."""
     return Job(LIVENESS_JOB, liveness.heartbeat_s, liveness.round, at_start=False)
+
+
+#: The access job's name.
+ACCESS_JOB: Final = "access"
+
+
+def access_job(watch: AccessWatch) -> Job:
+    """The re-check of live sessions' and channels' access, every ``watch.interval_s``;
+    :meth:`~server.sessions.access.AccessWatch.check_now` wakes it."""
+    return Job(ACCESS_JOB, watch.interval_s, watch.check, at_start=False)

@@ -58,3 +58,7 @@ class SignatureError(FieldlinkError):
 
 class UnavailableError(FieldlinkError):
     """A service fieldlink needs (broker, database, server) cannot be reached."""
+
+
+class InvalidInput(FieldlinkError):
+    """A value a user gave is not acceptable (the API answers 422, the CLI one line)."""

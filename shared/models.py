@@ -10,7 +10,6 @@ into a :class:`~shared.errors.ProtocolError` with a stable ``reason``.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -47,6 +46,7 @@ from shared.wire import (
     HealthStatus,
     Severity,
 )
+from shared.wire import canonical_json as canonical_json  # the signed form, for the server's audit
 
 #: ``seq`` and the like: a JSON integer (not ``1e3``, not ``5.0``) in ``0..2^63-1``.
 UInt63 = Annotated[int, Field(ge=0, le=MAX_COUNTER, strict=True)]
@@ -263,8 +263,3 @@ def parse_message(model: type[M], payload: bytes | bytearray | str) -> M:
 def dump_message(message: BaseModel) -> bytes:
     """Serialize a message for the wire (compact JSON, UTF-8, no ``None`` fields)."""
     return message.model_dump_json(exclude_none=True).encode()
-
-
-def canonical_json(data: dict[str, Any]) -> bytes:
-    """Canonical JSON for signing: sorted keys, no spaces, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -15,7 +15,8 @@ readers.
 
 from __future__ import annotations
 
-from typing import Final, Literal, NotRequired, TypedDict, get_args
+import json
+from typing import Any, Final, Literal, NotRequired, TypedDict, get_args
 
 #: The ``v`` of every message.
 PROTOCOL_VERSION: Final = 1
@@ -159,3 +160,11 @@ class HealthSampleReport(TypedDict):
     metrics: dict[str, float]
     faults: list[FaultReport]
     outbox_dropped: int
+
+
+# -- the signed form ------------------------------------------------------------------------
+
+
+def canonical_json(data: dict[str, Any]) -> bytes:
+    """Canonical JSON for signing: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

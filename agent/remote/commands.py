@@ -15,9 +15,13 @@ An accepted command goes to the handler registered under its ``type`` in a
 Handlers answer with a result body, or raise :class:`CommandFailed` with a
 short error label.
 
-Memory: verification needs ``cryptography`` and pydantic (about 20 MiB
-together). They are imported on the first command, never at start-up, so an
-agent that receives no command stays as small as it was.
+Memory: verification loads neither pydantic nor ``cryptography``:
+:func:`shared.signing.verify_command` checks the command's shape with the
+standard library, and the signature with the system's ``libcrypto`` that the
+``ssl`` module has already mapped (:mod:`shared.openssl_ed25519`, about 1.3 MiB
+for ctypes, on the first command). Where that library cannot be used it falls
+back to cryptography's Ed25519 (about 7 MiB, also loaded on the first command
+only).
 """
 
 from __future__ import annotations
@@ -158,12 +162,12 @@ _PUBLIC_KEYS_LOCK = threading.Lock()
 
 
 def _pinned_public_key(path: Path) -> Any:
-    from shared.signing import read_public_key
+    from shared.keyfiles import read_pinned_key
 
     with _PUBLIC_KEYS_LOCK:
         key = _PUBLIC_KEYS.get(path)
         if key is None:
-            key = _PUBLIC_KEYS[path] = read_public_key(path)
+            key = _PUBLIC_KEYS[path] = read_pinned_key(path)
         return key
 
 
@@ -205,7 +209,7 @@ class CommandDispatcher:
     _load_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def _verify_sync(self, payload: bytes) -> CommandRequest:
-        # Runs in a worker thread: the first call imports cryptography and pydantic,
+        # Runs in a worker thread: the first call loads the Ed25519 check,
         # and an accepted id is written to disk.
         from shared.signing import ReplayCache, verify_command
 

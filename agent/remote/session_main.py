@@ -75,7 +75,8 @@ async def _run(out: _Pipe, wait_s: float | None) -> SessionOutcome | None:
 async def _serve(
     start: pipe.StartSession, out: _Pipe, reader: asyncio.StreamReader
 ) -> SessionOutcome:
-    from agent.remote.sshd import AgentSession, UsedClientKeys
+    from agent.remote.client_keys import UsedClientKeys
+    from agent.remote.sshd import AgentSession
 
     class _ReportedKeys(UsedClientKeys):
         """This process's ledger, seeded by the agent's; each claim goes back to it."""

@@ -1,7 +1,8 @@
 """Remote sessions on the device: ``session.open`` and ``session.close``, site consent, reports.
 
 The server publishes a signed ``session.open`` (its body is
-:class:`shared.models.SessionOpen`). Once the dispatcher has verified it,
+:class:`shared.models.SessionOpen`, which the agent reads without pydantic:
+:mod:`agent.remote.session_bodies`). Once the dispatcher has verified it,
 :class:`SessionController` checks it against the site policy and answers at
 once: the session's services must all be allowed (else ``not_allowed``, and a
 ``session.denied`` event), and the device holds at most ``max_sessions``
@@ -39,6 +40,11 @@ asyncssh, websockets or pydantic at import time: the idle agent loads this
 module. Each session's SSH stack runs in a session process of its own
 (:mod:`agent.remote.session_process`), started once the session may dial and
 gone when it ends, so the agent returns to its idle footprint after a session.
+
+The module is slightly over 500 lines because the controller is one state
+machine (policy, consent, running, reporting) under a docstring that states its
+protocol; the event bodies are in :mod:`agent.remote.session_reports`, and how a
+session is run in :mod:`agent.remote.session_runners`.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from agent.remote.commands import (
     INVALID,
@@ -62,12 +68,18 @@ from agent.remote.commands import (
     device_event,
 )
 from agent.remote.policy import SitePolicy
+from agent.remote.session_bodies import SessionOpen, parse_close, parse_open
+from agent.remote.session_reports import closed_report, one_line, refusal_body
+from agent.remote.session_runners import (
+    RunnableSession,
+    SessionFactory,
+    SessionHooks,
+    SessionLauncher,
+)
 from shared.errors import Conflict, NotFound
+from shared.fields import InvalidField
 from shared.ids import isoformat_z, utcnow
 from shared.wire import (
-    MAX_CLOSE_DETAIL_LENGTH,
-    MAX_REFUSAL_REASON_LENGTH,
-    MAX_REFUSAL_TARGET_LENGTH,
     SESSION_APPROVED,
     SESSION_AWAITING_CONSENT,
     SESSION_CLOSE,
@@ -80,11 +92,7 @@ from shared.wire import (
 )
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from agent.remote.outcome import Refusal, SessionOutcome
-    from agent.remote.session_process import SpareProcess
-    from shared.models import SessionOpen
+    from agent.remote.outcome import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -97,42 +105,9 @@ EXPIRED: Final = "expired"
 CLOSE_WAIT_S: Final = 3.0
 #: How long a stopping agent waits for its sessions to close and report.
 SHUTDOWN_WAIT_S: Final = 5.0
-#: Refusals listed in ``session.closed`` (each one also had its ``session.refused``).
-MAX_REPORTED_REFUSALS: Final = 50
 
 SessionState = Literal["awaiting_consent", "connecting", "active"]
-_Model = TypeVar("_Model", bound="BaseModel")
-
-
-class RunnableSession(Protocol):
-    """What the controller needs of a session (a session process, or an in-process session)."""
-
-    def end(self, reason: CloseReason = "site_ended") -> None:
-        """End the session (before or while it runs); :meth:`run` returns soon after."""
-        ...
-
-    async def run(self) -> SessionOutcome:
-        """Dial, serve until the session ends, and say how it ended."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class SessionHooks:
-    """What a session reports to the controller while it runs.
-
-    Attributes:
-        on_refusal: Called for each refusal.
-        on_ready: Called once the server's SSH client has authenticated.
-    """
-
-    on_refusal: Callable[[Refusal], None]
-    on_ready: Callable[[], None]
-
-
-#: Makes the session that dials: the body of ``session.open``, the policy it
-#: runs under (narrowed and limited), its hooks. The default builds an
-#: :class:`agent.remote.session_process.SessionProcess`.
-SessionFactory = Callable[["SessionOpen", SitePolicy, SessionHooks], RunnableSession]
+_Body = TypeVar("_Body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +170,8 @@ class SessionController:
             on top of the system's.
         session_factory: Makes the session that dials (tests); default a
             :class:`agent.remote.session_process.SessionProcess`, which runs
-            :class:`agent.remote.sshd.AgentSession` in a process of its own.
+            :class:`agent.remote.sshd.AgentSession` in a process of its own
+            (:class:`agent.remote.session_runners.SessionLauncher`).
         connect_timeout_s: Limit on the tunnel's handshakes.
         in_process: Serve sessions in this process rather than in session processes
             (``fieldlink simulate``: many simulated devices share one SSH stack).
@@ -221,15 +197,17 @@ class SessionController:
         self.policy = policy
         self.host_key_path = host_key_path
         self._publish = publish
-        self._proxy = proxy
-        self._ca_file = ca_file
-        default = self._in_process_session if in_process else self._session_process
-        self._factory = session_factory or default
-        self._connect_timeout_s = connect_timeout_s
+        self._launcher = SessionLauncher(
+            host_key_path=host_key_path,
+            proxy=proxy,
+            ca_file=ca_file,
+            connect_timeout_s=connect_timeout_s,
+            spare_linger_s=spare_linger_s,
+        )
+        launch = self._launcher.in_process_session if in_process else self._launcher.session_process
+        self._factory = session_factory or launch
         self._sessions: dict[str, LocalSession] = {}
         self._stopping = False
-        self._spare: SpareProcess | None = None
-        self._spare_linger_s = spare_linger_s
         self._log = logging.LoggerAdapter(logger, {"device_id": device_id})
 
     def register(self, registry: CommandRegistry) -> None:
@@ -262,9 +240,7 @@ class SessionController:
             CommandFailed: ``invalid`` body, ``not_allowed`` services, ``busy``,
                 ``already_open``, or a session key that has ``expired``.
         """
-        from shared.models import SessionOpen
-
-        spec = _parse(SessionOpen, request.body)
+        spec = _parse(parse_open, request.body)
         if spec.session_id in self._sessions:
             raise CommandFailed(ALREADY_OPEN, {"session_id": spec.session_id})
         requested = None if spec.services is None else frozenset(spec.services)
@@ -311,9 +287,7 @@ class SessionController:
         Raises:
             CommandFailed: ``invalid`` body, or ``unknown_session``.
         """
-        from shared.models import SessionClose
-
-        spec = _parse(SessionClose, request.body)
+        spec = _parse(parse_close, request.body)
         entry = self._sessions.get(spec.session_id)
         if entry is None:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
@@ -374,8 +348,7 @@ class SessionController:
         No session opens after this.
         """
         self._stopping = True
-        if self._spare is not None:
-            self._spare.linger_s = 0  # no spare after the last session
+        self._launcher.stop_sparing()  # no spare after the last session
         entries = list(self._sessions.values())
         for entry in entries:
             if entry.decision is not None and not entry.decision.done():
@@ -388,8 +361,7 @@ class SessionController:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._spare is not None:
-            await self._spare.close()
+        await self._launcher.close()
 
     # one session's life
 
@@ -406,7 +378,7 @@ class SessionController:
                 if decision.verdict == "closed":
                     self._emit(
                         SESSION_CLOSED,
-                        _closed_report(
+                        closed_report(
                             entry.session_id,
                             decision.close_reason,
                             "closed while awaiting the site's consent",
@@ -422,8 +394,8 @@ class SessionController:
                 self._log.warning(
                     "NOTICE: remote session %s opened by %s: %s",
                     entry.session_id,
-                    _one_line(entry.operator) or "(operator not named)",
-                    _one_line(entry.reason) or "(no reason given)",
+                    one_line(entry.operator) or "(operator not named)",
+                    one_line(entry.reason) or "(no reason given)",
                 )
                 self._emit(
                     SESSION_APPROVED,
@@ -434,7 +406,7 @@ class SessionController:
             self._log.exception("session %s failed", entry.session_id)
             self._emit(
                 SESSION_CLOSED,
-                _closed_report(entry.session_id, "error", f"the agent failed: {exc}"),
+                closed_report(entry.session_id, "error", f"the agent failed: {exc}"),
             )
         finally:
             self._sessions.pop(entry.session_id, None)
@@ -456,8 +428,8 @@ class SessionController:
             "NOTICE: remote session %s requested by %s: %s. Approve within %.0f s with "
             "`fieldlink agent approve %s`, or deny with `fieldlink agent deny %s`",
             entry.session_id,
-            _one_line(entry.operator) or "(operator not named)",
-            _one_line(entry.reason) or "(no reason given)",
+            one_line(entry.operator) or "(operator not named)",
+            one_line(entry.reason) or "(no reason given)",
             timeout_s,
             entry.session_id,
             entry.session_id,
@@ -473,7 +445,7 @@ class SessionController:
         if entry.close_reason is not None:
             self._emit(
                 SESSION_CLOSED,
-                _closed_report(entry.session_id, entry.close_reason, "closed before dialing"),
+                closed_report(entry.session_id, entry.close_reason, "closed before dialing"),
             )
             return
         entry._enter("connecting")
@@ -485,7 +457,7 @@ class SessionController:
         outcome = await runner.run()
         self._emit(
             SESSION_CLOSED,
-            _closed_report(
+            closed_report(
                 entry.session_id,
                 outcome.close_reason,
                 outcome.detail,
@@ -516,7 +488,7 @@ class SessionController:
         )
 
     def _refused(self, entry: LocalSession, refusal: Refusal) -> None:
-        self._emit(SESSION_REFUSED, {"session_id": entry.session_id, **_refusal_body(refusal)})
+        self._emit(SESSION_REFUSED, {"session_id": entry.session_id, **refusal_body(refusal)})
 
     def _end(self, entry: LocalSession, reason: CloseReason) -> None:
         entry.close_reason = entry.close_reason or reason
@@ -549,120 +521,12 @@ class SessionController:
 
     def spare_process(self) -> int | None:
         """The id of the session process started ahead of the next session, if one waits."""
-        return None if self._spare is None else self._spare.pid
-
-    def _session_process(
-        self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
-    ) -> RunnableSession:
-        from agent.remote.pipe import StartSession
-        from agent.remote.session_process import SessionProcess, SpareProcess
-
-        start = StartSession(
-            session_id=spec.session_id,
-            ws_url=spec.ws_url,
-            token=spec.token,
-            client_key=spec.client_key,
-            expires_at=spec.expires_at,
-            policy=policy,
-            host_key_path=self.host_key_path,
-            proxy=self._proxy,
-            ca_file=self._ca_file,
-            connect_timeout_s=self._connect_timeout_s,
-        )
-        if self._spare is None:
-            self._spare = SpareProcess(self._spare_linger_s)
-        return SessionProcess(
-            start, on_refusal=hooks.on_refusal, on_ready=hooks.on_ready, spare=self._spare
-        )
-
-    def _in_process_session(
-        self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks
-    ) -> RunnableSession:
-        """The session in the agent's own process (which then keeps asyncssh loaded).
-
-        What the agent did before session processes, and what ``fieldlink simulate``
-        does (one process, many devices); bench/agent_footprint.py measures against it.
-        """
-        import ssl
-
-        from agent.remote.sshd import AgentSession
-
-        context = None
-        if spec.ws_url.startswith("wss:"):
-            context = ssl.create_default_context()
-            if self._ca_file is not None:
-                context.load_verify_locations(cafile=str(self._ca_file))
-        return AgentSession(
-            spec.ws_url,
-            session_id=spec.session_id,
-            session_token=spec.token,
-            host_key_path=self.host_key_path,
-            client_public_key=spec.client_key,
-            policy=policy,
-            expires_at=spec.expires_at,
-            on_refusal=hooks.on_refusal,
-            on_ready=hooks.on_ready,
-            proxy=self._proxy,
-            ssl_context=context,
-            connect_timeout_s=self._connect_timeout_s,
-        )
+        return self._launcher.spare_process()
 
 
-def _parse(model: type[_Model], body: Mapping[str, Any]) -> _Model:
-    """Validate a command body, or fail the command with ``invalid`` (never echoing input)."""
-    from pydantic import ValidationError
-
+def _parse(parse: Callable[[Mapping[str, Any]], _Body], body: Mapping[str, Any]) -> _Body:
+    """Check a command body, or fail the command with ``invalid`` (never echoing input)."""
     try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        first = errors[0] if errors else {"loc": (), "msg": "malformed"}
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise CommandFailed(INVALID, {"detail": f"{where}: {first['msg']}"}) from None
-
-
-def _refusal_body(refusal: Refusal) -> dict[str, str]:
-    return {
-        "kind": refusal.kind,
-        "target": refusal.target[:MAX_REFUSAL_TARGET_LENGTH],
-        "reason": refusal.reason[:MAX_REFUSAL_REASON_LENGTH],
-    }
-
-
-def _closed_report(
-    session_id: str,
-    close_reason: CloseReason,
-    detail: str,
-    *,
-    bytes_from_server: int = 0,
-    bytes_to_server: int = 0,
-    started_at: datetime | None = None,
-    ended_at: datetime | None = None,
-    refusals: list[dict[str, str]] | None = None,
-) -> dict[str, Any]:
-    """The body of ``session.closed`` (:class:`shared.models.SessionClosedReport`)."""
-    report: dict[str, Any] = {
-        "session_id": session_id,
-        "close_reason": close_reason,
-        "detail": detail[:MAX_CLOSE_DETAIL_LENGTH],
-        "bytes_from_server": bytes_from_server,
-        "bytes_to_server": bytes_to_server,
-        "ended_at": isoformat_z(ended_at or utcnow()),
-        "refusals": [
-            {
-                "kind": r["kind"],
-                "target": r["target"][:MAX_REFUSAL_TARGET_LENGTH],
-                "reason": r["reason"][:MAX_REFUSAL_REASON_LENGTH],
-            }
-            for r in (refusals or [])[:MAX_REPORTED_REFUSALS]
-        ],
-    }
-    if started_at is not None:
-        report["started_at"] = isoformat_z(started_at)
-    return report
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """Server-given text made safe for one log line (no control characters)."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+        return parse(body)
+    except InvalidField as exc:
+        raise CommandFailed(INVALID, {"detail": str(exc)}) from None

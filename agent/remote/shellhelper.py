@@ -27,6 +27,8 @@ Protocol, over a Unix stream socket (``/run/fieldlink-agent-shell.sock``):
    cgroup, ended whole with ``cgroup.kill``.
 
 Every start, refusal and end is logged (the journal under the shipped unit).
+The account and root's configuration are :mod:`agent.remote.shellaccount`; how a
+session's processes and cgroup are ended, :mod:`agent.remote.shellreaper`.
 The module uses the standard library only. The agent never imports it: its side
 is :mod:`agent.remote.shellrequest`, loaded when a session opens a shell.
 """
@@ -47,11 +49,16 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from agent.remote.policy import SitePolicy
+from agent.remote.shellaccount import ShellAccount, check_config_file, read_policy
+from agent.remote.shellreaper import (
+    SessionCgroups,
+    descendants,
+    reap_children,
+    set_child_subreaper,
+)
 from agent.remote.shellrequest import MAX_REQUEST_BYTES, ShellHelperError, ShellRequest
 from shared.errors import ConfigError
 
@@ -70,117 +77,6 @@ KILL_GRACE_S: Final = 1.0
 #: The environment of a maintenance shell starts from this PATH (OpenSSH's idea:
 #: the account's shell profile may change it).
 SHELL_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PR_SET_CHILD_SUBREAPER: Final = 36
-
-
-@dataclass(frozen=True, slots=True)
-class ShellAccount:
-    """The maintenance account shells run as, from the password database."""
-
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-
-    @classmethod
-    def lookup(cls, name: str) -> ShellAccount:
-        """The account ``name``; never root (give the account sudo instead).
-
-        Raises:
-            ConfigError: no such account, or it is root.
-        """
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            msg = f"[agent.policy] shell_user: no account {name!r} (useradd --create-home {name})"
-            raise ConfigError(msg) from None
-        if entry.pw_uid == 0:
-            msg = f"[agent.policy] shell_user {name!r} is root: use an account with sudo rights"
-            raise ConfigError(msg)
-        return cls(
-            name=entry.pw_name,
-            uid=entry.pw_uid,
-            gid=entry.pw_gid,
-            home=entry.pw_dir or "/",
-            shell=entry.pw_shell or "/bin/sh",
-        )
-
-
-class SessionCgroups:
-    """One cgroup v2 per session, under the helper's own delegated cgroup.
-
-    With ``Delegate=yes`` systemd hands the helper its unit's cgroup: the helper
-    moves itself into ``helper/`` and each session into ``session-N/``, which it
-    ends whole with ``cgroup.kill`` (no process leaves a cgroup it cannot write).
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    @classmethod
-    def delegated(cls) -> SessionCgroups:
-        """The helper's cgroup, with the helper moved into its ``helper`` leaf.
-
-        Raises:
-            ConfigError: no cgroup v2 hierarchy, or it cannot be written.
-        """
-        mount = _cgroup2_mount()
-        own = next(
-            (
-                line[3:].strip()
-                for line in Path("/proc/self/cgroup").read_text().splitlines()
-                if line.startswith("0::")
-            ),
-            None,
-        )
-        if mount is None or own is None:
-            msg = "--session-cgroups needs a cgroup v2 hierarchy (systemd's unified mode)"
-            raise ConfigError(msg)
-        root = mount / own.lstrip("/")
-        if root.name == "helper":  # restarted inside the leaf it made before
-            root = root.parent
-        try:
-            (root / "helper").mkdir(exist_ok=True)
-            (root / "helper" / "cgroup.procs").write_text(str(os.getpid()))
-        except OSError as exc:
-            msg = f"--session-cgroups: cannot manage {root} ({exc.strerror}): set Delegate=yes"
-            raise ConfigError(msg) from exc
-        return cls(root)
-
-    def create(self, name: str) -> Path:
-        """A new, empty session cgroup."""
-        path = self.root / name
-        path.mkdir()
-        return path
-
-    @staticmethod
-    def end(path: Path) -> None:
-        """SIGKILL everything left in ``path`` and remove it."""
-        kill = path / "cgroup.kill"
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
-            if not pids:
-                break
-            if kill.exists():
-                kill.write_text("1")
-            else:  # kernels before 5.14
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            _reap_children()
-            time.sleep(0.05)
-        with contextlib.suppress(OSError):
-            path.rmdir()
-
-
-def _cgroup2_mount() -> Path | None:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, rest = line.partition(" - ")
-        if rest.split(" ", 1)[0] == "cgroup2":
-            return Path(fields.split()[4])
-    return None
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -298,7 +194,7 @@ class ShellHelper:
             _answer(conn, {"ok": False, "error": str(exc)})
             return 1
         # Orphans of the session (setsid, double fork) become ours, so they can be ended.
-        _set_child_subreaper()
+        set_child_subreaper()
         try:
             if self._cgroups is not None:
                 self._cgroup = self._cgroups.create(f"session-{os.getpid()}")
@@ -447,7 +343,7 @@ class ShellHelper:
     def _end_session(self, session_id: str) -> None:
         """SIGTERM, then SIGKILL, every process left of the session; reap them."""
         for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
-            remaining = _descendants(os.getpid())
+            remaining = descendants(os.getpid())
             if not remaining:
                 return
             logger.info(
@@ -461,47 +357,11 @@ class ShellHelper:
                     os.kill(pid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                _reap_children()
-                if not _descendants(os.getpid()):
+                reap_children()
+                if not descendants(os.getpid()):
                     return
                 time.sleep(0.05)
         logger.warning("session %s: processes survived SIGKILL", session_id)
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (zombies excluded: reaping ends them)."""
-    parents: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z":
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        children = {pid for pid, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
-    return found
-
-
-def _reap_children(*_args: Any) -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-
-
-def _set_child_subreaper() -> None:
-    import ctypes  # only in the helper's monitor, never in the agent
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        logger.warning("cannot become a child subreaper: escaped processes may survive")
 
 
 def _max_fd() -> int:
@@ -542,57 +402,6 @@ def _read_line(conn: socket.socket) -> bytes:
         msg = "incomplete request"
         raise ShellHelperError(msg)
     return data.partition(b"\n")[0]
-
-
-# start-up --------------------------------------------------------------------------------
-
-
-def check_config_file(path: Path) -> None:
-    """Refuse a configuration the agent (or anyone but root) could change.
-
-    The helper trusts ``shell_user`` and ``shell`` from it: a file writable by
-    the agent's account would let a compromised agent choose the account.
-
-    Raises:
-        ConfigError: it is not root's, or others may write it.
-    """
-    try:
-        info = path.stat()
-    except OSError as exc:
-        msg = f"cannot read the helper's configuration {path}: {exc.strerror or exc}"
-        raise ConfigError(msg) from exc
-    if info.st_uid != 0 or info.st_mode & 0o022:
-        msg = (
-            f"{path} must belong to root and be writable by root only: the shell helper "
-            "takes the shell account from it"
-        )
-        raise ConfigError(msg)
-
-
-def read_policy(path: Path) -> SitePolicy:
-    """``[agent.services]`` and ``[agent.policy]`` of ``path``, checked.
-
-    Raises:
-        ConfigError: the file is unreadable, not TOML, or the tables are malformed.
-    """
-    import tomllib
-
-    try:
-        with path.open("rb") as source:
-            document = tomllib.load(source)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        msg = f"cannot read {path}: {exc}"
-        raise ConfigError(msg) from exc
-    agent = document.get("agent", {})
-    tables = (
-        (agent, agent.get("services", {}), agent.get("policy", {}))
-        if isinstance(agent, dict)
-        else (None,)
-    )
-    if not all(isinstance(table, dict) for table in tables):
-        msg = f"{path}: [agent], [agent.services] and [agent.policy] must be tables"
-        raise ConfigError(msg)
-    return SitePolicy.from_config(agent.get("services"), agent.get("policy"))
 
 
 def _listener(socket_path: Path | None, agent_gid: int) -> socket.socket:

@@ -25,6 +25,9 @@ at ``policy.max_duration_s`` after the tunnel opened (``max_duration``), or
 after ``policy.idle_timeout_s`` without a byte either way (``idle_timeout``).
 Processes started by the session are hung up and then killed when it ends.
 
+The shell and exec channels are served by :mod:`agent.remote.shells`, SFTP by
+:mod:`agent.remote.sftp`; the one-time key ledger is :mod:`agent.remote.client_keys`.
+
 This module imports asyncssh: import it only when a session opens.
 """
 
@@ -33,12 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import pwd
-import shutil
-import signal
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -47,9 +44,11 @@ from typing import Any, Final, Literal
 
 import asyncssh
 
+from agent.remote.client_keys import USED_CLIENT_KEYS, UsedClientKeys
 from agent.remote.outcome import Refusal, RefusalKind, SessionOutcome
 from agent.remote.policy import SitePolicy
-from agent.remote.shellrequest import HelperSession
+from agent.remote.sftp import ConfinedSFTPServer
+from agent.remote.shells import ShellChannels
 from agent.remote.tunnel import TunnelRefused, TunnelUnreachable, dial_tunnel
 from shared.ids import utcnow
 from shared.tunnel import (
@@ -65,56 +64,6 @@ from shared.wire import CLOSE_REASONS, CloseReason
 
 logger = logging.getLogger(__name__)
 
-#: Time a shell's output may take to drain after the shell exits.
-OUTPUT_DRAIN_TIMEOUT_S: Final = 1.0
-#: Time between SIGHUP and SIGKILL for processes left when a session ends.
-KILL_GRACE_S: Final = 1.0
-
-# Runs in the child between fork and exec: makes the PTY its controlling
-# terminal (so Ctrl-C and job control work), then becomes the shell. A
-# separate tiny interpreter avoids preexec_fn, which is unsafe with threads.
-_LOGIN_TTY_SHIM: Final = "import os,sys;os.login_tty(0);os.execvp(sys.argv[1],sys.argv[1:])"
-
-
-class UsedClientKeys:
-    """Fingerprints of one-time client keys already used, kept until they expire.
-
-    One ledger per agent process (:data:`USED_CLIENT_KEYS`) makes a key
-    single-use across sessions: a replayed ``session.open`` naming a key
-    that has already authenticated is refused.
-    """
-
-    def __init__(self) -> None:
-        self._used: dict[str, datetime] = {}
-
-    def is_used(self, fingerprint: str) -> bool:
-        """Whether ``fingerprint`` has already authenticated a session."""
-        self._prune()
-        return fingerprint in self._used
-
-    def claim(self, fingerprint: str, expires_at: datetime) -> bool:
-        """Record a first use; ``False`` if the key was used before.
-
-        Args:
-            fingerprint: The key's SHA256 fingerprint.
-            expires_at: When the key expires (the record can go then).
-
-        Returns:
-            ``True`` for the first use.
-        """
-        if self.is_used(fingerprint):
-            return False
-        self._used[fingerprint] = expires_at
-        return True
-
-    def _prune(self) -> None:
-        now = utcnow()
-        for fingerprint in [fp for fp, expiry in self._used.items() if expiry <= now]:
-            del self._used[fingerprint]
-
-
-#: The agent process's ledger of used one-time keys.
-USED_CLIENT_KEYS: Final = UsedClientKeys()
 
 RefusalCallback = Callable[[Refusal], None]
 
@@ -182,9 +131,7 @@ class AgentSession:
         self._remote_reason: CloseReason | None = None
         self._remote_detail = ""
         self._auth_refused = False
-        self._children: set[asyncio.subprocess.Process] = set()
-        self._helper_sessions: set[HelperSession] = set()
-        self._home = os.path.expanduser("~")
+        self._shells = ShellChannels(session_id, policy, self._refuse, self._log)
 
     def end(self, reason: CloseReason = "site_ended") -> None:
         """End the running session locally; :meth:`run` returns shortly after.
@@ -239,7 +186,7 @@ class AgentSession:
         options = asyncssh.SSHServerConnectionOptions(
             server_host_keys=[host_key],
             server_factory=lambda: _DeviceSSHServer(self, client_key, fingerprint),
-            process_factory=self._serve_process,
+            process_factory=self._shells.serve,
             sftp_factory=self._make_sftp_server if self.policy.sftp_folders else None,
             allow_scp=bool(self.policy.sftp_folders),
             encryption_algs=list(CIPHERS),
@@ -282,7 +229,7 @@ class AgentSession:
             except Exception:  # a reporting failure must not break the session
                 self._log.exception("ready callback failed")
         reason, detail = await self._supervise(connection, transport)
-        await self._stop_children()
+        await self._shells.stop()
         await transport.wait_closed()
         self._log.info("session closed: %s %s", reason, detail)
         return self._outcome(reason, detail, transport=transport, started_at=started_at)
@@ -363,189 +310,10 @@ class AgentSession:
             refusals=list(self.refusals),
         )
 
-    # channels
-    async def _serve_process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        if process.subsystem:
-            self._refuse("channel", f"subsystem {process.subsystem}", "not offered")
-            process.exit(1)
-            return
-        try:
-            if self.policy.shell_helper is not None:
-                status = await self._run_with_helper(process, self.policy.shell_helper)
-            elif process.get_terminal_type():
-                status = await self._run_in_pty(process)
-            else:
-                status = await self._run_with_pipes(process)
-        except OSError as exc:
-            self._log.warning(
-                "cannot start %s: %s", "shell" if not process.command else "exec", exc
-            )
-            process.stderr.write(f"fieldlink: cannot start the shell: {exc}\n".encode())
-            status = 127
-        process.exit(status)
-        # Runs asyncssh's cleanup of the redirections (unawaited otherwise).
-        with contextlib.suppress(asyncssh.Error, OSError):
-            await process.wait_closed()
-
-    def _shell(self) -> str:
-        if self.policy.login_shell:
-            return self.policy.login_shell
-        try:
-            return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
-        except KeyError:
-            return "/bin/sh"
-
-    def _environment(self, term: str | None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENVIRONMENT}
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        env["FIELDLINK_SESSION"] = self.session_id
-        if term:
-            env["TERM"] = term
-        return env
-
-    async def _start_with_helper(
-        self, process: asyncssh.SSHServerProcess[bytes], helper: Path
-    ) -> HelperSession:
-        from agent.remote.shellrequest import ShellHelperError, ShellRequest, start_session
-
-        term = process.get_terminal_type()
-        cols, rows, _, _ = process.get_terminal_size()
-        request = ShellRequest(
-            session_id=self.session_id,
-            command=process.command,
-            pty=term is not None,
-            term=term,
-            cols=cols,
-            rows=rows,
-        )
-        try:
-            started = await start_session(helper, request)
-        except ShellHelperError as exc:
-            raise OSError(str(exc)) from exc
-        self._helper_sessions.add(started)
-        self._log.info(
-            "%s started by the shell helper as %s (pid %d)",
-            "shell" if process.command is None else "exec",
-            self.policy.shell_user,
-            started.pid,
-        )
-        return started
-
-    async def _run_with_helper(
-        self, process: asyncssh.SSHServerProcess[bytes], helper: Path
-    ) -> int:
-        # The shell runs as the maintenance account, outside the agent's sandbox: the
-        # agent only relays the descriptors and cannot signal it (the PTY delivers
-        # Ctrl-C and window changes; the helper ends the session's processes).
-        started = await self._start_with_helper(process, helper)
-        try:
-            fds, started.fds = started.fds, []
-            if len(fds) == 1:
-                (master,) = fds
-                await process.redirect(stdin=os.dup(master), stdout=master)
-            else:
-                stdin, stdout, stderr = fds
-                await process.redirect(stdin=stdin, stdout=stdout, stderr=stderr, send_eof=False)
-            status = await started.wait()
-            with contextlib.suppress(TimeoutError, asyncssh.Error):
-                await asyncio.wait_for(
-                    asyncio.gather(process.stdout.drain(), process.stderr.drain()),
-                    OUTPUT_DRAIN_TIMEOUT_S,
-                )
-        finally:
-            # The channel is over: the helper ends whatever it left running.
-            started.close()
-            self._helper_sessions.discard(started)
-        return status
-
-    async def _run_in_pty(self, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        shell = self._shell()
-        argv = [shell, "-l"] if process.command is None else [shell, "-c", process.command]
-        master, slave = os.openpty()
-        try:
-            child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-S",
-                "-c",
-                _LOGIN_TTY_SHIM,
-                *argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                env=self._environment(process.get_terminal_type()),
-                cwd=self._home,
-            )
-        except OSError:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        self._children.add(child)
-        process.set_redirect_pid(child.pid)
-        # Two descriptors: asyncssh closes each pipe transport on its own.
-        await process.redirect(stdin=os.dup(master), stdout=master)
-        status = await child.wait()
-        self._children.discard(child)
-        with contextlib.suppress(TimeoutError, asyncssh.Error):
-            await asyncio.wait_for(process.stdout.drain(), OUTPUT_DRAIN_TIMEOUT_S)
-        return _exit_status(status)
-
-    async def _run_with_pipes(self, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        shell = self._shell()
-        argv = [shell] if process.command is None else [shell, "-c", process.command]
-        child = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._environment(None),
-            cwd=self._home,
-            start_new_session=True,
-        )
-        self._children.add(child)
-        assert child.stdin is not None  # noqa: S101
-        assert child.stdout is not None  # noqa: S101
-        assert child.stderr is not None  # noqa: S101
-        # No EOF after stdout ends: stderr may still have data (SSH forbids data after EOF).
-        await process.redirect(
-            stdin=child.stdin, stdout=child.stdout, stderr=child.stderr, send_eof=False
-        )
-        status = await child.wait()
-        self._children.discard(child)
-        with contextlib.suppress(TimeoutError, asyncssh.Error):
-            await asyncio.wait_for(
-                asyncio.gather(process.stdout.drain(), process.stderr.drain()),
-                OUTPUT_DRAIN_TIMEOUT_S,
-            )
-        return _exit_status(status)
-
-    async def _stop_children(self) -> None:
-        # The helper ends each session's processes when its connection closes.
-        for started in list(self._helper_sessions):
-            started.close()
-        self._helper_sessions.clear()
-        children = [child for child in self._children if child.returncode is None]
-        for sig in (signal.SIGHUP, signal.SIGKILL):
-            for child in children:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, sig)
-            if not children:
-                return
-            _, pending = await asyncio.wait(
-                [asyncio.create_task(child.wait()) for child in children], timeout=KILL_GRACE_S
-            )
-            for task in pending:
-                task.cancel()
-            children = [child for child in children if child.returncode is None]
-
     def _make_sftp_server(self, channel: asyncssh.SSHServerChannel[bytes]) -> ConfinedSFTPServer:
         return ConfinedSFTPServer(channel, self.policy.sftp_folders, self._refuse)
 
 
-_PASSED_ENVIRONMENT: Final = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ"}
-)
 _LOCAL_DETAILS: Final[Mapping[str, str]] = {
     "site_ended": "ended on the device",
     "max_duration": "maximum duration reached",
@@ -639,89 +407,6 @@ class _DeviceSSHServer(asyncssh.SSHServer):
         return False
 
 
-class ConfinedSFTPServer(asyncssh.SFTPServer):
-    """SFTP (and scp) confined to the site's folders.
-
-    With one folder, the client's ``/`` is that folder. With several, ``/``
-    lists their names and ``/<name>/...`` is inside each. Every path is
-    resolved (symlinks included) and refused unless it stays inside a folder.
-    """
-
-    def __init__(
-        self,
-        channel: asyncssh.SSHServerChannel[bytes],
-        folders: Mapping[str, Path],
-        refuse: Callable[[RefusalKind, str, str], None],
-    ) -> None:
-        super().__init__(channel)
-        self._refuse = refuse
-        self._folders = {
-            name.encode(): os.path.realpath(path).encode() for name, path in folders.items()
-        }
-        self._index: bytes | None = None
-        if len(self._folders) > 1:
-            # A private directory of links stands in for the virtual "/".
-            self._index = os.path.realpath(tempfile.mkdtemp(prefix="fieldlink-sftp-")).encode()
-            for name, real in self._folders.items():
-                os.symlink(real, os.path.join(self._index, name))
-
-    def _real_roots(self) -> list[bytes]:
-        return list(self._folders.values())
-
-    def map_path(self, path: bytes) -> bytes:
-        """Map a client path to a real path inside the folders, or refuse it."""
-        virtual = os.path.normpath(os.path.join(b"/", path))
-        if self._index is None:
-            (root,) = self._real_roots()
-            local = os.path.join(root, virtual.lstrip(b"/"))
-        elif virtual == b"/":
-            return self._index
-        else:
-            name, _, rest = virtual.lstrip(b"/").partition(b"/")
-            root = self._folders.get(name, b"")
-            if not root:
-                self._deny(path)
-            local = os.path.join(root, rest)
-        real = os.path.realpath(local)
-        if not any(real == root or real.startswith(root + b"/") for root in self._real_roots()):
-            self._deny(path)
-        return real
-
-    def reverse_map_path(self, path: bytes) -> bytes:
-        """Map a real path back to what the client sees."""
-        if self._index is not None and path == self._index:
-            return b"/"
-        for name, root in self._folders.items():
-            if path == root or path.startswith(root + b"/"):
-                prefix = b"" if self._index is None else b"/" + name
-                return (prefix + path[len(root) :]) or b"/"
-        msg = "File not found"
-        raise asyncssh.SFTPNoSuchFile(msg)
-
-    def rmdir(self, path: bytes) -> None:
-        """Remove a directory, never one of the folders themselves."""
-        if self.map_path(path) in self._real_roots():
-            self._deny(path)
-        super().rmdir(path)
-
-    def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        """Rename inside the folders, never one of the folders themselves."""
-        if self.map_path(oldpath) in self._real_roots():
-            self._deny(oldpath)
-        super().rename(oldpath, newpath)
-
-    def exit(self) -> None:
-        """Remove the private index directory, if any."""
-        if self._index is not None:
-            shutil.rmtree(self._index, ignore_errors=True)
-        super().exit()
-
-    def _deny(self, path: bytes) -> None:
-        self._refuse("sftp", path.decode(errors="replace"), "outside the confined folders")
-        msg = "outside the confined folders"
-        raise asyncssh.SFTPPermissionDenied(msg)
-
-
 async def serve_session(
     ws_url: str,
     *,
@@ -772,10 +457,6 @@ async def serve_session(
     if on_started is not None:
         on_started(session)
     return await session.run()
-
-
-def _exit_status(returncode: int) -> int:
-    return 128 - returncode if returncode < 0 else returncode
 
 
 def _describe(exc: BaseException) -> str:

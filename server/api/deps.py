@@ -26,6 +26,7 @@ from starlette.requests import HTTPConnection
 
 from server import crud
 from server.config import ServerSettings
+from server.logins import LoginPolicy
 from server.models import User, role_at_least
 from server.security import tokens_equal
 
@@ -231,3 +232,26 @@ def websocket_token(websocket: WebSocket) -> str | None:
     if cookie and same_origin(websocket):
         return cookie
     return None
+
+
+def login_policy(request: Request, settings: SettingsDep) -> LoginPolicy:
+    """The app's login policy: ``app.state.login_policy`` if set, else from the settings."""
+    policy = getattr(request.app.state, "login_policy", None)
+    if isinstance(policy, LoginPolicy):
+        return policy
+    return LoginPolicy.from_settings(settings)
+
+
+LoginPolicyDep = Annotated[LoginPolicy, Depends(login_policy)]
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address: the TCP peer's, or a trusted proxy's ``X-Forwarded-For``."""
+    return request.client.host if request.client else None
+
+
+def recheck_access(request: Request) -> None:
+    """End live channels that depended on access just withdrawn now, not at the next check."""
+    manager = getattr(request.app.state, "sessions", None)
+    if manager is not None:
+        manager.access.check_now()

@@ -52,3 +52,7 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     422: {"model": ValidationErrorResponse, "description": "Invalid input"},
     503: _error("A part the server needs is unavailable"),
 }
+
+#: A query text without control characters (PostgreSQL refuses a NUL in a text value: a
+#: query parameter holding one must be a 422, not a database error).
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"

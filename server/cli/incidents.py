@@ -2,7 +2,9 @@
 
 Both act on the server's database directly (``--config FILE`` or
 ``FIELDLINK_CONFIG``); ``export`` runs over the API instead when no
-configuration is given or found and a ``fieldlink login`` is saved.
+configuration is given or found and a ``fieldlink login`` is saved, where
+``fieldlink[client]`` alone is enough (the server's modules are imported only
+where the database is opened).
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
 from server.cli.kpi import FromOption, ToOption, api_client, parse_when
-from server.crud import InvalidInput
+from shared.errors import InvalidInput
 from shared.ids import isoformat_z
 
 incident_app = typer.Typer(
@@ -31,6 +32,8 @@ def import_command(
     config: ConfigOption = None,
 ) -> None:
     """Import incidents from CSV: all rows, or none if one is bad (each bad line is listed)."""
+    from sqlmodel import Session
+
     from server.incidents.csv_io import CsvImportInvalid, import_incidents_csv
 
     try:
@@ -74,9 +77,6 @@ def export_command(
     config: ConfigOption = None,
 ) -> None:
     """Export incidents as CSV (docs/kpis.md's columns)."""
-    from server.incidents.csv_io import export_incidents_csv
-    from server.incidents.records import incident_filters
-
     if on not in ("closed_at", "opened_at"):
         msg = "--on must be closed_at or opened_at"
         raise InvalidInput(msg)
@@ -94,6 +94,9 @@ def export_command(
             client.close()
         _write(out, text)
         return
+    from server.incidents.csv_io import export_incidents_csv
+    from server.incidents.records import incident_filters
+
     where = incident_filters(
         start=window_start,
         end=window_end,

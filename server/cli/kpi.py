@@ -4,7 +4,9 @@ It acts on the server's database directly (``--config FILE`` or
 ``FIELDLINK_CONFIG``), like the other administrative commands. A manager away
 from the server runs ``fieldlink kpi`` (and ``fieldlink incident export``) over
 the API instead: with no configuration given or found and a ``fieldlink login``
-saved, through :class:`server.client.api.ApiClient`.
+saved, through :class:`server.client.api.ApiClient`. Over the API it needs only
+``fieldlink[client]``: the server's modules are imported where the database is
+opened, never at import (``tests/unit/server/test_cli_imports.py`` checks it).
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from typing import Annotated
 
 import typer
 
-from server.cli.common import ConfigOption, config_found, open_database
+from server.cli.common import ConfigOption, config_found
 from server.client.api import ApiClient, credentials_path
-from server.crud import InvalidInput
-from server.kpi.compute import GROUP_BYS, KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
-from server.kpi.config import kpi_settings_of
+from server.kpi.report import GROUP_BYS, KPI_DEFINITIONS, KpiReport, default_window
+from shared.errors import InvalidInput
 from shared.ids import isoformat_z, utcnow
 
 FromOption = Annotated[
@@ -151,6 +152,10 @@ def kpi_command(
         else:
             typer.echo(format_report(report))
         return
+    from server.cli.common import open_database
+    from server.kpi.compute import compute_kpis
+    from server.kpi.config import kpi_settings_of
+
     settings, engine = open_database(config)
     try:
         with engine.connect() as connection:

@@ -23,15 +23,9 @@ from provisioning.broker import (
     write_broker_config,
 )
 from provisioning.broker_update import apply_broker_update, load_update_state
-from provisioning.ca import (
-    KEY_TYPES,
-    CaError,
-    CaNotInitialized,
-    CertificateAuthority,
-    KeyType,
-    PkiPaths,
-    common_name,
-)
+from provisioning.ca import CertificateAuthority
+from provisioning.certificates import KEY_TYPES, KeyType
+from provisioning.pki import CaError, CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
 from shared.errors import ConfigError, UnavailableError

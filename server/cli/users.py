@@ -192,7 +192,7 @@ def user_unlock(
     config: ConfigOption = None,
 ) -> None:
     """Lift a login lockout: the user name's, and that of the addresses it failed from."""
-    from server.api.routes.auth import clear_failures
+    from server.logins import clear_failures
 
     _, engine = open_database(config)
     with Session(engine) as session:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import getpass
-import json
 import sys
 from typing import Annotated, Any
 
 import typer
 
 from server.client.api import ApiClient, save_credentials
+from server.client.tables import echo_page
 from shared.errors import ConfigError
 
 
@@ -70,25 +70,20 @@ def devices_command(
         page = client.devices(**params)
     finally:
         client.close()
-    if as_json:
-        typer.echo(json.dumps(page, indent=2))
-        return
-    rows = [("DEVICE", "TYPE", "CUSTOMER", "ONLINE", "STATUS", "LAST SEEN")]
-    for d in page["items"]:
-        rows.append(
-            (
-                d["id"],
-                d["type"],
-                d["customer"][:28],
-                "online" if d["online"] else f"offline ({d.get('online_reason') or '-'})",
-                d.get("status") or "-",
-                _age(d.get("last_seen")),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    typer.echo(f"{len(page['items'])} of {page['count']} devices")
+    echo_page(
+        page,
+        as_json=as_json,
+        header=("DEVICE", "TYPE", "CUSTOMER", "ONLINE", "STATUS", "LAST SEEN"),
+        row=lambda d: (
+            d["id"],
+            d["type"],
+            d["customer"][:28],
+            "online" if d["online"] else f"offline ({d.get('online_reason') or '-'})",
+            d.get("status") or "-",
+            _age(d.get("last_seen")),
+        ),
+        noun="devices",
+    )
 
 
 def passwd_command() -> None:

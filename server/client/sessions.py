@@ -34,6 +34,7 @@ from typing import Annotated, Any, Final
 import typer
 
 from server.client.api import ApiClient
+from server.client.tables import echo_page
 from shared.errors import FieldlinkError
 
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
@@ -252,25 +253,20 @@ def list_command(
         page = api.sessions(**params)
     finally:
         api.close()
-    if as_json:
-        typer.echo(json.dumps(page, indent=2))
-        return
-    rows = [("SESSION", "DEVICE", "OPERATOR", "STATE", "CREATED", "REASON")]
-    for s in page["items"]:
-        rows.append(
-            (
-                s["id"],
-                s["device_id"],
-                s["operator"],
-                _state_text(s),
-                _when(s.get("created_at")),
-                _short(s["reason"].replace("\n", " "), 40),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    typer.echo(f"{len(page['items'])} of {page['count']} sessions")
+    echo_page(
+        page,
+        as_json=as_json,
+        header=("SESSION", "DEVICE", "OPERATOR", "STATE", "CREATED", "REASON"),
+        row=lambda s: (
+            s["id"],
+            s["device_id"],
+            s["operator"],
+            _state_text(s),
+            _when(s.get("created_at")),
+            _short(s["reason"].replace("\n", " "), 40),
+        ),
+        noun="sessions",
+    )
 
 
 def format_session(s: dict[str, Any]) -> str:

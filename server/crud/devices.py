@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
+from server.crud.conflicts import conflict_on_duplicate
 from server.crud.errors import InvalidInput
 from server.models import Device, DeviceCreate
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.ids import check_device_id, derive_device_id
 
 
@@ -44,12 +44,8 @@ def add_device(session: Session, *, data: DeviceCreate, actor: str = "system") -
         contact_phone_e164=phone,
     )
     session.add(device)
-    try:
+    with conflict_on_duplicate(session, f"device {device_id!r} already exists"):
         session.flush()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = f"device {device_id!r} already exists"
-        raise Conflict(msg) from exc
     return device
 
 

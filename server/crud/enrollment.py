@@ -9,13 +9,14 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from provisioning.ca import CertificateAuthority, IssuedCertificate, RenewalRefused
+from provisioning.ca import CertificateAuthority
 from provisioning.enroll import (
     EnrollmentResult,
     enroll_device,
     hash_enrollment_token,
     issue_enrollment_token,
 )
+from provisioning.pki import IssuedCertificate, RenewalRefused
 from server import audit
 from server.crud.devices import add_device, get_device
 from server.models import Device, DeviceCreate
@@ -112,7 +113,7 @@ def enroll(
 
     Raises:
         provisioning.enroll.EnrollmentError: unknown, used or expired token.
-        provisioning.ca.BadCsr: an unreadable or refused CSR.
+        provisioning.pki.BadCsr: an unreadable or refused CSR.
     """
     token_hash = hash_enrollment_token(token)
     device = session.exec(
@@ -155,9 +156,9 @@ def renew(
     """Renew a device's certificate; the device proves it holds its current key.
 
     Raises:
-        provisioning.ca.RenewalRefused: a foreign, expired or revoked certificate, a bad
+        provisioning.pki.RenewalRefused: a foreign, expired or revoked certificate, a bad
             proof, or a device that is revoked or no longer registered.
-        provisioning.ca.BadCsr: an unreadable or refused CSR.
+        provisioning.pki.BadCsr: an unreadable or refused CSR.
     """
     issued = ca.renew_device_certificate(cert_pem, csr_pem, proof)
     device_id = issued.common_name

@@ -1,9 +1,10 @@
-"""The error of a value a user gave."""
+"""The error of a value a user gave: :class:`shared.errors.InvalidInput`, under its server name.
+
+It lives in :mod:`shared.errors` so that the commands that also run over the
+API (``fieldlink kpi``, ``fieldlink incident export``) raise it where only
+``fieldlink[client]`` is installed.
+"""
 
 from __future__ import annotations
 
-from shared.errors import FieldlinkError
-
-
-class InvalidInput(FieldlinkError):
-    """A value a user gave is not acceptable (the API answers 422, the CLI one line)."""
+from shared.errors import InvalidInput as InvalidInput

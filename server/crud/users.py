@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from server import audit
+from server.crud.conflicts import conflict_on_duplicate
 from server.crud.errors import InvalidInput
 from server.models import ROLES, ApiToken, User
 from server.security import hash_password, hash_token, new_bearer_token, verify_password
-from shared.errors import AuthError, Conflict
+from shared.errors import AuthError
 from shared.ids import utcnow
 
 
@@ -39,7 +39,7 @@ def create_user(
         raise InvalidInput(msg)
     user = User(username=username, role=role, password_hash=hash_password(password))
     session.add(user)
-    try:
+    with conflict_on_duplicate(session, f"user {username!r} already exists"):
         session.flush()
         audit.record(
             session,
@@ -49,10 +49,6 @@ def create_user(
             details={"role": role},
         )
         session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = f"user {username!r} already exists"
-        raise Conflict(msg) from exc
     session.refresh(user)
     return user
 

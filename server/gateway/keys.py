@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Final
 
 import asyncssh
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from server import audit
 from server.crud import InvalidInput
+from server.crud.conflicts import conflict_on_duplicate
 from server.models import User, UserSSHKey, role_at_least
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
@@ -195,7 +195,8 @@ def add_key(
         user_id=user.id, name=label, public_key=parsed.public_key, fingerprint=parsed.fingerprint
     )
     db.add(row)
-    try:
+    # A concurrent add of the same key.
+    with conflict_on_duplicate(db, f"key {parsed.fingerprint} is already registered"):
         db.flush()
         audit.record(
             db,
@@ -206,10 +207,6 @@ def add_key(
             source_ip=source_ip,
         )
         db.commit()
-    except IntegrityError as exc:  # a concurrent add of the same key
-        db.rollback()
-        msg = f"key {parsed.fingerprint} is already registered"
-        raise Conflict(msg) from exc
     db.refresh(row)
     return row
 

@@ -30,15 +30,14 @@ from typing import IO, Any, Final
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from server.crud import InvalidInput
+from server.crud.conflicts import conflict_on_duplicate
 from server.incidents.records import check_incident
 from server.kpi.compute import DEVICE_TABLE, INCIDENT_TABLE
 from server.models import IncidentCreate
 from server.models.incident import CSV_COLUMNS, TIME_FIELDS
-from shared.errors import Conflict
 from shared.ids import utcnow
 
 logger = logging.getLogger(__name__)
@@ -320,7 +319,8 @@ def import_incidents_csv(session: Session, text: str | Iterable[str]) -> ImportR
             skipped += 1
             continue
         updates.append({**{f"v_{k}": v for k, v in values.items()}, "v_updated_at": now})
-    try:
+    retry = "another import wrote some of these external_ids meanwhile: retry"
+    with conflict_on_duplicate(session, retry):
         for batch in _chunks(inserts, _INSERT_BATCH):
             session.execute(sa.insert(INCIDENT_TABLE), list(batch))
         if updates:
@@ -339,10 +339,6 @@ def import_incidents_csv(session: Session, text: str | Iterable[str]) -> ImportR
             for batch in _chunks(updates, _INSERT_BATCH):
                 session.execute(statement, list(batch))
         session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = "another import wrote some of these external_ids meanwhile: retry"
-        raise Conflict(msg) from exc
     report = ImportReport(
         rows=len(rows), inserted=len(inserts), updated=len(updates), skipped=skipped
     )

@@ -13,15 +13,17 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from server.config import ServerSettings
 from server.crud import InvalidInput
+from server.crud.conflicts import conflict_on_duplicate
+from server.ingest.incidents import apply_fault_incidents
 from server.kpi.config import KpiSettings, kpi_settings_of
 from server.models import (
     Device,
     Incident,
+    IncidentClose,
     IncidentCreate,
     IncidentPublic,
     IncidentSession,
@@ -96,12 +98,10 @@ def _external_id_taken(session: Session, external_id: str, incident_id: int | No
 
 
 def _commit_or_conflict(session: Session, external_id: str | None) -> None:
-    try:
+    with conflict_on_duplicate(
+        session, f"an incident with external_id {external_id!r} already exists"
+    ):
         session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        msg = f"an incident with external_id {external_id!r} already exists"
-        raise Conflict(msg) from exc
 
 
 def create_incident(session: Session, *, data: IncidentCreate) -> Incident:
@@ -176,6 +176,34 @@ def update_incident(session: Session, *, incident_id: int, data: IncidentUpdate)
     _commit_or_conflict(session, external_id)
     session.refresh(incident)
     return incident
+
+
+def close_incident(session: Session, *, incident_id: int, data: IncidentClose) -> Incident:
+    """Close an open incident: the desk's one click (remote, phone, no_fault...).
+
+    ``restored_at`` is the one given, else the one recorded, else
+    ``restored_at_proposed`` (an alert-opened incident whose fault cleared).
+
+    Raises:
+        NotFound: for an unknown incident.
+        Conflict: when it is closed already.
+        IncidentInvalid: when no restore time is known, or the times break the rules.
+    """
+    incident = get_incident(session, incident_id=incident_id)
+    if incident.closed_at is not None:
+        msg = f"incident {incident_id} is closed already"
+        raise Conflict(msg)
+    restored_at = data.restored_at or incident.restored_at or incident.restored_at_proposed
+    changes: dict[str, Any] = {
+        "closed_at": data.closed_at or utcnow(),
+        "resolution": data.resolution,
+        "restored_at": restored_at,
+    }
+    for name in ("resolution_note", "dispatched_at", "engineer_arrived_at"):
+        if (value := getattr(data, name)) is not None:
+            changes[name] = value
+    update = IncidentUpdate.model_validate(changes)
+    return update_incident(session, incident_id=incident_id, data=update)
 
 
 def list_incidents(
@@ -318,8 +346,9 @@ def open_incident_for_alert(
 
     The fault's time is ``down_at`` and ``opened_at``. While an incident opened
     by the same device and fault code is still open, that one is returned and
-    no second one is opened (a unique index holds this across processes too).
-    Commits.
+    no second one is opened: the insert is the ingest's idempotent one
+    (:func:`server.ingest.incidents.apply_fault_incidents`, on a unique index),
+    so this holds across processes too. Commits.
 
     Args:
         settings: the server's settings (``settings.kpi``) or a :class:`KpiSettings`.
@@ -329,28 +358,23 @@ def open_incident_for_alert(
     """
     if not kpi_settings_of(settings).alerts_open_incidents:
         return None
-    existing = _open_alert_incident(session, device_id, code)
-    if existing is not None:
-        return existing
     if raised_at.tzinfo is None:
         raised_at = raised_at.replace(tzinfo=UTC)
-    device_type = _device_type(session, device_id)
-    incident = Incident(
-        device_id=device_id,
-        device_type=device_type,
-        opened_at=raised_at,
-        down_at=raised_at,
-        channel="alert",
-        error_code=code[:128],
-        symptom=message[:4000] or None,
-    )
-    session.add(incident)
-    try:
-        session.commit()
-    except IntegrityError:
-        # Another process opened it first: use theirs.
-        session.rollback()
-        return _open_alert_incident(session, device_id, code)
-    session.refresh(incident)
-    logger.info("incident %s opened by fault %s of device %s", incident.id, code, device_id)
+    _device_type(session, device_id)
+    fault = {
+        "device_id": device_id,
+        "source": "device",
+        "code": code,
+        "severity": "error",
+        "message": message,
+        "raised_at": raised_at,
+        "cleared_at": None,
+        "open": True,
+    }
+    # The ingest's own statement: one INSERT ... ON CONFLICT on the unique index.
+    apply_fault_incidents(session.connection(), [fault], [])
+    session.commit()
+    incident = _open_alert_incident(session, device_id, code[:128])
+    if incident is not None:
+        logger.info("incident %s open for fault %s of device %s", incident.id, code, device_id)
     return incident

@@ -142,6 +142,9 @@ class BatchChanges:
     opened: list[dict[str, Any]] = field(default_factory=list)
     #: ``alert.id`` -> when it cleared.
     cleared: dict[int, datetime] = field(default_factory=dict)
+    #: ``(device_id, code, when)`` of the device faults among ``cleared`` (for the
+    #: incidents those faults opened: :mod:`server.ingest.incidents`).
+    cleared_faults: list[tuple[str, str, datetime]] = field(default_factory=list)
     #: New ``device_event`` rows.
     events: list[dict[str, Any]] = field(default_factory=list)
     #: The device rows that changed.
@@ -427,6 +430,8 @@ class BatchRules:
         alert_id = self.open_ids[device_id].pop(key, None)
         if alert_id is not None:
             self.changes.cleared[alert_id] = at
+            if key.source == "device":
+                self.changes.cleared_faults.append((device_id, key.code, at))
             return
         # Opened earlier in this same batch: close the pending row.
         for row in reversed(self.changes.opened):

@@ -32,7 +32,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from provisioning.broker import ingest_group
-from provisioning.ca import CaNotInitialized, CertificateAuthority
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import CaNotInitialized
 from server import metrics
 from server.config import ServerSettings
 from server.ingest import receive

@@ -29,6 +29,7 @@ from server.config import ServerSettings
 from server.ingest import rows_postgres, rows_sqlite, via
 from server.ingest.apply import BatchChanges, BatchRules, ThresholdChecks, admit, alert_devices
 from server.ingest.clock import ClockOffsetEstimator
+from server.ingest.incidents import apply_fault_incidents
 from server.ingest.items import BatchResult, IngestItem
 from server.models import Alert
 from server.models.telemetry import DeviceEventRecord
@@ -162,6 +163,8 @@ class IngestStore:
         via.write_inventories(conn, changes.inventories)
         if result.gateways_offline:
             via.take_watched_offline(conn, result.gateways_offline, skip=set(devices), events=EVENT)
+        if self.settings.kpi.alerts_open_incidents and (changes.opened or changes.cleared_faults):
+            apply_fault_incidents(conn, changes.opened, changes.cleared_faults)
         if postgres:
             rows_postgres.update_devices_and_commit(conn, changes.dirty, changes.with_health)
         else:

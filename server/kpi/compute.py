@@ -15,137 +15,42 @@ windows; PostgreSQL takes ``percentile_cont(0.5)`` per device type from an
 indexed read of the dispatches, then sums the window in one parallel hashed
 scan (see ``_partial_postgresql``).
 
-Means and rates are formed from those sums and counts in Python, so the
-total is the exact sum of the groups; only one row per group leaves the
-database.
+Means and rates are formed from those sums and counts in Python
+(:mod:`server.kpi.report`), so the total is the exact sum of the groups; only
+one row per group leaves the database.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from server.crud import InvalidInput
 from server.kpi.config import KpiSettings
+from server.kpi.report import (
+    GROUP_BYS,
+    KpiFigures,
+    KpiGroup,
+    KpiReport,
+    KpiSums,
+    figures,
+    months_of,
+)
 from server.kpi.sql import hours_between, month_key, seconds_between
 from server.models import DEVICE_TYPES, Device, Incident
 
 logger = logging.getLogger(__name__)
 
-GroupBy = Literal["none", "month", "device_type", "region"]
-GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region")
-
-#: What each figure means, for the places that show them.
-KPI_DEFINITIONS: dict[str, str] = {
-    "incidents_closed": "incidents closed in the window (C)",
-    "remote_usage_rate": "share of C where a remote session was used",
-    "self_resolution_rate": "share of F (C without no_fault) resolved remotely or by phone",
-    "remote_resolution_rate": "share of F resolved through a remote session",
-    "dispatches": "incidents of F resolved by sending an engineer",
-    "dispatches_avoided": "incidents of F resolved remotely",
-    "mttr_hours": "mean time to restore (restored_at - down_at) over F, hours",
-    "mttr_remote_hours": "mean time to restore of remote resolutions, hours",
-    "mttr_dispatch_hours": "mean time to restore of dispatches, hours",
-    "asa_seconds": "mean time from call to answer over answered incidents of C, seconds",
-    "downtime_saved_hours": "sum over remote resolutions of max(0, baseline ttr - ttr), hours",
-    "cost_saved": "sum over remote resolutions of the dispatch cost of the device type",
-}
-
 INCIDENT_TABLE: sa.Table = Incident.__table__  # type: ignore[attr-defined]
 DEVICE_TABLE: sa.Table = Device.__table__  # type: ignore[attr-defined]
 _T = INCIDENT_TABLE.c
-
-
-class KpiFigures(BaseModel):
-    """The figures of one group (or of the whole window); ``None`` where undefined."""
-
-    incidents_closed: int
-    remote_usage_rate: float | None
-    self_resolution_rate: float | None
-    remote_resolution_rate: float | None
-    dispatches: int
-    dispatches_avoided: int
-    mttr_hours: float | None
-    mttr_remote_hours: float | None
-    mttr_dispatch_hours: float | None
-    asa_seconds: float | None
-    downtime_saved_hours: float
-    cost_saved: float
-
-
-class KpiGroup(KpiFigures):
-    """The figures of one month, device type or region (``key``)."""
-
-    key: str | None
-
-
-class KpiReport(BaseModel):
-    """The answer of ``GET /api/v1/kpis`` (docs/kpis.md "The answer")."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: datetime = Field(alias="from")
-    to: datetime
-    group_by: GroupBy
-    baseline_ttr_hours: dict[str, float]
-    baseline_source: dict[str, Literal["measured", "configured"]]
-    total: KpiFigures
-    groups: list[KpiGroup]
-
-
-@dataclass
-class _Sums:
-    """The additive aggregates of one group, as the scan answers them."""
-
-    closed: int = 0
-    remote_used: int = 0
-    fault: int = 0
-    remote: int = 0
-    phone: int = 0
-    dispatch: int = 0
-    ttr_sum: float = 0.0
-    ttr_n: int = 0
-    ttr_remote_sum: float = 0.0
-    ttr_remote_n: int = 0
-    ttr_dispatch_sum: float = 0.0
-    ttr_dispatch_n: int = 0
-    asa_sum: float = 0.0
-    asa_n: int = 0
-    downtime_saved: float = 0.0
-    cost_saved: float = 0.0
-
-    def add(self, other: _Sums) -> None:
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
-
-
-def _ratio(numerator: float, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-def _figures(sums: _Sums) -> dict[str, Any]:
-    return {
-        "incidents_closed": sums.closed,
-        "remote_usage_rate": _ratio(sums.remote_used, sums.closed),
-        "self_resolution_rate": _ratio(sums.remote + sums.phone, sums.fault),
-        "remote_resolution_rate": _ratio(sums.remote, sums.fault),
-        "dispatches": sums.dispatch,
-        "dispatches_avoided": sums.remote,
-        "mttr_hours": _ratio(sums.ttr_sum, sums.ttr_n),
-        "mttr_remote_hours": _ratio(sums.ttr_remote_sum, sums.ttr_remote_n),
-        "mttr_dispatch_hours": _ratio(sums.ttr_dispatch_sum, sums.ttr_dispatch_n),
-        "asa_seconds": _ratio(sums.asa_sum, sums.asa_n),
-        "downtime_saved_hours": sums.downtime_saved,
-        "cost_saved": sums.cost_saved,
-    }
 
 
 def _in_window(start: datetime, end: datetime) -> sa.ColumnElement[bool]:
@@ -176,6 +81,7 @@ def _closed_in_window(start: datetime, end: datetime, group_by: str) -> sa.CTE:
             _T.device_type.label("device_type"),
             _T.resolution.label("resolution"),
             sa.case((_T.remote_session_used.is_(True), 1), else_=0).label("used"),
+            sa.case((_T.channel == "alert", 1), else_=0).label("alerted"),
             hours_between(_T.restored_at, _T.down_at).label("ttr"),
             answered.label("asa"),
         )
@@ -280,6 +186,7 @@ def _partial_sqlite(
             *keys,
             sa.func.count().label("n"),
             sa.func.sum(closed.c.used).label("used"),
+            sa.func.sum(closed.c.alerted).label("alerted"),
             sa.func.sum(ttr).label("ttr_sum"),
             sa.func.count(ttr).label("ttr_n"),
             sa.func.sum(closed.c.asa).label("asa_sum"),
@@ -353,7 +260,7 @@ def _partial_postgresql(
     source: Any = INCIDENT_TABLE
     key: sa.ColumnElement[Any] | None
     if group_by == "month":
-        starts = [_month_start(k) for k in _months(start, end)[1:]]
+        starts = [_month_start(k) for k in months_of(start, end)[1:]]
         if starts:
             # The index of the month in the window: a binary search over the
             # month starts, far cheaper than formatting or truncating each time.
@@ -384,6 +291,7 @@ def _partial_postgresql(
             *keys,
             sa.func.count().label("n"),
             sa.func.count().filter(_T.remote_session_used.is_(True)).label("used"),
+            sa.func.count().filter(_T.channel == "alert").label("alerted"),
             (_epoch(sa.func.sum(_T.restored_at - _T.down_at)) / 3600.0).label("ttr_sum"),
             sa.func.count(_T.restored_at).label("ttr_n"),
             _epoch(sa.func.sum(_T.answered_at - _T.opened_at)).label("asa_sum"),
@@ -437,6 +345,7 @@ def _report_query(
         group_key.label("group_key"),
         total(partial.c.n).label("closed"),
         total(partial.c.used).label("remote_used"),
+        total(partial.c.alerted).label("alerted"),
         total(partial.c.n, is_fault).label("fault"),
         total(partial.c.n, resolution == "remote").label("remote"),
         total(partial.c.n, resolution == "phone").label("phone"),
@@ -460,40 +369,14 @@ def _report_query(
     return query
 
 
-def _key_text(value: Any, months: list[str]) -> str | None:
-    if isinstance(value, int) and months:
-        return months[value]  # PostgreSQL's month index
-    return None if value is None else str(value)
-
-
 def _month_start(key: str) -> datetime:
     return datetime(int(key[:4]), int(key[5:7]), 1, tzinfo=UTC)
 
 
-def _months(start: datetime, end: datetime) -> list[str]:
-    keys: list[str] = []
-    year, month = start.year, start.month
-    while datetime(year, month, 1, tzinfo=UTC) < end:
-        keys.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return keys
-
-
-def default_window(now: datetime) -> tuple[datetime, datetime]:
-    """The last twelve months up to the end of the current one (UTC)."""
-    now = now.astimezone(UTC)
-    end_year, end_month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    start_index = end_year * 12 + end_month - 1 - 12
-    start = datetime(start_index // 12, start_index % 12 + 1, 1, tzinfo=UTC)
-    return start, datetime(end_year, end_month, 1, tzinfo=UTC)
-
-
-def month_window(now: datetime) -> tuple[datetime, datetime]:
-    """The current month (UTC) as ``[start, end)``."""
-    now = now.astimezone(UTC)
-    start = datetime(now.year, now.month, 1, tzinfo=UTC)
-    end_year, end_month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return start, datetime(end_year, end_month, 1, tzinfo=UTC)
+def _key_text(value: Any, months: list[str]) -> str | None:
+    if isinstance(value, int) and months:
+        return months[value]  # PostgreSQL's month index
+    return None if value is None else str(value)
 
 
 def compute_kpis(
@@ -520,8 +403,8 @@ def compute_kpis(
         connection = connection.connection()
     settings = settings or KpiSettings()
     start, end = start.astimezone(UTC), end.astimezone(UTC)
-    sums: dict[str | None, _Sums] = {}
-    months = _months(start, end) if group_by == "month" else []
+    sums: dict[str | None, KpiSums] = {}
+    months = months_of(start, end) if group_by == "month" else []
     hours = {t: settings.fallback_hours(t) for t in DEVICE_TYPES}
     source: dict[str, Literal["measured", "configured"]] = dict.fromkeys(DEVICE_TYPES, "configured")
     for row in connection.execute(
@@ -529,15 +412,15 @@ def compute_kpis(
     ).mappings():
         values: dict[str, Any] = {
             item.name: (float if item.type in (float, "float") else int)(row[item.name])
-            for item in fields(_Sums)
+            for item in fields(KpiSums)
         }
         key = _key_text(row["group_key"], months) if group_by != "none" else None
-        sums[key] = _Sums(**values)
+        sums[key] = KpiSums(**values)
         for device_type in DEVICE_TYPES:
             if int(row[f"n_{device_type}"]) >= settings.baseline_min_samples:
                 hours[device_type] = float(row[f"hours_{device_type}"])
                 source[device_type] = "measured"
-    total = _Sums()
+    total = KpiSums()
     for group in sums.values():
         total.add(group)
     keys: list[str | None]
@@ -549,13 +432,13 @@ def compute_kpis(
         keys = [*DEVICE_TYPES, *sorted(k for k in sums if k is not None and k not in DEVICE_TYPES)]
     else:
         keys = sorted(sums, key=lambda k: (k is None, k or ""))
-    groups = [KpiGroup(key=k, **_figures(sums.get(k, _Sums()))) for k in keys]
+    groups = [KpiGroup(key=k, **figures(sums.get(k, KpiSums()))) for k in keys]
     return KpiReport(
         from_=start,
         to=end,
         group_by=group_by,
         baseline_ttr_hours=hours,
         baseline_source=source,
-        total=KpiFigures(**_figures(total)),
+        total=KpiFigures(**figures(total)),
         groups=groups,
     )

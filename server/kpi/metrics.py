@@ -15,8 +15,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from server.kpi.compute import KPI_DEFINITIONS, compute_kpis, month_window
+from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
+from server.kpi.report import KPI_DEFINITIONS, month_window
 from shared.ids import utcnow
 
 logger = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ from server.models.incident import (
     CHANNELS,
     RESOLUTIONS,
     Incident,
+    IncidentClose,
     IncidentCreate,
     IncidentPublic,
     IncidentSession,
@@ -44,6 +45,13 @@ from server.models.incident import (
     IncidentUpdate,
 )
 from server.models.instance import ServerInstance
+from server.models.knowledge import (
+    KnowledgeArticle,
+    KnowledgeArticleCreate,
+    KnowledgeArticlePublic,
+    KnowledgeHit,
+    KnowledgeHits,
+)
 from server.models.session import (
     ExecRequest,
     ExecResultPublic,
@@ -94,11 +102,17 @@ __all__ = [
     "ExecRequest",
     "ExecResultPublic",
     "Incident",
+    "IncidentClose",
     "IncidentCreate",
     "IncidentPublic",
     "IncidentSession",
     "IncidentUpdate",
     "IncidentsPublic",
+    "KnowledgeArticle",
+    "KnowledgeArticleCreate",
+    "KnowledgeArticlePublic",
+    "KnowledgeHit",
+    "KnowledgeHits",
     "LoginThrottle",
     "RemoteSession",
     "RemoteSessionCreate",

@@ -42,7 +42,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "remote_session_used",
     "dispatched_at",
     "engineer_arrived_at",
+    "resolution_note",
 )
+#: The longest resolution note (what was done, parts used) an incident keeps.
+RESOLUTION_NOTE_MAX = 4000
 #: The timestamp fields of an incident.
 TIME_FIELDS: tuple[str, ...] = (
     "opened_at",
@@ -77,6 +80,8 @@ class IncidentCreate(SQLModel):
     remote_session_used: bool = False
     dispatched_at: AwareDatetime | None = None
     engineer_arrived_at: AwareDatetime | None = None
+    #: What was done and which parts were used (the fault-case knowledge base's fixes).
+    resolution_note: str | None = Field(default=None, max_length=RESOLUTION_NOTE_MAX)
 
 
 class IncidentUpdate(SQLModel):
@@ -100,6 +105,22 @@ class IncidentUpdate(SQLModel):
     remote_session_used: bool | None = None
     dispatched_at: AwareDatetime | None = None
     engineer_arrived_at: AwareDatetime | None = None
+    resolution_note: str | None = Field(default=None, max_length=RESOLUTION_NOTE_MAX)
+
+
+class IncidentClose(SQLModel):
+    """Body of ``POST /api/v1/incidents/{id}/close``: the desk's one-click close.
+
+    ``restored_at`` defaults to the one recorded, else to ``restored_at_proposed``
+    (when the fault that opened the incident cleared); ``closed_at`` to now.
+    """
+
+    resolution: Resolution
+    resolution_note: str | None = Field(default=None, max_length=RESOLUTION_NOTE_MAX)
+    restored_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = None
+    dispatched_at: AwareDatetime | None = None
+    engineer_arrived_at: AwareDatetime | None = None
 
 
 class Incident(SQLModel, table=True):
@@ -108,6 +129,8 @@ class Incident(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("external_id", name="uq_incident_external_id"),
         sa.Index("ix_incident_closed_at_resolution", "closed_at", "resolution"),
+        # Similar past cases: the closed incidents of one error code, newest first.
+        sa.Index("ix_incident_error_code_closed_at", "error_code", "closed_at"),
         # At most one open alert-opened incident per device and fault code, even
         # when several ingest processes see the same fault at once.
         sa.Index(
@@ -144,6 +167,10 @@ class Incident(SQLModel, table=True):
     remote_session_used: bool = False
     dispatched_at: datetime | None = Field(default=None, sa_column=utc_column())
     engineer_arrived_at: datetime | None = Field(default=None, sa_column=utc_column())
+    resolution_note: str | None = Field(default=None, max_length=RESOLUTION_NOTE_MAX)
+    #: Alert-opened incidents: when the fault cleared on the device (clock offset
+    #: applied), proposed as ``restored_at`` for the desk to confirm when closing.
+    restored_at_proposed: datetime | None = Field(default=None, sa_column=utc_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
 
@@ -184,6 +211,8 @@ class IncidentPublic(SQLModel):
     remote_session_used: bool
     dispatched_at: datetime | None
     engineer_arrived_at: datetime | None
+    resolution_note: str | None = None
+    restored_at_proposed: datetime | None = None
     session_ids: list[str] = []
     created_at: datetime
     updated_at: datetime

@@ -8,7 +8,8 @@ when they log out or a token is revoked, everything that depends on it ends
 within :attr:`ServerSettings.access_check_interval_s` (sooner when this
 process made the change: :meth:`AccessWatch.check_now`), whichever process
 or command (``fieldlink user disable``) made it: the watch reads the
-database, not a message.
+database, not a message. The re-check is the ``access`` job of
+:class:`server.upkeep.Upkeep`, every ``access_check_interval_s``.
 
 A session whose operator lost access closes with reason ``access_revoked``
 (audited as ``session.close``); a channel that lost its token or its user's
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,46 +71,26 @@ def user_denial(grant: Grant | None, needed: str) -> str | None:
 
 
 class AccessWatch:
-    """Re-checks, every few seconds, the access every live session and channel depends on."""
+    """The access every live session and channel depends on, re-checked by :meth:`check`.
+
+    The upkeep runs :meth:`check` every ``interval_s`` (:func:`server.upkeep.access_job`).
+    """
 
     def __init__(self, manager: SessionService, interval_s: float) -> None:
         self._manager = manager
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._channels: dict[int, Channel] = {}
         self._ids = itertools.count(1)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._event_loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Start watching (the manager's ``start``)."""
-        self._event_loop = asyncio.get_running_loop()
-        self._task = self._event_loop.create_task(self._loop(), name="access-watch")
-
-    async def stop(self) -> None:
-        """Stop watching."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        #: Runs the upkeep's access job now (set by the app; callable from any thread).
+        self.wake: Callable[[], None] | None = None
 
     def check_now(self) -> None:
         """Re-check at once (this process just disabled a user or revoked a token).
 
         Safe from any thread (synchronous routes run in a worker thread).
         """
-        loop = self._event_loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
+        if self.wake is not None:
+            self.wake()
 
     @contextlib.contextmanager
     def channel(
@@ -128,18 +109,6 @@ class AccessWatch:
             yield entry
         finally:
             self._channels.pop(key, None)
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
-            self._wake.clear()
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("checking the access of live sessions failed")
 
     async def check(self) -> None:
         """Close what lost its access: sessions of users who lost theirs, then channels."""

@@ -121,12 +121,11 @@ class SessionService:
 
     async def start(self) -> None:
         """Nothing to recover here: :class:`~server.sessions.liveness.InstanceLiveness`
-        closes what this instance id (or a dead server) left open."""
-        self.access.start()
+        closes what this instance id (or a dead server) left open, and the upkeep's
+        ``access`` job runs :attr:`access`'s checks."""
 
     async def stop(self) -> None:
         """Close every live session (server shutdown) and wait for their tasks."""
-        await self.access.stop()
         live = list(self._live.values())
         for entry in live:
             await self.close(

@@ -19,8 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from server import accounts, audit, crud
-from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf
-from server.api.routes.auth import client_address, recheck_access
+from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address, recheck_access
 from server.crud import InvalidInput
 from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
 from server.web.auth import Viewer, ViewerDep, forbidden

@@ -21,23 +21,20 @@ from sqlmodel import col, select
 from server import accounts, audit, crud
 from server.api.deps import (
     SESSION_COOKIE,
+    LoginPolicyDep,
     SessionDep,
     SettingsDep,
     check_csrf,
     clear_session_cookie,
+    client_address,
     csrf_token_for,
+    recheck_access,
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import (
-    LoginPolicy,
-    check_password_again,
-    client_address,
-    login_policy,
-    recheck_access,
-)
-from server.api.routes.auth import _attempt_login as attempt_login
+from server.api.routes.auth import check_password_again
 from server.crud import InvalidInput
+from server.logins import attempt_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
 from server.web.templating import render
@@ -131,7 +128,7 @@ async def login_submit(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    policy: LoginPolicyDep,
 ) -> Response:
     """Check the password; on success set the session cookie and go on."""
     form = await request.form()
@@ -213,7 +210,7 @@ async def change_password(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    policy: Annotated[LoginPolicy, Depends(login_policy)],
+    policy: LoginPolicyDep,
 ) -> Response:
     """Change the viewer's password; their other logins end (audited)."""
     cookie = request.cookies.get(SESSION_COOKIE, "")

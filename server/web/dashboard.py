@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse, Response
 from server.api.deps import SessionDep, SettingsDep
 from server.crud import InvalidInput
 from server.incidents.csv_io import neutralize
-from server.kpi.compute import KPI_DEFINITIONS, KpiReport, compute_kpis, default_window
+from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
+from server.kpi.report import KPI_DEFINITIONS, KpiReport, default_window
 from server.web.auth import ViewerDep, forbidden
 from server.web.templating import render
 from shared.ids import utcnow
@@ -53,6 +54,12 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "remote_usage_rate", "Remote session used", "rate", "|{i ∈ C : remote_session_used}| / |C|"
+    ),
+    Figure(
+        "proactive_share",
+        "Opened by device faults",
+        "rate",
+        "|{i ∈ C : channel = alert}| / |C|",
     ),
     Figure(
         "remote_resolution_rate",

@@ -167,6 +167,18 @@ def open_incidents(session: Session, limit: int) -> list[Incident]:
     return list(rows)
 
 
+def alert_incidents(session: Session, limit: int) -> list[Incident]:
+    """The open incidents device faults opened, newest fault first (before anyone calls)."""
+    return list(
+        session.exec(
+            select(Incident)
+            .where(col(Incident.channel) == "alert", col(Incident.closed_at).is_(None))
+            .order_by(col(Incident.down_at).desc(), col(Incident.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
 def customers(session: Session, limit: int = 500) -> list[str]:
     """Customer names for the filter's suggestions."""
     return list(
@@ -198,6 +210,7 @@ def desk(
         nav="desk",
         fleet=load_fleet(session, filters),
         incidents=open_incidents(session, DESK_INCIDENTS),
+        alert_incidents=alert_incidents(session, DESK_INCIDENTS),
         customers=customers(session),
         device_types=DEVICE_TYPES,
         statuses=STATUSES,
@@ -250,7 +263,7 @@ def _broker_revocation(request: Request, device: Device) -> dict[str, Any] | Non
     if device.revoked_at is None:
         return None
     from provisioning.broker_update import load_update_state
-    from provisioning.ca import PkiPaths
+    from provisioning.pki import PkiPaths
 
     state = load_update_state(PkiPaths.under(request.app.state.settings.state_dir))
     return state.public() if state.revocation_pending(device.id) else None

@@ -31,7 +31,8 @@ from provisioning.broker import (
     server_broker_password,
     write_broker_config,
 )
-from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import SERVER_CLIENT_CN
 from shared import topics
 from tests.fixtures.mosquitto import mosquitto_binary
 from tests.fixtures.ports import free_port, wait_for_port

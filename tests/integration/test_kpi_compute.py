@@ -42,6 +42,7 @@ def incident(
     resolution: str | None,
     remote: bool = False,
     answer_s: float | None = None,
+    channel: str | None = None,
 ) -> Case:
     """An incident that went down an hour before it was closed minus its ttr."""
     anchor = closed_at or MARCH + timedelta(days=10)
@@ -59,6 +60,7 @@ def incident(
         resolution=resolution,
         remote_session_used=remote,
         answered_at=opened_at + timedelta(seconds=answer_s) if answer_s is not None else None,
+        channel=channel,
     )
 
 
@@ -69,28 +71,28 @@ def march(day: int, hour: int = 12) -> datetime:
 # Scenario A, the window March 2026:
 #  1 mfp-a     remote    ttr 2h   remote session  answered after 30 s
 #  2 mfp-a     phone     ttr 1h                   answered after 90 s
-#  3 mfp-b     dispatch  ttr 10h                  never answered
+#  3 mfp-b     dispatch  ttr 10h                  never answered  opened by a fault (alert)
 #  4 mfp-b     no_fault  ttr 0.5h remote session  answered after 60 s
 #  5 imaging-a remote    ttr 3h   remote session  answered after 120 s
-#  6 server-a  dispatch  ttr 6h
+#  6 server-a  dispatch  ttr 6h                                   opened by a fault (alert)
 #  7 mfp-a     dispatch  closed exactly on April 1st 00:00 (the window's end: out)
 #  8 mfp-b     remote    ttr 4h   remote session, closed exactly on March 1st 00:00 (in)
-#  9 mfp-a     still open (out)
+#  9 mfp-a     still open (out), opened by a fault
 # 10 mfp-a     remote    closed a second before March (out)
 SCENARIO_A = [
     incident("mfp-a", closed_at=march(2), ttr_h=2, resolution="remote", remote=True, answer_s=30),
     incident("mfp-a", closed_at=march(3), ttr_h=1, resolution="phone", answer_s=90),
-    incident("mfp-b", closed_at=march(4), ttr_h=10, resolution="dispatch"),
+    incident("mfp-b", closed_at=march(4), ttr_h=10, resolution="dispatch", channel="alert"),
     incident(
         "mfp-b", closed_at=march(5), ttr_h=0.5, resolution="no_fault", remote=True, answer_s=60
     ),
     incident(
         "imaging-a", closed_at=march(6), ttr_h=3, resolution="remote", remote=True, answer_s=120
     ),
-    incident("server-a", closed_at=march(7), ttr_h=6, resolution="dispatch"),
+    incident("server-a", closed_at=march(7), ttr_h=6, resolution="dispatch", channel="alert"),
     incident("mfp-a", closed_at=APRIL, ttr_h=5, resolution="dispatch"),
     incident("mfp-b", closed_at=MARCH, ttr_h=4, resolution="remote", remote=True),
-    incident("mfp-a", closed_at=None, ttr_h=1, resolution=None),
+    incident("mfp-a", closed_at=None, ttr_h=1, resolution=None, channel="alert"),
     incident("mfp-a", closed_at=MARCH - timedelta(seconds=1), ttr_h=1, resolution="remote"),
 ]
 SCENARIO_A[8].restored_at = None
@@ -100,6 +102,8 @@ EXPECTED_A = {
     "incidents_closed": 7,
     # sessions used in 1, 4, 5, 8
     "remote_usage_rate": 4 / 7,
+    # opened by device faults: 3 and 6 (9 is open: out)
+    "proactive_share": 2 / 7,
     # F = C without the no_fault 4: {1,2,3,5,6,8}; remote or phone: 1, 2, 5, 8
     "self_resolution_rate": 4 / 6,
     "remote_resolution_rate": 3 / 6,
@@ -259,6 +263,7 @@ def test_an_empty_window_has_zero_counts_and_null_rates(engine: Engine) -> None:
     empty = {
         "incidents_closed": 0,
         "remote_usage_rate": None,
+        "proactive_share": None,
         "self_resolution_rate": None,
         "remote_resolution_rate": None,
         "dispatches": 0,

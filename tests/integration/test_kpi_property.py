@@ -72,6 +72,7 @@ def cases(draw: st.DrawFn) -> Case:
         resolution=draw(st.sampled_from(RESOLUTIONS)) if closed or draw(st.booleans()) else None,
         remote_session_used=draw(st.booleans()),
         answered_at=opened_at + timedelta(seconds=draw(st.integers(0, 3600))) if answered else None,
+        channel=draw(st.sampled_from((None, "phone", "alert"))),
     )
 
 

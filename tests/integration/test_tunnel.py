@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 
+from agent.remote.client_keys import UsedClientKeys
 from agent.remote.outcome import Refusal, SessionOutcome
 from agent.remote.policy import ServiceTarget, SitePolicy
-from agent.remote.sshd import AgentSession, UsedClientKeys
+from agent.remote.sshd import AgentSession
 from server.sessions.client import AgentConnection
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError
 from server.sessions.keys import (

@@ -208,6 +208,11 @@ def test_the_operator_client_works_with_the_client_extra_alone(
     _run([fieldlink, "login", "--server", served, "--user", "admin"], input=PASSWORD + "\n", **run)
     listed = _run([fieldlink, "devices", "--json"], **run)
     assert [d["serial"] for d in json.loads(listed.stdout)["items"]] == ["WH-1"]
+    # A manager's figures and the incidents export over the API, with no server installed.
+    report = _run([fieldlink, "kpi", "--json"], **run)
+    assert json.loads(report.stdout)["total"]["incidents_closed"] == 0
+    exported = _run([fieldlink, "incident", "export"], **run)
+    assert exported.stdout.startswith("id,")
     center = subprocess.run(
         [fieldlink, "user", "list"], capture_output=True, text=True, check=False, **run
     )

@@ -3,9 +3,11 @@
 - Units: ``systemctl show`` of the configured units, where systemd runs
   (``/run/systemd/system`` exists, as ``sd_booted()`` checks); a unit is up
   while its ``ActiveState`` is ``active`` or ``reloading``.
-- RAID: ``/proc/mdstat``; an array is degraded when fewer members are up than
-  it has slots (``[2/1] [U_]``), or when it is inactive.
-- SMART: ``smartctl --json -a`` (smartmontools 7+) of the configured disks, or
+- RAID: ``/proc/mdstat`` (read by :mod:`agent.health.profiles.mdstat`); an array
+  is degraded when fewer members are up than it has slots (``[2/1] [U_]``), or
+  when it is inactive.
+- SMART: ``smartctl --json -a`` (smartmontools 7+, read by
+  :mod:`agent.health.profiles.smartctl`) of the configured disks, or
   of those ``smartctl --scan`` finds; disks asleep are left asleep
   (``--nocheck=standby``) and SMART is read at most every
   :data:`SMART_INTERVAL_S` seconds (the values move slowly; each read costs
@@ -37,6 +39,8 @@ from typing import Any, Final, Literal
 
 from agent.health.collectors.base import Reading
 from agent.health.profiles.base import ProfileOptions
+from agent.health.profiles.mdstat import parse_mdstat
+from agent.health.profiles.smartctl import SmartReport, disk_label, json_get, parse_smartctl
 from shared.errors import ConfigError
 from shared.wire import FaultReport
 
@@ -52,101 +56,6 @@ _UNIT_RE: Final = re.compile(r"^[A-Za-z0-9:_.@\\][A-Za-z0-9:_.@\\-]{0,47}$")
 _DISK_RE: Final = re.compile(r"^/dev/[A-Za-z0-9/_.-]{1,64}$")
 _SMARTCTL_DIRS: Final = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 _UP_STATES: Final = ("active", "reloading")
-
-# smartctl's exit status bits (smartctl(8), RETURN VALUES).
-_EXIT_PARSE_FAILED: Final = 1 << 0
-_EXIT_OPEN_FAILED: Final = 1 << 1
-_EXIT_COMMAND_FAILED: Final = 1 << 2
-
-
-# --- /proc/mdstat -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MdArray:
-    """One md array of ``/proc/mdstat``.
-
-    Attributes:
-        name: ``md0``, ``md127``...
-        active: ``False`` for an inactive (not started) array.
-        level: ``raid1``, ``raid5``... (``None`` when inactive).
-        slots: Members the array should have (``[2/1]``: 2), if it has redundancy.
-        up: Members working (``[2/1]``: 1).
-        members_map: ``UU_``: which slots work.
-        failed: Members marked ``(F)``.
-        sync_action: ``resync``, ``recovery``, ``check``, ``reshape`` or ``repair`` while running.
-        sync_percent: Its progress.
-        container: An Intel RST (imsm) or DDF container: always inactive, holding member arrays.
-    """
-
-    name: str
-    active: bool
-    level: str | None = None
-    slots: int | None = None
-    up: int | None = None
-    members_map: str | None = None
-    failed: int = 0
-    sync_action: str | None = None
-    sync_percent: float | None = None
-    container: bool = False
-
-    @property
-    def degraded(self) -> bool:
-        """Inactive (but not a container), or fewer members working than slots."""
-        if not self.active:
-            return not self.container
-        if self.slots is not None and self.up is not None and self.up < self.slots:
-            return True
-        return self.members_map is not None and "_" in self.members_map
-
-
-_MD_HEAD: Final = re.compile(
-    r"^(md[0-9a-z_]+)\s*:\s*(active|inactive)(?:\s+\((?:auto-)?read-only\))?(.*)$"
-)
-_MD_STATUS: Final = re.compile(r"\[(\d+)/(\d+)\]\s+\[([U_]+)\]")
-_MD_SYNC: Final = re.compile(r"\b(resync|recovery|check|reshape|repair)\s*=\s*([0-9.]+)%")
-_MD_LEVEL: Final = re.compile(r"^(raid\d+|linear|multipath|faulty)$")
-#: ``super external:imsm`` (a container), not ``super external:/md127/0`` (an array in one).
-_MD_CONTAINER: Final = re.compile(r"\bsuper external:(?!/)")
-
-
-def parse_mdstat(text: str) -> list[MdArray]:
-    """The arrays of a ``/proc/mdstat`` text, in its order."""
-    arrays: list[MdArray] = []
-    current: dict[str, Any] | None = None
-
-    def finish() -> None:
-        if current is not None:
-            arrays.append(MdArray(**current))
-
-    for line in text.splitlines():
-        head = _MD_HEAD.match(line)
-        if head:
-            finish()
-            name, state, rest = head.groups()
-            words = rest.split()
-            level = words[0] if words and _MD_LEVEL.match(words[0]) else None
-            current = {
-                "name": name,
-                "active": state == "active",
-                "level": level,
-                "failed": sum(1 for w in words if w.endswith("(F)")),
-            }
-            # Some tools (and old kernels' long lines) put the status on the same line.
-        elif current is None or not line.startswith((" ", "\t")):
-            if line.strip():
-                finish()
-                current = None
-            continue
-        if _MD_CONTAINER.search(line):
-            current["container"] = True
-        if status := _MD_STATUS.search(line):
-            current["slots"], current["up"] = int(status[1]), int(status[2])
-            current["members_map"] = status[3]
-        if sync := _MD_SYNC.search(line):
-            current["sync_action"], current["sync_percent"] = sync[1], float(sync[2])
-    finish()
-    return arrays
 
 
 # --- systemctl show ------------------------------------------------------------------------------
@@ -168,105 +77,6 @@ def parse_systemctl_show(text: str) -> list[dict[str, str]]:
     if current:
         blocks.append(current)
     return blocks
-
-
-# --- smartctl --json -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SmartReport:
-    """What ``smartctl --json -a`` says of one disk.
-
-    Attributes:
-        disk: The label used in metric names (``sda``, ``nvme0n1``).
-        passed: The overall health self-assessment (``None``: not read).
-        temperature_c: Current temperature.
-        reallocated: ATA attribute 5 (raw), or SCSI grown defects.
-        pending: ATA attribute 197 (raw).
-        media_errors: NVMe media and data integrity errors.
-        life_used_percent: NVMe "percentage used" (may exceed 100).
-        standby: The disk was asleep and left so.
-        error: Why the disk could not be read (``None``: it was).
-    """
-
-    disk: str
-    passed: bool | None = None
-    temperature_c: float | None = None
-    reallocated: int | None = None
-    pending: int | None = None
-    media_errors: int | None = None
-    life_used_percent: float | None = None
-    standby: bool = False
-    error: str | None = None
-
-
-def disk_label(device: str) -> str:
-    """``/dev/sda`` -> ``sda``; ``/dev/disk/by-id/ata-X`` -> ``ata-X``; lower case, safe."""
-    label = device.rsplit("/", 1)[-1].lower()
-    return re.sub(r"[^a-z0-9_.-]", "_", label)[:40] or "disk"
-
-
-def _get(value: Any, *keys: str) -> Any:
-    """``value[k1][k2]...``, or ``None`` where the JSON does not have that shape."""
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _ata_raw(report: Mapping[str, Any], attribute_id: int) -> int | None:
-    table = _get(report, "ata_smart_attributes", "table")
-    for row in table if isinstance(table, list) else []:
-        if isinstance(row, Mapping) and row.get("id") == attribute_id:
-            value = _int(_get(row, "raw", "value"))
-            if value is not None:
-                # Some vendors pack more into the 48-bit raw value; the count is the low word.
-                return value & 0xFFFF if attribute_id in (5, 197) and value > 0xFFFF else value
-    return None
-
-
-def parse_smartctl(report: Mapping[str, Any], device: str) -> SmartReport:
-    """Read one ``smartctl --json -a`` answer (ATA, SCSI or NVMe)."""
-    label = disk_label(device)
-    exit_status = _int(_get(report, "smartctl", "exit_status")) or 0
-    listed = _get(report, "smartctl", "messages")
-    messages = [
-        str(m.get("string", ""))[:200]
-        for m in (listed if isinstance(listed, list) else [])
-        if isinstance(m, Mapping)
-    ]
-    if exit_status & (_EXIT_PARSE_FAILED | _EXIT_OPEN_FAILED):
-        text = "; ".join(messages) or "device open failed"
-        if "STANDBY" in text.upper() or "SLEEP" in text.upper():
-            return SmartReport(label, standby=True)
-        return SmartReport(label, error=text)
-    passed = _get(report, "smart_status", "passed")
-    if not isinstance(passed, bool):
-        passed = None
-    if passed is None and exit_status & _EXIT_COMMAND_FAILED:
-        return SmartReport(label, error="; ".join(messages) or "SMART command failed")
-    nvme = "nvme_smart_health_information_log"
-    reallocated = _ata_raw(report, 5)
-    if reallocated is None:
-        reallocated = _int(_get(report, "scsi_grown_defect_list"))
-    return SmartReport(
-        label,
-        passed=passed,
-        temperature_c=_number(_get(report, "temperature", "current")),
-        reallocated=reallocated,
-        pending=_ata_raw(report, 197),
-        media_errors=_int(_get(report, nvme, "media_errors")),
-        life_used_percent=_number(_get(report, nvme, "percentage_used")),
-    )
 
 
 # --- the profile ---------------------------------------------------------------------------------
@@ -480,7 +290,7 @@ class ServerProfile:
         assert self._smartctl is not None  # noqa: S101 - checked by the caller
         try:
             _, out = await _run([self._smartctl, "--scan", "--json"], COMMAND_TIMEOUT_S)
-            found = _get(json.loads(out), "devices") or []
+            found = json_get(json.loads(out), "devices") or []
         except (OSError, ValueError, TimeoutError, AttributeError) as exc:
             self._once("scan", "smartctl --scan failed: %s", exc)
             return []

@@ -10,8 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from server import audit, crud
-from server.api.deps import SessionDep, SettingsDep
-from server.api.routes.auth import client_address
+from server.api.deps import SessionDep, SettingsDep, client_address
 from server.config import ServerSettings
 
 if TYPE_CHECKING:
@@ -50,7 +49,8 @@ def device_broker_url(settings: ServerSettings, request: Request) -> str:
 
 async def _device_ca(settings: ServerSettings) -> CertificateAuthority:
     """The device CA, or 503 when this server has none yet."""
-    from provisioning.ca import CaNotInitialized, CertificateAuthority
+    from provisioning.ca import CertificateAuthority
+    from provisioning.pki import CaNotInitialized
 
     try:
         return await asyncio.to_thread(CertificateAuthority.load, settings.state_dir)
@@ -102,7 +102,7 @@ async def renew(
     body: RenewRequest, request: Request, session: SessionDep, settings: SettingsDep
 ) -> RenewResponse:
     """Renew a device certificate, authenticated by the current key (403 when refused)."""
-    from provisioning.ca import RenewalRefused
+    from provisioning.pki import RenewalRefused
 
     ca = await _device_ca(settings)
     try:

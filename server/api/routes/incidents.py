@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
 from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
-from server.api.responses import DB_INT_MAX, ErrorResponse
+from server.api.responses import DB_INT_MAX, PLAIN_TEXT, ErrorResponse
 from server.incidents import records as service
 from server.incidents.csv_io import (
     CsvImportInvalid,
@@ -25,7 +25,14 @@ from server.incidents.csv_io import (
     export_incidents_csv,
     import_incidents_csv,
 )
-from server.models import IncidentCreate, IncidentPublic, IncidentsPublic, IncidentUpdate
+from server.incidents.similar import SimilarCases, model_of, similar_cases
+from server.models import (
+    IncidentClose,
+    IncidentCreate,
+    IncidentPublic,
+    IncidentsPublic,
+    IncidentUpdate,
+)
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
@@ -244,6 +251,47 @@ def export_incidents(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
     )
+
+
+@router.get("/similar")
+def similar_by_code(
+    session: SessionDep,
+    _user: OperatorUser,
+    error_code: Annotated[str, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)],
+    model: Annotated[str | None, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)] = None,
+) -> SimilarCases:
+    """Past cases of an error code (the ``model``'s first): see docs/kpis.md."""
+    return similar_cases(session, error_code=error_code, model=model)
+
+
+@router.get("/{incident_id}/similar")
+def similar_to_incident(
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+) -> SimilarCases:
+    """Past cases of this incident's error code, its device's model first (itself left out).
+
+    An incident without an error code has none: ``count`` 0.
+    """
+    incident = service.get_incident(session, incident_id=incident_id)
+    model = model_of(session, incident.device_id)
+    if not incident.error_code:
+        return similar_cases(session, error_code="", model=model, exclude_id=incident_id)
+    return similar_cases(
+        session, error_code=incident.error_code, model=model, exclude_id=incident_id
+    )
+
+
+@router.post("/{incident_id}/close")
+def close_incident(
+    incident_id: IncidentId, body: IncidentClose, session: SessionDep, _user: OperatorUser
+) -> IncidentPublic:
+    """Close an open incident in one step (``restored_at`` defaults as documented)."""
+    try:
+        incident = service.close_incident(session, incident_id=incident_id, data=body)
+    except service.IncidentInvalid as exc:
+        raise _unprocessable(exc) from exc
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
 
 
 @router.get("/{incident_id}")

@@ -12,9 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
-from server.api.deps import OperatorUser, SessionDep
+from server.api.deps import OperatorUser, SessionDep, client_address
 from server.api.responses import DB_INT_MAX
-from server.api.routes.auth import client_address
 from server.gateway import keys
 from server.models import User, UserSSHKey, role_at_least
 

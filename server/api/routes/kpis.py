@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from server.api.deps import ManagerUser, SessionDep, SettingsDep
-from server.kpi.compute import KPI_DEFINITIONS, GroupBy, KpiReport, compute_kpis, default_window
+from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
+from server.kpi.report import KPI_DEFINITIONS, GroupBy, KpiReport, default_window
 from shared.ids import utcnow
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])

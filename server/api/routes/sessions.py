@@ -33,9 +33,8 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketState
 
-from server.api.deps import DbDep, OperatorUser, websocket_token
+from server.api.deps import DbDep, OperatorUser, client_address, websocket_token
 from server.api.responses import DB_INT_MAX
-from server.api.routes.auth import client_address
 from server.models import (
     ExecRequest,
     ExecResultPublic,

@@ -13,8 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from server import accounts
-from server.api.deps import AdminUser, SessionDep
-from server.api.routes.auth import client_address, recheck_access
+from server.api.deps import AdminUser, SessionDep, client_address, recheck_access
 from server.models import UserPublic, UsersPublic
 
 router = APIRouter(prefix="/users", tags=["users"])

@@ -109,5 +109,49 @@ const fl = (() => {
     if (!isNaN(d)) t.title = d.toLocaleString();
   }
 
-  return { api, ApiError, describe, esc, toast, formError, when, csrf };
+  // Similar past cases (issue 14): every [data-similar-incident=ID] gets one line, as
+  // "12 past cases of SC-541 on this model: 75 % fixed remotely, median 1.2 h; top fixes: ...".
+  function hours(value) {
+    return value === null || value === undefined ? null : `${value < 10 ? value.toFixed(1) : Math.round(value)} h`;
+  }
+  function similarText(s) {
+    if (!s.count) return `No closed case of ${s.error_code} yet.`;
+    const where = s.scope === "model" ? "on this model" : "on any model";
+    const parts = [`${s.count} past case${s.count === 1 ? "" : "s"} of ${s.error_code} ${where}: ${Math.round(s.remote_share * 100)} % fixed remotely`];
+    const remote = hours(s.median_ttr_remote_hours);
+    const dispatch = hours(s.median_ttr_dispatch_hours);
+    if (remote) parts.push(`median ${remote}`);
+    if (dispatch) parts.push(`dispatch median ${dispatch}`);
+    let text = parts.join(", ");
+    if (s.fixes.length) text += "; top fixes: " + s.fixes.slice(0, 3).map((f) => `${f.note} (${f.count}×)`).join("; ");
+    return text;
+  }
+  async function loadSimilar(element) {
+    try {
+      const similar = await api("GET", `/api/v1/incidents/${encodeURIComponent(element.dataset.similarIncident)}/similar`);
+      element.textContent = similarText(similar);
+      element.hidden = false;
+    } catch {
+      element.hidden = true;
+    }
+  }
+  for (const element of document.querySelectorAll("[data-similar-incident]")) loadSimilar(element);
+
+  // One click closes an incident whose fault cleared: [data-quick-close=ID][data-resolution=R]
+  // (restored_at is the time the fault cleared, proposed by the server).
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-quick-close]");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const incident = await api("POST", `/api/v1/incidents/${encodeURIComponent(button.dataset.quickClose)}/close`, { resolution: button.dataset.resolution });
+      toast(`Incident #${incident.id} closed (${incident.resolution.replace("_", " ")}).`);
+      setTimeout(() => location.reload(), 800);
+    } catch (error) {
+      button.disabled = false;
+      toast(error.message, "error");
+    }
+  });
+
+  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText };
 })();

@@ -23,8 +23,7 @@
 
   const closeDialog = document.getElementById("close-incident");
   const closeForm = document.getElementById("close-incident-form");
-  function localNow() {
-    const d = new Date();
+  function localInput(d) {
     d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
     return d.toISOString().slice(0, 16);
   }
@@ -37,7 +36,10 @@
     if (!button) return;
     closeForm.dataset.incident = button.dataset.closeIncident;
     document.getElementById("close-incident-id").textContent = "#" + button.dataset.closeIncident;
-    document.getElementById("c-restored").value = localNow();
+    // An alert-opened incident whose fault cleared: the clearing time is proposed.
+    const proposed = button.dataset.proposed ? new Date(button.dataset.proposed) : new Date();
+    document.getElementById("c-restored").value = localInput(proposed);
+    document.getElementById("c-note").value = "";
     fl.formError(closeForm, "");
     closeDialog.showModal();
   });
@@ -49,8 +51,10 @@
     for (const name of ["dispatched_at", "engineer_arrived_at"]) {
       if (data.get(name)) body[name] = new Date(data.get(name)).toISOString();
     }
+    const note = data.get("resolution_note").trim();
+    if (note) body.resolution_note = note;
     try {
-      await fl.api("PATCH", "/api/v1/incidents/" + encodeURIComponent(closeForm.dataset.incident), body);
+      await fl.api("POST", "/api/v1/incidents/" + encodeURIComponent(closeForm.dataset.incident) + "/close", body);
       location.reload();
     } catch (error) {
       fl.formError(closeForm, error.message);

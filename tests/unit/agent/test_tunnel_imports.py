@@ -24,7 +24,7 @@ def test_supervisor_daemon_and_policy_do_not_import_the_session_stack() -> None:
 
 def test_an_agent_ready_for_sessions_loads_neither_the_stack_nor_pydantic() -> None:
     # The controller and the control channel are loaded by every agent; what a
-    # session needs (and pydantic, for the command bodies) comes with the first one.
+    # session needs comes with the first one (pydantic never: agent.remote.session_bodies).
     statement = (
         "import agent.remote.sessions, agent.remote.control\n"
         "from pathlib import Path\n"

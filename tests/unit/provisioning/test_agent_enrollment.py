@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.config import load_agent_settings
 from agent.identity.enroll import EnrollmentFailed, enroll
-from provisioning.ca import BadCsr, CertificateAuthority
+from provisioning.ca import CertificateAuthority
 from provisioning.enroll import (
     EnrollmentError,
     UsedEnrollmentToken,
@@ -26,6 +26,7 @@ from provisioning.enroll import (
     hash_enrollment_token,
     issue_enrollment_token,
 )
+from provisioning.pki import BadCsr
 from shared.errors import UnavailableError
 from shared.ids import utcnow
 from tests.fixtures.ports import free_port

@@ -20,7 +20,8 @@ from provisioning.broker_update import (
     request_broker_update,
     update_broker,
 )
-from provisioning.ca import CertificateAuthority, read_revoked_device_ids
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import read_revoked_device_ids
 from shared.cli import app
 from shared.ids import utcnow
 from tests.unit.provisioning.test_ca import make_csr

@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.ca import (
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import (
     SERVER_CLIENT_CN,
     BadCsr,
     CaExists,
     CaNotInitialized,
-    CertificateAuthority,
     RenewalRefused,
     UnknownCertificate,
     common_name,

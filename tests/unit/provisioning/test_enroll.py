@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from provisioning.ca import BadCsr, CertificateAuthority, common_name
+from provisioning.ca import CertificateAuthority
 from provisioning.enroll import (
     EnrollmentError,
     ExpiredEnrollmentToken,
@@ -23,6 +23,7 @@ from provisioning.enroll import (
     hash_enrollment_token,
     issue_enrollment_token,
 )
+from provisioning.pki import BadCsr, common_name
 from shared.errors import AuthError
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

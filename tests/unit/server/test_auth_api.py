@@ -18,9 +18,9 @@ from sqlmodel import Session
 
 from server import audit, crud
 from server.api.routes import audit as audit_routes
-from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, clear_failures, count_failure
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
+from server.logins import LOCKED_DETAIL, LoginPolicy, clear_failures, count_failure
 from server.main import create_app
 from tests.unit.server.conftest import PASSWORD
 

@@ -10,12 +10,19 @@ from sqlmodel import SQLModel
 
 import server.models  # noqa: F401  (registers every table)
 from server.db import create_schema, make_engine
+from server.models.knowledge import SEARCH_OBJECTS
+
+
+def _not_search(name: str | None, _type: str, _parents: object) -> bool:
+    """The full-text search objects are dialect-specific: only the migrations know them."""
+    return name not in SEARCH_OBJECTS
 
 
 def _differences(engine: sa.Engine) -> list[object]:
     with engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "render_as_batch": True}
+            connection,
+            opts={"compare_type": True, "render_as_batch": True, "include_name": _not_search},
         )
         return list(compare_metadata(context, SQLModel.metadata))
 

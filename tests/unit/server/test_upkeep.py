@@ -12,11 +12,9 @@ from sqlmodel import Session, col, select
 
 from provisioning.broker import BrokerTargets, write_broker_config
 from provisioning.broker_update import load_update_state
-from provisioning.ca import (
-    CRL_VALIDITY,
-    CertificateAuthority,
-    certificate_not_after,
-)
+from provisioning.ca import CertificateAuthority
+from provisioning.pki import certificate_not_after
+from provisioning.register import CRL_VALIDITY
 from server import metrics
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
@@ -78,7 +76,8 @@ async def test_a_job_added_while_running_starts_then_is_removed_and_waits_for_it
 
 
 def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSettings) -> None:
-    """The PKI's, the liveness heartbeat and sweep, silent devices, rollups and retention."""
+    """The PKI's, the liveness heartbeat and sweep, silent devices, rollups and retention,
+    and the re-check of live sessions' access."""
     from fastapi.testclient import TestClient
 
     from server.main import create_app
@@ -86,6 +85,7 @@ def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSett
     with TestClient(create_app(settings)) as client:
         upkeep = client.app.state.upkeep  # type: ignore[attr-defined]
         assert sorted(upkeep.job_names) == [
+            "access",
             "broker-update",
             "liveness",
             "pki",
@@ -93,7 +93,9 @@ def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSett
             "silent-devices",
         ]
         assert not hasattr(client.app.state.ingest, "sweep")  # type: ignore[attr-defined]
-    # At shutdown the owners' jobs stopped before their owners (liveness, ingest).
+        # Withdrawing an access in this process wakes the upkeep's job.
+        assert client.app.state.sessions.access.wake is not None  # type: ignore[attr-defined]
+    # At shutdown the owners' jobs stopped before their owners (liveness, sessions, ingest).
     assert upkeep.job_names == ["broker-update", "pki"]
 
 

@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import audit, crud
-from server.api.routes.auth import LoginPolicy, clear_failures
 from server.config import ServerSettings
+from server.logins import LoginPolicy, clear_failures
 from server.main import create_app
 from tests.unit.server.conftest import PASSWORD
 

@@ -272,3 +272,83 @@ def test_wrong_key_files_give_clear_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyFileError, match="Ed25519"):
         signing.load_public_key(ec_pub)
+
+
+def test_verification_loads_neither_pydantic_nor_cryptography() -> None:
+    # The agent verifies commands: what that loads stays in its memory until it restarts.
+    # (The libcrypto the ssl module maps checks the signature: tests/unit/shared/
+    # test_openssl_ed25519.py checks that it is usable here, so this cannot pass vacuously.)
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from datetime import datetime\n"
+        "from shared.signing import ReplayCache, verify_command\n"
+        "now = datetime.fromisoformat(sys.argv[3])\n"
+        "command = verify_command(sys.argv[1], sys.argv[2], 'mfp-0042', ReplayCache(), now)\n"
+        "heavy = ('pydantic', 'shared.models', 'cryptography')\n"
+        "print(command.id, [name for name in heavy if name in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, SERVER_PUB.decode(), signed_wire().decode(), NOW.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["cmd-00000001", "[]"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", "short"),
+        ("id", 12345678),
+        ("type", "Session.Open"),
+        ("type", ""),
+        ("issued_at", "2026-11-22T23:00:00"),
+        ("expires_at", "soon"),
+        ("device_id", "MFP_42"),
+        ("body", ["not", "an", "object"]),
+        ("v", 2),
+        ("sig", None),
+    ],
+)
+def test_a_field_the_command_model_refuses_is_malformed(field: str, value: object) -> None:
+    data = json.loads(signed_wire())
+    data[field] = value
+    with pytest.raises(ValueError, match=field):
+        Command.model_validate(data)  # the server's model refuses it too
+    with pytest.raises(MalformedCommand, match=field):
+        verify_command(SERVER_PUB, json.dumps(data), DEVICE, ReplayCache(), now=NOW)
+
+
+def test_without_a_usable_libcrypto_cryptography_checks_the_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import openssl_ed25519
+
+    monkeypatch.setattr(openssl_ed25519, "_loaded", [None])
+    assert verify_command(SERVER_PUB, signed_wire(), DEVICE, ReplayCache(), now=NOW).id
+    wire = bytearray(signed_wire())
+    at = wire.index(b'"sig":"') + 10  # a character inside the signature: another valid one
+    wire[at] = ord("A") if wire[at] != ord("A") else ord("B")
+    with pytest.raises(BadSignature, match="bad signature"):
+        verify_command(SERVER_PUB, bytes(wire), DEVICE, ReplayCache(), now=NOW)
+
+
+def test_a_loaded_key_still_verifies() -> None:
+    key = signing.load_public_key(SERVER_PUB)
+    assert verify_command(key, signed_wire(), DEVICE, ReplayCache(), now=NOW).id
+
+
+def test_the_pinned_key_is_read_as_pem_or_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "command-key.pem"
+    with pytest.raises(KeyFileError, match="cannot read"):
+        signing.read_pinned_key(path)
+    path.write_bytes(SERVER_PUB)
+    assert signing.read_pinned_key(path) == SERVER_PUB
+    path.write_text("hello")
+    with pytest.raises(KeyFileError, match=r"command-key\.pem"):
+        signing.read_pinned_key(path)

@@ -18,7 +18,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from agent.config import load_agent_settings
 from agent.health.collectors import Reading, status_of
 from agent.health.profiles import ImagingProfile, ProfileOptions, create_profile, profile_names
-from agent.health.profiles.imaging import DicomPeer, ImagingTargets, echo_peer
+from agent.health.profiles.dicom_echo import echo_peer
+from agent.health.profiles.imaging import DicomPeer, ImagingTargets
 from shared.errors import ConfigError
 
 TIMEOUT_S = 2.0

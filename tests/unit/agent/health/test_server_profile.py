@@ -13,14 +13,9 @@ import pytest
 from agent.config import load_agent_settings
 from agent.health.collectors import Reading, status_of
 from agent.health.profiles import ProfileOptions, ServerProfile, create_profile
-from agent.health.profiles.server import (
-    REALLOC_WARN,
-    ServerTargets,
-    disk_label,
-    parse_mdstat,
-    parse_smartctl,
-    parse_systemctl_show,
-)
+from agent.health.profiles.mdstat import parse_mdstat
+from agent.health.profiles.server import REALLOC_WARN, ServerTargets, parse_systemctl_show
+from agent.health.profiles.smartctl import disk_label, parse_smartctl
 from shared.errors import ConfigError
 
 DATA = Path(__file__).parents[3] / "data"

@@ -36,7 +36,6 @@ from agent.health.link import BrokerLink
 from agent.health.outbox import MemoryOutbox
 from agent.identity.enroll import enroll
 from agent.identity.renew import (
-    CertificateRenewer,
     RenewalFailed,
     certificate_not_after,
     discard_previous,
@@ -45,6 +44,7 @@ from agent.identity.renew import (
     recover_interrupted_renewal,
     renew_certificate,
 )
+from agent.identity.renewer import CertificateRenewer
 from provisioning.ca import CertificateAuthority
 from server import crud
 from server.config import ServerSettings
@@ -411,7 +411,7 @@ async def test_an_unreachable_server_is_retried_with_backoff(
     before = _pair(settings)
     renewer = CertificateRenewer(settings, _link(settings), retry_min_s=0.02, retry_max_s=0.05)
     stopping = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="agent.identity.renew")
+    caplog.set_level(logging.INFO, logger="agent.identity.renewer")
     task = asyncio.create_task(renewer.check(stopping))
     await asyncio.sleep(0.6)
     stopping.set()

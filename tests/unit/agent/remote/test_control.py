@@ -19,7 +19,8 @@ import pytest
 
 from agent.remote.control import ControlError, ControlServer, control_socket_path, request
 from agent.remote.policy import SitePolicy
-from agent.remote.sessions import SessionController, SessionHooks
+from agent.remote.session_runners import SessionHooks
+from agent.remote.sessions import SessionController
 from shared.errors import AuthError, Conflict, NotFound, UnavailableError
 from shared.ids import new_id
 from tests.unit.agent.remote.test_sessions import ScriptedSession, open_body

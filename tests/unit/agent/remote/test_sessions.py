@@ -29,7 +29,8 @@ from agent.remote.commands import (
 )
 from agent.remote.outcome import Refusal, SessionOutcome
 from agent.remote.policy import ServiceTarget, SitePolicy
-from agent.remote.sessions import SessionController, SessionHooks
+from agent.remote.session_runners import SessionHooks
+from agent.remote.sessions import SessionController
 from shared import topics
 from shared.errors import Conflict, NotFound
 from shared.ids import isoformat_z, new_id, utcnow

@@ -11,7 +11,7 @@ import pytest
 from agent.identity.enroll import DEFAULT_DIR, DEFAULT_STATE_DIR, EnrollmentFailed, identity_layout
 from agent.identity.enroll import _enroll_url as enroll_url
 from agent.remote.policy import DEFAULT_SHELL_USER, SitePolicy
-from agent.remote.shellhelper import check_config_file
+from agent.remote.shellaccount import check_config_file
 from agent.remote.shellrequest import ShellHelperError, ShellRequest, start_session
 from shared.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Migration 0010 turns free-text device customers into customer rows, losing no device."""
+"""Migration 0012 turns free-text device customers into customer rows, losing no device."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ DEVICES = [
 def test_free_text_customers_become_customer_rows(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        _upgrade(engine, "0009")
+        _upgrade(engine, "0011")
         now = datetime.now(UTC).replace(tzinfo=None)
         with engine.begin() as connection:
             for device_id, customer, region, phone in DEVICES:
@@ -81,7 +81,7 @@ def test_free_text_customers_become_customer_rows(database_url: str) -> None:
             ("mfp-4", "Ärzte & Co =SUM(A1)", "100003", None),
             ("mfp-5", "Zenith Hospital", "100002", None),  # not a valid number
         ]
-        _downgrade(engine, "0009")
+        _downgrade(engine, "0011")
         with engine.connect() as connection:
             left = connection.execute(sa.text("SELECT id, customer FROM device ORDER BY id")).all()
         assert [tuple(d) for d in left] == [(d[0], d[1]) for d in DEVICES]

@@ -33,6 +33,7 @@ class Case:
     resolution: str | None
     remote_session_used: bool = False
     answered_at: datetime | None = None
+    channel: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ttr(self) -> float:
@@ -75,6 +76,7 @@ def reference_figures(
     return {
         "incidents_closed": len(cases),
         "remote_usage_rate": _rate(sum(c.remote_session_used for c in cases), len(cases)),
+        "proactive_share": _rate(sum(c.channel == "alert" for c in cases), len(cases)),
         "self_resolution_rate": _rate(len(remote) + len(phone), len(faulty)),
         "remote_resolution_rate": _rate(len(remote), len(faulty)),
         "dispatches": len(dispatch),
@@ -206,6 +208,7 @@ def store(engine: Engine, cases: list[Case]) -> None:
             "closed_at": c.closed_at,
             "resolution": c.resolution,
             "remote_session_used": c.remote_session_used,
+            "channel": c.channel,
             "created_at": now,
             "updated_at": now,
         }

@@ -10,9 +10,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server.incidents.csv_io import import_incidents_csv
-from server.kpi.compute import default_window, month_window
 from server.kpi.config import KpiSettings, kpi_settings_of
 from server.kpi.metrics import register_kpi_collector
+from server.kpi.report import default_window, month_window
 
 
 def test_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

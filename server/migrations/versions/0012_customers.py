@@ -1,7 +1,7 @@
 """customers: customer records, contacts, sites and incoming calls
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06 04:21:18.797271
 
 - ``customer`` (by its number: what a caller keys into the IVR), its
@@ -26,8 +26,8 @@ import server.models.base
 #: The first number given to a customer made from a device's free-text customer.
 FIRST_NUMBER = 100001
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

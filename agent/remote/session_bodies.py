@@ -1,0 +1,129 @@
+"""The bodies of ``session.open`` and ``session.close`` as the agent reads them, without pydantic.
+
+The server builds them with :class:`shared.models.SessionOpen` and
+:class:`shared.models.SessionClose`; the agent checks the same fields against
+the same limits of :mod:`shared.wire` with :mod:`shared.fields`, so that serving
+a session does not leave pydantic (about 19 MiB) in the agent's memory. Unknown
+fields are ignored, as the models ignore them. One difference: a number must be
+a JSON number (pydantic's lax mode would also take ``"5"``; the server never
+sends one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared import fields
+from shared.fields import InvalidField
+from shared.wire import (
+    CLOSE_REASONS,
+    MAX_CLIENT_KEY_LENGTH,
+    MAX_OPERATOR_LENGTH,
+    MAX_REASON_LENGTH,
+    MAX_SERVICE_NAME_LENGTH,
+    MAX_SESSION_TOKEN_LENGTH,
+    MAX_WS_URL_LENGTH,
+    MIN_SESSION_TOKEN_LENGTH,
+    SERVICE_NAME_PATTERN,
+    SESSION_ID_PATTERN,
+    CloseReason,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpen:
+    """The body of a signed ``session.open`` command (see :class:`shared.models.SessionOpen`).
+
+    Attributes:
+        session_id: The session.
+        ws_url: The tunnel endpoint to dial (``wss://server/api/v1/tunnel/{session_id}``).
+        token: The session token the endpoint checks (a secret: never logged).
+        client_key: The server's one-time SSH client key, OpenSSH public format.
+        expires_at: Until when the agent may dial and the key is accepted.
+        services: Services the session may reach (``None``: what the site allows).
+        operator: Who asked (shown to the site when consent is asked).
+        reason: Why (shown to the site).
+        max_duration_s: The server's cap on the session.
+        idle_timeout_s: The server's idle cap.
+    """
+
+    session_id: str
+    ws_url: str
+    token: str
+    client_key: str
+    expires_at: datetime
+    services: list[str] | None = None
+    operator: str = ""
+    reason: str = ""
+    max_duration_s: float | None = None
+    idle_timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClose:
+    """The body of a signed ``session.close`` command (ends a session in any state)."""
+
+    session_id: str
+    reason: CloseReason = "operator"
+
+
+def parse_open(body: Mapping[str, Any]) -> SessionOpen:
+    """Check a ``session.open`` body.
+
+    Raises:
+        InvalidField: naming the first field that is wrong (never its value).
+    """
+    data = dict(body)
+    return SessionOpen(
+        session_id=fields.string(data, "session_id", pattern=SESSION_ID_PATTERN),
+        ws_url=fields.string(
+            data, "ws_url", min_length=1, max_length=MAX_WS_URL_LENGTH, pattern=r"(?s)wss?://.*"
+        ),
+        token=fields.string(
+            data,
+            "token",
+            min_length=MIN_SESSION_TOKEN_LENGTH,
+            max_length=MAX_SESSION_TOKEN_LENGTH,
+        ),
+        client_key=fields.string(
+            data, "client_key", min_length=1, max_length=MAX_CLIENT_KEY_LENGTH
+        ),
+        expires_at=fields.aware_datetime(data, "expires_at"),
+        services=_services(data),
+        operator=fields.string(data, "operator", default="", max_length=MAX_OPERATOR_LENGTH),
+        reason=fields.string(data, "reason", default="", max_length=MAX_REASON_LENGTH),
+        max_duration_s=fields.positive_number(data, "max_duration_s"),
+        idle_timeout_s=fields.positive_number(data, "idle_timeout_s"),
+    )
+
+
+def parse_close(body: Mapping[str, Any]) -> SessionClose:
+    """Check a ``session.close`` body.
+
+    Raises:
+        InvalidField: naming the first field that is wrong (never its value).
+    """
+    data = dict(body)
+    session_id = fields.string(data, "session_id", pattern=SESSION_ID_PATTERN)
+    reason = fields.string(data, "reason", default="operator")
+    for known in CLOSE_REASONS:
+        if reason == known:
+            return SessionClose(session_id=session_id, reason=known)
+    raise InvalidField(where="reason", message="Input should be a known close reason")
+
+
+def _services(data: dict[str, Any]) -> list[str] | None:
+    value = data.get("services")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidField(where="services", message="Input should be a valid list")
+    return [
+        fields.checked_string(
+            item, f"services.{index}", 1, MAX_SERVICE_NAME_LENGTH, SERVICE_NAME_PATTERN
+        )
+        for index, item in enumerate(value)
+    ]
