@@ -33,7 +33,9 @@ proxy URL. Both tables may also come from ``FIELDLINK_SERVICES`` and
 
 SNMP: ``[agent.snmp]`` (or ``FIELDLINK_SNMP`` as a JSON object) names the
 printer the real ``mfp`` profile reads (see :mod:`agent.health.profiles.mfp`); its
-community and keys are never logged nor echoed in an error.
+community and keys are never logged nor echoed in an error. ``[[agent.devices]]``
+(or ``FIELDLINK_DEVICES`` as a JSON array) lists the equipment a site gateway
+watches over the network (:mod:`agent.config_devices`, :mod:`agent.health.gateway`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from agent.config_devices import check_not_self, parse_devices
 from agent.remote.policy import SitePolicy
 from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
@@ -108,6 +111,8 @@ class AgentSettings:
         systemd_units: The server profile's systemd units.
         smart_disks: The server profile's disks (empty: those ``smartctl --scan`` finds).
         snmp: ``[agent.snmp]``: the printer the real ``mfp`` profile reads over SNMP.
+        devices: ``[[agent.devices]]``: the equipment this agent watches over the
+            network as a site gateway (:mod:`agent.config_devices`).
     """
 
     device_id: str
@@ -145,6 +150,7 @@ class AgentSettings:
     systemd_units: tuple[str, ...] = ()
     smart_disks: tuple[str, ...] = ()
     snmp: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+    devices: tuple[Mapping[str, Any], ...] = field(default=(), hash=False, repr=False)
     broker: BrokerAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -392,6 +398,7 @@ _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "systemd_units": _parse_str_list,
     "smart_disks": _parse_str_list,
     "snmp": _parse_snmp,
+    "devices": parse_devices,
 }
 KEYS: Final = tuple(_PARSERS)
 
@@ -487,6 +494,11 @@ def _check_consistency(settings: AgentSettings, where: str) -> None:
     if settings.reconnect_max_s < settings.reconnect_min_s:
         msg = f"{where}[{SECTION}] reconnect_max_s: must not be less than reconnect_min_s"
         raise ConfigError(msg)
+    try:
+        check_not_self(settings.devices, settings.device_id)
+    except ConfigError as exc:
+        msg = f"{where}[[{SECTION}.devices]] {exc}"
+        raise ConfigError(msg) from None
     if not settings.simulate:
         _check_profile_targets(settings, where)
 

@@ -51,6 +51,7 @@ from agent.remote.sessions import SessionController, SessionFactory
 from shared.broker_url import BrokerAddress
 
 if TYPE_CHECKING:
+    from agent.health.gateway import SiteGateway
     from agent.identity.renew import CertificateRenewer
     from agent.remote.commands import Outgoing
 
@@ -148,6 +149,8 @@ class Agent:
         self.sessions: SessionController | None = None
         #: Where the local control channel listens (``None``: not served).
         self.control_socket: Path | None = None
+        #: The equipment this agent watches as a site gateway (``None``: none).
+        self.gateway: SiteGateway | None = None
         self._log = DeviceLogger(logger, {"device_id": device_id})
 
     def enable_sessions(
@@ -255,6 +258,11 @@ class Agent:
             if self.certificate_renewer is not None
             else None
         )
+        watcher = (
+            asyncio.create_task(self.gateway.run(self._stopping, self._interval_s))
+            if self.gateway is not None
+            else None
+        )
         try:
             await self._stopping.wait()
         finally:
@@ -263,6 +271,9 @@ class Agent:
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             if control is not None:
                 await control.close()
             if self.sessions is not None:
@@ -382,6 +393,16 @@ async def agent_from_settings(
         command_key_file=settings.command_key_file,
         replay_cache_path=settings.state_dir / REPLAY_CACHE_FILENAME,
     )
+    if settings.devices:
+        from agent.config_devices import watched_devices
+        from agent.health.gateway import SiteGateway
+
+        agent.gateway = SiteGateway(
+            settings.device_id,
+            watched_devices(settings.devices),
+            agent.link,
+            timeout_s=min(settings.collector_timeout_s, settings.interval_s),
+        )
     if renewal:
         from agent.identity.renew import CertificateRenewer
 

@@ -69,7 +69,7 @@ from typing import Final
 from provisioning.ca import SERVER_CLIENT_CN, CertificateAuthority, hand_back_to_owner
 from shared.errors import ConfigError, FieldlinkError, UnavailableError
 from shared.signing import write_file_atomic
-from shared.topics import PREFIX, SERVER_STATE
+from shared.topics import PREFIX, SERVER_STATE, VIA, VIA_TOPIC_KINDS
 from shared.wire import MAX_PAYLOAD_BYTES
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,11 @@ def render_acl(revoked_device_ids: Iterable[str] = ()) -> str:
     ]
     lines += [f"pattern write {PREFIX}/%u/{kind}" for kind in DEVICE_WRITE_KINDS]
     lines += [f"pattern read {PREFIX}/%u/{kind}" for kind in DEVICE_READ_KINDS]
+    lines += [
+        "# A site gateway: for the devices it watches, only under its own prefix (the",
+        "# server accepts only the devices the registry binds to it: device.via).",
+    ]
+    lines += [f"pattern write {PREFIX}/%u/{VIA}/+/{kind}" for kind in VIA_TOPIC_KINDS]
     lines += [f"pattern read {SERVER_STATE}", ""]
     return "\n".join(lines)
 

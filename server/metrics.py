@@ -39,7 +39,8 @@ INGEST_MESSAGES = Counter(
 INGEST_REJECTED = Counter(
     "fieldlink_ingest_rejected",
     "Messages rejected, by reason: bad_json, bad_shape, oversize, device_mismatch, "
-    "unregistered, revoked (the device's certificate was revoked), bad_topic.",
+    "unregistered, revoked (the device's certificate was revoked), bad_topic, not_bound (a "
+    "gateway spoke for a device the registry does not bind to it).",
     ["reason"],
     registry=REGISTRY,
 )

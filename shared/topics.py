@@ -16,6 +16,11 @@ DEVICE_TOPIC_KINDS: Final[tuple[DeviceTopicKind, ...]] = (
     "cmd",
     "cmd/result",
 )
+#: What a site gateway publishes for a device it watches over the network.
+ViaTopicKind = Literal["telemetry", "state", "events"]
+VIA_TOPIC_KINDS: Final[tuple[ViaTopicKind, ...]] = ("telemetry", "state", "events")
+#: The level between a gateway's id and a watched device's id.
+VIA: Final = "via"
 #: The server's retained announcement; ``_server`` can never be a device id.
 SERVER_STATE: Final = f"{PREFIX}/_server/state"
 #: The shared-subscription group that splits ingest among server processes.
@@ -52,12 +57,24 @@ def cmd_result(device_id: str) -> str:
     return device_topic(device_id, "cmd/result")
 
 
+def via_topic(gateway_id: str, device_id: str, kind: ViaTopicKind) -> str:
+    """A watched device's topic under its gateway's prefix.
+
+    ``fieldlink/v1/{gateway}/via/{device}/{kind}``: the broker lets a gateway write
+    under its own prefix only, and the server accepts the message only when the
+    registry binds ``device`` to ``gateway`` (``device.via``). The payload is the
+    one the device would publish on its own topic.
+    """
+    return f"{PREFIX}/{gateway_id}/{VIA}/{device_id}/{kind}"
+
+
 def ingest_filters(group: str = INGEST_GROUP) -> list[str]:
     """Shared-subscription filters through which server processes split the fleet's messages."""
-    return [
+    own = [
         f"$share/{group}/{PREFIX}/+/{kind}"
         for kind in ("telemetry", "state", "events", "cmd/result")
     ]
+    return own + [f"$share/{group}/{PREFIX}/+/{VIA}/+/{kind}" for kind in VIA_TOPIC_KINDS]
 
 
 def parse_device_topic(topic: str) -> tuple[str, DeviceTopicKind]:
@@ -73,3 +90,34 @@ def parse_device_topic(topic: str) -> tuple[str, DeviceTopicKind]:
             return device_id, kind
     msg = f"not a fieldlink device topic: {topic!r}"
     raise ProtocolError(msg, reason="bad_topic")
+
+
+def parse_via_topic(topic: str) -> tuple[str, str, ViaTopicKind]:
+    """Split a gateway's topic for a watched device into ``(gateway, device, kind)``.
+
+    Raises:
+        ProtocolError: with reason ``bad_topic`` when the topic is not a via topic.
+    """
+    parts = topic.split("/")
+    if len(parts) == 6 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] == VIA:
+        gateway_id, device_id, kind = parts[2], parts[4], parts[5]
+        if is_device_id(gateway_id) and is_device_id(device_id):
+            for known in VIA_TOPIC_KINDS:
+                if kind == known:
+                    return gateway_id, device_id, known
+    msg = f"not a fieldlink via topic: {topic!r}"
+    raise ProtocolError(msg, reason="bad_topic")
+
+
+def parse_any_topic(topic: str) -> tuple[str, DeviceTopicKind, str | None]:
+    """``(device, kind, gateway)`` of a device's own topic (gateway ``None``) or a via topic.
+
+    Raises:
+        ProtocolError: with reason ``bad_topic`` when the topic is neither.
+    """
+    # fieldlink/v1/{gateway}/via/{device}/{kind}: five slashes; cmd/result has four.
+    if topic.count("/") == 5:
+        gateway_id, device_id, kind = parse_via_topic(topic)
+        return device_id, kind, gateway_id
+    device_id, own_kind = parse_device_topic(topic)
+    return device_id, own_kind, None

@@ -47,7 +47,7 @@ import os
 import random
 import ssl
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,6 +232,9 @@ class BrokerLink:
         self._live_client: aiomqtt.Client | None = None
         self._event_flusher: asyncio.Task[None] | None = None
         self._log = DeviceLogger(logger, {"device_id": device_id})
+        #: Retained births published after this device's own (a site gateway's
+        #: watched devices: :mod:`agent.health.gateway`).
+        self.more_births: Callable[[], Iterable[tuple[str, bytes]]] | None = None
 
     def publish_event(self, topic: str, payload: bytes) -> None:
         """Publish a device event at QoS 1 now, or as soon as the broker is back.
@@ -433,6 +436,9 @@ class BrokerLink:
             qos=1,
             retain=True,
         )
+        if self.more_births is not None:
+            for topic, payload in self.more_births():
+                await client.publish(topic, payload, qos=1, retain=True)
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

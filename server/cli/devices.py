@@ -31,6 +31,14 @@ def device_add(
     device_id: Annotated[
         str | None, typer.Option("--id", help="device id (default: TYPE-SERIAL)")
     ] = None,
+    via: Annotated[
+        str | None,
+        typer.Option(
+            "--via",
+            metavar="GATEWAY_ID",
+            help="watched over the network by this gateway's agent (no enrollment token)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -51,6 +59,7 @@ def device_add(
             site=site,
             region=region,
             contact_phone=phone,
+            via=via,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
@@ -59,7 +68,10 @@ def device_add(
     with Session(engine) as session:
         device, token = crud.register_device(session, data=data, actor=audit.cli_actor())
     if as_json:
-        typer.echo(json.dumps({"id": device.id, "enrollment_token": token}))
+        typer.echo(json.dumps({"id": device.id, "via": device.via, "enrollment_token": token}))
+    elif token is None:
+        typer.echo(f"device:           {device.id}")
+        typer.echo(f"watched via:      {device.via} (list it in that agent's [[agent.devices]])")
     else:
         typer.echo(f"device:           {device.id}")
         typer.echo(f"enrollment token: {token}")

@@ -7,7 +7,14 @@ the same as before the split.
 """
 
 from server.crud.alerts import open_alerts, recent_alerts
-from server.crud.devices import add_device, create_device, get_device, list_devices
+from server.crud.devices import (
+    add_device,
+    check_gateway,
+    create_device,
+    get_device,
+    list_devices,
+    watched_by,
+)
 from server.crud.enrollment import (
     enroll,
     new_enrollment_token,
@@ -22,6 +29,7 @@ __all__ = [
     "InvalidInput",
     "add_device",
     "authenticate",
+    "check_gateway",
     "create_device",
     "create_user",
     "enroll",
@@ -36,4 +44,5 @@ __all__ = [
     "renew",
     "revoke_device",
     "user_for_token",
+    "watched_by",
 ]

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
+from server.crud.errors import InvalidInput
 from server.models import Device, DeviceCreate
 from shared.errors import Conflict, NotFound
 from shared.ids import check_device_id, derive_device_id
@@ -19,8 +20,11 @@ def add_device(session: Session, *, data: DeviceCreate) -> Device:
 
     Raises:
         Conflict: when the id is taken.
+        InvalidInput: when ``via`` names no usable gateway.
     """
     device_id = check_device_id(data.id) if data.id else derive_device_id(data.type, data.serial)
+    if data.via is not None:
+        check_gateway(session, device_id=device_id, via=data.via)
     device = Device(**data.model_dump(exclude={"id"}), id=device_id)
     session.add(device)
     try:
@@ -30,6 +34,38 @@ def add_device(session: Session, *, data: DeviceCreate) -> Device:
         msg = f"device {device_id!r} already exists"
         raise Conflict(msg) from exc
     return device
+
+
+def check_gateway(session: Session, *, device_id: str, via: str) -> Device:
+    """The gateway ``via`` that is to watch ``device_id``: registered, and watched by nobody.
+
+    Raises:
+        InvalidInput: when it is the device itself, unknown, or itself watched via a gateway.
+    """
+    if via == device_id:
+        msg = f"via: a device cannot be watched through itself ({via!r})"
+        raise InvalidInput(msg)
+    gateway = session.get(Device, via)
+    if gateway is None:
+        msg = f"via: no registered gateway {via!r} (register the gateway's own device first)"
+        raise InvalidInput(msg)
+    if gateway.via is not None:
+        msg = (
+            f"via: {via!r} is itself watched through {gateway.via!r}; "
+            "a gateway must run its own agent"
+        )
+        raise InvalidInput(msg)
+    if gateway.revoked_at is not None:
+        msg = f"via: gateway {via!r} is revoked"
+        raise InvalidInput(msg)
+    return gateway
+
+
+def watched_by(session: Session, *, gateway_id: str) -> Sequence[Device]:
+    """The devices a gateway watches, by id."""
+    return session.exec(
+        select(Device).where(Device.via == gateway_id).order_by(col(Device.id))
+    ).all()
 
 
 def create_device(session: Session, *, data: DeviceCreate) -> Device:

@@ -29,27 +29,37 @@ def register_device(
     data: DeviceCreate,
     token_ttl: timedelta = timedelta(hours=24),
     actor: str = audit.SYSTEM_ACTOR,
-) -> tuple[Device, str]:
+) -> tuple[Device, str | None]:
     """Register a device and give it a one-time enrollment token (stored only as a hash).
 
+    A device watched through a site gateway (``via``) runs no agent: it gets no
+    token and can never enroll (its gateway publishes for it).
+
     Returns:
-        The device and the token, which is shown once and never stored.
+        The device and the token, which is shown once and never stored (``None``
+        for a watched device).
     """
     device = add_device(session, data=data)
-    issued = issue_enrollment_token(token_ttl)
-    device.enrollment_token_hash = issued.token_hash
-    device.enrollment_expires_at = issued.expires_at
+    token: str | None = None
+    if device.via is None:
+        issued = issue_enrollment_token(token_ttl)
+        device.enrollment_token_hash = issued.token_hash
+        device.enrollment_expires_at = issued.expires_at
+        token = issued.token
     session.add(device)
+    details = {"type": device.type, "serial": device.serial, "customer": device.customer}
+    if device.via is not None:
+        details["via"] = device.via
     audit.record(
         session,
         actor=actor,
         action="device.register",
         target=f"device:{device.id}",
-        details={"type": device.type, "serial": device.serial, "customer": device.customer},
+        details=details,
     )
     session.commit()
     session.refresh(device)
-    return device, issued.token
+    return device, token
 
 
 def new_enrollment_token(
@@ -66,6 +76,9 @@ def new_enrollment_token(
         Conflict: when the device is enrolled already (revoke it first).
     """
     device = get_device(session, device_id=device_id)
+    if device.via is not None:
+        msg = f"device {device_id!r} is watched via {device.via!r}: it runs no agent to enroll"
+        raise Conflict(msg)
     if device.enrolled_at is not None and device.revoked_at is None:
         msg = f"device {device_id!r} is enrolled: revoke it before enrolling it again"
         raise Conflict(msg)

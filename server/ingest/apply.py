@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.config import ServerSettings
+from server.ingest import via
 from server.ingest.alerts import (
     AlertDetails,
     AlertKey,
@@ -82,6 +83,8 @@ class DeviceRow:
     telemetry_rejected: int
     #: Read only: set when the device was revoked; nothing it sends is accepted then.
     revoked_at: datetime | None = None
+    #: Read only: the gateway that watches this device (:mod:`server.ingest.via`).
+    via: str | None = None
     dirty: bool = False
     #: The newest sample's metrics when it changed in this batch (never read back).
     health: dict[str, Any] | None = None
@@ -114,7 +117,7 @@ class DeviceRow:
 ROW_COLUMNS = [name for name in DeviceRow.__dataclass_fields__ if name not in ("dirty", "health")]
 #: The ``device`` columns written back for every changed row.
 UPDATE_COLUMNS = [
-    name for name in ROW_COLUMNS if name not in ("id", "status", "health_ts", "revoked_at")
+    name for name in ROW_COLUMNS if name not in ("id", "status", "health_ts", "revoked_at", "via")
 ]
 #: Written back only for the devices whose newest sample changed in the batch.
 HEALTH_COLUMNS = ["status", "health_ts", "health"]
@@ -145,6 +148,8 @@ class BatchChanges:
     dirty: list[DeviceRow] = field(default_factory=list)
     #: The devices whose health (newest sample) changed.
     with_health: set[str] = field(default_factory=set)
+    #: The newest inventory reported for each device (:data:`via.INVENTORY_EVENT`).
+    inventories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ThresholdChecks:
@@ -171,8 +176,10 @@ def admit(
     """The items of registered, unrevoked devices, and their samples; counts the rest.
 
     A revoked device is refused everything, births included; the refusal is
-    counted on the device like any other rejection. What an unregistered device
-    sends is only counted in the result.
+    counted on the device like any other rejection. So is a message that came
+    through a gateway the registry does not bind the device to (or on a watched
+    device's own topic): ``not_bound``. What an unregistered device sends is only
+    counted in the result.
     """
     accepted: list[IngestItem] = []
     samples: list[SampleItem] = []
@@ -181,6 +188,18 @@ def admit(
         if device is None:
             if not isinstance(item, RejectedItem):
                 result.unregistered += 1
+        elif not via.bound(item.via, device):
+            if not isinstance(item, RejectedItem):
+                result.not_bound += 1
+                logger.info(
+                    "refused a %s for %s through %s: not bound to it (via %s)",
+                    type(item).__name__,
+                    item.device_id,
+                    item.via or "its own topic",
+                    device.via or "none",
+                )
+            device.telemetry_rejected += 1
+            device.dirty = True
         elif device.revoked_at is not None or isinstance(item, RejectedItem):
             if not isinstance(item, RejectedItem):
                 result.revoked += 1
@@ -325,6 +344,18 @@ class BatchRules:
         if item.retained and status.online and status.changed_at:
             device.seen(status.changed_at)
         self._change_status(device, status, item.received_at)
+        if not status.online:
+            self._gateway_offline(device, status.changed_at or item.received_at)
+
+    def _gateway_offline(self, gateway: DeviceRow, at: datetime) -> None:
+        """The devices this one watches go offline with it (those in the batch here,
+        the others by :func:`via.take_watched_offline` when the batch is written)."""
+        self.result.gateways_offline.append((gateway.id, at))
+        for device in self.devices.values():
+            if device.via == gateway.id and device.online:
+                self._change_status(
+                    device, OnlineStatus(False, via.GATEWAY_OFFLINE, at, device.boot_id), at
+                )
 
     def _event(self, device: DeviceRow, item: EventItem) -> None:
         self.result.events += 1
@@ -333,6 +364,10 @@ class BatchRules:
         self._record(device.id, event.type, event.ts, item.received_at, dict(event.body))
         if event.type.startswith(SESSION_EVENT_PREFIX):
             self.result.session_events.append((device.id, event))
+        inventory = via.inventory_of(event)
+        if inventory is not None:
+            self.changes.inventories[device.id] = inventory
+            return
         at = alert_time(event.ts, device.clock_offset_s, item.received_at)
         fault = event_fault(event)
         if fault is None:

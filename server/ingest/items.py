@@ -26,6 +26,8 @@ class SampleItem:
     sample: HealthSample
     received_at: datetime
     ts_untrusted: bool = False
+    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
+    via: str | None = None
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class StateItem:
     state: DeviceState
     retained: bool
     received_at: datetime
+    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
+    via: str | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +49,8 @@ class EventItem:
     device_id: str
     event: DeviceEvent
     received_at: datetime
+    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
+    via: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +60,8 @@ class CommandResultItem:
     device_id: str
     result: CommandResult
     received_at: datetime
+    #: Always ``None``: a gateway has no command topics for the devices it watches.
+    via: str | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +70,8 @@ class RejectedItem:
 
     device_id: str
     reason: str
+    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
+    via: str | None = None
 
 
 IngestItem = SampleItem | StateItem | EventItem | CommandResultItem | RejectedItem
@@ -79,6 +89,12 @@ class BatchResult:
     unregistered: int = 0
     #: Messages from a device whose ``revoked_at`` is set (dropped, counted on the device).
     revoked: int = 0
+    #: Messages on a gateway's via topic for a device the registry does not bind to
+    #: that gateway (or on a watched device's own topic): dropped, counted on the device.
+    not_bound: int = 0
+    #: ``(gateway_id, when)`` of each gateway that went offline in this batch: the
+    #: devices it watches go offline too (``gateway_offline``).
+    gateways_offline: list[tuple[str, datetime]] = field(default_factory=list)
     missing_delta: int = 0
     late: int = 0
     #: Implausible jumps of ``seq`` taken as a new stream (not counted missing).

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from server.config import ServerSettings
+from server.ingest import via
 from server.ingest.online import SILENT
 from server.models import Alert, Device, TelemetryRollup, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
@@ -32,7 +33,8 @@ HOUR = timedelta(hours=1)
 
 
 def mark_silent(engine: Engine, offline_after_s: float, now: datetime) -> list[str]:
-    """Mark devices offline (reason ``silent``) that sent nothing for ``offline_after_s``."""
+    """Mark devices offline (reason ``silent``) that sent nothing for ``offline_after_s``,
+    and the online devices a silent gateway watches (``gateway_offline``)."""
     cutoff = now - timedelta(seconds=offline_after_s)
     with engine.begin() as conn:
         stmt = (
@@ -58,6 +60,10 @@ def mark_silent(engine: Engine, offline_after_s: float, now: datetime) -> list[s
                     }
                     for device_id in silent
                 ],
+            )
+            # A silent gateway's watched devices cannot be heard either.
+            via.take_watched_offline(
+                conn, [(device_id, now) for device_id in silent], skip=set(silent), events=EVENT
             )
     if silent:
         logger.info("marked %d silent device(s) offline", len(silent))

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from shared.models import DeviceState
 
 #: Offline reasons an agent may give; anything else reads as a lost connection.
-OFFLINE_REASONS = frozenset({"shutdown", "connection_lost"})
+#: ``unreachable``: a site gateway no longer reaches a device it watches.
+OFFLINE_REASONS = frozenset({"shutdown", "connection_lost", "unreachable"})
 SILENT = "silent"
 
 
@@ -31,7 +32,7 @@ class OnlineStatus:
 
 
 def message_reason(state: DeviceState) -> str:
-    """``online`` for a birth; ``shutdown`` or ``connection_lost`` for a death."""
+    """``online`` for a birth; ``shutdown``, ``connection_lost`` or ``unreachable`` for a death."""
     if state.online:
         return "online"
     return state.reason if state.reason in OFFLINE_REASONS else "connection_lost"

@@ -32,15 +32,16 @@ OPEN_ALERTS_SQL = (
     "SELECT id, device_id, source, code, metric FROM alert "
     "WHERE open AND device_id = ANY(%b::text[])"
 )
-#: Only for registered, unrevoked devices (their rows are locked by this transaction already).
+#: Only for registered, unrevoked devices bound to the gateway a sample came through
+#: (:mod:`server.ingest.via`; their rows are locked by this transaction already).
 INSERT_SAMPLES_SQL = (
     "INSERT INTO telemetry_sample (device_id, boot_id, seq, ts, received_at, status, metrics, "
     "faults, ts_untrusted) SELECT v.device_id, v.boot_id, v.seq, v.ts, v.received_at, v.status, "
     "v.metrics, v.faults, v.ts_untrusted FROM jsonb_to_recordset(%s::jsonb) AS v(device_id text, "
     "boot_id text, seq bigint, ts timestamptz, received_at timestamptz, status text, "
-    "metrics jsonb, faults jsonb, ts_untrusted boolean) "
+    "metrics jsonb, faults jsonb, ts_untrusted boolean, via text) "
     "JOIN device ON device.id = v.device_id "
-    "AND device.revoked_at IS NULL "
+    "AND device.revoked_at IS NULL AND device.via IS NOT DISTINCT FROM v.via "
     "ON CONFLICT (device_id, boot_id, seq) DO NOTHING RETURNING device_id, boot_id, seq"
 )
 #: Only the known column names are joined in (as in every statement text here).
@@ -93,6 +94,7 @@ def samples_json(samples: Sequence[SampleItem]) -> str:
             "metrics": item.sample.metrics,
             "faults": [f.model_dump() for f in item.sample.faults],
             "ts_untrusted": item.ts_untrusted,
+            "via": item.via,
         }
         for item in samples
     ]

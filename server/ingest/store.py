@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from server.config import ServerSettings
-from server.ingest import rows_postgres, rows_sqlite
+from server.ingest import rows_postgres, rows_sqlite, via
 from server.ingest.apply import BatchChanges, BatchRules, ThresholdChecks, admit, alert_devices
 from server.ingest.clock import ClockOffsetEstimator
 from server.ingest.items import BatchResult, IngestItem
@@ -159,6 +159,9 @@ class IngestStore:
         )
         changes = rules.apply(accepted)
         self._write_history(conn, changes)
+        via.write_inventories(conn, changes.inventories)
+        if result.gateways_offline:
+            via.take_watched_offline(conn, result.gateways_offline, skip=set(devices), events=EVENT)
         if postgres:
             rows_postgres.update_devices_and_commit(conn, changes.dirty, changes.with_health)
         else:

@@ -7,6 +7,10 @@ names a device, a :class:`~server.ingest.items.RejectedItem` carries the
 rejection to the device's row; it never stops ingestion. A sample stamped
 implausibly far from its receive time is kept, stored at the receive time and
 flagged ``ts_untrusted`` (:mod:`server.ingest.timestamps`).
+
+A site gateway's via topic (``fieldlink/v1/{gateway}/via/{device}/...``) carries
+the payload the device would send on its own topic; its item names the gateway
+(``via``) for the registry check.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Validator:
 
     def __init__(self, settings: ServerSettings) -> None:
         self._ts_bounds = TimestampBounds(settings)
-        self._topics: dict[bytes, tuple[str, str] | tuple[()]] = {}
+        self._topics: dict[bytes, tuple[str, str, str | None] | tuple[()]] = {}
 
     def __call__(
         self, topic: bytes, payload: bytes, *, retain: bool, received_at: datetime
@@ -59,7 +63,7 @@ class Validator:
         if not parsed:
             reject("bad_topic")
             return None
-        device_id, kind = parsed
+        device_id, kind, via = parsed
         try:
             if kind == "telemetry":
                 sample = parse_message(HealthSample, payload)
@@ -69,19 +73,19 @@ class Validator:
                     # "latest" for years to come, never lost either.
                     logger.debug("%s sent a sample stamped %s", device_id, sample.ts)
                     sample = sample.model_copy(update={"ts": received_at})
-                    return SampleItem(device_id, sample, received_at, ts_untrusted=True)
-                return SampleItem(device_id, sample, received_at)
+                    return SampleItem(device_id, sample, received_at, ts_untrusted=True, via=via)
+                return SampleItem(device_id, sample, received_at, via=via)
             if kind == "state":
                 if not payload:
                     # Someone cleared the retained state: nothing to learn.
                     metrics.INGEST_MESSAGES.labels("ignored").inc()
                     return None
                 state = parse_message(DeviceState, payload)
-                return StateItem(device_id, state, retain, received_at)
+                return StateItem(device_id, state, retain, received_at, via=via)
             if kind == "events":
                 event = parse_message(DeviceEvent, payload)
                 check_device(event.device_id, device_id)
-                return EventItem(device_id, event, received_at)
+                return EventItem(device_id, event, received_at, via=via)
             if kind == "cmd/result":
                 result = parse_message(CommandResult, payload)
                 return CommandResultItem(device_id, result, received_at)
@@ -89,7 +93,7 @@ class Validator:
             logger.debug("rejected %s message for %s: %s", kind, device_id, exc)
             reject(exc.reason)
             # Counted on the device's row when it is registered.
-            return RejectedItem(device_id, exc.reason)
+            return RejectedItem(device_id, exc.reason, via=via)
         metrics.INGEST_MESSAGES.labels("ignored").inc()
         return None
 
@@ -100,10 +104,15 @@ def reject(reason: str) -> None:
     metrics.INGEST_REJECTED.labels(reason).inc()
 
 
-def parse_topic(topic: bytes) -> tuple[str, str] | tuple[()]:
-    """``(device_id, kind)`` of a device topic, or ``()`` when it is none."""
+def parse_topic(topic: bytes) -> tuple[str, str, str | None] | tuple[()]:
+    """``(device_id, kind, gateway)`` of a device topic or a gateway's via topic
+    (``gateway`` ``None`` for the device's own), or ``()`` when it is none.
+
+    Whether the registry binds the device to that gateway is checked when the
+    batch is written (:func:`server.ingest.apply.admit`: ``not_bound``).
+    """
     try:
-        return topics.parse_device_topic(topic.decode())
+        return topics.parse_any_topic(topic.decode())
     except (ProtocolError, UnicodeDecodeError):
         return ()
 

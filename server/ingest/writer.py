@@ -169,7 +169,11 @@ def count_batch(result: BatchResult, size: int, seconds: float, committed: float
     for label, count in counts.items():
         if count:
             metrics.INGEST_MESSAGES.labels(label).inc(count)
-    for reason, count in (("unregistered", result.unregistered), ("revoked", result.revoked)):
+    for reason, count in (
+        ("unregistered", result.unregistered),
+        ("revoked", result.revoked),
+        ("not_bound", result.not_bound),
+    ):
         if count:
             metrics.INGEST_MESSAGES.labels("rejected").inc(count)
             metrics.INGEST_REJECTED.labels(reason).inc(count)

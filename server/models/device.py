@@ -10,6 +10,7 @@ from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from server.models.base import BIGINT, JSONType, utc_column
+from shared.errors import InvalidDeviceId
 from shared.ids import check_device_id, utcnow
 
 DeviceType = Literal["mfp", "imaging", "server"]
@@ -26,6 +27,21 @@ class DeviceBase(SQLModel):
     site: str | None = Field(default=None, max_length=256)
     region: str | None = Field(default=None, max_length=128, index=True)
     contact_phone: str | None = Field(default=None, max_length=64, index=True)
+    # The site gateway that watches this device over the network (SNMP...): its device
+    # id. ``None`` for a device with its own agent. Checked by the registry (a gateway
+    # must be registered and not itself watched through another gateway).
+    via: str | None = Field(default=None, max_length=63, index=True)
+
+    @field_validator("via")
+    @classmethod
+    def _valid_via(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_device_id(value)
+        except InvalidDeviceId as exc:
+            msg = f"via: the gateway's device id: {exc}"
+            raise ValueError(msg) from exc
 
     @field_validator("type")
     @classmethod
@@ -66,6 +82,9 @@ class Device(DeviceBase, table=True):
     status: str | None = Field(default=None, max_length=16, index=True)
     health: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType))
     health_ts: datetime | None = Field(default=None, sa_column=utc_column())
+    # What the equipment reports about itself (a watched device's sysDescr, serial,
+    # model, firmware), as reported: see :mod:`server.ingest.inventory`.
+    inventory: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType))
 
     # The device clock's offset from the server's (device minus server), in seconds.
     clock_offset_s: float | None = None
@@ -100,6 +119,7 @@ class DevicePublic(DeviceBase):
     status: str | None
     health: dict[str, Any] | None
     health_ts: datetime | None
+    inventory: dict[str, Any] | None = None
     clock_offset_s: float | None
     clock_skewed: bool
     enrolled_at: datetime | None

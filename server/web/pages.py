@@ -284,6 +284,7 @@ def device_page(
         alerts=alerts,
         sessions=sessions,
         incidents=incidents,
+        watched=crud.watched_by(session, gateway_id=device.id),
         open_incident_ids=[i.id for i in incidents if i.closed_at is None],
         chart_metrics=chart_metrics(device),
         channels=CHANNELS,

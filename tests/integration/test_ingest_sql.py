@@ -132,7 +132,8 @@ def test_the_device_updates_name_the_migrated_columns(engine: Engine) -> None:
             if device.get(name) not in PG_TYPE_NAMES[kind]
         }
         assert wrong == {}
-        samples = _columns(engine, "telemetry_sample")
+        # ``via`` is compared with ``device.via`` (the gateway a sample came through).
+        samples = {**_columns(engine, "telemetry_sample"), "via": device["via"]}
         record = _record(rows_postgres.INSERT_SAMPLES_SQL)
         wrong = {
             name: (kind, samples.get(name))

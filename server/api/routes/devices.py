@@ -51,11 +51,14 @@ class DeviceDetail(DevicePublic):
 
 
 class DeviceRegistered(SQLModel):
-    """A newly registered device and its one-time enrollment token (shown only here)."""
+    """A newly registered device and its one-time enrollment token (shown only here).
+
+    A device watched through a gateway (``via``) has no token (``null``): it runs no agent.
+    """
 
     device: DevicePublic
-    enrollment_token: str
-    enrollment_expires_at: str
+    enrollment_token: str | None
+    enrollment_expires_at: str | None
 
 
 @router.get("")
@@ -121,13 +124,18 @@ def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> Devi
 
 @router.post("", status_code=201)
 def register_device(body: DeviceCreate, session: SessionDep, user: AdminUser) -> DeviceRegistered:
-    """Register a device; the answer carries its one-time enrollment token."""
+    """Register a device; the answer carries its one-time enrollment token.
+
+    ``"via": "GATEWAY_ID"`` registers equipment watched over the network by that
+    gateway's agent (422 when the gateway is unknown, is the device itself, or is
+    itself watched through another gateway); such a device gets no token.
+    """
     device, token = crud.register_device(session, data=body, actor=user.username)
     expires = device.enrollment_expires_at
     return DeviceRegistered(
         device=DevicePublic.model_validate(device),
         enrollment_token=token,
-        enrollment_expires_at=expires.isoformat() if expires else "",
+        enrollment_expires_at=expires.isoformat() if expires and token else None,
     )
 
 

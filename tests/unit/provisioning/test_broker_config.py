@@ -40,6 +40,9 @@ def test_acl_confines_devices_and_gives_the_server_the_tree() -> None:
         "pattern write fieldlink/v1/%u/events",
         "pattern write fieldlink/v1/%u/cmd/result",
         "pattern read fieldlink/v1/%u/cmd",
+        "pattern write fieldlink/v1/%u/via/+/telemetry",
+        "pattern write fieldlink/v1/%u/via/+/state",
+        "pattern write fieldlink/v1/%u/via/+/events",
         "pattern read fieldlink/v1/_server/state",
     ]
 
