@@ -410,6 +410,8 @@ async def agent_from_settings(
             devices,
             agent.link,
             timeout_s=min(settings.collector_timeout_s, settings.interval_s),
+            state_dir=settings.state_dir,
+            max_samples=settings.outbox_max_samples,
         )
     if renewal:
         from agent.identity.renew import CertificateRenewer

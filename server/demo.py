@@ -2,7 +2,9 @@
 
 A server on SQLite with an embedded Mosquitto, users of each role, a handful
 of registered devices, and a separate ``fieldlink simulate`` process that
-plays those devices (an MFP, an imaging console and a server, in rotation).
+plays those devices (an MFP, an imaging console and a server, in rotation);
+and a site gateway, a real agent watching two printers over SNMP
+(:mod:`server.demo_gateway`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlmodel import Session
 
 from server import crud
 from server.config import ServerSettings
+from server.demo_gateway import GATEWAY_ID, prepare_gateway, start_gateway
 from server.main import create_app
 from server.models import Device, DeviceCreate, User
 from server.security import hash_password
@@ -207,6 +210,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         await asyncio.sleep(0.05)
     engine: Engine = app.state.engine
     logins = await asyncio.to_thread(prepare, engine, devices, host_keys)
+    await asyncio.to_thread(prepare_gateway, engine)
     # The simulated devices' "web" service: a stand-in for a device's own web panel.
     panel = await asyncio.start_server(_serve_panel, "127.0.0.1", 0)
     panel_port = panel.sockets[0].getsockname()[1]
@@ -220,10 +224,15 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         "--service", f"web=127.0.0.1:{panel_port}",
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+    gateway = await start_gateway(directory / "gateway", broker_url, interval)
     url = f"http://127.0.0.1:{port}"
     typer.echo("")
     typer.echo(f"fieldlink demo is running: {devices} simulated devices, broker {broker_url}")
     typer.echo(f"  console:  {url}/")
+    typer.echo(
+        f"  gateway:  {GATEWAY_ID} watches {', '.join(gateway.printer_ids)} over SNMP "
+        f"(udp 127.0.0.1:{gateway.snmp_port}): {url}/devices/{GATEWAY_ID}"
+    )
     typer.echo(f"  API docs: {url}/docs")
     for login in logins:
         typer.echo(f"  login:    {login.username} / {login.password}  ({login.role})")
@@ -243,6 +252,7 @@ async def run_demo(directory: Path, devices: int, port: int, interval: float) ->
         loop.add_signal_handler(sig, stop.set)
     waiters = [asyncio.create_task(stop.wait()), serving]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    await gateway.stop()
     if simulator.returncode is None:
         simulator.terminate()
         with contextlib.suppress(TimeoutError):

@@ -16,10 +16,12 @@ agent's broker link, with the payloads the device would send itself:
 - ``events``: ``inventory.reported`` with what the device says it is (sysDescr,
   serial, model, firmware), at the first answer and whenever it changes.
 
-Samples and state changes wait in the link's bounded event queue while the broker
-is away (not in the disk outbox: a watched device's history starts again with the
-gateway). When the gateway's own connection drops, the server marks the devices it
-watches offline (``gateway_offline``).
+The watched devices' samples wait in an outbox of their own on disk
+(``state_dir/via/outbox.sqlite3``, bounded by ``outbox_max_samples``, oldest dropped
+first), published in order once the broker is there, each with its ``sent_at``; the
+rarer state changes and inventory reports go through the link's event queue. When
+the gateway's own connection drops, the server marks the devices it watches offline
+(``gateway_offline``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiomqtt
+
 from agent.config_devices import WatchedDevice
-from agent.health.samples import SampleBuilder
+from agent.health.outbox import Outbox, SqliteOutbox
+from agent.health.samples import SampleBuilder, with_sent_at
 from shared import __version__ as AGENT_VERSION
 from shared import topics
 from shared.ids import isoformat_z, utcnow
@@ -48,6 +54,10 @@ logger = logging.getLogger(__name__)
 INVENTORY_EVENT = "inventory.reported"
 #: The offline reason of a watched device that stopped answering.
 UNREACHABLE = "unreachable"
+#: Samples published at once from the watched devices' outbox.
+PUBLISH_WINDOW = 20
+#: Seconds between attempts when the broker refused a sample.
+RETRY_S = 1.0
 
 
 def _json(message: dict[str, Any]) -> bytes:
@@ -87,6 +97,8 @@ class SiteGateway:
         devices: The watched devices (``[[agent.devices]]``).
         link: The agent's broker link (publishes; republishes births with its own).
         timeout_s: The time bound of one device's poll.
+        state_dir: The agent's state folder (the samples' outbox goes in ``via/``).
+        max_samples: How many unsent samples the outbox holds (all devices together).
         engine: An SNMP engine to share (tests); ``None``: one made here, for all.
     """
 
@@ -97,6 +109,8 @@ class SiteGateway:
         link: BrokerLink,
         *,
         timeout_s: float,
+        state_dir: Path,
+        max_samples: int,
         engine: Any = None,
     ) -> None:
         from agent.health.collectors.snmp import PrinterMibCollector, new_engine
@@ -104,6 +118,12 @@ class SiteGateway:
         self.gateway_id = gateway_id
         self.link = link
         self.timeout_s = timeout_s
+        self.state_dir = state_dir
+        self.max_samples = max_samples
+        self.outbox: Outbox | None = None
+        self._wake = asyncio.Event()
+        #: Samples the broker acknowledged.
+        self.published = 0
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else new_engine()
         self.watched = [
@@ -124,10 +144,13 @@ class SiteGateway:
         ]
 
     async def poll_once(self) -> None:
-        """Poll every watched device at once and publish what changed and their samples."""
+        """Poll every watched device at once; publish what changed, store their samples."""
         readings = await asyncio.gather(*(self._poll(w) for w in self.watched))
         for watched, reading in zip(self.watched, readings, strict=True):
-            self._publish(watched, reading)
+            sample = self._publish(watched, reading)
+            if sample is not None and self.outbox is not None:
+                await self.outbox.put(watched.device.id.encode() + b"\n" + sample)
+                self._wake.set()
 
     async def _poll(self, watched: Watched) -> ProfileReading | None:
         try:
@@ -141,7 +164,8 @@ class SiteGateway:
             logger.exception("gateway: polling %s failed", watched.device.id)
         return None
 
-    def _publish(self, watched: Watched, reading: ProfileReading | None) -> None:
+    def _publish(self, watched: Watched, reading: ProfileReading | None) -> bytes | None:
+        """Publish a state change and a new inventory; the sample to store, if any."""
         device_id = watched.device.id
         reachable = reading is not None and reading.reachable
         if reachable != watched.reachable:
@@ -153,7 +177,7 @@ class SiteGateway:
                 logger.warning("gateway: %s is unreachable: %s", device_id, reason)
             self.link.publish_event(self._topic(device_id, "state"), watched.state())
         if reading is None or not reading.reachable:
-            return
+            return None
         if reading.inventory and reading.inventory != watched.inventory:
             watched.inventory = dict(reading.inventory)
             event = {
@@ -164,12 +188,38 @@ class SiteGateway:
                 "body": watched.inventory,
             }
             self.link.publish_event(self._topic(device_id, "events"), _json(event))
-        # No ``sent_at``: the sample may wait in the queue; the server takes its receive time.
-        payload = watched.samples.build(reading)
-        self.link.publish_event(self._topic(device_id, "telemetry"), payload)
+        return watched.samples.build(reading)
+
+    async def _drain(self, outbox: Outbox) -> None:
+        """Publish the stored samples in order whenever the broker is there."""
+        while True:
+            batch = await outbox.peek(PUBLISH_WINDOW)
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self.link.connected.wait()
+            acked: list[int] = []
+            try:
+                for row_id, stored in batch:
+                    device_id, _, payload = stored.partition(b"\n")
+                    topic = self._topic(device_id.decode(), "telemetry")
+                    await self.link.publish_now(topic, with_sent_at(payload))
+                    acked.append(row_id)
+            except aiomqtt.MqttError as exc:
+                logger.info("gateway: samples wait for the broker (%s)", exc)
+                await asyncio.sleep(RETRY_S)
+            finally:
+                await outbox.mark_sent(acked)
+                self.published += len(acked)
 
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
         """Poll every ``interval_s`` until ``stopping`` is set; then release the engine."""
+        outbox = await SqliteOutbox.open(
+            self.state_dir / "via", self.max_samples, resend_max_samples=0
+        )
+        self.outbox = outbox
+        drainer = asyncio.create_task(self._drain(outbox))
         try:
             next_at = time.monotonic()
             while not stopping.is_set():
@@ -181,6 +231,10 @@ class SiteGateway:
                 except TimeoutError:
                     pass
         finally:
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+            self.outbox = None
+            await outbox.close()
             self.close()
 
     def close(self) -> None:

@@ -249,6 +249,18 @@ class BrokerLink:
         self._events.append((topic, payload))
         self._start_event_flush()
 
+    async def publish_now(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 on the live connection, waiting for the PUBACK.
+
+        Raises:
+            aiomqtt.MqttError: when there is no connection, or it fails meanwhile.
+        """
+        client = self._live_client
+        if client is None:
+            msg = "not connected"
+            raise aiomqtt.MqttError(msg)
+        await client.publish(topic, payload, qos=1)
+
     def _start_event_flush(self) -> None:
         client = self._live_client
         if client is None or not self._events:

@@ -67,7 +67,8 @@ def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
 
         def all_online() -> bool:
             fleet = httpx.get(f"{base}/api/v1/devices", headers=as_operator).json()
-            return fleet["count"] == 3 and all(d["online"] and d["health"] for d in fleet["items"])
+            # The 3 simulated devices, and the site gateway with its 2 SNMP printers.
+            return fleet["count"] == 6 and all(d["online"] and d["health"] for d in fleet["items"])
 
         wait_until(all_online, timeout=30, interval=0.5)
         types = {
@@ -75,6 +76,10 @@ def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
             for d in httpx.get(f"{base}/api/v1/devices", headers=as_operator).json()["items"]
         }
         assert types == {"mfp", "imaging", "server"}
+        printer = httpx.get(f"{base}/api/v1/devices/demo-printer-1", headers=as_operator).json()
+        assert printer["via"] == "demo-gateway"
+        assert printer["inventory"]["serial"] == "COLOR-0042"
+        assert "JAM" in {fault["code"] for fault in printer["open_faults"]}
 
         # A simulated device accepts a remote session like a real one.
         opened = httpx.post(

@@ -15,7 +15,9 @@ refused by the server (``not_bound``, counted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -72,6 +74,12 @@ def _rejected(server: ServerProcess, reason: str) -> float:
     return 0.0
 
 
+def _waiting(outbox: Path) -> int:
+    """Samples in the gateway's outbox not acknowledged by the broker yet."""
+    with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox WHERE sent IS NULL").fetchone()[0])
+
+
 def _codes(detail: dict[str, Any]) -> set[str]:
     return {fault["code"] for fault in detail["open_faults"]}
 
@@ -103,7 +111,7 @@ def _fault_event(device_id: str, code: str) -> bytes:
 def test_a_gateway_reports_its_printers_and_cannot_speak_for_another_gateways(
     tmp_path: Path, center: tuple[ServerProcess, TlsBroker], printers: SnmpSimulator
 ) -> None:
-    server, _broker = center
+    server, broker = center
     config_a = _enroll(server, "server-gw-a", tmp_path / "gw-a")
     config_b = _enroll(server, "server-gw-b", tmp_path / "gw-b")
     _register(server, "mfp-colour", "COLOR-0042", type="mfp", via="server-gw-a")
@@ -181,6 +189,21 @@ def test_a_gateway_reports_its_printers_and_cannot_speak_for_another_gateways(
         assert server.device("server-gw-a")["online"] is True
         printers.start()
         wait_until(lambda: server.device("mfp-colour")["online"] is True, timeout=30)
+
+        # The broker goes away: the printers' samples wait on the gateway's disk, and all
+        # of them arrive once it is back (none counted missing).
+        outbox = tmp_path / "gw-a-state" / "via" / "outbox.sqlite3"
+        received = server.device("mfp-colour")["telemetry_stats"]["received"]
+        broker.stop()
+        wait_until(lambda: _waiting(outbox) >= 4, timeout=60)
+        broker.start()
+        wait_until(lambda: _waiting(outbox) == 0, timeout=60)
+        wait_until(
+            lambda: server.device("mfp-colour")["telemetry_stats"]["received"] >= received + 2,
+            timeout=60,
+        )
+        assert server.device("mfp-colour")["telemetry_stats"]["missing"] == 0
+        assert server.device("mfp-mono")["telemetry_stats"]["missing"] == 0
 
         # The gateway dies: its last will takes its printers offline with it.
         gateway.kill()
