@@ -714,8 +714,10 @@ class PrinterMibCollector:
         def wanted() -> int:
             cap = BULK_VALUES // max(1, len(after))
             left = [(hints[i], len(rows[i])) for i in after]
-            if left and all(h is not None for h, _seen in left):
-                cap = min(cap, max(max(0, (h or 0) - seen) for h, seen in left) + 1)
+            # Rows still expected, while no column has outgrown its last count (a table
+            # that grew, an alert more: then as many as an answer should hold).
+            if left and all(h is not None and seen <= h for h, seen in left):
+                cap = min(cap, max((h or 0) - seen for h, seen in left) + 1)
             return max(1, min(MAX_REPETITIONS, cap))
 
         repetitions = wanted()
