@@ -101,6 +101,7 @@ unit: $(STAMP)
 
 bench: $(STAMP) system-deps
 	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
+	@command -v snmpbulkwalk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends snmp >/dev/null; }
 	$(BIN)/python -m bench.run_all
 
 migration: $(STAMP)

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 #: The profiles a gateway can watch over the network.
 WATCHED_PROFILES: Final = ("mfp",)
 #: The keys of a table besides the SNMP target's.
-OWN_KEYS: Final = ("id", "profile")
+OWN_KEYS: Final = ("id", "profile", "web_port", "https_port")
+#: A remote session's services on a watched device, and their default ports.
+WEB_PORTS: Final = {"web": ("web_port", 80), "https": ("https_port", 443)}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class WatchedDevice:
     id: str
     profile: str
     target: SnmpTarget = field(repr=False)
+    #: Its web page's ports, for remote sessions (``web_port``, ``https_port``: 80, 443).
+    web_ports: Mapping[str, int] = field(default_factory=lambda: {"web": 80, "https": 443})
 
 
 def parse_devices(raw: Any) -> tuple[dict[str, Any], ...]:
@@ -102,7 +106,14 @@ def watched_devices(tables: Sequence[Mapping[str, Any]]) -> list[WatchedDevice]:
             msg = f"{where} profile: must be one of {', '.join(WATCHED_PROFILES)}"
             raise ConfigError(msg)
         target = SnmpTarget.from_config(table, f"{where} ({device_id})", other_keys=OWN_KEYS)
-        devices.append(WatchedDevice(device_id, profile, target))
+        ports: dict[str, int] = {}
+        for service, (key, default) in WEB_PORTS.items():
+            port = table.get(key, default)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                msg = f"{where} ({device_id}) {key}: must be a port number (1-65535)"
+                raise ConfigError(msg)
+            ports[service] = port
+        devices.append(WatchedDevice(device_id, profile, target, ports))
     return devices
 
 

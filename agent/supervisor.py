@@ -29,7 +29,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -165,6 +165,7 @@ class Agent:
         session_factory: SessionFactory | None = None,
         in_process: bool = False,
         spare_linger_s: float = 0.0,
+        watched: Mapping[str, tuple[str, Mapping[str, int]]] | None = None,
     ) -> SessionController:
         """Accept remote sessions under ``policy`` (registers the ``session.*`` handlers).
 
@@ -178,6 +179,9 @@ class Agent:
             in_process: Serve sessions in this process, not in session processes.
             spare_linger_s: How long a spare session process waits for the next
                 session (0: none; the daemon's agent keeps one for a minute).
+            watched: The devices this agent watches as a site gateway, id to address and
+                web page ports: a session to one reaches its web page (``[agent.policy]
+                watched_services``).
 
         Returns:
             The controller.
@@ -192,6 +196,7 @@ class Agent:
             session_factory=session_factory,
             in_process=in_process,
             spare_linger_s=spare_linger_s,
+            watched=watched,
         )
         controller.register(self.commands.registry)
         self.sessions = controller
@@ -394,13 +399,16 @@ async def agent_from_settings(
         command_key_file=settings.command_key_file,
         replay_cache_path=settings.state_dir / REPLAY_CACHE_FILENAME,
     )
+    watched: dict[str, tuple[str, Mapping[str, int]]] = {}
     if settings.devices:
         from agent.config_devices import watched_devices
         from agent.health.gateway import SiteGateway
 
+        devices = watched_devices(settings.devices)
+        watched = {device.id: (device.target.host, device.web_ports) for device in devices}
         agent.gateway = SiteGateway(
             settings.device_id,
-            watched_devices(settings.devices),
+            devices,
             agent.link,
             timeout_s=min(settings.collector_timeout_s, settings.interval_s),
             state_dir=settings.state_dir,
@@ -423,5 +431,6 @@ async def agent_from_settings(
         # first click (the stack loads in a new interpreter): the site chooses.
         in_process=not settings.session_process,
         spare_linger_s=SPARE_LINGER_S if settings.session_process else 0.0,
+        watched=watched,
     )
     return agent

@@ -26,6 +26,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("tunnel", []),
     ("sessions", []),
     ("desk", []),
+    ("snmp", []),
 ]
 
 INTRO = """# Benchmarks
@@ -34,7 +35,7 @@ Every figure here comes from `make bench` (`python -m bench.run_all`) on this pr
 machine kind: 2 vCPU, loopback only, real Mosquitto and PostgreSQL started by the
 benchmark itself. These machines are noisy, so each benchmark measures its own baseline
 in the same run (a bare paho subscriber, a bare Python process, a plain SQL scan, an
-OpenSSH tunnel) and reports **ratios** against it; the absolute numbers are there to read
+OpenSSH tunnel, net-snmp's command line tools) and reports **ratios** against it; the absolute numbers are there to read
 the ratios by. Each section says what was measured, how, and the load on the machine.
 Sections are written by the benchmarks (`bench/results/<name>.md`); rerun one with
 `python -m bench.<name>` and then `python -m bench.run_all --report-only`.

@@ -184,6 +184,9 @@ class SessionOpen(BaseModel):
         max_duration_s: The server's cap on the session (the agent applies the
             smaller of this and its own policy).
         idle_timeout_s: The server's idle cap, likewise.
+        device: The device the session is for when it is not the agent's own: one the
+            agent watches as a site gateway (``[[agent.devices]]``). The session then
+            reaches that device's web page only, never the gateway's own services or shell.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -200,6 +203,7 @@ class SessionOpen(BaseModel):
     reason: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] = ""
     max_duration_s: Annotated[float, Field(gt=0)] | None = None
     idle_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    device: DeviceId | None = None
 
 
 class SessionClose(BaseModel):

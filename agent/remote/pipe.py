@@ -180,6 +180,7 @@ def policy_to_wire(policy: SitePolicy) -> dict[str, Any]:
         "max_sessions": policy.max_sessions,
         "shell_helper": None if policy.shell_helper is None else str(policy.shell_helper),
         "shell_user": policy.shell_user,
+        "allow_shell": policy.allow_shell,
     }
 
 
@@ -201,6 +202,8 @@ def policy_from_wire(data: dict[str, Any]) -> SitePolicy:
         max_sessions=int(data["max_sessions"]),
         shell_helper=None if data["shell_helper"] is None else Path(data["shell_helper"]),
         shell_user=str(data["shell_user"]),
+        # Absent from an older agent's message: never more than a shell-less policy allows.
+        allow_shell=data.get("allow_shell") is True,
     )
 
 

@@ -36,6 +36,9 @@ DEFAULT_APPROVAL_TIMEOUT_S: Final = 60.0
 DEFAULT_MAX_DURATION_S: Final = 4 * 3600.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 15 * 60.0
 DEFAULT_MAX_SESSIONS: Final = 4
+#: A device watched through this agent (a site gateway's ``[[agent.devices]]``): the
+#: services a session to it may forward to, on the device's own address.
+WATCHED_SERVICE_PORTS: Final[Mapping[str, int]] = {"web": 80, "https": 443}
 #: The maintenance account of remote shells started by the privileged helper.
 DEFAULT_SHELL_USER: Final = "fieldlink-maint"
 _USER_NAME: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -107,6 +110,11 @@ class SitePolicy:
             ``None``: they run as the agent's own user (demo, simulated devices).
         shell_user: The maintenance account the helper starts shells as (the
             helper reads it from its own root-owned copy of the configuration).
+        watched_services: Of :data:`WATCHED_SERVICE_PORTS`, those a session to a
+            device this agent watches may use (``[agent.policy] watched_services``;
+            none unless the site lists them).
+        allow_shell: Shell and exec channels are served (``False`` in a session to a
+            watched device: it reaches that device's web page and nothing of this one).
     """
 
     services: Mapping[str, ServiceTarget] = field(default_factory=dict)
@@ -120,6 +128,8 @@ class SitePolicy:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     shell_helper: Path | None = None
     shell_user: str = DEFAULT_SHELL_USER
+    watched_services: frozenset[str] = frozenset()
+    allow_shell: bool = True
 
     @classmethod
     def from_config(
@@ -155,6 +165,7 @@ class SitePolicy:
             "max_sessions",
             "shell_helper",
             "shell_user",
+            "watched_services",
         }
         if unknown_keys:
             msg = f"[agent.policy]: unknown keys {sorted(unknown_keys)}"
@@ -170,7 +181,7 @@ class SitePolicy:
         if consent not in get_args(ConsentMode):
             msg = f"[agent.policy] consent must be none, notify or required, not {consent!r}"
             raise ConfigError(msg)
-        limits = {}
+        limits: dict[str, float] = {}
         for key, default in (
             ("approval_timeout_s", DEFAULT_APPROVAL_TIMEOUT_S),
             ("max_duration_s", DEFAULT_MAX_DURATION_S),
@@ -202,7 +213,15 @@ class SitePolicy:
         if not isinstance(shell_user, str) or not _USER_NAME.fullmatch(shell_user):
             msg = f"[agent.policy] shell_user must be an account name, not {shell_user!r}"
             raise ConfigError(msg)
+        watched = table.get("watched_services", [])
+        if not isinstance(watched, list | tuple) or not set(watched) <= set(WATCHED_SERVICE_PORTS):
+            msg = (
+                "[agent.policy] watched_services must list some of "
+                f"{', '.join(WATCHED_SERVICE_PORTS)}"
+            )
+            raise ConfigError(msg)
         return cls(
+            watched_services=frozenset(str(name) for name in watched),
             shell_helper=shell_helper,
             shell_user=shell_user,
             services=targets,
@@ -211,7 +230,31 @@ class SitePolicy:
             sftp_folders=folders,
             login_shell=str(shell) if shell else None,
             max_sessions=max_sessions,
-            **limits,
+            approval_timeout_s=limits["approval_timeout_s"],
+            max_duration_s=limits["max_duration_s"],
+            idle_timeout_s=limits["idle_timeout_s"],
+        )
+
+    def for_watched(self, host: str, ports: Mapping[str, int] | None = None) -> SitePolicy:
+        """The policy of a session to a device this agent watches, at ``host``.
+
+        It forwards to that device's web page only (``web`` and ``https`` on ``host``,
+        at ``ports`` or :data:`WATCHED_SERVICE_PORTS`; of them the ``watched_services``
+        the site allows): no shell, exec or SFTP, none of this agent's own services, no
+        other host. Consent, limits and ``max_sessions`` are the site's.
+        """
+        chosen = {**WATCHED_SERVICE_PORTS, **(ports or {})}
+        return dataclasses.replace(
+            self,
+            services={
+                name: ServiceTarget(name=name, host=host, port=chosen[name])
+                for name in WATCHED_SERVICE_PORTS
+            },
+            allowed_services=self.watched_services,
+            sftp_folders={},
+            login_shell=None,
+            shell_helper=None,
+            allow_shell=False,
         )
 
     def narrowed(self, services: frozenset[str] | None) -> SitePolicy:

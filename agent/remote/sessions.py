@@ -192,9 +192,13 @@ class SessionController:
         connect_timeout_s: float = 10.0,
         in_process: bool = False,
         spare_linger_s: float = 0.0,
+        watched: Mapping[str, tuple[str, Mapping[str, int]]] | None = None,
     ) -> None:
         self.device_id = device_id
         self.policy = policy
+        #: Devices this agent watches as a site gateway (``[[agent.devices]]``): id to
+        #: address and web page ports.
+        self.watched = dict(watched or {})
         self.host_key_path = host_key_path
         self._publish = publish
         self._launcher = SessionLauncher(
@@ -243,8 +247,9 @@ class SessionController:
         spec = _parse(parse_open, request.body)
         if spec.session_id in self._sessions:
             raise CommandFailed(ALREADY_OPEN, {"session_id": spec.session_id})
+        site = self._site_policy(spec)
         requested = None if spec.services is None else frozenset(spec.services)
-        refused = sorted(name for name in requested or () if not self.policy.is_allowed(name))
+        refused = sorted(name for name in requested or () if not site.is_allowed(name))
         if refused:
             self._log.warning(
                 "session %s refused: services %s are not allowed on this device",
@@ -258,14 +263,14 @@ class SessionController:
             raise CommandFailed(NOT_ALLOWED, {"services": refused})
         if self._stopping:
             raise CommandFailed(BUSY, {"detail": "the agent is stopping"})
-        if len(self._sessions) >= self.policy.max_sessions:
+        if len(self._sessions) >= site.max_sessions:
             self._log.warning(
                 "session %s refused: %d sessions already", spec.session_id, len(self._sessions)
             )
             raise CommandFailed(BUSY, {"max_sessions": self.policy.max_sessions})
         if spec.expires_at <= utcnow():
             raise CommandFailed(EXPIRED, {"session_id": spec.session_id})
-        policy = self.policy.narrowed(requested).limited(spec.max_duration_s, spec.idle_timeout_s)
+        policy = site.narrowed(requested).limited(spec.max_duration_s, spec.idle_timeout_s)
         entry = LocalSession(
             session_id=spec.session_id,
             operator=spec.operator,
@@ -280,6 +285,28 @@ class SessionController:
             self._lifecycle(entry, spec), name=f"session {entry.session_id}"
         )
         return {"session_id": entry.session_id, "state": entry.state}
+
+    def _site_policy(self, spec: SessionOpen) -> SitePolicy:
+        """The policy ``spec`` runs under: this device's, or a watched device's.
+
+        Raises:
+            CommandFailed: ``not_allowed`` for a device this agent does not watch.
+        """
+        if spec.device is None or spec.device == self.device_id:
+            return self.policy
+        where = self.watched.get(spec.device)
+        if where is None:
+            self._log.warning(
+                "session %s refused: %s is not a device this agent watches",
+                spec.session_id,
+                spec.device,
+            )
+            self._emit(
+                SESSION_DENIED,
+                {"session_id": spec.session_id, "why": NOT_ALLOWED, "device": spec.device},
+            )
+            raise CommandFailed(NOT_ALLOWED, {"device": spec.device})
+        return self.policy.for_watched(*where)
 
     async def handle_close(self, request: CommandRequest) -> dict[str, Any]:
         """``session.close``: end a session in any state, with the server's reason.

@@ -76,6 +76,16 @@ class ShellChannels:
             self._refuse("channel", f"subsystem {process.subsystem}", "not offered")
             process.exit(1)
             return
+        if not self.policy.allow_shell:
+            # A session to a device this agent watches: its web page, nothing of this host.
+            what = "exec" if process.command else "shell"
+            self._refuse("channel", what, "a session to a watched device forwards only")
+            text = "fieldlink: this session forwards to the device only\n"
+            encoding, _errors = process.channel.get_encoding()
+            stderr: Any = process.stderr  # text or bytes, as the channel's encoding says
+            stderr.write(text if encoding else text.encode())
+            process.exit(1)
+            return
         try:
             if self.policy.shell_helper is not None:
                 status = await self._run_with_helper(process, self.policy.shell_helper)

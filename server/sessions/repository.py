@@ -34,15 +34,19 @@ def insert_session(
     source_ip: str | None,
     per_device: int,
     per_operator: int,
-) -> str:
+) -> tuple[str, str]:
     """Check the device, incident and limits; insert ``row`` with its audit entry.
 
+    A device watched through a site gateway (``devices.via``) has no agent of its own:
+    the gateway's agent runs its sessions, under the gateway's pinned host key.
+
     Returns:
-        The device's pinned SSH host key (OpenSSH text).
+        The pinned SSH host key (OpenSSH text) of the agent that runs the session, and
+        that agent's device id (the device's own, or its gateway's).
 
     Raises:
         NotFound: Unknown device or incident.
-        Conflict: Revoked device, no pinned host key, or a limit reached.
+        Conflict: Revoked device or gateway, no pinned host key, or a limit reached.
     """
     device = db.get(Device, row.device_id)
     if device is None:
@@ -51,8 +55,14 @@ def insert_session(
     if device.revoked_at is not None:
         msg = f"device {row.device_id} is revoked"
         raise Conflict(msg)
-    if not device.ssh_host_key:
-        msg = f"device {row.device_id} has no pinned SSH host key: enroll it again"
+    agent: Device | None = device
+    if device.via is not None:
+        agent = db.get(Device, device.via)
+    if agent is None or agent.revoked_at is not None:
+        msg = f"device {row.device_id} is watched through {device.via}, which is revoked"
+        raise Conflict(msg)
+    if not agent.ssh_host_key:
+        msg = f"device {agent.id} has no pinned SSH host key: enroll it again"
         raise Conflict(msg)
     if row.incident_id is not None:
         get_incident(db, incident_id=row.incident_id)
@@ -77,13 +87,14 @@ def insert_session(
             "services": row.services,
             "origin": row.origin,
             "client_key": row.client_key_fingerprint,
+            **({"via": agent.id} if agent is not device else {}),
         },
         source_ip=source_ip,
     )
     db.commit()
     if row.incident_id is not None:
         link_session(db, row.incident_id, row.id)
-    return device.ssh_host_key
+    return agent.ssh_host_key, agent.id
 
 
 def get_session(db: Session, session_id: str) -> RemoteSession:
@@ -255,10 +266,21 @@ def record_action(
     db.commit()
 
 
+def agent_of(db: Session, device_id: str) -> str:
+    """The device whose agent runs ``device_id``'s sessions: its gateway, or itself."""
+    device = db.get(Device, device_id)
+    return device.via if device is not None and device.via is not None else device_id
+
+
+def runs_session(db: Session, row: RemoteSession, device_id: str) -> bool:
+    """Whether ``device_id``'s agent runs the session: the device's own, or its gateway's."""
+    return agent_of(db, row.device_id) == device_id
+
+
 def store_report(db: Session, device_id: str, report: dict[str, Any]) -> None:
-    """Keep the agent's ``session.closed`` report (a device reports only its own sessions)."""
+    """Keep the agent's ``session.closed`` report (an agent reports only its own sessions)."""
     row = db.get(RemoteSession, report["session_id"])
-    if row is None or row.device_id != device_id:
+    if row is None or not runs_session(db, row, device_id):
         return
     # The closing report lists the refusals again: it replaces the live ones.
     row.agent_report = {**(row.agent_report or {}), **report}
@@ -269,7 +291,7 @@ def store_report(db: Session, device_id: str, report: dict[str, Any]) -> None:
 def note_event(db: Session, device_id: str, kind: str, body: dict[str, Any]) -> None:
     """Keep what the agent said while the session ran: its limits, each refusal."""
     row = db.get(RemoteSession, str(body.get("session_id", "")))
-    if row is None or row.device_id != device_id:
+    if row is None or not runs_session(db, row, device_id):
         return
     report = dict(row.agent_report or {})
     if kind == wire.SESSION_STARTED:

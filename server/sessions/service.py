@@ -234,7 +234,7 @@ class SessionService:
             created_at=now,
             expires_at=expires_at,
         )
-        host_key_text = await self._db(
+        host_key_text, agent_id = await self._db(
             lambda db: repository.insert_session(
                 db,
                 row,
@@ -244,7 +244,9 @@ class SessionService:
             )
         )
         max_duration_s = self.settings.session_max_duration_s
-        live = LiveSession(session_id, device_id, operator, max_duration_s, expires_at)
+        live = LiveSession(
+            session_id, device_id, operator, max_duration_s, expires_at, agent_id=agent_id
+        )
         self._live[session_id] = live
         self._count_states()
         try:
@@ -272,10 +274,12 @@ class SessionService:
             reason=reason,
             max_duration_s=max_duration_s,
             idle_timeout_s=self.settings.session_idle_timeout_s,
+            # Watched through a site gateway: the command goes to the gateway's agent.
+            device=device_id if agent_id != device_id else None,
         ).model_dump(mode="json", exclude_none=True)
         try:
             pending = await commands.send(
-                device_id,
+                agent_id,
                 wire.SESSION_OPEN,
                 body,
                 ttl=timedelta(seconds=self.settings.session_open_timeout_s),
@@ -418,7 +422,7 @@ class SessionService:
             self._spawn(self._store_report(device_id, event))
         elif event.type in (wire.SESSION_STARTED, wire.SESSION_REFUSED):
             self._spawn(self._db(repository.note_event, device_id, event.type, dict(event.body)))
-        if live is None or live.device_id != device_id:
+        if live is None or live.agent_id != device_id:
             return
         target = move_on_event(live.state, event.type)
         if target == "closed":
@@ -605,7 +609,7 @@ class SessionService:
         else:
             # Not connected yet: tell the agent (it may be waiting for consent) and stop waiting.
             with contextlib.suppress(Exception):
-                await self._send_close(live.device_id, session_id, reason)
+                await self._send_close(live.agent_id, session_id, reason)
             self.registry.discard(session_id)
             await self._finish(live, reason, live.detail)
         with contextlib.suppress(TimeoutError):
@@ -671,7 +675,8 @@ class SessionService:
             return await self._db(repository.get_session, session_id)
         sent = False
         try:
-            sent = await self._send_close(row.device_id, session_id, reason)
+            agent_id = await self._db(repository.agent_of, row.device_id)
+            sent = await self._send_close(agent_id, session_id, reason)
         except Exception as exc:
             logger.warning("session.close for %s not sent: %s", session_id, exc)
         if sent:
@@ -692,8 +697,13 @@ class SessionService:
         return self.liveness.holder_state(db, instance)
 
     async def close_device(self, device_id: str, *, reason: str, actor: str, detail: str) -> int:
-        """Close every session of a device this process follows (revocation); how many."""
-        ids = [sid for sid, live in self._live.items() if live.device_id == device_id]
+        """Close every session of a device this process follows (revocation); how many.
+
+        A site gateway's revocation closes the sessions of the devices it watches too.
+        """
+        ids = [
+            sid for sid, live in self._live.items() if device_id in (live.device_id, live.agent_id)
+        ]
         for session_id in ids:
             await self.close(session_id, reason=reason, actor=actor, detail=detail)
         return len(ids)

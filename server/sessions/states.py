@@ -97,6 +97,9 @@ class LiveSession:
     operator: str
     max_duration_s: float
     expires_at: datetime
+    #: The device whose agent runs the session: the device itself, or the site gateway
+    #: that watches it (``devices.via``); commands go to it and its events count.
+    agent_id: str = ""
     opened: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     connection: AgentConnection | None = None
@@ -111,6 +114,10 @@ class LiveSession:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set once the closed row is written.
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            self.agent_id = self.device_id
 
     def move(self, state: str) -> bool:
         """Move to ``state`` if the state machine allows it; whether it moved.

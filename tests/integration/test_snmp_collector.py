@@ -372,3 +372,41 @@ async def test_collectors_sharing_one_engine_poll_at_once_and_a_silent_one_spare
         assert (await mono.collect()).reachable
     finally:
         engine.close_dispatcher()
+
+
+async def test_a_table_that_grows_between_polls_is_read_whole_in_few_requests(
+    own_printer: SnmpSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The collector sizes its requests by the rows of the last poll; 40 more alerts
+    # (paper out in tray 7, printer 2) must still all be read, and in full answers.
+    requests: list[int] = []
+    real_bulk = PrinterMibCollector._bulk
+
+    async def counted(self: PrinterMibCollector, *args: object) -> object:
+        requests.append(1)
+        return await real_bulk(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PrinterMibCollector, "_bulk", counted)
+    async with PrinterMibCollector(v2c(own_printer, "colour")) as collector:
+        first = await collector.collect()
+        assert first.reachable, first.reason
+        requests.clear()
+        again = await collector.collect()
+        assert again.reachable, again.reason
+        steady = len(requests)
+        lines = own_printer.read("colour").splitlines()
+        for row in range(100, 140):
+            for column, tag, value in (
+                (2, 2, 4), (3, 2, 4), (4, 2, 8), (5, 2, 7), (6, 2, -1), (7, 2, 803),
+                (8, 4, f"Tray 7 empty ({row})"), (9, 67, 1000),
+            ):  # fmt: skip
+                lines.append(f"1.3.6.1.2.1.43.18.1.1.{column}.2.{row}|{tag}|{value}")
+        lines.sort(key=lambda line: tuple(int(p) for p in line.split("|")[0].split(".")))
+        own_printer.write("colour", "\n".join(lines) + "\n")
+        requests.clear()
+        grown = await collector.collect()
+    assert grown.reachable, grown.reason
+    paper_out = next(f for f in grown.faults if f["code"] == "PAPER-OUT-TRAY7")
+    assert all(f"Tray 7 empty ({row})" in paper_out["message"] for row in (100, 139))
+    # 46 alert rows of 6 columns: about 276 values, at about 64 an answer.
+    assert len(requests) <= steady + 6, (steady, len(requests))

@@ -217,6 +217,69 @@ BIT_NO_PAPER, BIT_LOW_TONER, BIT_NO_TONER, BIT_DOOR_OPEN, BIT_JAMMED = 1, 2, 3, 
 BIT_OFFLINE, BIT_SERVICE, BIT_TRAY_MISSING, BIT_SUPPLY_MISSING = 6, 7, 8, 10
 BIT_OUTPUT_FULL, BIT_TRAY_EMPTY, BIT_MAINTENANCE = 12, 13, 14
 
+#: The columns a poll reads, in groups walked side by side (one GETBULK each, mostly).
+#: (key in the tables, column or None for a column read whole, OID of the column).
+COLUMN_GROUPS: Final[
+    tuple[tuple[str, tuple[tuple[str, int | None, tuple[int, ...]], ...]], ...]
+] = (
+    (
+        "identity",
+        (
+            ("hr_type", None, HR_DEVICE_TYPE),
+            ("hr_descr", None, HR_DEVICE_DESCR),
+            ("firmware", None, ENT_FIRMWARE_REV),
+            ("software", None, ENT_SOFTWARE_REV),
+        ),
+    ),
+    (
+        "state",
+        (
+            ("hr_error", None, HR_PRINTER_ERROR_STATE),
+            ("serial", None, PRT_SERIAL),
+            ("colorant", None, PRT_COLORANT_VALUE),
+        ),
+    ),
+    ("input", tuple(("input", c, (*PRT_INPUT, c)) for c in (INPUT_MAX, INPUT_LEVEL))),
+    (
+        "marker",
+        tuple(("marker", c, (*PRT_MARKER, c)) for c in (MARKER_COUNTER_UNIT, MARKER_LIFE_COUNT)),
+    ),
+    (
+        "supplies",
+        tuple(
+            ("supplies", c, (*PRT_SUPPLIES, c))
+            for c in (SUPPLY_COLORANT, SUPPLY_CLASS, SUPPLY_TYPE, SUPPLY_MAX, SUPPLY_LEVEL)
+        ),
+    ),
+    (
+        "alert",
+        tuple(
+            ("alert", c, (*PRT_ALERT, c))
+            for c in (
+                ALERT_SEVERITY,
+                ALERT_GROUP,
+                ALERT_GROUP_INDEX,
+                ALERT_LOCATION,
+                ALERT_CODE,
+                ALERT_DESCR,
+            )
+        ),
+    ),
+)
+#: The identity (group "identity" and sysDescr/sysName) is read at the first poll, after
+#: the device was unreachable, and then every IDENTITY_EVERY polls (hourly at 60 s).
+IDENTITY_EVERY: Final = 60
+IDENTITY_KEYS: Final = ("sys_descr", "sys_name", "hr_type", "hr_descr", "firmware", "software")
+#: Values one GETBULK answer should hold about (max-repetitions x unfinished columns).
+BULK_VALUES: Final = 64
+MAX_REPETITIONS: Final = 25
+#: What one more GETBULK costs, counted in values decoded (measured here: pysnmp spends
+#: about as much on a message's own work as on decoding 8 values).
+MESSAGE_VALUES: Final = 8
+#: GETBULKs of one poll at most (a table of MAX_ROWS rows takes about 2 000 / 64 x columns).
+MAX_REQUESTS: Final = 400
+TOO_BIG: Final = 1
+
 MAX_MESSAGE: Final = 1024
 #: Rows read from one table at most: a broken agent looping on its table cannot exhaust us.
 MAX_ROWS: Final = 2_000
@@ -422,6 +485,10 @@ class PrinterMibCollector:
         self._transport: Any = None
         self._lock = asyncio.Lock()
         self._was_reachable: bool | None = None
+        self._identity: dict[str, Any] | None = None
+        self._polls = 0
+        #: Rows each column (by OID) had at the last poll: its next GETBULK's max-repetitions.
+        self._rows: dict[tuple[int, ...], int] = {}
 
     async def collect(self) -> ProfileReading:
         """Poll the device once, bounded by ``target.budget_s``; never raises for a bad device."""
@@ -462,6 +529,8 @@ class PrinterMibCollector:
         # A fresh address lookup next time, and a fresh socket if the engine is ours: an
         # ICMP "port unreachable" is reported on the socket's next send, costing one request.
         self.close()
+        self._identity = None  # it may be another printer when it answers again
+        self._rows.clear()
         # Once per outage, not at every poll; never with the credentials.
         if self._was_reachable is not False:
             logger.warning(
@@ -521,44 +590,44 @@ class PrinterMibCollector:
     async def _read(self) -> dict[str, Any]:
         await self._setup()
         auth, context = self._auth()
-        scalars = await self._get(auth, context, [SYS_DESCR, SYS_NAME])
-        tables: dict[str, Any] = {
-            "sys_descr": scalars.get(SYS_DESCR),
-            "sys_name": scalars.get(SYS_NAME),
-        }
-        columns = {
-            "hr_type": HR_DEVICE_TYPE,
-            "hr_descr": HR_DEVICE_DESCR,
-            "hr_error": HR_PRINTER_ERROR_STATE,
-            "firmware": ENT_FIRMWARE_REV,
-            "software": ENT_SOFTWARE_REV,
-            "serial": PRT_SERIAL,
-            "colorant": PRT_COLORANT_VALUE,
-        }
-        for key, oid in columns.items():
-            tables[key] = await self._walk(auth, context, oid)
-        for key, oid, wanted in (
-            ("input", PRT_INPUT, (INPUT_MAX, INPUT_LEVEL)),
-            ("marker", PRT_MARKER, (MARKER_COUNTER_UNIT, MARKER_LIFE_COUNT)),
-            (
-                "supplies",
-                PRT_SUPPLIES,
-                (SUPPLY_COLORANT, SUPPLY_CLASS, SUPPLY_TYPE, SUPPLY_MAX, SUPPLY_LEVEL),
-            ),
-            (
-                "alert",
-                PRT_ALERT,
-                (
-                    ALERT_SEVERITY,
-                    ALERT_GROUP,
-                    ALERT_GROUP_INDEX,
-                    ALERT_LOCATION,
-                    ALERT_CODE,
-                    ALERT_DESCR,
-                ),
-            ),
+        identity = self._identity is None or self._polls % IDENTITY_EVERY == 0
+        columns = [
+            column
+            for group, members in COLUMN_GROUPS
+            if identity or group != "identity"
+            for column in members
+        ]
+        # Batches of columns in one GETBULK each, the batches at once (see _batches).
+        ordered = _batches(columns, self._rows)
+        scalars: list[tuple[int, ...]] = [SYS_DESCR[:-1], SYS_NAME[:-1]] if identity else []
+        results = await asyncio.gather(
+            *(
+                self._walk_columns(
+                    auth,
+                    context,
+                    scalars if number == 0 else [],
+                    [oid for _key, _col, oid in batch],
+                    [self._rows.get(oid) for _key, _col, oid in batch],
+                )
+                for number, batch in enumerate(ordered)
+            )
+        )
+        tables: dict[str, Any] = {} if identity else dict(self._identity or {})
+        for number, (batch, (found_scalars, found_rows)) in enumerate(
+            zip(ordered, results, strict=True)
         ):
-            tables[key] = {col: await self._walk(auth, context, (*oid, col)) for col in wanted}
+            if identity and number == 0:
+                tables["sys_descr"] = found_scalars.get(SYS_DESCR)
+                tables["sys_name"] = found_scalars.get(SYS_NAME)
+            for (key, col, oid), found in zip(batch, found_rows, strict=True):
+                self._rows[oid] = len(found)
+                if col is None:
+                    tables[key] = found
+                else:
+                    tables.setdefault(key, {})[col] = found
+        if identity:
+            self._identity = {key: tables.get(key) for key in IDENTITY_KEYS}
+        self._polls += 1
         return tables
 
     async def _get(self, auth: Any, context: Any, oids: list[tuple[int, ...]]) -> Row:
@@ -576,34 +645,168 @@ class PrinterMibCollector:
         _check(indication, status)
         return {tuple(oid): _value(value) for oid, value in var_binds if _value(value) is not None}
 
-    async def _walk(self, auth: Any, context: Any, prefix: tuple[int, ...]) -> Row:
-        """The column or table under ``prefix``, by OID suffix (the row's index)."""
-        from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, bulk_walk_cmd
+    async def _bulk(
+        self,
+        auth: Any,
+        context: Any,
+        non_repeaters: int,
+        repetitions: int,
+        oids: list[tuple[int, ...]],
+    ) -> tuple[Any, Any, Any]:
+        """One GETBULK; (error indication, error status, var-binds).
 
-        rows: Row = {}
-        walk = bulk_walk_cmd(
-            self._engine,
-            auth,
-            self._transport,
-            context,
-            0,
-            25,
-            ObjectType(ObjectIdentity(prefix)),
-            lexicographicMode=False,
-            lookupMib=False,
+        pysnmp's command generator itself, by numeric OID: the high-level ``bulk_cmd``
+        resolves each OID through its MIB view first, which costs more than the request.
+        """
+        from pysnmp.entity.rfc3413 import cmdgen
+        from pysnmp.proto.rfc1902 import Null, ObjectName
+
+        addr_name, _params = _lcd().configure(
+            self._engine, auth, self._transport, context.contextName
         )
-        async for indication, status, _index, var_binds in walk:
+        future: asyncio.Future[tuple[Any, Any, Any]] = asyncio.get_running_loop().create_future()
+
+        def answered(*args: Any) -> None:
+            _engine, _handle, indication, status, _index, var_binds, _context = args
+            if not future.done():
+                future.set_result((indication, status, var_binds))
+
+        cmdgen.BulkCommandGenerator().send_varbinds(
+            self._engine,
+            addr_name,
+            context.contextEngineId,
+            context.contextName,
+            non_repeaters,
+            repetitions,
+            [(ObjectName(oid), Null()) for oid in oids],
+            answered,
+            None,
+        )
+        return await future
+
+    async def _walk_columns(
+        self,
+        auth: Any,
+        context: Any,
+        scalars: list[tuple[int, ...]],
+        prefixes: list[tuple[int, ...]],
+        expected: list[int | None] | None = None,
+    ) -> tuple[Row, list[Row]]:
+        """Scalars (by the OID before them) and columns (by prefix), walked side by side.
+
+        Each GETBULK asks for the scalars as non-repeaters (first request only) and every
+        column not finished yet as a repeater, from where that column stopped; a column is
+        finished once an answer leaves its prefix. ``max-repetitions`` is one more
+        than the rows still ``expected`` (each column's rows at the last poll) when
+        they are known, else what keeps an answer near :data:`BULK_VALUES` values,
+        and never more than that; an agent that
+        answers tooBig gets half as many, and one that answers fewer (RFC 3416 allows
+        it) is simply asked again.
+
+        Returns:
+            The scalars' values by full OID, and each column's rows by index.
+        """
+        found: Row = {}
+        rows: list[Row] = [{} for _ in prefixes]
+        after = dict(enumerate(prefixes))  # unfinished column -> the OID to continue after
+        hints = expected or [None] * len(prefixes)
+
+        def wanted() -> int:
+            cap = BULK_VALUES // max(1, len(after))
+            left = [(hints[i], len(rows[i])) for i in after]
+            # Rows still expected, while no column has outgrown its last count (a table
+            # that grew, an alert more: then as many as an answer should hold).
+            if left and all(h is not None and seen <= h for h, seen in left):
+                cap = min(cap, max((h or 0) - seen for h, seen in left) + 1)
+            return max(1, min(MAX_REPETITIONS, cap))
+
+        repetitions = wanted()
+        requests = 0
+        while after or scalars:
+            requests += 1
+            if requests > MAX_REQUESTS:
+                msg = f"no end to the tables after {MAX_REQUESTS} requests"
+                raise SnmpUnreachable(msg)
+            pending = list(after)
+            asked = [*scalars, *(after[i] for i in pending)]
+            indication, status, var_binds = await self._bulk(
+                auth, context, len(scalars), repetitions, asked
+            )
+            if not indication and status and int(status) == TOO_BIG and repetitions > 1:
+                repetitions //= 2
+                continue
             _check(indication, status)
-            for oid, value in var_binds:
-                name = tuple(oid)
-                if name[: len(prefix)] != prefix:
+            for (oid, value), before in zip(var_binds, scalars, strict=False):
+                if tuple(oid)[:-1] == before and (converted := _value(value)) is not None:
+                    found[tuple(oid)] = converted
+            body = var_binds[len(scalars) :]
+            scalars = []
+            if pending and not body:
+                msg = "an empty answer to GETBULK"
+                raise SnmpUnreachable(msg)
+            for position, (oid, value) in enumerate(body):
+                column = pending[position % len(pending)]
+                if column not in after:
+                    continue
+                name, prefix = tuple(oid), prefixes[column]
+                # Out of the column, the end of the MIB, or not increasing (a broken agent).
+                if name[: len(prefix)] != prefix or name <= after[column] or _is_end(value):
+                    del after[column]
                     continue
                 converted = _value(value)
                 if converted is not None:
-                    rows[name[len(prefix) :]] = converted
-            if len(rows) >= MAX_ROWS:
-                break
-        return rows
+                    rows[column][name[len(prefix) :]] = converted
+                after[column] = name
+                if len(rows[column]) >= MAX_ROWS:
+                    del after[column]
+            repetitions = wanted()
+        return found, rows
+
+
+Column = tuple[str, int | None, tuple[int, ...]]
+
+
+def _batches(columns: list[Column], rows: Mapping[tuple[int, ...], int]) -> list[list[Column]]:
+    """The columns of one poll in GETBULK batches, by the rows each had at the last poll.
+
+    A batch's repetitions are its longest column's rows plus one, so a column shorter
+    than that costs values read past its end, and every batch costs a message: adjacent
+    batches (by rows) are merged while that costs fewer than :data:`MESSAGE_VALUES`
+    values more than sending both. Columns not seen yet come first, in one batch.
+    """
+    by_rows: dict[int, list[Column]] = {}
+    unknown: list[Column] = []
+    for column in columns:
+        count = rows.get(column[2])
+        if count is None:
+            unknown.append(column)
+        else:
+            by_rows.setdefault(count, []).append(column)
+    merged: list[tuple[int, list[Column]]] = []
+    for count in sorted(by_rows):
+        batch = by_rows[count]
+        if merged:
+            last_count, last = merged[-1]
+            apart = len(last) * (last_count + 1) + len(batch) * (count + 1) + MESSAGE_VALUES
+            together = (len(last) + len(batch)) * (count + 1)
+            if together <= apart:
+                merged[-1] = (count, last + batch)
+                continue
+        merged.append((count, list(batch)))
+    return ([unknown] if unknown else []) + [batch for _count, batch in merged]
+
+
+def _lcd() -> Any:
+    """pysnmp's configurator of targets and credentials in an engine (cached there by key)."""
+    global _LCD  # one per process, made on the first poll (pysnmp is imported lazily)
+    if _LCD is None:
+        from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
+
+        _LCD = CommandGeneratorLcdConfigurator()
+    return _LCD
+
+
+_LCD: Any = None
 
 
 def _no_ciphers() -> bool:
@@ -626,6 +829,10 @@ def _check(indication: Any, status: Any) -> None:
     if status and int(status) not in (0, 2):  # noSuchName (SNMPv1 proxies) reads as "absent"
         msg = f"error status {status.prettyPrint() if hasattr(status, 'prettyPrint') else status}"
         raise SnmpUnreachable(msg)
+
+
+def _is_end(value: Any) -> bool:
+    return value.__class__.__name__ in ("NoSuchObject", "NoSuchInstance", "EndOfMibView")
 
 
 def _value(value: Any) -> int | str | bytes | None:

@@ -162,6 +162,7 @@
     });
   }
 
-  if (state !== "closed") openTerminal();
+  // A device watched through a site gateway: the session reaches its web page, no shell.
+  if (state !== "closed" && root.dataset.forwardOnly !== "yes") openTerminal();
   follow();
 })();

@@ -122,3 +122,61 @@ def test_limits_count_open_sessions_per_device_and_per_operator(engine: Engine) 
             check_limits(db, device_id="mfp-1", operator="olga", per_device=2, per_operator=9)
         with pytest.raises(Conflict, match="olga already has 1 open session"):
             check_limits(db, device_id="mfp-1", operator="olga", per_device=9, per_operator=1)
+
+
+def _row(device_id: str) -> RemoteSession:
+    now = utcnow()
+    return RemoteSession(
+        id=f"ses-{new_id()}",
+        device_id=device_id,
+        operator="olga",
+        reason="toner",
+        state="requested",
+        instance="here",
+        created_at=now,
+        expires_at=now + timedelta(minutes=2),
+    )
+
+
+def test_a_watched_devices_session_runs_on_its_gateway_and_only_the_gateway_reports(
+    engine: Engine,
+) -> None:
+    with Session(engine) as db:
+        db.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c",
+                      ssh_host_key="ssh-ed25519 AAAAgateway"))  # fmt: skip
+        db.add(
+            Device(id="mfp-2", serial="S2", model="m", type="mfp", customer="c", via="server-gw")
+        )
+        db.commit()
+        row = _row("mfp-2")
+        host_key, agent = repository.insert_session(
+            db, row, source_ip=None, per_device=4, per_operator=4
+        )
+        assert (host_key, agent) == ("ssh-ed25519 AAAAgateway", "server-gw")
+        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "session.open")).one()
+        assert entry.target == "mfp-2"
+        assert json.loads(entry.details)["via"] == "server-gw"
+        session_id = row.id
+        # Only the gateway's agent speaks for the session; not the printer's id, not another.
+        for reporter, kept in (("mfp-2", False), ("mfp-1", False), ("server-gw", True)):
+            repository.note_event(
+                db, reporter, "session.refused",
+                {"session_id": session_id, "kind": "forward", "target": reporter, "reason": "x"},
+            )  # fmt: skip
+            db.expire_all()
+            refusals = (db.get(RemoteSession, session_id).agent_report or {}).get("refusals", [])  # type: ignore[union-attr]
+            assert any(r["target"] == reporter for r in refusals) is kept
+
+
+def test_a_session_through_a_revoked_gateway_is_refused(engine: Engine) -> None:
+    with Session(engine) as db:
+        db.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c",
+                      ssh_host_key="ssh-ed25519 AAAAgateway", revoked_at=utcnow()))  # fmt: skip
+        db.add(
+            Device(id="mfp-2", serial="S2", model="m", type="mfp", customer="c", via="server-gw")
+        )
+        db.commit()
+        with pytest.raises(Conflict, match="revoked"):
+            repository.insert_session(
+                db, _row("mfp-2"), source_ip=None, per_device=4, per_operator=4
+            )

@@ -490,3 +490,38 @@ def test_after_a_reset_the_console_only_offers_the_password_change(
     assert "User carl removed." in removed.text
     with Session(engine) as session:
         assert crud.get_user(session, username="carl") is None
+
+
+def test_a_watched_printers_session_page_offers_its_web_panel_and_no_terminal(
+    client: TestClient, engine: Engine, operator: str
+) -> None:
+    from datetime import timedelta
+
+    from server.models import Device, RemoteSession
+    from shared.ids import utcnow
+
+    with Session(engine) as session:
+        session.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c"))
+        session.add(Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="c"))
+        session.add(
+            Device(id="mfp-3f-east", serial="S2", model="m", type="mfp", customer="c",
+                   via="server-gw")
+        )  # fmt: skip
+        session.flush()
+        for sid, device_id in (("ses-1", "mfp-3f-east"), ("ses-2", "mfp-1")):
+            session.add(
+                RemoteSession(id=sid, device_id=device_id, operator="olga", reason="r",
+                              state="active", expires_at=utcnow() + timedelta(minutes=5))
+            )  # fmt: skip
+        session.commit()
+    page = client.get("/sessions/ses-1")
+    assert page.status_code == 200
+    assert 'data-forward-only="yes"' in page.text
+    assert 'id="web-panel"' in page.text
+    assert "fieldlink connect mfp-3f-east web" in page.text
+    assert re.search(r'class="card terminal-card"[^>]*hidden', page.text)
+    assert re.search(r'id="diagnostics"[^>]*hidden', page.text)
+    # A device with its own agent keeps its terminal.
+    own = client.get("/sessions/ses-2")
+    assert 'data-forward-only="no"' in own.text
+    assert not re.search(r'class="card terminal-card"[^>]*hidden', own.text)

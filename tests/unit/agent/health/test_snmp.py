@@ -342,3 +342,25 @@ async def test_snmpv3_without_ciphers_says_so_instead_of_failing_silently(
         reading = await collector.collect()
     assert not reading.reachable
     assert reading.reason == "SNMPv3 privacy needs the cryptography package, 47 or later"
+
+
+def test_columns_are_batched_by_last_polls_rows_and_merged_when_cheaper() -> None:
+    from agent.health.collectors.snmp import COLUMN_GROUPS, _batches
+
+    columns = [column for _group, members in COLUMN_GROUPS for column in members]
+    # First poll: nothing known, one batch of everything.
+    assert _batches(columns, {}) == [columns]
+    # Known rows: a batch per row count, and two small batches of close counts share a
+    # GETBULK (2 values wasted cost less than a message); 18 columns of one row do not
+    # take the input's repetitions (18 values wasted).
+    rows = {oid: 1 for _key, _col, oid in columns}
+    rows.update({c[2]: 2 for c in columns if c[0] == "input"})
+    rows.update({c[2]: 3 for c in columns if c[0] == "marker"})
+    batches = _batches(columns, rows)
+    assert batches == [
+        [c for c in columns if c[0] not in ("input", "marker")],
+        [c for c in columns if c[0] in ("input", "marker")],
+    ]
+    # A column not seen yet goes first, alone with the other unknown ones.
+    new = ("extra", None, (1, 3, 6, 1, 9))
+    assert _batches([*columns, new], rows)[0] == [new]

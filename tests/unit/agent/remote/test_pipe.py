@@ -152,3 +152,16 @@ def test_the_ledger_makes_a_key_single_use_across_session_processes() -> None:
     assert not ledger.is_used("SHA256:c")
     assert ledger.reserve(None, expires) == {}
     ledger.release(None)
+
+
+def test_a_watched_devices_policy_crosses_without_its_shell() -> None:
+    import dataclasses
+
+    watched = dataclasses.replace(start(), policy=policy().for_watched("192.0.2.10"))
+    received = pipe.StartSession.from_message(pipe.decode(pipe.encode(watched.to_message())))
+    assert received.policy.allow_shell is False
+    assert received.policy == watched.policy
+    # A message without the flag (an older agent's) never grants a shell it did not say.
+    message = watched.to_message()
+    del message["session"]["policy"]["allow_shell"]
+    assert pipe.StartSession.from_message(message).policy.allow_shell is False

@@ -554,3 +554,40 @@ async def test_a_missing_host_key_closes_the_session_with_an_error(tmp_path: Pat
     [event] = [parse_message(DeviceEvent, o.payload) for o in published]
     assert event.body["close_reason"] == "error"
     assert "host key" in event.body["detail"]
+
+
+# a site gateway's watched devices
+
+
+async def test_a_session_to_a_watched_device_runs_under_its_web_page_policy() -> None:
+    policy = SitePolicy(services=SERVICES, watched_services=frozenset({"web"}))
+    device = make_device(policy, watched={"mfp-3f-east": ("192.0.2.10", {"web": 80})})
+    body = open_body(device="mfp-3f-east", services=["web"])
+    await device.controller.handle_open(request("session.open", body))
+    session_id = body["session_id"]
+    [session] = await eventually(lambda: device.dialed)
+    assert session.policy.resolve_forward("web", 0) == ServiceTarget("web", "192.0.2.10", 80)
+    assert not session.policy.is_allowed("vnc")  # the gateway's own service
+    assert session.policy.allow_shell is False
+    await device.controller.end(session_id)
+
+
+async def test_a_session_to_a_device_this_agent_does_not_watch_is_not_allowed() -> None:
+    device = make_device(
+        SitePolicy(services=SERVICES, watched_services=frozenset({"web"})),
+        watched={"mfp-3f-east": ("192.0.2.10", {})},
+    )
+    body = open_body(device="mfp-other")
+    with pytest.raises(CommandFailed) as refused:
+        await device.controller.handle_open(request("session.open", body))
+    assert refused.value.error == "not_allowed"
+    assert refused.value.body == {"device": "mfp-other"}
+    assert device.bodies("session.denied") == [
+        {"session_id": body["session_id"], "why": "not_allowed", "device": "mfp-other"}
+    ]
+    # A service the site does not allow on watched devices is refused like any other.
+    body = open_body(device="mfp-3f-east", services=["https"])
+    with pytest.raises(CommandFailed) as refused:
+        await device.controller.handle_open(request("session.open", body))
+    assert refused.value.body == {"services": ["https"]}
+    assert device.dialed == []

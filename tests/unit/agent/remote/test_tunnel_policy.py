@@ -102,3 +102,36 @@ def test_limited_takes_the_smaller_of_each_limit() -> None:
     assert narrowed.max_sessions == 2
     assert narrowed.is_allowed("web")
     assert not narrowed.is_allowed("vnc")
+
+
+def test_a_session_to_a_watched_device_reaches_its_web_page_only() -> None:
+    site = SitePolicy.from_config(
+        SERVICES,
+        {"services": ["web", "vnc"], "watched_services": ["web"], "consent": "notify",
+         "sftp_folders": {"logs": "/var/log"}, "shell": "/bin/sh"},
+    )  # fmt: skip
+    printer = site.for_watched("192.0.2.10", {"web": 8080})
+    # The printer's page, by name or by its exact target; https exists but is not allowed.
+    assert printer.resolve_forward("web", 0) == ServiceTarget("web", "192.0.2.10", 8080)
+    assert printer.resolve_forward("192.0.2.10", 8080) == ServiceTarget("web", "192.0.2.10", 8080)
+    assert printer.resolve_forward("https", 0) is None
+    assert printer.services["https"] == ServiceTarget("https", "192.0.2.10", 443)
+    # Nothing of the gateway's own, no other port or host, no shell, no SFTP.
+    for host, port in (("vnc", 0), ("127.0.0.1", 80), ("192.0.2.10", 22), ("192.0.2.11", 8080)):
+        assert printer.resolve_forward(host, port) is None
+    assert printer.allow_shell is False
+    assert printer.sftp_folders == {}
+    assert printer.login_shell is None
+    # The site's consent and limits hold.
+    assert printer.consent == "notify"
+    assert site.allow_shell is True
+
+
+def test_watched_services_default_to_none_and_name_only_web_pages() -> None:
+    printer = SitePolicy.from_config(SERVICES, {}).for_watched("192.0.2.10")
+    assert printer.resolve_forward("web", 0) is None
+    assert printer.resolve_forward("https", 0) is None
+    with pytest.raises(ConfigError, match="watched_services"):
+        SitePolicy.from_config(SERVICES, {"watched_services": ["ssh"]})
+    with pytest.raises(ConfigError, match="watched_services"):
+        SitePolicy.from_config(SERVICES, {"watched_services": "web"})
