@@ -20,6 +20,7 @@ from shared import fields
 from shared.fields import InvalidField
 from shared.wire import (
     CLOSE_REASONS,
+    DEVICE_ID_PATTERN,
     MAX_CLIENT_KEY_LENGTH,
     MAX_OPERATOR_LENGTH,
     MAX_REASON_LENGTH,
@@ -48,6 +49,7 @@ class SessionOpen:
         reason: Why (shown to the site).
         max_duration_s: The server's cap on the session.
         idle_timeout_s: The server's idle cap.
+        device: The watched device the session is for (a site gateway's), else ``None``.
     """
 
     session_id: str
@@ -60,6 +62,7 @@ class SessionOpen:
     reason: str = ""
     max_duration_s: float | None = None
     idle_timeout_s: float | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ def parse_open(body: Mapping[str, Any]) -> SessionOpen:
         reason=fields.string(data, "reason", default="", max_length=MAX_REASON_LENGTH),
         max_duration_s=fields.positive_number(data, "max_duration_s"),
         idle_timeout_s=fields.positive_number(data, "idle_timeout_s"),
+        device=fields.optional_string(data, "device", pattern=DEVICE_ID_PATTERN),
     )
 
 
