@@ -102,8 +102,9 @@ class AgentSettings:
         ssh_host_key_file: The host key of the agent's SSH server (pinned by the server).
         tunnel_proxy: ``env`` (the environment's ``https_proxy``), ``none``, or a proxy URL.
         session_process: Serve each remote session's SSH stack in a process of its own
-            that goes with the session, so the agent gives that memory back; off by
-            default, because a device's first session then waits for the stack to load.
+            that goes with the session, so the agent gives that memory back (the default;
+            ``false`` serves sessions in the agent's process: a cold first session is
+            faster, but the agent keeps the stack until it restarts).
         dicom_peers: ``[[agent.dicom_peers]]``: the imaging profile's DICOM peers.
         dicom: ``[agent.dicom]``: ``calling_ae_title`` and ``timeout_s`` of the C-ECHOs.
         services_check: ``[[agent.services_check]]``: the imaging console's own services.
@@ -142,7 +143,7 @@ class AgentSettings:
     policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     ssh_host_key_file: Path | None = None
     tunnel_proxy: str = "env"
-    session_process: bool = False
+    session_process: bool = True
     dicom_peers: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     dicom: Mapping[str, Any] = field(default_factory=dict, hash=False)
     services_check: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)

@@ -207,16 +207,16 @@ def report(results: list[Footprint], seconds: float) -> str:
 
 # -- a remote session: the agent's memory before, during and after it ---------------------
 
-#: The agent with ``session_process = true`` (its default serves sessions in its own process).
-SESSION_PROCESS = (
-    "import os, sys; os.environ['FIELDLINK_SESSION_PROCESS'] = 'true'; "
+#: The agent with ``session_process = false``: sessions served in its own process.
+IN_PROCESS = (
+    "import os, sys; os.environ['FIELDLINK_SESSION_PROCESS'] = 'false'; "
     "from agent.daemon import main; sys.exit(main(sys.argv[1:]))"
 )
 #: Seconds between one session's close and the next click.
 PAUSE_S = 3.0
 MODES = {
-    "session process (session_process = true)": [sys.executable, "-c", SESSION_PROCESS],
-    "in the agent's process (the default)": None,
+    "session process (session_process = true, the default)": None,
+    "in the agent's process (session_process = false)": [sys.executable, "-c", IN_PROCESS],
 }
 
 
