@@ -413,6 +413,8 @@ async def agent_from_settings(
             timeout_s=min(settings.collector_timeout_s, settings.interval_s),
             state_dir=settings.state_dir,
             max_samples=settings.outbox_max_samples,
+            resend_window_s=settings.resend_window_s,
+            resend_max_samples=settings.resend_max_samples,
         )
     if renewal:
         from agent.identity.renewer import CertificateRenewer
