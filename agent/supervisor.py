@@ -241,6 +241,14 @@ class Agent:
         """Re-publish the samples sent on this connection still in the resend window."""
         self.link.request_resend()
 
+    def request_via_resend(self, device_id: str) -> bool:
+        """Re-publish a watched device's samples; ``False`` when this agent does not watch it."""
+        gateway = self.gateway
+        if gateway is None or not gateway.watches(device_id):
+            return False
+        gateway.request_resend()
+        return True
+
     def stop(self) -> None:
         """Ask the agent to stop: it publishes its ``shutdown`` state and :meth:`run` returns."""
         self._stopping.set()

@@ -223,6 +223,10 @@ class SiteGateway:
             self.link.publish_event(self._topic(device_id, "events"), _json(event))
         return watched.samples.build(reading)
 
+    def watches(self, device_id: str) -> bool:
+        """Whether ``device_id`` is one of the devices this gateway watches."""
+        return any(w.device.id == device_id for w in self.watched)
+
     def request_resend(self) -> None:
         """A server announced itself: re-publish what the previous and current connections sent.
 
