@@ -156,6 +156,7 @@ class SiteGateway:
         self._resend_cursor: int | None = None
         # Bumped by each announcement, so a resend under way starts over from the top.
         self._resend_generation = 0
+        self._resend_count = 0
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else new_engine()
         self.watched = [
@@ -242,6 +243,7 @@ class SiteGateway:
             first = min(first, self._resend_cursor)
         self._resend_cursor = first
         self._resend_generation += 1
+        self._resend_count = 0
         self._wake.set()
 
     def _note_connection(self) -> None:
@@ -265,13 +267,14 @@ class SiteGateway:
         if not batch:
             if generation == self._resend_generation:
                 self._resend_cursor = None
-                logger.info("gateway: re-sent samples up to the newest after a server announcement")
+                logger.info("gateway: re-sent %d watched devices' samples", self._resend_count)
                 await outbox.prune()
             return
         try:
             for row_id, stored in batch:
                 await self._publish_sample(stored)
                 self.resent += 1
+                self._resend_count += 1
                 if generation == self._resend_generation:
                     self._resend_cursor = row_id + 1
         except aiomqtt.MqttError as exc:
