@@ -241,6 +241,14 @@ class Agent:
         """Re-publish the samples sent on this connection still in the resend window."""
         self.link.request_resend()
 
+    def request_via_resend(self, device_id: str) -> bool:
+        """Re-publish a watched device's samples; ``False`` when this agent does not watch it."""
+        gateway = self.gateway
+        if gateway is None or not gateway.watches(device_id):
+            return False
+        gateway.request_resend()
+        return True
+
     def stop(self) -> None:
         """Ask the agent to stop: it publishes its ``shutdown`` state and :meth:`run` returns."""
         self._stopping.set()
@@ -413,6 +421,8 @@ async def agent_from_settings(
             timeout_s=min(settings.collector_timeout_s, settings.interval_s),
             state_dir=settings.state_dir,
             max_samples=settings.outbox_max_samples,
+            resend_window_s=settings.resend_window_s,
+            resend_max_samples=settings.resend_max_samples,
         )
     if renewal:
         from agent.identity.renewer import CertificateRenewer

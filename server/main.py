@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
@@ -188,8 +189,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(gateway.stop)
         app.state.ssh_gateway_port = gateway.port if gateway is not None else None
         from server.ingest.resend import GapResender, resend_via
+        from server.ingest.via import gateway_of
 
-        resender = GapResender(resend_via(commands)) if commands is not None else None
+        resender = (
+            GapResender(resend_via(commands, partial(gateway_of, engine)))
+            if commands is not None
+            else None
+        )
         if resender is not None:
             stack.push_async_callback(resender.stop)
         ingest = IngestService(

@@ -19,7 +19,17 @@ agent's broker link, with the payloads the device would send itself:
 The watched devices' samples wait in an outbox of their own on disk
 (``state_dir/via/outbox.sqlite3``, bounded by ``outbox_max_samples``, oldest dropped
 first), published in order once the broker is there, each with its ``sent_at``; the
-rarer state changes and inventory reports go through the link's event queue. When
+rarer state changes and inventory reports go through the link's event queue.
+
+Like a device's own samples (:mod:`agent.health.link`), an acknowledged sample is
+only marked sent and kept for the resend window (``resend_window_s``,
+``resend_max_samples``): a PUBACK proves only that the broker took it. After a
+broker restart the gateway may reconnect and drain its backlog before the server
+has subscribed again, and a sample acknowledged just before the broker stopped may
+never have reached the server. So when a server announces itself, the gateway
+re-publishes, oldest first and before newer samples, what it sent since the start
+of its previous connection that is still in the window; the server stores each
+``(device_id, boot_id, seq)`` once. When
 the gateway's own connection drops, the server marks the devices it watches offline
 (``gateway_offline``).
 """
@@ -37,7 +47,12 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 
 from agent.config_devices import WatchedDevice
-from agent.health.outbox import Outbox, SqliteOutbox
+from agent.health.outbox import (
+    DEFAULT_RESEND_MAX_SAMPLES,
+    DEFAULT_RESEND_WINDOW_S,
+    Outbox,
+    SqliteOutbox,
+)
 from agent.health.samples import SampleBuilder, with_sent_at
 from shared import __version__ as AGENT_VERSION
 from shared import topics
@@ -99,6 +114,8 @@ class SiteGateway:
         timeout_s: The time bound of one device's poll.
         state_dir: The agent's state folder (the samples' outbox goes in ``via/``).
         max_samples: How many unsent samples the outbox holds (all devices together).
+        resend_window_s: Seconds an acknowledged sample is kept for a resend.
+        resend_max_samples: Acknowledged samples kept for a resend, at most (0: none).
         engine: An SNMP engine to share (tests); ``None``: one made here, for all.
     """
 
@@ -111,6 +128,8 @@ class SiteGateway:
         timeout_s: float,
         state_dir: Path,
         max_samples: int,
+        resend_window_s: float = DEFAULT_RESEND_WINDOW_S,
+        resend_max_samples: int = DEFAULT_RESEND_MAX_SAMPLES,
         engine: Any = None,
     ) -> None:
         from agent.health.collectors.snmp import PrinterMibCollector, new_engine
@@ -120,10 +139,24 @@ class SiteGateway:
         self.timeout_s = timeout_s
         self.state_dir = state_dir
         self.max_samples = max_samples
+        self.resend_window_s = resend_window_s
+        self.resend_max_samples = resend_max_samples
         self.outbox: Outbox | None = None
         self._wake = asyncio.Event()
-        #: Samples the broker acknowledged.
+        #: Samples the broker acknowledged (first sends).
         self.published = 0
+        #: Samples re-published after a server announced itself.
+        self.resent = 0
+        # The link connection the drainer last published on (``link.connections``).
+        self._connection = 0
+        # Outbox id of the first sample published on the current / previous connection.
+        self._connection_first_id: int | None = None
+        self._previous_first_id: int | None = None
+        # Next outbox id to re-publish while a resend is under way (None: no resend).
+        self._resend_cursor: int | None = None
+        # Bumped by each announcement, so a resend under way starts over from the top.
+        self._resend_generation = 0
+        self._resend_count = 0
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else new_engine()
         self.watched = [
@@ -131,6 +164,7 @@ class SiteGateway:
             for device in devices
         ]
         link.more_births = self.births
+        link.on_server_announced = self.request_resend
 
     def _topic(self, device_id: str, kind: topics.ViaTopicKind) -> str:
         return topics.via_topic(self.gateway_id, device_id, kind)
@@ -190,21 +224,85 @@ class SiteGateway:
             self.link.publish_event(self._topic(device_id, "events"), _json(event))
         return watched.samples.build(reading)
 
+    def watches(self, device_id: str) -> bool:
+        """Whether ``device_id`` is one of the devices this gateway watches."""
+        return any(w.device.id == device_id for w in self.watched)
+
+    def request_resend(self) -> None:
+        """A server announced itself: re-publish what the previous and current connections sent.
+
+        The previous connection's too: what the broker acknowledged just before it
+        went away may never have reached the server.
+        """
+        first = self._previous_first_id
+        if first is None:
+            first = self._connection_first_id
+        if first is None:
+            return
+        if self._resend_cursor is not None:
+            first = min(first, self._resend_cursor)
+        self._resend_cursor = first
+        self._resend_generation += 1
+        self._resend_count = 0
+        self._wake.set()
+
+    def _note_connection(self) -> None:
+        """On the link's first publish of a new connection, move the resend range on."""
+        if self.link.connections == self._connection:
+            return
+        self._connection = self.link.connections
+        self._previous_first_id = self._connection_first_id
+        # A resend cut short by the lost connection goes on on this one.
+        self._connection_first_id = self._resend_cursor
+
+    async def _publish_sample(self, stored: bytes) -> None:
+        device_id, _, payload = stored.partition(b"\n")
+        topic = self._topic(device_id.decode(), "telemetry")
+        await self.link.publish_now(topic, with_sent_at(payload))
+
+    async def _resend_step(self, outbox: Outbox, cursor: int) -> None:
+        """Re-publish the next window of sent samples from ``cursor`` on."""
+        generation = self._resend_generation
+        batch = await outbox.sent_since(cursor, PUBLISH_WINDOW)
+        if not batch:
+            if generation == self._resend_generation:
+                self._resend_cursor = None
+                logger.info("gateway: re-sent %d watched devices' samples", self._resend_count)
+                await outbox.prune()
+            return
+        try:
+            for row_id, stored in batch:
+                await self._publish_sample(stored)
+                self.resent += 1
+                self._resend_count += 1
+                if generation == self._resend_generation:
+                    self._resend_cursor = row_id + 1
+        except aiomqtt.MqttError as exc:
+            logger.info("gateway: re-sent samples wait for the broker (%s)", exc)
+            await asyncio.sleep(RETRY_S)
+
     async def _drain(self, outbox: Outbox) -> None:
-        """Publish the stored samples in order whenever the broker is there."""
+        """Publish the stored samples in order whenever the broker is there.
+
+        A resend asked by a server's announcement goes first, then newer samples.
+        """
         while True:
+            self._wake.clear()
+            await self.link.connected.wait()
+            self._note_connection()
+            if self._resend_cursor is not None:
+                await self._resend_step(outbox, self._resend_cursor)
+                continue
             batch = await outbox.peek(PUBLISH_WINDOW)
             if not batch:
-                self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self.link.connected.wait()
+            if self._connection_first_id is None:
+                self._connection_first_id = batch[0][0]
             acked: list[int] = []
             try:
                 for row_id, stored in batch:
-                    device_id, _, payload = stored.partition(b"\n")
-                    topic = self._topic(device_id.decode(), "telemetry")
-                    await self.link.publish_now(topic, with_sent_at(payload))
+                    await self._publish_sample(stored)
                     acked.append(row_id)
             except aiomqtt.MqttError as exc:
                 logger.info("gateway: samples wait for the broker (%s)", exc)
@@ -216,7 +314,10 @@ class SiteGateway:
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
         """Poll every ``interval_s`` until ``stopping`` is set; then release the engine."""
         outbox = await SqliteOutbox.open(
-            self.state_dir / "via", self.max_samples, resend_max_samples=0
+            self.state_dir / "via",
+            self.max_samples,
+            resend_window_s=self.resend_window_s,
+            resend_max_samples=self.resend_max_samples,
         )
         self.outbox = outbox
         drainer = asyncio.create_task(self._drain(outbox))

@@ -235,6 +235,11 @@ class BrokerLink:
         #: Retained births published after this device's own (a site gateway's
         #: watched devices: :mod:`agent.health.gateway`).
         self.more_births: Callable[[], Iterable[tuple[str, bytes]]] | None = None
+        #: Called when a server announces itself, after this device's own resend was
+        #: requested (a site gateway re-publishes its watched devices' samples).
+        self.on_server_announced: Callable[[], None] | None = None
+        #: Connections made so far (bumped before ``connected`` is set for each).
+        self.connections = 0
 
     def publish_event(self, topic: str, payload: bytes) -> None:
         """Publish a device event at QoS 1 now, or as soon as the broker is back.
@@ -378,6 +383,7 @@ class BrokerLink:
             await client.subscribe(self._cmd_topic, qos=1)
         await self.publish_birth(client)
         await client.subscribe(topics.SERVER_STATE, qos=1)
+        self.connections += 1
         self.connected_tls = tls
         self.connected.set()
         self._connection_made.set()
@@ -474,6 +480,8 @@ class BrokerLink:
             if online and not message.retain and (known is None or ts > known):
                 self._log.info("server %s announced itself; publishing birth again", instance)
                 self.request_resend()
+                if self.on_server_announced is not None:
+                    self.on_server_announced()
                 await self.publish_birth(client)
 
     async def _answer_command(

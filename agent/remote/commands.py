@@ -324,6 +324,10 @@ class AgentControl(Protocol):
         """Re-publish the samples sent on this connection still in the resend window."""
         ...
 
+    def request_via_resend(self, device_id: str) -> bool:
+        """Re-publish a watched device's samples (a site gateway); whether it watches it."""
+        ...
+
 
 def diagnostics_handler(agent: AgentControl) -> CommandHandler:
     """``diagnostics.collect``: a fresh sample's metrics and faults, and the agent's own state."""
@@ -388,11 +392,27 @@ def telemetry_resend_handler(agent: AgentControl) -> CommandHandler:
     broker restart): it re-publishes what it sent on this connection that is still
     in its resend window, as after a server's announcement. The server stores each
     ``(boot_id, seq)`` once, so the copies of samples it had cost nothing.
+
+    With ``{"device": ID}`` in its body, the gap is in a device this agent watches
+    as a site gateway: the gateway re-publishes its watched devices' samples the
+    same way (:meth:`agent.health.gateway.SiteGateway.request_resend`). A device
+    it does not watch is refused (``not_allowed``).
     """
 
-    async def resend(_request: CommandRequest) -> dict[str, Any]:
-        agent.request_resend()
-        return {"boot_id": agent.boot_id}
+    async def resend(request: CommandRequest) -> dict[str, Any]:
+        device = request.body.get("device")
+        if device is None:
+            agent.request_resend()
+            return {"boot_id": agent.boot_id}
+        if not isinstance(device, str):
+            raise CommandFailed(INVALID, {"key": "device", "detail": "must be a device id"})
+        # A gateway re-publishes only for the devices it watches.
+        if not agent.request_via_resend(device):
+            logger.warning(
+                "telemetry.resend refused: %s is not a device this agent watches", device
+            )
+            raise CommandFailed(NOT_ALLOWED, {"device": device})
+        return {"device": device}
 
     return resend
 

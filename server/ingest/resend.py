@@ -8,7 +8,10 @@ window (``resend_window_s``, ``resend_max_samples``) and re-publishes it when
 the server announces itself; when the ingest sees a new gap in one device's
 ``seq`` (the device's ``telemetry_missing`` is above 0 after a batch of its
 samples), :class:`GapResender` sends that device a signed ``telemetry.resend``
-command, which does the same for that device alone. What arrives twice is a
+command, which does the same for that device alone. A device watched through a
+site gateway (``devices.via``) has no agent of its own: the command goes to its
+gateway with ``{"device": ID}``, and the gateway re-publishes on its via topics
+(only for a device it watches). What arrives twice is a
 duplicate the database drops; what fills the gap is counted ``late`` and taken
 off ``telemetry_missing``.
 
@@ -57,11 +60,23 @@ class CommandSender(Protocol):
         ...
 
 
-def resend_via(commands: CommandSender) -> Callable[[str], Awaitable[object]]:
-    """A ``send`` for :class:`GapResender` that publishes ``telemetry.resend`` commands."""
+def resend_via(
+    commands: CommandSender, gateway_of: Callable[[str], str | None] | None = None
+) -> Callable[[str], Awaitable[object]]:
+    """A ``send`` for :class:`GapResender` that publishes ``telemetry.resend`` commands.
+
+    Args:
+        commands: Signs and publishes the commands.
+        gateway_of: The site gateway that watches a device (``devices.via``), or
+            ``None`` for a device with an agent of its own; run off the event loop.
+            A watched device's request goes to its gateway, with ``{"device": ID}``.
+    """
 
     async def send(device_id: str) -> object:
-        return await commands.send(device_id, TELEMETRY_RESEND, ttl=RESEND_TTL)
+        gateway = await asyncio.to_thread(gateway_of, device_id) if gateway_of else None
+        if gateway is None:
+            return await commands.send(device_id, TELEMETRY_RESEND, ttl=RESEND_TTL)
+        return await commands.send(gateway, TELEMETRY_RESEND, {"device": device_id}, ttl=RESEND_TTL)
 
     return send
 

@@ -120,3 +120,10 @@ def take_watched_offline(
         )
         changed += len(ids)
     return changed
+
+
+def gateway_of(engine: sa.Engine, device_id: str) -> str | None:
+    """The site gateway that watches ``device_id`` (``device.via``); ``None``: none."""
+    with engine.connect() as conn:
+        via = conn.execute(sa.select(DEVICE.c.via).where(DEVICE.c.id == device_id)).scalar()
+    return str(via) if via is not None else None

@@ -92,3 +92,28 @@ async def test_the_request_is_a_short_lived_telemetry_resend_command() -> None:
 
     await resend_via(Commands())("mfp-1")
     assert sent == [("mfp-1", TELEMETRY_RESEND, None, RESEND_TTL)]
+
+
+async def test_a_watched_devices_request_goes_to_its_gateway_naming_the_device() -> None:
+    sent: list[tuple[str, str, Any, timedelta | None]] = []
+
+    class Commands:
+        async def send(
+            self,
+            device_id: str,
+            command_type: str,
+            body: dict[str, Any] | None = None,
+            *,
+            ttl: timedelta | None = None,
+        ) -> object:
+            sent.append((device_id, command_type, body, ttl))
+            return None
+
+    via = {"mfp-colour": "gw-a"}
+    send = resend_via(Commands(), via.get)
+    await send("mfp-colour")
+    await send("mfp-1")
+    assert sent == [
+        ("gw-a", TELEMETRY_RESEND, {"device": "mfp-colour"}, RESEND_TTL),
+        ("mfp-1", TELEMETRY_RESEND, None, RESEND_TTL),
+    ]

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from server import crud
 from server.db import create_schema, make_engine
+from server.ingest.via import gateway_of
 from server.models import DeviceCreate
 from tests.fixtures.cli import fieldlink
 from tests.unit.server.conftest import PASSWORD
@@ -104,6 +105,10 @@ def test_the_registry_keeps_via_and_inventory(database_url: str) -> None:
                 "serial": "XK-0042",
                 "sys_descr": "Imagio MP 6055 v1.02",
             }
+        # Where a watched device's resend request goes (server.ingest.resend).
+        assert gateway_of(engine, "mfp-3f-east") == "server-site-gw"
+        assert gateway_of(engine, "server-site-gw") is None
+        assert gateway_of(engine, "no-such-device") is None
     finally:
         engine.dispose()
 

@@ -377,3 +377,52 @@ async def test_telemetry_resend_asks_the_link_to_republish_this_connections_samp
     assert result.ok, result
     assert agent.link._resend_cursor == 7
     assert agent.link._resend_generation == before + 1
+
+
+async def test_telemetry_resend_for_a_watched_device_asks_the_gateway(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """A gap in a device watched through this site gateway: its gateway re-publishes
+    the via samples; a device it does not watch is refused (a gateway never speaks
+    for another's devices), as is any ``device`` on an agent that watches none."""
+    from agent.config_devices import parse_devices, watched_devices
+    from agent.health.gateway import SiteGateway
+
+    raw = [{"id": "mfp-9", "host": "192.0.2.10", "snmp_version": "2c", "snmp_community": "c"}]
+    [result] = (
+        await handle(agent.commands, signed(command(TELEMETRY_RESEND, body={"device": "mfp-9"})))
+    ).results
+    assert (result.ok, result.error) == (False, "not_allowed")
+
+    gateway = SiteGateway(
+        DEVICE,
+        watched_devices(parse_devices(raw)),
+        agent.link,
+        timeout_s=1.0,
+        state_dir=tmp_path,
+        max_samples=10,
+    )
+    agent.gateway = gateway
+    try:
+        gateway._connection_first_id = 4
+        [result] = (
+            await handle(
+                agent.commands, signed(command(TELEMETRY_RESEND, body={"device": "mfp-9"}))
+            )
+        ).results
+        assert (result.ok, result.body) == (True, {"device": "mfp-9"})
+        assert gateway._resend_cursor == 4
+
+        gateway._resend_cursor = None
+        for body in ({"device": "mfp-other"}, {"device": DEVICE + "-b"}):
+            [result] = (
+                await handle(agent.commands, signed(command(TELEMETRY_RESEND, body=body)))
+            ).results
+            assert (result.ok, result.error) == (False, "not_allowed")
+        [result] = (
+            await handle(agent.commands, signed(command(TELEMETRY_RESEND, body={"device": 7})))
+        ).results
+        assert (result.ok, result.error) == (False, "invalid")
+        assert gateway._resend_cursor is None
+    finally:
+        gateway.close()
