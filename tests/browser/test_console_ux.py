@@ -1,0 +1,110 @@
+"""The console readable under time pressure (issue 17, "The console"): the terminal shows every
+glyph, device states have their own badges, health reads in units, history charts have points
+from the first minutes, the dashboard marks the partial month, times are the viewer's."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Console, login, shoot
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at desktop width, in a time zone that is not UTC."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo", locale="en-GB"
+    )
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == [], errors
+
+
+#: Counts the pixels of a PNG (base64) that are far brighter than the terminal's background.
+_BRIGHT_PIXELS = """async (png) => {
+    const image = new Image();
+    image.src = "data:image/png;base64," + png;
+    await image.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = image.width;
+    canvas.height = image.height;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const data = context.getImageData(0, 0, image.width, image.height).data;
+    let bright = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        if (data[i] + data[i + 1] + data[i + 2] > 3 * 110) bright += 1;
+    }
+    return bright;
+}"""
+
+#: The on-screen box of each character of the terminal row that reads exactly ``text``.
+_GLYPH_BOXES = """(text) => {
+    const row = Array.from(document.querySelectorAll("#terminal .xterm-rows > div"))
+        .find((r) => r.textContent.trim() === text);
+    if (!row) return null;
+    const boxes = [];
+    const walker = document.createTreeWalker(row, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (let i = 0; i < node.length; i++) {
+            if (node.data[i] === " " || node.data[i] === "\\u00a0") continue;
+            const range = document.createRange();
+            range.setStart(node, i);
+            range.setEnd(node, i + 1);
+            const r = range.getBoundingClientRect();
+            boxes.push({ch: node.data[i], x: r.left, w: r.width});
+        }
+    }
+    const line = row.getBoundingClientRect();
+    return {boxes, y: line.top, h: line.height};
+}"""
+
+
+def open_session(page: Any, console: Console, device: str, reason: str) -> None:
+    """From the device page, a session with a live terminal showing the shell's prompt."""
+    page.goto(f"{console.url}/devices/{device}")
+    page.get_by_role("button", name="Open session").click()
+    page.get_by_label("Reason (recorded and shown to the site)").fill(reason)
+    page.locator("#session-form").get_by_role("button", name="Open session").click()
+    page.wait_for_url(re.compile(r".*/sessions/ses-\w+$"))
+    expect(page.locator("#terminal-status")).to_contain_text("Connected", timeout=30_000)
+    expect(page.locator("#terminal .xterm-rows")).to_contain_text("#", timeout=10_000)
+
+
+def test_the_terminal_shows_underscores(page: Any, console: Console, artifacts: Path) -> None:
+    login(page, console, "operator")
+    open_session(page, console, "demo-0002", "check the architecture")
+    page.locator("#terminal").click()
+    page.keyboard.type("echo x86_64\n")
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('#terminal .xterm-rows > div'))
+                .some(row => row.textContent.trim() === 'x86_64')"""
+    )
+    page.evaluate("window.scrollTo(0, 0)")
+    shoot(page, artifacts, "session-underscore", full_page=False)
+    line = page.evaluate(_GLYPH_BOXES, "x86_64")
+    assert line is not None
+    assert [b["ch"] for b in line["boxes"]] == list("x86_64")
+    lit = {}
+    for index, box in enumerate(line["boxes"]):
+        png = page.screenshot(
+            clip={"x": box["x"], "y": line["y"], "width": box["w"], "height": line["h"]}
+        )
+        lit[f"{index}:{box['ch']}"] = page.evaluate(_BRIGHT_PIXELS, base64.b64encode(png).decode())
+    # Every glyph leaves ink in its cell, the underscore included (it sits lowest of all).
+    assert all(count > 0 for count in lit.values()), lit
+    page.get_by_role("button", name="Close session").click()
+    expect(page.locator("#state")).to_have_text("closed")
