@@ -108,3 +108,78 @@ def test_the_terminal_shows_underscores(page: Any, console: Console, artifacts: 
     assert all(count > 0 for count in lit.values()), lit
     page.get_by_role("button", name="Close session").click()
     expect(page.locator("#state")).to_have_text("closed")
+
+
+#: Device states the pages and the scripts must word alike.
+SEEN = "2026-01-01T00:00:00Z"
+STATES: list[dict[str, Any]] = [
+    {"online": True, "online_reason": "online", "status": "ok", "last_seen": SEEN},
+    {"online": False, "online_reason": "revoked", "revoked_at": SEEN, "status": "ok",
+     "last_seen": SEEN},
+    {"online": False, "online_reason": "shutdown", "status": "warning", "last_seen": SEEN,
+     "clock_skewed": True, "clock_offset_s": -400.0},
+    {"online": False, "online_reason": None, "status": None, "last_seen": None},
+]  # fmt: skip
+
+
+def test_device_states_read_alike_in_the_scripts(page: Any, console: Console) -> None:
+    from server.web.templating import device_badges
+
+    login(page, console, "operator")
+    for device in STATES:
+        scripted = page.evaluate(
+            """(d) => { const box = document.createElement("div");
+                box.innerHTML = fl.deviceBadges(d);
+                return Array.from(box.children).map(b => [b.className, b.textContent]); }""",
+            device,
+        )
+        expected = [[f"badge {b['cls']}", b["text"]] for b in device_badges(device)]
+        assert scripted == expected, device
+
+
+def _revoke_in_registry(console: Console, device_id: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{console.directory / 'fieldlink.db'}")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE device SET revoked_at = CURRENT_TIMESTAMP, online = 0,"
+                " online_reason = 'revoked', status = 'ok' WHERE id = :id"
+            ),
+            {"id": device_id},
+        )
+    engine.dispose()
+
+
+def test_a_revoked_device_shows_revoked_not_ok(page: Any, console: Console) -> None:
+    """Last in the module: it revokes demo-0002."""
+    login(page, console, "admin")
+    page.goto(console.url + "/admin/devices")
+    rows = page.get_by_role("region", name="Devices", exact=True).locator("tbody tr")
+    before = rows.count()
+    page.get_by_label("Serial").fill("UX-0017")
+    page.get_by_label("Model").fill("Imagio MP 6055")
+    page.get_by_label("Customer").fill("Badge Test Clinic")
+    page.get_by_role("button", name="Register").click()
+    expect(page.locator("#token-result")).to_contain_text("fieldlink agent enroll")
+    # The list shows the new device without a reload.
+    expect(rows).to_have_count(before + 1)
+    expect(page.locator("#device-list")).to_contain_text("Badge Test Clinic")
+    expect(page.locator("#device-list")).to_contain_text("offline · never connected")
+
+    # The demo's devices have no certificate to revoke (the API refuses): mark demo-0002 as
+    # the revocation does (server/crud/enrollment.py), its last health report still "ok".
+    _revoke_in_registry(console, "demo-0002")
+    page.goto(console.url + "/devices/demo-0002")
+    badges = page.locator("#device-badges")
+    expect(badges.locator(".badge").first).to_have_text("revoked")
+    expect(badges).not_to_contain_text("online")
+    expect(badges.locator(".health-ok")).to_have_count(0)
+    expect(badges.locator(".stale")).to_have_text("last: ok")
+    # The live refresh (every 5 s) words it the same way.
+    page.wait_for_timeout(5500)
+    expect(badges.locator(".health-ok")).to_have_count(0)
+    expect(badges.locator(".badge").first).to_have_text("revoked")
+    page.goto(console.url + "/desk?q=demo-0002")
+    expect(page.locator("#fleet")).to_contain_text("revoked")

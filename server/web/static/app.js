@@ -153,5 +153,50 @@ const fl = (() => {
     }
   });
 
-  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText };
+  // A device's state badges, as the pages render them (server/web/templating.py device_badges):
+  // revoked / online / offline and why; health, green only while online; a skewed clock.
+  const OFFLINE_REASONS = {
+    shutdown: "shut down",
+    connection_lost: "connection lost",
+    unreachable: "unreachable from its gateway",
+    silent: "silent (no report)",
+    gateway_offline: "its gateway is offline",
+    revoked: "revoked",
+  };
+  function skew(seconds) {
+    const size = Math.abs(seconds);
+    let amount;
+    if (size < 120) amount = `${Math.round(size)} s`;
+    else if (size < 7200) amount = `${Math.round(size / 60)} min`;
+    else {
+      const total = Math.round(size / 60);
+      const h = Math.floor(total / 60);
+      const m = total % 60;
+      amount = m ? `${h} h ${m} min` : `${h} h`;
+    }
+    return `${amount} ${seconds > 0 ? "ahead" : "behind"}`;
+  }
+  function deviceBadgeList(d) {
+    const list = [];
+    if (d.revoked_at) list.push({ cls: "revoked", text: "revoked", title: "Certificate revoked" });
+    else if (d.online) list.push({ cls: "online", text: "online", title: "Connected", online: "true" });
+    else {
+      const why = OFFLINE_REASONS[d.online_reason || ""] || (d.last_seen ? "" : "never connected");
+      list.push({ cls: "offline", text: why ? `offline · ${why}` : "offline", title: d.online_reason || "", online: "false" });
+    }
+    if (!d.status) list.push({ cls: "unknown", text: "no data", title: "No health report yet" });
+    else if (d.online && !d.revoked_at) list.push({ cls: `health-${d.status}`, text: d.status, title: "Latest health" });
+    else list.push({ cls: "stale", text: `last: ${d.status}`, title: "Its last report, not current" });
+    if (d.clock_skewed && typeof d.clock_offset_s === "number") {
+      list.push({ cls: "skew", text: `clock ${skew(d.clock_offset_s)}`, title: `${d.clock_offset_s > 0 ? "+" : ""}${Math.round(d.clock_offset_s)} s` });
+    }
+    return list;
+  }
+  function deviceBadges(d) {
+    return deviceBadgeList(d)
+      .map((b) => `<span class="badge ${esc(b.cls)}"${b.online ? ` data-online="${b.online}"` : ""}${b.title ? ` title="${esc(b.title)}"` : ""}>${esc(b.text)}</span>`)
+      .join(" ");
+  }
+
+  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText, deviceBadges };
 })();

@@ -9,11 +9,6 @@
   let asked = 0;
   let matches = [];
 
-  function badge(device) {
-    if (device.revoked_at) return '<span class="badge revoked">revoked</span>';
-    return device.online ? '<span class="badge online">online</span>' : '<span class="badge offline">offline</span>';
-  }
-
   let matchCount = 0;
   function render(query, answer) {
     matches = answer.items;
@@ -32,7 +27,7 @@
             <strong>${fl.esc(d.customer)}</strong> <span class="muted">${fl.esc(d.site || "")}</span><br>
             <span>${fl.esc(d.id)} · ${fl.esc(d.type)} · ${fl.esc(d.serial)}</span>
             <span class="muted">${fl.esc(d.contact_phone || "")}</span>
-            ${badge(d)} ${d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : ""}</a></li>`,
+            ${fl.deviceBadges(d)}</a></li>`,
         )
         .join("") +
       "</ul>";

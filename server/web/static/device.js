@@ -6,14 +6,6 @@
   const deviceId = root.dataset.device;
   const base = "/api/v1/devices/" + encodeURIComponent(deviceId);
 
-  function badges(d) {
-    const online = d.revoked_at
-      ? '<span class="badge revoked">revoked</span>'
-      : d.online ? '<span class="badge online" data-online="true">online</span>' : '<span class="badge offline" data-online="false">offline</span>';
-    const health = d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : '<span class="badge unknown">no data</span>';
-    return `${online} ${health}`;
-  }
-
   function number(v) {
     return typeof v === "number" && !Number.isInteger(v) ? v.toLocaleString("en", { maximumFractionDigits: 1, minimumFractionDigits: 1 }) : String(v);
   }
@@ -24,7 +16,7 @@
       const d = await fl.api("GET", base);
       const head = document.getElementById("device-badges");
       const seen = head.querySelector("span.small");
-      head.innerHTML = badges(d) + " ";
+      head.innerHTML = fl.deviceBadges(d) + " ";
       head.appendChild(seen);
       document.getElementById("last-seen").textContent = fl.when(d.last_seen);
       document.getElementById("health-ts").textContent = fl.when(d.health_ts);
