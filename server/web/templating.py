@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from server.web.readings import label
 from shared import __version__
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -147,3 +148,4 @@ templates.env.filters["number"] = _number
 templates.env.filters["metric"] = _metric
 templates.env.globals["version"] = __version__
 templates.env.globals["device_badges"] = device_badges
+templates.env.globals["metric_label"] = label

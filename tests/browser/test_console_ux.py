@@ -110,6 +110,32 @@ def test_the_terminal_shows_underscores(page: Any, console: Console, artifacts: 
     expect(page.locator("#state")).to_have_text("closed")
 
 
+def test_health_reads_in_units_with_the_profile_first(page: Any, console: Console) -> None:
+    login(page, console, "operator")
+    page.goto(console.url + "/devices/demo-0000")  # the demo's printer
+    rows = page.locator("#metrics tr")
+    expect(rows.first).to_have_attribute("data-metric", re.compile(r"^mfp\."))
+    toner = page.locator('#metrics tr[data-metric="mfp.toner_black_percent"]')
+    expect(toner).to_have_text(re.compile(r"^\s*Toner black\s+\d+(\.\d)? %\s*$"))
+    expect(toner.locator("td").first).to_have_attribute("title", "mfp.toner_black_percent")
+    expect(toner.locator(".bar > span")).to_have_count(1)
+    uptime = page.locator('#metrics tr[data-metric="uptime_s"]')
+    expect(uptime).to_have_text(re.compile(r"Uptime\s+(\d+ d \d+ h|\d+ h \d+ min|\d+ min)"))
+    expect(page.locator('#charts figcaption[title="mfp.toner_black_percent"]')).to_have_text(
+        "Toner black"
+    )
+    # The live refresh (every 5 s) keeps the words: wait for one round, then look again.
+    with page.expect_response(re.compile(r".*/devices/demo-0000/health$")):
+        pass
+    expect(rows.first).to_have_attribute("data-metric", re.compile(r"^mfp\."))
+    expect(toner).to_have_text(re.compile(r"^\s*Toner black\s+\d+(\.\d)? %\s*$"))
+
+    page.goto(console.url + "/devices/demo-0001")  # the imaging console
+    pacs = page.locator('#metrics tr[data-metric="imaging.dicom_peer_up:pacs"]')
+    expect(pacs).to_have_text(re.compile(r"^\s*PACS reachable\s+(yes|no)\s*$"))
+    expect(pacs.locator("td").first).to_have_attribute("title", "imaging.dicom_peer_up:pacs")
+
+
 #: Device states the pages and the scripts must word alike.
 SEEN = "2026-01-01T00:00:00Z"
 STATES: list[dict[str, Any]] = [

@@ -6,10 +6,6 @@
   const deviceId = root.dataset.device;
   const base = "/api/v1/devices/" + encodeURIComponent(deviceId);
 
-  function number(v) {
-    return typeof v === "number" && !Number.isInteger(v) ? v.toLocaleString("en", { maximumFractionDigits: 1, minimumFractionDigits: 1 }) : String(v);
-  }
-
   async function refresh() {
     if (document.hidden) return;
     try {
@@ -20,12 +16,9 @@
       head.appendChild(seen);
       document.getElementById("last-seen").textContent = fl.when(d.last_seen);
       document.getElementById("health-ts").textContent = fl.when(d.health_ts);
-      const metrics = Object.entries(d.health || {}).sort(([a], [b]) => (a < b ? -1 : 1));
-      if (metrics.length) {
-        document.getElementById("metrics").innerHTML = metrics
-          .map(([k, v]) => `<tr><td>${fl.esc(k)}</td><td class="num">${fl.esc(number(v))}</td></tr>`)
-          .join("");
-      }
+      // The rows as the server words them (labels, units, bars; server/web/readings.py).
+      const rows = await fetch(`/devices/${encodeURIComponent(deviceId)}/health`, { credentials: "same-origin" });
+      if (rows.ok && !rows.redirected) document.getElementById("metrics").innerHTML = await rows.text();
     } catch {
       // Next round.
     }
