@@ -136,6 +136,31 @@ def test_health_reads_in_units_with_the_profile_first(page: Any, console: Consol
     expect(pacs.locator("td").first).to_have_attribute("title", "imaging.dicom_peer_up:pacs")
 
 
+def test_history_has_points_in_a_devices_first_hour(page: Any, console: Console) -> None:
+    login(page, console, "operator")
+    page.goto(console.url + "/devices/demo-0001")  # reporting for a few seconds only
+    chart = page.locator('#charts .chart[data-metric="cpu_percent"]')
+    # 24 h: no finished hourly rollup yet, this hour's raw samples make the line.
+    expect(chart).to_have_attribute("data-raw", re.compile(r"^[1-9]\d*$"))
+    assert int(chart.get_attribute("data-points") or 0) >= 2
+    expect(chart.locator("canvas")).to_have_count(1)
+    expect(chart.locator(".empty")).to_be_hidden()
+    # 1 h: every raw sample.
+    page.get_by_role("button", name="1 h").click()
+    expect(page.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_function(
+        """() => { const c = document.querySelector('#charts .chart[data-metric="cpu_percent"]');
+                   return c.dataset.points === c.dataset.raw && Number(c.dataset.points) >= 2; }"""
+    )
+    # 7 days: the hourly rollups of the hours before, then this hour's samples.
+    console.seed_history("demo-0001", days=8)
+    page.get_by_role("button", name="7 days").click()
+    page.wait_for_function(
+        """() => { const c = document.querySelector('#charts .chart[data-metric="cpu_percent"]');
+                   return Number(c.dataset.points) - Number(c.dataset.raw) >= 24 * 7 - 2; }"""
+    )
+
+
 #: Device states the pages and the scripts must word alike.
 SEEN = "2026-01-01T00:00:00Z"
 STATES: list[dict[str, Any]] = [

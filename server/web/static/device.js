@@ -25,20 +25,40 @@
   }
   setInterval(refresh, 5000);
 
-  // History: one chart per metric from the hourly rollups (never a month of raw samples).
+  // History: one chart per metric. A short range (1 h) shows every raw sample; longer ones the
+  // hourly rollups of the hours before this one plus this hour's raw samples, so a device's
+  // first hour (no finished rollup yet) has points too, and a month is never fetched raw.
+  const RAW_HOURS = 1;
   let hours = 24;
+  async function series(metric, resolution, since, until) {
+    const query = new URLSearchParams({ metric, resolution, since: since.toISOString(), until: until.toISOString(), limit: "10000" });
+    const answer = await fl.api("GET", `${base}/telemetry?${query}`);
+    return answer.points.map((p) =>
+      resolution === "raw" ? { ts: p.ts, avg: p.value, min: p.value, max: p.value, raw: true } : p,
+    );
+  }
+  async function history(metric, since, until) {
+    if (hours <= RAW_HOURS) return series(metric, "raw", since, until);
+    const thisHour = new Date(until);
+    thisHour.setUTCMinutes(0, 0, 0);
+    const [rollups, recent] = await Promise.all([
+      series(metric, "hour", since, thisHour),
+      series(metric, "raw", thisHour > since ? thisHour : since, until),
+    ]);
+    return rollups.concat(recent);
+  }
   async function drawCharts() {
     const until = new Date();
     const since = new Date(until.getTime() - hours * 3600 * 1000);
     for (const figure of document.querySelectorAll("#charts .chart")) {
       const metric = figure.dataset.metric;
-      const query = new URLSearchParams({ metric, resolution: "hour", since: since.toISOString(), until: until.toISOString(), limit: "10000" });
       let points = [];
       try {
-        points = (await fl.api("GET", `${base}/telemetry?${query}`)).points;
+        points = await history(metric, since, until);
       } catch (error) {
         fl.toast(error.message, "error");
       }
+      figure.dataset.raw = String(points.filter((p) => p.raw).length);
       const plot = figure.querySelector(".plot");
       figure.querySelector(".empty").hidden = points.length > 0;
       figure.dataset.points = String(points.length);
