@@ -161,6 +161,23 @@ def test_history_has_points_in_a_devices_first_hour(page: Any, console: Console)
     )
 
 
+def test_the_dashboard_marks_the_partial_month(page: Any, console: Console) -> None:
+    from datetime import UTC, datetime
+
+    login(page, console, "manager")
+    page.goto(console.url + "/dashboard")
+    this_month = datetime.now(UTC).strftime("%Y-%m")
+    expect(page.locator("#partial-note")).to_contain_text(f"{this_month} is partial")
+    charts = page.locator("#trend-charts .chart")
+    expect(charts).to_have_count(5)
+    for index in range(5):
+        expect(charts.nth(index)).to_have_attribute("data-partial", "1")
+    data = page.evaluate("JSON.parse(document.getElementById('trend-data').textContent)")
+    assert data["months"][-1] == this_month
+    assert 0 < data["coverage"][-1] < 1
+    assert all(c == 1 for c in data["coverage"][:-1])
+
+
 #: Device states the pages and the scripts must word alike.
 SEEN = "2026-01-01T00:00:00Z"
 STATES: list[dict[str, Any]] = [
