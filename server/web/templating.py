@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from server.web.readings import label
 from shared import __version__
@@ -36,19 +37,33 @@ def render(
     )
 
 
-def _when(value: datetime | str | None) -> str:
-    """A time as ``YYYY-MM-DD HH:MM`` UTC (the page's script shows it in local time)."""
+def _utc_text(value: datetime | str | None) -> tuple[str, datetime | None]:
+    """A time as ``YYYY-MM-DD HH:MM UTC`` and as a datetime (None when it is not one)."""
     if value is None or value == "":
-        return "—"
+        return "—", None
     if isinstance(value, str):
         text = value
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            return text
+            return text, None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M UTC"), value
+
+
+def _when(value: datetime | str | None, id: str | None = None) -> Markup:
+    """A time as a ``<time>`` element reading ``YYYY-MM-DD HH:MM UTC``; the page's script
+    (app.js) shows it in the viewer's time zone with the UTC time on hover. ``id`` names the
+    element for a live update (it is then there even without a time)."""
+    text, moment = _utc_text(value)
+    ident = Markup(' id="{}"').format(id) if id else Markup("")
+    if moment is None:
+        return Markup("<time{}>{}</time>").format(ident, text) if id else Markup.escape(text)
+    return Markup('<time{} datetime="{}" title="{}">{}</time>').format(
+        ident, _iso(moment), text, text
+    )
 
 
 def _iso(value: datetime | None) -> str:

@@ -178,6 +178,63 @@ def test_the_dashboard_marks_the_partial_month(page: Any, console: Console) -> N
     assert all(c == 1 for c in data["coverage"][:-1])
 
 
+UTC_TEXT = re.compile(r"^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d) UTC$")
+
+
+def test_times_are_the_viewers_with_utc_on_hover(page: Any, console: Console) -> None:
+    """The browser is in Tokyo (UTC+9, no daylight saving): pages show its times."""
+    login(page, console, "operator")
+    page.goto(console.url + "/devices/demo-0000")
+    seen = page.locator("#last-seen")
+    expect(seen).to_have_attribute("title", UTC_TEXT)
+    utc = UTC_TEXT.match(seen.get_attribute("title") or "")
+    assert utc is not None
+    local = seen.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d (GMT\+9|JST)", local), local
+    assert int(local[11:13]) == (int(utc.group(4)) + 9) % 24
+    assert local[14:16] == utc.group(5)
+    # The live refresh keeps it local.
+    with page.expect_response(re.compile(r".*/api/v1/devices/demo-0000$")):
+        pass
+    expect(seen).to_have_text(re.compile(r"(GMT\+9|JST)$"))
+    # Rows the desk's fleet list brings in are local too.
+    page.goto(console.url + "/desk")
+    cell = page.locator("#fleet tbody time").first
+    expect(cell).to_have_text(re.compile(r"(GMT\+9|JST)$"))
+    expect(cell).to_have_attribute("title", UTC_TEXT)
+
+
+def test_desk_keyboard_shortcuts(page: Any, console: Console) -> None:
+    login(page, console, "operator")
+    shortcuts = page.locator("#shortcuts")
+    shortcuts.get_by_text("Keyboard shortcuts").click()
+    expect(shortcuts).to_contain_text("open the first match")
+    expect(shortcuts).to_contain_text("open a session")
+    search = page.get_by_label("Serial, device id, customer, site or the caller's phone number")
+    page.locator("h1").click()  # focus on the page, not in a field
+    page.keyboard.press("/")
+    expect(search).to_be_focused()
+    page.keyboard.type("demo-000")
+    first = page.locator("#find-results a.match").first
+    expect(first).to_be_visible()
+    href = first.get_attribute("href") or ""
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url(re.compile(re.escape(href) + "$"))
+
+    page.goto(console.url + "/desk")
+    search.fill("+44 20 7946 0001")  # demo-0001's contact, as a caller says it
+    expect(page.locator("#find-results a.match")).to_have_count(1)
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_url(re.compile(r".*/devices/demo-0001\?open=session$"))
+    expect(page.locator("#session-dialog")).to_be_visible()
+    expect(page.get_by_label("Reason (recorded and shown to the site)")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#session-dialog")).to_be_hidden()
+    page.locator("h1").click()
+    page.keyboard.press("s")
+    expect(page.locator("#session-dialog")).to_be_visible()
+
+
 #: Device states the pages and the scripts must word alike.
 SEEN = "2026-01-01T00:00:00Z"
 STATES: list[dict[str, Any]] = [

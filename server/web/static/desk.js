@@ -53,6 +53,41 @@
     clearTimeout(timer);
     timer = setTimeout(search, 150);
   });
+  // Keyboard shortcuts (listed on the page): / focuses the search; in it, Ctrl+Enter opens the
+  // first match, Shift+Enter opens a session on it, the arrows move through the matches.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target.closest("input, textarea, select, [contenteditable=true], dialog")) return;
+    event.preventDefault();
+    input?.focus();
+    input?.select();
+  });
+  input?.addEventListener("keydown", (event) => {
+    const first = matches[0];
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey || event.shiftKey)) {
+      event.preventDefault();
+      if (!first) return;
+      const page = "/devices/" + encodeURIComponent(first.id);
+      location.href = event.shiftKey ? page + "?open=session" : page;
+    } else if (event.key === "ArrowDown") {
+      const link = results.querySelector("a.match");
+      if (link) {
+        event.preventDefault();
+        link.focus();
+      }
+    }
+  });
+  results?.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    const links = Array.from(results.querySelectorAll("a.match"));
+    const at = links.indexOf(document.activeElement);
+    if (at < 0) return;
+    event.preventDefault();
+    if (event.key === "ArrowUp" && at === 0) input.focus();
+    else links[Math.min(links.length - 1, Math.max(0, at + (event.key === "ArrowDown" ? 1 : -1)))].focus();
+  });
+
   form?.addEventListener("submit", (event) => {
     if (matches.length === 1 && matchCount === 1) {
       event.preventDefault();

@@ -14,8 +14,8 @@
       const seen = head.querySelector("span.small");
       head.innerHTML = fl.deviceBadges(d) + " ";
       head.appendChild(seen);
-      document.getElementById("last-seen").textContent = fl.when(d.last_seen);
-      document.getElementById("health-ts").textContent = fl.when(d.health_ts);
+      fl.showTime(document.getElementById("last-seen"), d.last_seen);
+      fl.showTime(document.getElementById("health-ts"), d.health_ts);
       // The rows as the server words them (labels, units, bars; server/web/readings.py).
       const rows = await fetch(`/devices/${encodeURIComponent(deviceId)}/health`, { credentials: "same-origin" });
       if (rows.ok && !rows.redirected) document.getElementById("metrics").innerHTML = await rows.text();
@@ -105,6 +105,19 @@
       button.disabled = false;
     }
   });
+
+  // Opening a session by keyboard: "s" on the page, or ?open=session (Shift+Enter on the desk).
+  function openSessionDialog() {
+    const opener = document.querySelector('[data-open="session-dialog"]');
+    if (opener && !opener.disabled) opener.click();
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "s" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest("input, textarea, select, [contenteditable=true], dialog")) return;
+    event.preventDefault();
+    openSessionDialog();
+  });
+  if (new URLSearchParams(location.search).get("open") === "session") openSessionDialog();
 
   // The incident form's "answered at" starts at now: the operator is on the call.
   document.querySelector('[data-open="incident-dialog"]')?.addEventListener("click", () => {

@@ -50,8 +50,11 @@
   }
 
   function fillFacts(s) {
-    document.getElementById("started").textContent = fl.when(s.started_at);
-    document.getElementById("ended").textContent = fl.when(s.ended_at);
+    for (const [id, iso] of [["started", s.started_at], ["ended", s.ended_at]]) {
+      const time = document.createElement("time");
+      document.getElementById(id).replaceChildren(time);
+      fl.showTime(time, iso);
+    }
     document.getElementById("used").textContent = (s.services_used || []).join(", ") || "—";
   }
 

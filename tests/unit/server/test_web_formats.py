@@ -64,3 +64,18 @@ def test_a_skewed_clock_has_its_own_badge(offset: float, text: str) -> None:
     badges = device_badges(_device(clock_skewed=True, clock_offset_s=offset))
     assert badges[-1]["cls"] == "skew"
     assert badges[-1]["text"] == text
+
+
+def test_times_are_time_elements_with_the_utc_text() -> None:
+    from datetime import UTC, datetime
+
+    from server.web.templating import _when
+
+    moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert str(_when(moment)) == (
+        '<time datetime="2026-03-04T05:06:07Z" title="2026-03-04 05:06 UTC">'
+        "2026-03-04 05:06 UTC</time>"
+    )
+    assert str(_when(None)) == "—"
+    assert str(_when(None, id="last-seen")) == '<time id="last-seen">—</time>'
+    assert str(_when("<script>")) == "&lt;script&gt;"
