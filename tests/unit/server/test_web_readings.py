@@ -69,3 +69,16 @@ def test_helpers() -> None:
     assert duration(-5) == "0 s"
     assert size(512) == "512 B"
     assert reading("note", "text as sent").text == "text as sent"
+
+
+def test_a_devices_odd_names_and_values_are_shown_as_text() -> None:
+    """A faulty (or hostile) device's metric names and values never become markup."""
+    from server.web.templating import templates
+
+    rows = readings("mfp", {'x"><script>alert(1)</script>': "<b>", "mfp.toner_black_percent": 62.0})
+    html = templates.get_template("_health.html").render(readings=rows)
+    assert "<script>" not in html
+    assert "<b>" not in html
+    assert "&lt;script&gt;" in html
+    assert 'title="mfp.toner_black_percent">Toner black</td>' in html
+    assert "62 %" in html
