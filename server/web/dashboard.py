@@ -182,6 +182,20 @@ def _reports(session: SessionDep, settings: SettingsDep, period: Period) -> dict
     }
 
 
+def month_coverage(month: str, period: Period, now: datetime) -> float:
+    """How much of a month (``YYYY-MM``) the figures cover: 1.0 for a whole month, less for
+    the current one (up to ``now``) or one the period cuts; plotted apart as partial."""
+    year, number = int(month[:4]), int(month[5:7])
+    begin = datetime(year, number, 1, tzinfo=UTC)
+    end = (
+        datetime(year + 1, 1, 1, tzinfo=UTC)
+        if number == 12
+        else datetime(year, number + 1, 1, tzinfo=UTC)
+    )
+    covered = min(end, period.end, max(now, begin)) - max(begin, period.start)
+    return max(0.0, min(1.0, covered / (end - begin)))
+
+
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard_page(
     request: Request,
@@ -202,8 +216,12 @@ def dashboard_page(
         reports = _reports(session, settings, period)
         problem = str(exc)
     monthly = reports["month"]
+    now = utcnow()
+    months = [str(g.key) for g in monthly.groups]
+    coverage = [round(month_coverage(m, period, now), 3) for m in months]
     trends: dict[str, Any] = {
-        "months": [g.key for g in monthly.groups],
+        "months": months,
+        "coverage": coverage,
         "series": {name: [getattr(g, name) for g in monthly.groups] for name in TRENDS},
         "labels": {name: BY_NAME[name].label for name in TRENDS},
         "kinds": {name: BY_NAME[name].kind for name in TRENDS},
@@ -225,6 +243,7 @@ def dashboard_page(
             "by_name": BY_NAME,
             "breakdown": BREAKDOWN,
             "trend_names": TRENDS,
+            "partial_months": [(m, c) for m, c in zip(months, coverage, strict=True) if c < 1.0],
             "trends": trends,
             "definitions": DEFINITIONS,
             "export_query": f"from={period.first_day}&through={period.last_day}",

@@ -32,6 +32,7 @@ from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
+from server.web.readings import readings
 from server.web.templating import render
 from shared.errors import NotFound
 from shared.wire import HEALTH_STATUSES
@@ -294,7 +295,7 @@ def device_page(
         title=device.id,
         nav="desk",
         device=device,
-        metrics=sorted((device.health or {}).items()),
+        readings=readings(device.type, device.health),
         open_faults=[a for a in alerts if a.open],
         alerts=alerts,
         sessions=sessions,
@@ -304,6 +305,18 @@ def device_page(
         chart_metrics=chart_metrics(device),
         channels=CHANNELS,
     )
+
+
+@router.get("/devices/{device_id}/health", response_class=HTMLResponse)
+def device_health(
+    device_id: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> HTMLResponse:
+    """The device page's "Health now" rows alone, for its live refresh."""
+    try:
+        device = crud.get_device(session, device_id=device_id)
+    except NotFound:
+        return not_found(request, viewer, f"device {device_id}")
+    return _page(request, "_health.html", viewer, readings=readings(device.type, device.health))
 
 
 # A session.

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
+from server.web.readings import label
 from shared import __version__
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -35,19 +37,33 @@ def render(
     )
 
 
-def _when(value: datetime | str | None) -> str:
-    """A time as ``YYYY-MM-DD HH:MM`` UTC (the page's script shows it in local time)."""
+def _utc_text(value: datetime | str | None) -> tuple[str, datetime | None]:
+    """A time as ``YYYY-MM-DD HH:MM UTC`` and as a datetime (None when it is not one)."""
     if value is None or value == "":
-        return "—"
+        return "—", None
     if isinstance(value, str):
         text = value
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            return text
+            return text, None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M UTC"), value
+
+
+def _when(value: datetime | str | None, id: str | None = None) -> Markup:
+    """A time as a ``<time>`` element reading ``YYYY-MM-DD HH:MM UTC``; the page's script
+    (app.js) shows it in the viewer's time zone with the UTC time on hover. ``id`` names the
+    element for a live update (it is then there even without a time)."""
+    text, moment = _utc_text(value)
+    ident = Markup(' id="{}"').format(id) if id else Markup("")
+    if moment is None:
+        return Markup("<time{}>{}</time>").format(ident, text) if id else Markup.escape(text)
+    return Markup('<time{} datetime="{}" title="{}">{}</time>').format(
+        ident, _iso(moment), text, text
+    )
 
 
 def _iso(value: datetime | None) -> str:
@@ -76,9 +92,75 @@ def _metric(value: Any) -> str:
     return str(value)
 
 
+#: Why a device went offline, as an operator reads it (the agent's or the server's word).
+OFFLINE_REASONS = {
+    "shutdown": "shut down",
+    "connection_lost": "connection lost",
+    "unreachable": "unreachable from its gateway",
+    "silent": "silent (no report)",
+    "gateway_offline": "its gateway is offline",
+    "revoked": "revoked",
+}
+
+
+def _skew(seconds: float) -> str:
+    """A clock offset as ``3 min ahead`` / ``2 h 5 min behind``."""
+    size = abs(seconds)
+    if size < 120:
+        amount = f"{size:.0f} s"
+    elif size < 7200:
+        amount = f"{size / 60:.0f} min"
+    else:
+        hours, minutes = divmod(round(size / 60), 60)
+        amount = f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{amount} {'ahead' if seconds > 0 else 'behind'}"
+
+
+def device_badges(device: Any) -> list[dict[str, str]]:
+    """A device's state badges: connection (revoked, online, offline and why), health, clock.
+
+    Health is green only for a device that is online and not revoked: a revoked or offline
+    device's last report is history, shown grey as ``last: ok`` (the same rules as
+    ``fl.deviceBadges`` in app.js).
+    """
+
+    def get(name: str) -> Any:
+        return device.get(name) if isinstance(device, dict) else getattr(device, name, None)
+
+    badges: list[dict[str, str]] = []
+    reason = get("online_reason")
+    revoked = get("revoked_at")
+    if revoked:
+        badges.append({"cls": "revoked", "text": "revoked", "title": "Certificate revoked"})
+    elif get("online"):
+        badges.append({"cls": "online", "text": "online", "title": "Connected", "online": "true"})
+    else:
+        why = OFFLINE_REASONS.get(reason or "", "never connected" if not get("last_seen") else "")
+        text = f"offline · {why}" if why else "offline"
+        badges.append({"cls": "offline", "text": text, "title": reason or "", "online": "false"})
+    status = get("status")
+    live = get("online") and not revoked
+    if not status:
+        badges.append({"cls": "unknown", "text": "no data", "title": "No health report yet"})
+    elif live:
+        badges.append({"cls": f"health-{status}", "text": status, "title": "Latest health"})
+    else:
+        badges.append(
+            {"cls": "stale", "text": f"last: {status}", "title": "Its last report, not current"}
+        )
+    offset = get("clock_offset_s")
+    if get("clock_skewed") and offset is not None:
+        badges.append(
+            {"cls": "skew", "text": f"clock {_skew(offset)}", "title": f"{offset:+.0f} s"}
+        )
+    return badges
+
+
 templates.env.filters["when"] = _when
 templates.env.filters["iso"] = _iso
 templates.env.filters["percent"] = _percent
 templates.env.filters["number"] = _number
 templates.env.filters["metric"] = _metric
 templates.env.globals["version"] = __version__
+templates.env.globals["device_badges"] = device_badges
+templates.env.globals["metric_label"] = label

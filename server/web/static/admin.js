@@ -16,6 +16,20 @@
     document.getElementById("token-result").scrollIntoView({ block: "nearest" });
   }
 
+  // The device list as the server renders it now (a registration adds a row).
+  async function refreshDevices() {
+    const list = document.getElementById("device-list");
+    if (!list) return;
+    try {
+      const answer = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html").getElementById("device-list");
+      if (fresh) list.replaceChildren(...fresh.childNodes);
+    } catch {
+      // The list stays as it was; a reload shows the new device.
+    }
+  }
+
   document.getElementById("register-form")?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
@@ -25,6 +39,7 @@
       const r = await fl.api("POST", "/api/v1/devices", body);
       form.reset();
       showToken(r.device.id, r.enrollment_token, r.enrollment_expires_at);
+      await refreshDevices();
     } catch (error) {
       document.getElementById("token-result").innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;
     }

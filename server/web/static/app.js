@@ -76,11 +76,51 @@ const fl = (() => {
     line.hidden = !message;
   }
 
+  // Times: in the viewer's time zone (the browser's), the UTC time on hover.
+  const localFormat = new Intl.DateTimeFormat("en-CA", {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    hourCycle: "h23", timeZoneName: "short",
+  });
+  function localText(d) {
+    const part = Object.fromEntries(localFormat.formatToParts(d).map((p) => [p.type, p.value]));
+    return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute} ${part.timeZoneName || ""}`.trim();
+  }
+  function utcText(d) {
+    return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
   function when(iso) {
     if (!iso) return "—";
     const d = new Date(iso);
-    return isNaN(d) ? iso : d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+    return isNaN(d) ? iso : localText(d);
   }
+  // Shows a <time> element's moment in local time, UTC in its title (iso: a new moment).
+  function showTime(element, iso) {
+    if (iso !== undefined) element.setAttribute("datetime", iso || "");
+    const d = new Date(element.getAttribute("datetime") || "");
+    if (!element.getAttribute("datetime") || isNaN(d)) {
+      if (iso !== undefined) element.textContent = "—";
+      element.removeAttribute("title");
+      return;
+    }
+    const text = localText(d);
+    if (element.textContent !== text) element.textContent = text;
+    element.title = utcText(d);
+    element.dataset.local = "yes";
+  }
+  function localizeTimes(root) {
+    for (const t of root.querySelectorAll("time[datetime]")) if (t.dataset.local !== "yes") showTime(t);
+  }
+  localizeTimes(document);
+  // Rows the pages refresh (fleet, health, results) bring new <time> elements.
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      for (const node of change.addedNodes) {
+        if (node.nodeType !== 1) continue;
+        if (node.matches("time[datetime]") && node.dataset.local !== "yes") showTime(node);
+        else localizeTimes(node);
+      }
+    }
+  }).observe(document.body, { childList: true, subtree: true });
 
   // Dialogs: [data-open=ID] opens one, [data-close] inside closes it.
   document.addEventListener("click", (event) => {
@@ -103,11 +143,6 @@ const fl = (() => {
     }
   });
 
-  // Times are printed in UTC; hovering shows the browser's local time.
-  for (const t of document.querySelectorAll("time[datetime]")) {
-    const d = new Date(t.getAttribute("datetime"));
-    if (!isNaN(d)) t.title = d.toLocaleString();
-  }
 
   // Similar past cases (issue 14): every [data-similar-incident=ID] gets one line, as
   // "12 past cases of SC-541 on this model: 75 % fixed remotely, median 1.2 h; top fixes: ...".
@@ -153,5 +188,50 @@ const fl = (() => {
     }
   });
 
-  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText };
+  // A device's state badges, as the pages render them (server/web/templating.py device_badges):
+  // revoked / online / offline and why; health, green only while online; a skewed clock.
+  const OFFLINE_REASONS = {
+    shutdown: "shut down",
+    connection_lost: "connection lost",
+    unreachable: "unreachable from its gateway",
+    silent: "silent (no report)",
+    gateway_offline: "its gateway is offline",
+    revoked: "revoked",
+  };
+  function skew(seconds) {
+    const size = Math.abs(seconds);
+    let amount;
+    if (size < 120) amount = `${Math.round(size)} s`;
+    else if (size < 7200) amount = `${Math.round(size / 60)} min`;
+    else {
+      const total = Math.round(size / 60);
+      const h = Math.floor(total / 60);
+      const m = total % 60;
+      amount = m ? `${h} h ${m} min` : `${h} h`;
+    }
+    return `${amount} ${seconds > 0 ? "ahead" : "behind"}`;
+  }
+  function deviceBadgeList(d) {
+    const list = [];
+    if (d.revoked_at) list.push({ cls: "revoked", text: "revoked", title: "Certificate revoked" });
+    else if (d.online) list.push({ cls: "online", text: "online", title: "Connected", online: "true" });
+    else {
+      const why = OFFLINE_REASONS[d.online_reason || ""] || (d.last_seen ? "" : "never connected");
+      list.push({ cls: "offline", text: why ? `offline · ${why}` : "offline", title: d.online_reason || "", online: "false" });
+    }
+    if (!d.status) list.push({ cls: "unknown", text: "no data", title: "No health report yet" });
+    else if (d.online && !d.revoked_at) list.push({ cls: `health-${d.status}`, text: d.status, title: "Latest health" });
+    else list.push({ cls: "stale", text: `last: ${d.status}`, title: "Its last report, not current" });
+    if (d.clock_skewed && typeof d.clock_offset_s === "number") {
+      list.push({ cls: "skew", text: `clock ${skew(d.clock_offset_s)}`, title: `${d.clock_offset_s > 0 ? "+" : ""}${Math.round(d.clock_offset_s)} s` });
+    }
+    return list;
+  }
+  function deviceBadges(d) {
+    return deviceBadgeList(d)
+      .map((b) => `<span class="badge ${esc(b.cls)}"${b.online ? ` data-online="${b.online}"` : ""}${b.title ? ` title="${esc(b.title)}"` : ""}>${esc(b.text)}</span>`)
+      .join(" ");
+  }
+
+  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText, deviceBadges, showTime };
 })();

@@ -16,8 +16,16 @@
     const format = formats[kind] || formats.count;
     const ys = data.series[name];
     figure.dataset.points = String(ys.filter((v) => v != null).length);
-    flCharts.draw(figure.querySelector(".plot"), [xs, ys], [
-      { label: data.labels[name], stroke: "#1f5fbf", width: 2, fill: "rgba(31, 95, 191, 0.08)", value: (u, v) => format(v), points: { show: true } },
+    // A month the figures cover only in part (the current one) is drawn apart: a hollow point
+    // on a dashed line, so a trend does not end in a cliff that is only the calendar.
+    const partial = data.coverage.map((c) => c < 1);
+    const whole = ys.map((v, i) => (partial[i] ? null : v));
+    const part = ys.map((v, i) => (partial[i] || partial[i - 1] || partial[i + 1] ? v : null));
+    figure.dataset.partial = String(partial.filter(Boolean).length);
+    const label = data.labels[name];
+    flCharts.draw(figure.querySelector(".plot"), [xs, whole, part], [
+      { label, stroke: "#1f5fbf", width: 2, fill: "rgba(31, 95, 191, 0.08)", value: (u, v) => format(v), points: { show: true } },
+      { label: "partial month", stroke: "#1f5fbf", width: 1.5, dash: [5, 5], value: (u, v) => format(v), points: { show: true, fill: "#fff" } },
     ], { yValues: (u, values) => values.map(format) });
   }
 })();

@@ -9,11 +9,6 @@
   let asked = 0;
   let matches = [];
 
-  function badge(device) {
-    if (device.revoked_at) return '<span class="badge revoked">revoked</span>';
-    return device.online ? '<span class="badge online">online</span>' : '<span class="badge offline">offline</span>';
-  }
-
   let matchCount = 0;
   function render(query, answer) {
     matches = answer.items;
@@ -32,7 +27,7 @@
             <strong>${fl.esc(d.customer)}</strong> <span class="muted">${fl.esc(d.site || "")}</span><br>
             <span>${fl.esc(d.id)} · ${fl.esc(d.type)} · ${fl.esc(d.serial)}</span>
             <span class="muted">${fl.esc(d.contact_phone || "")}</span>
-            ${badge(d)} ${d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : ""}</a></li>`,
+            ${fl.deviceBadges(d)}</a></li>`,
         )
         .join("") +
       "</ul>";
@@ -58,6 +53,41 @@
     clearTimeout(timer);
     timer = setTimeout(search, 150);
   });
+  // Keyboard shortcuts (listed on the page): / focuses the search; in it, Ctrl+Enter opens the
+  // first match, Shift+Enter opens a session on it, the arrows move through the matches.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target.closest("input, textarea, select, [contenteditable=true], dialog")) return;
+    event.preventDefault();
+    input?.focus();
+    input?.select();
+  });
+  input?.addEventListener("keydown", (event) => {
+    const first = matches[0];
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey || event.shiftKey)) {
+      event.preventDefault();
+      if (!first) return;
+      const page = "/devices/" + encodeURIComponent(first.id);
+      location.href = event.shiftKey ? page + "?open=session" : page;
+    } else if (event.key === "ArrowDown") {
+      const link = results.querySelector("a.match");
+      if (link) {
+        event.preventDefault();
+        link.focus();
+      }
+    }
+  });
+  results?.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    const links = Array.from(results.querySelectorAll("a.match"));
+    const at = links.indexOf(document.activeElement);
+    if (at < 0) return;
+    event.preventDefault();
+    if (event.key === "ArrowUp" && at === 0) input.focus();
+    else links[Math.min(links.length - 1, Math.max(0, at + (event.key === "ArrowDown" ? 1 : -1)))].focus();
+  });
+
   form?.addEventListener("submit", (event) => {
     if (matches.length === 1 && matchCount === 1) {
       event.preventDefault();

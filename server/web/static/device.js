@@ -6,54 +6,59 @@
   const deviceId = root.dataset.device;
   const base = "/api/v1/devices/" + encodeURIComponent(deviceId);
 
-  function badges(d) {
-    const online = d.revoked_at
-      ? '<span class="badge revoked">revoked</span>'
-      : d.online ? '<span class="badge online" data-online="true">online</span>' : '<span class="badge offline" data-online="false">offline</span>';
-    const health = d.status ? `<span class="badge health-${fl.esc(d.status)}">${fl.esc(d.status)}</span>` : '<span class="badge unknown">no data</span>';
-    return `${online} ${health}`;
-  }
-
-  function number(v) {
-    return typeof v === "number" && !Number.isInteger(v) ? v.toLocaleString("en", { maximumFractionDigits: 1, minimumFractionDigits: 1 }) : String(v);
-  }
-
   async function refresh() {
     if (document.hidden) return;
     try {
       const d = await fl.api("GET", base);
       const head = document.getElementById("device-badges");
       const seen = head.querySelector("span.small");
-      head.innerHTML = badges(d) + " ";
+      head.innerHTML = fl.deviceBadges(d) + " ";
       head.appendChild(seen);
-      document.getElementById("last-seen").textContent = fl.when(d.last_seen);
-      document.getElementById("health-ts").textContent = fl.when(d.health_ts);
-      const metrics = Object.entries(d.health || {}).sort(([a], [b]) => (a < b ? -1 : 1));
-      if (metrics.length) {
-        document.getElementById("metrics").innerHTML = metrics
-          .map(([k, v]) => `<tr><td>${fl.esc(k)}</td><td class="num">${fl.esc(number(v))}</td></tr>`)
-          .join("");
-      }
+      fl.showTime(document.getElementById("last-seen"), d.last_seen);
+      fl.showTime(document.getElementById("health-ts"), d.health_ts);
+      // The rows as the server words them (labels, units, bars; server/web/readings.py).
+      const rows = await fetch(`/devices/${encodeURIComponent(deviceId)}/health`, { credentials: "same-origin" });
+      if (rows.ok && !rows.redirected) document.getElementById("metrics").innerHTML = await rows.text();
     } catch {
       // Next round.
     }
   }
   setInterval(refresh, 5000);
 
-  // History: one chart per metric from the hourly rollups (never a month of raw samples).
+  // History: one chart per metric. A short range (1 h) shows every raw sample; longer ones the
+  // hourly rollups of the hours before this one plus this hour's raw samples, so a device's
+  // first hour (no finished rollup yet) has points too, and a month is never fetched raw.
+  const RAW_HOURS = 1;
   let hours = 24;
+  async function series(metric, resolution, since, until) {
+    const query = new URLSearchParams({ metric, resolution, since: since.toISOString(), until: until.toISOString(), limit: "10000" });
+    const answer = await fl.api("GET", `${base}/telemetry?${query}`);
+    return answer.points.map((p) =>
+      resolution === "raw" ? { ts: p.ts, avg: p.value, min: p.value, max: p.value, raw: true } : p,
+    );
+  }
+  async function history(metric, since, until) {
+    if (hours <= RAW_HOURS) return series(metric, "raw", since, until);
+    const thisHour = new Date(until);
+    thisHour.setUTCMinutes(0, 0, 0);
+    const [rollups, recent] = await Promise.all([
+      series(metric, "hour", since, thisHour),
+      series(metric, "raw", thisHour > since ? thisHour : since, until),
+    ]);
+    return rollups.concat(recent);
+  }
   async function drawCharts() {
     const until = new Date();
     const since = new Date(until.getTime() - hours * 3600 * 1000);
     for (const figure of document.querySelectorAll("#charts .chart")) {
       const metric = figure.dataset.metric;
-      const query = new URLSearchParams({ metric, resolution: "hour", since: since.toISOString(), until: until.toISOString(), limit: "10000" });
       let points = [];
       try {
-        points = (await fl.api("GET", `${base}/telemetry?${query}`)).points;
+        points = await history(metric, since, until);
       } catch (error) {
         fl.toast(error.message, "error");
       }
+      figure.dataset.raw = String(points.filter((p) => p.raw).length);
       const plot = figure.querySelector(".plot");
       figure.querySelector(".empty").hidden = points.length > 0;
       figure.dataset.points = String(points.length);
@@ -100,6 +105,19 @@
       button.disabled = false;
     }
   });
+
+  // Opening a session by keyboard: "s" on the page, or ?open=session (Shift+Enter on the desk).
+  function openSessionDialog() {
+    const opener = document.querySelector('[data-open="session-dialog"]');
+    if (opener && !opener.disabled) opener.click();
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "s" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest("input, textarea, select, [contenteditable=true], dialog")) return;
+    event.preventDefault();
+    openSessionDialog();
+  });
+  if (new URLSearchParams(location.search).get("open") === "session") openSessionDialog();
 
   // The incident form's "answered at" starts at now: the operator is on the call.
   document.querySelector('[data-open="incident-dialog"]')?.addEventListener("click", () => {

@@ -12,6 +12,7 @@
   let socket = null;
   let player = null;
   let recordingShown = false;
+  const TERMINAL_FONT = "'DejaVu Sans Mono', 'Cascadia Mono', Menlo, Consolas, 'Liberation Mono', monospace";
 
   function showState(next, closeReason, detail) {
     state = next;
@@ -49,8 +50,11 @@
   }
 
   function fillFacts(s) {
-    document.getElementById("started").textContent = fl.when(s.started_at);
-    document.getElementById("ended").textContent = fl.when(s.ended_at);
+    for (const [id, iso] of [["started", s.started_at], ["ended", s.ended_at]]) {
+      const time = document.createElement("time");
+      document.getElementById(id).replaceChildren(time);
+      fl.showTime(time, iso);
+    }
     document.getElementById("used").textContent = (s.services_used || []).join(", ") || "—";
   }
 
@@ -58,8 +62,12 @@
     const el = document.getElementById("terminal");
     term = new Terminal({
       cursorBlink: true,
-      fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+      // A font Chromium knows by name first (it ignores ui-monospace), and rows a little taller
+      // than the font: at lineHeight 1 the DOM renderer clips the glyphs that sit below the
+      // baseline, and `x86_64` reads `x86 64`.
+      fontFamily: TERMINAL_FONT,
       fontSize: 14,
+      lineHeight: 1.2,
       scrollback: 5000,
       theme: { background: "#101418", foreground: "#e6e9ee" },
     });
@@ -129,7 +137,8 @@
       fit: "width",
       preload: true,
       idleTimeLimit: 2,
-      terminalFontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
+      terminalFontFamily: TERMINAL_FONT,
+      terminalLineHeight: 1.2,
     });
   }
 

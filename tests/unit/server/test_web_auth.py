@@ -194,7 +194,8 @@ def test_log_in_never_redirects_to_another_site(
 
 
 def test_pages_without_a_session_go_to_the_log_in_form(client: TestClient) -> None:
-    for path in ("/", "/desk", "/devices/x", "/dashboard", "/admin", "/admin/audit"):
+    for path in ("/", "/desk", "/devices/x", "/devices/x/health", "/dashboard", "/admin",
+                 "/admin/audit"):  # fmt: skip
         answer = client.get(path, follow_redirects=False)
         assert answer.status_code == 303, path
         assert answer.headers["location"].startswith("/login?next=")
@@ -299,7 +300,7 @@ def test_pages_cannot_be_framed_or_cached(client: TestClient, operator: str) -> 
 
 
 def test_unknown_things_get_a_404_page(client: TestClient, operator: str) -> None:
-    for path in ("/devices/nope", "/sessions/ses-nope"):
+    for path in ("/devices/nope", "/devices/nope/health", "/sessions/ses-nope"):
         answer = client.get(path)
         assert answer.status_code == 404, path
         assert "Not found" in answer.text
