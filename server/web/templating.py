@@ -86,12 +86,6 @@ def _number(value: Any, digits: int = 0) -> str:
     return f"{float(value):,.{digits}f}"
 
 
-def _metric(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return str(value)
-
-
 #: Why a device went offline, as an operator reads it (the agent's or the server's word).
 OFFLINE_REASONS = {
     "shutdown": "shut down",
@@ -160,7 +154,6 @@ templates.env.filters["when"] = _when
 templates.env.filters["iso"] = _iso
 templates.env.filters["percent"] = _percent
 templates.env.filters["number"] = _number
-templates.env.filters["metric"] = _metric
 templates.env.globals["version"] = __version__
 templates.env.globals["device_badges"] = device_badges
 templates.env.globals["metric_label"] = label
