@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.postgres import PostgresCluster
+
+if TYPE_CHECKING:
+    from tests.fixtures.dicom import VerificationScp
 
 
 @pytest.fixture
@@ -41,3 +45,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'fieldlink.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database()
+
+
+@pytest.fixture
+def scp() -> Iterator[VerificationScp]:
+    """A real DICOM Verification SCP titled PACS on loopback (pynetdicom, loaded only here)."""
+    from tests.fixtures.dicom import VerificationScp
+
+    server = VerificationScp()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

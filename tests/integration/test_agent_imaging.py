@@ -6,23 +6,17 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dicom import VerificationScp
 from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
-from tests.integration.test_agent_daemon import FIELDLINK, ClosingMosquitto, Recorder, samples
-from tests.unit.agent.health.test_imaging_profile import VerificationScp
+from tests.fixtures.recorder import Recorder, samples
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def mosquitto() -> Iterator[MosquittoBroker]:
-    with ClosingMosquitto() as broker:
-        yield broker
 
 
 def _config(tmp_path: Path, broker: MosquittoBroker, device: str, peer_port: int) -> Path:
