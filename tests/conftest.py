@@ -11,6 +11,8 @@ from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.postgres import PostgresCluster
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from tests.fixtures.dicom import VerificationScp
 
 
@@ -58,3 +60,16 @@ def scp() -> Iterator[VerificationScp]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """A migrated, empty database (SQLite or PostgreSQL) and its engine."""
+    from server.db import create_schema, make_engine
+
+    engine = make_engine(database_url)
+    create_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -18,7 +18,7 @@ from provisioning.broker import BrokerTargets, write_broker_config
 from provisioning.ca import CertificateAuthority
 from server.config import ServerSettings
 from server.upkeep import PkiUpkeep
-from tests.unit.provisioning.test_ca import make_csr
+from tests.fixtures.pki import make_csr
 from tests.unit.server.conftest import PASSWORD
 
 Auth = Callable[[str], dict[str, str]]
