@@ -1,4 +1,5 @@
-"""Fixtures of the incidents and KPI API tests (test_kpi_api, test_incident_csv_safety)."""
+"""Shared fixtures of the integration tests: the device's web panel (the sessions tests) and
+the incidents and KPI API in process (test_kpi_api, test_incident_csv_safety)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.fixtures.incidents_api import Auth, engine_of, make_auth, start_client
 from tests.fixtures.kpi_reference import add_devices
+from tests.fixtures.web_panel import web_panel_server
 
 
 @pytest.fixture
@@ -24,3 +26,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 def auth(client: TestClient) -> Auth:
     """Bearer headers for a user of the given role, made on first use."""
     return make_auth(client)
+
+
+@pytest.fixture(scope="module")
+def web_panel() -> Iterator[int]:
+    """The device's own web panel: an HTTP server on loopback (its port)."""
+    with web_panel_server() as port:
+        yield port
