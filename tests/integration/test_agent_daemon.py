@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import subprocess
 import time
@@ -27,6 +26,7 @@ from shared.models import DeviceState, parse_message
 from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
+from tests.fixtures.processes import start_agent_run
 from tests.fixtures.recorder import Recorder, samples, states
 
 pytestmark = pytest.mark.integration
@@ -61,10 +61,10 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[by
     started: list[ManagedProcess] = []
 
     def start(config: Path) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-        agent = ManagedProcess(config.stem, tmp_path / f"{config.stem}.log")
+        agent = start_agent_run(config, tmp_path / f"{config.stem}.log")
         started.append(agent)
-        return agent.spawn([FIELDLINK, "agent", "run", "--config", str(config)], env=env)
+        assert agent.process is not None
+        return agent.process
 
     yield start
     for agent in started:
