@@ -29,8 +29,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.fixtures.center import add_operator, enroll_agent, enrolled_agent, secure_center
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.center import add_operator, enrolled_agent, secure_center
+from tests.fixtures.processes import ServerProcess, wait_until
 from tests.fixtures.web_panel import PAGE, web_panel_server
 
 pytestmark = pytest.mark.integration
@@ -324,28 +324,12 @@ def site_device(
 ) -> Iterator[SiteDevice]:
     tmp_path = tmp_path_factory.mktemp("site")
     server = operator.server
-    registered = server.api(
-        "POST", "/devices",
-        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
-    )  # fmt: skip
-    device_id, token = registered["device"]["id"], registered["enrollment_token"]
-    device_dir = tmp_path / "device"
-    enrolled = enroll_agent(server, token, device_dir)
-    assert enrolled.returncode == 0, enrolled.stderr
-    state_dir = tmp_path / "agent-state"
-    agent = AgentProcess(tmp_path, device_id, "unused")
-    agent.config = device_dir / "agent.toml"
-    agent._spawn(
-        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
-        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 60}),
-    )  # fmt: skip
-    try:
-        wait_until(lambda: server.device(device_id)["online"], timeout=30)
-        yield SiteDevice(device_id, agent.config, state_dir)
-    finally:
-        agent.stop()
+    with enrolled_agent(
+        server, tmp_path, "CT-9", model="Aquilion", device_type="imaging",
+        customer="St. Mary", profile="imaging", fast_reconnect=False,
+        policy={"consent": "required", "approval_timeout_s": 60},
+    ) as (device_id, agent, _device_dir):  # fmt: skip
+        yield SiteDevice(device_id, agent.config, tmp_path / "agent-state")
 
 
 def _stderr_lines(process: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:

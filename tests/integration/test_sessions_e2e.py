@@ -445,29 +445,13 @@ class SiteDevice:
 def site_device(center: Center, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDevice]:
     tmp_path = tmp_path_factory.mktemp("site")
     server = center.server
-    registered = server.api(
-        "POST", "/devices",
-        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
-    )  # fmt: skip
-    device_id, token = registered["device"]["id"], registered["enrollment_token"]
-    device_dir = tmp_path / "device"
-    enrolled = enroll_agent(server, token, device_dir)
-    assert enrolled.returncode == 0, enrolled.stderr
-    state_dir = tmp_path / "agent-state"
-    agent = AgentProcess(tmp_path, device_id, "unused")
-    agent.config = device_dir / "agent.toml"
-    agent._spawn(
-        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
-        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 10,
-                                     "idle_timeout_s": 3, "max_duration_s": 8}),
-    )  # fmt: skip
-    try:
-        wait_until(lambda: server.device(device_id)["online"], timeout=30)
-        yield SiteDevice(center, device_id, agent.config, state_dir)
-    finally:
-        agent.stop()
+    with enrolled_agent(
+        server, tmp_path, "CT-9", model="Aquilion", device_type="imaging",
+        customer="St. Mary", profile="imaging", fast_reconnect=False,
+        policy={"consent": "required", "approval_timeout_s": 10,
+                "idle_timeout_s": 3, "max_duration_s": 8},
+    ) as (device_id, agent, _device_dir):  # fmt: skip
+        yield SiteDevice(center, device_id, agent.config, tmp_path / "agent-state")
 
 
 def test_the_site_approves_then_ends_a_session(center: Center, site_device: SiteDevice) -> None:

@@ -20,8 +20,8 @@ from server.api.routes.auth import LOCKED_DETAIL, LoginPolicy, clear_failures, c
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.main import create_app
+from tests.fixtures.api_auth import PASSWORD
 from tests.fixtures.route_roles import with_audit_routes
-from tests.unit.server.conftest import PASSWORD
 
 Auth = Callable[[str], dict[str, str]]
 
