@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.postgres import PostgresCluster
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from tests.fixtures.dicom import VerificationScp
 
 
 @pytest.fixture
@@ -41,3 +47,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'fieldlink.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database()
+
+
+@pytest.fixture
+def scp() -> Iterator[VerificationScp]:
+    """A real DICOM Verification SCP titled PACS on loopback (pynetdicom, loaded only here)."""
+    from tests.fixtures.dicom import VerificationScp
+
+    server = VerificationScp()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """A migrated, empty database (SQLite or PostgreSQL) and its engine."""
+    from server.db import create_schema, make_engine
+
+    engine = make_engine(database_url)
+    create_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

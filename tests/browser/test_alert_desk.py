@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from server.ingest.incidents import apply_fault_incidents
 from server.models import Device, Incident
-from tests.browser.conftest import Console, axe_violations, login, shoot
+from tests.fixtures.console import Console, axe_violations, login, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import WIDTHS, Console, axe_violations, login, shoot
+from tests.fixtures.console import WIDTHS, Console, axe_violations, login, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Console, login, shoot
+from tests.fixtures.console import Console, login, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Console, axe_violations, login, shoot
+from tests.fixtures.console import Console, axe_violations, login, shoot
 from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

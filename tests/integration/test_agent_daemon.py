@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,112 +22,14 @@ import pytest
 
 from shared import topics
 from shared.ids import isoformat_z, utcnow
-from shared.models import DeviceState, HealthSample, parse_message
-from tests.fixtures.mosquitto import MosquittoBroker, mosquitto_binary
-from tests.fixtures.ports import wait_for_port
+from shared.models import DeviceState, parse_message
+from tests.fixtures.managed import ManagedProcess
+from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
+from tests.fixtures.processes import start_agent_run
+from tests.fixtures.recorder import Recorder, samples, states
 
 pytestmark = pytest.mark.integration
-
-FIELDLINK = str(Path(sys.executable).with_name("fieldlink"))
-
-
-class ClosingMosquitto(MosquittoBroker):
-    """MosquittoBroker whose start() closes its copy of the log file (the fixture's leaks it)."""
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.config_path)], stdout=log, stderr=log
-            )
-        try:
-            wait_for_port(self.port)
-        except OSError:
-            self.stop()
-            raise
-
-
-@pytest.fixture
-def mosquitto() -> Iterator[MosquittoBroker]:
-    """A fresh broker for one test (overrides the conftest fixture; see ClosingMosquitto)."""
-    with ClosingMosquitto() as broker:
-        yield broker
-
-
-@dataclass(frozen=True)
-class Seen:
-    topic: str
-    payload: bytes
-    retain: bool
-    at: float
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-class Recorder:
-    """A subscriber that records every message and reconnects at once when the broker returns."""
-
-    def __init__(self, broker: MosquittoBroker, *filters: str) -> None:
-        self.broker = broker
-        self.filters = filters
-        self.seen: list[Seen] = []
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.broker.host, self.broker.port, keepalive=5
-                ) as client:
-                    for topic_filter in self.filters:
-                        await client.subscribe(topic_filter, qos=1)
-                    self.connected.set()
-                    async for message in client.messages:
-                        self.seen.append(
-                            Seen(
-                                str(message.topic),
-                                bytes(message.payload),
-                                bool(message.retain),
-                                time.monotonic(),
-                            )
-                        )
-            except aiomqtt.MqttError:
-                self.connected.clear()
-                await asyncio.sleep(0.02)
-
-    async def __aenter__(self) -> Recorder:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.connected.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    def on(self, topic: str) -> list[Seen]:
-        return [s for s in self.seen if s.topic == topic]
-
-    async def wait_for(
-        self, predicate: Callable[[], Any], within: float, what: str = "condition"
-    ) -> Any:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if result := predicate():
-                return result
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out after {within} s waiting for {what}")
-
-
-def samples(recorder: Recorder, device_id: str) -> list[HealthSample]:
-    return [
-        parse_message(HealthSample, s.payload) for s in recorder.on(topics.telemetry(device_id))
-    ]
-
-
-def states(recorder: Recorder, device_id: str) -> list[DeviceState]:
-    return [parse_message(DeviceState, s.payload) for s in recorder.on(topics.state(device_id))]
 
 
 @pytest.fixture
@@ -159,22 +58,17 @@ def agent_config(tmp_path: Path, mosquitto: MosquittoBroker) -> Callable[..., Pa
 
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[ManagedProcess] = []
 
     def start(config: Path) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-        with (tmp_path / f"{config.stem}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [FIELDLINK, "agent", "run", "--config", str(config)], stderr=log, env=env
-            )
-        started.append(process)
-        return process
+        agent = start_agent_run(config, tmp_path / f"{config.stem}.log")
+        started.append(agent)
+        assert agent.process is not None
+        return agent.process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for agent in started:
+        agent.kill()
 
 
 async def wait_exit(process: subprocess.Popen[bytes], within: float = 10) -> int:

@@ -3,57 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dicom import VerificationScp
+from tests.fixtures.dicom import imaging_agent_config as _config
+from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
-from tests.integration.test_agent_daemon import FIELDLINK, ClosingMosquitto, Recorder, samples
-from tests.unit.agent.health.test_imaging_profile import VerificationScp
+from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
+from tests.fixtures.processes import (
+    AgentProcess,
+    ServerProcess,
+    start_agent_run,
+    wait_until,
+)
+from tests.fixtures.recorder import Recorder, samples
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def mosquitto() -> Iterator[MosquittoBroker]:
-    with ClosingMosquitto() as broker:
-        yield broker
-
-
-def _config(tmp_path: Path, broker: MosquittoBroker, device: str, peer_port: int) -> Path:
-    path = tmp_path / f"{device}.toml"
-    path.write_text(
-        f"""
-[agent]
-device_id = "{device}"
-broker_url = "{broker.url}"
-interval_s = 1
-state_dir = "{tmp_path / "state"}"
-keepalive_s = 2
-profile = "imaging"
-image_cache_path = "{tmp_path}"
-
-[agent.dicom]
-calling_ae_title = "CT_ROOM_2"
-timeout_s = 2
-
-[[agent.dicom_peers]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {peer_port}
-
-[[agent.services_check]]
-name = "dicom_store"
-port = {peer_port}
-"""
-    )
-    return path
 
 
 async def test_a_pacs_going_down_and_back_raises_and_clears_the_fault(
@@ -62,15 +31,11 @@ async def test_a_pacs_going_down_and_back_raises_and_clears_the_fault(
     device = "ct-imaging-1"
     scp = VerificationScp(require_calling=["CT_ROOM_2"])
     scp.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
     config = _config(tmp_path, mosquitto, device, scp.port)
-    process: asyncio.subprocess.Process | None = None
+    process: ManagedProcess | None = None
     try:
         async with Recorder(mosquitto, f"fieldlink/v1/{device}/#") as recorder:
-            with (tmp_path / "agent.log").open("ab") as log:
-                process = await asyncio.create_subprocess_exec(
-                    FIELDLINK, "agent", "run", "--config", str(config), stderr=log, env=env
-                )
+            process = start_agent_run(config, tmp_path / "agent.log")
 
             def peer_up(value: float) -> bool:
                 got = samples(recorder, device)
@@ -99,9 +64,8 @@ async def test_a_pacs_going_down_and_back_raises_and_clears_the_fault(
             assert back.status == "ok"
     finally:
         scp.stop()
-        if process is not None and process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 10)
+        if process is not None:
+            await asyncio.to_thread(process.stop)
 
 
 async def test_a_bad_dicom_table_stops_the_agent_with_one_line(
@@ -171,19 +135,14 @@ async def test_a_server_agent_runs_the_real_smartctl(
         f'state_dir = "{tmp_path / "state"}"\nprofile = "server"\n'
         'systemd_units = ["ssh.service"]\nsmart_disks = ["/dev/fieldlink-absent"]\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
     async with Recorder(mosquitto, f"fieldlink/v1/{device}/#") as recorder:
-        with (tmp_path / "server-agent.log").open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                FIELDLINK, "agent", "run", "--config", str(config), stderr=log, env=env
-            )
+        process = start_agent_run(config, tmp_path / "server-agent.log")
         try:
             got = await recorder.wait_for(
                 lambda: samples(recorder, device), 20, "a sample of the server agent"
             )
         finally:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 10)
+            await asyncio.to_thread(process.stop)
     codes = {f.code: f.message for f in got[0].faults}
     assert "SMART-UNAVAILABLE-FIELDLINK-ABSENT" in codes
     assert got[0].status == "warning"

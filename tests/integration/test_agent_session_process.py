@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +20,14 @@ from agent.remote.session_process import SessionProcess, SpareProcess
 from shared.ids import utcnow
 
 pytestmark = pytest.mark.integration
+
+
+async def until(predicate: Callable[[], bool], tries: int) -> None:
+    """Poll ``predicate`` every 0.05 s, ``tries`` times at most (the caller asserts after)."""
+    for _ in range(tries):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -75,10 +83,7 @@ async def test_a_killed_session_process_ends_its_session_with_a_reason(
         start_for(silent_endpoint, tmp_path), on_refusal=refusals.append, on_ready=lambda: None
     )
     running = asyncio.create_task(session.run())
-    for _ in range(200):
-        if session.pid is not None:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: session.pid is not None, tries=200)
     pid = session.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -96,10 +101,7 @@ async def test_ending_a_session_while_it_dials_reports_the_reason_and_the_proces
         start_for(silent_endpoint, tmp_path), on_refusal=lambda _: None, on_ready=lambda: None
     )
     running = asyncio.create_task(session.run())
-    for _ in range(200):
-        if session.pid is not None:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: session.pid is not None, tries=200)
     pid = session.pid
     assert pid is not None
     session.end("site_ended")
@@ -143,16 +145,10 @@ async def test_a_replayed_key_is_refused_in_the_next_session_process(tmp_path: P
 async def test_a_spare_waits_for_its_linger_then_goes(tmp_path: Path) -> None:
     spare = SpareProcess(linger_s=0.5)
     spare.refill("warning")
-    for _ in range(400):
-        if spare.pid is not None:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: spare.pid is not None, tries=400)
     pid = spare.pid
     assert pid is not None
-    for _ in range(400):
-        if not alive(pid):
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: not alive(pid), tries=400)
     assert not alive(pid)
     assert spare.pid is None
     assert spare.take() is None
@@ -163,10 +159,7 @@ async def test_a_taken_spare_serves_the_session_and_close_leaves_nothing(
 ) -> None:
     spare = SpareProcess(linger_s=60)
     spare.refill("warning")
-    for _ in range(400):
-        if spare.pid is not None:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: spare.pid is not None, tries=400)
     waiting = spare.pid
     assert waiting is not None
     session = SessionProcess(
@@ -176,10 +169,7 @@ async def test_a_taken_spare_serves_the_session_and_close_leaves_nothing(
         spare=spare,
     )
     running = asyncio.create_task(session.run())
-    for _ in range(200):
-        if session.pid is not None:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: session.pid is not None, tries=200)
     assert session.pid == waiting
     session.end("operator")
     await asyncio.wait_for(running, 30)

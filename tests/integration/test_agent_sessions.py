@@ -26,10 +26,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-import uvicorn
 from sqlalchemy.engine import Engine
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
 
 from agent.remote.control import control_socket_path, request
 from server.commands import CommandPublisher
@@ -39,8 +36,7 @@ from server.mqtt import make_client
 from server.sessions.client import AgentConnection
 from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
-from server.sessions.registry import PendingSession, SessionRegistry
-from server.sessions.relay import SessionRelay
+from server.sessions.registry import PendingSession
 from shared import topics
 from shared.ids import new_id, new_token, utcnow
 from shared.models import (
@@ -56,8 +52,8 @@ from shared.models import (
 from shared.signing import generate_command_key, public_key_pem, sign_command
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.fixtures.ports import free_port
 from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
+from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -104,36 +100,10 @@ def engine(center: Center) -> Iterator[Engine]:
 # the tunnel endpoint ---------------------------------------------------------------------
 
 
-@dataclass
-class TunnelEndpoint:
-    registry: SessionRegistry
-    port: int
-
-    def url(self, session_id: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/tunnel/{session_id}"
-
-
 @pytest.fixture
 async def tunnel() -> AsyncIterator[TunnelEndpoint]:
-    registry = SessionRegistry()
-    relay = SessionRelay(registry, login_timeout_s=10)
-    app = Starlette(routes=[WebSocketRoute("/api/v1/tunnel/{session_id}", relay.endpoint)])
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning",
-        lifespan="off",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield TunnelEndpoint(registry, port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with tunnel_endpoint(login_timeout_s=10, stop_timeout_s=15) as endpoint:
+        yield endpoint
 
 
 # the device's topics, watched with the server's identity ---------------------------------

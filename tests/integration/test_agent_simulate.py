@@ -6,9 +6,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,18 +13,10 @@ from agent.simulate import fleet_ids, run_fleet
 from shared import topics
 from shared.models import DeviceState, HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.integration.test_agent_daemon import ClosingMosquitto, Recorder
+from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
+from tests.fixtures.recorder import Recorder
 
 pytestmark = pytest.mark.integration
-
-FIELDLINK = str(Path(sys.executable).with_name("fieldlink"))
-
-
-@pytest.fixture
-def mosquitto() -> Iterator[MosquittoBroker]:
-    """A fresh broker for one test (see ClosingMosquitto)."""
-    with ClosingMosquitto() as broker:
-        yield broker
 
 
 def online(recorder: Recorder, device_id: str) -> list[DeviceState]:

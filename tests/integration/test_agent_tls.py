@@ -19,7 +19,6 @@ from agent.config import load_agent_settings
 from agent.supervisor import agent_from_settings
 from shared.errors import ConfigError
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.integration.test_agent_daemon import ClosingMosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +99,7 @@ def tls_broker(pki: Path) -> Iterator[MosquittoBroker]:
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\nkeyfile {pki / 'broker.key'}\n"
         "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
     )
-    with ClosingMosquitto(listener_config=listener) as broker:
+    with MosquittoBroker(listener_config=listener) as broker:
         yield broker
 
 

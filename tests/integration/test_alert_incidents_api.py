@@ -26,7 +26,7 @@ from server.ingest.incidents import apply_fault_incidents
 from server.main import create_app
 from server.models import Alert, DeviceCreate
 from server.models.incident import RESOLUTION_NOTE_MAX
-from tests.integration.test_kpi_api import Auth, make_auth
+from tests.fixtures.api_auth import Auth, make_auth
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.dicom import VerificationScp
+from tests.fixtures.dicom import imaging_agent_config as _config
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
-from tests.integration.test_agent_daemon import ClosingMosquitto
-from tests.integration.test_agent_imaging import _config
-from tests.unit.agent.health.test_imaging_profile import VerificationScp
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ CODE = "DICOM-ECHO-FAIL-PACS"
 
 @pytest.fixture
 def mosquitto() -> Iterator[MosquittoBroker]:
-    with ClosingMosquitto() as broker:
+    with MosquittoBroker() as broker:
         yield broker
 
 

@@ -34,8 +34,9 @@ from provisioning.broker import (
 from provisioning.ca import CertificateAuthority
 from provisioning.pki import SERVER_CLIENT_CN
 from shared import topics
+from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.mosquitto import mosquitto_binary
-from tests.fixtures.ports import free_port, wait_for_port
+from tests.fixtures.ports import accepts, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +58,17 @@ class Broker:
 
     ca: CertificateAuthority
     config: BrokerConfig
-    process: subprocess.Popen[bytes]
-    log: Path
+    managed: ManagedProcess
     work: Path
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.managed.process is not None, "the broker is not running"
+        return self.managed.process
+
+    @property
+    def log(self) -> Path:
+        return self.managed.log_path
 
     @property
     def port(self) -> int:
@@ -206,30 +215,18 @@ def _start(ca: CertificateAuthority, root: Path) -> Broker:
     config = write_broker_config(
         ca, broker_dir, port=free_port(), server_port=free_port(), persistence=False
     )
-    log = root / "mosquitto.log"
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(config.conf)], stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for_port(config.port)
-        wait_for_port(config.server_port)
-    except OSError:
-        process.kill()
-        process.wait()
-        pytest.fail(f"mosquitto did not start: {log.read_text()[-2000:]}")
+    managed = ManagedProcess("mosquitto", root / "mosquitto.log", stop_timeout=5)
+    managed.start_and_wait(
+        [mosquitto_binary(), "-c", str(config.conf)],
+        lambda: accepts(config.port) and accepts(config.server_port),
+    )
     work = root / "clients"
     work.mkdir()
-    return Broker(ca=ca, config=config, process=process, log=log, work=work)
+    return Broker(ca=ca, config=config, managed=managed, work=work)
 
 
 def _stop(broker: Broker) -> None:
-    broker.process.terminate()
-    try:
-        broker.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        broker.process.kill()
-        broker.process.wait()
+    broker.managed.stop()
     shutil.rmtree(broker.config.directory, ignore_errors=True)
 
 

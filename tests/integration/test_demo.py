@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import psutil
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.fixtures.processes import wait_until
+from tests.fixtures.processes import DemoProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +36,11 @@ async def _get_through_forward(base: str, session_id: str, headers: dict[str, st
 
 def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "shared", "demo", "--dir", str(tmp_path / "demo"),
-             "--port", "0", "--interval", "1", "--devices", "3"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    demo = DemoProcess(tmp_path, devices=3)
+    log = demo.log_path
     try:
-        wait_until(lambda: "login:    manager" in log.read_text(), timeout=60, interval=0.2)
-        text = log.read_text()
+        demo.start("login:    manager", timeout=60)
+        text = demo.output()
         url = re.search(r"console:\s+(http://\S+)/", text)
         operator = re.search(r"login:\s+operator / (\S+)", text)
         manager = re.search(r"login:\s+manager / (\S+)", text)
@@ -120,12 +113,7 @@ def test_demo_runs_a_fleet_with_kpis_and_stops_cleanly(tmp_path: Path) -> None:
         children = psutil.Process(demo.pid).children(recursive=True)
         assert any("simulate" in " ".join(c.cmdline()) for c in children)
     finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            code = demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            raise
+        code = demo.stop(timeout=30)  # SIGINT, then SIGKILL
     assert code == 0, log.read_text()[-2000:]
     _, alive = psutil.wait_procs(children, timeout=5)
     assert alive == []  # the simulator and the embedded broker stopped with it

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import http.server
 import json
 import os
 import select
@@ -21,7 +20,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,37 +29,13 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.fixtures.center import enroll_agent, secure_center
+from tests.fixtures.center import add_operator, enroll_agent, enrolled_agent, secure_center
 from tests.fixtures.ports import free_port
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.web_panel import PAGE
 
 # `make test` installs the OpenSSH client (openssh-client) where it is missing.
 pytestmark = pytest.mark.integration
-
-PAGE = b"<html><body>fieldlink web panel</body></html>"
-
-
-class _Panel(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
-@pytest.fixture(scope="module")
-def web_panel() -> Iterator[int]:
-    """The device's own web panel: an HTTP server on loopback."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Panel)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def keygen(path: Path) -> Path:
@@ -189,40 +163,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterato
             text.replace("ssh_gateway_port = 0\n", f"ssh_gateway_port = {port}\n")
         )
         server.start()
-        registered = server.api(
-            "POST", "/devices",
-            json={"serial": "GW-1", "model": "MP 6055", "type": "mfp", "customer": "Acme"},
-        )  # fmt: skip
-        device_id, token = registered["device"]["id"], registered["enrollment_token"]
-        device_dir = tmp / "device"
-        enrolled = enroll_agent(server, token, device_dir)
-        assert enrolled.returncode == 0, enrolled.stderr
-        agent = AgentProcess(tmp, device_id, "unused")
-        agent.config = device_dir / "agent.toml"
-        agent._spawn(
-            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp / "agent-state"),
-            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
-            FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
-                                           "vnc": "127.0.0.1:1"}),
-            FIELDLINK_POLICY=json.dumps({"services": ["web"], "consent": "none",
-                                         "sftp_folders": {"files": str(files)},
-                                         "idle_timeout_s": 600, "shell": "/bin/sh"}),
-        )  # fmt: skip
-        try:
-            wait_until(lambda: server.device(device_id)["online"], timeout=30)
+        with enrolled_agent(
+            server, tmp, "GW-1",
+            services={"web": f"127.0.0.1:{web_panel}", "vnc": "127.0.0.1:1"},
+            policy={"services": ["web"], "consent": "none",
+                    "sftp_folders": {"files": str(files)}, "idle_timeout_s": 600,
+                    "shell": "/bin/sh"},
+        ) as (device_id, _agent, device_dir):  # fmt: skip
             host_key = (tmp / "state" / "ssh_gateway_ed25519_key.pub").read_text().split()
             known_hosts = tmp / "known_hosts"
             known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-            done = server.cli("user", "add", "olga", "--role", "operator", stdin="pw-12345678\n")
-            assert done.returncode == 0, done.stderr
+            add_operator(server)
             key = keygen(tmp / "olga_ed25519")
             done = server.cli("user", "add-key", "olga", str(key) + ".pub")
             assert done.returncode == 0, done.stderr
             yield Gateway(server, port, device_id, files, known_hosts, key, tmp, device_dir)
-        finally:
-            agent.stop()
 
 
 def test_the_gateway_logs_its_host_key_fingerprint(gateway: Gateway) -> None:

@@ -7,7 +7,6 @@ SIGKILL, an enrolled agent with live tunnels, SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.fixtures.center import enroll_agent, secure_center
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.center import enrolled_agent, secure_center
+from tests.fixtures.processes import ServerProcess, wait_until
 
 #: A fast liveness for the test: a heartbeat every 0.3 s, dead after 2 s without one.
 LIVENESS: dict[str, object] = {"instance_heartbeat_s": 0.3, "instance_dead_after_s": 2.0}
@@ -79,32 +78,16 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
         database_url = f"sqlite:///{tmp_path / 'fieldlink.db'}"
     else:
         database_url = request.getfixturevalue("postgres_cluster").create_database()
-    with secure_center(tmp_path, database_url, **LIVENESS) as (server, _broker):
-        registered = server.api(
-            "POST", "/devices",
-            json={"serial": "GH-1", "model": "MP 6055", "type": "mfp", "customer": "Acme",
-                  "contact_phone": "+1 555 0142"},
-        )  # fmt: skip
-        device_id, token = registered["device"]["id"], registered["enrollment_token"]
-        device_dir = tmp_path / "device"
-        enrolled = enroll_agent(server, token, device_dir)
-        assert enrolled.returncode == 0, enrolled.stderr
-        agent = AgentProcess(tmp_path, device_id, "unused")
-        agent.config = device_dir / "agent.toml"
-        agent._spawn(
-            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
-            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
-            FIELDLINK_POLICY=json.dumps({"consent": "none", "idle_timeout_s": 600}),
-        )  # fmt: skip
-        try:
-            wait_until(lambda: server.device(device_id)["online"], timeout=30)
-            fleet = Fleet(server, device_id)
-            fleet.login(server)
-            yield fleet
-        finally:
-            agent.stop()
+    with (
+        secure_center(tmp_path, database_url, **LIVENESS) as (server, _broker),
+        enrolled_agent(
+            server, tmp_path, "GH-1", contact_phone="+1 555 0142",
+            policy={"consent": "none", "idle_timeout_s": 600},
+        ) as (device_id, _agent, _device_dir),
+    ):  # fmt: skip
+        fleet = Fleet(server, device_id)
+        fleet.login(server)
+        yield fleet
 
 
 def _assert_swept(fleet: Fleet, server: ServerProcess, sid: str) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from server.config import ServerSettings
 from server.incidents.csv_io import neutralize, unneutralize
-from tests.integration.test_kpi_api import (
+from tests.fixtures.incidents_api import (
     OPENED,
     Auth,
     build_app,
@@ -21,7 +21,7 @@ from tests.integration.test_kpi_api import (
     make_auth,
     start_client,
 )
-from tests.unit.server.kpi.reference import add_devices
+from tests.fixtures.kpi_reference import add_devices
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +40,6 @@ ATTACKS = [
     "'plain quote",
     "a=b, harmless",
 ]
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with start_client(tmp_path, "a.db") as test_client:
-        add_devices(engine_of(test_client))
-        yield test_client
-
-
-@pytest.fixture
-def auth(client: TestClient) -> Auth:
-    return make_auth(client)
 
 
 def test_neutralize_is_undone_exactly() -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
@@ -30,74 +29,13 @@ from shared.models import (
     DeviceEvent,
     DeviceState,
     Fault,
-    HealthSample,
     ServerState,
     dump_message,
 )
+from tests.fixtures.ingest import counter, device, device_when, eventually, register, sample
 from tests.fixtures.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def register(engine: Engine, *device_ids: str) -> None:
-    with Session(engine) as db:
-        for device_id in device_ids:
-            db.add(Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME"))
-        db.commit()
-
-
-def device(engine: Engine, device_id: str) -> Device:
-    with Session(engine) as db:
-        row = db.get(Device, device_id)
-        assert row is not None
-        return row
-
-
-def device_when(
-    engine: Engine, device_id: str, condition: Callable[[Device], object]
-) -> Callable[[], Device | None]:
-    """A check for :func:`eventually`: the device once ``condition`` holds for it."""
-
-    def check() -> Device | None:
-        row = device(engine, device_id)
-        return row if condition(row) else None
-
-    return check
-
-
-def sample(device_id: str, seq: int, **fields: Any) -> HealthSample:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "device_id": device_id,
-        "boot_id": "boot-1",
-        "seq": seq,
-        "ts": now,
-        "sent_at": now,
-        "status": "ok",
-        "metrics": {"cpu_percent": 3.0 + seq},
-    }
-    values.update(fields)
-    return HealthSample(**values)
-
-
-async def eventually(check: Callable[[], T | None], within: float = 10.0) -> T:
-    """Poll ``check`` (run on a thread) until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            msg = f"condition not met within {within} s (last value {value!r})"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.05)
-
-
-def counter(metric: Any, *labels: str) -> float:
-    child = metric.labels(*labels) if labels else metric
-    return float(child._value.get())
 
 
 @pytest.fixture

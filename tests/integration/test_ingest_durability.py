@@ -27,8 +27,8 @@ from server.models import Device
 from shared import topics
 from shared.ids import new_id
 from shared.models import dump_message
+from tests.fixtures.ingest import counter, device_when, eventually, register, sample
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.integration.test_ingest import counter, device_when, eventually, register, sample
 
 pytestmark = pytest.mark.integration
 

@@ -4,82 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from server import crud
-from server.api.routes import incidents, kpis
-from server.config import ServerSettings
-from server.main import create_app
-from tests.unit.server.kpi.reference import add_devices
+from tests.fixtures.incidents_api import (
+    HEADER,
+    OPENED,
+    Auth,
+    engine_of,
+    import_csv,
+    make_auth,
+    start_client,
+)
+from tests.fixtures.kpi_reference import add_devices
 
 pytestmark = pytest.mark.integration
-
-PASSWORD = "correct horse battery"
-Auth = Callable[[str], dict[str, str]]
-
-OPENED = "2026-03-02T09:00:00Z"
-HEADER = "external_id,device_id,opened_at,answered_at,restored_at,closed_at,resolution,symptom"
-
-
-def build_app(settings: ServerSettings) -> FastAPI:
-    """The server's app, with the incident and KPI routers until main.py registers them."""
-    app = create_app(settings)
-    paths = {getattr(route, "path", "") for route in app.routes}
-    if "/api/v1/incidents" not in paths:
-        app.include_router(incidents.router, prefix="/api/v1")
-    if "/api/v1/kpis" not in paths:
-        app.include_router(kpis.router, prefix="/api/v1")
-    return app
-
-
-def start_client(tmp_path: Path, name: str) -> TestClient:
-    settings = ServerSettings(
-        database_url=f"sqlite:///{tmp_path / name}",
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / f"state-{name}",
-    )
-    return TestClient(build_app(settings))
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with start_client(tmp_path, "a.db") as test_client:
-        add_devices(engine_of(test_client))
-        yield test_client
-
-
-def engine_of(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
-    return engine
-
-
-def make_auth(client: TestClient) -> Auth:
-    made: dict[str, dict[str, str]] = {}
-
-    def headers(role: str) -> dict[str, str]:
-        if role not in made:
-            with Session(engine_of(client)) as session:
-                crud.create_user(session, username=f"{role}1", role=role, password=PASSWORD)
-            answer = client.post(
-                "/api/v1/auth/token", data={"username": f"{role}1", "password": PASSWORD}
-            )
-            assert answer.status_code == 200, answer.text
-            made[role] = {"Authorization": f"Bearer {answer.json()['access_token']}"}
-        return made[role]
-
-    return headers
-
-
-@pytest.fixture
-def auth(client: TestClient) -> Auth:
-    return make_auth(client)
 
 
 def count(client: TestClient, auth: Auth) -> int:
@@ -254,15 +195,6 @@ GOOD_CSV = "\n".join(
         "",
     ]
 )
-
-
-def import_csv(client: TestClient, auth: Auth, text: str) -> tuple[int, object]:
-    answer = client.post(
-        "/api/v1/incidents/import",
-        content=text.encode(),
-        headers={**auth("manager"), "Content-Type": "text/csv"},
-    )
-    return answer.status_code, answer.json()
 
 
 def test_csv_import_is_all_or_nothing_with_every_bad_line(client: TestClient, auth: Auth) -> None:

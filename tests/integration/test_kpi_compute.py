@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from server.db import create_schema, make_engine
 from server.kpi.compute import compute_kpis
 from server.kpi.config import KpiSettings
-from tests.unit.server.kpi.reference import DEVICES, Case, add_devices, store
+from tests.fixtures.kpi_reference import DEVICES, Case, add_devices, store
 
 pytestmark = pytest.mark.integration
 

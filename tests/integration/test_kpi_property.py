@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from server.db import create_schema, make_engine
 from server.kpi.compute import compute_kpis
 from server.kpi.config import KpiSettings
-from tests.unit.server.kpi.reference import (
+from tests.fixtures.kpi_reference import (
     DEVICES,
     Case,
     add_devices,

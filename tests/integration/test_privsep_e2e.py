@@ -32,12 +32,13 @@ from websockets.asyncio.client import connect
 from tests.fixtures.accounts import (
     AGENT_USER,
     SHELL_USER,
+    ShellHelperProcess,
     as_user,
     can_make_accounts,
-    ensure_account,
-    reachable_interpreter,
+    privsep_accounts,
 )
-from tests.fixtures.center import secure_center
+from tests.fixtures.center import add_operator, operator_token, secure_center
+from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.processes import ServerProcess, wait_until
 
 pytestmark = [
@@ -61,17 +62,19 @@ class Site:
     agent: subprocess.Popen[bytes] | None = None
     token: str = ""
 
+    def __post_init__(self) -> None:
+        self.agent_process = ManagedProcess("agent", self.directory / "agent.log")
+
     def start_agent(self) -> None:
-        with (self.directory / "agent.log").open("ab") as log:
-            self.agent = subprocess.Popen(
-                [*FIELDLINK, "agent", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, cwd=CHECKOUT,
-                env={"PYTHONPATH": str(CHECKOUT), "PATH": os.environ["PATH"],
-                     "FIELDLINK_INTERVAL_S": "1", "FIELDLINK_KEEPALIVE_S": "5",
-                     "FIELDLINK_RECONNECT_MIN_S": "0.2", "FIELDLINK_RECONNECT_MAX_S": "1",
-                     "FIELDLINK_SIMULATE": "true", "FIELDLINK_PROFILE": "mfp"},
-                **as_user(AGENT_USER),  # type: ignore[arg-type]
-            )  # fmt: skip
+        self.agent = self.agent_process.spawn(
+            [*FIELDLINK, "agent", "run", "--config", str(self.config)],
+            cwd=CHECKOUT,
+            env={"PYTHONPATH": str(CHECKOUT), "PATH": os.environ["PATH"],
+                 "FIELDLINK_INTERVAL_S": "1", "FIELDLINK_KEEPALIVE_S": "5",
+                 "FIELDLINK_RECONNECT_MIN_S": "0.2", "FIELDLINK_RECONNECT_MAX_S": "1",
+                 "FIELDLINK_SIMULATE": "true", "FIELDLINK_PROFILE": "mfp"},
+            **as_user(AGENT_USER),
+        )  # fmt: skip
         wait_until(lambda: self.server.device(self.device_id)["online"], timeout=60)
 
     def agent_log(self) -> str:
@@ -97,14 +100,12 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    ensure_account(AGENT_USER, login=False)
-    ensure_account(SHELL_USER, login=True)
     tmp_path = tmp_path_factory.mktemp("privsep")
     # The device's folders: not under pytest's 0700 tmp_path, which the agent cannot enter.
     directory = Path(tempfile.mkdtemp(prefix="fieldlink-device-"))
     directory.chmod(0o755)
     with (
-        reachable_interpreter((CHECKOUT,)),
+        privsep_accounts(CHECKOUT),
         secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker),
     ):
         registered = server.api(
@@ -130,31 +131,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 f'\n[agent.policy]\nconsent = "none"\nidle_timeout_s = 600\n'
                 f'shell_helper = "{socket_path}"\nshell_user = "{SHELL_USER}"\n'
             )
-        with (directory / "helper.log").open("ab") as log:
-            helper = subprocess.Popen(
-                [*FIELDLINK, "agent", "shell-helper", "--config", str(config),
-                 "--agent-user", AGENT_USER, "--socket", str(socket_path)],
-                stdout=log, stderr=log, cwd=CHECKOUT,
-            )  # fmt: skip
+        helper = ShellHelperProcess(directory, config, socket_path, checkout=CHECKOUT)
         site = Site(server, device_id, config, state, directory, enrolled_cert=enrolled_cert)
         try:
-            wait_until(lambda: socket_path.exists(), timeout=30)
-            done = server.cli("user", "add", "olga", "--role", "operator", stdin="pw-12345678\n")
-            assert done.returncode == 0, done.stderr
-            answer = httpx.post(
-                f"{server.url}/api/v1/auth/token",
-                data={"username": "olga", "password": "pw-12345678"},
-                timeout=10,
-            )
-            site.token = answer.json()["access_token"]
+            helper.start()
+            add_operator(server)
+            site.token = operator_token(server)
             site.start_agent()
             yield site
         finally:
-            if site.agent is not None:
-                site.agent.kill()
-                site.agent.wait()
-            helper.terminate()
-            helper.wait(timeout=15)
+            site.agent_process.kill()
+            helper.stop()
             shutil.rmtree(directory, ignore_errors=True)
 
 

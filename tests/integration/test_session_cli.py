@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import http.server
 import json
 import os
 import pty
@@ -30,40 +29,21 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.fixtures.center import enroll_agent, secure_center
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.center import add_operator, enrolled_agent, secure_center
+from tests.fixtures.processes import ServerProcess, wait_until
+from tests.fixtures.web_panel import PAGE, web_panel_server
 
 pytestmark = pytest.mark.integration
 
-PAGE = b"<html><body>fieldlink web panel</body></html>"
 #: A large download through `fieldlink connect`, checked by its SHA-256.
 BIG = os.urandom(8 * 1024 * 1024)
 
 
-class _Panel(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = BIG if self.path == "/big" else PAGE
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def web_panel() -> Iterator[int]:
-    """The device's own web panel: an HTTP server on loopback."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Panel)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    """The device's own web panel, serving a large download at /big over HTTP/1.1."""
+    with web_panel_server({"/big": BIG}, http11=True) as port:
+        yield port
 
 
 class Operator:
@@ -103,38 +83,20 @@ class Operator:
 @pytest.fixture(scope="module")
 def operator(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterator[Operator]:
     tmp_path = tmp_path_factory.mktemp("session-cli")
-    with secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker):
-        registered = server.api(
-            "POST", "/devices",
-            json={"serial": "CLI-1", "model": "MP 6055", "type": "mfp", "customer": "Acme"},
-        )  # fmt: skip
-        device_id, token = registered["device"]["id"], registered["enrollment_token"]
-        device_dir = tmp_path / "device"
-        enrolled = enroll_agent(server, token, device_dir)
-        assert enrolled.returncode == 0, enrolled.stderr
-        agent = AgentProcess(tmp_path, device_id, "unused")
-        agent.config = device_dir / "agent.toml"
-        agent._spawn(
-            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
-            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
-            FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
-                                           "vnc": "127.0.0.1:1"}),
-            FIELDLINK_POLICY=json.dumps({"services": ["web"], "consent": "none",
-                                         "idle_timeout_s": 600}),
-        )  # fmt: skip
-        try:
-            wait_until(lambda: server.device(device_id)["online"], timeout=30)
-            done = server.cli("user", "add", "olga", "--role", "operator", stdin="pw-12345678\n")
-            assert done.returncode == 0, done.stderr
-            operator = Operator(server, device_id, tmp_path)
-            login = operator.run("login", "--server", server.url, "--user", "olga",
-                                 stdin="pw-12345678\n")  # fmt: skip
-            assert login.returncode == 0, login.stderr
-            yield operator
-        finally:
-            agent.stop()
+    with (
+        secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker),
+        enrolled_agent(
+            server, tmp_path, "CLI-1",
+            services={"web": f"127.0.0.1:{web_panel}", "vnc": "127.0.0.1:1"},
+            policy={"services": ["web"], "consent": "none", "idle_timeout_s": 600},
+        ) as (device_id, _agent, _device_dir),
+    ):  # fmt: skip
+        add_operator(server)
+        operator = Operator(server, device_id, tmp_path)
+        login = operator.run("login", "--server", server.url, "--user", "olga",
+                             stdin="pw-12345678\n")  # fmt: skip
+        assert login.returncode == 0, login.stderr
+        yield operator
 
 
 def test_exec_prints_the_output_and_exits_with_the_commands_status(operator: Operator) -> None:
@@ -362,28 +324,12 @@ def site_device(
 ) -> Iterator[SiteDevice]:
     tmp_path = tmp_path_factory.mktemp("site")
     server = operator.server
-    registered = server.api(
-        "POST", "/devices",
-        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
-    )  # fmt: skip
-    device_id, token = registered["device"]["id"], registered["enrollment_token"]
-    device_dir = tmp_path / "device"
-    enrolled = enroll_agent(server, token, device_dir)
-    assert enrolled.returncode == 0, enrolled.stderr
-    state_dir = tmp_path / "agent-state"
-    agent = AgentProcess(tmp_path, device_id, "unused")
-    agent.config = device_dir / "agent.toml"
-    agent._spawn(
-        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
-        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 60}),
-    )  # fmt: skip
-    try:
-        wait_until(lambda: server.device(device_id)["online"], timeout=30)
-        yield SiteDevice(device_id, agent.config, state_dir)
-    finally:
-        agent.stop()
+    with enrolled_agent(
+        server, tmp_path, "CT-9", model="Aquilion", device_type="imaging",
+        customer="St. Mary", profile="imaging", fast_reconnect=False,
+        policy={"consent": "required", "approval_timeout_s": 60},
+    ) as (device_id, agent, _device_dir):  # fmt: skip
+        yield SiteDevice(device_id, agent.config, tmp_path / "agent-state")
 
 
 def _stderr_lines(process: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:

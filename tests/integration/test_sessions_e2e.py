@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.server
 import json
 import os
 import socket
@@ -29,36 +28,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.fixtures.center import enroll_agent, secure_center
+from tests.fixtures.center import enroll_agent, enrolled_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 from tests.fixtures.proxy import HttpProxy
+from tests.fixtures.web_panel import PAGE
 
 pytestmark = pytest.mark.integration
-
-PAGE = b"<html><body>fieldlink web panel</body></html>"
-
-
-class _Panel(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
-@pytest.fixture(scope="module")
-def web_panel() -> Iterator[int]:
-    """The device's own web panel: an HTTP server on loopback."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Panel)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
 
 
 async def _drain(socket: Any, timeout_s: float = 10) -> tuple[bytes, list[dict[str, Any]], Any]:
@@ -170,35 +145,17 @@ def center(
     files = tmp_path / "device-files"
     files.mkdir()
     (files / "printer.log").write_text("jam at tray 2\n")
-    with secure_center(tmp_path, database_url) as (server, _broker):
-        registered = server.api(
-            "POST", "/devices",
-            json={"serial": "SE-1", "model": "MP 6055", "type": "mfp", "customer": "Acme",
-                  "contact_phone": "+1 555 0142"},
-        )  # fmt: skip
-        device_id, token = registered["device"]["id"], registered["enrollment_token"]
-        device_dir = tmp_path / "device"
-        enrolled = enroll_agent(server, token, device_dir)
-        assert enrolled.returncode == 0, enrolled.stderr
-        agent = AgentProcess(tmp_path, device_id, "unused")
-        agent.config = device_dir / "agent.toml"
-        agent._spawn(
-            [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-            FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(tmp_path / "agent-state"),
-            FIELDLINK_PROFILE="mfp", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-            FIELDLINK_RECONNECT_MIN_S="0.2", FIELDLINK_RECONNECT_MAX_S="1",
-            FIELDLINK_SERVICES=json.dumps({"web": f"127.0.0.1:{web_panel}",
-                                           "count": f"127.0.0.1:{counter}",
-                                           "vnc": "127.0.0.1:1"}),
-            FIELDLINK_POLICY=json.dumps({"services": ["web", "count"], "consent": "none",
-                                         "sftp_folders": {"files": str(files)},
-                                         "idle_timeout_s": 600}),
-        )  # fmt: skip
-        try:
-            wait_until(lambda: server.device(device_id)["online"], timeout=30)
-            yield Center(server, device_id, agent)
-        finally:
-            agent.stop()
+    with (
+        secure_center(tmp_path, database_url) as (server, _broker),
+        enrolled_agent(
+            server, tmp_path, "SE-1", contact_phone="+1 555 0142",
+            services={"web": f"127.0.0.1:{web_panel}", "count": f"127.0.0.1:{counter}",
+                      "vnc": "127.0.0.1:1"},
+            policy={"services": ["web", "count"], "consent": "none",
+                    "sftp_folders": {"files": str(files)}, "idle_timeout_s": 600},
+        ) as (device_id, agent, _device_dir),
+    ):  # fmt: skip
+        yield Center(server, device_id, agent)
 
 
 def test_exec_in_a_session_returns_the_commands_output(center: Center) -> None:
@@ -488,29 +445,13 @@ class SiteDevice:
 def site_device(center: Center, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDevice]:
     tmp_path = tmp_path_factory.mktemp("site")
     server = center.server
-    registered = server.api(
-        "POST", "/devices",
-        json={"serial": "CT-9", "model": "Aquilion", "type": "imaging", "customer": "St. Mary"},
-    )  # fmt: skip
-    device_id, token = registered["device"]["id"], registered["enrollment_token"]
-    device_dir = tmp_path / "device"
-    enrolled = enroll_agent(server, token, device_dir)
-    assert enrolled.returncode == 0, enrolled.stderr
-    state_dir = tmp_path / "agent-state"
-    agent = AgentProcess(tmp_path, device_id, "unused")
-    agent.config = device_dir / "agent.toml"
-    agent._spawn(
-        [sys.executable, "-m", "shared", "agent", "run", "--config", str(agent.config)],
-        FIELDLINK_INTERVAL_S="1", FIELDLINK_STATE_DIR=str(state_dir),
-        FIELDLINK_PROFILE="imaging", FIELDLINK_SIMULATE="true", FIELDLINK_KEEPALIVE_S="5",
-        FIELDLINK_POLICY=json.dumps({"consent": "required", "approval_timeout_s": 10,
-                                     "idle_timeout_s": 3, "max_duration_s": 8}),
-    )  # fmt: skip
-    try:
-        wait_until(lambda: server.device(device_id)["online"], timeout=30)
-        yield SiteDevice(center, device_id, agent.config, state_dir)
-    finally:
-        agent.stop()
+    with enrolled_agent(
+        server, tmp_path, "CT-9", model="Aquilion", device_type="imaging",
+        customer="St. Mary", profile="imaging", fast_reconnect=False,
+        policy={"consent": "required", "approval_timeout_s": 10,
+                "idle_timeout_s": 3, "max_duration_s": 8},
+    ) as (device_id, agent, _device_dir):  # fmt: skip
+        yield SiteDevice(center, device_id, agent.config, tmp_path / "agent-state")
 
 
 def test_the_site_approves_then_ends_a_session(center: Center, site_device: SiteDevice) -> None:

@@ -27,10 +27,10 @@ import pytest
 from tests.fixtures.accounts import (
     AGENT_USER,
     SHELL_USER,
+    ShellHelperProcess,
     as_user,
     can_make_accounts,
-    ensure_account,
-    reachable_interpreter,
+    privsep_accounts,
 )
 from tests.fixtures.processes import wait_until
 
@@ -117,9 +117,7 @@ class Helper:
 
 @pytest.fixture(scope="module")
 def accounts() -> Iterator[None]:
-    ensure_account(AGENT_USER, login=False)
-    ensure_account(SHELL_USER, login=True)
-    with reachable_interpreter((CHECKOUT,)):
+    with privsep_accounts(CHECKOUT):
         yield
 
 
@@ -133,21 +131,12 @@ def helper(accounts: None) -> Iterator[Helper]:
         f'[agent]\ndevice_id = "dev-helper"\n[agent.policy]\nshell_user = "{SHELL_USER}"\n'
     )
     config.chmod(0o644)
-    socket_path = directory / "shell.sock"
-    log = directory / "helper.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
-             "--agent-user", AGENT_USER, "--socket", str(socket_path)],
-            stdout=out, stderr=out, cwd=CHECKOUT,
-        )  # fmt: skip
+    helper = ShellHelperProcess(directory, config, directory / "shell.sock", checkout=CHECKOUT)
     try:
-        wait_until(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
-        assert process.poll() is None, log.read_text()
-        yield Helper(socket_path, process, log, directory)
+        process = helper.start()
+        yield Helper(helper.socket, process, helper.log_path, directory)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        helper.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -325,21 +314,13 @@ def test_under_systemd_each_session_has_its_own_cgroup(accounts: None) -> None:
     directory.chmod(0o755)
     config = directory / "agent.toml"
     config.write_text(f'[agent.policy]\nshell_user = "{SHELL_USER}"\n')
-    socket_path = directory / "shell.sock"
-    log = directory / "helper.log"
-    command = [
-        sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
-        "--agent-user", AGENT_USER, "--socket", str(socket_path), "--session-cgroups",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            ["sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh", *command],
-            stdout=out, stderr=out, cwd=CHECKOUT,
-        )  # fmt: skip
+    started = ShellHelperProcess(
+        directory, config, directory / "shell.sock", "--session-cgroups", checkout=CHECKOUT,
+        wrapper=("sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh"),
+    )  # fmt: skip
     try:
-        wait_until(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
-        assert process.poll() is None, log.read_text()
-        helper = Helper(socket_path, process, log, directory)
+        process = started.start()
+        helper = Helper(started.socket, process, started.log_path, directory)
         marker = str(6000 + secrets.randbelow(1000)) + ".5"
         client = helper.client(
             f'{{"command": "setsid sh -c \'exec sleep {marker}\' >/dev/null 2>&1 & '
@@ -357,8 +338,7 @@ def test_under_systemd_each_session_has_its_own_cgroup(accounts: None) -> None:
         wait_until(lambda: not _processes_of(SHELL_USER, f"sleep {marker}"), timeout=10)
         wait_until(lambda: not session.exists(), timeout=10)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        started.stop()
         for leaf in unit.iterdir():
             if leaf.is_dir():
                 with contextlib.suppress(OSError):
@@ -372,16 +352,13 @@ def test_the_helper_runs_no_more_shells_than_allowed(accounts: None) -> None:
     directory.chmod(0o755)
     config = directory / "agent.toml"
     config.write_text(f'[agent.policy]\nshell_user = "{SHELL_USER}"\n')
-    socket_path, log = directory / "shell.sock", directory / "helper.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared", "agent", "shell-helper", "--config", str(config),
-             "--agent-user", AGENT_USER, "--socket", str(socket_path), "--max-shells", "1"],
-            stdout=out, stderr=out, cwd=CHECKOUT,
-        )  # fmt: skip
+    started = ShellHelperProcess(
+        directory, config, directory / "shell.sock", "--max-shells", "1", checkout=CHECKOUT
+    )
     try:
-        wait_until(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
-        helper = Helper(socket_path, process, log, directory)
+        process = started.start()
+        log = started.log_path
+        helper = Helper(started.socket, process, log, directory)
         holder = helper.client('{"command": "echo READY; sleep 60"}')
         assert holder.stdout is not None
         assert "READY" in holder.stdout.readline()
@@ -390,6 +367,5 @@ def test_the_helper_runs_no_more_shells_than_allowed(accounts: None) -> None:
         wait_until(lambda: "ended" in log.read_text(), timeout=15)
         assert helper.run('{"command": "id -un"}').splitlines()[0] == SHELL_USER
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        started.stop()
         shutil.rmtree(directory, ignore_errors=True)

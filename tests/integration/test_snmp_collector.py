@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from agent.health.collectors.snmp import PrinterMibCollector, ProfileReading, Sn
 from shared import topics
 from shared.models import HealthSample, parse_message
 from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.processes import start_agent_run
 from tests.fixtures.snmpsim import (
     RECORDINGS,
     V3_USERS,
@@ -27,7 +24,6 @@ from tests.fixtures.snmpsim import (
 )
 
 pytestmark = pytest.mark.integration
-FIELDLINK = str(Path(sys.executable).with_name("fieldlink"))
 
 
 @pytest.fixture(scope="session")
@@ -294,14 +290,6 @@ async def test_the_agent_on_the_mfp_reports_its_printer_through_the_real_profile
     profile.collector.close()  # type: ignore[attr-defined]
 
 
-def start_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [FIELDLINK, "agent", "run", "--config", str(config)], stderr=log, env=env
-        )
-
-
 async def test_a_real_agent_publishes_its_printer_s_health(
     own_printer: SnmpSimulator, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
@@ -328,7 +316,7 @@ async def test_a_real_agent_publishes_its_printer_s_health(
 
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
         await client.subscribe(topics.telemetry(device), qos=1)
-        process = start_agent(config, log_path)
+        process = start_agent_run(config, log_path)
         try:
             sample = await until(lambda s: "mfp.toner_cyan_percent" in s.metrics, 30)
             assert sample.status == "fault"
@@ -340,8 +328,7 @@ async def test_a_real_agent_publishes_its_printer_s_health(
             assert [f.code for f in silent.faults] == ["SNMP-UNREACHABLE"]
             assert "cpu_percent" in silent.metrics
         finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(process.wait, 10)
+            await asyncio.to_thread(process.stop)
     assert "colour" not in log_path.read_text()
 
 

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from fastapi import FastAPI
 
 from agent.remote.client_keys import UsedClientKeys
 from agent.remote.outcome import Refusal, SessionOutcome
@@ -34,10 +32,9 @@ from server.sessions.keys import (
     hash_session_token,
     parse_host_key,
 )
-from server.sessions.registry import PendingSession, SessionRegistry
-from server.sessions.relay import SessionRelay
+from server.sessions.registry import PendingSession
 from shared.ids import utcnow
-from tests.fixtures.ports import free_port
+from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -72,45 +69,6 @@ def make_device(directory: Path) -> Device:
 
 
 @dataclass
-class TunnelServer:
-    registry: SessionRegistry
-    port: int
-
-    def url(self, session_id: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/tunnel/{session_id}"
-
-
-@contextlib.asynccontextmanager
-async def running_server() -> AsyncIterator[TunnelServer]:
-    """A real uvicorn on a free port serving only the tunnel endpoint."""
-    registry = SessionRegistry()
-    relay = SessionRelay(registry, login_timeout_s=5)
-    app = FastAPI()
-    app.add_api_websocket_route("/api/v1/tunnel/{session_id}", relay.endpoint)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            ws="websockets-sansio",
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield TunnelServer(registry=registry, port=port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-@dataclass
 class OpenedSession:
     session_id: str
     agent: AgentSession
@@ -122,7 +80,7 @@ class OpenedSession:
 
 
 def start_session(
-    server: TunnelServer,
+    server: TunnelEndpoint,
     device: Device,
     policy: SitePolicy,
     *,
@@ -166,7 +124,7 @@ def start_session(
 
 @contextlib.asynccontextmanager
 async def live_session(
-    server: TunnelServer, device: Device, policy: SitePolicy
+    server: TunnelEndpoint, device: Device, policy: SitePolicy
 ) -> AsyncIterator[tuple[AgentConnection, OpenedSession]]:
     opened = start_session(server, device, policy)
     connection = await server.registry.wait_for_agent(opened.session_id, 10)
@@ -183,8 +141,8 @@ def device(tmp_path: Path) -> Device:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[TunnelServer]:
-    async with running_server() as tunnel_server:
+async def server() -> AsyncIterator[TunnelEndpoint]:
+    async with tunnel_endpoint(login_timeout_s=5) as tunnel_server:
         yield tunnel_server
 
 
@@ -228,7 +186,7 @@ async def echo_service() -> AsyncIterator[int]:
 # what a session offers
 
 
-async def test_exec_returns_output_and_exit_status(server: TunnelServer, device: Device) -> None:
+async def test_exec_returns_output_and_exit_status(server: TunnelEndpoint, device: Device) -> None:
     async with live_session(server, device, SitePolicy()) as (connection, _):
         result = await connection.run("echo out; echo err >&2; exit 3", timeout_s=10)
         assert result == (3, "out\n", "err\n")
@@ -237,7 +195,7 @@ async def test_exec_returns_output_and_exit_status(server: TunnelServer, device:
         assert result.stdout == "hé"
 
 
-async def test_pty_shell_runs_echo_and_sees_it(server: TunnelServer, device: Device) -> None:
+async def test_pty_shell_runs_echo_and_sees_it(server: TunnelEndpoint, device: Device) -> None:
     policy = SitePolicy(login_shell="/bin/sh")
     async with live_session(server, device, policy) as (connection, _):
         shell = await connection.open_shell(term="xterm", cols=100, rows=30)
@@ -252,7 +210,7 @@ async def test_pty_shell_runs_echo_and_sees_it(server: TunnelServer, device: Dev
 
 
 async def test_forward_reaches_allowlisted_web_service(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     async with http_service(b"<h1>printer panel</h1>") as web_port:
         policy = SitePolicy(services={"web": ServiceTarget("web", "127.0.0.1", web_port)})
@@ -273,7 +231,7 @@ async def test_forward_reaches_allowlisted_web_service(
 
 
 async def test_forward_outside_the_allowlist_is_refused_and_reported(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     async with http_service(b"secret") as other_port, http_service(b"ok") as web_port:
         policy = SitePolicy(
@@ -305,7 +263,7 @@ async def test_forward_outside_the_allowlist_is_refused_and_reported(
 
 
 async def test_20_mb_through_a_forward_keeps_its_sha256(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     payload = os.urandom(20 * 1024 * 1024)
     async with echo_service() as echo_port:
@@ -333,7 +291,7 @@ async def test_20_mb_through_a_forward_keeps_its_sha256(
 
 
 async def test_sftp_is_confined_to_the_configured_folder(
-    server: TunnelServer, device: Device, tmp_path: Path
+    server: TunnelEndpoint, device: Device, tmp_path: Path
 ) -> None:
     folder = tmp_path / "logs"
     folder.mkdir()
@@ -361,7 +319,7 @@ async def test_sftp_is_confined_to_the_configured_folder(
 
 
 async def test_wrong_session_token_is_refused_before_ssh(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     opened = start_session(server, device, SitePolicy(), token_sent="not-the-token")
     outcome = await opened.outcome()
@@ -373,7 +331,7 @@ async def test_wrong_session_token_is_refused_before_ssh(
 
 
 async def test_a_key_other_than_the_sessions_is_refused(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     other = generate_one_time_key()
     opened = start_session(server, device, SitePolicy(), agent_key=other.public_openssh)
@@ -385,7 +343,9 @@ async def test_a_key_other_than_the_sessions_is_refused(
     assert [r.reason for r in opened.refusals] == ["not this session's key"]
 
 
-async def test_a_used_key_is_refused_the_second_time(server: TunnelServer, device: Device) -> None:
+async def test_a_used_key_is_refused_the_second_time(
+    server: TunnelEndpoint, device: Device
+) -> None:
     ledger = UsedClientKeys()
     key = generate_one_time_key()
     first = start_session(server, device, SitePolicy(), server_key=key, used_keys=ledger)
@@ -401,7 +361,7 @@ async def test_a_used_key_is_refused_the_second_time(server: TunnelServer, devic
         await server.registry.wait_for_agent(replay.session_id, 0.2)
 
 
-async def test_an_expired_key_is_refused(server: TunnelServer, device: Device) -> None:
+async def test_an_expired_key_is_refused(server: TunnelEndpoint, device: Device) -> None:
     opened = start_session(server, device, SitePolicy(), expires_in_s=-1)
     outcome = await opened.outcome()
     assert (outcome.close_reason, outcome.detail) == ("error", "session key expired")
@@ -409,7 +369,7 @@ async def test_an_expired_key_is_refused(server: TunnelServer, device: Device) -
 
 
 async def test_a_host_key_other_than_the_pinned_one_is_refused(
-    server: TunnelServer, device: Device, tmp_path: Path
+    server: TunnelEndpoint, device: Device, tmp_path: Path
 ) -> None:
     impostor = make_device(tmp_path / "..").host_public
     opened = start_session(server, device, SitePolicy(), pinned_host_key=impostor)
@@ -423,7 +383,9 @@ async def test_a_host_key_other_than_the_pinned_one_is_refused(
 # limits and closing
 
 
-async def test_max_duration_closes_the_tunnel_on_time(server: TunnelServer, device: Device) -> None:
+async def test_max_duration_closes_the_tunnel_on_time(
+    server: TunnelEndpoint, device: Device
+) -> None:
     policy = SitePolicy(max_duration_s=1.0, idle_timeout_s=60)
     opened = start_session(server, device, policy)
     connection = await server.registry.wait_for_agent(opened.session_id, 10)
@@ -440,7 +402,7 @@ async def test_max_duration_closes_the_tunnel_on_time(server: TunnelServer, devi
 
 
 async def test_idle_timeout_closes_a_quiet_tunnel_on_time(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     policy = SitePolicy(idle_timeout_s=1.0)
     opened = start_session(server, device, policy)
@@ -454,7 +416,7 @@ async def test_idle_timeout_closes_a_quiet_tunnel_on_time(
 
 
 async def test_site_end_closes_the_tunnel_and_kills_the_shell(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     opened = start_session(server, device, SitePolicy(login_shell="/bin/sh"))
     connection = await server.registry.wait_for_agent(opened.session_id, 10)
@@ -475,7 +437,7 @@ async def test_site_end_closes_the_tunnel_and_kills_the_shell(
 
 
 async def test_operator_close_reaches_the_agent_with_byte_counts(
-    server: TunnelServer, device: Device
+    server: TunnelEndpoint, device: Device
 ) -> None:
     opened = start_session(server, device, SitePolicy())
     connection = await server.registry.wait_for_agent(opened.session_id, 10)

@@ -20,8 +20,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.ports import free_port
-from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -95,34 +95,24 @@ def served(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                   "--type", "mfp", "--customer", "Wheel Ltd", "--json", "--config", str(config)],
                  **run)  # fmt: skip
     token = json.loads(added.stdout)["enrollment_token"]
-    log = site / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [fieldlink, "server", "run", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, **run,
-        )  # fmt: skip
+    server = ManagedProcess("server", site / "server.log", stop_timeout=20)
+    server.spawn([fieldlink, "server", "run", "--config", str(config)], **run)
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        assert server.poll() is None, log.read_text()
         try:
             return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
-        wait_until(ready, timeout=60, interval=0.25)
+        server.wait_ready(ready, timeout=60, interval=0.25)
         # A device enrolls with the same installed command (it is never started here).
         _run([fieldlink, "agent", "enroll", "--server", url, "--token", token,
               "--dir", str(site / "agent")], **run)  # fmt: skip
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.stop()
 
 
 def test_the_installed_server_runs_from_the_wheel_not_the_checkout(installed: Path) -> None:

@@ -29,8 +29,8 @@ from provisioning.enroll import (
 from provisioning.pki import BadCsr
 from shared.errors import UnavailableError
 from shared.ids import utcnow
+from tests.fixtures.pki import make_csr
 from tests.fixtures.ports import free_port
-from tests.unit.provisioning.test_ca import make_csr
 
 
 @dataclass

@@ -26,7 +26,7 @@ from provisioning.broker import (
 from provisioning.ca import CertificateAuthority
 from shared.cli import app
 from shared.errors import ConfigError, UnavailableError
-from tests.unit.provisioning.test_ca import make_csr
+from tests.fixtures.pki import make_csr
 
 
 def test_acl_confines_devices_and_gives_the_server_the_tree() -> None:

@@ -24,7 +24,7 @@ from provisioning.ca import CertificateAuthority
 from provisioning.pki import read_revoked_device_ids
 from shared.cli import app
 from shared.ids import utcnow
-from tests.unit.provisioning.test_ca import make_csr
+from tests.fixtures.pki import make_csr
 
 
 def _revoked(ca: CertificateAuthority, device_id: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from provisioning.ca import CertificateAuthority
 from provisioning.pki import (
@@ -27,20 +27,7 @@ from provisioning.pki import (
 from shared.errors import InvalidDeviceId
 from shared.ids import is_device_id
 from shared.signing import public_key_pem
-
-
-def make_csr(
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | None = None,
-    cn: str = "whatever",
-) -> tuple[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey]:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .sign(key, algorithm)
-    )
-    return csr.public_bytes(serialization.Encoding.PEM).decode(), key
+from tests.fixtures.pki import make_csr
 
 
 @pytest.fixture(scope="module")

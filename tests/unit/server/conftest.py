@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from server import crud
 from server.config import ServerSettings
 from server.main import create_app
-
-PASSWORD = "correct horse battery"
+from tests.fixtures.api_auth import Auth, make_auth
 
 
 @pytest.fixture
@@ -43,19 +40,6 @@ def engine(client: TestClient) -> Engine:
 
 
 @pytest.fixture
-def auth(client: TestClient, engine: Engine) -> Callable[[str], dict[str, str]]:
+def auth(client: TestClient) -> Auth:
     """``auth(role)`` creates a user of that role and returns its Authorization header."""
-    made: dict[str, dict[str, str]] = {}
-
-    def headers(role: str) -> dict[str, str]:
-        if role not in made:
-            with Session(engine) as session:
-                crud.create_user(session, username=f"{role}1", role=role, password=PASSWORD)
-            answer = client.post(
-                "/api/v1/auth/token", data={"username": f"{role}1", "password": PASSWORD}
-            )
-            assert answer.status_code == 200, answer.text
-            made[role] = {"Authorization": f"Bearer {answer.json()['access_token']}"}
-        return made[role]
-
-    return headers
+    return make_auth(client)

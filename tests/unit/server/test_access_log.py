@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from server.access_log import redact_path, redact_query
 from server.config import ServerSettings
 from server.main import create_app
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 SECRETS = ("flk_secret-bearer-value", "cookie-secret-value", "query-secret-value", PASSWORD)
 

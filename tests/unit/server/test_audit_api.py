@@ -15,13 +15,11 @@ from server import audit
 from server.config import ServerSettings
 from server.main import create_app
 from shared.ids import isoformat_z, utcnow
-from tests.unit.server.test_auth_api import with_audit_routes
-
-# The route-table checks of test_route_roles, run again on the app with the audit routes.
-from tests.unit.server.test_route_roles import (  # noqa: F401
-    test_a_role_below_the_needed_one_gets_403,
-    test_every_api_route_declares_a_role,
-    test_no_credentials_gets_401_everywhere,
+from tests.fixtures.route_roles import (
+    check_a_role_below_the_needed_one_gets_403,
+    check_every_api_route_declares_a_role,
+    check_no_credentials_gets_401_everywhere,
+    with_audit_routes,
 )
 
 Auth = Callable[[str], dict[str, str]]
@@ -115,3 +113,18 @@ def test_verify_reports_intact_then_the_broken_entry(
     assert broken["intact"] is False
     assert broken["broken_at"] == 3
     assert broken["message"] == "audit log BROKEN at entry #3: its content does not match its hash"
+
+
+# The route-table checks of test_route_roles, run again on the app with the audit routes.
+
+
+def test_every_api_route_declares_a_role(client: TestClient) -> None:
+    check_every_api_route_declares_a_role(client)
+
+
+def test_no_credentials_gets_401_everywhere(client: TestClient) -> None:
+    check_no_credentials_gets_401_everywhere(client)
+
+
+def test_a_role_below_the_needed_one_gets_403(client: TestClient, auth: Auth) -> None:
+    check_a_role_below_the_needed_one_gets_403(client, auth)

@@ -11,18 +11,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import audit, crud
-from server.api.routes import audit as audit_routes
 from server.config import ServerSettings
 from server.db import create_schema, make_engine
 from server.logins import LOCKED_DETAIL, LoginPolicy, clear_failures, count_failure
 from server.main import create_app
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.route_roles import with_audit_routes
 
 Auth = Callable[[str], dict[str, str]]
 
@@ -38,13 +37,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-def with_audit_routes(app: FastAPI) -> FastAPI:
-    """The app with the audit routes, whether or not ``server.main`` registers them yet."""
-    if not any(getattr(r, "path", "").startswith("/api/v1/audit") for r in app.routes):
-        app.include_router(audit_routes.router, prefix="/api/v1")
-    return app
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ The watch's clock is driven by the test (no wall-clock thresholds); the database
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,10 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server import audit
-from server.db import create_schema, make_engine
-from server.models import AuditEntry, Device, RemoteSession, ServerInstance
+from server.models import AuditEntry, RemoteSession, ServerInstance
 from server.sessions.liveness import InstanceLiveness, close_sessions
-from shared.ids import new_id, utcnow
+from tests.fixtures.session_rows import add_device, add_session
 
 
 class Clock:
@@ -31,36 +28,14 @@ class Clock:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
-        db.add(Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="c"))
-        db.commit()
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """A migrated database with the device the sessions belong to."""
+    add_device(db_engine)
+    return db_engine
 
 
 def _session(engine: Engine, instance: str, state: str = "active") -> str:
-    sid = f"ses-{new_id()}"
-    now = utcnow()
-    with Session(engine) as db:
-        db.add(
-            RemoteSession(
-                id=sid,
-                device_id="mfp-1",
-                operator="olga",
-                reason="jam",
-                state=state,
-                instance=instance,
-                created_at=now,
-                expires_at=now + timedelta(minutes=2),
-            )
-        )
-        db.commit()
-    return sid
+    return add_session(engine, state=state, instance=instance)
 
 
 def _row(engine: Engine, sid: str) -> RemoteSession:

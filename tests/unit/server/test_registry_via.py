@@ -19,8 +19,8 @@ from server import crud
 from server.db import create_schema, make_engine
 from server.ingest.via import gateway_of
 from server.models import DeviceCreate
+from tests.fixtures.api_auth import PASSWORD
 from tests.fixtures.cli import fieldlink
-from tests.unit.server.conftest import PASSWORD
 
 Auth = Callable[[str], dict[str, str]]
 

@@ -18,8 +18,8 @@ from provisioning.broker import BrokerTargets, write_broker_config
 from provisioning.ca import CertificateAuthority
 from server.config import ServerSettings
 from server.upkeep import PkiUpkeep
-from tests.unit.provisioning.test_ca import make_csr
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.pki import make_csr
 
 Auth = Callable[[str], dict[str, str]]
 DEVICE = {"serial": "RV-1", "model": "MP", "type": "mfp", "customer": "Acme"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,45 +11,23 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server import audit
-from server.db import create_schema, make_engine
 from server.models import AuditEntry, Device, RemoteSession
 from server.sessions import repository
 from server.sessions.limits import check_limits, open_count
 from shared.errors import Conflict, NotFound
 from shared.ids import new_id, utcnow
+from tests.fixtures.session_rows import add_device, add_session
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
-        db.add(Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="c"))
-        db.commit()
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """A migrated database with the device the sessions belong to."""
+    add_device(db_engine)
+    return db_engine
 
 
 def _session(engine: Engine, state: str = "requested", operator: str = "olga") -> str:
-    sid = f"ses-{new_id()}"
-    now = utcnow()
-    with Session(engine) as db:
-        db.add(
-            RemoteSession(
-                id=sid,
-                device_id="mfp-1",
-                operator=operator,
-                reason="jam",
-                state=state,
-                instance="here",
-                created_at=now,
-                expires_at=now + timedelta(minutes=2),
-            )
-        )
-        db.commit()
-    return sid
+    return add_session(engine, state=state, operator=operator)
 
 
 def test_a_session_closes_once_with_what_its_holder_knew(engine: Engine, tmp_path: Path) -> None:

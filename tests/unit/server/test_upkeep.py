@@ -21,7 +21,7 @@ from server.db import create_schema, make_engine
 from server.models import AuditEntry, Device
 from server.upkeep import FleetUpkeep, Job, PkiUpkeep, Upkeep
 from shared.ids import utcnow
-from tests.unit.provisioning.test_ca import make_csr
+from tests.fixtures.pki import make_csr
 
 
 async def test_a_failing_job_is_logged_and_runs_again_when_woken(

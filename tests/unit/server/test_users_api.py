@@ -14,7 +14,7 @@ from server import audit, crud
 from server.config import ServerSettings
 from server.logins import LoginPolicy, clear_failures
 from server.main import create_app
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 Auth = Callable[[str], dict[str, str]]
 

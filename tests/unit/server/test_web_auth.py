@@ -20,7 +20,7 @@ from server.api.deps import (
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import AuditEntry
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 
 def _user(engine: Engine, name: str, role: str) -> None:

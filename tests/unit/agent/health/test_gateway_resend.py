@@ -18,7 +18,7 @@ from pathlib import Path
 from agent.health.gateway import SiteGateway
 from agent.health.outbox import MemoryOutbox
 from shared import topics
-from tests.unit.agent.health.test_resend import T0, AckingBroker, Harness, stop, until
+from tests.fixtures.link_harness import T0, AckingBroker, Harness, stop, until
 
 
 class ViaBroker(AckingBroker):

@@ -6,92 +6,26 @@ import asyncio
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from agent.config import load_agent_settings
-from agent.health.collectors import Reading, status_of
+from agent.health.collectors import status_of
 from agent.health.profiles import ImagingProfile, ProfileOptions, create_profile, profile_names
 from agent.health.profiles.dicom_echo import echo_peer
 from agent.health.profiles.imaging import DicomPeer, ImagingTargets
 from shared.errors import ConfigError
-
-TIMEOUT_S = 2.0
-
-
-class VerificationScp:
-    """A real DICOM Verification SCP (the ``storescp``/``echoscp`` of a PACS) on 127.0.0.1."""
-
-    def __init__(
-        self,
-        ae_title: str = "PACS",
-        require_calling: list[str] | None = None,
-        *,
-        require_called: bool = False,
-        echo_status: int = 0x0000,
-        contexts: tuple[str, ...] = (Verification,),
-    ) -> None:
-        self.ae_title = ae_title
-        self.require_calling = require_calling or []
-        self.require_called = require_called
-        self.echo_status = echo_status
-        self.contexts = contexts
-        self.port = _free_port()
-        self._server: ThreadedAssociationServer | None = None
-
-    def start(self) -> None:
-        ae = AE(ae_title=self.ae_title)
-        for context in self.contexts:
-            ae.add_supported_context(context)
-        ae.require_calling_aet = self.require_calling
-        ae.require_called_aet = self.require_called
-        handlers: list[Any] = [(evt.EVT_C_ECHO, lambda _event: self.echo_status)]
-        server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
-        assert server is not None
-        self._server = server
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def scp() -> Iterator[VerificationScp]:
-    server = VerificationScp()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _profile(peers: list[dict[str, Any]], **extra: Any) -> ImagingProfile:
-    dicom = {"calling_ae_title": extra.pop("calling", "FIELDLINK"), "timeout_s": TIMEOUT_S}
-    targets = {"dicom_peers": peers, "dicom": dicom, **extra}
-    profile = create_profile("imaging", ProfileOptions("ct-1", targets=targets), simulate=False)
-    assert isinstance(profile, ImagingProfile)
-    return profile
-
-
-def _peer(port: int, name: str = "pacs", ae_title: str = "PACS") -> dict[str, Any]:
-    return {"name": name, "ae_title": ae_title, "host": "127.0.0.1", "port": port}
-
-
-def _codes(reading: Reading) -> dict[str, str]:
-    return {f["code"]: f["message"] for f in reading.faults}
+from tests.fixtures.dicom import (
+    TIMEOUT_S,
+    VerificationScp,
+    dicom_peer,
+    fault_codes,
+    imaging_profile,
+)
+from tests.fixtures.ports import free_port
 
 
 def test_imaging_and_server_have_real_collectors() -> None:
@@ -102,7 +36,7 @@ def test_imaging_and_server_have_real_collectors() -> None:
 async def test_a_peer_that_stops_raises_the_fault_and_its_return_clears_it(
     scp: VerificationScp,
 ) -> None:
-    profile = _profile([_peer(scp.port)])
+    profile = imaging_profile([dicom_peer(scp.port)])
 
     up = await profile.collect()
     assert up.metrics["imaging.dicom_peer_up:pacs"] == 1.0
@@ -113,7 +47,7 @@ async def test_a_peer_that_stops_raises_the_fault_and_its_return_clears_it(
     down = await profile.collect()
     assert down.metrics["imaging.dicom_peer_up:pacs"] == 0.0
     assert "imaging.dicom_echo_ms:pacs" not in down.metrics
-    message = _codes(down)["DICOM-ECHO-FAIL-PACS"]
+    message = fault_codes(down)["DICOM-ECHO-FAIL-PACS"]
     assert "[refused]: connection refused" in message
     assert f"PACS@127.0.0.1:{scp.port}" in message
     assert status_of(down.faults) == "fault"
@@ -129,14 +63,14 @@ async def test_a_rejected_association_is_told_apart_and_names_the_calling_title(
     scp = VerificationScp(require_calling=["CT_ROOM_2"])
     scp.start()
     try:
-        rejected = await _profile([_peer(scp.port)]).collect()
-        message = _codes(rejected)["DICOM-ECHO-FAIL-PACS"]
+        rejected = await imaging_profile([dicom_peer(scp.port)]).collect()
+        message = fault_codes(rejected)["DICOM-ECHO-FAIL-PACS"]
         assert "[rejected]: association rejected" in message
         assert "refused" not in message
         assert "Calling AE title not recognised" in message
         assert "'FIELDLINK'" in message
         # the same peer answers the console's configured title
-        accepted = await _profile([_peer(scp.port)], calling="CT_ROOM_2").collect()
+        accepted = await imaging_profile([dicom_peer(scp.port)], calling="CT_ROOM_2").collect()
         assert accepted.metrics["imaging.dicom_peer_up:pacs"] == 1.0
     finally:
         scp.stop()
@@ -146,8 +80,10 @@ async def test_a_wrong_called_title_is_rejected_too() -> None:
     scp_strict = VerificationScp(ae_title="PACS", require_called=True)
     scp_strict.start()
     try:
-        reading = await _profile([_peer(scp_strict.port, ae_title="NOT_PACS")]).collect()
-        assert "Called AE title not recognised" in _codes(reading)["DICOM-ECHO-FAIL-PACS"]
+        reading = await imaging_profile(
+            [dicom_peer(scp_strict.port, ae_title="NOT_PACS")]
+        ).collect()
+        assert "Called AE title not recognised" in fault_codes(reading)["DICOM-ECHO-FAIL-PACS"]
     finally:
         scp_strict.stop()
 
@@ -162,12 +98,12 @@ async def test_a_peer_that_accepts_the_connection_but_never_answers_times_out() 
             "imaging",
             ProfileOptions(
                 "ct-1",
-                targets={"dicom_peers": [_peer(port)], "dicom": {"timeout_s": 0.5}},
+                targets={"dicom_peers": [dicom_peer(port)], "dicom": {"timeout_s": 0.5}},
             ),
             simulate=False,
         )
         reading = await profile.collect()
-    message = _codes(reading)["DICOM-ECHO-FAIL-PACS"]
+    message = fault_codes(reading)["DICOM-ECHO-FAIL-PACS"]
     assert "[timeout]: timed out" in message
     assert "no association response within 0.25 s" in message
     assert "refused" not in message
@@ -175,7 +111,7 @@ async def test_a_peer_that_accepts_the_connection_but_never_answers_times_out() 
 
 
 def test_refused_rejected_and_timeout_are_three_outcomes() -> None:
-    closed = _free_port()
+    closed = free_port()
     refused = echo_peer(DicomPeer("pacs", "PACS", "127.0.0.1", closed), "FIELDLINK", TIMEOUT_S)
     assert refused.failure == "refused"
     scp = VerificationScp(require_calling=["OTHER"])
@@ -206,53 +142,30 @@ async def test_a_peer_that_answers_but_not_with_a_good_echo(
 ) -> None:
     peer_scp.start()
     try:
-        reading = await _profile([_peer(peer_scp.port)]).collect()
+        reading = await imaging_profile([dicom_peer(peer_scp.port)]).collect()
     finally:
         peer_scp.stop()
-    message = _codes(reading)["DICOM-ECHO-FAIL-PACS"]
+    message = fault_codes(reading)["DICOM-ECHO-FAIL-PACS"]
     assert "failed [failed]: " in message
     assert detail in message
     assert reading.metrics["imaging.dicom_peer_up:pacs"] == 0.0
 
 
 async def test_two_peers_are_reported_each_on_its_own(scp: VerificationScp) -> None:
-    reading = await _profile([_peer(scp.port), _peer(_free_port(), name="worklist")]).collect()
+    reading = await imaging_profile(
+        [dicom_peer(scp.port), dicom_peer(free_port(), name="worklist")]
+    ).collect()
     assert reading.metrics["imaging.dicom_peer_up:pacs"] == 1.0
     assert reading.metrics["imaging.dicom_peer_up:worklist"] == 0.0
-    assert set(_codes(reading)) == {"DICOM-ECHO-FAIL-WORKLIST"}
-
-
-async def test_services_by_process_and_by_listening_port(scp: VerificationScp) -> None:
-    sleeper = await asyncio.create_subprocess_exec("sleep", "300")
-    try:
-        profile = _profile(
-            [],
-            services_check=[
-                {"name": "acquisition", "process": "sleep"},
-                {"name": "dicom_store", "port": scp.port},
-                {"name": "viewer", "port": _free_port()},
-            ],
-        )
-        reading = await profile.collect()
-        assert reading.metrics["imaging.service_up:acquisition"] == 1.0
-        assert reading.metrics["imaging.service_up:dicom_store"] == 1.0
-        assert reading.metrics["imaging.service_up:viewer"] == 0.0
-        assert "nothing listens on TCP port" in _codes(reading)["SVC-DOWN-VIEWER"]
-    finally:
-        sleeper.kill()
-        await sleeper.wait()
-    scp.stop()
-    after = await profile.collect()
-    assert after.metrics["imaging.service_up:dicom_store"] == 0.0
-    assert set(_codes(after)) >= {"SVC-DOWN-DICOM_STORE", "SVC-DOWN-VIEWER"}
+    assert set(fault_codes(reading)) == {"DICOM-ECHO-FAIL-WORKLIST"}
 
 
 async def test_cache_disk_percent_and_an_unreadable_cache(tmp_path: Path) -> None:
-    reading = await _profile([], image_cache_path=str(tmp_path)).collect()
+    reading = await imaging_profile([], image_cache_path=str(tmp_path)).collect()
     assert 0 <= reading.metrics["imaging.cache_disk_percent"] <= 100
-    missing = await _profile([], image_cache_path=str(tmp_path / "gone")).collect()
+    missing = await imaging_profile([], image_cache_path=str(tmp_path / "gone")).collect()
     assert "imaging.cache_disk_percent" not in missing.metrics
-    assert "cannot be read" in _codes(missing)["CACHE-UNAVAILABLE"]
+    assert "cannot be read" in fault_codes(missing)["CACHE-UNAVAILABLE"]
 
 
 async def test_the_agent_configuration_builds_the_profile(
@@ -394,7 +307,7 @@ async def test_a_hung_echo_is_not_stacked_on_the_next_sample() -> None:
         profile = create_profile(
             "imaging",
             ProfileOptions(
-                "ct-1", targets={"dicom_peers": [_peer(port)], "dicom": {"timeout_s": 1.0}}
+                "ct-1", targets={"dicom_peers": [dicom_peer(port)], "dicom": {"timeout_s": 1.0}}
             ),
             simulate=False,
         )
@@ -402,7 +315,7 @@ async def test_a_hung_echo_is_not_stacked_on_the_next_sample() -> None:
         await asyncio.sleep(0.1)
         first.cancel()
         second = await profile.collect()
-        assert "previous echo is still waiting" in _codes(second)["DICOM-ECHO-FAIL-PACS"]
+        assert "previous echo is still waiting" in fault_codes(second)["DICOM-ECHO-FAIL-PACS"]
         with pytest.raises(asyncio.CancelledError):
             await first
 

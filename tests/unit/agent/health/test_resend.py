@@ -7,106 +7,19 @@ the test deliver server announcements; the real broker is in
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
 
 import aiomqtt
 import pytest
 
-from agent.health.link import BrokerLink
 from agent.health.outbox import MemoryOutbox
 from shared import topics
-from shared.broker_url import BrokerAddress
-
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-class AckingBroker:
-    """Stands in for ``aiomqtt.Client``: every publish is acknowledged, messages come on demand."""
-
-    def __init__(self) -> None:
-        self.pending_calls_threshold = 10
-        self.telemetry: list[int] = []
-        self.births = 0
-        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-
-    async def publish(self, topic: str, payload: bytes, **_: Any) -> None:
-        if topic.endswith("/telemetry"):
-            self.telemetry.append(json.loads(payload)["seq"])
-        elif json.loads(payload).get("online"):
-            self.births += 1
-        await asyncio.sleep(0)
-
-    async def subscribe(self, *_: Any, **__: Any) -> None:
-        return None
-
-    def announce(self, instance: str, ts: datetime, *, retain: bool = False) -> None:
-        payload = json.dumps(
-            {"v": 1, "online": True, "ts": ts.isoformat(), "instance": instance}
-        ).encode()
-        self._inbox.put_nowait(aiomqtt.Message(topics.SERVER_STATE, payload, 1, retain, 1, None))
-
-    @property
-    def messages(self) -> AsyncIterator[aiomqtt.Message]:
-        async def iterate() -> AsyncIterator[aiomqtt.Message]:
-            while True:
-                yield await self._inbox.get()
-
-        return iterate()
-
-
-class Harness:
-    def __init__(self, outbox: MemoryOutbox) -> None:
-        self.outbox = outbox
-        self.wake = asyncio.Event()
-        self.link = BrokerLink(
-            "mfp-1",
-            BrokerAddress("127.0.0.1", 1883, tls=False),
-            outbox,
-            boot_id="boot-1",
-            wake=self.wake,
-            inflight_window=3,
-        )
-        self.seq = 0
-
-    async def sample(self, count: int = 1) -> None:
-        for _ in range(count):
-            await self.outbox.put(json.dumps({"seq": self.seq}).encode())
-            self.seq += 1
-        self.wake.set()
-
-    async def connect(self, broker: AckingBroker) -> tuple[asyncio.Task[None], asyncio.Event]:
-        stopping = asyncio.Event()
-        task = asyncio.create_task(self.link._serve(cast(aiomqtt.Client, broker), stopping))
-        await settle()
-        return task, stopping
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-
-async def until(predicate: Any) -> None:
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    msg = "not true within 5 s"
-    raise AssertionError(msg)
+from tests.fixtures.link_harness import T0, AckingBroker, Harness, settle, stop, until
 
 
 @pytest.fixture
 async def harness() -> Harness:
     return Harness(MemoryOutbox(100))
-
-
-async def stop(task: asyncio.Task[None], stopping: asyncio.Event) -> None:
-    stopping.set()
-    await asyncio.wait_for(task, 5)
 
 
 async def test_a_new_announcement_resends_this_connections_samples_in_order(

@@ -24,10 +24,9 @@ from agent.remote.commands import (
     CommandDispatcher,
     CommandFailed,
     CommandRegistry,
-    CommandRequest,
     Outgoing,
 )
-from agent.remote.outcome import Refusal, SessionOutcome
+from agent.remote.outcome import Refusal
 from agent.remote.policy import ServiceTarget, SitePolicy
 from agent.remote.session_runners import SessionHooks
 from agent.remote.sessions import SessionController
@@ -44,47 +43,10 @@ from shared.models import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
-from shared.wire import CloseReason
-from tests.fixtures.ports import free_port
+from tests.fixtures.agent_sessions import TOKEN, ScriptedSession, open_body, request
 
 DEVICE = "mfp-sessions-1"
-TOKEN = "tunnel-token-never-shown-0123456789"
-CLIENT_KEY = (
-    asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
-)
 SERVICES = {"web": ServiceTarget("web", "127.0.0.1", 80), "vnc": ServiceTarget("vnc", "::1", 5900)}
-
-
-class ScriptedSession:
-    """Stands in for the SSH server: ready at once, runs until ended, reports its bytes."""
-
-    def __init__(self, spec: SessionOpen, policy: SitePolicy, hooks: SessionHooks) -> None:
-        self.spec = spec
-        self.policy = policy
-        self.hooks = hooks
-        self.end_reasons: list[CloseReason] = []
-        self._ended = asyncio.Event()
-
-    def end(self, reason: CloseReason = "site_ended") -> None:
-        self.end_reasons.append(reason)
-        self._ended.set()
-
-    def refuse(self, refusal: Refusal) -> None:
-        self.hooks.on_refusal(refusal)
-
-    async def run(self) -> SessionOutcome:
-        started_at = utcnow()
-        self.hooks.on_ready()
-        await self._ended.wait()
-        return SessionOutcome(
-            session_id=self.spec.session_id,
-            close_reason=self.end_reasons[0],
-            detail="ended",
-            bytes_from_server=1234,
-            bytes_to_server=5678,
-            started_at=started_at,
-            refusals=[Refusal("forward", "10.0.0.1:22", "not in the allowlist")],
-        )
 
 
 @dataclass
@@ -121,31 +83,6 @@ def make_device(policy: SitePolicy, **options: Any) -> Device:
         **options,
     )
     return device
-
-
-def open_body(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "session_id": f"ses-{new_id()}",
-        "ws_url": f"ws://127.0.0.1:{free_port()}/api/v1/tunnel/x",
-        "token": TOKEN,
-        "client_key": CLIENT_KEY,
-        "expires_at": isoformat_z(utcnow() + timedelta(seconds=60)),
-        "operator": "alice",
-        "reason": "toner jam, customer on the phone",
-    }
-    body.update(changes)
-    return body
-
-
-def request(command_type: str, body: dict[str, Any]) -> CommandRequest:
-    now = utcnow()
-    return CommandRequest(
-        id=f"cmd-{new_id()}",
-        type=command_type,
-        body=body,
-        issued_at=now,
-        expires_at=now + timedelta(seconds=60),
-    )
 
 
 async def open_session(device: Device, **changes: Any) -> tuple[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from server import crud
 from server.config import ServerSettings
 from server.main import create_app
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 
 @pytest.fixture

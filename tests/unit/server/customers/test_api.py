@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -12,34 +10,10 @@ from sqlmodel import Session, select
 
 from server.config import ServerSettings
 from server.models import AuditEntry
-
-Auth = Callable[[str], dict[str, str]]
-
-TOKYO: dict[str, Any] = {
-    "number": "4711",
-    "name": "Sakura Clinic",
-    "country": "jp",
-    "region": "apac",
-    "contacts": [
-        {
-            "name": "Dr. Tanaka",
-            "phone": "03-1234-5678",
-            "email": "t@sakura.example",
-            "language": "ja",
-        }
-    ],
-    "sites": [{"name": "Osaka branch", "country": "JP"}],
-}
-
-
-def _device(serial: str, **extra: Any) -> dict[str, Any]:
-    return {"serial": serial, "model": "CT-80", "type": "imaging", **extra}
-
-
-def _customer(client: TestClient, auth: Auth, body: dict[str, Any] | None = None) -> Any:
-    answer = client.post("/api/v1/customers", json=body or TOKYO, headers=auth("manager"))
-    assert answer.status_code == 201, answer.text
-    return answer.json()
+from tests.fixtures.customers import TOKYO, Auth
+from tests.fixtures.customers import customer as _customer
+from tests.fixtures.customers import device as _device
+from tests.fixtures.customers import fleet as _fleet
 
 
 def test_a_customer_is_created_with_contacts_in_e164(client: TestClient, auth: Auth) -> None:
@@ -126,26 +100,6 @@ def test_devices_point_to_a_customer_and_phones_read_in_its_country(
         actions = [e.action for e in session.exec(select(AuditEntry)).all()]
     assert actions.count("customer.create") == 2
     assert actions.count("device.register") == 3
-
-
-def _fleet(client: TestClient, auth: Auth) -> None:
-    _customer(client, auth)
-    _customer(
-        client,
-        auth,
-        {"number": "5000", "name": "Berlin Labs", "country": "DE", "contacts": []},
-    )
-    for serial, phone, number in (
-        ("A1", "03-1234-5678", "4711"),
-        ("A2", None, "4711"),
-        ("B1", "030 1234567", "5000"),
-        ("B2", "030 7654321", "5000"),
-    ):
-        body = _device(serial, customer_number=number)
-        if phone:
-            body["contact_phone"] = phone
-        answer = client.post("/api/v1/devices", json=body, headers=auth("admin"))
-        assert answer.status_code == 201, answer.text
 
 
 def test_lookup_matches_device_phones_and_contacts_in_any_notation(

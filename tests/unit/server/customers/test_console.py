@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from server import crud
 from server.models import Call
-from tests.unit.server.conftest import PASSWORD
-from tests.unit.server.customers.test_api import _fleet
+from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.customers import fleet as _fleet
 
 Auth = Callable[[str], dict[str, str]]
 

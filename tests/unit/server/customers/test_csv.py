@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import AuditEntry
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 Auth = Callable[[str], dict[str, str]]
 CSV = {"Content-Type": "text/csv"}

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from server.db import create_schema, make_engine
-from tests.unit.server.kpi.reference import add_devices
+from tests.fixtures.kpi_reference import add_devices
 
 
 @pytest.fixture

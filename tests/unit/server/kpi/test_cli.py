@@ -9,7 +9,7 @@ import pytest
 
 from server.db import create_schema, make_engine
 from tests.fixtures.cli import fieldlink
-from tests.unit.server.kpi.reference import add_devices
+from tests.fixtures.kpi_reference import add_devices
 
 CSV = (
     "external_id,device_id,opened_at,restored_at,closed_at,resolution,remote_session_used\n"
