@@ -379,3 +379,32 @@ def test_a_role_that_requires_it_goes_to_the_account_page(
     page = client.get("/account")
     assert page.status_code == 200
     assert "Your role requires two-factor login" in page.text
+
+
+def test_an_admin_resets_it_from_the_admin_page(
+    client: TestClient, engine: Engine, clock: Clock
+) -> None:
+    import re
+
+    add_user(engine, "jo")
+    add_user(engine, "chief", role="admin")
+    enrol(client, bearer(login(client, "jo")), clock)
+    secret, _ = enrol(client, bearer(login(client, "chief")), clock)
+    client.cookies.clear()
+    console_password(client, "chief")
+    clock.advance(30)
+    assert console_code(client, totp(secret, clock)).status_code == 303
+    page = client.get("/admin")
+    assert page.status_code == 200
+    assert 'action="/admin/users/jo/mfa-reset"' in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    refused = client.post("/admin/users/jo/mfa-reset", follow_redirects=False)
+    assert refused.status_code == 403  # no CSRF token
+    done = client.post(
+        "/admin/users/jo/mfa-reset", data={"csrf_token": csrf.group(1)}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert login(client, "jo").status_code == 200
+    (reset,) = actions(engine, "mfa.reset")
+    assert (reset.actor, reset.target) == ("chief", "user:jo")
