@@ -265,7 +265,7 @@ def use_code(
         return None
     if _use_totp(session, settings, row, typed, now):
         return "totp"
-    if not typed.isdigit() and _use_recovery_code(session, user, typed, now):
+    if _use_recovery_code(session, user, typed, now):
         return "recovery_code"
     return None
 
