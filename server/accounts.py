@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from server import audit
 from server.crud import InvalidInput, get_user
-from server.models import ROLES, ApiToken, User, UserSSHKey
+from server.models import ROLES, ApiToken, MfaRecoveryCode, User, UserMfa, UserSSHKey
 from server.security import hash_password, hash_token
 from shared.errors import Conflict, NotFound
 from shared.ids import new_token, utcnow
@@ -170,6 +170,12 @@ def remove_user(
         .where(col(UserSSHKey.user_id) == user.id)
         .execution_options(synchronize_session=False)
     )
+    for table in (MfaRecoveryCode, UserMfa):
+        session.execute(
+            sa.delete(table)
+            .where(col(table.user_id) == user.id)
+            .execution_options(synchronize_session=False)
+        )
     session.delete(user)
     session.flush()
     audit.record(

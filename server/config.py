@@ -107,6 +107,14 @@ class ServerSettings(FieldlinkSettings):
     #: Each failure answers this much later, up to ``login_max_delay_s``.
     login_delay_step_s: float = Field(default=0.25, ge=0)
     login_max_delay_s: float = Field(default=2.0, ge=0)
+    #: Roles whose users must log in with a second factor (TOTP): until they have one,
+    #: their logins may only enrol it (``POST /api/v1/auth/mfa``, the console's account page).
+    mfa_required_roles: list[str] = Field(default_factory=list)
+    #: The issuer name authenticator apps show next to the account.
+    mfa_issuer: str = Field(default="fieldlink", min_length=1, max_length=64)
+    #: The key that encrypts TOTP secrets at rest (default: ``state_dir/mfa.key``, made at
+    #: first use, mode 0600). Losing it means every user enrols again.
+    mfa_key_file: Path | None = None
 
     # Remote sessions.
     #: The SSH gateway for native clients (``ssh -p 2222 DEVICE@server``); 0 picks a free

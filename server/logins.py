@@ -43,15 +43,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
-from server import audit, crud
+from server import audit, crud, mfa
 from server.config import ServerSettings
-from server.models import LoginThrottle
+from server.models import ApiToken, LoginThrottle, User
 from server.models.base import UTCDateTime
+from server.security import hash_token
 from shared.errors import AuthError
 from shared.ids import isoformat_z, utcnow
 
 #: The actor of a login attempt that has not (yet) proved who it is.
 ANONYMOUS_ACTOR = "anonymous"
+#: The kind of the token between the password and the second factor (console): it
+#: authenticates nothing else (:func:`server.crud.user_for_token` refuses it).
+MFA_PENDING_KIND = "mfa_pending"
+MFA_PENDING_TTL_S = 300
 LOCKED_DETAIL = "too many failed logins"
 _NAME_LIMIT = 128
 
@@ -270,11 +275,66 @@ class LoginOutcome:
     retry_after_s: int | None = None
     delay_s: float = 0.0
     must_change_password: bool = False
+    #: The password was right but a second factor (``code``) is needed, or was wrong.
+    mfa_required: bool = False
+    #: The user's role requires a second factor they have not enrolled: the token may
+    #: only enrol one.
+    mfa_enrolment_required: bool = False
+    #: The console's second step: the token :func:`complete_login` takes with the code.
+    pending_token: str | None = None
 
     @property
     def locked_detail(self) -> str:
         """The 429's message for this outcome's lock."""
         return locked_detail(self.retry_after_s or 0)
+
+
+def _count_login_failure(
+    session: Session,
+    policy: LoginPolicy,
+    *,
+    name: str,
+    address: str | None,
+    now: datetime,
+    reason: str,
+) -> LoginOutcome:
+    """Count (and audit, once per window) a failed login; its outcome, not committed."""
+    target = f"user:{name}"
+    failures, lock = count_failure(
+        session, user_key(name), now=now, policy=policy, limit=policy.max_failures
+    )
+    ip_lock = None
+    if address:
+        _, ip_lock = count_failure(
+            session, _ip_key(address), now=now, policy=policy, limit=policy.ip_max_failures
+        )
+    pair = _pair_key(name, address)
+    earlier = _previous_window(session, pair, now, policy)
+    pair_failures, _ = count_failure(session, pair, now=now, policy=policy, limit=sys.maxsize)
+    # Wrong second factors are always audited: whoever sent them knew the password.
+    audited = pair_failures == 1 or reason != "bad_credentials"
+    if audited or lock is not None or ip_lock is not None:
+        details: dict[str, Any] = {
+            "username": name,
+            "reason": reason,
+            "failures": failures,
+            "window_s": int(policy.window.total_seconds()),
+        }
+        if earlier:
+            details["failures_in_previous_window"] = earlier
+        if lock is not None:
+            details["locked_until"] = isoformat_z(lock)
+        if ip_lock is not None:
+            details["address_locked_until"] = isoformat_z(ip_lock)
+        audit.record(
+            session,
+            actor=ANONYMOUS_ACTOR,
+            action="login_failed",
+            target=target,
+            details=details,
+            source_ip=address,
+        )
+    return LoginOutcome(delay_s=policy.delay_after(failures))
 
 
 def attempt_login(
@@ -285,8 +345,17 @@ def attempt_login(
     username: str,
     password: str,
     address: str | None,
+    code: str | None = None,
+    pending: bool = False,
 ) -> LoginOutcome:
-    """Check a login against the locks and the password; count and audit a failure.
+    """Check a login against the locks, the password and the second factor; count failures.
+
+    A user with two-factor login on needs ``code`` (a TOTP code or a recovery
+    code, :mod:`server.mfa`) too: without it the outcome asks for it
+    (``mfa_required``, nothing counted); a wrong one counts as a failed login
+    (the same lock as wrong passwords). With ``pending`` (the console's two
+    steps), a right password without ``code`` gives a short-lived token that
+    only :func:`complete_login` accepts, with the code.
 
     A user name locks after a few failures from anywhere; an address after many,
     for any names, except for names that logged in from it before (a call center
@@ -298,7 +367,6 @@ def attempt_login(
     """
     now = policy.clock()
     name = username[:_NAME_LIMIT]
-    target = f"user:{name}"
     until = locked_until(session, [user_key(name)], now)
     if until is None and address is not None:
         address_until = locked_until(session, [_ip_key(address)], now)
@@ -310,40 +378,45 @@ def attempt_login(
     try:
         user = crud.authenticate(session, username=username, password=password)
     except AuthError:
-        failures, lock = count_failure(
-            session, user_key(name), now=now, policy=policy, limit=policy.max_failures
+        outcome = _count_login_failure(
+            session, policy, name=name, address=address, now=now, reason="bad_credentials"
         )
-        ip_lock = None
-        if address:
-            _, ip_lock = count_failure(
-                session, _ip_key(address), now=now, policy=policy, limit=policy.ip_max_failures
-            )
-        pair = _pair_key(name, address)
-        earlier = _previous_window(session, pair, now, policy)
-        pair_failures, _ = count_failure(session, pair, now=now, policy=policy, limit=sys.maxsize)
-        if pair_failures == 1 or lock is not None or ip_lock is not None:
-            details: dict[str, Any] = {
-                "username": name,
-                "reason": "bad_credentials",
-                "failures": failures,
-                "window_s": int(policy.window.total_seconds()),
-            }
-            if earlier:
-                details["failures_in_previous_window"] = earlier
-            if lock is not None:
-                details["locked_until"] = isoformat_z(lock)
-            if ip_lock is not None:
-                details["address_locked_until"] = isoformat_z(ip_lock)
-            audit.record(
-                session,
-                actor=ANONYMOUS_ACTOR,
-                action="login_failed",
-                target=target,
-                details=details,
-                source_ip=address,
-            )
         session.commit()
-        return LoginOutcome(delay_s=policy.delay_after(failures))
+        return outcome
+    method = "password"
+    if mfa.is_active(session, user):
+        if not code:
+            # The password was right: ask for the second factor (nothing counted).
+            if not pending:
+                session.rollback()
+                return LoginOutcome(mfa_required=True)
+            ttl = timedelta(seconds=MFA_PENDING_TTL_S)
+            step, _ = crud.issue_token(session, user=user, kind=MFA_PENDING_KIND, ttl=ttl)
+            session.commit()
+            return LoginOutcome(mfa_required=True, pending_token=step)
+        second = mfa.use_code(session, settings, user=user, code=code, now=now)
+        if second is None:
+            outcome = _count_login_failure(
+                session, policy, name=name, address=address, now=now, reason="bad_second_factor"
+            )
+            outcome.mfa_required = True
+            session.commit()
+            return outcome
+        method = f"password+{second}"
+    return _succeed(session, settings, policy, user=user, address=address, now=now, method=method)
+
+
+def _succeed(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    *,
+    user: User,
+    address: str | None,
+    now: datetime,
+    method: str,
+) -> LoginOutcome:
+    """A login succeeded: clear the name's count, remember the client, issue the token."""
     counted = session.get(LoginThrottle, _pair_key(user.username, address))
     earlier_failures = counted.failures if counted is not None else 0
     session.execute(
@@ -358,7 +431,7 @@ def attempt_login(
     _purge(session, now, policy)
     ttl = settings.access_token_ttl_s
     token, _ = crud.issue_token(session, user=user, kind="access", ttl=timedelta(seconds=ttl))
-    details = {"method": "password"}
+    details: dict[str, Any] = {"method": method}
     if earlier_failures:
         details["failures_before"] = earlier_failures
     audit.record(
@@ -370,4 +443,70 @@ def attempt_login(
         source_ip=address,
     )
     session.commit()
-    return LoginOutcome(token=token, must_change_password=user.must_change_password)
+    return LoginOutcome(
+        token=token,
+        must_change_password=user.must_change_password,
+        mfa_enrolment_required=method == "password" and mfa.required_for(settings, user),
+    )
+
+
+def complete_login(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    *,
+    pending_token: str,
+    code: str,
+    address: str | None,
+) -> LoginOutcome:
+    """The console's second step: the token of :func:`attempt_login` (``pending``) and a code.
+
+    A wrong code counts as a failed login (and locks the name like wrong
+    passwords); the pending token ends on success, on its expiry, or when
+    the name is locked. An unknown or expired pending token is an outcome
+    with neither token nor ``mfa_required``: log in again.
+    """
+    now = policy.clock()
+    found = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.id) == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(pending_token))
+    ).first()
+    if found is None:
+        session.rollback()
+        return LoginOutcome()
+    row, user = found
+    expired = row.expires_at is not None and row.expires_at <= now
+    if row.kind != MFA_PENDING_KIND or row.revoked_at is not None or expired or user.disabled:
+        session.rollback()
+        return LoginOutcome()
+    until = locked_until(session, [user_key(user.username)], now)
+    if until is not None:
+        row.revoked_at = now
+        session.add(row)
+        session.commit()
+        return LoginOutcome(retry_after_s=max(1, math.ceil((until - now).total_seconds())))
+    second = mfa.use_code(session, settings, user=user, code=code, now=now)
+    if second is None:
+        outcome = _count_login_failure(
+            session,
+            policy,
+            name=user.username,
+            address=address,
+            now=now,
+            reason="bad_second_factor",
+        )
+        outcome.mfa_required = True
+        session.commit()
+        return outcome
+    row.revoked_at = now
+    session.add(row)
+    return _succeed(
+        session,
+        settings,
+        policy,
+        user=user,
+        address=address,
+        now=now,
+        method=f"password+{second}",
+    )

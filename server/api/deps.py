@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.requests import HTTPConnection
 
-from server import crud
+from server import crud, mfa
 from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.models import User, role_at_least
@@ -150,23 +150,56 @@ CREDENTIAL_CHANGE_DETAIL = (
 )
 
 
-def _password_change_gate(request: Request, user: User) -> User:
+#: What a user whose role requires a second factor they lack may still do: enrol one.
+MFA_ENROLMENT_PATHS = frozenset(
+    {
+        "/api/v1/auth/mfa",
+        "/api/v1/auth/mfa/confirm",
+        "/api/v1/auth/me",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/password",
+    }
+)
+MFA_ENROLMENT_DETAIL = (
+    "your role requires two-factor login: enrol an authenticator first "
+    "(POST /api/v1/auth/mfa, then /api/v1/auth/mfa/confirm; or the console's account page)"
+)
+
+
+def _needs_mfa_enrolment(session: Session, settings: ServerSettings, user: User) -> bool:
+    if not mfa.required_for(settings, user):
+        return False  # no query for the roles that do not need it
+    pending = mfa.enrolment_pending(session, settings, user)
+    session.commit()
+    return pending
+
+
+async def _password_change_gate(
+    request: Request, session: Session, settings: ServerSettings, user: User
+) -> User:
     if user.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=CREDENTIAL_CHANGE_DETAIL)
+    if request.url.path not in MFA_ENROLMENT_PATHS and await run_in_threadpool(
+        _needs_mfa_enrolment, session, settings, user
+    ):
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=MFA_ENROLMENT_DETAIL)
     return user
 
 
-async def get_current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
+async def get_current_user(
+    request: Request, session: SessionDep, settings: SettingsDep, token: TokenDep
+) -> User:
     """The user of the request's bearer token, or of its session cookie (with CSRF); else 401.
 
     A bearer token wins when both are present: scripts are never subject to CSRF.
-    A user whose password was reset may only change it (403 otherwise).
+    A user whose password was reset may only change it (403 otherwise); one whose
+    role requires a second factor they have not enrolled may only enrol it.
     """
     if token:
         user = await run_in_threadpool(_user_for_token, session, token)
         if user is None:
             raise _UNAUTHORIZED
-        return _password_change_gate(request, user)
+        return await _password_change_gate(request, session, settings, user)
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise _UNAUTHORIZED
@@ -174,7 +207,7 @@ async def get_current_user(request: Request, session: SessionDep, token: TokenDe
     if user is None:
         raise _UNAUTHORIZED
     await check_csrf(request, cookie)
-    return _password_change_gate(request, user)
+    return await _password_change_gate(request, session, settings, user)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -220,7 +253,10 @@ def websocket_user(websocket: WebSocket, session: Session) -> User | None:
     """
     token = websocket_token(websocket)
     user = crud.user_for_token(session, token) if token else None
-    return None if user is None or user.must_change_password else user
+    if user is None or user.must_change_password:
+        return None
+    settings: ServerSettings = websocket.app.state.settings
+    return None if mfa.enrolment_pending(session, settings, user) else user
 
 
 def websocket_token(websocket: WebSocket) -> str | None:

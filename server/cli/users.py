@@ -80,11 +80,12 @@ def user_list(
     config: ConfigOption = None,
 ) -> None:
     """List the users with their roles and whether they are disabled."""
-    from server import accounts
+    from server import accounts, mfa
 
     _, engine = open_database(config)
     with Session(engine) as session:
         users, _count = accounts.list_users(session, limit=100_000)
+        with_mfa = mfa.active_user_ids(session, [u.id for u in users if u.id is not None])
     if as_json:
         typer.echo(
             json.dumps(
@@ -94,6 +95,7 @@ def user_list(
                         "role": u.role,
                         "disabled": u.disabled,
                         "must_change_password": u.must_change_password,
+                        "mfa_enabled": u.id in with_mfa,
                         "created_at": u.created_at.isoformat(),
                     }
                     for u in users
@@ -108,6 +110,8 @@ def user_list(
         state = "disabled" if u.disabled else "enabled"
         if u.must_change_password:
             state += ", must change password"
+        if u.id in with_mfa:
+            state += ", two-factor"
         typer.echo(f"{u.username.ljust(width)}  {u.role.ljust(8)}  {state}")
 
 
@@ -181,6 +185,23 @@ def user_reset_password(
         temporary = accounts.reset_password(session, username=name, actor=audit.cli_actor())
     typer.echo(f"one-time password for {name}: {temporary}")
     typer.echo("(their tokens are revoked; they must choose a new password at the next login)")
+
+
+@user_app.command("reset-mfa")
+def user_reset_mfa(
+    name: Annotated[str, typer.Argument(help="user name")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a user's two-factor login (a lost phone): the password alone logs in next."""
+    from server import mfa
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        had = mfa.reset(session, username=name, actor=audit.cli_actor())
+    if had:
+        typer.echo(f"two-factor login of {name} removed (they enrol again from the account page)")
+    else:
+        typer.echo(f"{name} had no two-factor login")
 
 
 @user_app.command("unlock")

@@ -10,7 +10,10 @@ import typer
 
 from server.client.api import ApiClient, save_credentials
 from server.client.tables import echo_page
-from shared.errors import ConfigError
+from shared.errors import AuthError, ConfigError
+
+#: What the server's 401 says when a two-factor code is needed (the CLI then asks for it).
+MFA_NEEDED = "two-factor code is required"
 
 
 def login_command(
@@ -19,6 +22,10 @@ def login_command(
     token: Annotated[
         str | None,
         typer.Option(help="use this API token instead of a password", envvar="FIELDLINK_TOKEN"),
+    ] = None,
+    otp: Annotated[
+        str | None,
+        typer.Option(help="the two-factor code (asked for when the server wants one)"),
     ] = None,
 ) -> None:
     """Log in to a fieldlink server and remember the token for the other commands."""
@@ -32,7 +39,15 @@ def login_command(
                 if sys.stdin.isatty()
                 else sys.stdin.readline().rstrip("\r\n")
             )
-            token = client.login(user, password)
+            try:
+                token = client.login(user, password, otp)
+            except AuthError as exc:
+                if otp or MFA_NEEDED not in str(exc):
+                    raise
+                code = (
+                    input("two-factor code: ") if sys.stdin.isatty() else sys.stdin.readline()
+                ).strip()
+                token = client.login(user, password, code)
             client.close()
             client = ApiClient(server, token)
         me = client.me()

@@ -157,11 +157,12 @@ class ApiClient:
 
     # -- accounts ---------------------------------------------------------------------------
 
-    def login(self, username: str, password: str) -> str:
-        """The OAuth2 password flow: a bearer token for this user."""
-        answer = self.request(
-            "POST", "/auth/token", data={"username": username, "password": password}
-        )
+    def login(self, username: str, password: str, otp: str | None = None) -> str:
+        """The OAuth2 password flow (with ``otp``, the two-factor code): a bearer token."""
+        data = {"username": username, "password": password}
+        if otp:
+            data["otp"] = otp
+        answer = self.request("POST", "/auth/token", data=data)
         return str(answer["access_token"])
 
     def me(self) -> dict[str, Any]:

@@ -121,6 +121,8 @@ def user_for_token(session: Session, token: str) -> User | None:
     now = utcnow()
     if api_token.revoked_at is not None or user.disabled:
         return None
+    if api_token.kind == "mfa_pending":
+        return None  # between the password and the second factor: nothing yet
     if api_token.expires_at is not None and api_token.expires_at <= now:
         return None
     return user

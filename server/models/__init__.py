@@ -62,7 +62,16 @@ from server.models.session import (
     UserSSHKey,
 )
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
-from server.models.user import ROLES, ApiToken, User, UserPublic, UsersPublic, role_at_least
+from server.models.user import (
+    ROLES,
+    ApiToken,
+    MfaRecoveryCode,
+    User,
+    UserMfa,
+    UserPublic,
+    UsersPublic,
+    role_at_least,
+)
 from shared.wire import OPEN_SESSION_STATES as OPEN_STATES
 from shared.wire import SESSION_STATES
 
@@ -114,6 +123,7 @@ __all__ = [
     "KnowledgeHit",
     "KnowledgeHits",
     "LoginThrottle",
+    "MfaRecoveryCode",
     "RemoteSession",
     "RemoteSessionCreate",
     "RemoteSessionPublic",
@@ -124,6 +134,7 @@ __all__ = [
     "TelemetryRollup",
     "TelemetrySample",
     "User",
+    "UserMfa",
     "UserPublic",
     "UserSSHKey",
     "UsersPublic",

@@ -55,6 +55,35 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
+class UserMfa(SQLModel, table=True):
+    """A user's TOTP second factor (RFC 6238); active once ``confirmed_at`` is set.
+
+    ``secret`` is the base32 secret encrypted with the server's MFA key
+    (:mod:`server.mfa`); it is shown once, at enrolment, and never again.
+    ``last_step`` is the last 30-second step whose code was accepted: a code is
+    never accepted twice (replay).
+    """
+
+    __tablename__ = "user_mfa"
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+    secret: str = Field(max_length=512)
+    confirmed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    last_step: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger()))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+
+
+class MfaRecoveryCode(SQLModel, table=True):
+    """A one-time recovery code of a user's second factor, stored only as its SHA-256 hash."""
+
+    __tablename__ = "mfa_recovery_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    code_hash: str = Field(max_length=64)
+    used_at: datetime | None = Field(default=None, sa_column=utc_column())
+
+
 class UserPublic(SQLModel):
     """A user as the API shows it (never the hash)."""
 
@@ -63,6 +92,8 @@ class UserPublic(SQLModel):
     role: str
     disabled: bool
     must_change_password: bool = False
+    #: Whether the user logs in with a second factor (a confirmed TOTP).
+    mfa_enabled: bool = False
     created_at: datetime
 
 

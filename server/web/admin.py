@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from server import accounts, audit, crud
+from server import accounts, audit, crud, mfa
 from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address, recheck_access
 from server.crud import InvalidInput
 from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
@@ -50,6 +50,7 @@ def _users_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     users, keys = _users(session)
+    with_mfa = mfa.active_user_ids(session, [u.id for u in users if u.id is not None])
     return render(
         request,
         "admin_users.html",
@@ -60,6 +61,7 @@ def _users_page(
             "tab": "users",
             "users": users,
             "keys": keys,
+            "with_mfa": with_mfa,
             "roles": ROLES,
             "error": error,
             "done": done,
@@ -212,6 +214,27 @@ async def reset_password(
         done=f"One-time password for {name}: {temporary} "
         "(they must choose a new one when they log in).",
     )
+
+
+@router.post("/users/{name}/mfa-reset", response_class=HTMLResponse)
+async def reset_mfa(
+    name: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """Remove a user's two-factor login (a lost phone; audited)."""
+    if not viewer.can("admin"):
+        return forbidden(request, viewer, "admin")
+    await _checked_form(request)
+    try:
+        await run_in_threadpool(
+            mfa.reset,
+            session,
+            username=name,
+            actor=viewer.user.username,
+            source_ip=client_address(request),
+        )
+    except NotFound as exc:
+        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    return _back(f"Two-factor login of {name} removed: they enrol again.")
 
 
 @router.get("/devices", response_class=HTMLResponse)

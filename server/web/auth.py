@@ -10,15 +10,16 @@ answers 403 with a page that says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from server import accounts, audit, crud
+from server import accounts, audit, crud, mfa
 from server.api.deps import (
     SESSION_COOKIE,
     LoginPolicyDep,
@@ -28,23 +29,29 @@ from server.api.deps import (
     clear_session_cookie,
     client_address,
     csrf_token_for,
+    is_https,
     recheck_access,
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import check_password_again
+from server.api.routes.auth import check_code_again, check_password_again
+from server.config import ServerSettings
 from server.crud import InvalidInput
-from server.logins import attempt_login
+from server.logins import MFA_PENDING_TTL_S, LoginOutcome, attempt_login, complete_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
 from server.web.templating import render
-from shared.errors import AuthError
+from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
 
-#: The viewer's own account: change the password.
+#: The viewer's own account: change the password, two-factor login.
 ACCOUNT_PATH = "/account"
+#: The log-in's second step (the two-factor code), and the cookie that carries the
+#: short-lived token between the steps (only this path receives it).
+LOGIN_CODE_PATH = "/login/code"
+MFA_PENDING_COOKIE = "fieldlink_mfa"
 
 
 class ConsoleRedirect(Exception):
@@ -90,6 +97,12 @@ def console_viewer(request: Request, session: SessionDep) -> Viewer:
         raise ConsoleRedirect(msg)
     if user.must_change_password and request.url.path != ACCOUNT_PATH:
         raise ConsoleRedirect(ACCOUNT_PATH)  # an administrator reset the password
+    settings: ServerSettings = request.app.state.settings
+    if not request.url.path.startswith(ACCOUNT_PATH) and mfa.required_for(settings, user):
+        pending = mfa.enrolment_pending(session, settings, user)
+        session.commit()
+        if pending:
+            raise ConsoleRedirect(ACCOUNT_PATH)  # the role requires a second factor first
     return Viewer(user=user, csrf=csrf_token_for(cookie))
 
 
@@ -107,14 +120,58 @@ def forbidden(request: Request, viewer: Viewer, role: str) -> HTMLResponse:
 
 
 def _login_page(
-    request: Request, *, next_path: str, error: str | None = None, status_code: int = 200
+    request: Request,
+    *,
+    next_path: str,
+    error: str | None = None,
+    status_code: int = 200,
+    code_step: bool = False,
 ) -> HTMLResponse:
     return render(
         request,
         "login.html",
-        {"viewer": None, "next": next_path, "error": error, "title": "Log in"},
+        {
+            "viewer": None,
+            "next": next_path,
+            "error": error,
+            "title": "Log in",
+            "code_step": code_step,
+        },
         status_code=status_code,
     )
+
+
+def _set_pending_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(
+        MFA_PENDING_COOKIE,
+        token,
+        max_age=MFA_PENDING_TTL_S,
+        path=LOGIN_CODE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+    )
+
+
+def _clear_pending_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        MFA_PENDING_COOKIE,
+        path=LOGIN_CODE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+    )
+
+
+def _logged_in(
+    request: Request, settings: ServerSettings, outcome: LoginOutcome, next_path: str
+) -> Response:
+    token = outcome.token or ""
+    enrol = outcome.must_change_password or outcome.mfa_enrolment_required
+    target = ACCOUNT_PATH if enrol else next_path
+    response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+    set_session_cookie(response, request, token, settings.access_token_ttl_s)
+    return response
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -158,7 +215,13 @@ async def login_submit(
         username=username,
         password=password,
         address=client_address(request),
+        pending=True,
     )
+    if outcome.pending_token is not None:
+        # The password was right; the second factor is asked for next.
+        page = _login_page(request, next_path=next_path, code_step=True)
+        _set_pending_cookie(page, request, outcome.pending_token)
+        return page
     if outcome.retry_after_s is not None:
         page = _login_page(
             request,
@@ -177,32 +240,244 @@ async def login_submit(
             error="Wrong user name or password.",
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
-    target = ACCOUNT_PATH if outcome.must_change_password else next_path
-    response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
-    set_session_cookie(response, request, outcome.token, settings.access_token_ttl_s)
-    return response
+    return _logged_in(request, settings, outcome, next_path)
+
+
+@router.post(LOGIN_CODE_PATH, response_class=HTMLResponse)
+async def login_code_submit(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+) -> Response:
+    """The second step: the code from the authenticator (or a recovery code)."""
+    form = await request.form()
+    code = str(form.get("code", ""))[:64]
+    next_path = safe_next(str(form.get("next", "/")))
+    pending = request.cookies.get(MFA_PENDING_COOKIE)
+    if request.headers.get("origin") and not same_origin(request):
+        return _login_page(
+            request,
+            next_path=next_path,
+            error="Log in from this server's own page.",
+            status_code=403,
+        )
+    if not pending:
+        return _login_page(
+            request,
+            next_path=next_path,
+            error="That took too long: log in again.",
+            status_code=status.HTTP_401_UNAUTHORIZED,
+        )
+    if not code.strip():
+        return _login_page(
+            request,
+            next_path=next_path,
+            error="Enter the code from your authenticator app.",
+            status_code=422,
+            code_step=True,
+        )
+    outcome = await run_in_threadpool(
+        complete_login,
+        session,
+        settings,
+        policy,
+        pending_token=pending,
+        code=code,
+        address=client_address(request),
+    )
+    if outcome.token is not None:
+        response = _logged_in(request, settings, outcome, next_path)
+        _clear_pending_cookie(response, request)
+        return response
+    if outcome.retry_after_s is not None:
+        page = _login_page(
+            request,
+            next_path=next_path,
+            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        )
+        page.headers["Retry-After"] = str(outcome.retry_after_s)
+        _clear_pending_cookie(page, request)
+        return page
+    if outcome.mfa_required:
+        if outcome.delay_s > 0:
+            await policy.sleep(outcome.delay_s)
+        return _login_page(
+            request,
+            next_path=next_path,
+            error="Wrong code.",
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            code_step=True,
+        )
+    page = _login_page(
+        request,
+        next_path=next_path,
+        error="That took too long: log in again.",
+        status_code=status.HTTP_401_UNAUTHORIZED,
+    )
+    _clear_pending_cookie(page, request)
+    return page
 
 
 def _account_page(
     request: Request,
+    session: Session,
     viewer: Viewer,
     *,
     error: str | None = None,
     done: str | None = None,
     status_code: int = 200,
+    enrolment: mfa.Enrolment | None = None,
+    recovery_codes: list[str] | None = None,
 ) -> HTMLResponse:
+    settings: ServerSettings = request.app.state.settings
+    found = mfa.status(session, settings, viewer.user)
+    session.commit()
     return render(
         request,
         "account.html",
-        {"viewer": viewer, "title": "Your account", "error": error, "done": done},
+        {
+            "viewer": viewer,
+            "title": "Your account",
+            "error": error,
+            "done": done,
+            "mfa": found,
+            "enrolment": enrolment,
+            "recovery_codes": recovery_codes,
+        },
         status_code=status_code,
     )
 
 
 @router.get(ACCOUNT_PATH, response_class=HTMLResponse)
-def account_page(request: Request, viewer: ViewerDep) -> HTMLResponse:
-    """The viewer's account: change the password (required after an administrator's reset)."""
-    return _account_page(request, viewer)
+def account_page(request: Request, session: SessionDep, viewer: ViewerDep) -> HTMLResponse:
+    """The viewer's account: change the password (required after an administrator's reset),
+    two-factor login (required for some roles)."""
+    return _account_page(request, session, viewer)
+
+
+async def _mfa_form(request: Request) -> tuple[str, str]:
+    """Check the CSRF token of an account form; its ``password`` and ``code`` fields."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    await check_csrf(request, cookie)
+    form = await request.form()
+    return str(form.get("password", ""))[:1024], str(form.get("code", ""))[:64]
+
+
+@router.post(f"{ACCOUNT_PATH}/mfa", response_class=HTMLResponse)
+async def mfa_enrol(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    viewer: ViewerDep,
+) -> Response:
+    """Begin enrolling an authenticator (the password again): its secret, shown once."""
+    password, _ = await _mfa_form(request)
+    address = client_address(request)
+    try:
+        await run_in_threadpool(
+            check_password_again, session, policy, viewer.user, password, address
+        )
+        found = await run_in_threadpool(
+            mfa.begin_enrolment, session, settings, user=viewer.user, source_ip=address
+        )
+    except HTTPException as exc:
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
+    except Conflict as exc:
+        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    return _account_page(request, session, viewer, enrolment=found)
+
+
+@router.post(f"{ACCOUNT_PATH}/mfa/confirm", response_class=HTMLResponse)
+async def mfa_confirm(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    viewer: ViewerDep,
+) -> Response:
+    """Turn two-factor login on with the first code; the recovery codes, shown once."""
+    _, code = await _mfa_form(request)
+    address = client_address(request)
+
+    def confirm(now: datetime) -> list[str]:
+        return mfa.confirm_enrolment(
+            session, settings, user=viewer.user, code=code, now=now, source_ip=address
+        )
+
+    try:
+        codes = await run_in_threadpool(
+            check_code_again, session, policy, viewer.user, confirm, address
+        )
+    except HTTPException as exc:
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
+    except (Conflict, NotFound) as exc:
+        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    return _account_page(
+        request, session, viewer, done="Two-factor login is on.", recovery_codes=codes
+    )
+
+
+@router.post(f"{ACCOUNT_PATH}/mfa/recovery-codes", response_class=HTMLResponse)
+async def mfa_recovery_codes(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    viewer: ViewerDep,
+) -> Response:
+    """New recovery codes on a current code (the old ones stop working)."""
+    _, code = await _mfa_form(request)
+    address = client_address(request)
+
+    def regenerate(now: datetime) -> list[str]:
+        return mfa.regenerate_recovery_codes(
+            session, settings, user=viewer.user, code=code, now=now, source_ip=address
+        )
+
+    try:
+        codes = await run_in_threadpool(
+            check_code_again, session, policy, viewer.user, regenerate, address
+        )
+    except HTTPException as exc:
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
+    except Conflict as exc:
+        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    return _account_page(request, session, viewer, done="New recovery codes.", recovery_codes=codes)
+
+
+@router.post(f"{ACCOUNT_PATH}/mfa/disable", response_class=HTMLResponse)
+async def mfa_disable(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    viewer: ViewerDep,
+) -> Response:
+    """Turn two-factor login off on a current code (not where one's role requires it)."""
+    _, code = await _mfa_form(request)
+    address = client_address(request)
+
+    def turn_off(now: datetime) -> None:
+        mfa.disable(session, settings, user=viewer.user, code=code, now=now, source_ip=address)
+
+    try:
+        await run_in_threadpool(check_code_again, session, policy, viewer.user, turn_off, address)
+    except HTTPException as exc:
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
+    except Conflict as exc:
+        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    return _account_page(request, session, viewer, done="Two-factor login is off.")
 
 
 @router.post(ACCOUNT_PATH, response_class=HTMLResponse)
@@ -219,7 +494,9 @@ async def change_password(
     current = str(form.get("current_password", ""))
     new = str(form.get("new_password", ""))
     if new != str(form.get("new_password_again", "")):
-        return _account_page(request, viewer, error="The new passwords differ.", status_code=422)
+        return _account_page(
+            request, session, viewer, error="The new passwords differ.", status_code=422
+        )
     try:
         await run_in_threadpool(
             check_password_again, session, policy, viewer.user, current, client_address(request)
@@ -234,9 +511,11 @@ async def change_password(
             source_ip=client_address(request),
         )
     except HTTPException as exc:
-        return _account_page(request, viewer, error=str(exc.detail), status_code=exc.status_code)
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
     except (InvalidInput, AuthError) as exc:
-        return _account_page(request, viewer, error=str(exc), status_code=422)
+        return _account_page(request, session, viewer, error=str(exc), status_code=422)
     recheck_access(request)
     return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
 

@@ -110,3 +110,40 @@ def test_passwd_changes_ones_password(tmp_path: Path, server: ServerProcess) -> 
         tmp_path, "login", "--server", server.url, "--user", "otto", stdin="new-password-1\n"
     )
     assert new.returncode == 0, new.stderr
+
+
+def test_login_asks_for_the_two_factor_code(tmp_path: Path, server: ServerProcess) -> None:
+    import time
+
+    import httpx2 as httpx
+    import pyotp
+
+    made = server.cli("user", "add", "tina", "--role", "operator", stdin="tina-password\n")
+    assert made.returncode == 0, made.stderr
+    token = httpx.post(
+        f"{server.url}/api/v1/auth/token",
+        data={"username": "tina", "password": "tina-password"},
+        timeout=10,
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    begun = httpx.post(
+        f"{server.url}/api/v1/auth/mfa", json={"password": "tina-password"}, headers=headers
+    )
+    totp = pyotp.TOTP(begun.json()["secret"])
+    confirmed = httpx.post(
+        f"{server.url}/api/v1/auth/mfa/confirm", json={"code": totp.now()}, headers=headers
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    login = ["login", "--server", server.url, "--user", "tina"]
+    wrong = _cli(tmp_path, *login, "--otp", "000000", stdin="tina-password\n")
+    assert wrong.returncode != 0
+    assert "wrong two-factor code" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    # Asked for on stdin after the password (the next step's code: the first one is spent).
+    code = totp.at(time.time() + 30)
+    done = _cli(tmp_path, *login, stdin=f"tina-password\n{code}\n")
+    assert done.returncode == 0, done.stderr
+    assert "logged in" in done.stdout
+    replayed = _cli(tmp_path, *login, "--otp", code, stdin="tina-password\n")
+    assert replayed.returncode != 0
+    assert "wrong two-factor code" in replayed.stderr

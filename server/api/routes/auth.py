@@ -9,15 +9,17 @@ in :mod:`server.api.routes.tokens`.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
-from server import accounts, audit
+from server import accounts, audit, mfa
 from server.api.deps import (
     SESSION_COOKIE,
     CurrentUser,
@@ -38,9 +40,17 @@ from server.logins import (
 )
 from server.models import ApiToken, User, UserPublic
 from server.security import hash_token, verify_password
+from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import isoformat_z, utcnow
 
+_T = TypeVar("_T")
+
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+#: The header of a 401 that asks for the second factor (the CLI prompts for it).
+MFA_HEADER = "X-Fieldlink-MFA"
+MFA_NEEDED_DETAIL = "a two-factor code is required (the otp field)"
+MFA_WRONG_DETAIL = "wrong two-factor code"
 
 
 class Token(BaseModel):
@@ -51,12 +61,18 @@ class Token(BaseModel):
     expires_in: int
     #: An administrator reset the password: this token may only change it.
     password_change_required: bool = False
+    #: The user's role requires two-factor login and they have none: this token may
+    #: only enrol it (``POST /api/v1/auth/mfa``).
+    mfa_enrolment_required: bool = False
 
 
 @router.post(
     "/token",
     responses={
-        401: {"description": "wrong user name or password"},
+        401: {
+            "description": "wrong user name or password, or a two-factor code is needed "
+            "(``X-Fieldlink-MFA: required``) or was wrong"
+        },
         429: {"description": "too many failed logins; see Retry-After"},
     },
 )
@@ -66,8 +82,10 @@ async def login(
     settings: SettingsDep,
     policy: LoginPolicyDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    otp: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Token:
-    """Exchange a user name and password for a short-lived bearer token."""
+    """Exchange a user name and password (and ``otp``, a two-factor code or a recovery
+    code, for users with two-factor login on) for a short-lived bearer token."""
     outcome = await run_in_threadpool(
         attempt_login,
         session,
@@ -76,6 +94,7 @@ async def login(
         username=form.username,
         password=form.password,
         address=client_address(request),
+        code=otp or None,
     )
     if outcome.retry_after_s is not None:
         raise HTTPException(
@@ -86,6 +105,12 @@ async def login(
     if outcome.token is None:
         if outcome.delay_s > 0:
             await policy.sleep(outcome.delay_s)
+        if outcome.mfa_required:
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail=MFA_WRONG_DETAIL if otp else MFA_NEEDED_DETAIL,
+                headers={"WWW-Authenticate": "Bearer", MFA_HEADER: "required"},
+            )
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="wrong user name or password",
@@ -95,13 +120,16 @@ async def login(
         access_token=outcome.token,
         expires_in=settings.access_token_ttl_s,
         password_change_required=outcome.must_change_password,
+        mfa_enrolment_required=outcome.mfa_enrolment_required,
     )
 
 
 @router.get("/me")
-def me(user: CurrentUser) -> UserPublic:
+def me(session: SessionDep, user: CurrentUser) -> UserPublic:
     """The user the bearer token belongs to."""
-    return UserPublic.model_validate(user)
+    return UserPublic.model_validate(user).model_copy(
+        update={"mfa_enabled": mfa.is_active(session, user)}
+    )
 
 
 @router.post("/logout", status_code=204)
@@ -196,3 +224,195 @@ def check_password_again(
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED, detail="the password is wrong"
         )
+
+
+def check_code_again(
+    session: Session,
+    policy: LoginPolicy,
+    user: User,
+    action: Callable[[datetime], _T],
+    address: str | None,
+) -> _T:
+    """Run ``action`` (which checks a two-factor code, raising :class:`AuthError` when it
+    is wrong) under the login lock: a wrong code counts like a failed login (401, then 429)."""
+    now = policy.clock()
+    until = locked_until(session, [user_key(user.username)], now)
+    if until is not None:
+        retry = max(1, math.ceil((until - now).total_seconds()))
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=locked_detail(retry),
+            headers={"Retry-After": str(retry)},
+        )
+    try:
+        return action(now)
+    except AuthError:
+        failures, lock = count_failure(
+            session, user_key(user.username), now=now, policy=policy, limit=policy.max_failures
+        )
+        audit.record(
+            session,
+            actor=user.username,
+            action="mfa_check_failed",
+            target=f"user:{user.username}",
+            details={"failures": failures}
+            | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
+            source_ip=address,
+        )
+        session.commit()
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED, detail="the code is wrong"
+        ) from None
+
+
+class MfaStatusPublic(BaseModel):
+    """One's second factor (never its secret)."""
+
+    enabled: bool
+    #: An enrolment was begun and awaits its first code.
+    pending: bool
+    #: One's role requires it (``[server] mfa_required_roles``).
+    required: bool
+    recovery_codes_left: int
+
+
+class MfaEnrolmentStart(BaseModel):
+    """Body of ``POST /api/v1/auth/mfa``: one's password again."""
+
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class MfaEnrolment(BaseModel):
+    """A new TOTP secret, shown this once: scan the URI (a QR code) or type the secret."""
+
+    secret: str
+    otpauth_uri: str
+
+
+class MfaCode(BaseModel):
+    """A two-factor code (six digits), or a recovery code where one is accepted."""
+
+    code: str = Field(min_length=1, max_length=64)
+
+
+class MfaRecoveryCodes(BaseModel):
+    """One-time recovery codes, shown this once (each logs in once without the phone)."""
+
+    recovery_codes: list[str]
+
+
+_MFA_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "not logged in, or the password or code is wrong"},
+    409: {"description": "two-factor login is already on (or off, or required)"},
+    429: {"description": "too many wrong passwords or codes; see Retry-After"},
+}
+
+
+@router.get("/mfa")
+def mfa_status(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> MfaStatusPublic:
+    """Whether one's two-factor login is on, being enrolled or required."""
+    found = mfa.status(session, settings, user)
+    return MfaStatusPublic(
+        enabled=found.enabled,
+        pending=found.pending,
+        required=found.required,
+        recovery_codes_left=found.recovery_codes_left,
+    )
+
+
+@router.post("/mfa", responses=_MFA_ERRORS)
+def mfa_enrol(
+    body: MfaEnrolmentStart,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    user: CurrentUser,
+) -> MfaEnrolment:
+    """Begin enrolling an authenticator (one's password again): its secret, shown once.
+
+    Confirm with its first code (``POST /api/v1/auth/mfa/confirm``); until then the
+    login does not change.
+    """
+    address = client_address(request)
+    check_password_again(session, policy, user, body.password, address)
+    try:
+        found = mfa.begin_enrolment(session, settings, user=user, source_ip=address)
+    except Conflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return MfaEnrolment(secret=found.secret, otpauth_uri=found.otpauth_uri)
+
+
+@router.post("/mfa/confirm", responses=_MFA_ERRORS | {404: {"description": "no enrolment"}})
+def mfa_confirm(
+    body: MfaCode,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    user: CurrentUser,
+) -> MfaRecoveryCodes:
+    """Turn two-factor login on with the authenticator's first code; the recovery codes."""
+    address = client_address(request)
+
+    def confirm(now: datetime) -> list[str]:
+        return mfa.confirm_enrolment(
+            session, settings, user=user, code=body.code, now=now, source_ip=address
+        )
+
+    try:
+        codes = check_code_again(session, policy, user, confirm, address)
+    except NotFound as exc:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return MfaRecoveryCodes(recovery_codes=codes)
+
+
+@router.post("/mfa/recovery-codes", responses=_MFA_ERRORS)
+def mfa_recovery_codes(
+    body: MfaCode,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    user: CurrentUser,
+) -> MfaRecoveryCodes:
+    """New recovery codes, on a current code from the authenticator (the old ones end)."""
+    address = client_address(request)
+
+    def regenerate(now: datetime) -> list[str]:
+        return mfa.regenerate_recovery_codes(
+            session, settings, user=user, code=body.code, now=now, source_ip=address
+        )
+
+    try:
+        codes = check_code_again(session, policy, user, regenerate, address)
+    except Conflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return MfaRecoveryCodes(recovery_codes=codes)
+
+
+@router.post("/mfa/disable", status_code=204, responses=_MFA_ERRORS)
+def mfa_disable(
+    body: MfaCode,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    policy: LoginPolicyDep,
+    user: CurrentUser,
+) -> Response:
+    """Turn one's two-factor login off, on a current code or a recovery code.
+
+    Refused (409) when one's role requires it: an administrator resets it instead.
+    """
+    address = client_address(request)
+
+    def turn_off(now: datetime) -> None:
+        mfa.disable(session, settings, user=user, code=body.code, now=now, source_ip=address)
+
+    try:
+        check_code_again(session, policy, user, turn_off, address)
+    except Conflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""Administrators manage users: list, disable or enable, change a role, remove, reset a password.
+"""Administrators manage users: list, disable or enable, change a role, remove, reset a
+password or a two-factor login.
 
 Every change is audited; disabling, demoting and removing end the user's live
 sessions and channels within seconds (``access_revoked``), this process's at once.
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from server import accounts
+from server import accounts, mfa
 from server.api.deps import AdminUser, SessionDep, client_address, recheck_access
 from server.models import UserPublic, UsersPublic
 
@@ -47,7 +48,12 @@ def list_users(
 ) -> UsersPublic:
     """Users by name."""
     rows, count = accounts.list_users(session, limit=limit, offset=offset)
-    return UsersPublic(items=[UserPublic.model_validate(row) for row in rows], count=count)
+    with_mfa = mfa.active_user_ids(session, [row.id for row in rows if row.id is not None])
+    items = [
+        UserPublic.model_validate(row).model_copy(update={"mfa_enabled": row.id in with_mfa})
+        for row in rows
+    ]
+    return UsersPublic(items=items, count=count)
 
 
 @router.patch("/{username}", responses=_ERRORS)
@@ -82,7 +88,9 @@ async def update_user(
     if user is None:
         user = await run_in_threadpool(accounts.get_user_or_404, session, username=username)
     recheck_access(request)
-    return UserPublic.model_validate(user)
+    return UserPublic.model_validate(user).model_copy(
+        update={"mfa_enabled": mfa.is_active(session, user)}
+    )
 
 
 @router.delete("/{username}", status_code=204, responses=_ERRORS)
@@ -115,3 +123,19 @@ async def reset_password(
     )
     recheck_access(request)
     return PasswordReset(username=username, temporary_password=temporary)
+
+
+@router.delete("/{username}/mfa", status_code=204, responses={404: {"description": "no such user"}})
+async def reset_mfa(
+    username: str, request: Request, session: SessionDep, admin: AdminUser
+) -> Response:
+    """Remove a user's two-factor login (a lost phone): they log in with the password
+    next, and enrol again (at once, if their role requires it). Audited."""
+    await run_in_threadpool(
+        mfa.reset,
+        session,
+        username=username,
+        actor=admin.username,
+        source_ip=client_address(request),
+    )
+    return Response(status_code=204)

@@ -170,3 +170,37 @@ def test_next_step_hints_keep_the_config_given(config: Path) -> None:
     assert f"next: fieldlink broker-config --out /etc/mosquitto/fieldlink --config {config}" in (
         made.stdout
     )
+
+
+def test_user_reset_mfa_removes_a_second_factor(config: Path) -> None:
+    from datetime import UTC, datetime
+
+    import pyotp
+    from sqlmodel import Session
+
+    from server import crud, mfa
+    from server.cli.common import open_database
+
+    c = ["--config", str(config)]
+    assert fieldlink("user", "add", "pia", *c, stdin="s3cret-pass\n").returncode == 0
+    settings, engine = open_database(config)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        user = crud.get_user(session, username="pia")
+        assert user is not None
+        secret = mfa.begin_enrolment(session, settings, user=user).secret
+        mfa.confirm_enrolment(
+            session, settings, user=user, code=pyotp.TOTP(secret).at(now), now=now
+        )
+    listed = json.loads(fieldlink("user", "list", "--json", *c).stdout)
+    assert listed[0]["mfa_enabled"] is True
+    assert "two-factor" in fieldlink("user", "list", *c).stdout
+    done = fieldlink("user", "reset-mfa", "pia", *c)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("two-factor login of pia removed")
+    assert fieldlink("user", "reset-mfa", "pia", *c).stdout.strip() == "pia had no two-factor login"
+    missing = fieldlink("user", "reset-mfa", "nobody", *c)
+    assert missing.returncode != 0
+    assert missing.stderr.strip() == "error: no user 'nobody'"
+    assert "mfa.reset" in fieldlink("audit", "list", "--action", "mfa.reset", *c).stdout
+    engine.dispose()

@@ -38,7 +38,8 @@ def test_the_sample_names_no_key_the_server_does_not_have() -> None:
 EXAMPLES = {"broker_ca", "broker_cert", "broker_key", "broker_username", "broker_password",
             "device_broker_url", "instance_id", "tunnel_url", "ssh_gateway_host",
             "recordings_dir", "thresholds", "access_log_file", "metrics_token",
-            "forwarded_allow_ips", "phone_default_region"}  # fmt: skip
+            "forwarded_allow_ips", "phone_default_region", "mfa_required_roles",
+            "mfa_key_file"}  # fmt: skip
 
 
 def test_the_commented_values_are_the_defaults(tmp_path: Path) -> None:
