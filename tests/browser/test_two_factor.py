@@ -13,7 +13,7 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Console, axe_violations, login, shoot
+from tests.fixtures.console import Console, axe_violations, login, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -19,7 +19,7 @@ from server import audit, crud, mfa
 from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.main import create_app
-from tests.unit.server.conftest import PASSWORD
+from tests.fixtures.api_auth import PASSWORD
 
 
 class Clock:
