@@ -350,7 +350,7 @@ def _parse_broker_url(raw: Any) -> str:
 
 def _parse_snmp(raw: Any) -> dict[str, Any]:
     # Checked whole (keys, versions, key lengths) when loaded; pysnmp is not imported here.
-    from agent.health.collectors.snmp import SnmpTarget
+    from agent.health.collectors.snmp_target import SnmpTarget
 
     table = _parse_table(raw)
     if not table:
