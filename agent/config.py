@@ -41,19 +41,34 @@ watches over the network (:mod:`agent.config_devices`, :mod:`agent.health.gatewa
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 from agent.config_devices import check_not_self, parse_devices
+from agent.config_values import (
+    non_negative,
+    one_of,
+    optional,
+    parse_bool,
+    parse_broker_url,
+    parse_device_id,
+    parse_float,
+    parse_int,
+    parse_path,
+    parse_proxy,
+    parse_snmp,
+    parse_str,
+    parse_str_list,
+    parse_table,
+    parse_table_list,
+    positive,
+)
 from agent.remote.policy import SitePolicy
 from shared.broker_url import BrokerAddress
 from shared.errors import ConfigError
-from shared.ids import is_device_id
 from shared.tomlfile import read_toml_section
 from shared.tomlfile import resolve_config_path as resolve_file
 
@@ -65,8 +80,6 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 #: The host key file ``fieldlink agent enroll`` writes next to the certificates.
 SSH_HOST_KEY_FILENAME: Final = "ssh_host_ed25519_key"
 DEFAULT_CONFIG_DIR: Final = DEFAULT_CONFIG_PATH.parent
-#: Schemes a ``tunnel_proxy`` URL may use.
-PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,215 +203,43 @@ class AgentSettings:
         return self.tunnel_proxy
 
 
-def _parse_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    msg = "must be true or false"
-    raise ValueError(msg)
-
-
-def _parse_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        msg = "must be an integer"
-        raise ValueError(msg)
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str):
-        try:
-            return int(raw.strip())
-        except ValueError:
-            pass
-    msg = "must be an integer"
-    raise ValueError(msg)
-
-
-def _parse_float(raw: Any) -> float:
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            return float(raw.strip())
-        except ValueError:
-            pass
-    msg = "must be a number"
-    raise ValueError(msg)
-
-
-def _parse_str(raw: Any) -> str:
-    if isinstance(raw, str):
-        return raw
-    msg = "must be a string"
-    raise ValueError(msg)
-
-
-def _parse_path(raw: Any) -> Path:
-    if isinstance(raw, Path):
-        return raw
-    value = _parse_str(raw)
-    if not value:
-        msg = "must not be empty"
-        raise ValueError(msg)
-    return Path(value).expanduser()
-
-
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse_optional(raw: Any) -> Any:
-        return None if raw is None or raw == "" else parse(raw)
-
-    return parse_optional
-
-
-def _positive(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse_positive(raw: Any) -> Any:
-        value = parse(raw)
-        if value <= 0:
-            msg = "must be greater than 0"
-            raise ValueError(msg)
-        return value
-
-    return parse_positive
-
-
-def _non_negative(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse_non_negative(raw: Any) -> Any:
-        value = parse(raw)
-        if value < 0:
-            msg = "must be 0 or more"
-            raise ValueError(msg)
-        return value
-
-    return parse_non_negative
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse_choice(raw: Any) -> str:
-        value = _parse_str(raw).strip().lower()
-        if value not in choices:
-            msg = f"must be one of {', '.join(choices)}"
-            raise ValueError(msg)
-        return value
-
-    return parse_choice
-
-
-def _parse_device_id(raw: Any) -> str:
-    value = _parse_str(raw)
-    if not is_device_id(value):
-        msg = "must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
-        raise ValueError(msg)
-    return value
-
-
-def _parse_table(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, str):
-        # From the environment: a JSON object.
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            msg = "must be a JSON object"
-            raise ValueError(msg) from None
-    if not isinstance(raw, Mapping):
-        msg = "must be a table"
-        raise ValueError(msg)
-    return dict(raw)
-
-
-def _parse_table_list(raw: Any) -> tuple[dict[str, Any], ...]:
-    if isinstance(raw, str):
-        # From the environment: a JSON array of objects.
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            msg = "must be a JSON array of objects"
-            raise ValueError(msg) from None
-    if not isinstance(raw, list | tuple) or not all(isinstance(t, Mapping) for t in raw):
-        msg = "must be an array of tables"
-        raise ValueError(msg)
-    return tuple(dict(t) for t in raw)
-
-
-def _parse_str_list(raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        # From the environment: comma-separated.
-        return tuple(v.strip() for v in raw.split(",") if v.strip())
-    if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
-        msg = "must be a list of strings"
-        raise ValueError(msg)
-    return tuple(raw)
-
-
-def _parse_proxy(raw: Any) -> str:
-    value = _parse_str(raw).strip()
-    if value.lower() in ("env", "none"):
-        return value.lower()
-    parts = urlsplit(value)
-    if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
-        msg = "must be env, none, or a proxy URL (http://host:port)"
-        raise ValueError(msg)
-    return value
-
-
-def _parse_broker_url(raw: Any) -> str:
-    value = _parse_str(raw).strip()
-    BrokerAddress.parse(value)
-    return value
-
-
-def _parse_snmp(raw: Any) -> dict[str, Any]:
-    # Checked whole (keys, versions, key lengths) when loaded; pysnmp is not imported here.
-    from agent.health.collectors.snmp import SnmpTarget
-
-    table = _parse_table(raw)
-    if not table:
-        return table  # no SNMP target: the real mfp profile refuses to start without one
-    try:
-        SnmpTarget.from_config(table, "")
-    except ConfigError as exc:
-        raise ValueError(str(exc).strip()) from None
-    return table
-
-
 #: How each key is read from TOML values and from environment strings.
 _PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
-    "device_id": _parse_device_id,
-    "broker_url": _parse_broker_url,
-    "interval_s": _positive(_parse_float),
-    "state_dir": _parse_path,
-    "profile": _one_of(PROFILES),
-    "simulate": _parse_bool,
-    "seed": _optional(_parse_int),
-    "keepalive_s": _positive(_parse_int),
-    "outbox_max_samples": _positive(_parse_int),
-    "log_level": _one_of(LOG_LEVELS),
-    "ca_file": _optional(_parse_path),
-    "cert_file": _optional(_parse_path),
-    "key_file": _optional(_parse_path),
-    "reconnect_min_s": _positive(_parse_float),
-    "reconnect_max_s": _positive(_parse_float),
-    "collector_timeout_s": _positive(_parse_float),
-    "inflight_window": _positive(_parse_int),
-    "resend_window_s": _positive(_parse_float),
-    "resend_max_samples": _non_negative(_parse_int),
-    "server_url": _optional(_parse_str),
-    "command_key_file": _optional(_parse_path),
-    "renew_before_days": _positive(_parse_float),
-    "renew_check_interval_s": _positive(_parse_float),
-    "services": _parse_table,
-    "policy": _parse_table,
-    "ssh_host_key_file": _optional(_parse_path),
-    "tunnel_proxy": _parse_proxy,
-    "session_process": _parse_bool,
-    "dicom_peers": _parse_table_list,
-    "dicom": _parse_table,
-    "services_check": _parse_table_list,
-    "image_cache_path": _optional(_parse_path),
-    "systemd_units": _parse_str_list,
-    "smart_disks": _parse_str_list,
-    "snmp": _parse_snmp,
+    "device_id": parse_device_id,
+    "broker_url": parse_broker_url,
+    "interval_s": positive(parse_float),
+    "state_dir": parse_path,
+    "profile": one_of(PROFILES),
+    "simulate": parse_bool,
+    "seed": optional(parse_int),
+    "keepalive_s": positive(parse_int),
+    "outbox_max_samples": positive(parse_int),
+    "log_level": one_of(LOG_LEVELS),
+    "ca_file": optional(parse_path),
+    "cert_file": optional(parse_path),
+    "key_file": optional(parse_path),
+    "reconnect_min_s": positive(parse_float),
+    "reconnect_max_s": positive(parse_float),
+    "collector_timeout_s": positive(parse_float),
+    "inflight_window": positive(parse_int),
+    "resend_window_s": positive(parse_float),
+    "resend_max_samples": non_negative(parse_int),
+    "server_url": optional(parse_str),
+    "command_key_file": optional(parse_path),
+    "renew_before_days": positive(parse_float),
+    "renew_check_interval_s": positive(parse_float),
+    "services": parse_table,
+    "policy": parse_table,
+    "ssh_host_key_file": optional(parse_path),
+    "tunnel_proxy": parse_proxy,
+    "session_process": parse_bool,
+    "dicom_peers": parse_table_list,
+    "dicom": parse_table,
+    "services_check": parse_table_list,
+    "image_cache_path": optional(parse_path),
+    "systemd_units": parse_str_list,
+    "smart_disks": parse_str_list,
+    "snmp": parse_snmp,
     "devices": parse_devices,
 }
 KEYS: Final = tuple(_PARSERS)

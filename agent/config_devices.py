@@ -30,7 +30,7 @@ from shared.errors import ConfigError, InvalidDeviceId
 from shared.ids import check_device_id
 
 if TYPE_CHECKING:
-    from agent.health.collectors.snmp import SnmpTarget
+    from agent.health.collectors.snmp_target import SnmpTarget
 
 #: The profiles a gateway can watch over the network.
 WATCHED_PROFILES: Final = ("mfp",)
@@ -82,7 +82,7 @@ def watched_devices(tables: Sequence[Mapping[str, Any]]) -> list[WatchedDevice]:
         ConfigError: naming the table and key (a missing or bad id, a duplicate id,
             an unknown profile, a bad SNMP key), never a value.
     """
-    from agent.health.collectors.snmp import SnmpTarget
+    from agent.health.collectors.snmp_target import SnmpTarget
 
     devices: list[WatchedDevice] = []
     seen: set[str] = set()

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Literal
 
 from agent.config import AgentSettings, default_host_key_file
 from agent.health.collectors.base import Collector, Reading, collect_all
-from agent.health.link import BrokerLink, DeviceLogger, tls_context
+from agent.health.link import BrokerLink
+from agent.health.link_setup import DeviceLogger, tls_context
 from agent.health.outbox import Outbox, SqliteOutbox
 from agent.health.samples import SampleBuilder
 from agent.remote.commands import (

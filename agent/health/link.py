@@ -34,7 +34,8 @@ will) and the link connects again at once with the new TLS context; samples
 wait in the outbox meanwhile, as during any reconnect.
 
 paho alone reconnects without jitter, which would bring a whole fleet back in
-one wave after a broker restart; :func:`reconnect_delay` spreads them.
+one wave after a broker restart; :func:`reconnect_delay` spreads them. It, the
+TLS context and the device-tagged logger are in :mod:`agent.health.link_setup`.
 """
 
 from __future__ import annotations
@@ -43,23 +44,21 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
+from agent.health.link_setup import DeviceLogger, reconnect_delay
 from agent.health.outbox import Outbox
 from agent.health.samples import with_sent_at
 from shared import __version__ as AGENT_VERSION
 from shared import topics
 from shared.broker_url import BrokerAddress
-from shared.errors import ConfigError
 from shared.ids import isoformat_z, utcnow
 
 if TYPE_CHECKING:
@@ -73,72 +72,6 @@ PUBLISH_TIMEOUT_S = 10.0
 SHUTDOWN_PUBLISH_TIMEOUT_S = 3.0
 #: Device events held while the broker is away; the oldest go first past it.
 MAX_QUEUED_EVENTS = 256
-
-
-class DeviceLogger(logging.LoggerAdapter[logging.Logger]):
-    """Adds ``device_id`` to every record (a field in JSON logs, a prefix in plain text)."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"[device={extra.get('device_id')}] {msg}", kwargs
-
-
-def reconnect_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Seconds to wait before reconnect ``attempt`` (0 for the first after a loss).
-
-    Full jitter above a floor: uniform between ``min_s`` and ``min_s * 2**(attempt+1)``,
-    capped at ``max_s``. The floor keeps a failing broker from being hammered; the
-    jitter spreads a fleet's reconnects over the whole window.
-    """
-    ceiling = min(max_s, min_s * 2.0 ** min(attempt + 1, 30))
-    return rng.uniform(min_s, max(min_s, ceiling))
-
-
-def tls_context(
-    broker: BrokerAddress,
-    ca_file: Path | None,
-    cert_file: Path | None,
-    key_file: Path | None,
-) -> ssl.SSLContext | None:
-    """The TLS context for the broker: verify it by ``ca_file``, present our certificate.
-
-    Returns ``None`` for plain ``mqtt://`` without any TLS file.
-
-    Raises:
-        ConfigError: naming the file that cannot be loaded.
-    """
-    if not broker.tls and ca_file is None and cert_file is None:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        msg = f"[agent] ca_file: cannot load {ca_file}: {exc}"
-        raise ConfigError(msg) from exc
-    if cert_file is not None:
-        # Name the file at fault: ssl reports a key it cannot open as a certificate error.
-        for name, path in (("cert_file", cert_file), ("key_file", key_file)):
-            if path is not None:
-                _check_readable(name, path)
-        try:
-            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            msg = f"[agent] cert_file/key_file: cannot load {cert_file} with {key_file}: {exc}"
-            raise ConfigError(msg) from exc
-    return context
-
-
-def _check_readable(name: str, path: Path) -> None:
-    """Raise a :class:`ConfigError` naming ``path`` when this process cannot read it."""
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        msg = (
-            f"[agent] {name}: cannot read {path}: {exc.strerror or exc} "
-            f"(the agent runs as uid {os.getuid()})"
-        )
-        raise ConfigError(msg) from exc
 
 
 def _state_payload(**fields: Any) -> bytes:

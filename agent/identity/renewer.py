@@ -19,7 +19,8 @@ import ssl
 from datetime import timedelta
 
 from agent.config import AgentSettings
-from agent.health.link import BrokerLink, DeviceLogger, reconnect_delay, tls_context
+from agent.health.link import BrokerLink
+from agent.health.link_setup import DeviceLogger, reconnect_delay, tls_context
 from agent.identity.renew import (
     IdentityFiles,
     RenewalFailed,

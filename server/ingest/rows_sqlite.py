@@ -19,7 +19,7 @@ import pydantic_core
 from sqlalchemy.engine import Connection
 
 from server.ingest.alerts import AlertKey
-from server.ingest.apply import (
+from server.ingest.device_row import (
     HEALTH_COLUMNS,
     ROW_COLUMNS,
     TIME_COLUMNS,

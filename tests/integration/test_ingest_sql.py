@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from server.db import create_schema, make_engine
 from server.ingest import rows_postgres, rows_sqlite
-from server.ingest.apply import HEALTH_COLUMNS, ROW_COLUMNS, UPDATE_COLUMNS
+from server.ingest.device_row import HEALTH_COLUMNS, ROW_COLUMNS, UPDATE_COLUMNS
 
 pytestmark = pytest.mark.integration
 

@@ -268,7 +268,8 @@ def test_a_key_the_agent_cannot_read_is_named_in_the_error(site: Site) -> None:
     key.chmod(0o600)
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from shared.broker_url import BrokerAddress\nfrom agent.health.link import tls_context\n"
+        "from shared.broker_url import BrokerAddress\n"
+        "from agent.health.link_setup import tls_context\n"
         "from shared.errors import ConfigError\n"
         "try:\n"
         f"    tls_context(BrokerAddress.parse('mqtts://127.0.0.1:1'), Path('{site.state}/ca.pem'),"

@@ -28,7 +28,7 @@ import aiomqtt
 import httpx2 as httpx
 import pytest
 
-from agent.health.link import tls_context
+from agent.health.link_setup import tls_context
 from shared import topics
 from shared.broker_url import BrokerAddress
 from shared.ids import isoformat_z, utcnow

@@ -2,7 +2,7 @@
 
 The printer engine of an MFP answers SNMP on the controller it shares with the
 agent, so ``[agent.snmp]`` names it (host 127.0.0.1 by default; see
-:class:`agent.health.collectors.snmp.SnmpTarget` for the keys)::
+:class:`agent.health.collectors.snmp_target.SnmpTarget` for the keys)::
 
     [agent]
     profile = "mfp"

@@ -7,7 +7,7 @@ import json
 import random
 
 from agent.health.collectors import Reading
-from agent.health.link import reconnect_delay
+from agent.health.link_setup import reconnect_delay
 from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
 from shared.broker_url import BrokerAddress

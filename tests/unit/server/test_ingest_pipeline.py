@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 from server.config import ServerSettings
-from server.ingest.apply import BatchRules, DeviceRow, ThresholdChecks, admit
+from server.ingest.apply import BatchRules, ThresholdChecks, admit
 from server.ingest.batcher import GATHER_S, Batcher
 from server.ingest.clock import ClockOffsetEstimator
+from server.ingest.device_row import DeviceRow
 from server.ingest.items import (
     BatchResult,
     EventItem,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.config import load_agent_settings
-from agent.health.collectors.snmp import (
+from agent.health.collectors.printer_mib import (
     ALERT_CODE,
     ALERT_DESCR,
     ALERT_GROUP,
@@ -25,9 +25,9 @@ from agent.health.collectors.snmp import (
     SUPPLY_LEVEL,
     SUPPLY_MAX,
     SUPPLY_TYPE,
-    SnmpTarget,
-    interpret,
 )
+from agent.health.collectors.printer_reading import interpret
+from agent.health.collectors.snmp_target import SnmpTarget
 from shared.errors import ConfigError
 
 SECRET = "s3cr3t-community-value"
