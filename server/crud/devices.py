@@ -11,7 +11,7 @@ from sqlmodel import Session, col, func, or_, select
 from server.crud.conflicts import conflict_on_duplicate
 from server.crud.errors import InvalidInput
 from server.models import Device, DeviceCreate
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.ids import check_device_id, derive_device_id
 
 
