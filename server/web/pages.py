@@ -167,6 +167,12 @@ def open_incidents(session: Session, limit: int) -> list[Incident]:
     return list(rows)
 
 
+def my_incidents(session: Session, username: str, limit: int) -> list[Incident]:
+    """The open incidents assigned to ``username``, newest first (the desk's "my incidents")."""
+    rows, _ = list_incidents(session, state="open", assignee=username, limit=limit)
+    return list(rows)
+
+
 def alert_incidents(session: Session, limit: int) -> list[Incident]:
     """The open incidents device faults opened, newest fault first (before anyone calls)."""
     return list(
@@ -210,6 +216,7 @@ def desk(
         nav="desk",
         fleet=load_fleet(session, filters),
         incidents=open_incidents(session, DESK_INCIDENTS),
+        my_incidents=my_incidents(session, viewer.user.username, DESK_INCIDENTS),
         alert_incidents=alert_incidents(session, DESK_INCIDENTS),
         customers=customers(session),
         device_types=DEVICE_TYPES,
