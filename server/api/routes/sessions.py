@@ -48,8 +48,6 @@ from server.api.responses import DB_INT_MAX
 from server.models import (
     ExecRequest,
     ExecResultPublic,
-    Incident,
-    IncidentSession,
     RemoteSession,
     RemoteSessionCreate,
     RemoteSessionPublic,
@@ -62,7 +60,7 @@ from server.sessions import bridges
 from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.recording import CONTENT_TYPE
-from server.sessions.repository import recording_file
+from server.sessions.repository import may_observe, recording_file
 from server.sessions.service import SessionClosed, SessionService
 from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
@@ -321,7 +319,11 @@ async def _send_closed(
 
 
 def _watch(
-    websocket: WebSocket, service: SessionService, session_id: str, user: User
+    websocket: WebSocket,
+    service: SessionService,
+    session_id: str,
+    user: User,
+    needed: str | None = None,
 ) -> contextlib.AbstractContextManager[Channel]:
     """Follow this socket's access: its user, role and token (see :mod:`server.sessions.access`)."""
     token = websocket_token(websocket)
@@ -330,6 +332,7 @@ def _watch(
         username=user.username,
         token_hash=hash_token(token) if token else None,
         source_ip=websocket.client.host if websocket.client else None,
+        needed=needed,
     )
 
 
@@ -396,19 +399,6 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
                 await websocket.close(code=WS_NORMAL, reason="shell exited")
 
 
-def _may_observe(db: Session, row: RemoteSession, user: User) -> bool:
-    """An admin, or the assignee of an incident the session is linked to."""
-    if role_at_least(user.role, "admin"):
-        return True
-    linked = select(IncidentSession.incident_id).where(IncidentSession.session_id == row.id)
-    query = select(func.count()).select_from(Incident).where(Incident.assignee == user.username)
-    if row.incident_id is not None:
-        query = query.where((col(Incident.id) == row.incident_id) | col(Incident.id).in_(linked))
-    else:
-        query = query.where(col(Incident.id).in_(linked))
-    return int(db.exec(query).one()) > 0
-
-
 def _audit_observer(websocket: WebSocket, action: str, row: RemoteSession, user: User) -> None:
     with Session(websocket.app.state.engine) as db:
         audit.record(
@@ -438,7 +428,7 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
         with Session(engine, expire_on_commit=False) as db:
             user = websocket_user(websocket, db)
             row = db.get(RemoteSession, session_id)
-            allowed = user is not None and row is not None and _may_observe(db, row, user)
+            allowed = user is not None and row is not None and may_observe(db, row, user)
             return user, row, allowed
 
     user, row, allowed = await asyncio.to_thread(lookup)
@@ -470,7 +460,8 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
     )
     logger.info("session %s observed by %s", session_id, user.username)
     try:
-        with _watch(websocket, service, session_id, user) as channel:
+        # An observer keeps needing the operator role (its join was checked above).
+        with _watch(websocket, service, session_id, user, needed="operator") as channel:
             end = await bridges.pump_observer(websocket, listener, revoked=channel.revoked)
     finally:
         audience.leave(listener)
