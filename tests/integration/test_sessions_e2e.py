@@ -794,6 +794,20 @@ async def _observed_terminal(
             await observer.send(json.dumps({"type": "input", "data": f"touch {marker}\n"}))
             refusal = {"type": "error", "detail": "observers cannot type"}
             await read(observer, refusal, owner=False)
+            # An admin observing too is disabled: the access check it triggers ends that
+            # observer's socket, and in the same pass keeps sara's (she needs only operator).
+            async with connect(
+                center.ws_url(f"/sessions/{sid}/observe"),
+                additional_headers={"Authorization": f"Bearer {center.token('odin', 'admin')}"},
+            ) as admin:
+                await read(admin, {"type": "state", "state": "observing", "owner": "olga"}, False)
+                disabled = await asyncio.to_thread(
+                    center.call, "PATCH", "/users/odin", user="adele", json={"disabled": True}
+                )
+                assert disabled.status_code == 200, disabled.text
+                _data, _controls, frame = await _drain(admin, timeout_s=20)
+                assert frame is not None
+                assert (frame.code, frame.reason) == (4403, "access_revoked")
             await terminal.send(b"echo still-$((1+1))\n")
             await read(observer, b"still-2", owner=False)
         await read(terminal, {"type": "observer", "event": "leave", "user": "sara"}, owner=True)
@@ -807,6 +821,8 @@ def test_the_incidents_specialist_observes_a_live_terminal_read_only(
 ) -> None:
     center.token("sara")
     center.token("piet")
+    center.token("adele", "admin")
+    center.token("odin", "admin")
     incident = center.call(
         "POST", "/incidents",
         json={"device_id": center.device_id, "channel": "phone", "symptom": "fuser noise",
@@ -838,7 +854,9 @@ def test_the_incidents_specialist_observes_a_live_terminal_read_only(
     actions = [
         (e["actor"], e["action"])
         for e in center.server.api("GET", "/audit", params={"target": center.device_id})["items"]
-        if e["action"].startswith("session.observe") and e["details"]["session_id"] == sid
+        if e["action"].startswith("session.observe")
+        and e["details"]["session_id"] == sid
+        and e["actor"] == "sara"
     ]
     assert sorted(actions) == [("sara", "session.observe_join"), ("sara", "session.observe_leave")]
     assert observer_controls[0] == {"type": "state", "state": "observing", "owner": "olga"}
