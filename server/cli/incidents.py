@@ -1,7 +1,9 @@
-"""``fieldlink incident import|export``: call-center incidents as CSV (docs/kpis.md's columns).
+"""``fieldlink incident import|export|escalate``: call-center incidents.
 
-Both act on the server's database directly (``--config FILE`` or
-``FIELDLINK_CONFIG``); ``export`` runs over the API instead when no
+``import``/``export`` move CSV (docs/kpis.md's columns); ``escalate`` hands an
+open incident to another tier and/or user with a handover note (audited).
+All act on the server's database directly (``--config FILE`` or
+``FIELDLINK_CONFIG``); ``export`` and ``escalate`` run over the API instead when no
 configuration is given or found and a ``fieldlink login`` is saved, where
 ``fieldlink[client]`` alone is enough (the server's modules are imported only
 where the database is opened).
@@ -119,6 +121,72 @@ def export_command(
                 raise InvalidInput(msg) from exc
     finally:
         engine.dispose()
+
+
+@incident_app.command("escalate")
+def escalate_command(
+    incident_id: Annotated[int, typer.Argument(help="the incident's id", min=1)],
+    note: Annotated[
+        str, typer.Option("--note", help="the handover note: what was tried, what is needed")
+    ],
+    tier: Annotated[
+        int | None,
+        typer.Option("--tier", help="1 call center, 2 remote specialist, 3 field"),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="the user name to assign the incident to")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Escalate an open incident to a tier and/or a user, with a handover note (audited)."""
+    if tier is None and to is None:
+        msg = "give --tier, --to or both"
+        raise InvalidInput(msg)
+    if tier is not None and tier not in (1, 2, 3):
+        msg = "--tier must be 1 (call center), 2 (remote specialist) or 3 (field)"
+        raise InvalidInput(msg)
+    if not note.strip() or len(note) > HANDOVER_NOTE_MAX:
+        msg = f"--note must be 1 to {HANDOVER_NOTE_MAX} characters"
+        raise InvalidInput(msg)
+    client = api_client(config)
+    if client is not None:
+        try:
+            answer = client.escalate_incident(incident_id, tier=tier, assignee=to, note=note)
+        finally:
+            client.close()
+        typer.echo(_escalated(answer["id"], answer["tier"], answer["assignee"]))
+        return
+    from pydantic import ValidationError
+    from sqlmodel import Session
+
+    from server.audit import cli_actor
+    from server.incidents.records import escalate_incident
+    from server.models import IncidentEscalate
+
+    try:
+        data = IncidentEscalate.model_validate({"tier": tier, "assignee": to, "note": note})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        raise InvalidInput(msg) from None
+    _, engine = open_database(config)
+    try:
+        with Session(engine) as session:
+            incident = escalate_incident(
+                session, incident_id=incident_id, data=data, actor=cli_actor()
+            )
+            typer.echo(_escalated(incident.id, incident.tier, incident.assignee))
+    finally:
+        engine.dispose()
+
+
+#: The longest handover note: ``server.models.incident.HANDOVER_NOTE_MAX``, repeated here
+#: so that a client-only install checks it without the server's models.
+HANDOVER_NOTE_MAX = 2000
+
+
+def _escalated(incident_id: object, tier: object, assignee: object) -> str:
+    return f"incident {incident_id}: tier {tier}, assignee {assignee or '-'}"
 
 
 def _write(out: Path | None, text: str) -> None:

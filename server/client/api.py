@@ -276,6 +276,20 @@ class ApiClient:
         )
         return answer
 
+    def escalate_incident(
+        self, incident_id: int, *, tier: int | None, assignee: str | None, note: str
+    ) -> dict[str, Any]:
+        """``POST /incidents/{id}/escalate``: the incident as changed."""
+        body: dict[str, Any] = {"note": note}
+        if tier is not None:
+            body["tier"] = tier
+        if assignee is not None:
+            body["assignee"] = assignee
+        answer: dict[str, Any] = self.request(
+            "POST", f"/incidents/{int(incident_id)}/escalate", json=body
+        )
+        return answer
+
     def export_incidents(self, *, on: str, start: str | None, end: str | None) -> str:
         """``GET /incidents/export``: the CSV text."""
         params = {"on": on}

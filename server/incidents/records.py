@@ -15,6 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from server import audit
 from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.crud.conflicts import conflict_on_duplicate
@@ -25,9 +26,11 @@ from server.models import (
     Incident,
     IncidentClose,
     IncidentCreate,
+    IncidentEscalate,
     IncidentPublic,
     IncidentSession,
     IncidentUpdate,
+    User,
 )
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
@@ -206,6 +209,70 @@ def close_incident(session: Session, *, incident_id: int, data: IncidentClose) -
     return update_incident(session, incident_id=incident_id, data=update)
 
 
+def escalate_incident(
+    session: Session,
+    *,
+    incident_id: int,
+    data: IncidentEscalate,
+    actor: str,
+    source_ip: str | None = None,
+) -> Incident:
+    """Hand an open incident to another tier and/or user, with a handover note (commits).
+
+    The change and the note are audited (``incident.escalate``) in the same
+    transaction as the change itself.
+
+    Raises:
+        NotFound: for an unknown incident.
+        Conflict: when the incident is closed.
+        IncidentInvalid: when neither ``tier`` nor ``assignee`` is given, or the
+            assignee is not an enabled user.
+    """
+    incident = get_incident(session, incident_id=incident_id)
+    if data.tier is None and data.assignee is None:
+        raise IncidentInvalid([FieldProblem("tier", "give a tier, an assignee or both")])
+    if incident.closed_at is not None:
+        msg = f"incident {incident_id} is closed: reopen it before escalating"
+        raise Conflict(msg)
+    if data.assignee is not None:
+        user = session.exec(select(User).where(User.username == data.assignee)).first()
+        if user is None:
+            raise IncidentInvalid([FieldProblem("assignee", "no such user")])
+        if user.disabled:
+            raise IncidentInvalid([FieldProblem("assignee", "this user is disabled")])
+    before = {"tier": incident.tier, "assignee": incident.assignee}
+    if data.tier is not None:
+        incident.tier = data.tier
+    if data.assignee is not None:
+        incident.assignee = data.assignee
+    incident.handover_note = data.note
+    incident.updated_at = utcnow()
+    session.add(incident)
+    audit.record(
+        session,
+        actor=actor,
+        action="incident.escalate",
+        target=f"incident:{incident_id}",
+        details={
+            "from_tier": before["tier"],
+            "tier": incident.tier,
+            "from_assignee": before["assignee"],
+            "assignee": incident.assignee,
+            "note": data.note,
+        },
+        source_ip=source_ip,
+    )
+    session.commit()
+    session.refresh(incident)
+    logger.info(
+        "incident %s escalated to tier %s, assignee %s",
+        incident_id,
+        incident.tier,
+        incident.assignee,
+    )
+    return incident
+
+
 def list_incidents(
     session: Session,
     *,
@@ -218,6 +285,7 @@ def list_incidents(
     time_field: TimeField = "opened_at",
     limit: int = 100,
     offset: int = 0,
+    assignee: str | None = None,
 ) -> tuple[Sequence[Incident], int]:
     """A page of incidents (newest ``opened_at`` first) and how many match in all.
 
@@ -231,6 +299,7 @@ def list_incidents(
         start=start,
         end=end,
         time_field=time_field,
+        assignee=assignee,
     )
     total = session.exec(select(sa.func.count()).select_from(Incident).where(where)).one()
     rows = session.exec(
@@ -252,9 +321,12 @@ def incident_filters(
     start: datetime | None = None,
     end: datetime | None = None,
     time_field: TimeField = "opened_at",
+    assignee: str | None = None,
 ) -> sa.ColumnElement[bool]:
     """The SQL condition the list and the CSV export share."""
     conditions: list[Any] = []
+    if assignee:
+        conditions.append(col(Incident.assignee) == assignee)
     if device_id:
         conditions.append(col(Incident.device_id) == device_id)
     if customer:

@@ -46,6 +46,11 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 #: The longest resolution note (what was done, parts used) an incident keeps.
 RESOLUTION_NOTE_MAX = 4000
+#: The longest handover note an escalation keeps (what was tried, what the next tier needs).
+HANDOVER_NOTE_MAX = 2000
+#: Support tiers: 1 call center, 2 remote specialist, 3 field service.
+Tier = Literal[1, 2, 3]
+TIERS: tuple[int, ...] = (1, 2, 3)
 #: The timestamp fields of an incident.
 TIME_FIELDS: tuple[str, ...] = (
     "opened_at",
@@ -123,6 +128,19 @@ class IncidentClose(SQLModel):
     engineer_arrived_at: AwareDatetime | None = None
 
 
+class IncidentEscalate(SQLModel):
+    """Body of ``POST /api/v1/incidents/{id}/escalate``: a new tier and/or assignee.
+
+    ``assignee`` is a user name (an enabled user); ``null`` or absent keeps the
+    current one. ``note`` is the handover note, kept on the incident and in the
+    audit log.
+    """
+
+    tier: Tier | None = None
+    assignee: str | None = Field(default=None, min_length=1, max_length=64)
+    note: str = Field(min_length=1, max_length=HANDOVER_NOTE_MAX)
+
+
 class Incident(SQLModel, table=True):
     """One recorded call-center case about one device."""
 
@@ -171,6 +189,12 @@ class Incident(SQLModel, table=True):
     #: Alert-opened incidents: when the fault cleared on the device (clock offset
     #: applied), proposed as ``restored_at`` for the desk to confirm when closing.
     restored_at_proposed: datetime | None = Field(default=None, sa_column=utc_column())
+    #: The user name the case is assigned to (``GET /incidents?assignee=me``).
+    assignee: str | None = Field(default=None, max_length=64, index=True)
+    #: 1 call center, 2 remote specialist, 3 field service.
+    tier: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    #: The latest escalation's handover note (every one is in the audit log).
+    handover_note: str | None = Field(default=None, max_length=HANDOVER_NOTE_MAX)
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
 
@@ -213,6 +237,9 @@ class IncidentPublic(SQLModel):
     engineer_arrived_at: datetime | None
     resolution_note: str | None = None
     restored_at_proposed: datetime | None = None
+    assignee: str | None = None
+    tier: int = 1
+    handover_note: str | None = None
     session_ids: list[str] = []
     created_at: datetime
     updated_at: datetime

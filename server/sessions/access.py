@@ -49,6 +49,10 @@ class Channel:
     source_ip: str | None = None
     revoked: asyncio.Event = field(default_factory=asyncio.Event)
     why: str | None = None
+    #: The role the channel keeps needing; ``None``: ``operator`` on one's own session,
+    #: ``admin`` on another's. An observer (admitted as the incident's specialist) needs
+    #: ``operator``.
+    needed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +104,11 @@ class AccessWatch:
         username: str,
         token_hash: str | None,
         source_ip: str | None = None,
+        needed: str | None = None,
     ) -> Iterator[Channel]:
         """Follow a channel while it is open; its ``revoked`` event fires when access ends."""
         key = next(self._ids)
-        entry = Channel(session_id, username, token_hash, source_ip)
+        entry = Channel(session_id, username, token_hash, source_ip, needed=needed)
         self._channels[key] = entry
         try:
             yield entry
@@ -133,7 +138,9 @@ class AccessWatch:
         for entry in channels:
             if entry.revoked.is_set():
                 continue
-            needed = "operator" if owners.get(entry.session_id) == entry.username else "admin"
+            needed = entry.needed or (
+                "operator" if owners.get(entry.session_id) == entry.username else "admin"
+            )
             why = user_denial(grants.get(entry.username), needed)
             if why is None and entry.token_hash is not None and entry.token_hash not in live_tokens:
                 why = "the token it was opened with was revoked"

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import asyncssh
     from asyncssh.channel import SSHChannel
 
+    from server.sessions.observers import Audience, Listener
     from server.sessions.recording import Recording
 
 logger = logging.getLogger(__name__)
@@ -100,14 +101,24 @@ async def pump_terminal(
     recording: Recording | None,
     size: tuple[int, int],
     revoked: asyncio.Event,
+    audience: Audience | None = None,
 ) -> PumpEnd:
     """Join a terminal socket to a PTY shell until one side ends or access is revoked.
 
     Binary frames are keystrokes; text frames are control messages
-    (``resize``, ``input``). The shell's output is recorded. The shell is
-    closed when this returns.
+    (``resize``, ``input``). The shell's output is recorded and fanned out to
+    the session's observers (``audience``), whose joins and leaves this socket
+    is told of. The shell is closed when this returns.
     """
     cols, rows = size
+    listener = audience.join(output=False) if audience is not None else None
+
+    async def announcements() -> None:
+        if listener is None:
+            return
+        while (item := await listener.queue.get()) is not None:
+            if isinstance(item, str):
+                await websocket.send_text(item)
 
     async def device_to_browser() -> None:
         while True:
@@ -116,6 +127,8 @@ async def pump_terminal(
                 break
             if recording is not None:
                 recording.output(data)
+            if audience is not None:
+                audience.publish(data)
             await websocket.send_bytes(data)
         if recording is not None:
             recording.flush()
@@ -146,6 +159,7 @@ async def pump_terminal(
 
     output = asyncio.create_task(device_to_browser())
     inputs = asyncio.create_task(browser_to_device())
+    told = asyncio.create_task(announcements())
     end = PumpEnd()
     try:
         done = await _first(revoked, output, inputs)
@@ -157,9 +171,58 @@ async def pump_terminal(
                 await asyncio.wait_for(process.wait_closed(), 2.0)
             end.exit_status = process.exit_status
     finally:
-        await _stop(output, inputs)
+        await _stop(output, inputs, told)
+        if audience is not None and listener is not None:
+            audience.leave(listener)
         process.close()
     return end
+
+
+async def pump_observer(
+    websocket: WebSocket, listener: Listener, *, revoked: asyncio.Event
+) -> PumpEnd:
+    """Send a session's output and announcements to an observer; refuse what it sends.
+
+    Nothing an observer sends reaches the device: keystrokes (binary frames)
+    and ``input`` controls are answered with ``{"type": "error", "detail":
+    "observers cannot type"}``. Ends when the observer leaves, falls behind,
+    the session ends (``device_ended``) or its access is revoked.
+    """
+
+    async def to_observer() -> None:
+        while (item := await listener.queue.get()) is not None:
+            if isinstance(item, bytes):
+                await websocket.send_bytes(item)
+            else:
+                await websocket.send_text(item)
+
+    async def from_observer() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            control = _control(text) if text is not None else None
+            typed = message.get("bytes") is not None or (
+                control is not None and control.get("type") == "input"
+            )
+            if typed:
+                await websocket.send_text(json.dumps(OBSERVER_CANNOT_TYPE))
+
+    output = asyncio.create_task(to_observer())
+    inputs = asyncio.create_task(from_observer())
+    end = PumpEnd()
+    try:
+        done = await _first(revoked, output, inputs)
+        end.revoked = not done
+        end.device_ended = output in done
+    finally:
+        await _stop(output, inputs)
+    return end
+
+
+#: What an observer's keystrokes get back.
+OBSERVER_CANNOT_TYPE: Final = {"type": "error", "detail": "observers cannot type"}
 
 
 async def pump_forward(

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from server import audit
 from server.incidents.records import get_incident, link_session
-from server.models import OPEN_STATES, Device, RemoteSession
+from server.models import (
+    OPEN_STATES,
+    Device,
+    Incident,
+    IncidentSession,
+    RemoteSession,
+    User,
+    role_at_least,
+)
 from server.sessions.limits import check_limits
 from server.sessions.recording import file_digest
 from server.sessions.states import earlier_than
@@ -314,3 +322,38 @@ def recording_file(row: RemoteSession) -> Path | None:
         return None
     path = Path(row.recording_path)
     return path if path.is_file() else None
+
+
+def may_observe(db: Session, row: RemoteSession, user: User) -> bool:
+    """Whether ``user`` may watch the session: an admin, or the assignee of an incident
+    the session is linked to (``incident_id`` when opened, or a later link)."""
+    if role_at_least(user.role, "admin"):
+        return True
+    if not role_at_least(user.role, "operator"):
+        return False
+    linked = select(IncidentSession.incident_id).where(IncidentSession.session_id == row.id)
+    served: sa.ColumnElement[bool] = col(Incident.id).in_(linked)
+    if row.incident_id is not None:
+        served = sa.or_(served, col(Incident.id) == row.incident_id)
+    query = (
+        select(func.count())
+        .select_from(Incident)
+        .where(Incident.assignee == user.username)
+        .where(served)
+    )
+    return int(db.exec(query).one()) > 0
+
+
+def observable_sessions(db: Session, incident_ids: list[int]) -> dict[int, list[str]]:
+    """The open sessions serving each incident (to watch them), oldest first."""
+    found: dict[int, list[str]] = {i: [] for i in incident_ids}
+    if not incident_ids:
+        return found
+    opened = select(RemoteSession.incident_id, RemoteSession.id).where(
+        col(RemoteSession.incident_id).in_(incident_ids),
+        col(RemoteSession.state).in_(OPEN_STATES),
+    )
+    for incident_id, session_id in db.exec(opened.order_by(col(RemoteSession.created_at))):
+        if incident_id is not None:
+            found[incident_id].append(session_id)
+    return found

@@ -51,6 +51,7 @@ from server.sessions import repository
 from server.sessions.access import AccessWatch
 from server.sessions.errors import AgentAuthFailed, AgentNotConnected, TunnelError
 from server.sessions.keys import generate_one_time_key, hash_session_token, parse_host_key
+from server.sessions.observers import Audience
 from server.sessions.recording import Recording
 from server.sessions.registry import PendingSession, SessionRegistry
 from server.sessions.states import (
@@ -402,6 +403,7 @@ class SessionService:
             )
         )
         self._live.pop(live.session_id, None)
+        live.audience.close()
         self._count_states()
         metrics.SESSIONS_CLOSED.labels(reason).inc()
         if connection is not None:
@@ -506,6 +508,11 @@ class SessionService:
         live = self._live.get(session_id)
         if live is not None and what not in live.services_used:
             live.services_used.append(what)
+
+    def audience(self, session_id: str) -> Audience | None:
+        """The observers of a session this process holds (``None``: not live here)."""
+        live = self._live.get(session_id)
+        return live.audience if live is not None else None
 
     def recording(self, session_id: str, *, cols: int, rows: int, term: str) -> Recording | None:
         """The session's recording, started with the first shell (``None`` if not followed)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, get_args
 
+from server.sessions.observers import Audience
 from shared import wire
 from shared.wire import OPEN_SESSION_STATES as OPEN_STATES
 from shared.wire import SESSION_STATES, CloseReason
@@ -106,6 +107,8 @@ class LiveSession:
     state: str = "requested"
     services_used: list[str] = field(default_factory=list)
     recording: Recording | None = None
+    #: Observers of the terminal output, and the announcements of their joins and leaves.
+    audience: Audience = field(default_factory=Audience)
     shells: int = 0
     #: The close reason once a close was asked for (the row is written later).
     closing: str | None = None

@@ -27,6 +27,7 @@ from server.models import (
     RemoteSession,
     RemoteSessionPublic,
 )
+from server.sessions.repository import may_observe, observable_sessions
 from server.web import admin, dashboard, finder
 from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
@@ -168,6 +169,16 @@ def open_incidents(session: Session, limit: int) -> list[Incident]:
     return list(rows)
 
 
+def my_incidents(
+    session: Session, username: str, limit: int
+) -> tuple[list[Incident], dict[int, list[str]]]:
+    """The open incidents assigned to ``username``, newest first (the desk's "my incidents"),
+    and the open sessions serving each (to watch them)."""
+    rows, _ = list_incidents(session, state="open", assignee=username, limit=limit)
+    ids = [row.id for row in rows if row.id is not None]
+    return list(rows), observable_sessions(session, ids)
+
+
 def alert_incidents(session: Session, limit: int) -> list[Incident]:
     """The open incidents device faults opened, newest fault first (before anyone calls)."""
     return list(
@@ -203,6 +214,7 @@ def desk(
 ) -> HTMLResponse:
     """The call-center desk: find the caller's device, the fleet, open incidents."""
     filters = FleetFilters.parse(q, online, type, status, customer, page)
+    mine, watchable = my_incidents(session, viewer.user.username, DESK_INCIDENTS)
     return _page(
         request,
         "desk.html",
@@ -211,6 +223,8 @@ def desk(
         nav="desk",
         fleet=load_fleet(session, filters),
         incidents=open_incidents(session, DESK_INCIDENTS),
+        my_incidents=mine,
+        watchable=watchable,
         alert_incidents=alert_incidents(session, DESK_INCIDENTS),
         customers=customers(session),
         device_types=DEVICE_TYPES,
@@ -349,6 +363,33 @@ def session_page(
         diagnostics=diagnostics_for(device.type if device else ""),
         ssh_port=getattr(request.app.state, "ssh_gateway_port", None),
         ssh_host=request.url.hostname or "server",
+        observe=False,
+    )
+
+
+@router.get("/sessions/{session_id}/observe", response_class=HTMLResponse)
+def observe_page(
+    session_id: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> HTMLResponse:
+    """Watch a live session's terminal, read only (the incident's specialist or an admin)."""
+    row = session.get(RemoteSession, session_id)
+    if row is None:
+        return not_found(request, viewer, f"session {session_id}")
+    if not may_observe(session, row, viewer.user):
+        return forbidden(request, viewer, "admin (or the assignee of the session's incident)")
+    device = session.get(Device, row.device_id)
+    return _page(
+        request,
+        "session.html",
+        viewer,
+        title=f"Watching session {row.id}",
+        nav="desk",
+        s=RemoteSessionPublic.of(row),
+        device=device,
+        diagnostics=[],
+        ssh_port=None,
+        ssh_host="",
+        observe=True,
     )
 
 

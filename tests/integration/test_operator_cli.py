@@ -147,3 +147,38 @@ def test_login_asks_for_the_two_factor_code(tmp_path: Path, server: ServerProces
     replayed = _cli(tmp_path, *login, "--otp", code, stdin="tina-password\n")
     assert replayed.returncode != 0
     assert "wrong two-factor code" in replayed.stderr
+
+
+def test_an_operator_escalates_an_incident_over_the_api(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """From an operator's laptop: ``fieldlink incident escalate`` (one-line errors)."""
+    for name in ("otto", "sara"):
+        made = server.cli("user", "add", name, "--role", "operator", stdin=f"{name}-password\n")
+        assert made.returncode == 0, made.stderr
+    server.register("mfp-esc-1")
+    incident = server.api(
+        "POST", "/incidents", json={"device_id": "mfp-esc-1", "opened_at": "2026-03-02T09:00:00Z"}
+    )
+    done = _cli(
+        tmp_path, "login", "--server", server.url, "--user", "otto", stdin="otto-password\n"
+    )
+    assert done.returncode == 0, done.stderr
+    escalated = _cli(
+        tmp_path, "incident", "escalate", str(incident["id"]), "--tier", "2", "--to", "sara",
+        "--note", "reset did not help; needs a specialist",
+    )  # fmt: skip
+    assert escalated.returncode == 0, escalated.stderr
+    assert escalated.stdout.strip() == f"incident {incident['id']}: tier 2, assignee sara"
+    assert server.api("GET", f"/incidents/{incident['id']}")["assignee"] == "sara"
+    entries = server.api("GET", "/audit", params={"action": "incident.escalate"})["items"]
+    assert [(e["actor"], e["target"]) for e in entries] == [("otto", f"incident:{incident['id']}")]
+    unknown = _cli(tmp_path, "incident", "escalate", "424242", "--tier", "2", "--note", "x")
+    assert unknown.returncode != 0
+    assert "no incident 424242" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    nobody = _cli(
+        tmp_path, "incident", "escalate", str(incident["id"]), "--to", "nobody", "--note", "x"
+    )
+    assert nobody.returncode != 0
+    assert "assignee: no such user" in nobody.stderr

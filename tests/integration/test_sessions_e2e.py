@@ -28,6 +28,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from shared.wire import WS_SESSION_CLOSED
 from tests.fixtures.center import enroll_agent, enrolled_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 from tests.fixtures.proxy import HttpProxy
@@ -679,6 +680,140 @@ def test_demoting_an_admin_ends_their_terminal_on_anothers_session(center: Cente
     assert any("admin role" in (c.get("detail") or "") for c in controls)
     assert center.session(sid)["state"] == "active"
     assert center.call("DELETE", f"/sessions/{sid}").json()["close_reason"] == "operator"
+
+
+async def _observed_terminal(
+    center: Center, sid: str, marker: Path
+) -> tuple[bytes, list[dict[str, Any]], bytes, list[dict[str, Any]], int]:
+    """Olga's terminal, watched by sara (the incident's assignee) and refused to piet."""
+    owner_out = b""
+    owner_controls: list[dict[str, Any]] = []
+    seen = b""
+    observer_controls: list[dict[str, Any]] = []
+
+    async def read(socket: Any, needle: bytes | dict[str, Any], owner: bool) -> None:
+        nonlocal owner_out, seen
+        async with asyncio.timeout(20):
+            while True:
+                data, controls = (owner_out, owner_controls) if owner else (seen, observer_controls)
+                if isinstance(needle, bytes) and needle in data:
+                    return
+                if isinstance(needle, dict) and needle in controls:
+                    return
+                message = await socket.recv()
+                if isinstance(message, str):
+                    controls.append(json.loads(message))
+                elif owner:
+                    owner_out += message
+                else:
+                    seen += message
+
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/terminal"),
+        additional_headers={"Authorization": f"Bearer {center.token('olga')}"},
+    ) as terminal:
+        await read(terminal, {"type": "state", "state": "active"}, owner=True)
+        async with connect(
+            center.ws_url(f"/sessions/{sid}/observe"),
+            additional_headers={"Authorization": f"Bearer {center.token('piet')}"},
+        ) as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                await refused.recv()
+        assert closed.value.rcvd is not None
+        refused_code = closed.value.rcvd.code
+        async with connect(
+            center.ws_url(f"/sessions/{sid}/observe"),
+            additional_headers={"Authorization": f"Bearer {center.token('sara')}"},
+        ) as observer:
+            await read(observer, {"type": "state", "state": "observing", "owner": "olga"}, False)
+            joined = {"type": "observer", "event": "join", "user": "sara"}
+            await read(terminal, joined, owner=True)
+            await terminal.send(b"echo owner-$((6*7))\n")
+            await read(observer, b"owner-42", owner=False)
+            # the observer types: refused, never reaches the shell
+            await observer.send(f"echo typed > {marker}\n".encode())
+            await observer.send(json.dumps({"type": "input", "data": f"touch {marker}\n"}))
+            refusal = {"type": "error", "detail": "observers cannot type"}
+            await read(observer, refusal, owner=False)
+            # An admin observing too is disabled: the access check it triggers ends that
+            # observer's socket, and in the same pass keeps sara's (she needs only operator).
+            async with connect(
+                center.ws_url(f"/sessions/{sid}/observe"),
+                additional_headers={"Authorization": f"Bearer {center.token('odin', 'admin')}"},
+            ) as admin:
+                await read(admin, {"type": "state", "state": "observing", "owner": "olga"}, False)
+                disabled = await asyncio.to_thread(
+                    center.call, "PATCH", "/users/odin", user="adele", json={"disabled": True}
+                )
+                assert disabled.status_code == 200, disabled.text
+                _data, _controls, frame = await _drain(admin, timeout_s=20)
+                assert frame is not None
+                assert (frame.code, frame.reason) == (4403, "access_revoked")
+            await terminal.send(b"echo still-$((1+1))\n")
+            await read(observer, b"still-2", owner=False)
+        await read(terminal, {"type": "observer", "event": "leave", "user": "sara"}, owner=True)
+        await terminal.send(b"exit\n")
+        rest, more, _frame = await _drain(terminal)
+    return owner_out + rest, owner_controls + more, seen, observer_controls, refused_code
+
+
+def test_the_incidents_specialist_observes_a_live_terminal_read_only(
+    center: Center, tmp_path: Path
+) -> None:
+    center.token("sara")
+    center.token("piet")
+    center.token("adele", "admin")
+    center.token("odin", "admin")
+    incident = center.call(
+        "POST", "/incidents",
+        json={"device_id": center.device_id, "channel": "phone", "symptom": "fuser noise",
+              "opened_at": "2026-11-23T10:00:00Z"},
+    )  # fmt: skip
+    assert incident.status_code == 201, incident.text
+    incident_id = incident.json()["id"]
+    escalated = center.call(
+        "POST", f"/incidents/{incident_id}/escalate",
+        json={"tier": 2, "assignee": "sara", "note": "please watch the next reset"},
+    )  # fmt: skip
+    assert escalated.status_code == 200, escalated.text
+    sid = center.open(reason="incident", incident_id=incident_id)["id"]
+    center.wait_state(sid, "active")
+    marker = tmp_path / "observer-typed"
+    try:
+        owner_out, owner_controls, seen, observer_controls, refused = asyncio.run(
+            _observed_terminal(center, sid, marker)
+        )
+    finally:
+        center.call("DELETE", f"/sessions/{sid}")
+    assert refused == 4403
+    assert b"owner-42" in owner_out
+    assert b"owner-42" in seen
+    assert not marker.exists()
+    assert b"observer-typed" not in owner_out
+    assert marker.name.encode() not in owner_out
+    assert {"type": "exit", "exit_status": 0} in owner_controls
+    actions = [
+        (e["actor"], e["action"])
+        for e in center.server.api("GET", "/audit", params={"target": center.device_id})["items"]
+        if e["action"].startswith("session.observe")
+        and e["details"]["session_id"] == sid
+        and e["actor"] == "sara"
+    ]
+    assert sorted(actions) == [("sara", "session.observe_join"), ("sara", "session.observe_leave")]
+    assert observer_controls[0] == {"type": "state", "state": "observing", "owner": "olga"}
+
+    async def admin_observes() -> int:
+        async with connect(
+            center.ws_url(f"/sessions/{sid}/observe"),
+            additional_headers={"Authorization": f"Bearer {center.token('adele', 'admin')}"},
+        ) as socket:
+            with pytest.raises(ConnectionClosed) as closed:
+                await socket.recv()
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+    # an admin may observe, but a closed session has nothing to show
+    assert asyncio.run(admin_observes()) == WS_SESSION_CLOSED
 
 
 def test_revoking_a_device_ends_its_sessions_and_refuses_new_ones(center: Center) -> None:

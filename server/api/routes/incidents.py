@@ -15,7 +15,13 @@ from sqlmodel import Session
 from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
-from server.api.deps import ManagerUser, OperatorUser, SessionDep, get_engine
+from server.api.deps import (
+    ManagerUser,
+    OperatorUser,
+    SessionDep,
+    client_address,
+    get_engine,
+)
 from server.api.responses import DB_INT_MAX, PLAIN_TEXT, ErrorResponse
 from server.incidents import records as service
 from server.incidents.csv_io import (
@@ -29,6 +35,7 @@ from server.incidents.similar import SimilarCases, model_of, similar_cases
 from server.models import (
     IncidentClose,
     IncidentCreate,
+    IncidentEscalate,
     IncidentPublic,
     IncidentsPublic,
     IncidentUpdate,
@@ -46,6 +53,11 @@ ToQuery = Annotated[
     datetime | None, Query(alias="to", description="exclusive; UTC when no offset is given")
 ]
 OnQuery = Annotated[service.TimeField, Query(description="the timestamp that from/to bound")]
+AssigneeQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="a user name, or `me` for the caller's"),
+]
+MineQuery = Annotated[bool, Query(description="only the caller's incidents (as assignee=me)")]
 #: An incident id in a path: bounded like every integer the API takes.
 IncidentId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
@@ -79,10 +91,16 @@ def create_incident(
     return service.to_public(incident)
 
 
+def _assignee(assignee: str | None, mine: bool, username: str) -> str | None:
+    if mine or assignee == "me":
+        return username
+    return assignee
+
+
 @router.get("")
 def list_incidents(
     session: SessionDep,
-    _user: OperatorUser,
+    user: OperatorUser,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     state: StateQuery = None,
@@ -92,8 +110,13 @@ def list_incidents(
     on: OnQuery = "opened_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+    assignee: AssigneeQuery = None,
+    mine: MineQuery = False,
 ) -> IncidentsPublic:
-    """List incidents, newest first; ``from``/``to`` bound ``opened_at`` or ``closed_at``."""
+    """List incidents, newest first; ``from``/``to`` bound ``opened_at`` or ``closed_at``.
+
+    ``assignee=me`` (or ``mine=true``) lists the caller's own incidents.
+    """
     rows, total = service.list_incidents(
         session,
         device_id=device_id,
@@ -105,6 +128,7 @@ def list_incidents(
         time_field=on,
         limit=limit,
         offset=offset,
+        assignee=_assignee(assignee, mine, user.username),
     )
     linked = service.session_ids_of(session, (row.id for row in rows if row.id is not None))
     return IncidentsPublic(
@@ -288,6 +312,36 @@ def close_incident(
     """Close an open incident in one step (``restored_at`` defaults as documented)."""
     try:
         incident = service.close_incident(session, incident_id=incident_id, data=body)
+    except service.IncidentInvalid as exc:
+        raise _unprocessable(exc) from exc
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
+
+
+@router.post(
+    "/{incident_id}/escalate",
+    responses={
+        404: {"model": ErrorResponse, "description": "No such incident"},
+        409: {"model": ErrorResponse, "description": "The incident is closed"},
+    },
+)
+def escalate_incident(
+    incident_id: IncidentId,
+    body: IncidentEscalate,
+    request: Request,
+    session: SessionDep,
+    user: OperatorUser,
+) -> IncidentPublic:
+    """Hand an open incident to a tier (1 call center, 2 remote specialist, 3 field)
+    and/or a user, with a handover note; audited as ``incident.escalate``."""
+    try:
+        incident = service.escalate_incident(
+            session,
+            incident_id=incident_id,
+            data=body,
+            actor=user.username,
+            source_ip=client_address(request),
+        )
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
     linked = service.session_ids_of(session, [incident_id])

@@ -16,8 +16,17 @@ HTTP routes follow docs/protocol.md. The two WebSockets:
   (the service's answer still comes back, then the socket closes). A refused
   service closes the socket with code 4403 and the agent's reason.
 
+- ``WS /api/v1/sessions/{id}/observe``: a second pair of eyes, read only: the
+  terminal's output as binary frames, and ``{"type": "observer", "event":
+  "join"|"leave", "user": ...}`` text frames (also sent to the owner's
+  terminal). Keystrokes are refused (``{"type": "error", "detail": "observers
+  cannot type"}``) and never reach the device. Only the assignee of an
+  incident the session is linked to, or an admin, may observe (4403 otherwise);
+  joins and leaves are audited (``session.observe_join``/``session.observe_leave``).
+
 Sockets authenticate like the API (bearer header, or the console's cookie
-from the same origin); only the session's operator or an admin may use them.
+from the same origin); only the session's operator or an admin may use the
+terminal and forward sockets.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketState
 
+from server import audit
 from server.api.deps import DbDep, OperatorUser, client_address, websocket_token
 from server.api.responses import DB_INT_MAX
 from server.models import (
@@ -50,7 +60,7 @@ from server.sessions import bridges
 from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.recording import CONTENT_TYPE
-from server.sessions.repository import recording_file
+from server.sessions.repository import may_observe, recording_file
 from server.sessions.service import SessionClosed, SessionService
 from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
@@ -309,7 +319,11 @@ async def _send_closed(
 
 
 def _watch(
-    websocket: WebSocket, service: SessionService, session_id: str, user: User
+    websocket: WebSocket,
+    service: SessionService,
+    session_id: str,
+    user: User,
+    needed: str | None = None,
 ) -> contextlib.AbstractContextManager[Channel]:
     """Follow this socket's access: its user, role and token (see :mod:`server.sessions.access`)."""
     token = websocket_token(websocket)
@@ -318,6 +332,7 @@ def _watch(
         username=user.username,
         token_hash=hash_token(token) if token else None,
         source_ip=websocket.client.host if websocket.client else None,
+        needed=needed,
     )
 
 
@@ -364,7 +379,12 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     logger.info("terminal of session %s opened by %s", session_id, user.username)
     with _watch(websocket, service, session_id, user) as channel:
         end = await bridges.pump_terminal(
-            websocket, process, recording=recording, size=(cols, rows), revoked=channel.revoked
+            websocket,
+            process,
+            recording=recording,
+            size=(cols, rows),
+            revoked=channel.revoked,
+            audience=service.audience(session_id),
         )
     if end.revoked:
         await _send_revoked(websocket, channel.why)
@@ -377,6 +397,84 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
         else:
             with contextlib.suppress(Exception):
                 await websocket.close(code=WS_NORMAL, reason="shell exited")
+
+
+def _audit_observer(websocket: WebSocket, action: str, row: RemoteSession, user: User) -> None:
+    with Session(websocket.app.state.engine) as db:
+        audit.record(
+            db,
+            actor=user.username,
+            action=action,
+            target=row.device_id,
+            details={
+                "session_id": row.id,
+                "incident_id": row.incident_id,
+                "owner": row.operator,
+            },
+            source_ip=websocket.client.host if websocket.client else None,
+        )
+        db.commit()
+
+
+@router.websocket("/sessions/{session_id}/observe")
+async def observe(websocket: WebSocket, session_id: str) -> None:
+    """A read-only view of a live session's terminal for its incident's specialist or an admin."""
+    from server.api.deps import websocket_user
+
+    service: SessionService | None = getattr(websocket.app.state, "sessions", None)
+    engine = websocket.app.state.engine
+
+    def lookup() -> tuple[User | None, RemoteSession | None, bool]:
+        with Session(engine, expire_on_commit=False) as db:
+            user = websocket_user(websocket, db)
+            row = db.get(RemoteSession, session_id)
+            allowed = user is not None and row is not None and may_observe(db, row, user)
+            return user, row, allowed
+
+    user, row, allowed = await asyncio.to_thread(lookup)
+    await websocket.accept()
+    if user is None:
+        await websocket.close(code=WS_UNAUTHORIZED, reason="not authenticated")
+        return
+    if not role_at_least(user.role, "operator"):
+        await websocket.close(code=WS_FORBIDDEN, reason="this needs the operator role")
+        return
+    if row is None:
+        await websocket.close(code=WS_NOT_FOUND, reason="no such session")
+        return
+    if not allowed:
+        await websocket.close(
+            code=WS_FORBIDDEN,
+            reason="only the assignee of the session's incident or an admin may observe",
+        )
+        return
+    audience = service.audience(session_id) if service is not None else None
+    if service is None or audience is None or audience.closed:
+        await websocket.close(code=WS_SESSION_CLOSED, reason="the session is not live")
+        return
+    listener = audience.join(output=True)
+    await asyncio.to_thread(_audit_observer, websocket, "session.observe_join", row, user)
+    audience.announce("join", user.username)
+    await websocket.send_text(
+        json.dumps({"type": "state", "state": "observing", "owner": row.operator})
+    )
+    logger.info("session %s observed by %s", session_id, user.username)
+    try:
+        # An observer keeps needing the operator role (its join was checked above).
+        with _watch(websocket, service, session_id, user, needed="operator") as channel:
+            end = await bridges.pump_observer(websocket, listener, revoked=channel.revoked)
+    finally:
+        audience.leave(listener)
+        audience.announce("leave", user.username)
+        await asyncio.to_thread(_audit_observer, websocket, "session.observe_leave", row, user)
+    if end.revoked:
+        await _send_revoked(websocket, channel.why)
+    elif websocket.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.close(
+                code=WS_SESSION_CLOSED if audience.closed else WS_NORMAL,
+                reason="the session ended" if audience.closed else "fell behind",
+            )
 
 
 @router.websocket("/sessions/{session_id}/forward/{service_name}")

@@ -1,7 +1,7 @@
 """totp: two-factor logins (TOTP secrets and one-time recovery codes)
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 05:15:00
 
 - ``user_mfa``: a user's TOTP secret (encrypted with the server's MFA key), when it
@@ -18,7 +18,7 @@ from alembic import op
 import server.models.base
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,6 +7,9 @@
   const base = "/api/v1/sessions/" + encodeURIComponent(sessionId);
   const order = ["requested", "awaiting_consent", "connecting", "active", "closed"];
   const statusLine = document.getElementById("terminal-status");
+  // "observe": a read-only view of another operator's terminal (the incident's specialist).
+  const observing = root.dataset.mode === "observe";
+  const observers = document.getElementById("observers");
   let state = root.dataset.state;
   let term = null;
   let socket = null;
@@ -28,8 +31,10 @@
     if (detail !== undefined) document.getElementById("state-detail").textContent = detail || "";
     if (next === "closed") {
       document.getElementById("close-reason").textContent = closeReason ? "closed: " + closeReason.replace(/_/g, " ") : "closed";
-      document.getElementById("close-session").hidden = true;
-      document.getElementById("diagnostics").hidden = true;
+      const closeButton = document.getElementById("close-session");
+      if (closeButton) closeButton.hidden = true;
+      const diagnostics = document.getElementById("diagnostics");
+      if (diagnostics) diagnostics.hidden = true;
       if (statusLine) statusLine.textContent = "Session closed.";
       showRecording();
     }
@@ -61,7 +66,8 @@
   function openTerminal() {
     const el = document.getElementById("terminal");
     term = new Terminal({
-      cursorBlink: true,
+      cursorBlink: !observing,
+      disableStdin: observing,
       // A font Chromium knows by name first (it ignores ui-monospace), and rows a little taller
       // than the font: at lineHeight 1 the DOM renderer clips the glyphs that sit below the
       // baseline, and `x86_64` reads `x86 64`.
@@ -77,12 +83,26 @@
     fit.fit();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ cols: term.cols, rows: term.rows, term: "xterm-256color" });
-    socket = new WebSocket(`${scheme}//${location.host}${base}/terminal?${query}`);
+    const path = observing ? "/observe" : `/terminal?${query}`;
+    socket = new WebSocket(`${scheme}//${location.host}${base}${path}`);
     socket.binaryType = "arraybuffer";
     const encoder = new TextEncoder();
     socket.onmessage = (event) => {
       if (typeof event.data === "string") {
         const message = JSON.parse(event.data);
+        if (message.type === "observer") {
+          const who = message.user;
+          observers.textContent = message.event === "join" ? `${who} is watching (read only).` : `${who} stopped watching.`;
+          return;
+        }
+        if (message.type === "error") {
+          statusLine.textContent = message.detail;
+          return;
+        }
+        if (message.type === "state" && message.state === "observing") {
+          statusLine.textContent = `Watching ${message.owner}'s terminal: read only, your keys are not sent.`;
+          return;
+        }
         if (message.type === "state") {
           showState(message.state, message.close_reason, message.detail);
           if (message.state === "active") {
@@ -99,8 +119,10 @@
       term.write(new Uint8Array(event.data));
     };
     socket.onclose = (event) => {
-      if (state !== "closed") statusLine.textContent = `Terminal disconnected${event.reason ? ": " + event.reason : ""}.`;
+      if (observing) statusLine.textContent = `No longer watching${event.reason ? ": " + event.reason : ""}.`;
+      else if (state !== "closed") statusLine.textContent = `Terminal disconnected${event.reason ? ": " + event.reason : ""}.`;
     };
+    if (observing) return;
     term.onData((data) => {
       if (socket.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
     });
@@ -140,6 +162,11 @@
       terminalFontFamily: TERMINAL_FONT,
       terminalLineHeight: 1.2,
     });
+  }
+
+  if (observing) {
+    if (state !== "closed") openTerminal();
+    return;
   }
 
   document.getElementById("close-session").addEventListener("click", async (event) => {

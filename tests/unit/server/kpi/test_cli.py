@@ -101,3 +101,55 @@ def test_errors_are_one_line(config: Path, tmp_path: Path) -> None:
     assert "Traceback" not in bad_rows.stderr + missing.stderr + bad_date.stderr
     nothing = fieldlink("incident", "export", "--config", str(config))
     assert len(nothing.stdout.splitlines()) == 1
+
+
+def test_escalate_on_the_database_is_audited_and_refuses_bad_input(
+    config: Path, tmp_path: Path
+) -> None:
+    from sqlmodel import Session, select
+
+    from server import crud
+    from server.cli import incidents as cli_incidents
+    from server.models import AuditEntry, Incident
+    from server.models.incident import HANDOVER_NOTE_MAX
+
+    assert cli_incidents.HANDOVER_NOTE_MAX == HANDOVER_NOTE_MAX
+
+    open_case = "CC-9,mfp-a,2026-03-02T09:00:00Z,,,,\n"
+    imported = fieldlink("incident", "import", "-", "-c", str(config), stdin=CSV + open_case)
+    assert imported.returncode == 0, imported.stderr
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with Session(engine) as db:
+        crud.create_user(db, username="spec", role="operator", password="x" * 12)
+        ids = {i.external_id: i.id for i in db.exec(select(Incident)).all()}
+    done = fieldlink(
+        "incident", "escalate", str(ids["CC-9"]), "--tier", "2", "--to", "spec",
+        "--note", "=cmd|' /c calc'!A1 tried a reset", "-c", str(config),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"incident {ids['CC-9']}: tier 2, assignee spec"
+    with Session(engine) as db:
+        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "incident.escalate")).one()
+        assert entry.actor.startswith("cli:")
+        assert json.loads(entry.details)["note"] == "=cmd|' /c calc'!A1 tried a reset"
+    engine.dispose()
+    for args, message in (
+        (("--note", "x"), "give --tier, --to or both"),
+        (("--tier", "2", "--note", "x" * 2001), "--note must be 1 to 2000"),
+        (("--to", "nobody", "--note", "x"), "assignee: no such user"),
+        (("--tier", "4", "--note", "x"), "--tier must be 1 (call center), 2"),
+    ):
+        refused = fieldlink("incident", "escalate", str(ids["CC-9"]), *args, "-c", str(config))
+        assert refused.returncode != 0, args
+        assert message in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    closed = fieldlink(
+        "incident", "escalate", str(ids["CC-1"]), "--tier", "3", "--note", "x", "-c", str(config)
+    )
+    assert closed.returncode != 0
+    assert "is closed" in closed.stderr
+    assert len(closed.stderr.strip().splitlines()) == 1
+    unknown = fieldlink(
+        "incident", "escalate", "99999", "--tier", "3", "--note", "x", "-c", str(config)
+    )
+    assert "no incident 99999" in unknown.stderr
