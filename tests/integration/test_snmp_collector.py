@@ -397,3 +397,43 @@ async def test_a_table_that_grows_between_polls_is_read_whole_in_few_requests(
     assert all(f"Tray 7 empty ({row})" in paper_out["message"] for row in (100, 139))
     # 46 alert rows of 6 columns: about 276 values, at about 64 an answer.
     assert len(requests) <= steady + 6, (steady, len(requests))
+
+
+async def test_static_columns_are_read_with_the_identity_or_when_a_table_changes(
+    own_printer: SnmpSimulator,
+) -> None:
+    # Supply types, capacities and colorants are read at the first poll only; levels
+    # every poll. A supply fitted between two polls (a new row) is read whole at once.
+    async with PrinterMibCollector(v2c(own_printer, "colour")) as collector:
+        first = await collector.collect()
+        assert first.reachable, first.reason
+        assert collector.static_reads == 1
+        assert first.metrics["mfp.toner_black_percent"] == 50.0
+        assert first.metrics["mfp.supply_percent:opc_cyan"] == 70.0
+        lines = own_printer.read("colour").splitlines()
+        lines = [
+            "1.3.6.1.2.1.43.11.1.1.9.2.1|2|5000" if line.startswith("1.3.6.1.2.1.43.11.1.1.9.2.1|")
+            else line
+            for line in lines
+        ]  # fmt: skip
+        own_printer.write("colour", "\n".join(lines) + "\n")
+        levels = await collector.collect()
+        assert levels.reachable, levels.reason
+        assert collector.static_reads == 1  # same rows: the static columns kept
+        assert levels.metrics["mfp.toner_black_percent"] == 25.0
+        assert levels.metrics["mfp.supply_percent:opc_cyan"] == 70.0
+        for column, tag, value in (
+            (2, 2, 1), (3, 2, 0), (4, 2, 3), (5, 2, 15), (6, 4, "Fuser"), (7, 2, 19),
+            (8, 2, 200), (9, 2, 50),
+        ):  # fmt: skip
+            lines.append(f"1.3.6.1.2.1.43.11.1.1.{column}.2.7|{tag}|{value}")
+        lines.sort(key=lambda line: tuple(int(p) for p in line.split("|")[0].split(".")))
+        own_printer.write("colour", "\n".join(lines) + "\n")
+        fitted = await collector.collect()
+        assert fitted.reachable, fitted.reason
+        assert collector.static_reads == 2
+        assert fitted.metrics["mfp.supply_percent:fuser"] == 25.0
+        assert fitted.metrics["mfp.toner_black_percent"] == 25.0
+        again = await collector.collect()
+        assert collector.static_reads == 2
+        assert again.metrics == fitted.metrics

@@ -94,6 +94,10 @@ BIT_OUTPUT_FULL, BIT_TRAY_EMPTY, BIT_MAINTENANCE = 12, 13, 14
 
 #: The columns a poll reads, in groups walked side by side (one GETBULK each, mostly).
 #: (key in the tables, column or None for a column read whole, OID of the column).
+#: The groups in :data:`STATIC_GROUPS` change only when the printer's make-up does (a
+#: supply or tray fitted or removed): they are read with the identity (the first poll,
+#: after an outage, hourly) and whenever a table's rows differ from those of that read
+#: (:data:`ROWS_OF`); the others (levels, counters, alerts, error bits, serial) every poll.
 COLUMN_GROUPS: Final[
     tuple[tuple[str, tuple[tuple[str, int | None, tuple[int, ...]], ...]], ...]
 ] = (
@@ -107,25 +111,27 @@ COLUMN_GROUPS: Final[
         ),
     ),
     (
+        "static",
+        (
+            ("colorant", None, PRT_COLORANT_VALUE),
+            ("input", INPUT_MAX, (*PRT_INPUT, INPUT_MAX)),
+            ("marker", MARKER_COUNTER_UNIT, (*PRT_MARKER, MARKER_COUNTER_UNIT)),
+            *(
+                ("supplies", c, (*PRT_SUPPLIES, c))
+                for c in (SUPPLY_COLORANT, SUPPLY_CLASS, SUPPLY_TYPE, SUPPLY_MAX)
+            ),
+        ),
+    ),
+    (
         "state",
         (
             ("hr_error", None, HR_PRINTER_ERROR_STATE),
             ("serial", None, PRT_SERIAL),
-            ("colorant", None, PRT_COLORANT_VALUE),
         ),
     ),
-    ("input", tuple(("input", c, (*PRT_INPUT, c)) for c in (INPUT_MAX, INPUT_LEVEL))),
-    (
-        "marker",
-        tuple(("marker", c, (*PRT_MARKER, c)) for c in (MARKER_COUNTER_UNIT, MARKER_LIFE_COUNT)),
-    ),
-    (
-        "supplies",
-        tuple(
-            ("supplies", c, (*PRT_SUPPLIES, c))
-            for c in (SUPPLY_COLORANT, SUPPLY_CLASS, SUPPLY_TYPE, SUPPLY_MAX, SUPPLY_LEVEL)
-        ),
-    ),
+    ("input", (("input", INPUT_LEVEL, (*PRT_INPUT, INPUT_LEVEL)),)),
+    ("marker", (("marker", MARKER_LIFE_COUNT, (*PRT_MARKER, MARKER_LIFE_COUNT)),)),
+    ("supplies", (("supplies", SUPPLY_LEVEL, (*PRT_SUPPLIES, SUPPLY_LEVEL)),)),
     (
         "alert",
         tuple(
@@ -141,3 +147,12 @@ COLUMN_GROUPS: Final[
         ),
     ),
 )
+#: Groups read with the identity, not at every poll (see :data:`COLUMN_GROUPS`).
+STATIC_GROUPS: Final = frozenset({"identity", "static"})
+#: For each table with static columns, the column read every poll whose rows (indexes)
+#: must be those of the last static read, else the static columns are read again.
+ROWS_OF: Final[Mapping[str, int]] = {
+    "input": INPUT_LEVEL,
+    "marker": MARKER_LIFE_COUNT,
+    "supplies": SUPPLY_LEVEL,
+}

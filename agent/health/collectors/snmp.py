@@ -25,7 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from agent.health.collectors.printer_mib import COLUMN_GROUPS, SYS_DESCR, SYS_NAME
+from agent.health.collectors.printer_mib import (
+    COLUMN_GROUPS,
+    ROWS_OF,
+    STATIC_GROUPS,
+    SYS_DESCR,
+    SYS_NAME,
+)
 from agent.health.collectors.printer_reading import ProfileReading, interpret
 from agent.health.collectors.snmp_target import TARGET_KEYS, SnmpTarget
 
@@ -44,8 +50,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The identity (group "identity" and sysDescr/sysName) is read at the first poll, after
-#: the device was unreachable, and then every IDENTITY_EVERY polls (hourly at 60 s).
+#: The identity (group "identity" and sysDescr/sysName) and the static columns (group
+#: "static": supply types, capacities, colorants, tray capacities) are read at the first
+#: poll, after the device was unreachable, and then every IDENTITY_EVERY polls (hourly at
+#: 60 s); the static columns also when a table's rows change (printer_mib.ROWS_OF).
 IDENTITY_EVERY: Final = 60
 IDENTITY_KEYS: Final = ("sys_descr", "sys_name", "hr_type", "hr_descr", "firmware", "software")
 #: Values one GETBULK answer should hold about (max-repetitions x unfinished columns).
@@ -101,6 +109,12 @@ class PrinterMibCollector:
         self._lock = asyncio.Lock()
         self._was_reachable: bool | None = None
         self._identity: dict[str, Any] | None = None
+        #: The static columns as last read, (key, column, rows), and the indexes of each
+        #: table's every-poll column (ROWS_OF) at that read.
+        self._static: list[tuple[Column, Row]] | None = None
+        self._static_rows: dict[str, frozenset[tuple[int, ...]]] = {}
+        #: Times the static columns were read (by the identity or a change of rows).
+        self.static_reads = 0
         self._polls = 0
         #: Rows each column (by OID) had at the last poll: its next GETBULK's max-repetitions.
         self._rows: dict[tuple[int, ...], int] = {}
@@ -145,6 +159,7 @@ class PrinterMibCollector:
         # ICMP "port unreachable" is reported on the socket's next send, costing one request.
         self.close()
         self._identity = None  # it may be another printer when it answers again
+        self._static = None
         self._rows.clear()
         # Once per outage, not at every poll; never with the credentials.
         if self._was_reachable is not False:
@@ -205,45 +220,75 @@ class PrinterMibCollector:
     async def _read(self) -> dict[str, Any]:
         await self._setup()
         auth, context = self._auth()
-        identity = self._identity is None or self._polls % IDENTITY_EVERY == 0
+        identity = (
+            self._identity is None or self._static is None or self._polls % IDENTITY_EVERY == 0
+        )
         columns = [
             column
             for group, members in COLUMN_GROUPS
-            if identity or group != "identity"
+            if identity or group not in STATIC_GROUPS
             for column in members
         ]
-        # Batches of columns in one GETBULK each, the batches at once (see _batches).
+        tables: dict[str, Any] = {} if identity else dict(self._identity or {})
+        found = await self._read_columns(auth, context, columns, tables, scalars=identity)
+        statics = [
+            column for group, members in COLUMN_GROUPS if group == "static" for column in members
+        ]
+        rows_now = _table_rows(tables)
+        if not identity and rows_now != self._static_rows:
+            # A supply or tray fitted or removed: its type, capacity and colorant now.
+            found = await self._read_columns(auth, context, statics, tables, scalars=False)
+            identity = True
+        elif not identity:
+            for (key, col, _oid), rows in self._static or []:
+                _put(tables, key, col, rows)
+        if identity:
+            self._static = [(column, found[column]) for column in statics]
+            self._static_rows = rows_now
+            self.static_reads += 1
+            self._identity = {key: tables.get(key) for key in IDENTITY_KEYS}
+        self._polls += 1
+        return tables
+
+    async def _read_columns(
+        self,
+        auth: Any,
+        context: Any,
+        columns: list[Column],
+        tables: dict[str, Any],
+        *,
+        scalars: bool,
+    ) -> dict[Column, Row]:
+        """Read ``columns`` (and sysDescr/sysName if ``scalars``) into ``tables``.
+
+        Batches of columns in one GETBULK each, the batches at once (see _batches).
+        Returns each column's rows.
+        """
         ordered = _batches(columns, self._rows)
-        scalars: list[tuple[int, ...]] = [SYS_DESCR[:-1], SYS_NAME[:-1]] if identity else []
+        asked: list[tuple[int, ...]] = [SYS_DESCR[:-1], SYS_NAME[:-1]] if scalars else []
         results = await asyncio.gather(
             *(
                 self._walk_columns(
                     auth,
                     context,
-                    scalars if number == 0 else [],
+                    asked if number == 0 else [],
                     [oid for _key, _col, oid in batch],
                     [self._rows.get(oid) for _key, _col, oid in batch],
                 )
                 for number, batch in enumerate(ordered)
             )
         )
-        tables: dict[str, Any] = {} if identity else dict(self._identity or {})
-        for number, (batch, (found_scalars, found_rows)) in enumerate(
-            zip(ordered, results, strict=True)
-        ):
-            if identity and number == 0:
-                tables["sys_descr"] = found_scalars.get(SYS_DESCR)
-                tables["sys_name"] = found_scalars.get(SYS_NAME)
-            for (key, col, oid), found in zip(batch, found_rows, strict=True):
-                self._rows[oid] = len(found)
-                if col is None:
-                    tables[key] = found
-                else:
-                    tables.setdefault(key, {})[col] = found
-        if identity:
-            self._identity = {key: tables.get(key) for key in IDENTITY_KEYS}
-        self._polls += 1
-        return tables
+        found: dict[Column, Row] = {}
+        if scalars:
+            first = results[0][0] if results else {}
+            tables["sys_descr"] = first.get(SYS_DESCR)
+            tables["sys_name"] = first.get(SYS_NAME)
+        for batch, (_found_scalars, found_rows) in zip(ordered, results, strict=True):
+            for column, rows in zip(batch, found_rows, strict=True):
+                self._rows[column[2]] = len(rows)
+                found[column] = rows
+                _put(tables, column[0], column[1], rows)
+        return found
 
     async def _get(self, auth: Any, context: Any, oids: list[tuple[int, ...]]) -> Row:
         from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, get_cmd
@@ -379,6 +424,18 @@ class PrinterMibCollector:
 
 
 Column = tuple[str, int | None, tuple[int, ...]]
+
+
+def _put(tables: dict[str, Any], key: str, col: int | None, rows: Row) -> None:
+    if col is None:
+        tables[key] = rows
+    else:
+        tables.setdefault(key, {})[col] = rows
+
+
+def _table_rows(tables: Mapping[str, Any]) -> dict[str, frozenset[tuple[int, ...]]]:
+    """The indexes of each table's every-poll column (ROWS_OF) in ``tables``."""
+    return {key: frozenset((tables.get(key) or {}).get(col) or {}) for key, col in ROWS_OF.items()}
 
 
 def _batches(columns: list[Column], rows: Mapping[tuple[int, ...], int]) -> list[list[Column]]:

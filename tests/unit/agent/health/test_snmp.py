@@ -359,8 +359,42 @@ def test_columns_are_batched_by_last_polls_rows_and_merged_when_cheaper() -> Non
     batches = _batches(columns, rows)
     assert batches == [
         [c for c in columns if c[0] not in ("input", "marker")],
-        [c for c in columns if c[0] in ("input", "marker")],
+        # by rows: the input's (2) before the marker's (3)
+        [c for c in columns if c[0] == "input"] + [c for c in columns if c[0] == "marker"],
     ]
     # A column not seen yet goes first, alone with the other unknown ones.
     new = ("extra", None, (1, 3, 6, 1, 9))
     assert _batches([*columns, new], rows)[0] == [new]
+
+
+def test_static_columns_are_the_make_up_and_every_table_has_a_column_read_each_poll() -> None:
+    from agent.health.collectors.printer_mib import (
+        COLUMN_GROUPS,
+        MARKER_LIFE_COUNT,
+        ROWS_OF,
+        STATIC_GROUPS,
+        SUPPLY_LEVEL,
+        SUPPLY_MAX,
+        SUPPLY_TYPE,
+    )
+    from agent.health.collectors.snmp import _table_rows
+
+    static = {c[:2] for g, m in COLUMN_GROUPS if g in STATIC_GROUPS for c in m}
+    every = {c[:2] for g, m in COLUMN_GROUPS if g not in STATIC_GROUPS for c in m}
+    assert ("supplies", SUPPLY_TYPE) in static
+    assert ("supplies", SUPPLY_MAX) in static
+    assert ("colorant", None) in static
+    assert ("supplies", SUPPLY_LEVEL) in every
+    assert ("marker", MARKER_LIFE_COUNT) in every
+    assert {("serial", None), ("hr_error", None)} <= every
+    assert not static & every
+    # Each table with static columns has its every-poll column whose rows are watched.
+    for key, col in ROWS_OF.items():
+        assert (key, col) in every
+        assert any(k == key for k, _c in static)
+    # A new supply row changes the rows seen, a new level of the same rows does not.
+    before = {"supplies": {SUPPLY_LEVEL: {(1, 1): 10, (1, 2): 20}}}
+    levels = {"supplies": {SUPPLY_LEVEL: {(1, 1): 5, (1, 2): 20}}}
+    fitted = {"supplies": {SUPPLY_LEVEL: {(1, 1): 5, (1, 2): 20, (1, 3): 50}}}
+    assert _table_rows(before) == _table_rows(levels)
+    assert _table_rows(before) != _table_rows(fitted)
