@@ -19,7 +19,9 @@ from provisioning.enroll import (
 from provisioning.pki import IssuedCertificate, RenewalRefused
 from server import audit
 from server.crud.devices import add_device, get_device
+from server.ingest import via
 from server.models import Device, DeviceCreate
+from server.models.telemetry import DeviceEventRecord
 from shared.errors import AuthError, Conflict
 from shared.ids import utcnow
 
@@ -187,6 +189,9 @@ def revoke_device(
 ) -> Device:
     """Revoke every certificate of a device and mark it revoked (and offline) at once.
 
+    A site gateway's watched devices go offline at once too (``gateway_revoked``): the
+    revoked gateway can no longer speak for them.
+
     Raises:
         NotFound: for an unknown device.
     """
@@ -201,6 +206,14 @@ def revoke_device(
         device.online_reason = "revoked"
         device.online_changed_at = now
     session.add(device)
+    session.flush()
+    via.take_watched_offline(
+        session.connection(),
+        [(device_id, now)],
+        skip=set(),
+        events=DeviceEventRecord.__table__,  # type: ignore[attr-defined]
+        reason=via.GATEWAY_REVOKED,
+    )
     audit.record(session, actor=actor, action="device.revoke", target=f"device:{device_id}")
     session.commit()
     session.refresh(device)

@@ -12,7 +12,8 @@ rejections with reason ``not_bound`` (on ``/metrics`` and on the device's row).
   (sysDescr, serial, model, firmware); they become ``device.inventory``.
 - When a gateway goes offline, every device it watches goes offline too, with
   reason :data:`GATEWAY_OFFLINE`; they come back with the births the gateway
-  publishes for them when it reconnects.
+  publishes for them when it reconnects. When a gateway is revoked, they go offline
+  at once with reason :data:`GATEWAY_REVOKED` (``crud.revoke_device``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from shared.models import DeviceEvent
 NOT_BOUND = "not_bound"
 #: The offline reason of a watched device whose gateway went offline.
 GATEWAY_OFFLINE = "gateway_offline"
+#: The offline reason of a watched device whose gateway was revoked (at once, no sweep).
+GATEWAY_REVOKED = "gateway_revoked"
 #: The event a gateway sends with a watched device's identity (also an agent's own).
 INVENTORY_EVENT = "inventory.reported"
 #: The inventory keys kept, and the longest text of each.
@@ -86,9 +89,11 @@ def take_watched_offline(
     *,
     skip: set[str],
     events: sa.Table,
+    reason: str = GATEWAY_OFFLINE,
 ) -> int:
-    """Mark the online devices these gateways watch offline (``gateway_offline``), each
-    with an ``offline`` event; ``skip``: the batch's own rows (the rules did those).
+    """Mark the online devices these gateways watch offline (``reason``: ``gateway_offline``,
+    or ``gateway_revoked``), each with an ``offline`` event; ``skip``: the batch's own
+    rows (the rules did those).
 
     Returns how many devices went offline.
     """
@@ -103,7 +108,7 @@ def take_watched_offline(
         conn.execute(
             sa.update(DEVICE)
             .where(DEVICE.c.id.in_(ids))
-            .values(online=False, online_reason=GATEWAY_OFFLINE, online_changed_at=at)
+            .values(online=False, online_reason=reason, online_changed_at=at)
         )
         conn.execute(
             sa.insert(events),
@@ -113,7 +118,7 @@ def take_watched_offline(
                     "type": "offline",
                     "ts": at,
                     "received_at": at,
-                    "body": {"reason": GATEWAY_OFFLINE, "gateway": gateway_id},
+                    "body": {"reason": reason, "gateway": gateway_id},
                 }
                 for device_id in ids
             ],

@@ -93,6 +93,7 @@ OFFLINE_REASONS = {
     "unreachable": "unreachable from its gateway",
     "silent": "silent (no report)",
     "gateway_offline": "its gateway is offline",
+    "gateway_revoked": "its gateway was revoked",
     "revoked": "revoked",
 }
 
