@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from server import accounts, audit, crud, mfa
 from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address, recheck_access
 from server.crud import InvalidInput
-from server.models import ROLES, AuditEntryPublic, User, UserSSHKey
+from server.models import ROLES, AuditEntryPublic, Device, User, UserSSHKey
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.templating import render
 from shared.errors import Conflict, NotFound
@@ -251,6 +251,13 @@ def devices_page(
     rows, total = crud.list_devices(
         session, q=q or None, limit=DEVICES_PAGE, offset=(page - 1) * DEVICES_PAGE
     )
+    # What "watched via" may name: devices with an agent of their own, not revoked.
+    gateways = session.exec(
+        select(Device.id)
+        .where(col(Device.via).is_(None), col(Device.revoked_at).is_(None))
+        .order_by(col(Device.id))
+        .limit(500)
+    ).all()
     return render(
         request,
         "admin_devices.html",
@@ -265,6 +272,7 @@ def devices_page(
             "page": page,
             "pages": max(1, -(-total // DEVICES_PAGE)),
             "device_types": ("mfp", "imaging", "server"),
+            "gateways": gateways,
         },
     )
 

@@ -38,7 +38,8 @@
     try {
       const r = await fl.api("POST", "/api/v1/devices", body);
       form.reset();
-      showToken(r.device.id, r.enrollment_token, r.enrollment_expires_at);
+      if (r.enrollment_token) showToken(r.device.id, r.enrollment_token, r.enrollment_expires_at);
+      else document.getElementById("token-result").innerHTML = `<div class="notice"><p><strong>${fl.esc(r.device.id)}</strong>: registered, watched via <strong>${fl.esc(r.device.via || "")}</strong> (no agent, no enrollment token).</p></div>`;
       await refreshDevices();
     } catch (error) {
       document.getElementById("token-result").innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;

@@ -217,3 +217,12 @@ def test_the_console_shows_the_gateway_inventory_and_a_wrong_serial(
     assert 'href="/devices/mfp-3f-east"' in gateway_page
     desk = client.get("/desk").text
     assert "via <a" in desk
+    # The admin's device list: the gateway, the wrong serial, no enrollment token to
+    # offer for a watched printer; the registration form offers the gateways for "via".
+    admin_page = client.get("/admin/devices").text
+    assert 'name="via"' in admin_page
+    assert '<option value="server-site-gw">' in admin_page
+    assert '<option value="mfp-3f-east">' not in admin_page
+    assert "reports serial OTHER-9" in admin_page
+    assert 'data-token="mfp-3f-east"' not in admin_page
+    assert 'data-token="server-site-gw"' in admin_page
