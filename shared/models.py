@@ -116,6 +116,10 @@ class DeviceState(_Message):
     boot_id: str | None = None
     agent_version: str | None = None
     reason: str | None = None
+    #: What the agent can do beyond protocol 1 (a birth's): ``shared.wire.VIA_SESSIONS``.
+    capabilities: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=16
+    )
 
 
 class ServerState(_Message):

@@ -168,3 +168,8 @@ class HealthSampleReport(TypedDict):
 def canonical_json(data: dict[str, Any]) -> bytes:
     """Canonical JSON for signing: sorted keys, no spaces, UTF-8."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+#: A birth's capability (``capabilities``): a gateway agent that runs sessions to the
+#: devices it watches (``session.open``'s ``device``); an older one opened them on itself.
+VIA_SESSIONS = "via-sessions"

@@ -60,6 +60,7 @@ from shared import __version__ as AGENT_VERSION
 from shared import topics
 from shared.broker_url import BrokerAddress
 from shared.ids import isoformat_z, utcnow
+from shared.wire import VIA_SESSIONS
 
 if TYPE_CHECKING:
     from agent.remote.commands import CommandDispatcher
@@ -383,6 +384,7 @@ class BrokerLink:
                 ts=isoformat_z(utcnow()),
                 boot_id=self.boot_id,
                 agent_version=AGENT_VERSION,
+                capabilities=[VIA_SESSIONS],
             ),
             qos=1,
             retain=True,

@@ -254,6 +254,8 @@ class BatchRules:
         state = item.state
         if not item.retained and state.online:
             device.seen(item.received_at)
+        if state.online and item.via is None:
+            via.note_capabilities(device.id, state.capabilities)
         if state.online and state.agent_version and state.agent_version != device.agent_version:
             device.agent_version = state.agent_version[:64]
             device.dirty = True

@@ -127,6 +127,21 @@ def take_watched_offline(
     return changed
 
 
+#: What each agent's newest birth announced (``DeviceState.capabilities``), by device id.
+#: In memory: every agent publishes its birth again when the server (re)starts.
+_CAPABILITIES: dict[str, frozenset[str]] = {}
+
+
+def note_capabilities(device_id: str, capabilities: list[str]) -> None:
+    """Keep what an agent's own birth announced (the last birth wins)."""
+    _CAPABILITIES[device_id] = frozenset(capabilities)
+
+
+def has_capability(device_id: str, capability: str) -> bool:
+    """Whether the agent's newest birth (seen by this server) announced ``capability``."""
+    return capability in _CAPABILITIES.get(device_id, frozenset())
+
+
 def gateway_of(engine: sa.Engine, device_id: str) -> str | None:
     """The site gateway that watches ``device_id`` (``device.via``); ``None``: none."""
     with engine.connect() as conn:

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from server import audit
 from server.incidents.records import get_incident, link_session
+from server.ingest import via
 from server.models import (
     OPEN_STATES,
     Device,
@@ -33,6 +34,7 @@ from server.sessions.states import earlier_than
 from shared import wire
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
+from shared.wire import VIA_SESSIONS
 
 
 def insert_session(
@@ -68,6 +70,15 @@ def insert_session(
         agent = db.get(Device, device.via)
     if agent is None or agent.revoked_at is not None:
         msg = f"device {row.device_id} is watched through {device.via}, which is revoked"
+        raise Conflict(msg)
+    if agent is not device and not via.has_capability(agent.id, VIA_SESSIONS):
+        # An older gateway agent ignores session.open's "device" and would open the
+        # session on itself: refused until its birth says it runs sessions for its devices.
+        msg = (
+            f"gateway {agent.id} has not announced {VIA_SESSIONS!r} since this server "
+            "started: its agent is too old (or not connected) to open a session to "
+            f"{row.device_id}; upgrade it"
+        )
         raise Conflict(msg)
     if not agent.ssh_host_key:
         msg = f"device {agent.id} has no pinned SSH host key: enroll it again"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from server.config import ServerSettings
 from server.ingest.apply import BatchRules, ThresholdChecks, admit
 from server.ingest.batcher import GATHER_S, Batcher
@@ -218,3 +220,34 @@ def test_a_fault_raised_and_cleared_in_one_batch_is_stored_closed() -> None:
     [alert] = changes.opened
     assert (alert["code"], alert["open"], alert["cleared_at"]) == ("SC-541", False, NOW)
     assert changes.cleared == {}
+
+
+def test_a_birth_keeps_the_agents_capabilities_and_a_via_birth_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from server.ingest import via
+    from shared.wire import VIA_SESSIONS
+
+    monkeypatch.setattr(via, "_CAPABILITIES", {})
+    birth = DeviceState.model_validate_json(
+        '{"v": 1, "online": true, "capabilities": ["via-sessions"], "later": 1}'
+    )
+    assert birth.capabilities == [VIA_SESSIONS]
+    assert DeviceState(online=True).capabilities == []  # an older agent's birth
+    devices = {
+        "server-gw": _row("server-gw"),
+        "mfp-2": _row("mfp-2", via="server-gw"),
+    }
+    _apply(
+        [
+            StateItem("server-gw", birth.model_copy(update={"ts": NOW}), False, NOW),
+            # A gateway cannot lend its watched printers a capability through their births.
+            StateItem("mfp-2", birth.model_copy(update={"ts": NOW}), False, NOW, via="server-gw"),
+        ],
+        devices,
+    )
+    assert via.has_capability("server-gw", VIA_SESSIONS)
+    assert not via.has_capability("mfp-2", VIA_SESSIONS)
+    # A later birth without it (an agent downgraded) takes it back.
+    _apply([StateItem("server-gw", DeviceState(online=True, ts=NOW), False, NOW)], devices)
+    assert not via.has_capability("server-gw", VIA_SESSIONS)

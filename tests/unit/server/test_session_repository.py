@@ -11,11 +11,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server import audit
+from server.ingest import via
 from server.models import AuditEntry, Device, RemoteSession
 from server.sessions import repository
 from server.sessions.limits import check_limits, open_count
 from shared.errors import Conflict, NotFound
 from shared.ids import new_id, utcnow
+from shared.wire import VIA_SESSIONS
 from tests.fixtures.session_rows import add_device, add_session
 
 
@@ -115,9 +117,16 @@ def _row(device_id: str) -> RemoteSession:
     )
 
 
+@pytest.fixture
+def capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No birth seen yet by this server (the births' capabilities are kept in memory)."""
+    monkeypatch.setattr(via, "_CAPABILITIES", {})
+
+
 def test_a_watched_devices_session_runs_on_its_gateway_and_only_the_gateway_reports(
-    engine: Engine,
+    engine: Engine, capabilities: None
 ) -> None:
+    via.note_capabilities("server-gw", [VIA_SESSIONS])
     with Session(engine) as db:
         db.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c",
                       ssh_host_key="ssh-ed25519 AAAAgateway"))  # fmt: skip
@@ -143,6 +152,34 @@ def test_a_watched_devices_session_runs_on_its_gateway_and_only_the_gateway_repo
             db.expire_all()
             refusals = (db.get(RemoteSession, session_id).agent_report or {}).get("refusals", [])  # type: ignore[union-attr]
             assert any(r["target"] == reporter for r in refusals) is kept
+
+
+def test_a_gateway_that_did_not_announce_via_sessions_is_refused(
+    engine: Engine, capabilities: None
+) -> None:
+    # An older gateway agent ignores session.open's "device" and would open the session
+    # on itself: without "via-sessions" in its birth, no session to its printers.
+    with Session(engine) as db:
+        db.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c",
+                      ssh_host_key="ssh-ed25519 AAAAgateway"))  # fmt: skip
+        db.add(
+            Device(id="mfp-2", serial="S2", model="m", type="mfp", customer="c", via="server-gw")
+        )
+        db.commit()
+        for announced in ([], ["something-else"]):
+            via.note_capabilities("server-gw", announced)
+            with pytest.raises(Conflict, match="has not announced 'via-sessions'"):
+                repository.insert_session(
+                    db, _row("mfp-2"), source_ip=None, per_device=4, per_operator=4
+                )
+        assert db.exec(select(RemoteSession)).all() == []
+        assert db.exec(select(AuditEntry).where(AuditEntry.action == "session.open")).all() == []
+        # A gateway's own sessions never needed it.
+        via.note_capabilities("server-gw", [])
+        _key, agent = repository.insert_session(
+            db, _row("server-gw"), source_ip=None, per_device=4, per_operator=4
+        )
+        assert agent == "server-gw"
 
 
 def test_a_session_through_a_revoked_gateway_is_refused(engine: Engine) -> None:
