@@ -87,6 +87,7 @@ async def test_agent_publishes_retained_birth_samples_and_clean_shutdown(
         birth = states(recorder, device)[0]
         assert birth.online is True
         assert birth.agent_version
+        assert birth.capabilities == ["via-sessions"]  # the server checks it (gateways)
         got = samples(recorder, device)
         assert [s.seq for s in got[:3]] == [0, 1, 2]
         assert {s.boot_id for s in got} == {birth.boot_id}
