@@ -255,7 +255,10 @@ class BatchRules:
         if not item.retained and state.online:
             device.seen(item.received_at)
         if state.online and item.via is None:
-            via.note_capabilities(device.id, state.capabilities)
+            capabilities = via.capabilities_text(state.capabilities)
+            if capabilities != device.capabilities:
+                device.capabilities = capabilities
+                device.dirty = True
         if state.online and state.agent_version and state.agent_version != device.agent_version:
             device.agent_version = state.agent_version[:64]
             device.dirty = True

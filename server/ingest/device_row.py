@@ -45,6 +45,8 @@ class DeviceRow:
     revoked_at: datetime | None = None
     #: Read only: the gateway that watches this device (:mod:`server.ingest.via`).
     via: str | None = None
+    #: What the agent's newest own birth announced (:func:`server.ingest.via.capabilities_text`).
+    capabilities: str | None = None
     dirty: bool = False
     #: The newest sample's metrics when it changed in this batch (never read back).
     health: dict[str, Any] | None = None

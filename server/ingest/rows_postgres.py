@@ -59,6 +59,7 @@ DEVICE_TYPES = {
     "online_reason": "text",
     "online_changed_at": "timestamptz",
     "agent_version": "text",
+    "capabilities": "text",
     "clock_offset_s": "float8",
     "clock_skewed": "boolean",
     "telemetry_received": "bigint",

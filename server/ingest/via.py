@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from server.models import Device
 from shared.models import DeviceEvent
+from shared.wire import VIA_SESSIONS
 
 #: The rejection reason of a message the registry's binding does not allow.
 NOT_BOUND = "not_bound"
@@ -34,6 +35,8 @@ NOT_BOUND = "not_bound"
 GATEWAY_OFFLINE = "gateway_offline"
 #: The offline reason of a watched device whose gateway was revoked (at once, no sweep).
 GATEWAY_REVOKED = "gateway_revoked"
+#: The capabilities of a birth the registry keeps (others are ignored).
+KNOWN_CAPABILITIES = frozenset({VIA_SESSIONS})
 #: The event a gateway sends with a watched device's identity (also an agent's own).
 INVENTORY_EVENT = "inventory.reported"
 #: The inventory keys kept, and the longest text of each.
@@ -127,19 +130,15 @@ def take_watched_offline(
     return changed
 
 
-#: What each agent's newest birth announced (``DeviceState.capabilities``), by device id.
-#: In memory: every agent publishes its birth again when the server (re)starts.
-_CAPABILITIES: dict[str, frozenset[str]] = {}
+def capabilities_text(capabilities: list[str]) -> str | None:
+    """``device.capabilities`` of a birth's list: sorted, comma-separated, known ones only."""
+    known = sorted({c for c in capabilities if c in KNOWN_CAPABILITIES})
+    return ",".join(known) or None
 
 
-def note_capabilities(device_id: str, capabilities: list[str]) -> None:
-    """Keep what an agent's own birth announced (the last birth wins)."""
-    _CAPABILITIES[device_id] = frozenset(capabilities)
-
-
-def has_capability(device_id: str, capability: str) -> bool:
-    """Whether the agent's newest birth (seen by this server) announced ``capability``."""
-    return capability in _CAPABILITIES.get(device_id, frozenset())
+def has_capability(stored: str | None, capability: str) -> bool:
+    """Whether ``device.capabilities`` (:func:`capabilities_text`) holds ``capability``."""
+    return capability in (stored or "").split(",")
 
 
 def gateway_of(engine: sa.Engine, device_id: str) -> str | None:

@@ -102,6 +102,9 @@ class Device(DeviceBase, table=True):
     online_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
     last_seen: datetime | None = Field(default=None, sa_column=utc_column(index=True))
     agent_version: str | None = Field(default=None, max_length=64)
+    #: What the agent's newest own birth announced (``DeviceState.capabilities``), sorted,
+    #: comma-separated (``via-sessions``); ``None``: nothing (an older agent).
+    capabilities: str | None = Field(default=None, max_length=256)
 
     # Latest health sample.
     boot_id: str | None = Field(default=None, max_length=64)

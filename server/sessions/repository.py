@@ -71,13 +71,12 @@ def insert_session(
     if agent is None or agent.revoked_at is not None:
         msg = f"device {row.device_id} is watched through {device.via}, which is revoked"
         raise Conflict(msg)
-    if agent is not device and not via.has_capability(agent.id, VIA_SESSIONS):
+    if agent is not device and not via.has_capability(agent.capabilities, VIA_SESSIONS):
         # An older gateway agent ignores session.open's "device" and would open the
         # session on itself: refused until its birth says it runs sessions for its devices.
         msg = (
-            f"gateway {agent.id} has not announced {VIA_SESSIONS!r} since this server "
-            "started: its agent is too old (or not connected) to open a session to "
-            f"{row.device_id}; upgrade it"
+            f"gateway {agent.id} has not announced {VIA_SESSIONS!r} in its birth: its "
+            f"agent is too old to open a session to {row.device_id}; upgrade it"
         )
         raise Conflict(msg)
     if not agent.ssh_host_key:

@@ -157,7 +157,15 @@ async def test_birth_will_shutdown_and_silence_change_online_state(
     state_topic = topics.state("img-0001")
 
     def birth() -> bytes:
-        return dump_message(DeviceState(online=True, ts=utcnow(), boot_id="b", agent_version="1.2"))
+        return dump_message(
+            DeviceState(
+                online=True,
+                ts=utcnow(),
+                boot_id="b",
+                agent_version="1.2",
+                capabilities=["via-sessions", "not-known-yet"],
+            )
+        )
 
     # A device whose process dies: the broker publishes the will it left.
     will = dump_message(DeviceState(online=False, ts=utcnow(), reason="connection_lost"))
@@ -175,6 +183,7 @@ async def test_birth_will_shutdown_and_silence_change_online_state(
         row = await eventually(device_when(engine, "img-0001", lambda d: d.online))
         assert row.online_reason == "online"
         assert row.agent_version == "1.2"
+        assert row.capabilities == "via-sessions"  # the known ones, kept on the row
     finally:
         agent.kill()
         agent.wait()

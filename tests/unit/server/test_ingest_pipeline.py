@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from server.config import ServerSettings
 from server.ingest.apply import BatchRules, ThresholdChecks, admit
 from server.ingest.batcher import GATHER_S, Batcher
@@ -222,17 +220,13 @@ def test_a_fault_raised_and_cleared_in_one_batch_is_stored_closed() -> None:
     assert changes.cleared == {}
 
 
-def test_a_birth_keeps_the_agents_capabilities_and_a_via_birth_does_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from server.ingest import via
+def test_a_birth_keeps_the_agents_capabilities_and_a_via_birth_does_not() -> None:
     from shared.wire import VIA_SESSIONS
 
-    monkeypatch.setattr(via, "_CAPABILITIES", {})
     birth = DeviceState.model_validate_json(
-        '{"v": 1, "online": true, "capabilities": ["via-sessions"], "later": 1}'
+        '{"v": 1, "online": true, "capabilities": ["via-sessions", "x-new"], "later": 1}'
     )
-    assert birth.capabilities == [VIA_SESSIONS]
+    assert birth.capabilities == [VIA_SESSIONS, "x-new"]
     assert DeviceState(online=True).capabilities == []  # an older agent's birth
     devices = {
         "server-gw": _row("server-gw"),
@@ -246,8 +240,10 @@ def test_a_birth_keeps_the_agents_capabilities_and_a_via_birth_does_not(
         ],
         devices,
     )
-    assert via.has_capability("server-gw", VIA_SESSIONS)
-    assert not via.has_capability("mfp-2", VIA_SESSIONS)
+    # Kept on the row (only the known ones), written back with it.
+    assert (devices["server-gw"].capabilities, devices["server-gw"].dirty) == (VIA_SESSIONS, True)
+    assert devices["mfp-2"].capabilities is None
     # A later birth without it (an agent downgraded) takes it back.
-    _apply([StateItem("server-gw", DeviceState(online=True, ts=NOW), False, NOW)], devices)
-    assert not via.has_capability("server-gw", VIA_SESSIONS)
+    later = NOW + timedelta(seconds=1)
+    _apply([StateItem("server-gw", DeviceState(online=True, ts=later), False, later)], devices)
+    assert devices["server-gw"].capabilities is None

@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server import audit
-from server.ingest import via
 from server.models import AuditEntry, Device, RemoteSession
 from server.sessions import repository
 from server.sessions.limits import check_limits, open_count
@@ -117,19 +116,13 @@ def _row(device_id: str) -> RemoteSession:
     )
 
 
-@pytest.fixture
-def capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No birth seen yet by this server (the births' capabilities are kept in memory)."""
-    monkeypatch.setattr(via, "_CAPABILITIES", {})
-
-
 def test_a_watched_devices_session_runs_on_its_gateway_and_only_the_gateway_reports(
-    engine: Engine, capabilities: None
+    engine: Engine,
 ) -> None:
-    via.note_capabilities("server-gw", [VIA_SESSIONS])
     with Session(engine) as db:
         db.add(Device(id="server-gw", serial="G", model="m", type="server", customer="c",
-                      ssh_host_key="ssh-ed25519 AAAAgateway"))  # fmt: skip
+                      ssh_host_key="ssh-ed25519 AAAAgateway",
+                      capabilities=VIA_SESSIONS))  # fmt: skip
         db.add(
             Device(id="mfp-2", serial="S2", model="m", type="mfp", customer="c", via="server-gw")
         )
@@ -154,9 +147,7 @@ def test_a_watched_devices_session_runs_on_its_gateway_and_only_the_gateway_repo
             assert any(r["target"] == reporter for r in refusals) is kept
 
 
-def test_a_gateway_that_did_not_announce_via_sessions_is_refused(
-    engine: Engine, capabilities: None
-) -> None:
+def test_a_gateway_that_did_not_announce_via_sessions_is_refused(engine: Engine) -> None:
     # An older gateway agent ignores session.open's "device" and would open the session
     # on itself: without "via-sessions" in its birth, no session to its printers.
     with Session(engine) as db:
@@ -166,8 +157,12 @@ def test_a_gateway_that_did_not_announce_via_sessions_is_refused(
             Device(id="mfp-2", serial="S2", model="m", type="mfp", customer="c", via="server-gw")
         )
         db.commit()
-        for announced in ([], ["something-else"]):
-            via.note_capabilities("server-gw", announced)
+        for announced in (None, "something-else"):
+            gateway = db.get(Device, "server-gw")
+            assert gateway is not None
+            gateway.capabilities = announced
+            db.add(gateway)
+            db.commit()
             with pytest.raises(Conflict, match="has not announced 'via-sessions'"):
                 repository.insert_session(
                     db, _row("mfp-2"), source_ip=None, per_device=4, per_operator=4
@@ -175,7 +170,6 @@ def test_a_gateway_that_did_not_announce_via_sessions_is_refused(
         assert db.exec(select(RemoteSession)).all() == []
         assert db.exec(select(AuditEntry).where(AuditEntry.action == "session.open")).all() == []
         # A gateway's own sessions never needed it.
-        via.note_capabilities("server-gw", [])
         _key, agent = repository.insert_session(
             db, _row("server-gw"), source_ip=None, per_device=4, per_operator=4
         )
