@@ -905,6 +905,8 @@ def test_the_owner_lets_an_observer_type_and_takes_the_keyboard_back(center: Cen
     assert escalated.status_code == 200, escalated.text
     sid = center.open(reason="incident", incident_id=incident_id)["id"]
     center.wait_state(sid, "active")
+    too_long = center.call("POST", f"/sessions/{sid}/observers/{'x' * 65}/allow-input")
+    assert too_long.status_code == 422
     try:
         owner_out, owner_controls = asyncio.run(_observer_takes_part(center, sid))
     finally:

@@ -45,6 +45,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
@@ -85,6 +86,10 @@ from shared.wire import (
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["sessions"])
+
+
+#: An observer's user name in a path (user names are at most 64 characters).
+ObserverName = Annotated[str, PathParam(min_length=1, max_length=64)]
 
 
 class ObserverInput(BaseModel):
@@ -560,7 +565,7 @@ def _input_grant(
 
 @router.post("/sessions/{session_id}/observers/{username}/allow-input")
 def allow_observer_input(
-    session_id: str, username: str, db: DbDep, request: Request, user: OperatorUser
+    session_id: str, username: ObserverName, db: DbDep, request: Request, user: OperatorUser
 ) -> ObserverInput:
     """Let an observer of your live session type into its shell (audited, announced)."""
     return _input_grant(db, request, session_id, username, user, allow=True)
@@ -568,7 +573,7 @@ def allow_observer_input(
 
 @router.delete("/sessions/{session_id}/observers/{username}/allow-input")
 def revoke_observer_input(
-    session_id: str, username: str, db: DbDep, request: Request, user: OperatorUser
+    session_id: str, username: ObserverName, db: DbDep, request: Request, user: OperatorUser
 ) -> ObserverInput:
     """Take the keyboard back from an observer (audited, announced)."""
     return _input_grant(db, request, session_id, username, user, allow=False)
