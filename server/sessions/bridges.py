@@ -102,13 +102,15 @@ async def pump_terminal(
     size: tuple[int, int],
     revoked: asyncio.Event,
     audience: Audience | None = None,
+    owner: bool = True,
 ) -> PumpEnd:
     """Join a terminal socket to a PTY shell until one side ends or access is revoked.
 
     Binary frames are keystrokes; text frames are control messages
     (``resize``, ``input``). The shell's output is recorded and fanned out to
     the session's observers (``audience``), whose joins and leaves this socket
-    is told of. The shell is closed when this returns.
+    is told of. Observers the owner lets type write into the ``owner``'s terminal
+    (not an admin's on another's session). The shell is closed when this returns.
     """
     cols, rows = size
     listener = audience.join(output=False) if audience is not None else None
@@ -117,7 +119,7 @@ async def pump_terminal(
         process.stdin.write(data)
         await process.stdin.drain()
 
-    if audience is not None:
+    if audience is not None and owner:
         # Observers the owner lets type write through this terminal.
         audience.feed = feed
 

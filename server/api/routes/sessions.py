@@ -385,7 +385,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     found = await _socket_session(websocket, session_id)
     if found is None:
         return
-    service, _row, user = found
+    service, row, user = found
     connection = await _wait_active(websocket, service, session_id)
     if connection is None:
         return
@@ -409,6 +409,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
             size=(cols, rows),
             revoked=channel.revoked,
             audience=service.audience(session_id),
+            owner=row.operator == user.username,
         )
     if end.revoked:
         await _send_revoked(websocket, channel.why)
