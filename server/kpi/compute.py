@@ -36,6 +36,7 @@ from server.crud import InvalidInput
 from server.kpi.config import KpiSettings
 from server.kpi.report import (
     GROUP_BYS,
+    CallFigures,
     KpiFigures,
     KpiGroup,
     KpiReport,
@@ -44,12 +45,13 @@ from server.kpi.report import (
     months_of,
 )
 from server.kpi.sql import hours_between, month_key, seconds_between
-from server.models import DEVICE_TYPES, Device, Incident
+from server.models import DEVICE_TYPES, Call, Device, Incident
 
 logger = logging.getLogger(__name__)
 
 INCIDENT_TABLE: sa.Table = Incident.__table__  # type: ignore[attr-defined]
 DEVICE_TABLE: sa.Table = Device.__table__  # type: ignore[attr-defined]
+CALL_TABLE: sa.Table = Call.__table__  # type: ignore[attr-defined]
 _T = INCIDENT_TABLE.c
 
 
@@ -379,6 +381,29 @@ def _key_text(value: Any, months: list[str]) -> str | None:
     return None if value is None else str(value)
 
 
+def call_figures(connection: Connection, start: datetime, end: datetime) -> CallFigures:
+    """ASA from the recorded calls that started in ``[start, end)``: the mean of
+    ``answered_at - started_at`` over those answered (not before they started)."""
+    calls = CALL_TABLE.c
+    answered = sa.and_(calls.answered_at.is_not(None), calls.answered_at >= calls.started_at)
+    wait = seconds_between(calls.answered_at, calls.started_at)
+    row = connection.execute(
+        sa.select(
+            sa.func.count().label("calls"),
+            sa.func.count(sa.case((answered, 1))).label("answered"),
+            sa.func.count(calls.incident_id).label("linked"),
+            sa.func.sum(sa.case((answered, wait))).label("wait_sum"),
+        ).where(calls.started_at >= start, calls.started_at < end)
+    ).one()
+    n = int(row.answered or 0)
+    return CallFigures(
+        calls=int(row.calls or 0),
+        answered=n,
+        linked=int(row.linked or 0),
+        asa_seconds=float(row.wait_sum) / n if n and row.wait_sum is not None else None,
+    )
+
+
 def compute_kpis(
     connection: Connection | Session,
     *,
@@ -434,6 +459,7 @@ def compute_kpis(
         keys = sorted(sums, key=lambda k: (k is None, k or ""))
     groups = [KpiGroup(key=k, **figures(sums.get(k, KpiSums()))) for k in keys]
     return KpiReport(
+        calls=call_figures(connection, start, end),
         from_=start,
         to=end,
         group_by=group_by,

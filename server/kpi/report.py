@@ -59,6 +59,15 @@ class KpiGroup(KpiFigures):
     key: str | None
 
 
+class CallFigures(BaseModel):
+    """The recorded calls (the calls table) that started in the window (docs/kpis.md)."""
+
+    calls: int = 0
+    answered: int = 0
+    linked: int = 0
+    asa_seconds: float | None = None
+
+
 class KpiReport(BaseModel):
     """The answer of ``GET /api/v1/kpis`` (docs/kpis.md "The answer")."""
 
@@ -71,6 +80,8 @@ class KpiReport(BaseModel):
     baseline_source: dict[str, Literal["measured", "configured"]]
     total: KpiFigures
     groups: list[KpiGroup]
+    #: ASA from the phone system's recorded calls, beside the incidents' ``asa_seconds``.
+    calls: CallFigures = Field(default_factory=CallFigures)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -102,16 +102,26 @@ async def pump_terminal(
     size: tuple[int, int],
     revoked: asyncio.Event,
     audience: Audience | None = None,
+    owner: bool = True,
 ) -> PumpEnd:
     """Join a terminal socket to a PTY shell until one side ends or access is revoked.
 
     Binary frames are keystrokes; text frames are control messages
     (``resize``, ``input``). The shell's output is recorded and fanned out to
     the session's observers (``audience``), whose joins and leaves this socket
-    is told of. The shell is closed when this returns.
+    is told of. Observers the owner lets type write into the ``owner``'s terminal
+    (not an admin's on another's session). The shell is closed when this returns.
     """
     cols, rows = size
     listener = audience.join(output=False) if audience is not None else None
+
+    async def feed(data: bytes) -> None:
+        process.stdin.write(data)
+        await process.stdin.drain()
+
+    if audience is not None and owner:
+        # Observers the owner lets type write through this terminal.
+        audience.feed = feed
 
     async def announcements() -> None:
         if listener is None:
@@ -174,19 +184,27 @@ async def pump_terminal(
         await _stop(output, inputs, told)
         if audience is not None and listener is not None:
             audience.leave(listener)
+            if audience.feed is feed:
+                audience.feed = None
         process.close()
     return end
 
 
 async def pump_observer(
-    websocket: WebSocket, listener: Listener, *, revoked: asyncio.Event
+    websocket: WebSocket,
+    listener: Listener,
+    *,
+    revoked: asyncio.Event,
+    type_in: Callable[[bytes], Awaitable[bool]] | None = None,
 ) -> PumpEnd:
     """Send a session's output and announcements to an observer; refuse what it sends.
 
-    Nothing an observer sends reaches the device: keystrokes (binary frames)
-    and ``input`` controls are answered with ``{"type": "error", "detail":
-    "observers cannot type"}``. Ends when the observer leaves, falls behind,
-    the session ends (``device_ended``) or its access is revoked.
+    What an observer types (binary frames and ``input`` controls) reaches the
+    device only through ``type_in``, which says whether it was taken (the
+    owner let this observer type); otherwise it is answered with
+    ``{"type": "error", "detail": "observers cannot type"}``. Ends when the
+    observer leaves, falls behind, the session ends (``device_ended``) or its
+    access is revoked.
     """
 
     async def to_observer() -> None:
@@ -203,10 +221,12 @@ async def pump_observer(
                 break
             text = message.get("text")
             control = _control(text) if text is not None else None
-            typed = message.get("bytes") is not None or (
-                control is not None and control.get("type") == "input"
-            )
-            if typed:
+            data: bytes | None = message.get("bytes")
+            if data is None and control is not None and control.get("type") == "input":
+                data = str(control.get("data", "")).encode()
+            if data is None:
+                continue
+            if type_in is None or not await type_in(data):
                 await websocket.send_text(json.dumps(OBSERVER_CANNOT_TYPE))
 
     output = asyncio.create_task(to_observer())

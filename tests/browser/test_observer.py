@@ -1,5 +1,6 @@
 """Issue 14 in a real browser: the specialist an incident was escalated to finds it under
-"My incidents" and watches the operator's live terminal, read only."""
+"My incidents" and watches the operator's live terminal, read only, until the operator lets
+them type (and takes the keyboard back)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,22 @@ def test_the_specialist_watches_the_operators_terminal_read_only(
         expect(watcher.locator("#terminal .xterm-rows")).to_contain_text("after-2")
         expect(owner.locator("#terminal .xterm-rows")).not_to_contain_text("typed-by-the")
         assert watcher.locator("#close-session").count() == 0
+
+        # the owner hands sara the keyboard, sees her type, and takes it back
+        owner.get_by_role("button", name=f"Let {SPECIALIST} type").click()
+        expect(watcher.locator("#terminal-status")).to_contain_text("lets you type")
+        watcher.locator("#terminal").click()
+        watcher.keyboard.type("echo shared-$((2*3))\n")
+        expect(owner.locator("#terminal .xterm-rows")).to_contain_text("shared-6")
+        expect(owner.locator("#observers")).to_have_text(f"{SPECIALIST} is typing.")
+        owner.get_by_role("button", name=f"Take the keyboard back from {SPECIALIST}").click()
+        expect(watcher.locator("#terminal-status")).to_contain_text("read only")
+        watcher.locator("#terminal").click()
+        watcher.keyboard.type("echo taken-$((4+4))\n")
+        owner.locator("#terminal").click()
+        owner.keyboard.type("echo owner-$((5+5))\n")
+        expect(watcher.locator("#terminal .xterm-rows")).to_contain_text("owner-10")
+        expect(owner.locator("#terminal .xterm-rows")).not_to_contain_text("taken-8")
         shoot(watcher, artifacts, "session-observer", full_page=False)
         assert axe_violations(watcher, axe_source) == []
 

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from server.db import create_schema, make_engine
-from server.kpi.compute import compute_kpis
+from server.kpi.compute import CALL_TABLE, INCIDENT_TABLE, compute_kpis
 from server.kpi.config import KpiSettings
 from tests.fixtures.kpi_reference import DEVICES, Case, add_devices, store
 
@@ -315,3 +316,42 @@ def test_window_boundaries_from_included_to_excluded(engine: Engine) -> None:
     assert april_report.total.incidents_closed == 1
     assert same.total.incidents_closed == 1
     assert same.model_dump(mode="json", by_alias=True)["from"] == "2026-03-01T00:00:00Z"
+
+
+def test_asa_of_recorded_calls_beside_the_incidents(engine: Engine) -> None:
+    """docs/kpis.md "ASA from recorded calls": the calls that started in the window."""
+    store(engine, [incident("mfp-a", closed_at=march(2), ttr_h=1, resolution="remote")])
+    with engine.begin() as connection:
+        linked = connection.execute(sa.select(INCIDENT_TABLE.c.id)).scalar_one()
+        rows = [
+            # (started, answered after s, linked to the incident)
+            (MARCH, 20.0, True),  # from is included
+            (march(5), 100.0, False),
+            (march(6), None, False),  # never answered: counted, not in the mean
+            (march(7), -30.0, False),  # answered "before" it rang (a bad clock): left out
+            (APRIL, 5.0, False),  # to is excluded
+            (MARCH - timedelta(seconds=1), 5.0, False),
+        ]
+        connection.execute(
+            sa.insert(CALL_TABLE),
+            [
+                {
+                    "ani": "+41445551234",
+                    "started_at": started,
+                    "answered_at": None if wait is None else started + timedelta(seconds=wait),
+                    "incident_id": linked if is_linked else None,
+                }
+                for started, wait, is_linked in rows
+            ],
+        )
+    with engine.connect() as connection:
+        report = compute_kpis(connection, start=MARCH, end=APRIL, group_by="month")
+        empty = compute_kpis(
+            connection, start=APRIL + timedelta(days=40), end=APRIL + timedelta(days=60)
+        )
+    assert report.calls.model_dump() == {
+        "calls": 4, "answered": 2, "linked": 1, "asa_seconds": 60.0,
+    }  # fmt: skip
+    assert empty.calls.model_dump() == {
+        "calls": 0, "answered": 0, "linked": 0, "asa_seconds": None,
+    }  # fmt: skip

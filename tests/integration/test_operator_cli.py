@@ -182,3 +182,102 @@ def test_an_operator_escalates_an_incident_over_the_api(
     )
     assert nobody.returncode != 0
     assert "assignee: no such user" in nobody.stderr
+
+
+def _support_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``fieldlink alerts|knowledge`` in process, with the entry points of this checkout's
+    pyproject.toml (a venv installed before they were added does not list them yet)."""
+    import tomllib
+    from importlib.metadata import EntryPoint
+
+    import shared.cli
+    from tests.fixtures.cli import fieldlink
+
+    declared = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    ours = declared["project"]["entry-points"][shared.cli.GROUP]
+    installed = shared.cli.entry_points
+
+    def entry_points(group: str) -> list[EntryPoint]:
+        found = list(installed(group=group))
+        known = {ep.name for ep in found}
+        return found + [
+            EntryPoint(name, value, group) for name, value in ours.items() if name not in known
+        ]
+
+    monkeypatch.setattr(shared.cli, "entry_points", entry_points)
+    done = fieldlink(*args, env={"FIELDLINK_CREDENTIALS": str(tmp_path / "credentials.json")})
+    return subprocess.CompletedProcess(list(args), done.returncode, done.stdout, done.stderr)
+
+
+def test_alerts_and_the_knowledge_base_over_the_api(
+    tmp_path: Path, server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session
+
+    from server.db import make_engine
+    from server.models import Alert
+
+    for name, role in (("otto", "operator"), ("maria", "manager")):
+        made = server.cli("user", "add", name, "--role", role, stdin=f"{name}-password\n")
+        assert made.returncode == 0, made.stderr
+    server.register("mfp-al-1")
+    server.register("img-al-2", device_type="imaging")
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with Session(engine) as db:
+        raised = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        for device_id, code, severity in (
+            ("mfp-al-1", "C-7100", "critical"),
+            ("img-al-2", "E-204", "warning"),
+            ("mfp-al-1", "I-001", "info"),
+        ):
+            db.add(Alert(device_id=device_id, source="device", code=code, severity=severity,
+                         message=f"{code} raised", raised_at=raised))  # fmt: skip
+        db.commit()
+    engine.dispose()
+    done = _cli(tmp_path, "login", "--server", server.url, "--user", "maria",
+                stdin="maria-password\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    listed = _support_cli(monkeypatch, tmp_path, "alerts")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SEVERITY", "DEVICE", "CUSTOMER", "CODE"]
+    assert [line.split()[0] for line in lines[1:4]] == ["critical", "warning", "info"]
+    assert lines[-1] == "3 of 3 open alerts"
+    severe = _support_cli(monkeypatch, tmp_path, "alerts", "--severity", "warning", "--json")
+    assert [a["code"] for a in json.loads(severe.stdout)["items"]] == ["C-7100", "E-204"]
+    imaging = _support_cli(monkeypatch, tmp_path, "alerts", "--type", "imaging")
+    assert imaging.stdout.splitlines()[-1] == "1 of 1 open alerts"
+    bad = _support_cli(monkeypatch, tmp_path, "alerts", "--severity", "dire")
+    assert bad.returncode != 0
+
+    added = _support_cli(
+        monkeypatch, tmp_path, "knowledge", "add", "--title", "Fuser fault C-7100",
+        "--steps", "Power cycle, then reseat the fuser unit", "--code", "C-7100",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("article ")
+    found = _support_cli(monkeypatch, tmp_path, "knowledge", "search", "reseat", "fuser")
+    assert found.returncode == 0, found.stderr
+    assert "Fuser fault C-7100" in found.stdout
+    assert found.stdout.splitlines()[-1] == "1 of 1 hits"
+    nothing = _support_cli(monkeypatch, tmp_path, "knowledge", "search", "--json", "toner")
+    assert json.loads(nothing.stdout)["count"] == 0
+
+    # an operator may search but not write: the API's 403 as one line
+    done = _cli(tmp_path, "login", "--server", server.url, "--user", "otto",
+                stdin="otto-password\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    refused = _support_cli(
+        monkeypatch, tmp_path, "knowledge", "add", "--title", "t", "--steps", "s"
+    )
+    assert refused.returncode != 0
+    assert refused.stderr.startswith("error: ")
+    assert len(refused.stderr.strip().splitlines()) == 1
+    empty = _support_cli(monkeypatch, tmp_path, "knowledge", "search", " ")
+    assert empty.returncode != 0
+    assert empty.stderr.strip() == "error: give the words to search for"

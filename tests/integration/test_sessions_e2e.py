@@ -816,6 +816,119 @@ def test_the_incidents_specialist_observes_a_live_terminal_read_only(
     assert asyncio.run(admin_observes()) == WS_SESSION_CLOSED
 
 
+async def _observer_takes_part(center: Center, sid: str) -> tuple[bytes, list[dict[str, Any]]]:
+    """Olga lets sara type in her terminal, then takes the keyboard back."""
+    owner_out = b""
+    owner_controls: list[dict[str, Any]] = []
+    observer_controls: list[dict[str, Any]] = []
+
+    async def read(socket: Any, needle: bytes | dict[str, Any], owner: bool) -> None:
+        nonlocal owner_out
+        async with asyncio.timeout(20):
+            while True:
+                controls = owner_controls if owner else observer_controls
+                if isinstance(needle, bytes) and needle in owner_out:
+                    return
+                if isinstance(needle, dict) and needle in controls:
+                    return
+                message = await socket.recv()
+                if isinstance(message, str):
+                    controls.append(json.loads(message))
+                elif owner:
+                    owner_out += message
+
+    def grant(method: str, user: str = "olga", who: str = "sara") -> httpx.Response:
+        return center.call(method, f"/sessions/{sid}/observers/{who}/allow-input", user=user)
+
+    refusal = {"type": "error", "detail": "observers cannot type"}
+    async with connect(
+        center.ws_url(f"/sessions/{sid}/terminal"),
+        additional_headers={"Authorization": f"Bearer {center.token('olga')}"},
+    ) as terminal:
+        await read(terminal, {"type": "state", "state": "active"}, owner=True)
+        # nobody watching yet: nothing to allow
+        assert (await asyncio.to_thread(grant, "POST")).status_code == 409
+        async with connect(
+            center.ws_url(f"/sessions/{sid}/observe"),
+            additional_headers={"Authorization": f"Bearer {center.token('sara')}"},
+        ) as observer:
+            await read(terminal, {"type": "observer", "event": "join", "user": "sara"}, True)
+            # only the owner may hand over the keyboard: not sara herself, not piet, not an admin
+            for someone in ("sara", "piet", "adele"):
+                refused = await asyncio.to_thread(grant, "POST", someone)
+                assert refused.status_code == 403, refused.text
+            await observer.send(b"echo before-$((1+1))\n")
+            await read(observer, refusal, owner=False)
+            allowed = await asyncio.to_thread(grant, "POST")
+            assert allowed.status_code == 200, allowed.text
+            assert allowed.json()["typists"] == ["sara"]
+            granted = {"type": "observer", "event": "input_allowed", "user": "sara", "by": "olga"}
+            await read(observer, granted, owner=False)
+            await read(terminal, granted, owner=True)
+            await observer.send(b"echo sara-$((6*7))\n")
+            await read(terminal, b"sara-42", owner=True)
+            await read(terminal, {"type": "observer", "event": "typing", "user": "sara"}, True)
+            await observer.send(json.dumps({"type": "input", "data": "echo again-$((2+3))\n"}))
+            await read(terminal, b"again-5", owner=True)
+            revoked = await asyncio.to_thread(grant, "DELETE")
+            assert revoked.status_code == 200, revoked.text
+            assert revoked.json()["typists"] == []
+            taken = {"type": "observer", "event": "input_revoked", "user": "sara", "by": "olga"}
+            await read(observer, taken, owner=False)
+            observer_controls.remove(refusal)
+            await observer.send(b"echo after-$((3+3))\n")
+            await read(observer, refusal, owner=False)
+            assert (await asyncio.to_thread(grant, "DELETE")).status_code == 409
+        await terminal.send(b"echo owner-done\n")
+        await read(terminal, b"owner-done", owner=True)
+        await terminal.send(b"exit\n")
+        rest, _more, _frame = await _drain(terminal)
+    return owner_out + rest, owner_controls
+
+
+def test_the_owner_lets_an_observer_type_and_takes_the_keyboard_back(center: Center) -> None:
+    center.token("sara")
+    center.token("piet")
+    center.token("adele", "admin")
+    incident = center.call(
+        "POST", "/incidents",
+        json={"device_id": center.device_id, "channel": "phone", "symptom": "jammed tray",
+              "opened_at": "2026-11-24T10:00:00Z"},
+    )  # fmt: skip
+    assert incident.status_code == 201, incident.text
+    incident_id = incident.json()["id"]
+    escalated = center.call(
+        "POST",
+        f"/incidents/{incident_id}/escalate",
+        json={"tier": 2, "assignee": "sara", "note": "please help olga"},
+    )
+    assert escalated.status_code == 200, escalated.text
+    sid = center.open(reason="incident", incident_id=incident_id)["id"]
+    center.wait_state(sid, "active")
+    too_long = center.call("POST", f"/sessions/{sid}/observers/{'x' * 65}/allow-input")
+    assert too_long.status_code == 422
+    try:
+        owner_out, owner_controls = asyncio.run(_observer_takes_part(center, sid))
+    finally:
+        center.call("DELETE", f"/sessions/{sid}")
+    assert b"sara-42" in owner_out
+    assert b"again-5" in owner_out
+    assert b"before-2" not in owner_out
+    assert b"after-6" not in owner_out
+    typing = [c for c in owner_controls if c.get("event") == "typing"]
+    assert len(typing) == 1
+    audited = [
+        (e["actor"], e["action"], e["details"].get("observer"))
+        for e in center.server.api("GET", "/audit", params={"target": center.device_id})["items"]
+        if e["action"].startswith("session.observer_") and e["details"]["session_id"] == sid
+    ]
+    assert sorted(audited) == [
+        ("olga", "session.observer_input_allowed", "sara"),
+        ("olga", "session.observer_input_revoked", "sara"),
+        ("sara", "session.observer_typed", None),
+    ]
+
+
 def test_revoking_a_device_ends_its_sessions_and_refuses_new_ones(center: Center) -> None:
     # Last in this module: the device stays revoked.
     sid = center.open(reason="before revocation")["id"]

@@ -23,6 +23,13 @@ HTTP routes follow docs/protocol.md. The two WebSockets:
   cannot type"}``) and never reach the device. Only the assignee of an
   incident the session is linked to, or an admin, may observe (4403 otherwise);
   joins and leaves are audited (``session.observe_join``/``session.observe_leave``).
+  The session's owner may let an observer type (``POST
+  /api/v1/sessions/{id}/observers/{user}/allow-input``; ``DELETE`` revokes):
+  while allowed, that observer's keystrokes reach the shell through the
+  owner's open terminal. Grants, revokes and the first keystroke after a
+  grant are audited (``session.observer_input_allowed``,
+  ``session.observer_input_revoked``, ``session.observer_typed``) and
+  announced to everyone in the session.
 
 Sockets authenticate like the API (bearer header, or the console's cookie
 from the same origin); only the session's operator or an admin may use the
@@ -38,7 +45,9 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketState
 
@@ -59,6 +68,7 @@ from server.security import hash_token
 from server.sessions import bridges
 from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
+from server.sessions.observers import Audience
 from server.sessions.recording import CONTENT_TYPE
 from server.sessions.repository import may_observe, recording_file
 from server.sessions.service import SessionClosed, SessionService
@@ -76,6 +86,20 @@ from shared.wire import (
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["sessions"])
+
+
+#: An observer's user name in a path (user names are at most 64 characters).
+ObserverName = Annotated[str, PathParam(min_length=1, max_length=64)]
+
+
+class ObserverInput(BaseModel):
+    """Who may type in a live session besides its owner."""
+
+    session_id: str
+    observer: str
+    input_allowed: bool
+    observers: list[str]
+    typists: list[str]
 
 
 def get_service(request: Request) -> SessionService:
@@ -361,7 +385,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
     found = await _socket_session(websocket, session_id)
     if found is None:
         return
-    service, _row, user = found
+    service, row, user = found
     connection = await _wait_active(websocket, service, session_id)
     if connection is None:
         return
@@ -385,6 +409,7 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
             size=(cols, rows),
             revoked=channel.revoked,
             audience=service.audience(session_id),
+            owner=row.operator == user.username,
         )
     if end.revoked:
         await _send_revoked(websocket, channel.why)
@@ -453,6 +478,20 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(code=WS_SESSION_CLOSED, reason="the session is not live")
         return
     listener = audience.join(output=True)
+    live_audience = audience
+    observer = user
+    observed = row
+
+    async def type_in(data: bytes) -> bool:
+        first = await live_audience.type_in(observer.username, data)
+        if first is None:
+            return False
+        if first:
+            await asyncio.to_thread(
+                _audit_observer, websocket, "session.observer_typed", observed, observer
+            )
+        return True
+
     await asyncio.to_thread(_audit_observer, websocket, "session.observe_join", row, user)
     audience.announce("join", user.username)
     await websocket.send_text(
@@ -462,7 +501,9 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
     try:
         # An observer keeps needing the operator role (its join was checked above).
         with _watch(websocket, service, session_id, user, needed="operator") as channel:
-            end = await bridges.pump_observer(websocket, listener, revoked=channel.revoked)
+            end = await bridges.pump_observer(
+                websocket, listener, revoked=channel.revoked, type_in=type_in
+            )
     finally:
         audience.leave(listener)
         audience.announce("leave", user.username)
@@ -475,6 +516,68 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
                 code=WS_SESSION_CLOSED if audience.closed else WS_NORMAL,
                 reason="the session ended" if audience.closed else "fell behind",
             )
+
+
+def _owner_audience(
+    db: Session, request: Request, session_id: str, user: User
+) -> tuple[RemoteSession, Audience]:
+    """The session (the caller must own it) and its audience on this server."""
+    row = db.get(RemoteSession, session_id)
+    if row is None:
+        msg = f"no session {session_id!r}"
+        raise NotFound(msg)
+    if row.operator != user.username:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only the session's owner may let an observer type"
+        )
+    service: SessionService | None = getattr(request.app.state, "sessions", None)
+    audience = service.audience(session_id) if service is not None else None
+    if audience is None or audience.closed:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the session is not live on this server")
+    return row, audience
+
+
+def _input_grant(
+    db: Session, request: Request, session_id: str, username: str, user: User, *, allow: bool
+) -> ObserverInput:
+    row, audience = _owner_audience(db, request, session_id, user)
+    if allow:
+        if not audience.allow_input(username, by=user.username):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"{username!r} is not observing")
+    elif not audience.revoke_input(username, by=user.username):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{username!r} may not type")
+    audit.record(
+        db,
+        actor=user.username,
+        action="session.observer_input_allowed" if allow else "session.observer_input_revoked",
+        target=row.device_id,
+        details={"session_id": row.id, "observer": username, "incident_id": row.incident_id},
+        source_ip=client_address(request),
+    )
+    db.commit()
+    return ObserverInput(
+        session_id=row.id,
+        observer=username,
+        input_allowed=allow,
+        observers=list(dict.fromkeys(audience.observers)),
+        typists=sorted(audience.typists),
+    )
+
+
+@router.post("/sessions/{session_id}/observers/{username}/allow-input")
+def allow_observer_input(
+    session_id: str, username: ObserverName, db: DbDep, request: Request, user: OperatorUser
+) -> ObserverInput:
+    """Let an observer of your live session type into its shell (audited, announced)."""
+    return _input_grant(db, request, session_id, username, user, allow=True)
+
+
+@router.delete("/sessions/{session_id}/observers/{username}/allow-input")
+def revoke_observer_input(
+    session_id: str, username: ObserverName, db: DbDep, request: Request, user: OperatorUser
+) -> ObserverInput:
+    """Take the keyboard back from an observer (audited, announced)."""
+    return _input_grant(db, request, session_id, username, user, allow=False)
 
 
 @router.websocket("/sessions/{session_id}/forward/{service_name}")

@@ -1,4 +1,4 @@
-// Incidents: create, close with a resolution, import a CSV.
+// Incidents: create, escalate, close with a resolution, import a CSV.
 "use strict";
 
 (() => {
@@ -58,6 +58,39 @@
       location.reload();
     } catch (error) {
       fl.formError(closeForm, error.message);
+    }
+  });
+
+  // Escalate: a tier and/or an assignee, with the handover note (POST .../escalate).
+  const escalateDialog = document.getElementById("escalate-incident");
+  const escalateForm = document.getElementById("escalate-incident-form");
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-escalate-incident]");
+    if (!button) return;
+    escalateForm.dataset.incident = button.dataset.escalateIncident;
+    document.getElementById("escalate-incident-id").textContent = "#" + button.dataset.escalateIncident;
+    const tier = Number(button.dataset.tier || 1);
+    document.getElementById("e-tier").value = tier < 3 ? String(tier + 1) : "";
+    document.getElementById("e-assignee").value = "";
+    document.getElementById("e-note").value = "";
+    fl.formError(escalateForm, "");
+    escalateDialog.showModal();
+  });
+  escalateForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(escalateForm);
+    const body = { note: data.get("note").trim() };
+    if (data.get("tier")) body.tier = Number(data.get("tier"));
+    if (data.get("assignee").trim()) body.assignee = data.get("assignee").trim();
+    if (!body.note) {
+      fl.formError(escalateForm, "A handover note is needed.");
+      return;
+    }
+    try {
+      await fl.api("POST", "/api/v1/incidents/" + encodeURIComponent(escalateForm.dataset.incident) + "/escalate", body);
+      location.reload();
+    } catch (error) {
+      fl.formError(escalateForm, error.message);
     }
   });
 

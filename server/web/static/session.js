@@ -10,6 +10,62 @@
   // "observe": a read-only view of another operator's terminal (the incident's specialist).
   const observing = root.dataset.mode === "observe";
   const observers = document.getElementById("observers");
+  // The owner's list of watchers, each with a switch to let them type (observer -> allowed).
+  const observerList = document.getElementById("observer-list");
+  const watchers = new Map();
+  const me = root.dataset.me;
+  let mayType = false;
+
+  function observerNews(message) {
+    const who = message.user;
+    if (message.event === "join") {
+      if (!watchers.has(who)) watchers.set(who, false);
+      observers.textContent = `${who} is watching (read only).`;
+    } else if (message.event === "leave") {
+      watchers.delete(who);
+      observers.textContent = `${who} stopped watching.`;
+    } else if (message.event === "input_allowed") {
+      watchers.set(who, true);
+      observers.textContent = `${message.by} lets ${who} type.`;
+    } else if (message.event === "input_revoked") {
+      watchers.set(who, false);
+      observers.textContent = `${message.by} took the keyboard back from ${who}.`;
+    } else if (message.event === "typing") {
+      observers.textContent = `${who} is typing.`;
+    }
+    if (observing && who === me && (message.event === "input_allowed" || message.event === "input_revoked")) {
+      mayType = message.event === "input_allowed";
+      statusLine.textContent = mayType
+        ? `${message.by} lets you type: your keys go to the device.`
+        : `Watching ${message.by}'s terminal: read only, your keys are not sent.`;
+    }
+    if (observerList) renderWatchers();
+  }
+
+  function renderWatchers() {
+    observerList.replaceChildren();
+    for (const [who, allowed] of watchers) {
+      const item = document.createElement("li");
+      item.append(`${who} ${allowed ? "may type" : "is watching"} `);
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.dataset.observer = who;
+      button.textContent = allowed ? `Take the keyboard back from ${who}` : `Let ${who} type`;
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try {
+          await fl.api(allowed ? "DELETE" : "POST", `${base}/observers/${encodeURIComponent(who)}/allow-input`);
+        } catch (error) {
+          fl.toast(error.message, "error");
+          button.disabled = false;
+        }
+      });
+      item.append(button);
+      observerList.append(item);
+    }
+    observerList.hidden = watchers.size === 0;
+  }
   let state = root.dataset.state;
   let term = null;
   let socket = null;
@@ -67,7 +123,6 @@
     const el = document.getElementById("terminal");
     term = new Terminal({
       cursorBlink: !observing,
-      disableStdin: observing,
       // A font Chromium knows by name first (it ignores ui-monospace), and rows a little taller
       // than the font: at lineHeight 1 the DOM renderer clips the glyphs that sit below the
       // baseline, and `x86_64` reads `x86 64`.
@@ -91,8 +146,7 @@
       if (typeof event.data === "string") {
         const message = JSON.parse(event.data);
         if (message.type === "observer") {
-          const who = message.user;
-          observers.textContent = message.event === "join" ? `${who} is watching (read only).` : `${who} stopped watching.`;
+          observerNews(message);
           return;
         }
         if (message.type === "error") {
@@ -122,10 +176,12 @@
       if (observing) statusLine.textContent = `No longer watching${event.reason ? ": " + event.reason : ""}.`;
       else if (state !== "closed") statusLine.textContent = `Terminal disconnected${event.reason ? ": " + event.reason : ""}.`;
     };
-    if (observing) return;
     term.onData((data) => {
+      // An observer's keys go out only while the owner lets them type (the server checks too).
+      if (observing && !mayType) return;
       if (socket.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
     });
+    if (observing) return;
     term.onResize(({ cols, rows }) => {
       if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "resize", cols, rows }));
     });

@@ -43,3 +43,44 @@ def test_an_observer_that_falls_behind_is_dropped_without_blocking() -> None:
         audience.publish(b"x" * 10)
     assert slow.ended
     assert drain(slow.queue) == [None]
+
+
+def test_only_an_allowed_observer_types_and_the_first_keystroke_is_announced() -> None:
+    async def scenario() -> tuple[list[bytes], list[object]]:
+        audience = Audience()
+        typed: list[bytes] = []
+
+        async def feed(data: bytes) -> None:
+            typed.append(data)
+
+        owner = audience.join(output=False)
+        results: list[object] = []
+        results.append(audience.allow_input("sara", by="olga"))  # not observing: refused
+        audience.join(output=True)
+        audience.announce("join", "sara")
+        results.append(await audience.type_in("sara", b"ls\n"))  # not allowed yet
+        results.append(audience.allow_input("sara", by="olga"))
+        results.append(await audience.type_in("sara", b"ls\n"))  # no owner's terminal
+        audience.feed = feed
+        results.append(await audience.type_in("sara", b"ls\n"))
+        results.append(await audience.type_in("sara", b"pwd\n"))
+        results.append(await audience.type_in("piet", b"rm\n"))
+        results.append(audience.revoke_input("sara", by="olga"))
+        results.append(await audience.type_in("sara", b"id\n"))
+        audience.allow_input("sara", by="olga")
+        audience.announce("leave", "sara")  # leaving ends the grant
+        results.append(await audience.type_in("sara", b"id\n"))
+        told = []
+        while not owner.queue.empty():
+            item = owner.queue.get_nowait()
+            assert isinstance(item, str)
+            told.append(json.loads(item)["event"])
+        results.append(told)
+        return typed, results
+
+    typed, results = asyncio.run(scenario())
+    assert typed == [b"ls\n", b"pwd\n"]
+    assert results == [
+        False, None, True, None, True, False, None, True, None, None,
+        ["join", "input_allowed", "typing", "input_revoked", "input_allowed", "leave"],
+    ]  # fmt: skip

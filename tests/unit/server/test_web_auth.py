@@ -345,6 +345,8 @@ def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engi
     page = client.get("/dashboard", params={"from": "2026-01-01", "through": "2026-03-31"})
     assert page.status_code == 200
     assert "2026-01-01 through 2026-03-31" in page.text
+    assert "ASA, recorded calls" in page.text
+    assert "0 of 0 calls answered" in page.text
     answer = client.get(
         "/dashboard/export.csv", params={"from": "2026-01-01", "through": "2026-03-31"}
     )
