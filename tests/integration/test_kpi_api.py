@@ -336,6 +336,7 @@ def test_kpis_answer_as_kpis_md_shows(client: TestClient, auth: Auth) -> None:
         "baseline_source",
         "total",
         "groups",
+        "calls",
     ]
     assert body["from"] == "2026-01-01T00:00:00Z"
     assert body["to"] == "2027-01-01T00:00:00Z"

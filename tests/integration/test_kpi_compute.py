@@ -156,6 +156,7 @@ def test_every_figure_of_a_month(engine: Engine) -> None:
         "baseline_source",
         "total",
         "groups",
+        "calls",
     ]
 
 
