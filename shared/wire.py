@@ -99,6 +99,19 @@ DIAGNOSTICS_COLLECT: Final = "diagnostics.collect"
 #: The server saw a gap in a device's ``seq``: the agent re-publishes the samples of
 #: its current connection still in its resend window.
 TELEMETRY_RESEND: Final = "telemetry.resend"
+#: A site person's decision on a session awaiting consent, given on the web (the console,
+#: the API or a one-time approval link): body ``session_id``, ``verdict`` (``approve`` or
+#: ``deny``), ``approver``, ``via`` (``web`` or ``link``), and optionally ``reason`` (a
+#: denial's), ``services`` and ``max_duration_s`` (an approval that narrows the session).
+#: The agent takes it only where its policy says ``consent = "required"``.
+SESSION_DECIDE: Final = "session.decide"
+SessionVerdict = Literal["approve", "deny"]
+SESSION_VERDICTS: Final[tuple[SessionVerdict, ...]] = get_args(SessionVerdict)
+#: Where a site's decision was given: the device's own ``fieldlink agent approve|deny``
+#: (``local``), the console or API (``web``), a one-time approval link (``link``).
+DecisionVia = Literal["local", "web", "link"]
+DECISION_VIAS: Final[tuple[DecisionVia, ...]] = get_args(DecisionVia)
+MAX_APPROVER_LENGTH: Final = 128
 
 # -- device event types (agent -> server, on ``.../events``) ------------------------------
 
@@ -109,8 +122,10 @@ COMMAND_REFUSED: Final = "command.refused"
 #: Every remote-session event's type starts with it; every body has ``session_id``.
 SESSION_EVENT_PREFIX: Final = "session."
 SESSION_AWAITING_CONSENT: Final = "session.awaiting_consent"  # body: timeout_s
-SESSION_APPROVED: Final = "session.approved"  # body: by ("site" | "policy"), consent
-SESSION_DENIED: Final = "session.denied"  # body: why ("denied" | "timeout" | "not_allowed"...)
+#: body: by ("site" | "policy"), consent; a site's: via (DecisionVia), approver (web, link)
+SESSION_APPROVED: Final = "session.approved"
+#: body: why ("denied" | "timeout" | "not_allowed"...); a site's denial: via, approver, reason
+SESSION_DENIED: Final = "session.denied"
 SESSION_STARTED: Final = "session.started"  # body: (tunnel open, SSH served)
 SESSION_REFUSED: Final = "session.refused"  # body: kind, target, reason (one refusal)
 SESSION_CLOSED: Final = "session.closed"  # body: the SessionClosedReport fields

@@ -29,7 +29,9 @@ from shared.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-ConsentMode = Literal["none", "notify", "required"]
+ConsentMode = Literal["none", "notify", "required", "local"]
+#: The consent modes under which a session waits for the site's decision.
+ASKING_CONSENT: Final[frozenset[str]] = frozenset({"required", "local"})
 
 #: Defaults of ``[agent.policy]``.
 DEFAULT_APPROVAL_TIMEOUT_S: Final = 60.0
@@ -91,9 +93,11 @@ class SitePolicy:
         services: Allowlisted local services by name.
         allowed_services: Names of ``services`` a session may use; ``None``
             means all of them. A session may narrow this further.
-        consent: ``none`` (no local step), ``notify`` (the site is told) or
-            ``required`` (the site must approve; the caller waits for it
-            before dialing, see :func:`agent.remote.sshd.serve_session`).
+        consent: ``none`` (no local step), ``notify`` (the site is told),
+            ``required`` (the site must approve, on the device or on the web:
+            the console, the API or a one-time link, as a signed ``session.decide``)
+            or ``local`` (the site must approve on the device itself: a web
+            decision is refused). The session waits for it before dialing.
         approval_timeout_s: How long a ``required`` approval may take.
         max_duration_s: The longest a tunnel may live.
         idle_timeout_s: The longest a tunnel may carry no byte either way.
@@ -179,7 +183,7 @@ class SitePolicy:
                 raise ConfigError(msg)
         consent = table.get("consent", "none")
         if consent not in get_args(ConsentMode):
-            msg = f"[agent.policy] consent must be none, notify or required, not {consent!r}"
+            msg = f"[agent.policy] consent must be none, notify, required or local, not {consent!r}"
             raise ConfigError(msg)
         limits: dict[str, float] = {}
         for key, default in (

@@ -1,4 +1,5 @@
-"""The bodies of ``session.open`` and ``session.close`` as the agent reads them, without pydantic.
+"""The bodies of ``session.open``, ``session.close`` and ``session.decide`` as the agent reads
+them, without pydantic.
 
 The server builds them with :class:`shared.models.SessionOpen` and
 :class:`shared.models.SessionClose`; the agent checks the same fields against
@@ -20,7 +21,9 @@ from shared import fields
 from shared.fields import InvalidField
 from shared.wire import (
     CLOSE_REASONS,
+    DECISION_VIAS,
     DEVICE_ID_PATTERN,
+    MAX_APPROVER_LENGTH,
     MAX_CLIENT_KEY_LENGTH,
     MAX_OPERATOR_LENGTH,
     MAX_REASON_LENGTH,
@@ -30,7 +33,10 @@ from shared.wire import (
     MIN_SESSION_TOKEN_LENGTH,
     SERVICE_NAME_PATTERN,
     SESSION_ID_PATTERN,
+    SESSION_VERDICTS,
     CloseReason,
+    DecisionVia,
+    SessionVerdict,
 )
 
 
@@ -71,6 +77,29 @@ class SessionClose:
 
     session_id: str
     reason: CloseReason = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDecide:
+    """The body of a signed ``session.decide`` command: a site's decision given on the web.
+
+    Attributes:
+        session_id: The session awaiting consent.
+        verdict: ``approve`` or ``deny``.
+        approver: Who decided (a user name, or an approval link's contact).
+        via: ``web`` (the console or the API) or ``link`` (a one-time approval link).
+        reason: Why it was denied (shown in the session's record).
+        services: An approval's narrower services (``None``: as asked).
+        max_duration_s: An approval's shorter maximum duration (``None``: as asked).
+    """
+
+    session_id: str
+    verdict: SessionVerdict
+    approver: str
+    via: DecisionVia
+    reason: str = ""
+    services: list[str] | None = None
+    max_duration_s: float | None = None
 
 
 def parse_open(body: Mapping[str, Any]) -> SessionOpen:
@@ -117,6 +146,34 @@ def parse_close(body: Mapping[str, Any]) -> SessionClose:
         if reason == known:
             return SessionClose(session_id=session_id, reason=known)
     raise InvalidField(where="reason", message="Input should be a known close reason")
+
+
+def parse_decide(body: Mapping[str, Any]) -> SessionDecide:
+    """Check a ``session.decide`` body.
+
+    Raises:
+        InvalidField: naming the first field that is wrong (never its value).
+    """
+    data = dict(body)
+    session_id = fields.string(data, "session_id", pattern=SESSION_ID_PATTERN)
+    verdict_text = fields.string(data, "verdict")
+    via_text = fields.string(data, "via")
+    verdict = next((v for v in SESSION_VERDICTS if v == verdict_text), None)
+    if verdict is None:
+        raise InvalidField(where="verdict", message="Input should be 'approve' or 'deny'")
+    # A web decision never claims to be the device's own (local) one.
+    via = next((v for v in DECISION_VIAS if v == via_text and v != "local"), None)
+    if via is None:
+        raise InvalidField(where="via", message="Input should be 'web' or 'link'")
+    return SessionDecide(
+        session_id=session_id,
+        verdict=verdict,
+        approver=fields.string(data, "approver", min_length=1, max_length=MAX_APPROVER_LENGTH),
+        via=via,
+        reason=fields.string(data, "reason", default="", max_length=MAX_REASON_LENGTH),
+        services=_services(data),
+        max_duration_s=fields.positive_number(data, "max_duration_s"),
+    )
 
 
 def _services(data: dict[str, Any]) -> list[str] | None:

@@ -17,11 +17,15 @@ Consent (``[agent.policy] consent``):
 - ``notify``: it dials at once, logs a WARNING notice for the site (operator
   and reason) and emits ``session.approved`` (``by`` ``policy``).
 - ``required``: it emits ``session.awaiting_consent`` and waits for a local
-  ``fieldlink agent approve|deny SESSION`` (:mod:`agent.remote.control`) up to
+  ``fieldlink agent approve|deny SESSION`` (:mod:`agent.remote.control`), or a
+  signed ``session.decide`` from the server (a site person's decision on the web,
+  which may narrow the services and the maximum duration), up to
   ``approval_timeout_s``, never past the session key's ``expires_at``.
-  Approved: ``session.approved`` (``by`` ``site``), then it dials. Denied or
-  timed out: ``session.denied`` (``why`` ``denied`` or ``timeout``), and no
-  tunnel is ever dialed.
+  Approved: ``session.approved`` (``by`` ``site``, ``via`` ``local``, ``web`` or
+  ``link``, and the web's ``approver``), then it dials. Denied or timed out:
+  ``session.denied`` (``why`` ``denied`` or ``timeout``), and no tunnel is ever dialed.
+- ``local``: as ``required``, but only the local decision counts: a
+  ``session.decide`` is refused (result error ``local_consent``) and logged.
 
 A running session reports ``session.started`` once the server's SSH client
 has authenticated, one ``session.refused`` per refusal, and at the end
@@ -67,8 +71,8 @@ from agent.remote.commands import (
     Outgoing,
     device_event,
 )
-from agent.remote.policy import SitePolicy
-from agent.remote.session_bodies import SessionOpen, parse_close, parse_open
+from agent.remote.policy import ASKING_CONSENT, SitePolicy
+from agent.remote.session_bodies import SessionOpen, parse_close, parse_decide, parse_open
 from agent.remote.session_reports import closed_report, one_line, refusal_body
 from agent.remote.session_runners import (
     RunnableSession,
@@ -84,6 +88,7 @@ from shared.wire import (
     SESSION_AWAITING_CONSENT,
     SESSION_CLOSE,
     SESSION_CLOSED,
+    SESSION_DECIDE,
     SESSION_DENIED,
     SESSION_OPEN,
     SESSION_REFUSED,
@@ -101,6 +106,10 @@ BUSY: Final = "busy"
 UNKNOWN_SESSION: Final = "unknown_session"
 ALREADY_OPEN: Final = "already_open"
 EXPIRED: Final = "expired"
+#: Result errors of a refused ``session.decide``: the policy takes only a local decision,
+#: the session is not awaiting consent (any more).
+LOCAL_CONSENT: Final = "local_consent"
+NOT_AWAITING: Final = "not_awaiting"
 #: How long ``session.close`` and a local ``end`` wait for the session to be over.
 CLOSE_WAIT_S: Final = 3.0
 #: How long a stopping agent waits for its sessions to close and report.
@@ -115,6 +124,21 @@ class _Decision:
     verdict: Literal["approved", "denied", "closed"]
     why: str = ""
     close_reason: CloseReason = "site_denied"
+    #: Where the site decided (``local``, ``web``, ``link``), who (web), and what it said.
+    via: str = "local"
+    approver: str = ""
+    reason: str = ""
+    services: frozenset[str] | None = None
+    max_duration_s: float | None = None
+
+    def event_body(self) -> dict[str, Any]:
+        """What ``session.approved`` / ``session.denied`` say of the site's decision."""
+        body: dict[str, Any] = {"via": self.via}
+        if self.approver:
+            body["approver"] = self.approver
+        if self.reason:
+            body["reason"] = self.reason
+        return body
 
 
 @dataclass(slots=True)
@@ -218,6 +242,7 @@ class SessionController:
         """Register the ``session.open`` and ``session.close`` handlers."""
         registry.register(SESSION_OPEN, self.handle_open)
         registry.register(SESSION_CLOSE, self.handle_close)
+        registry.register(SESSION_DECIDE, self.handle_decide)
 
     def sessions(self) -> list[LocalSession]:
         """The sessions the device holds now, oldest first."""
@@ -276,7 +301,7 @@ class SessionController:
             operator=spec.operator,
             reason=spec.reason,
             policy=policy,
-            state="awaiting_consent" if policy.consent == "required" else "connecting",
+            state="awaiting_consent" if policy.consent in ASKING_CONSENT else "connecting",
         )
         if entry.state == "awaiting_consent":
             entry.decision = asyncio.get_running_loop().create_future()
@@ -324,6 +349,50 @@ class SessionController:
         else:
             self._end(entry, spec.reason)
         return {"session_id": entry.session_id, "state": await self._wait_closed(entry)}
+
+    async def handle_decide(self, request: CommandRequest) -> dict[str, Any]:
+        """``session.decide``: a site person's decision given on the web (verified, signed).
+
+        Taken only under ``consent = "required"``; ``local`` takes the device's own only.
+
+        Raises:
+            CommandFailed: ``invalid`` body, ``unknown_session``, ``local_consent``,
+                ``not_awaiting``, or ``not_allowed`` services.
+        """
+        spec = _parse(parse_decide, request.body)
+        entry = self._sessions.get(spec.session_id)
+        if entry is None:
+            raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
+        if entry.policy.consent == "local":
+            self._log.warning(
+                "session %s: the %s decision (%s) by %s is ignored: this device takes "
+                "only a local approval (consent = \"local\")",
+                entry.session_id,
+                spec.via,
+                spec.verdict,
+                one_line(spec.approver),
+            )
+            raise CommandFailed(LOCAL_CONSENT, {"consent": "local"})
+        if entry.decision is None or entry.decision.done():
+            raise CommandFailed(NOT_AWAITING, {"state": entry.state})
+        services = None if spec.services is None else frozenset(spec.services)
+        refused = sorted(name for name in services or () if not entry.policy.is_allowed(name))
+        if refused:
+            raise CommandFailed(NOT_ALLOWED, {"services": refused})
+        if spec.verdict == "approve":
+            decision = _Decision(
+                "approved",
+                via=spec.via,
+                approver=spec.approver,
+                services=services,
+                max_duration_s=spec.max_duration_s,
+            )
+        else:
+            decision = _Decision(
+                "denied", why="denied", via=spec.via, approver=spec.approver, reason=spec.reason
+            )
+        entry.decision.set_result(decision)
+        return {"session_id": entry.session_id, "verdict": spec.verdict}
 
     # the site's decisions (agent.remote.control)
 
@@ -398,9 +467,10 @@ class SessionController:
                 decision = await self._consent(entry, spec)
                 if decision.verdict == "denied":
                     self._log.warning("session %s denied (%s)", entry.session_id, decision.why)
-                    self._emit(
-                        SESSION_DENIED, {"session_id": entry.session_id, "why": decision.why}
-                    )
+                    body = {"session_id": entry.session_id, "why": decision.why}
+                    if decision.why == "denied":
+                        body |= decision.event_body()
+                    self._emit(SESSION_DENIED, body)
                     return
                 if decision.verdict == "closed":
                     self._emit(
@@ -412,10 +482,23 @@ class SessionController:
                         ),
                     )
                     return
-                self._log.warning("session %s approved on the device", entry.session_id)
+                entry.policy = entry.policy.narrowed(decision.services).limited(
+                    decision.max_duration_s
+                )
+                self._log.warning(
+                    "session %s approved (%s%s)",
+                    entry.session_id,
+                    decision.via,
+                    f" by {one_line(decision.approver)}" if decision.approver else "",
+                )
                 self._emit(
                     SESSION_APPROVED,
-                    {"session_id": entry.session_id, "by": "site", "consent": "required"},
+                    {
+                        "session_id": entry.session_id,
+                        "by": "site",
+                        "consent": entry.policy.consent,
+                        **decision.event_body(),
+                    },
                 )
             elif entry.policy.consent == "notify":
                 self._log.warning(

@@ -382,7 +382,7 @@ async def test_consent_required_approved_on_the_device_then_ended_there(
         result = await connection.run("echo approved", WAIT_S)
         assert result.stdout == "approved\n"
         assert device.watcher.bodies("session.approved", opened.session_id) == [
-            {"session_id": opened.session_id, "by": "site", "consent": "required"}
+            {"session_id": opened.session_id, "by": "site", "consent": "required", "via": "local"}
         ]
 
         # `fieldlink agent end`: torn down by the time the command returns, site_ended.
@@ -437,7 +437,7 @@ async def test_consent_required_denied_on_the_device_never_dials(
             [body] = await eventually(
                 partial(device.watcher.bodies, "session.denied", opened.session_id), "denied"
             )
-            assert body == {"session_id": opened.session_id, "why": "denied"}
+            assert body == {"session_id": opened.session_id, "why": "denied", "via": "local"}
             with pytest.raises(AgentNotConnected):
                 await tunnel.registry.wait_for_agent(opened.session_id, 1.0)
             assert device.watcher.types(opened.session_id) == [

@@ -108,7 +108,7 @@ async def eventually(predicate: Callable[[], Any], within: float = 10.0) -> Any:
 def test_register_puts_both_handlers_in_the_registry() -> None:
     registry = CommandRegistry()
     make_device(SitePolicy()).controller.register(registry)
-    assert {"session.open", "session.close"} <= set(registry.types())
+    assert {"session.open", "session.close", "session.decide"} <= set(registry.types())
 
 
 # consent
@@ -199,7 +199,7 @@ async def test_consent_required_waits_for_the_site_then_dials() -> None:
     device.controller.approve(session_id)
     await eventually(lambda: device.dialed)
     assert device.bodies("session.approved") == [
-        {"session_id": session_id, "by": "site", "consent": "required"}
+        {"session_id": session_id, "by": "site", "consent": "required", "via": "local"}
     ]
     with pytest.raises(Conflict, match="not awaiting consent"):
         device.controller.approve(session_id)
@@ -214,7 +214,7 @@ async def test_consent_required_denied_never_dials() -> None:
     await eventually(lambda: device.events("session.awaiting_consent"))
     device.controller.deny(session_id)
     await eventually(lambda: device.events("session.denied"))
-    assert device.bodies("session.denied") == [{"session_id": session_id, "why": "denied"}]
+    assert device.bodies("session.denied") == [{"session_id": session_id, "why": "denied", "via": "local"}]
     await eventually(lambda: not device.controller.sessions())
     assert device.dialed == []
     assert not device.events("session.closed")
@@ -389,7 +389,7 @@ async def test_local_end_denies_a_pending_session_and_ends_a_running_one() -> No
     await eventually(lambda: device.events("session.started"))
 
     assert await device.controller.end(pending) == "denied"
-    assert device.bodies("session.denied") == [{"session_id": pending, "why": "denied"}]
+    assert device.bodies("session.denied") == [{"session_id": pending, "why": "denied", "via": "local"}]
     assert await device.controller.end(running) == "closed"
     assert session.end_reasons == ["site_ended"]
     [closed] = device.bodies("session.closed")
@@ -443,6 +443,145 @@ async def test_signed_session_open_is_answered_before_consent(tmp_path: Path) ->
     assert TOKEN.encode() not in answer.payload
     await device.controller.shutdown()
     assert {e.type for e in device.events()} == {"session.awaiting_consent", "session.closed"}
+
+
+# a site person's decision on the web (session.decide)
+
+
+async def decide(device: Device, session_id: str, verdict: str, **changes: Any) -> Any:
+    body = {"session_id": session_id, "verdict": verdict, "approver": "sam", "via": "web"}
+    return await device.controller.handle_decide(request("session.decide", body | changes))
+
+
+async def decide_with(device: Device, session_id: str, changes: dict[str, Any]) -> Any:
+    body = {"session_id": session_id, "verdict": "approve", "approver": "sam", "via": "web"}
+    return await device.controller.handle_decide(request("session.decide", body | changes))
+
+
+async def test_a_web_approval_narrows_the_session_and_names_the_approver() -> None:
+    policy = SitePolicy(services=SERVICES, consent="required", max_duration_s=600)
+    device = make_device(policy)
+    session_id, _ = await open_session(device, services=["web", "vnc"])
+    await eventually(lambda: device.events("session.awaiting_consent"))
+    with pytest.raises(CommandFailed) as refused:
+        await decide(device, session_id, "approve", services=["ssh"])
+    assert (refused.value.error, refused.value.body) == ("not_allowed", {"services": ["ssh"]})
+    answer = await decide(device, session_id, "approve", services=["web"], max_duration_s=60)
+    assert answer == {"session_id": session_id, "verdict": "approve"}
+    [session] = await eventually(lambda: device.dialed)
+    assert session.policy.is_allowed("web") and not session.policy.is_allowed("vnc")
+    assert session.policy.max_duration_s == 60.0
+    assert device.bodies("session.approved") == [
+        {"session_id": session_id, "by": "site", "consent": "required", "via": "web",
+         "approver": "sam"}
+    ]  # fmt: skip
+    with pytest.raises(CommandFailed, match="not_awaiting"):
+        await decide(device, session_id, "deny")
+    await device.controller.end(session_id)
+
+
+async def test_a_web_denial_never_dials_and_carries_the_reason() -> None:
+    device = make_device(SitePolicy(consent="required"))
+    session_id, _ = await open_session(device)
+    await eventually(lambda: device.events("session.awaiting_consent"))
+    await decide(device, session_id, "deny", via="link", reason="ward is busy")
+    await eventually(lambda: device.events("session.denied"))
+    assert device.dialed == []
+    assert device.bodies("session.denied") == [
+        {"session_id": session_id, "why": "denied", "via": "link", "approver": "sam",
+         "reason": "ward is busy"}
+    ]  # fmt: skip
+
+
+async def test_consent_local_takes_only_the_devices_own_approval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    device = make_device(SitePolicy(consent="local", approval_timeout_s=30))
+    session_id, answer = await open_session(device)
+    assert answer["state"] == "awaiting_consent"
+    await eventually(lambda: device.events("session.awaiting_consent"))
+    with caplog.at_level(logging.WARNING, logger="agent.remote.sessions"):
+        with pytest.raises(CommandFailed) as refused:
+            await decide(device, session_id, "approve")
+    assert refused.value.error == "local_consent"
+    assert "only a local approval" in caplog.text
+    await asyncio.sleep(0.05)
+    assert device.dialed == []
+    device.controller.approve(session_id)
+    await eventually(lambda: device.dialed)
+    assert device.bodies("session.approved") == [
+        {"session_id": session_id, "by": "site", "consent": "local", "via": "local"}
+    ]
+    await device.controller.end(session_id)
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"verdict": "maybe"}, "verdict"),
+        ({"via": "local"}, "via"),  # the web never speaks for the device's own panel
+        ({"approver": ""}, "approver"),
+        ({"approver": "x" * 129}, "approver"),
+        ({"max_duration_s": -1}, "max_duration_s"),
+        ({"services": ["bad name"]}, "services.0"),
+        ({"session_id": "../etc"}, "session_id"),
+    ],
+)
+async def test_a_malformed_decision_is_refused_as_invalid(
+    changes: dict[str, Any], where: str
+) -> None:
+    device = make_device(SitePolicy(consent="required"))
+    session_id, _ = await open_session(device)
+    with pytest.raises(CommandFailed) as refused:
+        await decide_with(device, session_id, changes)
+    assert refused.value.error == "invalid"
+    assert refused.value.body["detail"].startswith(where)
+    await device.controller.end(session_id)
+
+
+async def test_a_decision_for_no_session_or_a_session_not_asking_is_refused() -> None:
+    device = make_device(SitePolicy())
+    with pytest.raises(CommandFailed, match="unknown_session"):
+        await decide(device, f"ses-{new_id()}", "approve")
+    session_id, _ = await open_session(device)
+    with pytest.raises(CommandFailed, match="not_awaiting"):
+        await decide(device, session_id, "approve")
+    await device.controller.end(session_id)
+
+
+async def test_a_forged_or_unsigned_decision_is_refused_by_the_dispatcher(
+    tmp_path: Path,
+) -> None:
+    server_key = generate_command_key()
+    key_file = tmp_path / "command.pub"
+    key_file.write_bytes(public_key_pem(server_key))
+    device = make_device(SitePolicy(consent="required", approval_timeout_s=30))
+    registry = CommandRegistry()
+    device.controller.register(registry)
+    dispatcher = CommandDispatcher(DEVICE, key_file, None, registry)
+    session_id, _ = await open_session(device)
+    now = utcnow()
+    body = {"session_id": session_id, "verdict": "approve", "approver": "eve", "via": "web"}
+
+    def command() -> Command:
+        return Command(
+            id=new_id(), type="session.decide", issued_at=now,
+            expires_at=now + timedelta(seconds=60), device_id=DEVICE, body=body,
+        )  # fmt: skip
+
+    forged = sign_command(generate_command_key(), command())
+    for payload, reason in ((dump_message(forged), "bad_signature"),
+                            (dump_message(command()), "unsigned")):  # fmt: skip
+        answers = await dispatcher.handle(payload)
+        refused = parse_message(DeviceEvent, answers[0].payload)
+        assert (refused.type, refused.body["reason"]) == ("command.refused", reason)
+    await asyncio.sleep(0.05)
+    assert device.dialed == []
+    assert device.controller.get(session_id).state == "awaiting_consent"
+    [answer] = await dispatcher.handle(dump_message(sign_command(server_key, command())))
+    assert parse_message(CommandResult, answer.payload).ok
+    await eventually(lambda: device.dialed)
+    await device.controller.shutdown()
 
 
 # the real AgentSession behind the controller
