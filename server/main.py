@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from server.api.responses import ERROR_RESPONSES
 from server.api.routes import (
     alerts,
+    approvals,
     auth,
     customers,
     devices,
@@ -87,6 +88,7 @@ def api_router() -> APIRouter:
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
+    router.include_router(approvals.router)
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)

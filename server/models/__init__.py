@@ -1,5 +1,12 @@
 """The server's tables and API models; importing this registers every table."""
 
+from server.models.approval import (
+    ApprovalLinkCreate,
+    ApprovalLinkPublic,
+    SessionApprovalLink,
+    SessionApprove,
+    SessionDeny,
+)
 from server.models.audit import (
     GENESIS_HASH,
     AuditEntriesPublic,
@@ -87,6 +94,8 @@ __all__ = [
     "Alert",
     "AlertPublic",
     "ApiToken",
+    "ApprovalLinkCreate",
+    "ApprovalLinkPublic",
     "AuditEntriesPublic",
     "AuditEntry",
     "AuditEntryPublic",
@@ -131,6 +140,9 @@ __all__ = [
     "RemoteSessionPublic",
     "RemoteSessionsPublic",
     "ServerInstance",
+    "SessionApprovalLink",
+    "SessionApprove",
+    "SessionDeny",
     "SiteIn",
     "SitePublic",
     "TelemetryRollup",

@@ -64,6 +64,11 @@ class RemoteSession(SQLModel, table=True):
     recording_path: str | None = Field(default=None, max_length=512)
     recording_sha256: str | None = Field(default=None, max_length=64)
     recording_bytes: int | None = Field(default=None, sa_column=sa.Column(_big_int()))
+    #: Who let a session that needed the site's consent go ahead, when, and where
+    #: (``local``: on the device; ``web``: the console or the API; ``link``: an approval link).
+    approved_by: str | None = Field(default=None, max_length=128)
+    approved_at: datetime | None = Field(default=None, sa_column=utc_column())
+    approved_via: str | None = Field(default=None, max_length=8)
 
 
 class RemoteSessionCreate(SQLModel):
@@ -104,6 +109,9 @@ class RemoteSessionPublic(SQLModel):
     refusals: list[dict[str, Any]] = Field(default_factory=list)
     #: What the site allows this session to reach, as the agent said when it started.
     allowed_services: list[str] | None = None
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    approved_via: str | None = None
 
     @classmethod
     def of(cls, row: RemoteSession) -> RemoteSessionPublic:

@@ -1,4 +1,4 @@
-"""Operators, managers and administrators, and their bearer tokens."""
+"""Site users, operators, managers and administrators, and their bearer tokens."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from sqlmodel import Field, SQLModel
 from server.models.base import utc_column
 from shared.ids import utcnow
 
-Role = Literal["operator", "manager", "admin"]
-#: Roles are cumulative: each may do all that those before it may.
-ROLES: tuple[str, ...] = ("operator", "manager", "admin")
+Role = Literal["site", "operator", "manager", "admin"]
+#: Roles are cumulative: each may do all that those before it may. ``site`` (a site's IT
+#: or owner, who approves sessions on its devices) is below ``operator``: it may do
+#: nothing that needs a role; what it may do is checked where it is done
+#: (:func:`server.sessions.approval.can_approve`).
+ROLES: tuple[str, ...] = ("site", "operator", "manager", "admin")
 
 
 def role_at_least(role: str, needed: str) -> bool:

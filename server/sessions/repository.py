@@ -326,6 +326,44 @@ def note_event(db: Session, device_id: str, kind: str, body: dict[str, Any]) -> 
     db.commit()
 
 
+def record_approval(db: Session, session_id: str, approver: str, via: str) -> bool:
+    """Write who approved the session (once: the first approval recorded stays)."""
+    done = db.execute(
+        sa.update(RemoteSession)
+        .where(col(RemoteSession.id) == session_id, col(RemoteSession.approved_at).is_(None))
+        .values(approved_by=approver[:128], approved_at=utcnow(), approved_via=via)
+    )
+    db.commit()
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def note_site_decision(db: Session, device_id: str, kind: str, body: dict[str, Any]) -> None:
+    """The device's own (local) approval or denial: record and audit it.
+
+    A web decision was recorded when the agent took it; the agent's event about it
+    adds nothing. The person at the device's panel is not known to the server: the
+    session names the device as its approver, with ``approved_via`` ``local``.
+    """
+    if body.get("via", "local") != "local" or (
+        kind == wire.SESSION_DENIED and body.get("why") != "denied"
+    ):
+        return
+    row = db.get(RemoteSession, str(body.get("session_id", "")))
+    if row is None or not runs_session(db, row, device_id):
+        return
+    approve = kind == wire.SESSION_APPROVED
+    if approve and not record_approval(db, row.id, f"on the device {device_id}", "local"):
+        return
+    audit.record(
+        db,
+        actor=f"site at {device_id}",
+        action="session.approve" if approve else "session.deny",
+        target=row.device_id,
+        details={"session_id": row.id, "via": "local", "operator": row.operator},
+    )
+    db.commit()
+
+
 def recording_file(row: RemoteSession) -> Path | None:
     """The recording of a closed session, if it has one on disk."""
     if row.recording_path is None:

@@ -424,13 +424,15 @@ class SessionService:
             self._spawn(self._store_report(device_id, event))
         elif event.type in (wire.SESSION_STARTED, wire.SESSION_REFUSED):
             self._spawn(self._db(repository.note_event, device_id, event.type, dict(event.body)))
+        elif event.type in (wire.SESSION_APPROVED, wire.SESSION_DENIED):
+            body = dict(event.body)
+            self._spawn(self._db(repository.note_site_decision, device_id, event.type, body))
         if live is None or live.agent_id != device_id:
             return
         target = move_on_event(live.state, event.type)
         if target == "closed":
-            why = str(event.body.get("why", "denied"))
             live.closing = "site_denied"
-            self._spawn(self._finish(live, "site_denied", f"the site did not approve: {why}"))
+            self._spawn(self._finish(live, "site_denied", denial_detail(event.body)))
         elif target is not None:
             self._spawn(self._move(live, target))
 
@@ -741,6 +743,19 @@ class SessionService:
                 return function(db, *args)
 
         return await asyncio.to_thread(work)
+
+
+def denial_detail(body: dict[str, Any]) -> str:
+    """The closed row's detail of a session the site did not approve."""
+    why = str(body.get("why", "denied"))[:64]
+    approver = str(body.get("approver", ""))[:128]
+    if why != "denied" or not approver:
+        return f"the site did not approve: {why}"
+    reason = str(body.get("reason", "")).strip()[:512]
+    where = "an approval link" if body.get("via") == "link" else "the web"
+    return f"the site did not approve: denied by {approver} on {where}" + (
+        f": {reason}" if reason else ""
+    )
 
 
 def is_service_name(name: str) -> bool:

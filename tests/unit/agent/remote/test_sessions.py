@@ -214,7 +214,9 @@ async def test_consent_required_denied_never_dials() -> None:
     await eventually(lambda: device.events("session.awaiting_consent"))
     device.controller.deny(session_id)
     await eventually(lambda: device.events("session.denied"))
-    assert device.bodies("session.denied") == [{"session_id": session_id, "why": "denied", "via": "local"}]
+    assert device.bodies("session.denied") == [
+        {"session_id": session_id, "why": "denied", "via": "local"}
+    ]
     await eventually(lambda: not device.controller.sessions())
     assert device.dialed == []
     assert not device.events("session.closed")
@@ -389,7 +391,9 @@ async def test_local_end_denies_a_pending_session_and_ends_a_running_one() -> No
     await eventually(lambda: device.events("session.started"))
 
     assert await device.controller.end(pending) == "denied"
-    assert device.bodies("session.denied") == [{"session_id": pending, "why": "denied", "via": "local"}]
+    assert device.bodies("session.denied") == [
+        {"session_id": pending, "why": "denied", "via": "local"}
+    ]
     assert await device.controller.end(running) == "closed"
     assert session.end_reasons == ["site_ended"]
     [closed] = device.bodies("session.closed")
@@ -469,7 +473,8 @@ async def test_a_web_approval_narrows_the_session_and_names_the_approver() -> No
     answer = await decide(device, session_id, "approve", services=["web"], max_duration_s=60)
     assert answer == {"session_id": session_id, "verdict": "approve"}
     [session] = await eventually(lambda: device.dialed)
-    assert session.policy.is_allowed("web") and not session.policy.is_allowed("vnc")
+    assert session.policy.is_allowed("web")
+    assert not session.policy.is_allowed("vnc")
     assert session.policy.max_duration_s == 60.0
     assert device.bodies("session.approved") == [
         {"session_id": session_id, "by": "site", "consent": "required", "via": "web",
