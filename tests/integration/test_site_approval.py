@@ -13,8 +13,8 @@ expired link gets a page that says so and changes nothing.
 from __future__ import annotations
 
 import json
-import ssl
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -32,8 +32,8 @@ from shared.ids import new_id, utcnow
 from shared.models import Command, dump_message
 from shared.signing import generate_command_key, sign_command
 from tests.fixtures.center import (
-    TlsBroker,
     OPERATOR_PASSWORD,
+    TlsBroker,
     add_operator,
     enrolled_agent,
     operator_token,
@@ -113,7 +113,9 @@ class Site:
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])]
 )
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
     tmp_path = tmp_path_factory.mktemp("approval")
     if request.param == "sqlite":
         database_url = f"sqlite:///{tmp_path / 'fieldlink.db'}"
@@ -144,9 +146,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def test_a_site_user_approves_from_the_web_and_the_session_goes_active(site: Site) -> None:
     sid = site.open(site.required_id)
-    answer = site.call(
-        "POST", f"/sessions/{sid}/approve", "sam", json={"max_duration_s": 600}
-    )
+    answer = site.call("POST", f"/sessions/{sid}/approve", "sam", json={"max_duration_s": 600})
     assert answer.status_code == 200, answer.text
     approved = answer.json()
     assert approved["approved_by"] == "sam"
