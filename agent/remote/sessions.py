@@ -366,7 +366,7 @@ class SessionController:
         if entry.policy.consent == "local":
             self._log.warning(
                 "session %s: the %s decision (%s) by %s is ignored: this device takes "
-                "only a local approval (consent = \"local\")",
+                'only a local approval (consent = "local")',
                 entry.session_id,
                 spec.via,
                 spec.verdict,

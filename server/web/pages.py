@@ -27,6 +27,7 @@ from server.models import (
     RemoteSession,
     RemoteSessionPublic,
 )
+from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
 from server.web import admin, approval_link, dashboard, finder
 from server.web import customers as customer_pages
@@ -314,6 +315,7 @@ def device_page(
         open_faults=[a for a in alerts if a.open],
         alerts=alerts,
         sessions=sessions,
+        can_approve=can_approve(viewer.user, device),
         incidents=incidents,
         watched=crud.watched_by(session, gateway_id=device.id),
         open_incident_ids=[i.id for i in incidents if i.closed_at is None],
@@ -365,6 +367,7 @@ def session_page(
         ssh_port=getattr(request.app.state, "ssh_gateway_port", None),
         ssh_host=request.url.hostname or "server",
         observe=False,
+        can_approve=device is not None and can_approve(viewer.user, device),
     )
 
 
