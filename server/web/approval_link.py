@@ -84,7 +84,7 @@ async def approval_decision(
     view = await run_in_threadpool(approval.view_link, db, token[:256])
     if decision not in ("approve", "deny"):
         return _page(
-            request, view, status.HTTP_422_UNPROCESSABLE_ENTITY, error="Choose Approve or Deny."
+            request, view, status.HTTP_422_UNPROCESSABLE_CONTENT, error="Choose Approve or Deny."
         )
     link = view.link
     if view.problem is not None or link is None or link.id is None:
