@@ -45,10 +45,11 @@ module. Each session's SSH stack runs in a session process of its own
 (:mod:`agent.remote.session_process`), started once the session may dial and
 gone when it ends, so the agent returns to its idle footprint after a session.
 
-The module is slightly over 500 lines because the controller is one state
-machine (policy, consent, running, reporting) under a docstring that states its
-protocol; the event bodies are in :mod:`agent.remote.session_reports`, and how a
-session is run in :mod:`agent.remote.session_runners`.
+The module is over 500 lines because the controller is one state machine
+(policy, consent, running, reporting) under a docstring that states its
+protocol; the event bodies are in :mod:`agent.remote.session_reports`, the site's
+decisions in :mod:`agent.remote.session_decisions`, and how a session is run in
+:mod:`agent.remote.session_runners`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from agent.remote.commands import (
 )
 from agent.remote.policy import ASKING_CONSENT, SitePolicy
 from agent.remote.session_bodies import SessionOpen, parse_close, parse_decide, parse_open
+from agent.remote.session_decisions import NOT_AWAITING, SiteDecision, web_decision
 from agent.remote.session_reports import closed_report, one_line, refusal_body
 from agent.remote.session_runners import (
     RunnableSession,
@@ -106,10 +108,6 @@ BUSY: Final = "busy"
 UNKNOWN_SESSION: Final = "unknown_session"
 ALREADY_OPEN: Final = "already_open"
 EXPIRED: Final = "expired"
-#: Result errors of a refused ``session.decide``: the policy takes only a local decision,
-#: the session is not awaiting consent (any more).
-LOCAL_CONSENT: Final = "local_consent"
-NOT_AWAITING: Final = "not_awaiting"
 #: How long ``session.close`` and a local ``end`` wait for the session to be over.
 CLOSE_WAIT_S: Final = 3.0
 #: How long a stopping agent waits for its sessions to close and report.
@@ -117,28 +115,6 @@ SHUTDOWN_WAIT_S: Final = 5.0
 
 SessionState = Literal["awaiting_consent", "connecting", "active"]
 _Body = TypeVar("_Body")
-
-
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    verdict: Literal["approved", "denied", "closed"]
-    why: str = ""
-    close_reason: CloseReason = "site_denied"
-    #: Where the site decided (``local``, ``web``, ``link``), who (web), and what it said.
-    via: str = "local"
-    approver: str = ""
-    reason: str = ""
-    services: frozenset[str] | None = None
-    max_duration_s: float | None = None
-
-    def event_body(self) -> dict[str, Any]:
-        """What ``session.approved`` / ``session.denied`` say of the site's decision."""
-        body: dict[str, Any] = {"via": self.via}
-        if self.approver:
-            body["approver"] = self.approver
-        if self.reason:
-            body["reason"] = self.reason
-        return body
 
 
 @dataclass(slots=True)
@@ -160,7 +136,7 @@ class LocalSession:
     policy: SitePolicy
     state: SessionState
     since: datetime = field(default_factory=utcnow)
-    decision: asyncio.Future[_Decision] | None = field(default=None, repr=False)
+    decision: asyncio.Future[SiteDecision] | None = field(default=None, repr=False)
     runner: RunnableSession | None = field(default=None, repr=False)
     close_reason: CloseReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -345,7 +321,7 @@ class SessionController:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
         self._log.info("session %s: closing (%s)", entry.session_id, spec.reason)
         if entry.decision is not None and not entry.decision.done():
-            entry.decision.set_result(_Decision("closed", close_reason=spec.reason))
+            entry.decision.set_result(SiteDecision("closed", close_reason=spec.reason))
         else:
             self._end(entry, spec.reason)
         return {"session_id": entry.session_id, "state": await self._wait_closed(entry)}
@@ -363,34 +339,9 @@ class SessionController:
         entry = self._sessions.get(spec.session_id)
         if entry is None:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
-        if entry.policy.consent == "local":
-            self._log.warning(
-                "session %s: the %s decision (%s) by %s is ignored: this device takes "
-                'only a local approval (consent = "local")',
-                entry.session_id,
-                spec.via,
-                spec.verdict,
-                one_line(spec.approver),
-            )
-            raise CommandFailed(LOCAL_CONSENT, {"consent": "local"})
+        decision = web_decision(spec, entry.policy, self._log)
         if entry.decision is None or entry.decision.done():
             raise CommandFailed(NOT_AWAITING, {"state": entry.state})
-        services = None if spec.services is None else frozenset(spec.services)
-        refused = sorted(name for name in services or () if not entry.policy.is_allowed(name))
-        if refused:
-            raise CommandFailed(NOT_ALLOWED, {"services": refused})
-        if spec.verdict == "approve":
-            decision = _Decision(
-                "approved",
-                via=spec.via,
-                approver=spec.approver,
-                services=services,
-                max_duration_s=spec.max_duration_s,
-            )
-        else:
-            decision = _Decision(
-                "denied", why="denied", via=spec.via, approver=spec.approver, reason=spec.reason
-            )
         entry.decision.set_result(decision)
         return {"session_id": entry.session_id, "verdict": spec.verdict}
 
@@ -405,7 +356,7 @@ class SessionController:
         """
         entry = self._awaiting(session_id)
         assert entry.decision is not None  # noqa: S101 - _awaiting checked it
-        entry.decision.set_result(_Decision("approved"))
+        entry.decision.set_result(SiteDecision("approved"))
         return entry
 
     def deny(self, session_id: str) -> LocalSession:
@@ -417,7 +368,7 @@ class SessionController:
         """
         entry = self._awaiting(session_id)
         assert entry.decision is not None  # noqa: S101 - _awaiting checked it
-        entry.decision.set_result(_Decision("denied", why="denied"))
+        entry.decision.set_result(SiteDecision("denied", why="denied"))
         return entry
 
     async def end(self, session_id: str) -> str:
@@ -432,7 +383,7 @@ class SessionController:
         """
         entry = self.get(session_id)
         if entry.decision is not None and not entry.decision.done():
-            entry.decision.set_result(_Decision("denied", why="denied"))
+            entry.decision.set_result(SiteDecision("denied", why="denied"))
             await self._wait_closed(entry)
             return "denied"
         self._end(entry, "site_ended")
@@ -448,7 +399,7 @@ class SessionController:
         entries = list(self._sessions.values())
         for entry in entries:
             if entry.decision is not None and not entry.decision.done():
-                entry.decision.set_result(_Decision("closed", close_reason="site_ended"))
+                entry.decision.set_result(SiteDecision("closed", close_reason="site_ended"))
             else:
                 self._end(entry, "site_ended")
         tasks = [entry.task for entry in entries if entry.task is not None]
@@ -521,7 +472,7 @@ class SessionController:
         finally:
             self._sessions.pop(entry.session_id, None)
 
-    async def _consent(self, entry: LocalSession, spec: SessionOpen) -> _Decision:
+    async def _consent(self, entry: LocalSession, spec: SessionOpen) -> SiteDecision:
         assert entry.decision is not None  # noqa: S101 - only sessions awaiting consent
         left_s = (spec.expires_at - utcnow()).total_seconds()
         timeout_s = max(0.0, min(entry.policy.approval_timeout_s, left_s))
@@ -548,7 +499,7 @@ class SessionController:
             return await asyncio.wait_for(asyncio.shield(entry.decision), timeout_s)
         except TimeoutError:
             if not entry.decision.done():
-                entry.decision.set_result(_Decision("denied", why="timeout"))
+                entry.decision.set_result(SiteDecision("denied", why="timeout"))
             return entry.decision.result()
 
     async def _serve(self, entry: LocalSession, spec: SessionOpen) -> None:
