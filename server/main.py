@@ -24,6 +24,7 @@ from server.api.routes import (
     keys,
     knowledge,
     kpis,
+    maintenance,
     sessions,
     telemetry,
     tokens,
@@ -90,6 +91,7 @@ def api_router() -> APIRouter:
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)
+    router.include_router(maintenance.router)
     return router
 
 
