@@ -15,7 +15,7 @@ from server.crud.customers import create_customer
 from server.ingest.incidents import apply_fault_incidents
 from server.models import AuditEntry, DeviceCreate, Incident
 from server.models.customer import CustomerCreate
-from tests.fixtures.api_auth import Auth
+from tests.fixtures.api_auth import PASSWORD, Auth
 
 URL = "/api/v1/maintenance-windows"
 
@@ -161,3 +161,35 @@ def test_a_fault_in_a_window_opens_no_incident_and_one_outside_does(
             sa.select(Incident.device_id, Incident.error_code).order_by(Incident.device_id)  # type: ignore[arg-type]
         ).all()
     assert [tuple(row) for row in opened] == [("mfp-b", "SC-100"), ("mfp-c", "SC-541")]
+
+
+def test_the_device_page_shows_its_windows_and_that_it_is_in_one(
+    client: TestClient, engine: Engine, auth: Auth
+) -> None:
+    _fleet(engine)
+    operator = auth("operator")
+    client.post(URL, json=_now_window(device_id="mfp-a", reason="<b>toner</b>"), headers=operator)
+    client.post(
+        URL,
+        json={
+            "customer_number": "C-1",
+            "start": "2026-01-03T02:00:00",
+            "timezone": "Asia/Tokyo",
+            "duration_minutes": 60,
+            "rrule": "FREQ=MONTHLY;BYMONTHDAY=3",
+            "reason": "monthly check",
+        },
+        headers=operator,
+    )
+    login = client.post("/login", data={"username": "operator1", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    page = client.get("/devices/mfp-a").text
+    assert 'id="in-maintenance"' in page
+    card = page.split('id="maintenance-title"', 1)[1].split("</section>", 1)[0]
+    assert card.count("data-window=") == 2
+    assert "&lt;b&gt;toner&lt;/b&gt;" in card
+    assert "FREQ=MONTHLY;BYMONTHDAY=3" in card
+    assert "Asia/Tokyo" in card
+    other = client.get("/devices/mfp-c").text
+    assert 'id="in-maintenance"' not in other
+    assert 'id="maintenance-title"' not in other
