@@ -25,6 +25,7 @@ from server.api.routes import (
     keys,
     knowledge,
     kpis,
+    maintenance,
     sessions,
     telemetry,
     tokens,
@@ -92,6 +93,7 @@ def api_router() -> APIRouter:
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)
+    router.include_router(maintenance.router)
     return router
 
 

@@ -11,6 +11,9 @@ path of a batch of plain samples.
   idempotent on the unique partial index ``uq_incident_open_alert`` (one open
   alert incident per device and code): a repeat, or a second server process
   seeing the same fault, changes that incident instead of adding one.
+- A fault raised while its device is in a maintenance window (its own, its
+  customer's or its site's: :mod:`server.maintenance`) opens no incident; the
+  alert itself is recorded as always.
 - A fault that clears proposes its clearing time as the open incident's
   ``restored_at_proposed`` (the desk confirms it when closing); raised again
   before the incident is closed, the proposal is withdrawn.
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from server.maintenance.records import covered
 from server.models import Device, Incident
 from server.models.base import UTCDateTime
 from shared.ids import utcnow
@@ -121,6 +125,9 @@ def apply_fault_incidents(
 ) -> None:
     """Open and propose to restore the incidents of the batch's device faults."""
     rows = incident_rows(opened)
+    if rows:
+        quiet = covered(conn, [(row["fault_device"], row["at"]) for row in rows])
+        rows = [row for row in rows if (row["fault_device"], row["at"]) not in quiet]
     if rows:
         conn.execute(_insert_statement(conn.dialect.name), rows)
     if cleared_faults:

@@ -60,6 +60,12 @@ from server.models.knowledge import (
     KnowledgeHit,
     KnowledgeHits,
 )
+from server.models.maintenance import (
+    MaintenanceWindow,
+    MaintenanceWindowCreate,
+    MaintenanceWindowPublic,
+    MaintenanceWindowsPublic,
+)
 from server.models.session import (
     ExecRequest,
     ExecResultPublic,
@@ -134,6 +140,10 @@ __all__ = [
     "KnowledgeHit",
     "KnowledgeHits",
     "LoginThrottle",
+    "MaintenanceWindow",
+    "MaintenanceWindowCreate",
+    "MaintenanceWindowPublic",
+    "MaintenanceWindowsPublic",
     "MfaRecoveryCode",
     "RemoteSession",
     "RemoteSessionCreate",

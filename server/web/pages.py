@@ -19,6 +19,7 @@ from sqlmodel import Session, col, func, select
 from server import crud
 from server.api.deps import SessionDep
 from server.incidents.records import list_incidents, session_ids_of
+from server.maintenance import records as maintenance
 from server.models import (
     DEVICE_TYPES,
     Alert,
@@ -303,6 +304,7 @@ def device_page(
         .limit(10)
     ).all()
     incidents, _ = list_incidents(session, device_id=device_id, limit=10)
+    windows = [maintenance.to_public(w) for w in maintenance.windows_of_device(session, device_id)]
     return _page(
         request,
         "device.html",
@@ -321,6 +323,8 @@ def device_page(
         open_incident_ids=[i.id for i in incidents if i.closed_at is None],
         chart_metrics=chart_metrics(device),
         channels=CHANNELS,
+        windows=[w for w in windows if w.active is not None or w.next_starts],
+        in_maintenance=next((w for w in windows if w.active is not None), None),
     )
 
 

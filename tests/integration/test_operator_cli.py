@@ -187,26 +187,10 @@ def test_an_operator_escalates_an_incident_over_the_api(
 def _support_cli(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """``fieldlink alerts|knowledge`` in process, with the entry points of this checkout's
-    pyproject.toml (a venv installed before they were added does not list them yet)."""
-    import tomllib
-    from importlib.metadata import EntryPoint
+    """``fieldlink alerts|knowledge`` in process, with this checkout's commands declared."""
+    from tests.fixtures.cli import declare_commands, fieldlink
 
-    import shared.cli
-    from tests.fixtures.cli import fieldlink
-
-    declared = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    ours = declared["project"]["entry-points"][shared.cli.GROUP]
-    installed = shared.cli.entry_points
-
-    def entry_points(group: str) -> list[EntryPoint]:
-        found = list(installed(group=group))
-        known = {ep.name for ep in found}
-        return found + [
-            EntryPoint(name, value, group) for name, value in ours.items() if name not in known
-        ]
-
-    monkeypatch.setattr(shared.cli, "entry_points", entry_points)
+    declare_commands(monkeypatch)
     done = fieldlink(*args, env={"FIELDLINK_CREDENTIALS": str(tmp_path / "credentials.json")})
     return subprocess.CompletedProcess(list(args), done.returncode, done.stdout, done.stderr)
 

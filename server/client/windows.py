@@ -1,0 +1,140 @@
+"""``fieldlink window list|add|delete``: maintenance windows over the API.
+
+Runs against the server saved by ``fieldlink login`` (``fieldlink[client]`` is
+enough). A window covers one device (``--device``), a customer's devices
+(``--customer``) or one of its sites (``--customer C --site NAME``); a recurring
+one takes an RFC 5545 rule read in ``--tz`` (``--rrule "FREQ=WEEKLY;BYDAY=SU"``).
+During a window, faults and offline states open no incident and send no
+notification. Bad input is one ``error:`` line, the API's refusal too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from server.client.api import ApiClient, part
+from server.client.tables import echo_page
+from shared.errors import InvalidInput
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
+
+window_app = typer.Typer(
+    help="Maintenance windows: faults in one open no incident and notify nobody.",
+    no_args_is_help=True,
+)
+
+
+def _when(value: Any) -> str:
+    return str(value or "-")[:16].replace("T", " ")
+
+
+def _covers(window: dict[str, Any]) -> str:
+    if window.get("device_id"):
+        return str(window["device_id"])
+    site = f"/{window['site']}" if window.get("site") else ""
+    return f"{window['customer_number']}{site}"
+
+
+@window_app.command("list")
+def list_command(
+    device: Annotated[
+        str | None, typer.Option("--device", help="the windows covering this device")
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="this customer's windows and its devices'")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List windows with the one in progress and the next start."""
+    params = {k: v for k, v in (("device_id", device), ("customer", customer)) if v is not None}
+    with ApiClient.from_credentials() as api:
+        page: dict[str, Any] = api.request("GET", "/maintenance-windows", params=params)
+    echo_page(
+        page,
+        as_json=as_json,
+        header=("ID", "COVERS", "MINUTES", "RULE", "ZONE", "NOW", "NEXT", "REASON"),
+        row=lambda w: (
+            str(w["id"]),
+            _covers(w),
+            str(w["duration_minutes"]),
+            w.get("rrule") or "once",
+            w["timezone"],
+            "yes" if w.get("active") else "-",
+            _when((w.get("next_starts") or [None])[0]),
+            (w.get("reason") or "-")[:40],
+        ),
+        noun="maintenance windows",
+    )
+
+
+@window_app.command("add")
+def add_command(
+    start: Annotated[
+        datetime,
+        typer.Option(
+            "--start",
+            help="the first start, e.g. 2026-12-13T02:00 (in --tz unless it has an offset)",
+        ),
+    ],
+    minutes: Annotated[
+        int, typer.Option("--minutes", help="how long each occurrence lasts", min=1, max=44640)
+    ],
+    device: Annotated[str | None, typer.Option("--device", help="one device")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="a customer's devices (its number)")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="with --customer: only this site's devices")
+    ] = None,
+    rrule: Annotated[
+        str | None,
+        typer.Option("--rrule", help='repeat by an RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=SU"'),
+    ] = None,
+    tz: Annotated[
+        str, typer.Option("--tz", help="the IANA time zone of --start and --rrule")
+    ] = "UTC",
+    reason: Annotated[str, typer.Option("--reason", help="why (shown on the device page)")] = "",
+    preapprove: Annotated[
+        bool,
+        typer.Option(
+            "--preapprove-sessions", help="sessions in the window need no consent (admin)"
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Plan a window for a device, a customer or a site."""
+    if (device is None) == (customer is None):
+        msg = "give either --device or --customer"
+        raise InvalidInput(msg)
+    body: dict[str, Any] = {
+        "device_id": device,
+        "customer_number": customer,
+        "site": site,
+        "start": start.isoformat(),
+        "duration_minutes": minutes,
+        "rrule": rrule,
+        "timezone": tz,
+        "reason": reason,
+        "preapprove_sessions": preapprove,
+    }
+    with ApiClient.from_credentials() as api:
+        window: dict[str, Any] = api.request("POST", "/maintenance-windows", json=body)
+    if as_json:
+        typer.echo(json.dumps(window, indent=2))
+        return
+    upcoming = ", ".join(_when(s) for s in window.get("next_starts", [])[:3]) or "none"
+    typer.echo(f"window {window['id']} for {_covers(window)}; next (UTC): {upcoming}")
+
+
+@window_app.command("delete")
+def delete_command(
+    window_id: Annotated[int, typer.Argument(help="the window's id", min=1)],
+) -> None:
+    """Remove a window."""
+    with ApiClient.from_credentials() as api:
+        api.request("DELETE", f"/maintenance-windows/{part(str(window_id))}")
+    typer.echo(f"window {window_id} removed")

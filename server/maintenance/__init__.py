@@ -1,0 +1,1 @@
+"""Maintenance windows: the schedule (pure) and the records (database)."""
