@@ -13,7 +13,7 @@ WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist
+.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist translations
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -110,3 +110,11 @@ migration: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache tests/artifacts
+
+# The console's catalogs (gettext domain "messages"): extract the texts, merge them into
+# each language's .po, compile the .mo files the wheel carries.
+WEB_LOCALE := server/web/locale
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F server/web/babel.cfg -k N_ --no-location --sort-output -o $(WEB_LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(WEB_LOCALE)/messages.pot -d $(WEB_LOCALE) --no-fuzzy-matching --width 100
+	$(BIN)/pybabel compile -d $(WEB_LOCALE) --statistics

@@ -26,6 +26,7 @@ from server.api.routes import (
     knowledge,
     kpis,
     maintenance,
+    preferences,
     sessions,
     telemetry,
     tokens,
@@ -79,6 +80,7 @@ def api_router() -> APIRouter:
     """Every ``/api/v1`` route."""
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     router.include_router(auth.router)
+    router.include_router(preferences.router)
     router.include_router(tokens.router)
     router.include_router(devices.router)
     router.include_router(telemetry.router)

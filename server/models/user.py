@@ -39,6 +39,9 @@ class User(SQLModel, table=True):
     )
     password_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
+    #: The console's language for this user (``en``, ``ja``, ``zh``, ``de``, ``fr``);
+    #: ``None``: the browser's (``Accept-Language``). See :mod:`server.i18n`.
+    language: str | None = Field(default=None, max_length=8)
 
 
 class ApiToken(SQLModel, table=True):
@@ -97,6 +100,8 @@ class UserPublic(SQLModel):
     must_change_password: bool = False
     #: Whether the user logs in with a second factor (a confirmed TOTP).
     mfa_enabled: bool = False
+    #: The console's language (``None``: the browser's).
+    language: str | None = None
     created_at: datetime
 
 

@@ -30,7 +30,7 @@ from server.models import (
 )
 from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import admin, approval_link, dashboard, finder
+from server.web import admin, approval_link, dashboard, finder, preferences
 from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
@@ -47,6 +47,7 @@ router.include_router(admin.router)
 router.include_router(finder.router)
 router.include_router(customer_pages.router)
 router.include_router(approval_link.router)
+router.include_router(preferences.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50

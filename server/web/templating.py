@@ -9,14 +9,38 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
+from server import i18n
 from server.web.readings import label
+from server.web.texts import ROLE_NAMES
 from shared import __version__
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+#: The console's catalogs (gettext domain ``messages``): ``locale/<lang>/LC_MESSAGES``.
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "messages"
 
-templates = Jinja2Templates(directory=TEMPLATES_DIR)
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, extensions=["jinja2.ext.i18n"]
+    )
+)
+
+
+def gettext(message: str) -> str:
+    """``message`` in the language of the page being rendered (:func:`server.i18n.current`)."""
+    return i18n.catalog(LOCALE_DIR, DOMAIN, i18n.current()).gettext(message)
+
+
+def ngettext(singular: str, plural: str, count: int) -> str:
+    """The singular or plural of a message, in the language of the page being rendered."""
+    return i18n.catalog(LOCALE_DIR, DOMAIN, i18n.current()).ngettext(singular, plural, count)
+
+
+# One environment for every language: the callables read the page's language when called.
+templates.env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 
 #: Every page: never framed by another site (clickjacking), no sniffing, no referrer leaks.
 SECURITY_HEADERS = {
@@ -28,13 +52,30 @@ SECURITY_HEADERS = {
 }
 
 
+def page_language(request: Request, context: dict[str, Any]) -> str:
+    """The language a page is rendered in: the viewer's setting, else the browser's."""
+    viewer = context.get("viewer")
+    preferred = getattr(getattr(viewer, "user", None), "language", None)
+    return i18n.negotiate(preferred, request.headers.get("accept-language"))
+
+
 def render(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
-    """A page from its template, with the console's security headers."""
-    return templates.TemplateResponse(
-        request, name, context, status_code=status_code, headers=SECURITY_HEADERS
-    )
+    """A page from its template in the viewer's language, with the console's security headers."""
+    language = page_language(request, context)
+    with i18n.use(language):
+        if isinstance(context.get("title"), str):
+            context = {**context, "title": gettext(context["title"])}
+        # Starlette renders the template here, in this thread: the language holds throughout.
+        response: HTMLResponse = templates.TemplateResponse(
+            request,
+            name,
+            {"lang": language, "html_lang": i18n.HTML_LANG[language], **context},
+            status_code=status_code,
+            headers={**SECURITY_HEADERS, "Content-Language": i18n.HTML_LANG[language]},
+        )
+    return response
 
 
 def _utc_text(value: datetime | str | None) -> tuple[str, datetime | None]:
@@ -75,15 +116,17 @@ def _iso(value: datetime | None) -> str:
 
 
 def _percent(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f} %"
+    """A fraction as the reader writes a percentage (``62 %`` in French, ``62%`` in English)."""
+    return "—" if value is None else i18n.format_percent(value, digits)
 
 
 def _number(value: Any, digits: int = 0) -> str:
+    """A number with the reader's digit grouping and decimal sign."""
     if value is None:
         return "—"
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return f"{float(value):,.{digits}f}"
+        return i18n.format_number(value)
+    return i18n.format_number(float(value), digits)
 
 
 #: Why a device went offline, as an operator reads it (the agent's or the server's word).
@@ -158,3 +201,5 @@ templates.env.filters["number"] = _number
 templates.env.globals["version"] = __version__
 templates.env.globals["device_badges"] = device_badges
 templates.env.globals["metric_label"] = label
+templates.env.globals["language_names"] = i18n.LANGUAGE_NAMES
+templates.env.globals["role_names"] = ROLE_NAMES

@@ -1,0 +1,33 @@
+"""The viewer's console language: ``POST /account/language`` (the account page's form)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import RedirectResponse, Response
+
+from server import audit, i18n
+from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf
+from server.web.auth import ACCOUNT_PATH, ViewerDep
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post(f"{ACCOUNT_PATH}/language")
+async def choose_language(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    """Keep the viewer's language (empty: the browser's); back to the account page in it."""
+    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
+    form = await request.form()
+    chosen = i18n.supported(str(form.get("language", ""))[:16])
+    user = viewer.user
+    if chosen != user.language:
+        user.language = chosen
+        session.add(user)
+        audit.record(
+            session,
+            actor=user.username,
+            action="user.preferences",
+            target=f"user:{user.username}",
+            details={"language": chosen},
+        )
+        session.commit()
+    return RedirectResponse(f"{ACCOUNT_PATH}#language", status_code=status.HTTP_303_SEE_OTHER)
