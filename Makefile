@@ -13,7 +13,7 @@ WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist
+.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist translations
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -110,3 +110,11 @@ migration: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache tests/artifacts
+
+# The survey page's and e-mail's catalogs (gettext domain "survey"): extract the texts,
+# merge them into each language's .po, compile the .mo files the wheel carries.
+SURVEY_LOCALE := server/surveys/locale
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F server/surveys/babel.cfg -k gettext:2 --no-location -o $(SURVEY_LOCALE)/survey.pot .
+	$(BIN)/pybabel update -D survey -i $(SURVEY_LOCALE)/survey.pot -d $(SURVEY_LOCALE) --no-location
+	$(BIN)/pybabel compile -D survey -d $(SURVEY_LOCALE) --statistics

@@ -25,6 +25,7 @@ from server.api.routes import (
     knowledge,
     kpis,
     sessions,
+    surveys,
     telemetry,
     tokens,
     users,
@@ -90,6 +91,7 @@ def api_router() -> APIRouter:
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)
+    router.include_router(surveys.router)
     return router
 
 
@@ -257,6 +259,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from server.web import mount_console
 
     mount_console(app)  # the web console at /, its files at /static
+    from server.surveys.page import router as survey_page
+
+    app.include_router(survey_page)  # the customers' survey page, without login
     from server.web.apidocs import mount_api_docs
 
     mount_api_docs(app)  # Swagger UI at /docs, ReDoc at /redoc, no CDN
