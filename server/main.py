@@ -29,6 +29,7 @@ from server.api.routes import (
     telemetry,
     tokens,
     users,
+    voice,
 )
 from server.api.routes import audit as audit_routes
 from server.config import ServerSettings
@@ -85,6 +86,7 @@ def api_router() -> APIRouter:
     router.include_router(incidents.router)
     router.include_router(alerts.router)
     router.include_router(knowledge.router)
+    router.include_router(voice.router)  # /kpis/voice, before /kpis's own paths
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
@@ -114,6 +116,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.debug("KPI gauges already registered in this process")
         else:
             stack.callback(BUSINESS_REGISTRY.unregister, kpi_collector)
+        from server.kpi.voice_metrics import register_voice_collector
+
+        try:
+            voice_collector = register_voice_collector(engine)
+        except ValueError:
+            logger.debug("voice gauges already registered in this process")
+        else:
+            stack.callback(BUSINESS_REGISTRY.unregister, voice_collector)
         from server.upkeep import PkiUpkeep, Upkeep
 
         # The periodic jobs; started before the MQTT clients, so that a CRL or a

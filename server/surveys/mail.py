@@ -132,9 +132,7 @@ def send_due(session: Session, settings: object, now: datetime | None = None) ->
     sent = sum(deliver(session, settings, s, reminder=False) for s in unsent)
     due = now - timedelta(days=config.reminder_after_days)
     to_remind = session.exec(
-        select(Survey).where(
-            *open_, col(Survey.sent_at) <= due, col(Survey.reminded_at).is_(None)
-        )
+        select(Survey).where(*open_, col(Survey.sent_at) <= due, col(Survey.reminded_at).is_(None))
     ).all()
     reminded = sum(deliver(session, settings, s, reminder=True) for s in to_remind)
     return sent, reminded

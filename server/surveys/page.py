@@ -96,7 +96,9 @@ async def answer_survey_form(
     language = supported(lang) or (survey.language if survey is not None else "en")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > FORM_MAX_BYTES:
-        problem = gettext(language, "Your comment is too long (at most %(max)s characters).", max=COMMENT_MAX)
+        problem = gettext(
+            language, "Your comment is too long (at most %(max)s characters).", max=COMMENT_MAX
+        )
         if survey is None:
             return _page(language, status.HTTP_404_NOT_FOUND, state="invalid")
         return _form(survey, language, status.HTTP_413_CONTENT_TOO_LARGE, problem=problem)
@@ -108,7 +110,9 @@ async def answer_survey_form(
         return closed or _page(language, status.HTTP_404_NOT_FOUND, state="invalid")
     comment = values.get("comment") or None
     if comment is not None and len(comment) > COMMENT_MAX:
-        problem = gettext(language, "Your comment is too long (at most %(max)s characters).", max=COMMENT_MAX)
+        problem = gettext(
+            language, "Your comment is too long (at most %(max)s characters).", max=COMMENT_MAX
+        )
         return _form(survey, language, 422, problem=problem, values=values)
     try:
         answer = SurveyAnswer.model_validate(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
@@ -46,7 +47,7 @@ COUNTRY_LANGUAGES = {
 class SurveyClosed(Conflict):
     """The survey cannot be answered (any more): ``reason`` is ``expired`` or ``answered``."""
 
-    def __init__(self, reason: Literal["expired", "answered"], message: str) -> None:
+    def __init__(self, message: str, *, reason: Literal["expired", "answered"]) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -64,13 +65,13 @@ class Contact:
 def key_of(settings: object) -> bytes:
     """The survey key (made at first use): ``survey.key_file`` or ``state_dir/survey.key``."""
     survey = survey_settings_of(settings)
-    path = survey.key_file or getattr(settings, "state_dir", None)
-    if survey.key_file is None:
-        if path is None:
-            msg = "survey links need state_dir or survey.key_file"
-            raise tokens.SurveyKeyError(msg)
-        path = path / "survey.key"
-    return tokens.load_key(path)
+    if survey.key_file is not None:
+        return tokens.load_key(survey.key_file)
+    state_dir = getattr(settings, "state_dir", None)
+    if not isinstance(state_dir, Path):
+        msg = "survey links need state_dir or survey.key_file"
+        raise tokens.SurveyKeyError(msg)
+    return tokens.load_key(state_dir / "survey.key")
 
 
 def base_url(settings: object) -> str:
@@ -78,7 +79,8 @@ def base_url(settings: object) -> str:
     public = getattr(settings, "public_url", None)
     if public:
         return str(public).rstrip("/")
-    return f"http://{getattr(settings, 'http_host', '127.0.0.1')}:{getattr(settings, 'http_port', 8080)}"
+    host = getattr(settings, "http_host", "127.0.0.1")
+    return f"http://{host}:{getattr(settings, 'http_port', 8080)}"
 
 
 def survey_url(settings: object, survey: Survey, key: bytes | None = None) -> str:
@@ -131,9 +133,7 @@ def contact_of(session: Session, incident: Incident) -> tuple[str | None, Contac
     )
     callers = {
         ani
-        for ani in session.exec(
-            select(Call.ani_e164).where(Call.incident_id == incident.id)
-        ).all()
+        for ani in session.exec(select(Call.ani_e164).where(Call.incident_id == incident.id)).all()
         if ani
     }
     chosen = next((c for c in contacts if c.phone and c.phone in callers), None)
@@ -234,9 +234,11 @@ def find_survey(session: Session, token: str) -> Survey:
 def check_open(survey: Survey, now: datetime | None = None) -> None:
     """Raise :class:`SurveyClosed` when the survey was answered or has expired."""
     if survey.answered_at is not None:
-        raise SurveyClosed("answered", "this survey was answered already: thank you")
+        msg = "this survey was answered already: thank you"
+        raise SurveyClosed(msg, reason="answered")
     if (now or utcnow()) >= survey.expires_at:
-        raise SurveyClosed("expired", "this survey has expired")
+        msg = "this survey has expired"
+        raise SurveyClosed(msg, reason="expired")
 
 
 def low_reasons(answer: SurveyAnswer) -> list[str]:
@@ -297,7 +299,8 @@ def record_answer(
     )
     if written.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
-        raise SurveyClosed("answered", "this survey was answered already: thank you")
+        msg = "this survey was answered already: thank you"
+        raise SurveyClosed(msg, reason="answered")
     reasons = low_reasons(answer)
     if reasons:
         open_followup(session, survey=survey, reasons=reasons, settings=settings, now=now)

@@ -33,7 +33,6 @@ from server.incidents.csv_io import (
     import_incidents_csv,
 )
 from server.incidents.similar import SimilarCases, model_of, similar_cases
-from server.surveys.records import after_close, url_of_incident
 from server.models import (
     IncidentClose,
     IncidentCreate,
@@ -42,6 +41,7 @@ from server.models import (
     IncidentsPublic,
     IncidentUpdate,
 )
+from server.surveys.records import after_close, url_of_incident
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 

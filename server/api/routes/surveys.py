@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
@@ -26,7 +26,7 @@ from server.surveys.mail import links_csv_rows
 router = APIRouter(tags=["surveys"])
 
 _TOKEN = Annotated[str, Path(max_length=64, description="the survey link's token")]
-_CLOSED = {
+_CLOSED: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such survey"},
     409: {"model": ErrorResponse, "description": "Answered already"},
     410: {"model": ErrorResponse, "description": "Expired"},

@@ -60,12 +60,15 @@ def test_closing_makes_a_survey_answered_once(
     incident_id = _incident(client, auth, device_id)
     closed = _close(client, auth, incident_id, "remote")
     url = closed["survey_url"]
-    assert url and "/survey/" in url
+    assert url
+    assert "/survey/" in url
     token = _token(url)
     # Only a hash of the token is stored.
     stored = _rows(engine, Survey)
-    assert len(stored) == 1 and token not in str(stored[0])
-    assert stored[0].language == "ja" and stored[0].touchpoints == "call_center,remote_fix"
+    assert len(stored) == 1
+    assert token not in str(stored[0])
+    assert stored[0].language == "ja"
+    assert stored[0].touchpoints == "call_center,remote_fix"
     shown = client.get(f"/api/v1/incidents/{incident_id}", headers=auth("operator")).json()
     assert shown["survey_url"] == url
     asked = client.get(f"/api/v1/surveys/{token}").json()
@@ -124,24 +127,28 @@ def test_a_detractor_opens_a_followup_the_desk_closes(
     incident_id = _incident(client, auth, device_id)
     token = _token(_close(client, auth, incident_id, "dispatch")["survey_url"])
     page = client.get(f"/survey/{token}?lang=de")
-    assert page.status_code == 200 and "Wie waren wir?" in page.text
+    assert page.status_code == 200
+    assert "Wie waren wir?" in page.text
     assert page.headers["referrer-policy"] == "no-referrer"
     answer = client.post(
         f"/survey/{token}",
         data={"lang": "fr", "recommend": "3", "sat_on_site": "1", "comment": "trop lent"},
     )
-    assert answer.status_code == 200 and "Merci" in answer.text
+    assert answer.status_code == 200
+    assert "Merci" in answer.text
     listed = client.get("/api/v1/followups?state=open", headers=auth("operator")).json()
     assert listed["count"] == 1
     item = listed["items"][0]
-    assert item["incident_id"] == incident_id and "recommend 3" in item["reason"]
+    assert item["incident_id"] == incident_id
+    assert "recommend 3" in item["reason"]
     assert item["comment"] == "trop lent"
     closed = client.post(
         f"/api/v1/followups/{item['id']}/close",
         json={"note": "called back, engineer revisits"},
         headers=auth("operator"),
     )
-    assert closed.status_code == 200 and closed.json()["state"] == "closed"
+    assert closed.status_code == 200
+    assert closed.json()["state"] == "closed"
     assert client.get("/api/v1/followups?state=open", headers=auth("operator")).json()["count"] == 0
     again = client.post(
         f"/api/v1/followups/{item['id']}/close", json={"note": "x"}, headers=auth("operator")
@@ -155,7 +162,8 @@ def test_the_quiet_period_asks_a_contact_once(
     device_id = _setup(client, auth)
     first = _close(client, auth, _incident(client, auth, device_id), "phone")
     second = _close(client, auth, _incident(client, auth, device_id), "phone")
-    assert first["survey_url"] and second["survey_url"] is None
+    assert first["survey_url"]
+    assert second["survey_url"] is None
     assert len(_rows(engine, Survey)) == 1
 
 
@@ -165,4 +173,5 @@ def test_the_links_export_is_for_managers(client: TestClient, auth: Auth) -> Non
     assert client.get("/api/v1/surveys", headers=auth("operator")).status_code == 403
     text = client.get("/api/v1/surveys", headers=auth("manager")).text
     assert text.splitlines()[0].startswith("incident_id,contact_name")
-    assert url in text and "t@sakura.example" in text
+    assert url in text
+    assert "t@sakura.example" in text
