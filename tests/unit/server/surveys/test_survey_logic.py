@@ -13,6 +13,7 @@ from babel.messages.pofile import read_po
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server.kpi.voice import nps
 from server.models import Incident
 from server.models.survey import LANGUAGES, SurveyAnswer
 from server.surveys import tokens
@@ -20,7 +21,6 @@ from server.surveys.followups import add_business_hours
 from server.surveys.i18n import LOCALE_DIR, render, translations
 from server.surveys.mail import compose
 from server.surveys.records import language_of, low_reasons, touchpoints_of
-from server.kpi.voice import nps
 
 TRANSLATED = [lang for lang in LANGUAGES if lang != "en"]
 
