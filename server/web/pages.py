@@ -35,6 +35,7 @@ from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
 from server.web.readings import readings
 from server.web.templating import render
+from server.web.voice import callbacks, customer_voice, survey_links
 from shared.errors import NotFound
 from shared.wire import HEALTH_STATUSES
 
@@ -226,6 +227,7 @@ def desk(
         my_incidents=mine,
         watchable=watchable,
         alert_incidents=alert_incidents(session, DESK_INCIDENTS),
+        callbacks=callbacks(session),
         customers=customers(session),
         device_types=DEVICE_TYPES,
         statuses=STATUSES,
@@ -318,6 +320,7 @@ def device_page(
         open_incident_ids=[i.id for i in incidents if i.closed_at is None],
         chart_metrics=chart_metrics(device),
         channels=CHANNELS,
+        voice=customer_voice(session, customer_number=device.customer_number, device_id=device.id),
     )
 
 
@@ -424,6 +427,9 @@ def incidents_page(
         nav="incidents",
         incidents=rows,
         linked=linked,
+        surveys=survey_links(
+            session, request.app.state.settings, [r.id for r in rows if r.id is not None]
+        ),
         total=total,
         state=state,
         device_id=device_id or "",
