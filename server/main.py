@@ -137,6 +137,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upkeep.start()
         stack.push_async_callback(upkeep.stop)
         app.state.upkeep = upkeep
+        if settings.survey.smtp_host:
+            from server.surveys.mail import MAIL_JOB, mail_job
+
+            upkeep.add(mail_job(engine, settings))  # new surveys and their one reminder
+            stack.push_async_callback(upkeep.remove, MAIL_JOB)
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker

@@ -12,7 +12,9 @@ import smtplib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from server.incidents.csv_io import neutralize
@@ -21,6 +23,9 @@ from server.surveys import records
 from server.surveys.config import SurveySettings, survey_settings_of
 from server.surveys.i18n import gettext
 from shared.ids import utcnow
+
+if TYPE_CHECKING:
+    from server.upkeep import Job
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +164,23 @@ def links_csv_rows(session: Session, settings: object, *, state: str) -> Iterato
             survey.sent_at.isoformat() if survey.sent_at else "",
             survey.reminded_at.isoformat() if survey.reminded_at else "",
         ]
+
+
+#: The upkeep job that e-mails new surveys and the one reminder (when a relay is set).
+MAIL_JOB = "survey-mail"
+
+
+def mail_job(engine: Engine, settings: object, interval_s: float = 600.0) -> Job:
+    """The periodic job sending what :func:`send_due` finds, in a thread (smtplib blocks)."""
+    import asyncio
+
+    from server.upkeep import Job
+
+    def run_once() -> tuple[int, int]:
+        with Session(engine, expire_on_commit=False) as session:
+            return send_due(session, settings)
+
+    async def run() -> tuple[int, int]:
+        return await asyncio.to_thread(run_once)
+
+    return Job(MAIL_JOB, interval_s, run, at_start=False)
