@@ -111,10 +111,15 @@ migration: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache tests/artifacts
 
-# The console's catalogs (gettext domain "messages"): extract the texts, merge them into
-# each language's .po, compile the .mo files the wheel carries.
+# The gettext catalogs: the console's (domain "messages", server/web/locale) and the survey
+# page's and e-mail's (domain "survey", server/surveys/locale). Extract the texts, merge them
+# into each language's .po, compile the .mo files the wheel carries.
 WEB_LOCALE := server/web/locale
+SURVEY_LOCALE := server/surveys/locale
 translations: $(STAMP)
 	$(BIN)/pybabel extract -F server/web/babel.cfg -k N_ --no-location --sort-output -o $(WEB_LOCALE)/messages.pot .
 	$(BIN)/pybabel update -i $(WEB_LOCALE)/messages.pot -d $(WEB_LOCALE) --no-fuzzy-matching --width 100
 	$(BIN)/pybabel compile -d $(WEB_LOCALE) --statistics
+	$(BIN)/pybabel extract -F server/surveys/babel.cfg -k gettext:2 --no-location -o $(SURVEY_LOCALE)/survey.pot .
+	$(BIN)/pybabel update -D survey -i $(SURVEY_LOCALE)/survey.pot -d $(SURVEY_LOCALE) --no-fuzzy-matching
+	$(BIN)/pybabel compile -D survey -d $(SURVEY_LOCALE) --statistics

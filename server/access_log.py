@@ -5,8 +5,8 @@ replaced (every value on the CTI lookup paths: a caller's number), the status
 (101 and the close code for a WebSocket), the bytes sent,
 the duration, the client address (a trusted proxy's ``X-Forwarded-For``, see
 ``forwarded_allow_ips``) and the user agent. Never the ``Authorization`` header,
-cookies, request bodies or a token in the path (``/api/v1/surveys/{token}``, an
-approval link's ``/approve/{token}``).
+cookies, request bodies or a token in the path (``/api/v1/surveys/{token}``,
+``/survey/{token}``, an approval link's ``/approve/{token}``).
 
 On by default (``access_log``), into the server's log or, with
 ``access_log_file``, a file of its own.
@@ -31,7 +31,7 @@ logger = logging.getLogger("fieldlink.access")
 SECRET_PARAMS: Final = ("token", "password", "passwd", "secret", "key", "sig", "code", "csrf")
 REDACTED: Final = "[redacted]"
 #: Paths whose last segment is a secret.
-_SECRET_PATHS: Final = re.compile(r"^(/api/v1/surveys/|/approve/)[^/]+")
+_SECRET_PATHS: Final = re.compile(r"^(/api/v1/surveys/|/survey/|/approve/)[^/]+")
 #: Paths whose every query value is personal data (a caller's phone number): all redacted.
 PERSONAL_QUERY_PATHS: Final = frozenset({"/desk/call", "/api/v1/lookup"})
 

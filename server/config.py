@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from server.config_file import FieldlinkSettings, load_settings
 from server.kpi.config import KpiSettings
+from server.surveys.config import SurveySettings
 from shared.tomlfile import resolve_config_path
 from shared.wire import Severity
 
@@ -156,6 +157,8 @@ class ServerSettings(FieldlinkSettings):
 
     # Incidents and KPIs (``[server.kpi]``): baseline fallbacks, dispatch costs.
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+    # Customer surveys after closed incidents, follow-ups (``[server.survey]``).
+    survey: SurveySettings = Field(default_factory=SurveySettings)
 
 
 def load_server_settings(path: Path | None = None, **overrides: object) -> ServerSettings:

@@ -170,6 +170,9 @@ def _seed_incidents(session: Session, devices: int) -> None:
         return
     rows = [session.get(Device, device_id) for device_id in demo_device_ids(devices)]
     seed_demo_incidents(session, [row for row in rows if row is not None])
+    from server.surveys.demo import seed_demo_surveys
+
+    seed_demo_surveys(session)  # the customer's voice on those cases, labelled demo
 
 
 async def run_demo(directory: Path, devices: int, port: int, interval: float) -> None:

@@ -28,9 +28,11 @@ from server.api.routes import (
     maintenance,
     preferences,
     sessions,
+    surveys,
     telemetry,
     tokens,
     users,
+    voice,
 )
 from server.api.routes import audit as audit_routes
 from server.config import ServerSettings
@@ -88,6 +90,7 @@ def api_router() -> APIRouter:
     router.include_router(incidents.router)
     router.include_router(alerts.router)
     router.include_router(knowledge.router)
+    router.include_router(voice.router)  # /kpis/voice, before /kpis's own paths
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
@@ -96,6 +99,7 @@ def api_router() -> APIRouter:
     router.include_router(users.router)
     router.include_router(customers.router)
     router.include_router(maintenance.router)
+    router.include_router(surveys.router)
     return router
 
 
@@ -118,6 +122,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.debug("KPI gauges already registered in this process")
         else:
             stack.callback(BUSINESS_REGISTRY.unregister, kpi_collector)
+        from server.kpi.voice_metrics import register_voice_collector
+
+        try:
+            voice_collector = register_voice_collector(engine)
+        except ValueError:
+            logger.debug("voice gauges already registered in this process")
+        else:
+            stack.callback(BUSINESS_REGISTRY.unregister, voice_collector)
         from server.upkeep import PkiUpkeep, Upkeep
 
         # The periodic jobs; started before the MQTT clients, so that a CRL or a
@@ -131,6 +143,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upkeep.start()
         stack.push_async_callback(upkeep.stop)
         app.state.upkeep = upkeep
+        if settings.survey.smtp_host:
+            from server.surveys.mail import MAIL_JOB, mail_job
+
+            upkeep.add(mail_job(engine, settings))  # new surveys and their one reminder
+            stack.push_async_callback(upkeep.remove, MAIL_JOB)
         broker_url = settings.broker_url
         if broker_url == "embedded":
             from server.embedded_broker import EmbeddedBroker
@@ -263,6 +280,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from server.web import mount_console
 
     mount_console(app)  # the web console at /, its files at /static
+    from server.surveys.page import router as survey_page
+
+    app.include_router(survey_page)  # the customers' survey page, without login
     from server.web.apidocs import mount_api_docs
 
     mount_api_docs(app)  # Swagger UI at /docs, ReDoc at /redoc, no CDN

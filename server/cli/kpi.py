@@ -130,8 +130,17 @@ def kpi_command(
     ] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON answer")] = False,
     config: ConfigOption = None,
+    voice: Annotated[
+        bool,
+        typer.Option(
+            "--voice", help="the customer's voice: NPS, CSAT, follow-ups (--by resolution too)"
+        ),
+    ] = False,
 ) -> None:
     """Show the KPIs of the incidents closed in [--from, --to) (default: the last 12 months)."""
+    if voice:
+        _voice(start, end, by, as_json, config)
+        return
     if by not in GROUP_BYS:
         msg = f"--by must be one of {', '.join(GROUP_BYS)}"
         raise InvalidInput(msg)
@@ -172,3 +181,19 @@ def kpi_command(
         typer.echo(report.model_dump_json(by_alias=True, indent=2))
     else:
         typer.echo(format_report(report))
+
+
+def _voice(start: str | None, end: str | None, by: str, as_json: bool, config: Path | None) -> None:
+    """``--voice``: the customer's voice instead of the KPIs."""
+    import json
+
+    from server.cli.voice import format_voice, voice_report
+
+    if by not in (*GROUP_BYS, "resolution"):
+        msg = f"--by must be one of {', '.join((*GROUP_BYS, 'resolution'))}"
+        raise InvalidInput(msg)
+    default_start, default_end = default_window(utcnow())
+    window_start = parse_when(start, "--from") if start else default_start
+    window_end = parse_when(end, "--to") if end else default_end
+    report = voice_report(api_client(config), config, window_start, window_end, by)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_voice(report))

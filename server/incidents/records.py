@@ -363,13 +363,16 @@ def session_ids_of(session: Session, incident_ids: Iterable[int]) -> dict[int, l
     return linked
 
 
-def to_public(incident: Incident, session_ids: Sequence[str] = ()) -> IncidentPublic:
-    """The API's view of an incident."""
+def to_public(
+    incident: Incident, session_ids: Sequence[str] = (), survey_url: str | None = None
+) -> IncidentPublic:
+    """The API's view of an incident (with its customer survey's link, when given)."""
     return IncidentPublic.model_validate(
         {
             **incident.model_dump(),
             "state": "closed" if incident.closed_at is not None else "open",
             "session_ids": list(session_ids),
+            "survey_url": survey_url,
         }
     )
 

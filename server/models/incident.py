@@ -241,6 +241,8 @@ class IncidentPublic(SQLModel):
     tier: int = 1
     handover_note: str | None = None
     session_ids: list[str] = []
+    #: The customer survey's link (made when the incident closed), for the desk to pass on.
+    survey_url: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -22,6 +22,7 @@ from server.customers import calls
 from server.models import Customer, Device, RemoteSession
 from server.web.auth import ViewerDep
 from server.web.templating import render
+from server.web.voice import customer_voice
 from shared.errors import NotFound
 from shared.ids import utcnow
 
@@ -105,6 +106,7 @@ def customer_page(
             "incidents": incidents,
             "sessions": sessions,
             "calls": recent_calls,
+            "voice": customer_voice(session, customer_number=number),
         },
     )
 

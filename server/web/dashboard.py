@@ -23,6 +23,7 @@ from server.kpi.config import kpi_settings_of
 from server.kpi.report import KPI_DEFINITIONS, KpiReport, default_window
 from server.web.auth import ViewerDep, forbidden
 from server.web.templating import render
+from server.web.voice import dashboard_context, voice_reports, write_voice_csv
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -247,6 +248,7 @@ def dashboard_page(
             "trends": trends,
             "definitions": DEFINITIONS,
             "export_query": f"from={period.first_day}&through={period.last_day}",
+            **dashboard_context(session, period.start, period.end),
         },
     )
 
@@ -277,6 +279,7 @@ def dashboard_csv(
             writer.writerow([by, key, *(_cell(getattr(group, n)) for n in names)])
     total = reports["month"].total
     writer.writerow(["total", "", *(_cell(getattr(total, n)) for n in names)])
+    write_voice_csv(writer, voice_reports(session, period.start, period.end))
     filename = f"fieldlink-kpis-{period.first_day}-{period.last_day}.csv"
     return Response(
         out.getvalue(),

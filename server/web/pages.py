@@ -37,6 +37,7 @@ from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
 from server.web.readings import readings
 from server.web.templating import render
+from server.web.voice import callbacks, customer_voice, survey_links
 from shared.errors import NotFound
 from shared.wire import HEALTH_STATUSES
 
@@ -230,6 +231,7 @@ def desk(
         my_incidents=mine,
         watchable=watchable,
         alert_incidents=alert_incidents(session, DESK_INCIDENTS),
+        callbacks=callbacks(session),
         customers=customers(session),
         device_types=DEVICE_TYPES,
         statuses=STATUSES,
@@ -326,6 +328,7 @@ def device_page(
         channels=CHANNELS,
         windows=[w for w in windows if w.active is not None or w.next_starts],
         in_maintenance=next((w for w in windows if w.active is not None), None),
+        voice=customer_voice(session, customer_number=device.customer_number, device_id=device.id),
     )
 
 
@@ -433,6 +436,9 @@ def incidents_page(
         nav="incidents",
         incidents=rows,
         linked=linked,
+        surveys=survey_links(
+            session, request.app.state.settings, [r.id for r in rows if r.id is not None]
+        ),
         total=total,
         state=state,
         device_id=device_id or "",

@@ -19,6 +19,7 @@ from server.api.deps import (
     ManagerUser,
     OperatorUser,
     SessionDep,
+    SettingsDep,
     client_address,
     get_engine,
 )
@@ -40,6 +41,7 @@ from server.models import (
     IncidentsPublic,
     IncidentUpdate,
 )
+from server.surveys.records import after_close, url_of_incident
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
@@ -307,15 +309,21 @@ def similar_to_incident(
 
 @router.post("/{incident_id}/close")
 def close_incident(
-    incident_id: IncidentId, body: IncidentClose, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId,
+    body: IncidentClose,
+    session: SessionDep,
+    settings: SettingsDep,
+    _user: OperatorUser,
 ) -> IncidentPublic:
-    """Close an open incident in one step (``restored_at`` defaults as documented)."""
+    """Close an open incident in one step (``restored_at`` defaults as documented); its
+    customer survey is made (``survey_url``) and e-mailed when so configured."""
     try:
         incident = service.close_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
+    survey = after_close(session, settings, incident)
     linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return service.to_public(incident, linked[incident_id], survey_url=survey)
 
 
 @router.post(
@@ -350,22 +358,33 @@ def escalate_incident(
 
 @router.get("/{incident_id}")
 def get_incident(
-    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, session: SessionDep, settings: SettingsDep, _user: OperatorUser
 ) -> IncidentPublic:
-    """One incident with the remote sessions linked to it."""
+    """One incident with the remote sessions linked to it (and its survey's link)."""
     incident = service.get_incident(session, incident_id=incident_id)
     linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    survey = url_of_incident(session, settings, incident_id)
+    return service.to_public(incident, linked[incident_id], survey_url=survey)
 
 
 @router.patch("/{incident_id}")
 def update_incident(
-    incident_id: IncidentId, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId,
+    body: IncidentUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    _user: OperatorUser,
 ) -> IncidentPublic:
-    """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``."""
+    """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``
+    (closing makes its customer survey, as ``/close`` does)."""
+    was_open = service.get_incident(session, incident_id=incident_id).closed_at is None
     try:
         incident = service.update_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
+    if was_open and incident.closed_at is not None:
+        survey = after_close(session, settings, incident)
+    else:
+        survey = url_of_incident(session, settings, incident_id)
     linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return service.to_public(incident, linked[incident_id], survey_url=survey)

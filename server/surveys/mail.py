@@ -1,0 +1,186 @@
+"""Sending surveys: an e-mail to the case's contact in their language, one reminder,
+or a CSV of links for the customer's own mailer.
+
+:func:`send_mail` is the one place that speaks SMTP (``smtplib``, blocking: call it
+from a thread); it is kept small so that it can hand over to a shared mailer.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from server.incidents.csv_io import neutralize
+from server.models import Survey
+from server.surveys import records
+from server.surveys.config import SurveySettings, survey_settings_of
+from server.surveys.i18n import gettext
+from shared.ids import utcnow
+
+if TYPE_CHECKING:
+    from server.upkeep import Job
+
+logger = logging.getLogger(__name__)
+
+CSV_HEADER = (
+    "incident_id",
+    "contact_name",
+    "contact_email",
+    "language",
+    "survey_url",
+    "expires_at",
+    "sent_at",
+    "reminded_at",
+)
+
+
+def compose(survey: Survey, url: str, *, reminder: bool = False) -> EmailMessage:
+    """The survey e-mail (or its reminder) in the survey's language."""
+    language = survey.language
+    case = f"#{survey.incident_id}"
+    subject = (
+        gettext(language, "Reminder: how did we do? Your service case %(case)s", case=case)
+        if reminder
+        else gettext(language, "How did we do? Your service case %(case)s", case=case)
+    )
+    greeting = (
+        gettext(language, "Hello %(name)s,", name=survey.contact_name)
+        if survey.contact_name
+        else gettext(language, "Hello,")
+    )
+    lines = [greeting, ""]
+    if reminder:
+        lines += [gettext(language, "A reminder: we would still like to hear from you."), ""]
+    lines += [
+        gettext(language, "Your service case %(case)s was closed.", case=case),
+        gettext(language, "Would you tell us how we did? It takes a minute:"),
+        "",
+        url,
+        "",
+        gettext(
+            language,
+            "The link works until %(date)s and can be answered once.",
+            date=survey.expires_at.strftime("%Y-%m-%d"),
+        ),
+        "",
+        gettext(language, "Thank you,"),
+        gettext(language, "Your service team"),
+    ]
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["To"] = survey.contact_email or ""
+    message.set_content("\n".join(lines))
+    return message
+
+
+def send_mail(config: SurveySettings, message: EmailMessage) -> None:
+    """Send ``message`` through the configured SMTP relay (blocking).
+
+    Raises:
+        OSError: the relay cannot be reached.
+        smtplib.SMTPException: the relay refused it.
+    """
+    if not config.smtp_host:
+        msg = "no smtp_host configured"
+        raise OSError(msg)
+    if "From" not in message:
+        message["From"] = config.mail_from
+    with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=30) as smtp:
+        if config.smtp_starttls:
+            smtp.starttls()
+        if config.smtp_username and config.smtp_password:
+            smtp.login(config.smtp_username, config.smtp_password.get_secret_value())
+        smtp.send_message(message)
+
+
+def deliver(session: Session, settings: object, survey: Survey, *, reminder: bool) -> bool:
+    """E-mail the survey (or its reminder) and record when (commits); False when it
+    could not be sent (logged; the link stays in the CSV export)."""
+    config = survey_settings_of(settings)
+    if not config.smtp_host or not survey.contact_email:
+        return False
+    try:
+        send_mail(config, compose(survey, records.survey_url(settings, survey), reminder=reminder))
+    except (OSError, smtplib.SMTPException) as exc:
+        logger.warning("survey %s could not be e-mailed: %s", survey.id, exc)
+        return False
+    if reminder:
+        survey.reminded_at = utcnow()
+    else:
+        survey.sent_at = utcnow()
+    session.add(survey)
+    session.commit()
+    return True
+
+
+def send_due(session: Session, settings: object, now: datetime | None = None) -> tuple[int, int]:
+    """Send the surveys not sent yet and the one reminder of those unanswered for
+    ``reminder_after_days``; returns ``(sent, reminded)``."""
+    config = survey_settings_of(settings)
+    if not config.smtp_host:
+        return 0, 0
+    now = now or utcnow()
+    open_ = (
+        col(Survey.answered_at).is_(None),
+        col(Survey.expires_at) > now,
+        col(Survey.contact_email).is_not(None),
+        col(Survey.demo).is_(False),
+    )
+    unsent = session.exec(select(Survey).where(*open_, col(Survey.sent_at).is_(None))).all()
+    sent = sum(deliver(session, settings, s, reminder=False) for s in unsent)
+    due = now - timedelta(days=config.reminder_after_days)
+    to_remind = session.exec(
+        select(Survey).where(*open_, col(Survey.sent_at) <= due, col(Survey.reminded_at).is_(None))
+    ).all()
+    reminded = sum(deliver(session, settings, s, reminder=True) for s in to_remind)
+    return sent, reminded
+
+
+def links_csv_rows(session: Session, settings: object, *, state: str) -> Iterator[list[str]]:
+    """The survey links for a mailer, with :data:`CSV_HEADER` first."""
+    yield list(CSV_HEADER)
+    now = utcnow()
+    query = select(Survey).where(col(Survey.demo).is_(False)).order_by(col(Survey.id))
+    if state in ("open", "unsent"):
+        query = query.where(col(Survey.answered_at).is_(None), col(Survey.expires_at) > now)
+    if state == "unsent":
+        query = query.where(col(Survey.sent_at).is_(None))
+    key = records.key_of(settings)
+    for survey in session.exec(query).all():
+        yield [
+            str(survey.incident_id),
+            neutralize(survey.contact_name or ""),
+            neutralize(survey.contact_email or ""),
+            survey.language,
+            records.survey_url(settings, survey, key),
+            survey.expires_at.isoformat(),
+            survey.sent_at.isoformat() if survey.sent_at else "",
+            survey.reminded_at.isoformat() if survey.reminded_at else "",
+        ]
+
+
+#: The upkeep job that e-mails new surveys and the one reminder (when a relay is set).
+MAIL_JOB = "survey-mail"
+
+
+def mail_job(engine: Engine, settings: object, interval_s: float = 600.0) -> Job:
+    """The periodic job sending what :func:`send_due` finds, in a thread (smtplib blocks)."""
+    import asyncio
+
+    from server.upkeep import Job
+
+    def run_once() -> tuple[int, int]:
+        with Session(engine, expire_on_commit=False) as session:
+            return send_due(session, settings)
+
+    async def run() -> tuple[int, int]:
+        return await asyncio.to_thread(run_once)
+
+    return Job(MAIL_JOB, interval_s, run, at_start=False)
