@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import httpx2 as httpx
 
+from shared import exit_codes
 from shared.errors import AuthError, FieldlinkError, UnavailableError
 from shared.tunnel import ws_url
 
@@ -44,7 +45,16 @@ def save_credentials(server: str, token: str, username: str | None) -> Path:
 
 
 class ApiError(FieldlinkError):
-    """The server refused a request; the message is its ``detail``."""
+    """The server refused a request; the message is its ``detail``.
+
+    Its exit status follows the HTTP status (:func:`shared.exit_codes.for_http_status`):
+    404 is "not found" (3), 403 "not allowed" (4), 409 "conflict" (5)... in every command.
+    """
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exit_code = exit_codes.for_http_status(status)
 
 
 def part(value: str) -> str:
@@ -81,7 +91,7 @@ def raise_for_status(response: httpx.Response) -> None:
         msg = f"{detail} (run `fieldlink login` again)"
         raise AuthError(msg)
     msg = f"{response.status_code}: {detail}"
-    raise ApiError(msg)
+    raise ApiError(msg, status=response.status_code)
 
 
 class ApiClient:

@@ -35,6 +35,7 @@ import typer
 
 from server.client.api import ApiClient
 from server.client.tables import echo_page
+from shared.cli_help import examples
 from shared.errors import FieldlinkError
 
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
@@ -159,6 +160,11 @@ def own_errors_exit_255(function: Callable[[], int]) -> int:
 
 session_app = typer.Typer(
     help="Remote sessions: open, list, show, close, and download their recordings.",
+    epilog=examples(
+        ('fieldlink session open mfp-7 -r "toner"', "open; wait until active"),
+        ("fieldlink ssh mfp-7", "a shell in that session"),
+        ("fieldlink session close ses-…", "close it"),
+    ),
     no_args_is_help=True,
     add_completion=False,
 )

@@ -195,10 +195,10 @@ def test_socket_urls_follow_the_server_scheme() -> None:
 @pytest.mark.parametrize(
     ("args", "status"),
     [
-        (["session", "list"], 1),
-        (["session", "open", "mfp-1", "--reason", "x"], 1),
+        (["session", "list"], 4),
+        (["session", "open", "mfp-1", "--reason", "x"], 4),
         (["exec", "mfp-1", "--", "uptime"], 255),
-        (["connect", "mfp-1", "web"], 1),
+        (["connect", "mfp-1", "web"], 4),
         (["ssh", "mfp-1"], 255),
     ],
 )
@@ -212,7 +212,7 @@ def test_a_server_that_is_down_is_one_line(tmp_path: Path) -> None:
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps({"server": "http://127.0.0.1:1", "token": "t"}))
     for args, status in (
-        (["session", "show", "ses-1"], 1),
+        (["session", "show", "ses-1"], 6),
         (["exec", "mfp-1", "--", "true"], 255),
         (["ssh", "mfp-1"], 255),
     ):
@@ -242,9 +242,9 @@ def test_usage_mistakes_exit_2_and_name_what_is_missing() -> None:
 
 def test_an_unknown_device_is_404_in_one_line(live: LiveServer, operator: Path) -> None:
     for args, status in (
-        (["session", "open", "nope-1", "--reason", "check"], 1),
+        (["session", "open", "nope-1", "--reason", "check"], 3),
         (["exec", "nope-1", "--", "uptime"], 255),
-        (["connect", "nope-1", "web"], 1),
+        (["connect", "nope-1", "web"], 3),
         (["ssh", "nope-1"], 255),
     ):
         done = fieldlink(operator, *args)
@@ -258,7 +258,7 @@ def test_a_device_that_cannot_hold_a_session_is_409_in_one_line(
 ) -> None:
     add_device(live.engine, "mfp-nokey")
     done = fieldlink(operator, "session", "open", "mfp-nokey", "--reason", "jam")
-    assert done.returncode == 1
+    assert done.returncode == 5  # conflict
     assert one_error_line(done) == (
         "error: 409: device mfp-nokey has no pinned SSH host key: enroll it again"
     )
@@ -269,7 +269,7 @@ def test_a_broker_that_is_down_fails_the_open_and_the_session_is_recorded_closed
 ) -> None:
     add_device(live.engine, "mfp-far", host_key=host_key())
     done = fieldlink(operator, "session", "open", "mfp-far", "--reason", "jam")
-    assert done.returncode == 1
+    assert done.returncode == 6  # unavailable
     assert one_error_line(done) == (
         "error: 503: the command publisher is not connected to the broker"
     )
@@ -315,11 +315,11 @@ def test_list_show_and_close(live: LiveServer, operator: Path) -> None:
     assert closed.stdout.strip() == "session ses-done: closed (operator)"
 
     missing = fieldlink(operator, "session", "show", "ses-nope")
-    assert missing.returncode == 1
+    assert missing.returncode == 3
     assert one_error_line(missing) == "error: 404: no session 'ses-nope'"
     # An id cannot reach another route.
     sneaky = fieldlink(operator, "session", "show", "../devices")
-    assert sneaky.returncode == 1
+    assert sneaky.returncode == 3
     assert one_error_line(sneaky).startswith("error: 404: ")
 
 
@@ -327,7 +327,7 @@ def test_another_operators_session_is_refused(live: LiveServer, operator: Path) 
     add_device(live.engine, "mfp-8")
     add_session(live.engine, "ses-theirs", "mfp-8", operator="someone-else")
     done = fieldlink(operator, "session", "show", "ses-theirs")
-    assert done.returncode == 1
+    assert done.returncode == 4
     assert one_error_line(done) == "error: 403: this session belongs to another operator"
 
 
@@ -351,7 +351,7 @@ def test_recording_is_downloaded_byte_for_byte(
     assert to_stdout.stdout_bytes == cast.read_bytes()
 
     none = fieldlink(operator, "session", "recording", "ses-norec")
-    assert none.returncode == 1
+    assert none.returncode == 3
     assert one_error_line(none) == "error: 404: this session has no shell recording"
 
 
