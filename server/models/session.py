@@ -64,6 +64,9 @@ class RemoteSession(SQLModel, table=True):
     recording_path: str | None = Field(default=None, max_length=512)
     recording_sha256: str | None = Field(default=None, max_length=64)
     recording_bytes: int | None = Field(default=None, sa_column=sa.Column(_big_int()))
+    #: The last heartbeat of the operator's client (``fieldlink exec|connect|ssh``);
+    #: ``None``: nobody keeps it alive (the console, ``session open``), never closed for it.
+    operator_seen_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
 class RemoteSessionCreate(SQLModel):
@@ -72,6 +75,10 @@ class RemoteSessionCreate(SQLModel):
     reason: str = Field(min_length=1, max_length=1024)
     incident_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     services: list[str] | None = Field(default=None, max_length=16)
+    #: The client will send heartbeats (``POST /sessions/{id}/heartbeat``) while it uses
+    #: the session: without one for ``operator_heartbeat_timeout_s`` the server closes it
+    #: (``operator_gone``).
+    keepalive: bool = False
 
 
 class RemoteSessionPublic(SQLModel):
@@ -104,6 +111,8 @@ class RemoteSessionPublic(SQLModel):
     refusals: list[dict[str, Any]] = Field(default_factory=list)
     #: What the site allows this session to reach, as the agent said when it started.
     allowed_services: list[str] | None = None
+    #: The last heartbeat of the operator's client (``None``: not kept alive by one).
+    operator_seen_at: datetime | None = None
 
     @classmethod
     def of(cls, row: RemoteSession) -> RemoteSessionPublic:
