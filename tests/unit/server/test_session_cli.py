@@ -377,3 +377,70 @@ def test_commands_on_a_closed_session_say_why_it_closed(live: LiveServer, operat
     wrong_device = fieldlink(operator, "exec", "mfp-other", "--session", "ses-gone", "--", "id")
     assert wrong_device.returncode == 255
     assert one_error_line(wrong_device) == ("error: session ses-gone is to mfp-10, not mfp-other")
+
+
+# -- reusing the operator's open session, and its heartbeats --------------------------------
+
+
+def _row(engine: Engine, session_id: str) -> RemoteSession:
+    with Session(engine) as db:
+        row = db.get(RemoteSession, session_id)
+        assert row is not None
+        return row
+
+
+def test_exec_uses_the_operators_open_session_on_the_device_not_anothers(
+    live: LiveServer, operator: Path
+) -> None:
+    add_device(live.engine, "mfp-r")
+    add_session(live.engine, "ses-theirs", "mfp-r", operator="op2", state="active")
+    add_session(live.engine, "ses-old", "mfp-r", state="closed")
+    add_session(live.engine, "ses-mine", "mfp-r", state="active")
+    done = fieldlink(operator, "exec", "mfp-r", "--", "true")
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == (
+        "using your open session ses-mine on mfp-r (reason: toner low, customer on the phone)"
+    )
+    # (No agent holds it here, so the command itself fails: that is the integration tests'.)
+    assert done.returncode == 255
+    assert _row(live.engine, "ses-mine").state == "active"  # not closed: it did not open it
+    listed = fieldlink(operator, "session", "list", "--device", "mfp-r", "--json")
+    assert json.loads(listed.stdout)["count"] == 3  # nothing new was opened
+
+    # --new-session asks for one of its own (this device cannot hold one: 409, one line).
+    fresh = fieldlink(operator, "exec", "mfp-r", "--new-session", "--", "true")
+    assert fresh.returncode == 255
+    assert one_error_line(fresh) == (
+        "error: 409: device mfp-r has no pinned SSH host key: enroll it again"
+    )
+
+
+def test_heartbeats_keep_only_ones_own_open_session_alive(live: LiveServer, operator: Path) -> None:
+    add_device(live.engine, "mfp-h")
+    add_session(live.engine, "ses-live", "mfp-h", state="active")
+    add_session(live.engine, "ses-done", "mfp-h", state="closed")
+    add_session(live.engine, "ses-other", "mfp-h", operator="op2", state="active")
+    token = json.loads(operator.read_text())["token"]
+    client = ApiClient(live.url, token)
+    try:
+        answer = client.heartbeat("ses-live")
+        assert answer["open"] is True
+        assert answer["timeout_s"] == 90.0
+        assert _row(live.engine, "ses-live").operator_seen_at is not None
+        assert client.heartbeat("ses-done")["open"] is False
+        assert _row(live.engine, "ses-done").operator_seen_at is None
+    finally:
+        client.close()
+    refused = httpx.post(
+        f"{live.url}/api/v1/sessions/ses-other/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    assert _row(live.engine, "ses-other").operator_seen_at is None
+    missing = httpx.post(
+        f"{live.url}/api/v1/sessions/ses-nope/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert missing.status_code == 404
