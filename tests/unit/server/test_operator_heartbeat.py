@@ -64,7 +64,7 @@ def _session(engine: Engine, session_id: str, *, instance: str = "center-1", sta
                 instance=instance,
                 expires_at=NOW + timedelta(hours=1),
                 operator_seen_at=seen,
-            )  # fmt: skip
+            )
         )
         db.commit()
 
