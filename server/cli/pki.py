@@ -28,6 +28,7 @@ from provisioning.certificates import KEY_TYPES, KeyType
 from provisioning.pki import CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
+from shared.cli_help import examples
 from shared.errors import ConfigError, InvalidInput, UnavailableError
 from shared.ids import isoformat_z
 
@@ -36,6 +37,11 @@ logger = logging.getLogger(__name__)
 ca_app = typer.Typer(
     name="ca",
     help="The device CA: certificates for devices, the broker and the server.",
+    epilog=examples(
+        ("fieldlink ca init --config server.toml", "once, first"),
+        ("fieldlink ca show --config server.toml", "what it holds"),
+        ("fieldlink broker-config --out /etc/mosquitto/fl", "the broker's files"),
+    ),
     no_args_is_help=True,
 )
 
