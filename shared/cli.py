@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final
 
 import typer
 from typer._click.core import Command
-from typer._click.exceptions import UsageError
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 from typing_extensions import override
@@ -155,6 +155,8 @@ class FieldlinkCLI(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise  # ``fieldlink`` alone: the help
         except UsageError as exc:  # ``fieldlink --bogus``: one line too
             typer.echo(usage_line(exc), err=True)
             raise typer.Exit(exit_codes.USAGE) from None
@@ -178,6 +180,8 @@ class FieldlinkCLI(TyperGroup):
         except FieldlinkError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except NoArgsIsHelpError:
+            raise  # ``fieldlink session`` alone: that group's help
         except UsageError as exc:
             # One line at every level (click would print the usage and a hint first).
             typer.echo(usage_line(exc), err=True)

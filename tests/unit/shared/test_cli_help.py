@@ -166,3 +166,10 @@ def test_the_app_is_the_fieldlink_cli() -> None:
     import typer
 
     assert isinstance(typer.main.get_command(app), FieldlinkCLI)
+
+
+@pytest.mark.parametrize("args", [[], ["session"], ["user"]], ids=["top", "session", "user"])
+def test_a_group_without_a_command_shows_its_help_not_an_error(args: list[str]) -> None:
+    done = fieldlink(*args)
+    assert "Usage: fieldlink" in done.stdout + done.stderr
+    assert "error:" not in done.stdout + done.stderr
