@@ -560,3 +560,9 @@ def test_a_killed_client_s_session_is_closed_by_the_server(
     closed = json.loads(operator.run("session", "show", session["id"], "--json").stdout)
     assert closed["close_reason"] == "operator_gone"
     assert "no heartbeat from olga's client" in closed["detail"]
+    # Audited as every close is: one session.close entry with the reason.
+    audit = operator.server.cli("audit", "list", "--action", "session.close", "--limit", "500")
+    assert audit.returncode == 0, audit.stderr
+    entries = [line for line in audit.stdout.splitlines() if session["id"] in line]
+    assert len(entries) == 1, audit.stdout
+    assert '"close_reason":"operator_gone"' in entries[0]
