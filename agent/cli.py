@@ -21,9 +21,16 @@ from typing import Annotated, Any
 
 import typer
 
+from shared.cli_help import examples
+
 agent_app = typer.Typer(
     name="agent",
     help="The fieldlink agent: reports device health and opens remote sessions.",
+    epilog=examples(
+        ("fieldlink agent enroll --server URL --token T", "once, on the device"),
+        ("fieldlink agent run", "health, sessions"),
+        ("fieldlink agent approve ses-…", "the site lets a session in"),
+    ),
     no_args_is_help=True,
 )
 

@@ -139,6 +139,10 @@ class ServerSettings(FieldlinkSettings):
     #: How often live sessions and channels re-check that their user (enabled, role) and
     #: token (not revoked) still hold; ended with ``access_revoked`` otherwise.
     access_check_interval_s: float = Field(default=2.0, gt=0, le=60)
+    #: A session whose operator's client (``fieldlink exec|connect|ssh``) sent no heartbeat
+    #: for this long is closed with reason ``operator_gone``: its client was killed or lost
+    #: the network. The client beats every third of it; the console's sessions have none.
+    operator_heartbeat_timeout_s: float = Field(default=90.0, ge=1, le=3600)
     #: Where shell recordings go (default: ``state_dir/recordings``).
     recordings_dir: Path | None = None
     #: How often this process refreshes its liveness record (``server_instance``).

@@ -27,6 +27,7 @@ from server.api.routes import (
     kpis,
     maintenance,
     preferences,
+    session_heartbeat,
     sessions,
     surveys,
     telemetry,
@@ -95,6 +96,7 @@ def api_router() -> APIRouter:
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
     router.include_router(approvals.router)
+    router.include_router(session_heartbeat.router)
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)
@@ -204,6 +206,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         session_manager.access.wake = lambda: upkeep.wake(ACCESS_JOB)
         # Stopped before the sessions close at shutdown.
         stack.push_async_callback(upkeep.remove, ACCESS_JOB)
+        from server.sessions.heartbeat import HEARTBEAT_JOB, OperatorHeartbeat
+        from server.upkeep import Job
+
+        heartbeats = OperatorHeartbeat(session_manager, settings.operator_heartbeat_timeout_s)
+        upkeep.add(Job(HEARTBEAT_JOB, heartbeats.interval_s, heartbeats.sweep, at_start=False))
+        stack.push_async_callback(upkeep.remove, HEARTBEAT_JOB)
         app.state.sessions = session_manager
         from server.gateway import start_gateway
 

@@ -17,7 +17,10 @@ tests move time instead of sleeping. The lifespan registers them all:
   got samples, then retention (:class:`FleetUpkeep`);
 - ``access`` (``access_check_interval_s``, first after one; at once when this process
   withdrew an access): live sessions and channels whose user or token lost its access
-  end (:meth:`server.sessions.access.AccessWatch.check`).
+  end (:meth:`server.sessions.access.AccessWatch.check`);
+- ``operator-heartbeat`` (a third of ``operator_heartbeat_timeout_s``, at most 15 s):
+  sessions whose operator's client stopped beating are closed, ``operator_gone``
+  (:class:`server.sessions.heartbeat.OperatorHeartbeat`).
 
 The PKI's jobs (:class:`PkiUpkeep`):
 

@@ -9,15 +9,21 @@ says which extra to install instead of failing with a traceback.
 
 from __future__ import annotations
 
+import re
+from difflib import get_close_matches
 from functools import cached_property
 from importlib.metadata import EntryPoint, entry_points
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
+from typer._click.core import Command
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 from typing_extensions import override
 
-from shared import __version__
+from shared import __version__, exit_codes
+from shared.cli_help import examples
 from shared.errors import FieldlinkError
 from shared.logs import quiet_library_warnings
 
@@ -73,9 +79,38 @@ def _missing_extra(name: str, ep: EntryPoint, exc: ImportError) -> Any:
             f"pip install 'fieldlink[{extra}]'",
             err=True,
         )
-        raise typer.Exit(3)
+        raise typer.Exit(exit_codes.UNAVAILABLE)
 
     return typer.main.get_command(app)
+
+
+def purpose(command: Command) -> str:
+    """A command's whole one-line purpose: the first sentence of its help, never cut short."""
+    text = command.short_help or command.help or ""
+    paragraph = " ".join(text.split("\n\n", 1)[0].split())
+    end = re.search(r"[.;:!?](\s|$)", paragraph)
+    sentence = paragraph[: end.start() + 1] if end and paragraph[end.start()] == "." else paragraph
+    return sentence.removeprefix("\b ").strip()
+
+
+def usage_line(error: UsageError) -> str:
+    """A usage error as one line: the message, and where the help is unless a guess is given."""
+    message = " ".join(error.format_message().split())
+    if "Did you mean" in message or error.ctx is None:
+        return f"error: {message}"
+    return f"error: {message} (see '{error.ctx.command_path} --help')"
+
+
+#: The top level's epilog: three examples and the exit statuses (shared.exit_codes).
+EPILOG: Final = (
+    examples(
+        ("fieldlink login --server https://center.example -u olga", "log in once"),
+        ('fieldlink devices "+44 20 7946"', "who is calling?"),
+        ('fieldlink ssh mfp-0042 -r "paper jam, call 1234"', "a shell on it"),
+    )
+    + "\n\n\b\nExit status (the same in every command; docs/operations.md):\n"
+    + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_codes.MEANINGS.items())
+)
 
 
 class FieldlinkCLI(TyperGroup):
@@ -105,20 +140,61 @@ class FieldlinkCLI(TyperGroup):
         return command
 
     @override
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Resolve the command; a mistyped one is answered with the nearest (entry points too)."""
+        try:
+            return self._click_resolve_command(ctx, args)
+        except UsageError as exc:
+            if args and "Did you mean" not in exc.message:
+                matches = get_close_matches(args[0], self.list_commands(ctx), n=1)
+                if matches:
+                    exc.message = f"{exc.message.rstrip('.')}. Did you mean {matches[0]!r}?"
+            raise
+
+    @override
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise  # ``fieldlink`` alone: the help
+        except UsageError as exc:  # ``fieldlink --bogus``: one line too
+            typer.echo(usage_line(exc), err=True)
+            raise typer.Exit(exit_codes.USAGE) from None
+
+    @override
+    def format_commands(self, ctx: Any, formatter: HelpFormatter) -> None:
+        """Every command with its whole one-line purpose (click would cut it at ~45 characters)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, purpose(command)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    @override
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FieldlinkError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except NoArgsIsHelpError:
+            raise  # ``fieldlink session`` alone: that group's help
+        except UsageError as exc:
+            # One line at every level (click would print the usage and a hint first).
+            typer.echo(usage_line(exc), err=True)
+            raise typer.Exit(exit_codes.USAGE) from None
         except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_codes.INTERRUPTED) from None
 
 
 app = typer.Typer(
     cls=FieldlinkCLI,
     name="fieldlink",
     help="fieldlink: remote maintenance for installed equipment.",
+    epilog=EPILOG,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,

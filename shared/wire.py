@@ -80,11 +80,13 @@ CloseReason = Literal[
     "agent_unreachable",
     "server_restart",
     "access_revoked",
+    "operator_gone",
     "error",
 ]
 CLOSE_REASONS: Final[frozenset[CloseReason]] = frozenset(get_args(CloseReason))
 #: The reasons an agent may give when it ends a session's SSH connection itself
-#: (``server_restart``, ``access_revoked`` and ``agent_unreachable`` are the server's
+#: (``server_restart``, ``access_revoked``, ``operator_gone`` and ``agent_unreachable``
+#: are the server's
 #: to say: an agent claiming them is not believed).
 AGENT_CLOSE_REASONS: Final[frozenset[CloseReason]] = frozenset(
     {"operator", "idle_timeout", "max_duration", "site_denied", "site_ended", "error"}

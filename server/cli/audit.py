@@ -9,8 +9,17 @@ import typer
 from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
+from shared.cli_help import examples
 
-audit_app = typer.Typer(help="Check and read the tamper-evident audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Check and read the tamper-evident audit log.",
+    epilog=examples(
+        ("fieldlink audit verify", "is the chain intact?"),
+        ("fieldlink audit list --actor olga", "what olga did, newest first"),
+        ("fieldlink audit head", "the newest entry's hash, to keep"),
+    ),
+    no_args_is_help=True,
+)
 
 
 @audit_app.command("verify")

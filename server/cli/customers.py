@@ -19,12 +19,25 @@ from sqlmodel import Session
 from server import audit
 from server.cli.common import ConfigOption, open_database
 from server.crud import InvalidInput
+from shared.cli_help import examples
 
 customer_app = typer.Typer(
-    help="Customers: add, list, show; CSV import of customers and devices.", no_args_is_help=True
+    help="Customers: add, list, show; CSV import of customers and devices.",
+    epilog=examples(
+        ("fieldlink customer import customers.csv", "add or update customers"),
+        ("fieldlink customer import-devices devices.csv", "register their devices"),
+        ("fieldlink customer show 42", "contacts, sites, devices"),
+    ),
+    no_args_is_help=True,
 )
 call_app = typer.Typer(
-    help="Incoming calls: who is calling, the calls recorded.", no_args_is_help=True
+    help="Incoming calls: who is calling, the calls recorded.",
+    epilog=examples(
+        ('fieldlink call lookup "+44 20 7946 0000"', "who is calling?"),
+        ("fieldlink call lookup 0301234 --customer-no 42", "a local number"),
+        ("fieldlink call list", "recent calls"),
+    ),
+    no_args_is_help=True,
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]

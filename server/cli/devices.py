@@ -14,9 +14,18 @@ from sqlmodel import Session
 
 from server import audit
 from server.cli.common import ConfigOption, open_database
+from shared.cli_help import examples
 from shared.errors import ConfigError
 
-device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
+device_app = typer.Typer(
+    help="Register and manage devices.",
+    epilog=examples(
+        ("fieldlink device add --serial XK-42 --model M --type mfp", "register one"),
+        ("fieldlink device token mfp-0042", "to enroll it"),
+        ("fieldlink device revoke mfp-0042", "revoke it"),
+    ),
+    no_args_is_help=True,
+)
 
 
 @device_app.command("add")

@@ -19,11 +19,17 @@ import typer
 
 from server.cli.common import ConfigOption, open_database
 from server.cli.kpi import FromOption, ToOption, api_client, parse_when
+from shared.cli_help import examples
 from shared.errors import InvalidInput
 from shared.ids import isoformat_z
 
 incident_app = typer.Typer(
     help="Import and export call-center incidents (CSV, the columns of docs/kpis.md).",
+    epilog=examples(
+        ("fieldlink incident import incidents.csv", "history"),
+        ("fieldlink incident export > incidents.csv", "as CSV"),
+        ('fieldlink incident escalate 17 --tier 2 --note "…"', "to tier 2"),
+    ),
     no_args_is_help=True,
 )
 

@@ -25,10 +25,11 @@ from provisioning.broker import (
 from provisioning.broker_update import apply_broker_update, load_update_state
 from provisioning.ca import CertificateAuthority
 from provisioning.certificates import KEY_TYPES, KeyType
-from provisioning.pki import CaError, CaNotInitialized, PkiPaths, common_name
+from provisioning.pki import CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
-from shared.errors import ConfigError, UnavailableError
+from shared.cli_help import examples
+from shared.errors import ConfigError, InvalidInput, UnavailableError
 from shared.ids import isoformat_z
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ logger = logging.getLogger(__name__)
 ca_app = typer.Typer(
     name="ca",
     help="The device CA: certificates for devices, the broker and the server.",
+    epilog=examples(
+        ("fieldlink ca init --config server.toml", "once, first"),
+        ("fieldlink ca show --config server.toml", "what it holds"),
+        ("fieldlink broker-config --out /etc/mosquitto/fl", "the broker's files"),
+    ),
     no_args_is_help=True,
 )
 
@@ -72,7 +78,7 @@ def ca_init(
     """Create the device CA, the command-signing key, and the broker's and server's certificates."""
     if key_type not in KEY_TYPES:
         msg = f"unknown key type {key_type!r}: use one of {', '.join(KEY_TYPES)}"
-        raise CaError(msg)
+        raise InvalidInput(msg)
     settings = load_server_settings(find_config(config))
     hostnames = [*_hostnames_from(settings), *(hostname or [])]
     chosen: KeyType = "rsa-2048" if key_type == "rsa-2048" else "ec-p256"

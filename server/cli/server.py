@@ -9,8 +9,17 @@ import typer
 from server.cli.common import ConfigOption
 from server.config import load_server_settings
 from server.config_sample import init_config
+from shared.cli_help import examples
 
-server_app = typer.Typer(help="Run the fieldlink server.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="Run the fieldlink server.",
+    epilog=examples(
+        ("fieldlink server init-config -o server.toml", "a commented configuration"),
+        ("fieldlink server run --config server.toml", "serve API, console, ingest"),
+        ("fieldlink ca init --config server.toml", "before the first devices"),
+    ),
+    no_args_is_help=True,
+)
 server_app.command("init-config")(init_config)
 
 

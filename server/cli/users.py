@@ -14,9 +14,18 @@ from sqlmodel import Session
 
 from server import audit
 from server.cli.common import ConfigOption, open_database, read_password
+from shared.cli_help import examples
 from shared.errors import ConfigError
 
-user_app = typer.Typer(help="Manage operators, managers and administrators.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Manage operators, managers and administrators.",
+    epilog=examples(
+        ("fieldlink user add olga --role operator", "password on stdin"),
+        ("fieldlink user token robot --name nightly", "an API token for scripts"),
+        ("fieldlink user disable bob", "tokens revoked, sessions end"),
+    ),
+    no_args_is_help=True,
+)
 
 
 @user_app.command("add")

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import httpx2 as httpx
 
+from shared import exit_codes
 from shared.errors import AuthError, FieldlinkError, UnavailableError
 from shared.tunnel import ws_url
 
@@ -44,7 +45,16 @@ def save_credentials(server: str, token: str, username: str | None) -> Path:
 
 
 class ApiError(FieldlinkError):
-    """The server refused a request; the message is its ``detail``."""
+    """The server refused a request; the message is its ``detail``.
+
+    Its exit status follows the HTTP status (:func:`shared.exit_codes.for_http_status`):
+    404 is "not found" (3), 403 "not allowed" (4), 409 "conflict" (5)... in every command.
+    """
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exit_code = exit_codes.for_http_status(status)
 
 
 def part(value: str) -> str:
@@ -81,15 +91,19 @@ def raise_for_status(response: httpx.Response) -> None:
         msg = f"{detail} (run `fieldlink login` again)"
         raise AuthError(msg)
     msg = f"{response.status_code}: {detail}"
-    raise ApiError(msg)
+    raise ApiError(msg, status=response.status_code)
 
 
 class ApiClient:
     """Calls ``/api/v1`` with the stored (or given) bearer token."""
 
-    def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: str, token: str | None, timeout: float = 30.0, username: str | None = None
+    ) -> None:
         self.server = server.rstrip("/")
         self.token = token
+        #: Who logged in (``fieldlink login`` saved it), for "my open session" look-ups.
+        self.username = username
         self._http = httpx.Client(base_url=self.server, headers=self.auth_headers, timeout=timeout)
 
     @classmethod
@@ -105,7 +119,7 @@ class ApiClient:
         except (OSError, ValueError) as exc:
             msg = "not logged in: run `fieldlink login --server URL` first"
             raise AuthError(msg) from exc
-        return cls(server or saved["server"], saved.get("token"))
+        return cls(server or saved["server"], saved.get("token"), username=saved.get("username"))
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -213,9 +227,16 @@ class ApiClient:
         reason: str,
         incident_id: int | None = None,
         services: list[str] | None = None,
+        keepalive: bool = False,
     ) -> dict[str, Any]:
-        """``POST /devices/{id}/sessions``: the new session (``requested``)."""
+        """``POST /devices/{id}/sessions``: the new session (``requested``).
+
+        With ``keepalive`` the caller promises heartbeats (:meth:`heartbeat`) while it
+        uses the session; the server closes it (``operator_gone``) when they stop.
+        """
         body: dict[str, Any] = {"reason": reason}
+        if keepalive:
+            body["keepalive"] = True
         if incident_id is not None:
             body["incident_id"] = incident_id
         if services:
@@ -246,6 +267,18 @@ class ApiClient:
     def sessions(self, **params: Any) -> dict[str, Any]:
         """``GET /sessions``: one page, newest first."""
         answer: dict[str, Any] = self.request("GET", "/sessions", params=params)
+        return answer
+
+    def my_open_session(self, device_id: str) -> dict[str, Any] | None:
+        """The caller's newest open session on ``device_id``, if any."""
+        username = self.username or str(self.me()["username"])
+        page = self.sessions(device_id=device_id, operator=username, state="open", limit=1)
+        items: list[dict[str, Any]] = page.get("items") or []
+        return items[0] if items else None
+
+    def heartbeat(self, session_id: str) -> dict[str, Any]:
+        """``POST /sessions/{id}/heartbeat``: ``{"session_id", "open", "timeout_s"}``."""
+        answer: dict[str, Any] = self.request("POST", f"/sessions/{part(session_id)}/heartbeat")
         return answer
 
     def close_session(self, session_id: str) -> dict[str, Any]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +33,12 @@ import typer
 
 from server.client.api import ApiClient
 from server.client.tables import echo_page
+from shared import exit_codes
+from shared.cli_help import examples
 from shared.errors import FieldlinkError
 
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
-OWN_ERROR: Final = 255
+OWN_ERROR: Final = exit_codes.REMOTE_OWN_ERROR
 
 _PROGRESS: Final = {
     "requested": "requested, waiting for the device to answer",
@@ -51,7 +51,12 @@ ReasonOption = Annotated[
     str | None, typer.Option("--reason", "-r", help="why (shown to the site, audited)")
 ]
 SessionOption = Annotated[
-    str | None, typer.Option("--session", help="use this open session instead of a new one")
+    str | None,
+    typer.Option("--session", help="use this open session (default: your open one on DEVICE)"),
+]
+NewSessionOption = Annotated[
+    bool,
+    typer.Option("--new-session", help="open a new session even when you have one open on DEVICE"),
 ]
 
 
@@ -104,6 +109,15 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _reused(session: dict[str, Any], reason: str | None) -> str:
+    """The line that says which open session a command uses instead of opening one."""
+    text = f"using your open session {session['id']} on {session['device_id']}"
+    text += f" (reason: {_short(str(session['reason']).replace(chr(10), ' '), 80)})"
+    if reason is not None:
+        text += "; --new-session opens one with your --reason"
+    return text
+
+
 @contextlib.contextmanager
 def operator_session(
     device_id: str,
@@ -111,45 +125,69 @@ def operator_session(
     session_id: str | None,
     reason: str,
     services: list[str] | None = None,
+    given_reason: str | None = None,
+    new: bool = False,
 ) -> Iterator[tuple[ApiClient, dict[str, Any]]]:
-    """The logged-in client and an active session to ``device_id``: the one named, or a new one.
+    """The logged-in client and an active session to ``device_id``.
 
-    A session opened here is closed on the way out (Ctrl-C and SIGTERM
-    included); one named with ``--session`` is left open. The one place that
-    ``exec``, ``connect`` and ``ssh`` get their session from.
+    The one place that ``exec``, ``connect`` and ``ssh`` get their session from:
+    the one named with ``--session``; else the operator's own open session on
+    the device (say, from ``fieldlink session open DEVICE --reason ...``), named
+    on stderr; else (or with ``new``) a new one with ``reason``. A session
+    opened here is kept alive by heartbeats while the command runs
+    (:class:`server.client.lifetime.Heartbeats`) and closed on the way out
+    (Ctrl-C, SIGTERM and SIGHUP included, :func:`server.client.lifetime.ended_by_signals`);
+    one it found open is left open.
+
+    Args:
+        given_reason: The ``--reason`` the operator typed (``None``: the default).
 
     Raises:
         SessionEnded: It closed before it was active.
         FieldlinkError: ``session_id`` belongs to another device, or the API refused.
     """
-    api = ApiClient.from_credentials()
-    try:
-        opened = session_id is None
-        if session_id is None:
-            session = api.open_session(device_id, reason=reason, services=services)
-        else:
-            session = api.session(session_id)
-            if session["device_id"] != device_id:
-                msg = f"session {session_id} is to {session['device_id']}, not {device_id}"
-                raise FieldlinkError(msg)
+    from server.client.lifetime import Heartbeats, ended_by_signals
+
+    with ended_by_signals():
+        api = ApiClient.from_credentials()
+        heartbeats: Heartbeats | None = None
         try:
-            session = follow(api, session, _report_consent)
-            if session["state"] == "closed":
-                raise SessionEnded(closed_message(session))
-            yield api, session
+            session: dict[str, Any] | None = None
+            if session_id is not None:
+                session = api.session(session_id)
+                if session["device_id"] != device_id:
+                    msg = f"session {session_id} is to {session['device_id']}, not {device_id}"
+                    raise FieldlinkError(msg)
+            elif not new:
+                session = api.my_open_session(device_id)
+                if session is not None:
+                    say(_reused(session, given_reason))
+            opened = session is None
+            if session is None:
+                session = api.open_session(
+                    device_id, reason=reason, services=services, keepalive=True
+                )
+                heartbeats = Heartbeats(api, session["id"])
+                heartbeats.start()
+            try:
+                session = follow(api, session, _report_consent)
+                if session["state"] == "closed":
+                    raise SessionEnded(closed_message(session))
+                yield api, session
+            finally:
+                if heartbeats is not None:
+                    heartbeats.stop()
+                if opened:
+                    with contextlib.suppress(FieldlinkError):
+                        api.close_session(session["id"])
         finally:
-            if opened:
-                with contextlib.suppress(FieldlinkError):
-                    api.close_session(session["id"])
-    finally:
-        api.close()
+            api.close()
 
 
 def own_errors_exit_255(function: Callable[[], int]) -> int:
     """Run ``function``; turn fieldlink's own errors into one line and exit status 255."""
     try:
-        with interrupted_by_termination():
-            return function()
+        return function()
     except FieldlinkError as exc:
         say(f"error: {exc}")
         return OWN_ERROR
@@ -159,6 +197,11 @@ def own_errors_exit_255(function: Callable[[], int]) -> int:
 
 session_app = typer.Typer(
     help="Remote sessions: open, list, show, close, and download their recordings.",
+    epilog=examples(
+        ('fieldlink session open mfp-7 -r "toner"', "open; wait until active"),
+        ("fieldlink ssh mfp-7", "a shell in that session"),
+        ("fieldlink session close ses-…", "close it"),
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -205,8 +248,11 @@ def open_command(
             typer.echo(session["id"])
             say(f"session {session['id']} to {device}: {_PROGRESS.get(session['state'], '')}")
         if wait:
+            from server.client.lifetime import ended_by_signals
+
             try:
-                session = follow(api, session, None if as_json else _report_state)
+                with ended_by_signals():
+                    session = follow(api, session, None if as_json else _report_state)
             except KeyboardInterrupt:
                 say(f"interrupted: closing session {session['id']}")
                 with contextlib.suppress(FieldlinkError):
@@ -386,6 +432,7 @@ def exec_command(
     ],
     reason: ReasonOption = None,
     session_id: SessionOption = None,
+    new_session: NewSessionOption = False,
     timeout: Annotated[
         float, typer.Option("--timeout", help="seconds the command may run", min=0.1, max=600)
     ] = 30.0,
@@ -399,7 +446,11 @@ def exec_command(
 
     def run() -> int:
         with operator_session(
-            device, session_id=session_id, reason=reason or _short(f"fieldlink exec: {text}")
+            device,
+            session_id=session_id,
+            reason=reason or _short(f"fieldlink exec: {text}"),
+            given_reason=reason,
+            new=new_session,
         ) as (api, session):
             result = api.exec(session["id"], text, timeout)
         sys.stdout.write(result["stdout"])
@@ -413,22 +464,3 @@ def exec_command(
         return int(status)
 
     raise typer.Exit(own_errors_exit_255(run))
-
-
-@contextlib.contextmanager
-def interrupted_by_termination() -> Iterator[None]:
-    """SIGTERM and SIGHUP act as Ctrl-C, so that the session is closed on the way out.
-
-    They are passed on as SIGINT, which ``asyncio.run`` turns into cancelling its
-    task (its clean-up runs) and plain code into :class:`KeyboardInterrupt`.
-    """
-
-    def as_interrupt(_signum: int, _frame: object) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = {sig: signal.signal(sig, as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

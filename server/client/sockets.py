@@ -22,11 +22,11 @@ import typer
 
 from server.client.api import LONG_POLL_S, ApiClient, part
 from server.client.sessions import (
+    NewSessionOption,
     ReasonOption,
     SessionEnded,
     SessionOption,
     closed_message,
-    interrupted_by_termination,
     operator_session,
     say,
 )
@@ -322,25 +322,29 @@ def connect_command(
     ] = 0,
     reason: ReasonOption = None,
     session_id: SessionOption = None,
+    new_session: NewSessionOption = False,
 ) -> None:
     """Forward a local port to one of a device's allowlisted services; Ctrl-C to stop.
 
     Prints `forwarding 127.0.0.1:PORT -> DEVICE:SERVICE` once listening. The
     session it opened is closed when it stops.
     """
-    with (
-        interrupted_by_termination(),
-        operator_session(
+    from server.client.lifetime import run_async
+
+    try:
+        with operator_session(
             device,
             session_id=session_id,
             reason=reason or f"fieldlink connect {device} {service}",
             services=[service],
-        ) as (api, session),
-    ):
-        try:
-            ended = asyncio.run(serve_forward(api, session, service, port))
-        except KeyboardInterrupt:
-            closing = f"; closing session {session['id']}" if session_id is None else ""
-            say(f"stopped{closing}")
-            return
-        raise SessionEnded(closed_message(ended))
+            given_reason=reason,
+            new=new_session,
+        ) as (api, session):
+            try:
+                ended = run_async(serve_forward(api, session, service, port))
+            except KeyboardInterrupt:
+                say(f"stopped (session {session['id']})")
+                raise
+    except KeyboardInterrupt:
+        return
+    raise SessionEnded(closed_message(ended))

@@ -18,6 +18,7 @@ import typer
 
 from server.client.api import ApiClient
 from server.client.tables import echo_page
+from shared.cli_help import examples
 from shared.errors import InvalidInput
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
@@ -96,6 +97,11 @@ def alerts_command(
 
 knowledge_app = typer.Typer(
     help="Search the knowledge base (articles, past fixes) and write articles.",
+    epilog=examples(
+        ("fieldlink knowledge search paper jam", "articles and past fixes"),
+        ("fieldlink knowledge search SC-541", "by fault code"),
+        ('fieldlink knowledge add --title T --steps "…"', "write one"),
+    ),
     no_args_is_help=True,
 )
 

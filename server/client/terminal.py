@@ -20,8 +20,10 @@ from typing import Annotated, Any, Final
 import typer
 
 from server.client.api import ApiClient, part
+from server.client.lifetime import run_async
 from server.client.sessions import (
     OWN_ERROR,
+    NewSessionOption,
     ReasonOption,
     SessionEnded,
     SessionOption,
@@ -200,6 +202,7 @@ def ssh_command(
     device: Annotated[str, typer.Argument(help="the device id")],
     reason: ReasonOption = None,
     session_id: SessionOption = None,
+    new_session: NewSessionOption = False,
 ) -> None:
     """A shell on a device in this terminal (stdin and stdout piped when not a terminal).
 
@@ -209,11 +212,15 @@ def ssh_command(
 
     def run() -> int:
         with operator_session(
-            device, session_id=session_id, reason=reason or f"fieldlink ssh {device}"
+            device,
+            session_id=session_id,
+            reason=reason or f"fieldlink ssh {device}",
+            given_reason=reason,
+            new=new_session,
         ) as (api, session):
             if not interactive:
-                return asyncio.run(run_terminal(api, session, interactive=False))
+                return run_async(run_terminal(api, session, interactive=False))
             with raw_terminal(sys.stdin.fileno()):
-                return asyncio.run(run_terminal(api, session, interactive=True))
+                return run_async(run_terminal(api, session, interactive=True))
 
     raise typer.Exit(own_errors_exit_255(run))

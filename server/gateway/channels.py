@@ -46,6 +46,7 @@ _ENDED: Final[Mapping[str, str]] = {
     "agent_unreachable": "lost the device (agent_unreachable)",
     "server_restart": "was closed because its server stopped (server_restart)",
     "access_revoked": "was ended because your access was revoked (access_revoked)",
+    "operator_gone": "was ended because its operator's client stopped answering (operator_gone)",
     "error": "ended with an error (error)",
 }
 

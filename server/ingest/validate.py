@@ -8,6 +8,9 @@ rejection to the device's row; it never stops ingestion. A sample stamped
 implausibly far from its receive time is kept, stored at the receive time and
 flagged ``ts_untrusted`` (:mod:`server.ingest.timestamps`).
 
+The servers' own retained announcement (``fieldlink/v1/_server/state``) comes
+in through the ``+/state`` filter too: it is ignored, not counted as a rejection.
+
 A site gateway's via topic (``fieldlink/v1/{gateway}/via/{device}/...``) carries
 the payload the device would send on its own topic; its item names the gateway
 (``via``) for the registry check.
@@ -35,6 +38,8 @@ from shared.models import CommandResult, DeviceEvent, DeviceState, HealthSample,
 
 logger = logging.getLogger(__name__)
 
+#: The servers' announcement (``topics.SERVER_STATE``), as the broker delivers it.
+SERVER_STATE_TOPIC = topics.SERVER_STATE.encode()
 #: Parsed topics remembered (four a device); the cache starts afresh past this.
 TOPIC_CACHE_SIZE = 100_000
 
@@ -61,6 +66,11 @@ class Validator:
                 self._topics.clear()
             self._topics[topic] = parsed
         if not parsed:
+            if topic == SERVER_STATE_TOPIC:
+                # The server's own retained announcement matches ``fieldlink/v1/+/state``:
+                # every server start would otherwise count it as a rejection.
+                metrics.INGEST_MESSAGES.labels("ignored").inc()
+                return None
             reject("bad_topic")
             return None
         device_id, kind, via = parsed

@@ -69,6 +69,9 @@ class RemoteSession(SQLModel, table=True):
     approved_by: str | None = Field(default=None, max_length=128)
     approved_at: datetime | None = Field(default=None, sa_column=utc_column())
     approved_via: str | None = Field(default=None, max_length=8)
+    #: The last heartbeat of the operator's client (``fieldlink exec|connect|ssh``);
+    #: ``None``: nobody keeps it alive (the console, ``session open``), never closed for it.
+    operator_seen_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
 class RemoteSessionCreate(SQLModel):
@@ -77,6 +80,10 @@ class RemoteSessionCreate(SQLModel):
     reason: str = Field(min_length=1, max_length=1024)
     incident_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     services: list[str] | None = Field(default=None, max_length=16)
+    #: The client will send heartbeats (``POST /sessions/{id}/heartbeat``) while it uses
+    #: the session: without one for ``operator_heartbeat_timeout_s`` the server closes it
+    #: (``operator_gone``).
+    keepalive: bool = False
 
 
 class RemoteSessionPublic(SQLModel):
@@ -112,6 +119,8 @@ class RemoteSessionPublic(SQLModel):
     approved_by: str | None = None
     approved_at: datetime | None = None
     approved_via: str | None = None
+    #: The last heartbeat of the operator's client (``None``: not kept alive by one).
+    operator_seen_at: datetime | None = None
 
     @classmethod
     def of(cls, row: RemoteSession) -> RemoteSessionPublic:

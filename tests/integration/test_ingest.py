@@ -596,3 +596,33 @@ async def test_sqlite_wal_is_checkpointed_outside_the_ingest_commits(
             break
         await asyncio.sleep(0.1)
     assert checkpoint_sequence() != first
+
+
+async def test_a_fresh_start_counts_no_rejection_and_a_bad_topic_still_counts(
+    engine: Engine, settings: ServerSettings, publisher: aiomqtt.Client
+) -> None:
+    """The server's own announcement (``fieldlink/v1/_server/state``) comes back through the
+    ``+/state`` filter at every start: it is ignored, not counted as a ``bad_topic``."""
+    register(engine, "mfp-0100")
+    bad_before = counter(metrics.INGEST_REJECTED, "bad_topic")
+    ignored_before = counter(metrics.INGEST_MESSAGES, "ignored")
+    service = IngestService(settings, engine, group=f"t{new_id()[:8]}")
+    await service.start()
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        # Published after the announcement: once it is stored, the announcement was read.
+        await publisher.publish(
+            topics.telemetry("mfp-0100"), dump_message(sample("mfp-0100", 0)), qos=1
+        )
+        await eventually(device_when(engine, "mfp-0100", lambda d: d.telemetry_received == 1))
+        assert counter(metrics.INGEST_REJECTED, "bad_topic") == bad_before
+        assert counter(metrics.INGEST_MESSAGES, "ignored") >= ignored_before + 1
+
+        await publisher.publish("fieldlink/v1/Not_A_Device/state", b"{}", qos=1)
+        await publisher.publish(
+            topics.telemetry("mfp-0100"), dump_message(sample("mfp-0100", 1)), qos=1
+        )
+        await eventually(device_when(engine, "mfp-0100", lambda d: d.telemetry_received == 2))
+        assert counter(metrics.INGEST_REJECTED, "bad_topic") == bad_before + 1
+    finally:
+        await service.stop()

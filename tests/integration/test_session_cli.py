@@ -37,6 +37,9 @@ pytestmark = pytest.mark.integration
 
 #: A large download through `fieldlink connect`, checked by its SHA-256.
 BIG = os.urandom(8 * 1024 * 1024)
+#: The center closes a session whose client stopped beating after this long (small here,
+#: so that the test of a killed client does not wait the default 90 s).
+HEARTBEAT_TIMEOUT_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,10 @@ class Operator:
 def operator(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterator[Operator]:
     tmp_path = tmp_path_factory.mktemp("session-cli")
     with (
-        secure_center(tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}") as (server, _broker),
+        secure_center(
+            tmp_path, f"sqlite:///{tmp_path / 'fieldlink.db'}",
+            operator_heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+        ) as (server, _broker),
         enrolled_agent(
             server, tmp_path, "CLI-1",
             services={"web": f"127.0.0.1:{web_panel}", "vnc": "127.0.0.1:1"},
@@ -449,3 +455,114 @@ def test_sigterm_closes_the_session_the_command_opened(operator: Operator, args:
     assert process.returncode in (0, 130), err
     assert operator.open_sessions() == []
     assert operator.sessions()[0]["close_reason"] == "operator"
+
+
+def test_ssh_after_session_open_uses_that_session_and_leaves_it_open(operator: Operator) -> None:
+    opened = operator.run("session", "open", operator.device_id, "--reason", "paper jam, call 77")
+    assert opened.returncode == 0, opened.stderr
+    sid = opened.stdout.strip()
+    try:
+        done = operator.run("ssh", operator.device_id, stdin="echo in-$((6*7)); exit\n")
+        assert done.returncode == 0, done.stderr
+        assert "in-42" in done.stdout
+        assert done.stderr.splitlines() == [
+            f"using your open session {sid} on {operator.device_id} (reason: paper jam, call 77)"
+        ]
+        ran = operator.run("exec", operator.device_id, "--reason", "other", "--", "echo ok")
+        assert (ran.returncode, ran.stdout) == (0, "ok\n"), ran.stderr
+        assert f"using your open session {sid}" in ran.stderr
+        assert "--new-session" in ran.stderr  # its own --reason was not used: it says how
+        # One session, the operator's, still open with its reason; nothing else was opened.
+        [only] = operator.open_sessions()
+        assert (only["id"], only["reason"], only["state"]) == (sid, "paper jam, call 77", "active")
+        # --new-session opens (and closes) one of its own.
+        fresh = operator.run("exec", operator.device_id, "--new-session", "--", "true")
+        assert fresh.returncode == 0, fresh.stderr
+        assert "using your open session" not in fresh.stderr
+        assert [s["id"] for s in operator.open_sessions()] == [sid]
+    finally:
+        operator.run("session", "close", sid)
+    assert operator.open_sessions() == []
+    shown = json.loads(operator.run("session", "show", sid, "--json").stdout)
+    assert {"shell", "exec"} <= set(shown["services_used"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["exec", "--", "sleep 60"], ["ssh"], ["connect", "web"]],
+    ids=["exec", "ssh", "connect"],
+)
+def test_sigterm_in_the_background_of_a_script_closes_the_session(
+    operator: Operator, args: list[str]
+) -> None:
+    """``cmd &`` in a script: the shell ignores SIGINT for it; SIGTERM still ends it cleanly."""
+    command, *rest = args
+    script = 'exec 3<&0; "$@" <&3 & echo "$!"; wait "$!"'
+    process = subprocess.Popen(
+        ["sh", "-c", script, "sh", sys.executable, "-m", "shared", command, operator.device_id,
+         *rest],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=operator.env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        pid = int(process.stdout.readline())
+        wait_until(lambda: [s["state"] for s in operator.open_sessions()] == ["active"], timeout=30)
+        [session] = operator.open_sessions()
+        time.sleep(0.5)  # into the command, the shell or the listener
+        os.kill(pid, signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in err, err
+    assert process.returncode in (0, 130), err
+    assert operator.open_sessions() == []
+    closed = json.loads(operator.run("session", "show", session["id"], "--json").stdout)
+    assert closed["close_reason"] == "operator"
+
+
+@pytest.mark.parametrize("command", [["connect", "web"], ["ssh"]], ids=["connect", "ssh"])
+def test_a_killed_client_s_session_is_closed_by_the_server(
+    operator: Operator, command: list[str]
+) -> None:
+    """SIGKILL leaves no chance to close: the heartbeats stop, and the server closes it."""
+    name, *rest = command
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", name, operator.device_id, *rest],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=operator.env,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: [s["state"] for s in operator.open_sessions()] == ["active"], timeout=30)
+        [session] = operator.open_sessions()
+        # Alive and beating while the client runs.
+        seen = json.loads(operator.run("session", "show", session["id"], "--json").stdout)
+        assert seen["operator_seen_at"] is not None
+        wait_until(
+            lambda: (
+                json.loads(operator.run("session", "show", session["id"], "--json").stdout)[
+                    "operator_seen_at"
+                ]
+                != seen["operator_seen_at"]
+            ),
+            timeout=30,
+        )
+        assert operator.open_sessions() != []
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    wait_until(lambda: operator.open_sessions() == [], timeout=60)
+    closed = json.loads(operator.run("session", "show", session["id"], "--json").stdout)
+    assert closed["close_reason"] == "operator_gone"
+    assert "no heartbeat from olga's client" in closed["detail"]
+    # Audited as every close is: one session.close entry with the reason.
+    audit = operator.server.cli("audit", "list", "--action", "session.close", "--limit", "500")
+    assert audit.returncode == 0, audit.stderr
+    entries = [line for line in audit.stdout.splitlines() if session["id"] in line]
+    assert len(entries) == 1, audit.stdout
+    assert '"close_reason":"operator_gone"' in entries[0]

@@ -74,6 +74,7 @@ from server.sessions.repository import may_observe, recording_file
 from server.sessions.service import SessionClosed, SessionService
 from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
+from shared.ids import utcnow
 from shared.wire import (
     WS_FORBIDDEN,
     WS_NORMAL,
@@ -144,7 +145,19 @@ async def open_session(
         source_ip=client_address(request),
         base_url=str(request.base_url),
     )
+    if body.keepalive:
+        # Its client beats from now on; without a beat it is closed (operator_gone).
+        await asyncio.to_thread(_keep_alive, request, row)
     return _public(row, service)
+
+
+def _keep_alive(request: Request, row: RemoteSession) -> None:
+    from server.sessions.heartbeat import keep_alive
+
+    engine = request.app.state.engine
+    with Session(engine) as db:
+        keep_alive(db, row.id, utcnow())
+    row.operator_seen_at = utcnow()
 
 
 @router.get("/sessions")

@@ -152,7 +152,7 @@ def test_cli_errors_are_one_line(server_toml: Path, tmp_path: Path) -> None:
         f"error: no CA in {tmp_path / 'state' / 'pki'}: run `fieldlink ca init` first"
     )
     bad = runner.invoke(app, ["ca", "init", "--key-type", "dsa", "--config", str(server_toml)])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a wrong value given: shared.exit_codes.USAGE
     assert bad.output.strip() == "error: unknown key type 'dsa': use one of ec-p256, rsa-2048"
     assert "Traceback" not in bad.output
     assert os.environ.get("FIELDLINK_CONFIG") is None

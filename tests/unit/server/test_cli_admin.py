@@ -29,7 +29,7 @@ def test_user_add_reads_the_password_from_stdin(config: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "created manager alice" in done.stdout
     again = fieldlink("user", "add", "alice", "--config", str(config), stdin="s3cret-pass\n")
-    assert again.returncode == 1
+    assert again.returncode == 5  # conflict: exists already
     assert again.stderr.strip() == "error: user 'alice' already exists"
 
 

@@ -247,3 +247,27 @@ def test_a_birth_keeps_the_agents_capabilities_and_a_via_birth_does_not() -> Non
     later = NOW + timedelta(seconds=1)
     _apply([StateItem("server-gw", DeviceState(online=True, ts=later), False, later)], devices)
     assert devices["server-gw"].capabilities is None
+
+
+def _rejected(reason: str) -> float:
+    from server import metrics
+
+    return metrics.INGEST_REJECTED.labels(reason)._value.get()
+
+
+def test_the_servers_own_announcement_is_ignored_and_a_bad_topic_still_counted() -> None:
+    from shared.models import ServerState
+
+    validate = Validator(SETTINGS)
+    before = _rejected("bad_topic")
+    announcement = dump_message(ServerState(online=True, ts=NOW, instance="center-1"))
+    # The ingest's ``fieldlink/v1/+/state`` filter matches ``fieldlink/v1/_server/state``.
+    for _ in range(2):  # the topic cache answers the second time
+        assert (
+            validate(topics.SERVER_STATE.encode(), announcement, retain=True, received_at=NOW)
+            is None
+        )
+    assert _rejected("bad_topic") == before
+    assert validate(b"fieldlink/v1/_evil/state", b"{}", retain=True, received_at=NOW) is None
+    assert validate(b"fieldlink/v1/_server/events", b"{}", retain=False, received_at=NOW) is None
+    assert _rejected("bad_topic") == before + 2

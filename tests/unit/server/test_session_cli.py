@@ -195,10 +195,10 @@ def test_socket_urls_follow_the_server_scheme() -> None:
 @pytest.mark.parametrize(
     ("args", "status"),
     [
-        (["session", "list"], 1),
-        (["session", "open", "mfp-1", "--reason", "x"], 1),
+        (["session", "list"], 4),
+        (["session", "open", "mfp-1", "--reason", "x"], 4),
         (["exec", "mfp-1", "--", "uptime"], 255),
-        (["connect", "mfp-1", "web"], 1),
+        (["connect", "mfp-1", "web"], 4),
         (["ssh", "mfp-1"], 255),
     ],
 )
@@ -212,7 +212,7 @@ def test_a_server_that_is_down_is_one_line(tmp_path: Path) -> None:
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps({"server": "http://127.0.0.1:1", "token": "t"}))
     for args, status in (
-        (["session", "show", "ses-1"], 1),
+        (["session", "show", "ses-1"], 6),
         (["exec", "mfp-1", "--", "true"], 255),
         (["ssh", "mfp-1"], 255),
     ):
@@ -242,9 +242,9 @@ def test_usage_mistakes_exit_2_and_name_what_is_missing() -> None:
 
 def test_an_unknown_device_is_404_in_one_line(live: LiveServer, operator: Path) -> None:
     for args, status in (
-        (["session", "open", "nope-1", "--reason", "check"], 1),
+        (["session", "open", "nope-1", "--reason", "check"], 3),
         (["exec", "nope-1", "--", "uptime"], 255),
-        (["connect", "nope-1", "web"], 1),
+        (["connect", "nope-1", "web"], 3),
         (["ssh", "nope-1"], 255),
     ):
         done = fieldlink(operator, *args)
@@ -258,7 +258,7 @@ def test_a_device_that_cannot_hold_a_session_is_409_in_one_line(
 ) -> None:
     add_device(live.engine, "mfp-nokey")
     done = fieldlink(operator, "session", "open", "mfp-nokey", "--reason", "jam")
-    assert done.returncode == 1
+    assert done.returncode == 5  # conflict
     assert one_error_line(done) == (
         "error: 409: device mfp-nokey has no pinned SSH host key: enroll it again"
     )
@@ -269,7 +269,7 @@ def test_a_broker_that_is_down_fails_the_open_and_the_session_is_recorded_closed
 ) -> None:
     add_device(live.engine, "mfp-far", host_key=host_key())
     done = fieldlink(operator, "session", "open", "mfp-far", "--reason", "jam")
-    assert done.returncode == 1
+    assert done.returncode == 6  # unavailable
     assert one_error_line(done) == (
         "error: 503: the command publisher is not connected to the broker"
     )
@@ -315,11 +315,11 @@ def test_list_show_and_close(live: LiveServer, operator: Path) -> None:
     assert closed.stdout.strip() == "session ses-done: closed (operator)"
 
     missing = fieldlink(operator, "session", "show", "ses-nope")
-    assert missing.returncode == 1
+    assert missing.returncode == 3
     assert one_error_line(missing) == "error: 404: no session 'ses-nope'"
     # An id cannot reach another route.
     sneaky = fieldlink(operator, "session", "show", "../devices")
-    assert sneaky.returncode == 1
+    assert sneaky.returncode == 3
     assert one_error_line(sneaky).startswith("error: 404: ")
 
 
@@ -327,7 +327,7 @@ def test_another_operators_session_is_refused(live: LiveServer, operator: Path) 
     add_device(live.engine, "mfp-8")
     add_session(live.engine, "ses-theirs", "mfp-8", operator="someone-else")
     done = fieldlink(operator, "session", "show", "ses-theirs")
-    assert done.returncode == 1
+    assert done.returncode == 4
     assert one_error_line(done) == "error: 403: this session belongs to another operator"
 
 
@@ -351,7 +351,7 @@ def test_recording_is_downloaded_byte_for_byte(
     assert to_stdout.stdout_bytes == cast.read_bytes()
 
     none = fieldlink(operator, "session", "recording", "ses-norec")
-    assert none.returncode == 1
+    assert none.returncode == 3
     assert one_error_line(none) == "error: 404: this session has no shell recording"
 
 
@@ -377,3 +377,70 @@ def test_commands_on_a_closed_session_say_why_it_closed(live: LiveServer, operat
     wrong_device = fieldlink(operator, "exec", "mfp-other", "--session", "ses-gone", "--", "id")
     assert wrong_device.returncode == 255
     assert one_error_line(wrong_device) == ("error: session ses-gone is to mfp-10, not mfp-other")
+
+
+# -- reusing the operator's open session, and its heartbeats --------------------------------
+
+
+def _row(engine: Engine, session_id: str) -> RemoteSession:
+    with Session(engine) as db:
+        row = db.get(RemoteSession, session_id)
+        assert row is not None
+        return row
+
+
+def test_exec_uses_the_operators_open_session_on_the_device_not_anothers(
+    live: LiveServer, operator: Path
+) -> None:
+    add_device(live.engine, "mfp-r")
+    add_session(live.engine, "ses-theirs", "mfp-r", operator="op2", state="active")
+    add_session(live.engine, "ses-old", "mfp-r", state="closed")
+    add_session(live.engine, "ses-mine", "mfp-r", state="active")
+    done = fieldlink(operator, "exec", "mfp-r", "--", "true")
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == (
+        "using your open session ses-mine on mfp-r (reason: toner low, customer on the phone)"
+    )
+    # (No agent holds it here, so the command itself fails: that is the integration tests'.)
+    assert done.returncode == 255
+    assert _row(live.engine, "ses-mine").state == "active"  # not closed: it did not open it
+    listed = fieldlink(operator, "session", "list", "--device", "mfp-r", "--json")
+    assert json.loads(listed.stdout)["count"] == 3  # nothing new was opened
+
+    # --new-session asks for one of its own (this device cannot hold one: 409, one line).
+    fresh = fieldlink(operator, "exec", "mfp-r", "--new-session", "--", "true")
+    assert fresh.returncode == 255
+    assert one_error_line(fresh) == (
+        "error: 409: device mfp-r has no pinned SSH host key: enroll it again"
+    )
+
+
+def test_heartbeats_keep_only_ones_own_open_session_alive(live: LiveServer, operator: Path) -> None:
+    add_device(live.engine, "mfp-h")
+    add_session(live.engine, "ses-live", "mfp-h", state="active")
+    add_session(live.engine, "ses-done", "mfp-h", state="closed")
+    add_session(live.engine, "ses-other", "mfp-h", operator="op2", state="active")
+    token = json.loads(operator.read_text())["token"]
+    client = ApiClient(live.url, token)
+    try:
+        answer = client.heartbeat("ses-live")
+        assert answer["open"] is True
+        assert answer["timeout_s"] == 90.0
+        assert _row(live.engine, "ses-live").operator_seen_at is not None
+        assert client.heartbeat("ses-done")["open"] is False
+        assert _row(live.engine, "ses-done").operator_seen_at is None
+    finally:
+        client.close()
+    refused = httpx.post(
+        f"{live.url}/api/v1/sessions/ses-other/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    assert _row(live.engine, "ses-other").operator_seen_at is None
+    missing = httpx.post(
+        f"{live.url}/api/v1/sessions/ses-nope/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert missing.status_code == 404

@@ -26,7 +26,7 @@ def test_the_missing_extra_is_named(
     command = _missing_extra(name, entry_point, ImportError("gone", name="somepackage"))
     with pytest.raises(SystemExit) as exited:
         command.main(["--anything"], prog_name=f"fieldlink {name}")
-    assert exited.value.code == 3
+    assert exited.value.code == 6  # shared.exit_codes.UNAVAILABLE
     assert capsys.readouterr().err == (
         f"error: 'fieldlink {name}' needs the {extra} extra (somepackage is not installed): "
         f"pip install 'fieldlink[{extra}]'\n"

@@ -98,7 +98,7 @@ def test_csv_imports_name_every_bad_line(config: Path, tmp_path: Path) -> None:
     assert "1 devices registered" in done.stdout
     bad = "serial,model,type,customer_number\nS2,M,mfp,7\nS3,M,toaster,8\nS1,M,mfp,7\n"
     done = _run(config, "customer", "import-devices", "-", stdin=bad)
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad input
     lines = done.stderr.strip().splitlines()
     assert lines[-1] == "error: 2 bad row(s) in -: nothing imported"
     assert any(line.startswith("-:line 3, type") for line in lines)
@@ -144,9 +144,9 @@ def test_an_operator_looks_customers_and_callers_up_over_the_api(
         customers = fieldlink("customer", "list", "--json", env=env, cwd=tmp_path)
         assert json.loads(customers.stdout)["count"] == 1
         missing = fieldlink("customer", "show", "404", env=env, cwd=tmp_path)
-        assert missing.returncode == 1
+        assert missing.returncode == 3  # not found
         assert "no customer '404'" in missing.stderr
         bad = fieldlink("call", "lookup", "12", env=env, cwd=tmp_path)
-        assert bad.returncode == 1
+        assert bad.returncode == 2  # bad input (422)
         assert "ani" in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
