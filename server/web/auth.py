@@ -392,26 +392,37 @@ async def mfa_enrol(
     return _account_page(request, session, viewer, enrolment=found)
 
 
-@router.post(f"{ACCOUNT_PATH}/mfa/confirm", response_class=HTMLResponse)
-async def mfa_confirm(
+#: What the account page says once a code form went through.
+_CODE_DONE: dict[mfa.CodeAction, str] = {
+    "confirm": "Two-factor login is on.",
+    "recovery-codes": "New recovery codes.",
+    "disable": "Two-factor login is off.",
+}
+
+
+@router.post(f"{ACCOUNT_PATH}/mfa/{{action}}", response_class=HTMLResponse)
+async def mfa_code_form(
+    action: mfa.CodeAction,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     policy: LoginPolicyDep,
     viewer: ViewerDep,
 ) -> Response:
-    """Turn two-factor login on with the first code; the recovery codes, shown once."""
+    """On a current code: turn two-factor login on (``confirm``; the recovery codes, shown
+    once), new recovery codes (the old ones stop working), or turn it off (``disable``,
+    not where one's role requires it)."""
     _, code = await _mfa_form(request)
     address = client_address(request)
 
-    def confirm(now: datetime) -> list[str]:
-        return mfa.confirm_enrolment(
-            session, settings, user=viewer.user, code=code, now=now, source_ip=address
+    def act(now: datetime) -> list[str]:
+        return mfa.act_on_code(
+            session, settings, action, user=viewer.user, code=code, now=now, source_ip=address
         )
 
     try:
         codes = await run_in_threadpool(
-            check_code_again, session, policy, viewer.user, confirm, address
+            check_code_again, session, policy, viewer.user, act, address
         )
     except HTTPException as exc:
         return _account_page(
@@ -420,64 +431,8 @@ async def mfa_confirm(
     except (Conflict, NotFound) as exc:
         return _account_page(request, session, viewer, error=str(exc), status_code=409)
     return _account_page(
-        request, session, viewer, done="Two-factor login is on.", recovery_codes=codes
+        request, session, viewer, done=_CODE_DONE[action], recovery_codes=codes or None
     )
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/recovery-codes", response_class=HTMLResponse)
-async def mfa_recovery_codes(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """New recovery codes on a current code (the old ones stop working)."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def regenerate(now: datetime) -> list[str]:
-        return mfa.regenerate_recovery_codes(
-            session, settings, user=viewer.user, code=code, now=now, source_ip=address
-        )
-
-    try:
-        codes = await run_in_threadpool(
-            check_code_again, session, policy, viewer.user, regenerate, address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, done="New recovery codes.", recovery_codes=codes)
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/disable", response_class=HTMLResponse)
-async def mfa_disable(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """Turn two-factor login off on a current code (not where one's role requires it)."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def turn_off(now: datetime) -> None:
-        mfa.disable(session, settings, user=viewer.user, code=code, now=now, source_ip=address)
-
-    try:
-        await run_in_threadpool(check_code_again, session, policy, viewer.user, turn_off, address)
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, done="Two-factor login is off.")
 
 
 @router.post(ACCOUNT_PATH, response_class=HTMLResponse)
