@@ -40,6 +40,7 @@ from server.crud import InvalidInput
 from server.logins import MFA_PENDING_TTL_S, LoginOutcome, attempt_login, complete_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
+from server.web.qr import qr_svg
 from server.web.templating import render
 from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
@@ -48,10 +49,14 @@ router = APIRouter(include_in_schema=False)
 
 #: The viewer's own account: change the password, two-factor login.
 ACCOUNT_PATH = "/account"
+#: The account's two-factor forms: all a user may reach until their role's second factor is on.
+MFA_PATH = f"{ACCOUNT_PATH}/mfa"
 #: The log-in's second step (the two-factor code), and the cookie that carries the
 #: short-lived token between the steps (only this path receives it).
 LOGIN_CODE_PATH = "/login/code"
 MFA_PENDING_COOKIE = "fieldlink_mfa"
+#: The accessible name of the enrolment's QR code.
+_QR_LABEL = "QR code for your authenticator app"
 
 
 class ConsoleRedirect(Exception):
@@ -98,7 +103,8 @@ def console_viewer(request: Request, session: SessionDep) -> Viewer:
     if user.must_change_password and request.url.path != ACCOUNT_PATH:
         raise ConsoleRedirect(ACCOUNT_PATH)  # an administrator reset the password
     settings: ServerSettings = request.app.state.settings
-    if not request.url.path.startswith(ACCOUNT_PATH) and mfa.required_for(settings, user):
+    enrolling = request.url.path == ACCOUNT_PATH or request.url.path.startswith(MFA_PATH)
+    if not enrolling and mfa.required_for(settings, user):
         pending = mfa.enrolment_pending(session, settings, user)
         session.commit()
         if pending:
@@ -344,6 +350,7 @@ def _account_page(
             "done": done,
             "mfa": found,
             "enrolment": enrolment,
+            "enrolment_qr": qr_svg(enrolment.otpauth_uri, label=_QR_LABEL) if enrolment else None,
             "recovery_codes": recovery_codes,
         },
         status_code=status_code,
