@@ -28,7 +28,7 @@ from server.models import (
     RemoteSessionPublic,
 )
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import admin, dashboard, finder
+from server.web import admin, dashboard, finder, tokens
 from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
@@ -44,6 +44,7 @@ router.include_router(dashboard.router)
 router.include_router(admin.router)
 router.include_router(finder.router)
 router.include_router(customer_pages.router)
+router.include_router(tokens.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50

@@ -267,6 +267,33 @@ def check_code_again(
         raise _failed_check(session, policy, user, now, "code", address) from None
 
 
+def check_second_factor_again(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    user: User,
+    code: str | None,
+    address: str | None,
+) -> str | None:
+    """For a step that asks for the second factor again (minting an API token): nothing
+    for a user without one; else spend ``code`` (a current TOTP or a recovery code) and
+    say how, 401 (with ``X-Fieldlink-MFA: required``) without one, 401 for a wrong or
+    spent one (counted like a failed login, 429 once locked)."""
+    if not mfa.is_active(session, user):
+        return None
+    if not code or not code.strip():
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=MFA_NEEDED_DETAIL,
+            headers={MFA_HEADER: "required"},
+        )
+
+    def spend(now: datetime) -> str:
+        return mfa.check_code(session, settings, user=user, code=code, now=now)
+
+    return check_code_again(session, policy, user, spend, address)
+
+
 class MfaStatusPublic(BaseModel):
     """One's second factor (never its secret)."""
 
