@@ -5,7 +5,8 @@ server (shown once, as an ``otpauth://`` URI and in base32) and
 :func:`confirm_enrolment` activates it with a first code from the
 authenticator, giving ten recovery codes (shown once, stored as SHA-256
 hashes, each good for one login). From then on a login needs a code after the
-password (:mod:`server.logins`); long-lived API tokens are unaffected.
+password (:mod:`server.logins`), and minting a long-lived API token needs
+one (:func:`check_code`); using such a token does not.
 
 - Secrets are encrypted at rest (Fernet) with the key in ``mfa_key_file``
   (default ``state_dir/mfa.key``, made at first use, mode 0600); they are never
