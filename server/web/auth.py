@@ -147,6 +147,23 @@ def _login_page(
     )
 
 
+#: A log-in form posted from another site (log-in CSRF) is refused with this.
+_FOREIGN = "Log in from this server's own page."
+
+
+def _locked_page(request: Request, next_path: str, outcome: LoginOutcome) -> HTMLResponse:
+    """The log-in form again, 429: the name or address is locked for a while."""
+    detail = outcome.locked_detail
+    page = _login_page(
+        request,
+        next_path=next_path,
+        error=f"{detail[0].upper()}{detail[1:]}.",
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+    )
+    page.headers["Retry-After"] = str(outcome.retry_after_s)
+    return page
+
+
 def _set_pending_cookie(response: Response, request: Request, token: str) -> None:
     response.set_cookie(
         MFA_PENDING_COOKIE,
@@ -200,12 +217,7 @@ async def login_submit(
     next_path = safe_next(str(form.get("next", "/")))
     if request.headers.get("origin") and not same_origin(request):
         # Another site posting a log-in form (log-in CSRF): refuse.
-        return _login_page(
-            request,
-            next_path=next_path,
-            error="Log in from this server's own page.",
-            status_code=403,
-        )
+        return _login_page(request, next_path=next_path, error=_FOREIGN, status_code=403)
     if not username or not password:
         return _login_page(
             request,
@@ -229,13 +241,7 @@ async def login_submit(
         _set_pending_cookie(page, request, outcome.pending_token)
         return page
     if outcome.retry_after_s is not None:
-        page = _login_page(
-            request,
-            next_path=next_path,
-            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        )
-        page.headers["Retry-After"] = str(outcome.retry_after_s)
+        page = _locked_page(request, next_path, outcome)
         return page
     if outcome.token is None:
         if outcome.delay_s > 0:
@@ -262,12 +268,7 @@ async def login_code_submit(
     next_path = safe_next(str(form.get("next", "/")))
     pending = request.cookies.get(MFA_PENDING_COOKIE)
     if request.headers.get("origin") and not same_origin(request):
-        return _login_page(
-            request,
-            next_path=next_path,
-            error="Log in from this server's own page.",
-            status_code=403,
-        )
+        return _login_page(request, next_path=next_path, error=_FOREIGN, status_code=403)
     if not pending:
         return _login_page(
             request,
@@ -297,13 +298,7 @@ async def login_code_submit(
         _clear_pending_cookie(response, request)
         return response
     if outcome.retry_after_s is not None:
-        page = _login_page(
-            request,
-            next_path=next_path,
-            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        )
-        page.headers["Retry-After"] = str(outcome.retry_after_s)
+        page = _locked_page(request, next_path, outcome)
         _clear_pending_cookie(page, request)
         return page
     if outcome.mfa_required:
