@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
@@ -201,20 +201,29 @@ def customers(session: Session, limit: int = 500) -> list[str]:
     )
 
 
-@router.get("/desk", response_class=HTMLResponse)
-def desk(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
+def fleet_filters(
     q: _TEXT = None,
     online: _TEXT = None,
     type: _TEXT = None,
     status: _TEXT = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> FleetFilters:
+    """The desk's filters from its query string (the desk and its live refresh)."""
+    return FleetFilters.parse(q, online, type, status, customer, page)
+
+
+FleetFiltersDep = Annotated[FleetFilters, Depends(fleet_filters)]
+
+
+@router.get("/desk", response_class=HTMLResponse)
+def desk(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    filters: FleetFiltersDep,
 ) -> HTMLResponse:
     """The call-center desk: find the caller's device, the fleet, open incidents."""
-    filters = FleetFilters.parse(q, online, type, status, customer, page)
     mine, watchable = my_incidents(session, viewer.user.username, DESK_INCIDENTS)
     return _page(
         request,
@@ -238,15 +247,9 @@ def desk_fleet(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    q: _TEXT = None,
-    online: _TEXT = None,
-    type: _TEXT = None,
-    status: _TEXT = None,
-    customer: Annotated[str | None, Query(max_length=256)] = None,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    filters: FleetFiltersDep,
 ) -> HTMLResponse:
     """The fleet table's rows alone, for the desk's live refresh."""
-    filters = FleetFilters.parse(q, online, type, status, customer, page)
     return _page(request, "_fleet.html", viewer, fleet=load_fleet(session, filters))
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
 from server.api.deps import (
@@ -27,6 +28,7 @@ from server.incidents.csv_io import (
 )
 from server.incidents.similar import SimilarCases, model_of, similar_cases
 from server.models import (
+    Incident,
     IncidentClose,
     IncidentCreate,
     IncidentEscalate,
@@ -60,6 +62,12 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _with_sessions(session: Session, incident: Incident, incident_id: int) -> IncidentPublic:
+    """The incident as the API shows it, with the remote sessions linked to it."""
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
 
 
 def _unprocessable(exc: service.IncidentInvalid) -> HTTPException:
@@ -209,8 +217,7 @@ def close_incident(
         incident = service.close_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
-    linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return _with_sessions(session, incident, incident_id)
 
 
 @router.post(
@@ -239,8 +246,7 @@ def escalate_incident(
         )
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
-    linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return _with_sessions(session, incident, incident_id)
 
 
 @router.get("/{incident_id}")
@@ -249,8 +255,7 @@ def get_incident(
 ) -> IncidentPublic:
     """One incident with the remote sessions linked to it."""
     incident = service.get_incident(session, incident_id=incident_id)
-    linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return _with_sessions(session, incident, incident_id)
 
 
 @router.patch("/{incident_id}")
@@ -262,5 +267,4 @@ def update_incident(
         incident = service.update_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
-    linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return _with_sessions(session, incident, incident_id)
