@@ -1,4 +1,5 @@
-"""Console log-in and log-out, and who is looking at a page.
+"""Console log-in and log-out, and who is looking at a page (the account page, where
+one changes one's password and two-factor login, is :mod:`server.web.account`).
 
 Logging in runs the API's password flow (the same throttling, lockout and
 audit) and keeps the short-lived access token in an HttpOnly cookie
@@ -10,16 +11,15 @@ answers 403 with a page that says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from server import accounts, audit, crud, mfa
+from server import audit, crud, mfa
 from server.api.deps import (
     SESSION_COOKIE,
     LoginPolicyDep,
@@ -34,15 +34,11 @@ from server.api.deps import (
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import check_code_again, check_password_again
 from server.config import ServerSettings
-from server.crud import InvalidInput
 from server.logins import MFA_PENDING_TTL_S, LoginOutcome, attempt_login, complete_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
-from server.web.qr import qr_svg
 from server.web.templating import render
-from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -55,8 +51,6 @@ MFA_PATH = f"{ACCOUNT_PATH}/mfa"
 #: short-lived token between the steps (only this path receives it).
 LOGIN_CODE_PATH = "/login/code"
 MFA_PENDING_COOKIE = "fieldlink_mfa"
-#: The accessible name of the enrolment's QR code.
-_QR_LABEL = "QR code for your authenticator app"
 
 
 class ConsoleRedirect(Exception):
@@ -319,162 +313,6 @@ async def login_code_submit(
     )
     _clear_pending_cookie(page, request)
     return page
-
-
-def _account_page(
-    request: Request,
-    session: Session,
-    viewer: Viewer,
-    *,
-    error: str | None = None,
-    done: str | None = None,
-    status_code: int = 200,
-    enrolment: mfa.Enrolment | None = None,
-    recovery_codes: list[str] | None = None,
-) -> HTMLResponse:
-    settings: ServerSettings = request.app.state.settings
-    found = mfa.status(session, settings, viewer.user)
-    session.commit()
-    return render(
-        request,
-        "account.html",
-        {
-            "viewer": viewer,
-            "title": "Your account",
-            "error": error,
-            "done": done,
-            "mfa": found,
-            "enrolment": enrolment,
-            "enrolment_qr": qr_svg(enrolment.otpauth_uri, label=_QR_LABEL) if enrolment else None,
-            "recovery_codes": recovery_codes,
-        },
-        status_code=status_code,
-    )
-
-
-@router.get(ACCOUNT_PATH, response_class=HTMLResponse)
-def account_page(request: Request, session: SessionDep, viewer: ViewerDep) -> HTMLResponse:
-    """The viewer's account: change the password (required after an administrator's reset),
-    two-factor login (required for some roles)."""
-    return _account_page(request, session, viewer)
-
-
-async def _mfa_form(request: Request) -> tuple[str, str]:
-    """Check the CSRF token of an account form; its ``password`` and ``code`` fields."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
-    return str(form.get("password", ""))[:1024], str(form.get("code", ""))[:64]
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa", response_class=HTMLResponse)
-async def mfa_enrol(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """Begin enrolling an authenticator (the password again): its secret, shown once."""
-    password, _ = await _mfa_form(request)
-    address = client_address(request)
-    try:
-        await run_in_threadpool(
-            check_password_again, session, policy, viewer.user, password, address
-        )
-        found = await run_in_threadpool(
-            mfa.begin_enrolment, session, settings, user=viewer.user, source_ip=address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, enrolment=found)
-
-
-#: What the account page says once a code form went through.
-_CODE_DONE: dict[mfa.CodeAction, str] = {
-    "confirm": "Two-factor login is on.",
-    "recovery-codes": "New recovery codes.",
-    "disable": "Two-factor login is off.",
-}
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/{{action}}", response_class=HTMLResponse)
-async def mfa_code_form(
-    action: mfa.CodeAction,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """On a current code: turn two-factor login on (``confirm``; the recovery codes, shown
-    once), new recovery codes (the old ones stop working), or turn it off (``disable``,
-    not where one's role requires it)."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def act(now: datetime) -> list[str]:
-        return mfa.act_on_code(
-            session, settings, action, user=viewer.user, code=code, now=now, source_ip=address
-        )
-
-    try:
-        codes = await run_in_threadpool(
-            check_code_again, session, policy, viewer.user, act, address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (Conflict, NotFound) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(
-        request, session, viewer, done=_CODE_DONE[action], recovery_codes=codes or None
-    )
-
-
-@router.post(ACCOUNT_PATH, response_class=HTMLResponse)
-async def change_password(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    policy: LoginPolicyDep,
-) -> Response:
-    """Change the viewer's password; their other logins end (audited)."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
-    current = str(form.get("current_password", ""))
-    new = str(form.get("new_password", ""))
-    if new != str(form.get("new_password_again", "")):
-        return _account_page(
-            request, session, viewer, error="The new passwords differ.", status_code=422
-        )
-    try:
-        await run_in_threadpool(
-            check_password_again, session, policy, viewer.user, current, client_address(request)
-        )
-        await run_in_threadpool(
-            accounts.change_password,
-            session,
-            user=viewer.user,
-            current=current,
-            new=new,
-            keep_token=cookie,
-            source_ip=client_address(request),
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (InvalidInput, AuthError) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=422)
-    recheck_access(request)
-    return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
 
 
 def _revoke(session: SessionDep, token: str, address: str | None) -> None:

@@ -28,7 +28,7 @@ from server.models import (
     RemoteSessionPublic,
 )
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import admin, dashboard, finder, tokens
+from server.web import account, admin, dashboard, finder, tokens
 from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
@@ -40,6 +40,7 @@ from shared.wire import HEALTH_STATUSES
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth_router)
+router.include_router(account.router)
 router.include_router(dashboard.router)
 router.include_router(admin.router)
 router.include_router(finder.router)
