@@ -72,6 +72,17 @@ def _account_page(
     )
 
 
+def _refused(request: Request, session: Session, viewer: Viewer, exc: Exception) -> HTMLResponse:
+    """The account page again, saying why a form was refused: a wrong password or code
+    (401, 429 once locked), a state that forbids it (409), a bad new password (422)."""
+    if isinstance(exc, HTTPException):
+        return _account_page(
+            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
+        )
+    code = 409 if isinstance(exc, Conflict | NotFound) else 422
+    return _account_page(request, session, viewer, error=str(exc), status_code=code)
+
+
 @router.get(ACCOUNT_PATH, response_class=HTMLResponse)
 def account_page(request: Request, session: SessionDep, viewer: ViewerDep) -> HTMLResponse:
     """The viewer's account: change the password (required after an administrator's reset),
@@ -105,12 +116,8 @@ async def mfa_enrol(
         found = await run_in_threadpool(
             mfa.begin_enrolment, session, settings, user=viewer.user, source_ip=address
         )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    except (HTTPException, Conflict) as exc:
+        return _refused(request, session, viewer, exc)
     return _account_page(request, session, viewer, enrolment=found)
 
 
@@ -146,12 +153,8 @@ async def mfa_code_form(
         codes = await run_in_threadpool(
             check_code_again, session, policy, viewer.user, act, address
         )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (Conflict, NotFound) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
+    except (HTTPException, Conflict, NotFound) as exc:
+        return _refused(request, session, viewer, exc)
     return _account_page(
         request, session, viewer, done=_CODE_DONE[action], recovery_codes=codes or None
     )
@@ -187,11 +190,7 @@ async def change_password(
             keep_token=cookie,
             source_ip=client_address(request),
         )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (InvalidInput, AuthError) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=422)
+    except (HTTPException, InvalidInput, AuthError) as exc:
+        return _refused(request, session, viewer, exc)
     recheck_access(request)
     return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
