@@ -29,9 +29,7 @@ import logging
 import os
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,13 +37,11 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from server import crud
+from bench.seeding import add_bench_user, incident_row, ms, on_each_database, p95, timed
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import Alert, Device, Incident
-from tests.fixtures.postgres import PostgresCluster
 
 RESULTS = Path(__file__).parent / "results" / "desk.md"
 PASSWORD = "bench desk password"  # noqa: S105  (a throwaway user of a scratch database)
@@ -115,25 +111,9 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
             device = rows[rng.randrange(devices)]
             opened = now - timedelta(hours=rng.randint(1, 2000))
             closed = number >= 60
-            incidents.append(
-                {
-                    "device_id": device["id"],
-                    "device_type": device["type"],
-                    "opened_at": opened,
-                    "down_at": opened,
-                    "restored_at": opened + timedelta(hours=2) if closed else None,
-                    "closed_at": opened + timedelta(hours=3) if closed else None,
-                    "resolution": "remote" if closed else None,
-                    "channel": "phone",
-                    "symptom": "bench incident",
-                    "remote_session_used": closed,
-                    "created_at": opened,
-                    "updated_at": opened,
-                }
-            )
+            incidents.append(incident_row(device, opened, closed=closed, symptom="bench incident"))
         connection.execute(sa.insert(incident_table), incidents)
-    with Session(engine) as session:
-        crud.create_user(session, username="bench", role="operator", password=PASSWORD)
+    add_bench_user(engine, PASSWORD)
     return rows
 
 
@@ -155,21 +135,6 @@ def queries(rows: list[dict[str, Any]], count: int, seed: int = 11) -> list[str]
         else:
             found.append(row["id"][:9])
     return found
-
-
-def _timed(action: Callable[[], Any], repeat: int) -> list[float]:
-    action()  # warm up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def _p95(times: list[float]) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def plain_select(engine: Engine, q: str | None) -> int:
@@ -213,9 +178,9 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             if not client.get("/api/v1/devices", params={"q": q, "limit": 8}).json()["count"]:
                 misses += 1
 
-        trivial = _timed(lambda: client.get("/healthz"), 200)
-        select_page = _timed(lambda: plain_select(engine, None), 60)
-        render = _timed(lambda: client.get("/desk"), 60)
+        trivial = timed(lambda: client.get("/healthz"), 200)
+        select_page = timed(lambda: plain_select(engine, None), 60)
+        render = timed(lambda: client.get("/desk"), 60)
         index = iter(range(10**9))
 
         def search() -> None:
@@ -229,9 +194,9 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             q = typed[next(index) % len(typed)]
             client.get("/desk/find", params={"q": q})
 
-        searched = _timed(search, 300)
-        found = _timed(find, 300)
-        select_searched = _timed(select_search, 300)
+        searched = timed(search, 300)
+        found = timed(find, 300)
+        select_searched = timed(select_search, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -246,10 +211,6 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
         "select_search": select_searched,
         "load": load,
     }
-
-
-def _ms(value: float) -> str:
-    return f"{value * 1000:.1f} ms"
 
 
 def report(results: list[dict[str, Any]]) -> str:
@@ -277,13 +238,13 @@ def report(results: list[dict[str, Any]]) -> str:
     for r in results:
         desk50 = statistics.median(r["render"])
         lines.append(
-            f"| {r['label']} | {_ms(desk50)} | {_ms(_p95(r['render']))} "
+            f"| {r['label']} | {ms(desk50)} | {ms(p95(r['render']))} "
             f"| {desk50 / statistics.median(r['trivial']):.1f}x "
             f"| {desk50 / statistics.median(r['select_page']):.1f}x "
-            f"| {_ms(statistics.median(r['find']))} | {_ms(_p95(r['find']))} "
-            f"| {_p95(r['find']) / _p95(r['select_search']):.1f}x "
-            f"| {_ms(statistics.median(r['search']))} | {_ms(_p95(r['search']))} "
-            f"| {_ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
+            f"| {ms(statistics.median(r['find']))} | {ms(p95(r['find']))} "
+            f"| {p95(r['find']) / p95(r['select_search']):.1f}x "
+            f"| {ms(statistics.median(r['search']))} | {ms(p95(r['search']))} "
+            f"| {ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
         )
     lines += [
         "",
@@ -305,19 +266,11 @@ def main() -> None:
     args = parser.parse_args()
     # The app runs without a broker: its reconnect warnings are not the benchmark's business.
     logging.basicConfig(level=logging.ERROR)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="fieldlink-bench-desk-") as scratch:
-        url = f"sqlite:///{Path(scratch) / 'desk.db'}"
-        results.append(run(url, "SQLite", args.devices, Path(scratch) / "state"))
-        if not args.no_postgres:
-            cluster = PostgresCluster()
-            cluster.start()
-            try:
-                results.append(
-                    run(cluster.create_database(), "PostgreSQL", args.devices, Path(scratch) / "pg")
-                )
-            finally:
-                cluster.stop()
+    results = on_each_database(
+        "desk",
+        lambda url, label, state: run(url, label, args.devices, state),
+        postgres=not args.no_postgres,
+    )
     for r in results:
         print(
             f"{r['label']}: populated in {r['populate_s']:.1f} s, {r['misses']}/50 queries found nothing"

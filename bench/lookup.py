@@ -21,9 +21,7 @@ import logging
 import os
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,13 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from server import crud
+from bench.seeding import add_bench_user, incident_row, ms, on_each_database, p95, timed
 from server.config import ServerSettings
 from server.main import create_app
 from server.models import Customer, CustomerContact, Device, Incident
-from tests.fixtures.postgres import PostgresCluster
 
 RESULTS = Path(__file__).parent / "results" / "lookup.md"
 PASSWORD = "bench lookup password"  # noqa: S105  (a throwaway user of a scratch database)
@@ -109,24 +105,9 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
                 index = rng.randrange(devices)
                 opened = now - timedelta(hours=rng.randint(1, 20_000))
                 closed = number % 100 != 0
-                batch.append(
-                    {
-                        "device_id": rows[index]["id"],
-                        "device_type": rows[index]["type"],
-                        "opened_at": opened,
-                        "down_at": opened,
-                        "restored_at": opened + timedelta(hours=2) if closed else None,
-                        "closed_at": opened + timedelta(hours=3) if closed else None,
-                        "resolution": "remote" if closed else None,
-                        "channel": "phone",
-                        "remote_session_used": closed,
-                        "created_at": opened,
-                        "updated_at": opened,
-                    }
-                )
+                batch.append(incident_row(rows[index], opened, closed=closed))
             connection.execute(sa.insert(tables["incident"]), batch)
-    with Session(engine) as session:
-        crud.create_user(session, username="bench", role="operator", password=PASSWORD)
+    add_bench_user(engine, PASSWORD)
     phones = []
     for number in range(300):
         if number % 2:
@@ -142,21 +123,6 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
             else f"0081-{national[1]}-{national[2:6]}-{national[6:]}"
         )
     return phones
-
-
-def _timed(action: Callable[[], Any], repeat: int) -> list[float]:
-    action()  # warm up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def _p95(times: list[float]) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def plain_select(engine: Engine, e164: str) -> int:
@@ -206,9 +172,9 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         def select() -> None:
             plain_select(engine, e164s[next(index) % len(e164s)])
 
-        trivial = _timed(lambda: client.get("/healthz"), 200)
-        looked = _timed(lookup, 300)
-        selected = _timed(select, 300)
+        trivial = timed(lambda: client.get("/healthz"), 200)
+        looked = timed(lookup, 300)
+        selected = timed(select, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -221,10 +187,6 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         "select": selected,
         "load": load,
     }
-
-
-def _ms(value: float) -> str:
-    return f"{value * 1000:.1f} ms"
 
 
 def report(results: list[dict[str, Any]]) -> str:
@@ -249,9 +211,9 @@ def report(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['label']} | {_ms(statistics.median(r['lookup']))} | {_ms(_p95(r['lookup']))} "
-            f"| {_p95(r['lookup']) / _p95(r['select']):.1f}x | {_ms(_p95(r['select']))} "
-            f"| {_ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
+            f"| {r['label']} | {ms(statistics.median(r['lookup']))} | {ms(p95(r['lookup']))} "
+            f"| {p95(r['lookup']) / p95(r['select']):.1f}x | {ms(p95(r['select']))} "
+            f"| {ms(statistics.median(r['trivial']))} | {r['load']:.2f} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -264,25 +226,11 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="fieldlink-bench-lookup-") as scratch:
-        url = f"sqlite:///{Path(scratch) / 'lookup.db'}"
-        results.append(run(url, "SQLite", args.devices, args.incidents, Path(scratch) / "state"))
-        if not args.no_postgres:
-            cluster = PostgresCluster()
-            cluster.start()
-            try:
-                results.append(
-                    run(
-                        cluster.create_database(),
-                        "PostgreSQL",
-                        args.devices,
-                        args.incidents,
-                        Path(scratch) / "pg",
-                    )
-                )
-            finally:
-                cluster.stop()
+    results = on_each_database(
+        "lookup",
+        lambda url, label, state: run(url, label, args.devices, args.incidents, state),
+        postgres=not args.no_postgres,
+    )
     for r in results:
         print(
             f"{r['label']}: populated in {r['populate_s']:.1f} s, "

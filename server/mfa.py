@@ -5,7 +5,8 @@ server (shown once, as an ``otpauth://`` URI and in base32) and
 :func:`confirm_enrolment` activates it with a first code from the
 authenticator, giving ten recovery codes (shown once, stored as SHA-256
 hashes, each good for one login). From then on a login needs a code after the
-password (:mod:`server.logins`); long-lived API tokens are unaffected.
+password (:mod:`server.logins`), and minting a long-lived API token needs
+one (:func:`check_code`); using such a token does not.
 
 - Secrets are encrypted at rest (Fernet) with the key in ``mfa_key_file``
   (default ``state_dir/mfa.key``, made at first use, mode 0600); they are never
@@ -31,6 +32,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import pyotp
 import sqlalchemy as sa
@@ -270,15 +272,52 @@ def use_code(
     return None
 
 
-def _new_recovery_codes(session: Session, user: User) -> list[str]:
-    session.execute(
-        sa.delete(MfaRecoveryCode)
-        .where(col(MfaRecoveryCode.user_id) == user.id)
-        .execution_options(synchronize_session=False)
-    )
+def check_code(
+    session: Session, settings: ServerSettings, *, user: User, code: str, now: datetime
+) -> str:
+    """Spend a current code (or a recovery code) for a step that asks for it again (turning
+    the second factor off, minting an API token); how (``totp``, ``recovery_code``).
+
+    Does not commit: the caller's transaction spends the code with what it guards.
+
+    Raises:
+        AuthError: the code is wrong, spent or missing (the caller counts a failed login).
+    """
+    method = use_code(session, settings, user=user, code=code, now=now)
+    if method is None:
+        session.rollback()
+        msg = "the code is wrong"
+        raise AuthError(msg)
+    return method
+
+
+def _spend_totp(
+    session: Session, settings: ServerSettings, row: UserMfa, code: str, now: datetime
+) -> None:
+    """Spend a current TOTP code (not a recovery code), or roll back and raise AuthError."""
+    if not _use_totp(session, settings, row, "".join(code.split())[:64], now):
+        session.rollback()
+        msg = "the code is wrong"
+        raise AuthError(msg)
+
+
+def _issue_recovery_codes(
+    session: Session, user: User, *, action: str, source_ip: str | None
+) -> list[str]:
+    """New recovery codes in place of the old ones; audited as ``action`` and committed."""
+    _remove(session, user, recovery_codes_only=True)
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
     for code in codes:
         session.add(MfaRecoveryCode(user_id=user.id or 0, code_hash=hash_recovery_code(code)))
+    audit.record(
+        session,
+        actor=user.username,
+        action=action,
+        target=f"user:{user.username}",
+        details={"recovery_codes": len(codes)},
+        source_ip=source_ip,
+    )
+    session.commit()
     return codes
 
 
@@ -305,24 +344,10 @@ def confirm_enrolment(
     if row.confirmed_at is not None:
         msg = "two-factor login is on already"
         raise Conflict(msg)
-    typed = "".join(code.split())[:64]
-    if not _use_totp(session, settings, row, typed, now):
-        session.rollback()
-        msg = "the code is wrong"
-        raise AuthError(msg)
+    _spend_totp(session, settings, row, code, now)
     row.confirmed_at = utcnow()
     session.add(row)
-    codes = _new_recovery_codes(session, user)
-    audit.record(
-        session,
-        actor=user.username,
-        action="mfa.enable",
-        target=f"user:{user.username}",
-        details={"recovery_codes": len(codes)},
-        source_ip=source_ip,
-    )
-    session.commit()
-    return codes
+    return _issue_recovery_codes(session, user, action="mfa.enable", source_ip=source_ip)
 
 
 def regenerate_recovery_codes(
@@ -344,35 +369,23 @@ def regenerate_recovery_codes(
     if row is None or row.confirmed_at is None:
         msg = "two-factor login is off"
         raise Conflict(msg)
-    if not _use_totp(session, settings, row, "".join(code.split())[:64], now):
-        session.rollback()
-        msg = "the code is wrong"
-        raise AuthError(msg)
-    codes = _new_recovery_codes(session, user)
-    audit.record(
-        session,
-        actor=user.username,
-        action="mfa.recovery_codes",
-        target=f"user:{user.username}",
-        details={"recovery_codes": len(codes)},
-        source_ip=source_ip,
-    )
-    session.commit()
-    return codes
+    _spend_totp(session, settings, row, code, now)
+    return _issue_recovery_codes(session, user, action="mfa.recovery_codes", source_ip=source_ip)
 
 
-def _remove(session: Session, user: User) -> bool:
+def _remove(session: Session, user: User, *, recovery_codes_only: bool = False) -> bool:
+    """Delete ``user``'s recovery codes and (unless told not to) their secret; whether
+    they had a second factor (active or being enrolled)."""
     existed = _record(session, user) is not None
-    session.execute(
-        sa.delete(MfaRecoveryCode)
-        .where(col(MfaRecoveryCode.user_id) == user.id)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        sa.delete(UserMfa)
-        .where(col(UserMfa.user_id) == user.id)
-        .execution_options(synchronize_session=False)
-    )
+    tables: tuple[type[MfaRecoveryCode] | type[UserMfa], ...] = (MfaRecoveryCode,)
+    if not recovery_codes_only:
+        tables += (UserMfa,)
+    for table in tables:
+        session.execute(
+            sa.delete(table)
+            .where(col(table.user_id) == user.id)
+            .execution_options(synchronize_session=False)
+        )
     return existed
 
 
@@ -397,11 +410,7 @@ def disable(
     if required_for(settings, user):
         msg = f"the {user.role} role requires two-factor login: an administrator can reset it"
         raise Conflict(msg)
-    method = use_code(session, settings, user=user, code=code, now=now)
-    if method is None:
-        session.rollback()
-        msg = "the code is wrong"
-        raise AuthError(msg)
+    method = check_code(session, settings, user=user, code=code, now=now)
     _remove(session, user)
     audit.record(
         session,
@@ -412,6 +421,33 @@ def disable(
         source_ip=source_ip,
     )
     session.commit()
+
+
+#: What a current code does from one's account (the console's forms, the API's routes).
+CodeAction = Literal["confirm", "recovery-codes", "disable"]
+
+
+def act_on_code(
+    session: Session,
+    settings: ServerSettings,
+    action: CodeAction,
+    *,
+    user: User,
+    code: str,
+    now: datetime,
+    source_ip: str | None = None,
+) -> list[str]:
+    """Turn the second factor on (``confirm``), renew the recovery codes or turn it off
+    (``disable``) on a current code; the new recovery codes (none on ``disable``).
+
+    Raises what :func:`confirm_enrolment`, :func:`regenerate_recovery_codes` and
+    :func:`disable` raise.
+    """
+    if action == "disable":
+        disable(session, settings, user=user, code=code, now=now, source_ip=source_ip)
+        return []
+    step = confirm_enrolment if action == "confirm" else regenerate_recovery_codes
+    return step(session, settings, user=user, code=code, now=now, source_ip=source_ip)
 
 
 def reset(session: Session, *, username: str, actor: str, source_ip: str | None = None) -> bool:

@@ -17,8 +17,9 @@ import binascii
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from shared.errors import FieldlinkError
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
+
+_T = TypeVar("_T")
 
 # An Ed25519 SubjectPublicKeyInfo (RFC 8410) is this DER prefix and the 32-byte key.
 _ED25519_SPKI_PREFIX: Final = bytes.fromhex("302a300506032b6570032100")
@@ -126,16 +129,7 @@ def read_private_key(path: Path) -> Ed25519PrivateKey:
     Raises:
         KeyFileError: naming the file when it is missing, unreadable or the wrong key.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        msg = f"cannot read command-signing key {path}: {exc.strerror}"
-        raise KeyFileError(msg) from exc
-    try:
-        return load_private_key(data)
-    except KeyFileError as exc:
-        msg = f"{path}: {exc}"
-        raise KeyFileError(msg) from exc
+    return _read_key_file(path, "command-signing key", load_private_key)
 
 
 def read_public_key(path: Path) -> Ed25519PublicKey:
@@ -144,16 +138,7 @@ def read_public_key(path: Path) -> Ed25519PublicKey:
     Raises:
         KeyFileError: naming the file when it is missing, unreadable or the wrong key.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        msg = f"cannot read command public key {path}: {exc.strerror}"
-        raise KeyFileError(msg) from exc
-    try:
-        return load_public_key(data)
-    except KeyFileError as exc:
-        msg = f"{path}: {exc}"
-        raise KeyFileError(msg) from exc
+    return _read_key_file(path, "command public key", load_public_key)
 
 
 def read_pinned_key(path: Path) -> bytes | Ed25519PublicKey:
@@ -167,15 +152,22 @@ def read_pinned_key(path: Path) -> bytes | Ed25519PublicKey:
     Raises:
         KeyFileError: naming the file when it is missing, unreadable or the wrong key.
     """
+
+    def pinned(data: bytes) -> bytes | Ed25519PublicKey:
+        return data if raw_ed25519_public_key(data) is not None else load_public_key(data)
+
+    return _read_key_file(path, "command public key", pinned)
+
+
+def _read_key_file(path: Path, what: str, load: Callable[[bytes], _T]) -> _T:
+    """Read ``path`` and ``load`` its bytes; a KeyFileError names the file either way."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        msg = f"cannot read command public key {path}: {exc.strerror}"
+        msg = f"cannot read {what} {path}: {exc.strerror}"
         raise KeyFileError(msg) from exc
-    if raw_ed25519_public_key(data) is not None:
-        return data
     try:
-        return load_public_key(data)
+        return load(data)
     except KeyFileError as exc:
         msg = f"{path}: {exc}"
         raise KeyFileError(msg) from exc

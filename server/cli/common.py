@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from server.config import DEFAULT_CONFIG, ServerSettings, load_server_settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InvalidInput
 from shared.tomlfile import CONFIG_ENV, resolve_config_path
 
 if TYPE_CHECKING:
@@ -87,3 +87,16 @@ def read_password(username: str) -> str:
         msg = "no password given (pipe it on stdin or type it at the prompt)"
         raise ConfigError(msg)
     return password
+
+
+def write_out(out: Path | None, text: str) -> None:
+    """Write an export to ``out`` (exactly, as UTF-8), or to stdout without one."""
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        out.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        msg = f"cannot write {out}: {exc.strerror}"
+        raise InvalidInput(msg) from exc

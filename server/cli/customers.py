@@ -17,7 +17,7 @@ import typer
 from sqlmodel import Session
 
 from server import audit
-from server.cli.common import ConfigOption, open_database
+from server.cli.common import ConfigOption, open_database, write_out
 from server.crud import InvalidInput
 from shared.cli_help import examples
 
@@ -259,15 +259,7 @@ def customer_export(
             text = "".join(export_customers_csv(session))
     finally:
         engine.dispose()
-    if out is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        out.write_text(text, encoding="utf-8", newline="")
-    except OSError as exc:
-        msg = f"cannot write {out}: {exc.strerror}"
-        raise InvalidInput(msg) from exc
+    write_out(out, text)
 
 
 @call_app.command("lookup")

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli.common import ConfigOption, open_database
+from server.cli.common import ConfigOption, open_database, write_out
 from server.cli.kpi import FromOption, ToOption, api_client, parse_when
 from shared.cli_help import examples
 from shared.errors import InvalidInput
@@ -100,7 +100,7 @@ def export_command(
             )
         finally:
             client.close()
-        _write(out, text)
+        write_out(out, text)
         return
     from server.incidents.csv_io import export_incidents_csv
     from server.incidents.records import incident_filters
@@ -193,15 +193,3 @@ HANDOVER_NOTE_MAX = 2000
 
 def _escalated(incident_id: object, tier: object, assignee: object) -> str:
     return f"incident {incident_id}: tier {tier}, assignee {assignee or '-'}"
-
-
-def _write(out: Path | None, text: str) -> None:
-    if out is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        out.write_text(text, encoding="utf-8", newline="")
-    except OSError as exc:
-        msg = f"cannot write {out}: {exc.strerror}"
-        raise InvalidInput(msg) from exc

@@ -196,12 +196,14 @@ def user_reset_password(
     typer.echo("(their tokens are revoked; they must choose a new password at the next login)")
 
 
-@user_app.command("reset-mfa")
+@user_app.command("mfa-reset")
+@user_app.command("reset-mfa", hidden=True)  # the first spelling, kept for scripts
 def user_reset_mfa(
     name: Annotated[str, typer.Argument(help="user name")],
     config: ConfigOption = None,
 ) -> None:
-    """Remove a user's two-factor login (a lost phone): the password alone logs in next."""
+    """Remove a user's two-factor login (a lost phone; audited): the password alone logs in
+    next, and a role that requires it enrols again at once."""
     from server import mfa
 
     _, engine = open_database(config)

@@ -15,63 +15,59 @@ from shared.models import CommandResult, DeviceEvent, DeviceState, HealthSample
 
 
 @dataclass(slots=True)
-class SampleItem:
+class _DeviceItem:
+    """What every item has: whose it is and which gateway it came through."""
+
+    device_id: str
+    #: The gateway it came through (a via topic), ``None`` from the device's own topic
+    #: (always ``None`` for a ``cmd/result``: a gateway has no command topics for the
+    #: devices it watches). Keyword-only, so each kind lists its own fields first.
+    via: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(slots=True)
+class SampleItem(_DeviceItem):
     """A valid health sample, as received.
 
     ``ts_untrusted``: the device's ``ts`` was implausible and ``sample.ts`` has been
     replaced with ``received_at`` (see :func:`server.ingest.timestamps.plausible_ts`).
     """
 
-    device_id: str
     sample: HealthSample
     received_at: datetime
     ts_untrusted: bool = False
-    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
-    via: str | None = None
 
 
 @dataclass(slots=True)
-class StateItem:
+class StateItem(_DeviceItem):
     """A valid birth or death; ``retained`` when replayed at subscribe time."""
 
-    device_id: str
     state: DeviceState
     retained: bool
     received_at: datetime
-    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
-    via: str | None = None
 
 
 @dataclass(slots=True)
-class EventItem:
+class EventItem(_DeviceItem):
     """A valid device event."""
 
-    device_id: str
     event: DeviceEvent
     received_at: datetime
-    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
-    via: str | None = None
 
 
 @dataclass(slots=True)
-class CommandResultItem:
+class CommandResultItem(_DeviceItem):
     """A valid ``cmd/result``: handed on to the server once its device is known good."""
 
-    device_id: str
     result: CommandResult
     received_at: datetime
-    #: Always ``None``: a gateway has no command topics for the devices it watches.
-    via: str | None = None
 
 
 @dataclass(slots=True)
-class RejectedItem:
+class RejectedItem(_DeviceItem):
     """A rejected message on a device's topic: counted on the device if it is registered."""
 
-    device_id: str
     reason: str
-    #: The gateway it came through (a via topic), ``None`` from the device's own topic.
-    via: str | None = None
 
 
 IngestItem = SampleItem | StateItem | EventItem | CommandResultItem | RejectedItem

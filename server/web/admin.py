@@ -10,7 +10,8 @@ plain form posts here (CSRF-checked), through :mod:`server.accounts` like
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, status
@@ -25,6 +26,8 @@ from server.models import ROLES, AuditEntryPublic, Device, User, UserSSHKey
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.templating import render
 from shared.errors import Conflict, NotFound
+
+_T = TypeVar("_T")
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -165,17 +168,21 @@ async def update_user(
     return _back(done)
 
 
-@router.post("/users/{name}/remove", response_class=HTMLResponse)
-async def remove_user(
-    name: str, request: Request, session: SessionDep, viewer: ViewerDep
-) -> Response:
-    """Remove a user with their tokens and SSH keys (audited)."""
+async def _change_user(
+    name: str,
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    change: Callable[..., _T],
+) -> _T | HTMLResponse:
+    """``change(session, username=name, actor=..., source_ip=...)`` for an admin's CSRF-checked
+    form; the page to answer instead where the viewer may not or the change fails."""
     if not viewer.can("admin"):
         return forbidden(request, viewer, "admin")
     await _checked_form(request)
     try:
-        await run_in_threadpool(
-            accounts.remove_user,
+        done: _T = await run_in_threadpool(
+            change,
             session,
             username=name,
             actor=viewer.user.username,
@@ -183,6 +190,17 @@ async def remove_user(
         )
     except (Conflict, NotFound) as exc:
         return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    return done
+
+
+@router.post("/users/{name}/remove", response_class=HTMLResponse)
+async def remove_user(
+    name: str, request: Request, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """Remove a user with their tokens and SSH keys (audited)."""
+    refused = await _change_user(name, request, session, viewer, accounts.remove_user)
+    if isinstance(refused, Response):
+        return refused
     recheck_access(request)
     return _back(f"User {name} removed.")
 
@@ -192,19 +210,9 @@ async def reset_password(
     name: str, request: Request, session: SessionDep, viewer: ViewerDep
 ) -> Response:
     """Give a user a one-time password, shown once on this page (audited, never logged)."""
-    if not viewer.can("admin"):
-        return forbidden(request, viewer, "admin")
-    await _checked_form(request)
-    try:
-        temporary = await run_in_threadpool(
-            accounts.reset_password,
-            session,
-            username=name,
-            actor=viewer.user.username,
-            source_ip=client_address(request),
-        )
-    except NotFound as exc:
-        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    temporary = await _change_user(name, request, session, viewer, accounts.reset_password)
+    if isinstance(temporary, Response):
+        return temporary
     recheck_access(request)
     # Shown in the page (never in a redirect's URL, which would reach logs and history).
     return _users_page(
@@ -220,20 +228,13 @@ async def reset_password(
 async def reset_mfa(
     name: str, request: Request, session: SessionDep, viewer: ViewerDep
 ) -> Response:
-    """Remove a user's two-factor login (a lost phone; audited)."""
-    if not viewer.can("admin"):
-        return forbidden(request, viewer, "admin")
-    await _checked_form(request)
-    try:
-        await run_in_threadpool(
-            mfa.reset,
-            session,
-            username=name,
-            actor=viewer.user.username,
-            source_ip=client_address(request),
-        )
-    except NotFound as exc:
-        return _users_page(request, session, viewer, error=str(exc), status_code=422)
+    """Remove a user's two-factor login (a lost phone; audited): they log in with the
+    password next and enrol again (at once where their role requires it)."""
+    had = await _change_user(name, request, session, viewer, mfa.reset)
+    if isinstance(had, Response):
+        return had
+    if not had:
+        return _back(f"{name} had no two-factor login.")
     return _back(f"Two-factor login of {name} removed: they enrol again.")
 
 

@@ -1,4 +1,5 @@
-"""Console log-in and log-out, and who is looking at a page.
+"""Console log-in and log-out, and who is looking at a page (the account page, where
+one changes one's password and two-factor login, is :mod:`server.web.account`).
 
 Logging in runs the API's password flow (the same throttling, lockout and
 audit) and keeps the short-lived access token in an HttpOnly cookie
@@ -10,16 +11,15 @@ answers 403 with a page that says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from server import accounts, audit, crud, mfa
+from server import audit, crud, mfa
 from server.api.deps import (
     SESSION_COOKIE,
     LoginPolicyDep,
@@ -34,20 +34,19 @@ from server.api.deps import (
     same_origin,
     set_session_cookie,
 )
-from server.api.routes.auth import check_code_again, check_password_again
 from server.config import ServerSettings
-from server.crud import InvalidInput
 from server.logins import MFA_PENDING_TTL_S, LoginOutcome, attempt_login, complete_login
 from server.models import ApiToken, User, role_at_least
 from server.security import hash_token
 from server.web.templating import render
-from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
 
 #: The viewer's own account: change the password, two-factor login.
 ACCOUNT_PATH = "/account"
+#: The account's two-factor forms: all a user may reach until their role's second factor is on.
+MFA_PATH = f"{ACCOUNT_PATH}/mfa"
 #: The log-in's second step (the two-factor code), and the cookie that carries the
 #: short-lived token between the steps (only this path receives it).
 LOGIN_CODE_PATH = "/login/code"
@@ -98,7 +97,8 @@ def console_viewer(request: Request, session: SessionDep) -> Viewer:
     if user.must_change_password and request.url.path != ACCOUNT_PATH:
         raise ConsoleRedirect(ACCOUNT_PATH)  # an administrator reset the password
     settings: ServerSettings = request.app.state.settings
-    if not request.url.path.startswith(ACCOUNT_PATH) and mfa.required_for(settings, user):
+    enrolling = request.url.path == ACCOUNT_PATH or request.url.path.startswith(MFA_PATH)
+    if not enrolling and mfa.required_for(settings, user):
         pending = mfa.enrolment_pending(session, settings, user)
         session.commit()
         if pending:
@@ -139,6 +139,23 @@ def _login_page(
         },
         status_code=status_code,
     )
+
+
+#: A log-in form posted from another site (log-in CSRF) is refused with this.
+_FOREIGN = "Log in from this server's own page."
+
+
+def _locked_page(request: Request, next_path: str, outcome: LoginOutcome) -> HTMLResponse:
+    """The log-in form again, 429: the name or address is locked for a while."""
+    detail = outcome.locked_detail
+    page = _login_page(
+        request,
+        next_path=next_path,
+        error=f"{detail[0].upper()}{detail[1:]}.",
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+    )
+    page.headers["Retry-After"] = str(outcome.retry_after_s)
+    return page
 
 
 def _set_pending_cookie(response: Response, request: Request, token: str) -> None:
@@ -194,12 +211,7 @@ async def login_submit(
     next_path = safe_next(str(form.get("next", "/")))
     if request.headers.get("origin") and not same_origin(request):
         # Another site posting a log-in form (log-in CSRF): refuse.
-        return _login_page(
-            request,
-            next_path=next_path,
-            error="Log in from this server's own page.",
-            status_code=403,
-        )
+        return _login_page(request, next_path=next_path, error=_FOREIGN, status_code=403)
     if not username or not password:
         return _login_page(
             request,
@@ -223,13 +235,7 @@ async def login_submit(
         _set_pending_cookie(page, request, outcome.pending_token)
         return page
     if outcome.retry_after_s is not None:
-        page = _login_page(
-            request,
-            next_path=next_path,
-            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        )
-        page.headers["Retry-After"] = str(outcome.retry_after_s)
+        page = _locked_page(request, next_path, outcome)
         return page
     if outcome.token is None:
         if outcome.delay_s > 0:
@@ -256,12 +262,7 @@ async def login_code_submit(
     next_path = safe_next(str(form.get("next", "/")))
     pending = request.cookies.get(MFA_PENDING_COOKIE)
     if request.headers.get("origin") and not same_origin(request):
-        return _login_page(
-            request,
-            next_path=next_path,
-            error="Log in from this server's own page.",
-            status_code=403,
-        )
+        return _login_page(request, next_path=next_path, error=_FOREIGN, status_code=403)
     if not pending:
         return _login_page(
             request,
@@ -291,13 +292,7 @@ async def login_code_submit(
         _clear_pending_cookie(response, request)
         return response
     if outcome.retry_after_s is not None:
-        page = _login_page(
-            request,
-            next_path=next_path,
-            error=f"{outcome.locked_detail[0].upper()}{outcome.locked_detail[1:]}.",
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        )
-        page.headers["Retry-After"] = str(outcome.retry_after_s)
+        page = _locked_page(request, next_path, outcome)
         _clear_pending_cookie(page, request)
         return page
     if outcome.mfa_required:
@@ -318,206 +313,6 @@ async def login_code_submit(
     )
     _clear_pending_cookie(page, request)
     return page
-
-
-def _account_page(
-    request: Request,
-    session: Session,
-    viewer: Viewer,
-    *,
-    error: str | None = None,
-    done: str | None = None,
-    status_code: int = 200,
-    enrolment: mfa.Enrolment | None = None,
-    recovery_codes: list[str] | None = None,
-) -> HTMLResponse:
-    settings: ServerSettings = request.app.state.settings
-    found = mfa.status(session, settings, viewer.user)
-    session.commit()
-    return render(
-        request,
-        "account.html",
-        {
-            "viewer": viewer,
-            "title": "Your account",
-            "error": error,
-            "done": done,
-            "mfa": found,
-            "enrolment": enrolment,
-            "recovery_codes": recovery_codes,
-        },
-        status_code=status_code,
-    )
-
-
-@router.get(ACCOUNT_PATH, response_class=HTMLResponse)
-def account_page(request: Request, session: SessionDep, viewer: ViewerDep) -> HTMLResponse:
-    """The viewer's account: change the password (required after an administrator's reset),
-    two-factor login (required for some roles)."""
-    return _account_page(request, session, viewer)
-
-
-async def _mfa_form(request: Request) -> tuple[str, str]:
-    """Check the CSRF token of an account form; its ``password`` and ``code`` fields."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
-    return str(form.get("password", ""))[:1024], str(form.get("code", ""))[:64]
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa", response_class=HTMLResponse)
-async def mfa_enrol(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """Begin enrolling an authenticator (the password again): its secret, shown once."""
-    password, _ = await _mfa_form(request)
-    address = client_address(request)
-    try:
-        await run_in_threadpool(
-            check_password_again, session, policy, viewer.user, password, address
-        )
-        found = await run_in_threadpool(
-            mfa.begin_enrolment, session, settings, user=viewer.user, source_ip=address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, enrolment=found)
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/confirm", response_class=HTMLResponse)
-async def mfa_confirm(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """Turn two-factor login on with the first code; the recovery codes, shown once."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def confirm(now: datetime) -> list[str]:
-        return mfa.confirm_enrolment(
-            session, settings, user=viewer.user, code=code, now=now, source_ip=address
-        )
-
-    try:
-        codes = await run_in_threadpool(
-            check_code_again, session, policy, viewer.user, confirm, address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (Conflict, NotFound) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(
-        request, session, viewer, done="Two-factor login is on.", recovery_codes=codes
-    )
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/recovery-codes", response_class=HTMLResponse)
-async def mfa_recovery_codes(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """New recovery codes on a current code (the old ones stop working)."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def regenerate(now: datetime) -> list[str]:
-        return mfa.regenerate_recovery_codes(
-            session, settings, user=viewer.user, code=code, now=now, source_ip=address
-        )
-
-    try:
-        codes = await run_in_threadpool(
-            check_code_again, session, policy, viewer.user, regenerate, address
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, done="New recovery codes.", recovery_codes=codes)
-
-
-@router.post(f"{ACCOUNT_PATH}/mfa/disable", response_class=HTMLResponse)
-async def mfa_disable(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    policy: LoginPolicyDep,
-    viewer: ViewerDep,
-) -> Response:
-    """Turn two-factor login off on a current code (not where one's role requires it)."""
-    _, code = await _mfa_form(request)
-    address = client_address(request)
-
-    def turn_off(now: datetime) -> None:
-        mfa.disable(session, settings, user=viewer.user, code=code, now=now, source_ip=address)
-
-    try:
-        await run_in_threadpool(check_code_again, session, policy, viewer.user, turn_off, address)
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except Conflict as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=409)
-    return _account_page(request, session, viewer, done="Two-factor login is off.")
-
-
-@router.post(ACCOUNT_PATH, response_class=HTMLResponse)
-async def change_password(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    policy: LoginPolicyDep,
-) -> Response:
-    """Change the viewer's password; their other logins end (audited)."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
-    current = str(form.get("current_password", ""))
-    new = str(form.get("new_password", ""))
-    if new != str(form.get("new_password_again", "")):
-        return _account_page(
-            request, session, viewer, error="The new passwords differ.", status_code=422
-        )
-    try:
-        await run_in_threadpool(
-            check_password_again, session, policy, viewer.user, current, client_address(request)
-        )
-        await run_in_threadpool(
-            accounts.change_password,
-            session,
-            user=viewer.user,
-            current=current,
-            new=new,
-            keep_token=cookie,
-            source_ip=client_address(request),
-        )
-    except HTTPException as exc:
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    except (InvalidInput, AuthError) as exc:
-        return _account_page(request, session, viewer, error=str(exc), status_code=422)
-    recheck_access(request)
-    return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
 
 
 def _revoke(session: SessionDep, token: str, address: str | None) -> None:

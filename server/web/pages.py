@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
@@ -30,7 +30,7 @@ from server.models import (
 )
 from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import admin, approval_link, dashboard, finder, preferences
+from server.web import account, admin, approval_link, dashboard, finder, preferences, tokens
 from server.web import customers as customer_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
@@ -43,12 +43,14 @@ from shared.wire import HEALTH_STATUSES
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth_router)
+router.include_router(account.router)
 router.include_router(dashboard.router)
 router.include_router(admin.router)
 router.include_router(finder.router)
 router.include_router(customer_pages.router)
 router.include_router(approval_link.router)
 router.include_router(preferences.router)
+router.include_router(tokens.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50
@@ -205,20 +207,29 @@ def customers(session: Session, limit: int = 500) -> list[str]:
     )
 
 
-@router.get("/desk", response_class=HTMLResponse)
-def desk(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
+def fleet_filters(
     q: _TEXT = None,
     online: _TEXT = None,
     type: _TEXT = None,
     status: _TEXT = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> FleetFilters:
+    """The desk's filters from its query string (the desk and its live refresh)."""
+    return FleetFilters.parse(q, online, type, status, customer, page)
+
+
+FleetFiltersDep = Annotated[FleetFilters, Depends(fleet_filters)]
+
+
+@router.get("/desk", response_class=HTMLResponse)
+def desk(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    filters: FleetFiltersDep,
 ) -> HTMLResponse:
     """The call-center desk: find the caller's device, the fleet, open incidents."""
-    filters = FleetFilters.parse(q, online, type, status, customer, page)
     mine, watchable = my_incidents(session, viewer.user.username, DESK_INCIDENTS)
     return _page(
         request,
@@ -243,15 +254,9 @@ def desk_fleet(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    q: _TEXT = None,
-    online: _TEXT = None,
-    type: _TEXT = None,
-    status: _TEXT = None,
-    customer: Annotated[str | None, Query(max_length=256)] = None,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    filters: FleetFiltersDep,
 ) -> HTMLResponse:
     """The fleet table's rows alone, for the desk's live refresh."""
-    filters = FleetFilters.parse(q, online, type, status, customer, page)
     return _page(request, "_fleet.html", viewer, fleet=load_fleet(session, filters))
 
 

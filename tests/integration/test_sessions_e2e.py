@@ -32,6 +32,7 @@ from shared.wire import WS_SESSION_CLOSED
 from tests.fixtures.center import enroll_agent, enrolled_agent, secure_center
 from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
 from tests.fixtures.proxy import HttpProxy
+from tests.fixtures.session_sockets import WatchedTerminal, close_code, escalated_incident
 from tests.fixtures.web_panel import PAGE
 
 pytestmark = pytest.mark.integration
@@ -372,17 +373,8 @@ def test_server_side_refusals(center: Center) -> None:
     assert other.status_code == 403
     assert center.call("DELETE", f"/sessions/{sid}", user="piet").status_code == 403
 
-    async def other_terminal() -> int:
-        async with connect(
-            center.ws_url(f"/sessions/{sid}/terminal"),
-            additional_headers={"Authorization": f"Bearer {center.token('piet')}"},
-        ) as socket:
-            with pytest.raises(ConnectionClosed) as closed:
-                await socket.recv()
-        assert closed.value.rcvd is not None
-        return closed.value.rcvd.code
-
-    assert asyncio.run(other_terminal()) == 4403
+    other_terminal = close_code(center.ws_url(f"/sessions/{sid}/terminal"), center.token("piet"))
+    assert asyncio.run(other_terminal) == 4403
 
     # The tunnel endpoint accepts a session's token once: a second dial is refused.
     async def dial_again() -> int:
@@ -686,41 +678,16 @@ async def _observed_terminal(
     center: Center, sid: str, marker: Path
 ) -> tuple[bytes, list[dict[str, Any]], bytes, list[dict[str, Any]], int]:
     """Olga's terminal, watched by sara (the incident's assignee) and refused to piet."""
-    owner_out = b""
-    owner_controls: list[dict[str, Any]] = []
-    seen = b""
-    observer_controls: list[dict[str, Any]] = []
-
-    async def read(socket: Any, needle: bytes | dict[str, Any], owner: bool) -> None:
-        nonlocal owner_out, seen
-        async with asyncio.timeout(20):
-            while True:
-                data, controls = (owner_out, owner_controls) if owner else (seen, observer_controls)
-                if isinstance(needle, bytes) and needle in data:
-                    return
-                if isinstance(needle, dict) and needle in controls:
-                    return
-                message = await socket.recv()
-                if isinstance(message, str):
-                    controls.append(json.loads(message))
-                elif owner:
-                    owner_out += message
-                else:
-                    seen += message
-
+    watched = WatchedTerminal()
+    read = watched.read
     async with connect(
         center.ws_url(f"/sessions/{sid}/terminal"),
         additional_headers={"Authorization": f"Bearer {center.token('olga')}"},
     ) as terminal:
         await read(terminal, {"type": "state", "state": "active"}, owner=True)
-        async with connect(
-            center.ws_url(f"/sessions/{sid}/observe"),
-            additional_headers={"Authorization": f"Bearer {center.token('piet')}"},
-        ) as refused:
-            with pytest.raises(ConnectionClosed) as closed:
-                await refused.recv()
-        assert closed.value.rcvd is not None
-        refused_code = closed.value.rcvd.code
+        refused_code = await close_code(
+            center.ws_url(f"/sessions/{sid}/observe"), center.token("piet")
+        )
         async with connect(
             center.ws_url(f"/sessions/{sid}/observe"),
             additional_headers={"Authorization": f"Bearer {center.token('sara')}"},
@@ -754,7 +721,13 @@ async def _observed_terminal(
         await read(terminal, {"type": "observer", "event": "leave", "user": "sara"}, owner=True)
         await terminal.send(b"exit\n")
         rest, more, _frame = await _drain(terminal)
-    return owner_out + rest, owner_controls + more, seen, observer_controls, refused_code
+    return (
+        watched.owner_out + rest,
+        watched.owner_controls + more,
+        watched.seen,
+        watched.observer_controls,
+        refused_code,
+    )
 
 
 def test_the_incidents_specialist_observes_a_live_terminal_read_only(
@@ -764,18 +737,13 @@ def test_the_incidents_specialist_observes_a_live_terminal_read_only(
     center.token("piet")
     center.token("adele", "admin")
     center.token("odin", "admin")
-    incident = center.call(
-        "POST", "/incidents",
-        json={"device_id": center.device_id, "channel": "phone", "symptom": "fuser noise",
-              "opened_at": "2026-11-23T10:00:00Z"},
-    )  # fmt: skip
-    assert incident.status_code == 201, incident.text
-    incident_id = incident.json()["id"]
-    escalated = center.call(
-        "POST", f"/incidents/{incident_id}/escalate",
-        json={"tier": 2, "assignee": "sara", "note": "please watch the next reset"},
-    )  # fmt: skip
-    assert escalated.status_code == 200, escalated.text
+    incident_id = escalated_incident(
+        center.call,
+        center.device_id,
+        symptom="fuser noise",
+        opened_at="2026-11-23T10:00:00Z",
+        note="please watch the next reset",
+    )
     sid = center.open(reason="incident", incident_id=incident_id)["id"]
     center.wait_state(sid, "active")
     marker = tmp_path / "observer-typed"
@@ -802,40 +770,17 @@ def test_the_incidents_specialist_observes_a_live_terminal_read_only(
     assert sorted(actions) == [("sara", "session.observe_join"), ("sara", "session.observe_leave")]
     assert observer_controls[0] == {"type": "state", "state": "observing", "owner": "olga"}
 
-    async def admin_observes() -> int:
-        async with connect(
-            center.ws_url(f"/sessions/{sid}/observe"),
-            additional_headers={"Authorization": f"Bearer {center.token('adele', 'admin')}"},
-        ) as socket:
-            with pytest.raises(ConnectionClosed) as closed:
-                await socket.recv()
-        assert closed.value.rcvd is not None
-        return closed.value.rcvd.code
-
     # an admin may observe, but a closed session has nothing to show
-    assert asyncio.run(admin_observes()) == WS_SESSION_CLOSED
+    admin_observes = close_code(
+        center.ws_url(f"/sessions/{sid}/observe"), center.token("adele", "admin")
+    )
+    assert asyncio.run(admin_observes) == WS_SESSION_CLOSED
 
 
 async def _observer_takes_part(center: Center, sid: str) -> tuple[bytes, list[dict[str, Any]]]:
     """Olga lets sara type in her terminal, then takes the keyboard back."""
-    owner_out = b""
-    owner_controls: list[dict[str, Any]] = []
-    observer_controls: list[dict[str, Any]] = []
-
-    async def read(socket: Any, needle: bytes | dict[str, Any], owner: bool) -> None:
-        nonlocal owner_out
-        async with asyncio.timeout(20):
-            while True:
-                controls = owner_controls if owner else observer_controls
-                if isinstance(needle, bytes) and needle in owner_out:
-                    return
-                if isinstance(needle, dict) and needle in controls:
-                    return
-                message = await socket.recv()
-                if isinstance(message, str):
-                    controls.append(json.loads(message))
-                elif owner:
-                    owner_out += message
+    watched = WatchedTerminal()
+    read = watched.read
 
     def grant(method: str, user: str = "olga", who: str = "sara") -> httpx.Response:
         return center.call(method, f"/sessions/{sid}/observers/{who}/allow-input", user=user)
@@ -875,7 +820,7 @@ async def _observer_takes_part(center: Center, sid: str) -> tuple[bytes, list[di
             assert revoked.json()["typists"] == []
             taken = {"type": "observer", "event": "input_revoked", "user": "sara", "by": "olga"}
             await read(observer, taken, owner=False)
-            observer_controls.remove(refusal)
+            watched.observer_controls.remove(refusal)
             await observer.send(b"echo after-$((3+3))\n")
             await read(observer, refusal, owner=False)
             assert (await asyncio.to_thread(grant, "DELETE")).status_code == 409
@@ -883,26 +828,20 @@ async def _observer_takes_part(center: Center, sid: str) -> tuple[bytes, list[di
         await read(terminal, b"owner-done", owner=True)
         await terminal.send(b"exit\n")
         rest, _more, _frame = await _drain(terminal)
-    return owner_out + rest, owner_controls
+    return watched.owner_out + rest, watched.owner_controls
 
 
 def test_the_owner_lets_an_observer_type_and_takes_the_keyboard_back(center: Center) -> None:
     center.token("sara")
     center.token("piet")
     center.token("adele", "admin")
-    incident = center.call(
-        "POST", "/incidents",
-        json={"device_id": center.device_id, "channel": "phone", "symptom": "jammed tray",
-              "opened_at": "2026-11-24T10:00:00Z"},
-    )  # fmt: skip
-    assert incident.status_code == 201, incident.text
-    incident_id = incident.json()["id"]
-    escalated = center.call(
-        "POST",
-        f"/incidents/{incident_id}/escalate",
-        json={"tier": 2, "assignee": "sara", "note": "please help olga"},
+    incident_id = escalated_incident(
+        center.call,
+        center.device_id,
+        symptom="jammed tray",
+        opened_at="2026-11-24T10:00:00Z",
+        note="please help olga",
     )
-    assert escalated.status_code == 200, escalated.text
     sid = center.open(reason="incident", incident_id=incident_id)["id"]
     center.wait_state(sid, "active")
     too_long = center.call("POST", f"/sessions/{sid}/observers/{'x' * 65}/allow-input")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -30,6 +30,7 @@ from server.api.deps import (
     client_address,
     recheck_access,
 )
+from server.config import ServerSettings
 from server.logins import (
     LoginPolicy,
     attempt_login,
@@ -198,6 +199,20 @@ def check_password_again(
     session: Session, policy: LoginPolicy, user: User, password: str, address: str | None
 ) -> None:
     """401 (counted like a failed login, 429 once locked) unless ``password`` is the user's."""
+    now = _refuse_if_locked(session, policy, user)
+    if not verify_password(password, user.password_hash):
+        raise _failed_check(session, policy, user, now, "password", address)
+
+
+#: A wrong password or code asked for again: its audit action and its 401's detail.
+_FAILED_CHECKS = {
+    "password": ("password_check_failed", "the password is wrong"),
+    "code": ("mfa_check_failed", "the code is wrong"),
+}
+
+
+def _refuse_if_locked(session: Session, policy: LoginPolicy, user: User) -> datetime:
+    """429 while ``user``'s name is locked out; else the policy's now."""
     now = policy.clock()
     until = locked_until(session, [user_key(user.username)], now)
     if until is not None:
@@ -207,23 +222,33 @@ def check_password_again(
             detail=locked_detail(retry),
             headers={"Retry-After": str(retry)},
         )
-    if not verify_password(password, user.password_hash):
-        failures, lock = count_failure(
-            session, user_key(user.username), now=now, policy=policy, limit=policy.max_failures
-        )
-        audit.record(
-            session,
-            actor=user.username,
-            action="password_check_failed",
-            target=f"user:{user.username}",
-            details={"failures": failures}
-            | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
-            source_ip=address,
-        )
-        session.commit()
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED, detail="the password is wrong"
-        )
+    return now
+
+
+def _failed_check(
+    session: Session,
+    policy: LoginPolicy,
+    user: User,
+    now: datetime,
+    wrong: Literal["password", "code"],
+    address: str | None,
+) -> HTTPException:
+    """Count a wrong password or code like a failed login (audited): the 401 to raise."""
+    action, detail = _FAILED_CHECKS[wrong]
+    failures, lock = count_failure(
+        session, user_key(user.username), now=now, policy=policy, limit=policy.max_failures
+    )
+    audit.record(
+        session,
+        actor=user.username,
+        action=action,
+        target=f"user:{user.username}",
+        details={"failures": failures}
+        | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
+        source_ip=address,
+    )
+    session.commit()
+    return HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=detail)
 
 
 def check_code_again(
@@ -235,34 +260,38 @@ def check_code_again(
 ) -> _T:
     """Run ``action`` (which checks a two-factor code, raising :class:`AuthError` when it
     is wrong) under the login lock: a wrong code counts like a failed login (401, then 429)."""
-    now = policy.clock()
-    until = locked_until(session, [user_key(user.username)], now)
-    if until is not None:
-        retry = max(1, math.ceil((until - now).total_seconds()))
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=locked_detail(retry),
-            headers={"Retry-After": str(retry)},
-        )
+    now = _refuse_if_locked(session, policy, user)
     try:
         return action(now)
     except AuthError:
-        failures, lock = count_failure(
-            session, user_key(user.username), now=now, policy=policy, limit=policy.max_failures
-        )
-        audit.record(
-            session,
-            actor=user.username,
-            action="mfa_check_failed",
-            target=f"user:{user.username}",
-            details={"failures": failures}
-            | ({"locked_until": isoformat_z(lock)} if lock is not None else {}),
-            source_ip=address,
-        )
-        session.commit()
+        raise _failed_check(session, policy, user, now, "code", address) from None
+
+
+def check_second_factor_again(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    user: User,
+    code: str | None,
+    address: str | None,
+) -> str | None:
+    """For a step that asks for the second factor again (minting an API token): nothing
+    for a user without one; else spend ``code`` (a current TOTP or a recovery code) and
+    say how, 401 (with ``X-Fieldlink-MFA: required``) without one, 401 for a wrong or
+    spent one (counted like a failed login, 429 once locked)."""
+    if not mfa.is_active(session, user):
+        return None
+    if not code or not code.strip():
         raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED, detail="the code is wrong"
-        ) from None
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=MFA_NEEDED_DETAIL,
+            headers={MFA_HEADER: "required"},
+        )
+
+    def spend(now: datetime) -> str:
+        return mfa.check_code(session, settings, user=user, code=code, now=now)
+
+    return check_code_again(session, policy, user, spend, address)
 
 
 class MfaStatusPublic(BaseModel):
@@ -343,6 +372,31 @@ def mfa_enrol(
     return MfaEnrolment(secret=found.secret, otpauth_uri=found.otpauth_uri)
 
 
+def _act_on_code(
+    action: mfa.CodeAction,
+    body: MfaCode,
+    request: Request,
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    user: User,
+) -> list[str]:
+    """Run one of :func:`server.mfa.act_on_code`'s actions under the login lock."""
+    address = client_address(request)
+
+    def act(now: datetime) -> list[str]:
+        return mfa.act_on_code(
+            session, settings, action, user=user, code=body.code, now=now, source_ip=address
+        )
+
+    try:
+        return check_code_again(session, policy, user, act, address)
+    except NotFound as exc:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+
+
 @router.post("/mfa/confirm", responses=_MFA_ERRORS | {404: {"description": "no enrolment"}})
 def mfa_confirm(
     body: MfaCode,
@@ -353,19 +407,7 @@ def mfa_confirm(
     user: CurrentUser,
 ) -> MfaRecoveryCodes:
     """Turn two-factor login on with the authenticator's first code; the recovery codes."""
-    address = client_address(request)
-
-    def confirm(now: datetime) -> list[str]:
-        return mfa.confirm_enrolment(
-            session, settings, user=user, code=body.code, now=now, source_ip=address
-        )
-
-    try:
-        codes = check_code_again(session, policy, user, confirm, address)
-    except NotFound as exc:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    except Conflict as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    codes = _act_on_code("confirm", body, request, session, settings, policy, user)
     return MfaRecoveryCodes(recovery_codes=codes)
 
 
@@ -379,17 +421,7 @@ def mfa_recovery_codes(
     user: CurrentUser,
 ) -> MfaRecoveryCodes:
     """New recovery codes, on a current code from the authenticator (the old ones end)."""
-    address = client_address(request)
-
-    def regenerate(now: datetime) -> list[str]:
-        return mfa.regenerate_recovery_codes(
-            session, settings, user=user, code=body.code, now=now, source_ip=address
-        )
-
-    try:
-        codes = check_code_again(session, policy, user, regenerate, address)
-    except Conflict as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    codes = _act_on_code("recovery-codes", body, request, session, settings, policy, user)
     return MfaRecoveryCodes(recovery_codes=codes)
 
 
@@ -406,13 +438,5 @@ def mfa_disable(
 
     Refused (409) when one's role requires it: an administrator resets it instead.
     """
-    address = client_address(request)
-
-    def turn_off(now: datetime) -> None:
-        mfa.disable(session, settings, user=user, code=body.code, now=now, source_ip=address)
-
-    try:
-        check_code_again(session, policy, user, turn_off, address)
-    except Conflict as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    _act_on_code("disable", body, request, session, settings, policy, user)
     return Response(status_code=204)

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator
-from typing import IO, Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel, col, select
 
+from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
 from server.api.deps import AdminUser, ManagerUser, OperatorUser, SessionDep, SettingsDep
-from server.api.responses import DB_INT_MAX, ErrorResponse
-from server.api.routes.incidents import (
-    _CSV_TYPES,
-    _NO_FILE,
-    _SPOOL_IN_MEMORY,
-    _capped_receive,
-    _too_large,
-)
+from server.api.responses import DB_INT_MAX
 from server.crud import customers as crud
 from server.customers import calls as service
 from server.customers import csv_io
-from server.incidents.csv_io import CsvImportInvalid, decode_lines
 from server.incidents.records import to_public
 from server.models import (
     CallCreate,
@@ -73,88 +63,14 @@ def list_customers(
     return CustomersPublic(items=[crud.customer_public(session, c) for c in rows], count=total)
 
 
-_CSV_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-        },
-    }
-}
-_CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
-    415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
-}
-
-
-async def _import_csv(request: Request, run: Callable[[Iterator[str]], Any]) -> Any:
-    """Read an uploaded CSV (capped at ``incident_import_max_bytes``) and import it."""
-    from starlette.datastructures import UploadFile
-
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limit: int = request.app.state.settings.incident_import_max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    capped = Request(request.scope, receive=_capped_receive(request, limit))
-
-    async def imported(spool: IO[bytes]) -> Any:
-        spool.seek(0)
-        try:
-            return await run_in_threadpool(run, decode_lines(spool))
-        except CsvImportInvalid as exc:
-            raise HTTPException(
-                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {
-                        "loc": ["body", f"line {p.line}", *([p.field] if p.field else [])],
-                        "msg": p.message,
-                        "type": "value_error",
-                        "line": p.line,
-                        "field": p.field,
-                    }
-                    for p in exc.problems
-                ],
-            ) from exc
-
-    if content_type == "multipart/form-data":
-        form = await capped.form()
-        try:
-            uploads = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not uploads:
-                raise HTTPException(
-                    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[_NO_FILE]
-                )
-            return await imported(uploads[0].file)
-        finally:
-            await form.close()
-    if content_type not in _CSV_TYPES:
-        raise HTTPException(
-            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail="send the CSV as text/csv or as the file of a multipart/form-data upload",
-        )
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
-        async for chunk in capped.stream():
-            spool.write(chunk)
-        return await imported(spool)
-
-
-@router.post("/customers/import", responses=_CSV_RESPONSES, openapi_extra=_CSV_BODY)
+@router.post("/customers/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
 async def import_customers(
     request: Request, session: SessionDep, user: ManagerUser
 ) -> csv_io.CustomerImportReport:
     """Import customers (contacts, sites) from CSV: all rows or none; known numbers skipped."""
-    report: csv_io.CustomerImportReport = await _import_csv(
+    return await import_csv(
         request, lambda lines: csv_io.import_customers_csv(session, lines, actor=user.username)
     )
-    return report
 
 
 @router.get("/customers/export", response_class=StreamingResponse)
@@ -167,15 +83,14 @@ def export_customers(session: SessionDep, _user: ManagerUser) -> StreamingRespon
     )
 
 
-@router.post("/devices/import", responses=_CSV_RESPONSES, openapi_extra=_CSV_BODY)
+@router.post("/devices/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
 async def import_devices(
     request: Request, session: SessionDep, user: AdminUser
 ) -> csv_io.DeviceImportReport:
     """Register devices of known customers from CSV: all rows or none (no enrollment tokens)."""
-    report: csv_io.DeviceImportReport = await _import_csv(
+    return await import_csv(
         request, lambda lines: csv_io.import_devices_csv(session, lines, actor=user.username)
     )
-    return report
 
 
 @router.get("/customers/{number}")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, Annotated, Final
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.datastructures import UploadFile
-from starlette.types import Message, Receive
 
+from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
 from server.api.deps import (
     ManagerUser,
     OperatorUser,
@@ -26,14 +23,13 @@ from server.api.deps import (
 from server.api.responses import DB_INT_MAX, PLAIN_TEXT, ErrorResponse
 from server.incidents import records as service
 from server.incidents.csv_io import (
-    CsvImportInvalid,
     ImportReport,
-    decode_lines,
     export_incidents_csv,
     import_incidents_csv,
 )
 from server.incidents.similar import SimilarCases, model_of, similar_cases
 from server.models import (
+    Incident,
     IncidentClose,
     IncidentCreate,
     IncidentEscalate,
@@ -62,13 +58,18 @@ AssigneeQuery = Annotated[
 MineQuery = Annotated[bool, Query(description="only the caller's incidents (as assignee=me)")]
 #: An incident id in a path: bounded like every integer the API takes.
 IncidentId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
-_CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _with_sessions(session: Session, incident: Incident, incident_id: int) -> IncidentPublic:
+    """The incident as the API shows it, with the remote sessions linked to it."""
+    linked = service.session_ids_of(session, [incident_id])
+    return service.to_public(incident, linked[incident_id])
 
 
 def _unprocessable(exc: service.IncidentInvalid) -> HTTPException:
@@ -139,110 +140,12 @@ def list_incidents(
     )
 
 
-@router.post(
-    "/import",
-    responses={
-        413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
-        415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "text/csv": {"schema": {"type": "string"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                        "required": ["file"],
-                    }
-                },
-            },
-        }
-    },
-)
+@router.post("/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
 async def import_incidents(
     request: Request, session: SessionDep, _user: ManagerUser
 ) -> ImportReport:
     """Import a CSV of incidents: all rows or none; idempotent on ``external_id``."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limit: int = request.app.state.settings.incident_import_max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    capped = Request(request.scope, receive=_capped_receive(request, limit))
-    if content_type == "multipart/form-data":
-        form = await capped.form()
-        try:
-            uploads = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not uploads:
-                raise HTTPException(
-                    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    detail=[_NO_FILE],
-                )
-            return await _import(session, uploads[0].file)
-        finally:
-            await form.close()
-    if content_type not in _CSV_TYPES:
-        raise HTTPException(
-            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail="send the CSV as text/csv or as the file of a multipart/form-data upload",
-        )
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
-        async for chunk in capped.stream():
-            spool.write(chunk)
-        return await _import(session, spool)
-
-
-async def _import(session: Session, spool: IO[bytes]) -> ImportReport:
-    """Import the spooled file, read as a stream of UTF-8 text."""
-    spool.seek(0)
-    try:
-        return await run_in_threadpool(import_incidents_csv, session, decode_lines(spool))
-    except CsvImportInvalid as exc:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", f"line {p.line}", *([p.field] if p.field else [])],
-                    "msg": p.message,
-                    "type": "value_error",
-                    "line": p.line,
-                    "field": p.field,
-                }
-                for p in exc.problems
-            ],
-        ) from exc
-
-
-_NO_FILE: Final = {"loc": ["body", "file"], "msg": "no CSV file in the form", "type": "missing"}
-#: Up to this much of an import stays in memory; the rest is spooled to a temporary file.
-_SPOOL_IN_MEMORY = 1024 * 1024
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"the file is larger than the import limit of {limit} bytes "
-        "(incident_import_max_bytes): split it",
-    )
-
-
-def _capped_receive(request: Request, limit: int) -> Receive:
-    """The request's ``receive``, refusing (413) once more than ``limit`` bytes came."""
-    seen = 0
-    receive = request.receive
-
-    async def capped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _too_large(limit)
-        return message
-
-    return capped
+    return await import_csv(request, lambda lines: import_incidents_csv(session, lines))
 
 
 @router.get("/export", response_class=StreamingResponse)
@@ -352,8 +255,7 @@ def escalate_incident(
         )
     except service.IncidentInvalid as exc:
         raise _unprocessable(exc) from exc
-    linked = service.session_ids_of(session, [incident_id])
-    return service.to_public(incident, linked[incident_id])
+    return _with_sessions(session, incident, incident_id)
 
 
 @router.get("/{incident_id}")

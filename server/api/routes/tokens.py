@@ -11,7 +11,7 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
 from server import audit, crud
 from server.api.deps import (
@@ -23,7 +23,9 @@ from server.api.deps import (
     recheck_access,
 )
 from server.api.responses import DB_INT_MAX
-from server.api.routes.auth import check_password_again
+from server.api.routes.auth import check_password_again, check_second_factor_again
+from server.config import ServerSettings
+from server.logins import LoginPolicy
 from server.models import ApiToken, User, role_at_least
 from shared.ids import isoformat_z, utcnow
 
@@ -38,6 +40,12 @@ class ApiTokenCreate(BaseModel):
         min_length=1,
         max_length=1024,
         description="the caller's password again: a login token alone cannot mint a token",
+    )
+    otp: str | None = Field(
+        default=None,
+        max_length=64,
+        description="a current two-factor code (or a recovery code): required when the "
+        "caller has two-factor login on",
     )
     expires_in_days: int | None = Field(
         default=None,
@@ -89,9 +97,12 @@ def _public(row: ApiToken, username: str) -> ApiTokenPublic:
     "/tokens",
     status_code=201,
     responses={
-        401: {"description": "not logged in, or the password is wrong"},
+        401: {
+            "description": "not logged in, the password is wrong, or the two-factor code is "
+            "missing (``X-Fieldlink-MFA: required``), wrong or spent"
+        },
         422: {"description": "an expiry beyond api_token_max_days"},
-        429: {"description": "too many wrong passwords; see Retry-After"},
+        429: {"description": "too many wrong passwords or codes; see Retry-After"},
     },
 )
 def create_api_token(
@@ -102,14 +113,29 @@ def create_api_token(
     policy: LoginPolicyDep,
     user: CurrentUser,
 ) -> ApiTokenCreated:
-    """Create a long-lived API token for the current user (shown once); needs the password."""
+    """Create a long-lived API token for the current user (shown once); needs the password
+    and, for a user with two-factor login, a current code (``otp``)."""
+    return mint_api_token(session, settings, policy, user, body, client_address(request))
+
+
+def mint_api_token(
+    session: Session,
+    settings: ServerSettings,
+    policy: LoginPolicy,
+    user: User,
+    body: ApiTokenCreate,
+    address: str | None,
+) -> ApiTokenCreated:
+    """Check the password (and the second factor) again, then issue and audit the token;
+    for this route and the console's token page."""
     days = body.expires_in_days or settings.api_token_max_days
     if days > settings.api_token_max_days:
         raise HTTPException(
             status_code=422,
             detail=f"expires_in_days: at most {settings.api_token_max_days} on this server",
         )
-    check_password_again(session, policy, user, body.password, client_address(request))
+    check_password_again(session, policy, user, body.password, address)
+    second = check_second_factor_again(session, settings, policy, user, body.otp, address)
     ttl = timedelta(days=days)
     token, row = crud.issue_token(session, user=user, kind="api", ttl=ttl, name=body.name)
     audit.record(
@@ -121,8 +147,9 @@ def create_api_token(
             "name": body.name,
             "owner": user.username,
             "expires_at": isoformat_z(row.expires_at) if row.expires_at else None,
-        },
-        source_ip=client_address(request),
+        }
+        | ({"second_factor": second} if second else {}),
+        source_ip=address,
     )
     session.commit()
     return ApiTokenCreated(**_public(row, user.username).model_dump(), token=token)

@@ -195,7 +195,7 @@ def test_user_reset_mfa_removes_a_second_factor(config: Path) -> None:
     listed = json.loads(fieldlink("user", "list", "--json", *c).stdout)
     assert listed[0]["mfa_enabled"] is True
     assert "two-factor" in fieldlink("user", "list", *c).stdout
-    done = fieldlink("user", "reset-mfa", "pia", *c)
+    done = fieldlink("user", "mfa-reset", "pia", *c)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("two-factor login of pia removed")
     assert fieldlink("user", "reset-mfa", "pia", *c).stdout.strip() == "pia had no two-factor login"

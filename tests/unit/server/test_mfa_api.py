@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -408,3 +409,173 @@ def test_an_admin_resets_it_from_the_admin_page(
     assert login(client, "jo").status_code == 200
     (reset,) = actions(engine, "mfa.reset")
     assert (reset.actor, reset.target) == ("chief", "user:jo")
+
+
+# Minting a long-lived API token asks for the second factor too (issue 15).
+
+
+def mint(client: TestClient, headers: dict[str, str], otp: str | None = None, **extra: Any) -> Any:
+    body: dict[str, Any] = {"name": "nightly export", "password": PASSWORD, **extra}
+    if otp is not None:
+        body["otp"] = otp
+    return client.post("/api/v1/auth/tokens", json=body, headers=headers)
+
+
+def test_minting_an_api_token_needs_the_code_too(
+    client: TestClient, engine: Engine, clock: Clock
+) -> None:
+    add_user(engine, "kim")
+    add_user(engine, "lou")
+    secret, codes = enrol(client, bearer(login(client, "kim")), clock)
+    clock.advance(30)
+    headers = bearer(login(client, "kim", totp(secret, clock)))
+    # The password alone (a stolen session and a shoulder-surfed password) is not enough.
+    asked = mint(client, headers)
+    assert asked.status_code == 401
+    assert asked.headers["x-fieldlink-mfa"] == "required"
+    assert "two-factor code is required" in asked.json()["detail"]
+    wrong = mint(client, headers, "000000" if totp(secret, clock) != "000000" else "111111")
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"] == "the code is wrong"
+    # The code that logged in is spent: not again within its window.
+    assert mint(client, headers, totp(secret, clock)).status_code == 401
+    # (Each wrong try counted like a failed login: start a new lockout window.)
+    clock.advance(16 * 60)
+    # The wrong password with a good code is a wrong password (and does not spend the code).
+    code = totp(secret, clock)
+    bad_pw = mint(client, headers, code, password="not-the-password")
+    assert bad_pw.json()["detail"] == "the password is wrong"
+    made = mint(client, headers, code)
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["username"] == "kim"
+    assert mint(client, headers, code).status_code == 401  # replayed
+    clock.advance(16 * 60)
+    # A recovery code does once.
+    assert mint(client, headers, codes[0]).status_code == 201
+    assert mint(client, headers, codes[0]).status_code == 401
+    how = sorted(json.loads(e.details)["second_factor"] for e in actions(engine, "token.create"))
+    assert how == ["recovery_code", "totp"]
+    assert codes[0] not in dump(engine, "audit_entry")
+    # A user without two-factor login mints with the password, as before.
+    assert mint(client, bearer(login(client, "lou"))).status_code == 201
+    # Wrong codes lock the name like wrong passwords (max_failures=3 here).
+    for guess in ("222222", "333333"):
+        assert mint(client, headers, guess).status_code in (401, 429)
+    locked = mint(client, headers, totp(secret, clock))
+    assert locked.status_code == 429
+    assert "Retry-After" in locked.headers
+    assert len(actions(engine, "token.create")) == 3
+
+
+# The console: the QR code, the token page.
+
+
+def console_login(client: TestClient, name: str, secret: str, clock: Clock) -> str:
+    """Log ``name`` in on the console with a fresh code; the page's CSRF token."""
+    import re
+
+    client.cookies.clear()
+    console_password(client, name)
+    clock.advance(30)
+    assert console_code(client, totp(secret, clock)).status_code == 303
+    page = client.get("/account")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_console_enrolment_shows_the_uri_as_a_qr_code(
+    client: TestClient, engine: Engine
+) -> None:
+    import re
+    from urllib.parse import unquote
+
+    from tests.fixtures.qr import drawn_modules, encoded_modules
+
+    add_user(engine, "nell")
+    client.cookies.clear()
+    assert console_password(client, "nell").status_code == 303
+    page = client.get("/account")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    shown = client.post("/account/mfa", data={"csrf_token": csrf.group(1), "password": PASSWORD})
+    assert shown.status_code == 200
+    svg = re.search(r"<svg[^>]*>.*?</svg>", shown.text, re.S)
+    assert svg is not None
+    assert 'role="img"' in svg.group(0)
+    assert 'aria-label="QR code for your authenticator app"' in svg.group(0)
+    assert "<script" not in svg.group(0)
+    assert "http" not in svg.group(0).replace("http://www.w3.org/2000/svg", "")
+    uri = re.search(r'href="(otpauth://[^"]+)"', shown.text)
+    secret = re.search(r'id="mfa-secret">([A-Z2-7]+)<', shown.text)
+    assert uri is not None
+    assert secret is not None
+    uri_text = uri.group(1).replace("&amp;", "&")
+    assert f"secret={secret.group(1)}" in unquote(uri_text)
+    assert drawn_modules(svg.group(0)) == encoded_modules(uri_text)
+
+
+def test_the_console_token_page_asks_for_the_code(
+    client: TestClient, engine: Engine, clock: Clock
+) -> None:
+    import re
+
+    add_user(engine, "olly")
+    secret, _ = enrol(client, bearer(login(client, "olly")), clock)
+    csrf = console_login(client, "olly", secret, clock)
+    page = client.get("/account/tokens")
+    assert page.status_code == 200
+    assert 'name="code"' in page.text
+    form = {"csrf_token": csrf, "name": "backup script", "password": PASSWORD}
+    refused = client.post("/account/tokens", data=form)
+    assert refused.status_code == 401
+    assert "two-factor code is required" in refused.text
+    wrong = client.post("/account/tokens", data=form | {"code": "12345x"})
+    assert wrong.status_code == 401
+    assert "the code is wrong" in wrong.text
+    assert not actions(engine, "token.create")
+    no_csrf = client.post(
+        "/account/tokens", data={k: v for k, v in form.items() if k != "csrf_token"}
+    )
+    assert no_csrf.status_code == 403
+    clock.advance(30)
+    made = client.post("/account/tokens", data=form | {"code": totp(secret, clock)})
+    assert made.status_code == 200, made.text
+    token = re.search(r'id="new-token">([^<]+)<', made.text)
+    assert token is not None
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token.group(1)}"})
+    assert me.json()["username"] == "olly"
+    (created,) = actions(engine, "token.create")
+    assert json.loads(created.details)["second_factor"] == "totp"
+    token_id = created.target.split(":")[1]
+    assert f'action="/account/tokens/{token_id}/revoke"' in made.text
+    revoked = client.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+    assert revoked.status_code == 200
+    assert f"Token {token_id} revoked." in revoked.text
+    dead = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token.group(1)}"})
+    assert dead.status_code == 401
+    # Another user's token is not one's own to revoke (404, as in the API).
+    add_user(engine, "pia")
+    theirs = mint(client, bearer(login(client, "pia"))).json()["id"]
+    other = client.post(f"/account/tokens/{theirs}/revoke", data={"csrf_token": csrf})
+    assert other.status_code == 404
+    assert len(actions(engine, "token.revoke")) == 1
+
+
+def test_a_role_that_requires_it_reaches_no_token_page_before_enrolling(
+    client: TestClient, engine: Engine
+) -> None:
+    add_user(engine, "quinn", role="admin")
+    client.cookies.clear()
+    console_password(client, "quinn")
+    moved = client.get("/account/tokens", follow_redirects=False)
+    assert moved.status_code == 303
+    assert moved.headers["location"] == "/account"
+    api = client.post(
+        "/api/v1/auth/tokens",
+        json={"name": "x", "password": PASSWORD},
+        headers=bearer(login(client, "quinn")),
+    )
+    assert api.status_code == 403
