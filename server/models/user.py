@@ -6,14 +6,19 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
+from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from server.models.base import utc_column
 from shared.ids import utcnow
 
-Role = Literal["operator", "manager", "admin"]
-#: Roles are cumulative: each may do all that those before it may.
-ROLES: tuple[str, ...] = ("operator", "manager", "admin")
+Role = Literal["site", "operator", "manager", "admin"]
+#: Roles are cumulative: each may do all that those before it may. ``site`` is a customer's
+#: own IT: bound to customers (``User.customers``), it sees only their devices and the
+#: sessions on them (it may end one and review its recording), and may not open sessions.
+ROLES: tuple[str, ...] = ("site", "operator", "manager", "admin")
+#: The roles that must be bound to at least one customer.
+BOUND_ROLES: frozenset[str] = frozenset({"site"})
 
 
 def role_at_least(role: str, needed: str) -> bool:
@@ -35,6 +40,10 @@ class User(SQLModel, table=True):
         default=False, sa_column_kwargs={"server_default": sa.false()}
     )
     password_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    #: The user's scope (:mod:`server.scope`): customer numbers and regions, sorted and
+    #: comma-separated; ``None``: no limit of that kind.
+    customers: str | None = Field(default=None, max_length=2048)
+    regions: str | None = Field(default=None, max_length=512)
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
 
 
@@ -94,7 +103,19 @@ class UserPublic(SQLModel):
     must_change_password: bool = False
     #: Whether the user logs in with a second factor (a confirmed TOTP).
     mfa_enabled: bool = False
+    #: The user's scope: the customer numbers and regions they may see (empty: all).
+    customers: list[str] = []
+    regions: list[str] = []
     created_at: datetime
+
+    @field_validator("customers", "regions", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
 
 
 class UsersPublic(SQLModel):

@@ -16,8 +16,10 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
 from server.api.deps import (
+    UNSCOPED,
     ManagerUser,
     OperatorUser,
+    ScopeDep,
     SessionDep,
     client_address,
     get_engine,
@@ -81,9 +83,10 @@ def _unprocessable(exc: service.IncidentInvalid) -> HTTPException:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_incident(
-    body: IncidentCreate, session: SessionDep, _user: OperatorUser
+    body: IncidentCreate, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> IncidentPublic:
     """Record an incident; ``down_at`` defaults to ``opened_at``."""
+    scope.check_device(session, body.device_id)
     try:
         incident = service.create_incident(session, data=body)
     except service.IncidentInvalid as exc:
@@ -101,6 +104,7 @@ def _assignee(assignee: str | None, mine: bool, username: str) -> str | None:
 def list_incidents(
     session: SessionDep,
     user: OperatorUser,
+    scope: ScopeDep,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     state: StateQuery = None,
@@ -129,6 +133,7 @@ def list_incidents(
         limit=limit,
         offset=offset,
         assignee=_assignee(assignee, mine, user.username),
+        scope=scope,
     )
     linked = service.session_ids_of(session, (row.id for row in rows if row.id is not None))
     return IncidentsPublic(
@@ -139,6 +144,7 @@ def list_incidents(
 
 @router.post(
     "/import",
+    dependencies=[UNSCOPED],
     responses={
         413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
         415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
@@ -247,6 +253,7 @@ def _capped_receive(request: Request, limit: int) -> Receive:
 def export_incidents(
     engine: EngineDep,
     _user: ManagerUser,
+    scope: ScopeDep,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     state: StateQuery = None,
@@ -264,6 +271,7 @@ def export_incidents(
         start=_aware(start),
         end=_aware(end),
         time_field=on,
+        scope=scope,
     )
 
     def body() -> Iterator[str]:
@@ -281,35 +289,43 @@ def export_incidents(
 def similar_by_code(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     error_code: Annotated[str, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)],
     model: Annotated[str | None, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)] = None,
 ) -> SimilarCases:
-    """Past cases of an error code (the ``model``'s first): see docs/kpis.md."""
-    return similar_cases(session, error_code=error_code, model=model)
+    """Past cases of an error code (the ``model``'s first) in the user's scope: docs/kpis.md."""
+    return similar_cases(session, error_code=error_code, model=model, scope=scope)
 
 
 @router.get("/{incident_id}/similar")
 def similar_to_incident(
-    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> SimilarCases:
     """Past cases of this incident's error code, its device's model first (itself left out).
 
     An incident without an error code has none: ``count`` 0.
     """
-    incident = service.get_incident(session, incident_id=incident_id)
+    incident = service.get_incident(session, incident_id=incident_id, scope=scope)
     model = model_of(session, incident.device_id)
-    if not incident.error_code:
-        return similar_cases(session, error_code="", model=model, exclude_id=incident_id)
     return similar_cases(
-        session, error_code=incident.error_code, model=model, exclude_id=incident_id
+        session,
+        error_code=incident.error_code or "",
+        model=model,
+        exclude_id=incident_id,
+        scope=scope,
     )
 
 
 @router.post("/{incident_id}/close")
 def close_incident(
-    incident_id: IncidentId, body: IncidentClose, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId,
+    body: IncidentClose,
+    session: SessionDep,
+    _user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Close an open incident in one step (``restored_at`` defaults as documented)."""
+    service.get_incident(session, incident_id=incident_id, scope=scope)
     try:
         incident = service.close_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
@@ -331,9 +347,11 @@ def escalate_incident(
     request: Request,
     session: SessionDep,
     user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Hand an open incident to a tier (1 call center, 2 remote specialist, 3 field)
     and/or a user, with a handover note; audited as ``incident.escalate``."""
+    service.get_incident(session, incident_id=incident_id, scope=scope)
     try:
         incident = service.escalate_incident(
             session,
@@ -350,19 +368,24 @@ def escalate_incident(
 
 @router.get("/{incident_id}")
 def get_incident(
-    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> IncidentPublic:
     """One incident with the remote sessions linked to it."""
-    incident = service.get_incident(session, incident_id=incident_id)
+    incident = service.get_incident(session, incident_id=incident_id, scope=scope)
     linked = service.session_ids_of(session, [incident_id])
     return service.to_public(incident, linked[incident_id])
 
 
 @router.patch("/{incident_id}")
 def update_incident(
-    incident_id: IncidentId, body: IncidentUpdate, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId,
+    body: IncidentUpdate,
+    session: SessionDep,
+    _user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``."""
+    service.get_incident(session, incident_id=incident_id, scope=scope)
     try:
         incident = service.update_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
