@@ -259,3 +259,48 @@ def test_the_console_of_a_site_user(client: TestClient, fleet: tuple[Side, Side]
     assert client.get(f"/devices/{theirs.device_id}").status_code == 404
     for page_path in ("/incidents", "/customers", "/dashboard", "/admin"):
         assert client.get(page_path).status_code == 403, page_path
+
+
+def test_a_scoped_operator_opens_no_session_outside_their_scope(
+    client: TestClient, fleet: tuple[Side, Side]
+) -> None:
+    """The session repository checks the scope itself, so the API and the SSH gateway
+    (which opens sessions by the operator's key) both refuse: as if there were no device."""
+    from datetime import timedelta
+
+    from server.models import Device, RemoteSession
+    from server.sessions.repository import insert_session
+    from shared.errors import NotFound
+    from shared.ids import utcnow
+
+    ours, theirs = fleet
+    scoped_auth(client, "dealer", "operator", customers=[ours.number])
+    with Session(engine_of(client)) as db:  # enrolled, so that only the scope refuses
+        for side in fleet:
+            device = db.get(Device, side.device_id)
+            assert device is not None
+            device.ssh_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"
+            db.add(device)
+        db.commit()
+    now = utcnow()
+    for device_id, incident_id in (
+        (theirs.device_id, None),
+        (ours.device_id, theirs.open_incident_id),
+    ):
+        row = RemoteSession(
+            id=f"ses-try-{device_id}",
+            device_id=device_id,
+            operator="dealer",
+            reason="a look",
+            incident_id=incident_id,
+            created_at=now,
+            expires_at=now + timedelta(minutes=1),
+        )
+        with Session(engine_of(client)) as db, pytest.raises(NotFound):
+            insert_session(db, row, source_ip=None, per_device=5, per_operator=5)
+    answer = client.post(
+        f"/api/v1/devices/{theirs.device_id}/sessions",
+        json={"reason": "a look"},
+        headers=scoped_auth(client, "dealer2", "operator", customers=[ours.number]),
+    )
+    assert answer.status_code == 404
