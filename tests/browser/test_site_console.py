@@ -114,7 +114,8 @@ def test_a_site_user_sees_their_devices_and_ends_a_session_on_them(
         listed = site.get("/api/v1/sessions").json()
         assert {s["device_id"] for s in listed["items"]} == {"demo-0001"}
     with _api(console, "admin") as admin:
-        ended = admin.get("/api/v1/audit", params={"action": "session.close.request"}).json()["items"]
+        asked = admin.get("/api/v1/audit", params={"action": "session.close.request"})
+        ended = asked.json()["items"]
         assert any(e["actor"] == SITE_USER for e in ended), ended
 
     # Another customer's device and session do not exist for them.
