@@ -304,3 +304,50 @@ def test_a_scoped_operator_opens_no_session_outside_their_scope(
         headers=scoped_auth(client, "dealer2", "operator", customers=[ours.number]),
     )
     assert answer.status_code == 404
+
+
+def test_the_admin_page_sets_a_users_scope(
+    client: TestClient, auth: Auth, fleet: tuple[Side, Side]
+) -> None:
+    from server.api.deps import csrf_token_for
+
+    ours, _theirs = fleet
+    auth("admin")  # user admin1
+    _console_login(client, "admin1")
+    csrf = csrf_token_for(client.cookies.get(SESSION_COOKIE) or "")
+    unbound = client.post(
+        "/admin/users",
+        data={"csrf_token": csrf, "username": "it", "role": "site", "password": PASSWORD},
+    )
+    assert unbound.status_code == 422
+    assert "at least one customer" in unbound.text
+    added = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "it",
+            "role": "site",
+            "password": PASSWORD,
+            "customers": ours.number,
+        },
+        follow_redirects=False,
+    )
+    assert added.status_code == 303, added.text
+    changed = client.post(
+        "/admin/users/it",
+        data={
+            "csrf_token": csrf,
+            "role": "operator",
+            "disabled": "no",
+            "customers": "",
+            "regions": "EU, APAC",
+        },
+        follow_redirects=False,
+    )
+    assert changed.status_code == 303, changed.text
+    with Session(engine_of(client)) as db:
+        user = crud.get_user(db, username="it")
+        assert user is not None
+        assert (user.role, user.customers, user.regions) == ("operator", None, "APAC,EU")
+    page = client.get("/admin")
+    assert 'value="APAC,EU"' in page.text
