@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from server import audit
 from server.crud import InvalidInput, get_user
-from server.models import ROLES, ApiToken, MfaRecoveryCode, User, UserMfa, UserSSHKey
+from server.models import BOUND_ROLES, ROLES, ApiToken, MfaRecoveryCode, User, UserMfa, UserSSHKey
 from server.security import hash_password, hash_token
 from shared.errors import Conflict, NotFound
 from shared.ids import new_token, utcnow
@@ -136,6 +136,9 @@ def set_role(
             msg = "you cannot change your own role"
             raise Conflict(msg)
         _keep_an_admin(session, user, "demote")
+    if role in BOUND_ROLES and not user.customers:
+        msg = f"a {role} user must be bound to at least one customer: set their scope first"
+        raise InvalidInput(msg)
     previous, user.role = user.role, role
     session.add(user)
     audit.record(
@@ -144,6 +147,46 @@ def set_role(
         action="user.role",
         target=f"user:{user.username}",
         details={"from": previous, "to": role},
+        source_ip=source_ip,
+    )
+    session.commit()
+    session.refresh(user)
+    return user
+
+
+def set_scope(
+    session: Session,
+    *,
+    username: str,
+    customers: list[str],
+    regions: list[str],
+    actor: str,
+    source_ip: str | None = None,
+) -> User:
+    """Limit what a user sees to ``customers`` and ``regions`` (both empty: everything).
+
+    Raises:
+        InvalidInput: an unknown customer, a bad region, or a ``site`` user left unbound.
+        NotFound: no such user.
+    """
+    from server.scope import check_scope
+
+    user = _require(session, username)
+    stored = check_scope(session, role=user.role, customers=customers, regions=regions)
+    previous = (user.customers, user.regions)
+    if stored == previous:
+        return user
+    user.customers, user.regions = stored
+    session.add(user)
+    audit.record(
+        session,
+        actor=actor,
+        action="user.scope",
+        target=f"user:{user.username}",
+        details={
+            "from": {"customers": previous[0], "regions": previous[1]},
+            "to": {"customers": stored[0], "regions": stored[1]},
+        },
         source_ip=source_ip,
     )
     session.commit()

@@ -28,6 +28,7 @@ from server import crud, mfa
 from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.models import User, role_at_least
+from server.scope import Scope
 from server.security import tokens_equal
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -227,9 +228,36 @@ def require_role(role: str) -> Callable[[User], User]:
     return check
 
 
+#: Any user, a ``site`` user included: routes that serve a site user too (their own
+#: devices and the sessions on them); they must filter by the request's scope.
+SiteUser = Annotated[User, Depends(require_role("site"))]
 OperatorUser = Annotated[User, Depends(require_role("operator"))]
 ManagerUser = Annotated[User, Depends(require_role("manager"))]
 AdminUser = Annotated[User, Depends(require_role("admin"))]
+
+
+def get_scope(user: CurrentUser) -> Scope:
+    """The request's scope: the customers and regions its user may see (see server.scope)."""
+    return Scope.of(user)
+
+
+#: The one scope of a request; every query of the fleet filters by it.
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+def unscoped_user(user: CurrentUser) -> User:
+    """403 for a scoped user: what adds to the whole fleet at once (CSV imports, new
+    customers and devices) needs a user who sees all of it."""
+    if not Scope.of(user).unrestricted:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="this needs a user who sees the whole fleet (no customer or region scope)",
+        )
+    return user
+
+
+#: A route's ``dependencies=[UNSCOPED]``: only users without a scope.
+UNSCOPED = Depends(unscoped_user)
 
 
 def same_origin(connection: HTTPConnection) -> bool:

@@ -17,11 +17,19 @@ from server.cli.common import ConfigOption, open_database, read_password
 from shared.cli_help import examples
 from shared.errors import ConfigError
 
+CustomersOption = Annotated[
+    str | None,
+    typer.Option(help="only these customers' devices: numbers, comma-separated (C-1001,C-1002)"),
+]
+RegionsOption = Annotated[
+    str | None, typer.Option(help="only devices in these regions, comma-separated (EU,APAC)")
+]
+
 user_app = typer.Typer(
-    help="Manage operators, managers and administrators.",
+    help="Manage site users, operators, managers and administrators.",
     epilog=examples(
         ("fieldlink user add olga --role operator", "password on stdin"),
-        ("fieldlink user token robot --name nightly", "an API token for scripts"),
+        ("fieldlink user add ito --role site --customers C-1001", "a site's IT, one customer"),
         ("fieldlink user disable bob", "tokens revoked, sessions end"),
     ),
     no_args_is_help=True,
@@ -31,19 +39,70 @@ user_app = typer.Typer(
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="user name")],
-    role: Annotated[str, typer.Option(help="operator, manager or admin")] = "operator",
+    role: Annotated[str, typer.Option(help="site, operator, manager or admin")] = "operator",
+    customers: CustomersOption = None,
+    regions: RegionsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a user; the password is read from stdin when it is not a terminal."""
+    """Create a user; the password is read from stdin when it is not a terminal.
+
+    ``--customers``/``--regions`` limit what they see; a site user needs ``--customers``.
+    """
     from server import crud
+    from server.scope import parse_list
 
     _, engine = open_database(config)
     password = read_password(name)
     with Session(engine) as session:
         user = crud.create_user(
-            session, username=name, role=role, password=password, actor=audit.cli_actor()
+            session,
+            username=name,
+            role=role,
+            password=password,
+            actor=audit.cli_actor(),
+            customers=parse_list(customers),
+            regions=parse_list(regions),
         )
-    typer.echo(f"created {user.role} {user.username}")
+    typer.echo(f"created {user.role} {user.username}{_scope_text(user.customers, user.regions)}")
+
+
+@user_app.command("scope")
+def user_scope(
+    name: Annotated[str, typer.Argument(help="user name")],
+    customers: CustomersOption = None,
+    regions: RegionsOption = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="no limits: the user sees the whole fleet")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set what a user sees: customers and regions (what is not given is left as it was)."""
+    from server import accounts
+    from server.scope import parse_list, split
+
+    _, engine = open_database(config)
+    with Session(engine) as session:
+        user = accounts.get_user_or_404(session, username=name)
+        wanted_customers = [] if clear else split(user.customers)
+        wanted_regions = [] if clear else split(user.regions)
+        if customers is not None:
+            wanted_customers = parse_list(customers)
+        if regions is not None:
+            wanted_regions = parse_list(regions)
+        user = accounts.set_scope(
+            session,
+            username=name,
+            customers=wanted_customers,
+            regions=wanted_regions,
+            actor=audit.cli_actor(),
+        )
+    typer.echo(f"{user.username} sees{_scope_text(user.customers, user.regions) or ' everything'}")
+
+
+def _scope_text(customers: str | None, regions: str | None) -> str:
+    parts = [f"customers {customers}" if customers else "", f"regions {regions}" if regions else ""]
+    shown = " and ".join(p for p in parts if p)
+    return f" ({shown})" if shown else ""
 
 
 @user_app.command("token")
@@ -105,6 +164,8 @@ def user_list(
                         "disabled": u.disabled,
                         "must_change_password": u.must_change_password,
                         "mfa_enabled": u.id in with_mfa,
+                        "customers": [c for c in (u.customers or "").split(",") if c],
+                        "regions": [r for r in (u.regions or "").split(",") if r],
                         "created_at": u.created_at.isoformat(),
                     }
                     for u in users
@@ -121,6 +182,7 @@ def user_list(
             state += ", must change password"
         if u.id in with_mfa:
             state += ", two-factor"
+        state += _scope_text(u.customers, u.regions)
         typer.echo(f"{u.username.ljust(width)}  {u.role.ljust(8)}  {state}")
 
 
@@ -155,7 +217,7 @@ def user_enable(
 @user_app.command("role")
 def user_role(
     name: Annotated[str, typer.Argument(help="user name")],
-    role: Annotated[str, typer.Argument(help="operator, manager or admin")],
+    role: Annotated[str, typer.Argument(help="site, operator, manager or admin")],
     config: ConfigOption = None,
 ) -> None:
     """Change a user's role (what depended on the old one ends within seconds)."""

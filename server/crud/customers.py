@@ -22,6 +22,7 @@ from server.models import (
     DeviceCreate,
     SitePublic,
 )
+from server.scope import EVERYTHING, Scope
 from shared.errors import Conflict, NotFound
 
 #: The first number given to a customer created without one (a device's free-text customer).
@@ -141,10 +142,16 @@ def customer_public(session: Session, customer: Customer) -> CustomerPublic:
 
 
 def list_customers(
-    session: Session, *, q: str | None = None, limit: int = 100, offset: int = 0
+    session: Session,
+    *,
+    q: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    scope: Scope = EVERYTHING,
 ) -> tuple[Sequence[Customer], int]:
-    """A page of customers by number; ``q`` matches number or name (substring, any case)."""
-    conditions: list[Any] = []
+    """A page of customers by number (those in ``scope``); ``q`` matches number or name
+    (substring, any case)."""
+    conditions: list[Any] = [scope.where_customer(col(Customer.number))]
     if q:
         literal = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{literal}%"

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, func, or_, select
 from server.crud.conflicts import conflict_on_duplicate
 from server.crud.errors import InvalidInput
 from server.models import Device, DeviceCreate
+from server.scope import EVERYTHING, Scope
 from shared.errors import Conflict, NotFound
 from shared.ids import check_device_id, derive_device_id
 
@@ -120,13 +121,14 @@ def list_devices(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    scope: Scope = EVERYTHING,
 ) -> tuple[Sequence[Device], int]:
     """A page of devices matching the filters, and how many match in all.
 
     ``q`` matches id, serial, customer and site by substring (case-insensitive),
     and the contact phone by its digits, so "+49 30 1234" finds "0049-30-1234".
     """
-    conditions: list[Any] = []
+    conditions: list[Any] = [scope.devices()]
     if q:
         # ``%`` and ``_`` in the search are literal characters, not wildcards.
         literal = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -16,14 +16,26 @@ from shared.ids import utcnow
 
 
 def create_user(
-    session: Session, *, username: str, role: str, password: str, actor: str = audit.SYSTEM_ACTOR
+    session: Session,
+    *,
+    username: str,
+    role: str,
+    password: str,
+    actor: str = audit.SYSTEM_ACTOR,
+    customers: list[str] | None = None,
+    regions: list[str] | None = None,
 ) -> User:
     """Create a user; the password is stored only as an argon2 hash.
 
+    ``customers`` and ``regions`` limit what the user sees (:mod:`server.scope`); a
+    ``site`` user needs at least one customer.
+
     Raises:
-        InvalidInput: for an unknown role, a bad name or a too short password.
+        InvalidInput: for an unknown role, a bad name, a too short password or a bad scope.
         Conflict: when the name is taken.
     """
+    from server.scope import check_scope
+
     if role not in ROLES:
         msg = f"unknown role {role!r}: use one of {', '.join(ROLES)}"
         raise InvalidInput(msg)
@@ -37,7 +49,16 @@ def create_user(
     if len(password) < 8:
         msg = "passwords need at least 8 characters"
         raise InvalidInput(msg)
-    user = User(username=username, role=role, password_hash=hash_password(password))
+    stored_customers, stored_regions = check_scope(
+        session, role=role, customers=customers or [], regions=regions or []
+    )
+    user = User(
+        username=username,
+        role=role,
+        password_hash=hash_password(password),
+        customers=stored_customers,
+        regions=stored_regions,
+    )
     session.add(user)
     with conflict_on_duplicate(session, f"user {username!r} already exists"):
         session.flush()
@@ -46,11 +67,15 @@ def create_user(
             actor=actor,
             action="user.create",
             target=f"user:{username}",
-            details={"role": role},
+            details={"role": role, **_scope_details(stored_customers, stored_regions)},
         )
         session.commit()
     session.refresh(user)
     return user
+
+
+def _scope_details(customers: str | None, regions: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("customers", customers), ("regions", regions)) if v}
 
 
 def get_user(session: Session, *, username: str) -> User | None:

@@ -32,6 +32,7 @@ from server.models import (
     Incident,
     IncidentCreate,
 )
+from server.scope import EVERYTHING, Scope
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
 
@@ -60,6 +61,7 @@ def lookup(
     customer_number: str | None = None,
     default_region: str | None = None,
     strict: bool = True,
+    scope: Scope = EVERYTHING,
 ) -> Match:
     """The customer, devices and open incidents a caller's number (and keyed-in number) match.
 
@@ -69,20 +71,27 @@ def lookup(
 
     Raises:
         InvalidInput: naming ``ani`` when it is no valid number and ``strict``.
+
+    Only what lies in ``scope`` matches (a keyed-in customer outside it is ignored).
     """
     keyed = session.get(Customer, customer_number) if customer_number else None
+    if keyed is not None and not scope.sees_customer(session, keyed.number):
+        keyed = None
     region = (keyed.country if keyed else None) or default_region
     e164 = require_e164(ani, region, field="ani") if strict else to_e164(ani, region)
     match = Match(ani_e164=e164)
     devices: list[Device] = []
     numbers: set[str] = set()
     if e164 is not None:
-        query = select(Device).where(Device.contact_phone_e164 == e164)
+        query = select(Device).where(Device.contact_phone_e164 == e164, scope.devices())
         if keyed is not None:
             query = query.where(Device.customer_number == keyed.number)
         devices = list(session.exec(query.order_by(col(Device.id)).limit(LOOKUP_DEVICES)).all())
         numbers = {d.customer_number for d in devices if d.customer_number}
-        contacts = select(CustomerContact.customer_number).where(CustomerContact.phone == e164)
+        contacts = select(CustomerContact.customer_number).where(
+            CustomerContact.phone == e164,
+            scope.where_customer(col(CustomerContact.customer_number)),
+        )
         if keyed is not None:
             contacts = contacts.where(CustomerContact.customer_number == keyed.number)
         numbers |= set(session.exec(contacts.distinct().limit(LOOKUP_DEVICES)).all())
@@ -95,7 +104,7 @@ def lookup(
             devices = list(
                 session.exec(
                     select(Device)
-                    .where(Device.customer_number == match.customer.number)
+                    .where(Device.customer_number == match.customer.number, scope.devices())
                     .order_by(col(Device.id))
                     .limit(LOOKUP_DEVICES)
                 ).all()
@@ -164,14 +173,20 @@ def record_call(
 
 
 def create_call(
-    session: Session, *, data: CallCreate, operator: str, default_region: str | None
+    session: Session,
+    *,
+    data: CallCreate,
+    operator: str,
+    default_region: str | None,
+    scope: Scope = EVERYTHING,
 ) -> Call:
     """Record a call a phone system reports (``POST /api/v1/calls``).
 
     Raises:
-        NotFound: an unknown customer or device.
+        NotFound: an unknown customer or device, or one outside ``scope``.
     """
     region = default_region
+    _check_in_scope(session, scope, data.customer_number, data.device_id)
     if data.customer_number is not None:
         region = get_customer(session, number=data.customer_number).country or region
     if data.device_id is not None:
@@ -196,28 +211,54 @@ def create_call(
     )
 
 
-def get_call(session: Session, *, call_id: int) -> Call:
+def _check_in_scope(
+    session: Session, scope: Scope, customer_number: str | None, device_id: str | None
+) -> None:
+    if customer_number is not None and not scope.sees_customer(session, customer_number):
+        msg = f"no customer {customer_number!r}"
+        raise NotFound(msg)
+    scope.check_device(session, device_id)
+
+
+def get_call(session: Session, *, call_id: int, scope: Scope = EVERYTHING) -> Call:
     """The call with that id.
 
     Raises:
-        NotFound: when there is none.
+        NotFound: when there is none, or it lies outside ``scope``.
     """
     call = session.get(Call, call_id)
+    if call is not None and not scope.unrestricted:
+        visible = select(col(Call.id)).where(
+            col(Call.id) == call_id,
+            scope.where_call(col(Call.device_id), col(Call.customer_number)),
+        )
+        if session.exec(visible).first() is None:
+            call = None
     if call is None:
         msg = f"no call {call_id}"
         raise NotFound(msg)
     return call
 
 
-def update_call(session: Session, *, call_id: int, data: CallUpdate, actor: str) -> Call:
+def update_call(
+    session: Session,
+    *,
+    call_id: int,
+    data: CallUpdate,
+    actor: str,
+    scope: Scope = EVERYTHING,
+) -> Call:
     """Set a call's customer, device, answer or end time, or incident (committed, audited).
 
     Raises:
-        NotFound: an unknown call, customer, device or incident.
+        NotFound: an unknown call, customer, device or incident (or one outside ``scope``).
         InvalidInput: a time before the call started.
     """
-    call = get_call(session, call_id=call_id)
+    call = get_call(session, call_id=call_id, scope=scope)
     changes = data.model_dump(exclude_unset=True)
+    _check_in_scope(session, scope, changes.get("customer_number"), changes.get("device_id"))
+    if changes.get("incident_id") is not None:
+        incidents.get_incident(session, incident_id=changes["incident_id"], scope=scope)
     if changes.get("customer_number") is not None:
         get_customer(session, number=changes["customer_number"])
     if changes.get("device_id") is not None:
@@ -251,12 +292,14 @@ def list_calls(
     device_id: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    scope: Scope = EVERYTHING,
 ) -> tuple[Sequence[Call], int]:
-    """A page of calls, newest first, and how many match."""
+    """A page of calls (those in ``scope``), newest first, and how many match."""
     from sqlmodel import func
 
-    query = select(Call)
-    counted = select(func.count()).select_from(Call)
+    in_scope = scope.where_call(col(Call.device_id), col(Call.customer_number))
+    query = select(Call).where(in_scope)
+    counted = select(func.count()).select_from(Call).where(in_scope)
     if customer_number:
         query = query.where(Call.customer_number == customer_number)
         counted = counted.where(Call.customer_number == customer_number)
@@ -279,6 +322,7 @@ def open_incident_from_call(
     error_code: str | None,
     down_at: datetime | None,
     actor: str,
+    scope: Scope = EVERYTHING,
 ) -> Incident:
     """Open an incident for a call: opened when the call came, answered when it was answered.
 
@@ -289,7 +333,7 @@ def open_incident_from_call(
         Conflict: the call has an incident already.
         InvalidInput: no device given nor known from the call.
     """
-    call = get_call(session, call_id=call_id)
+    call = get_call(session, call_id=call_id, scope=scope)
     if call.incident_id is not None:
         msg = f"call {call_id} already has incident {call.incident_id}"
         raise Conflict(msg)
@@ -298,6 +342,7 @@ def open_incident_from_call(
         msg = "device_id: which device is the call about?"
         raise InvalidInput(msg)
     get_device(session, device_id=device)
+    scope.check_device(session, device)
     answered = call.answered_at or utcnow()
     incident = incidents.create_incident(
         session,

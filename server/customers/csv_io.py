@@ -39,6 +39,7 @@ from server.incidents.csv_io import (
     unneutralize,
 )
 from server.models import ContactIn, Customer, CustomerCreate, Device, DeviceCreate, SiteIn
+from server.scope import EVERYTHING, Scope
 from shared.errors import InvalidDeviceId
 from shared.ids import check_device_id, derive_device_id
 
@@ -338,8 +339,9 @@ def import_devices_csv(
     return DeviceImportReport(rows=len(rows), inserted=len(checked))
 
 
-def export_customers_csv(session: Session) -> Iterator[str]:
-    """Every customer as CSV (:data:`CUSTOMER_COLUMNS`), one row per contact; text cells marked."""
+def export_customers_csv(session: Session, scope: Scope = EVERYTHING) -> Iterator[str]:
+    """Every customer in ``scope`` as CSV (:data:`CUSTOMER_COLUMNS`), one row per contact;
+    text cells marked."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -351,7 +353,10 @@ def export_customers_csv(session: Session) -> Iterator[str]:
 
     writer.writerow(CUSTOMER_COLUMNS)
     yield flush()
-    for customer in session.exec(select(Customer).order_by(col(Customer.number))).all():
+    in_scope = scope.where_customer(col(Customer.number))
+    for customer in session.exec(
+        select(Customer).where(in_scope).order_by(col(Customer.number))
+    ).all():
         public = customer_public(session, customer)
         base = [public.number, public.name, public.country or "", public.region or ""]
         lines: list[list[str]] = [

@@ -29,6 +29,7 @@ from server.models import (
     KnowledgeHit,
     KnowledgeHits,
 )
+from server.scope import EVERYTHING, Scope
 from shared.errors import NotFound
 
 #: The longest query searched (longer ones are refused by the API).
@@ -98,8 +99,11 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
-def search(session: Session, *, q: str, limit: int = 20) -> KnowledgeHits:
-    """Articles and resolution notes matching every word of ``q``, the best first."""
+def search(
+    session: Session, *, q: str, limit: int = 20, scope: Scope = EVERYTHING
+) -> KnowledgeHits:
+    """Articles and resolution notes matching every word of ``q``, the best first; the
+    notes of incidents outside ``scope`` are left out (and out of ``count``)."""
     if session.get_bind().dialect.name == "postgresql":
         ranked, total = _search_postgresql(session, q, limit)
     else:
@@ -108,8 +112,13 @@ def search(session: Session, *, q: str, limit: int = 20) -> KnowledgeHits:
     articles = {i for kind, i, _rank in ranked if kind == "article"}
     by_incident = {
         row.id: row
-        for row in session.exec(select(Incident).where(col(Incident.id).in_(notes))).all()
+        for row in session.exec(
+            select(Incident).where(
+                col(Incident.id).in_(notes), scope.where_device(col(Incident.device_id))
+            )
+        ).all()
     }
+    hidden = len(notes - set(by_incident))
     by_article = {
         row.id: row
         for row in session.exec(
@@ -142,7 +151,7 @@ def search(session: Session, *, q: str, limit: int = 20) -> KnowledgeHits:
                     rank=rank,
                 )
             )
-    return KnowledgeHits(items=items, count=total)
+    return KnowledgeHits(items=items, count=max(0, total - hidden))
 
 
 def _search_sqlite(

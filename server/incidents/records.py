@@ -32,6 +32,7 @@ from server.models import (
     IncidentUpdate,
     User,
 )
+from server.scope import EVERYTHING, Scope
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
 
@@ -130,14 +131,16 @@ def create_incident(session: Session, *, data: IncidentCreate) -> Incident:
     return incident
 
 
-def get_incident(session: Session, *, incident_id: int) -> Incident:
+def get_incident(session: Session, *, incident_id: int, scope: Scope = EVERYTHING) -> Incident:
     """The incident with that id.
 
     Raises:
-        NotFound: when there is none.
+        NotFound: when there is none, or its device lies outside ``scope``.
     """
     incident = session.get(Incident, incident_id)
-    if incident is None:
+    if incident is None or not (
+        scope.unrestricted or scope.sees_device(session, incident.device_id)
+    ):
         msg = f"no incident {incident_id}"
         raise NotFound(msg)
     return incident
@@ -286,6 +289,7 @@ def list_incidents(
     limit: int = 100,
     offset: int = 0,
     assignee: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> tuple[Sequence[Incident], int]:
     """A page of incidents (newest ``opened_at`` first) and how many match in all.
 
@@ -300,6 +304,7 @@ def list_incidents(
         end=end,
         time_field=time_field,
         assignee=assignee,
+        scope=scope,
     )
     total = session.exec(select(sa.func.count()).select_from(Incident).where(where)).one()
     rows = session.exec(
@@ -322,9 +327,10 @@ def incident_filters(
     end: datetime | None = None,
     time_field: TimeField = "opened_at",
     assignee: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> sa.ColumnElement[bool]:
-    """The SQL condition the list and the CSV export share."""
-    conditions: list[Any] = []
+    """The SQL condition the list and the CSV export share (within ``scope``'s devices)."""
+    conditions: list[Any] = [scope.where_device(col(Incident.device_id))]
     if assignee:
         conditions.append(col(Incident.assignee) == assignee)
     if device_id:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from server.models import Device, Incident
+from server.scope import EVERYTHING, Scope
 
 #: The most recent closed cases one answer reads (a bound on the work of one request).
 MAX_CASES = 5000
@@ -110,9 +111,14 @@ def _median(values: list[float]) -> float | None:
 
 
 def similar_cases(
-    session: Session, *, error_code: str, model: str | None, exclude_id: int | None = None
+    session: Session,
+    *,
+    error_code: str,
+    model: str | None,
+    exclude_id: int | None = None,
+    scope: Scope = EVERYTHING,
 ) -> SimilarCases:
-    """The past cases of ``error_code``, the same ``model``'s first."""
+    """The past cases of ``error_code`` on ``scope``'s devices, the same ``model``'s first."""
     query = (
         sa.select(
             col(Device.model),
@@ -128,6 +134,7 @@ def similar_cases(
             col(Incident.closed_at).is_not(None),
             col(Incident.restored_at).is_not(None),
             col(Incident.resolution).in_(FIXED),
+            scope.devices(),
         )
         .order_by(col(Incident.closed_at).desc())
         .limit(MAX_CASES)
@@ -142,11 +149,11 @@ def similar_cases(
         every.cases.append(case)
         if model is not None and row_model == model:
             same.cases.append(case)
-    chosen, scope = (same, "model") if same.cases else (every, "any")
+    chosen, basis = (same, "model") if same.cases else (every, "any")
     return SimilarCases(
         error_code=error_code,
         model=model,
-        scope=scope,
+        scope=basis,
         fixes=chosen.fixes(),
         any_model=every.figures(),
         **chosen.figures().model_dump(),

@@ -46,6 +46,7 @@ from server.kpi.report import (
 )
 from server.kpi.sql import hours_between, month_key, seconds_between
 from server.models import DEVICE_TYPES, Call, Device, Incident
+from server.scope import EVERYTHING, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ CALL_TABLE: sa.Table = Call.__table__  # type: ignore[attr-defined]
 _T = INCIDENT_TABLE.c
 
 
-def _in_window(start: datetime, end: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(_T.closed_at >= start, _T.closed_at < end)
+def _in_window(start: datetime, end: datetime, scope: Scope) -> sa.ColumnElement[bool]:
+    return sa.and_(_T.closed_at >= start, _T.closed_at < end, scope.where_device(_T.device_id))
 
 
-def _closed_in_window(start: datetime, end: datetime, group_by: str) -> sa.CTE:
+def _closed_in_window(start: datetime, end: datetime, group_by: str, scope: Scope) -> sa.CTE:
     """SQLite: C, one narrow row per incident, materialized and read twice.
 
     Once for the dispatch median, once for the sums; SQLite is faster reading
@@ -88,7 +89,7 @@ def _closed_in_window(start: datetime, end: datetime, group_by: str) -> sa.CTE:
             answered.label("asa"),
         )
         .select_from(source)
-        .where(_in_window(start, end))
+        .where(_in_window(start, end, scope))
         .cte("closed")
         .prefix_with("MATERIALIZED")
     )
@@ -156,10 +157,10 @@ def _baseline(closed: sa.CTE, settings: KpiSettings) -> sa.CTE:
 
 
 def _partial_sqlite(
-    start: datetime, end: datetime, group_by: str, settings: KpiSettings
+    start: datetime, end: datetime, group_by: str, settings: KpiSettings, scope: Scope
 ) -> tuple[sa.Subquery, dict[str, Any], dict[str, Any]]:
     """SQLite: C materialized once, its dispatch median, then sums per key, type, resolution."""
-    closed = _closed_in_window(start, end, group_by)
+    closed = _closed_in_window(start, end, group_by, scope)
     baseline = _baseline(closed, settings)
     zero = sa.literal(0.0, sa.Float())
 
@@ -207,7 +208,7 @@ def _epoch(interval: Any) -> sa.ColumnElement[float]:
 
 
 def _partial_postgresql(
-    start: datetime, end: datetime, group_by: str, settings: KpiSettings
+    start: datetime, end: datetime, group_by: str, settings: KpiSettings, scope: Scope
 ) -> tuple[sa.Subquery, dict[str, Any], dict[str, Any]]:
     """PostgreSQL: the dispatch medians, then one parallel hashed scan of the window.
 
@@ -224,7 +225,7 @@ def _partial_postgresql(
       microsecond) and turned into seconds once per group; only the downtime
       saved needs each remote incident's ttr in hours, against its baseline.
     """
-    in_window = _in_window(start, end)
+    in_window = _in_window(start, end, scope)
     dispatches = sa.and_(in_window, _T.resolution == "dispatch", _T.restored_at.is_not(None))
     ttr = hours_between(_T.restored_at, _T.down_at)
     of_type = _T.device_type
@@ -311,7 +312,12 @@ def _partial_postgresql(
 
 
 def _report_query(
-    start: datetime, end: datetime, group_by: str, settings: KpiSettings, dialect: str
+    start: datetime,
+    end: datetime,
+    group_by: str,
+    settings: KpiSettings,
+    dialect: str,
+    scope: Scope = EVERYTHING,
 ) -> Any:
     """One statement: the shared baseline, then the sums per group.
 
@@ -320,9 +326,9 @@ def _report_query(
     additions; the figures of docs/kpis.md are then sums over those partial sums.
     """
     if dialect == "postgresql":
-        partial, hours, samples = _partial_postgresql(start, end, group_by, settings)
+        partial, hours, samples = _partial_postgresql(start, end, group_by, settings, scope)
     else:
-        partial, hours, samples = _partial_sqlite(start, end, group_by, settings)
+        partial, hours, samples = _partial_sqlite(start, end, group_by, settings, scope)
     zero = sa.literal(0.0, sa.Float())
     resolution = partial.c.resolution
     is_fault = sa.and_(resolution.is_not(None), resolution != "no_fault")
@@ -381,9 +387,11 @@ def _key_text(value: Any, months: list[str]) -> str | None:
     return None if value is None else str(value)
 
 
-def call_figures(connection: Connection, start: datetime, end: datetime) -> CallFigures:
-    """ASA from the recorded calls that started in ``[start, end)``: the mean of
-    ``answered_at - started_at`` over those answered (not before they started)."""
+def call_figures(
+    connection: Connection, start: datetime, end: datetime, scope: Scope = EVERYTHING
+) -> CallFigures:
+    """ASA from the recorded calls (in ``scope``) that started in ``[start, end)``: the mean
+    of ``answered_at - started_at`` over those answered (not before they started)."""
     calls = CALL_TABLE.c
     answered = sa.and_(calls.answered_at.is_not(None), calls.answered_at >= calls.started_at)
     wait = seconds_between(calls.answered_at, calls.started_at)
@@ -393,7 +401,11 @@ def call_figures(connection: Connection, start: datetime, end: datetime) -> Call
             sa.func.count(sa.case((answered, 1))).label("answered"),
             sa.func.count(calls.incident_id).label("linked"),
             sa.func.sum(sa.case((answered, wait))).label("wait_sum"),
-        ).where(calls.started_at >= start, calls.started_at < end)
+        ).where(
+            calls.started_at >= start,
+            calls.started_at < end,
+            scope.where_call(calls.device_id, calls.customer_number),
+        )
     ).one()
     n = int(row.answered or 0)
     return CallFigures(
@@ -411,6 +423,7 @@ def compute_kpis(
     end: datetime,
     group_by: str = "none",
     settings: KpiSettings | None = None,
+    scope: Scope = EVERYTHING,
 ) -> KpiReport:
     """The KPIs of the incidents closed in ``[start, end)``, grouped as asked.
 
@@ -433,7 +446,7 @@ def compute_kpis(
     hours = {t: settings.fallback_hours(t) for t in DEVICE_TYPES}
     source: dict[str, Literal["measured", "configured"]] = dict.fromkeys(DEVICE_TYPES, "configured")
     for row in connection.execute(
-        _report_query(start, end, group_by, settings, connection.dialect.name)
+        _report_query(start, end, group_by, settings, connection.dialect.name, scope)
     ).mappings():
         values: dict[str, Any] = {
             item.name: (float if item.type in (float, "float") else int)(row[item.name])
@@ -459,7 +472,7 @@ def compute_kpis(
         keys = sorted(sums, key=lambda k: (k is None, k or ""))
     groups = [KpiGroup(key=k, **figures(sums.get(k, KpiSums()))) for k in keys]
     return KpiReport(
-        calls=call_figures(connection, start, end),
+        calls=call_figures(connection, start, end, scope),
         from_=start,
         to=end,
         group_by=group_by,

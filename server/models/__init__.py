@@ -89,6 +89,7 @@ from server.models.survey import (
 )
 from server.models.telemetry import Alert, AlertPublic, TelemetryRollup, TelemetrySample
 from server.models.user import (
+    BOUND_ROLES,
     ROLES,
     ApiToken,
     MfaRecoveryCode,
@@ -102,6 +103,7 @@ from shared.wire import OPEN_SESSION_STATES as OPEN_STATES
 from shared.wire import SESSION_STATES
 
 __all__ = [
+    "BOUND_ROLES",
     "CHANNELS",
     "DEVICE_TYPES",
     "GENESIS_HASH",

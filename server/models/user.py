@@ -6,17 +6,20 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
+from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from server.models.base import utc_column
 from shared.ids import utcnow
 
 Role = Literal["site", "operator", "manager", "admin"]
-#: Roles are cumulative: each may do all that those before it may. ``site`` (a site's IT
-#: or owner, who approves sessions on its devices) is below ``operator``: it may do
-#: nothing that needs a role; what it may do is checked where it is done
-#: (:func:`server.sessions.approval.can_approve`).
+#: Roles are cumulative: each may do all that those before it may. ``site`` is a customer's
+#: own IT: bound to customers (``User.customers``), it sees only their devices and the
+#: sessions on them (it may end one and review its recording, and approve one waiting for
+#: the site's consent: :func:`server.sessions.approval.can_approve`), and may not open sessions.
 ROLES: tuple[str, ...] = ("site", "operator", "manager", "admin")
+#: The roles that must be bound to at least one customer.
+BOUND_ROLES: frozenset[str] = frozenset({"site"})
 
 
 def role_at_least(role: str, needed: str) -> bool:
@@ -38,6 +41,10 @@ class User(SQLModel, table=True):
         default=False, sa_column_kwargs={"server_default": sa.false()}
     )
     password_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    #: The user's scope (:mod:`server.scope`): customer numbers and regions, sorted and
+    #: comma-separated; ``None``: no limit of that kind.
+    customers: str | None = Field(default=None, max_length=2048)
+    regions: str | None = Field(default=None, max_length=512)
     created_at: datetime = Field(default_factory=utcnow, sa_column=utc_column(nullable=False))
     #: The console's language for this user (``en``, ``ja``, ``zh``, ``de``, ``fr``);
     #: ``None``: the browser's (``Accept-Language``). See :mod:`server.i18n`.
@@ -102,7 +109,19 @@ class UserPublic(SQLModel):
     mfa_enabled: bool = False
     #: The console's language (``None``: the browser's).
     language: str | None = None
+    #: The user's scope: the customer numbers and regions they may see (empty: all).
+    customers: list[str] = []
+    regions: list[str] = []
     created_at: datetime
+
+    @field_validator("customers", "regions", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
 
 
 class UsersPublic(SQLModel):

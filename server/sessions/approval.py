@@ -34,6 +34,7 @@ from sqlmodel import Session, col, select
 from server import audit
 from server.crud import InvalidInput
 from server.models import Device, RemoteSession, SessionApprovalLink, User, role_at_least
+from server.scope import Scope
 from server.security import hash_token, tokens_equal
 from server.sessions import repository
 from server.sessions.service import SessionService, is_service_name
@@ -66,26 +67,12 @@ class DecisionRefused(Conflict):
     """The agent refused the decision (its policy, or the session's state)."""
 
 
-def site_customers(user: User) -> frozenset[str] | None:
-    """The customers a ``site`` user is bound to; ``None`` while no binding exists.
-
-    The one place the scope of a site user is read for approvals (the scope work
-    binds users to customers; until then a site user may decide for any device).
-    """
-    bound = getattr(user, "customers", None)
-    if bound is None:
-        return None
-    if isinstance(bound, str):
-        return frozenset(part.strip() for part in bound.split(",") if part.strip())
-    return frozenset(str(part) for part in bound)
-
-
 def can_approve(user: User, device: Device) -> bool:
     """Whether ``user`` may approve or deny the sessions of ``device``.
 
     An enabled admin may; a ``site`` user may for the devices of the customers they
-    are bound to (any device while users carry no binding); nobody else may (an
-    operator never approves their own or a colleague's session).
+    are bound to (:class:`server.scope.Scope`; a site user bound to none may not);
+    nobody else may (an operator never approves their own or a colleague's session).
     """
     if user.disabled:
         return False
@@ -93,8 +80,8 @@ def can_approve(user: User, device: Device) -> bool:
         return True
     if user.role != "site":
         return False
-    customers = site_customers(user)
-    return customers is None or device.customer in customers
+    scope = Scope.of(user)
+    return not scope.nothing and device.customer_number in scope.customers
 
 
 @dataclass(frozen=True, slots=True)

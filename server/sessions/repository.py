@@ -28,6 +28,7 @@ from server.models import (
     User,
     role_at_least,
 )
+from server.scope import EVERYTHING, Scope
 from server.sessions.limits import check_limits
 from server.sessions.recording import file_digest
 from server.sessions.states import earlier_than
@@ -58,8 +59,11 @@ def insert_session(
         NotFound: Unknown device or incident.
         Conflict: Revoked device or gateway, no pinned host key, or a limit reached.
     """
+    opener = db.exec(select(User).where(User.username == row.operator)).first()
+    scope = Scope.of(opener) if opener is not None else EVERYTHING
     device = db.get(Device, row.device_id)
-    if device is None:
+    if device is None or not (scope.unrestricted or scope.sees_device(db, row.device_id)):
+        # Outside the operator's scope (the API, the SSH gateway): as if there were none.
         msg = f"no device {row.device_id!r}"
         raise NotFound(msg)
     if device.revoked_at is not None:
@@ -83,7 +87,7 @@ def insert_session(
         msg = f"device {agent.id} has no pinned SSH host key: enroll it again"
         raise Conflict(msg)
     if row.incident_id is not None:
-        get_incident(db, incident_id=row.incident_id)
+        get_incident(db, incident_id=row.incident_id, scope=scope)
     check_limits(
         db,
         device_id=row.device_id,

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from server import audit
 from server.models import FollowUp, FollowUpPublic, Survey
+from server.scope import Scope
 from server.surveys.config import survey_settings_of
 from shared.errors import Conflict, NotFound
 from shared.ids import utcnow
@@ -86,6 +87,14 @@ def to_public(followup: FollowUp, survey: Survey | None, now: datetime) -> Follo
     )
 
 
+def in_scope(scope: Scope) -> sa.ColumnElement[bool]:
+    """The condition that a follow-up's device or customer is in ``scope``."""
+    return sa.or_(
+        scope.where_device(col(FollowUp.device_id)),
+        scope.where_customer(col(FollowUp.customer_number)),
+    )
+
+
 def list_followups(
     session: Session,
     *,
@@ -95,9 +104,13 @@ def list_followups(
     limit: int = 100,
     offset: int = 0,
     now: datetime | None = None,
+    scope: Scope | None = None,
 ) -> tuple[list[FollowUpPublic], int]:
-    """A page of follow-ups, the soonest due first, and how many match in all."""
+    """A page of follow-ups (of the customers and devices in ``scope``), the soonest due
+    first, and how many match in all."""
     conditions: list[sa.ColumnElement[bool]] = []
+    if scope is not None and not scope.unrestricted:
+        conditions.append(in_scope(scope))
     if state == "open":
         conditions.append(col(FollowUp.closed_at).is_(None))
     elif state == "closed":
@@ -128,14 +141,22 @@ def close_followup(
     actor: str,
     source_ip: str | None = None,
     now: datetime | None = None,
+    scope: Scope | None = None,
 ) -> FollowUpPublic:
     """Close an open follow-up with what was done (commits; audited ``followup.close``).
 
     Raises:
-        NotFound: for an unknown follow-up.
+        NotFound: for an unknown follow-up, or one outside ``scope``.
         Conflict: when it is closed already.
     """
     followup = session.get(FollowUp, followup_id)
+    if followup is not None and scope is not None and not scope.unrestricted:
+        visible = session.exec(
+            select(sa.func.count())
+            .select_from(FollowUp)
+            .where(col(FollowUp.id) == followup_id, in_scope(scope))
+        ).one()
+        followup = followup if visible else None
     if followup is None:
         msg = f"no follow-up {followup_id}"
         raise NotFound(msg)

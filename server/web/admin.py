@@ -22,7 +22,8 @@ from sqlmodel import Session, col, select
 from server import accounts, audit, crud, mfa
 from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address, recheck_access
 from server.crud import InvalidInput
-from server.models import ROLES, AuditEntryPublic, Device, User, UserSSHKey
+from server.models import BOUND_ROLES, ROLES, AuditEntryPublic, Device, User, UserSSHKey
+from server.scope import parse_list, split
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.templating import render
 from shared.errors import Conflict, NotFound
@@ -114,6 +115,8 @@ async def create_user(request: Request, session: SessionDep, viewer: ViewerDep) 
             role=form.get("role", ""),
             password=form.get("password", ""),
             actor=viewer.user.username,
+            customers=parse_list(form.get("customers")),
+            regions=parse_list(form.get("regions")),
         )
     except (InvalidInput, Conflict) as exc:
         return _users_page(request, session, viewer, error=str(exc), status_code=422)
@@ -135,12 +138,24 @@ def _update_user(
     if user.id == viewer.user.id and (role != user.role or disabled):
         msg = "you cannot change your own role or disable yourself"
         raise InvalidInput(msg)
-    if role == user.role and disabled == user.disabled:
+    scope = (
+        parse_list(form.get("customers", user.customers)),
+        parse_list(form.get("regions", user.regions)),
+    )
+    same_scope = scope == (split(user.customers), split(user.regions))
+    if role == user.role and disabled == user.disabled and same_scope:
         return f"User {name}: nothing changed."
     actor = viewer.user.username
     try:
+        # A site user is bound to customers before the role is given, and keeps them
+        # until the role is taken away.
+        scope_first = role in BOUND_ROLES
+        if scope_first and not same_scope:
+            _set_scope(session, name, scope, actor, ip)
         if role != user.role:
             accounts.set_role(session, username=name, role=role, actor=actor, source_ip=ip)
+        if not scope_first and not same_scope:
+            _set_scope(session, name, scope, actor, ip)
         if disabled != user.disabled:
             accounts.set_disabled(
                 session, username=name, disabled=disabled, actor=actor, source_ip=ip
@@ -148,6 +163,15 @@ def _update_user(
     except (Conflict, NotFound) as exc:
         raise InvalidInput(str(exc)) from exc
     return f"User {name} updated."
+
+
+def _set_scope(
+    session: Session, name: str, scope: tuple[list[str], list[str]], actor: str, ip: str | None
+) -> None:
+    customers, regions = scope
+    accounts.set_scope(
+        session, username=name, customers=customers, regions=regions, actor=actor, source_ip=ip
+    )
 
 
 @router.post("/users/{name}", response_class=HTMLResponse)

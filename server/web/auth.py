@@ -37,6 +37,7 @@ from server.api.deps import (
 from server.config import ServerSettings
 from server.logins import MFA_PENDING_TTL_S, LoginOutcome, attempt_login, complete_login
 from server.models import ApiToken, User, role_at_least
+from server.scope import Scope
 from server.security import hash_token
 from server.web.templating import render
 from shared.ids import utcnow
@@ -77,6 +78,11 @@ class Viewer:
     def can(self, role: str) -> bool:
         """Whether the viewer has ``role`` (or one above it)."""
         return role_at_least(self.user.role, role)
+
+    @property
+    def scope(self) -> Scope:
+        """What of the fleet the viewer may see (:mod:`server.scope`)."""
+        return Scope.of(self.user)
 
 
 def safe_next(target: str | None) -> str:

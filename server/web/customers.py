@@ -20,7 +20,7 @@ from server.api.deps import SessionDep
 from server.crud import customers as records
 from server.customers import calls
 from server.models import Customer, Device, RemoteSession
-from server.web.auth import ViewerDep
+from server.web.auth import ViewerDep, forbidden
 from server.web.templating import render
 from server.web.voice import customer_voice
 from shared.errors import NotFound
@@ -44,11 +44,14 @@ def customers_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """Customers by number; find one by number or name."""
+    if not viewer.can("operator"):
+        return forbidden(request, viewer, "operator")
     rows, total = records.list_customers(
         session,
         q=(q or "").strip() or None,
         limit=CUSTOMERS_PAGE,
         offset=(page - 1) * CUSTOMERS_PAGE,
+        scope=viewer.scope,
     )
     return render(
         request,
@@ -73,27 +76,34 @@ def customer_page(
     """A customer: contacts, sites, devices, open incidents, recent sessions and calls."""
     from server.web.pages import not_found
 
+    if not viewer.can("operator"):
+        return forbidden(request, viewer, "operator")
+    scope = viewer.scope
     try:
+        if not scope.sees_customer(session, number):
+            raise NotFound(number)
         customer = records.get_customer(session, number=number)
     except NotFound:
         return not_found(request, viewer, f"customer {number}")
     devices = session.exec(
         select(Device)
-        .where(Device.customer_number == number)
+        .where(Device.customer_number == number, scope.devices())
         .order_by(col(Device.id))
         .limit(CUSTOMER_DEVICES)
     ).all()
     incidents = session.exec(
-        calls.open_incidents_of(select(Device.id).where(Device.customer_number == number))
+        calls.open_incidents_of(
+            select(Device.id).where(Device.customer_number == number, scope.devices())
+        )
     ).all()
     sessions = session.exec(
         select(RemoteSession)
         .join(Device, col(Device.id) == col(RemoteSession.device_id))
-        .where(Device.customer_number == number)
+        .where(Device.customer_number == number, scope.devices())
         .order_by(col(RemoteSession.created_at).desc())
         .limit(RECENT)
     ).all()
-    recent_calls, _ = calls.list_calls(session, customer_number=number, limit=RECENT)
+    recent_calls, _ = calls.list_calls(session, customer_number=number, limit=RECENT, scope=scope)
     return render(
         request,
         "customer.html",
@@ -120,9 +130,12 @@ def screen_pop(
     customer_no: Annotated[str | None, Query(max_length=32)] = None,
     call_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """An incoming call: record it, then open what the caller's number matched."""
+    """An incoming call: record it, then open what the caller's number matched (within the
+    viewer's scope: a number of another customer is "no match")."""
     import re
 
+    if not viewer.can("operator"):
+        return forbidden(request, viewer, "operator")
     keyed = customer_no if customer_no and re.fullmatch(_NUMBER, customer_no) else None
     if keyed is not None and session.get(Customer, keyed) is None:
         keyed = None  # a mistyped IVR entry: match the number alone
@@ -132,6 +145,7 @@ def screen_pop(
         customer_number=keyed,
         default_region=request.app.state.settings.phone_default_region,
         strict=False,
+        scope=viewer.scope,
     )
     now = utcnow()
     device = match.devices[0].id if len(match.devices) == 1 else None

@@ -21,6 +21,7 @@ from server.incidents.csv_io import neutralize
 from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
 from server.kpi.report import KPI_DEFINITIONS, KpiReport, default_window
+from server.scope import Scope
 from server.web.auth import ViewerDep, forbidden
 from server.web.templating import render
 from server.web.voice import dashboard_context, voice_reports, write_voice_csv
@@ -173,11 +174,18 @@ def period_of(start: str | None, through: str | None) -> tuple[Period, str | Non
     return Period(begin, end), problem
 
 
-def _reports(session: SessionDep, settings: SettingsDep, period: Period) -> dict[str, KpiReport]:
+def _reports(
+    session: SessionDep, settings: SettingsDep, period: Period, scope: Scope
+) -> dict[str, KpiReport]:
     kpi_settings = kpi_settings_of(settings)
     return {
         by: compute_kpis(
-            session, start=period.start, end=period.end, group_by=by, settings=kpi_settings
+            session,
+            start=period.start,
+            end=period.end,
+            group_by=by,
+            settings=kpi_settings,
+            scope=scope,
         )
         for by in ("month", "device_type", "region")
     }
@@ -211,10 +219,10 @@ def dashboard_page(
         return forbidden(request, viewer, "manager")
     period, problem = period_of(start, through)
     try:
-        reports = _reports(session, settings, period)
+        reports = _reports(session, settings, period, viewer.scope)
     except InvalidInput as exc:  # pragma: no cover  (the period is checked above)
         period, problem = period_of(None, None)
-        reports = _reports(session, settings, period)
+        reports = _reports(session, settings, period, viewer.scope)
         problem = str(exc)
     monthly = reports["month"]
     now = utcnow()
@@ -266,7 +274,7 @@ def dashboard_csv(
     if not viewer.can("manager"):
         return forbidden(request, viewer, "manager")
     period, _ = period_of(start, through)
-    reports = _reports(session, settings, period)
+    reports = _reports(session, settings, period, viewer.scope)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = [f.name for f in FIGURES]

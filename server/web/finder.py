@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from server import crud
 from server.api.deps import SESSION_COOKIE, SessionDep
 from server.models import Device, DevicePublic
+from server.scope import EVERYTHING, Scope
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,7 +34,9 @@ def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
-def find_devices(session: Session, text: str) -> tuple[list[Device], int, bool]:
+def find_devices(
+    session: Session, text: str, scope: Scope = EVERYTHING
+) -> tuple[list[Device], int, bool]:
     """Devices matching ``text`` as the API's ``q`` does; ``(first ones, found, more)``."""
     query = text.strip().lower()
     escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -49,7 +52,9 @@ def find_devices(session: Session, text: str) -> tuple[list[Device], int, bool]:
     wanted = digits.lstrip("0") or digits
     if len(digits) >= 3:
         options.append(c.contact_phone.like("%" + "%".join(wanted) + "%"))
-    devices = list(session.exec(select(Device).where(sa.or_(*options)).limit(CANDIDATES + 1)))
+    devices = list(
+        session.exec(select(Device).where(sa.or_(*options), scope.devices()).limit(CANDIDATES + 1))
+    )
     more = len(devices) > CANDIDATES
     found = []
     for device in devices[:CANDIDATES]:
@@ -68,11 +73,12 @@ def find(
 ) -> JSONResponse:
     """The first devices matching ``q`` (JSON for the desk's script)."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie or crud.user_for_token(session, cookie) is None:
+    user = crud.user_for_token(session, cookie) if cookie else None
+    if user is None:
         return JSONResponse({"detail": "not authenticated"}, status_code=401)
     if len(q.strip()) < 2:
         return JSONResponse({"items": [], "count": 0, "more": False})
-    shown, count, more = find_devices(session, q)
+    shown, count, more = find_devices(session, q, Scope.of(user))
     return JSONResponse(
         {
             "items": [DevicePublic.model_validate(d).model_dump(mode="json") for d in shown],

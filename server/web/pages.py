@@ -21,6 +21,7 @@ from server.api.deps import SessionDep
 from server.incidents.records import list_incidents, session_ids_of
 from server.maintenance import records as maintenance
 from server.models import (
+    BOUND_ROLES,
     DEVICE_TYPES,
     Alert,
     Device,
@@ -28,10 +29,12 @@ from server.models import (
     RemoteSession,
     RemoteSessionPublic,
 )
+from server.scope import Scope
 from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
 from server.web import account, admin, approval_link, dashboard, finder, preferences, tokens
 from server.web import customers as customer_pages
+from server.web import site as site_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
@@ -51,6 +54,7 @@ router.include_router(customer_pages.router)
 router.include_router(approval_link.router)
 router.include_router(preferences.router)
 router.include_router(tokens.router)
+router.include_router(site_pages.router)
 
 #: Devices per page of the desk's fleet list.
 FLEET_PAGE = 50
@@ -146,8 +150,8 @@ class Fleet:
         return max(1, -(-self.total // FLEET_PAGE))
 
 
-def load_fleet(session: Session, filters: FleetFilters) -> Fleet:
-    """The page of devices the filters select, with their open fault counts."""
+def load_fleet(session: Session, filters: FleetFilters, scope: Scope) -> Fleet:
+    """The page of devices (in ``scope``) the filters select, with their open fault counts."""
     rows, total = crud.list_devices(
         session,
         q=filters.q or None,
@@ -157,6 +161,7 @@ def load_fleet(session: Session, filters: FleetFilters) -> Fleet:
         status=filters.status or None,
         limit=FLEET_PAGE,
         offset=(filters.page - 1) * FLEET_PAGE,
+        scope=scope,
     )
     ids = [row.id for row in rows]
     faults: dict[str, int] = {}
@@ -170,39 +175,47 @@ def load_fleet(session: Session, filters: FleetFilters) -> Fleet:
     return Fleet(devices=list(rows), total=total, open_faults=faults, filters=filters)
 
 
-def open_incidents(session: Session, limit: int) -> list[Incident]:
+def open_incidents(session: Session, limit: int, scope: Scope) -> list[Incident]:
     """The newest open incidents."""
-    rows, _ = list_incidents(session, state="open", limit=limit)
+    rows, _ = list_incidents(session, state="open", limit=limit, scope=scope)
     return list(rows)
 
 
 def my_incidents(
-    session: Session, username: str, limit: int
+    session: Session, username: str, limit: int, scope: Scope
 ) -> tuple[list[Incident], dict[int, list[str]]]:
     """The open incidents assigned to ``username``, newest first (the desk's "my incidents"),
     and the open sessions serving each (to watch them)."""
-    rows, _ = list_incidents(session, state="open", assignee=username, limit=limit)
+    rows, _ = list_incidents(session, state="open", assignee=username, limit=limit, scope=scope)
     ids = [row.id for row in rows if row.id is not None]
     return list(rows), observable_sessions(session, ids)
 
 
-def alert_incidents(session: Session, limit: int) -> list[Incident]:
+def alert_incidents(session: Session, limit: int, scope: Scope) -> list[Incident]:
     """The open incidents device faults opened, newest fault first (before anyone calls)."""
     return list(
         session.exec(
             select(Incident)
-            .where(col(Incident.channel) == "alert", col(Incident.closed_at).is_(None))
+            .where(
+                col(Incident.channel) == "alert",
+                col(Incident.closed_at).is_(None),
+                scope.where_device(col(Incident.device_id)),
+            )
             .order_by(col(Incident.down_at).desc(), col(Incident.id).desc())
             .limit(limit)
         ).all()
     )
 
 
-def customers(session: Session, limit: int = 500) -> list[str]:
-    """Customer names for the filter's suggestions."""
+def customers(session: Session, scope: Scope, limit: int = 500) -> list[str]:
+    """Customer names (in ``scope``) for the filter's suggestions."""
     return list(
         session.exec(
-            select(Device.customer).distinct().order_by(col(Device.customer)).limit(limit)
+            select(Device.customer)
+            .where(scope.devices())
+            .distinct()
+            .order_by(col(Device.customer))
+            .limit(limit)
         ).all()
     )
 
@@ -228,22 +241,25 @@ def desk(
     session: SessionDep,
     viewer: ViewerDep,
     filters: FleetFiltersDep,
-) -> HTMLResponse:
+) -> Response:
     """The call-center desk: find the caller's device, the fleet, open incidents."""
-    mine, watchable = my_incidents(session, viewer.user.username, DESK_INCIDENTS)
+    if not viewer.can("operator"):
+        return RedirectResponse("/site", status_code=303)  # a site user's own page
+    scope = viewer.scope
+    mine, watchable = my_incidents(session, viewer.user.username, DESK_INCIDENTS, scope)
     return _page(
         request,
         "desk.html",
         viewer,
         title="Desk",
         nav="desk",
-        fleet=load_fleet(session, filters),
-        incidents=open_incidents(session, DESK_INCIDENTS),
+        fleet=load_fleet(session, filters, scope),
+        incidents=open_incidents(session, DESK_INCIDENTS, scope),
         my_incidents=mine,
         watchable=watchable,
-        alert_incidents=alert_incidents(session, DESK_INCIDENTS),
-        callbacks=callbacks(session),
-        customers=customers(session),
+        alert_incidents=alert_incidents(session, DESK_INCIDENTS, scope),
+        callbacks=callbacks(session, scope),
+        customers=customers(session, scope),
         device_types=DEVICE_TYPES,
         statuses=STATUSES,
     )
@@ -257,7 +273,7 @@ def desk_fleet(
     filters: FleetFiltersDep,
 ) -> HTMLResponse:
     """The fleet table's rows alone, for the desk's live refresh."""
-    return _page(request, "_fleet.html", viewer, fleet=load_fleet(session, filters))
+    return _page(request, "_fleet.html", viewer, fleet=load_fleet(session, filters, viewer.scope))
 
 
 # A device.
@@ -299,9 +315,10 @@ def _broker_revocation(request: Request, device: Device) -> dict[str, Any] | Non
 def device_page(
     device_id: str, request: Request, session: SessionDep, viewer: ViewerDep
 ) -> HTMLResponse:
-    """A device: identity and contract, live health and charts, faults, sessions, incidents."""
+    """A device: identity and contract, live health and charts, faults, sessions, incidents
+    (a site user sees no incidents and opens no session)."""
     try:
-        device = crud.get_device(session, device_id=device_id)
+        device = viewer.scope.device(session, device_id)
     except NotFound:
         return not_found(request, viewer, f"device {device_id}")
     alerts = list(crud.recent_alerts(session, device_id=device_id, limit=50))
@@ -313,6 +330,8 @@ def device_page(
     ).all()
     incidents, _ = list_incidents(session, device_id=device_id, limit=10)
     windows = [maintenance.to_public(w) for w in maintenance.windows_of_device(session, device_id)]
+    if not viewer.can("operator"):
+        incidents = []
     return _page(
         request,
         "device.html",
@@ -343,7 +362,7 @@ def device_health(
 ) -> HTMLResponse:
     """The device page's "Health now" rows alone, for its live refresh."""
     try:
-        device = crud.get_device(session, device_id=device_id)
+        device = viewer.scope.device(session, device_id)
     except NotFound:
         return not_found(request, viewer, f"device {device_id}")
     return _page(request, "_health.html", viewer, readings=readings(device.type, device.health))
@@ -356,11 +375,15 @@ def device_health(
 def session_page(
     session_id: str, request: Request, session: SessionDep, viewer: ViewerDep
 ) -> HTMLResponse:
-    """A remote session: its state, the terminal, services, diagnostics, the recording."""
-    row = session.get(RemoteSession, session_id)
+    """A remote session: its state, the terminal, services, diagnostics, the recording.
+
+    A site user sees every session on their devices (to end it, to play its recording).
+    """
+    row = _session_in_scope(session, viewer, session_id)
     if row is None:
         return not_found(request, viewer, f"session {session_id}")
-    if row.operator != viewer.user.username and not viewer.can("admin"):
+    site = viewer.user.role in BOUND_ROLES
+    if not site and row.operator != viewer.user.username and not viewer.can("admin"):
         return forbidden(request, viewer, "admin (or the session's own operator)")
     device = session.get(Device, row.device_id)
     live = getattr(request.app.state, "sessions", None)
@@ -376,8 +399,8 @@ def session_page(
         nav="desk",
         s=public,
         device=device,
-        diagnostics=diagnostics_for(device.type if device else ""),
-        ssh_port=getattr(request.app.state, "ssh_gateway_port", None),
+        diagnostics=[] if site else diagnostics_for(device.type if device else ""),
+        ssh_port=None if site else getattr(request.app.state, "ssh_gateway_port", None),
         ssh_host=request.url.hostname or "server",
         observe=False,
         can_approve=device is not None and can_approve(viewer.user, device),
@@ -389,7 +412,7 @@ def observe_page(
     session_id: str, request: Request, session: SessionDep, viewer: ViewerDep
 ) -> HTMLResponse:
     """Watch a live session's terminal, read only (the incident's specialist or an admin)."""
-    row = session.get(RemoteSession, session_id)
+    row = _session_in_scope(session, viewer, session_id)
     if row is None:
         return not_found(request, viewer, f"session {session_id}")
     if not may_observe(session, row, viewer.user):
@@ -410,6 +433,14 @@ def observe_page(
     )
 
 
+def _session_in_scope(session: Session, viewer: Viewer, session_id: str) -> RemoteSession | None:
+    row = session.get(RemoteSession, session_id)
+    scope = viewer.scope
+    if row is None or not (scope.unrestricted or scope.sees_device(session, row.device_id)):
+        return None
+    return row
+
+
 # Incidents.
 
 
@@ -423,6 +454,8 @@ def incidents_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """Incidents: the list, a new one, closing with a resolution, CSV in and out."""
+    if not viewer.can("operator"):
+        return forbidden(request, viewer, "operator")
     state = state if state in ("open", "closed") else ""
     rows, total = list_incidents(
         session,
@@ -430,6 +463,7 @@ def incidents_page(
         device_id=device_id or None,
         limit=INCIDENTS_PAGE,
         offset=(page - 1) * INCIDENTS_PAGE,
+        scope=viewer.scope,
     )
     linked = session_ids_of(session, [r.id for r in rows if r.id is not None])
     query = {"state": state or "all", "device_id": device_id or ""}

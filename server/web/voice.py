@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from server.kpi.voice import VOICE_DEFINITIONS, VoiceReport, compute_voice
 from server.models import FollowUpPublic
+from server.scope import Scope
 from server.surveys.followups import CustomerVoice, list_followups, voice_of
 
 #: Open follow-ups the desk's call-back queue shows.
@@ -85,9 +86,9 @@ def dashboard_context(session: Session, start: datetime, end: datetime) -> dict[
     }
 
 
-def callbacks(session: Session) -> list[FollowUpPublic]:
-    """The desk's call-back queue: the open follow-ups, the soonest due first."""
-    items, _ = list_followups(session, state="open", limit=CALLBACKS)
+def callbacks(session: Session, scope: Scope) -> list[FollowUpPublic]:
+    """The desk's call-back queue: the open follow-ups (in ``scope``), the soonest due first."""
+    items, _ = list_followups(session, state="open", limit=CALLBACKS, scope=scope)
     return items
 
 

@@ -38,7 +38,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
         ) as (device_id, _agent, _),
     ):  # fmt: skip
         add_operator(server, "olga")
-        add_operator(server, "sam", role="site")
+        customer = server.api("GET", f"/devices/{device_id}")["customer_number"]
+        add_operator(server, "sam", role="site", customers=customer)
         yield server, device_id
 
 

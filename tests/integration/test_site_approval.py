@@ -134,7 +134,8 @@ def site(
         ) as (local_id, local_agent, _),
     ):  # fmt: skip
         add_operator(server, "olga")
-        add_operator(server, "sam", role="site")
+        customer = server.api("GET", f"/devices/{required_id}")["customer_number"]
+        add_operator(server, "sam", role="site", customers=customer)
         add_operator(server, "otto")
         yield Site(
             server,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlmodel import col, select
 
-from server.api.deps import OperatorUser, SessionDep
+from server.api.deps import OperatorUser, ScopeDep, SessionDep
 from server.api.responses import DB_INT_MAX, PLAIN_TEXT
 from server.models import Alert, Device, Incident
 from shared.wire import SEVERITIES
@@ -51,6 +51,7 @@ class FleetAlerts(BaseModel):
 def list_alerts(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     type: Annotated[
         str | None, Query(max_length=16, pattern=PLAIN_TEXT, description="device type")
     ] = None,
@@ -64,7 +65,7 @@ def list_alerts(
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> FleetAlerts:
     """The fleet's open alerts; ``severity`` keeps that severity and the ones above it."""
-    conditions: list[sa.ColumnElement[bool]] = [col(Alert.open).is_(True)]
+    conditions: list[sa.ColumnElement[bool]] = [col(Alert.open).is_(True), scope.devices()]
     if type:
         conditions.append(col(Device.type) == type)
     if customer:

@@ -10,7 +10,15 @@ from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel, col, select
 
 from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
-from server.api.deps import AdminUser, ManagerUser, OperatorUser, SessionDep, SettingsDep
+from server.api.deps import (
+    UNSCOPED,
+    AdminUser,
+    ManagerUser,
+    OperatorUser,
+    ScopeDep,
+    SessionDep,
+    SettingsDep,
+)
 from server.api.responses import DB_INT_MAX
 from server.crud import customers as crud
 from server.customers import calls as service
@@ -28,6 +36,7 @@ from server.models import (
     DevicePublic,
     IncidentPublic,
 )
+from shared.errors import NotFound
 
 router = APIRouter(tags=["customers"])
 
@@ -43,7 +52,7 @@ class CustomerDetail(CustomerPublic):
     devices: list[DevicePublic] = []
 
 
-@router.post("/customers", status_code=status.HTTP_201_CREATED)
+@router.post("/customers", status_code=status.HTTP_201_CREATED, dependencies=[UNSCOPED])
 def create_customer(body: CustomerCreate, session: SessionDep, user: ManagerUser) -> CustomerPublic:
     """Create a customer with its contacts (phones read in its country, stored in E.164)."""
     customer = crud.create_customer(session, data=body, actor=user.username)
@@ -54,16 +63,22 @@ def create_customer(body: CustomerCreate, session: SessionDep, user: ManagerUser
 def list_customers(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     q: Annotated[str | None, Query(max_length=128, description="number or name")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> CustomersPublic:
     """List customers by number; ``q`` finds one by number or name."""
-    rows, total = crud.list_customers(session, q=q, limit=limit, offset=offset)
+    rows, total = crud.list_customers(session, q=q, limit=limit, offset=offset, scope=scope)
     return CustomersPublic(items=[crud.customer_public(session, c) for c in rows], count=total)
 
 
-@router.post("/customers/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
+@router.post(
+    "/customers/import",
+    responses=CSV_RESPONSES,
+    openapi_extra=CSV_BODY,
+    dependencies=[UNSCOPED],
+)
 async def import_customers(
     request: Request, session: SessionDep, user: ManagerUser
 ) -> csv_io.CustomerImportReport:
@@ -74,16 +89,19 @@ async def import_customers(
 
 
 @router.get("/customers/export", response_class=StreamingResponse)
-def export_customers(session: SessionDep, _user: ManagerUser) -> StreamingResponse:
-    """Every customer as CSV, one row per contact or site (formula starts marked as text)."""
+def export_customers(session: SessionDep, _user: ManagerUser, scope: ScopeDep) -> StreamingResponse:
+    """Every customer (in scope) as CSV, one row per contact or site (formula starts marked
+    as text)."""
     return StreamingResponse(
-        csv_io.export_customers_csv(session),
+        csv_io.export_customers_csv(session, scope),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
     )
 
 
-@router.post("/devices/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
+@router.post(
+    "/devices/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY, dependencies=[UNSCOPED]
+)
 async def import_devices(
     request: Request, session: SessionDep, user: AdminUser
 ) -> csv_io.DeviceImportReport:
@@ -95,13 +113,16 @@ async def import_devices(
 
 @router.get("/customers/{number}")
 def get_customer(
-    number: CustomerNumber, session: SessionDep, _user: OperatorUser
+    number: CustomerNumber, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> CustomerDetail:
-    """One customer with its contacts, sites and devices."""
+    """One customer with its contacts, sites and devices (404 outside the user's scope)."""
+    if not scope.sees_customer(session, number):
+        msg = f"no customer {number!r}"
+        raise NotFound(msg)
     customer = crud.get_customer(session, number=number)
     devices = session.exec(
         select(Device)
-        .where(Device.customer_number == number)
+        .where(Device.customer_number == number, scope.devices())
         .order_by(col(Device.id))
         .limit(CUSTOMER_DEVICES)
     ).all()
@@ -127,6 +148,7 @@ def lookup(
     session: SessionDep,
     settings: SettingsDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     ani: Annotated[str, Query(min_length=1, max_length=64, description="the caller's number")],
     customer_no: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")] = None,
 ) -> LookupResult:
@@ -136,6 +158,7 @@ def lookup(
         ani=ani,
         customer_number=customer_no,
         default_region=settings.phone_default_region,
+        scope=scope,
     )
     return LookupResult(
         ani_e164=match.ani_e164,
@@ -148,11 +171,19 @@ def lookup(
 
 @router.post("/calls", status_code=status.HTTP_201_CREATED)
 def create_call(
-    body: CallCreate, session: SessionDep, settings: SettingsDep, user: OperatorUser
+    body: CallCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: OperatorUser,
+    scope: ScopeDep,
 ) -> CallPublic:
     """Record a call (CTI middleware, or an operator taking one); the caller is the operator."""
     call = service.create_call(
-        session, data=body, operator=user.username, default_region=settings.phone_default_region
+        session,
+        data=body,
+        operator=user.username,
+        default_region=settings.phone_default_region,
+        scope=scope,
     )
     return service.call_public(call)
 
@@ -161,6 +192,7 @@ def create_call(
 def list_calls(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     customer: Annotated[str | None, Query(max_length=32)] = None,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -168,23 +200,32 @@ def list_calls(
 ) -> CallsPublic:
     """Recorded calls, newest first."""
     rows, total = service.list_calls(
-        session, customer_number=customer, device_id=device_id, limit=limit, offset=offset
+        session,
+        customer_number=customer,
+        device_id=device_id,
+        limit=limit,
+        offset=offset,
+        scope=scope,
     )
     return CallsPublic(items=[service.call_public(c) for c in rows], count=total)
 
 
 @router.get("/calls/{call_id}")
-def get_call(call_id: CallId, session: SessionDep, _user: OperatorUser) -> CallPublic:
+def get_call(
+    call_id: CallId, session: SessionDep, _user: OperatorUser, scope: ScopeDep
+) -> CallPublic:
     """One recorded call."""
-    return service.call_public(service.get_call(session, call_id=call_id))
+    return service.call_public(service.get_call(session, call_id=call_id, scope=scope))
 
 
 @router.patch("/calls/{call_id}")
 def update_call(
-    call_id: CallId, body: CallUpdate, session: SessionDep, user: OperatorUser
+    call_id: CallId, body: CallUpdate, session: SessionDep, user: OperatorUser, scope: ScopeDep
 ) -> CallPublic:
     """Set a call's customer, device, ``answered_at``, ``ended_at`` or incident."""
-    call = service.update_call(session, call_id=call_id, data=body, actor=user.username)
+    call = service.update_call(
+        session, call_id=call_id, data=body, actor=user.username, scope=scope
+    )
     return service.call_public(call)
 
 
@@ -199,7 +240,7 @@ class CallIncident(SQLModel):
 
 @router.post("/calls/{call_id}/incident", status_code=status.HTTP_201_CREATED)
 def open_incident(
-    call_id: CallId, body: CallIncident, session: SessionDep, user: OperatorUser
+    call_id: CallId, body: CallIncident, session: SessionDep, user: OperatorUser, scope: ScopeDep
 ) -> IncidentPublic:
     """Open an incident from a call: ``opened_at`` is when it came, ``answered_at`` when taken."""
     incident = service.open_incident_from_call(
@@ -210,5 +251,6 @@ def open_incident(
         error_code=body.error_code,
         down_at=body.down_at,
         actor=user.username,
+        scope=scope,
     )
     return to_public(incident)

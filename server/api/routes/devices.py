@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import SQLModel, col, select
 
 from server import crud
-from server.api.deps import AdminUser, OperatorUser, SessionDep, SettingsDep
+from server.api.deps import UNSCOPED, AdminUser, ScopeDep, SessionDep, SettingsDep, SiteUser
 from server.api.responses import DB_INT_MAX
 from server.incidents.records import to_public
 from server.models import (
@@ -22,6 +22,7 @@ from server.models import (
     Incident,
     RemoteSession,
     RemoteSessionPublic,
+    role_at_least,
 )
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -64,7 +65,8 @@ class DeviceRegistered(SQLModel):
 @router.get("")
 def list_devices(
     session: SessionDep,
-    _user: OperatorUser,
+    _user: SiteUser,
+    scope: ScopeDep,
     q: Annotated[
         str | None, Query(max_length=128, description="id, serial, customer, site or phone")
     ] = None,
@@ -85,14 +87,18 @@ def list_devices(
         status=status,
         limit=limit,
         offset=offset,
+        scope=scope,
     )
     return DevicesPublic(items=[DevicePublic.model_validate(row) for row in rows], count=total)
 
 
 @router.get("/{device_id}")
-def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> DeviceDetail:
-    """One device with its latest health, open faults and ingest accounting."""
-    device = crud.get_device(session, device_id=device_id)
+def get_device(
+    device_id: str, session: SessionDep, user: SiteUser, scope: ScopeDep
+) -> DeviceDetail:
+    """One device with its latest health, open faults and ingest accounting (404 outside
+    the user's scope); a site user gets no incidents."""
+    device = scope.device(session, device_id)
     alerts = [
         AlertPublic.model_validate(a) for a in crud.recent_alerts(session, device_id=device_id)
     ]
@@ -118,11 +124,15 @@ def get_device(device_id: str, session: SessionDep, _user: OperatorUser) -> Devi
             rejected=device.telemetry_rejected,
         ),
         sessions=[RemoteSessionPublic.of(row).model_dump(mode="json") for row in sessions],
-        incidents=[to_public(row).model_dump(mode="json") for row in incidents],
+        incidents=[
+            to_public(row).model_dump(mode="json")
+            for row in incidents
+            if role_at_least(user.role, "operator")
+        ],
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[UNSCOPED])
 def register_device(body: DeviceCreate, session: SessionDep, user: AdminUser) -> DeviceRegistered:
     """Register a device; the answer carries its one-time enrollment token.
 
@@ -148,8 +158,11 @@ class EnrollmentToken(SQLModel):
 
 
 @router.post("/{device_id}/enrollment-token", status_code=201)
-def new_enrollment_token(device_id: str, session: SessionDep, user: AdminUser) -> EnrollmentToken:
+def new_enrollment_token(
+    device_id: str, session: SessionDep, user: AdminUser, scope: ScopeDep
+) -> EnrollmentToken:
     """Issue a fresh one-time enrollment token for a device that is not enrolled (or revoked)."""
+    scope.check_device(session, device_id)
     device, token = crud.new_enrollment_token(session, device_id=device_id, actor=user.username)
     expires = device.enrollment_expires_at
     return EnrollmentToken(
@@ -180,9 +193,15 @@ class DeviceRevoked(DevicePublic):
 
 @router.post("/{device_id}/revoke", status_code=202)
 def revoke_device(
-    device_id: str, request: Request, session: SessionDep, settings: SettingsDep, user: AdminUser
+    device_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: AdminUser,
+    scope: ScopeDep,
 ) -> DeviceRevoked:
     """Revoke a device now (database, server); the broker's update is applied or retried."""
+    scope.check_device(session, device_id)
     from provisioning.broker_update import update_broker, wait_until_applied
     from provisioning.ca import CertificateAuthority
     from server.upkeep import set_broker_gauges

@@ -13,8 +13,10 @@ from sqlmodel import Session
 
 from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
 from server.api.deps import (
+    UNSCOPED,
     ManagerUser,
     OperatorUser,
+    ScopeDep,
     SessionDep,
     SettingsDep,
     client_address,
@@ -84,9 +86,10 @@ def _unprocessable(exc: service.IncidentInvalid) -> HTTPException:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_incident(
-    body: IncidentCreate, session: SessionDep, _user: OperatorUser
+    body: IncidentCreate, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> IncidentPublic:
     """Record an incident; ``down_at`` defaults to ``opened_at``."""
+    scope.check_device(session, body.device_id)
     try:
         incident = service.create_incident(session, data=body)
     except service.IncidentInvalid as exc:
@@ -104,6 +107,7 @@ def _assignee(assignee: str | None, mine: bool, username: str) -> str | None:
 def list_incidents(
     session: SessionDep,
     user: OperatorUser,
+    scope: ScopeDep,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     state: StateQuery = None,
@@ -132,6 +136,7 @@ def list_incidents(
         limit=limit,
         offset=offset,
         assignee=_assignee(assignee, mine, user.username),
+        scope=scope,
     )
     linked = service.session_ids_of(session, (row.id for row in rows if row.id is not None))
     return IncidentsPublic(
@@ -140,7 +145,7 @@ def list_incidents(
     )
 
 
-@router.post("/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY)
+@router.post("/import", responses=CSV_RESPONSES, openapi_extra=CSV_BODY, dependencies=[UNSCOPED])
 async def import_incidents(
     request: Request, session: SessionDep, _user: ManagerUser
 ) -> ImportReport:
@@ -152,6 +157,7 @@ async def import_incidents(
 def export_incidents(
     engine: EngineDep,
     _user: ManagerUser,
+    scope: ScopeDep,
     device_id: Annotated[str | None, Query(max_length=63)] = None,
     customer: Annotated[str | None, Query(max_length=256)] = None,
     state: StateQuery = None,
@@ -169,6 +175,7 @@ def export_incidents(
         start=_aware(start),
         end=_aware(end),
         time_field=on,
+        scope=scope,
     )
 
     def body() -> Iterator[str]:
@@ -186,27 +193,30 @@ def export_incidents(
 def similar_by_code(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     error_code: Annotated[str, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)],
     model: Annotated[str | None, Query(min_length=1, max_length=128, pattern=PLAIN_TEXT)] = None,
 ) -> SimilarCases:
-    """Past cases of an error code (the ``model``'s first): see docs/kpis.md."""
-    return similar_cases(session, error_code=error_code, model=model)
+    """Past cases of an error code (the ``model``'s first) in the user's scope: docs/kpis.md."""
+    return similar_cases(session, error_code=error_code, model=model, scope=scope)
 
 
 @router.get("/{incident_id}/similar")
 def similar_to_incident(
-    incident_id: IncidentId, session: SessionDep, _user: OperatorUser
+    incident_id: IncidentId, session: SessionDep, _user: OperatorUser, scope: ScopeDep
 ) -> SimilarCases:
     """Past cases of this incident's error code, its device's model first (itself left out).
 
     An incident without an error code has none: ``count`` 0.
     """
-    incident = service.get_incident(session, incident_id=incident_id)
+    incident = service.get_incident(session, incident_id=incident_id, scope=scope)
     model = model_of(session, incident.device_id)
-    if not incident.error_code:
-        return similar_cases(session, error_code="", model=model, exclude_id=incident_id)
     return similar_cases(
-        session, error_code=incident.error_code, model=model, exclude_id=incident_id
+        session,
+        error_code=incident.error_code or "",
+        model=model,
+        exclude_id=incident_id,
+        scope=scope,
     )
 
 
@@ -217,9 +227,11 @@ def close_incident(
     session: SessionDep,
     settings: SettingsDep,
     _user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Close an open incident in one step (``restored_at`` defaults as documented); its
     customer survey is made (``survey_url``) and e-mailed when so configured."""
+    service.get_incident(session, incident_id=incident_id, scope=scope)
     try:
         incident = service.close_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:
@@ -242,9 +254,11 @@ def escalate_incident(
     request: Request,
     session: SessionDep,
     user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Hand an open incident to a tier (1 call center, 2 remote specialist, 3 field)
     and/or a user, with a handover note; audited as ``incident.escalate``."""
+    service.get_incident(session, incident_id=incident_id, scope=scope)
     try:
         incident = service.escalate_incident(
             session,
@@ -260,10 +274,14 @@ def escalate_incident(
 
 @router.get("/{incident_id}")
 def get_incident(
-    incident_id: IncidentId, session: SessionDep, settings: SettingsDep, _user: OperatorUser
+    incident_id: IncidentId,
+    session: SessionDep,
+    settings: SettingsDep,
+    _user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """One incident with the remote sessions linked to it (and its survey's link)."""
-    incident = service.get_incident(session, incident_id=incident_id)
+    incident = service.get_incident(session, incident_id=incident_id, scope=scope)
     linked = service.session_ids_of(session, [incident_id])
     survey = url_of_incident(session, settings, incident_id)
     return service.to_public(incident, linked[incident_id], survey_url=survey)
@@ -276,10 +294,11 @@ def update_incident(
     session: SessionDep,
     settings: SettingsDep,
     _user: OperatorUser,
+    scope: ScopeDep,
 ) -> IncidentPublic:
     """Update an incident; close it with ``closed_at``, ``resolution`` and ``restored_at``
     (closing makes its customer survey, as ``/close`` does)."""
-    was_open = service.get_incident(session, incident_id=incident_id).closed_at is None
+    was_open = service.get_incident(session, incident_id=incident_id, scope=scope).closed_at is None
     try:
         incident = service.update_incident(session, incident_id=incident_id, data=body)
     except service.IncidentInvalid as exc:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from server.api.deps import ManagerUser, OperatorUser, SessionDep
+from server.api.deps import ManagerUser, OperatorUser, ScopeDep, SessionDep
 from server.api.responses import DB_INT_MAX, PLAIN_TEXT
 from server.incidents import knowledge as service
 from server.models import KnowledgeArticleCreate, KnowledgeArticlePublic, KnowledgeHits
@@ -18,6 +18,7 @@ router = APIRouter(prefix="/knowledge", tags=["knowledge"])
 def search_knowledge(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     q: Annotated[
         str,
         Query(
@@ -30,7 +31,7 @@ def search_knowledge(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> KnowledgeHits:
     """Articles and resolution notes containing every word of ``q`` (full-text), best first."""
-    return service.search(session, q=q, limit=limit)
+    return service.search(session, q=q, limit=limit, scope=scope)
 
 
 @router.post("/articles", status_code=status.HTTP_201_CREATED)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.api.deps import ManagerUser, SessionDep, SettingsDep
+from server.api.deps import ManagerUser, ScopeDep, SessionDep, SettingsDep
 from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
 from server.kpi.report import KPI_DEFINITIONS, GroupBy, KpiReport, default_window
@@ -25,6 +25,7 @@ def get_kpis(
     session: SessionDep,
     settings: SettingsDep,
     _user: ManagerUser,
+    scope: ScopeDep,
     start: Annotated[
         datetime | None,
         Query(alias="from", description="inclusive (closed_at); default: 12 months ago"),
@@ -35,7 +36,8 @@ def get_kpis(
     ] = None,
     group_by: GroupBy = "none",
 ) -> KpiReport:
-    """The KPIs of the incidents closed in ``[from, to)``, as defined in docs/kpis.md."""
+    """The KPIs of the incidents closed in ``[from, to)``, as defined in docs/kpis.md; a
+    scoped manager's are computed over their scope's devices only."""
     default_start, default_end = default_window(utcnow())
     return compute_kpis(
         session,
@@ -43,6 +45,7 @@ def get_kpis(
         end=_aware(end) if end is not None else default_end,
         group_by=group_by,
         settings=kpi_settings_of(settings),
+        scope=scope,
     )
 
 

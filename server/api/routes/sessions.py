@@ -52,9 +52,17 @@ from sqlmodel import Session, col, func, select
 from starlette.websockets import WebSocketState
 
 from server import audit
-from server.api.deps import DbDep, OperatorUser, client_address, websocket_token
+from server.api.deps import (
+    DbDep,
+    OperatorUser,
+    ScopeDep,
+    SiteUser,
+    client_address,
+    websocket_token,
+)
 from server.api.responses import DB_INT_MAX
 from server.models import (
+    BOUND_ROLES,
     ExecRequest,
     ExecResultPublic,
     RemoteSession,
@@ -64,6 +72,7 @@ from server.models import (
     User,
     role_at_least,
 )
+from server.scope import Scope
 from server.security import hash_token
 from server.sessions import bridges
 from server.sessions.access import Channel
@@ -111,11 +120,15 @@ def get_service(request: Request) -> SessionService:
     return service
 
 
-def _owned(db: Session, session_id: str, user: User) -> RemoteSession:
+def _owned(db: Session, session_id: str, user: User, scope: Scope) -> RemoteSession:
+    """The session, when the user may act on it: 404 outside their scope (as if there were
+    none); a site user may act on every session on their devices, an operator on their own."""
     row = db.get(RemoteSession, session_id)
-    if row is None:
+    if row is None or not (scope.unrestricted or scope.sees_device(db, row.device_id)):
         msg = f"no session {session_id!r}"
         raise NotFound(msg)
+    if user.role in BOUND_ROLES:
+        return row
     if row.operator != user.username and not role_at_least(user.role, "admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this session belongs to another operator")
     return row
@@ -131,9 +144,16 @@ def _public(row: RemoteSession, service: SessionService | None) -> RemoteSession
 
 @router.post("/devices/{device_id}/sessions", status_code=201)
 async def open_session(
-    device_id: str, body: RemoteSessionCreate, request: Request, user: OperatorUser
+    device_id: str,
+    body: RemoteSessionCreate,
+    request: Request,
+    user: OperatorUser,
+    scope: ScopeDep,
+    db: DbDep,
 ) -> RemoteSessionPublic:
-    """Open a remote session to a device (reason required)."""
+    """Open a remote session to a device (reason required; 404 outside the user's scope)."""
+    scope.check_device(db, device_id)
+    db.commit()  # no connection held while the session is set up
     service = get_service(request)
     row = await service.open(
         device_id,
@@ -164,15 +184,17 @@ def _keep_alive(request: Request, row: RemoteSession) -> None:
 def list_sessions(
     db: DbDep,
     request: Request,
-    _user: OperatorUser,
+    _user: SiteUser,
+    scope: ScopeDep,
     device_id: str | None = None,
     state: str | None = None,
     operator: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> RemoteSessionsPublic:
-    """Sessions, newest first, filtered by device, state or operator."""
-    query = select(RemoteSession)
+    """Sessions, newest first, filtered by device, state or operator (those on the user's
+    scope's devices only)."""
+    query = select(RemoteSession).where(scope.where_device(col(RemoteSession.device_id)))
     if device_id:
         query = query.where(RemoteSession.device_id == device_id)
     if state == "open":
@@ -194,28 +216,30 @@ async def get_session(
     session_id: str,
     db: DbDep,
     request: Request,
-    user: OperatorUser,
+    user: SiteUser,
+    scope: ScopeDep,
     wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
     since: str | None = None,
 ) -> RemoteSessionPublic:
     """One session; with ``wait_s``, first waits that long for its state to leave ``since``."""
-    row = _owned(db, session_id, user)
+    row = _owned(db, session_id, user, scope)
     service = getattr(request.app.state, "sessions", None)
     if wait_s and service is not None and since is not None:
         state = service.state(session_id)
         if state == since:
             await service.wait_changed(session_id, wait_s)
         db.expire_all()
-        row = _owned(db, session_id, user)
+        row = _owned(db, session_id, user, scope)
     return _public(row, service)
 
 
 @router.delete("/sessions/{session_id}")
 async def close_session(
-    session_id: str, db: DbDep, request: Request, user: OperatorUser
+    session_id: str, db: DbDep, request: Request, user: SiteUser, scope: ScopeDep
 ) -> RemoteSessionPublic:
-    """Close a session (the tunnel is torn down before this answers)."""
-    _owned(db, session_id, user)
+    """Close a session (the tunnel is torn down before this answers); a site user may end
+    any session on their devices."""
+    _owned(db, session_id, user, scope)
     service = get_service(request)
     row = await service.close(
         session_id, reason="operator", actor=user.username, source_ip=client_address(request)
@@ -225,10 +249,15 @@ async def close_session(
 
 @router.post("/sessions/{session_id}/exec")
 async def exec_command(
-    session_id: str, body: ExecRequest, db: DbDep, request: Request, user: OperatorUser
+    session_id: str,
+    body: ExecRequest,
+    db: DbDep,
+    request: Request,
+    user: OperatorUser,
+    scope: ScopeDep,
 ) -> ExecResultPublic:
     """Run one command on the device (no PTY) and return its output."""
-    _owned(db, session_id, user)
+    _owned(db, session_id, user, scope)
     service = get_service(request)
     try:
         exit_status, stdout, stderr = await service.run(
@@ -250,9 +279,9 @@ async def exec_command(
     response_class=FileResponse,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
-def get_recording(session_id: str, db: DbDep, user: OperatorUser) -> FileResponse:
+def get_recording(session_id: str, db: DbDep, user: SiteUser, scope: ScopeDep) -> FileResponse:
     """The session's shell recording (asciicast v2), once the session is closed."""
-    row = _owned(db, session_id, user)
+    row = _owned(db, session_id, user, scope)
     path = recording_file(row)
     if path is None:
         detail = (
@@ -272,6 +301,14 @@ def get_recording(session_id: str, db: DbDep, user: OperatorUser) -> FileRespons
 # -- WebSockets ---------------------------------------------------------------------------
 
 
+def _in_scope(db: Session, user: User | None, row: RemoteSession | None) -> RemoteSession | None:
+    """``row`` if its device is in ``user``'s scope, else ``None`` (a socket's "not found")."""
+    if row is None or user is None:
+        return row
+    scope = Scope.of(user)
+    return row if scope.unrestricted or scope.sees_device(db, row.device_id) else None
+
+
 async def _socket_session(
     websocket: WebSocket, session_id: str
 ) -> tuple[SessionService, RemoteSession, User] | None:
@@ -283,7 +320,8 @@ async def _socket_session(
 
     def lookup() -> tuple[User | None, RemoteSession | None]:
         with Session(engine, expire_on_commit=False) as db:
-            return websocket_user(websocket, db), db.get(RemoteSession, session_id)
+            user = websocket_user(websocket, db)
+            return user, _in_scope(db, user, db.get(RemoteSession, session_id))
 
     user, row = await asyncio.to_thread(lookup)
     # Accepted first, so that a browser sees the close code and reason (a refused
@@ -465,7 +503,7 @@ async def observe(websocket: WebSocket, session_id: str) -> None:
     def lookup() -> tuple[User | None, RemoteSession | None, bool]:
         with Session(engine, expire_on_commit=False) as db:
             user = websocket_user(websocket, db)
-            row = db.get(RemoteSession, session_id)
+            row = _in_scope(db, user, db.get(RemoteSession, session_id))
             allowed = user is not None and row is not None and may_observe(db, row, user)
             return user, row, allowed
 
@@ -535,7 +573,7 @@ def _owner_audience(
     db: Session, request: Request, session_id: str, user: User
 ) -> tuple[RemoteSession, Audience]:
     """The session (the caller must own it) and its audience on this server."""
-    row = db.get(RemoteSession, session_id)
+    row = _in_scope(db, user, db.get(RemoteSession, session_id))
     if row is None:
         msg = f"no session {session_id!r}"
         raise NotFound(msg)

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 
-from server.api.deps import ManagerUser, OperatorUser, SessionDep, SettingsDep, client_address
+from server.api.deps import (
+    UNSCOPED,
+    ManagerUser,
+    OperatorUser,
+    ScopeDep,
+    SessionDep,
+    SettingsDep,
+    client_address,
+)
 from server.api.responses import DB_INT_MAX, ErrorResponse
 from server.models import (
     FollowUpClose,
@@ -67,7 +75,7 @@ def answer_survey(
     return SurveyAnswered(followup=opened)
 
 
-@router.get("/surveys", response_class=Response)
+@router.get("/surveys", response_class=Response, dependencies=[UNSCOPED])
 def export_survey_links(
     session: SessionDep,
     settings: SettingsDep,
@@ -91,6 +99,7 @@ def export_survey_links(
 def list_followups(
     session: SessionDep,
     _user: OperatorUser,
+    scope: ScopeDep,
     state: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
     customer: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -98,7 +107,7 @@ def list_followups(
 ) -> FollowUpsPublic:
     """Follow-ups of low survey answers, the soonest due first (the desk's call-back queue)."""
     items, total = followups.list_followups(
-        session, state=state, customer_number=customer, limit=limit, offset=offset
+        session, state=state, customer_number=customer, limit=limit, offset=offset, scope=scope
     )
     return FollowUpsPublic(items=items, count=total)
 
@@ -116,6 +125,7 @@ def close_followup(
     request: Request,
     session: SessionDep,
     user: OperatorUser,
+    scope: ScopeDep,
 ) -> FollowUpPublic:
     """Close a follow-up with what was done; audited as ``followup.close``."""
     return followups.close_followup(
@@ -124,4 +134,5 @@ def close_followup(
         note=body.note,
         actor=user.username,
         source_ip=client_address(request),
+        scope=scope,
     )

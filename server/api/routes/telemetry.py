@@ -9,8 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 from sqlmodel import col, select
 
-from server import crud
-from server.api.deps import OperatorUser, SessionDep
+from server.api.deps import ScopeDep, SessionDep, SiteUser
 from server.models import TelemetryRollup, TelemetrySample
 from shared.ids import utcnow
 
@@ -48,7 +47,8 @@ class TelemetrySeries(BaseModel):
 def get_telemetry(
     device_id: str,
     session: SessionDep,
-    _user: OperatorUser,
+    _user: SiteUser,
+    scope: ScopeDep,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     metric: Annotated[str | None, Query(max_length=128)] = None,
@@ -56,7 +56,7 @@ def get_telemetry(
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = 1000,
 ) -> TelemetrySeries:
     """Health history between ``since`` and ``until`` (default: the last 24 hours)."""
-    crud.get_device(session, device_id=device_id)
+    scope.device(session, device_id)
     until = until or utcnow()
     since = since or until - timedelta(hours=24)
     if since >= until:

@@ -12,10 +12,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from server import accounts, mfa
 from server.api.deps import AdminUser, SessionDep, client_address, recheck_access
-from server.models import UserPublic, UsersPublic
+from server.models import BOUND_ROLES, User, UserPublic, UsersPublic
+from server.scope import parse_list, split
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -28,8 +30,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class UserUpdate(BaseModel):
     """Body of ``PATCH /api/v1/users/{name}``: what to change."""
 
-    role: Literal["operator", "manager", "admin"] | None = None
+    role: Literal["site", "operator", "manager", "admin"] | None = None
     disabled: bool | None = None
+    #: The user's scope (customer numbers, regions): ``[]`` lifts that limit; a site
+    #: user keeps at least one customer. Left out: unchanged.
+    customers: list[Annotated[str, Field(max_length=32)]] | None = Field(
+        default=None, max_length=64
+    )
+    regions: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=64)
 
 
 class PasswordReset(BaseModel):
@@ -64,9 +72,12 @@ async def update_user(
     session: SessionDep,
     admin: AdminUser,
 ) -> UserPublic:
-    """Change a user's role, or disable (revoking their tokens) or enable them."""
+    """Change a user's role or scope, or disable (revoking their tokens) or enable them."""
     address = client_address(request)
     user = None
+    scope_first = body.role in BOUND_ROLES
+    if scope_first:
+        user = await _set_scope(session, username, body, admin.username, address)
     if body.role is not None:
         user = await run_in_threadpool(
             accounts.set_role,
@@ -76,6 +87,8 @@ async def update_user(
             actor=admin.username,
             source_ip=address,
         )
+    if not scope_first:
+        user = await _set_scope(session, username, body, admin.username, address) or user
     if body.disabled is not None:
         user = await run_in_threadpool(
             accounts.set_disabled,
@@ -90,6 +103,25 @@ async def update_user(
     recheck_access(request)
     return UserPublic.model_validate(user).model_copy(
         update={"mfa_enabled": mfa.is_active(session, user)}
+    )
+
+
+async def _set_scope(
+    session: Session, username: str, body: UserUpdate, actor: str, address: str | None
+) -> User | None:
+    if body.customers is None and body.regions is None:
+        return None
+    user = await run_in_threadpool(accounts.get_user_or_404, session, username=username)
+    return await run_in_threadpool(
+        accounts.set_scope,
+        session,
+        username=username,
+        customers=parse_list(body.customers)
+        if body.customers is not None
+        else split(user.customers),
+        regions=parse_list(body.regions) if body.regions is not None else split(user.regions),
+        actor=actor,
+        source_ip=address,
     )
 
 

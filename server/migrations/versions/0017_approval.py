@@ -1,7 +1,7 @@
 """approval: the site's approval of a session from the web, and one-time approval links
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-06 07:40:00
 
 - ``remote_session.approved_by``, ``approved_at``, ``approved_via``: who let a session
@@ -19,7 +19,7 @@ from alembic import op
 import server.models.base
 
 revision: str = "0017"
-down_revision: str | None = "0015"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

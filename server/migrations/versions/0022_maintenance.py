@@ -1,7 +1,7 @@
 """maintenance: maintenance windows per device, customer or site
 
 Revision ID: 0022
-Revises: 0015
+Revises: 0021
 Create Date: 2026-12-06 08:00:00
 
 - ``maintenance_window``: one-off or recurring (RFC 5545 RRULE in the window's IANA
@@ -18,7 +18,7 @@ from alembic import op
 import server.models.base
 
 revision: str = "0022"
-down_revision: str | None = "0015"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """language: each user's console language
 
 Revision ID: 0023
-Revises: 0015
+Revises: 0022
 Create Date: 2026-12-06 08:00:00
 
 - ``user.language``: ``en``, ``ja``, ``zh``, ``de`` or ``fr``; NULL: the browser's.
@@ -14,7 +14,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0023"
-down_revision: str | None = "0015"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

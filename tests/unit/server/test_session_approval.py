@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -25,25 +23,30 @@ from server.security import hash_token
 from server.sessions import approval
 from shared.errors import Conflict
 from shared.ids import utcnow
-from tests.fixtures.api_auth import Auth
+from tests.fixtures.api_auth import SITE_CUSTOMER, Auth
 from tests.fixtures.session_rows import DEVICE_ID, add_device, add_session
 
-DEVICE = Device(id="mfp-1", serial="S1", model="m", type="mfp", customer="C-1001")
+DEVICE = Device(
+    id="mfp-1", serial="S1", model="m", type="mfp", customer="Clinic", customer_number="C-1001"
+)
 
 
-def user(role: str, *, disabled: bool = False) -> User:
-    return User(username=f"u-{role}", role=role, password_hash="x", disabled=disabled)
+def user(role: str, *, disabled: bool = False, customers: str | None = None) -> User:
+    return User(
+        username=f"u-{role}", role=role, password_hash="x", disabled=disabled, customers=customers
+    )
 
 
 @pytest.mark.parametrize(
     ("who", "allowed"),
     [
         (user("admin"), True),
-        (user("site"), True),  # no customer binding yet: any device
+        (user("site", customers="C-1001"), True),
+        (user("site"), False),  # bound to no customer: none
         (user("operator"), False),
         (user("manager"), False),
         (user("admin", disabled=True), False),
-        (user("site", disabled=True), False),
+        (user("site", disabled=True, customers="C-1001"), False),
     ],
 )
 def test_who_may_approve(who: User, allowed: bool) -> None:
@@ -51,17 +54,15 @@ def test_who_may_approve(who: User, allowed: bool) -> None:
 
 
 def test_a_site_user_bound_to_customers_approves_only_theirs() -> None:
-    bound = cast(User, SimpleNamespace(role="site", disabled=False, customers=["C-1001"]))
-    assert approval.can_approve(bound, DEVICE)
-    other = cast(User, SimpleNamespace(role="site", disabled=False, customers="C-2002, C-3003"))
-    assert approval.site_customers(other) == {"C-2002", "C-3003"}
-    assert not approval.can_approve(other, DEVICE)
+    assert approval.can_approve(user("site", customers="C-0001,C-1001"), DEVICE)
+    assert not approval.can_approve(user("site", customers="C-2002,C-3003"), DEVICE)
 
 
 def test_only_admins_and_site_users_reach_the_decision(
     client: TestClient, engine: Engine, auth: Auth
 ) -> None:
-    add_device(engine)
+    auth("site")  # bound to SITE_CUSTOMER, the device's customer
+    add_device(engine, customer_number=SITE_CUSTOMER)
     sid = add_session(engine, state="awaiting_consent")
     for path in (f"/api/v1/sessions/{sid}/approve", f"/api/v1/sessions/{sid}/deny"):
         for role in ("operator", "manager"):
@@ -88,7 +89,8 @@ def test_only_admins_and_site_users_reach_the_decision(
 def test_an_approval_link_is_stored_hashed_and_its_page_shows_the_session(
     client: TestClient, engine: Engine, auth: Auth
 ) -> None:
-    add_device(engine)
+    auth("site")  # bound to SITE_CUSTOMER, the device's customer
+    add_device(engine, customer_number=SITE_CUSTOMER)
     sid = add_session(engine, state="awaiting_consent", operator="operator1")
     made = client.post(f"/api/v1/sessions/{sid}/approval-link", headers=auth("operator"))
     assert made.status_code == 201, made.text

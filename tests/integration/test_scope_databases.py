@@ -1,0 +1,65 @@
+"""Scoped access on SQLite and PostgreSQL: the scope's filters (a device's region falls back
+to its customer's, KPIs over the scoped fleet, the knowledge base's notes) and every route
+asked about another customer's things, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from server.config import ServerSettings
+from server.main import create_app
+from server.models import Device
+from tests.fixtures.api_auth import engine_of, make_auth
+from tests.fixtures.route_roles import check_out_of_scope_is_hidden
+from tests.fixtures.scoped_fleet import build_fleet, scoped_auth, scoped_users
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    settings = ServerSettings(
+        database_url=database_url,
+        broker_url="mqtt://127.0.0.1:1",
+        state_dir=tmp_path / "state",
+        ssh_gateway_port=-1,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_scoped_lists_and_kpis(client: TestClient, tmp_path: Path) -> None:
+    ours, theirs = build_fleet(engine_of(client), tmp_path / "recordings")
+    with Session(engine_of(client)) as db:  # our device's own region wins over its customer's
+        device = db.get(Device, ours.device_id)
+        assert device is not None
+        device.region = "apac"
+        db.add(device)
+        db.commit()
+    apac = scoped_auth(client, "apac-lead", "manager", regions=["APAC"])
+    listed = client.get("/api/v1/devices", headers=apac).json()
+    assert {d["id"] for d in listed["items"]} == {ours.device_id, theirs.device_id}
+    eu = scoped_auth(client, "eu-lead", "manager", regions=["eu"])
+    assert client.get("/api/v1/devices", headers=eu).json()["count"] == 0
+    both = scoped_auth(client, "dealer", "manager", customers=[theirs.number], regions=["APAC"])
+    kpis = client.get("/api/v1/kpis?group_by=region", headers=both).json()
+    assert kpis["total"]["incidents_closed"] == 1
+    assert [g["key"] for g in kpis["groups"]] == [None]
+    whole = client.get("/api/v1/kpis?group_by=month", headers=make_auth(client)("manager")).json()
+    assert whole["total"]["incidents_closed"] == 2
+    notes = client.get("/api/v1/knowledge?q=restarted", headers=both).json()
+    assert {hit["device_id"] for hit in notes["items"]} == {theirs.device_id}
+    assert notes["count"] == 1
+
+
+def test_every_route_hides_another_customers_things(client: TestClient, tmp_path: Path) -> None:
+    ours, theirs = build_fleet(engine_of(client), tmp_path / "recordings")
+    checked = check_out_of_scope_is_hidden(
+        client, scoped_users(client, ours), theirs, allowed={503}
+    )
+    assert checked > 100
