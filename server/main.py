@@ -24,6 +24,7 @@ from server.api.routes import (
     keys,
     knowledge,
     kpis,
+    notify,
     sessions,
     telemetry,
     tokens,
@@ -90,6 +91,7 @@ def api_router() -> APIRouter:
     router.include_router(keys.router)
     router.include_router(users.router)
     router.include_router(customers.router)
+    router.include_router(notify.router)
     return router
 
 
@@ -98,6 +100,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the database, start the broker (when embedded) and ingest; stop them on exit."""
     settings: ServerSettings = app.state.settings
     async with AsyncExitStack() as stack:
+        from server.notify.worker import check_notify
+
+        check_notify(settings)  # a bad rule stops the start with one line
         engine = make_engine(settings.database_url)
         stack.callback(engine.dispose)
         await asyncio.to_thread(create_schema, engine)
@@ -214,6 +219,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             upkeep.add(job)
         # Stopped before the ingest: no device is judged silent while nothing is read.
         stack.push_async_callback(upkeep.remove, *(job.name for job in fleet_jobs))
+        from server.notify.worker import NotifyWorker
+        from server.upkeep import NOTIFY_JOB, notify_job
+
+        upkeep.add(notify_job(NotifyWorker(broker_settings, engine)))
+        stack.push_async_callback(upkeep.remove, NOTIFY_JOB)
         # What startup allocated lives as long as the process: keep it out of the
         # collector's way (fewer and shorter GC pauses on the ingest path).
         gc.freeze()

@@ -17,9 +17,11 @@ server_app.command("init-config")(init_config)
 @server_app.command("run")
 def run(config: ConfigOption = None) -> None:
     """Run the server: HTTP API and console, ingest, sessions."""
+    from server.notify.worker import check_notify
     from server.runner import serve
     from shared.logs import configure_logging
 
     settings = load_server_settings(config)
+    check_notify(settings)  # a bad notification rule: one line, before anything starts
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))

@@ -53,6 +53,7 @@ from server.models.knowledge import (
     KnowledgeHit,
     KnowledgeHits,
 )
+from server.models.notify import NotifyEvent, NotifyOutbox, NotifyRuleRecord, NotifyState
 from server.models.session import (
     ExecRequest,
     ExecResultPublic,
@@ -126,6 +127,10 @@ __all__ = [
     "KnowledgeHits",
     "LoginThrottle",
     "MfaRecoveryCode",
+    "NotifyEvent",
+    "NotifyOutbox",
+    "NotifyRuleRecord",
+    "NotifyState",
     "RemoteSession",
     "RemoteSessionCreate",
     "RemoteSessionPublic",
