@@ -10,6 +10,7 @@ without a restart). The password is never logged; errors name the server only.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -78,7 +79,9 @@ def build_message(
     settings: SmtpSettings, to: Sequence[str], subject: str, body: str
 ) -> EmailMessage:
     """A plain-text message from ``sender`` to ``to``."""
-    message = EmailMessage()
+    # Headers unfolded up to RFC 5322's 998: Python folds a long subject before its
+    # first word otherwise (valid, but some clients show the leading space).
+    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
     message["From"] = settings.sender
     message["To"] = ", ".join(to)
     # Header injection: a subject is one line.
