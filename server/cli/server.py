@@ -7,11 +7,13 @@ import asyncio
 import typer
 
 from server.cli.common import ConfigOption
+from server.cli.notify import notify_app
 from server.config import load_server_settings
 from server.config_sample import init_config
 
 server_app = typer.Typer(help="Run the fieldlink server.", no_args_is_help=True)
 server_app.command("init-config")(init_config)
+server_app.add_typer(notify_app, name="notify")
 
 
 @server_app.command("run")

@@ -229,3 +229,47 @@ def test_send_mail_refuses_a_relay_whose_certificate_it_cannot_verify(
     with pytest.raises(MailError, match="SSLCertVerificationError"):
         asyncio.run(send_mail(SmtpSettings.model_validate(values), ["a@example.com"], "x", "y"))
     assert relay.received() == []
+
+
+def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
+    tmp_path: Path, relay: SmtpRelay, hook: WebhookReceiver
+) -> None:
+    from typer.testing import CliRunner
+
+    from server.cli.server import server_app
+
+    secret = tmp_path / "hook.secret"
+    secret.write_bytes(SECRET + b"\n")
+    config = tmp_path / "server.toml"
+    smtp = "\n".join(
+        f"{key} = {str(value).lower() if isinstance(value, bool) else value}"
+        if isinstance(value, int)
+        else f'{key} = "{value}"'
+        for key, value in relay.smtp_settings().items()
+    )
+    url = hook.url.replace("http://", "http://bot:pw-in-url@")
+    config.write_text(
+        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n\n[server.smtp]\n{smtp}\n\n'
+        f'[[server.notify]]\nname = "ops"\nemail_to = ["it@example.com"]\n'
+        f'webhook_url = "{url}"\nsecret_file = "{secret}"\n'
+    )
+    runner = CliRunner()
+    listed = runner.invoke(server_app, ["notify", "rules", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert "ops  (config)" in listed.output
+    assert "pw-in-url" not in listed.output
+    sent = runner.invoke(server_app, ["notify", "test", "ops", "--config", str(config)])
+    assert sent.exit_code == 0, sent.output
+    assert sent.output.splitlines() == ["webhook: sent", "email: sent"]
+    [delivery] = hook.received()
+    assert delivery.verified
+    assert delivery.json["kind"] == "test"
+    assert delivery.headers["authorization"].startswith("Basic ")  # the URL's credentials
+    [mail] = relay.received()
+    assert "a test of notify rule 'ops'" in mail.get_content()
+    hook.status = 500
+    failed = runner.invoke(server_app, ["notify", "test", "ops", "--config", str(config)])
+    assert failed.exit_code == 1
+    assert "webhook: failed: POST http://bot:***@127.0.0.1" in failed.output
+    assert "pw-in-url" not in failed.output
