@@ -26,9 +26,11 @@ from server.models.notify import NotifyEvent, NotifyOutbox, NotifyState
 from server.notify.events import consent_event, fault_event, online_event, write_events
 from server.notify.planner import plan
 from server.notify.rules import NotifyRule
+from server.sessions import repository
 from shared.ids import utcnow
 from shared.models import Fault
 from tests.fixtures.ingest import sample
+from tests.fixtures.session_rows import DEVICE_ID, add_session
 
 NOW = utcnow()
 
@@ -206,3 +208,21 @@ def test_the_sweep_writes_an_offline_event_per_silent_device(engine: Engine) -> 
     assert sorted(silent) == ["ct-1", "mfp-1"]
     plan(engine, [RULE], NOW)
     assert [row[2] for row in _outbox(engine)] == ["problem", "problem"]
+
+
+def test_a_session_moving_to_awaiting_consent_writes_one_consent_event(engine: Engine) -> None:
+    sid = add_session(engine, state="requested", operator="olga")
+    with Session(engine) as db:
+        repository.advance_state(db, sid, "awaiting_consent")
+        repository.advance_state(db, sid, "awaiting_consent")  # no move: no second event
+        repository.advance_state(db, sid, "connecting")
+    plan(engine, [RULE], NOW)
+    with Session(engine) as db:
+        [row] = db.exec(select(NotifyOutbox)).all()
+    assert (row.device_id, row.subject, row.payload["kind"]) == (
+        DEVICE_ID,
+        f"session:{sid}",
+        "consent",
+    )
+    assert row.payload["details"]["operator"] == "olga"
+    assert row.payload["details"]["reason"] == "jam"
