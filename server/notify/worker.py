@@ -197,7 +197,7 @@ class NotifyWorker:
             )
             values.update(due_at=now + timedelta(seconds=wait))
             logger.info(
-                "notification %s (rule %s, %s) failed (attempt %d), next in %.0f s: %s",
+                "notification %s (rule %s, %s) failed (attempt %d), next in %.3g s: %s",
                 row["id"],
                 row["rule"],
                 row["channel"],
