@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +28,11 @@ from server.mail import SmtpSettings, send_mail
 from server.notify.rules import NotifyRule, mask_url
 from shared import __version__
 from shared.errors import ConfigError, FieldlinkError
+
+# httpx logs every request's full URL at INFO: a webhook URL's password or token would
+# land in the server's log. What fails is logged here, with the URL masked.
+for _name in ("httpx2", "httpcore2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 SIGNATURE_HEADER: Final = "X-Fieldlink-Signature"
 DELIVERY_HEADER: Final = "X-Fieldlink-Delivery"

@@ -5,6 +5,7 @@ that a new worker (a restarted server) picks up, and giving up after N attempts.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -232,7 +233,7 @@ def test_send_mail_refuses_a_relay_whose_certificate_it_cannot_verify(
 
 
 def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
-    tmp_path: Path, relay: SmtpRelay, hook: WebhookReceiver
+    tmp_path: Path, relay: SmtpRelay, hook: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     from typer.testing import CliRunner
 
@@ -247,7 +248,8 @@ def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
         else f'{key} = "{value}"'
         for key, value in relay.smtp_settings().items()
     )
-    url = hook.url.replace("http://", "http://bot:pw-in-url@")
+    caplog.set_level(logging.DEBUG)
+    url = hook.url.replace("http://", "http://bot:pw-in-url@") + "?token=tok-in-url"
     config.write_text(
         f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
         f'state_dir = "{tmp_path / "state"}"\n\n[server.smtp]\n{smtp}\n\n'
@@ -273,3 +275,7 @@ def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
     assert failed.exit_code == 1
     assert "webhook: failed: POST http://bot:***@127.0.0.1" in failed.output
     assert "pw-in-url" not in failed.output
+    # Nothing logged the URL's secrets, nor the relay's password, nor the signing secret.
+    logged = caplog.text
+    for secret_text in ("pw-in-url", "tok-in-url", relay.password, SECRET.decode()):
+        assert secret_text not in logged
