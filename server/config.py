@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from server.config_file import FieldlinkSettings, load_settings
 from server.kpi.config import KpiSettings
+from server.mail import SmtpSettings
+from server.notify.rules import NotifyRule
 from server.surveys.config import SurveySettings
 from shared.tomlfile import resolve_config_path
 from shared.wire import Severity
@@ -163,6 +165,28 @@ class ServerSettings(FieldlinkSettings):
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     # Customer surveys after closed incidents, follow-ups (``[server.survey]``).
     survey: SurveySettings = Field(default_factory=SurveySettings)
+
+    # Notifications (``[[server.notify]]`` rules, e-mail through ``[server.smtp]``).
+    notify: list[NotifyRule] = Field(default_factory=list)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    #: How often the notification worker turns events into messages and delivers them.
+    notify_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Attempts at delivering one message before it is given up (``dead``).
+    notify_max_attempts: int = Field(default=10, ge=1, le=100)
+    #: The wait after the first failed attempt; it doubles at each further one, up to
+    #: ``notify_retry_max_s``.
+    notify_retry_base_s: float = Field(default=30.0, gt=0)
+    notify_retry_max_s: float = Field(default=3600.0, gt=0)
+
+    @field_validator("notify")
+    @classmethod
+    def _unique_rule_names(cls, rules: list[NotifyRule]) -> list[NotifyRule]:
+        names = [rule.name for rule in rules]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            msg = f"rule names must be unique: {', '.join(twice)}"
+            raise ValueError(msg)
+        return rules
 
 
 def load_server_settings(path: Path | None = None, **overrides: object) -> ServerSettings:

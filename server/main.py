@@ -26,6 +26,7 @@ from server.api.routes import (
     knowledge,
     kpis,
     maintenance,
+    notify,
     preferences,
     session_heartbeat,
     sessions,
@@ -102,6 +103,7 @@ def api_router() -> APIRouter:
     router.include_router(customers.router)
     router.include_router(maintenance.router)
     router.include_router(surveys.router)
+    router.include_router(notify.router)
     return router
 
 
@@ -110,6 +112,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the database, start the broker (when embedded) and ingest; stop them on exit."""
     settings: ServerSettings = app.state.settings
     async with AsyncExitStack() as stack:
+        from server.notify.worker import check_notify
+
+        check_notify(settings)  # a bad rule stops the start with one line
         engine = make_engine(settings.database_url)
         stack.callback(engine.dispose)
         await asyncio.to_thread(create_schema, engine)
@@ -145,7 +150,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upkeep.start()
         stack.push_async_callback(upkeep.stop)
         app.state.upkeep = upkeep
-        if settings.survey.smtp_host:
+        if settings.smtp.host:
             from server.surveys.mail import MAIL_JOB, mail_job
 
             upkeep.add(mail_job(engine, settings))  # new surveys and their one reminder
@@ -245,6 +250,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             upkeep.add(job)
         # Stopped before the ingest: no device is judged silent while nothing is read.
         stack.push_async_callback(upkeep.remove, *(job.name for job in fleet_jobs))
+        from server.notify.worker import NotifyWorker
+        from server.upkeep import NOTIFY_JOB, notify_job
+
+        upkeep.add(notify_job(NotifyWorker(broker_settings, engine)))
+        stack.push_async_callback(upkeep.remove, NOTIFY_JOB)
         # What startup allocated lives as long as the process: keep it out of the
         # collector's way (fewer and shorter GC pauses on the ingest path).
         gc.freeze()

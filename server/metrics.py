@@ -181,6 +181,37 @@ DEVICE_CERTS_EXPIRING = Gauge(
     registry=REGISTRY,
 )
 
+# Notifications (server.notify.worker).
+NOTIFY_SENT = Counter(
+    "fieldlink_notify_sent",
+    "Notification messages delivered, by channel (webhook, email).",
+    ["channel"],
+    registry=REGISTRY,
+)
+NOTIFY_FAILED = Counter(
+    "fieldlink_notify_failed",
+    "Notification delivery attempts that failed, by channel (each attempt counts).",
+    ["channel"],
+    registry=REGISTRY,
+)
+NOTIFY_RETRIED = Counter(
+    "fieldlink_notify_retried",
+    "Failed notification deliveries scheduled to be tried again, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
+NOTIFY_DEAD = Counter(
+    "fieldlink_notify_dead",
+    "Notification messages given up after notify_max_attempts (or whose rule is gone).",
+    ["channel"],
+    registry=REGISTRY,
+)
+NOTIFY_QUEUED = Gauge(
+    "fieldlink_notify_queued",
+    "Notification messages waiting for delivery (refreshed by the worker).",
+    registry=REGISTRY,
+)
+
 
 def render_metrics(*, operational: bool = True, business: bool = False) -> tuple[bytes, str]:
     """The chosen registries in the Prometheus text format, and its content type."""

@@ -21,6 +21,9 @@ tests move time instead of sleeping. The lifespan registers them all:
 - ``operator-heartbeat`` (a third of ``operator_heartbeat_timeout_s``, at most 15 s):
   sessions whose operator's client stopped beating are closed, ``operator_gone``
   (:class:`server.sessions.heartbeat.OperatorHeartbeat`).
+- ``notify`` (``notify_interval_s``; at once when a test message is queued): the
+  producers' events become messages, due messages are delivered or scheduled again
+  (:meth:`server.notify.worker.NotifyWorker.run`).
 
 The PKI's jobs (:class:`PkiUpkeep`):
 
@@ -63,6 +66,7 @@ from server.ingest import maintenance
 from shared.ids import utcnow
 
 if TYPE_CHECKING:
+    from server.notify.worker import NotifyWorker
     from server.sessions.access import AccessWatch
     from server.sessions.liveness import InstanceLiveness
 
@@ -416,3 +420,13 @@ def access_job(watch: AccessWatch) -> Job:
     """The re-check of live sessions' and channels' access, every ``watch.interval_s``;
     :meth:`~server.sessions.access.AccessWatch.check_now` wakes it."""
     return Job(ACCESS_JOB, watch.interval_s, watch.check, at_start=False)
+
+
+#: The notification worker's job name.
+NOTIFY_JOB: Final = "notify"
+
+
+def notify_job(worker: NotifyWorker) -> Job:
+    """The notification worker's round every ``notify_interval_s``; woken at once when
+    a test message is queued."""
+    return Job(NOTIFY_JOB, worker.settings.notify_interval_s, worker.run)

@@ -51,6 +51,7 @@ from server.ingest.items import (
 from server.ingest.online import SILENT, OnlineStatus, next_status, server_time
 from server.ingest.sequence import NewSample, SequenceMark, account_samples
 from server.ingest.timestamps import future_bound_s
+from server.notify.events import fault_event, online_event
 from shared.ids import utcnow
 from shared.models import DeviceEvent, Fault, HealthSample
 from shared.wire import FAULT_CLEARED, FAULT_RAISED, SESSION_EVENT_PREFIX
@@ -77,6 +78,8 @@ class BatchChanges:
     with_health: set[str] = field(default_factory=set)
     #: The newest inventory reported for each device (:data:`via.INVENTORY_EVENT`).
     inventories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``notify_event`` rows: alerts opened and cleared, online changes (rare).
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ThresholdChecks:
@@ -354,8 +357,32 @@ class BatchRules:
                 "open": True,
             }
         )
+        self.changes.notices.append(
+            fault_event(
+                device_id,
+                code=key.code,
+                metric=key.metric,
+                severity=details.severity,
+                message=details.message,
+                at=at,
+                opened=True,
+                source=key.source,
+            )
+        )
 
     def _clear_alert(self, device_id: str, key: AlertKey, at: datetime) -> None:
+        self.changes.notices.append(
+            fault_event(
+                device_id,
+                code=key.code,
+                metric=key.metric,
+                severity=None,
+                message="cleared",
+                at=at,
+                opened=False,
+                source=key.source,
+            )
+        )
         alert_id = self.open_ids[device_id].pop(key, None)
         if alert_id is not None:
             self.changes.cleared[alert_id] = at
@@ -378,7 +405,11 @@ class BatchRules:
     def _change_status(self, device: DeviceRow, status: OnlineStatus, at: datetime) -> None:
         device.set_status(status)
         kind = "online" if status.online else "offline"
-        self._record(device.id, kind, status.changed_at or at, at, {"reason": status.reason})
+        when = status.changed_at or at
+        self._record(device.id, kind, when, at, {"reason": status.reason})
+        self.changes.notices.append(
+            online_event(device.id, online=status.online, reason=status.reason, at=when)
+        )
 
     # -- sequences -------------------------------------------------------------------------
 

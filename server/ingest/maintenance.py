@@ -21,6 +21,7 @@ from server.ingest import via
 from server.ingest.online import SILENT
 from server.models import Alert, Device, TelemetryRollup, TelemetrySample
 from server.models.telemetry import DeviceEventRecord
+from server.notify.events import online_event, write_events
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ def mark_silent(engine: Engine, offline_after_s: float, now: datetime) -> list[s
                     }
                     for device_id in silent
                 ],
+            )
+            write_events(
+                conn,
+                [online_event(d, online=False, reason=SILENT, at=now) for d in silent],
             )
             # A silent gateway's watched devices cannot be heard either.
             via.take_watched_offline(

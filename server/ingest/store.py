@@ -33,6 +33,7 @@ from server.ingest.incidents import apply_fault_incidents
 from server.ingest.items import BatchResult, IngestItem
 from server.models import Alert
 from server.models.telemetry import DeviceEventRecord
+from server.notify.events import write_events
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class IngestStore:
         changes = rules.apply(accepted)
         self._write_history(conn, changes)
         via.write_inventories(conn, changes.inventories)
+        # For the notification worker: rows only when an alert or online state changed.
+        write_events(conn, changes.notices)
         if result.gateways_offline:
             via.take_watched_offline(conn, result.gateways_offline, skip=set(devices), events=EVENT)
         if self.settings.kpi.alerts_open_incidents and (changes.opened or changes.cleared_faults):

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.models import Device
+from server.notify.events import online_event, write_events
 from shared.models import DeviceEvent
 from shared.wire import VIA_SESSIONS
 
@@ -125,6 +126,9 @@ def take_watched_offline(
                 }
                 for device_id in ids
             ],
+        )
+        write_events(
+            conn, [online_event(device_id, online=False, reason=reason, at=at) for device_id in ids]
         )
         changed += len(ids)
     return changed

@@ -66,6 +66,7 @@ from server.models.maintenance import (
     MaintenanceWindowPublic,
     MaintenanceWindowsPublic,
 )
+from server.models.notify import NotifyEvent, NotifyOutbox, NotifyRuleRecord, NotifyState
 from server.models.session import (
     ExecRequest,
     ExecResultPublic,
@@ -165,6 +166,10 @@ __all__ = [
     "MaintenanceWindowPublic",
     "MaintenanceWindowsPublic",
     "MfaRecoveryCode",
+    "NotifyEvent",
+    "NotifyOutbox",
+    "NotifyRuleRecord",
+    "NotifyState",
     "RemoteSession",
     "RemoteSessionCreate",
     "RemoteSessionPublic",

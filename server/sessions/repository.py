@@ -28,6 +28,7 @@ from server.models import (
     User,
     role_at_least,
 )
+from server.notify.events import consent_event, write_events
 from server.scope import EVERYTHING, Scope
 from server.sessions.limits import check_limits
 from server.sessions.recording import file_digest
@@ -160,8 +161,12 @@ def closed_among(db: Session, ids: list[str]) -> list[str]:
 
 
 def advance_state(db: Session, session_id: str, state: str) -> None:
-    """Move the row to ``state`` if it is in an earlier one (never backwards)."""
-    db.execute(
+    """Move the row to ``state`` if it is in an earlier one (never backwards).
+
+    A move to ``awaiting_consent`` also tells the notification worker, in the same
+    transaction (rules listening to ``consent``).
+    """
+    moved = db.execute(
         sa.update(RemoteSession)
         .where(
             col(RemoteSession.id) == session_id,
@@ -169,6 +174,21 @@ def advance_state(db: Session, session_id: str, state: str) -> None:
         )
         .values(state=state)
     )
+    if state == "awaiting_consent" and getattr(moved, "rowcount", 0) == 1:
+        row = db.get(RemoteSession, session_id)
+        if row is not None:
+            write_events(
+                db.connection(),
+                [
+                    consent_event(
+                        row.device_id,
+                        session_id=row.id,
+                        operator=row.operator,
+                        reason=row.reason,
+                        at=utcnow(),
+                    )
+                ],
+            )
     db.commit()
 
 

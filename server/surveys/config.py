@@ -6,7 +6,6 @@ Example::
     expiry_days = 30
     quiet_period_days = 90
     followup_due_hours = 24
-    smtp_host = "mail.example"
 
 Each key has an environment override, e.g. ``FIELDLINK_SURVEY__EXPIRY_DAYS=14``.
 """
@@ -15,12 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SurveySettings(BaseModel):
-    """When surveys are made, how long they live, when a low score is called back, how
-    they are mailed."""
+    """When surveys are made, how long they live, when a low score is called back. They
+    are e-mailed through ``[server.smtp]`` (:mod:`server.mail`) when its host is set."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,13 +36,6 @@ class SurveySettings(BaseModel):
     #: The key that makes survey links from their stored seeds (default:
     #: ``state_dir/survey.key``, made at first use, mode 0600). Links are never stored.
     key_file: Path | None = None
-    #: SMTP relay for the survey e-mails; none: surveys are exported as CSV for a mailer.
-    smtp_host: str | None = None
-    smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_starttls: bool = False
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    mail_from: str = Field(default="fieldlink@localhost", min_length=3, max_length=254)
 
 
 def survey_settings_of(settings: object) -> SurveySettings:

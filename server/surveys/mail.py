@@ -1,27 +1,27 @@
 """Sending surveys: an e-mail to the case's contact in their language, one reminder,
 or a CSV of links for the customer's own mailer.
 
-:func:`send_mail` is the one place that speaks SMTP (``smtplib``, blocking: call it
-from a thread); it is kept small so that it can hand over to a shared mailer.
+E-mail goes through ``[server.smtp]`` (:mod:`server.mail`, the one place that speaks
+SMTP); with no relay configured, the links are exported as CSV.
 """
 
 from __future__ import annotations
 
 import logging
-import smtplib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from server.incidents.csv_io import neutralize
+from server.mail import MailError, SmtpSettings, send_mail_blocking
 from server.models import Survey
 from server.surveys import records
-from server.surveys.config import SurveySettings, survey_settings_of
+from server.surveys.config import survey_settings_of
 from server.surveys.i18n import gettext
+from shared.errors import ConfigError
 from shared.ids import utcnow
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ CSV_HEADER = (
 )
 
 
-def compose(survey: Survey, url: str, *, reminder: bool = False) -> EmailMessage:
-    """The survey e-mail (or its reminder) in the survey's language."""
+def compose(survey: Survey, url: str, *, reminder: bool = False) -> tuple[str, str]:
+    """The survey e-mail (or its reminder) in the survey's language: subject and body."""
     language = survey.language
     case = f"#{survey.incident_id}"
     subject = (
@@ -73,42 +73,24 @@ def compose(survey: Survey, url: str, *, reminder: bool = False) -> EmailMessage
         gettext(language, "Thank you,"),
         gettext(language, "Your service team"),
     ]
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["To"] = survey.contact_email or ""
-    message.set_content("\n".join(lines))
-    return message
+    return subject, "\n".join(lines)
 
 
-def send_mail(config: SurveySettings, message: EmailMessage) -> None:
-    """Send ``message`` through the configured SMTP relay (blocking).
-
-    Raises:
-        OSError: the relay cannot be reached.
-        smtplib.SMTPException: the relay refused it.
-    """
-    if not config.smtp_host:
-        msg = "no smtp_host configured"
-        raise OSError(msg)
-    if "From" not in message:
-        message["From"] = config.mail_from
-    with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=30) as smtp:
-        if config.smtp_starttls:
-            smtp.starttls()
-        if config.smtp_username and config.smtp_password:
-            smtp.login(config.smtp_username, config.smtp_password.get_secret_value())
-        smtp.send_message(message)
+def _smtp(settings: object) -> SmtpSettings | None:
+    smtp = getattr(settings, "smtp", None)
+    return smtp if isinstance(smtp, SmtpSettings) and smtp.host else None
 
 
 def deliver(session: Session, settings: object, survey: Survey, *, reminder: bool) -> bool:
-    """E-mail the survey (or its reminder) and record when (commits); False when it
-    could not be sent (logged; the link stays in the CSV export)."""
-    config = survey_settings_of(settings)
-    if not config.smtp_host or not survey.contact_email:
+    """E-mail the survey (or its reminder) through ``[server.smtp]`` and record when
+    (commits); False when it could not be sent (logged; the link stays in the CSV export)."""
+    smtp = _smtp(settings)
+    if smtp is None or not survey.contact_email:
         return False
+    subject, body = compose(survey, records.survey_url(settings, survey), reminder=reminder)
     try:
-        send_mail(config, compose(survey, records.survey_url(settings, survey), reminder=reminder))
-    except (OSError, smtplib.SMTPException) as exc:
+        send_mail_blocking(smtp, [survey.contact_email], subject, body)
+    except (MailError, ConfigError) as exc:
         logger.warning("survey %s could not be e-mailed: %s", survey.id, exc)
         return False
     if reminder:
@@ -124,7 +106,7 @@ def send_due(session: Session, settings: object, now: datetime | None = None) ->
     """Send the surveys not sent yet and the one reminder of those unanswered for
     ``reminder_after_days``; returns ``(sent, reminded)``."""
     config = survey_settings_of(settings)
-    if not config.smtp_host:
+    if _smtp(settings) is None:
         return 0, 0
     now = now or utcnow()
     open_ = (

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from server.config import ServerSettings
+from server.mail import SmtpSettings
 from server.main import create_app
-from server.surveys.config import SurveySettings
 from server.surveys.mail import send_due
 from shared.ids import utcnow
 from tests.fixtures.api_auth import make_auth
@@ -61,7 +61,7 @@ def test_the_survey_is_mailed_in_the_contacts_language_and_reminded_once(
         state_dir=tmp_path / "state",
         ssh_gateway_port=-1,
         public_url="https://service.example",
-        survey=SurveySettings(smtp_host="127.0.0.1", smtp_port=port, mail_from="svc@example"),
+        smtp=SmtpSettings(host="127.0.0.1", port=port, starttls=False, sender="svc@example"),
     )
     with TestClient(create_app(settings)) as client:
         auth = make_auth(client)

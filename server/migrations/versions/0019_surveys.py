@@ -1,7 +1,7 @@
 """surveys: a customer survey after each closed incident, follow-ups of low scores
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06 07:31:32
 
 - ``survey``: one per closed incident (when made): the seed its link's token is derived
@@ -21,7 +21,7 @@ from alembic import op
 from server.models.base import BIGINT, UTCDateTime
 
 revision: str = "0019"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,6 +14,7 @@ from server.config import ServerSettings
 from server.config_file import load_settings
 from server.config_sample import render_sample
 from server.kpi.config import KpiSettings
+from server.mail import SmtpSettings
 from server.surveys.config import SurveySettings
 
 
@@ -23,8 +24,12 @@ def _keys_in(text: str) -> set[str]:
 
 def test_the_sample_names_every_server_key() -> None:
     keys = _keys_in(render_sample())
-    missing = set(ServerSettings.model_fields) - {"kpi", "survey"} - keys
+    missing = set(ServerSettings.model_fields) - {"kpi", "survey", "smtp", "notify"} - keys
     assert not missing, f"server.sample.toml lacks {sorted(missing)}"
+    assert set(SmtpSettings.model_fields) <= keys
+    text = render_sample()
+    assert "\n[server.smtp]\n" in text
+    assert "\n# [[server.notify]]\n" in text
     kpi_keys = set(KpiSettings.model_fields) - {"dispatch_cost", "baseline_ttr_fallback_hours"}
     assert kpi_keys <= keys
     assert set(SurveySettings.model_fields) <= keys
@@ -32,7 +37,7 @@ def test_the_sample_names_every_server_key() -> None:
 
 def test_the_sample_names_no_key_the_server_does_not_have() -> None:
     names = set(ServerSettings.model_fields) | set(KpiSettings.model_fields)
-    names |= set(SurveySettings.model_fields)
+    names |= set(SurveySettings.model_fields) | set(SmtpSettings.model_fields)
     names |= {"mfp", "imaging", "server"}  # the per-type tables
     assert _keys_in(render_sample()) - names == set()
 
@@ -42,7 +47,7 @@ EXAMPLES = {"broker_ca", "broker_cert", "broker_key", "broker_username", "broker
             "device_broker_url", "instance_id", "tunnel_url", "ssh_gateway_host",
             "recordings_dir", "thresholds", "access_log_file", "metrics_token",
             "forwarded_allow_ips", "phone_default_region", "mfa_required_roles",
-            "mfa_key_file", "key_file", "smtp_host", "smtp_username", "smtp_password"}  # fmt: skip
+            "mfa_key_file", "key_file", "host", "ca_file", "username", "password_file"}  # fmt: skip
 
 
 def test_the_commented_values_are_the_defaults(tmp_path: Path) -> None:
@@ -54,11 +59,21 @@ def test_the_commented_values_are_the_defaults(tmp_path: Path) -> None:
     defaults = ServerSettings(database_url=settings.database_url)
     commented = set(re.findall(r"^# ([a-z_0-9]+) = ", render_sample(), flags=re.MULTILINE))
     survey_keys = set(SurveySettings.model_fields)
-    for key in commented - EXAMPLES - set(KpiSettings.model_fields) - {"mfp", "imaging", "server"}:
+    smtp_keys = set(SmtpSettings.model_fields)
+    for key in (
+        commented
+        - EXAMPLES
+        - set(KpiSettings.model_fields)
+        - smtp_keys
+        - {"mfp", "imaging", "server"}
+    ):
         if key in survey_keys:
             assert getattr(settings.survey, key) == getattr(defaults.survey, key), key
         else:
             assert getattr(settings, key) == getattr(defaults, key), key
+    for key in (commented & smtp_keys) - EXAMPLES:
+        assert getattr(settings.smtp, key) == getattr(SmtpSettings(), key), key
+    assert settings.notify == []
     assert settings.kpi == KpiSettings()
     assert [t.metric for t in settings.thresholds] == ["disk_percent:*", "mem_percent"]
 

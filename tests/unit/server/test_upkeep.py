@@ -77,7 +77,8 @@ async def test_a_job_added_while_running_starts_then_is_removed_and_waits_for_it
 
 def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSettings) -> None:
     """The PKI's, the liveness heartbeat and sweep, silent devices, rollups and retention,
-    the re-check of live sessions' access, and the operators' heartbeats."""
+    the re-check of live sessions' access, the operators' heartbeats, and the notification
+    worker."""
     from fastapi.testclient import TestClient
 
     from server.main import create_app
@@ -89,6 +90,7 @@ def test_the_lifespan_runs_every_periodic_job_in_the_upkeep(settings: ServerSett
             "broker-update",
             "liveness",
             "operator-heartbeat",
+            "notify",
             "pki",
             "rollups-retention",
             "silent-devices",

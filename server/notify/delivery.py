@@ -1,0 +1,162 @@
+"""Delivering one message: a signed webhook POST or an e-mail, and the retry schedule.
+
+A webhook receives the message as JSON with these headers (docs/operations.md,
+"Verifying a webhook"):
+
+- ``X-Fieldlink-Signature: t=<unix time>,v1=<hex>``: HMAC-SHA256 with the rule's
+  secret over ``<unix time>.`` followed by the exact body bytes (as Stripe signs);
+- ``X-Fieldlink-Delivery``: the outbox id (the same on every retry: deduplicate on it);
+- ``X-Fieldlink-Event``: ``<kind>.<state>``, e.g. ``fault.problem``.
+
+Any 2xx is delivered; anything else, or no answer, is a failure to retry. Errors
+name the URL masked (:func:`~server.notify.rules.mask_url`), never a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2 as httpx
+
+from server.mail import SmtpSettings, send_mail
+from server.notify.rules import NotifyRule, mask_url
+from shared import __version__
+from shared.errors import ConfigError, FieldlinkError
+
+# httpx logs every request's full URL at INFO: a webhook URL's password or token would
+# land in the server's log. What fails is logged here, with the URL masked.
+for _name in ("httpx2", "httpcore2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+SIGNATURE_HEADER: Final = "X-Fieldlink-Signature"
+DELIVERY_HEADER: Final = "X-Fieldlink-Delivery"
+EVENT_HEADER: Final = "X-Fieldlink-Event"
+WEBHOOK_TIMEOUT_S: Final = 10.0
+
+
+class DeliveryError(FieldlinkError):
+    """A message was not delivered (this attempt)."""
+
+
+def read_secret(path: Path, rule: str) -> bytes:
+    """A rule's signing secret from its file (read at each delivery: rotate it in place).
+
+    Raises:
+        ConfigError: the file is unreadable or empty (one line, without its content).
+    """
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        msg = f"notify rule {rule!r}: cannot read secret_file {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    if not secret:
+        msg = f"notify rule {rule!r}: secret_file {path} is empty"
+        raise ConfigError(msg)
+    return secret
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Fieldlink-Signature`` value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: bytes, header: str, body: bytes, now: float, tolerance_s: float = 300) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` and is at most ``tolerance_s`` old
+    (what a receiver does; docs/operations.md has the same in a few lines)."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    """The webhook body: compact JSON, keys sorted (the exact bytes signed)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+async def post_webhook(
+    rule: NotifyRule,
+    payload: Mapping[str, Any],
+    delivery_id: int,
+    now: float,
+    client: httpx.AsyncClient,
+) -> None:
+    """POST ``payload`` to the rule's webhook, signed.
+
+    Raises:
+        DeliveryError: no 2xx answer (the message names the URL masked).
+        ConfigError: the secret file is unreadable.
+    """
+    assert rule.webhook_url is not None  # noqa: S101
+    assert rule.secret_file is not None  # noqa: S101
+    secret = read_secret(rule.secret_file, rule.name)
+    body = encode(payload)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"fieldlink/{__version__}",
+        SIGNATURE_HEADER: sign(secret, int(now), body),
+        DELIVERY_HEADER: str(delivery_id),
+        EVENT_HEADER: f"{payload.get('kind')}.{payload.get('state')}",
+    }
+    shown = mask_url(rule.webhook_url)
+    try:
+        answer = await client.post(rule.webhook_url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        msg = f"POST {shown}: {type(exc).__name__}"
+        raise DeliveryError(msg) from exc
+    if not 200 <= answer.status_code < 300:
+        msg = f"POST {shown}: HTTP {answer.status_code}"
+        raise DeliveryError(msg)
+
+
+def mail_text(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """The subject and body of the e-mail about ``payload``."""
+    device = payload.get("device") or {}
+    state = str(payload.get("state", ""))
+    heading = {"problem": "PROBLEM", "resolved": "RESOLVED"}.get(state, "NOTICE")
+    what = payload.get("code") or payload.get("kind")
+    customer = device.get("customer") or ""
+    subject = f"[fieldlink] {heading}: {what} on {device.get('id')} ({customer})"
+    lines = [
+        f"{heading}: {payload.get('message', '')}",
+        "",
+        f"Device:   {device.get('id')} ({device.get('type')}, {device.get('model')}, "
+        f"serial {device.get('serial')})",
+        f"Customer: {customer} {device.get('customer_number') or ''}".rstrip(),
+        f"Site:     {device.get('site') or '-'}",
+        f"Event:    {payload.get('kind')} {state}"
+        + (f", severity {payload['severity']}" if payload.get("severity") else ""),
+        f"At:       {payload.get('at')} (UTC)",
+        f"Rule:     {payload.get('rule')}",
+    ]
+    return subject, "\n".join(lines) + "\n"
+
+
+async def send_email(rule: NotifyRule, payload: Mapping[str, Any], smtp: SmtpSettings) -> None:
+    """E-mail ``payload`` to the rule's addresses through ``[server.smtp]``.
+
+    Raises:
+        DeliveryError: the relay could not be reached or refused it.
+    """
+    subject, body = mail_text(payload)
+    try:
+        await send_mail(smtp, rule.email_to, subject, body)
+    except FieldlinkError as exc:
+        raise DeliveryError(str(exc)) from exc
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
+    """The wait after the ``attempts``-th failure: ``base_s``, doubling, at most ``max_s``."""
+    return float(min(max_s, base_s * 2 ** max(0, attempts - 1)))
