@@ -25,6 +25,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from server.maintenance.records import covered
 from server.models import Device
 from server.models.notify import NotifyOutbox, NotifyState
 from server.notify.events import NOTIFY_EVENT
@@ -57,7 +58,13 @@ class PlanResult:
     queued: int = 0
     debounced: int = 0
     cancelled: int = 0
+    #: Problems of devices in a maintenance window: never told (nor their resolution).
+    in_maintenance: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+
+
+#: The kinds of problem a maintenance window silences (a session awaiting consent is not one).
+QUIET_IN_MAINTENANCE: Final = frozenset({"fault", "offline"})
 
 
 def _begin_exclusive(conn: Connection) -> None:
@@ -131,9 +138,20 @@ class Planner:
     def run(self, conn: Connection, events: Sequence[Mapping[str, Any]]) -> PlanResult:
         """Plan ``events`` (oldest first) in ``conn``'s transaction."""
         devices = _devices(conn, {str(e["device_id"]) for e in events})
+        quiet = covered(
+            conn,
+            [
+                (str(e["device_id"]), e["at"])
+                for e in events
+                if e["state"] == PROBLEM and e["kind"] in QUIET_IN_MAINTENANCE
+            ],
+        )
         for event in events:
             device = devices.get(str(event["device_id"]))
             if device is None:  # the device was deleted meanwhile
+                continue
+            if event["state"] == PROBLEM and (device.id, event["at"]) in quiet:
+                self.result.in_maintenance += 1
                 continue
             for rule in self.rules:
                 self._one(conn, rule, event, device)

@@ -226,3 +226,33 @@ def test_a_session_moving_to_awaiting_consent_writes_one_consent_event(engine: E
     )
     assert row.payload["details"]["operator"] == "olga"
     assert row.payload["details"]["reason"] == "jam"
+
+
+def test_a_device_in_a_maintenance_window_tells_nobody_of_its_faults(engine: Engine) -> None:
+    from server.models import MaintenanceWindow
+
+    with Session(engine) as db:
+        db.add(
+            MaintenanceWindow(
+                device_id="ct-1",
+                starts_at=NOW - timedelta(minutes=5),
+                duration_minutes=60,
+                created_by="olga",
+            )
+        )
+        db.commit()
+    _write(engine, _fault(True), _fault(True, device="mfp-1"))
+    result = plan(engine, [RULE], NOW)
+    assert result.in_maintenance == 1
+    assert [row[2] for row in _outbox(engine)] == ["problem"]  # mfp-1's only
+    _write(engine, _fault(False))  # its clearing: nothing to resolve
+    plan(engine, [RULE], NOW)
+    assert len(_outbox(engine)) == 1
+    # After the window the same fault is told.
+    later = fault_event(
+        "ct-1", code="SC-541", metric=None, severity="error", message="fuser",
+        at=NOW + timedelta(hours=2), opened=True,
+    )  # fmt: skip
+    _write(engine, later)
+    plan(engine, [RULE], NOW + timedelta(hours=2))
+    assert len(_outbox(engine)) == 2
