@@ -62,7 +62,7 @@ from server.sessions.states import (
     refusal_reason,
 )
 from shared import models, wire
-from shared.errors import Conflict, ProtocolError, UnavailableError
+from shared.errors import Conflict, FieldlinkError, ProtocolError, UnavailableError
 from shared.ids import new_id, new_token, utcnow
 from shared.tunnel import ws_url
 
@@ -324,6 +324,8 @@ class SessionService:
                 await self._move(
                     live, "awaiting_consent" if state == "awaiting_consent" else "connecting"
                 )
+                if state == "awaiting_consent":
+                    self._spawn(self._preapprove(sid, live.device_id))
             remaining = max(1.0, (live.expires_at - utcnow()).total_seconds())
             try:
                 connection = await self.registry.wait_for_agent(sid, remaining)
@@ -736,6 +738,26 @@ class SessionService:
         for session_id in ids:
             await self.close(session_id, reason=reason, actor="server", detail=detail)
         return len(ids)
+
+    async def _preapprove(self, session_id: str, device_id: str) -> None:
+        """Approve a session awaiting consent when a maintenance window of its device
+        pre-approves the sessions in it (the site's consent given in advance); the agent
+        still decides whether a web approval counts (``consent = "local"``: it does not)."""
+        from server.maintenance.records import preapproving_window
+        from server.sessions.approval import Decision, decide
+
+        window = await self._db(preapproving_window, device_id, utcnow())
+        if window is None:
+            return
+        decision = Decision(
+            verdict="approve",
+            approver=f"maintenance-window:{window.id}",
+            audit={"window": window.id, "planned_by": window.created_by},
+        )
+        try:
+            await decide(self, session_id, decision, source_ip=None)
+        except FieldlinkError as exc:
+            logger.warning("session %s: the window's pre-approval failed: %s", session_id, exc)
 
     async def _db(self, function: Callable[..., T], *args: Any) -> T:
         def work() -> T:

@@ -347,3 +347,34 @@ def test_an_expired_or_unknown_link_changes_nothing(site: Site) -> None:
     assert site.call("POST", f"/sessions/{sid}/approval-link", "otto").status_code == 403
     assert site.call("POST", f"/sessions/{sid}/approval-link", "sam").status_code == 403
     site.call("DELETE", f"/sessions/{sid}", "olga")
+
+
+def test_a_window_that_pre_approves_sessions_lets_them_in_without_asking(site: Site) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    window = site.server.api(
+        "POST",
+        "/maintenance-windows",
+        json={"device_id": site.required_id, "start": start, "duration_minutes": 30,
+              "reason": "firmware roll-out", "preapprove_sessions": True},
+    )  # fmt: skip
+    try:
+        answer = site.call(
+            "POST", f"/devices/{site.required_id}/sessions", "olga", json={"reason": "update"}
+        )
+        assert answer.status_code == 201, answer.text
+        sid = str(answer.json()["id"])
+        active = site.wait_state(sid, "active", "closed")
+        assert active["state"] == "active", active
+        assert active["approved_by"] == f"maintenance-window:{window['id']}"
+        [entry] = site.audit("session.approve", sid)
+        assert entry["details"]["window"] == window["id"]
+        assert site.call("DELETE", f"/sessions/{sid}", "olga").json()["state"] == "closed"
+    finally:
+        removed = httpx.delete(
+            f"{site.server.url}/api/v1/maintenance-windows/{window['id']}",
+            headers={"Authorization": f"Bearer {site.server.token}"},
+            timeout=30,
+        )
+        assert removed.status_code == 204, removed.text
