@@ -15,7 +15,7 @@ from server.crud.customers import create_customer
 from server.ingest.incidents import apply_fault_incidents
 from server.models import AuditEntry, DeviceCreate, Incident
 from server.models.customer import CustomerCreate
-from tests.fixtures.api_auth import PASSWORD, Auth
+from tests.fixtures.api_auth import PASSWORD, SITE_CUSTOMER, Auth
 
 URL = "/api/v1/maintenance-windows"
 
@@ -117,7 +117,7 @@ def test_only_an_administrator_may_pre_approve_sessions(
     body = {**_now_window(device_id="mfp-a"), "preapprove_sessions": True}
     refused = client.post(URL, json=body, headers=auth("manager"))
     assert refused.status_code == 403
-    assert "administrator" in refused.json()["detail"]
+    assert "the site or an administrator" in refused.json()["detail"]
     made = client.post(URL, json=body, headers=auth("admin"))
     assert made.status_code == 201
     assert made.json()["active"] is not None
@@ -193,3 +193,42 @@ def test_the_device_page_shows_its_windows_and_that_it_is_in_one(
     other = client.get("/devices/mfp-c").text
     assert 'id="in-maintenance"' not in other
     assert 'id="maintenance-title"' not in other
+
+
+def test_a_site_pre_approves_its_own_devices_and_scoped_users_see_only_theirs(
+    client: TestClient, engine: Engine, auth: Auth
+) -> None:
+    _fleet(engine)
+    site = auth("site")  # bound to SITE_CUSTOMER
+    with Session(engine) as session:
+        crud.create_device(
+            session,
+            data=DeviceCreate(
+                id="mfp-s", serial="S9", model="C3000", type="mfp", customer_number=SITE_CUSTOMER
+            ),
+        )
+        crud.create_user(session, username="c1-op", role="operator", password=PASSWORD)
+    made = client.post(
+        URL, json={**_now_window(device_id="mfp-s"), "preapprove_sessions": True}, headers=site
+    )
+    assert made.status_code == 201, made.text
+    other = client.post(URL, json=_now_window(device_id="mfp-a"), headers=site)
+    assert other.status_code == 404
+    assert (
+        client.post(URL, json=_now_window(customer_number="C-1"), headers=site).status_code == 404
+    )
+    theirs = client.post(URL, json=_now_window(customer_number="C-1"), headers=auth("operator"))
+    assert theirs.status_code == 201
+    listed = client.get(URL, headers=site).json()
+    assert [w["id"] for w in listed["items"]] == [made.json()["id"]]
+    assert client.get(f"{URL}/{theirs.json()['id']}", headers=site).status_code == 404
+    assert client.delete(f"{URL}/{theirs.json()['id']}", headers=site).status_code == 404
+    assert client.get(URL, params={"device_id": "mfp-a"}, headers=site).status_code == 404
+    # an operator limited to C-2 sees neither
+    client.patch("/api/v1/users/c1-op", json={"customers": ["C-2"]}, headers=auth("admin"))
+    token = client.post(
+        "/api/v1/auth/token", data={"username": "c1-op", "password": PASSWORD}
+    ).json()["access_token"]
+    scoped = {"Authorization": f"Bearer {token}"}
+    assert client.get(URL, headers=scoped).json()["count"] == 0
+    assert client.get(f"{URL}/{made.json()['id']}", headers=scoped).status_code == 404
