@@ -28,4 +28,9 @@ PAGE_TITLES = (
     N_("Incidents"),
 )
 #: The roles, as the console names them.
-ROLE_NAMES = {"operator": N_("operator"), "manager": N_("manager"), "admin": N_("admin")}
+ROLE_NAMES = {
+    "site": N_("site"),
+    "operator": N_("operator"),
+    "manager": N_("manager"),
+    "admin": N_("admin"),
+}
