@@ -29,8 +29,8 @@ user_app = typer.Typer(
     help="Manage site users, operators, managers and administrators.",
     epilog=examples(
         ("fieldlink user add olga --role operator", "password on stdin"),
-        ("fieldlink user add ito --role site --customers C-1001", "a site's IT, one customer"),
-        ("fieldlink user disable bob", "tokens revoked, sessions end"),
+        ("fieldlink user add ito --role site --customers C-1", "a site's IT"),
+        ("fieldlink user disable bob", "ends its logins"),
     ),
     no_args_is_help=True,
 )

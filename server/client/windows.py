@@ -18,12 +18,18 @@ import typer
 
 from server.client.api import ApiClient, part
 from server.client.tables import echo_page
+from shared.cli_help import examples
 from shared.errors import InvalidInput
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
 
 window_app = typer.Typer(
     help="Maintenance windows: faults in one open no incident and notify nobody.",
+    epilog=examples(
+        ("fieldlink window list --device d1", "its windows"),
+        ("fieldlink window add --device d1 --start 2026-12-13 --minutes 90", "once"),
+        ("fieldlink window delete 7", "remove one"),
+    ),
     no_args_is_help=True,
 )
 

@@ -52,7 +52,7 @@ def test_help_lists_every_command_with_its_whole_purpose_and_three_examples() ->
 
 
 GROUPS = ["agent", "audit", "ca", "call", "customer", "device", "incident", "knowledge",
-          "server", "session", "user"]  # fmt: skip
+          "server", "session", "user", "window"]  # fmt: skip
 
 
 @pytest.mark.parametrize("group", GROUPS)
