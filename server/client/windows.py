@@ -26,9 +26,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON a
 window_app = typer.Typer(
     help="Maintenance windows: faults in one open no incident and notify nobody.",
     epilog=examples(
-        ("fieldlink window list --device d1", "its windows"),
+        ("fieldlink window list --device d1", "its own"),
         ("fieldlink window add --device d1 --start 2026-12-13 --minutes 90", "once"),
-        ("fieldlink window delete 7", "remove one"),
+        ("fieldlink window delete 7", "gone"),
     ),
     no_args_is_help=True,
 )
