@@ -7,6 +7,7 @@
   const formats = {
     rate: (v) => (v == null ? "—" : (v * 100).toFixed(0) + " %"),
     hours: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " h"),
+    seconds: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " s"),
     money: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
     count: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
   };
