@@ -278,7 +278,8 @@ def test_handover_notes_go_out_neutralized_and_come_back_exactly(
     assert exported.status_code == 200
     rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
     cells = {row["external_id"]: row["handover_note"] for row in rows}
-    assert cells["E-0"].startswith("'=") and cells["E-1"].startswith("'+")
+    assert cells["E-0"].startswith("'=")
+    assert cells["E-1"].startswith("'+")
     changed = exported.text.replace("needs the board", "needs the board now")
     imported = client.post(
         "/api/v1/incidents/import",

@@ -80,15 +80,18 @@ def test_handover_notes_go_out_neutralized_and_come_back_exactly(
     engine: Engine, tmp_path: Path
 ) -> None:
     stored = _escalated(engine)
-    assert stored["H-0"] == NOTES[0] and stored["H-none"] is None
+    assert stored["H-0"] == NOTES[0]
+    assert stored["H-none"] is None
     text = _export(engine)
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert list(rows[0])[-1] == "handover_note"
     cells = {row["external_id"]: row["handover_note"] for row in rows}
     for cell in cells.values():
         assert cell[:1] not in {"=", "+", "-", "@", "\t", "\r"}
-    assert cells["H-0"].startswith("'=") and cells["H-1"].startswith("'@")
-    assert cells["H-3"] == "''=1+1" and cells["H-none"] == ""
+    assert cells["H-0"].startswith("'=")
+    assert cells["H-1"].startswith("'@")
+    assert cells["H-3"] == "''=1+1"
+    assert cells["H-none"] == ""
 
     other = _other(tmp_path)
     try:
