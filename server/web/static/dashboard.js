@@ -11,7 +11,7 @@
     money: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
     count: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
   };
-  for (const figure of document.querySelectorAll("#trend-charts .chart")) {
+  for (const figure of document.querySelectorAll("#trend-charts .chart, #call-charts .chart")) {
     const name = figure.dataset.series;
     const kind = data.kinds[name];
     const format = formats[kind] || formats.count;
