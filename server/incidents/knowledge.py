@@ -9,7 +9,8 @@ own full-text index, never a ``LIKE`` scan:
   the query language (``NEAR``, ``*``, column filters...) is never the user's:
   all words must match, a hyphenated code such as ``SC-541`` as a phrase.
 - PostgreSQL: ``websearch_to_tsquery('simple', q)`` against the GIN-indexed
-  ``to_tsvector('simple', ...)`` expressions, ranked by ``ts_rank``.
+  stored ``tsvector`` of the notes (``incident.note_search``, migration 0020) and
+  the articles' ``to_tsvector('simple', ...)`` expression, ranked by ``ts_rank``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ SNIPPET_CHARS = 240
 _WORDS = re.compile(r"[^\s\"]+")
 #: How many of the newest matching notes are ranked (every matching article is).
 RANKED_NOTES = 1000
-#: The exact expressions the PostgreSQL GIN indexes of migration 0011 were built on.
+#: The words of a note (with its error code); PostgreSQL stores them as the generated,
+#: GIN-indexed column :data:`NOTE_VECTOR_COLUMN` (migration 0020).
 NOTE_DOCUMENT = "to_tsvector('simple', coalesce(error_code, '') || ' ' || resolution_note)"
+NOTE_VECTOR_COLUMN = "note_search"
+#: The exact expression the PostgreSQL GIN index of migration 0011 was built on.
 ARTICLE_DOCUMENT = "to_tsvector('simple', title || ' ' || keywords || ' ' || steps)"
 
 
@@ -180,29 +184,27 @@ def _search_sqlite(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]
 
 
 def _search_postgresql(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]]:
-    """``websearch_to_tsquery`` against the GIN-indexed expressions of migration 0011.
+    """``websearch_to_tsquery`` against the notes' stored vector and the articles' index.
 
     The query is written inline (not joined in from ``FROM``) so that each
-    ``@@`` is a bitmap scan of its index; only the two fixed expression texts
-    are joined into the SQL (they must match the indexes).
+    ``@@`` is a bitmap scan of its GIN index; only fixed texts (the column's name
+    and the articles' expression, which must match its index) are joined in.
     """
     query = "websearch_to_tsquery('simple', :q)"
     params: dict[str, Any] = {"q": q, "limit": limit, "pool": RANKED_NOTES}
     notes = (
-        f"SELECT id, error_code, resolution_note, device_id FROM incident "  # noqa: S608
-        f"WHERE resolution_note IS NOT NULL AND {NOTE_DOCUMENT} @@ {query} "
-        "ORDER BY id DESC LIMIT :pool"
+        f"SELECT id, error_code, resolution_note, device_id, {NOTE_VECTOR_COLUMN} AS vector "  # noqa: S608
+        f"FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query} ORDER BY id DESC LIMIT :pool"
     )
     sql = (
         f"WITH notes AS MATERIALIZED ({notes}), hits AS ("  # noqa: S608
-        f"SELECT 'note' AS kind, id, ts_rank({NOTE_DOCUMENT}, {query}) AS rank, "
+        f"SELECT 'note' AS kind, id, ts_rank(vector, {query}) AS rank, "
         "error_code AS title, resolution_note AS body, device_id, NULL::jsonb AS codes "
         "FROM notes UNION ALL "
         f"SELECT 'article', id, ts_rank({ARTICLE_DOCUMENT}, {query}), title, steps, NULL, "
         f"error_codes::jsonb FROM knowledge_article WHERE {ARTICLE_DOCUMENT} @@ {query}) "
         "SELECT kind, id, rank, title, body, device_id, codes, "
-        f"(SELECT count(*) FROM incident WHERE resolution_note IS NOT NULL "
-        f"AND {NOTE_DOCUMENT} @@ {query}) + "
+        f"(SELECT count(*) FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query}) + "
         f"(SELECT count(*) FROM knowledge_article WHERE {ARTICLE_DOCUMENT} @@ {query}) AS total "
         "FROM hits ORDER BY rank DESC, id DESC LIMIT :limit"
     )

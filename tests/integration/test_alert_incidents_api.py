@@ -478,11 +478,16 @@ def test_postgresql_search_uses_the_gin_indexes(postgres_url: str) -> None:
     from sqlmodel import Session as DbSession
 
     from server.db import create_schema, make_engine
-    from server.incidents.knowledge import ARTICLE_DOCUMENT, NOTE_DOCUMENT, search
+    from server.incidents.knowledge import (
+        ARTICLE_DOCUMENT,
+        NOTE_DOCUMENT,
+        NOTE_VECTOR_COLUMN,
+        search,
+    )
 
-    migration = Path(__file__).parents[2] / "server/migrations/versions/0011_resolution.py"
-    assert NOTE_DOCUMENT in migration.read_text()
-    assert ARTICLE_DOCUMENT in migration.read_text()
+    versions = Path(__file__).parents[2] / "server/migrations/versions"
+    assert NOTE_DOCUMENT in (versions / "0020_note_search.py").read_text()
+    assert ARTICLE_DOCUMENT in (versions / "0011_resolution.py").read_text()
 
     engine = make_engine(postgres_url)
     try:
@@ -490,12 +495,7 @@ def test_postgresql_search_uses_the_gin_indexes(postgres_url: str) -> None:
         with DbSession(engine) as db:
             db.execute(sa.text("SET enable_seqscan = off"))
             for table, document, index, where in (
-                (
-                    "incident",
-                    NOTE_DOCUMENT,
-                    "ix_incident_note_search",
-                    "resolution_note IS NOT NULL AND",
-                ),
+                ("incident", NOTE_VECTOR_COLUMN, "ix_incident_note_vector", ""),
                 ("knowledge_article", ARTICLE_DOCUMENT, "ix_knowledge_article_search", ""),
             ):
                 explain = (

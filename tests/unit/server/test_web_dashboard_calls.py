@@ -73,7 +73,8 @@ def test_the_dashboard_charts_and_exports_asa_from_calls_per_month(
     _manager(client, engine)
     page = client.get("/dashboard", params=PERIOD)
     assert page.status_code == 200
-    assert '<div class="charts" id="call-charts">\n    <figure class="chart" data-series="calls_asa_seconds">' in page.text
+    chart = '<div class="charts" id="call-charts">\n    <figure class="chart" data-series='
+    assert chart + '"calls_asa_seconds">' in page.text
     found = re.search(r'id="trend-data">(.*?)</script>', page.text, re.S)
     assert found is not None
     trends = json.loads(found.group(1))
