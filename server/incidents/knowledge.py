@@ -9,8 +9,8 @@ own full-text index, never a ``LIKE`` scan:
   the query language (``NEAR``, ``*``, column filters...) is never the user's:
   all words must match, a hyphenated code such as ``SC-541`` as a phrase.
 - PostgreSQL: ``websearch_to_tsquery('simple', q)`` against the GIN-indexed
-  stored ``tsvector`` of the notes (``incident.note_search``, migration 0020) and
-  the articles' ``to_tsvector('simple', ...)`` expression, ranked by ``ts_rank``.
+  stored ``tsvector`` columns ``incident.note_search`` and
+  ``knowledge_article.article_search`` (migration 0020), ranked by ``ts_rank``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from shared.errors import NotFound
 QUERY_MAX = 200
 SNIPPET_CHARS = 240
 _WORDS = re.compile(r"[^\s\"]+")
-#: How many of the newest matching notes are ranked (every matching article is).
+#: How many of the newest matching notes are ranked and counted (every matching article is).
 RANKED_NOTES = 1000
 #: The words of a note (with its error code); PostgreSQL stores them as the generated,
 #: GIN-indexed column :data:`NOTE_VECTOR_COLUMN` (migration 0020).
 NOTE_DOCUMENT = "to_tsvector('simple', coalesce(error_code, '') || ' ' || resolution_note)"
 NOTE_VECTOR_COLUMN = "note_search"
-#: The exact expression the PostgreSQL GIN index of migration 0011 was built on.
+#: The words of an article; stored on PostgreSQL as :data:`ARTICLE_VECTOR_COLUMN`.
+ARTICLE_VECTOR_COLUMN = "article_search"
 ARTICLE_DOCUMENT = "to_tsvector('simple', title || ' ' || keywords || ' ' || steps)"
 
 
@@ -106,11 +107,13 @@ def search(session: Session, *, q: str, limit: int = 20) -> KnowledgeHits:
     """Articles and resolution notes matching every word of ``q``, the best first.
 
     One statement answers it (docs/benchmarks.md "Knowledge search"): the hits
-    with what they show, and how many match. Every matching article is ranked;
-    of the notes, the :data:`RANKED_NOTES` newest matches (a common word matches
-    a hundred thousand notes, and ranking them all costs more than the answer
-    is worth: among notes that share a common word, the newest fixes are the
-    useful ones). ``count`` counts every match.
+    with what they show, and how many match. Every matching article is ranked
+    and counted; of the notes, the :data:`RANKED_NOTES` newest matches (a common
+    word matches a hundred thousand notes, and ranking or counting them all
+    costs more than the answer is worth: among notes that share a common word,
+    the newest fixes are the useful ones). So ``count`` is every matching
+    article plus the matching notes up to :data:`RANKED_NOTES`: that many notes
+    means "at least".
     """
     if session.get_bind().dialect.name == "postgresql":
         rows = _search_postgresql(session, q, limit)
@@ -161,7 +164,7 @@ def _search_sqlite(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]
     params: dict[str, Any] = {"q": query, "limit": limit, "pool": RANKED_NOTES}
     return session.execute(
         sa.text(
-            "WITH hits AS ("
+            "WITH hits AS MATERIALIZED ("
             "SELECT rowid, rank FROM knowledge_fts "
             "WHERE knowledge_fts MATCH :q AND rowid % 2 = 1 "
             "UNION ALL SELECT * FROM ("
@@ -173,7 +176,7 @@ def _search_sqlite(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]
             "coalesce(a.title, i.error_code) AS title, "
             "coalesce(a.steps, i.resolution_note) AS body, "
             "i.device_id AS device_id, a.error_codes AS codes, "
-            "(SELECT count(*) FROM knowledge_fts WHERE knowledge_fts MATCH :q) AS total "
+            "(SELECT count(*) FROM hits) AS total "
             "FROM best AS b "
             "LEFT JOIN knowledge_article AS a ON b.rowid % 2 = 1 AND a.id = b.rowid / 2 "
             "LEFT JOIN incident AS i ON b.rowid % 2 = 0 AND i.id = b.rowid / 2 "
@@ -184,11 +187,10 @@ def _search_sqlite(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]
 
 
 def _search_postgresql(session: Session, q: str, limit: int) -> Sequence[sa.Row[Any]]:
-    """``websearch_to_tsquery`` against the notes' stored vector and the articles' index.
+    """``websearch_to_tsquery`` against the stored, GIN-indexed vectors of migration 0020.
 
     The query is written inline (not joined in from ``FROM``) so that each
-    ``@@`` is a bitmap scan of its GIN index; only fixed texts (the column's name
-    and the articles' expression, which must match its index) are joined in.
+    ``@@`` can use its index; only fixed texts (the columns' names) are joined in.
     """
     query = "websearch_to_tsquery('simple', :q)"
     params: dict[str, Any] = {"q": q, "limit": limit, "pool": RANKED_NOTES}
@@ -196,16 +198,18 @@ def _search_postgresql(session: Session, q: str, limit: int) -> Sequence[sa.Row[
         f"SELECT id, error_code, resolution_note, device_id, {NOTE_VECTOR_COLUMN} AS vector "  # noqa: S608
         f"FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query} ORDER BY id DESC LIMIT :pool"
     )
+    articles = (
+        f"SELECT id, title, steps, error_codes, {ARTICLE_VECTOR_COLUMN} AS vector "  # noqa: S608
+        f"FROM knowledge_article WHERE {ARTICLE_VECTOR_COLUMN} @@ {query}"
+    )
     sql = (
-        f"WITH notes AS MATERIALIZED ({notes}), hits AS ("  # noqa: S608
-        f"SELECT 'note' AS kind, id, ts_rank(vector, {query}) AS rank, "
+        f"WITH notes AS MATERIALIZED ({notes}), articles AS MATERIALIZED ({articles}), "  # noqa: S608
+        f"hits AS (SELECT 'note' AS kind, id, ts_rank(vector, {query}) AS rank, "
         "error_code AS title, resolution_note AS body, device_id, NULL::jsonb AS codes "
-        "FROM notes UNION ALL "
-        f"SELECT 'article', id, ts_rank({ARTICLE_DOCUMENT}, {query}), title, steps, NULL, "
-        f"error_codes::jsonb FROM knowledge_article WHERE {ARTICLE_DOCUMENT} @@ {query}) "
+        f"FROM notes UNION ALL SELECT 'article', id, ts_rank(vector, {query}), title, steps, "
+        "NULL, error_codes::jsonb FROM articles) "
         "SELECT kind, id, rank, title, body, device_id, codes, "
-        f"(SELECT count(*) FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query}) + "
-        f"(SELECT count(*) FROM knowledge_article WHERE {ARTICLE_DOCUMENT} @@ {query}) AS total "
+        "(SELECT count(*) FROM notes) + (SELECT count(*) FROM articles) AS total "
         "FROM hits ORDER BY rank DESC, id DESC LIMIT :limit"
     )
     return session.execute(sa.text(sql), params).all()

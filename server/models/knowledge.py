@@ -28,9 +28,11 @@ SEARCH_OBJECTS: frozenset[str] = frozenset(
         "knowledge_fts_config",
         "ix_incident_note_search",
         "ix_knowledge_article_search",
-        # PostgreSQL, migration 0020: the notes' stored tsvector and its GIN index.
+        # PostgreSQL, migration 0020: the stored tsvectors and their GIN indexes.
         "note_search",
         "ix_incident_note_vector",
+        "article_search",
+        "ix_knowledge_article_vector",
     }
 )
 TITLE_MAX = 200
