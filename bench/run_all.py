@@ -26,6 +26,8 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("tunnel", []),
     ("sessions", []),
     ("desk", []),
+    ("lookup", []),
+    ("knowledge", []),
     ("snmp", []),
 ]
 

@@ -74,14 +74,20 @@ def ms(value: float) -> str:
 
 
 def on_each_database(
-    name: str, run: Callable[[str, str, Path], dict[str, Any]], *, postgres: bool = True
+    name: str,
+    run: Callable[[str, str, Path], dict[str, Any]],
+    *,
+    postgres: bool = True,
+    sqlite: bool = True,
 ) -> list[dict[str, Any]]:
-    """``run(database_url, label, state_dir)`` on a scratch SQLite database, then (with
-    ``postgres``) on a database of a private PostgreSQL cluster; their results."""
+    """``run(database_url, label, state_dir)`` on a scratch SQLite database (with
+    ``sqlite``), then (with ``postgres``) on a database of a private PostgreSQL cluster;
+    their results."""
     results = []
     with tempfile.TemporaryDirectory(prefix=f"fieldlink-bench-{name}-") as scratch:
-        url = f"sqlite:///{Path(scratch) / f'{name}.db'}"
-        results.append(run(url, "SQLite", Path(scratch) / "state"))
+        if sqlite:
+            url = f"sqlite:///{Path(scratch) / f'{name}.db'}"
+            results.append(run(url, "SQLite", Path(scratch) / "state"))
         if postgres:
             cluster = PostgresCluster()
             cluster.start()

@@ -273,7 +273,6 @@ def call_lookup(
 ) -> None:
     """Who is calling: the customer, devices and open incidents a number matches."""
     from server.cli.kpi import api_client
-    from server.crud.customers import customer_public
     from server.customers.calls import lookup
 
     client = api_client(config)
@@ -300,15 +299,14 @@ def call_lookup(
                 customer_number=customer_no,
                 default_region=settings.phone_default_region,
             )
-            customer = customer_public(session, match.customer) if match.customer else None
     finally:
         engine.dispose()
     _print_lookup(
         as_json,
         ani_e164=match.ani_e164,
-        customer=customer.model_dump(mode="json") if customer else None,
+        customer=match.customer.model_dump(mode="json") if match.customer else None,
         devices=[d.id for d in match.devices],
-        incidents=[i.id for i in match.open_incidents if i.id is not None],
+        incidents=[i.id for i in match.open_incidents],
         numbers=match.customer_numbers,
     )
 

@@ -30,6 +30,10 @@ ToOption = Annotated[
     str | None, typer.Option("--to", help="end, exclusive: YYYY-MM-DD or ISO 8601 (UTC)")
 ]
 
+#: The recorded calls' ASA column (``KpiGroup.calls``, ``KpiReport.calls``).
+CALLS_ASA_DEFINITION = (
+    "mean time from ring to answer over the recorded calls that started then, seconds"
+)
 # Column headings of the table and how each figure is shown.
 _COLUMNS: list[tuple[str, str, str]] = [
     ("incidents_closed", "closed", "{:d}"),
@@ -42,6 +46,7 @@ _COLUMNS: list[tuple[str, str, str]] = [
     ("mttr_remote_hours", "mttr-r h", "{:.1f}"),
     ("mttr_dispatch_hours", "mttr-d h", "{:.1f}"),
     ("asa_seconds", "asa s", "{:.0f}"),
+    ("calls_asa_seconds", "asa-c s", "{:.0f}"),
     ("downtime_saved_hours", "saved h", "{:,.0f}"),
     ("cost_saved", "cost saved", "{:,.0f}"),
 ]
@@ -89,10 +94,10 @@ def format_report(report: KpiReport) -> str:
     ]
     rows: list[list[str]] = []
     for group in report.groups:
-        data = group.model_dump()
+        data = {**group.model_dump(), "calls_asa_seconds": group.calls.asa_seconds}
         key = "(none)" if group.key is None else str(group.key)
         rows.append([key, *(_cell(data[name], style) for name, _, style in _COLUMNS)])
-    total = report.total.model_dump()
+    total = {**report.total.model_dump(), "calls_asa_seconds": report.calls.asa_seconds}
     rows.append(["total", *(_cell(total[name], style) for name, _, style in _COLUMNS)])
     header = [report.group_by if report.group_by != "none" else "", *(h for _, h, _ in _COLUMNS)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -109,7 +114,8 @@ def format_report(report: KpiReport) -> str:
         lines.append(line(["-" * w for w in widths]))
     lines.append(line(rows[-1]))
     lines.append("")
-    lines.extend(f"  {heading:>10}: {KPI_DEFINITIONS[name]}" for name, heading, _ in _COLUMNS)
+    meaning = {**KPI_DEFINITIONS, "calls_asa_seconds": CALLS_ASA_DEFINITION}
+    lines.extend(f"  {heading:>10}: {meaning[name]}" for name, heading, _ in _COLUMNS)
     return "\n".join(lines)
 
 

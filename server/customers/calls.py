@@ -26,11 +26,17 @@ from server.models import (
     CallCreate,
     CallPublic,
     CallUpdate,
+    ContactPublic,
     Customer,
     CustomerContact,
+    CustomerPublic,
+    CustomerSite,
     Device,
+    DevicePublic,
     Incident,
     IncidentCreate,
+    IncidentPublic,
+    SitePublic,
 )
 from server.scope import EVERYTHING, Scope
 from shared.errors import Conflict, NotFound
@@ -44,14 +50,24 @@ LOOKUP_INCIDENTS = 50
 
 @dataclass
 class Match:
-    """What a caller's number matched."""
+    """What a caller's number matched, as the API shows it."""
 
     ani_e164: str | None
-    customer: Customer | None = None
-    devices: list[Device] = field(default_factory=list)
-    open_incidents: list[Incident] = field(default_factory=list)
+    customer: CustomerPublic | None = None
+    devices: list[DevicePublic] = field(default_factory=list)
+    open_incidents: list[IncidentPublic] = field(default_factory=list)
     #: Every customer the number matched (more than one: ``customer`` is ``None``).
     customer_numbers: list[str] = field(default_factory=list)
+
+
+_DEVICE: sa.Table = Device.__table__  # type: ignore[attr-defined]
+_INCIDENT: sa.Table = Incident.__table__  # type: ignore[attr-defined]
+_CUSTOMER: sa.Table = Customer.__table__  # type: ignore[attr-defined]
+_CONTACT: sa.Table = CustomerContact.__table__  # type: ignore[attr-defined]
+_SITE: sa.Table = CustomerSite.__table__  # type: ignore[attr-defined]
+#: The device columns the answer shows (not the ingest's counters).
+_DEVICE_COLUMNS = [c for c in _DEVICE.c if c.key in DevicePublic.model_fields]
+_INCIDENT_COLUMNS = [c for c in _INCIDENT.c if c.key in IncidentPublic.model_fields]
 
 
 def lookup(
@@ -68,51 +84,165 @@ def lookup(
     ``ani`` is read in the keyed-in customer's country, else ``default_region``.
     A keyed-in customer number narrows the match to that customer; when the
     number matches none of its phones, the customer alone is the match.
+    Only what lies in ``scope`` matches (a keyed-in customer outside it is ignored).
+
+    At most four statements (five with a keyed-in number), each an indexed read
+    answered as plain rows (docs/benchmarks.md "CTI lookup"): which devices and
+    customers the number matches, the customer with its contacts, sites and
+    device count, the devices, their open incidents.
 
     Raises:
         InvalidInput: naming ``ani`` when it is no valid number and ``strict``.
-
-    Only what lies in ``scope`` matches (a keyed-in customer outside it is ignored).
     """
-    keyed = session.get(Customer, customer_number) if customer_number else None
-    if keyed is not None and not scope.sees_customer(session, keyed.number):
+    connection = session.connection()
+    keyed: tuple[str, str | None] | None = None
+    if customer_number:
+        row = connection.execute(
+            sa.select(_CUSTOMER.c.number, _CUSTOMER.c.country).where(
+                _CUSTOMER.c.number == customer_number
+            )
+        ).first()
+        keyed = (row.number, row.country) if row is not None else None
+    if keyed is not None and not scope.unrestricted and not scope.sees_customer(session, keyed[0]):
         keyed = None
-    region = (keyed.country if keyed else None) or default_region
+    region = (keyed[1] if keyed else None) or default_region
     e164 = require_e164(ani, region, field="ani") if strict else to_e164(ani, region)
     match = Match(ani_e164=e164)
-    devices: list[Device] = []
+    device_ids: list[str] = []
     numbers: set[str] = set()
     if e164 is not None:
-        query = select(Device).where(Device.contact_phone_e164 == e164, scope.devices())
-        if keyed is not None:
-            query = query.where(Device.customer_number == keyed.number)
-        devices = list(session.exec(query.order_by(col(Device.id)).limit(LOOKUP_DEVICES)).all())
-        numbers = {d.customer_number for d in devices if d.customer_number}
-        contacts = select(CustomerContact.customer_number).where(
-            CustomerContact.phone == e164,
-            scope.where_customer(col(CustomerContact.customer_number)),
-        )
-        if keyed is not None:
-            contacts = contacts.where(CustomerContact.customer_number == keyed.number)
-        numbers |= set(session.exec(contacts.distinct().limit(LOOKUP_DEVICES)).all())
+        matching = _matching(e164, keyed[0] if keyed else None, scope)
+        for number, device_id in connection.execute(matching):
+            if number is not None:
+                numbers.add(number)
+            if device_id is not None:
+                device_ids.append(device_id)
     if keyed is not None and not numbers:
-        numbers = {keyed.number}
+        numbers = {keyed[0]}
     match.customer_numbers = sorted(numbers)
     if len(numbers) == 1:
-        match.customer = session.get(Customer, next(iter(numbers)))
-        if not devices and match.customer is not None:
-            devices = list(
-                session.exec(
-                    select(Device)
-                    .where(Device.customer_number == match.customer.number, scope.devices())
-                    .order_by(col(Device.id))
-                    .limit(LOOKUP_DEVICES)
-                ).all()
-            )
-    match.devices = devices
-    if devices:
-        match.open_incidents = list(session.exec(open_incidents_of([d.id for d in devices])).all())
+        match.customer = customer_details(connection, next(iter(numbers)))
+    devices: sa.ColumnElement[bool] | None = None
+    if device_ids:
+        devices = _DEVICE.c.id.in_(device_ids)
+    elif match.customer is not None:
+        devices = _DEVICE.c.customer_number == match.customer.number
+    if devices is not None:
+        match.devices = [
+            DevicePublic.model_validate(row)
+            for row in connection.execute(
+                sa.select(*_DEVICE_COLUMNS)
+                .where(devices, scope.devices())
+                .order_by(_DEVICE.c.id)
+                .limit(LOOKUP_DEVICES)
+            ).mappings()
+        ]
+    if match.devices:
+        # "Open" written so that no index serves it: see open_incidents_of.
+        still_open = sa.case((_INCIDENT.c.closed_at.is_(None), 1), else_=0) == 1
+        match.open_incidents = [
+            IncidentPublic.model_validate({**row, "state": "open", "session_ids": []})
+            for row in connection.execute(
+                sa.select(*_INCIDENT_COLUMNS)
+                .where(_INCIDENT.c.device_id.in_([d.id for d in match.devices]), still_open)
+                .order_by(_INCIDENT.c.opened_at.desc())
+                .limit(LOOKUP_INCIDENTS)
+            ).mappings()
+        ]
     return match
+
+
+def _matching(
+    e164: str, keyed: str | None, scope: Scope = EVERYTHING
+) -> sa.CompoundSelect[str | None, str | None]:
+    """One statement: (customer number, device id) of the devices with that phone,
+    then (customer number, ``NULL``) of the customers with a contact at it (in ``scope``)."""
+    device, contact = _DEVICE.c, _CONTACT.c
+    by_phone = sa.select(device.customer_number.label("number"), device.id.label("device_id"))
+    by_phone = by_phone.where(device.contact_phone_e164 == e164, scope.devices())
+    by_contact = sa.select(
+        contact.customer_number.label("number"), sa.null().label("device_id")
+    ).where(contact.phone == e164, scope.where_customer(contact.customer_number))
+    if keyed is not None:
+        by_phone = by_phone.where(device.customer_number == keyed)
+        by_contact = by_contact.where(contact.customer_number == keyed)
+    phones = by_phone.order_by(device.id).limit(LOOKUP_DEVICES).subquery("phones")
+    contacts = by_contact.distinct().limit(LOOKUP_DEVICES).subquery("contacts")
+    return sa.union_all(
+        sa.select(phones.c.number, phones.c.device_id),
+        sa.select(contacts.c.number, contacts.c.device_id),
+    )
+
+
+def customer_details(connection: sa.Connection, number: str) -> CustomerPublic | None:
+    """The customer with its contacts, sites and device count, in one statement.
+
+    The same answer as :func:`server.crud.customers.customer_public`; its
+    contacts and sites come as rows of one ``UNION ALL`` joined to the customer.
+    """
+    contact, site, customer = _CONTACT.c, _SITE.c, _CUSTOMER.c
+    details = sa.union_all(
+        sa.select(
+            sa.literal("contact").label("kind"),
+            contact.id.label("id"),
+            contact.name.label("name"),
+            contact.phone.label("a"),
+            contact.email.label("b"),
+            contact.language.label("c"),
+        ).where(contact.customer_number == number),
+        sa.select(
+            sa.literal("site"), site.id, site.name, site.country, site.region, sa.null()
+        ).where(site.customer_number == number),
+    ).subquery("details")
+    count = (
+        sa.select(sa.func.count())
+        .select_from(_DEVICE)
+        .where(_DEVICE.c.customer_number == number)
+        .scalar_subquery()
+    )
+    rows = connection.execute(
+        sa.select(
+            customer.number,
+            customer.name,
+            customer.country,
+            customer.region,
+            customer.created_at,
+            count.label("device_count"),
+            details.c.kind,
+            details.c.name.label("detail_name"),
+            details.c.a,
+            details.c.b,
+            details.c.c,
+        )
+        .select_from(_CUSTOMER.outerjoin(details, sa.true()))
+        .where(customer.number == number)
+        .order_by(
+            details.c.kind,
+            sa.case((details.c.kind == "site", details.c.name)),
+            details.c.id,
+        )
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return CustomerPublic(
+        number=first.number,
+        name=first.name,
+        country=first.country,
+        region=first.region,
+        created_at=first.created_at,
+        device_count=int(first.device_count),
+        contacts=[
+            ContactPublic(name=r.detail_name, phone=r.a, email=r.b, language=r.c)
+            for r in rows
+            if r.kind == "contact"
+        ],
+        sites=[
+            SitePublic(name=r.detail_name, country=r.a, region=r.b)
+            for r in rows
+            if r.kind == "site"
+        ],
+    )
 
 
 def open_incidents_of(

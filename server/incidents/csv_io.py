@@ -15,6 +15,10 @@ evaluate. So that the mark is never ambiguous, a text cell that begins with
 ``'`` gets one more. The import removes exactly that one mark (a cell that
 begins with ``'`` followed by one of those characters or another ``'``), so a
 file exported by fieldlink imports back to the very same values.
+
+``handover_note`` (the latest escalation's note) goes out and comes back like
+the other text cells; a file without that column leaves the stored notes as
+they are (an older export must not wipe what the specialists were told).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -37,7 +41,7 @@ from server.crud.conflicts import conflict_on_duplicate
 from server.incidents.records import check_incident
 from server.kpi.compute import DEVICE_TABLE, INCIDENT_TABLE
 from server.models import IncidentCreate
-from server.models.incident import CSV_COLUMNS, TIME_FIELDS
+from server.models.incident import CSV_COLUMNS, HANDOVER_NOTE_MAX, TIME_FIELDS
 from shared.ids import utcnow
 
 logger = logging.getLogger(__name__)
@@ -157,6 +161,12 @@ def _records(source: str | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
         line = reader.line_num + 1
 
 
+class _CsvRow(IncidentCreate):
+    """One row of an import: an incident, and the latest escalation's handover note."""
+
+    handover_note: str | None = Field(default=None, max_length=HANDOVER_NOTE_MAX)
+
+
 def _problems_of(error: ValidationError, line: int) -> list[RowProblem]:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
@@ -218,11 +228,13 @@ def _parse(
             if "remote_session_used" in raw:
                 values["remote_session_used"] = _parse_bool(raw["remote_session_used"])
             try:
-                checked = IncidentCreate.model_validate(values).model_dump()
+                checked = _CsvRow.model_validate(values).model_dump()
             except ValidationError as exc:
                 problems.extend(_problems_of(exc, line))
                 continue
             checked["down_at"] = checked["down_at"] or checked["opened_at"]
+            if "handover_note" not in columns:
+                del checked["handover_note"]  # kept as stored (see the module's docstring)
             problems.extend(RowProblem(line, p.field, p.message) for p in check_incident(checked))
             external_id = checked["external_id"]
             if external_id is not None:
@@ -313,6 +325,7 @@ def import_incidents_csv(session: Session, text: str | Iterable[str]) -> ImportR
         if existing is None:
             inserts.append({**values, "created_at": now, "updated_at": now})
             continue
+        values.setdefault("handover_note", existing["handover_note"])
         if existing["id"] in linked:
             values["remote_session_used"] = True
         if all(existing[name] == values[name] for name in (*_IMPORTED, "device_type")):

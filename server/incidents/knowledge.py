@@ -9,11 +9,13 @@ own full-text index, never a ``LIKE`` scan:
   the query language (``NEAR``, ``*``, column filters...) is never the user's:
   all words must match, a hyphenated code such as ``SC-541`` as a phrase.
 - PostgreSQL: ``websearch_to_tsquery('simple', q)`` against the GIN-indexed
-  ``to_tsvector('simple', ...)`` expressions, ranked by ``ts_rank``.
+  stored ``tsvector`` columns ``incident.note_search`` and
+  ``knowledge_article.article_search`` (migration 0020), ranked by ``ts_rank``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.models import (
-    Incident,
+    Device,
     KnowledgeArticle,
     KnowledgeArticleCreate,
     KnowledgeArticlePublic,
@@ -36,10 +38,14 @@ from shared.errors import NotFound
 QUERY_MAX = 200
 SNIPPET_CHARS = 240
 _WORDS = re.compile(r"[^\s\"]+")
-#: Hits as ``(kind, id, rank)``, the best first.
-Ranked = list[tuple[str, int, float]]
-#: The exact expressions the PostgreSQL GIN indexes of migration 0011 were built on.
+#: How many of the newest matching notes are ranked and counted (every matching article is).
+RANKED_NOTES = 1000
+#: The words of a note (with its error code); PostgreSQL stores them as the generated,
+#: GIN-indexed column :data:`NOTE_VECTOR_COLUMN` (migration 0020).
 NOTE_DOCUMENT = "to_tsvector('simple', coalesce(error_code, '') || ' ' || resolution_note)"
+NOTE_VECTOR_COLUMN = "note_search"
+#: The words of an article; stored on PostgreSQL as :data:`ARTICLE_VECTOR_COLUMN`.
+ARTICLE_VECTOR_COLUMN = "article_search"
 ARTICLE_DOCUMENT = "to_tsvector('simple', title || ' ' || keywords || ' ' || steps)"
 
 
@@ -103,99 +109,138 @@ def search(
     session: Session, *, q: str, limit: int = 20, scope: Scope = EVERYTHING
 ) -> KnowledgeHits:
     """Articles and resolution notes matching every word of ``q``, the best first; the
-    notes of incidents outside ``scope`` are left out (and out of ``count``)."""
+    notes of incidents outside ``scope`` are left out (and out of ``count``).
+
+    One statement answers it (docs/benchmarks.md "Knowledge search"): the hits
+    with what they show, and how many match. Every matching article is ranked
+    and counted; of the notes, the :data:`RANKED_NOTES` newest matches (a common
+    word matches a hundred thousand notes, and ranking or counting them all
+    costs more than the answer is worth: among notes that share a common word,
+    the newest fixes are the useful ones). So ``count`` is every matching
+    article plus the matching notes up to :data:`RANKED_NOTES`: that many notes
+    means "at least".
+    """
+    devices = None if scope.unrestricted else _devices_in(session, scope)
     if session.get_bind().dialect.name == "postgresql":
-        ranked, total = _search_postgresql(session, q, limit)
+        rows = _search_postgresql(session, q, limit, devices)
     else:
-        ranked, total = _search_sqlite(session, q, limit)
-    notes = {i for kind, i, _rank in ranked if kind == "note"}
-    articles = {i for kind, i, _rank in ranked if kind == "article"}
-    by_incident = {
-        row.id: row
-        for row in session.exec(
-            select(Incident).where(
-                col(Incident.id).in_(notes), scope.where_device(col(Incident.device_id))
-            )
-        ).all()
-    }
-    hidden = len(notes - set(by_incident))
-    by_article = {
-        row.id: row
-        for row in session.exec(
-            select(KnowledgeArticle).where(col(KnowledgeArticle.id).in_(articles))
-        ).all()
-    }
+        rows = _search_sqlite(session, q, limit, devices)
     items: list[KnowledgeHit] = []
-    for kind, ident, rank in ranked:
-        if kind == "note" and (incident := by_incident.get(ident)) is not None:
-            code = incident.error_code
+    total = 0
+    for row in rows:
+        total = int(row.total)
+        rank = round(float(row.rank), 6)
+        if row.kind == "note":
+            code = row.title or None
             items.append(
                 KnowledgeHit(
                     kind="note",
-                    id=ident,
-                    title=f"Incident #{ident}" + (f" ({code})" if code else ""),
-                    snippet=_snippet(incident.resolution_note or ""),
+                    id=int(row.id),
+                    title=f"Incident #{row.id}" + (f" ({code})" if code else ""),
+                    snippet=_snippet(row.body or ""),
                     error_codes=[code] if code else [],
                     rank=rank,
-                    device_id=incident.device_id,
+                    device_id=row.device_id,
                 )
             )
-        elif kind == "article" and (article := by_article.get(ident)) is not None:
+        else:
+            codes = row.codes if isinstance(row.codes, list) else json.loads(row.codes or "[]")
             items.append(
                 KnowledgeHit(
                     kind="article",
-                    id=ident,
-                    title=article.title,
-                    snippet=_snippet(article.steps),
-                    error_codes=list(article.error_codes),
+                    id=int(row.id),
+                    title=row.title,
+                    snippet=_snippet(row.body),
+                    error_codes=[str(c) for c in codes],
                     rank=rank,
                 )
             )
-    return KnowledgeHits(items=items, count=max(0, total - hidden))
+    return KnowledgeHits(items=items, count=total)
+
+
+def _devices_in(session: Session, scope: Scope) -> str:
+    """The ids of the devices in ``scope``, as a JSON list (the searches' parameter)."""
+    ids = session.exec(select(col(Device.id)).where(scope.devices())).all()
+    return json.dumps(list(ids))
 
 
 def _search_sqlite(
-    session: Session, q: str, limit: int
-) -> tuple[list[tuple[str, int, float]], int]:
+    session: Session, q: str, limit: int, devices: str | None = None
+) -> Sequence[sa.Row[Any]]:
+    """FTS5: rowid ``2 * id`` is a note, ``2 * id + 1`` an article (migration 0011).
+
+    ``rank`` (bm25, lower is better) is computed only for the rows each
+    ``SELECT`` returns: every matching article, the newest notes.
+    """
     query = fts5_query(q)
     if not query:
-        return [], 0
-    params: dict[str, Any] = {"q": query, "limit": limit}
-    rows = session.execute(
+        return []
+    params: dict[str, Any] = {"q": query, "limit": limit, "pool": RANKED_NOTES}
+    scoped = ""
+    if devices is not None:
+        # Only the notes of incidents on devices in the user's scope.
+        params["devices"] = devices
+        scoped = (
+            "AND rowid / 2 IN (SELECT id FROM incident WHERE device_id IN "
+            "(SELECT value FROM json_each(:devices))) "
+        )
+    return session.execute(
         sa.text(
-            "SELECT rowid, bm25(knowledge_fts) AS rank FROM knowledge_fts "
-            "WHERE knowledge_fts MATCH :q ORDER BY rank LIMIT :limit"
+            "WITH hits AS MATERIALIZED ("  # noqa: S608 - only fixed texts are joined in
+            "SELECT rowid, rank FROM knowledge_fts "
+            "WHERE knowledge_fts MATCH :q AND rowid % 2 = 1 "
+            "UNION ALL SELECT * FROM ("
+            "SELECT rowid, rank FROM knowledge_fts "
+            f"WHERE knowledge_fts MATCH :q AND rowid % 2 = 0 {scoped}"
+            "ORDER BY rowid DESC LIMIT :pool)"
+            "), best AS (SELECT rowid, rank FROM hits ORDER BY rank, rowid DESC LIMIT :limit) "
+            "SELECT CASE WHEN b.rowid % 2 = 1 THEN 'article' ELSE 'note' END AS kind, "
+            "b.rowid / 2 AS id, -b.rank AS rank, "
+            "coalesce(a.title, i.error_code) AS title, "
+            "coalesce(a.steps, i.resolution_note) AS body, "
+            "i.device_id AS device_id, a.error_codes AS codes, "
+            "(SELECT count(*) FROM hits) AS total "
+            "FROM best AS b "
+            "LEFT JOIN knowledge_article AS a ON b.rowid % 2 = 1 AND a.id = b.rowid / 2 "
+            "LEFT JOIN incident AS i ON b.rowid % 2 = 0 AND i.id = b.rowid / 2 "
+            "ORDER BY b.rank, b.rowid DESC"
         ),
         params,
     ).all()
-    total = session.execute(
-        sa.text("SELECT count(*) FROM knowledge_fts WHERE knowledge_fts MATCH :q"), params
-    ).scalar_one()
-    ranked = [
-        ("article" if rowid % 2 else "note", rowid // 2, round(-float(rank), 6))
-        for rowid, rank in rows
-    ]
-    return ranked, int(total)
 
 
-def _search_postgresql(session: Session, q: str, limit: int) -> tuple[Ranked, int]:
-    params: dict[str, Any] = {"q": q, "limit": limit}
-    # Only the two fixed expression texts are joined in (they must match the indexes).
-    matches = (
-        f"SELECT 'note' AS kind, id, ts_rank({NOTE_DOCUMENT}, query) AS rank "  # noqa: S608
-        f"FROM incident, websearch_to_tsquery('simple', :q) AS query "
-        f"WHERE resolution_note IS NOT NULL AND {NOTE_DOCUMENT} @@ query "
-        f"UNION ALL SELECT 'article', id, ts_rank({ARTICLE_DOCUMENT}, query) "
-        f"FROM knowledge_article, websearch_to_tsquery('simple', :q) AS query "
-        f"WHERE {ARTICLE_DOCUMENT} @@ query"
+def _search_postgresql(
+    session: Session, q: str, limit: int, devices: str | None = None
+) -> Sequence[sa.Row[Any]]:
+    """``websearch_to_tsquery`` against the stored, GIN-indexed vectors of migration 0020.
+
+    The query is written inline (not joined in from ``FROM``) so that each
+    ``@@`` can use its index; only fixed texts (the columns' names) are joined in.
+    """
+    query = "websearch_to_tsquery('simple', :q)"
+    params: dict[str, Any] = {"q": q, "limit": limit, "pool": RANKED_NOTES}
+    scoped = ""
+    if devices is not None:
+        # Only the notes of incidents on devices in the user's scope.
+        params["devices"] = devices
+        scoped = "AND device_id IN (SELECT jsonb_array_elements_text(CAST(:devices AS jsonb))) "
+    notes = (
+        f"SELECT id, error_code, resolution_note, device_id, {NOTE_VECTOR_COLUMN} AS vector "  # noqa: S608
+        f"FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query} {scoped}"
+        "ORDER BY id DESC LIMIT :pool"
     )
-    rows = session.execute(
-        sa.text(f"SELECT kind, id, rank FROM ({matches}) AS m "  # noqa: S608
-                "ORDER BY rank DESC, id DESC LIMIT :limit"),
-        params,
-    ).all()  # fmt: skip
-    total = session.execute(
-        sa.text(f"SELECT count(*) FROM ({matches}) AS m"),  # noqa: S608
-        params,
-    ).scalar_one()
-    return [(kind, int(ident), round(float(rank), 6)) for kind, ident, rank in rows], int(total)
+    articles = (
+        f"SELECT id, title, steps, error_codes, {ARTICLE_VECTOR_COLUMN} AS vector "  # noqa: S608
+        f"FROM knowledge_article WHERE {ARTICLE_VECTOR_COLUMN} @@ {query}"
+    )
+    sql = (
+        f"WITH notes AS MATERIALIZED ({notes}), articles AS MATERIALIZED ({articles}), "  # noqa: S608
+        f"hits AS (SELECT 'note' AS kind, id, ts_rank(vector, {query}) AS rank, "
+        "error_code AS title, resolution_note AS body, device_id, NULL::jsonb AS codes "
+        f"FROM notes UNION ALL SELECT 'article', id, ts_rank(vector, {query}), title, steps, "
+        "NULL, error_codes::jsonb FROM articles) "
+        "SELECT kind, id, rank, title, body, device_id, codes, "
+        "(SELECT count(*) FROM notes) + (SELECT count(*) FROM articles) AS total "
+        "FROM hits ORDER BY rank DESC, id DESC LIMIT :limit"
+    )
+    return session.execute(sa.text(sql), params).all()

@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from server.crud import InvalidInput
+from server.kpi.calls import CALL_TABLE as CALL_TABLE
+from server.kpi.calls import call_figures_by_group
 from server.kpi.config import KpiSettings
 from server.kpi.report import (
     GROUP_BYS,
@@ -45,14 +47,13 @@ from server.kpi.report import (
     months_of,
 )
 from server.kpi.sql import hours_between, month_key, seconds_between
-from server.models import DEVICE_TYPES, Call, Device, Incident
+from server.models import DEVICE_TYPES, Device, Incident
 from server.scope import EVERYTHING, Scope
 
 logger = logging.getLogger(__name__)
 
 INCIDENT_TABLE: sa.Table = Incident.__table__  # type: ignore[attr-defined]
 DEVICE_TABLE: sa.Table = Device.__table__  # type: ignore[attr-defined]
-CALL_TABLE: sa.Table = Call.__table__  # type: ignore[attr-defined]
 _T = INCIDENT_TABLE.c
 
 
@@ -387,35 +388,6 @@ def _key_text(value: Any, months: list[str]) -> str | None:
     return None if value is None else str(value)
 
 
-def call_figures(
-    connection: Connection, start: datetime, end: datetime, scope: Scope = EVERYTHING
-) -> CallFigures:
-    """ASA from the recorded calls (in ``scope``) that started in ``[start, end)``: the mean
-    of ``answered_at - started_at`` over those answered (not before they started)."""
-    calls = CALL_TABLE.c
-    answered = sa.and_(calls.answered_at.is_not(None), calls.answered_at >= calls.started_at)
-    wait = seconds_between(calls.answered_at, calls.started_at)
-    row = connection.execute(
-        sa.select(
-            sa.func.count().label("calls"),
-            sa.func.count(sa.case((answered, 1))).label("answered"),
-            sa.func.count(calls.incident_id).label("linked"),
-            sa.func.sum(sa.case((answered, wait))).label("wait_sum"),
-        ).where(
-            calls.started_at >= start,
-            calls.started_at < end,
-            scope.where_call(calls.device_id, calls.customer_number),
-        )
-    ).one()
-    n = int(row.answered or 0)
-    return CallFigures(
-        calls=int(row.calls or 0),
-        answered=n,
-        linked=int(row.linked or 0),
-        asa_seconds=float(row.wait_sum) / n if n and row.wait_sum is not None else None,
-    )
-
-
 def compute_kpis(
     connection: Connection | Session,
     *,
@@ -461,18 +433,23 @@ def compute_kpis(
     total = KpiSums()
     for group in sums.values():
         total.add(group)
+    calls, calls_of = call_figures_by_group(connection, start, end, group_by, scope)
     keys: list[str | None]
     if group_by == "none":
         keys = []
     elif group_by == "month":
         keys = [*months]
     elif group_by == "device_type":
-        keys = [*DEVICE_TYPES, *sorted(k for k in sums if k is not None and k not in DEVICE_TYPES)]
+        other = {*sums, *calls_of} - {None, *DEVICE_TYPES}
+        keys = [*DEVICE_TYPES, *sorted(k for k in other if k is not None)]
     else:
-        keys = sorted(sums, key=lambda k: (k is None, k or ""))
-    groups = [KpiGroup(key=k, **figures(sums.get(k, KpiSums()))) for k in keys]
+        keys = sorted({*sums, *calls_of}, key=lambda k: (k is None, k or ""))
+    groups = [
+        KpiGroup(key=k, calls=calls_of.get(k, CallFigures()), **figures(sums.get(k, KpiSums())))
+        for k in keys
+    ]
     return KpiReport(
-        calls=call_figures(connection, start, end, scope),
+        calls=calls,
         from_=start,
         to=end,
         group_by=group_by,

@@ -60,7 +60,7 @@ class KpiCollector(Collector):
             return []
         families = {name: self._family(name) for name in KPI_DEFINITIONS}
         rows = [("all", report.total.model_dump())]
-        rows += [(str(g.key), g.model_dump(exclude={"key"})) for g in report.groups]
+        rows += [(str(g.key), g.model_dump(exclude={"key", "calls"})) for g in report.groups]
         for label, figures in rows:
             for name, value in figures.items():
                 if value is not None:

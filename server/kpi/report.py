@@ -53,12 +53,6 @@ class KpiFigures(BaseModel):
     cost_saved: float
 
 
-class KpiGroup(KpiFigures):
-    """The figures of one month, device type or region (``key``)."""
-
-    key: str | None
-
-
 class CallFigures(BaseModel):
     """The recorded calls (the calls table) that started in the window (docs/kpis.md)."""
 
@@ -66,6 +60,14 @@ class CallFigures(BaseModel):
     answered: int = 0
     linked: int = 0
     asa_seconds: float | None = None
+
+
+class KpiGroup(KpiFigures):
+    """The figures of one month, device type or region (``key``)."""
+
+    key: str | None
+    #: The recorded calls of the group (docs/kpis.md "ASA from recorded calls").
+    calls: CallFigures = Field(default_factory=CallFigures)
 
 
 class KpiReport(BaseModel):

@@ -158,9 +158,7 @@ def windows_of_device(session: Session, device_id: str) -> list[MaintenanceWindo
     return list(session.exec(statement).all())
 
 
-def preapproving_window(
-    session: Session, device_id: str, at: datetime
-) -> MaintenanceWindow | None:
+def preapproving_window(session: Session, device_id: str, at: datetime) -> MaintenanceWindow | None:
     """A window covering the device at ``at`` that pre-approves its sessions, if any."""
     for window in windows_of_device(session, device_id):
         if window.preapprove_sessions and occurrence_at(timing(window), at) is not None:

@@ -43,6 +43,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "dispatched_at",
     "engineer_arrived_at",
     "resolution_note",
+    "handover_note",
 )
 #: The longest resolution note (what was done, parts used) an incident keeps.
 RESOLUTION_NOTE_MAX = 4000

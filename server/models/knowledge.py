@@ -1,8 +1,8 @@
 """Knowledge articles: how specialists fix a fault, searchable with past resolution notes.
 
 The full-text search objects (an FTS5 table and its triggers on SQLite, GIN
-expression indexes on PostgreSQL) are dialect-specific and live only in the
-migrations: :data:`SEARCH_OBJECTS` names them.
+indexes and the notes' generated ``tsvector`` column on PostgreSQL) are
+dialect-specific and live only in the migrations: :data:`SEARCH_OBJECTS` names them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ SEARCH_OBJECTS: frozenset[str] = frozenset(
         "knowledge_fts_config",
         "ix_incident_note_search",
         "ix_knowledge_article_search",
+        # PostgreSQL, migration 0020: the stored tsvectors and their GIN indexes.
+        "note_search",
+        "ix_incident_note_vector",
+        "article_search",
+        "ix_knowledge_article_vector",
     }
 )
 TITLE_MAX = 200

@@ -20,7 +20,7 @@ from server.crud import InvalidInput
 from server.incidents.csv_io import neutralize
 from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
-from server.kpi.report import KPI_DEFINITIONS, KpiReport, default_window
+from server.kpi.report import KPI_DEFINITIONS, CallFigures, KpiReport, default_window
 from server.scope import Scope
 from server.web.auth import ViewerDep, forbidden
 from server.web.templating import render
@@ -104,6 +104,10 @@ TRENDS = (
     "dispatches_avoided",
     "cost_saved",
 )
+#: The monthly chart of ASA from the recorded calls (``KpiGroup.calls``), after TRENDS.
+CALLS_ASA = "calls_asa_seconds"
+#: The CSV's columns of the recorded calls, after FIGURES'.
+CALL_COLUMNS = ("calls", "calls_answered", "calls_asa_seconds")
 #: The breakdown tables' columns.
 BREAKDOWN = (
     "incidents_closed",
@@ -235,6 +239,10 @@ def dashboard_page(
         "labels": {name: BY_NAME[name].label for name in TRENDS},
         "kinds": {name: BY_NAME[name].kind for name in TRENDS},
     }
+    # ASA from the recorded calls, per month (docs/kpis.md "ASA from recorded calls").
+    trends["series"][CALLS_ASA] = [g.calls.asa_seconds for g in monthly.groups]
+    trends["labels"][CALLS_ASA] = "ASA, recorded calls"
+    trends["kinds"][CALLS_ASA] = "seconds"
     return render(
         request,
         "dashboard.html",
@@ -252,11 +260,17 @@ def dashboard_page(
             "by_name": BY_NAME,
             "breakdown": BREAKDOWN,
             "trend_names": TRENDS,
+            "calls_asa": CALLS_ASA,
             "partial_months": [(m, c) for m, c in zip(months, coverage, strict=True) if c < 1.0],
             "trends": trends,
             "definitions": DEFINITIONS,
             "export_query": f"from={period.first_day}&through={period.last_day}",
-            **dashboard_context(session, period.start, period.end),
+            # The voice figures are not computed per scope yet: a scoped viewer sees none.
+            **(
+                dashboard_context(session, period.start, period.end)
+                if viewer.scope.unrestricted
+                else {"voice": None}
+            ),
         },
     )
 
@@ -278,22 +292,29 @@ def dashboard_csv(
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = [f.name for f in FIGURES]
-    writer.writerow(["group_by", "key", *names])
+    writer.writerow(["group_by", "key", *names, *CALL_COLUMNS])
     for by, report in reports.items():
         for group in report.groups:
             # A region is whatever text a device was registered with: it must not become a
             # formula in the manager's spreadsheet (the incidents export's rule).
             key = neutralize(group.key or "")
-            writer.writerow([by, key, *(_cell(getattr(group, n)) for n in names)])
+            row = [by, key, *(_cell(getattr(group, n)) for n in names)]
+            writer.writerow([*row, *_call_cells(group.calls)])
     total = reports["month"].total
-    writer.writerow(["total", "", *(_cell(getattr(total, n)) for n in names)])
-    write_voice_csv(writer, voice_reports(session, period.start, period.end))
+    row = ["total", "", *(_cell(getattr(total, n)) for n in names)]
+    writer.writerow([*row, *_call_cells(reports["month"].calls)])
+    if viewer.scope.unrestricted:  # not computed per scope yet
+        write_voice_csv(writer, voice_reports(session, period.start, period.end))
     filename = f"fieldlink-kpis-{period.first_day}-{period.last_day}.csv"
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def _call_cells(calls: CallFigures) -> list[str]:
+    return [_cell(calls.calls), _cell(calls.answered), _cell(calls.asa_seconds)]
 
 
 def _cell(value: Any) -> str:

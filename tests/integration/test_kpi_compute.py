@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from server.db import create_schema, make_engine
 from server.kpi.compute import CALL_TABLE, INCIDENT_TABLE, compute_kpis
 from server.kpi.config import KpiSettings
+from server.models import Customer
 from tests.fixtures.kpi_reference import DEVICES, Case, add_devices, store
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,7 @@ MARCH = datetime(2026, 3, 1, tzinfo=UTC)
 APRIL = datetime(2026, 4, 1, tzinfo=UTC)
 TYPE_OF = {d: t for d, t, _ in DEVICES}
 REGION_OF = {d: r for d, _, r in DEVICES}
+CUSTOMER_TABLE: sa.Table = Customer.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -125,6 +127,7 @@ EXPECTED_A = {
 def figures(group: Any) -> dict[str, Any]:
     data: dict[str, Any] = group.model_dump()
     data.pop("key", None)
+    data.pop("calls", None)  # a group's recorded calls: test_asa_of_recorded_calls_per_...
     return data
 
 
@@ -356,3 +359,59 @@ def test_asa_of_recorded_calls_beside_the_incidents(engine: Engine) -> None:
     assert empty.calls.model_dump() == {
         "calls": 0, "answered": 0, "linked": 0, "asa_seconds": None,
     }  # fmt: skip
+
+
+def test_asa_of_recorded_calls_per_month_device_type_and_region(engine: Engine) -> None:
+    """docs/kpis.md "ASA from recorded calls": each group its own calls; the total, all."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(CUSTOMER_TABLE),
+            [{"number": "900001", "name": "East Co", "region": "east", "created_at": MARCH}],
+        )
+        rows = [
+            # (started, answered after s, device, customer)
+            (march(2), 10.0, "mfp-a", None),  # mfp, north
+            (march(3), 30.0, "imaging-a", None),  # imaging, north
+            (march(4), None, "mfp-b", None),  # mfp, south: unanswered
+            (APRIL - timedelta(days=20), 50.0, "server-a", None),  # server, no region
+            (APRIL - timedelta(days=10), 90.0, None, "900001"),  # no device: customer's region
+            (APRIL - timedelta(days=5), 70.0, None, None),  # neither
+            (APRIL + timedelta(days=3), 200.0, "mfp-a", None),  # April
+        ]
+        connection.execute(
+            sa.insert(CALL_TABLE),
+            [
+                {
+                    "ani": "+41445551234",
+                    "started_at": started,
+                    "answered_at": None if wait is None else started + timedelta(seconds=wait),
+                    "device_id": device,
+                    "customer_number": customer,
+                }
+                for started, wait, device, customer in rows
+            ],
+        )
+    end = APRIL + timedelta(days=30)
+
+    def asa(group_by: str) -> tuple[dict[str | None, tuple[int, int, float | None]], Any]:
+        with engine.connect() as connection:
+            report = compute_kpis(connection, start=MARCH, end=end, group_by=group_by)
+        groups = {
+            g.key: (g.calls.calls, g.calls.answered, g.calls.asa_seconds) for g in report.groups
+        }
+        return groups, report.calls
+
+    by_month, total = asa("month")
+    assert by_month == {"2026-03": (6, 5, 50.0), "2026-04": (1, 1, 200.0)}
+    assert (total.calls, total.answered) == (7, 6)
+    assert total.asa_seconds == pytest.approx(450.0 / 6)
+    by_type, same_total = asa("device_type")
+    assert by_type == {
+        "mfp": (3, 2, 105.0), "imaging": (1, 1, 30.0), "server": (1, 1, 50.0),
+    }  # fmt: skip
+    assert same_total == total  # the calls without a device count in the total only
+    by_region, _ = asa("region")
+    assert by_region == {
+        "east": (1, 1, 90.0), "north": (3, 3, 80.0), "south": (1, 0, None), None: (2, 2, 60.0),
+    }  # fmt: skip
+    assert list(by_region) == ["east", "north", "south", None]

@@ -162,9 +162,9 @@ def lookup(
     )
     return LookupResult(
         ani_e164=match.ani_e164,
-        customer=crud.customer_public(session, match.customer) if match.customer else None,
-        devices=[DevicePublic.model_validate(d) for d in match.devices],
-        open_incidents=[to_public(i) for i in match.open_incidents],
+        customer=match.customer,
+        devices=match.devices,
+        open_incidents=match.open_incidents,
         customer_numbers=match.customer_numbers,
     )
 

@@ -1,7 +1,7 @@
 """operator heartbeat: when the operator's client last said it still uses a session
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-06 08:00:00
 
 - ``remote_session.operator_seen_at``: the last heartbeat of the operator's client
@@ -18,7 +18,7 @@ from alembic import op
 import server.models.base
 
 revision: str = "0021"
-down_revision: str | None = "0019"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,10 +7,11 @@
   const formats = {
     rate: (v) => (v == null ? "—" : (v * 100).toFixed(0) + " %"),
     hours: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " h"),
+    seconds: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " s"),
     money: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
     count: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
   };
-  for (const figure of document.querySelectorAll("#trend-charts .chart")) {
+  for (const figure of document.querySelectorAll("#trend-charts .chart, #call-charts .chart")) {
     const name = figure.dataset.series;
     const kind = data.kinds[name];
     const format = formats[kind] || formats.count;
