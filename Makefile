@@ -95,12 +95,12 @@ lint: $(STAMP)
 	$(BIN)/mypy agent server shared provisioning
 
 # The suite in two runs under pytest-xdist (docs/testing.md): the in-process unit tests on every
-# core, then the tests that start real services with more workers than cores (they mostly wait
-# on I/O), a module per worker (--dist loadfile: a module's fixtures start once). Both runs
+# core, then the tests that start real services on two workers (3 or 4 measured slower on 2
+# cores), a module per worker (--dist loadfile: a module's fixtures start once). Both runs
 # always run; `make test` fails if either did. The 25 slowest tests of each run are listed.
 PYTEST := $(BIN)/pytest -p no:cacheprovider --durations=25
 UNIT_WORKERS ?= auto
-INTEGRATION_WORKERS ?= 4
+INTEGRATION_WORKERS ?= 2
 
 test: $(STAMP) system-deps lint
 	@status=0; \
