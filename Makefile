@@ -1,4 +1,5 @@
-# fieldlink: `make demo` runs everything on embedded defaults, `make test` runs the whole suite.
+# fieldlink: `make demo` runs everything on embedded defaults, `make test` runs the whole suite
+# (tests/unit in process, then tests/integration and tests/browser with real services).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -93,11 +94,25 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy agent server shared provisioning
 
+# The suite in two runs under pytest-xdist (docs/testing.md): the in-process unit tests on every
+# core, then the tests that start real services on two workers (3 or 4 measured slower on 2
+# cores), a module per worker (--dist loadfile: a module's fixtures start once). Both runs
+# always run; `make test` fails if either did. The 25 slowest tests of each run are listed.
+PYTEST := $(BIN)/pytest -p no:cacheprovider --durations=25
+UNIT_WORKERS ?= auto
+INTEGRATION_WORKERS ?= 2
+
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest -p no:cacheprovider
+	@status=0; \
+	$(PYTEST) -n $(UNIT_WORKERS) tests/unit || status=1; \
+	$(PYTEST) -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration tests/browser || status=1; \
+	exit $$status
 
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider tests/unit
+	$(PYTEST) -n $(UNIT_WORKERS) tests/unit
+
+integration: $(STAMP) system-deps
+	$(PYTEST) -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration tests/browser
 
 bench: $(STAMP) system-deps
 	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }

@@ -17,8 +17,7 @@ from sqlmodel import Session
 
 from server import audit, crud
 from server.config import ServerSettings
-from server.db import create_schema, make_engine
-from server.logins import LOCKED_DETAIL, LoginPolicy, clear_failures, count_failure
+from server.logins import LOCKED_DETAIL, LoginPolicy, clear_failures
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
 from tests.fixtures.route_roles import with_audit_routes
@@ -284,37 +283,6 @@ def test_wrong_logins_answer_later_and_later(client: TestClient, alice: str) -> 
         login(client, alice, "wrong-password")
     assert login(client, alice).status_code == 429
     assert slept == [0.25, 0.5]
-
-
-def test_concurrent_failures_all_count(database_url: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        create_schema(engine)
-        policy = LoginPolicy()
-        now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-        errors: list[BaseException] = []
-
-        def fail() -> None:
-            try:
-                with Session(engine) as session:
-                    count_failure(session, "user:bob", now=now, policy=policy, limit=100)
-                    session.commit()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=fail) for _ in range(12)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        with Session(engine) as session:
-            failures, lock = count_failure(session, "user:bob", now=now, policy=policy, limit=13)
-            session.commit()
-        assert failures == 13
-        assert lock == now + policy.lockout
-    finally:
-        engine.dispose()
 
 
 # API tokens and logout.

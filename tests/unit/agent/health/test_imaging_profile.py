@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -271,31 +269,6 @@ def test_the_configuration_refuses_bad_tables_at_load(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="dicom_peers: must be a JSON array"):
         load_agent_settings(None, environ={}, device_id="ct-1", dicom_peers="pacs")
-
-
-def _loaded_after(statement: str) -> list[str]:
-    modules = ("pynetdicom", "pydicom")
-    probe = (
-        f"{statement}\nimport sys\nprint(','.join(m for m in {modules!r} if m in sys.modules))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    return [name for name in result.stdout.strip().split(",") if name]
-
-
-def test_pynetdicom_is_loaded_by_the_first_echo_only() -> None:
-    build = (
-        "from agent.config import load_agent_settings\n"
-        "from agent.health.profiles import ProfileOptions, create_profile\n"
-        "s = load_agent_settings(None, environ={}, device_id='ct-1', profile='imaging',\n"
-        "    dicom_peers=[{'name': 'pacs', 'ae_title': 'PACS', 'host': '127.0.0.1', 'port': 9}])\n"
-        "p = create_profile('imaging', ProfileOptions('ct-1', targets=s.profile_targets),\n"
-        "    simulate=False)\n"
-    )
-    assert _loaded_after(build) == []
-    echoed = build + "import asyncio\nasyncio.run(p.collect())\n"
-    assert _loaded_after(echoed) == ["pynetdicom", "pydicom"]
 
 
 async def test_a_hung_echo_is_not_stacked_on_the_next_sample() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,24 +152,6 @@ def test_agent_toml_gives_the_snmp_target_and_a_bad_one_fails_at_load(tmp_path: 
         None, environ={"FIELDLINK_DEVICE_ID": "mfp-1", "FIELDLINK_SNMP": '{"snmp_community": "c"}'}
     )
     assert from_env.snmp == {"snmp_community": "c"}
-
-
-def test_the_collector_and_profile_do_not_load_pysnmp_until_a_poll() -> None:
-    def loaded(statement: str) -> bool:
-        probe = f"{statement}\nimport sys\nprint('pysnmp' in sys.modules)\n"
-        result = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-        )
-        return result.stdout.strip() == "True"
-
-    assert not loaded(
-        "import agent.config, agent.health.profiles, agent.health.collectors.snmp\n"
-        "from agent.health.profiles import ProfileOptions, create_profile\n"
-        "create_profile('mfp', ProfileOptions('m-1', targets={'snmp_community': 'c'}), "
-        "simulate=False)"
-    )
-    # the probe would pass vacuously if the module name were wrong
-    assert loaded("import pysnmp.hlapi.v3arch.asyncio")
 
 
 # --- interpretation ---

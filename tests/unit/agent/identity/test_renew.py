@@ -13,7 +13,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -487,28 +486,3 @@ def test_renewal_settings_are_validated() -> None:
     for key, value in (("renew_before_days", "0"), ("renew_check_interval_s", "-1")):
         with pytest.raises(ConfigError, match=f"FIELDLINK_{key.upper()}: must be greater than 0"):
             load_agent_settings(None, environ={f"FIELDLINK_{key.upper()}": value}, device_id="d-1")
-
-
-def test_the_idle_check_does_not_import_cryptography(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    cert = tmp_path / "device.pem"
-    _self_signed(cert, datetime(2031, 1, 1, tzinfo=UTC))
-    code = (
-        "import sys, datetime\n"
-        "from pathlib import Path\n"
-        "from agent.identity.renew import needs_renewal\n"
-        f"needs_renewal(Path({str(cert)!r}), datetime.datetime.now(datetime.UTC),"
-        " datetime.timedelta(days=30))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
-        " ('cryptography', 'pydantic', 'typer')))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    loaded = done.stdout.strip()
-    assert "cryptography" not in loaded
-    assert "pydantic" not in loaded
-    assert "typer" not in loaded

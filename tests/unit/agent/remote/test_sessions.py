@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 
 from agent.remote.commands import (
@@ -590,51 +589,6 @@ async def test_a_forged_or_unsigned_decision_is_refused_by_the_dispatcher(
 
 
 # the real AgentSession behind the controller
-
-
-def write_host_key(tmp_path: Path) -> Path:
-    path = tmp_path / "ssh_host_ed25519_key"
-    path.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
-    path.chmod(0o600)
-    return path
-
-
-async def test_an_unreachable_server_closes_the_session_as_agent_unreachable(
-    tmp_path: Path,
-) -> None:
-    published: list[Outgoing] = []
-    controller = SessionController(
-        DEVICE,
-        SitePolicy(),
-        host_key_path=write_host_key(tmp_path),
-        publish=published.append,
-        proxy=None,
-        connect_timeout_s=5,
-    )
-    body = open_body()
-    await controller.handle_open(request("session.open", body))
-    await eventually(lambda: not controller.sessions())
-    [event] = [parse_message(DeviceEvent, o.payload) for o in published]
-    assert event.type == "session.closed"
-    report = SessionClosedReport.model_validate(event.body)
-    assert (report.session_id, report.close_reason) == (body["session_id"], "agent_unreachable")
-    assert report.started_at is None
-
-
-async def test_a_missing_host_key_closes_the_session_with_an_error(tmp_path: Path) -> None:
-    published: list[Outgoing] = []
-    controller = SessionController(
-        DEVICE,
-        SitePolicy(),
-        host_key_path=tmp_path / "missing_key",
-        publish=published.append,
-        proxy=None,
-    )
-    await controller.handle_open(request("session.open", open_body()))
-    await eventually(lambda: not controller.sessions())
-    [event] = [parse_message(DeviceEvent, o.payload) for o in published]
-    assert event.body["close_reason"] == "error"
-    assert "host key" in event.body["detail"]
 
 
 # a site gateway's watched devices

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -95,31 +93,6 @@ def test_plain_http_is_refused_for_a_remote_server_only() -> None:
     assert enroll_url("http://127.0.0.1:8000").startswith("http://127.0.0.1")
     assert enroll_url("http://[::1]:8000").startswith("http://[::1]")
     assert enroll_url("https://fieldlink.example.com").startswith("https://")
-
-
-def test_enroll_over_plain_http_stops_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "shared", "agent", "enroll", "--server", "http://192.0.2.7:8000",
-         "--token", "flk_x", "--dir", str(tmp_path / "etc")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "refusing to enroll over plain http" in done.stderr
-    assert "--insecure-http" in done.stderr
-    assert not (tmp_path / "etc").exists()
-
-
-def test_enroll_for_an_account_that_does_not_exist_stops_before_anything(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "shared", "agent", "enroll", "--server", "http://127.0.0.1:9",
-         "--token", "flk_x", "--dir", str(tmp_path / "etc"), "--user", "no-such-account-fl"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "--user no-such-account-fl: no such account" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "etc").exists()
 
 
 async def test_a_missing_helper_is_one_clear_error(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The same migrated SQLite database with the test fleet as the KPI tests use."""
+"""The same migrated SQLite database with the test fleet as the KPI tests use
+(``tests/fixtures/kpi_db.py``)."""
 
-from tests.unit.server.kpi.conftest import engine
+from tests.fixtures.kpi_db import engine
 
 __all__ = ["engine"]

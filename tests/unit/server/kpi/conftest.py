@@ -1,21 +1,5 @@
-"""A migrated SQLite database with the test fleet."""
+"""A migrated SQLite database with the test fleet (``tests/fixtures/kpi_db.py``)."""
 
-from __future__ import annotations
+from tests.fixtures.kpi_db import engine
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from sqlalchemy.engine import Engine
-
-from server.db import create_schema, make_engine
-from tests.fixtures.kpi_reference import add_devices
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'kpi.db'}")
-    create_schema(engine)
-    add_devices(engine)
-    yield engine
-    engine.dispose()
+__all__ = ["engine"]
