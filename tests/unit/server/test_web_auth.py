@@ -359,7 +359,7 @@ def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engi
         "2026-02",
         "2026-03",
     ]
-    assert lines[-1].startswith("total,,0,")
+    assert [line for line in lines if line.startswith("total,")][0].startswith("total,,0,")
     backwards = client.get("/dashboard", params={"from": "2026-03-01", "through": "2026-01-01"})
     assert "The period must end after it starts." in backwards.text
 
@@ -395,7 +395,7 @@ def test_the_dashboard_export_never_hands_a_formula_to_the_spreadsheet(
     import io
 
     rows = list(csv.reader(io.StringIO(answer.text)))
-    regions = [row[1] for row in rows if row[0] == "region"]
+    regions = [row[1] for row in rows if row and row[0] == "region"]
     assert "'" + region in regions
     assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row[:2])
 

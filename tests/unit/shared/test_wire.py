@@ -147,5 +147,5 @@ def test_every_session_event_starts_with_the_prefix() -> None:
         for name, value in vars(wire).items()
         if name.startswith("SESSION_") and isinstance(value, str) and name != "SESSION_ID_PATTERN"
     ]
-    assert len(events) == 9  # 2 commands, 6 events, the prefix itself
+    assert len(events) == 10  # 3 commands (open, close, decide), 6 events, the prefix itself
     assert all(value.startswith(wire.SESSION_EVENT_PREFIX) for value in events)
