@@ -359,7 +359,7 @@ def test_a_manager_exports_the_dashboard_as_csv(client: TestClient, engine: Engi
         "2026-02",
         "2026-03",
     ]
-    assert [line for line in lines if line.startswith("total,")][0].startswith("total,,0,")
+    assert next(line for line in lines if line.startswith("total,")).startswith("total,,0,")
     backwards = client.get("/dashboard", params={"from": "2026-03-01", "through": "2026-01-01"})
     assert "The period must end after it starts." in backwards.text
 
