@@ -53,6 +53,19 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at desktop width; a script error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == [], errors
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where screenshots go (ignored by git)."""

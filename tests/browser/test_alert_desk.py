@@ -4,7 +4,6 @@ similar past cases, and the one-click close once the fault cleared."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 DEVICE = "demo-0001"
 CODE = "SC-999"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert errors == [], errors
 
 
 def _seed(console: Console) -> int:

@@ -5,7 +5,6 @@ ends a live session an operator opened, and finds nothing of another customer.""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 SITE_USER = "stmary-it"
 SITE_PASSWORD = "site-password-1"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies) at desktop width; no script error allowed."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert errors == [], errors
 
 
 def _api(console: Console, user: str, password: str | None = None) -> Any:

@@ -24,18 +24,7 @@ from provisioning.broker_update import (
 from provisioning.ca import CertificateAuthority
 from shared.cli import app
 from shared.ids import utcnow
-from tests.fixtures.pki import make_csr
-
-
-def _revoked(ca: CertificateAuthority, device_id: str) -> None:
-    ca.sign_device_csr(make_csr()[0], device_id)
-    ca.revoke_device(device_id)
-
-
-def _set_reload(ca: CertificateAuthority, command: str) -> None:
-    targets = BrokerTargets.load(ca.paths.broker_targets)
-    targets.reload_command = command
-    targets.save(ca.paths.broker_targets)
+from tests.fixtures.pki import revoked, set_reload
 
 
 def test_a_failed_reload_stays_pending_with_its_error_then_a_retry_applies_it(
@@ -43,8 +32,8 @@ def test_a_failed_reload_stays_pending_with_its_error_then_a_retry_applies_it(
 ) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
     written = write_broker_config(ca, tmp_path / "broker")
-    _set_reload(ca, "false")
-    _revoked(ca, "mfp-gone")
+    set_reload(ca, "false")
+    revoked(ca, "mfp-gone")
     start = utcnow().replace(microsecond=0)  # stored to the millisecond
 
     state = update_broker(ca.paths, device_id="mfp-gone", now=start)
@@ -65,7 +54,7 @@ def test_a_failed_reload_stays_pending_with_its_error_then_a_retry_applies_it(
     assert again.last_attempt_at == later
 
     marker = tmp_path / "reloaded"
-    _set_reload(ca, f"touch {marker}")
+    set_reload(ca, f"touch {marker}")
     done = apply_broker_update(ca.paths, now=later + timedelta(seconds=30))
     assert done.state == "applied"
     assert marker.exists()
@@ -83,7 +72,7 @@ def test_helper_mode_leaves_the_broker_folder_to_the_helper(tmp_path: Path) -> N
     config.write_text(f'[server]\nstate_dir = "{state_dir}"\n')
     ca = CertificateAuthority.init(state_dir)
     written = write_broker_config(ca, tmp_path / "broker", reload_by="helper")
-    _revoked(ca, "mfp-helped")
+    revoked(ca, "mfp-helped")
 
     state = update_broker(ca.paths, device_id="mfp-helped")
     assert (state.state, state.reload_by, state.attempts) == ("pending", "helper", 0)

@@ -17,24 +17,7 @@ from server import crud
 from server.db import create_schema, make_engine
 from server.ingest.via import gateway_of
 from server.models import DeviceCreate
-
-GATEWAY = {
-    "id": "server-site-gw",
-    "serial": "GW-1",
-    "model": "Site PC",
-    "type": "server",
-    "customer": "Acme Offices",
-}
-
-
-PRINTER = {
-    "id": "mfp-3f-east",
-    "serial": "XK-0042",
-    "model": "Imagio MP 6055",
-    "type": "mfp",
-    "customer": "Acme Offices",
-    "via": "server-site-gw",
-}
+from tests.fixtures.watched_devices import GATEWAY, PRINTER
 
 
 def test_the_registry_keeps_via_and_inventory(database_url: str) -> None:

@@ -6,46 +6,11 @@ The part of tests/unit/shared/test_signing.py that leaves the test's process
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from shared.models import Command, dump_message
-from shared.signing import (
-    generate_command_key,
-    public_key_pem,
-    sign_command,
+from tests.fixtures.signed_commands import (
+    NOW,
+    SERVER_PUB,
+    signed_wire,
 )
-
-NOW = datetime(2026, 11, 22, 23, 0, 0, tzinfo=UTC)
-
-
-DEVICE = "mfp-0042"
-
-
-SERVER_KEY = generate_command_key()
-
-
-SERVER_PUB = public_key_pem(SERVER_KEY)
-
-
-def make_command(
-    command_id: str = "cmd-00000001",
-    device_id: str | None = DEVICE,
-    issued_at: datetime = NOW,
-    ttl: timedelta = timedelta(minutes=5),
-    body: dict[str, object] | None = None,
-) -> Command:
-    return Command(
-        id=command_id,
-        type="session.open",
-        issued_at=issued_at,
-        expires_at=issued_at + ttl,
-        device_id=device_id,
-        body=body if body is not None else {"session_id": "s1", "services": ["shell"]},
-    )
-
-
-def signed_wire(command: Command | None = None) -> bytes:
-    return dump_message(sign_command(SERVER_KEY, command or make_command()))
 
 
 def test_verification_loads_neither_pydantic_nor_cryptography() -> None:

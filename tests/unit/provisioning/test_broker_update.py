@@ -21,18 +21,7 @@ from provisioning.broker_update import (
 from provisioning.ca import CertificateAuthority
 from provisioning.pki import read_revoked_device_ids
 from shared.cli import app
-from tests.fixtures.pki import make_csr
-
-
-def _revoked(ca: CertificateAuthority, device_id: str) -> None:
-    ca.sign_device_csr(make_csr()[0], device_id)
-    ca.revoke_device(device_id)
-
-
-def _set_reload(ca: CertificateAuthority, command: str) -> None:
-    targets = BrokerTargets.load(ca.paths.broker_targets)
-    targets.reload_command = command
-    targets.save(ca.paths.broker_targets)
+from tests.fixtures.pki import revoked, set_reload
 
 
 def test_generated_config_sets_a_pid_file_the_broker_user_can_write(tmp_path: Path) -> None:
@@ -49,7 +38,7 @@ def test_generated_config_sets_a_pid_file_the_broker_user_can_write(tmp_path: Pa
 def test_without_a_pid_the_update_is_pending_not_lost(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
     write_broker_config(ca, tmp_path / "broker")  # pid_file set, but no broker wrote it yet
-    _revoked(ca, "mfp-early")
+    revoked(ca, "mfp-early")
     state = update_broker(ca.paths, device_id="mfp-early")
     assert state.state == "pending"
     assert state.last_error is not None
@@ -58,7 +47,7 @@ def test_without_a_pid_the_update_is_pending_not_lost(tmp_path: Path) -> None:
 
 def test_no_broker_folder_means_unmanaged_not_pending(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
-    _revoked(ca, "mfp-alone")
+    revoked(ca, "mfp-alone")
     state = update_broker(ca.paths, device_id="mfp-alone")
     assert state.state == "unmanaged"
     assert not state.revocation_pending("mfp-alone")
@@ -67,7 +56,7 @@ def test_no_broker_folder_means_unmanaged_not_pending(tmp_path: Path) -> None:
 def test_a_request_during_an_apply_stays_pending(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
     write_broker_config(ca, tmp_path / "broker")
-    _set_reload(ca, "true")
+    set_reload(ca, "true")
     first = request_broker_update(ca.paths, device_id="mfp-a")
     # Applied up to generation 1 only, as if mfp-b's request came in mid-apply.
     state_path = ca.paths.root / STATE_FILE
@@ -115,7 +104,7 @@ def test_the_helper_copies_nothing_a_symlink_points_at(tmp_path: Path) -> None:
 
 def test_acl_lines_come_only_from_device_ids(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "state")
-    _revoked(ca, "mfp-real")
+    revoked(ca, "mfp-real")
     data = json.loads(ca.paths.revoked.read_text())
     data["revoked"]["abc"] = {
         "revoked_at": "2026-01-01T00:00:00Z",
@@ -132,7 +121,7 @@ def test_root_leaves_the_state_to_the_folder_owner(tmp_path: Path) -> None:
     write_broker_config(ca, tmp_path / "broker")
     os.chown(ca.paths.root, 4242, 4242)
     # An administrator (root) revokes and reconfigures: the server's user keeps its files.
-    _revoked(ca, "mfp-root")
+    revoked(ca, "mfp-root")
     write_broker_config(ca, tmp_path / "broker")
     request_broker_update(ca.paths)
     for name in (STATE_FILE, REQUEST_FILE, "revoked.json", "crl.pem", "broker-targets.json"):

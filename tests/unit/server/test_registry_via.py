@@ -18,24 +18,9 @@ from sqlmodel import Session
 from server import crud
 from tests.fixtures.api_auth import PASSWORD
 from tests.fixtures.cli import fieldlink
+from tests.fixtures.watched_devices import GATEWAY, PRINTER
 
 Auth = Callable[[str], dict[str, str]]
-
-GATEWAY = {
-    "id": "server-site-gw",
-    "serial": "GW-1",
-    "model": "Site PC",
-    "type": "server",
-    "customer": "Acme Offices",
-}
-PRINTER = {
-    "id": "mfp-3f-east",
-    "serial": "XK-0042",
-    "model": "Imagio MP 6055",
-    "type": "mfp",
-    "customer": "Acme Offices",
-    "via": "server-site-gw",
-}
 
 
 def test_a_watched_printer_is_registered_via_its_gateway_without_a_token(

@@ -30,32 +30,14 @@ from shared.signing import (
     sign_command,
     verify_command,
 )
-
-NOW = datetime(2026, 11, 22, 23, 0, 0, tzinfo=UTC)
-DEVICE = "mfp-0042"
-SERVER_KEY = generate_command_key()
-SERVER_PUB = public_key_pem(SERVER_KEY)
-
-
-def make_command(
-    command_id: str = "cmd-00000001",
-    device_id: str | None = DEVICE,
-    issued_at: datetime = NOW,
-    ttl: timedelta = timedelta(minutes=5),
-    body: dict[str, object] | None = None,
-) -> Command:
-    return Command(
-        id=command_id,
-        type="session.open",
-        issued_at=issued_at,
-        expires_at=issued_at + ttl,
-        device_id=device_id,
-        body=body if body is not None else {"session_id": "s1", "services": ["shell"]},
-    )
-
-
-def signed_wire(command: Command | None = None) -> bytes:
-    return dump_message(sign_command(SERVER_KEY, command or make_command()))
+from tests.fixtures.signed_commands import (
+    DEVICE,
+    NOW,
+    SERVER_KEY,
+    SERVER_PUB,
+    make_command,
+    signed_wire,
+)
 
 
 def test_valid_command_is_accepted_and_round_trips() -> None:

@@ -15,27 +15,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-def _self_signed(path: Path, not_after: datetime) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert
+from tests.fixtures.pki import self_signed
 
 
 def test_the_idle_check_does_not_import_cryptography(tmp_path: Path) -> None:
@@ -43,7 +23,7 @@ def test_the_idle_check_does_not_import_cryptography(tmp_path: Path) -> None:
     import sys
 
     cert = tmp_path / "device.pem"
-    _self_signed(cert, datetime(2031, 1, 1, tzinfo=UTC))
+    self_signed(cert, datetime(2031, 1, 1, tzinfo=UTC))
     code = (
         "import sys, datetime\n"
         "from pathlib import Path\n"

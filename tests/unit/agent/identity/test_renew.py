@@ -50,6 +50,7 @@ from server.config import ServerSettings
 from server.main import create_app
 from server.models import Device, DeviceCreate
 from shared.broker_url import BrokerAddress
+from tests.fixtures.pki import self_signed
 from tests.fixtures.ports import free_port
 
 DEVICE = DeviceCreate(serial="RN-1", model="MP", type="mfp", customer="Acme")
@@ -57,23 +58,6 @@ DEVICE_ID = "mfp-rn-1"
 
 
 # --- needs_renewal ----------------------------------------------------------------------
-
-
-def _self_signed(path: Path, not_after: datetime) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert
 
 
 @pytest.mark.parametrize(
@@ -88,14 +72,14 @@ def _self_signed(path: Path, not_after: datetime) -> x509.Certificate:
 def test_expiry_is_read_without_cryptography_as_cryptography_reads_it(
     tmp_path: Path, not_after: datetime
 ) -> None:
-    cert = _self_signed(tmp_path / "device.pem", not_after)
+    cert = self_signed(tmp_path / "device.pem", not_after)
     assert certificate_not_after(tmp_path / "device.pem") == cert.not_valid_after_utc
 
 
 def test_needs_renewal_boundaries(tmp_path: Path) -> None:
     not_after = datetime(2031, 5, 17, 8, 30, 12, tzinfo=UTC)
     path = tmp_path / "device.pem"
-    _self_signed(path, not_after)
+    self_signed(path, not_after)
     thirty_days = timedelta(days=30)
     due_from = not_after - thirty_days
     assert not needs_renewal(path, due_from - timedelta(seconds=1), thirty_days)
@@ -116,7 +100,7 @@ def test_an_unreadable_certificate_is_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(RenewalFailed, match="not a readable PEM certificate"):
         needs_renewal(garbage, now, timedelta(days=30))
-    cert = _self_signed(tmp_path / "whole.pem", datetime(2031, 1, 1, tzinfo=UTC))
+    cert = self_signed(tmp_path / "whole.pem", datetime(2031, 1, 1, tzinfo=UTC))
     der = cert.public_bytes(serialization.Encoding.DER)
     truncated = tmp_path / "truncated.pem"
     truncated.write_text(
