@@ -69,7 +69,7 @@ def log_in(browser: Any, server: ServerProcess, user: str, password: str) -> Any
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r".*/desk$"))
+    page.wait_for_url(re.compile(r".*/(desk|site)$"))  # a site user lands on /site
     return page
 
 

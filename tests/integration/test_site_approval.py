@@ -218,7 +218,11 @@ def test_an_operator_may_not_approve_and_a_stranger_gets_404(site: Site) -> None
     unauthenticated = httpx.post(f"{site.server.url}/api/v1/sessions/{sid}/approve", timeout=10)
     assert unauthenticated.status_code == 401
     # A disabled site user is refused too.
-    done = site.server.cli("user", "add", "sid", "--role", "site", stdin=f"{OPERATOR_PASSWORD}\n")
+    customer = site.server.api("GET", f"/devices/{site.required_id}")["customer_number"]
+    done = site.server.cli(
+        "user", "add", "sid", "--role", "site", "--customers", customer,
+        stdin=f"{OPERATOR_PASSWORD}\n",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     token = operator_token(site.server, "sid")
     assert site.server.cli("user", "disable", "sid").returncode == 0
