@@ -105,6 +105,8 @@ class FollowUp(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=64)
     #: What was done (the call back's outcome).
     note: str | None = Field(default=None, max_length=FOLLOWUP_NOTE_MAX)
+    #: When it was found overdue and the notification rules were told (once).
+    overdue_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
 class SurveyAnswer(SQLModel):

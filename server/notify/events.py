@@ -84,6 +84,30 @@ def consent_event(
     }
 
 
+def followup_event(
+    device_id: str,
+    *,
+    followup_id: int,
+    incident_id: int,
+    reason: str,
+    due_at: datetime,
+    at: datetime,
+    overdue: bool,
+) -> dict[str, Any]:
+    """A call back to an unhappy customer that is overdue (a problem), or done (resolved)."""
+    state = "overdue since " + due_at.strftime("%Y-%m-%d %H:%M UTC") if overdue else "closed"
+    return {
+        "kind": "followup",
+        "state": PROBLEM if overdue else RESOLVED,
+        "device_id": device_id,
+        "subject": f"followup:{followup_id}",
+        "severity": None,
+        "message": f"follow-up #{followup_id} of incident #{incident_id} {state}: {reason}"[:1024],
+        "at": at,
+        "body": {"followup_id": followup_id, "incident_id": incident_id, "reason": reason},
+    }
+
+
 def write_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
     """Insert ``events`` in the caller's transaction (nothing when there are none)."""
     if events:

@@ -20,7 +20,7 @@ from shared.wire import SEVERITIES, Severity
 
 #: The kinds of event a rule may listen to. An open set: a new producer (overdue
 #: follow-ups, say) adds its kind here and writes events of it.
-EVENT_KINDS: Final[tuple[str, ...]] = ("fault", "offline", "consent")
+EVENT_KINDS: Final[tuple[str, ...]] = ("fault", "offline", "consent", "followup")
 #: A problem, its end, or a one-off.
 PROBLEM: Final = "problem"
 RESOLVED: Final = "resolved"

@@ -2,7 +2,8 @@
 
 Every ``notify_interval_s`` (the ``notify`` job of :class:`server.upkeep.Upkeep`) it
 
-1. turns the producers' events into messages (:func:`server.notify.planner.plan`),
+1. tells of follow-ups that became overdue (:func:`server.surveys.followups.mark_overdue`)
+   and turns the producers' events into messages (:func:`server.notify.planner.plan`),
 2. delivers every message that is due: it takes a lease on each first (a
    conditional update), so several server processes never send one twice, and a
    process that dies mid-delivery lets it go when the lease runs out;
@@ -42,6 +43,7 @@ from server.notify.delivery import (
 )
 from server.notify.rules import NotifyRule
 from server.notify.store import all_rules
+from server.surveys.followups import mark_overdue
 from shared.errors import ConfigError
 from shared.ids import utcnow
 
@@ -94,6 +96,7 @@ class NotifyWorker:
         """One round: plan, deliver what is due, refresh the gauge and purge."""
         try:
             rules = await asyncio.to_thread(self.rules)
+            await asyncio.to_thread(mark_overdue, self.engine, self.clock())
             result = await asyncio.to_thread(planner.plan, self.engine, rules, self.clock())
             done = await self.deliver_due({rule.name: rule for rule in rules})
             queued = await asyncio.to_thread(self._queued_and_purge)

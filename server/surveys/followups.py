@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from server import audit
 from server.models import FollowUp, FollowUpPublic, Survey
+from server.notify.events import followup_event, write_events
 from server.scope import Scope
 from server.surveys.config import survey_settings_of
 from shared.errors import Conflict, NotFound
@@ -85,6 +87,48 @@ def to_public(followup: FollowUp, survey: Survey | None, now: datetime) -> Follo
         comment=survey.comment if survey is not None else None,
         contact_name=survey.contact_name if survey is not None else None,
     )
+
+
+def _event(followup: FollowUp, at: datetime, *, overdue: bool) -> dict[str, object]:
+    return followup_event(
+        followup.device_id,
+        followup_id=int(followup.id or 0),
+        incident_id=followup.incident_id,
+        reason=followup.reason,
+        due_at=followup.due_at,
+        at=at,
+        overdue=overdue,
+    )
+
+
+def mark_overdue(engine: Engine, now: datetime | None = None) -> int:
+    """Tell the notification rules, once each, of the open follow-ups past their due time.
+
+    A conditional update claims each (``overdue_at``), so several server processes
+    tell of it once; its closing later tells the rules it is done. Returns how many.
+    """
+    now = now or utcnow()
+    told = 0
+    with Session(engine) as session:
+        late = session.exec(
+            select(FollowUp).where(
+                col(FollowUp.closed_at).is_(None),
+                col(FollowUp.overdue_at).is_(None),
+                col(FollowUp.due_at) < now,
+            )
+        ).all()
+        for followup in late:
+            claimed = session.execute(
+                sa.update(FollowUp)
+                .where(col(FollowUp.id) == followup.id, col(FollowUp.overdue_at).is_(None))
+                .values(overdue_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(claimed, "rowcount", 0) == 1:
+                write_events(session.connection(), [_event(followup, now, overdue=True)])
+                told += 1
+        session.commit()
+    return told
 
 
 def in_scope(scope: Scope) -> sa.ColumnElement[bool]:
@@ -168,6 +212,8 @@ def close_followup(
     followup.closed_by = actor
     followup.note = note
     session.add(followup)
+    if followup.overdue_at is not None:  # the rules heard it was overdue: now it is done
+        write_events(session.connection(), [_event(followup, now, overdue=False)])
     audit.record(
         session,
         actor=actor,

@@ -175,3 +175,39 @@ def test_the_links_export_is_for_managers(client: TestClient, auth: Auth) -> Non
     assert text.splitlines()[0].startswith("incident_id,contact_name")
     assert url in text
     assert "t@sakura.example" in text
+
+
+def test_an_overdue_followup_is_told_to_the_rules_once_and_its_closing_too(
+    client: TestClient, auth: Auth, engine: Engine
+) -> None:
+    from server.models.notify import NotifyOutbox
+    from server.notify.planner import plan
+    from server.notify.rules import NotifyRule
+    from server.surveys.followups import mark_overdue
+    from shared.ids import utcnow
+
+    device_id = _setup(client, auth)
+    incident_id = _incident(client, auth, device_id)
+    token = _token(_close(client, auth, incident_id, "dispatch")["survey_url"])
+    assert client.post(f"/api/v1/surveys/{token}", json={"recommend": 2}).status_code == 200
+    [followup] = _rows(engine, FollowUp)
+    rule = NotifyRule(name="callbacks", events=["followup"], email_to=["desk@example.com"])
+    assert mark_overdue(engine, followup.due_at - timedelta(minutes=1)) == 0  # not due yet
+    late = followup.due_at + timedelta(hours=1)
+    assert mark_overdue(engine, late) == 1
+    assert mark_overdue(engine, late + timedelta(hours=1)) == 0  # once
+    plan(engine, [rule], late)
+    [problem] = _rows(engine, NotifyOutbox)
+    assert problem.payload["kind"] == "followup"
+    assert problem.payload["state"] == "problem"
+    assert f"incident #{incident_id}" in problem.payload["message"]
+    assert "overdue since" in problem.payload["message"]
+    closed = client.post(
+        f"/api/v1/followups/{followup.id}/close",
+        json={"note": "called back"},
+        headers=auth("operator"),
+    )
+    assert closed.status_code == 200
+    plan(engine, [rule], utcnow())
+    states = [row.payload["state"] for row in _rows(engine, NotifyOutbox)]
+    assert states == ["problem", "resolved"]
