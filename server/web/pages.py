@@ -32,7 +32,16 @@ from server.models import (
 from server.scope import Scope
 from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import account, admin, approval_link, dashboard, finder, preferences, tokens
+from server.web import (
+    account,
+    admin,
+    approval_link,
+    dashboard,
+    finder,
+    notify_admin,
+    preferences,
+    tokens,
+)
 from server.web import customers as customer_pages
 from server.web import site as site_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
@@ -49,6 +58,7 @@ router.include_router(auth_router)
 router.include_router(account.router)
 router.include_router(dashboard.router)
 router.include_router(admin.router)
+router.include_router(notify_admin.router)
 router.include_router(finder.router)
 router.include_router(customer_pages.router)
 router.include_router(approval_link.router)

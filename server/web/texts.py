@@ -18,6 +18,7 @@ PAGE_TITLES = (
     N_("Admin: users"),
     N_("Admin: devices"),
     N_("Admin: audit log"),
+    N_("Admin: notifications"),
     N_("Not allowed"),
     N_("Log in"),
     N_("Your account"),
