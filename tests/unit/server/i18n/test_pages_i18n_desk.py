@@ -4,12 +4,15 @@ in ``<main>`` but the data, and the English pages unchanged."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
 from server import i18n
+from server.models import Incident
 from server.web.templating import DOMAIN, LOCALE_DIR
 from tests.fixtures.api_auth import PASSWORD, Auth, engine_of
 from tests.fixtures.scoped_fleet import Side, build_fleet, scoped_auth
@@ -23,7 +26,18 @@ _DEVICE_BADGES = re.compile(
 )
 
 ENGLISH = {
-    "/desk": ["Who is calling?", "My incidents", "Handover: fuser noise", "tier 2", "Call back", "due "],
+    "/desk": [
+        "Who is calling?",
+        "My incidents",
+        "Handover: fuser noise",
+        "tier 2",
+        "Call back",
+        "due ",
+        "Faults the devices reported",
+        "down since",
+        "Fault cleared",
+        "no fault</button>",
+    ],
     "/desk?customer=Nobody": ["No device matches.", "0 devices match", "Clear"],
     "/customers": ["Customer list", "Number or name", "New customer", "2 customers"],
     "/customers?q=nobody": ["No customer matches."],
@@ -35,7 +49,7 @@ ENGLISH = {
 @pytest.fixture
 def ours(client: TestClient, auth: Auth, tmp_path: Path) -> Side:
     """Two customers' fleets, a detractor's survey on ours (a call-back, the low score) and
-    an incident of ours handed over to ``manager1``."""
+    our device's open fault incident, cleared and handed over to ``manager1``."""
     side, _ = build_fleet(engine_of(client), tmp_path / "recordings")
     operator = auth("operator")
     incident = client.post(
@@ -61,6 +75,12 @@ def ours(client: TestClient, auth: Auth, tmp_path: Path) -> Side:
         headers=operator,
     )
     assert escalated.status_code == 200, escalated.text
+    with Session(engine_of(client)) as db:  # the device says its fault cleared
+        alert = db.get(Incident, side.open_incident_id)
+        assert alert is not None
+        alert.restored_at_proposed = datetime(2026, 3, 4, 9, 0, tzinfo=UTC)
+        db.add(alert)
+        db.commit()
     return side
 
 
