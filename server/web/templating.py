@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from server import i18n
 from server.web.readings import label
-from server.web.texts import ROLE_NAMES
+from server.web.texts import N_, ROLE_NAMES
 from shared import __version__
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -129,20 +129,22 @@ def _number(value: Any, digits: int = 0) -> str:
     return i18n.format_number(float(value), digits)
 
 
-#: Why a device went offline, as an operator reads it (the agent's or the server's word).
+#: Why a device went offline, as an operator reads it (the agent's or the server's word);
+#: translated where shown (:func:`device_badges`).
 OFFLINE_REASONS = {
-    "shutdown": "shut down",
-    "connection_lost": "connection lost",
-    "unreachable": "unreachable from its gateway",
-    "silent": "silent (no report)",
-    "gateway_offline": "its gateway is offline",
-    "gateway_revoked": "its gateway was revoked",
-    "revoked": "revoked",
+    "shutdown": N_("shut down"),
+    "connection_lost": N_("connection lost"),
+    "unreachable": N_("unreachable from its gateway"),
+    "silent": N_("silent (no report)"),
+    "gateway_offline": N_("its gateway is offline"),
+    "gateway_revoked": N_("its gateway was revoked"),
+    "revoked": N_("revoked"),
 }
 
 
 def _skew(seconds: float) -> str:
-    """A clock offset as ``3 min ahead`` / ``2 h 5 min behind``."""
+    """A clock offset as ``3 min ahead`` / ``2 h 5 min behind`` (in the page's language; the
+    units stay as they are)."""
     size = abs(seconds)
     if size < 120:
         amount = f"{size:.0f} s"
@@ -151,11 +153,14 @@ def _skew(seconds: float) -> str:
     else:
         hours, minutes = divmod(round(size / 60), 60)
         amount = f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{amount} {'ahead' if seconds > 0 else 'behind'}"
+    if seconds > 0:
+        return gettext("%(amount)s ahead") % {"amount": amount}
+    return gettext("%(amount)s behind") % {"amount": amount}
 
 
 def device_badges(device: Any) -> list[dict[str, str]]:
-    """A device's state badges: connection (revoked, online, offline and why), health, clock.
+    """A device's state badges: connection (revoked, online, offline and why), health, clock,
+    in the language of the page being rendered.
 
     Health is green only for a device that is online and not revoked: a revoked or offline
     device's last report is history, shown grey as ``last: ok`` (the same rules as
@@ -169,27 +174,50 @@ def device_badges(device: Any) -> list[dict[str, str]]:
     reason = get("online_reason")
     revoked = get("revoked_at")
     if revoked:
-        badges.append({"cls": "revoked", "text": "revoked", "title": "Certificate revoked"})
+        badges.append(
+            {"cls": "revoked", "text": gettext("revoked"), "title": gettext("Certificate revoked")}
+        )
     elif get("online"):
-        badges.append({"cls": "online", "text": "online", "title": "Connected", "online": "true"})
+        badges.append(
+            {
+                "cls": "online",
+                "text": gettext("online"),
+                "title": gettext("Connected"),
+                "online": "true",
+            }
+        )
     else:
-        why = OFFLINE_REASONS.get(reason or "", "never connected" if not get("last_seen") else "")
-        text = f"offline · {why}" if why else "offline"
+        why = OFFLINE_REASONS.get(
+            reason or "", N_("never connected") if not get("last_seen") else ""
+        )
+        text = gettext("offline · %(why)s") % {"why": gettext(why)} if why else gettext("offline")
         badges.append({"cls": "offline", "text": text, "title": reason or "", "online": "false"})
     status = get("status")
     live = get("online") and not revoked
     if not status:
-        badges.append({"cls": "unknown", "text": "no data", "title": "No health report yet"})
+        badges.append(
+            {"cls": "unknown", "text": gettext("no data"), "title": gettext("No health report yet")}
+        )
     elif live:
-        badges.append({"cls": f"health-{status}", "text": status, "title": "Latest health"})
+        badges.append(
+            {"cls": f"health-{status}", "text": gettext(status), "title": gettext("Latest health")}
+        )
     else:
         badges.append(
-            {"cls": "stale", "text": f"last: {status}", "title": "Its last report, not current"}
+            {
+                "cls": "stale",
+                "text": gettext("last: %(status)s") % {"status": gettext(status)},
+                "title": gettext("Its last report, not current"),
+            }
         )
     offset = get("clock_offset_s")
     if get("clock_skewed") and offset is not None:
         badges.append(
-            {"cls": "skew", "text": f"clock {_skew(offset)}", "title": f"{offset:+.0f} s"}
+            {
+                "cls": "skew",
+                "text": gettext("clock %(offset)s") % {"offset": _skew(offset)},
+                "title": f"{offset:+.0f} s",
+            }
         )
     return badges
 

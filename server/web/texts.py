@@ -35,3 +35,29 @@ ROLE_NAMES = {
     "manager": N_("manager"),
     "admin": N_("admin"),
 }
+
+# -- the device page (i18n-device): values shown as words, translated where shown ---------------
+#: Health statuses, fault severities, session states (``_`` replaced by a space).
+DEVICE_VALUE_WORDS = (
+    N_("ok"),
+    N_("warning"),
+    N_("fault"),
+    N_("info"),
+    N_("error"),
+    N_("critical"),
+    N_("requested"),
+    N_("awaiting consent"),
+    N_("connecting"),
+    N_("active"),
+    N_("closed"),
+)
+#: Incident channels and resolutions (``_`` replaced by a space).
+INCIDENT_VALUE_WORDS = (
+    N_("phone"),
+    N_("web"),
+    N_("email"),
+    N_("alert"),
+    N_("remote"),
+    N_("dispatch"),
+    N_("no fault"),
+)
