@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
-from server import crud
+from server import crud, i18n
 from server.api.deps import SessionDep
 from server.incidents.records import list_incidents, session_ids_of
 from server.maintenance import records as maintenance
@@ -32,14 +32,14 @@ from server.models import (
 from server.scope import Scope
 from server.sessions.approval import can_approve
 from server.sessions.repository import may_observe, observable_sessions
-from server.web import account, admin, approval_link, dashboard, finder, preferences, tokens
+from server.web import account, admin, approval_link, dashboard, finder, preferences, texts, tokens
 from server.web import customers as customer_pages
 from server.web import site as site_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
 from server.web.readings import readings
-from server.web.templating import render
+from server.web.templating import gettext, page_language, render
 from server.web.voice import callbacks, customer_voice, survey_links
 from shared.errors import NotFound
 from shared.wire import HEALTH_STATUSES
@@ -395,7 +395,7 @@ def session_page(
         request,
         "session.html",
         viewer,
-        title=f"Session {row.id}",
+        title=_session_title(request, viewer, texts.SESSION_TITLE, row.id),
         nav="desk",
         s=public,
         device=device,
@@ -403,6 +403,7 @@ def session_page(
         ssh_port=None if site else getattr(request.app.state, "ssh_gateway_port", None),
         ssh_host=request.url.hostname or "server",
         observe=False,
+        **texts.SESSION_PAGE_NAMES,
         can_approve=device is not None and can_approve(viewer.user, device),
     )
 
@@ -422,7 +423,7 @@ def observe_page(
         request,
         "session.html",
         viewer,
-        title=f"Watching session {row.id}",
+        title=_session_title(request, viewer, texts.WATCHING_TITLE, row.id),
         nav="desk",
         s=RemoteSessionPublic.of(row),
         device=device,
@@ -430,7 +431,14 @@ def observe_page(
         ssh_port=None,
         ssh_host="",
         observe=True,
+        **texts.SESSION_PAGE_NAMES,
     )
+
+
+def _session_title(request: Request, viewer: Viewer, text: str, session_id: str) -> str:
+    """A session page's title (``text`` a ``%(id)s`` template) in the page's language."""
+    with i18n.use(page_language(request, {"viewer": viewer})):
+        return gettext(text) % {"id": session_id}
 
 
 def _session_in_scope(session: Session, viewer: Viewer, session_id: str) -> RemoteSession | None:
@@ -486,6 +494,7 @@ def incidents_page(
         query=urlencode({k: v for k, v in query.items() if v}),
         resolutions=RESOLUTIONS,
         channels=CHANNELS,
+        **texts.INCIDENT_PAGE_NAMES,
         export_query=urlencode(
             {k: v for k, v in {"state": state, "device_id": device_id or ""}.items() if v}
         ),
