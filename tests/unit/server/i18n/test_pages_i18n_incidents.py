@@ -115,7 +115,7 @@ def test_the_incidents_page_in_every_language(
     assert client.post("/api/v1/incidents", json=closed, headers=manager).status_code == 201
     _log_in(client, "manager1")
     english = [">Incidents</h1>", "2 incidents", "New incident", "Tier 2 · manager1", ">open<"]
-    _assert_translated(client, "/incidents?state=all", english + ["Fix: Replaced the fuser"])
+    _assert_translated(client, "/incidents?state=all", [*english, "Fix: Replaced the fuser"])
     _assert_translated(client, "/incidents?state=closed&device_id=none", ["No incident."])
 
 
