@@ -22,16 +22,17 @@ from server.api.deps import SessionDep, client_address
 from server.sessions import approval
 from server.sessions.service import SessionService
 from server.web.templating import render
+from server.web.texts import N_, SESSION_STATE_NAMES
 from shared.errors import FieldlinkError
 
 router = APIRouter(include_in_schema=False)
 
 #: Why a link serves no more, for the person holding it.
 PROBLEMS = {
-    "unknown": "This approval link is not valid.",
-    "used": "This approval link has been used already: it works only once.",
-    "expired": "This approval link has expired.",
-    "decided": "This session no longer waits for approval.",
+    "unknown": N_("This approval link is not valid."),
+    "used": N_("This approval link has been used already: it works only once."),
+    "expired": N_("This approval link has expired."),
+    "decided": N_("This session no longer waits for approval."),
 }
 _STATUS = {
     "unknown": status.HTTP_404_NOT_FOUND,
@@ -50,9 +51,10 @@ def _page(
         "approval_link.html",
         {
             "viewer": None,
-            "title": "Approve a remote session",
+            "title": N_("Approve a remote session"),
             "view": view,
             "problem": PROBLEMS.get(view.problem or ""),
+            "state_names": SESSION_STATE_NAMES,
             **context,
         },
         status_code=status_code,
@@ -84,7 +86,10 @@ async def approval_decision(
     view = await run_in_threadpool(approval.view_link, db, token[:256])
     if decision not in ("approve", "deny"):
         return _page(
-            request, view, status.HTTP_422_UNPROCESSABLE_CONTENT, error="Choose Approve or Deny."
+            request,
+            view,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            notice=N_("Choose Approve or Deny."),
         )
     link = view.link
     if view.problem is not None or link is None or link.id is None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.web.texts import N_
+
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """A named command and what it tells the operator."""
+    """A named command and what it tells the operator (name and purpose marked for the
+    catalogs, translated where the session page shows them)."""
 
     name: str
     command: str
@@ -19,27 +22,35 @@ class Diagnostic:
 
 
 _COMMON = (
-    Diagnostic("Uptime and load", "uptime", "how long since boot, load averages"),
-    Diagnostic("Disk space", "df -h", "full disks stop spoolers, archives and databases"),
-    Diagnostic("Memory", "free -m", "memory and swap in MiB"),
-    Diagnostic("Top processes", "ps aux --sort=-%cpu | head -n 15", "what uses the CPU"),
+    Diagnostic(N_("Uptime and load"), "uptime", N_("how long since boot, load averages")),
+    Diagnostic(N_("Disk space"), "df -h", N_("full disks stop spoolers, archives and databases")),
+    Diagnostic(N_("Memory"), "free -m", N_("memory and swap in MiB")),
+    Diagnostic(N_("Top processes"), "ps aux --sort=-%cpu | head -n 15", N_("what uses the CPU")),
 )
 
 DIAGNOSTICS: dict[str, tuple[Diagnostic, ...]] = {
     "mfp": (
         *_COMMON,
-        Diagnostic("Print queues", "lpstat -t", "CUPS queues and stuck jobs"),
+        Diagnostic(N_("Print queues"), "lpstat -t", N_("CUPS queues and stuck jobs")),
     ),
     "imaging": (
         *_COMMON,
-        Diagnostic("Failed services", "systemctl --failed --no-pager", "units that did not start"),
-        Diagnostic("Network", "ip -brief address", "interfaces and addresses (PACS, worklist)"),
+        Diagnostic(
+            N_("Failed services"), "systemctl --failed --no-pager", N_("units that did not start")
+        ),
+        Diagnostic(
+            N_("Network"), "ip -brief address", N_("interfaces and addresses (PACS, worklist)")
+        ),
     ),
     "server": (
         *_COMMON,
-        Diagnostic("Failed services", "systemctl --failed --no-pager", "units that did not start"),
         Diagnostic(
-            "Recent errors", "journalctl -p err -n 30 --no-pager", "the last errors in the journal"
+            N_("Failed services"), "systemctl --failed --no-pager", N_("units that did not start")
+        ),
+        Diagnostic(
+            N_("Recent errors"),
+            "journalctl -p err -n 30 --no-pager",
+            N_("the last errors in the journal"),
         ),
     ),
 }

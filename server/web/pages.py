@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
-from server import crud
+from server import crud, i18n
 from server.api.deps import SessionDep
 from server.incidents.records import list_incidents, session_ids_of
 from server.maintenance import records as maintenance
@@ -40,6 +40,7 @@ from server.web import (
     finder,
     notify_admin,
     preferences,
+    texts,
     tokens,
 )
 from server.web import customers as customer_pages
@@ -48,7 +49,7 @@ from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
 from server.web.readings import readings
-from server.web.templating import render
+from server.web.templating import gettext, page_language, render
 from server.web.voice import callbacks, customer_voice, survey_links
 from shared.errors import NotFound
 from shared.wire import HEALTH_STATUSES
@@ -405,7 +406,7 @@ def session_page(
         request,
         "session.html",
         viewer,
-        title=f"Session {row.id}",
+        title=_session_title(request, viewer, texts.SESSION_TITLE, row.id),
         nav="desk",
         s=public,
         device=device,
@@ -413,6 +414,7 @@ def session_page(
         ssh_port=None if site else getattr(request.app.state, "ssh_gateway_port", None),
         ssh_host=request.url.hostname or "server",
         observe=False,
+        **texts.SESSION_PAGE_NAMES,
         can_approve=device is not None and can_approve(viewer.user, device),
     )
 
@@ -432,7 +434,7 @@ def observe_page(
         request,
         "session.html",
         viewer,
-        title=f"Watching session {row.id}",
+        title=_session_title(request, viewer, texts.WATCHING_TITLE, row.id),
         nav="desk",
         s=RemoteSessionPublic.of(row),
         device=device,
@@ -440,7 +442,14 @@ def observe_page(
         ssh_port=None,
         ssh_host="",
         observe=True,
+        **texts.SESSION_PAGE_NAMES,
     )
+
+
+def _session_title(request: Request, viewer: Viewer, text: str, session_id: str) -> str:
+    """A session page's title (``text`` a ``%(id)s`` template) in the page's language."""
+    with i18n.use(page_language(request, {"viewer": viewer})):
+        return gettext(text) % {"id": session_id}
 
 
 def _session_in_scope(session: Session, viewer: Viewer, session_id: str) -> RemoteSession | None:
@@ -496,6 +505,7 @@ def incidents_page(
         query=urlencode({k: v for k, v in query.items() if v}),
         resolutions=RESOLUTIONS,
         channels=CHANNELS,
+        **texts.INCIDENT_PAGE_NAMES,
         export_query=urlencode(
             {k: v for k, v in {"state": state, "device_id": device_id or ""}.items() if v}
         ),

@@ -61,3 +61,46 @@ INCIDENT_VALUE_WORDS = (
     N_("dispatch"),
     N_("no fault"),
 )
+# -- The incidents, session and approval-link pages (i18n-incidents). --------------------------
+
+#: A remote session's states as the session page names them (``awaiting_consent`` reads
+#: "awaiting consent").
+SESSION_STATE_NAMES = {
+    "requested": N_("requested"),
+    "awaiting_consent": N_("awaiting consent"),
+    "connecting": N_("connecting"),
+    "active": N_("active"),
+    "closed": N_("closed"),
+}
+#: Why a session ended, as the session page names it.
+CLOSE_REASON_NAMES = {
+    "operator": N_("operator"),
+    "idle_timeout": N_("idle timeout"),
+    "max_duration": N_("max duration"),
+    "site_denied": N_("site denied"),
+    "site_ended": N_("site ended"),
+    "agent_unreachable": N_("agent unreachable"),
+    "server_restart": N_("server restart"),
+    "access_revoked": N_("access revoked"),
+    "operator_gone": N_("operator gone"),
+    "error": N_("error"),
+}
+#: An incident's resolutions and channels, as the incidents page names them.
+RESOLUTION_NAMES = {
+    "remote": N_("remote"),
+    "phone": N_("phone"),
+    "dispatch": N_("dispatch"),
+    "no_fault": N_("no fault"),
+}
+CHANNEL_NAMES = {
+    "phone": N_("phone"),
+    "web": N_("web"),
+    "email": N_("email"),
+    "alert": N_("alert"),
+}
+#: The titles of a session's pages (``id``: the session's id).
+SESSION_TITLE = N_("Session %(id)s")
+WATCHING_TITLE = N_("Watching session %(id)s")
+#: The names the session page and the incidents page translate, as their templates call them.
+SESSION_PAGE_NAMES = {"state_names": SESSION_STATE_NAMES, "close_reason_names": CLOSE_REASON_NAMES}
+INCIDENT_PAGE_NAMES = {"resolution_names": RESOLUTION_NAMES, "channel_names": CHANNEL_NAMES}
