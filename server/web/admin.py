@@ -25,7 +25,7 @@ from server.crud import InvalidInput
 from server.models import BOUND_ROLES, ROLES, AuditEntryPublic, Device, User, UserSSHKey
 from server.scope import parse_list, split
 from server.web.auth import Viewer, ViewerDep, forbidden
-from server.web.templating import render
+from server.web.templating import gettext, render
 from shared.errors import Conflict, NotFound
 
 _T = TypeVar("_T")
@@ -61,6 +61,7 @@ def _users_page(
         {
             "viewer": viewer,
             "title": "Admin: users",
+            "tr": gettext,
             "nav": "admin",
             "tab": "users",
             "users": users,

@@ -33,7 +33,8 @@ from server.api.routes.tokens import ApiTokenCreate, ApiTokenCreated, mint_api_t
 from server.api.routes.tokens import revoke_api_token as revoke_through_api
 from server.models import ApiToken
 from server.web.auth import ACCOUNT_PATH, Viewer, ViewerDep
-from server.web.templating import render
+from server.web.templating import gettext, render
+from server.web.texts import N_
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,6 +74,7 @@ def _tokens_page(
         {
             "viewer": viewer,
             "title": "Your API tokens",
+            "tr": gettext,
             "tokens": rows,
             "with_code": with_code,
             "max_days": settings.api_token_max_days,
@@ -114,7 +116,7 @@ async def mint_token(
             request,
             session,
             viewer,
-            error="Give the token a name (up to 128 characters) and your password.",
+            error=N_("Give the token a name (up to 128 characters) and your password."),
             status_code=422,
         )
     try:
