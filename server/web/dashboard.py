@@ -56,7 +56,10 @@ FIGURES: tuple[Figure, ...] = (
         "|{i ∈ F : resolution ∈ (remote, phone)}| / |F|",
     ),
     Figure(
-        "remote_usage_rate", N_("Remote session used"), "rate", "|{i ∈ C : remote_session_used}| / |C|"
+        "remote_usage_rate",
+        N_("Remote session used"),
+        "rate",
+        "|{i ∈ C : remote_session_used}| / |C|",
     ),
     Figure(
         "proactive_share",
@@ -71,11 +74,18 @@ FIGURES: tuple[Figure, ...] = (
         "|{i ∈ F : resolution = remote}| / |F|",
     ),
     Figure("dispatches", N_("Dispatches"), "count", "|{i ∈ F : resolution = dispatch}|"),
-    Figure("dispatches_avoided", N_("Dispatches avoided"), "count", "|{i ∈ F : resolution = remote}|"),
-    Figure("mttr_hours", N_("Mean time to restore"), "hours", "mean of ttr(i) over F"),
-    Figure("mttr_remote_hours", N_("MTTR, remote"), "hours", "mean of ttr(i) over remote-resolved F"),
     Figure(
-        "mttr_dispatch_hours", N_("MTTR, dispatch"), "hours", "mean of ttr(i) over dispatch-resolved F"
+        "dispatches_avoided", N_("Dispatches avoided"), "count", "|{i ∈ F : resolution = remote}|"
+    ),
+    Figure("mttr_hours", N_("Mean time to restore"), "hours", "mean of ttr(i) over F"),
+    Figure(
+        "mttr_remote_hours", N_("MTTR, remote"), "hours", "mean of ttr(i) over remote-resolved F"
+    ),
+    Figure(
+        "mttr_dispatch_hours",
+        N_("MTTR, dispatch"),
+        "hours",
+        "mean of ttr(i) over dispatch-resolved F",
     ),
     Figure(
         "asa_seconds",

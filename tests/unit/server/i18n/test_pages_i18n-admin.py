@@ -49,9 +49,7 @@ def _fill(client: TestClient, auth: Auth) -> None:
         headers=operator,
     ).json()
     token = closed["survey_url"].rsplit("/", 1)[1]
-    client.post(
-        f"/api/v1/surveys/{token}", json={"recommend": 2, "satisfaction": {"on_site": 1}}
-    )
+    client.post(f"/api/v1/surveys/{token}", json={"recommend": 2, "satisfaction": {"on_site": 1}})
     key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     added = client.post(
         "/api/v1/users/operator1/keys", json={"public_key": key, "name": "laptop"}, headers=admin
