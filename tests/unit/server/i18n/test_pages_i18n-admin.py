@@ -157,3 +157,30 @@ def _msgids() -> set[str]:
 
     with (LOCALE_DIR / "messages.pot").open("rb") as handle:
         return {m.id for m in read_po(handle) if isinstance(m.id, str)}
+
+
+def test_what_an_admin_did_is_said_in_their_language(client: TestClient, auth: Auth) -> None:
+    _fill(client, auth)
+    _log_in(client)
+    page = client.get("/admin").text
+    german = {"Accept-Language": "de"}
+    added = client.post(
+        "/admin/users",
+        data={
+            "username": "carl",
+            "role": "operator",
+            "password": PASSWORD,
+            "csrf_token": _csrf(page),
+        },
+        headers=german,
+    )
+    assert "Benutzer carl angelegt." in added.text
+    assert "User carl added." in client.get("/admin?done=added&user=carl").text
+    reset = client.post(
+        "/admin/users/carl/password-reset", data={"csrf_token": _csrf(page)}, headers=german
+    )
+    assert "Einmalpasswort für carl: " in reset.text
+    # Only the page's own sentences: a link cannot make it say something else.
+    forged = client.get("/admin?done=Call+us+at+555&user=x").text
+    assert "Call us" not in forged
+    assert 'class="notice"' not in forged
