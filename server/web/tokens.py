@@ -51,6 +51,7 @@ def _tokens_page(
     error: str | None = None,
     created: ApiTokenCreated | None = None,
     done: str | None = None,
+    done_args: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     settings = request.app.state.settings
@@ -81,6 +82,7 @@ def _tokens_page(
             "created": created,
             "error": error,
             "done": done,
+            "done_args": done_args or {},
         },
         status_code=status_code,
     )
@@ -145,4 +147,6 @@ async def revoke_token(
         return _tokens_page(
             request, session, viewer, error=str(exc.detail), status_code=exc.status_code
         )
-    return _tokens_page(request, session, viewer, done=f"Token {token_id} revoked.")
+    return _tokens_page(
+        request, session, viewer, done=N_("Token %(id)s revoked."), done_args={"id": str(token_id)}
+    )

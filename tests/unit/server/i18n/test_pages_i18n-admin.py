@@ -184,3 +184,26 @@ def test_what_an_admin_did_is_said_in_their_language(client: TestClient, auth: A
     forged = client.get("/admin?done=Call+us+at+555&user=x").text
     assert "Call us" not in forged
     assert 'class="notice"' not in forged
+
+
+def test_a_revoked_token_is_said_in_french(client: TestClient, auth: Auth) -> None:
+    _fill(client, auth)
+    _log_in(client)
+    page = client.get("/account/tokens").text
+    client.post(
+        "/account/tokens",
+        data={
+            "name": "ci",
+            "expires_in_days": "7",
+            "password": PASSWORD,
+            "csrf_token": _csrf(page),
+        },
+    )
+    listed = client.get("/account/tokens").text
+    token_id = listed.split('action="/account/tokens/', 1)[1].split("/", 1)[0]
+    revoked = client.post(
+        f"/account/tokens/{token_id}/revoke",
+        data={"csrf_token": _csrf(listed)},
+        headers={"Accept-Language": "fr"},
+    )
+    assert f"Jeton {token_id} révoqué." in revoked.text
