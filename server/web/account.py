@@ -10,11 +10,13 @@ enrolment shows the ``otpauth://`` URI as a QR code drawn on the server
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqlmodel import Session
 
 from server import accounts, mfa
@@ -32,13 +34,19 @@ from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.web.auth import ACCOUNT_PATH, Viewer, ViewerDep
 from server.web.qr import qr_svg
-from server.web.templating import render
+from server.web.templating import gettext, render
+from server.web.texts import N_
 from shared.errors import AuthError, Conflict, NotFound
 
 router = APIRouter(include_in_schema=False)
 
 #: The accessible name of the enrolment's QR code.
-_QR_LABEL = "QR code for your authenticator app"
+_QR_LABEL = N_("QR code for your authenticator app")
+
+
+def _qr_of(enrolment: mfa.Enrolment) -> Callable[[], Markup]:
+    """The enrolment's QR code, drawn as the page renders: named in the page's language."""
+    return lambda: qr_svg(enrolment.otpauth_uri, label=gettext(_QR_LABEL))
 
 
 def _account_page(
@@ -61,11 +69,12 @@ def _account_page(
         {
             "viewer": viewer,
             "title": "Your account",
+            "tr": gettext,
             "error": error,
             "done": done,
             "mfa": found,
             "enrolment": enrolment,
-            "enrolment_qr": qr_svg(enrolment.otpauth_uri, label=_QR_LABEL) if enrolment else None,
+            "enrolment_qr": _qr_of(enrolment) if enrolment else None,
             "recovery_codes": recovery_codes,
         },
         status_code=status_code,
@@ -123,9 +132,9 @@ async def mfa_enrol(
 
 #: What the account page says once a code form went through.
 _CODE_DONE: dict[mfa.CodeAction, str] = {
-    "confirm": "Two-factor login is on.",
-    "recovery-codes": "New recovery codes.",
-    "disable": "Two-factor login is off.",
+    "confirm": N_("Two-factor login is on."),
+    "recovery-codes": N_("New recovery codes."),
+    "disable": N_("Two-factor login is off."),
 }
 
 
@@ -175,7 +184,7 @@ async def change_password(
     new = str(form.get("new_password", ""))
     if new != str(form.get("new_password_again", "")):
         return _account_page(
-            request, session, viewer, error="The new passwords differ.", status_code=422
+            request, session, viewer, error=N_("The new passwords differ."), status_code=422
         )
     try:
         await run_in_threadpool(

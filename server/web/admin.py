@@ -25,7 +25,8 @@ from server.crud import InvalidInput
 from server.models import BOUND_ROLES, ROLES, AuditEntryPublic, Device, User, UserSSHKey
 from server.scope import parse_list, split
 from server.web.auth import Viewer, ViewerDep, forbidden
-from server.web.templating import render
+from server.web.templating import gettext, render
+from server.web.texts import N_
 from shared.errors import Conflict, NotFound
 
 _T = TypeVar("_T")
@@ -44,6 +45,21 @@ def _users(session: Session) -> tuple[list[User], dict[int, list[UserSSHKey]]]:
     return users, keys
 
 
+#: What the users page says after an action (``/admin?done=<key>&user=<name>``): texts of
+#: the catalogs, composed as the page renders, in the viewer's language.
+DONE_TEXTS: dict[str, str] = {
+    "added": N_("User %(user)s added."),
+    "updated": N_("User %(user)s updated."),
+    "unchanged": N_("User %(user)s: nothing changed."),
+    "removed": N_("User %(user)s removed."),
+    "no-mfa": N_("%(user)s had no two-factor login."),
+    "mfa-reset": N_("Two-factor login of %(user)s removed: they enrol again."),
+}
+_ONE_TIME_PASSWORD = N_(
+    "One-time password for %(user)s: %(password)s (they must choose a new one when they log in)."
+)
+
+
 def _users_page(
     request: Request,
     session: Session,
@@ -51,6 +67,7 @@ def _users_page(
     *,
     error: str | None = None,
     done: str | None = None,
+    done_args: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     users, keys = _users(session)
@@ -61,6 +78,7 @@ def _users_page(
         {
             "viewer": viewer,
             "title": "Admin: users",
+            "tr": gettext,
             "nav": "admin",
             "tab": "users",
             "users": users,
@@ -69,6 +87,7 @@ def _users_page(
             "roles": ROLES,
             "error": error,
             "done": done,
+            "done_args": done_args or {},
         },
         status_code=status_code,
     )
@@ -79,12 +98,14 @@ def users_page(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    done: Annotated[str | None, Query(max_length=200)] = None,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+    user: Annotated[str, Query(max_length=200)] = "",
 ) -> HTMLResponse:
     """Users and roles, and each user's SSH keys for the gateway."""
     if not viewer.can("admin"):
         return forbidden(request, viewer, "admin")
-    return _users_page(request, session, viewer, done=done)
+    text = DONE_TEXTS.get(done or "")
+    return _users_page(request, session, viewer, done=text, done_args={"user": user})
 
 
 async def _checked_form(request: Request) -> dict[str, str]:
@@ -94,9 +115,10 @@ async def _checked_form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _back(done: str) -> RedirectResponse:
+def _back(done: str, user: str) -> RedirectResponse:
+    """Back to the users page, which says what was done (a key of :data:`DONE_TEXTS`)."""
     return RedirectResponse(
-        f"/admin?{urlencode({'done': done})}", status_code=status.HTTP_303_SEE_OTHER
+        f"/admin?{urlencode({'done': done, 'user': user})}", status_code=status.HTTP_303_SEE_OTHER
     )
 
 
@@ -120,7 +142,7 @@ async def create_user(request: Request, session: SessionDep, viewer: ViewerDep) 
         )
     except (InvalidInput, Conflict) as exc:
         return _users_page(request, session, viewer, error=str(exc), status_code=422)
-    return _back(f"User {username} added.")
+    return _back("added", username)
 
 
 def _update_user(
@@ -144,7 +166,7 @@ def _update_user(
     )
     same_scope = scope == (split(user.customers), split(user.regions))
     if role == user.role and disabled == user.disabled and same_scope:
-        return f"User {name}: nothing changed."
+        return "unchanged"
     actor = viewer.user.username
     try:
         # A site user is bound to customers before the role is given, and keeps them
@@ -162,7 +184,7 @@ def _update_user(
             )
     except (Conflict, NotFound) as exc:
         raise InvalidInput(str(exc)) from exc
-    return f"User {name} updated."
+    return "updated"
 
 
 def _set_scope(
@@ -189,7 +211,7 @@ async def update_user(
     except InvalidInput as exc:
         return _users_page(request, session, viewer, error=str(exc), status_code=422)
     recheck_access(request)
-    return _back(done)
+    return _back(done, name)
 
 
 async def _change_user(
@@ -226,7 +248,7 @@ async def remove_user(
     if isinstance(refused, Response):
         return refused
     recheck_access(request)
-    return _back(f"User {name} removed.")
+    return _back("removed", name)
 
 
 @router.post("/users/{name}/password-reset", response_class=HTMLResponse)
@@ -243,8 +265,8 @@ async def reset_password(
         request,
         session,
         viewer,
-        done=f"One-time password for {name}: {temporary} "
-        "(they must choose a new one when they log in).",
+        done=_ONE_TIME_PASSWORD,
+        done_args={"user": name, "password": temporary},
     )
 
 
@@ -258,8 +280,8 @@ async def reset_mfa(
     if isinstance(had, Response):
         return had
     if not had:
-        return _back(f"{name} had no two-factor login.")
-    return _back(f"Two-factor login of {name} removed: they enrol again.")
+        return _back("no-mfa", name)
+    return _back("mfa-reset", name)
 
 
 @router.get("/devices", response_class=HTMLResponse)

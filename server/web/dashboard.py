@@ -23,7 +23,8 @@ from server.kpi.config import kpi_settings_of
 from server.kpi.report import KPI_DEFINITIONS, CallFigures, KpiReport, default_window
 from server.scope import Scope
 from server.web.auth import ViewerDep, forbidden
-from server.web.templating import render
+from server.web.templating import gettext, render
+from server.web.texts import N_
 from server.web.voice import dashboard_context, voice_reports, write_voice_csv
 from shared.ids import utcnow
 
@@ -47,50 +48,60 @@ class Figure:
 
 #: The formulas of docs/kpis.md. C: incidents closed in the window; F: C without no_fault.
 FIGURES: tuple[Figure, ...] = (
-    Figure("incidents_closed", "Incidents closed", "count", "|C|"),
+    Figure("incidents_closed", N_("Incidents closed"), "count", "|C|"),
     Figure(
         "self_resolution_rate",
-        "Self-resolution",
+        N_("Self-resolution"),
         "rate",
         "|{i ∈ F : resolution ∈ (remote, phone)}| / |F|",
     ),
     Figure(
-        "remote_usage_rate", "Remote session used", "rate", "|{i ∈ C : remote_session_used}| / |C|"
+        "remote_usage_rate",
+        N_("Remote session used"),
+        "rate",
+        "|{i ∈ C : remote_session_used}| / |C|",
     ),
     Figure(
         "proactive_share",
-        "Opened by device faults",
+        N_("Opened by device faults"),
         "rate",
         "|{i ∈ C : channel = alert}| / |C|",
     ),
     Figure(
         "remote_resolution_rate",
-        "Resolved remotely",
+        N_("Resolved remotely"),
         "rate",
         "|{i ∈ F : resolution = remote}| / |F|",
     ),
-    Figure("dispatches", "Dispatches", "count", "|{i ∈ F : resolution = dispatch}|"),
-    Figure("dispatches_avoided", "Dispatches avoided", "count", "|{i ∈ F : resolution = remote}|"),
-    Figure("mttr_hours", "Mean time to restore", "hours", "mean of ttr(i) over F"),
-    Figure("mttr_remote_hours", "MTTR, remote", "hours", "mean of ttr(i) over remote-resolved F"),
+    Figure("dispatches", N_("Dispatches"), "count", "|{i ∈ F : resolution = dispatch}|"),
     Figure(
-        "mttr_dispatch_hours", "MTTR, dispatch", "hours", "mean of ttr(i) over dispatch-resolved F"
+        "dispatches_avoided", N_("Dispatches avoided"), "count", "|{i ∈ F : resolution = remote}|"
+    ),
+    Figure("mttr_hours", N_("Mean time to restore"), "hours", "mean of ttr(i) over F"),
+    Figure(
+        "mttr_remote_hours", N_("MTTR, remote"), "hours", "mean of ttr(i) over remote-resolved F"
+    ),
+    Figure(
+        "mttr_dispatch_hours",
+        N_("MTTR, dispatch"),
+        "hours",
+        "mean of ttr(i) over dispatch-resolved F",
     ),
     Figure(
         "asa_seconds",
-        "Average speed of answer",
+        N_("Average speed of answer"),
         "seconds",
         "mean of answered_at - opened_at over C",
     ),
     Figure(
         "downtime_saved_hours",
-        "Downtime saved",
+        N_("Downtime saved"),
         "hours",
         "Σ over remote-resolved i ∈ F of max(0, baseline_ttr(type(i)) - ttr(i))",
     ),
     Figure(
         "cost_saved",
-        "Cost saved",
+        N_("Cost saved"),
         "money",
         "Σ over remote-resolved i ∈ F of dispatch_cost(type(i))",
     ),
@@ -120,15 +131,20 @@ BREAKDOWN = (
     "cost_saved",
 )
 DEFINITIONS = (
-    ("C", "the incidents whose closed_at falls in the period [from, to)"),
-    ("F", "the incidents of C whose resolution is not no_fault"),
-    ("ttr(i)", "restored_at - down_at, in hours"),
+    ("C", N_("the incidents whose closed_at falls in the period [from, to)")),
+    ("F", N_("the incidents of C whose resolution is not no_fault")),
+    ("ttr(i)", N_("restored_at - down_at, in hours")),
     (
         "baseline_ttr(t)",
-        "the median ttr of the period's dispatch-resolved incidents of device type t when "
-        "there are at least baseline_min_samples of them, else the configured fallback",
+        N_(
+            "the median ttr of the period's dispatch-resolved incidents of device type t when "
+            "there are at least baseline_min_samples of them, else the configured fallback"
+        ),
     ),
-    ("dispatch_cost(t)", "the configured cost of sending an engineer to a device of type t"),
+    (
+        "dispatch_cost(t)",
+        N_("the configured cost of sending an engineer to a device of type t"),
+    ),
 )
 
 
@@ -165,7 +181,7 @@ def period_of(start: str | None, through: str | None) -> tuple[Period, str | Non
     first, last = _day(start), _day(through)
     problem = None
     if (start and first is None) or (through and last is None):
-        problem = "Dates are YYYY-MM-DD; showing the last twelve months."
+        problem = N_("Dates are YYYY-MM-DD; showing the last twelve months.")
         first = last = None
     begin = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else default_start
     end = (
@@ -174,7 +190,7 @@ def period_of(start: str | None, through: str | None) -> tuple[Period, str | Non
         else default_end
     )
     if begin >= end:
-        return Period(default_start, default_end), "The period must end after it starts."
+        return Period(default_start, default_end), N_("The period must end after it starts.")
     return Period(begin, end), problem
 
 
@@ -264,6 +280,7 @@ def dashboard_page(
             "partial_months": [(m, c) for m, c in zip(months, coverage, strict=True) if c < 1.0],
             "trends": trends,
             "definitions": DEFINITIONS,
+            "tr": gettext,
             "export_query": f"from={period.first_day}&through={period.last_day}",
             # The voice figures are not computed per scope yet: a scoped viewer sees none.
             **(

@@ -33,7 +33,8 @@ from server.api.routes.tokens import ApiTokenCreate, ApiTokenCreated, mint_api_t
 from server.api.routes.tokens import revoke_api_token as revoke_through_api
 from server.models import ApiToken
 from server.web.auth import ACCOUNT_PATH, Viewer, ViewerDep
-from server.web.templating import render
+from server.web.templating import gettext, render
+from server.web.texts import N_
 
 router = APIRouter(include_in_schema=False)
 
@@ -50,6 +51,7 @@ def _tokens_page(
     error: str | None = None,
     created: ApiTokenCreated | None = None,
     done: str | None = None,
+    done_args: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     settings = request.app.state.settings
@@ -73,12 +75,14 @@ def _tokens_page(
         {
             "viewer": viewer,
             "title": "Your API tokens",
+            "tr": gettext,
             "tokens": rows,
             "with_code": with_code,
             "max_days": settings.api_token_max_days,
             "created": created,
             "error": error,
             "done": done,
+            "done_args": done_args or {},
         },
         status_code=status_code,
     )
@@ -114,7 +118,7 @@ async def mint_token(
             request,
             session,
             viewer,
-            error="Give the token a name (up to 128 characters) and your password.",
+            error=N_("Give the token a name (up to 128 characters) and your password."),
             status_code=422,
         )
     try:
@@ -143,4 +147,6 @@ async def revoke_token(
         return _tokens_page(
             request, session, viewer, error=str(exc.detail), status_code=exc.status_code
         )
-    return _tokens_page(request, session, viewer, done=f"Token {token_id} revoked.")
+    return _tokens_page(
+        request, session, viewer, done=N_("Token %(id)s revoked."), done_args={"id": str(token_id)}
+    )
