@@ -31,6 +31,16 @@ from shared.models import DeviceEvent, Fault, HealthSample
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """``NOW`` is each test's start: the ingest trusts recent samples only, and a suite
+    collected long before a test runs (xdist, a long run) would make them old."""
+    global NOW  # the helpers below read the module's NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
+
 FUSER = Fault(code="SC-541", severity="critical", message="Fuser thermistor open")
 
 

@@ -34,6 +34,14 @@ pytestmark = pytest.mark.integration
 NOW = utcnow()
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """``NOW`` is each test's start: the ingest trusts recent samples only, and a suite
+    collected long before a test runs (xdist, a long run) would make them old."""
+    global NOW  # the helpers below read the module's NOW
+    NOW = utcnow()
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
