@@ -156,6 +156,9 @@ class ServerSettings(FieldlinkSettings):
 
     #: Largest incident CSV import accepted, in bytes (413 beyond).
     incident_import_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    #: Largest JSON or form request body accepted, in bytes (413 beyond; CSV imports have
+    #: ``incident_import_max_bytes``).
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=4096)
 
     #: The country (ISO 3166 alpha-2) a caller's number without ``+`` is read in when the
     #: call names no customer (``/desk/call``, ``/api/v1/lookup``); none: only ``+`` numbers.

@@ -281,6 +281,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     app.add_exception_handler(FieldlinkError, _fieldlink_error)
+    from server.api.request_guard import RequestGuard
+
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_body_bytes)
     if settings.access_log:
         from server.access_log import AccessLogMiddleware, open_access_log
 
