@@ -4,7 +4,9 @@ A remote session belongs to its operator; a browser terminal or forward
 socket also depends on the token (bearer or console cookie) it was opened
 with, and on its user's role (an admin may use another operator's session).
 When a user is disabled, demoted below what the channel needs or deleted,
-when they log out or a token is revoked, everything that depends on it ends
+when their scope is narrowed so that the session's device lies outside it
+(:mod:`server.scope`), when they log out or a token is revoked, everything
+that depends on it ends
 within :attr:`ServerSettings.access_check_interval_s` (sooner when this
 process made the change: :meth:`AccessWatch.check_now`), whichever process
 or command (``fieldlink user disable``) made it: the watch reads the
@@ -61,16 +63,21 @@ class Grant:
 
     role: str | None
     disabled: bool
+    #: The live sessions' devices that lie outside the user's scope.
+    out_of_scope: frozenset[str] = frozenset()
 
 
-def user_denial(grant: Grant | None, needed: str) -> str | None:
-    """Why a user may no longer use what needs the ``needed`` role (``None``: they may)."""
+def user_denial(grant: Grant | None, needed: str, device_id: str | None = None) -> str | None:
+    """Why a user may no longer use what needs the ``needed`` role on ``device_id``
+    (``None``: they may)."""
     if grant is None or grant.role is None:
         return "the user was removed"
     if grant.disabled:
         return "the user was disabled"
     if not role_at_least(grant.role, needed):
         return f"the user no longer has the {needed} role"
+    if device_id is not None and device_id in grant.out_of_scope:
+        return "the device is no longer in the user's scope"
     return None
 
 
@@ -121,11 +128,15 @@ class AccessWatch:
         channels = list(self._channels.values())
         if not operators and not channels:
             return
-        usernames = {name for _, name in operators} | {c.username for c in channels}
+        device_of = self._manager.device_of
+        uses: dict[str, set[str]] = {}  # user -> the devices of their live sessions and channels
+        for session_id, name in [*operators, *((c.session_id, c.username) for c in channels)]:
+            device_id = device_of(session_id)
+            uses.setdefault(name, set()).update([device_id] if device_id else [])
         hashes = {c.token_hash for c in channels if c.token_hash is not None}
-        grants, live_tokens = await asyncio.to_thread(self._read, usernames, hashes)
+        grants, live_tokens = await asyncio.to_thread(self._read, uses, hashes)
         for session_id, operator in operators:
-            why = user_denial(grants.get(operator), "operator")
+            why = user_denial(grants.get(operator), "operator", device_of(session_id))
             if why is not None:
                 logger.warning("closing session %s of %s: %s", session_id, operator, why)
                 await self._manager.close(
@@ -141,7 +152,7 @@ class AccessWatch:
             needed = entry.needed or (
                 "operator" if owners.get(entry.session_id) == entry.username else "admin"
             )
-            why = user_denial(grants.get(entry.username), needed)
+            why = user_denial(grants.get(entry.username), needed, device_of(entry.session_id))
             if why is None and entry.token_hash is not None and entry.token_hash not in live_tokens:
                 why = "the token it was opened with was revoked"
             if why is not None:
@@ -149,10 +160,22 @@ class AccessWatch:
                 entry.revoked.set()
                 await asyncio.to_thread(self._audit_channel, entry)
 
-    def _read(self, usernames: set[str], hashes: set[str]) -> tuple[dict[str, Grant], set[str]]:
+    def _read(
+        self, uses: dict[str, set[str]], hashes: set[str]
+    ) -> tuple[dict[str, Grant], set[str]]:
+        from server.scope import Scope
+
         with Session(self._manager.engine) as db:
-            users = db.exec(select(User).where(col(User.username).in_(usernames))).all()
-            grants = {u.username: Grant(u.role, u.disabled) for u in users}
+            users = db.exec(select(User).where(col(User.username).in_(uses))).all()
+            grants: dict[str, Grant] = {}
+            for user in users:
+                scope = Scope.of(user)
+                outside = frozenset(
+                    device_id
+                    for device_id in uses[user.username]
+                    if not scope.unrestricted and not scope.sees_device(db, device_id)
+                )
+                grants[user.username] = Grant(user.role, user.disabled, outside)
             live: set[str] = set()
             if hashes:
                 # An expired token does not end a channel already open; a revoked one does.

@@ -625,6 +625,33 @@ def test_disabling_a_user_ends_their_browser_terminal_as_access_revoked(center: 
     assert "disabled" in entry["details"]["detail"]
 
 
+def test_narrowing_a_users_scope_ends_their_session_on_a_device_now_outside(
+    center: Center,
+) -> None:
+    token = center.token("sven")
+    opened = center.call(
+        "POST", f"/devices/{center.device_id}/sessions", user="sven", json={"reason": "sven's"}
+    )
+    assert opened.status_code == 201, opened.text
+    sid = opened.json()["id"]
+    wait_until(lambda: center.server.api("GET", f"/sessions/{sid}")["state"] == "active", 30)
+    center.server.api("POST", "/customers", json={"number": "C-ELSE", "name": "Someone else"})
+
+    def narrow() -> None:  # another process: the CLI
+        done = center.server.cli("user", "scope", "sven", "--customers", "C-ELSE")
+        assert done.returncode == 0, done.stderr
+
+    controls, frame, _elapsed = asyncio.run(_terminal_until_closed(center, sid, token, narrow))
+    assert frame is not None
+    assert frame.reason == "access_revoked"
+    assert any(c.get("close_reason") == "access_revoked" for c in controls)
+    closed = center.server.api("GET", f"/sessions/{sid}")
+    assert (closed["state"], closed["close_reason"]) == ("closed", "access_revoked")
+    entries = center.server.api("GET", "/audit", params={"action": "session.close"})["items"]
+    (entry,) = [e for e in entries if e["details"]["session_id"] == sid]
+    assert "no longer in the user's scope" in entry["details"]["detail"]
+
+
 def test_logging_out_ends_the_terminal_opened_with_that_token(center: Center) -> None:
     sid = center.open(reason="two windows")["id"]
     center.wait_state(sid, "active")

@@ -17,7 +17,13 @@ from server.sessions.access import Grant, user_denial
         (Grant("operator", True), "operator", "the user was disabled"),
         (Grant("operator", False), "admin", "the user no longer has the admin role"),
         (Grant("viewer", False), "operator", "the user no longer has the operator role"),
+        (
+            Grant("operator", False, frozenset({"mfp-1"})),
+            "operator",
+            "the device is no longer in the user's scope",
+        ),
+        (Grant("operator", False, frozenset({"mfp-2"})), "operator", None),
     ],
 )
 def test_user_denial(grant: Grant | None, needed: str, why: str | None) -> None:
-    assert user_denial(grant, needed) == why
+    assert user_denial(grant, needed, "mfp-1") == why
