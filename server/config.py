@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from server.config_file import FieldlinkSettings, load_settings
 from server.kpi.config import KpiSettings
 from server.mail import SmtpSettings
+from server.notify.destinations import DestinationPolicy
 from server.notify.rules import NotifyRule
 from server.surveys.config import SurveySettings
 from shared.tomlfile import resolve_config_path
@@ -180,6 +181,31 @@ class ServerSettings(FieldlinkSettings):
     #: ``notify_retry_max_s``.
     notify_retry_base_s: float = Field(default=30.0, gt=0)
     notify_retry_max_s: float = Field(default=3600.0, gt=0)
+    #: Networks a webhook may reach although they are loopback, link-local, multicast or
+    #: reserved (or private, with ``notify_webhook_block_private``): ``["127.0.0.1/32"]``
+    #: for a receiver on the server's own host. See :mod:`server.notify.destinations`.
+    notify_webhook_allow: list[str] = Field(default_factory=list)
+    #: Refuse webhooks to private networks (10/8, 172.16/12, 192.168/16, fc00::/7) as well.
+    notify_webhook_block_private: bool = False
+
+    @field_validator("notify_webhook_allow")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                msg = f"not an IP network: {network!r} (e.g. 127.0.0.1/32 or 10.0.0.0/8)"
+                raise ValueError(msg) from None
+        return networks
+
+    def webhook_policy(self) -> DestinationPolicy:
+        """Where this server's webhooks may post (:mod:`server.notify.destinations`)."""
+        return DestinationPolicy.of(
+            self.notify_webhook_allow, block_private=self.notify_webhook_block_private
+        )
 
     @field_validator("notify")
     @classmethod

@@ -94,7 +94,9 @@ def send_test(
             for channel in rule.channels():
                 try:
                     if channel == "webhook":
-                        await post_webhook(rule, message, 0, time.time(), client)
+                        await post_webhook(
+                            rule, message, 0, time.time(), client, settings.webhook_policy()
+                        )
                     else:
                         await send_email(rule, message, settings.smtp)
                 except (DeliveryError, ConfigError) as exc:

@@ -25,6 +25,7 @@ from typing import Any, Final
 import httpx2 as httpx
 
 from server.mail import SmtpSettings, send_mail
+from server.notify.destinations import BlockedDestination, DestinationPolicy, check_webhook_url
 from server.notify.rules import NotifyRule, mask_url
 from shared import __version__
 from shared.errors import ConfigError, FieldlinkError
@@ -92,15 +93,22 @@ async def post_webhook(
     delivery_id: int,
     now: float,
     client: httpx.AsyncClient,
+    policy: DestinationPolicy,
 ) -> None:
-    """POST ``payload`` to the rule's webhook, signed.
+    """POST ``payload`` to the rule's webhook, signed, if ``policy`` lets it reach the host.
 
     Raises:
-        DeliveryError: no 2xx answer (the message names the URL masked).
+        DeliveryError: a blocked destination, or no 2xx answer (the message names the URL
+            masked).
         ConfigError: the secret file is unreadable.
     """
     assert rule.webhook_url is not None  # noqa: S101
     assert rule.secret_file is not None  # noqa: S101
+    try:
+        await check_webhook_url(rule.webhook_url, policy)
+    except BlockedDestination as exc:
+        msg = f"POST {mask_url(rule.webhook_url)}: {exc}"
+        raise DeliveryError(msg) from exc
     secret = read_secret(rule.secret_file, rule.name)
     body = encode(payload)
     headers = {

@@ -157,7 +157,14 @@ class NotifyWorker:
         else:
             try:
                 if channel == "webhook" and rule.webhook_url:
-                    await post_webhook(rule, row["payload"], int(row["id"]), time.time(), client)
+                    await post_webhook(
+                        rule,
+                        row["payload"],
+                        int(row["id"]),
+                        time.time(),
+                        client,
+                        self.settings.webhook_policy(),
+                    )
                 elif channel == "email" and rule.email_to:
                     await send_email(rule, row["payload"], self.settings.smtp)
                 else:

@@ -56,6 +56,7 @@ def _settings(
         smtp=relay.smtp_settings(),
         notify_max_attempts=3,
         notify_retry_base_s=30,
+        notify_webhook_allow=["127.0.0.1/32"],  # the test's receiver is on this host
         notify=[
             NotifyRule(
                 name="ops",
@@ -252,7 +253,8 @@ def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
     url = hook.url.replace("http://", "http://bot:pw-in-url@") + "?token=tok-in-url"
     config.write_text(
         f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
-        f'state_dir = "{tmp_path / "state"}"\n\n[server.smtp]\n{smtp}\n\n'
+        f'state_dir = "{tmp_path / "state"}"\nnotify_webhook_allow = ["127.0.0.1/32"]\n'
+        f"\n[server.smtp]\n{smtp}\n\n"
         f'[[server.notify]]\nname = "ops"\nemail_to = ["it@example.com"]\n'
         f'webhook_url = "{url}"\nsecret_file = "{secret}"\n'
     )

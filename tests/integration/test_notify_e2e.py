@@ -53,6 +53,7 @@ def _server(
         notify_retry_base_s=0.5,
         notify_retry_max_s=1.0,
         notify_max_attempts=100,
+        notify_webhook_allow=["127.0.0.1/32"],  # the test's receiver is on this host
     )
     smtp = relay.smtp_settings()
     with server.config.open("a") as config:
