@@ -136,6 +136,11 @@ def set_role(
             msg = "you cannot change your own role"
             raise Conflict(msg)
         _keep_an_admin(session, user, "demote")
+    if role == "admin" and (user.customers or user.regions):
+        from server.scope import ADMIN_UNSCOPED
+
+        msg = f"{ADMIN_UNSCOPED} (lift {user.username}'s scope first: user scope --clear)"
+        raise InvalidInput(msg)
     if role in BOUND_ROLES and not user.customers:
         msg = f"a {role} user must be bound to at least one customer: set their scope first"
         raise InvalidInput(msg)

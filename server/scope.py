@@ -32,6 +32,11 @@ REGION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 #: A customer number (as :data:`server.models.customer.NUMBER_PATTERN`).
 NUMBER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 _MAX_ITEMS = 64
+#: Why an admin has no scope.
+ADMIN_UNSCOPED = (
+    "an admin sees the whole fleet (users, devices, the audit log): "
+    "limit a manager or an operator instead"
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class Scope:
 
     @classmethod
     def of(cls, user: User) -> Scope:
-        """The scope stored on ``user``."""
+        """The scope stored on ``user`` (an admin's is the whole fleet)."""
+        if user.role == "admin":
+            return cls()
         customers = frozenset(split(user.customers))
         regions = frozenset(r.upper() for r in split(user.regions))
         return cls(customers, regions, nothing=user.role in BOUND_ROLES and not customers)
@@ -199,6 +206,8 @@ def check_scope(
     if role in BOUND_ROLES and not customers:
         msg = f"a {role} user must be bound to at least one customer (--customers)"
         raise InvalidInput(msg)
+    if role == "admin" and (customers or regions):
+        raise InvalidInput(ADMIN_UNSCOPED)
     stored_customers = ",".join(sorted(set(customers))) or None
     stored_regions = ",".join(sorted({r.upper() for r in regions})) or None
     return stored_customers, stored_regions

@@ -75,7 +75,7 @@ async def update_user(
     """Change a user's role or scope, or disable (revoking their tokens) or enable them."""
     address = client_address(request)
     user = None
-    scope_first = body.role in BOUND_ROLES
+    scope_first = body.role in BOUND_ROLES or body.role == "admin"  # bound, or lifted
     if scope_first:
         user = await _set_scope(session, username, body, admin.username, address)
     if body.role is not None:

@@ -351,3 +351,29 @@ def test_the_admin_page_sets_a_users_scope(
         assert (user.role, user.customers, user.regions) == ("operator", None, "APAC,EU")
     page = client.get("/admin")
     assert 'value="APAC,EU"' in page.text
+
+
+def test_an_admin_is_never_scoped(client: TestClient, auth: Auth, fleet: tuple[Side, Side]) -> None:
+    """An admin manages users, devices and reads the whole audit log: a scope on one would
+    promise a limit that those pages do not keep, so none is accepted."""
+    ours, _theirs = fleet
+    admin = auth("admin")
+    with Session(engine_of(client)) as session:
+        with pytest.raises(crud.InvalidInput, match="an admin sees the whole fleet"):
+            crud.create_user(
+                session, username="ada", role="admin", password=PASSWORD, customers=[ours.number]
+            )
+        crud.create_user(
+            session, username="otto", role="operator", password=PASSWORD, regions=["emea"]
+        )
+    scoped = client.patch("/api/v1/users/admin1", json={"regions": ["emea"]}, headers=admin)
+    assert scoped.status_code == 422
+    assert "an admin sees the whole fleet" in scoped.text
+    promoted = client.patch("/api/v1/users/otto", json={"role": "admin"}, headers=admin)
+    assert promoted.status_code == 422
+    assert "lift otto's scope first" in promoted.text
+    lifted = client.patch(
+        "/api/v1/users/otto", json={"role": "admin", "regions": []}, headers=admin
+    )
+    assert lifted.status_code == 200, lifted.text
+    assert (lifted.json()["role"], lifted.json()["regions"]) == ("admin", [])
