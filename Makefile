@@ -79,6 +79,7 @@ system-deps:
 	command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ] || missing="$$missing tinyproxy"; \
 	/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v smartctl >/dev/null || [ -x /usr/sbin/smartctl ] || missing="$$missing smartmontools"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || fc-list 2>/dev/null | grep -qi 'noto.*cjk' || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
