@@ -25,8 +25,9 @@ from tests.fixtures.console_pages import (
     open_page,
 )
 
-#: The languages of the README's tour.
-LANGUAGES: Final = ("en", "ja")
+#: The languages of the README's tour, each with a time zone of its readers (the console
+#: shows times in the browser's).
+LANGUAGES: Final = {"en": "UTC", "ja": "Asia/Tokyo"}
 #: (name, login, path) of each screenshot.
 SHOTS: Final = (
     ("desk", "operator", "/desk"),
@@ -41,7 +42,9 @@ MAX_BYTES: Final = 300_000
 
 
 def _shoot(browser: Any, url: str, state: Any, language: str, name: str, path: str) -> Any:
-    context = new_context(browser, language, WIDTH, state, height=HEIGHT)
+    context = new_context(
+        browser, language, WIDTH, state, height=HEIGHT, timezone=LANGUAGES[language]
+    )
     page = context.new_page()
     page.on("pageerror", lambda error: sys.stderr.write(f"{name} ({language}): {error}\n"))
     open_page(page, url + path, name)
