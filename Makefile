@@ -6,15 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# System packages the tests start for real.
+# System packages the tests start for real (and the fonts Chromium draws Japanese and Chinese with).
 APT_PACKAGES := mosquitto mosquitto-clients postgresql openssh-client chromium tinyproxy python3-venv \
-	smartmontools
+	smartmontools fonts-noto-cjk
 # The web console's front-end packages (npm, pinned in package-lock.json), copied into its static files.
 WEB_FRONTEND := server/web/frontend
 VENDOR := server/web/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist translations
+.PHONY: demo test lint typecheck unit integration bench system-deps clean migration web-assets lock upgrade-deps dist translations screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -79,6 +79,7 @@ system-deps:
 	command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ] || missing="$$missing tinyproxy"; \
 	/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v smartctl >/dev/null || [ -x /usr/sbin/smartctl ] || missing="$$missing smartmontools"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || fc-list 2>/dev/null | grep -qi 'noto.*cjk' || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -113,6 +114,10 @@ unit: $(STAMP)
 
 integration: $(STAMP) system-deps
 	$(PYTEST) -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration tests/browser
+
+# The README's console screenshots (docs/screenshots/): a seeded demo in English and Japanese.
+screenshots: $(STAMP) system-deps
+	$(BIN)/python -m tests.browser.screenshots
 
 bench: $(STAMP) system-deps
 	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }

@@ -230,4 +230,5 @@ templates.env.globals["version"] = __version__
 templates.env.globals["device_badges"] = device_badges
 templates.env.globals["metric_label"] = label
 templates.env.globals["language_names"] = i18n.LANGUAGE_NAMES
+templates.env.globals["language_tags"] = i18n.HTML_LANG
 templates.env.globals["role_names"] = ROLE_NAMES

@@ -7,15 +7,13 @@ Playwright's own browser downloads are never used: ``/usr/bin/chromium`` is.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.console import ARTIFACTS, AXE, CHROMIUM, Console, wait_all_online
-from tests.fixtures.processes import DemoProcess
+from tests.fixtures.console import ARTIFACTS, AXE, CHROMIUM, Console, running_demo
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +21,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """``fieldlink demo`` with three simulated devices, for one test module."""
     if not CHROMIUM.exists():
         pytest.fail("the browser tests need Debian's chromium (make system-deps installs it)")
-    directory = tmp_path_factory.mktemp("console")
-    # A free port for the gateway: 2222 may be taken.
-    demo = DemoProcess(directory, devices=3, FIELDLINK_SSH_GATEWAY_PORT="0")
-    try:
-        demo.start("login:    admin", timeout=90)
-        text = demo.output()
-        url = re.search(r"console:\s+(http://\S+)/", text)
-        assert url, text
-        passwords = dict(re.findall(r"login:\s+(\w+) / (\S+)", text))
-        assert set(passwords) >= {"operator", "manager", "admin"}, text
-        wait_all_online(url.group(1), passwords["admin"])
-        assert demo.process is not None
-        yield Console(url.group(1), demo.data, passwords, demo.log_path, demo.process)
-    finally:
-        demo.stop(timeout=20)
+    with running_demo(tmp_path_factory.mktemp("console")) as running:
+        assert set(running.passwords) >= {"operator", "manager", "admin"}, running.passwords
+        yield running
 
 
 @pytest.fixture(scope="module")

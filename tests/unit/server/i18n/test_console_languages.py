@@ -77,7 +77,7 @@ def test_a_viewer_s_own_choice_wins_over_the_browser_and_is_audited(
     page = client.get("/account", headers={"Accept-Language": "de"})
     assert '<html lang="ja">' in page.text
     assert "ログアウト" in page.text
-    assert '<option value="ja" lang="ja" selected>' in page.text
+    assert '<option value="ja" lang="ja" translate="no" selected>' in page.text
     # back to the browser's
     client.post("/account/language", data={"language": "", "csrf_token": _csrf(page.text)})
     assert '<html lang="de">' in client.get("/account", headers={"Accept-Language": "de"}).text
@@ -86,6 +86,16 @@ def test_a_viewer_s_own_choice_wins_over_the_browser_and_is_audited(
             sa.select(AuditEntry.details).where(AuditEntry.action == "user.preferences")  # type: ignore[arg-type]
         ).all()
     assert len(details) == 2
+
+
+def test_each_language_is_named_in_its_own_words_for_no_browser_to_translate(
+    client: TestClient, engine: Engine
+) -> None:
+    _log_in(client, engine)
+    page = client.get("/account", headers={"Accept-Language": "fr"}).text
+    for code, name in i18n.LANGUAGE_NAMES.items():
+        tag = i18n.HTML_LANG[code]
+        assert f'<option value="{code}" lang="{tag}" translate="no">{name}</option>' in page, code
 
 
 def test_a_language_choice_without_the_csrf_token_changes_nothing(
