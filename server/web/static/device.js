@@ -71,9 +71,9 @@
         plot,
         [xs, points.map((p) => p.avg), points.map((p) => p.min), points.map((p) => p.max)],
         [
-          { label: "mean", stroke: "#1f5fbf", width: 2 },
-          { label: "min", stroke: "#9db6dd", width: 1, dash: [4, 4] },
-          { label: "max", stroke: "#9db6dd", width: 1, dash: [4, 4] },
+          { label: fl.t("mean"), stroke: "#1f5fbf", width: 2, value: (u, v) => (v == null ? "—" : fl.number(v, 2)) },
+          { label: fl.t("min"), stroke: "#9db6dd", width: 1, dash: [4, 4], value: (u, v) => (v == null ? "—" : fl.number(v, 2)) },
+          { label: fl.t("max"), stroke: "#9db6dd", width: 1, dash: [4, 4], value: (u, v) => (v == null ? "—" : fl.number(v, 2)) },
         ],
       );
     }
@@ -140,7 +140,7 @@
     if (body.answered_at && body.answered_at < body.opened_at) body.opened_at = body.answered_at;
     try {
       const incident = await fl.api("POST", "/api/v1/incidents", body);
-      fl.toast(`Incident #${incident.id} opened.`);
+      fl.toast(fl.t("Incident #{id} opened.", { id: incident.id }));
       location.reload();
     } catch (error) {
       fl.formError(form, error.message);
