@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from server import i18n
+from server.web import scripttexts
 from server.web.readings import label
 from server.web.texts import N_, ROLE_NAMES
 from shared import __version__
@@ -228,6 +229,8 @@ templates.env.filters["percent"] = _percent
 templates.env.filters["number"] = _number
 templates.env.globals["version"] = __version__
 templates.env.globals["device_badges"] = device_badges
+#: The translations of the texts the page's scripts write (``fl.t`` in app.js).
+templates.env.globals["script_texts"] = scripttexts.embedded
 templates.env.globals["metric_label"] = label
 templates.env.globals["language_names"] = i18n.LANGUAGE_NAMES
 templates.env.globals["language_tags"] = i18n.HTML_LANG

@@ -9,10 +9,13 @@
     const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
     const insecure = location.protocol === "http:" && !loopback ? " --insecure-http" : "";
     const command = `fieldlink agent enroll --server ${server} --token ${token}${insecure}`;
+    const what = fl.t("{device}: one-time enrollment token (shown only now, valid until {time}).");
+    const where = fl.t("On the device: {command}");
+    const device = "<strong>" + fl.esc(deviceId) + "</strong>";
     document.getElementById("token-result").innerHTML = `<div class="notice">
-      <p><strong>${fl.esc(deviceId)}</strong>: one-time enrollment token (shown only now, valid until ${fl.esc(fl.when(expires))}).</p>
-      <p>On the device: <code>${fl.esc(command)}</code>
-      <button type="button" class="link" data-copy="${fl.esc(command)}">Copy</button></p></div>`;
+      <p>${fl.html(what, { device, time: fl.esc(fl.when(expires)) })}</p>
+      <p>${fl.html(where, { command: "<code>" + fl.esc(command) + "</code>" })}
+      <button type="button" class="link" data-copy="${fl.esc(command)}">${fl.esc(fl.t("Copy"))}</button></p></div>`;
     document.getElementById("token-result").scrollIntoView({ block: "nearest" });
   }
 
@@ -39,7 +42,13 @@
       const r = await fl.api("POST", "/api/v1/devices", body);
       form.reset();
       if (r.enrollment_token) showToken(r.device.id, r.enrollment_token, r.enrollment_expires_at);
-      else document.getElementById("token-result").innerHTML = `<div class="notice"><p><strong>${fl.esc(r.device.id)}</strong>: registered, watched via <strong>${fl.esc(r.device.via || "")}</strong> (no agent, no enrollment token).</p></div>`;
+      else {
+        const line = fl.html(fl.t("{device}: registered, watched via {gateway} (no agent, no enrollment token)."), {
+          device: `<strong>${fl.esc(r.device.id)}</strong>`,
+          gateway: `<strong>${fl.esc(r.device.via || "")}</strong>`,
+        });
+        document.getElementById("token-result").innerHTML = `<div class="notice"><p>${line}</p></div>`;
+      }
       await refreshDevices();
     } catch (error) {
       document.getElementById("token-result").innerHTML = `<p class="error">${fl.esc(error.message)}</p>`;
@@ -59,7 +68,7 @@
     const revoke = event.target.closest("[data-revoke]");
     if (revoke) {
       const id = revoke.dataset.revoke;
-      if (!confirm(`Revoke ${id}? Its certificate goes on the CRL and its open sessions end.`)) return;
+      if (!confirm(fl.t("Revoke {id}? Its certificate goes on the CRL and its open sessions end.", { id }))) return;
       try {
         const r = await fl.api("POST", `/api/v1/devices/${encodeURIComponent(id)}/revoke`);
         // Not applied by the broker yet: the device page says since when and why.
@@ -99,18 +108,22 @@
       await fl.api("POST", `/api/v1/users/${encodeURIComponent(user)}/keys`, body);
       location.reload();
     } catch (error) {
-      fl.formError(form, error.status === 404 ? "SSH keys are not available on this server yet." : error.message);
+      fl.formError(form, error.status === 404 ? fl.t("SSH keys are not available on this server yet.") : error.message);
     }
   });
 
   document.getElementById("verify-audit")?.addEventListener("click", async (event) => {
     const out = document.getElementById("verify-result");
     event.target.disabled = true;
-    out.textContent = "Verifying…";
+    out.textContent = fl.t("Verifying…");
     try {
       const r = await fl.api("GET", "/api/v1/audit/verify");
       out.className = r.intact ? "notice" : "error";
-      out.textContent = r.message || (r.intact ? `Intact: ${r.entries} entries.` : `Broken at entry ${r.broken_at}: ${r.reason}`);
+      // The server's own message when it gives one; the reason of a break is the server's word.
+      const verdict = r.intact
+        ? fl.tn("Intact: {entries} entry.", "Intact: {entries} entries.", r.entries, { entries: fl.number(r.entries) })
+        : fl.t("Broken at entry {entry}: {reason}", { entry: r.broken_at, reason: r.reason });
+      out.textContent = r.message || verdict;
     } catch (error) {
       out.className = "error";
       out.textContent = error.message;

@@ -2,6 +2,75 @@
 "use strict";
 
 const fl = (() => {
+  // The texts this script and the page's others write, in the page's language: fl.t("Text
+  // with {name}", {name: value}) and fl.tn(singular, plural, n, {n}) look them up in the
+  // translations the server embeds (#fl-texts, gettext domain console_js,
+  // server/web/scripttexts.py); a text not there (English) stays as written.
+  const lang = document.documentElement.lang || "en";
+  let catalog = {};
+  try {
+    catalog = JSON.parse(document.getElementById("fl-texts")?.textContent || "{}") || {};
+  } catch {
+    catalog = {};
+  }
+  const texts = catalog.texts || {};
+  const pluralRules = new Intl.PluralRules(lang);
+  function fill(text, params) {
+    if (!params) return text;
+    return text.replace(/\{([a-z_]+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+  }
+  function t(text, params) {
+    const found = texts[text];
+    return fill(typeof found === "string" && found ? found : text, params);
+  }
+  function tn(singular, plural, n, params) {
+    const forms = texts[singular];
+    if (Array.isArray(forms) && forms.length) {
+      const index = catalog.plural?.[pluralRules.select(n)] ?? catalog.plural?.other ?? forms.length - 1;
+      return fill(forms[Math.min(index, forms.length - 1)] || (n === 1 ? singular : plural), params);
+    }
+    return fill(n === 1 ? singular : plural, params);
+  }
+  // Numbers and percentages the page's way (server/i18n.py: "62 %" in English, the locale's
+  // own pattern in the others).
+  function number(value, digits = 0) {
+    return new Intl.NumberFormat(lang, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value);
+  }
+  function percent(fraction, digits = 0) {
+    if (lang === "en") return `${number(fraction * 100, digits)} %`;
+    return new Intl.NumberFormat(lang, { style: "percent", minimumFractionDigits: digits, maximumFractionDigits: digits }).format(fraction);
+  }
+  // Inside this script, fl is what the others get (its texts go through fl.t, so that
+  // pybabel finds them here too); the rest joins it at the end.
+  const fl = { t, tn, lang, number, percent };
+  // A translated text as HTML: the text escaped, its placeholders filled with the HTML given
+  // (already escaped by the caller: fl.esc).
+  function html(text, fragments) {
+    return fill(esc(text), fragments);
+  }
+  // A remote session's states and why it ended, as the pages name them (server/web/texts.py).
+  const SESSION_STATE_NAMES = {
+    requested: fl.t("requested"),
+    awaiting_consent: fl.t("awaiting consent"),
+    connecting: fl.t("connecting"),
+    active: fl.t("active"),
+    closed: fl.t("closed"),
+  };
+  const CLOSE_REASON_NAMES = {
+    operator: fl.t("operator"),
+    idle_timeout: fl.t("idle timeout"),
+    max_duration: fl.t("max duration"),
+    site_denied: fl.t("site denied"),
+    site_ended: fl.t("site ended"),
+    agent_unreachable: fl.t("agent unreachable"),
+    server_restart: fl.t("server restart"),
+    access_revoked: fl.t("access revoked"),
+    operator_gone: fl.t("operator gone"),
+    error: fl.t("error"),
+  };
+  const sessionState = (state) => SESSION_STATE_NAMES[state] || String(state).replace(/_/g, " ");
+  const closeReason = (reason) => CLOSE_REASON_NAMES[reason] || String(reason).replace(/_/g, " ");
+
   const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 
   class ApiError extends Error {
@@ -13,13 +82,13 @@ const fl = (() => {
 
   // A FastAPI/fieldlink error body as one readable line.
   function describe(data) {
-    if (data === null || data === undefined) return "no answer";
+    if (data === null || data === undefined) return fl.t("no answer");
     const detail = typeof data === "object" && "detail" in data ? data.detail : data;
     if (typeof detail === "string") return detail;
     if (Array.isArray(detail)) {
       return detail
         .map((p) => {
-          const where = p.line ? `line ${p.line}` : "";
+          const where = p.line ? fl.t("line {line}", { line: p.line }) : "";
           const field = p.field || (Array.isArray(p.loc) ? p.loc.filter((x) => x !== "body").join(".") : "");
           return [where, field].filter(Boolean).join(", ") + (where || field ? ": " : "") + (p.msg || p.message || "");
         })
@@ -41,7 +110,7 @@ const fl = (() => {
     const answer = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
     if (answer.status === 401) {
       location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
-      throw new ApiError(401, "logged out");
+      throw new ApiError(401, fl.t("logged out"));
     }
     const text = await answer.text();
     let data = null;
@@ -138,8 +207,8 @@ const fl = (() => {
     if (copy) {
       const text = copy.dataset.copy;
       (navigator.clipboard ? navigator.clipboard.writeText(text) : Promise.reject())
-        .then(() => toast("Copied: " + text))
-        .catch(() => toast("Select and copy: " + text));
+        .then(() => toast(fl.t("Copied: {text}", { text })))
+        .catch(() => toast(fl.t("Select and copy: {text}", { text })));
     }
   });
 
@@ -147,18 +216,24 @@ const fl = (() => {
   // Similar past cases (issue 14): every [data-similar-incident=ID] gets one line, as
   // "12 past cases of SC-541 on this model: 75 % fixed remotely, median 1.2 h; top fixes: ...".
   function hours(value) {
-    return value === null || value === undefined ? null : `${value < 10 ? value.toFixed(1) : Math.round(value)} h`;
+    if (value === null || value === undefined) return null;
+    return fl.t("{hours} h", { hours: number(value, value < 10 ? 1 : 0) });
   }
   function similarText(s) {
-    if (!s.count) return `No closed case of ${s.error_code} yet.`;
-    const where = s.scope === "model" ? "on this model" : "on any model";
-    const parts = [`${s.count} past case${s.count === 1 ? "" : "s"} of ${s.error_code} ${where}: ${Math.round(s.remote_share * 100)} % fixed remotely`];
+    if (!s.count) return fl.t("No closed case of {code} yet.", { code: s.error_code });
+    const facts = { count: number(s.count), code: s.error_code, share: percent(s.remote_share) };
+    const parts = [
+      s.scope === "model"
+        ? fl.tn("{count} past case of {code} on this model: {share} fixed remotely", "{count} past cases of {code} on this model: {share} fixed remotely", s.count, facts)
+        : fl.tn("{count} past case of {code} on any model: {share} fixed remotely", "{count} past cases of {code} on any model: {share} fixed remotely", s.count, facts),
+    ];
     const remote = hours(s.median_ttr_remote_hours);
     const dispatch = hours(s.median_ttr_dispatch_hours);
-    if (remote) parts.push(`median ${remote}`);
-    if (dispatch) parts.push(`dispatch median ${dispatch}`);
+    if (remote) parts.push(fl.t("median {hours}", { hours: remote }));
+    if (dispatch) parts.push(fl.t("dispatch median {hours}", { hours: dispatch }));
     let text = parts.join(", ");
-    if (s.fixes.length) text += "; top fixes: " + s.fixes.slice(0, 3).map((f) => `${f.note} (${f.count}×)`).join("; ");
+    // The fixes are the operators' notes: shown as written.
+    if (s.fixes.length) text += "; " + fl.t("top fixes: {fixes}", { fixes: s.fixes.slice(0, 3).map((f) => `${f.note} (${f.count}×)`).join("; ") });
     return text;
   }
   async function loadSimilar(element) {
@@ -172,6 +247,9 @@ const fl = (() => {
   }
   for (const element of document.querySelectorAll("[data-similar-incident]")) loadSimilar(element);
 
+  // An incident's resolutions, as the pages name them (server/web/texts.py RESOLUTION_NAMES).
+  const RESOLUTION_NAMES = { remote: fl.t("remote"), phone: fl.t("phone"), dispatch: fl.t("dispatch"), no_fault: fl.t("no fault") };
+
   // One click closes an incident whose fault cleared: [data-quick-close=ID][data-resolution=R]
   // (restored_at is the time the fault cleared, proposed by the server).
   document.addEventListener("click", async (event) => {
@@ -180,7 +258,8 @@ const fl = (() => {
     button.disabled = true;
     try {
       const incident = await api("POST", `/api/v1/incidents/${encodeURIComponent(button.dataset.quickClose)}/close`, { resolution: button.dataset.resolution });
-      toast(`Incident #${incident.id} closed (${incident.resolution.replace("_", " ")}).`);
+      const resolution = RESOLUTION_NAMES[incident.resolution] || incident.resolution.replace("_", " ");
+      toast(fl.t("Incident #{id} closed ({resolution}).", { id: incident.id, resolution }));
       setTimeout(() => location.reload(), 800);
     } catch (error) {
       button.disabled = false;
@@ -191,13 +270,16 @@ const fl = (() => {
   // A device's state badges, as the pages render them (server/web/templating.py device_badges):
   // revoked / online / offline and why; health, green only while online; a skewed clock.
   const OFFLINE_REASONS = {
-    shutdown: "shut down",
-    connection_lost: "connection lost",
-    unreachable: "unreachable from its gateway",
-    silent: "silent (no report)",
-    gateway_offline: "its gateway is offline",
-    revoked: "revoked",
+    shutdown: fl.t("shut down"),
+    connection_lost: fl.t("connection lost"),
+    unreachable: fl.t("unreachable from its gateway"),
+    silent: fl.t("silent (no report)"),
+    gateway_offline: fl.t("its gateway is offline"),
+    gateway_revoked: fl.t("its gateway was revoked"),
+    revoked: fl.t("revoked"),
   };
+  // A health report's status as the badges name it (the device's own word if it is another).
+  const STATUS_NAMES = { ok: fl.t("ok"), warning: fl.t("warning"), fault: fl.t("fault") };
   function skew(seconds) {
     const size = Math.abs(seconds);
     let amount;
@@ -209,21 +291,22 @@ const fl = (() => {
       const m = total % 60;
       amount = m ? `${h} h ${m} min` : `${h} h`;
     }
-    return `${amount} ${seconds > 0 ? "ahead" : "behind"}`;
+    return seconds > 0 ? fl.t("{amount} ahead", { amount }) : fl.t("{amount} behind", { amount });
   }
   function deviceBadgeList(d) {
     const list = [];
-    if (d.revoked_at) list.push({ cls: "revoked", text: "revoked", title: "Certificate revoked" });
-    else if (d.online) list.push({ cls: "online", text: "online", title: "Connected", online: "true" });
+    if (d.revoked_at) list.push({ cls: "revoked", text: fl.t("revoked"), title: fl.t("Certificate revoked") });
+    else if (d.online) list.push({ cls: "online", text: fl.t("online"), title: fl.t("Connected"), online: "true" });
     else {
-      const why = OFFLINE_REASONS[d.online_reason || ""] || (d.last_seen ? "" : "never connected");
-      list.push({ cls: "offline", text: why ? `offline · ${why}` : "offline", title: d.online_reason || "", online: "false" });
+      const why = OFFLINE_REASONS[d.online_reason || ""] || (d.last_seen ? "" : fl.t("never connected"));
+      list.push({ cls: "offline", text: why ? fl.t("offline · {why}", { why }) : fl.t("offline"), title: d.online_reason || "", online: "false" });
     }
-    if (!d.status) list.push({ cls: "unknown", text: "no data", title: "No health report yet" });
-    else if (d.online && !d.revoked_at) list.push({ cls: `health-${d.status}`, text: d.status, title: "Latest health" });
-    else list.push({ cls: "stale", text: `last: ${d.status}`, title: "Its last report, not current" });
+    const status = STATUS_NAMES[d.status] || d.status;
+    if (!d.status) list.push({ cls: "unknown", text: fl.t("no data"), title: fl.t("No health report yet") });
+    else if (d.online && !d.revoked_at) list.push({ cls: `health-${d.status}`, text: status, title: fl.t("Latest health") });
+    else list.push({ cls: "stale", text: fl.t("last: {status}", { status }), title: fl.t("Its last report, not current") });
     if (d.clock_skewed && typeof d.clock_offset_s === "number") {
-      list.push({ cls: "skew", text: `clock ${skew(d.clock_offset_s)}`, title: `${d.clock_offset_s > 0 ? "+" : ""}${Math.round(d.clock_offset_s)} s` });
+      list.push({ cls: "skew", text: fl.t("clock {offset}", { offset: skew(d.clock_offset_s) }), title: `${d.clock_offset_s > 0 ? "+" : ""}${Math.round(d.clock_offset_s)} s` });
     }
     return list;
   }
@@ -233,5 +316,5 @@ const fl = (() => {
       .join(" ");
   }
 
-  return { api, ApiError, describe, esc, toast, formError, when, csrf, similarText, deviceBadges, showTime };
+  return Object.assign(fl, { html, sessionState, closeReason, api, ApiError, describe, esc, toast, formError, when, csrf, similarText, deviceBadges, showTime });
 })();

@@ -3,14 +3,14 @@
 "use strict";
 
 (() => {
-  const badge = (state) => `<span class="badge state-${fl.esc(state)}">${fl.esc(state.replace(/_/g, " "))}</span>`;
+  const badge = (state) => `<span class="badge state-${fl.esc(state)}">${fl.esc(fl.sessionState(state))}</span>`;
 
   function show(s) {
     document.querySelectorAll(`[data-state-of="${CSS.escape(s.id)}"]`).forEach((element) => {
-      element.innerHTML = badge(s.state) + (s.close_reason ? ` <span class="muted small">${fl.esc(s.close_reason)}</span>` : "");
+      element.innerHTML = badge(s.state) + (s.close_reason ? ` <span class="muted small">${fl.esc(fl.closeReason(s.close_reason))}</span>` : "");
     });
     document.querySelectorAll(`[data-approved-of="${CSS.escape(s.id)}"]`).forEach((element) => {
-      element.textContent = s.approved_by ? `approved by ${s.approved_by} (${s.approved_via})` : s.state === "closed" ? s.detail || "" : "";
+      element.textContent = s.approved_by ? fl.t("approved by {name} ({via})", { name: s.approved_by, via: s.approved_via }) : s.state === "closed" ? s.detail || "" : "";
     });
   }
 
@@ -44,7 +44,7 @@
           const s = await fl.api("POST", `/api/v1/sessions/${encodeURIComponent(id)}/${verdict}`, body);
           form.remove();
           show(s);
-          fl.toast(verdict === "approve" ? `Session ${id} approved` : `Session ${id} denied`);
+          fl.toast(verdict === "approve" ? fl.t("Session {id} approved", { id }) : fl.t("Session {id} denied", { id }));
           follow(id, s.state);
         } catch (failure) {
           error.textContent = failure.message;

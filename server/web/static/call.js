@@ -17,16 +17,19 @@
   function render(call) {
     const caller = fl.esc(call.ani_e164 || call.ani);
     const when = fl.esc(fl.when(call.started_at));
-    let html = `<strong>Incoming call</strong> from <span id="call-ani">${caller}</span> <span class="muted small">at ${when}</span> `;
+    let html =
+      fl.html(fl.t("{incoming_call} from {caller}"), { incoming_call: `<strong>${fl.esc(fl.t("Incoming call"))}</strong>`, caller: `<span id="call-ani">${caller}</span>` }) +
+      ` <span class="muted small">${fl.html(fl.t("at {time}"), { time: when })}</span> `;
     if (call.incident_id) {
-      html += `· <a href="/incidents?device_id=${encodeURIComponent(call.device_id || "")}">incident #${call.incident_id}</a> opened from this call`;
+      const link = `<a href="/incidents?device_id=${encodeURIComponent(call.device_id || "")}">${fl.esc(fl.t("incident #{id}", { id: call.incident_id }))}</a>`;
+      html += "· " + fl.html(fl.t("{incident} opened from this call"), { incident: link });
     } else if (pageDevice) {
-      html += `<button type="button" class="primary" id="call-incident">Open incident from this call</button>`;
+      html += `<button type="button" class="primary" id="call-incident">${fl.esc(fl.t("Open incident from this call"))}</button>`;
     } else if (!call.customer_number && !call.device_id) {
-      html += `· <span id="call-nomatch">No device or customer matches this number.</span> <a href="/customers#new" id="call-register">Register the customer?</a>`;
-      if (document.querySelector('a[href="/admin"]')) html += ` · <a href="/admin/devices">Register a device</a>`;
+      html += `· <span id="call-nomatch">${fl.esc(fl.t("No device or customer matches this number."))}</span> <a href="/customers#new" id="call-register">${fl.esc(fl.t("Register the customer?"))}</a>`;
+      if (document.querySelector('a[href="/admin"]')) html += ` · <a href="/admin/devices">${fl.esc(fl.t("Register a device"))}</a>`;
     } else {
-      html += `· choose the device the caller is calling about`;
+      html += "· " + fl.esc(fl.t("choose the device the caller is calling about"));
     }
     banner.innerHTML = html;
     banner.hidden = false;
@@ -39,7 +42,7 @@
         button.disabled = true;
         try {
           const incident = await fl.api("POST", `/api/v1/calls/${callId}/incident`, { device_id: pageDevice });
-          fl.toast(`Incident #${incident.id} opened from the call`);
+          fl.toast(fl.t("Incident #{id} opened from the call", { id: incident.id }));
           render({ ...call, incident_id: incident.id, device_id: pageDevice });
         } catch (error) {
           button.disabled = false;

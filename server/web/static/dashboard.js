@@ -4,12 +4,13 @@
 (() => {
   const data = JSON.parse(document.getElementById("trend-data").textContent);
   const xs = data.months.map((m) => Date.UTC(Number(m.slice(0, 4)), Number(m.slice(5, 7)) - 1, 1) / 1000);
+  // In the page's language (fl.number, fl.percent); the units stay as they are.
   const formats = {
-    rate: (v) => (v == null ? "—" : (v * 100).toFixed(0) + " %"),
-    hours: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " h"),
-    seconds: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en") + " s"),
-    money: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
-    count: (v) => (v == null ? "—" : Math.round(v).toLocaleString("en")),
+    rate: (v) => (v == null ? "—" : fl.percent(v)),
+    hours: (v) => (v == null ? "—" : fl.number(v) + " h"),
+    seconds: (v) => (v == null ? "—" : fl.number(v) + " s"),
+    money: (v) => (v == null ? "—" : fl.number(v)),
+    count: (v) => (v == null ? "—" : fl.number(v)),
   };
   for (const figure of document.querySelectorAll("#trend-charts .chart, #call-charts .chart")) {
     const name = figure.dataset.series;
@@ -23,10 +24,12 @@
     const whole = ys.map((v, i) => (partial[i] ? null : v));
     const part = ys.map((v, i) => (partial[i] || partial[i - 1] || partial[i + 1] ? v : null));
     figure.dataset.partial = String(partial.filter(Boolean).length);
-    const label = data.labels[name];
+    // The figure's caption, as the page words it in the reader's language.
+    const caption = figure.querySelector("figcaption")?.firstChild?.textContent.trim();
+    const label = caption || data.labels[name];
     flCharts.draw(figure.querySelector(".plot"), [xs, whole, part], [
       { label, stroke: "#1f5fbf", width: 2, fill: "rgba(31, 95, 191, 0.08)", value: (u, v) => format(v), points: { show: true } },
-      { label: "partial month", stroke: "#1f5fbf", width: 1.5, dash: [5, 5], value: (u, v) => format(v), points: { show: true, fill: "#fff" } },
+      { label: fl.t("partial month"), stroke: "#1f5fbf", width: 1.5, dash: [5, 5], value: (u, v) => format(v), points: { show: true, fill: "#fff" } },
     ], { yValues: (u, values) => values.map(format) });
   }
 })();

@@ -14,13 +14,15 @@
     matches = answer.items;
     matchCount = answer.count;
     if (!answer.count) {
-      results.innerHTML = `<p class="muted">No device matches “${fl.esc(query)}”.</p>`;
+      results.innerHTML = `<p class="muted">${fl.esc(fl.t("No device matches “{query}”.", { query }))}</p>`;
       return;
     }
-    const shown = answer.count > answer.items.length ? ` (showing ${answer.items.length}; type more to narrow)` : "";
-    const count = answer.more ? `${answer.count}+ matches` : `${answer.count} match${answer.count === 1 ? "" : "es"}`;
+    const shown = answer.count > answer.items.length ? " " + fl.t("(showing {shown}; type more to narrow)", { shown: fl.number(answer.items.length) }) : "";
+    const count = answer.more
+      ? fl.t("{count}+ matches", { count: fl.number(answer.count) })
+      : fl.tn("{count} match", "{count} matches", answer.count, { count: fl.number(answer.count) });
     results.innerHTML =
-      `<p class="small muted">${count}${shown}</p><ul class="plain">` +
+      `<p class="small muted">${fl.esc(count + shown)}</p><ul class="plain">` +
       answer.items
         .map(
           (d) => `<li><a class="match" href="/devices/${encodeURIComponent(d.id)}">

@@ -47,6 +47,9 @@
     ]);
     return rollups.concat(recent);
   }
+  // The readings in the page's language (its decimal sign and grouping).
+  const figures = new Intl.NumberFormat(fl.lang, { maximumFractionDigits: 2 });
+  const value = (u, v) => (v == null ? "—" : figures.format(v));
   async function drawCharts() {
     const until = new Date();
     const since = new Date(until.getTime() - hours * 3600 * 1000);
@@ -71,10 +74,11 @@
         plot,
         [xs, points.map((p) => p.avg), points.map((p) => p.min), points.map((p) => p.max)],
         [
-          { label: "mean", stroke: "#1f5fbf", width: 2 },
-          { label: "min", stroke: "#9db6dd", width: 1, dash: [4, 4] },
-          { label: "max", stroke: "#9db6dd", width: 1, dash: [4, 4] },
+          { label: fl.t("mean"), stroke: "#1f5fbf", width: 2, value },
+          { label: fl.t("min"), stroke: "#9db6dd", width: 1, dash: [4, 4], value },
+          { label: fl.t("max"), stroke: "#9db6dd", width: 1, dash: [4, 4], value },
         ],
+        { yValues: (u, values) => values.map((v) => (v == null ? "" : figures.format(v))) },
       );
     }
   }
@@ -140,7 +144,7 @@
     if (body.answered_at && body.answered_at < body.opened_at) body.opened_at = body.answered_at;
     try {
       const incident = await fl.api("POST", "/api/v1/incidents", body);
-      fl.toast(`Incident #${incident.id} opened.`);
+      fl.toast(fl.t("Incident #{id} opened.", { id: incident.id }));
       location.reload();
     } catch (error) {
       fl.formError(form, error.message);

@@ -8,7 +8,7 @@
       event.preventDefault();
       const button = form.querySelector("button");
       const note = form.elements.note.value.trim();
-      if (!note) return fl.toast("Say what was done first.", "error");
+      if (!note) return fl.toast(fl.t("Say what was done first."), "error");
       button.disabled = true;
       try {
         await fl.api("POST", `/api/v1/followups/${encodeURIComponent(form.dataset.followup)}/close`, { note });
@@ -16,9 +16,9 @@
         const list = item?.parentElement;
         item?.remove();
         if (list && !list.children.length) {
-          list.outerHTML = '<p class="muted">No customer is waiting for a call back.</p>';
+          list.outerHTML = `<p class="muted">${fl.esc(fl.t("No customer is waiting for a call back."))}</p>`;
         }
-        fl.toast("Follow-up closed.");
+        fl.toast(fl.t("Follow-up closed."));
       } catch (error) {
         button.disabled = false;
         fl.toast(error.message, "error");

@@ -29,7 +29,7 @@
   }
   // The new-incident form's "answered at" starts at now: the operator is on the call.
   document.querySelector('[data-open="new-incident"]')?.addEventListener("click", () => {
-    document.getElementById("n-answered").value = localNow();
+    document.getElementById("n-answered").value = localInput(new Date());
   });
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-close-incident]");
@@ -83,7 +83,7 @@
     if (data.get("tier")) body.tier = Number(data.get("tier"));
     if (data.get("assignee").trim()) body.assignee = data.get("assignee").trim();
     if (!body.note) {
-      fl.formError(escalateForm, "A handover note is needed.");
+      fl.formError(escalateForm, fl.t("A handover note is needed."));
       return;
     }
     try {
@@ -98,13 +98,15 @@
   importForm?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const result = document.getElementById("import-result");
-    result.textContent = "Importing…";
+    result.textContent = fl.t("Importing…");
     try {
       const r = await fl.api("POST", "/api/v1/incidents/import", new FormData(importForm));
-      result.innerHTML = `<p class="notice">${r.rows} rows: ${r.inserted} new, ${r.updated} updated, ${r.skipped} unchanged.</p>`;
+      const counts = { rows: fl.number(r.rows), inserted: fl.number(r.inserted), updated: fl.number(r.updated), skipped: fl.number(r.skipped) };
+      const line = fl.tn("{rows} row: {inserted} new, {updated} updated, {skipped} unchanged.", "{rows} rows: {inserted} new, {updated} updated, {skipped} unchanged.", r.rows, counts);
+      result.innerHTML = `<p class="notice">${fl.esc(line)}</p>`;
     } catch (error) {
       const problems = error.message.split("; ").map((p) => `<li>${fl.esc(p)}</li>`).join("");
-      result.innerHTML = `<div class="error"><p>Nothing was imported:</p><ul>${problems}</ul></div>`;
+      result.innerHTML = `<div class="error"><p>${fl.esc(fl.t("Nothing was imported:"))}</p><ul>${problems}</ul></div>`;
     }
   });
 })();

@@ -15,29 +15,28 @@
   const watchers = new Map();
   const me = root.dataset.me;
   let mayType = false;
+  const watchingText = (user) => fl.t("Watching {user}'s terminal: read only, your keys are not sent.", { user });
 
   function observerNews(message) {
     const who = message.user;
     if (message.event === "join") {
       if (!watchers.has(who)) watchers.set(who, false);
-      observers.textContent = `${who} is watching (read only).`;
+      observers.textContent = fl.t("{who} is watching (read only).", { who });
     } else if (message.event === "leave") {
       watchers.delete(who);
-      observers.textContent = `${who} stopped watching.`;
+      observers.textContent = fl.t("{who} stopped watching.", { who });
     } else if (message.event === "input_allowed") {
       watchers.set(who, true);
-      observers.textContent = `${message.by} lets ${who} type.`;
+      observers.textContent = fl.t("{by} lets {who} type.", { by: message.by, who });
     } else if (message.event === "input_revoked") {
       watchers.set(who, false);
-      observers.textContent = `${message.by} took the keyboard back from ${who}.`;
+      observers.textContent = fl.t("{by} took the keyboard back from {who}.", { by: message.by, who });
     } else if (message.event === "typing") {
-      observers.textContent = `${who} is typing.`;
+      observers.textContent = fl.t("{who} is typing.", { who });
     }
     if (observing && who === me && (message.event === "input_allowed" || message.event === "input_revoked")) {
       mayType = message.event === "input_allowed";
-      statusLine.textContent = mayType
-        ? `${message.by} lets you type: your keys go to the device.`
-        : `Watching ${message.by}'s terminal: read only, your keys are not sent.`;
+      statusLine.textContent = mayType ? fl.t("{by} lets you type: your keys go to the device.", { by: message.by }) : watchingText(message.by);
     }
     if (observerList) renderWatchers();
   }
@@ -46,12 +45,12 @@
     observerList.replaceChildren();
     for (const [who, allowed] of watchers) {
       const item = document.createElement("li");
-      item.append(`${who} ${allowed ? "may type" : "is watching"} `);
+      item.append((allowed ? fl.t("{who} may type", { who }) : fl.t("{who} is watching", { who })) + " ");
       const button = document.createElement("button");
       button.type = "button";
       button.className = "small";
       button.dataset.observer = who;
-      button.textContent = allowed ? `Take the keyboard back from ${who}` : `Let ${who} type`;
+      button.textContent = allowed ? fl.t("Take the keyboard back from {who}", { who }) : fl.t("Let {who} type", { who });
       button.addEventListener("click", async () => {
         button.disabled = true;
         try {
@@ -76,7 +75,7 @@
   function showState(next, closeReason, detail) {
     state = next;
     root.dataset.state = next;
-    document.getElementById("state").innerHTML = `<span class="badge state-${fl.esc(next)}">${fl.esc(next.replace(/_/g, " "))}</span>`;
+    document.getElementById("state").innerHTML = `<span class="badge state-${fl.esc(next)}">${fl.esc(fl.sessionState(next))}</span>`;
     const index = order.indexOf(next);
     for (const step of document.querySelectorAll(".steps li")) {
       const at = order.indexOf(step.dataset.step);
@@ -86,12 +85,13 @@
     }
     if (detail !== undefined) document.getElementById("state-detail").textContent = detail || "";
     if (next === "closed") {
-      document.getElementById("close-reason").textContent = closeReason ? "closed: " + closeReason.replace(/_/g, " ") : "closed";
+      const reason = closeReason ? fl.closeReason(closeReason) : "";
+      document.getElementById("close-reason").textContent = reason ? fl.t("closed: {reason}", { reason }) : fl.sessionState("closed");
       const closeButton = document.getElementById("close-session");
       if (closeButton) closeButton.hidden = true;
       const diagnostics = document.getElementById("diagnostics");
       if (diagnostics) diagnostics.hidden = true;
-      if (statusLine) statusLine.textContent = "Session closed.";
+      if (statusLine) statusLine.textContent = fl.t("Session closed.");
       showRecording();
     }
   }
@@ -154,27 +154,30 @@
           return;
         }
         if (message.type === "state" && message.state === "observing") {
-          statusLine.textContent = `Watching ${message.owner}'s terminal: read only, your keys are not sent.`;
+          statusLine.textContent = watchingText(message.owner);
           return;
         }
         if (message.type === "state") {
           showState(message.state, message.close_reason, message.detail);
           if (message.state === "active") {
-            statusLine.textContent = "Connected. Keys go to the device.";
+            statusLine.textContent = fl.t("Connected. Keys go to the device.");
             term.focus();
           } else if (message.state !== "closed") {
-            statusLine.textContent = message.state === "awaiting_consent" ? "Waiting for the site to approve…" : "Connecting…";
+            statusLine.textContent = message.state === "awaiting_consent" ? fl.t("Waiting for the site to approve…") : fl.t("Connecting…");
           }
         } else if (message.type === "exit") {
-          statusLine.textContent = `The shell exited (status ${message.exit_status ?? "unknown"}).`;
+          const status = message.exit_status ?? fl.t("unknown");
+          statusLine.textContent = fl.t("The shell exited (status {status}).", { status });
         }
         return;
       }
       term.write(new Uint8Array(event.data));
     };
     socket.onclose = (event) => {
-      if (observing) statusLine.textContent = `No longer watching${event.reason ? ": " + event.reason : ""}.`;
-      else if (state !== "closed") statusLine.textContent = `Terminal disconnected${event.reason ? ": " + event.reason : ""}.`;
+      // The reason is the server's word, as it gives it.
+      const reason = event.reason;
+      if (observing) statusLine.textContent = reason ? fl.t("No longer watching: {reason}.", { reason }) : fl.t("No longer watching.");
+      else if (state !== "closed") statusLine.textContent = reason ? fl.t("Terminal disconnected: {reason}.", { reason }) : fl.t("Terminal disconnected.");
     };
     term.onData((data) => {
       // An observer's keys go out only while the owner lets them type (the server checks too).
@@ -207,7 +210,7 @@
     fillFacts(s);
     const note = document.getElementById("recording-note");
     if (!s.has_recording) {
-      note.textContent = "This session has no shell recording.";
+      note.textContent = fl.t("This session has no shell recording.");
       return;
     }
     note.textContent = "";
@@ -245,7 +248,8 @@
       button.disabled = true;
       try {
         const r = await fl.api("POST", `${base}/exec`, { command, timeout_s: 30 });
-        output.textContent = `$ ${command}\n${r.stdout}${r.stderr}\n[exit status ${r.exit_status ?? "unknown"}]`;
+        const status = r.exit_status ?? fl.t("unknown");
+        output.textContent = `$ ${command}\n${r.stdout}${r.stderr}\n${fl.t("[exit status {status}]", { status })}`;
       } catch (error) {
         output.textContent = `$ ${command}\n${error.message}`;
       } finally {
