@@ -17,6 +17,7 @@ import typer
 from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
+from shared.cli_language import tr
 
 notify_app = typer.Typer(help="Notification rules: list them, send a test.", no_args_is_help=True)
 
@@ -49,7 +50,7 @@ def list_rules(config: ConfigOption = None) -> None:
             + ("" if rule.get("enabled", True) else "  [disabled]")
         )
     if not rules:
-        typer.echo("no notification rules ([[server.notify]] in server.toml, or the API)")
+        typer.echo(tr("no notification rules ([[server.notify]] in server.toml, or the API)"))
 
 
 @notify_app.command("test")
@@ -70,7 +71,7 @@ def send_test(
     try:
         rule = next((r for r in all_rules(engine, settings) if r.name == rule_name), None)
         if rule is None:
-            msg = f"no notify rule {rule_name!r} (see: fieldlink server notify rules)"
+            msg = tr("no notify rule %(rule)r (see: fieldlink server notify rules)", rule=rule_name)
             raise NotFound(msg)
         with Session(engine) as db:
             audit.record(db, actor="cli", action="notify.test", target=f"notify_rule:{rule.name}")
@@ -84,7 +85,7 @@ def send_test(
         "severity": None,
         "message": f"a test of notify rule {rule.name!r} from fieldlink server notify test",
         "at": utcnow(),
-        "body": {},
+        "body": {"actor": "fieldlink server notify test"},
     }
     message = payload(rule, event, DeviceFacts(id="-", type="-", customer="-"))
 
@@ -99,9 +100,11 @@ def send_test(
                         await send_email(rule, message, settings.smtp)
                 except (DeliveryError, ConfigError) as exc:
                     failures.append(channel)
-                    typer.echo(f"{channel}: failed: {exc}", err=True)
+                    typer.echo(
+                        tr("%(channel)s: failed: %(error)s", channel=channel, error=exc), err=True
+                    )
                 else:
-                    typer.echo(f"{channel}: sent")
+                    typer.echo(tr("%(channel)s: sent", channel=channel))
         return failures
 
     if asyncio.run(send()):
