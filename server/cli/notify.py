@@ -43,10 +43,13 @@ def list_rules(config: ConfigOption = None) -> None:
         channels = ([rule["webhook_url"]] if rule.get("webhook_url") else []) + list(
             rule.get("email_to") or []
         )
+        # The language of its e-mails, when not English.
+        language = rule.get("language", "en") if rule.get("email_to") else "en"
         typer.echo(
             f"{shown.name}  ({shown.origin})  events={','.join(rule.get('events') or [])}  "
             f"severity>={rule.get('severity')}  {' '.join(conditions) or 'any device'}  "
             f"-> {', '.join(channels) or '-'}"
+            + ("" if language == "en" else f"  language={language}")
             + ("" if rule.get("enabled", True) else "  [disabled]")
         )
     if not rules:

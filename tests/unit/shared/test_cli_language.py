@@ -154,3 +154,17 @@ def test_a_tables_header_and_count_are_translated_and_aligned(
     assert lines[0] == "デバイス  状態"
     assert lines[1] == "mfp-0042  active"  # デバイス is as wide as mfp-0042 on a terminal
     assert lines[2] == "件のセッション 3 件中 1 件"
+
+
+@pytest.mark.parametrize(
+    ("lang", "line"),
+    [
+        ("C", "error: give --tier, --to or both"),
+        ("de_DE.UTF-8", "Fehler: geben Sie --tier, --to oder beides an"),
+        ("fr_FR.UTF-8", "erreur : indiquez --tier, --to ou les deux"),
+    ],
+)
+def test_a_center_commands_error_is_translated_too(lang: str, line: str) -> None:
+    done = fieldlink("incident", "escalate", "7", "--note", "x", env={**NOBODY, "LANG": lang})
+    assert done.returncode == exit_codes.USAGE
+    assert done.stderr.splitlines() == [line]
