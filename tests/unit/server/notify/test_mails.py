@@ -4,11 +4,14 @@ times written the reader's way, what devices and people wrote kept as written.""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any, get_args
 
 import pytest
 
 from server import i18n
+from server.mail import SmtpSettings, build_message
+from server.notify import delivery
 from server.notify.mails import mail_text
 from server.notify.planner import payload
 from server.notify.rules import DeviceFacts, Language, NotifyRule
@@ -110,3 +113,33 @@ def test_a_rule_speaks_the_consoles_languages_and_english_by_default() -> None:
     assert NotifyRule(name="r", email_to=["a@b.example"], language="ja").language == "ja"
     with pytest.raises(ValueError, match="language"):
         NotifyRule(name="r", email_to=["a@b.example"], language="es")
+
+
+async def test_the_e_mail_goes_out_in_the_rules_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[EmailMessage] = []
+    smtp = SmtpSettings(host="relay.example", sender="fieldlink@center.example")
+
+    async def send(settings: SmtpSettings, to: list[str], subject: str, body: str) -> None:
+        sent.append(build_message(settings, to, subject, body))
+
+    monkeypatch.setattr(delivery, "send_mail", send)
+    rule = NotifyRule(name="tokyo", email_to=["desk@example.jp"], language="ja")
+    offline = payload(
+        rule,
+        {
+            "kind": "offline",
+            "state": "problem",
+            "subject": "offline",
+            "severity": None,
+            "message": "offline (silent)",
+            "at": AT,
+            "body": {"reason": "silent"},
+        },
+        DEVICE,
+    )
+    await delivery.send_email(rule, offline, smtp)
+    [mail] = sent
+    assert str(mail["Subject"]) == "[fieldlink] 障害発生: ct-9 の オフライン(Sakura)"
+    text = mail.get_content()
+    assert "デバイスがオフラインになりました(応答なし（報告なし）)。" in text  # noqa: RUF001
+    assert mail.get_content_charset() == "utf-8"
