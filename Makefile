@@ -136,10 +136,17 @@ clean:
 # into each language's .po, compile the .mo files the wheel carries.
 WEB_LOCALE := server/web/locale
 SURVEY_LOCALE := server/surveys/locale
+CLI_LOCALE := shared/locale
 translations: $(STAMP)
 	$(BIN)/pybabel extract -F server/web/babel.cfg -k N_ --no-location --sort-output -o $(WEB_LOCALE)/messages.pot .
 	$(BIN)/pybabel update -i $(WEB_LOCALE)/messages.pot -d $(WEB_LOCALE) --no-fuzzy-matching --width 100
 	$(BIN)/pybabel compile -d $(WEB_LOCALE) --statistics
+	$(BIN)/pybabel extract -F server/web/babel_js.cfg -k fl.t -k fl.tn:1,2 --no-location --sort-output -o $(WEB_LOCALE)/console_js.pot .
+	$(BIN)/pybabel update -D console_js -i $(WEB_LOCALE)/console_js.pot -d $(WEB_LOCALE) --no-fuzzy-matching --width 100
+	$(BIN)/pybabel compile -D console_js -d $(WEB_LOCALE) --statistics
 	$(BIN)/pybabel extract -F server/surveys/babel.cfg -k gettext:2 --no-location -o $(SURVEY_LOCALE)/survey.pot .
 	$(BIN)/pybabel update -D survey -i $(SURVEY_LOCALE)/survey.pot -d $(SURVEY_LOCALE) --no-fuzzy-matching
 	$(BIN)/pybabel compile -D survey -d $(SURVEY_LOCALE) --statistics
+	$(BIN)/pybabel extract -F shared/babel.cfg -k tr -k tr_n:1,2 --no-location --sort-output -o $(CLI_LOCALE)/cli.pot .
+	$(BIN)/pybabel update -D cli -i $(CLI_LOCALE)/cli.pot -d $(CLI_LOCALE) --no-fuzzy-matching --width 100
+	$(BIN)/pybabel compile -D cli -d $(CLI_LOCALE) --statistics

@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from babel import Locale, numbers
+from babel import Locale, dates, numbers
 from babel.support import NullTranslations, Translations
 
 #: The languages fieldlink speaks, English (the source) first.
@@ -45,6 +46,9 @@ _BABEL_LOCALES: Final[dict[str, str]] = {
     "de": "de_DE",
     "fr": "fr_FR",
 }
+#: The console's and its e-mails' catalogs (gettext domain ``messages``).
+MESSAGES_DIR: Final = Path(__file__).parent / "web" / "locale"
+MESSAGES_DOMAIN: Final = "messages"
 _ACCEPT_MAX: Final = 512
 _current: ContextVar[str] = ContextVar("fieldlink_language", default="en")
 
@@ -106,6 +110,12 @@ def catalog(locale_dir: Path, domain: str, language: str) -> NullTranslations:
     return Translations.load(str(locale_dir), locales=[language], domain=domain)
 
 
+def messages(language: str) -> NullTranslations:
+    """The ``messages`` catalog of ``language`` (what an e-mail to an operator is written with,
+    outside any page: the language is the recipient's, not the current one)."""
+    return catalog(MESSAGES_DIR, MESSAGES_DOMAIN, supported(language) or "en")
+
+
 def babel_locale(language: str | None = None) -> Locale:
     """The Babel locale of ``language`` (default: the current one)."""
     return Locale.parse(_BABEL_LOCALES[supported(language or current()) or "en"])
@@ -127,3 +137,17 @@ def format_percent(fraction: float, digits: int = 0, language: str | None = None
     else:
         pattern = locale.percent_formats[None].pattern.replace("#,##0", number, 1)
     return numbers.format_percent(fraction, format=pattern, locale=locale)
+
+
+def format_utc(moment: datetime, language: str | None = None) -> str:
+    """A moment in UTC as the reader writes a date and time (``2026-03-02 09:00`` in
+    English, the house style; Babel's medium format in the others), followed by ``UTC``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    locale = babel_locale(language)
+    if locale.language == "en":
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    day = dates.format_date(moment.date(), format="medium", locale=locale)
+    time = dates.format_time(moment, format="short", tzinfo=UTC, locale=locale)
+    return f"{day} {time} UTC"

@@ -24,6 +24,7 @@ from typing_extensions import override
 
 from shared import __version__, exit_codes
 from shared.cli_help import examples
+from shared.cli_language import N_, tr
 from shared.errors import FieldlinkError
 from shared.logs import quiet_library_warnings
 
@@ -75,8 +76,13 @@ def _missing_extra(name: str, ep: EntryPoint, exc: ImportError) -> Any:
     )
     def unavailable() -> None:
         typer.echo(
-            f"error: 'fieldlink {name}' needs the {extra} extra ({missing} is not installed): "
-            f"pip install 'fieldlink[{extra}]'",
+            tr(
+                "error: 'fieldlink %(command)s' needs the %(extra)s extra (%(missing)s is not "
+                "installed): pip install 'fieldlink[%(extra)s]'",
+                command=name,
+                extra=extra,
+                missing=missing,
+            ),
             err=True,
         )
         raise typer.Exit(exit_codes.UNAVAILABLE)
@@ -93,24 +99,77 @@ def purpose(command: Command) -> str:
     return sentence.removeprefix("\b ").strip()
 
 
+#: Click's usage errors (English, its own words) and the same in the reader's language.
+_CLICK_MESSAGES: Final = (
+    (
+        re.compile(r"No such command (?P<name>'[^']*')\. Did you mean (?P<guess>'[^']*')\?"),
+        N_("No such command %(name)s. Did you mean %(guess)s?"),
+    ),
+    (re.compile(r"No such command (?P<name>'.*')\.?"), N_("No such command %(name)s.")),
+    (
+        re.compile(r"No such option: (?P<name>\S+) Did you mean (?P<guess>\S+)\?"),
+        N_("No such option: %(name)s. Did you mean %(guess)s?"),
+    ),
+    (
+        re.compile(r"No such option: (?P<name>\S+) \(Possible options: (?P<options>.*)\)"),
+        N_("No such option: %(name)s (Possible options: %(options)s)"),
+    ),
+    (re.compile(r"No such option: (?P<name>\S+)"), N_("No such option: %(name)s")),
+    (re.compile(r"Missing argument (?P<name>'.*')\."), N_("Missing argument %(name)s.")),
+    (re.compile(r"Missing option (?P<name>'.*')\."), N_("Missing option %(name)s.")),
+    (re.compile(r"Missing command\."), N_("Missing command.")),
+    (
+        re.compile(r"Got unexpected extra arguments? \((?P<args>.*)\)"),
+        N_("Got unexpected extra argument(s) (%(args)s)"),
+    ),
+    (
+        re.compile(r"Invalid value for (?P<name>'[^']*'): (?P<detail>.*)"),
+        N_("Invalid value for %(name)s: %(detail)s"),
+    ),
+)
+
+
+def click_message(message: str) -> str:
+    """One of click's usage errors in the reader's language (as it is when not one of them)."""
+    for pattern, text in _CLICK_MESSAGES:
+        found = pattern.fullmatch(message)
+        if found is not None:
+            return tr(text, **found.groupdict())
+    return message
+
+
 def usage_line(error: UsageError) -> str:
     """A usage error as one line: the message, and where the help is unless a guess is given."""
-    message = " ".join(error.format_message().split())
-    if "Did you mean" in message or error.ctx is None:
-        return f"error: {message}"
-    return f"error: {message} (see '{error.ctx.command_path} --help')"
-
-
-#: The top level's epilog: three examples and the exit statuses (shared.exit_codes).
-EPILOG: Final = (
-    examples(
-        ("fieldlink login --server https://center.example -u olga", "log in once"),
-        ('fieldlink devices "+44 20 7946"', "who is calling?"),
-        ('fieldlink ssh mfp-0042 -r "paper jam, call 1234"', "a shell on it"),
+    said = " ".join(error.format_message().split())
+    message = click_message(said)
+    if getattr(error, "guessed", False) or "Did you mean" in said or error.ctx is None:
+        return tr("error: %(message)s", message=message)
+    return tr(
+        "error: %(message)s (see '%(command)s --help')",
+        message=message,
+        command=error.ctx.command_path,
     )
-    + "\n\n\b\nExit status (the same in every command; docs/operations.md):\n"
-    + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_codes.MEANINGS.items())
-)
+
+
+def epilog() -> str:
+    """The top level's epilog in the reader's language: three examples and the exit statuses
+    (:mod:`shared.exit_codes`)."""
+    return (
+        examples(
+            ("fieldlink login --server https://center.example -u olga", tr("log in once")),
+            ('fieldlink devices "+44 20 7946"', tr("who is calling?")),
+            ('fieldlink ssh mfp-0042 -r "paper jam, call 1234"', tr("a shell on it")),
+            heading=tr("Examples:"),
+        )
+        + "\n\n\b\n"
+        + tr("Exit status (the same in every command; docs/operations.md):")
+        + "\n"
+        + "\n".join(f"  {code:>3}  {tr(meaning)}" for code, meaning in exit_codes.MEANINGS.items())
+    )
+
+
+#: The top level's epilog in English (``--help`` shows :func:`epilog` in the reader's language).
+EPILOG: Final = epilog()
 
 
 class FieldlinkCLI(TyperGroup):
@@ -148,7 +207,12 @@ class FieldlinkCLI(TyperGroup):
             if args and "Did you mean" not in exc.message:
                 matches = get_close_matches(args[0], self.list_commands(ctx), n=1)
                 if matches:
-                    exc.message = f"{exc.message.rstrip('.')}. Did you mean {matches[0]!r}?"
+                    exc.message = tr(
+                        "%(message)s Did you mean %(command)r?",
+                        message=click_message(exc.message),
+                        command=matches[0],
+                    )
+                    exc.guessed = True  # type: ignore[attr-defined]
             raise
 
     @override
@@ -170,15 +234,22 @@ class FieldlinkCLI(TyperGroup):
             if command is not None and not command.hidden:
                 rows.append((name, purpose(command)))
         if rows:
-            with formatter.section("Commands"):
+            with formatter.section(tr("Commands")):
                 formatter.write_dl(rows)
+
+    @override
+    def format_epilog(self, ctx: Any, formatter: HelpFormatter) -> None:
+        """The epilog in the reader's language (click's would be the one made at import)."""
+        if self.epilog:
+            self.epilog = epilog()
+        super().format_epilog(ctx, formatter)
 
     @override
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FieldlinkError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(tr("error: %(message)s", message=exc), err=True)
             raise typer.Exit(exc.exit_code) from None
         except NoArgsIsHelpError:
             raise  # ``fieldlink session`` alone: that group's help

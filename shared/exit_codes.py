@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from shared.cli_language import N_
+
 #: Done.
 OK: Final = 0
 #: Failed for a reason none of the others names (a session closed, a check failed...).
@@ -32,17 +34,17 @@ INTERRUPTED: Final = 130
 #: ``exec`` and ``ssh``: fieldlink's own error, out of the way of a remote exit status.
 REMOTE_OWN_ERROR: Final = 255
 
-#: Every status with its meaning, for ``fieldlink --help`` and the docs.
+#: Every status with its meaning, for ``fieldlink --help`` (translated there) and the docs.
 MEANINGS: Final[dict[int, str]] = {
-    OK: "done",
-    FAILURE: "failed (anything below does not name)",
-    USAGE: "wrong command line, input or configuration",
-    NOT_FOUND: "not found",
-    AUTH: "not logged in or not allowed",
-    CONFLICT: "conflict: exists already, or its state forbids it",
-    UNAVAILABLE: "server, broker or database unreachable, or an extra not installed",
-    INTERRUPTED: "interrupted (Ctrl-C, SIGTERM, SIGHUP)",
-    REMOTE_OWN_ERROR: "exec and ssh: fieldlink's own error (else the remote status)",
+    OK: N_("done"),
+    FAILURE: N_("failed (anything below does not name)"),
+    USAGE: N_("wrong command line, input or configuration"),
+    NOT_FOUND: N_("not found"),
+    AUTH: N_("not logged in or not allowed"),
+    CONFLICT: N_("conflict: exists already, or its state forbids it"),
+    UNAVAILABLE: N_("server, broker or database unreachable, or an extra not installed"),
+    INTERRUPTED: N_("interrupted (Ctrl-C, SIGTERM, SIGHUP)"),
+    REMOTE_OWN_ERROR: N_("exec and ssh: fieldlink's own error (else the remote status)"),
 }
 
 

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
 from shared.cli_help import examples
+from shared.cli_language import tr
 
 audit_app = typer.Typer(
     help="Check and read the tamper-evident audit log.",
@@ -47,7 +48,7 @@ def show_head(config: ConfigOption = None) -> None:
     with Session(engine) as session:
         current = audit.head(session)
     if current is None or current[0] == 0:
-        typer.echo("audit log empty")
+        typer.echo(tr("audit log empty"))
     else:
         typer.echo(f"#{current[0]} {current[1]}")
 
@@ -78,7 +79,7 @@ def list_entries(
             f"#{row.id}  {_when(row.ts)}  {row.actor}  {row.action}  {row.target or '-'}  "
             f"{row.source_ip or '-'}  {row.details}"
         )
-    typer.echo(f"({len(rows)} of {total} entries)")
+    typer.echo(tr("(%(shown)s of %(total)s entries)", shown=len(rows), total=total))
 
 
 def _when(ts: datetime) -> str:

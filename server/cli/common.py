@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from server.config import DEFAULT_CONFIG, ServerSettings, load_server_settings
+from shared.cli_language import tr
 from shared.errors import ConfigError, InvalidInput
 from shared.tomlfile import CONFIG_ENV, resolve_config_path
 
@@ -37,9 +38,10 @@ def find_config(config: Path | None) -> Path:
     """
     found = resolve_config_path(config, DEFAULT_CONFIG)
     if found is None:
-        msg = (
-            f"no configuration found: give --config FILE, set {CONFIG_ENV}, "
-            f"or write {DEFAULT_CONFIG}"
+        msg = tr(
+            "no configuration found: give --config FILE, set %(env)s, or write %(default)s",
+            env=CONFIG_ENV,
+            default=DEFAULT_CONFIG,
         )
         raise ConfigError(msg)
     return found
@@ -79,12 +81,12 @@ def read_password(username: str) -> str:
     if not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass(f"password for {username}: ")
-        if getpass.getpass("again: ") != password:
-            msg = "the passwords differ"
+        password = getpass.getpass(tr("password for %(user)s: ", user=username))
+        if getpass.getpass(tr("again: ")) != password:
+            msg = tr("the passwords differ")
             raise ConfigError(msg)
     if not password:
-        msg = "no password given (pipe it on stdin or type it at the prompt)"
+        msg = tr("no password given (pipe it on stdin or type it at the prompt)")
         raise ConfigError(msg)
     return password
 
@@ -98,5 +100,5 @@ def write_out(out: Path | None, text: str) -> None:
     try:
         out.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        msg = f"cannot write {out}: {exc.strerror}"
+        msg = tr("cannot write %(path)s: %(error)s", path=out, error=exc.strerror)
         raise InvalidInput(msg) from exc

@@ -20,6 +20,7 @@ from server import audit
 from server.cli.common import ConfigOption, open_database, write_out
 from server.crud import InvalidInput
 from shared.cli_help import examples
+from shared.cli_language import tr
 
 customer_app = typer.Typer(
     help="Customers: add, list, show; CSV import of customers and devices.",
@@ -106,9 +107,11 @@ def customer_add(
     if as_json:
         typer.echo(public.model_dump_json())
     else:
-        typer.echo(f"created customer {public.number}: {public.name}")
+        typer.echo(
+            tr("created customer %(number)s: %(name)s", number=public.number, name=public.name)
+        )
         for c in public.contacts:
-            typer.echo(f"  contact {c.name}: {c.phone or '-'}")
+            typer.echo("  " + tr("contact %(name)s: %(phone)s", name=c.name, phone=c.phone or "-"))
 
 
 @customer_app.command("list")
@@ -147,9 +150,9 @@ def customer_list(
     for item in items:
         typer.echo(
             f"{item.number:<12} {item.name:<40} {item.country or '-':<3} "
-            f"{item.device_count} device(s)"
+            + tr("%(count)s device(s)", count=item.device_count)
         )
-    typer.echo(f"{total} customer(s)")
+    typer.echo(tr("%(count)s customer(s)", count=total))
 
 
 @customer_app.command("show")
@@ -181,12 +184,11 @@ def customer_show(
         return
     typer.echo(f"{public.number}: {public.name} ({public.country or '-'}, {public.region or '-'})")
     for c in public.contacts:
-        typer.echo(
-            f"  contact {c.name}: {c.phone or '-'} {c.email or ''} {c.language or ''}".rstrip()
-        )
+        said = tr("contact %(name)s: %(phone)s", name=c.name, phone=c.phone or "-")
+        typer.echo(f"  {said} {c.email or ''} {c.language or ''}".rstrip())
     for s in public.sites:
-        typer.echo(f"  site {s.name} ({s.country or '-'})")
-    typer.echo(f"  {public.device_count} device(s)")
+        typer.echo("  " + tr("site %(name)s (%(country)s)", name=s.name, country=s.country or "-"))
+    typer.echo("  " + tr("%(count)s device(s)", count=public.device_count))
 
 
 def _read_csv(file: Path) -> str:
@@ -194,10 +196,10 @@ def _read_csv(file: Path) -> str:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
         return data.decode("utf-8-sig")
     except OSError as exc:
-        msg = f"cannot read {file}: {exc.strerror}"
+        msg = tr("cannot read %(path)s: %(error)s", path=file, error=exc.strerror)
         raise InvalidInput(msg) from exc
     except UnicodeDecodeError as exc:
-        msg = f"{file} is not UTF-8 text"
+        msg = tr("%(path)s is not UTF-8 text", path=file)
         raise InvalidInput(msg) from exc
 
 
@@ -211,17 +213,23 @@ def _import(file: Path, config: Path | None, devices: bool) -> str:
         with Session(engine) as session:
             if devices:
                 report = import_devices_csv(session, text, actor=audit.cli_actor())
-                return f"{report.rows} rows: {report.inserted} devices registered"
+                return tr(
+                    "%(rows)s rows: %(inserted)s devices registered",
+                    rows=report.rows,
+                    inserted=report.inserted,
+                )
             customers = import_customers_csv(session, text, actor=audit.cli_actor())
-            return (
-                f"{customers.rows} rows: {customers.inserted} customers created, "
-                f"{customers.skipped} already on record"
+            return tr(
+                "%(rows)s rows: %(inserted)s customers created, %(skipped)s already on record",
+                rows=customers.rows,
+                inserted=customers.inserted,
+                skipped=customers.skipped,
             )
     except CsvImportInvalid as exc:
         for problem in exc.problems:
             typer.echo(f"{file}:{problem}", err=True)
         lines = len({p.line for p in exc.problems})
-        msg = f"{lines} bad row(s) in {file}: nothing imported"
+        msg = tr("%(count)s bad row(s) in %(path)s: nothing imported", count=lines, path=file)
         raise InvalidInput(msg) from None
     finally:
         engine.dispose()

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from server import audit
 from server.cli.common import ConfigOption, open_database
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import ConfigError
 
 device_app = typer.Typer(
@@ -79,12 +80,24 @@ def device_add(
     if as_json:
         typer.echo(json.dumps({"id": device.id, "via": device.via, "enrollment_token": token}))
     elif token is None:
-        typer.echo(f"device:           {device.id}")
-        typer.echo(f"watched via:      {device.via} (list it in that agent's [[agent.devices]])")
+        _facts(
+            (tr("device:"), device.id),
+            (
+                tr("watched via:"),
+                tr("%(via)s (list it in that agent's [[agent.devices]])", via=device.via),
+            ),
+        )
     else:
-        typer.echo(f"device:           {device.id}")
-        typer.echo(f"enrollment token: {token}")
-        typer.echo(f"(valid until {device.enrollment_expires_at:%Y-%m-%d %H:%M} UTC, usable once)")
+        _facts((tr("device:"), device.id), (tr("enrollment token:"), token))
+        until = f"{device.enrollment_expires_at:%Y-%m-%d %H:%M}"
+        typer.echo(tr("(valid until %(when)s UTC, usable once)", when=until))
+
+
+def _facts(*lines: tuple[str, str]) -> None:
+    """``label  value`` lines, the values aligned."""
+    width = max(len(label) for label, _value in lines) + 1
+    for label, value in lines:
+        typer.echo(f"{label:<{width}}{value}")
 
 
 @device_app.command("revoke")
@@ -105,22 +118,31 @@ def device_revoke(
     ca = CertificateAuthority.load(settings.state_dir)
     with Session(engine) as session:
         device = crud.revoke_device(session, ca=ca, device_id=device_id, actor=audit.cli_actor())
-    typer.echo(f"revoked {device.id}: the server refuses it from now on")
+    typer.echo(tr("revoked %(id)s: the server refuses it from now on", id=device.id))
     state = update_broker(ca.paths, device_id=device_id)
     if state.pending and state.reload_by == "helper":
         state = wait_until_applied(ca.paths, state.generation, wait)
     if state.state == "applied":
-        typer.echo("broker: applied (it reloaded its CRL and ACL and refuses the device)")
+        typer.echo(tr("broker: applied (it reloaded its CRL and ACL and refuses the device)"))
     elif state.state == "unmanaged":
         typer.echo(
-            "broker: not managed here (no `fieldlink broker-config` folder): "
-            "update its CRL and send it SIGHUP yourself"
+            tr(
+                "broker: not managed here (no `fieldlink broker-config` folder): "
+                "update its CRL and send it SIGHUP yourself"
+            )
         )
     else:
-        since = f" since {state.public()['pending_since']}" if state.pending_since else ""
-        typer.echo(f"broker: pending{since}; the server retries until the broker has it")
+        if state.pending_since:
+            typer.echo(
+                tr(
+                    "broker: pending since %(since)s; the server retries until the broker has it",
+                    since=state.public()["pending_since"],
+                )
+            )
+        else:
+            typer.echo(tr("broker: pending; the server retries until the broker has it"))
         if state.last_error:
-            typer.echo(f"last error: {state.last_error}")
+            typer.echo(tr("last error: %(error)s", error=state.last_error))
 
 
 @device_app.command("token")
@@ -139,4 +161,4 @@ def device_token(
         device, token = crud.new_enrollment_token(
             session, device_id=device_id, token_ttl=timedelta(hours=hours), actor=audit.cli_actor()
         )
-    typer.echo(f"enrollment token for {device.id}: {token}")
+    typer.echo(tr("enrollment token for %(id)s: %(token)s", id=device.id, token=token))

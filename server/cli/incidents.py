@@ -20,6 +20,7 @@ import typer
 from server.cli.common import ConfigOption, open_database, write_out
 from server.cli.kpi import FromOption, ToOption, api_client, parse_when
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import InvalidInput
 from shared.ids import isoformat_z
 
@@ -48,10 +49,10 @@ def import_command(
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
         text = data.decode("utf-8-sig")
     except OSError as exc:
-        msg = f"cannot read {file}: {exc.strerror}"
+        msg = tr("cannot read %(path)s: %(error)s", path=file, error=exc.strerror)
         raise InvalidInput(msg) from exc
     except UnicodeDecodeError as exc:
-        msg = f"{file} is not UTF-8 text"
+        msg = tr("%(path)s is not UTF-8 text", path=file)
         raise InvalidInput(msg) from exc
     _, engine = open_database(config)
     try:
@@ -62,13 +63,18 @@ def import_command(
         for problem in exc.problems:
             typer.echo(f"{file}:{problem}", err=True)
         lines = len({p.line for p in exc.problems})
-        msg = f"{lines} bad row(s) in {file}: nothing imported"
+        msg = tr("%(count)s bad row(s) in %(path)s: nothing imported", count=lines, path=file)
         raise InvalidInput(msg) from None
     finally:
         engine.dispose()
     typer.echo(
-        f"{report.rows} rows: {report.inserted} inserted, {report.updated} updated, "
-        f"{report.skipped} unchanged"
+        tr(
+            "%(rows)s rows: %(inserted)s inserted, %(updated)s updated, %(skipped)s unchanged",
+            rows=report.rows,
+            inserted=report.inserted,
+            updated=report.updated,
+            skipped=report.skipped,
+        )
     )
 
 
@@ -86,7 +92,7 @@ def export_command(
 ) -> None:
     """Export incidents as CSV (docs/kpis.md's columns)."""
     if on not in ("closed_at", "opened_at"):
-        msg = "--on must be closed_at or opened_at"
+        msg = tr("--on must be closed_at or opened_at")
         raise InvalidInput(msg)
     window_start = parse_when(start, "--from") if start else None
     window_end = parse_when(end, "--to") if end else None
@@ -123,7 +129,7 @@ def export_command(
                     for chunk in export_incidents_csv(connection, where):
                         handle.write(chunk)
             except OSError as exc:
-                msg = f"cannot write {out}: {exc.strerror}"
+                msg = tr("cannot write %(path)s: %(error)s", path=out, error=exc.strerror)
                 raise InvalidInput(msg) from exc
     finally:
         engine.dispose()
@@ -146,13 +152,13 @@ def escalate_command(
 ) -> None:
     """Escalate an open incident to a tier and/or a user, with a handover note (audited)."""
     if tier is None and to is None:
-        msg = "give --tier, --to or both"
+        msg = tr("give --tier, --to or both")
         raise InvalidInput(msg)
     if tier is not None and tier not in (1, 2, 3):
-        msg = "--tier must be 1 (call center), 2 (remote specialist) or 3 (field)"
+        msg = tr("--tier must be 1 (call center), 2 (remote specialist) or 3 (field)")
         raise InvalidInput(msg)
     if not note.strip() or len(note) > HANDOVER_NOTE_MAX:
-        msg = f"--note must be 1 to {HANDOVER_NOTE_MAX} characters"
+        msg = tr("--note must be 1 to %(most)s characters", most=HANDOVER_NOTE_MAX)
         raise InvalidInput(msg)
     client = api_client(config)
     if client is not None:
@@ -192,4 +198,9 @@ HANDOVER_NOTE_MAX = 2000
 
 
 def _escalated(incident_id: object, tier: object, assignee: object) -> str:
-    return f"incident {incident_id}: tier {tier}, assignee {assignee or '-'}"
+    return tr(
+        "incident %(id)s: tier %(tier)s, assignee %(assignee)s",
+        id=incident_id,
+        tier=tier,
+        assignee=assignee or "-",
+    )

@@ -20,6 +20,7 @@ import typer
 from server.cli.common import ConfigOption, config_found
 from server.client.api import ApiClient, credentials_path
 from server.kpi.report import GROUP_BYS, KPI_DEFINITIONS, KpiReport, default_window
+from shared.cli_language import tr
 from shared.errors import InvalidInput
 from shared.ids import isoformat_z, utcnow
 
@@ -65,7 +66,11 @@ def parse_when(value: str, option: str) -> datetime:
             return datetime(day.year, day.month, day.day, tzinfo=UTC)
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        msg = f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
+        msg = tr(
+            "%(option)s %(value)r is not a date (YYYY-MM-DD) or an ISO 8601 time",
+            option=option,
+            value=value,
+        )
         raise InvalidInput(msg) from exc
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -148,7 +153,7 @@ def kpi_command(
         _voice(start, end, by, as_json, config)
         return
     if by not in GROUP_BYS:
-        msg = f"--by must be one of {', '.join(GROUP_BYS)}"
+        msg = tr("--by must be one of %(choices)s", choices=", ".join(GROUP_BYS))
         raise InvalidInput(msg)
     default_start, default_end = default_window(utcnow())
     window_start = parse_when(start, "--from") if start else default_start
@@ -196,7 +201,7 @@ def _voice(start: str | None, end: str | None, by: str, as_json: bool, config: P
     from server.cli.voice import format_voice, voice_report
 
     if by not in (*GROUP_BYS, "resolution"):
-        msg = f"--by must be one of {', '.join((*GROUP_BYS, 'resolution'))}"
+        msg = tr("--by must be one of %(choices)s", choices=", ".join((*GROUP_BYS, "resolution")))
         raise InvalidInput(msg)
     default_start, default_end = default_window(utcnow())
     window_start = parse_when(start, "--from") if start else default_start

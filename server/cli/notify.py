@@ -17,6 +17,7 @@ import typer
 from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
+from shared.cli_language import tr
 
 notify_app = typer.Typer(help="Notification rules: list them, send a test.", no_args_is_help=True)
 
@@ -42,14 +43,17 @@ def list_rules(config: ConfigOption = None) -> None:
         channels = ([rule["webhook_url"]] if rule.get("webhook_url") else []) + list(
             rule.get("email_to") or []
         )
+        # The language of its e-mails, when not English.
+        language = rule.get("language", "en") if rule.get("email_to") else "en"
         typer.echo(
             f"{shown.name}  ({shown.origin})  events={','.join(rule.get('events') or [])}  "
             f"severity>={rule.get('severity')}  {' '.join(conditions) or 'any device'}  "
             f"-> {', '.join(channels) or '-'}"
+            + ("" if language == "en" else f"  language={language}")
             + ("" if rule.get("enabled", True) else "  [disabled]")
         )
     if not rules:
-        typer.echo("no notification rules ([[server.notify]] in server.toml, or the API)")
+        typer.echo(tr("no notification rules ([[server.notify]] in server.toml, or the API)"))
 
 
 @notify_app.command("test")
@@ -70,7 +74,7 @@ def send_test(
     try:
         rule = next((r for r in all_rules(engine, settings) if r.name == rule_name), None)
         if rule is None:
-            msg = f"no notify rule {rule_name!r} (see: fieldlink server notify rules)"
+            msg = tr("no notify rule %(rule)r (see: fieldlink server notify rules)", rule=rule_name)
             raise NotFound(msg)
         with Session(engine) as db:
             audit.record(db, actor="cli", action="notify.test", target=f"notify_rule:{rule.name}")
@@ -84,7 +88,7 @@ def send_test(
         "severity": None,
         "message": f"a test of notify rule {rule.name!r} from fieldlink server notify test",
         "at": utcnow(),
-        "body": {},
+        "body": {"actor": "fieldlink server notify test"},
     }
     message = payload(rule, event, DeviceFacts(id="-", type="-", customer="-"))
 
@@ -101,9 +105,11 @@ def send_test(
                         await send_email(rule, message, settings.smtp)
                 except (DeliveryError, ConfigError) as exc:
                     failures.append(channel)
-                    typer.echo(f"{channel}: failed: {exc}", err=True)
+                    typer.echo(
+                        tr("%(channel)s: failed: %(error)s", channel=channel, error=exc), err=True
+                    )
                 else:
-                    typer.echo(f"{channel}: sent")
+                    typer.echo(tr("%(channel)s: sent", channel=channel))
         return failures
 
     if asyncio.run(send()):

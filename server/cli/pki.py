@@ -29,6 +29,7 @@ from provisioning.pki import CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import ConfigError, InvalidInput, UnavailableError
 from shared.ids import isoformat_z
 
@@ -77,7 +78,11 @@ def ca_init(
 ) -> None:
     """Create the device CA, the command-signing key, and the broker's and server's certificates."""
     if key_type not in KEY_TYPES:
-        msg = f"unknown key type {key_type!r}: use one of {', '.join(KEY_TYPES)}"
+        msg = tr(
+            "unknown key type %(type)r: use one of %(choices)s",
+            type=key_type,
+            choices=", ".join(KEY_TYPES),
+        )
         raise InvalidInput(msg)
     settings = load_server_settings(find_config(config))
     hostnames = [*_hostnames_from(settings), *(hostname or [])]
@@ -223,12 +228,12 @@ def broker_reload_command(
     settings = load_server_settings(find_config(config))
     paths = PkiPaths.under(settings.state_dir)
     if not paths.ca_cert.exists():
-        msg = f"no CA in {paths.root}: run `fieldlink ca init` first"
+        msg = tr("no CA in %(path)s: run `fieldlink ca init` first", path=paths.root)
         raise CaNotInitialized(msg)
     targets: BrokerTargets | None = None
     if broker_dir:
         if pid_file is None and reload_command is None:
-            msg = "--dir needs --pid-file or --reload-command"
+            msg = tr("--dir needs --pid-file or --reload-command")
             raise ConfigError(msg)
         targets = BrokerTargets(
             dirs=[str(d.resolve()) for d in broker_dir],
@@ -236,12 +241,12 @@ def broker_reload_command(
             reload_command=reload_command,
         )
     elif os.geteuid() == 0:
-        msg = "as root, give --dir and --pid-file (or --reload-command) explicitly"
+        msg = tr("as root, give --dir and --pid-file (or --reload-command) explicitly")
         raise ConfigError(msg)
     state = apply_broker_update(paths, targets=targets)
     if targets is None and state.state == "unmanaged":
-        typer.echo("no broker folder is configured: run `fieldlink broker-config --out DIR`")
+        typer.echo(tr("no broker folder is configured: run `fieldlink broker-config --out DIR`"))
         return
     if state.last_error and state.pending:
         raise UnavailableError(state.last_error)
-    typer.echo(f"broker update {state.applied_generation} applied")
+    typer.echo(tr("broker update %(generation)s applied", generation=state.applied_generation))

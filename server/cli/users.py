@@ -15,6 +15,7 @@ from sqlmodel import Session
 from server import audit
 from server.cli.common import ConfigOption, open_database, read_password
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import ConfigError
 
 CustomersOption = Annotated[
@@ -63,7 +64,10 @@ def user_add(
             customers=parse_list(customers),
             regions=parse_list(regions),
         )
-    typer.echo(f"created {user.role} {user.username}{_scope_text(user.customers, user.regions)}")
+    typer.echo(
+        tr("created %(role)s %(user)s", role=user.role, user=user.username)
+        + _scope_text(user.customers, user.regions)
+    )
 
 
 @user_app.command("scope")
@@ -96,12 +100,19 @@ def user_scope(
             regions=wanted_regions,
             actor=audit.cli_actor(),
         )
-    typer.echo(f"{user.username} sees{_scope_text(user.customers, user.regions) or ' everything'}")
+    scope = _scope_text(user.customers, user.regions)
+    if scope:
+        typer.echo(tr("%(user)s sees%(scope)s", user=user.username, scope=scope))
+    else:
+        typer.echo(tr("%(user)s sees everything", user=user.username))
 
 
 def _scope_text(customers: str | None, regions: str | None) -> str:
-    parts = [f"customers {customers}" if customers else "", f"regions {regions}" if regions else ""]
-    shown = " and ".join(p for p in parts if p)
+    parts = [
+        tr("customers %(list)s", list=customers) if customers else "",
+        tr("regions %(list)s", list=regions) if regions else "",
+    ]
+    shown = tr(" and ").join(p for p in parts if p)
     return f" ({shown})" if shown else ""
 
 
@@ -124,12 +135,12 @@ def user_token(
     settings, engine = open_database(config)
     longest = settings.api_token_max_days
     if days is not None and not 1 <= days <= longest:
-        msg = f"--days: 1 to {longest} (api_token_max_days)"
+        msg = tr("--days: 1 to %(longest)s (api_token_max_days)", longest=longest)
         raise ConfigError(msg)
     with Session(engine) as session:
         user = crud.get_user(session, username=name)
         if user is None:
-            msg = f"no user {name!r}"
+            msg = tr("no user %(user)r", user=name)
             raise NotFound(msg)
         token, _ = crud.issue_token(
             session,
@@ -174,16 +185,18 @@ def user_list(
             )
         )
         return
-    width = max([len("USER"), *(len(u.username) for u in users)])
-    typer.echo(f"{'USER'.ljust(width)}  {'ROLE'.ljust(8)}  STATE")
+    heads = (tr("USER"), tr("ROLE"), tr("STATE"))
+    width = max([len(heads[0]), *(len(u.username) for u in users)])
+    role_width = max(8, len(heads[1]))
+    typer.echo(f"{heads[0].ljust(width)}  {heads[1].ljust(role_width)}  {heads[2]}")
     for u in users:
-        state = "disabled" if u.disabled else "enabled"
+        state = tr("disabled") if u.disabled else tr("enabled")
         if u.must_change_password:
-            state += ", must change password"
+            state += tr(", must change password")
         if u.id in with_mfa:
-            state += ", two-factor"
+            state += tr(", two-factor")
         state += _scope_text(u.customers, u.regions)
-        typer.echo(f"{u.username.ljust(width)}  {u.role.ljust(8)}  {state}")
+        typer.echo(f"{u.username.ljust(width)}  {u.role.ljust(role_width)}  {state}")
 
 
 @user_app.command("disable")
@@ -197,7 +210,7 @@ def user_disable(
     _, engine = open_database(config)
     with Session(engine) as session:
         accounts.set_disabled(session, username=name, disabled=True, actor=audit.cli_actor())
-    typer.echo(f"disabled {name}")
+    typer.echo(tr("disabled %(user)s", user=name))
 
 
 @user_app.command("enable")
@@ -211,7 +224,7 @@ def user_enable(
     _, engine = open_database(config)
     with Session(engine) as session:
         accounts.set_disabled(session, username=name, disabled=False, actor=audit.cli_actor())
-    typer.echo(f"enabled {name}")
+    typer.echo(tr("enabled %(user)s", user=name))
 
 
 @user_app.command("role")
@@ -226,7 +239,7 @@ def user_role(
     _, engine = open_database(config)
     with Session(engine) as session:
         user = accounts.set_role(session, username=name, role=role, actor=audit.cli_actor())
-    typer.echo(f"{user.username} is now {user.role}")
+    typer.echo(tr("%(user)s is now %(role)s", user=user.username, role=user.role))
 
 
 @user_app.command("remove")
@@ -240,7 +253,7 @@ def user_remove(
     _, engine = open_database(config)
     with Session(engine) as session:
         accounts.remove_user(session, username=name, actor=audit.cli_actor())
-    typer.echo(f"removed {name}")
+    typer.echo(tr("removed %(user)s", user=name))
 
 
 @user_app.command("reset-password")
@@ -254,8 +267,8 @@ def user_reset_password(
     _, engine = open_database(config)
     with Session(engine) as session:
         temporary = accounts.reset_password(session, username=name, actor=audit.cli_actor())
-    typer.echo(f"one-time password for {name}: {temporary}")
-    typer.echo("(their tokens are revoked; they must choose a new password at the next login)")
+    typer.echo(tr("one-time password for %(user)s: %(password)s", user=name, password=temporary))
+    typer.echo(tr("(their tokens are revoked; they must choose a new password at the next login)"))
 
 
 @user_app.command("mfa-reset")
@@ -272,9 +285,14 @@ def user_reset_mfa(
     with Session(engine) as session:
         had = mfa.reset(session, username=name, actor=audit.cli_actor())
     if had:
-        typer.echo(f"two-factor login of {name} removed (they enrol again from the account page)")
+        typer.echo(
+            tr(
+                "two-factor login of %(user)s removed (they enrol again from the account page)",
+                user=name,
+            )
+        )
     else:
-        typer.echo(f"{name} had no two-factor login")
+        typer.echo(tr("%(user)s had no two-factor login", user=name))
 
 
 @user_app.command("unlock")
@@ -299,7 +317,12 @@ def user_unlock(
             details={"addresses": addresses},
         )
         session.commit()
-    typer.echo(f"unlocked {name}" + (f" and {', '.join(addresses)}" if addresses else ""))
+    if addresses:
+        typer.echo(
+            tr("unlocked %(user)s and %(addresses)s", user=name, addresses=", ".join(addresses))
+        )
+    else:
+        typer.echo(tr("unlocked %(user)s", user=name))
 
 
 @user_app.command("add-key")
@@ -318,7 +341,9 @@ def user_add_key(
     text = read_key_file(file)
     with Session(engine) as session:
         key = add_key(session, username=name, public_key=text, name=label, actor=audit.cli_actor())
-    typer.echo(f"added {key.fingerprint} ({key.name}) for {name}")
+    typer.echo(
+        tr("added %(key)s (%(label)s) for %(user)s", key=key.fingerprint, label=key.name, user=name)
+    )
 
 
 @user_app.command("keys")
@@ -333,7 +358,8 @@ def user_keys(
     with Session(engine) as session:
         keys = list_keys(session, username=name)
     for key in keys:
-        used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+        when = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else ""
+        used = tr("last used %(when)s", when=when) if when else tr("never used")
         key_type = key.public_key.split()[0]
         typer.echo(f"{key.id}  {key.fingerprint}  {key_type}  {key.name}  ({used})")
 
@@ -350,4 +376,11 @@ def user_remove_key(
     _, engine = open_database(config)
     with Session(engine) as session:
         removed = remove_key(session, username=name, key=key, actor=audit.cli_actor())
-    typer.echo(f"removed {removed.fingerprint} ({removed.name}) of {name}")
+    typer.echo(
+        tr(
+            "removed %(key)s (%(label)s) of %(user)s",
+            key=removed.fingerprint,
+            label=removed.name,
+            user=name,
+        )
+    )

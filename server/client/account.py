@@ -10,6 +10,7 @@ import typer
 
 from server.client.api import ApiClient, save_credentials
 from server.client.tables import echo_page
+from shared.cli_language import tr
 from shared.errors import AuthError, ConfigError
 
 #: What the server's 401 says when a two-factor code is needed (the CLI then asks for it).
@@ -33,9 +34,9 @@ def login_command(
     try:
         if token is None:
             if user is None:
-                user = input("user: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+                user = input(tr("user: ")) if sys.stdin.isatty() else sys.stdin.readline().strip()
             password = (
-                getpass.getpass(f"password for {user}: ")
+                getpass.getpass(tr("password for %(user)s: ", user=user))
                 if sys.stdin.isatty()
                 else sys.stdin.readline().rstrip("\r\n")
             )
@@ -45,7 +46,7 @@ def login_command(
                 if otp or MFA_NEEDED not in str(exc):
                     raise
                 code = (
-                    input("two-factor code: ") if sys.stdin.isatty() else sys.stdin.readline()
+                    input(tr("two-factor code: ")) if sys.stdin.isatty() else sys.stdin.readline()
                 ).strip()
                 token = client.login(user, password, code)
             client.close()
@@ -54,9 +55,19 @@ def login_command(
     finally:
         client.close()
     path = save_credentials(server, token, me["username"])
-    typer.echo(f"logged in to {server} as {me['username']} ({me['role']}); token saved in {path}")
+    typer.echo(
+        tr(
+            "logged in to %(server)s as %(user)s (%(role)s); token saved in %(path)s",
+            server=server,
+            user=me["username"],
+            role=me["role"],
+            path=path,
+        )
+    )
     if me.get("must_change_password"):
-        typer.echo("an administrator reset your password: choose a new one with `fieldlink passwd`")
+        typer.echo(
+            tr("an administrator reset your password: choose a new one with `fieldlink passwd`")
+        )
 
 
 def _age(value: Any) -> str:
@@ -88,36 +99,45 @@ def devices_command(
     echo_page(
         page,
         as_json=as_json,
-        header=("DEVICE", "TYPE", "CUSTOMER", "ONLINE", "STATUS", "LAST SEEN"),
+        header=(
+            tr("DEVICE"),
+            tr("TYPE"),
+            tr("CUSTOMER"),
+            tr("ONLINE"),
+            tr("STATUS"),
+            tr("LAST SEEN"),
+        ),
         row=lambda d: (
             d["id"],
             d["type"],
             d["customer"][:28],
-            "online" if d["online"] else f"offline ({d.get('online_reason') or '-'})",
+            tr("online")
+            if d["online"]
+            else tr("offline (%(reason)s)", reason=d.get("online_reason") or "-"),
             d.get("status") or "-",
             _age(d.get("last_seen")),
         ),
-        noun="devices",
+        noun=tr("devices"),
     )
 
 
 def passwd_command() -> None:
     """Change your password on the server you logged in to (your other logins end)."""
     if sys.stdin.isatty():
-        current = getpass.getpass("current password: ")
-        new = getpass.getpass("new password: ")
-        if getpass.getpass("new password again: ") != new:
-            msg = "the new passwords differ"
+        current = getpass.getpass(tr("current password: "))
+        new = getpass.getpass(tr("new password: "))
+        if getpass.getpass(tr("new password again: ")) != new:
+            msg = tr("the new passwords differ")
             raise ConfigError(msg)
     else:  # scripts: the current password, then the new one, one per line
         current = sys.stdin.readline().rstrip("\r\n")
         new = sys.stdin.readline().rstrip("\r\n")
     if not current or not new:
-        msg = "give the current and the new password (on the terminal, or two lines on stdin)"
+        msg = tr("give the current and the new password (on the terminal, or two lines on stdin)")
         raise ConfigError(msg)
     client = ApiClient.from_credentials()
     try:
         client.change_password(current, new)
     finally:
         client.close()
-    typer.echo("password changed")
+    typer.echo(tr("password changed"))

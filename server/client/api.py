@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import httpx2 as httpx
 
 from shared import exit_codes
+from shared.cli_language import tr
 from shared.errors import AuthError, FieldlinkError, UnavailableError
 from shared.tunnel import ws_url
 
@@ -88,7 +89,7 @@ def raise_for_status(response: httpx.Response) -> None:
         return
     detail = error_detail(response)
     if response.status_code == 401:
-        msg = f"{detail} (run `fieldlink login` again)"
+        msg = tr("%(detail)s (run `fieldlink login` again)", detail=detail)
         raise AuthError(msg)
     msg = f"{response.status_code}: {detail}"
     raise ApiError(msg, status=response.status_code)
@@ -117,7 +118,7 @@ class ApiClient:
         try:
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            msg = "not logged in: run `fieldlink login --server URL` first"
+            msg = tr("not logged in: run `fieldlink login --server URL` first")
             raise AuthError(msg) from exc
         return cls(server or saved["server"], saved.get("token"), username=saved.get("username"))
 
@@ -140,7 +141,7 @@ class ApiClient:
         try:
             response = self._http.request(method, f"/api/v1{path}", **kwargs)
         except httpx.HTTPError as exc:
-            msg = f"cannot reach {self.server}: {exc}"
+            msg = tr("cannot reach %(server)s: %(error)s", server=self.server, error=exc)
             raise UnavailableError(msg) from exc
         raise_for_status(response)
         return response

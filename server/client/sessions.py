@@ -35,16 +35,25 @@ from server.client.api import ApiClient
 from server.client.tables import echo_page
 from shared import exit_codes
 from shared.cli_help import examples
+from shared.cli_language import N_, tr
 from shared.errors import FieldlinkError
 
 #: Our own errors, out of the way of remote exit statuses (as ``ssh`` does).
 OWN_ERROR: Final = exit_codes.REMOTE_OWN_ERROR
 
 _PROGRESS: Final = {
-    "requested": "requested, waiting for the device to answer",
-    "awaiting_consent": "awaiting the site's approval",
-    "connecting": "the device is connecting",
-    "active": "active",
+    "requested": N_("requested, waiting for the device to answer"),
+    "awaiting_consent": N_("awaiting the site's approval"),
+    "connecting": N_("the device is connecting"),
+    "active": N_("active"),
+}
+#: A session's states as a person reads them (the API's values in ``--json``).
+_STATES: Final = {
+    "requested": N_("requested"),
+    "awaiting_consent": N_("awaiting consent"),
+    "connecting": N_("connecting"),
+    "active": N_("active"),
+    "closed": N_("closed"),
 }
 
 ReasonOption = Annotated[
@@ -66,7 +75,11 @@ class SessionEnded(FieldlinkError):
 
 def closed_message(session: dict[str, Any]) -> str:
     """The one line for a closed session: its close reason and detail."""
-    text = f"session {session['id']} closed: {session.get('close_reason') or 'closed'}"
+    text = tr(
+        "session %(id)s closed: %(reason)s",
+        id=session["id"],
+        reason=session.get("close_reason") or tr("closed"),
+    )
     if session.get("detail"):
         text += f" ({session['detail']})"
     return text
@@ -96,7 +109,9 @@ def say(text: str) -> None:
 
 def _report_state(session: dict[str, Any]) -> None:
     if session["state"] in _PROGRESS:
-        say(f"session {session['id']}: {_PROGRESS[session['state']]}")
+        say(
+            tr("session %(id)s: %(state)s", id=session["id"], state=tr(_PROGRESS[session["state"]]))
+        )
 
 
 def _report_consent(session: dict[str, Any]) -> None:
@@ -111,10 +126,14 @@ def _short(text: str, limit: int = 200) -> str:
 
 def _reused(session: dict[str, Any], reason: str | None) -> str:
     """The line that says which open session a command uses instead of opening one."""
-    text = f"using your open session {session['id']} on {session['device_id']}"
-    text += f" (reason: {_short(str(session['reason']).replace(chr(10), ' '), 80)})"
+    text = tr(
+        "using your open session %(id)s on %(device)s (reason: %(reason)s)",
+        id=session["id"],
+        device=session["device_id"],
+        reason=_short(str(session["reason"]).replace(chr(10), " "), 80),
+    )
     if reason is not None:
-        text += "; --new-session opens one with your --reason"
+        text += tr("; --new-session opens one with your --reason")
     return text
 
 
@@ -156,7 +175,12 @@ def operator_session(
             if session_id is not None:
                 session = api.session(session_id)
                 if session["device_id"] != device_id:
-                    msg = f"session {session_id} is to {session['device_id']}, not {device_id}"
+                    msg = tr(
+                        "session %(id)s is to %(device)s, not %(wanted)s",
+                        id=session_id,
+                        device=session["device_id"],
+                        wanted=device_id,
+                    )
                     raise FieldlinkError(msg)
             elif not new:
                 session = api.my_open_session(device_id)
@@ -189,7 +213,7 @@ def own_errors_exit_255(function: Callable[[], int]) -> int:
     try:
         return function()
     except FieldlinkError as exc:
-        say(f"error: {exc}")
+        say(tr("error: %(message)s", message=exc))
         return OWN_ERROR
 
 
@@ -246,7 +270,15 @@ def open_command(
         session = api.open_session(device, reason=reason, incident_id=incident, services=service)
         if not as_json:
             typer.echo(session["id"])
-            say(f"session {session['id']} to {device}: {_PROGRESS.get(session['state'], '')}")
+            progress = _PROGRESS.get(session["state"])
+            say(
+                tr(
+                    "session %(id)s to %(device)s: %(state)s",
+                    id=session["id"],
+                    device=device,
+                    state=tr(progress) if progress else "",
+                )
+            )
         if wait:
             from server.client.lifetime import ended_by_signals
 
@@ -254,7 +286,7 @@ def open_command(
                 with ended_by_signals():
                     session = follow(api, session, None if as_json else _report_state)
             except KeyboardInterrupt:
-                say(f"interrupted: closing session {session['id']}")
+                say(tr("interrupted: closing session %(id)s", id=session["id"]))
                 with contextlib.suppress(FieldlinkError):
                     api.close_session(session["id"])
                 raise
@@ -265,7 +297,7 @@ def open_command(
     if session["state"] == "closed":
         raise SessionEnded(closed_message(session))
     if wait and not as_json:
-        say(f"close it with: fieldlink session close {session['id']}")
+        say(tr("close it with: fieldlink session close %(id)s", id=session["id"]))
 
 
 def _when(value: Any) -> str:
@@ -274,8 +306,9 @@ def _when(value: Any) -> str:
 
 def _state_text(session: dict[str, Any]) -> str:
     if session["state"] == "closed" and session.get("close_reason"):
-        return f"closed ({session['close_reason']})"
-    return str(session["state"])
+        return tr("closed (%(reason)s)", reason=session["close_reason"])
+    state = str(session["state"])
+    return tr(_STATES[state]) if state in _STATES else state
 
 
 @session_app.command("list")
@@ -302,7 +335,14 @@ def list_command(
     echo_page(
         page,
         as_json=as_json,
-        header=("SESSION", "DEVICE", "OPERATOR", "STATE", "CREATED", "REASON"),
+        header=(
+            tr("SESSION"),
+            tr("DEVICE"),
+            tr("OPERATOR"),
+            tr("STATE"),
+            tr("CREATED"),
+            tr("REASON"),
+        ),
         row=lambda s: (
             s["id"],
             s["device_id"],
@@ -311,7 +351,7 @@ def list_command(
             _when(s.get("created_at")),
             _short(s["reason"].replace("\n", " "), 40),
         ),
-        noun="sessions",
+        noun=tr("sessions"),
     )
 
 
@@ -320,30 +360,42 @@ def format_session(s: dict[str, Any]) -> str:
     state = _state_text(s)
     if s["state"] == "closed" and s.get("detail"):
         state += f": {s['detail']}"
-    services = ", ".join(s.get("services") or []) or "all the site allows"
+    services = ", ".join(s.get("services") or []) or tr("all the site allows")
     if s.get("services_used"):
-        services += f" (used: {', '.join(s['services_used'])})"
+        services += tr(" (used: %(services)s)", services=", ".join(s["services_used"]))
     recording = "-"
     if s.get("has_recording"):
-        recording = f"sha256 {s.get('recording_sha256')} (fieldlink session recording {s['id']})"
+        recording = tr(
+            "sha256 %(sha256)s (fieldlink session recording %(id)s)",
+            sha256=s.get("recording_sha256"),
+            id=s["id"],
+        )
     lines = [
-        ("session", s["id"]),
-        ("device", s["device_id"]),
-        ("operator", s["operator"]),
-        ("state", state),
-        ("reason", s["reason"]),
-        ("incident", str(s["incident_id"]) if s.get("incident_id") is not None else "-"),
-        ("services", services),
-        ("origin", s.get("origin") or "-"),
-        ("created", _when(s.get("created_at"))),
-        ("started", _when(s.get("started_at"))),
-        ("ended", _when(s.get("ended_at"))),
-        ("bytes", f"{s['bytes_to_device']} to the device, {s['bytes_from_device']} from it"),
-        ("recording", recording),
+        (tr("session"), s["id"]),
+        (tr("device"), s["device_id"]),
+        (tr("operator"), s["operator"]),
+        (tr("state"), state),
+        (tr("reason"), s["reason"]),
+        (tr("incident"), str(s["incident_id"]) if s.get("incident_id") is not None else "-"),
+        (tr("services"), services),
+        (tr("origin"), s.get("origin") or "-"),
+        (tr("created"), _when(s.get("created_at"))),
+        (tr("started"), _when(s.get("started_at"))),
+        (tr("ended"), _when(s.get("ended_at"))),
+        (
+            tr("bytes"),
+            tr(
+                "%(sent)s to the device, %(received)s from it",
+                sent=s["bytes_to_device"],
+                received=s["bytes_from_device"],
+            ),
+        ),
+        (tr("recording"), recording),
     ]
     for refusal in s.get("refusals") or []:
-        lines.append(("refused", json.dumps(refusal, sort_keys=True)))
-    return "\n".join(f"{name:<10} {value}" for name, value in lines)
+        lines.append((tr("refused"), json.dumps(refusal, sort_keys=True)))
+    width = max(10, *(len(name) for name, _value in lines))
+    return "\n".join(f"{name:<{width}} {value}" for name, value in lines)
 
 
 @session_app.command("show")
@@ -374,7 +426,7 @@ def close_command(
     if as_json:
         typer.echo(json.dumps(session, indent=2))
     else:
-        typer.echo(f"session {session['id']}: {_state_text(session)}")
+        typer.echo(tr("session %(id)s: %(state)s", id=session["id"], state=_state_text(session)))
 
 
 @session_app.command("recording")
@@ -393,7 +445,11 @@ def recording_command(
         api.close()
     expected = headers.get("x-content-sha256")
     if expected and hashlib.sha256(body).hexdigest() != expected:
-        msg = f"the recording of {session_id} does not match its SHA-256 ({expected})"
+        msg = tr(
+            "the recording of %(id)s does not match its SHA-256 (%(sha256)s)",
+            id=session_id,
+            sha256=expected,
+        )
         raise FieldlinkError(msg)
     if output is None:
         sys.stdout.buffer.write(body)
@@ -402,9 +458,17 @@ def recording_command(
     try:
         output.write_bytes(body)
     except OSError as exc:
-        msg = f"cannot write {output}: {exc.strerror or exc}"
+        msg = tr("cannot write %(path)s: %(error)s", path=output, error=exc.strerror or exc)
         raise FieldlinkError(msg) from exc
-    say(f"{output}: {len(body)} bytes, sha256 {expected or hashlib.sha256(body).hexdigest()}")
+    digest = expected or hashlib.sha256(body).hexdigest()
+    say(
+        tr(
+            "%(path)s: %(size)s bytes, sha256 %(sha256)s",
+            path=output,
+            size=len(body),
+            sha256=digest,
+        )
+    )
 
 
 # -- fieldlink exec -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from server.client.sessions import (
     operator_session,
     say,
 )
+from shared.cli_language import tr
 from shared.errors import AuthError, FieldlinkError, UnavailableError
 from shared.wire import (
     WS_FORBIDDEN,
@@ -76,10 +77,10 @@ async def dial(url: str, headers: dict[str, str]) -> ClientConnection:
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
-        msg = f"the server refused the session socket (HTTP {status})"
+        msg = tr("the server refused the session socket (HTTP %(status)s)", status=status)
         raise (AuthError(msg) if status in (401, 403) else UnavailableError(msg)) from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
-        msg = f"cannot open {url.split('?')[0]}: {exc}"
+        msg = tr("cannot open %(url)s: %(error)s", url=url.split("?")[0], error=exc)
         raise UnavailableError(msg) from exc
 
 
@@ -95,20 +96,25 @@ def close_error(exc: Exception, what: str) -> FieldlinkError | None:
     frame = exc.rcvd if isinstance(exc, ConnectionClosed) else None
     if frame is None or frame.code in (WS_NORMAL, WS_GOING_AWAY):
         return None
-    reason = frame.reason or "no reason given"
+    reason = frame.reason or tr("no reason given")
     if frame.code == WS_UNAUTHORIZED:
-        msg = f"{reason} (run `fieldlink login` again)"
+        msg = tr("%(detail)s (run `fieldlink login` again)", detail=reason)
         return AuthError(msg)
     if frame.code == WS_FORBIDDEN:
-        msg = f"{what} refused: {reason}"
+        msg = tr("%(what)s refused: %(reason)s", what=what, reason=reason)
         return ServiceRefused(msg)
     if frame.code == WS_NOT_FOUND:
         msg = f"{what}: {reason}"
         return FieldlinkError(msg)
     if frame.code == WS_SESSION_CLOSED:
-        msg = f"the session closed: {reason}"
+        msg = tr("the session closed: %(reason)s", reason=reason)
         return SessionEnded(msg)
-    msg = f"{what}: the server closed the socket ({frame.code} {reason})"
+    msg = tr(
+        "%(what)s: the server closed the socket (%(code)s %(reason)s)",
+        what=what,
+        code=frame.code,
+        reason=reason,
+    )
     return UnavailableError(msg)
 
 
@@ -125,7 +131,7 @@ class ForwardBridge:
         self.url = api.ws_url(f"/sessions/{part(session_id)}/forward/{part(service)}")
         self.headers = api.auth_headers
         self.service = service
-        self.what = f"the forward to {service}"
+        self.what = tr("the forward to %(service)s", service=service)
         self.connections: set[asyncio.Task[None]] = set()
 
     async def check(self) -> None:
@@ -173,7 +179,7 @@ class ForwardBridge:
             websocket = await dial(self.url, self.headers)
             await self._copy(reader, writer, websocket)
         except FieldlinkError as exc:
-            say(f"error: {exc}")
+            say(tr("error: %(message)s", message=exc))
         except asyncio.CancelledError:
             # Stopping. The task ends here: Python 3.11's start_server would log a
             # handler's cancellation as an error with a traceback.
@@ -216,7 +222,7 @@ class ForwardBridge:
                 except ConnectionClosed as exc:
                     error = close_error(exc, self.what)
                     if isinstance(error, ServiceRefused):
-                        say(f"error: {error}")
+                        say(tr("error: %(message)s", message=error))
                     break
                 if isinstance(message, bytes):
                     writer.write(message)
@@ -236,7 +242,7 @@ class ForwardBridge:
 
 def closed_frame_message(control: dict[str, Any]) -> str:
     """The one line for a socket's ``{"type": "state", "state": "closed", ...}``."""
-    text = f"the session closed: {control.get('close_reason') or 'closed'}"
+    text = tr("the session closed: %(reason)s", reason=control.get("close_reason") or tr("closed"))
     if control.get("detail"):
         text += f" ({control['detail']})"
     return text
@@ -270,7 +276,12 @@ async def watch_until_closed(api: ApiClient, session: dict[str, Any]) -> dict[st
                     detail = response.json().get("detail")
                 except ValueError:
                     detail = response.text[:200]
-                msg = f"session {session['id']}: {response.status_code}: {detail}"
+                msg = tr(
+                    "session %(id)s: %(status)s: %(detail)s",
+                    id=session["id"],
+                    status=response.status_code,
+                    detail=detail,
+                )
                 raise FieldlinkError(msg)
             if response.status_code == 200:
                 current: dict[str, Any] = response.json()
@@ -296,10 +307,19 @@ async def serve_forward(
     try:
         server = await asyncio.start_server(bridge.handle, "127.0.0.1", port, limit=CHUNK)
     except OSError as exc:
-        msg = f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
+        msg = tr(
+            "cannot listen on 127.0.0.1:%(port)s: %(error)s", port=port, error=exc.strerror or exc
+        )
         raise FieldlinkError(msg) from exc
     bound = server.sockets[0].getsockname()[1]
-    typer.echo(f"forwarding 127.0.0.1:{bound} -> {session['device_id']}:{service}")
+    typer.echo(
+        tr(
+            "forwarding 127.0.0.1:%(port)s -> %(device)s:%(service)s",
+            port=bound,
+            device=session["device_id"],
+            service=service,
+        )
+    )
     watcher = asyncio.create_task(watch_until_closed(api, session))
     try:
         return await watcher
@@ -343,7 +363,7 @@ def connect_command(
             try:
                 ended = run_async(serve_forward(api, session, service, port))
             except KeyboardInterrupt:
-                say(f"stopped (session {session['id']})")
+                say(tr("stopped (session %(id)s)", id=session["id"]))
                 raise
     except KeyboardInterrupt:
         return

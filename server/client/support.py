@@ -19,6 +19,7 @@ import typer
 from server.client.api import ApiClient
 from server.client.tables import echo_page
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import InvalidInput
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
@@ -81,7 +82,15 @@ def alerts_command(
     echo_page(
         page,
         as_json=as_json,
-        header=("SEVERITY", "DEVICE", "CUSTOMER", "CODE", "RAISED", "INCIDENT", "MESSAGE"),
+        header=(
+            tr("SEVERITY"),
+            tr("DEVICE"),
+            tr("CUSTOMER"),
+            tr("CODE"),
+            tr("RAISED"),
+            tr("INCIDENT"),
+            tr("MESSAGE"),
+        ),
         row=lambda a: (
             a["severity"],
             a["device_id"],
@@ -91,7 +100,7 @@ def alerts_command(
             str(a["incident_id"]) if a.get("incident_id") is not None else "-",
             _short(a["message"], 50),
         ),
-        noun="open alerts",
+        noun=tr("open alerts"),
     )
 
 
@@ -115,7 +124,7 @@ def search_command(
     """Articles and resolution notes containing every word, best first."""
     query = " ".join(words).strip()
     if not query:
-        msg = "give the words to search for"
+        msg = tr("give the words to search for")
         raise InvalidInput(msg)
     api = ApiClient.from_credentials()
     try:
@@ -125,7 +134,7 @@ def search_command(
     echo_page(
         page,
         as_json=as_json,
-        header=("KIND", "ID", "CODES", "TITLE", "SNIPPET"),
+        header=(tr("KIND"), tr("ID"), tr("CODES"), tr("TITLE"), tr("SNIPPET")),
         row=lambda h: (
             h["kind"],
             str(h["id"]),
@@ -133,7 +142,7 @@ def search_command(
             _short(h["title"], 40),
             _short(h["snippet"], 60),
         ),
-        noun="hits",
+        noun=tr("hits"),
     )
 
 
@@ -151,7 +160,7 @@ def add_command(
 ) -> None:
     """Write a knowledge-base article (managers)."""
     if not title.strip() or not steps.strip():
-        msg = "--title and --steps must not be empty"
+        msg = tr("--title and --steps must not be empty")
         raise InvalidInput(msg)
     body = {"title": title, "steps": steps, "error_codes": code or [], "models": model or []}
     api = ApiClient.from_credentials()
@@ -162,4 +171,4 @@ def add_command(
     if as_json:
         typer.echo(json.dumps(article, indent=2))
         return
-    typer.echo(f"article {article['id']}: {article['title']}")
+    typer.echo(tr("article %(id)s: %(title)s", id=article["id"], title=article["title"]))

@@ -31,6 +31,7 @@ from server.client.sessions import (
     own_errors_exit_255,
 )
 from server.client.sockets import CHUNK, close_error, closed_frame_message, control_message, dial
+from shared.cli_language import tr
 from shared.errors import FieldlinkError
 
 #: Piped input to a shell: end of file, and how quiet the output is before it is sent again.
@@ -152,7 +153,7 @@ async def run_terminal(api: ApiClient, session: dict[str, Any], *, interactive: 
             try:
                 message = await websocket.recv()
             except ConnectionClosed as exc:
-                ended_by = close_error(exc, "the shell")
+                ended_by = close_error(exc, tr("the shell"))
                 break
             if isinstance(message, bytes):
                 last_output[:] = [loop.time(), True]

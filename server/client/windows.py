@@ -19,6 +19,7 @@ import typer
 from server.client.api import ApiClient, part
 from server.client.tables import echo_page
 from shared.cli_help import examples
+from shared.cli_language import tr
 from shared.errors import InvalidInput
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
@@ -62,18 +63,27 @@ def list_command(
     echo_page(
         page,
         as_json=as_json,
-        header=("ID", "COVERS", "MINUTES", "RULE", "ZONE", "NOW", "NEXT", "REASON"),
+        header=(
+            tr("ID"),
+            tr("COVERS"),
+            tr("MINUTES"),
+            tr("RULE"),
+            tr("ZONE"),
+            tr("NOW"),
+            tr("NEXT"),
+            tr("REASON"),
+        ),
         row=lambda w: (
             str(w["id"]),
             _covers(w),
             str(w["duration_minutes"]),
-            w.get("rrule") or "once",
+            w.get("rrule") or tr("once"),
             w["timezone"],
-            "yes" if w.get("active") else "-",
+            tr("yes") if w.get("active") else "-",
             _when((w.get("next_starts") or [None])[0]),
             (w.get("reason") or "-")[:40],
         ),
-        noun="maintenance windows",
+        noun=tr("maintenance windows"),
     )
 
 
@@ -114,7 +124,7 @@ def add_command(
 ) -> None:
     """Plan a window for a device, a customer or a site."""
     if (device is None) == (customer is None):
-        msg = "give either --device or --customer"
+        msg = tr("give either --device or --customer")
         raise InvalidInput(msg)
     body: dict[str, Any] = {
         "device_id": device,
@@ -132,8 +142,15 @@ def add_command(
     if as_json:
         typer.echo(json.dumps(window, indent=2))
         return
-    upcoming = ", ".join(_when(s) for s in window.get("next_starts", [])[:3]) or "none"
-    typer.echo(f"window {window['id']} for {_covers(window)}; next (UTC): {upcoming}")
+    upcoming = ", ".join(_when(s) for s in window.get("next_starts", [])[:3]) or tr("none")
+    typer.echo(
+        tr(
+            "window %(id)s for %(covers)s; next (UTC): %(next)s",
+            id=window["id"],
+            covers=_covers(window),
+            next=upcoming,
+        )
+    )
 
 
 @window_app.command("delete")
@@ -143,4 +160,4 @@ def delete_command(
     """Remove a window."""
     with ApiClient.from_credentials() as api:
         api.request("DELETE", f"/maintenance-windows/{part(str(window_id))}")
-    typer.echo(f"window {window_id} removed")
+    typer.echo(tr("window %(id)s removed", id=window_id))

@@ -26,6 +26,7 @@ import httpx2 as httpx
 
 from server.mail import SmtpSettings, send_mail
 from server.notify.destinations import BlockedDestination, DestinationPolicy, check_webhook_url
+from server.notify.mails import mail_text
 from server.notify.rules import NotifyRule, mask_url
 from shared import __version__
 from shared.errors import ConfigError, FieldlinkError
@@ -129,36 +130,14 @@ async def post_webhook(
         raise DeliveryError(msg)
 
 
-def mail_text(payload: Mapping[str, Any]) -> tuple[str, str]:
-    """The subject and body of the e-mail about ``payload``."""
-    device = payload.get("device") or {}
-    state = str(payload.get("state", ""))
-    heading = {"problem": "PROBLEM", "resolved": "RESOLVED"}.get(state, "NOTICE")
-    what = payload.get("code") or payload.get("kind")
-    customer = device.get("customer") or ""
-    subject = f"[fieldlink] {heading}: {what} on {device.get('id')} ({customer})"
-    lines = [
-        f"{heading}: {payload.get('message', '')}",
-        "",
-        f"Device:   {device.get('id')} ({device.get('type')}, {device.get('model')}, "
-        f"serial {device.get('serial')})",
-        f"Customer: {customer} {device.get('customer_number') or ''}".rstrip(),
-        f"Site:     {device.get('site') or '-'}",
-        f"Event:    {payload.get('kind')} {state}"
-        + (f", severity {payload['severity']}" if payload.get("severity") else ""),
-        f"At:       {payload.get('at')} (UTC)",
-        f"Rule:     {payload.get('rule')}",
-    ]
-    return subject, "\n".join(lines) + "\n"
-
-
 async def send_email(rule: NotifyRule, payload: Mapping[str, Any], smtp: SmtpSettings) -> None:
-    """E-mail ``payload`` to the rule's addresses through ``[server.smtp]``.
+    """E-mail ``payload`` to the rule's addresses through ``[server.smtp]``, in the rule's
+    language.
 
     Raises:
         DeliveryError: the relay could not be reached or refused it.
     """
-    subject, body = mail_text(payload)
+    subject, body = mail_text(payload, rule.language)
     try:
         await send_mail(smtp, rule.email_to, subject, body)
     except FieldlinkError as exc:

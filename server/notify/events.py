@@ -104,7 +104,12 @@ def followup_event(
         "severity": None,
         "message": f"follow-up #{followup_id} of incident #{incident_id} {state}: {reason}"[:1024],
         "at": at,
-        "body": {"followup_id": followup_id, "incident_id": incident_id, "reason": reason},
+        "body": {
+            "followup_id": followup_id,
+            "incident_id": incident_id,
+            "reason": reason,
+            "due_at": due_at.isoformat(),
+        },
     }
 
 

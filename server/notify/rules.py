@@ -11,7 +11,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -25,6 +25,8 @@ EVENT_KINDS: Final[tuple[str, ...]] = ("fault", "offline", "consent", "followup"
 PROBLEM: Final = "problem"
 RESOLVED: Final = "resolved"
 ONE_OFF: Final = "event"
+#: The languages an e-mail may be written in (:data:`server.i18n.LANGUAGES`).
+Language = Literal["en", "ja", "zh", "de", "fr"]
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
@@ -50,6 +52,9 @@ class NotifyRule(BaseModel):
     secret_file: Path | None = None
     #: Addresses that receive an e-mail (``[server.smtp]``).
     email_to: list[str] = Field(default_factory=list)
+    #: The language of its e-mails (``en``, ``ja``, ``zh``, ``de``, ``fr``); a webhook's
+    #: JSON is the same in every language.
+    language: Language = "en"
     #: A problem that resolves within this many seconds is not told at all (quiet period).
     hold_s: float = Field(default=0.0, ge=0, le=86400)
     enabled: bool = True

@@ -25,7 +25,7 @@ from server import audit
 from server.config import ServerSettings
 from server.models.notify import NotifyOutbox, NotifyRuleRecord
 from server.notify.planner import payload
-from server.notify.rules import DeviceFacts, NotifyRule
+from server.notify.rules import DeviceFacts, Language, NotifyRule
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import utcnow
 from shared.wire import Severity
@@ -46,6 +46,8 @@ class NotifyRuleIn(BaseModel):
     codes: list[str] = Field(default_factory=list, max_length=256)
     webhook_url: str | None = Field(default=None, max_length=2048)
     email_to: list[str] = Field(default_factory=list, max_length=32)
+    #: The language of the rule's e-mails.
+    language: Language = "en"
     hold_s: float = Field(default=0.0, ge=0, le=86400)
     enabled: bool = True
 
@@ -243,7 +245,7 @@ def queue_test(
         "severity": None,
         "message": f"a test of notify rule {name!r}, sent by {actor}",
         "at": now,
-        "body": {},
+        "body": {"actor": actor},
     }
     message = payload(rule, event, DeviceFacts(id="-", type="-", customer="-"))
     for channel in rule.channels():

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from server import i18n
 from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address
 from server.config import ServerSettings
 from server.models import DEVICE_TYPES
@@ -27,12 +28,20 @@ from server.notify.store import NotifyRuleIn, NotifyRulePublic
 from server.upkeep import NOTIFY_JOB
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.templating import render
+from server.web.texts import N_, NOTIFY_PAGE_NAMES
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.wire import SEVERITIES
 
 router = APIRouter(prefix="/admin/notify", include_in_schema=False)
 OUTBOX_PAGE = 50
 _FORM_MAX = 16_384
+#: What the page says after an action (``/admin/notify?done=<key>&rule=<name>&count=<n>``):
+#: texts of the catalogs, composed as the page renders, in the viewer's language.
+DONE_TEXTS: dict[str, str] = {
+    "added": N_("Rule %(rule)s added."),
+    "removed": N_("Rule %(rule)s removed."),
+    "tested": N_("%(count)s test message(s) queued for %(rule)s."),
+}
 
 
 def _page(
@@ -42,6 +51,7 @@ def _page(
     *,
     error: str | None = None,
     done: str | None = None,
+    done_args: dict[str, str] | None = None,
     created: NotifyRulePublic | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
@@ -62,9 +72,12 @@ def _page(
             "severities": SEVERITIES,
             "device_types": DEVICE_TYPES,
             "smtp_ready": bool(settings.smtp.host),
+            "languages": i18n.LANGUAGE_NAMES,
             "error": error,
             "done": done,
+            "done_args": done_args or {},
             "created": created,
+            **NOTIFY_PAGE_NAMES,
         },
         status_code=status_code,
     )
@@ -75,12 +88,15 @@ def notify_page(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    done: Annotated[str | None, Query(max_length=200)] = None,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+    rule: Annotated[str, Query(max_length=64)] = "",
+    count: Annotated[int, Query(ge=0, le=16)] = 0,
 ) -> HTMLResponse:
     """The rules and the outbox."""
     if not viewer.can("admin"):
         return forbidden(request, viewer, "admin")
-    return _page(request, session, viewer, done=done)
+    text = DONE_TEXTS.get(done or "")
+    return _page(request, session, viewer, done=text, done_args={"rule": rule, "count": str(count)})
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
@@ -103,9 +119,11 @@ def _words(values: list[str]) -> list[str]:
     ]
 
 
-def _back(done: str) -> RedirectResponse:
+def _back(done: str, rule: str, count: int = 0) -> RedirectResponse:
+    """Back to the page, which says what was done (a key of :data:`DONE_TEXTS`)."""
+    query = {"done": done, "rule": rule, **({"count": str(count)} if count else {})}
     return RedirectResponse(
-        f"/admin/notify?{urlencode({'done': done})}", status_code=status.HTTP_303_SEE_OTHER
+        f"/admin/notify?{urlencode(query)}", status_code=status.HTTP_303_SEE_OTHER
     )
 
 
@@ -128,6 +146,7 @@ async def add_rule(request: Request, session: SessionDep, viewer: ViewerDep) -> 
                 "webhook_url": one.get("webhook_url") or None,
                 "email_to": _words(form.get("email_to", [])),
                 "hold_s": one.get("hold_s") or 0,
+                "language": one.get("language") or "en",
             }
         )
         created = await run_in_threadpool(
@@ -145,7 +164,14 @@ async def add_rule(request: Request, session: SessionDep, viewer: ViewerDep) -> 
     except (InvalidInput, Conflict) as exc:
         code = 409 if isinstance(exc, Conflict) else 422
         return _page(request, session, viewer, error=str(exc), status_code=code)
-    return _page(request, session, viewer, done=f"rule {created.name} added", created=created)
+    return _page(
+        request,
+        session,
+        viewer,
+        done=DONE_TEXTS["added"],
+        done_args={"rule": created.name},
+        created=created,
+    )
 
 
 @router.post("/rules/{name}/delete", response_class=HTMLResponse)
@@ -168,7 +194,7 @@ async def delete_rule(
     except (NotFound, Conflict) as exc:
         code = 404 if isinstance(exc, NotFound) else 409
         return _page(request, session, viewer, error=str(exc), status_code=code)
-    return _back(f"rule {name[:64]} removed")
+    return _back("removed", name[:64])
 
 
 @router.post("/rules/{name}/test", response_class=HTMLResponse)
@@ -196,4 +222,4 @@ async def test_rule(
     upkeep = getattr(request.app.state, "upkeep", None)
     if upkeep is not None:
         upkeep.wake(NOTIFY_JOB)
-    return _back(f"{queued} test message(s) queued for {name[:64]}")
+    return _back("tested", name[:64], queued)

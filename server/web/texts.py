@@ -152,3 +152,27 @@ VOICE_LABELS = (
 )
 #: Where a dashboard baseline comes from (``KpiReport.baseline_source``).
 BASELINE_SOURCES = (N_("measured"), N_("configured"))
+
+# -- The notifications page (Admin > Notifications). ---------------------------------------------
+
+#: The kinds of event a rule hears of (``server.notify.rules.EVENT_KINDS``).
+NOTIFY_EVENT_NAMES = {
+    "fault": N_("fault"),
+    "offline": N_("offline"),
+    "consent": N_("consent"),
+    "followup": N_("follow-up"),
+}
+#: A message's channels and its states in the outbox.
+NOTIFY_CHANNEL_NAMES = {"webhook": N_("webhook"), "email": N_("e-mail")}
+NOTIFY_STATUS_NAMES = {
+    "queued": N_("queued"),
+    "sent": N_("sent"),
+    "dead": N_("given up"),
+    "cancelled": N_("cancelled"),
+}
+#: The names the notifications page translates, as its template calls them.
+NOTIFY_PAGE_NAMES = {
+    "event_names": NOTIFY_EVENT_NAMES,
+    "channel_names": NOTIFY_CHANNEL_NAMES,
+    "status_names": NOTIFY_STATUS_NAMES,
+}

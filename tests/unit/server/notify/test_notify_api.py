@@ -124,3 +124,21 @@ def test_operators_and_managers_cannot_see_or_change_rules(client: TestClient, a
             "/api/v1/notify/rules", json={"name": "x", "email_to": ["a@b.example"]}, headers=headers
         )
         assert made.status_code == 403
+
+
+def test_a_rule_names_the_language_of_its_e_mails(client: TestClient, auth: Auth) -> None:
+    admin = auth("admin")
+    body = {"name": "tokyo-desk", "email_to": ["desk@example.jp"], "language": "ja"}
+    made = client.post("/api/v1/notify/rules", json=body, headers=admin)
+    assert made.status_code == 201, made.text
+    assert made.json()["rule"]["language"] == "ja"
+    plain = client.post(
+        "/api/v1/notify/rules", json={"name": "x", "email_to": ["a@b.example"]}, headers=admin
+    )
+    assert plain.json()["rule"]["language"] == "en"
+    unknown = client.post(
+        "/api/v1/notify/rules",
+        json={"name": "y", "email_to": ["a@b.example"], "language": "es"},
+        headers=admin,
+    )
+    assert unknown.status_code == 422

@@ -1,0 +1,170 @@
+"""The command line in the operator's language: the catalogs of the ``cli`` domain complete,
+the language read from the standard environment, the error lines translated and the exit
+statuses the same in every language; English with ``C`` or ``POSIX``.
+
+In process (:func:`tests.fixtures.cli.fieldlink`), through the real command tree.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+# ``--help`` loads every command; asyncssh looks for its libraries (ldconfig) when first
+# imported: here, at collection, not inside a test (tests/unit runs in process only).
+import asyncssh  # noqa: F401
+import pytest
+
+from server.client.tables import echo_page
+from shared import cli_language, exit_codes
+from shared.cli_language import DOMAIN, LANGUAGES, LOCALE_DIR, language, tr
+from tests.fixtures.cli import fieldlink
+from tests.fixtures.translations import catalog_problems
+
+NOBODY = {"FIELDLINK_CREDENTIALS": "/nonexistent/credentials.json"}
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_every_text_of_the_command_line_is_translated_and_compiled() -> None:
+    assert catalog_problems(LOCALE_DIR, DOMAIN, LANGUAGES[1:]) == []
+
+
+def test_the_catalogs_ship_in_the_wheel_and_the_sdist() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        data = tomllib.load(handle)["tool"]["setuptools"]["package-data"]["shared"]
+    assert "locale/*/LC_MESSAGES/*.mo" in data
+    assert "recursive-include shared/locale *.po *.pot *.mo" in (ROOT / "MANIFEST.in").read_text()
+    assert "-o $(CLI_LOCALE)/cli.pot" in (ROOT / "Makefile").read_text()
+    for lang in LANGUAGES[1:]:
+        assert (LOCALE_DIR / lang / "LC_MESSAGES" / "cli.mo").is_file()
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "en"),
+        ({"LANG": "C"}, "en"),
+        ({"LANG": "C.UTF-8"}, "en"),
+        ({"LANG": "POSIX", "LANGUAGE": "de"}, "en"),  # as GNU gettext: C ignores LANGUAGE
+        ({"LANG": "ja_JP.UTF-8"}, "ja"),
+        ({"LANG": "de_DE.UTF-8"}, "de"),
+        ({"LANG": "fr_CA.UTF-8"}, "fr"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LANG": "ja_JP.UTF-8", "LC_MESSAGES": "de_DE.UTF-8"}, "de"),
+        ({"LANG": "ja_JP.UTF-8", "LC_MESSAGES": "de_DE.UTF-8", "LC_ALL": "C"}, "en"),
+        ({"LANG": "en_US.UTF-8", "LANGUAGE": "es:fr:de"}, "fr"),
+        ({"LANG": "es_ES.UTF-8"}, "en"),
+    ],
+)
+def test_the_language_is_the_environments(environ: dict[str, str], expected: str) -> None:
+    assert language(environ) == expected
+
+
+def test_a_message_is_said_in_the_language_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    monkeypatch.delenv("LANGUAGE", raising=False)
+    assert tr("window %(id)s removed", id=7) == "Wartungsfenster 7 entfernt"
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert tr("window %(id)s removed", id=7) == "window 7 removed"
+    assert cli_language.catalog("en").gettext("yes") == "yes"
+
+
+@pytest.mark.parametrize(
+    ("lang", "line"),
+    [
+        ("C", "error: not logged in: run `fieldlink login --server URL` first"),
+        ("POSIX", "error: not logged in: run `fieldlink login --server URL` first"),
+        (
+            "ja_JP.UTF-8",
+            "エラー: ログインしていません: まず `fieldlink login --server URL` を実行してください",
+        ),
+        (
+            "de_DE.UTF-8",
+            "Fehler: nicht angemeldet: führen Sie zuerst `fieldlink login --server URL` aus",
+        ),
+        ("fr_FR.UTF-8", "erreur : non connecté : lancez d’abord `fieldlink login --server URL`"),  # noqa: RUF001
+        ("zh_CN.UTF-8", "错误：未登录：请先运行 `fieldlink login --server URL`"),  # noqa: RUF001
+    ],
+)
+def test_an_error_line_is_translated_and_the_exit_status_is_the_same(lang: str, line: str) -> None:
+    done = fieldlink("devices", env={**NOBODY, "LANG": lang})
+    assert done.returncode == exit_codes.AUTH
+    assert done.stderr.splitlines() == [line]
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"LANG": "C.UTF-8"}, "error: No such command 'sesion'. Did you mean 'session'?"),
+        ({"LANG": "de_DE.UTF-8"}, "Fehler: Kein Befehl 'sesion'. Meinten Sie 'session'?"),
+        (
+            {"LANG": "ja_JP.UTF-8"},
+            "エラー: コマンド 'sesion' はありません。'session' のことですか?",
+        ),
+        (
+            {"LANG": "ja_JP.UTF-8", "LC_ALL": "C"},
+            "error: No such command 'sesion'. Did you mean 'session'?",
+        ),
+    ],
+)
+def test_a_typo_is_one_translated_line_and_exits_2(env: dict[str, str], line: str) -> None:
+    done = fieldlink("sesion", env={**NOBODY, **env})
+    assert done.returncode == exit_codes.USAGE
+    assert done.stderr.splitlines() == [line]
+
+
+def test_a_missing_argument_in_german_points_to_the_help() -> None:
+    done = fieldlink("session", "open", env={**NOBODY, "LANG": "de_DE.UTF-8"})
+    assert done.returncode == exit_codes.USAGE
+    assert done.stderr.splitlines() == [
+        "Fehler: Argument 'device' fehlt. (siehe 'fieldlink session open --help')"
+    ]
+
+
+def test_the_help_says_the_exit_statuses_and_examples_in_the_readers_language() -> None:
+    done = fieldlink("--help", env={"LANG": "ja_JP.UTF-8", "COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    assert "コマンド:" in done.stdout
+    assert "例:" in done.stdout
+    assert "終了ステータス(全コマンド共通。docs/operations.md):" in done.stdout
+    assert "4  未ログインまたは権限なし" in done.stdout
+    english = fieldlink("--help", env={"LANG": "C", "COLUMNS": "120"})
+    assert "Exit status (the same in every command; docs/operations.md):" in english.stdout
+    assert "4  not logged in or not allowed" in english.stdout
+
+
+def test_a_tables_header_and_count_are_translated_and_aligned(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LANGUAGE", raising=False)
+    page = {"items": [{"id": "mfp-0042", "state": "active"}], "count": 3}
+    echo_page(
+        page,
+        as_json=False,
+        header=(tr("DEVICE"), tr("STATE")),
+        row=lambda item: (item["id"], item["state"]),
+        noun=tr("sessions"),
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "デバイス  状態"
+    assert lines[1] == "mfp-0042  active"  # デバイス is as wide as mfp-0042 on a terminal
+    assert lines[2] == "件のセッション 3 件中 1 件"
+
+
+@pytest.mark.parametrize(
+    ("lang", "line"),
+    [
+        ("C", "error: give --tier, --to or both"),
+        ("de_DE.UTF-8", "Fehler: geben Sie --tier, --to oder beides an"),
+        ("fr_FR.UTF-8", "erreur : indiquez --tier, --to ou les deux"),
+    ],
+)
+def test_a_center_commands_error_is_translated_too(lang: str, line: str) -> None:
+    done = fieldlink("incident", "escalate", "7", "--note", "x", env={**NOBODY, "LANG": lang})
+    assert done.returncode == exit_codes.USAGE
+    assert done.stderr.splitlines() == [line]
