@@ -29,6 +29,8 @@ from server.api.routes import (
     notify,
     preferences,
     session_heartbeat,
+    session_observers,
+    session_sockets,
     sessions,
     surveys,
     telemetry,
@@ -96,6 +98,8 @@ def api_router() -> APIRouter:
     router.include_router(kpis.router)
     router.include_router(audit_routes.router)
     router.include_router(sessions.router)
+    router.include_router(session_observers.router)
+    router.include_router(session_sockets.router)
     router.include_router(approvals.router)
     router.include_router(session_heartbeat.router)
     router.include_router(keys.router)

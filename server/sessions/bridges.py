@@ -3,7 +3,7 @@
 Two kinds of client end:
 
 - **A WebSocket** (the API's terminal and forward sockets,
-  :mod:`server.api.routes.sessions`): :func:`pump_terminal` joins it to a PTY
+  :mod:`server.api.routes.session_sockets`): :func:`pump_terminal` joins it to a PTY
   shell (recorded, resizable), :func:`pump_forward` to a byte stream to one
   of the device's services (with the client's half-close).
 - **An SSH channel** of the operator's own client (the SSH gateway,

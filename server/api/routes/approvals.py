@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from sqlmodel import Session
 
 from server.api.deps import CurrentUser, DbDep, OperatorUser, client_address
-from server.api.routes.sessions import get_service
+from server.api.routes.sessions import get_service, live_public
 from server.models import (
     ApprovalLinkCreate,
     ApprovalLinkPublic,
@@ -57,14 +57,6 @@ def approvable(db: Session, session_id: str, user: User) -> RemoteSession:
     return row
 
 
-def _public(row: RemoteSession, service: SessionService | None) -> RemoteSessionPublic:
-    public = RemoteSessionPublic.of(row)
-    live_state = service.state(row.id) if service is not None else None
-    if live_state is not None and row.state != "closed":
-        public.state = live_state
-    return public
-
-
 @router.post("/sessions/{session_id}/approve")
 async def approve_session(
     session_id: str,
@@ -90,7 +82,7 @@ async def approve_session(
         ),
         source_ip=client_address(request),
     )
-    return _public(row, service)
+    return live_public(row, service)
 
 
 @router.post("/sessions/{session_id}/deny")
@@ -113,7 +105,7 @@ async def deny_session(
         ),
         source_ip=client_address(request),
     )
-    return _public(row, service)
+    return live_public(row, service)
 
 
 @router.get("/sessions/{session_id}/approval")
@@ -134,7 +126,7 @@ async def follow_approval(
         await service.wait_changed(session_id, wait_s)
         db.expire_all()
         row = approvable(db, session_id, user)
-    return _public(row, service)
+    return live_public(row, service)
 
 
 @router.post("/sessions/{session_id}/approval-link", status_code=201)

@@ -1,6 +1,6 @@
 """``POST /api/v1/sessions/{id}/heartbeat``: the operator's client still uses its session.
 
-Kept apart from :mod:`server.api.routes.sessions` (already long); the rule is
+Kept apart from :mod:`server.api.routes.sessions` (one concern a module); the rule is
 :mod:`server.sessions.heartbeat`'s. Only the session's own operator beats for it
 (an admin who may close another's session does not keep it alive).
 """
