@@ -1,4 +1,5 @@
-"""CSV uploads of the API (incidents, customers, devices): one way in for every importer.
+"""CSV through the API: uploads (incidents, customers, devices), one way in for every
+importer, and the answer that hands a CSV file out (:func:`csv_file`, :func:`csv_stream`).
 
 A file comes as ``text/csv`` or as the file of a ``multipart/form-data`` upload, is
 refused (413) beyond ``incident_import_max_bytes`` however it is framed, is spooled
@@ -9,23 +10,24 @@ as UTF-8 lines; a file the importer rejects is a 422 naming each bad line and fi
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Final, TypeVar
 
 from fastapi import HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
-from server.api.responses import ErrorResponse
+from server.api.responses import error_response
 from server.incidents.csv_io import CsvImportInvalid, decode_lines
 
 _T = TypeVar("_T")
 
 #: The error answers of an import route, for its OpenAPI entry.
 CSV_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    413: {"model": ErrorResponse, "description": "Larger than incident_import_max_bytes"},
-    415: {"model": ErrorResponse, "description": "Not text/csv nor a multipart upload"},
+    413: error_response("Larger than incident_import_max_bytes"),
+    415: error_response("Not text/csv nor a multipart upload"),
 }
 #: The request body of an import route, for its OpenAPI entry (read by hand, not by FastAPI).
 CSV_BODY: Final[dict[str, Any]] = {
@@ -43,10 +45,26 @@ CSV_BODY: Final[dict[str, Any]] = {
         },
     }
 }
+#: What a CSV download is sent as.
+CSV_MEDIA_TYPE: Final = "text/csv; charset=utf-8"
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 _NO_FILE: Final = {"loc": ["body", "file"], "msg": "no CSV file in the form", "type": "missing"}
 #: Up to this much of an import stays in memory; the rest is spooled to a temporary file.
 _SPOOL_IN_MEMORY = 1024 * 1024
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}
+
+
+def csv_file(text: str, filename: str) -> Response:
+    """A CSV made in memory, for the browser to save as ``filename``."""
+    return Response(text, media_type=CSV_MEDIA_TYPE, headers=_attachment(filename))
+
+
+def csv_stream(chunks: Iterable[str], filename: str) -> StreamingResponse:
+    """A CSV sent as it is written, for the browser to save as ``filename``."""
+    return StreamingResponse(chunks, media_type=CSV_MEDIA_TYPE, headers=_attachment(filename))
 
 
 async def import_csv(request: Request, run: Callable[[Iterator[str]], _T]) -> _T:

@@ -14,22 +14,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response, WebSocket, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
 
 from server import crud, mfa
 from server.config import ServerSettings
+from server.kpi.report import default_window
 from server.logins import LoginPolicy
 from server.models import User, role_at_least
 from server.scope import Scope
 from server.security import tokens_equal
+from shared.ids import utcnow
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -131,6 +136,13 @@ async def check_csrf(request: Request, session_token: str) -> None:
         return
     if not csrf_token_valid(session_token, await presented_csrf_token(request)):
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=CSRF_DETAIL)
+
+
+async def checked_form(request: Request) -> FormData:
+    """A console page's posted form, once the session cookie's CSRF token is checked (403
+    otherwise)."""
+    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
+    return await request.form()
 
 
 def _user_for_token(session: Session, token: str) -> User | None:
@@ -307,6 +319,30 @@ def login_policy(request: Request, settings: SettingsDep) -> LoginPolicy:
 
 
 LoginPolicyDep = Annotated[LoginPolicy, Depends(login_policy)]
+
+
+class KpiWindowQuery(BaseModel):
+    """The window ``[from, to)`` of the KPI routes' query; a route adds its ``group_by``."""
+
+    start: datetime | None = Field(
+        None, alias="from", description="inclusive (closed_at); default: 12 months ago"
+    )
+    end: datetime | None = Field(
+        None, alias="to", description="exclusive (closed_at); default: the next month's start"
+    )
+
+    def window(self) -> tuple[datetime, datetime]:
+        """``(start, end)``, UTC where the query names no zone; each end not given is
+        :func:`server.kpi.report.default_window`'s."""
+        default_start, default_end = default_window(utcnow())
+        return (
+            _aware(self.start) if self.start is not None else default_start,
+            _aware(self.end) if self.end is not None else default_end,
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def client_address(request: Request) -> str | None:

@@ -38,19 +38,20 @@ class ValidationErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
 
 
-def _error(description: str) -> dict[str, Any]:
+def error_response(description: str) -> dict[str, Any]:
+    """An error answer for a route's OpenAPI ``responses``: ``{"detail": ...}``, described."""
     return {"model": ErrorResponse, "description": description}
 
 
 #: The responses documented on every ``/api/v1`` route.
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    400: _error("Bad request"),
-    401: _error("No or bad credentials"),
-    403: _error("The role does not allow this"),
-    404: _error("Not found"),
-    409: _error("Conflict with the current state"),
+    400: error_response("Bad request"),
+    401: error_response("No or bad credentials"),
+    403: error_response("The role does not allow this"),
+    404: error_response("Not found"),
+    409: error_response("Conflict with the current state"),
     422: {"model": ValidationErrorResponse, "description": "Invalid input"},
-    503: _error("A part the server needs is unavailable"),
+    503: error_response("A part the server needs is unavailable"),
 }
 
 #: A query text without control characters (PostgreSQL refuses a NUL in a text value: a

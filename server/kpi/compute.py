@@ -32,10 +32,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from server.crud import InvalidInput
 from server.kpi.calls import CALL_TABLE as CALL_TABLE
 from server.kpi.calls import call_figures_by_group
 from server.kpi.config import KpiSettings
+from server.kpi.groups import checked_window, group_keys
 from server.kpi.report import (
     GROUP_BYS,
     CallFigures,
@@ -403,16 +403,10 @@ def compute_kpis(
     device type, with zero counts where nothing was closed; ``region`` lists
     the regions that have incidents (``None`` for devices without one).
     """
-    if group_by not in GROUP_BYS:
-        msg = f"group_by must be one of {', '.join(GROUP_BYS)}"
-        raise InvalidInput(msg)
-    if start >= end:
-        msg = "from must be before to"
-        raise InvalidInput(msg)
-    if isinstance(connection, Session):
-        connection = connection.connection()
+    connection, start, end = checked_window(
+        connection, start=start, end=end, group_by=group_by, group_bys=GROUP_BYS
+    )
     settings = settings or KpiSettings()
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
     sums: dict[str | None, KpiSums] = {}
     months = months_of(start, end) if group_by == "month" else []
     hours = {t: settings.fallback_hours(t) for t in DEVICE_TYPES}
@@ -434,16 +428,7 @@ def compute_kpis(
     for group in sums.values():
         total.add(group)
     calls, calls_of = call_figures_by_group(connection, start, end, group_by, scope)
-    keys: list[str | None]
-    if group_by == "none":
-        keys = []
-    elif group_by == "month":
-        keys = [*months]
-    elif group_by == "device_type":
-        other = {*sums, *calls_of} - {None, *DEVICE_TYPES}
-        keys = [*DEVICE_TYPES, *sorted(k for k in other if k is not None)]
-    else:
-        keys = sorted({*sums, *calls_of}, key=lambda k: (k is None, k or ""))
+    keys = group_keys(group_by, {*sums, *calls_of}, start, end)
     groups = [
         KpiGroup(key=k, calls=calls_of.get(k, CallFigures()), **figures(sums.get(k, KpiSums())))
         for k in keys

@@ -9,7 +9,7 @@ the sums in Python, so the total is exactly the sum of the groups.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from server.crud import InvalidInput
-from server.kpi.report import months_of
+from server.kpi.groups import checked_window, group_keys
 from server.kpi.sql import month_key
-from server.models import DEVICE_TYPES, RESOLUTIONS, Device, FollowUp, Incident, Survey
+from server.models import Device, FollowUp, Incident, Survey
 
 VoiceGroupBy = Literal["none", "month", "device_type", "region", "resolution"]
 VOICE_GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region", "resolution")
@@ -210,18 +209,12 @@ def compute_voice(
     ``month`` lists every month of the window, ``device_type`` and ``resolution`` every
     type and resolution (zero where nothing was asked); ``region`` the regions found.
     """
-    if group_by not in VOICE_GROUP_BYS:
-        msg = f"group_by must be one of {', '.join(VOICE_GROUP_BYS)}"
-        raise InvalidInput(msg)
-    if start >= end:
-        msg = "from must be before to"
-        raise InvalidInput(msg)
-    if isinstance(connection, Session):
-        connection = connection.connection()
+    connection, start, end = checked_window(
+        connection, start=start, end=end, group_by=group_by, group_bys=VOICE_GROUP_BYS
+    )
     from shared.ids import utcnow
 
     now = now or utcnow()
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
     sums: dict[str | None, VoiceSums] = {}
     for row in connection.execute(_query(start, end, group_by, now)).mappings():
         values = {item.name: int(row[item.name] or 0) for item in fields(VoiceSums)}
@@ -230,17 +223,7 @@ def compute_voice(
     total = VoiceSums()
     for group in sums.values():
         total.add(group)
-    keys: list[str | None]
-    if group_by == "none":
-        keys = []
-    elif group_by == "month":
-        keys = [*months_of(start, end)]
-    elif group_by == "device_type":
-        keys = [*DEVICE_TYPES, *sorted(k for k in sums if k is not None and k not in DEVICE_TYPES)]
-    elif group_by == "resolution":
-        keys = [*RESOLUTIONS, *sorted(k for k in sums if k is not None and k not in RESOLUTIONS)]
-    else:
-        keys = sorted(sums, key=lambda k: (k is None, k or ""))
+    keys = group_keys(group_by, sums, start, end)
     return VoiceReport(
         from_=start,
         to=end,

@@ -25,7 +25,7 @@ from server.api.deps import (
     LoginPolicyDep,
     SessionDep,
     SettingsDep,
-    check_csrf,
+    checked_form,
     client_address,
     recheck_access,
 )
@@ -101,9 +101,7 @@ def account_page(request: Request, session: SessionDep, viewer: ViewerDep) -> HT
 
 async def _mfa_form(request: Request) -> tuple[str, str]:
     """Check the CSRF token of an account form; its ``password`` and ``code`` fields."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
+    form = await checked_form(request)
     return str(form.get("password", ""))[:1024], str(form.get("code", ""))[:64]
 
 
@@ -177,9 +175,8 @@ async def change_password(
     policy: LoginPolicyDep,
 ) -> Response:
     """Change the viewer's password; their other logins end (audited)."""
+    form = await checked_form(request)
     cookie = request.cookies.get(SESSION_COOKIE, "")
-    await check_csrf(request, cookie)
-    form = await request.form()
     current = str(form.get("current_password", ""))
     new = str(form.get("new_password", ""))
     if new != str(form.get("new_password_again", "")):

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from server import accounts, audit, crud, mfa
-from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address, recheck_access
+from server.api.deps import SessionDep, checked_form, client_address, recheck_access
 from server.crud import InvalidInput
 from server.models import BOUND_ROLES, ROLES, AuditEntryPublic, Device, User, UserSSHKey
 from server.scope import parse_list, split
@@ -110,8 +110,7 @@ def users_page(
 
 async def _checked_form(request: Request) -> dict[str, str]:
     """The posted form, once its CSRF token is checked (403 otherwise)."""
-    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
-    form = await request.form()
+    form = await checked_form(request)
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from server.api.csv_upload import csv_file
 from server.api.deps import SessionDep, SettingsDep
 from server.crud import InvalidInput
 from server.incidents.csv_io import neutralize
@@ -323,11 +324,7 @@ def dashboard_csv(
     if viewer.scope.unrestricted:  # not computed per scope yet
         write_voice_csv(writer, voice_reports(session, period.start, period.end))
     filename = f"fieldlink-kpis-{period.first_day}-{period.last_day}.csv"
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_file(out.getvalue(), filename)
 
 
 def _call_cells(calls: CallFigures) -> list[str]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from server import i18n
-from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf, client_address
+from server.api.deps import SessionDep, checked_form, client_address
 from server.config import ServerSettings
 from server.models import DEVICE_TYPES
 from server.notify import store
@@ -100,8 +100,7 @@ def notify_page(
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
-    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
-    form = await request.form()
+    form = await checked_form(request)
     fields: dict[str, list[str]] = {}
     for key, value in form.multi_items():
         if isinstance(value, str):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse, Response
 
 from server import audit, i18n
-from server.api.deps import SESSION_COOKIE, SessionDep, check_csrf
+from server.api.deps import SessionDep, checked_form
 from server.web.auth import ACCOUNT_PATH, ViewerDep
 
 router = APIRouter(include_in_schema=False)
@@ -15,8 +15,7 @@ router = APIRouter(include_in_schema=False)
 @router.post(f"{ACCOUNT_PATH}/language")
 async def choose_language(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     """Keep the viewer's language (empty: the browser's); back to the account page in it."""
-    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
-    form = await request.form()
+    form = await checked_form(request)
     chosen = i18n.supported(str(form.get("language", ""))[:16])
     user = viewer.user
     if chosen != user.language:

@@ -26,6 +26,7 @@ from server.api.deps import (
     SessionDep,
     SettingsDep,
     check_csrf,
+    checked_form,
     client_address,
 )
 from server.api.responses import DB_INT_MAX
@@ -103,8 +104,7 @@ async def mint_token(
     viewer: ViewerDep,
 ) -> Response:
     """Make an API token: its name, the password again and, with two-factor login, a code."""
-    await check_csrf(request, request.cookies.get(SESSION_COOKIE, ""))
-    form = await request.form()
+    form = await checked_form(request)
     days = str(form.get("expires_in_days", "")).strip()
     try:
         body = ApiTokenCreate(

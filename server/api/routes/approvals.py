@@ -17,13 +17,11 @@ makes a one-time link for a site contact with no account; its page is
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from sqlmodel import Session
 
 from server.api.deps import CurrentUser, DbDep, OperatorUser, client_address
-from server.api.routes.sessions import get_service, live_public
+from server.api.routes.sessions import WaitQuery, followed, get_service, live_public
 from server.models import (
     ApprovalLinkCreate,
     ApprovalLinkPublic,
@@ -36,7 +34,6 @@ from server.models import (
     role_at_least,
 )
 from server.sessions import approval
-from server.sessions.service import SessionService
 from shared.errors import NotFound
 
 router = APIRouter(tags=["sessions"])
@@ -114,19 +111,14 @@ async def follow_approval(
     db: DbDep,
     request: Request,
     user: CurrentUser,
-    wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
+    wait_s: WaitQuery = 0,
     since: str | None = None,
 ) -> RemoteSessionPublic:
     """A session as its approver sees it; with ``wait_s``, first waits for it to leave
     ``since``."""
-    row = approvable(db, session_id, user)
-    db.commit()
-    service: SessionService | None = getattr(request.app.state, "sessions", None)
-    if wait_s and service is not None and since is not None and service.state(row.id) == since:
-        await service.wait_changed(session_id, wait_s)
-        db.expire_all()
-        row = approvable(db, session_id, user)
-    return live_public(row, service)
+    return await followed(
+        db, request, lambda: approvable(db, session_id, user), wait_s=wait_s, since=since
+    )
 
 
 @router.post("/sessions/{session_id}/approval-link", status_code=201)

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel, col, select
 
-from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
+from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, csv_stream, import_csv
 from server.api.deps import (
     UNSCOPED,
     AdminUser,
@@ -92,11 +92,7 @@ async def import_customers(
 def export_customers(session: SessionDep, _user: ManagerUser, scope: ScopeDep) -> StreamingResponse:
     """Every customer (in scope) as CSV, one row per contact or site (formula starts marked
     as text)."""
-    return StreamingResponse(
-        csv_io.export_customers_csv(session, scope),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
-    )
+    return csv_stream(csv_io.export_customers_csv(session, scope), "customers.csv")
 
 
 @router.post(

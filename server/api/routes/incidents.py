@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, import_csv
+from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, csv_stream, import_csv
 from server.api.deps import (
     UNSCOPED,
     ManagerUser,
@@ -22,7 +22,7 @@ from server.api.deps import (
     client_address,
     get_engine,
 )
-from server.api.responses import DB_INT_MAX, PLAIN_TEXT, ErrorResponse
+from server.api.responses import DB_INT_MAX, PLAIN_TEXT, error_response
 from server.incidents import records as service
 from server.incidents.csv_io import (
     ImportReport,
@@ -182,11 +182,7 @@ def export_incidents(
         with engine.connect() as connection:
             yield from export_incidents_csv(connection, where)
 
-    return StreamingResponse(
-        body(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
-    )
+    return csv_stream(body(), "incidents.csv")
 
 
 @router.get("/similar")
@@ -244,8 +240,8 @@ def close_incident(
 @router.post(
     "/{incident_id}/escalate",
     responses={
-        404: {"model": ErrorResponse, "description": "No such incident"},
-        409: {"model": ErrorResponse, "description": "The incident is closed"},
+        404: error_response("No such incident"),
+        409: error_response("The incident is closed"),
     },
 )
 def escalate_incident(

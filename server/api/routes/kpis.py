@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.api.deps import ManagerUser, ScopeDep, SessionDep, SettingsDep
+from server.api.deps import KpiWindowQuery, ManagerUser, ScopeDep, SessionDep, SettingsDep
 from server.kpi.compute import compute_kpis
 from server.kpi.config import kpi_settings_of
-from server.kpi.report import KPI_DEFINITIONS, GroupBy, KpiReport, default_window
-from shared.ids import utcnow
+from server.kpi.report import KPI_DEFINITIONS, GroupBy, KpiReport
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+class KpiQuery(KpiWindowQuery):
+    """The query of ``GET /kpis``: the window and how to group it."""
+
+    group_by: GroupBy = "none"
 
 
 @router.get("")
@@ -26,24 +26,16 @@ def get_kpis(
     settings: SettingsDep,
     _user: ManagerUser,
     scope: ScopeDep,
-    start: Annotated[
-        datetime | None,
-        Query(alias="from", description="inclusive (closed_at); default: 12 months ago"),
-    ] = None,
-    end: Annotated[
-        datetime | None,
-        Query(alias="to", description="exclusive (closed_at); default: the next month's start"),
-    ] = None,
-    group_by: GroupBy = "none",
+    query: Annotated[KpiQuery, Query()],
 ) -> KpiReport:
     """The KPIs of the incidents closed in ``[from, to)``, as defined in docs/kpis.md; a
     scoped manager's are computed over their scope's devices only."""
-    default_start, default_end = default_window(utcnow())
+    start, end = query.window()
     return compute_kpis(
         session,
-        start=_aware(start) if start is not None else default_start,
-        end=_aware(end) if end is not None else default_end,
-        group_by=group_by,
+        start=start,
+        end=end,
+        group_by=query.group_by,
         settings=kpi_settings_of(settings),
         scope=scope,
     )

@@ -9,6 +9,7 @@ the site's approval, in :mod:`server.api.routes.approvals`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -59,6 +60,30 @@ def _owned(db: Session, session_id: str, user: User, scope: Scope) -> RemoteSess
     if row.operator != user.username and not role_at_least(user.role, "admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this session belongs to another operator")
     return row
+
+
+#: How long ``GET`` of a session may first wait for its state to change, seconds.
+WaitQuery = Annotated[float, Query(ge=0, le=60)]
+
+
+async def followed(
+    db: Session,
+    request: Request,
+    read: Callable[[], RemoteSession],
+    *,
+    wait_s: float,
+    since: str | None,
+) -> RemoteSessionPublic:
+    """The session ``read`` gives, shown by :func:`live_public`; with ``wait_s`` and
+    ``since``, read again once its live state left ``since`` (or ``wait_s`` passed)."""
+    row = read()
+    service: SessionService | None = getattr(request.app.state, "sessions", None)
+    if wait_s and service is not None and since is not None and service.state(row.id) == since:
+        db.commit()  # no connection held while waiting
+        await service.wait_changed(row.id, wait_s)
+        db.expire_all()
+        row = read()
+    return live_public(row, service)
 
 
 def live_public(row: RemoteSession, service: SessionService | None) -> RemoteSessionPublic:
@@ -146,19 +171,13 @@ async def get_session(
     request: Request,
     user: SiteUser,
     scope: ScopeDep,
-    wait_s: Annotated[float, Query(ge=0, le=60)] = 0,
+    wait_s: WaitQuery = 0,
     since: str | None = None,
 ) -> RemoteSessionPublic:
     """One session; with ``wait_s``, first waits that long for its state to leave ``since``."""
-    row = _owned(db, session_id, user, scope)
-    service = getattr(request.app.state, "sessions", None)
-    if wait_s and service is not None and since is not None:
-        state = service.state(session_id)
-        if state == since:
-            await service.wait_changed(session_id, wait_s)
-        db.expire_all()
-        row = _owned(db, session_id, user, scope)
-    return live_public(row, service)
+    return await followed(
+        db, request, lambda: _owned(db, session_id, user, scope), wait_s=wait_s, since=since
+    )
 
 
 @router.delete("/sessions/{session_id}")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 
+from server.api.csv_upload import csv_file
 from server.api.deps import (
     UNSCOPED,
     ManagerUser,
@@ -19,7 +20,7 @@ from server.api.deps import (
     SettingsDep,
     client_address,
 )
-from server.api.responses import DB_INT_MAX, ErrorResponse
+from server.api.responses import DB_INT_MAX, error_response
 from server.models import (
     FollowUpClose,
     FollowUpPublic,
@@ -35,9 +36,9 @@ router = APIRouter(tags=["surveys"])
 
 _TOKEN = Annotated[str, Path(max_length=64, description="the survey link's token")]
 _CLOSED: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such survey"},
-    409: {"model": ErrorResponse, "description": "Answered already"},
-    410: {"model": ErrorResponse, "description": "Expired"},
+    404: error_response("No such survey"),
+    409: error_response("Answered already"),
+    410: error_response("Expired"),
 }
 
 
@@ -88,11 +89,7 @@ def export_survey_links(
     writer = csv.writer(out, lineterminator="\n")
     for row in links_csv_rows(session, settings, state=state):
         writer.writerow(row)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="survey-links.csv"'},
-    )
+    return csv_file(out.getvalue(), "survey-links.csv")
 
 
 @router.get("/followups")
@@ -115,8 +112,8 @@ def list_followups(
 @router.post(
     "/followups/{followup_id}/close",
     responses={
-        404: {"model": ErrorResponse, "description": "No such follow-up"},
-        409: {"model": ErrorResponse, "description": "Closed already"},
+        404: error_response("No such follow-up"),
+        409: error_response("Closed already"),
     },
 )
 def close_followup(
