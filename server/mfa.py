@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +43,7 @@ from server.config import ServerSettings
 from server.models import MfaRecoveryCode, User, UserMfa
 from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
+from shared.keyfiles import create_key_file
 
 #: Seconds per TOTP step, and how many steps either side of now are accepted.
 STEP_S = 30
@@ -65,15 +65,7 @@ def key_path(settings: ServerSettings) -> Path:
 
 def _fernet(settings: ServerSettings) -> Fernet:
     path = key_path(settings)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(Fernet.generate_key())
+    create_key_file(path, Fernet.generate_key)
     try:
         return Fernet(path.read_bytes().strip())
     except (OSError, ValueError) as exc:

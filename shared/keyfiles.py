@@ -178,6 +178,27 @@ def write_private_key(path: Path, private_key: Ed25519PrivateKey) -> None:
     write_file_atomic(path, private_key_pem(private_key), mode=0o600)
 
 
+def create_key_file(path: Path, make: Callable[[], bytes]) -> None:
+    """Make a missing secret key file once: ``make()``'s bytes, mode 0600 from the start.
+
+    An existing file is left as it is; when two processes race to make it, the first
+    one's key stays (the file is opened with ``O_EXCL``). The caller reads it.
+
+    Args:
+        path: The key file (its folder is made when missing).
+        make: Makes the new key's content.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first
+    with os.fdopen(fd, "wb") as out:
+        out.write(make())
+
+
 def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder.
 

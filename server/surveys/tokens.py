@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
 
 from server.security import hash_token, tokens_equal
+from shared.keyfiles import create_key_file
 
 _PURPOSE = b"fieldlink survey link v1:"
 #: What a survey token looks like (43 characters of URL-safe base64, 256 bits).
@@ -30,15 +30,7 @@ class SurveyKeyError(RuntimeError):
 
 def load_key(path: Path) -> bytes:
     """The survey key in ``path``, made (32 random bytes, mode 0600) when it is missing."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(secrets.token_hex(32).encode())
+    create_key_file(path, lambda: secrets.token_hex(32).encode())
     try:
         key = path.read_bytes().strip()
     except OSError as exc:
