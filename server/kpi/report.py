@@ -14,24 +14,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.translatable import N_
+
 GroupBy = Literal["none", "month", "device_type", "region"]
 GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region")
 
-#: What each figure means, for the places that show them.
+#: What each figure means, for the places that show them (marked for the console's catalog).
 KPI_DEFINITIONS: dict[str, str] = {
-    "incidents_closed": "incidents closed in the window (C)",
-    "remote_usage_rate": "share of C where a remote session was used",
-    "proactive_share": "share of C opened by a device fault (channel alert) before any call",
-    "self_resolution_rate": "share of F (C without no_fault) resolved remotely or by phone",
-    "remote_resolution_rate": "share of F resolved through a remote session",
-    "dispatches": "incidents of F resolved by sending an engineer",
-    "dispatches_avoided": "incidents of F resolved remotely",
-    "mttr_hours": "mean time to restore (restored_at - down_at) over F, hours",
-    "mttr_remote_hours": "mean time to restore of remote resolutions, hours",
-    "mttr_dispatch_hours": "mean time to restore of dispatches, hours",
-    "asa_seconds": "mean time from call to answer over answered incidents of C, seconds",
-    "downtime_saved_hours": "sum over remote resolutions of max(0, baseline ttr - ttr), hours",
-    "cost_saved": "sum over remote resolutions of the dispatch cost of the device type",
+    "incidents_closed": N_("incidents closed in the window (C)"),
+    "remote_usage_rate": N_("share of C where a remote session was used"),
+    "proactive_share": N_("share of C opened by a device fault (channel alert) before any call"),
+    "self_resolution_rate": N_("share of F (C without no_fault) resolved remotely or by phone"),
+    "remote_resolution_rate": N_("share of F resolved through a remote session"),
+    "dispatches": N_("incidents of F resolved by sending an engineer"),
+    "dispatches_avoided": N_("incidents of F resolved remotely"),
+    "mttr_hours": N_("mean time to restore (restored_at - down_at) over F, hours"),
+    "mttr_remote_hours": N_("mean time to restore of remote resolutions, hours"),
+    "mttr_dispatch_hours": N_("mean time to restore of dispatches, hours"),
+    "asa_seconds": N_("mean time from call to answer over answered incidents of C, seconds"),
+    "downtime_saved_hours": N_("sum over remote resolutions of max(0, baseline ttr - ttr), hours"),
+    "cost_saved": N_("sum over remote resolutions of the dispatch cost of the device type"),
 }
 
 

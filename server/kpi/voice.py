@@ -20,26 +20,27 @@ from sqlmodel import Session
 from server.kpi.groups import checked_window, group_keys
 from server.kpi.sql import month_key
 from server.models import Device, FollowUp, Incident, Survey
+from server.translatable import N_
 
 VoiceGroupBy = Literal["none", "month", "device_type", "region", "resolution"]
 VOICE_GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region", "resolution")
 _CSAT = ("call_center", "remote_fix", "on_site")
 
 #: What each figure means (docs/kpis.md). S: the surveys of the incidents closed in the
-#: window; A: those answered.
+#: window; A: those answered. Marked for the console's catalog (the formula is not a text).
 VOICE_DEFINITIONS: dict[str, str] = {
-    "surveys": "surveys made for the incidents closed in the window (S)",
-    "answers": "surveys of S answered (A)",
-    "response_rate": "|A| / |S|",
-    "nps": "100 * (promoters (9-10) - detractors (0-6)) / |A|, -100 to 100",
-    "csat_call_center": "mean satisfaction 1-5 with the call center, over A that rated it",
-    "csat_remote_fix": "mean satisfaction 1-5 with the remote fix, over A that rated it",
-    "csat_on_site": "mean satisfaction 1-5 with the on-site visit, over A that rated it",
-    "followups": "follow-ups opened by low answers of A",
-    "followups_on_time_rate": (
+    "surveys": N_("surveys made for the incidents closed in the window (S)"),
+    "answers": N_("surveys of S answered (A)"),
+    "response_rate": "|A| / |S|",  # a formula, the same in every language
+    "nps": N_("100 * (promoters (9-10) - detractors (0-6)) / |A|, -100 to 100"),
+    "csat_call_center": N_("mean satisfaction 1-5 with the call center, over A that rated it"),
+    "csat_remote_fix": N_("mean satisfaction 1-5 with the remote fix, over A that rated it"),
+    "csat_on_site": N_("mean satisfaction 1-5 with the on-site visit, over A that rated it"),
+    "followups": N_("follow-ups opened by low answers of A"),
+    "followups_on_time_rate": N_(
         "share of the follow-ups due by now (or closed) that were closed by their due time"
     ),
-    "followups_overdue": "follow-ups still open past their due time",
+    "followups_overdue": N_("follow-ups still open past their due time"),
 }
 
 

@@ -17,6 +17,7 @@ from server.kpi.voice import VOICE_DEFINITIONS, VoiceReport, compute_voice
 from server.models import FollowUpPublic
 from server.scope import Scope
 from server.surveys.followups import CustomerVoice, list_followups, voice_of
+from server.translatable import N_
 
 #: Open follow-ups the desk's call-back queue shows.
 CALLBACKS = 20
@@ -40,15 +41,18 @@ class VoiceFigure:
 #: The formulas of docs/kpis.md "The customer's voice". S: surveys of C; A: those answered.
 VOICE_FIGURES: tuple[VoiceFigure, ...] = (
     VoiceFigure(
-        "nps", "NPS", "score", "100 · (|{a ∈ A : recommend ≥ 9}| - |{a ∈ A : recommend ≤ 6}|) / |A|"
+        "nps",
+        N_("NPS"),
+        "score",
+        "100 · (|{a ∈ A : recommend ≥ 9}| - |{a ∈ A : recommend ≤ 6}|) / |A|",
     ),
-    VoiceFigure("csat_call_center", "CSAT call center", "csat", "mean of a.call_center over A"),
-    VoiceFigure("csat_remote_fix", "CSAT remote fix", "csat", "mean of a.remote_fix over A"),
-    VoiceFigure("csat_on_site", "CSAT on-site visit", "csat", "mean of a.on_site over A"),
-    VoiceFigure("response_rate", "Survey response rate", "rate", "|A| / |S|"),
+    VoiceFigure("csat_call_center", N_("CSAT call center"), "csat", "mean of a.call_center over A"),
+    VoiceFigure("csat_remote_fix", N_("CSAT remote fix"), "csat", "mean of a.remote_fix over A"),
+    VoiceFigure("csat_on_site", N_("CSAT on-site visit"), "csat", "mean of a.on_site over A"),
+    VoiceFigure("response_rate", N_("Survey response rate"), "rate", "|A| / |S|"),
     VoiceFigure(
         "followups_on_time_rate",
-        "Follow-ups closed in time",
+        N_("Follow-ups closed in time"),
         "rate",
         "|{f : closed_at ≤ due_at}| / |{f : closed or due_at < now}|",
     ),
