@@ -88,6 +88,45 @@ def revoke_tokens(session: Session, *, user: User, keep_hash: str | None = None)
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def log_out(
+    session: Session, *, user: User, row: ApiToken, source_ip: str | None, method: str | None = None
+) -> bool:
+    """Revoke ``user``'s token ``row`` at their logout, audited as ``logout`` (``method``:
+    how, when not the API) and committed; ``False`` when it was revoked already."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    session.add(row)
+    details: dict[str, str] = {"kind": row.kind}
+    if method is not None:
+        details["method"] = method
+    audit.record(
+        session,
+        actor=user.username,
+        action="logout",
+        target=f"token:{row.id}",
+        details=details,
+        source_ip=source_ip,
+    )
+    session.commit()
+    return True
+
+
+def set_language(session: Session, *, user: User, language: str | None) -> None:
+    """Keep ``user``'s console language (``None``: the browser's), audited as
+    ``user.preferences`` and committed."""
+    user.language = language
+    session.add(user)
+    audit.record(
+        session,
+        actor=user.username,
+        action="user.preferences",
+        target=f"user:{user.username}",
+        details={"language": language},
+    )
+    session.commit()
+
+
 def set_disabled(
     session: Session,
     *,

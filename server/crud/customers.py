@@ -27,6 +27,8 @@ from shared.errors import Conflict, NotFound
 
 #: The first number given to a customer created without one (a device's free-text customer).
 FIRST_AUTO_NUMBER = 100001
+#: Devices a customer's detail (API and console) lists at the most.
+CUSTOMER_DEVICES = 200
 
 
 def get_customer(session: Session, *, number: str) -> Customer:
@@ -112,6 +114,17 @@ def create_customer(
     session.commit()
     session.refresh(customer)
     return customer
+
+
+def devices_of(session: Session, *, number: str, scope: Scope) -> Sequence[Device]:
+    """The customer's devices in ``scope``, in the order they were registered (at most
+    :data:`CUSTOMER_DEVICES`)."""
+    return session.exec(
+        select(Device)
+        .where(Device.customer_number == number, scope.devices())
+        .order_by(col(Device.id))
+        .limit(CUSTOMER_DEVICES)
+    ).all()
 
 
 def customer_public(session: Session, customer: Customer) -> CustomerPublic:

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import col, select
 
-from server import audit, crud, mfa
+from server import accounts, crud, mfa
 from server.api.deps import (
     SESSION_COOKIE,
     LoginPolicyDep,
@@ -40,7 +40,6 @@ from server.models import ApiToken, User, role_at_least
 from server.scope import Scope
 from server.security import hash_token
 from server.web.templating import render
-from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
 
@@ -330,19 +329,7 @@ def _revoke(session: SessionDep, token: str, address: str | None) -> None:
     if found is None:
         return
     row, user = found
-    if row.revoked_at is not None:
-        return
-    row.revoked_at = utcnow()
-    session.add(row)
-    audit.record(
-        session,
-        actor=user.username,
-        action="logout",
-        target=f"token:{row.id}",
-        details={"kind": row.kind, "method": "console"},
-        source_ip=address,
-    )
-    session.commit()
+    accounts.log_out(session, user=user, row=row, source_ip=address, method="console")
 
 
 @router.post("/logout")

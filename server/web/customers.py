@@ -29,8 +29,7 @@ from shared.ids import utcnow
 router = APIRouter(include_in_schema=False)
 
 CUSTOMERS_PAGE = 50
-#: How many devices, sessions and calls the customer page lists.
-CUSTOMER_DEVICES = 200
+#: How many sessions and calls the customer page lists (its devices: records.CUSTOMER_DEVICES).
 RECENT = 10
 _NUMBER = r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$"
 
@@ -85,12 +84,7 @@ def customer_page(
         customer = records.get_customer(session, number=number)
     except NotFound:
         return not_found(request, viewer, f"customer {number}")
-    devices = session.exec(
-        select(Device)
-        .where(Device.customer_number == number, scope.devices())
-        .order_by(col(Device.id))
-        .limit(CUSTOMER_DEVICES)
-    ).all()
+    devices = records.devices_of(session, number=number, scope=scope)
     incidents = session.exec(
         calls.open_incidents_of(
             select(Device.id).where(Device.customer_number == number, scope.devices())

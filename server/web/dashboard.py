@@ -26,7 +26,7 @@ from server.scope import Scope
 from server.web.auth import ViewerDep, forbidden
 from server.web.templating import gettext, render
 from server.web.texts import N_
-from server.web.voice import dashboard_context, voice_reports, write_voice_csv
+from server.web.voice import csv_cell, dashboard_context, voice_reports, write_voice_csv
 from shared.ids import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -316,10 +316,10 @@ def dashboard_csv(
             # A region is whatever text a device was registered with: it must not become a
             # formula in the manager's spreadsheet (the incidents export's rule).
             key = neutralize(group.key or "")
-            row = [by, key, *(_cell(getattr(group, n)) for n in names)]
+            row = [by, key, *(csv_cell(getattr(group, n)) for n in names)]
             writer.writerow([*row, *_call_cells(group.calls)])
     total = reports["month"].total
-    row = ["total", "", *(_cell(getattr(total, n)) for n in names)]
+    row = ["total", "", *(csv_cell(getattr(total, n)) for n in names)]
     writer.writerow([*row, *_call_cells(reports["month"].calls)])
     if viewer.scope.unrestricted:  # not computed per scope yet
         write_voice_csv(writer, voice_reports(session, period.start, period.end))
@@ -328,12 +328,4 @@ def dashboard_csv(
 
 
 def _call_cells(calls: CallFigures) -> list[str]:
-    return [_cell(calls.calls), _cell(calls.answered), _cell(calls.asa_seconds)]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+    return [csv_cell(calls.calls), csv_cell(calls.answered), csv_cell(calls.asa_seconds)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse, Response
 
-from server import audit, i18n
+from server import accounts, i18n
 from server.api.deps import SessionDep, checked_form
 from server.web.auth import ACCOUNT_PATH, ViewerDep
 
@@ -19,14 +19,5 @@ async def choose_language(request: Request, session: SessionDep, viewer: ViewerD
     chosen = i18n.supported(str(form.get("language", ""))[:16])
     user = viewer.user
     if chosen != user.language:
-        user.language = chosen
-        session.add(user)
-        audit.record(
-            session,
-            actor=user.username,
-            action="user.preferences",
-            target=f"user:{user.username}",
-            details={"language": chosen},
-        )
-        session.commit()
+        accounts.set_language(session, user=user, language=chosen)
     return RedirectResponse(f"{ACCOUNT_PATH}#language", status_code=status.HTTP_303_SEE_OTHER)

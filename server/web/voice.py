@@ -132,12 +132,13 @@ def write_voice_csv(writer: Any, reports: dict[str, VoiceReport]) -> None:
     for by, report in reports.items():
         for group in report.groups:
             key = neutralize(group.key or "")
-            writer.writerow([f"voice_{by}", key, *(_cell(getattr(group, n)) for n in names)])
+            writer.writerow([f"voice_{by}", key, *(csv_cell(getattr(group, n)) for n in names)])
     total = reports["month"].total
-    writer.writerow(["voice_total", "", *(_cell(getattr(total, n)) for n in names)])
+    writer.writerow(["voice_total", "", *(csv_cell(getattr(total, n)) for n in names)])
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A figure as a CSV cell: empty for none, 6 significant digits for a float."""
     if value is None:
         return ""
     if isinstance(value, float):

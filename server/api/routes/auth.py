@@ -42,7 +42,7 @@ from server.logins import (
 from server.models import ApiToken, User, UserPublic
 from server.security import hash_token, verify_password
 from shared.errors import AuthError, Conflict, NotFound
-from shared.ids import isoformat_z, utcnow
+from shared.ids import isoformat_z
 
 _T = TypeVar("_T")
 
@@ -139,18 +139,9 @@ def logout(request: Request, session: SessionDep, user: CurrentUser, token: Toke
     row = session.exec(
         select(ApiToken).where(ApiToken.token_hash == hash_token(token or ""))
     ).first()
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.add(row)
-        audit.record(
-            session,
-            actor=user.username,
-            action="logout",
-            target=f"token:{row.id}",
-            details={"kind": row.kind},
-            source_ip=client_address(request),
-        )
-        session.commit()
+    if row is not None and accounts.log_out(
+        session, user=user, row=row, source_ip=client_address(request)
+    ):
         recheck_access(request)
     return Response(status_code=204)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel
 
 from server.api.csv_upload import CSV_BODY, CSV_RESPONSES, csv_stream, import_csv
 from server.api.deps import (
@@ -32,7 +32,6 @@ from server.models import (
     CustomerCreate,
     CustomerPublic,
     CustomersPublic,
-    Device,
     DevicePublic,
     IncidentPublic,
 )
@@ -42,8 +41,6 @@ router = APIRouter(tags=["customers"])
 
 CustomerNumber = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")]
 CallId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
-#: Devices a customer's detail lists.
-CUSTOMER_DEVICES = 200
 
 
 class CustomerDetail(CustomerPublic):
@@ -116,12 +113,7 @@ def get_customer(
         msg = f"no customer {number!r}"
         raise NotFound(msg)
     customer = crud.get_customer(session, number=number)
-    devices = session.exec(
-        select(Device)
-        .where(Device.customer_number == number, scope.devices())
-        .order_by(col(Device.id))
-        .limit(CUSTOMER_DEVICES)
-    ).all()
+    devices = crud.devices_of(session, number=number, scope=scope)
     return CustomerDetail(
         **crud.customer_public(session, customer).model_dump(),
         devices=[DevicePublic.model_validate(d) for d in devices],

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from server import audit
+from server import accounts
 from server.api.deps import CurrentUser, SessionDep
 
 router = APIRouter(prefix="/auth/me", tags=["auth"])
@@ -29,14 +29,5 @@ def get_preferences(user: CurrentUser) -> Preferences:
 @router.put("/preferences")
 def put_preferences(body: Preferences, session: SessionDep, user: CurrentUser) -> Preferences:
     """Change the caller's preferences (audited)."""
-    user.language = body.language
-    session.add(user)
-    audit.record(
-        session,
-        actor=user.username,
-        action="user.preferences",
-        target=f"user:{user.username}",
-        details={"language": body.language},
-    )
-    session.commit()
+    accounts.set_language(session, user=user, language=body.language)
     return body
