@@ -34,7 +34,7 @@ from server.config import ServerSettings
 from server.crud import InvalidInput
 from server.web.auth import ACCOUNT_PATH, Viewer, ViewerDep
 from server.web.qr import qr_svg
-from server.web.templating import gettext, render
+from server.web.templating import NO_NOTICE, Notice, gettext, render
 from server.web.texts import N_
 from shared.errors import AuthError, Conflict, NotFound
 
@@ -53,10 +53,8 @@ def _account_page(
     request: Request,
     session: Session,
     viewer: Viewer,
+    notice: Notice = NO_NOTICE,
     *,
-    error: str | None = None,
-    done: str | None = None,
-    status_code: int = 200,
     enrolment: mfa.Enrolment | None = None,
     recovery_codes: list[str] | None = None,
 ) -> HTMLResponse:
@@ -70,26 +68,19 @@ def _account_page(
             "viewer": viewer,
             "title": "Your account",
             "tr": gettext,
-            "error": error,
-            "done": done,
+            **notice.context(),
             "mfa": found,
             "enrolment": enrolment,
             "enrolment_qr": _qr_of(enrolment) if enrolment else None,
             "recovery_codes": recovery_codes,
         },
-        status_code=status_code,
+        status_code=notice.status_code,
     )
 
 
 def _refused(request: Request, session: Session, viewer: Viewer, exc: Exception) -> HTMLResponse:
-    """The account page again, saying why a form was refused: a wrong password or code
-    (401, 429 once locked), a state that forbids it (409), a bad new password (422)."""
-    if isinstance(exc, HTTPException):
-        return _account_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    code = 409 if isinstance(exc, Conflict | NotFound) else 422
-    return _account_page(request, session, viewer, error=str(exc), status_code=code)
+    """The account page again, saying why a form was refused (:meth:`Notice.refused`)."""
+    return _account_page(request, session, viewer, Notice.refused(exc))
 
 
 @router.get(ACCOUNT_PATH, response_class=HTMLResponse)
@@ -163,7 +154,7 @@ async def mfa_code_form(
     except (HTTPException, Conflict, NotFound) as exc:
         return _refused(request, session, viewer, exc)
     return _account_page(
-        request, session, viewer, done=_CODE_DONE[action], recovery_codes=codes or None
+        request, session, viewer, Notice(done=_CODE_DONE[action]), recovery_codes=codes or None
     )
 
 
@@ -181,7 +172,7 @@ async def change_password(
     new = str(form.get("new_password", ""))
     if new != str(form.get("new_password_again", "")):
         return _account_page(
-            request, session, viewer, error=N_("The new passwords differ."), status_code=422
+            request, session, viewer, Notice(error=N_("The new passwords differ."), status_code=422)
         )
     try:
         await run_in_threadpool(

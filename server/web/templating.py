@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -17,6 +19,7 @@ from server.web import scripttexts
 from server.web.readings import label
 from server.web.texts import N_, ROLE_NAMES
 from shared import __version__
+from shared.errors import Conflict, NotFound
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 #: The console's catalogs (gettext domain ``messages``): ``locale/<lang>/LC_MESSAGES``.
@@ -28,6 +31,33 @@ templates = Jinja2Templates(
         loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, extensions=["jinja2.ext.i18n"]
     )
 )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a page answering a form says above its content: what was wrong or what was done
+    (``done`` with its ``done_args``), and the page's status code."""
+
+    error: str | None = None
+    done: str | None = None
+    done_args: Mapping[str, str] = field(default_factory=dict)
+    status_code: int = 200
+
+    @classmethod
+    def refused(cls, exc: Exception) -> Notice:
+        """Why a form was refused: an ``HTTPException``'s detail and status (a wrong password
+        or code: 401, 429 once locked), a state that forbids it (409), else bad input (422)."""
+        if isinstance(exc, HTTPException):
+            return cls(error=str(exc.detail), status_code=exc.status_code)
+        return cls(error=str(exc), status_code=409 if isinstance(exc, Conflict | NotFound) else 422)
+
+    def context(self) -> dict[str, Any]:
+        """The page context's ``error``, ``done`` and ``done_args``."""
+        return {"error": self.error, "done": self.done, "done_args": dict(self.done_args)}
+
+
+#: A page with nothing to say above its content.
+NO_NOTICE = Notice()
 
 
 def gettext(message: str) -> str:

@@ -34,7 +34,7 @@ from server.api.routes.tokens import ApiTokenCreate, ApiTokenCreated, mint_api_t
 from server.api.routes.tokens import revoke_api_token as revoke_through_api
 from server.models import ApiToken
 from server.web.auth import ACCOUNT_PATH, Viewer, ViewerDep
-from server.web.templating import gettext, render
+from server.web.templating import NO_NOTICE, Notice, gettext, render
 from server.web.texts import N_
 
 router = APIRouter(include_in_schema=False)
@@ -48,12 +48,9 @@ def _tokens_page(
     request: Request,
     session: Session,
     viewer: Viewer,
+    notice: Notice = NO_NOTICE,
     *,
-    error: str | None = None,
     created: ApiTokenCreated | None = None,
-    done: str | None = None,
-    done_args: dict[str, str] | None = None,
-    status_code: int = 200,
 ) -> HTMLResponse:
     settings = request.app.state.settings
     rows = session.exec(
@@ -81,11 +78,9 @@ def _tokens_page(
             "with_code": with_code,
             "max_days": settings.api_token_max_days,
             "created": created,
-            "error": error,
-            "done": done,
-            "done_args": done_args or {},
+            **notice.context(),
         },
-        status_code=status_code,
+        status_code=notice.status_code,
     )
 
 
@@ -118,17 +113,17 @@ async def mint_token(
             request,
             session,
             viewer,
-            error=N_("Give the token a name (up to 128 characters) and your password."),
-            status_code=422,
+            Notice(
+                error=N_("Give the token a name (up to 128 characters) and your password."),
+                status_code=422,
+            ),
         )
     try:
         created = await run_in_threadpool(
             mint_api_token, session, settings, policy, viewer.user, body, client_address(request)
         )
     except HTTPException as exc:
-        return _tokens_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
+        return _tokens_page(request, session, viewer, Notice.refused(exc))
     return _tokens_page(request, session, viewer, created=created)
 
 
@@ -144,9 +139,6 @@ async def revoke_token(
     try:
         await run_in_threadpool(revoke_through_api, token_id, request, session, viewer.user)
     except HTTPException as exc:
-        return _tokens_page(
-            request, session, viewer, error=str(exc.detail), status_code=exc.status_code
-        )
-    return _tokens_page(
-        request, session, viewer, done=N_("Token %(id)s revoked."), done_args={"id": str(token_id)}
-    )
+        return _tokens_page(request, session, viewer, Notice.refused(exc))
+    revoked = Notice(done=N_("Token %(id)s revoked."), done_args={"id": str(token_id)})
+    return _tokens_page(request, session, viewer, revoked)
