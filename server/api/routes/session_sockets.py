@@ -100,6 +100,21 @@ async def _socket_session(
     return service, row, user
 
 
+async def _active_socket(
+    websocket: WebSocket, session_id: str
+) -> tuple[SessionService, RemoteSession, User, Any] | None:
+    """:func:`_socket_session`, then :func:`_wait_active`: the session's connection once
+    it is active, or ``None`` when the socket was closed instead."""
+    found = await _socket_session(websocket, session_id)
+    if found is None:
+        return None
+    service, row, user = found
+    connection = await _wait_active(websocket, service, session_id)
+    if connection is None:
+        return None
+    return service, row, user, connection
+
+
 async def _wait_active(
     websocket: WebSocket, service: SessionService, session_id: str
 ) -> Any | None:
@@ -188,13 +203,10 @@ def _int_param(websocket: WebSocket, name: str, default: int, low: int, high: in
 @router.websocket("/sessions/{session_id}/terminal")
 async def terminal(websocket: WebSocket, session_id: str) -> None:
     """The browser terminal: an interactive PTY shell on the device, recorded."""
-    found = await _socket_session(websocket, session_id)
+    found = await _active_socket(websocket, session_id)
     if found is None:
         return
-    service, row, user = found
-    connection = await _wait_active(websocket, service, session_id)
-    if connection is None:
-        return
+    service, row, user, connection = found
     cols = _int_param(websocket, "cols", 80, *bridges.COLS)
     rows = _int_param(websocket, "rows", 24, *bridges.ROWS)
     term = websocket.query_params.get("term", "xterm-256color")[:64]
@@ -233,13 +245,10 @@ async def terminal(websocket: WebSocket, session_id: str) -> None:
 @router.websocket("/sessions/{session_id}/forward/{service_name}")
 async def forward(websocket: WebSocket, session_id: str, service_name: str) -> None:
     """A raw byte stream to one of the device's allowlisted services."""
-    found = await _socket_session(websocket, session_id)
+    found = await _active_socket(websocket, session_id)
     if found is None:
         return
-    service, _row, user = found
-    connection = await _wait_active(websocket, service, session_id)
-    if connection is None:
-        return
+    service, _row, user, connection = found
     try:
         reader, writer = await connection.open_forward(service_name)
     except TunnelError as exc:
