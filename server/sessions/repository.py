@@ -396,6 +396,12 @@ def recording_file(row: RemoteSession) -> Path | None:
     return path if path.is_file() else None
 
 
+def may_operate(row: RemoteSession, user: User) -> bool:
+    """Whether ``user`` may use or end the session as its operator: its own operator or an
+    admin."""
+    return row.operator == user.username or role_at_least(user.role, "admin")
+
+
 def may_observe(db: Session, row: RemoteSession, user: User) -> bool:
     """Whether ``user`` may watch the session: an admin, or the assignee of an incident
     the session is linked to (``incident_id`` when opened, or a later link)."""

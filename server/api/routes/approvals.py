@@ -34,6 +34,7 @@ from server.models import (
     role_at_least,
 )
 from server.sessions import approval
+from server.sessions.repository import may_operate
 from shared.errors import NotFound
 
 router = APIRouter(tags=["sessions"])
@@ -135,7 +136,7 @@ def create_approval_link(
     if row is None:
         msg = f"no session {session_id!r}"
         raise NotFound(msg)
-    if row.operator != user.username and not role_at_least(user.role, "admin"):
+    if not may_operate(row, user):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this session belongs to another operator")
     token, expires_at = approval.create_link(
         db,

@@ -39,6 +39,7 @@ from server.security import hash_token
 from server.sessions import bridges
 from server.sessions.access import Channel
 from server.sessions.errors import AgentNotConnected, TunnelError
+from server.sessions.repository import may_operate
 from server.sessions.service import SessionClosed, SessionService
 from server.sessions.states import ACCESS_REVOKED
 from shared.errors import NotFound
@@ -91,7 +92,7 @@ async def _socket_session(
     if row is None:
         await websocket.close(code=WS_NOT_FOUND, reason="no such session")
         return None
-    if row.operator != user.username and not role_at_least(user.role, "admin"):
+    if not may_operate(row, user):
         await websocket.close(code=WS_FORBIDDEN, reason="this session belongs to another operator")
         return None
     if service is None:

@@ -27,12 +27,11 @@ from server.models import (
     RemoteSessionPublic,
     RemoteSessionsPublic,
     User,
-    role_at_least,
 )
 from server.scope import Scope
 from server.sessions.errors import AgentNotConnected, TunnelError
 from server.sessions.recording import CONTENT_TYPE
-from server.sessions.repository import recording_file
+from server.sessions.repository import may_operate, recording_file
 from server.sessions.service import SessionService
 from shared.errors import NotFound
 from shared.ids import utcnow
@@ -57,7 +56,7 @@ def _owned(db: Session, session_id: str, user: User, scope: Scope) -> RemoteSess
         raise NotFound(msg)
     if user.role in BOUND_ROLES:
         return row
-    if row.operator != user.username and not role_at_least(user.role, "admin"):
+    if not may_operate(row, user):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this session belongs to another operator")
     return row
 
