@@ -14,12 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from server import i18n
-
-
-def N_(message: str) -> str:
-    """``message`` unchanged: marked for the catalogs, translated where it is written."""
-    return message
-
+from server.translatable import N_
 
 HEADINGS: Final = {"problem": N_("PROBLEM"), "resolved": N_("RESOLVED")}
 NOTICE: Final = N_("NOTICE")
