@@ -12,15 +12,18 @@ Two things no route should have to check one by one:
   without this a NUL turned into a 500 there and into stored garbage on SQLite;
   now it is a 422 on both, and nothing is written.
 
-The answer is the API's error shape, ``{"detail": "..."}``, for the console's forms
-too. WebSockets pass through (their frames are checked by their own routes).
+A NUL is answered in FastAPI's validation shape, naming where it was
+(``{"detail": [{"type": "value_error", "loc": ["body", "region"], "msg": ...}]}``); an
+oversized body as ``{"detail": "..."}``; for the console's forms too. WebSockets pass
+through (their frames are checked by their own routes).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Final
+from typing import Any, Final
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _JSON_NUL: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 _FORM_NUL: Final = b"%00"
 _CHECKED_TYPES: Final = ("application/json", "application/x-www-form-urlencoded")
-NUL_DETAIL: Final = "a NUL character (U+0000) is not text: remove it from the request"
+NUL_MESSAGE: Final = "a NUL character (U+0000) is not text"
 
 
 class RequestGuard:
@@ -43,8 +46,11 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         query: bytes = scope.get("query_string", b"")
-        if "\x00" in scope.get("path", "") or _FORM_NUL in query.lower():
-            await _refuse(send, 422, NUL_DETAIL)
+        if "\x00" in scope.get("path", ""):
+            await _refuse(send, 422, nul_detail(["path"]))
+            return
+        if _FORM_NUL in query.lower():
+            await _refuse(send, 422, nul_detail(["query", *_form_field(query)]))
             return
         content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
         if content_type not in _CHECKED_TYPES:
@@ -68,7 +74,8 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         if disconnected is None and _holds_nul(bytes(body), content_type):
-            await _refuse(send, 422, NUL_DETAIL)
+            where = _json_path(bytes(body)) if content_type == "application/json" else None
+            await _refuse(send, 422, nul_detail(["body", *(where or _form_field(bytes(body)))]))
             return
         await self.app(scope, _replay(bytes(body), disconnected, receive), send)
 
@@ -82,6 +89,44 @@ def _holds_nul(body: bytes, content_type: str) -> bool:
     if content_type == "application/json":
         return _JSON_NUL.search(body) is not None
     return _FORM_NUL in body.lower()
+
+
+def nul_detail(loc: list[str | int]) -> list[dict[str, Any]]:
+    """The 422 ``detail`` of a NUL found at ``loc`` (FastAPI's validation shape)."""
+    return [{"type": "value_error", "loc": loc, "msg": NUL_MESSAGE, "input": None}]
+
+
+def _form_field(encoded: bytes) -> list[str | int]:
+    """The first field of a query or form whose name or value holds a NUL."""
+    for name, value in parse_qsl(encoded.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return [name.replace("\x00", "")]
+    return []
+
+
+def _json_path(body: bytes) -> list[str | int] | None:
+    """Where in a JSON document the first NUL is (``None``: not JSON; the route says so)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+
+    def find(node: Any, path: list[str | int]) -> list[str | int] | None:
+        if isinstance(node, str):
+            return path if "\x00" in node else None
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "\x00" in key:
+                    return [*path, key.replace("\x00", "")]
+                if (found := find(value, [*path, key])) is not None:
+                    return found
+        if isinstance(node, list):
+            for index, value in enumerate(node):
+                if (found := find(value, [*path, index])) is not None:
+                    return found
+        return None
+
+    return find(document, []) or []
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -107,7 +152,7 @@ def _replay(body: bytes, disconnected: Message | None, receive: Receive) -> Rece
     return replayed
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+async def _refuse(send: Send, status: int, detail: str | list[dict[str, Any]]) -> None:
     payload = json.dumps({"detail": detail}).encode()
     await send(
         {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from server.api.request_guard import NUL_DETAIL
+from server.api.request_guard import nul_detail
 from server.config import ServerSettings
 from server.main import create_app
 from tests.fixtures.api_auth import make_auth
@@ -55,7 +55,7 @@ def test_nul_characters_are_refused_on_both_databases(client: TestClient) -> Non
     for path, body, field, listing, headers in creates:
         refused = client.post(path, json=_with_nul(body, field), headers=headers)
         assert refused.status_code == 422, (path, refused.text)
-        assert refused.json() == {"detail": NUL_DETAIL}
+        assert refused.json() == {"detail": nul_detail(["body", field])}
         assert client.get(listing, headers=headers).json()["count"] == 0, path
         created = client.post(path, json=body, headers=headers)
         assert created.status_code == 201, (path, created.text)

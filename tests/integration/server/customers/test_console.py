@@ -44,8 +44,10 @@ def test_the_screen_pop_opens_what_the_number_matched(
     # ...and the customer number keyed into the IVR, with an unknown phone: the customer.
     several = _pop(client, ani="+44 20 7946 0000", customer_no="5000")
     assert several.startswith("/customers/5000?call=")
-    nothing = _pop(client, ani='=HYPERLINK("x")\x00', customer_no="<script>", call_id="\x00")
+    nothing = _pop(client, ani='=HYPERLINK("x")', customer_no="<script>", call_id="'; --")
     assert nothing.startswith("/desk?call=")
+    nul = client.get("/desk/call", params={"ani": "+81\x00"}, follow_redirects=False)
+    assert nul.status_code == 422  # the request guard: no call recorded for it
     call_id = int(one.split("=")[-1])
     with Session(engine) as session:
         call = session.get(Call, call_id)
