@@ -24,17 +24,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
+from shared.translatable import N_ as N_
+
 #: The catalogs of the command line (gettext domain ``cli``).
 LOCALE_DIR: Final = Path(__file__).parent / "locale"
 DOMAIN: Final = "cli"
 #: The languages the command line speaks, English (the source) first.
 LANGUAGES: Final[tuple[str, ...]] = ("en", "ja", "zh", "de", "fr")
 _ENGLISH_LOCALES: Final = frozenset({"C", "POSIX"})
-
-
-def N_(message: str) -> str:
-    """``message`` unchanged: marked for the catalog, translated where it is shown."""
-    return message
 
 
 def _spoken(tag: str) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.translatable import N_
+from shared.translatable import N_
 
 GroupBy = Literal["none", "month", "device_type", "region"]
 GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region")

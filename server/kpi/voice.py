@@ -20,7 +20,7 @@ from sqlmodel import Session
 from server.kpi.groups import checked_window, group_keys
 from server.kpi.sql import month_key
 from server.models import Device, FollowUp, Incident, Survey
-from server.translatable import N_
+from shared.translatable import N_
 
 VoiceGroupBy = Literal["none", "month", "device_type", "region", "resolution"]
 VOICE_GROUP_BYS: tuple[str, ...] = ("none", "month", "device_type", "region", "resolution")

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from server import i18n
-from server.translatable import N_
+from shared.translatable import N_
 
 HEADINGS: Final = {"problem": N_("PROBLEM"), "resolved": N_("RESOLVED")}
 NOTICE: Final = N_("NOTICE")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from server.kpi.report import KPI_DEFINITIONS
 from server.kpi.voice import VOICE_DEFINITIONS
-from server.translatable import N_ as N_
 from server.web.voice import VOICE_FIGURES
+from shared.translatable import N_ as N_
 
 #: The titles of the console's pages.
 PAGE_TITLES = (

@@ -17,7 +17,7 @@ from server.kpi.voice import VOICE_DEFINITIONS, VoiceReport, compute_voice
 from server.models import FollowUpPublic
 from server.scope import Scope
 from server.surveys.followups import CustomerVoice, list_followups, voice_of
-from server.translatable import N_
+from shared.translatable import N_
 
 #: Open follow-ups the desk's call-back queue shows.
 CALLBACKS = 20
