@@ -35,17 +35,24 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from bench.seeding import add_bench_user, incident_row, ms, on_each_database, p95, timed
-from server.config import ServerSettings
-from server.main import create_app
+from bench.seeding import (
+    TYPES,
+    add_bench_user,
+    device_row,
+    incident_row,
+    ms,
+    on_each_database,
+    p95,
+    publish,
+    served,
+    timed,
+)
 from server.models import Alert, Device, Incident
 
 RESULTS = Path(__file__).parent / "results" / "desk.md"
 PASSWORD = "bench desk password"  # noqa: S105  (a throwaway user of a scratch database)
-TYPES = ("mfp", "imaging", "server")
 CITIES = ("Berlin", "London", "Chicago", "Tokyo", "Seattle", "Madrid", "Lyon", "Oslo")
 KINDS = ("Hospital", "Clinic", "Offices", "Logistics", "Legal", "School", "Bank")
 
@@ -65,26 +72,22 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
         city = rng.choice(CITIES)
         status = rng.choices(("ok", "warning", "fault"), weights=(90, 7, 3))[0]
         rows.append(
-            {
-                "id": f"{kind}-{index:05d}",
-                "serial": f"SN{100000 + index}",
-                "model": {"mfp": "Imagio MP 6055", "imaging": "Somatom", "server": "R650"}[kind],
-                "type": kind,
-                "customer": f"{city} {rng.choice(KINDS)} {index % 900}",
-                "site": f"{city}, building {rng.choice('ABCDEFG')}, floor {rng.randint(0, 9)}",
-                "region": rng.choice(("emea", "americas", "apac")),
-                "contact_phone": _phone(rng),
-                "created_at": now - timedelta(days=400),
-                "online": rng.random() < 0.93,
-                "last_seen": now - timedelta(seconds=rng.randint(0, 600)),
-                "status": status,
-                "health": {"cpu_percent": rng.uniform(1, 90), "mem_percent": rng.uniform(20, 90)},
-                "health_ts": now,
-                "clock_skewed": False,
-                "telemetry_received": 0,
-                "telemetry_missing": 0,
-                "telemetry_rejected": 0,
-            }
+            device_row(
+                index,
+                now - timedelta(days=400),
+                id=f"{kind}-{index:05d}",
+                serial=f"SN{100000 + index}",
+                model={"mfp": "Imagio MP 6055", "imaging": "Somatom", "server": "R650"}[kind],
+                customer=f"{city} {rng.choice(KINDS)} {index % 900}",
+                site=f"{city}, building {rng.choice('ABCDEFG')}, floor {rng.randint(0, 9)}",
+                region=rng.choice(("emea", "americas", "apac")),
+                contact_phone=_phone(rng),
+                online=rng.random() < 0.93,
+                last_seen=now - timedelta(seconds=rng.randint(0, 600)),
+                status=status,
+                health={"cpu_percent": rng.uniform(1, 90), "mem_percent": rng.uniform(20, 90)},
+                health_ts=now,
+            )
         )
     device_table = Device.__table__  # type: ignore[attr-defined]
     alert_table = Alert.__table__  # type: ignore[attr-defined]
@@ -158,12 +161,8 @@ def plain_select(engine: Engine, q: str | None) -> int:
 
 
 def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, Any]:
-    settings = ServerSettings(
-        database_url=database_url, broker_url="mqtt://127.0.0.1:1", state_dir=state
-    )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
+    with served(database_url, state) as client:
+        engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         rows = populate(engine, devices)
         populate_s = time.perf_counter() - started
@@ -275,10 +274,7 @@ def main() -> None:
         print(
             f"{r['label']}: populated in {r['populate_s']:.1f} s, {r['misses']}/50 queries found nothing"
         )
-    text = report(results)
-    RESULTS.write_text(text)
-    print()
-    print(text)
+    publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,57 @@
-"""Scratch databases for the in-process benchmarks (desk, lookup): seeding and timing.
+"""Scratch databases for the in-process benchmarks (desk, lookup, knowledge): seeding and timing.
 
-Each benchmark runs the real application in its own process on SQLite and, unless
-told not to, on a private PostgreSQL cluster (:func:`on_each_database`), seeds the
-database with bulk ``INSERT``\\ s (:func:`incident_row`, :func:`add_bench_user`) and
-times the server with :func:`timed` against baselines measured in the same run.
+Each benchmark runs the real application in its own process (:func:`served`) on SQLite
+and, unless told not to, on a private PostgreSQL cluster (:func:`on_each_database`),
+seeds the database in bulk (:func:`device_row`, :func:`incident_row`,
+:func:`bulk_insert`, :func:`add_bench_user`), calls it with a bearer token
+(:func:`bearer`) and times the server with :func:`timed` against baselines measured in
+the same run; :func:`publish` writes and prints the results.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import crud
+from server.config import ServerSettings
+from server.main import create_app
 from tests.fixtures.postgres import PostgresCluster
+
+TYPES = ("mfp", "imaging", "server")
+_BATCH = 20_000
+
+
+def device_row(index: int, created_at: datetime, **fields: Any) -> dict[str, Any]:
+    """Device number ``index`` (``mfp-000000``, ``imaging-000001``, ``server-000002``, ...),
+    online, no telemetry counted; ``fields`` add to or replace its columns."""
+    kind = TYPES[index % 3]
+    row: dict[str, Any] = {
+        "id": f"{kind}-{index:06d}",
+        "serial": f"SN{index:07d}",
+        "model": "bench",
+        "type": kind,
+        "customer": "bench",
+        "created_at": created_at,
+        "online": True,
+        "clock_skewed": False,
+        "telemetry_received": 0,
+        "telemetry_missing": 0,
+        "telemetry_rejected": 0,
+    }
+    row.update(fields)
+    return row
 
 
 def incident_row(
@@ -45,10 +77,67 @@ def incident_row(
     return row
 
 
+def bulk_insert(engine: Engine, table: sa.Table, rows: Iterable[dict[str, Any]]) -> None:
+    """``rows`` (all with the same columns) into ``table``: ``COPY`` on PostgreSQL, batches
+    of ``executemany`` on SQLite, in one transaction."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    if engine.dialect.name == "postgresql":
+        columns = list(first)
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cursor:  # type: ignore[attr-defined]
+                copy_sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+                with cursor.copy(copy_sql) as copy:
+                    for row in chain([first], rows):
+                        copy.write_row([row[c] for c in columns])
+            raw.commit()
+        finally:
+            raw.close()
+        return
+    with engine.begin() as connection:
+        batch = [first, *islice(rows, _BATCH - 1)]
+        while batch:
+            connection.execute(sa.insert(table), batch)
+            batch = list(islice(rows, _BATCH))
+
+
+def analyze(engine: Engine) -> None:
+    """Fresh planner statistics after a bulk load (PostgreSQL; SQLite needs none)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(sa.text("ANALYZE"))
+
+
 def add_bench_user(engine: Engine, password: str) -> None:
     """The operator ``bench`` the benchmark logs in as."""
     with Session(engine) as session:
         crud.create_user(session, username="bench", role="operator", password=password)
+
+
+@contextmanager
+def served(database_url: str, state: Path, **settings: Any) -> Iterator[TestClient]:
+    """The real application on ``database_url`` (no broker), in this process, started
+    (lifespan) and stopped around the block; ``client.app.state.engine`` is its engine."""
+    app = create_app(
+        ServerSettings(
+            database_url=database_url,
+            broker_url="mqtt://127.0.0.1:1",
+            state_dir=state,
+            **settings,
+        )
+    )
+    with TestClient(app) as client:
+        yield client
+
+
+def bearer(client: TestClient, password: str) -> dict[str, str]:
+    """The headers of the operator ``bench`` (:func:`add_bench_user`) logged in."""
+    answer = client.post("/api/v1/auth/token", data={"username": "bench", "password": password})
+    answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 def timed(action: Callable[[], Any], repeat: int) -> list[float]:
@@ -96,3 +185,11 @@ def on_each_database(
             finally:
                 cluster.stop()
     return results
+
+
+def publish(path: Path, text: str) -> None:
+    """A benchmark's Markdown section into ``bench/results/`` (for ``run_all``) and on screen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print()
+    print(text)
