@@ -24,8 +24,6 @@ without a network. In the same run:
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
@@ -37,18 +35,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.seeding import (
-    TYPES,
-    add_bench_user,
-    device_row,
-    incident_row,
-    ms,
-    on_each_database,
-    p95,
-    publish,
-    served,
-    timed,
-)
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Alert, Device, Incident
 
 RESULTS = Path(__file__).parent / "results" / "desk.md"
@@ -68,11 +56,11 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
     now = datetime.now(UTC)
     rows = []
     for index in range(devices):
-        kind = TYPES[index % 3]
+        kind = seeding.TYPES[index % 3]
         city = rng.choice(CITIES)
         status = rng.choices(("ok", "warning", "fault"), weights=(90, 7, 3))[0]
         rows.append(
-            device_row(
+            seeding.device_row(
                 index,
                 now - timedelta(days=400),
                 id=f"{kind}-{index:05d}",
@@ -114,9 +102,11 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
             device = rows[rng.randrange(devices)]
             opened = now - timedelta(hours=rng.randint(1, 2000))
             closed = number >= 60
-            incidents.append(incident_row(device, opened, closed=closed, symptom="bench incident"))
+            incidents.append(
+                seeding.incident_row(device, opened, closed=closed, symptom="bench incident")
+            )
         connection.execute(sa.insert(incident_table), incidents)
-    add_bench_user(engine, PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     return rows
 
 
@@ -161,7 +151,7 @@ def plain_select(engine: Engine, q: str | None) -> int:
 
 
 def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, Any]:
-    with served(database_url, state) as client:
+    with seeding.served(database_url, state) as client:
         engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         rows = populate(engine, devices)
@@ -177,9 +167,9 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             if not client.get("/api/v1/devices", params={"q": q, "limit": 8}).json()["count"]:
                 misses += 1
 
-        trivial = timed(lambda: client.get("/healthz"), 200)
-        select_page = timed(lambda: plain_select(engine, None), 60)
-        render = timed(lambda: client.get("/desk"), 60)
+        trivial = seeding.timed(lambda: client.get("/healthz"), 200)
+        select_page = seeding.timed(lambda: plain_select(engine, None), 60)
+        render = seeding.timed(lambda: client.get("/desk"), 60)
         index = iter(range(10**9))
 
         def search() -> None:
@@ -193,15 +183,16 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             q = typed[next(index) % len(typed)]
             client.get("/desk/find", params={"q": q})
 
-        searched = timed(search, 300)
-        found = timed(find, 300)
-        select_searched = timed(select_search, 300)
+        searched = seeding.timed(search, 300)
+        found = seeding.timed(find, 300)
+        select_searched = seeding.timed(select_search, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
         "devices": devices,
         "populate_s": populate_s,
         "misses": misses,
+        "note": f", {misses}/50 queries found nothing",
         "trivial": trivial,
         "select_page": select_page,
         "render": render,
@@ -259,22 +250,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    args = parser.parse_args()
-    # The app runs without a broker: its reconnect warnings are not the benchmark's business.
-    logging.basicConfig(level=logging.ERROR)
-    results = on_each_database(
+    args = seeding.command_line(__doc__, sqlite=False, devices=10_000)
+    results = seeding.on_each_database(
         "desk",
+        args,
         lambda url, label, state: run(url, label, args.devices, state),
-        postgres=not args.no_postgres,
     )
-    for r in results:
-        print(
-            f"{r['label']}: populated in {r['populate_s']:.1f} s, {r['misses']}/50 queries found nothing"
-        )
-    publish(RESULTS, report(results))
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

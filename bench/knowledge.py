@@ -20,8 +20,6 @@ no note has. Target: p95 < 100 ms at 1,000,000 incidents.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
@@ -34,20 +32,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.seeding import (
-    TYPES,
-    add_bench_user,
-    analyze,
-    bearer,
-    bulk_insert,
-    device_row,
-    ms,
-    on_each_database,
-    p95,
-    publish,
-    served,
-    timed,
-)
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Device, Incident, KnowledgeArticle
 
 RESULTS = Path(__file__).parent / "results" / "knowledge.md"
@@ -85,7 +71,7 @@ def _incidents(count: int, seed: int) -> Iterator[dict[str, Any]]:
         opened = now - timedelta(hours=rng.randint(4, 20_000))
         code, note = _note(rng, rare=number % 100_000 == 50_000)  # 10 more per million
         device = number % DEVICES
-        kind = TYPES[device % 3]
+        kind = seeding.TYPES[device % 3]
         yield {
             "device_id": f"{kind}-{device:06d}",
             "device_type": kind,
@@ -106,13 +92,13 @@ def _incidents(count: int, seed: int) -> Iterator[dict[str, Any]]:
 
 def populate(engine: Engine, incidents: int, articles: int, seed: int = 11) -> None:
     """Devices, closed incidents with resolution notes, knowledge articles."""
-    add_bench_user(engine, PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     now = datetime.now(UTC)
     rng = random.Random(seed)
-    bulk_insert(
+    seeding.bulk_insert(
         engine,
         Device.__table__,  # type: ignore[attr-defined]
-        (device_row(n, now) for n in range(DEVICES)),
+        (seeding.device_row(n, now) for n in range(DEVICES)),
     )
     with engine.begin() as connection:  # JSON columns: not for COPY's text rows
         connection.execute(
@@ -125,19 +111,19 @@ def populate(engine: Engine, incidents: int, articles: int, seed: int = 11) -> N
                 for code in (rng.choice(CODES) for _ in range(articles))
             ],
         )  # fmt: skip
-    bulk_insert(engine, Incident.__table__, _incidents(incidents, seed))  # type: ignore[attr-defined]
-    analyze(engine)
+    seeding.bulk_insert(engine, Incident.__table__, _incidents(incidents, seed))  # type: ignore[attr-defined]
+    seeding.analyze(engine)
 
 
 def run(
     database_url: str, label: str, incidents: int, articles: int, state: Path
 ) -> dict[str, Any]:
-    with served(database_url, state, access_log=False, ssh_gateway_port=-1) as client:
+    with seeding.served(database_url, state, access_log=False) as client:
         engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         populate(engine, incidents, articles)
         populate_s = time.perf_counter() - started
-        headers = bearer(client, PASSWORD)
+        headers = seeding.bearer(client, PASSWORD)
         counts = {}
         for q in QUERIES:
             answer = client.get("/api/v1/knowledge", params={"q": q}, headers=headers)
@@ -160,9 +146,9 @@ def run(
         def asked(q: str) -> Callable[[], Any]:
             return lambda: client.get("/api/v1/knowledge", params={"q": q}, headers=headers)
 
-        per_query = {q: timed(asked(q), 20) for q in QUERIES}
-        searched = timed(search, 200)
-        selected = timed(select, 200)
+        per_query = {q: seeding.timed(asked(q), 20) for q in QUERIES}
+        searched = seeding.timed(search, 200)
+        selected = seeding.timed(select, 200)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -217,22 +203,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--articles", type=int, default=2_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-sqlite", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    results = on_each_database(
+    args = seeding.command_line(__doc__, incidents=1_000_000, articles=2_000)
+    results = seeding.on_each_database(
         "knowledge",
+        args,
         lambda url, label, state: run(url, label, args.incidents, args.articles, state),
-        postgres=not args.no_postgres,
-        sqlite=not args.no_sqlite,
     )
-    for r in results:
-        print(f"{r['label']}: populated in {r['populate_s']:.1f} s")
-    publish(RESULTS, report(results))
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

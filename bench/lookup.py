@@ -17,8 +17,6 @@ systems send them (``+81 3 ...``, ``0081-3-...``); the target is p95 < 50 ms.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
@@ -31,20 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.seeding import (
-    add_bench_user,
-    analyze,
-    bearer,
-    bulk_insert,
-    device_row,
-    incident_row,
-    ms,
-    on_each_database,
-    p95,
-    publish,
-    served,
-    timed,
-)
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Customer, CustomerContact, Device, Incident
 
 RESULTS = Path(__file__).parent / "results" / "lookup.md"
@@ -61,7 +47,7 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
     now = datetime.now(UTC)
     # The user first, while the database is small: the server's own upkeep may hold
     # SQLite's write lock longer than the busy timeout once a million rows are in.
-    add_bench_user(engine, PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     customers = max(1, devices // 5)
     with engine.begin() as connection:
         connection.execute(
@@ -81,7 +67,7 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
             ],
         )  # fmt: skip
     rows = [
-        device_row(
+        seeding.device_row(
             index,
             now,
             customer=f"Customer {index // 5}",
@@ -91,16 +77,16 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
         )
         for index in range(devices)
     ]
-    bulk_insert(engine, Device.__table__, rows)  # type: ignore[attr-defined]
+    seeding.bulk_insert(engine, Device.__table__, rows)  # type: ignore[attr-defined]
 
     def incident_rows() -> Iterator[dict[str, Any]]:
         for number in range(incidents):
             device = rows[rng.randrange(devices)]
             opened = now - timedelta(hours=rng.randint(1, 20_000))
-            yield incident_row(device, opened, closed=number % 100 != 0)
+            yield seeding.incident_row(device, opened, closed=number % 100 != 0)
 
-    bulk_insert(engine, Incident.__table__, incident_rows())  # type: ignore[attr-defined]
-    analyze(engine)
+    seeding.bulk_insert(engine, Incident.__table__, incident_rows())  # type: ignore[attr-defined]
+    seeding.analyze(engine)
     phones = []
     for number in range(300):
         if number % 2:
@@ -128,12 +114,12 @@ def plain_select(engine: Engine, e164: str) -> int:
 
 
 def run(database_url: str, label: str, devices: int, incidents: int, state: Path) -> dict[str, Any]:
-    with served(database_url, state, access_log=False) as client:
+    with seeding.served(database_url, state, access_log=False) as client:
         engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         phones = populate(engine, devices, incidents)
         populate_s = time.perf_counter() - started
-        headers = bearer(client, PASSWORD)
+        headers = seeding.bearer(client, PASSWORD)
         misses = 0
         for ani in phones[:60]:
             found = client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
@@ -161,9 +147,9 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         for ani in phones[:20]:
             client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
         sa.event.remove(engine, "before_cursor_execute", count)
-        trivial = timed(lambda: client.get("/healthz"), 200)
-        looked = timed(lookup, 300)
-        selected = timed(select, 300)
+        trivial = seeding.timed(lambda: client.get("/healthz"), 200)
+        looked = seeding.timed(lookup, 300)
+        selected = seeding.timed(select, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -171,6 +157,7 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         "incidents": incidents,
         "populate_s": populate_s,
         "misses": misses,
+        "note": f", {misses}/60 lookups matched no customer",
         "trivial": trivial,
         "lookup": looked,
         "select": selected,
@@ -210,25 +197,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-sqlite", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    results = on_each_database(
+    args = seeding.command_line(__doc__, devices=100_000, incidents=1_000_000)
+    results = seeding.on_each_database(
         "lookup",
+        args,
         lambda url, label, state: run(url, label, args.devices, args.incidents, state),
-        postgres=not args.no_postgres,
-        sqlite=not args.no_sqlite,
     )
-    for r in results:
-        print(
-            f"{r['label']}: populated in {r['populate_s']:.1f} s, "
-            f"{r['misses']}/60 lookups matched no customer"
-        )
-    publish(RESULTS, report(results))
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

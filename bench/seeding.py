@@ -10,6 +10,8 @@ the same run; :func:`publish` writes and prints the results.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -119,14 +121,15 @@ def add_bench_user(engine: Engine, password: str) -> None:
 
 @contextmanager
 def served(database_url: str, state: Path, **settings: Any) -> Iterator[TestClient]:
-    """The real application on ``database_url`` (no broker), in this process, started
-    (lifespan) and stopped around the block; ``client.app.state.engine`` is its engine."""
+    """The real application on ``database_url`` (no broker, no SSH gateway), in this
+    process, started (lifespan) and stopped around the block;
+    ``client.app.state.engine`` is its engine."""
     app = create_app(
         ServerSettings(
             database_url=database_url,
             broker_url="mqtt://127.0.0.1:1",
             state_dir=state,
-            **settings,
+            **{"ssh_gateway_port": -1, **settings},
         )
     )
     with TestClient(app) as client:
@@ -162,16 +165,30 @@ def ms(value: float) -> str:
     return f"{value * 1000:.1f} ms"
 
 
+def command_line(doc: str, *, sqlite: bool = True, **sizes: int) -> argparse.Namespace:
+    """A benchmark's arguments: ``--NAME N`` for each of ``sizes`` (with its default),
+    ``--no-postgres`` and (with ``sqlite``) ``--no-sqlite``. The app runs without a
+    broker: logging is quieted to errors, its reconnect warnings are not the benchmark's
+    business."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in sizes.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    parser.add_argument("--no-postgres", action="store_true")
+    if sqlite:
+        parser.add_argument("--no-sqlite", action="store_true")
+    logging.basicConfig(level=logging.ERROR)
+    return parser.parse_args()
+
+
 def on_each_database(
-    name: str,
-    run: Callable[[str, str, Path], dict[str, Any]],
-    *,
-    postgres: bool = True,
-    sqlite: bool = True,
+    name: str, args: argparse.Namespace, run: Callable[[str, str, Path], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """``run(database_url, label, state_dir)`` on a scratch SQLite database (with
-    ``sqlite``), then (with ``postgres``) on a database of a private PostgreSQL cluster;
-    their results."""
+    """``run(database_url, label, state_dir)`` on a scratch SQLite database (unless
+    ``--no-sqlite``), then on a database of a private PostgreSQL cluster (unless
+    ``--no-postgres``); their results. ``args`` are :func:`command_line`'s. Each result's
+    ``populate_s`` (and its ``note``, if any) is printed as it comes."""
+    sqlite = not getattr(args, "no_sqlite", False)
+    postgres = not args.no_postgres
     results = []
     with tempfile.TemporaryDirectory(prefix=f"fieldlink-bench-{name}-") as scratch:
         if sqlite:
@@ -184,6 +201,8 @@ def on_each_database(
                 results.append(run(cluster.create_database(), "PostgreSQL", Path(scratch) / "pg"))
             finally:
                 cluster.stop()
+    for r in results:
+        print(f"{r['label']}: populated in {r['populate_s']:.1f} s{r.get('note', '')}")
     return results
 
 
