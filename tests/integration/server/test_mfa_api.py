@@ -21,6 +21,7 @@ from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.server_app import app_settings
 
 
 class Clock:
@@ -51,25 +52,13 @@ def make_client(settings: ServerSettings, clock: Clock) -> TestClient:
 
 @pytest.fixture
 def mfa_settings(database_url: str, tmp_path: Path) -> ServerSettings:
-    return ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-        mfa_required_roles=["admin"],
-    )
+    return app_settings(tmp_path, database_url, mfa_required_roles=["admin"])
 
 
 @pytest.fixture
 def client(mfa_settings: ServerSettings, clock: Clock) -> Iterator[TestClient]:
     with make_client(mfa_settings, clock) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def add_user(engine: Engine, name: str, role: str = "operator") -> str:
