@@ -24,6 +24,7 @@ from server.crud import InvalidInput
 from server.gateway.keys import add_key, find_key, list_keys, parse_public_key, remove_key
 from server.models import AuditEntry, User
 from shared.errors import Conflict, NotFound
+from tests.fixtures.cli import config_fixture  # noqa: F401 - the `config` fixture
 from tests.fixtures.server_app import app_settings
 
 Auth = Callable[[str], dict[str, str]]
@@ -225,15 +226,6 @@ def test_a_duplicate_key_is_a_409(client: TestClient, auth: Auth, key: asyncssh.
 
 
 # the CLI
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
 
 
 def fieldlink(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
