@@ -30,7 +30,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.fixtures.center import add_operator, enrolled_agent, secure_center
-from tests.fixtures.processes import ServerProcess, wait_until
+from tests.fixtures.processes import ServerProcess, run_fieldlink, start_fieldlink, wait_until
 from tests.fixtures.web_panel import PAGE, web_panel_server
 
 pytestmark = pytest.mark.integration
@@ -60,18 +60,10 @@ class Operator:
         self.env["PYTHONUNBUFFERED"] = "1"
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared", *args],
-            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, env=self.env, timeout=120, check=False,
-        )  # fmt: skip
+        return run_fieldlink(self.env, *args, stdin=stdin)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "shared", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=self.env,
-        )  # fmt: skip
+        return start_fieldlink(self.env, *args)
 
     def sessions(self) -> list[dict[str, Any]]:
         done = self.run("session", "list", "--device", self.device_id, "--json")
