@@ -53,6 +53,7 @@ from shared.signing import generate_command_key, public_key_pem, sign_command
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
+from tests.fixtures.tcp_services import http_page
 from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -484,24 +485,6 @@ async def test_consent_required_times_out_and_a_stopped_agent_is_reported_not_ru
 # a simulated fleet accepts sessions too ----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def http_page(page: bytes) -> AsyncIterator[int]:
-    """A tiny HTTP server on a free loopback port answering every request with ``page``."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page))
-        await writer.drain()
-        writer.close()
-
-    service = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield service.sockets[0].getsockname()[1]
-    finally:
-        service.close()
-        await service.wait_closed()
-
-
 async def test_simulated_devices_accept_sessions(
     tmp_path: Path, mosquitto: MosquittoBroker, tunnel: TunnelEndpoint
 ) -> None:
@@ -510,7 +493,7 @@ async def test_simulated_devices_accept_sessions(
     key_file.write_bytes(public_key_pem(signing_key))
     host_keys = tmp_path / "host-keys"
     device_id = "simses-0001"
-    async with http_page(b"<h1>panel</h1>") as web_port:
+    async with http_page(b"<h1>panel</h1>", content_type=None) as web_port:
         simulator = SimulatorProcess(tmp_path, mosquitto.url, devices=2, prefix="simses")
         simulator.args += [
             "--command-key", str(key_file), "--host-key-dir", str(host_keys),
