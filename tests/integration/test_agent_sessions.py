@@ -50,6 +50,7 @@ from shared.models import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from tests.fixtures import waiting
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
@@ -140,12 +141,7 @@ class Watcher:
 
 
 async def eventually(predicate: Callable[[], Any], what: str, within: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {within} s waiting for {what}")
+    return await waiting.eventually(predicate, within, what)
 
 
 # an enrolled device running `fieldlink agent run` ----------------------------------------

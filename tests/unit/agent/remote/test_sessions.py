@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +41,7 @@ from shared.models import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from tests.fixtures import waiting
 from tests.fixtures.agent_sessions import TOKEN, ScriptedSession, open_body, request
 
 DEVICE = "mfp-sessions-1"
@@ -96,12 +96,7 @@ async def close_session(device: Device, session_id: str, reason: str = "operator
 
 
 async def eventually(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not true within {within} s")
+    return await waiting.eventually(predicate, within, interval=0.005)
 
 
 def test_register_puts_both_handlers_in_the_registry() -> None:
