@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,14 @@ from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.clock import Clock
 from tests.fixtures.server_app import app_settings
-
-
-class Clock:
-    """A clock the test moves by hand (the login policy's: TOTP steps follow it)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 9, 0, 5, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """TOTP steps are 30 s: five seconds into one."""
+    return Clock(datetime(2026, 11, 23, 9, 0, 5, tzinfo=UTC))
 
 
 def make_client(settings: ServerSettings, clock: Clock) -> TestClient:
