@@ -20,11 +20,11 @@ from tests.fixtures.dicom import (
     TIMEOUT_S,
     VerificationScp,
     dicom_peer,
-    fault_codes,
     imaging_agent_config,
     imaging_profile,
 )
 from tests.fixtures.ports import free_port
+from tests.fixtures.profiles import fault_codes
 
 
 def test_imaging_and_server_have_real_collectors() -> None:
