@@ -39,6 +39,7 @@ from agent.health.collectors.printer_reading import ProfileReading, interpret
 from agent.health.collectors.snmp_target import TARGET_KEYS, SnmpTarget
 from agent.health.collectors.snmp_walk import (
     Column,
+    Oid,
     Row,
     SnmpUnreachable,
     batches,
@@ -264,12 +265,7 @@ class PrinterMibCollector:
         return await get(self._engine, auth, self._transport, context, oids)
 
     async def _bulk(
-        self,
-        auth: Any,
-        context: Any,
-        non_repeaters: int,
-        repetitions: int,
-        oids: list[tuple[int, ...]],
+        self, auth: Any, context: Any, non_repeaters: int, repetitions: int, oids: list[Oid]
     ) -> tuple[Any, Any, Any]:
         """One GETBULK (:func:`~agent.health.collectors.snmp_walk.bulk`) to this device."""
         return await bulk(

@@ -31,7 +31,8 @@ TOO_BIG: Final = 1
 MAX_ROWS: Final = 2_000
 
 
-Row = dict[tuple[int, ...], Any]
+Oid = tuple[int, ...]
+Row = dict[Oid, Any]
 Column = tuple[str, int | None, tuple[int, ...]]
 #: One GETBULK (non-repeaters, max-repetitions, OIDs): (error indication, status, var-binds).
 Bulk = Callable[[int, int, list[tuple[int, ...]]], Awaitable[tuple[Any, Any, Any]]]
