@@ -136,12 +136,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, panels: tuple[int, int]) -> I
     tmp = tmp_path_factory.mktemp("gateway-web")
     with secure_center(tmp, f"sqlite:///{tmp / 'fieldlink.db'}") as (server, _broker):
         ssh_port = free_port()
-        server.stop()
-        text = server.config.read_text()
-        server.config.write_text(
-            text.replace("ssh_gateway_port = 0\n", f"ssh_gateway_port = {ssh_port}\n")
-        )
-        server.start()
+        server.restart_with_gateway_port(ssh_port)
         body = {"id": GATEWAY, "serial": "GW-1", "model": "gw", "type": "server", "customer": "A"}
         token = server.api("POST", "/devices", json=body)["enrollment_token"]
         gateway_dir = tmp / "gateway"
