@@ -40,7 +40,6 @@ from server.sessions.registry import PendingSession
 from shared import topics
 from shared.ids import new_id, new_token, utcnow
 from shared.models import (
-    Command,
     CommandResult,
     DeviceEvent,
     DeviceState,
@@ -54,6 +53,7 @@ from tests.fixtures import waiting
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
+from tests.fixtures.signed_commands import make_command
 from tests.fixtures.tcp_services import http_page
 from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
@@ -509,15 +509,7 @@ async def test_simulated_devices_accept_sessions(
                 ]  # fmt: skip
                 host_public = (host_keys / f"{device_id}.pub").read_text()
                 session_id, _, body = expect_session(tunnel, host_public, services=["web"])
-                now = utcnow()
-                command = Command(
-                    id=new_id(),
-                    type="session.open",
-                    issued_at=now,
-                    expires_at=now + timedelta(seconds=60),
-                    device_id=device_id,
-                    body=body,
-                )
+                command = make_command(new_id(), device_id, utcnow(), timedelta(seconds=60), body)
                 command = sign_command(signing_key, command)
                 await client.publish(topics.cmd(device_id), dump_message(command), qos=1)
                 result = await eventually(lambda: results.get(command.id), "the result")

@@ -43,6 +43,7 @@ from shared.models import (
 from shared.signing import generate_command_key, public_key_pem, sign_command
 from tests.fixtures import waiting
 from tests.fixtures.agent_sessions import TOKEN, ScriptedSession, open_body, request
+from tests.fixtures.signed_commands import make_command
 
 DEVICE = "mfp-sessions-1"
 SERVICES = {"web": ServiceTarget("web", "127.0.0.1", 80), "vnc": ServiceTarget("vnc", "::1", 5900)}
@@ -424,15 +425,7 @@ async def test_signed_session_open_is_answered_before_consent(tmp_path: Path) ->
     device.controller.register(registry)
     dispatcher = CommandDispatcher(DEVICE, key_file, None, registry)
     body = open_body()
-    now = utcnow()
-    command = Command(
-        id=new_id(),
-        type="session.open",
-        issued_at=now,
-        expires_at=now + timedelta(seconds=60),
-        device_id=DEVICE,
-        body=body,
-    )
+    command = make_command(new_id(), DEVICE, utcnow(), timedelta(seconds=60), body)
     [answer] = await dispatcher.handle(dump_message(sign_command(server_key, command)))
     assert answer.topic == topics.cmd_result(DEVICE)
     result = parse_message(CommandResult, answer.payload)
