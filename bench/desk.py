@@ -24,8 +24,6 @@ without a network. In the same run:
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
@@ -35,17 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from bench.seeding import add_bench_user, incident_row, ms, on_each_database, p95, timed
-from server.config import ServerSettings
-from server.main import create_app
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Alert, Device, Incident
 
 RESULTS = Path(__file__).parent / "results" / "desk.md"
 PASSWORD = "bench desk password"  # noqa: S105  (a throwaway user of a scratch database)
-TYPES = ("mfp", "imaging", "server")
 CITIES = ("Berlin", "London", "Chicago", "Tokyo", "Seattle", "Madrid", "Lyon", "Oslo")
 KINDS = ("Hospital", "Clinic", "Offices", "Logistics", "Legal", "School", "Bank")
 
@@ -61,30 +56,26 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
     now = datetime.now(UTC)
     rows = []
     for index in range(devices):
-        kind = TYPES[index % 3]
+        kind = seeding.TYPES[index % 3]
         city = rng.choice(CITIES)
         status = rng.choices(("ok", "warning", "fault"), weights=(90, 7, 3))[0]
         rows.append(
-            {
-                "id": f"{kind}-{index:05d}",
-                "serial": f"SN{100000 + index}",
-                "model": {"mfp": "Imagio MP 6055", "imaging": "Somatom", "server": "R650"}[kind],
-                "type": kind,
-                "customer": f"{city} {rng.choice(KINDS)} {index % 900}",
-                "site": f"{city}, building {rng.choice('ABCDEFG')}, floor {rng.randint(0, 9)}",
-                "region": rng.choice(("emea", "americas", "apac")),
-                "contact_phone": _phone(rng),
-                "created_at": now - timedelta(days=400),
-                "online": rng.random() < 0.93,
-                "last_seen": now - timedelta(seconds=rng.randint(0, 600)),
-                "status": status,
-                "health": {"cpu_percent": rng.uniform(1, 90), "mem_percent": rng.uniform(20, 90)},
-                "health_ts": now,
-                "clock_skewed": False,
-                "telemetry_received": 0,
-                "telemetry_missing": 0,
-                "telemetry_rejected": 0,
-            }
+            seeding.device_row(
+                index,
+                now - timedelta(days=400),
+                id=f"{kind}-{index:05d}",
+                serial=f"SN{100000 + index}",
+                model={"mfp": "Imagio MP 6055", "imaging": "Somatom", "server": "R650"}[kind],
+                customer=f"{city} {rng.choice(KINDS)} {index % 900}",
+                site=f"{city}, building {rng.choice('ABCDEFG')}, floor {rng.randint(0, 9)}",
+                region=rng.choice(("emea", "americas", "apac")),
+                contact_phone=_phone(rng),
+                online=rng.random() < 0.93,
+                last_seen=now - timedelta(seconds=rng.randint(0, 600)),
+                status=status,
+                health={"cpu_percent": rng.uniform(1, 90), "mem_percent": rng.uniform(20, 90)},
+                health_ts=now,
+            )
         )
     device_table = Device.__table__  # type: ignore[attr-defined]
     alert_table = Alert.__table__  # type: ignore[attr-defined]
@@ -111,9 +102,11 @@ def populate(engine: Engine, devices: int, seed: int = 7) -> list[dict[str, Any]
             device = rows[rng.randrange(devices)]
             opened = now - timedelta(hours=rng.randint(1, 2000))
             closed = number >= 60
-            incidents.append(incident_row(device, opened, closed=closed, symptom="bench incident"))
+            incidents.append(
+                seeding.incident_row(device, opened, closed=closed, symptom="bench incident")
+            )
         connection.execute(sa.insert(incident_table), incidents)
-    add_bench_user(engine, PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     return rows
 
 
@@ -158,12 +151,8 @@ def plain_select(engine: Engine, q: str | None) -> int:
 
 
 def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, Any]:
-    settings = ServerSettings(
-        database_url=database_url, broker_url="mqtt://127.0.0.1:1", state_dir=state
-    )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
+    with seeding.served(database_url, state) as client:
+        engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         rows = populate(engine, devices)
         populate_s = time.perf_counter() - started
@@ -178,9 +167,9 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             if not client.get("/api/v1/devices", params={"q": q, "limit": 8}).json()["count"]:
                 misses += 1
 
-        trivial = timed(lambda: client.get("/healthz"), 200)
-        select_page = timed(lambda: plain_select(engine, None), 60)
-        render = timed(lambda: client.get("/desk"), 60)
+        trivial = seeding.timed(lambda: client.get("/healthz"), 200)
+        select_page = seeding.timed(lambda: plain_select(engine, None), 60)
+        render = seeding.timed(lambda: client.get("/desk"), 60)
         index = iter(range(10**9))
 
         def search() -> None:
@@ -194,15 +183,16 @@ def run(database_url: str, label: str, devices: int, state: Path) -> dict[str, A
             q = typed[next(index) % len(typed)]
             client.get("/desk/find", params={"q": q})
 
-        searched = timed(search, 300)
-        found = timed(find, 300)
-        select_searched = timed(select_search, 300)
+        searched = seeding.timed(search, 300)
+        found = seeding.timed(find, 300)
+        select_searched = seeding.timed(select_search, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
         "devices": devices,
         "populate_s": populate_s,
         "misses": misses,
+        "note": f", {misses}/50 queries found nothing",
         "trivial": trivial,
         "select_page": select_page,
         "render": render,
@@ -260,25 +250,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    args = parser.parse_args()
-    # The app runs without a broker: its reconnect warnings are not the benchmark's business.
-    logging.basicConfig(level=logging.ERROR)
-    results = on_each_database(
+    args = seeding.command_line(__doc__, sqlite=False, devices=10_000)
+    results = seeding.on_each_database(
         "desk",
+        args,
         lambda url, label, state: run(url, label, args.devices, state),
-        postgres=not args.no_postgres,
     )
-    for r in results:
-        print(
-            f"{r['label']}: populated in {r['populate_s']:.1f} s, {r['misses']}/50 queries found nothing"
-        )
-    text = report(results)
-    RESULTS.write_text(text)
-    print()
-    print(text)
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

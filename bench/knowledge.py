@@ -20,34 +20,25 @@ no note has. Target: p95 < 100 ms at 1,000,000 incidents.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from bench.lookup import _ms, _p95, _timed
-from server import crud
-from server.config import ServerSettings
-from server.main import create_app
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Device, Incident, KnowledgeArticle
-from tests.fixtures.postgres import PostgresCluster
 
 RESULTS = Path(__file__).parent / "results" / "knowledge.md"
 PASSWORD = "bench knowledge password"  # noqa: S105  (a throwaway user of a scratch database)
 DEVICES = 1000
-_BATCH = 20_000
 VERBS = ("Replaced", "Cleaned", "Reseated", "Adjusted", "Updated firmware of", "Recalibrated")
 PARTS = (
     "fuser unit", "drum cartridge", "transfer belt", "pickup roller", "toner sensor",
@@ -80,7 +71,7 @@ def _incidents(count: int, seed: int) -> Iterator[dict[str, Any]]:
         opened = now - timedelta(hours=rng.randint(4, 20_000))
         code, note = _note(rng, rare=number % 100_000 == 50_000)  # 10 more per million
         device = number % DEVICES
-        kind = ("mfp", "imaging", "server")[device % 3]
+        kind = seeding.TYPES[device % 3]
         yield {
             "device_id": f"{kind}-{device:06d}",
             "device_type": kind,
@@ -101,27 +92,17 @@ def _incidents(count: int, seed: int) -> Iterator[dict[str, Any]]:
 
 def populate(engine: Engine, incidents: int, articles: int, seed: int = 11) -> None:
     """Devices, closed incidents with resolution notes, knowledge articles."""
-    with Session(engine) as session:
-        crud.create_user(session, username="bench", role="operator", password=PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     now = datetime.now(UTC)
-    device_table = Device.__table__  # type: ignore[attr-defined]
-    incident_table = Incident.__table__  # type: ignore[attr-defined]
-    article_table = KnowledgeArticle.__table__  # type: ignore[attr-defined]
     rng = random.Random(seed)
-    with engine.begin() as connection:
+    seeding.bulk_insert(
+        engine,
+        Device.__table__,  # type: ignore[attr-defined]
+        (seeding.device_row(n, now) for n in range(DEVICES)),
+    )
+    with engine.begin() as connection:  # JSON columns: not for COPY's text rows
         connection.execute(
-            sa.insert(device_table),
-            [
-                {"id": f"{kind}-{n:06d}", "serial": f"SN{n:07d}", "model": "bench",
-                 "type": kind, "customer": "bench", "created_at": now, "online": True,
-                 "clock_skewed": False, "telemetry_received": 0, "telemetry_missing": 0,
-                 "telemetry_rejected": 0}
-                for n in range(DEVICES)
-                for kind in [("mfp", "imaging", "server")[n % 3]]
-            ],
-        )  # fmt: skip
-        connection.execute(
-            sa.insert(article_table),
+            sa.insert(KnowledgeArticle.__table__),  # type: ignore[attr-defined]
             [
                 {"title": f"{rng.choice(PARTS).capitalize()} faults, {code}",
                  "error_codes": [code], "models": ["bench"], "keywords": f"{code} bench",
@@ -130,53 +111,19 @@ def populate(engine: Engine, incidents: int, articles: int, seed: int = 11) -> N
                 for code in (rng.choice(CODES) for _ in range(articles))
             ],
         )  # fmt: skip
-    rows = _incidents(incidents, seed)
-    if engine.dialect.name == "postgresql":
-        columns = list(next(_incidents(1, seed)))
-        raw = engine.raw_connection()
-        try:
-            with raw.cursor() as cursor:  # type: ignore[attr-defined]
-                copy_sql = f"COPY incident ({', '.join(columns)}) FROM STDIN"
-                with cursor.copy(copy_sql) as copy:
-                    for row in rows:
-                        copy.write_row([row[c] for c in columns])
-            raw.commit()
-        finally:
-            raw.close()
-        with engine.begin() as connection:
-            connection.execute(sa.text("ANALYZE"))
-        return
-    batch: list[dict[str, Any]] = []
-    with engine.begin() as connection:
-        for row in rows:
-            batch.append(row)
-            if len(batch) == _BATCH:
-                connection.execute(sa.insert(incident_table), batch)
-                batch = []
-        if batch:
-            connection.execute(sa.insert(incident_table), batch)
+    seeding.bulk_insert(engine, Incident.__table__, _incidents(incidents, seed))  # type: ignore[attr-defined]
+    seeding.analyze(engine)
 
 
 def run(
     database_url: str, label: str, incidents: int, articles: int, state: Path
 ) -> dict[str, Any]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=state,
-        access_log=False,
-        ssh_gateway_port=-1,
-    )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
+    with seeding.served(database_url, state, access_log=False) as client:
+        engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         populate(engine, incidents, articles)
         populate_s = time.perf_counter() - started
-        token = client.post(
-            "/api/v1/auth/token", data={"username": "bench", "password": PASSWORD}
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = seeding.bearer(client, PASSWORD)
         counts = {}
         for q in QUERIES:
             answer = client.get("/api/v1/knowledge", params={"q": q}, headers=headers)
@@ -196,14 +143,12 @@ def run(
                     sa.select(incident).where(incident.c.device_id == device).limit(20)
                 ).all()
 
-        per_query = {
-            q: _timed(
-                lambda q=q: client.get("/api/v1/knowledge", params={"q": q}, headers=headers), 20
-            )
-            for q in QUERIES
-        }
-        searched = _timed(search, 200)
-        selected = _timed(select, 200)
+        def asked(q: str) -> Callable[[], Any]:
+            return lambda: client.get("/api/v1/knowledge", params={"q": q}, headers=headers)
+
+        per_query = {q: seeding.timed(asked(q), 20) for q in QUERIES}
+        searched = seeding.timed(search, 200)
+        selected = seeding.timed(select, 200)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -239,17 +184,17 @@ def report(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['label']} | {r['incidents']:,} | {_ms(statistics.median(r['search']))} "
-            f"| {_ms(_p95(r['search']))} | {_p95(r['search']) / _p95(r['select']):.1f}x "
-            f"| {_ms(_p95(r['select']))} | {r['load']:.2f} |"
+            f"| {r['label']} | {r['incidents']:,} | {ms(statistics.median(r['search']))} "
+            f"| {ms(p95(r['search']))} | {p95(r['search']) / p95(r['select']):.1f}x "
+            f"| {ms(p95(r['select']))} | {r['load']:.2f} |"
         )
     lines += ["", "Per query (20 runs each): hits, p50 / p95.", ""]
     lines.append("| database | " + " | ".join(f"`{q}`" for q in QUERIES) + " |")
     lines.append("|---|" + "---|" * len(QUERIES))
     for r in results:
         cells = [
-            f"{r['counts'][q]:,} hits, {_ms(statistics.median(r['per_query'][q]))} / "
-            f"{_ms(_p95(r['per_query'][q]))}"
+            f"{r['counts'][q]:,} hits, {ms(statistics.median(r['per_query'][q]))} / "
+            f"{ms(p95(r['per_query'][q]))}"
             for q in QUERIES
         ]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
@@ -258,35 +203,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--articles", type=int, default=2_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-sqlite", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="fieldlink-bench-knowledge-") as scratch:
-        if not args.no_sqlite:
-            url = f"sqlite:///{Path(scratch) / 'knowledge.db'}"
-            state = Path(scratch) / "state"
-            results.append(run(url, "SQLite", args.incidents, args.articles, state))
-        if not args.no_postgres:
-            cluster = PostgresCluster()
-            cluster.start()
-            try:
-                url = cluster.create_database()
-                state = Path(scratch) / "pg"
-                results.append(run(url, "PostgreSQL", args.incidents, args.articles, state))
-            finally:
-                cluster.stop()
-    for r in results:
-        print(f"{r['label']}: populated in {r['populate_s']:.1f} s")
-    text = report(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print()
-    print(text)
+    args = seeding.command_line(__doc__, incidents=1_000_000, articles=2_000)
+    results = seeding.on_each_database(
+        "knowledge",
+        args,
+        lambda url, label, state: run(url, label, args.incidents, args.articles, state),
+    )
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

@@ -17,29 +17,24 @@ systems send them (``+81 3 ...``, ``0081-3-...``); the target is p95 < 50 ms.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import statistics
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from bench.seeding import add_bench_user, incident_row, ms, on_each_database, p95, timed
-from server.config import ServerSettings
-from server.main import create_app
+from bench import seeding
+from bench.seeding import ms, p95
 from server.models import Customer, CustomerContact, Device, Incident
 
 RESULTS = Path(__file__).parent / "results" / "lookup.md"
 PASSWORD = "bench lookup password"  # noqa: S105  (a throwaway user of a scratch database)
-TYPES = ("mfp", "imaging", "server")
-_BATCH = 20_000
 
 
 def _e164(index: int, base: int) -> str:
@@ -52,20 +47,11 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
     now = datetime.now(UTC)
     # The user first, while the database is small: the server's own upkeep may hold
     # SQLite's write lock longer than the busy timeout once a million rows are in.
-    add_bench_user(engine, PASSWORD)
+    seeding.add_bench_user(engine, PASSWORD)
     customers = max(1, devices // 5)
-    tables = {
-        name: model.__table__  # type: ignore[attr-defined]
-        for name, model in (
-            ("customer", Customer),
-            ("contact", CustomerContact),
-            ("device", Device),
-            ("incident", Incident),
-        )
-    }
     with engine.begin() as connection:
         connection.execute(
-            sa.insert(tables["customer"]),
+            sa.insert(Customer.__table__),  # type: ignore[attr-defined]
             [
                 {"number": str(100000 + c), "name": f"Customer {c}", "country": "JP",
                  "created_at": now}
@@ -73,44 +59,34 @@ def populate(engine: Engine, devices: int, incidents: int, seed: int = 7) -> lis
             ],
         )  # fmt: skip
         connection.execute(
-            sa.insert(tables["contact"]),
+            sa.insert(CustomerContact.__table__),  # type: ignore[attr-defined]
             [
                 {"customer_number": str(100000 + c), "name": "Front desk",
                  "phone": _e164(c, 50_000_000)}
                 for c in range(customers)
             ],
         )  # fmt: skip
-        rows = []
-        for index in range(devices):
-            kind = TYPES[index % 3]
-            rows.append(
-                {
-                    "id": f"{kind}-{index:06d}",
-                    "serial": f"SN{index:07d}",
-                    "model": "bench",
-                    "type": kind,
-                    "customer": f"Customer {index // 5}",
-                    "customer_number": str(100000 + index // 5),
-                    "contact_phone": _e164(index, 10_000_000),
-                    "contact_phone_e164": _e164(index, 10_000_000),
-                    "created_at": now,
-                    "online": True,
-                    "clock_skewed": False,
-                    "telemetry_received": 0,
-                    "telemetry_missing": 0,
-                    "telemetry_rejected": 0,
-                }
-            )
-        for start in range(0, devices, _BATCH):
-            connection.execute(sa.insert(tables["device"]), rows[start : start + _BATCH])
-        for start in range(0, incidents, _BATCH):
-            batch = []
-            for number in range(start, min(incidents, start + _BATCH)):
-                index = rng.randrange(devices)
-                opened = now - timedelta(hours=rng.randint(1, 20_000))
-                closed = number % 100 != 0
-                batch.append(incident_row(rows[index], opened, closed=closed))
-            connection.execute(sa.insert(tables["incident"]), batch)
+    rows = [
+        seeding.device_row(
+            index,
+            now,
+            customer=f"Customer {index // 5}",
+            customer_number=str(100000 + index // 5),
+            contact_phone=_e164(index, 10_000_000),
+            contact_phone_e164=_e164(index, 10_000_000),
+        )
+        for index in range(devices)
+    ]
+    seeding.bulk_insert(engine, Device.__table__, rows)  # type: ignore[attr-defined]
+
+    def incident_rows() -> Iterator[dict[str, Any]]:
+        for number in range(incidents):
+            device = rows[rng.randrange(devices)]
+            opened = now - timedelta(hours=rng.randint(1, 20_000))
+            yield seeding.incident_row(device, opened, closed=number % 100 != 0)
+
+    seeding.bulk_insert(engine, Incident.__table__, incident_rows())  # type: ignore[attr-defined]
+    seeding.analyze(engine)
     phones = []
     for number in range(300):
         if number % 2:
@@ -138,25 +114,12 @@ def plain_select(engine: Engine, e164: str) -> int:
 
 
 def run(database_url: str, label: str, devices: int, incidents: int, state: Path) -> dict[str, Any]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=state,
-        access_log=False,
-    )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
+    with seeding.served(database_url, state, access_log=False) as client:
+        engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         started = time.perf_counter()
         phones = populate(engine, devices, incidents)
         populate_s = time.perf_counter() - started
-        if engine.dialect.name == "postgresql":
-            with engine.begin() as connection:
-                connection.execute(sa.text("ANALYZE"))
-        token = client.post(
-            "/api/v1/auth/token", data={"username": "bench", "password": PASSWORD}
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = seeding.bearer(client, PASSWORD)
         misses = 0
         for ani in phones[:60]:
             found = client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
@@ -184,9 +147,9 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         for ani in phones[:20]:
             client.get("/api/v1/lookup", params={"ani": ani}, headers=headers)
         sa.event.remove(engine, "before_cursor_execute", count)
-        trivial = timed(lambda: client.get("/healthz"), 200)
-        looked = timed(lookup, 300)
-        selected = timed(select, 300)
+        trivial = seeding.timed(lambda: client.get("/healthz"), 200)
+        looked = seeding.timed(lookup, 300)
+        selected = seeding.timed(select, 300)
         load = os.getloadavg()[0]
     return {
         "label": label,
@@ -194,6 +157,7 @@ def run(database_url: str, label: str, devices: int, incidents: int, state: Path
         "incidents": incidents,
         "populate_s": populate_s,
         "misses": misses,
+        "note": f", {misses}/60 lookups matched no customer",
         "trivial": trivial,
         "lookup": looked,
         "select": selected,
@@ -233,29 +197,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-sqlite", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    results = on_each_database(
+    args = seeding.command_line(__doc__, devices=100_000, incidents=1_000_000)
+    results = seeding.on_each_database(
         "lookup",
+        args,
         lambda url, label, state: run(url, label, args.devices, args.incidents, state),
-        postgres=not args.no_postgres,
-        sqlite=not args.no_sqlite,
     )
-    for r in results:
-        print(
-            f"{r['label']}: populated in {r['populate_s']:.1f} s, "
-            f"{r['misses']}/60 lookups matched no customer"
-        )
-    text = report(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print()
-    print(text)
+    seeding.publish(RESULTS, report(results))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from shared import __version__ as AGENT_VERSION
 from shared import topics
+from shared.fields import InvalidField
 from shared.ids import isoformat_z, utcnow
 from shared.wire import (
     COMMAND_REFUSED,
@@ -105,6 +106,16 @@ class CommandRequest:
 
 
 CommandHandler = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
+_Body = TypeVar("_Body")
+
+
+def parse_body(parse: Callable[[Mapping[str, Any]], _Body], body: Mapping[str, Any]) -> _Body:
+    """Check a command body with ``parse``, or fail the command with ``invalid`` (the
+    field that is wrong, never echoing input)."""
+    try:
+        return parse(body)
+    except InvalidField as exc:
+        raise CommandFailed(INVALID, {"detail": str(exc)}) from None
 
 
 class CommandRegistry:

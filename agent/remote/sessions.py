@@ -11,21 +11,8 @@ sessions (else ``busy``). The result body is ``{"session_id", "state"}`` with
 of the session's own, so the command's result never waits for the site or
 the tunnel.
 
-Consent (``[agent.policy] consent``):
-
-- ``none``: the agent dials at once.
-- ``notify``: it dials at once, logs a WARNING notice for the site (operator
-  and reason) and emits ``session.approved`` (``by`` ``policy``).
-- ``required``: it emits ``session.awaiting_consent`` and waits for a local
-  ``fieldlink agent approve|deny SESSION`` (:mod:`agent.remote.control`), or a
-  signed ``session.decide`` from the server (a site person's decision on the web,
-  which may narrow the services and the maximum duration), up to
-  ``approval_timeout_s``, never past the session key's ``expires_at``.
-  Approved: ``session.approved`` (``by`` ``site``, ``via`` ``local``, ``web`` or
-  ``link``, and the web's ``approver``), then it dials. Denied or timed out:
-  ``session.denied`` (``why`` ``denied`` or ``timeout``), and no tunnel is ever dialed.
-- ``local``: as ``required``, but only the local decision counts: a
-  ``session.decide`` is refused (result error ``local_consent``) and logged.
+Consent (``[agent.policy] consent``: ``none``, ``notify``, ``required`` or ``local``) is
+asked for, awaited and announced by :mod:`agent.remote.session_decisions`.
 
 A running session reports ``session.started`` once the server's SSH client
 has authenticated, one ``session.refused`` per refusal, and at the end
@@ -45,10 +32,9 @@ module. Each session's SSH stack runs in a session process of its own
 (:mod:`agent.remote.session_process`), started once the session may dial and
 gone when it ends, so the agent returns to its idle footprint after a session.
 
-The module is over 500 lines because the controller is one state machine
-(policy, consent, running, reporting) under a docstring that states its
-protocol; the event bodies are in :mod:`agent.remote.session_reports`, the site's
-decisions in :mod:`agent.remote.session_decisions`, and how a session is run in
+The controller is one state machine (policy, consent, running, reporting); the event
+bodies are in :mod:`agent.remote.session_reports`, the site's consent in
+:mod:`agent.remote.session_decisions`, and how a session is run in
 :mod:`agent.remote.session_runners`.
 """
 
@@ -61,21 +47,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agent.remote.commands import (
-    INVALID,
     NOT_ALLOWED,
     CommandFailed,
     CommandRegistry,
     CommandRequest,
     Outgoing,
     device_event,
+    parse_body,
 )
 from agent.remote.policy import ASKING_CONSENT, SitePolicy
 from agent.remote.session_bodies import SessionOpen, parse_close, parse_decide, parse_open
-from agent.remote.session_decisions import NOT_AWAITING, SiteDecision, web_decision
-from agent.remote.session_reports import closed_report, one_line, refusal_body
+from agent.remote.session_decisions import (
+    NOT_AWAITING,
+    SiteDecision,
+    announce_decision,
+    await_decision,
+    notify_site,
+    web_decision,
+)
+from agent.remote.session_reports import closed_report, refusal_body
 from agent.remote.session_runners import (
     RunnableSession,
     SessionFactory,
@@ -83,11 +76,8 @@ from agent.remote.session_runners import (
     SessionLauncher,
 )
 from shared.errors import Conflict, NotFound
-from shared.fields import InvalidField
 from shared.ids import isoformat_z, utcnow
 from shared.wire import (
-    SESSION_APPROVED,
-    SESSION_AWAITING_CONSENT,
     SESSION_CLOSE,
     SESSION_CLOSED,
     SESSION_DECIDE,
@@ -114,7 +104,6 @@ CLOSE_WAIT_S: Final = 3.0
 SHUTDOWN_WAIT_S: Final = 5.0
 
 SessionState = Literal["awaiting_consent", "connecting", "active"]
-_Body = TypeVar("_Body")
 
 
 @dataclass(slots=True)
@@ -245,7 +234,7 @@ class SessionController:
             CommandFailed: ``invalid`` body, ``not_allowed`` services, ``busy``,
                 ``already_open``, or a session key that has ``expired``.
         """
-        spec = _parse(parse_open, request.body)
+        spec = parse_body(parse_open, request.body)
         if spec.session_id in self._sessions:
             raise CommandFailed(ALREADY_OPEN, {"session_id": spec.session_id})
         site = self._site_policy(spec)
@@ -315,7 +304,7 @@ class SessionController:
         Raises:
             CommandFailed: ``invalid`` body, or ``unknown_session``.
         """
-        spec = _parse(parse_close, request.body)
+        spec = parse_body(parse_close, request.body)
         entry = self._sessions.get(spec.session_id)
         if entry is None:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
@@ -335,7 +324,7 @@ class SessionController:
             CommandFailed: ``invalid`` body, ``unknown_session``, ``local_consent``,
                 ``not_awaiting``, or ``not_allowed`` services.
         """
-        spec = _parse(parse_decide, request.body)
+        spec = parse_body(parse_decide, request.body)
         entry = self._sessions.get(spec.session_id)
         if entry is None:
             raise CommandFailed(UNKNOWN_SESSION, {"session_id": spec.session_id})
@@ -354,10 +343,7 @@ class SessionController:
             NotFound: No such session.
             Conflict: It is not awaiting consent.
         """
-        entry = self._awaiting(session_id)
-        assert entry.decision is not None  # noqa: S101 - _awaiting checked it
-        entry.decision.set_result(SiteDecision("approved"))
-        return entry
+        return self._decide(session_id, SiteDecision("approved"))
 
     def deny(self, session_id: str) -> LocalSession:
         """Deny a session awaiting consent: it never dials.
@@ -366,10 +352,7 @@ class SessionController:
             NotFound: No such session.
             Conflict: It is not awaiting consent.
         """
-        entry = self._awaiting(session_id)
-        assert entry.decision is not None  # noqa: S101 - _awaiting checked it
-        entry.decision.set_result(SiteDecision("denied", why="denied"))
-        return entry
+        return self._decide(session_id, SiteDecision("denied", why="denied"))
 
     async def end(self, session_id: str) -> str:
         """End a session on the device: one awaiting consent is denied, a running one ends.
@@ -415,53 +398,11 @@ class SessionController:
     async def _lifecycle(self, entry: LocalSession, spec: SessionOpen) -> None:
         try:
             if entry.decision is not None:
-                decision = await self._consent(entry, spec)
-                if decision.verdict == "denied":
-                    self._log.warning("session %s denied (%s)", entry.session_id, decision.why)
-                    body = {"session_id": entry.session_id, "why": decision.why}
-                    if decision.why == "denied":
-                        body |= decision.event_body()
-                    self._emit(SESSION_DENIED, body)
+                decision = await await_decision(entry, spec.expires_at, self._emit, self._log)
+                if not announce_decision(entry, decision, self._emit, self._log):
                     return
-                if decision.verdict == "closed":
-                    self._emit(
-                        SESSION_CLOSED,
-                        closed_report(
-                            entry.session_id,
-                            decision.close_reason,
-                            "closed while awaiting the site's consent",
-                        ),
-                    )
-                    return
-                entry.policy = entry.policy.narrowed(decision.services).limited(
-                    decision.max_duration_s
-                )
-                self._log.warning(
-                    "session %s approved (%s%s)",
-                    entry.session_id,
-                    decision.via,
-                    f" by {one_line(decision.approver)}" if decision.approver else "",
-                )
-                self._emit(
-                    SESSION_APPROVED,
-                    {
-                        "session_id": entry.session_id,
-                        "by": "site",
-                        "consent": entry.policy.consent,
-                        **decision.event_body(),
-                    },
-                )
             elif entry.policy.consent == "notify":
-                self._log.warning(
-                    "NOTICE: remote session %s opened by %s: %s",
-                    entry.session_id,
-                    one_line(entry.operator) or "(operator not named)",
-                    one_line(entry.reason) or "(no reason given)",
-                )
-                self._emit(
-                    SESSION_APPROVED,
-                    {"session_id": entry.session_id, "by": "policy", "consent": "notify"},
-                )
+                notify_site(entry, self._emit, self._log)
             await self._serve(entry, spec)
         except Exception as exc:
             self._log.exception("session %s failed", entry.session_id)
@@ -471,36 +412,6 @@ class SessionController:
             )
         finally:
             self._sessions.pop(entry.session_id, None)
-
-    async def _consent(self, entry: LocalSession, spec: SessionOpen) -> SiteDecision:
-        assert entry.decision is not None  # noqa: S101 - only sessions awaiting consent
-        left_s = (spec.expires_at - utcnow()).total_seconds()
-        timeout_s = max(0.0, min(entry.policy.approval_timeout_s, left_s))
-        self._emit(
-            SESSION_AWAITING_CONSENT,
-            {
-                "session_id": entry.session_id,
-                "timeout_s": round(timeout_s, 3),
-                "operator": entry.operator,
-                "reason": entry.reason,
-            },
-        )
-        self._log.warning(
-            "NOTICE: remote session %s requested by %s: %s. Approve within %.0f s with "
-            "`fieldlink agent approve %s`, or deny with `fieldlink agent deny %s`",
-            entry.session_id,
-            one_line(entry.operator) or "(operator not named)",
-            one_line(entry.reason) or "(no reason given)",
-            timeout_s,
-            entry.session_id,
-            entry.session_id,
-        )
-        try:
-            return await asyncio.wait_for(asyncio.shield(entry.decision), timeout_s)
-        except TimeoutError:
-            if not entry.decision.done():
-                entry.decision.set_result(SiteDecision("denied", why="timeout"))
-            return entry.decision.result()
 
     async def _serve(self, entry: LocalSession, spec: SessionOpen) -> None:
         if entry.close_reason is not None:
@@ -562,11 +473,12 @@ class SessionController:
         done, _ = await asyncio.wait({entry.task}, timeout=CLOSE_WAIT_S)
         return "closed" if done else "closing"
 
-    def _awaiting(self, session_id: str) -> LocalSession:
+    def _decide(self, session_id: str, decision: SiteDecision) -> LocalSession:
         entry = self.get(session_id)
         if entry.decision is None or entry.decision.done():
             msg = f"session {session_id} is not awaiting consent (it is {entry.state})"
             raise Conflict(msg)
+        entry.decision.set_result(decision)
         return entry
 
     def _emit(self, event_type: str, body: Mapping[str, Any]) -> None:
@@ -583,11 +495,3 @@ class SessionController:
     def spare_process(self) -> int | None:
         """The id of the session process started ahead of the next session, if one waits."""
         return self._launcher.spare_process()
-
-
-def _parse(parse: Callable[[Mapping[str, Any]], _Body], body: Mapping[str, Any]) -> _Body:
-    """Check a command body, or fail the command with ``invalid`` (never echoing input)."""
-    try:
-        return parse(body)
-    except InvalidField as exc:
-        raise CommandFailed(INVALID, {"detail": str(exc)}) from None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.console import ARTIFACTS, AXE, CHROMIUM, Console, running_demo
+from tests.fixtures.console import ARTIFACTS, AXE, CHROMIUM, Console, browser_page, running_demo
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context (no cookies) at desktop width; a script error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert errors == [], errors
+    with browser_page(browser) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.fixtures.console import Console, login, shoot
+from tests.fixtures.console import Console, browser_page, login, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -21,16 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context (no cookies) at desktop width, in a time zone that is not UTC."""
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo", locale="en-GB"
-    )
-    context.set_default_timeout(15_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert errors == [], errors
+    with browser_page(browser, timezone_id="Asia/Tokyo", locale="en-GB") as opened:
+        yield opened
 
 
 #: Counts the pixels of a PNG (base64) that are far brighter than the terminal's background.

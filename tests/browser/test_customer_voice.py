@@ -28,19 +28,6 @@ def context(browser: Any) -> Iterator[Any]:
     opened.close()
 
 
-def _api(console: Console, user: str) -> Any:
-    import httpx2 as httpx
-
-    token = httpx.post(
-        f"{console.url}/api/v1/auth/token",
-        data={"username": user, "password": console.passwords[user]},
-        timeout=10,
-    ).json()["access_token"]
-    return httpx.Client(
-        base_url=console.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-
-
 def _voice_tiles(page: Any, period: str) -> dict[str, str]:
     page.goto(f"{period}#voice")
     return {
@@ -53,7 +40,7 @@ def test_a_detractor_is_called_back_and_moves_the_nps(
     browser: Any, context: Any, console: Console, artifacts: Path, axe_source: str
 ) -> None:
     opened = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
-    with _api(console, "operator") as api:
+    with console.api("operator") as api:
         created = api.post(
             "/api/v1/incidents",
             json={
@@ -141,7 +128,7 @@ def test_a_detractor_is_called_back_and_moves_the_nps(
     item.get_by_label("What was done").fill("Called back, apologised, engineer revisit booked")
     item.get_by_role("button", name="Close follow-up").click()
     expect(item).to_have_count(0)
-    with _api(console, "operator") as api:
+    with console.api("operator") as api:
         closed = api.get("/api/v1/followups", params={"state": "closed"}).json()["items"]
     ours = [f for f in closed if f["incident_id"] == incident]
     assert ours

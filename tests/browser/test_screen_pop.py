@@ -18,19 +18,6 @@ from tests.fixtures.processes import wait_until
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-def _api(console: Console, user: str) -> Any:
-    import httpx2 as httpx
-
-    token = httpx.post(
-        f"{console.url}/api/v1/auth/token",
-        data={"username": user, "password": console.passwords[user]},
-        timeout=10,
-    ).json()["access_token"]
-    return httpx.Client(
-        base_url=console.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-
-
 def test_an_incoming_call_pops_up_the_callers_device(
     page: Any, console: Console, artifacts: Path
 ) -> None:
@@ -47,7 +34,7 @@ def test_an_incoming_call_pops_up_the_callers_device(
     banner.get_by_role("button", name="Open incident from this call").click()
     expect(banner).to_contain_text("opened from this call")
     call_id = int(page.url.rsplit("=", 1)[1])
-    with _api(console, "operator") as api:
+    with console.api("operator") as api:
         call = api.get(f"/api/v1/calls/{call_id}").json()
         assert (call["external_id"], call["operator"]) == ("pbx-9", "operator")
         incident = api.get(f"/api/v1/incidents/{call['incident_id']}").json()
@@ -59,7 +46,7 @@ def test_an_incoming_call_pops_up_the_callers_device(
 def test_a_customer_with_several_devices_and_an_unknown_caller(
     page: Any, console: Console, artifacts: Path, axe_source: str
 ) -> None:
-    with _api(console, "manager") as api:
+    with console.api("manager") as api:
         created = api.post(
             "/api/v1/customers",
             json={
@@ -70,7 +57,7 @@ def test_a_customer_with_several_devices_and_an_unknown_caller(
             },
         )
         assert created.status_code == 201, created.text
-    with _api(console, "admin") as api:
+    with console.api("admin") as api:
         for serial in ("K1", "K2"):
             answer = api.post(
                 "/api/v1/devices",
@@ -115,7 +102,7 @@ def test_the_incident_forms_record_answer_down_dispatch_and_arrival_times(
     dialog.get_by_label("Symptom").fill("server does not boot")
     dialog.get_by_label("Device down since (empty: now)").fill("2026-01-05T07:30")
     dialog.get_by_role("button", name="Open incident").click()
-    with _api(console, "operator") as api:
+    with console.api("operator") as api:
 
         def recorded() -> list[dict[str, Any]]:
             items: list[dict[str, Any]] = api.get(
@@ -137,7 +124,7 @@ def test_the_incident_forms_record_answer_down_dispatch_and_arrival_times(
     close.get_by_label("Engineer arrived at (a dispatch)").fill("2026-01-05T11:15")
     close.get_by_label("Device back in service at").fill("2026-01-05T12:00")
     close.get_by_role("button", name="Close incident").click()
-    with _api(console, "operator") as api:
+    with console.api("operator") as api:
         wait_until(
             lambda: api.get(f"/api/v1/incidents/{opened['id']}").json()["state"] == "closed",
             timeout=15,

@@ -25,8 +25,7 @@ from shared.ids import isoformat_z, utcnow
 from shared.models import DeviceState, parse_message
 from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
-from tests.fixtures.processes import start_agent_run
+from tests.fixtures.processes import agent_run_refused, start_agent_run
 from tests.fixtures.recorder import Recorder, samples, states
 
 pytestmark = pytest.mark.integration
@@ -246,12 +245,7 @@ async def test_agent_republishes_birth_when_a_server_announces_itself(
 async def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('[agent]\ndevice_id = "m-1"\nintervl_s = 5\n')
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [FIELDLINK, "agent", "run", "--config", str(config)],
-        capture_output=True,
-        timeout=30,
-    )
+    result = await asyncio.to_thread(agent_run_refused, config)
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1
@@ -262,11 +256,6 @@ async def test_real_profile_without_simulate_is_refused(
     agent_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     config = agent_config("mfp-daemon-real", simulate=False)
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [FIELDLINK, "agent", "run", "--config", str(config)],
-        capture_output=True,
-        timeout=30,
-    )
+    result = await asyncio.to_thread(agent_run_refused, config)
     assert result.returncode == 2
     assert "simulate = true" in result.stderr.decode()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,10 @@ from tests.fixtures.dicom import VerificationScp
 from tests.fixtures.dicom import imaging_agent_config as _config
 from tests.fixtures.managed import ManagedProcess
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.fixtures.processes import FIELDLINK_SCRIPT as FIELDLINK
 from tests.fixtures.processes import (
     AgentProcess,
     ServerProcess,
+    agent_run_refused,
     start_agent_run,
     wait_until,
 )
@@ -73,12 +72,7 @@ async def test_a_bad_dicom_table_stops_the_agent_with_one_line(
 ) -> None:
     config = _config(tmp_path, mosquitto, "ct-imaging-2", 104)
     config.write_text(config.read_text().replace('ae_title = "PACS"', 'ae_title = "PA\\\\CS"'))
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [FIELDLINK, "agent", "run", "--config", str(config)],
-        capture_output=True,
-        timeout=30,
-    )
+    result = await asyncio.to_thread(agent_run_refused, config)
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1

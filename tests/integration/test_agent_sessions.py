@@ -40,7 +40,6 @@ from server.sessions.registry import PendingSession
 from shared import topics
 from shared.ids import new_id, new_token, utcnow
 from shared.models import (
-    Command,
     CommandResult,
     DeviceEvent,
     DeviceState,
@@ -50,9 +49,12 @@ from shared.models import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from tests.fixtures import waiting
 from tests.fixtures.center import TlsBroker, enroll_agent, secure_center
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess, ServerProcess, SimulatorProcess
+from tests.fixtures.signed_commands import make_command
+from tests.fixtures.tcp_services import http_page
 from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -139,12 +141,7 @@ class Watcher:
 
 
 async def eventually(predicate: Callable[[], Any], what: str, within: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {within} s waiting for {what}")
+    return await waiting.eventually(predicate, within, what)
 
 
 # an enrolled device running `fieldlink agent run` ----------------------------------------
@@ -484,24 +481,6 @@ async def test_consent_required_times_out_and_a_stopped_agent_is_reported_not_ru
 # a simulated fleet accepts sessions too ----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def http_page(page: bytes) -> AsyncIterator[int]:
-    """A tiny HTTP server on a free loopback port answering every request with ``page``."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page))
-        await writer.drain()
-        writer.close()
-
-    service = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield service.sockets[0].getsockname()[1]
-    finally:
-        service.close()
-        await service.wait_closed()
-
-
 async def test_simulated_devices_accept_sessions(
     tmp_path: Path, mosquitto: MosquittoBroker, tunnel: TunnelEndpoint
 ) -> None:
@@ -510,7 +489,7 @@ async def test_simulated_devices_accept_sessions(
     key_file.write_bytes(public_key_pem(signing_key))
     host_keys = tmp_path / "host-keys"
     device_id = "simses-0001"
-    async with http_page(b"<h1>panel</h1>") as web_port:
+    async with http_page(b"<h1>panel</h1>", content_type=None) as web_port:
         simulator = SimulatorProcess(tmp_path, mosquitto.url, devices=2, prefix="simses")
         simulator.args += [
             "--command-key", str(key_file), "--host-key-dir", str(host_keys),
@@ -530,15 +509,7 @@ async def test_simulated_devices_accept_sessions(
                 ]  # fmt: skip
                 host_public = (host_keys / f"{device_id}.pub").read_text()
                 session_id, _, body = expect_session(tunnel, host_public, services=["web"])
-                now = utcnow()
-                command = Command(
-                    id=new_id(),
-                    type="session.open",
-                    issued_at=now,
-                    expires_at=now + timedelta(seconds=60),
-                    device_id=device_id,
-                    body=body,
-                )
+                command = make_command(new_id(), device_id, utcnow(), timedelta(seconds=60), body)
                 command = sign_command(signing_key, command)
                 await client.publish(topics.cmd(device_id), dump_message(command), qos=1)
                 result = await eventually(lambda: results.get(command.id), "the result")

@@ -10,7 +10,6 @@ tests/integration/test_alert_incidents_e2e.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,15 +44,14 @@ FUSER = Fault(code="SC-541", severity="critical", message="Fuser thermistor open
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    with Session(db_engine) as db:
         for device_id in ("mfp-a", "mfp-b"):
             db.add(Device(id=device_id, serial=device_id, model="C3000", type="mfp", customer="A"))
         db.commit()
-    yield engine
-    engine.dispose()
+    return db_engine
 
 
 def settings_for(engine: Engine, on: bool = True) -> ServerSettings:

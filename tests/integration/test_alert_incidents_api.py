@@ -21,12 +21,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import crud
-from server.config import ServerSettings
 from server.ingest.incidents import apply_fault_incidents
 from server.main import create_app
 from server.models import Alert, DeviceCreate
 from server.models.incident import HANDOVER_NOTE_MAX, RESOLUTION_NOTE_MAX
 from tests.fixtures.api_auth import Auth, make_auth
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +39,7 @@ def iso(value: datetime) -> str:
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
+    settings = app_settings(tmp_path, database_url)
     with TestClient(create_app(settings)) as test_client:
         engine: Engine = test_client.app.state.engine  # type: ignore[attr-defined]
         with Session(engine) as db:

@@ -10,7 +10,6 @@ results fed to it from the raw subscriber (the ingest's role in the server).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from shared.models import (
 from shared.signing import generate_command_key, sign_command
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import AgentProcess
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +90,7 @@ class Watcher:
         return sum(1 for state in states if state.online)
 
     async def wait_for(self, predicate: Callable[[], Any], within: float, what: str) -> Any:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if found := predicate():
-                return found
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out after {within} s waiting for {what}")
+        return await eventually(predicate, within, what)
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server import crud
-from server.config import ServerSettings
 from server.main import create_app
 from server.models import AuditEntry, DeviceCreate, User
 from server.models.incident import HANDOVER_NOTE_MAX
 from tests.fixtures.api_auth import PASSWORD, Auth, make_auth
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,7 @@ def engine_of(client: TestClient) -> Engine:
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
+    settings = app_settings(tmp_path, database_url)
     with TestClient(create_app(settings)) as test_client:
         with Session(engine_of(test_client)) as db:
             crud.create_device(

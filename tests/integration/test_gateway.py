@@ -157,12 +157,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, web_panel: int) -> Iterato
     with secure_center(tmp, f"sqlite:///{database}") as (server, _broker):
         # The gateway on a free port of its own (2222 may be taken on a shared machine).
         port = free_port()
-        server.stop()
-        text = server.config.read_text()
-        server.config.write_text(
-            text.replace("ssh_gateway_port = 0\n", f"ssh_gateway_port = {port}\n")
-        )
-        server.start()
+        server.restart_with_gateway_port(port)
         with enrolled_agent(
             server, tmp, "GW-1",
             services={"web": f"127.0.0.1:{web_panel}", "vnc": "127.0.0.1:1"},

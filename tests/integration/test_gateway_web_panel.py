@@ -31,7 +31,13 @@ import pytest
 
 from tests.fixtures.center import enroll_agent, secure_center
 from tests.fixtures.ports import free_port
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.processes import (
+    AgentProcess,
+    ServerProcess,
+    run_fieldlink,
+    start_fieldlink,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,18 +90,10 @@ class Site:
     gateway_port: int
 
     def fieldlink(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared", *args],
-            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, env=self.env, timeout=120, check=False,
-        )  # fmt: skip
+        return run_fieldlink(self.env, *args, stdin=stdin)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "shared", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=self.env,
-        )  # fmt: skip
+        return start_fieldlink(self.env, *args)
 
     def ssh(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
@@ -138,12 +136,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, panels: tuple[int, int]) -> I
     tmp = tmp_path_factory.mktemp("gateway-web")
     with secure_center(tmp, f"sqlite:///{tmp / 'fieldlink.db'}") as (server, _broker):
         ssh_port = free_port()
-        server.stop()
-        text = server.config.read_text()
-        server.config.write_text(
-            text.replace("ssh_gateway_port = 0\n", f"ssh_gateway_port = {ssh_port}\n")
-        )
-        server.start()
+        server.restart_with_gateway_port(ssh_port)
         body = {"id": GATEWAY, "serial": "GW-1", "model": "gw", "type": "server", "customer": "A"}
         token = server.api("POST", "/devices", json=body)["enrollment_token"]
         gateway_dir = tmp / "gateway"

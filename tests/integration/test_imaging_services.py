@@ -13,8 +13,9 @@ import asyncio
 
 import pytest
 
-from tests.fixtures.dicom import VerificationScp, fault_codes, imaging_profile
+from tests.fixtures.dicom import VerificationScp, imaging_profile
 from tests.fixtures.ports import free_port
+from tests.fixtures.profiles import fault_codes
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,11 +39,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """The migrated, empty database of ``db_engine`` (SQLite, then PostgreSQL)."""
+    return db_engine
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from server.config import ServerSettings
-from server.db import create_schema, make_engine
 from server.ingest import maintenance
 from server.models import Device, TelemetryRollup, TelemetrySample
 from server.upkeep import FleetUpkeep
@@ -26,15 +24,14 @@ HOUR_0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    with Session(db_engine) as db:
         for device_id in ("mfp-0001", "srv-0001"):
             db.add(Device(id=device_id, serial=device_id, model="X", type="mfp", customer="ACME"))
         db.commit()
-    yield engine
-    engine.dispose()
+    return db_engine
 
 
 def add_samples(

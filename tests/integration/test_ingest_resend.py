@@ -12,7 +12,6 @@ connection, until every sample is stored and nothing is counted missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiomqtt
 import pytest
@@ -23,7 +22,6 @@ from agent.health.collectors import Reading
 from agent.health.outbox import MemoryOutbox
 from agent.supervisor import Agent
 from server.config import ServerSettings
-from server.db import create_schema, make_engine
 from server.ingest import IngestService
 from server.ingest.resend import GapResender
 from server.models import Device
@@ -46,14 +44,13 @@ class Constant:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    with Session(db_engine) as db:
         db.add(Device(id=DEVICE, serial=DEVICE, model="X", type="mfp", customer="ACME"))
         db.commit()
-    yield engine
-    engine.dispose()
+    return db_engine
 
 
 def _device(engine: Engine) -> Device:

@@ -11,13 +11,11 @@ with nothing to write.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from server.db import create_schema, make_engine
 from server.ingest import rows_postgres, rows_sqlite
 from server.ingest.device_row import HEALTH_COLUMNS, ROW_COLUMNS, UPDATE_COLUMNS
 
@@ -35,11 +33,9 @@ PG_TYPE_NAMES = {
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """The migrated, empty database of ``db_engine`` (SQLite, then PostgreSQL)."""
+    return db_engine
 
 
 def _columns(engine: Engine, table: str) -> dict[str, str]:

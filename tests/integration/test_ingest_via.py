@@ -8,7 +8,6 @@ does not; inventory reports, unreachable devices, and a gateway's death.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from sqlmodel import Session, select
 
 from server import crud, metrics
 from server.config import ServerSettings
-from server.db import create_schema, make_engine
 from server.ingest.items import BatchResult, IngestItem
 from server.ingest.maintenance import mark_silent
 from server.ingest.store import IngestStore
@@ -43,10 +41,10 @@ def _now() -> None:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as session:
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    with Session(db_engine) as session:
         for gateway in ("server-gw-a", "server-gw-b"):
             crud.create_device(
                 session,
@@ -62,8 +60,7 @@ def engine(database_url: str) -> Iterator[Engine]:
                     customer="Acme", via=via,
                 ),
             )  # fmt: skip
-    yield engine
-    engine.dispose()
+    return db_engine
 
 
 def _sample(device_id: str, seq: int, **fields: Any) -> bytes:

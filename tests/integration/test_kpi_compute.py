@@ -5,7 +5,6 @@ Each test runs on SQLite and PostgreSQL (the ``database_url`` fixture).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from server.db import create_schema, make_engine
 from server.kpi.compute import CALL_TABLE, INCIDENT_TABLE, compute_kpis
 from server.kpi.config import KpiSettings
 from server.models import Customer
@@ -29,12 +27,11 @@ CUSTOMER_TABLE: sa.Table = Customer.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    add_devices(engine)
-    yield engine
-    engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    add_devices(db_engine)
+    return db_engine
 
 
 def incident(

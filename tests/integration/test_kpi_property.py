@@ -6,7 +6,6 @@ incidents replaced for each example.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from server.db import create_schema, make_engine
 from server.kpi.compute import compute_kpis
 from server.kpi.config import KpiSettings
 from tests.fixtures.kpi_reference import (
@@ -34,12 +32,11 @@ RESOLUTIONS = ("remote", "phone", "dispatch", "dispatch", "dispatch", "no_fault"
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    add_devices(engine)
-    yield engine
-    engine.dispose()
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    add_devices(db_engine)
+    return db_engine
 
 
 @st.composite

@@ -17,7 +17,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import crud
-from server.config import ServerSettings
 from server.crud.customers import create_customer
 from server.ingest.incidents import apply_fault_incidents
 from server.main import create_app
@@ -28,6 +27,7 @@ from tests.fixtures.api_auth import engine_of, make_auth
 from tests.fixtures.cli import declare_commands, fieldlink
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.processes import ServerProcess
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 URL = "/api/v1/maintenance-windows"
@@ -35,12 +35,7 @@ URL = "/api/v1/maintenance-windows"
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
+    settings = app_settings(tmp_path, database_url)
     with TestClient(create_app(settings)) as test_client:
         with Session(engine_of(test_client)) as db:
             create_customer(db, data=CustomerCreate(number="C-1", name="Clinic"))

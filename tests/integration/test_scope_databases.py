@@ -11,24 +11,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from server.config import ServerSettings
 from server.main import create_app
 from server.models import Device
 from tests.fixtures.api_auth import engine_of, make_auth
 from tests.fixtures.route_roles import check_out_of_scope_is_hidden
 from tests.fixtures.scoped_fleet import build_fleet, scoped_auth, scoped_users
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
+    settings = app_settings(tmp_path, database_url)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

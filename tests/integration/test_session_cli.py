@@ -30,7 +30,13 @@ import httpx2 as httpx
 import pytest
 
 from tests.fixtures.center import add_operator, enrolled_agent, secure_center
-from tests.fixtures.processes import ServerProcess, wait_until
+from tests.fixtures.processes import (
+    ServerProcess,
+    run_fieldlink,
+    site_command,
+    start_fieldlink,
+    wait_until,
+)
 from tests.fixtures.web_panel import PAGE, web_panel_server
 
 pytestmark = pytest.mark.integration
@@ -60,18 +66,10 @@ class Operator:
         self.env["PYTHONUNBUFFERED"] = "1"
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared", *args],
-            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, env=self.env, timeout=120, check=False,
-        )  # fmt: skip
+        return run_fieldlink(self.env, *args, stdin=stdin)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "shared", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=self.env,
-        )  # fmt: skip
+        return start_fieldlink(self.env, *args)
 
     def sessions(self) -> list[dict[str, Any]]:
         done = self.run("session", "list", "--device", self.device_id, "--json")
@@ -316,12 +314,7 @@ class SiteDevice:
 
     def site(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``fieldlink agent ...`` on the device (the site's panel)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-        env["FIELDLINK_STATE_DIR"] = str(self.state_dir)
-        return subprocess.run(
-            [sys.executable, "-m", "shared", "agent", *args, "--config", str(self.config)],
-            capture_output=True, text=True, env=env, timeout=30, check=False,
-        )  # fmt: skip
+        return site_command(self.config, self.state_dir, *args)
 
 
 @pytest.fixture(scope="module")

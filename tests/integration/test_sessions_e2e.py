@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from shared.wire import WS_SESSION_CLOSED
 from tests.fixtures.center import enroll_agent, enrolled_agent, secure_center
-from tests.fixtures.processes import AgentProcess, ServerProcess, wait_until
+from tests.fixtures.processes import AgentProcess, ServerProcess, site_command, wait_until
 from tests.fixtures.proxy import HttpProxy
 from tests.fixtures.session_sockets import WatchedTerminal, close_code, escalated_incident
 from tests.fixtures.web_panel import PAGE
@@ -419,12 +418,7 @@ class SiteDevice:
 
     def site(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``fieldlink agent ...`` on the device (the site's panel)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDLINK_")}
-        env["FIELDLINK_STATE_DIR"] = str(self.state_dir)
-        return subprocess.run(
-            [sys.executable, "-m", "shared", "agent", *args, "--config", str(self.config)],
-            capture_output=True, text=True, env=env, timeout=30, check=False,
-        )  # fmt: skip
+        return site_command(self.config, self.state_dir, *args)
 
     def open(self, reason: str = "site approval please") -> str:
         answer = self.center.call(

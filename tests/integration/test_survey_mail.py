@@ -15,7 +15,6 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from server.config import ServerSettings
 from server.mail import SmtpSettings
 from server.main import create_app
 from server.surveys.mail import send_due
@@ -23,6 +22,7 @@ from shared.ids import utcnow
 from tests.fixtures.api_auth import make_auth
 from tests.fixtures.customers import customer, device
 from tests.fixtures.ports import free_port
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 
@@ -55,11 +55,8 @@ def test_the_survey_is_mailed_in_the_contacts_language_and_reminded_once(
     tmp_path: Path, inbox: tuple[Inbox, int]
 ) -> None:
     box, port = inbox
-    settings = ServerSettings(
-        database_url=f"sqlite:///{tmp_path / 'fieldlink.db'}",
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
+    settings = app_settings(
+        tmp_path,
         public_url="https://service.example",
         smtp=SmtpSettings(host="127.0.0.1", port=port, starttls=False, sender="svc@example"),
     )

@@ -34,6 +34,7 @@ from server.sessions.keys import (
 )
 from server.sessions.registry import PendingSession
 from shared.ids import utcnow
+from tests.fixtures.tcp_services import echo_service, http_page
 from tests.fixtures.tunnel import TunnelEndpoint, tunnel_endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -146,43 +147,6 @@ async def server() -> AsyncIterator[TunnelEndpoint]:
         yield tunnel_server
 
 
-@contextlib.asynccontextmanager
-async def http_service(page: bytes) -> AsyncIterator[int]:
-    """A tiny HTTP server on a free loopback port that answers every request with ``page``."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(page), page)
-        )
-        await writer.drain()
-        writer.close()
-
-    service = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield service.sockets[0].getsockname()[1]
-    finally:
-        service.close()
-        await service.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def echo_service() -> AsyncIterator[int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    service = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield service.sockets[0].getsockname()[1]
-    finally:
-        service.close()
-        await service.wait_closed()
-
-
 # what a session offers
 
 
@@ -212,7 +176,7 @@ async def test_pty_shell_runs_echo_and_sees_it(server: TunnelEndpoint, device: D
 async def test_forward_reaches_allowlisted_web_service(
     server: TunnelEndpoint, device: Device
 ) -> None:
-    async with http_service(b"<h1>printer panel</h1>") as web_port:
+    async with http_page(b"<h1>printer panel</h1>") as web_port:
         policy = SitePolicy(services={"web": ServiceTarget("web", "127.0.0.1", web_port)})
         async with live_session(server, device, policy) as (connection, opened):
             for port in (0, web_port):
@@ -233,7 +197,7 @@ async def test_forward_reaches_allowlisted_web_service(
 async def test_forward_outside_the_allowlist_is_refused_and_reported(
     server: TunnelEndpoint, device: Device
 ) -> None:
-    async with http_service(b"secret") as other_port, http_service(b"ok") as web_port:
+    async with http_page(b"secret") as other_port, http_page(b"ok") as web_port:
         policy = SitePolicy(
             services={
                 "web": ServiceTarget("web", "127.0.0.1", web_port),

@@ -24,6 +24,8 @@ from server.crud import InvalidInput
 from server.gateway.keys import add_key, find_key, list_keys, parse_public_key, remove_key
 from server.models import AuditEntry, User
 from shared.errors import Conflict, NotFound
+from tests.fixtures.cli import config_fixture  # noqa: F401 - the `config` fixture
+from tests.fixtures.server_app import app_settings
 
 Auth = Callable[[str], dict[str, str]]
 FIELDLINK = [sys.executable, "-m", "shared"]
@@ -42,12 +44,7 @@ def key() -> asyncssh.SSHKey:
 @pytest.fixture
 def settings(tmp_path: Path) -> ServerSettings:
     """The unit app's settings, with the gateway on a free port (2222 may be taken)."""
-    return ServerSettings(
-        database_url=f"sqlite:///{tmp_path / 'fieldlink.db'}",
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=0,
-    )
+    return app_settings(tmp_path, ssh_gateway_port=0)
 
 
 # parsing
@@ -229,15 +226,6 @@ def test_a_duplicate_key_is_a_409(client: TestClient, auth: Auth, key: asyncssh.
 
 
 # the CLI
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
 
 
 def fieldlink(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,14 @@ from server.config import ServerSettings
 from server.logins import LoginPolicy
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
-
-
-class Clock:
-    """A clock the test moves by hand (the login policy's: TOTP steps follow it)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 9, 0, 5, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.fixtures.clock import Clock
+from tests.fixtures.server_app import app_settings
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """TOTP steps are 30 s: five seconds into one."""
+    return Clock(datetime(2026, 11, 23, 9, 0, 5, tzinfo=UTC))
 
 
 def make_client(settings: ServerSettings, clock: Clock) -> TestClient:
@@ -51,25 +41,13 @@ def make_client(settings: ServerSettings, clock: Clock) -> TestClient:
 
 @pytest.fixture
 def mfa_settings(database_url: str, tmp_path: Path) -> ServerSettings:
-    return ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-        mfa_required_roles=["admin"],
-    )
+    return app_settings(tmp_path, database_url, mfa_required_roles=["admin"])
 
 
 @pytest.fixture
 def client(mfa_settings: ServerSettings, clock: Clock) -> Iterator[TestClient]:
     with make_client(mfa_settings, clock) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def add_user(engine: Engine, name: str, role: str = "operator") -> str:

@@ -7,7 +7,6 @@ a live tunnel is the integration tests' part, ``tests/integration/test_session_c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -17,7 +16,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import crud
-from server.db import create_schema, make_engine
 from server.models import DeviceCreate, RemoteSession
 from server.sessions.heartbeat import OPERATOR_GONE, OperatorHeartbeat, beat, keep_alive
 from shared.ids import utcnow
@@ -40,15 +38,14 @@ class Holder:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    with Session(engine) as db:
+def engine(db_engine: Engine) -> Engine:
+    """The migrated database of ``db_engine`` (SQLite, then PostgreSQL) with this module's
+    devices."""
+    with Session(db_engine) as db:
         crud.create_device(
             db, data=DeviceCreate(id="mfp-1", serial="S1", model="M", type="mfp", customer="A")
         )
-    yield engine
-    engine.dispose()
+    return db_engine
 
 
 def _session(engine: Engine, session_id: str, *, instance: str = "center-1", state: str = "active",

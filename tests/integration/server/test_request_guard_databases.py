@@ -4,7 +4,6 @@ nothing is written, while the same requests without the NUL are created."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from server.api.request_guard import nul_detail
 from server.config import ServerSettings
-from server.main import create_app
 from tests.fixtures.api_auth import make_auth
+from tests.fixtures.server_app import app_settings
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +22,9 @@ _ARTICLE = {"title": "Fuser thermistor", "error_codes": ["SC-541"], "steps": "Re
 
 
 @pytest.fixture
-def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
+def settings(tmp_path: Path, database_url: str) -> ServerSettings:
+    """The app of ``tests/fixtures/server_app.py`` on each database (``client`` follows)."""
+    return app_settings(tmp_path, database_url)
 
 
 def _with_nul(body: dict[str, Any], field: str) -> dict[str, Any]:

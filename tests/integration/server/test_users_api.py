@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import crud
-from server.config import ServerSettings
 from server.logins import LoginPolicy, clear_failures
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.server_app import app_settings
 
 
 def _login(client: TestClient, name: str, password: str = PASSWORD) -> Any:
@@ -30,12 +30,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 def test_accounts_and_login_limits_on_each_database(database_url: str, tmp_path: Path) -> None:
     """The same flows on SQLite and PostgreSQL: throttle keys, unlock, disable, remove."""
-    settings = ServerSettings(
-        database_url=database_url,
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
-    )
+    settings = app_settings(tmp_path, database_url)
     app = create_app(settings)
     app.state.login_policy = LoginPolicy(max_failures=3, ip_max_failures=5, delay_step_s=0.0)
     with TestClient(app) as client:

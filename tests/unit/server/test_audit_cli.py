@@ -12,16 +12,10 @@ from sqlmodel import Session
 
 from server import audit
 from server.db import create_schema, make_engine
-from tests.fixtures.cli import fieldlink
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
+from tests.fixtures.cli import (
+    config_fixture,  # noqa: F401 - the `config` fixture
+    fieldlink,
+)
 
 
 @pytest.fixture

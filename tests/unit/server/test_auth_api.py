@@ -20,22 +20,10 @@ from server.config import ServerSettings
 from server.logins import LOCKED_DETAIL, LoginPolicy, clear_failures
 from server.main import create_app
 from tests.fixtures.api_auth import PASSWORD
+from tests.fixtures.clock import Clock
 from tests.fixtures.route_roles import with_audit_routes
 
 Auth = Callable[[str], dict[str, str]]
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

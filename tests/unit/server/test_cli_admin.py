@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cli import fieldlink
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
+from tests.fixtures.cli import (
+    config_fixture,  # noqa: F401 - the `config` fixture
+    fieldlink,
+)
 
 
 def test_user_add_reads_the_password_from_stdin(config: Path) -> None:

@@ -17,7 +17,10 @@ from sqlmodel import Session
 
 from server import crud
 from tests.fixtures.api_auth import PASSWORD
-from tests.fixtures.cli import fieldlink
+from tests.fixtures.cli import (
+    config_fixture,  # noqa: F401 - the `config` fixture
+    fieldlink,
+)
 from tests.fixtures.watched_devices import GATEWAY, PRINTER
 
 Auth = Callable[[str], dict[str, str]]
@@ -68,15 +71,6 @@ def test_a_bad_gateway_answers_422_with_a_clear_message(
     assert answer.status_code == 422, answer.text
     assert message in str(answer.json()["detail"])
     assert client.get("/api/v1/devices/mfp-3f-east", headers=admin).status_code == 404
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
 
 
 def test_device_add_via_on_the_command_line(config: Path) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx2 as httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from server.config import ServerSettings
 from server.runner import uvicorn_config
 from tests.fixtures.ports import free_port
+from tests.fixtures.uvicorn_app import served
 
 
 def _echo_app() -> FastAPI:
@@ -27,22 +25,10 @@ def _echo_app() -> FastAPI:
 async def _client_seen(settings: ServerSettings, headers: dict[str, str]) -> str:
     config = uvicorn_config(_echo_app(), settings)
     config.lifespan = "off"
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(
-                f"http://127.0.0.1:{settings.http_port}/whoami", headers=headers
-            )
-        client_host: str = answer.json()["client"]
-        return client_host
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with served(config), httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{settings.http_port}/whoami", headers=headers)
+    client_host: str = answer.json()["client"]
+    return client_host
 
 
 FORGED = {"X-Forwarded-For": "203.0.113.9"}

@@ -23,7 +23,10 @@ from shared.errors import (
     NotFound,
     UnavailableError,
 )
-from tests.fixtures.cli import fieldlink
+from tests.fixtures.cli import (
+    config_fixture,  # noqa: F401 - the `config` fixture
+    fieldlink,
+)
 
 NOBODY = {"FIELDLINK_CREDENTIALS": "/nonexistent/credentials.json"}
 
@@ -123,15 +126,6 @@ def test_the_clients_one_mapping_of_http_statuses(status: int, code: int) -> Non
     assert exit_codes.for_http_status(status) == code
     if status >= 400:
         assert ApiError("x", status=status).exit_code == code
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    path.write_text(
-        f'[server]\ndatabase_url = "sqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
-    )
-    return path
 
 
 def test_the_same_failure_exits_the_same_in_every_group(config: Path, tmp_path: Path) -> None:

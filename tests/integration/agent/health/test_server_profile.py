@@ -9,26 +9,13 @@ from __future__ import annotations
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.health.collectors import Reading
-from agent.health.profiles import ProfileOptions, ServerProfile, create_profile
 from agent.health.profiles.server import REALLOC_WARN
+from tests.fixtures.profiles import fault_codes, server_profile
 
 DATA = Path(__file__).parents[3] / "data"
-
-
-def _profile(**targets: Any) -> ServerProfile:
-    targets.setdefault("smart", False)
-    profile = create_profile("server", ProfileOptions("srv-1", targets=targets), simulate=False)
-    assert isinstance(profile, ServerProfile)
-    return profile
-
-
-def _codes(reading: Reading) -> dict[str, str]:
-    return {f["code"]: f["message"] for f in reading.faults}
 
 
 def _stand_in(tmp_path: Path, name: str, script: str) -> str:
@@ -54,7 +41,7 @@ async def test_smart_metrics_and_faults_from_smartctl_outputs(tmp_path: Path) ->
     # the device is the last argument, after "--"
     script = f'for last; do :; done\ncase "$last" in\n{cases}\nesac\nexit 0'
     smartctl = _stand_in(tmp_path, "smartctl", script)
-    profile = _profile(smart=True, smartctl=smartctl, smart_disks=list(by_device))
+    profile = server_profile(smart=True, smartctl=smartctl, smart_disks=list(by_device))
     reading = await profile.collect()
     metrics = reading.metrics
     assert metrics["server.smart_ok:sda"] == 1.0
@@ -65,7 +52,7 @@ async def test_smart_metrics_and_faults_from_smartctl_outputs(tmp_path: Path) ->
     assert metrics["server.smart_pending_sectors:sdb"] == 16.0
     assert metrics["server.smart_life_used_percent:nvme0"] == 3.0
     assert not any(name.endswith(":sdc") for name in metrics)
-    codes = _codes(reading)
+    codes = fault_codes(reading)
     assert set(codes) == {
         "SMART-FAIL-SDB",
         "SMART-REALLOC-SDB",
@@ -84,8 +71,10 @@ async def test_smart_metrics_and_faults_from_smartctl_outputs(tmp_path: Path) ->
 
 @pytest.mark.skipif(shutil.which("smartctl") is None, reason="smartmontools is not installed")
 async def test_the_real_smartctl_on_a_disk_it_cannot_open(tmp_path: Path) -> None:
-    reading = await _profile(smart=True, smart_disks=["/dev/fieldlink-no-such-disk"]).collect()
-    assert "SMART-UNAVAILABLE-FIELDLINK-NO-SUCH-DISK" in _codes(reading)
+    reading = await server_profile(
+        smart=True, smart_disks=["/dev/fieldlink-no-such-disk"]
+    ).collect()
+    assert "SMART-UNAVAILABLE-FIELDLINK-NO-SUCH-DISK" in fault_codes(reading)
     assert not any(name.startswith("server.smart_") for name in reading.metrics)
 
 
@@ -94,12 +83,12 @@ async def test_unit_states(tmp_path: Path) -> None:
     systemd.mkdir()
     systemctl = _stand_in(tmp_path, "systemctl", f"cat {DATA / 'systemctl' / 'show.txt'}")
     units = ["sshd", "postgresql@15-main", "backup.timer", "nosuch"]
-    profile = _profile(systemd_units=units, systemd_dir=str(systemd), systemctl=systemctl)
+    profile = server_profile(systemd_units=units, systemd_dir=str(systemd), systemctl=systemctl)
     reading = await profile.collect()
     assert reading.metrics["server.service_up:sshd"] == 1.0  # an alias of ssh.service
     assert reading.metrics["server.service_up:postgresql@15-main"] == 0.0
     assert reading.metrics["server.service_up:backup.timer"] == 0.0
-    codes = _codes(reading)
+    codes = fault_codes(reading)
     assert codes["SVC-DOWN-POSTGRESQL@15-MAIN"] == "service postgresql@15-main: failed (failed)"
     assert codes["SVC-DOWN-NOSUCH"] == "service nosuch: unit not found"
     assert "SVC-DOWN-SSHD" not in codes

@@ -11,8 +11,6 @@ The part of tests/unit/agent/remote/test_sessions.py that leaves the test's proc
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,18 +27,14 @@ from shared.models import (
     SessionClosedReport,
     parse_message,
 )
+from tests.fixtures import waiting
 from tests.fixtures.agent_sessions import open_body, request
 
 DEVICE = "mfp-sessions-1"
 
 
 async def eventually(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not true within {within} s")
+    return await waiting.eventually(predicate, within, interval=0.005)
 
 
 def write_host_key(tmp_path: Path) -> Path:

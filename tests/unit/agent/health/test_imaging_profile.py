@@ -20,10 +20,11 @@ from tests.fixtures.dicom import (
     TIMEOUT_S,
     VerificationScp,
     dicom_peer,
-    fault_codes,
+    imaging_agent_config,
     imaging_profile,
 )
 from tests.fixtures.ports import free_port
+from tests.fixtures.profiles import fault_codes
 
 
 def test_imaging_and_server_have_real_collectors() -> None:
@@ -169,29 +170,7 @@ async def test_cache_disk_percent_and_an_unreadable_cache(tmp_path: Path) -> Non
 async def test_the_agent_configuration_builds_the_profile(
     tmp_path: Path, scp: VerificationScp
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[agent]
-device_id = "ct-1"
-profile = "imaging"
-image_cache_path = "{tmp_path}"
-
-[agent.dicom]
-calling_ae_title = "CT_ROOM_2"
-timeout_s = 2
-
-[[agent.dicom_peers]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {scp.port}
-
-[[agent.services_check]]
-name = "dicom_store"
-port = {scp.port}
-"""
-    )
+    config = imaging_agent_config(tmp_path, None, "ct-1", scp.port)
     settings = load_agent_settings(config, environ={})
     profile = create_profile(
         "imaging", ProfileOptions("ct-1", targets=settings.profile_targets), simulate=False

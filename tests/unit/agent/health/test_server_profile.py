@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from agent.config import load_agent_settings
-from agent.health.collectors import Reading, status_of
-from agent.health.profiles import ProfileOptions, ServerProfile, create_profile
+from agent.health.collectors import status_of
 from agent.health.profiles.mdstat import parse_mdstat
 from agent.health.profiles.server import ServerTargets, parse_systemctl_show
 from agent.health.profiles.smartctl import disk_label, parse_smartctl
 from shared.errors import ConfigError
+from tests.fixtures.profiles import fault_codes, server_profile
 
 DATA = Path(__file__).parents[3] / "data"
 
@@ -26,17 +26,6 @@ def _mdstat(name: str) -> str:
 def _smart(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((DATA / "smartctl" / f"{name}.json").read_text())
     return loaded
-
-
-def _profile(**targets: Any) -> ServerProfile:
-    targets.setdefault("smart", False)
-    profile = create_profile("server", ProfileOptions("srv-1", targets=targets), simulate=False)
-    assert isinstance(profile, ServerProfile)
-    return profile
-
-
-def _codes(reading: Reading) -> dict[str, str]:
-    return {f["code"]: f["message"] for f in reading.faults}
 
 
 # --- /proc/mdstat ---
@@ -106,7 +95,7 @@ def test_no_arrays(text: str) -> None:
 async def test_raid_metrics_and_faults(tmp_path: Path) -> None:
     mdstat = tmp_path / "mdstat"
     mdstat.write_text(_mdstat("healthy"))
-    profile = _profile(mdstat_path=str(mdstat))
+    profile = server_profile(mdstat_path=str(mdstat))
     healthy = await profile.collect()
     assert healthy.metrics["server.raid_arrays"] == 3.0
     assert healthy.metrics["server.raid_degraded"] == 0.0
@@ -115,7 +104,7 @@ async def test_raid_metrics_and_faults(tmp_path: Path) -> None:
     mdstat.write_text(_mdstat("degraded"))
     degraded = await profile.collect()
     assert degraded.metrics["server.raid_degraded"] == 3.0
-    codes = _codes(degraded)
+    codes = fault_codes(degraded)
     assert set(codes) == {"RAID-DEGRADED-MD0", "RAID-DEGRADED-MD1", "RAID-DEGRADED-MD127"}
     assert codes["RAID-DEGRADED-MD0"] == (
         "RAID array md0 (raid5) degraded: 3 of 4 members up [UUU_], 1 failed"
@@ -126,7 +115,7 @@ async def test_raid_metrics_and_faults(tmp_path: Path) -> None:
     mdstat.write_text(_mdstat("recovering"))
     rebuilding = await profile.collect()
     assert rebuilding.metrics["server.raid_sync_percent:md0"] == 27.9
-    assert "recovery 27.9%" in _codes(rebuilding)["RAID-DEGRADED-MD0"]
+    assert "recovery 27.9%" in fault_codes(rebuilding)["RAID-DEGRADED-MD0"]
 
     mdstat.write_text(_mdstat("resyncing"))
     resync = await profile.collect()
@@ -135,7 +124,7 @@ async def test_raid_metrics_and_faults(tmp_path: Path) -> None:
 
 
 async def test_no_md_driver_no_raid_metrics(tmp_path: Path) -> None:
-    reading = await _profile(mdstat_path=str(tmp_path / "absent")).collect()
+    reading = await server_profile(mdstat_path=str(tmp_path / "absent")).collect()
     assert not any(name.startswith("server.raid") for name in reading.metrics)
 
 
@@ -230,7 +219,7 @@ def test_systemctl_show_blocks_in_argument_order() -> None:
 
 
 async def test_without_systemd_units_are_not_reported(tmp_path: Path) -> None:
-    profile = _profile(systemd_units=["sshd"], systemd_dir=str(tmp_path / "absent"))
+    profile = server_profile(systemd_units=["sshd"], systemd_dir=str(tmp_path / "absent"))
     reading = await profile.collect()
     assert not any(name.startswith("server.service_up") for name in reading.metrics)
 
@@ -238,7 +227,7 @@ async def test_without_systemd_units_are_not_reported(tmp_path: Path) -> None:
 # --- configuration ---
 
 
-def test_the_configuration_builds_the_profile(tmp_path: Path) -> None:
+def test_the_configuration_builds_theserver_profile(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(
         '[agent]\ndevice_id = "srv-1"\nprofile = "server"\n'

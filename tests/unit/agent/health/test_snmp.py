@@ -325,7 +325,8 @@ async def test_snmpv3_without_ciphers_says_so_instead_of_failing_silently(
 
 
 def test_columns_are_batched_by_last_polls_rows_and_merged_when_cheaper() -> None:
-    from agent.health.collectors.snmp import COLUMN_GROUPS, _batches
+    from agent.health.collectors.snmp import COLUMN_GROUPS
+    from agent.health.collectors.snmp_walk import batches as _batches
 
     columns = [column for _group, members in COLUMN_GROUPS for column in members]
     # First poll: nothing known, one batch of everything.

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,6 +51,7 @@ from server.models import Device, DeviceCreate
 from shared.broker_url import BrokerAddress
 from tests.fixtures.pki import self_signed
 from tests.fixtures.ports import free_port
+from tests.fixtures.uvicorn_app import serving
 
 DEVICE = DeviceCreate(serial="RN-1", model="MP", type="mfp", customer="Acme")
 DEVICE_ID = "mfp-rn-1"
@@ -128,24 +128,6 @@ class Center:
         return CertificateAuthority.load(self.settings.state_dir)
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[int]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 @pytest.fixture
 async def center(tmp_path: Path) -> AsyncIterator[Center]:
     settings = ServerSettings(
@@ -155,7 +137,7 @@ async def center(tmp_path: Path) -> AsyncIterator[Center]:
     )
     CertificateAuthority.init(settings.state_dir)
     app = create_app(settings)
-    async with serving(app) as port:
+    async with serving(app, lifespan="on") as port:
         yield Center(f"http://127.0.0.1:{port}", settings, app)
 
 

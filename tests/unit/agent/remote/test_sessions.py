@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,7 +41,9 @@ from shared.models import (
     parse_message,
 )
 from shared.signing import generate_command_key, public_key_pem, sign_command
+from tests.fixtures import waiting
 from tests.fixtures.agent_sessions import TOKEN, ScriptedSession, open_body, request
+from tests.fixtures.signed_commands import make_command
 
 DEVICE = "mfp-sessions-1"
 SERVICES = {"web": ServiceTarget("web", "127.0.0.1", 80), "vnc": ServiceTarget("vnc", "::1", 5900)}
@@ -96,12 +97,7 @@ async def close_session(device: Device, session_id: str, reason: str = "operator
 
 
 async def eventually(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not true within {within} s")
+    return await waiting.eventually(predicate, within, interval=0.005)
 
 
 def test_register_puts_both_handlers_in_the_registry() -> None:
@@ -429,15 +425,7 @@ async def test_signed_session_open_is_answered_before_consent(tmp_path: Path) ->
     device.controller.register(registry)
     dispatcher = CommandDispatcher(DEVICE, key_file, None, registry)
     body = open_body()
-    now = utcnow()
-    command = Command(
-        id=new_id(),
-        type="session.open",
-        issued_at=now,
-        expires_at=now + timedelta(seconds=60),
-        device_id=DEVICE,
-        body=body,
-    )
+    command = make_command(new_id(), DEVICE, utcnow(), timedelta(seconds=60), body)
     [answer] = await dispatcher.handle(dump_message(sign_command(server_key, command)))
     assert answer.topic == topics.cmd_result(DEVICE)
     result = parse_message(CommandResult, answer.payload)

@@ -15,6 +15,7 @@ from server import i18n
 from server.models import Incident
 from server.web.templating import DOMAIN, LOCALE_DIR
 from tests.fixtures.api_auth import PASSWORD, Auth, engine_of
+from tests.fixtures.customers import dispatched
 from tests.fixtures.scoped_fleet import Side, build_fleet, scoped_auth
 from tests.fixtures.translations import left_in_english, translated_texts
 
@@ -52,16 +53,7 @@ def ours(client: TestClient, auth: Auth, tmp_path: Path) -> Side:
     our device's open fault incident, cleared and handed over to ``manager1``."""
     side, _ = build_fleet(engine_of(client), tmp_path / "recordings")
     operator = auth("operator")
-    incident = client.post(
-        "/api/v1/incidents",
-        json={"device_id": side.device_id, "opened_at": "2026-03-02T09:00:00Z", "channel": "phone"},
-        headers=operator,
-    ).json()["id"]
-    closed = client.post(
-        f"/api/v1/incidents/{incident}/close",
-        json={"resolution": "dispatch", "restored_at": "2026-03-03T09:00:00Z"},
-        headers=operator,
-    ).json()
+    closed = dispatched(client, operator, side.device_id)
     token = closed["survey_url"].rsplit("/", 1)[1]
     answer = client.post(
         f"/api/v1/surveys/{token}",

@@ -4,7 +4,6 @@ no English left in ``<main>`` (data excepted), and the English pages as they wer
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 from babel.messages.pofile import read_po
@@ -13,12 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import i18n
-from server.models import RemoteSession
 from server.sessions import approval
 from server.web.templating import DOMAIN, LOCALE_DIR
-from shared.ids import utcnow
 from tests.fixtures.api_auth import PASSWORD, Auth
-from tests.fixtures.session_rows import DEVICE_ID, add_device
+from tests.fixtures.session_rows import DEVICE_ID, add_device, add_session
 from tests.fixtures.translations import left_in_english, translated_texts
 
 _PLACEHOLDER = re.compile(r"%\([a-z_]+\)[sd]")
@@ -62,21 +59,16 @@ def _assert_translated(client: TestClient, path: str, english_texts: list[str]) 
         assert left == [], (language, path, left)
 
 
-def _add_session(engine: Engine, sid: str, operator: str, **fields: object) -> None:
-    now = utcnow()
-    with Session(engine) as db:
-        db.add(
-            RemoteSession(
-                id=sid,
-                device_id=DEVICE_ID,
-                operator=operator,
-                reason="Paper jam, tray 2",
-                created_at=now,
-                expires_at=now + timedelta(minutes=2),
-                **fields,
-            )
-        )
-        db.commit()
+def _add_session(engine: Engine, sid: str, operator: str, state: str, **fields: object) -> None:
+    add_session(
+        engine,
+        state=state,
+        session_id=sid,
+        operator=operator,
+        instance="",
+        reason="Paper jam, tray 2",
+        **fields,
+    )
 
 
 def _log_in(client: TestClient, name: str) -> None:

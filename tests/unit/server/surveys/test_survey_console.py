@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.fixtures.api_auth import PASSWORD, Auth
-from tests.fixtures.customers import customer, device
+from tests.fixtures.customers import customer, device, dispatched
 
 
 def test_a_detractor_shows_up_across_the_console(client: TestClient, auth: Auth) -> None:
@@ -17,16 +17,8 @@ def test_a_detractor_shows_up_across_the_console(client: TestClient, auth: Auth)
     device_id = registered.json()["device"]["id"]
     operator = auth("operator")
     manager = auth("manager")
-    incident = client.post(
-        "/api/v1/incidents",
-        json={"device_id": device_id, "opened_at": "2026-03-02T09:00:00Z", "channel": "phone"},
-        headers=operator,
-    ).json()["id"]
-    closed = client.post(
-        f"/api/v1/incidents/{incident}/close",
-        json={"resolution": "dispatch", "restored_at": "2026-03-03T09:00:00Z"},
-        headers=operator,
-    ).json()
+    closed = dispatched(client, operator, device_id)
+    incident = closed["id"]
     token = closed["survey_url"].rsplit("/", 1)[1]
     answer = client.post(
         f"/api/v1/surveys/{token}",

@@ -15,7 +15,7 @@ from server.web.dashboard import FIGURES
 from server.web.templating import DOMAIN, LOCALE_DIR
 from server.web.voice import VOICE_BREAKDOWN, VOICE_FIGURES
 from tests.fixtures.api_auth import PASSWORD, Auth
-from tests.fixtures.customers import customer, device
+from tests.fixtures.customers import customer, device, dispatched
 from tests.fixtures.translations import left_in_english, translated_texts
 
 #: Each page and an English text it still shows.
@@ -38,16 +38,7 @@ def _fill(client: TestClient, auth: Auth) -> None:
     )
     device_id = registered.json()["device"]["id"]
     operator = auth("operator")
-    incident = client.post(
-        "/api/v1/incidents",
-        json={"device_id": device_id, "opened_at": "2026-03-02T09:00:00Z", "channel": "phone"},
-        headers=operator,
-    ).json()["id"]
-    closed = client.post(
-        f"/api/v1/incidents/{incident}/close",
-        json={"resolution": "dispatch", "restored_at": "2026-03-03T09:00:00Z"},
-        headers=operator,
-    ).json()
+    closed = dispatched(client, operator, device_id)
     token = closed["survey_url"].rsplit("/", 1)[1]
     client.post(f"/api/v1/surveys/{token}", json={"recommend": 2, "satisfaction": {"on_site": 1}})
     key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
