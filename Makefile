@@ -97,23 +97,25 @@ lint: $(STAMP)
 
 # The suite in two runs under pytest-xdist (docs/testing.md): the in-process unit tests on every
 # core, then the tests that start real services on two workers (3 or 4 measured slower on 2
-# cores), a module per worker (--dist loadfile: a module's fixtures start once). Both runs
-# always run; `make test` fails if either did. The 25 slowest tests of each run are listed.
+# cores), a module per worker (--dist loadfile: a module's fixtures start once), the slow
+# modules first (tests/conftest.py orders them; xdist's own reorder by test count is off). Both
+# runs always run; `make test` fails if either did. The 25 slowest tests of each run are listed.
 PYTEST := $(BIN)/pytest -p no:cacheprovider --durations=25
 UNIT_WORKERS ?= auto
 INTEGRATION_WORKERS ?= 2
+INTEGRATION_DIST := --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) system-deps lint
 	@status=0; \
 	$(PYTEST) -n $(UNIT_WORKERS) tests/unit || status=1; \
-	$(PYTEST) -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration tests/browser || status=1; \
+	$(PYTEST) -n $(INTEGRATION_WORKERS) $(INTEGRATION_DIST) tests/integration tests/browser || status=1; \
 	exit $$status
 
 unit: $(STAMP)
 	$(PYTEST) -n $(UNIT_WORKERS) tests/unit
 
 integration: $(STAMP) system-deps
-	$(PYTEST) -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration tests/browser
+	$(PYTEST) -n $(INTEGRATION_WORKERS) $(INTEGRATION_DIST) tests/integration tests/browser
 
 # The README's console screenshots (docs/screenshots/): a seeded demo in English and Japanese.
 screenshots: $(STAMP) system-deps

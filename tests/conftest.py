@@ -73,3 +73,31 @@ def db_engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow modules first: those marked ``browser`` (a demo and Chromium each) or
+    ``slow``, then the others by their number of tests, most first.
+
+    ``make test`` runs tests/integration and tests/browser with ``--dist loadfile
+    --no-loadscope-reorder``: xdist hands out whole modules in this order, so the long
+    ones start early and the short ones fill the end, and both workers finish together
+    (its own order, by the number of tests alone, left the one-test browser modules and
+    the demo for the end, one worker running them while the other had nothing to do).
+    Tests keep their order within a module; a run without a slow module is not reordered.
+    """
+
+    def slow(item: pytest.Item) -> bool:
+        return item.get_closest_marker("browser") is not None or (
+            item.get_closest_marker("slow") is not None
+        )
+
+    if not any(slow(item) for item in items):
+        return
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    ordered = sorted(
+        modules.values(), key=lambda tests: (not any(slow(t) for t in tests), -len(tests))
+    )
+    items[:] = [item for tests in ordered for item in tests]

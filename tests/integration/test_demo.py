@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from tests.fixtures.processes import DemoProcess, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def _get_through_forward(base: str, session_id: str, headers: dict[str, str]) -> bytes:

@@ -135,6 +135,11 @@ def _told_as_history(server: ServerProcess, hook: WebhookReceiver, relay: SmtpRe
     assert all(d.verified for d in hook.received())
 
 
+# Each end-to-end test runs on one database: the worker's queue, retries and restart are
+# proven on SQLite and PostgreSQL in test_notify_delivery, the alert rules in the ingest
+# tests; here the default install's SQLite tells a fault, and PostgreSQL keeps a message
+# queued across a restart of the real server.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_fault_sends_one_e_mail_and_one_signed_webhook_then_resolved(
     tmp_path: Path, mosquitto: MosquittoBroker, database_url: str, relay: SmtpRelay
 ) -> None:
@@ -188,6 +193,9 @@ def test_a_fault_sends_one_e_mail_and_one_signed_webhook_then_resolved(
                 scp.stop()
 
 
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_receiver_down_is_retried_and_the_message_survives_a_server_restart(
     tmp_path: Path, mosquitto: MosquittoBroker, database_url: str, relay: SmtpRelay
 ) -> None:
@@ -236,30 +244,43 @@ def test_a_receiver_down_is_retried_and_the_message_survives_a_server_restart(
         scp.stop()
 
 
-@pytest.mark.parametrize(
-    ("rule", "says"),
-    [
-        (
-            'name = "x"\nwebhook_url = "ftp://hooks.example/x"\nsecret_file = "/x"\n',
-            "[server] notify.0.webhook_url: Value error, webhook_url must be an http:// or "
-            "https:// URL with a host",
-        ),
-        (
-            'name = "x"\nwebhook_url = "https://hooks.example/x"\nsecret_file = "/nope/x"\n',
-            "notify rule 'x': cannot read secret_file /nope/x: No such file or directory",
-        ),
-        (
-            'name = "x"\nemail_to = ["a@example.com"]\n',
-            "notify rule 'x' sends e-mail, but [server.smtp] host is not set",
-        ),
-    ],
-)
-def test_a_bad_rule_stops_the_start_with_one_line(tmp_path: Path, rule: str, says: str) -> None:
+BAD_RULES = [
+    (
+        'name = "x"\nwebhook_url = "ftp://hooks.example/x"\nsecret_file = "/x"\n',
+        "[server] notify.0.webhook_url: Value error, webhook_url must be an http:// or "
+        "https:// URL with a host",
+    ),
+    (
+        'name = "x"\nwebhook_url = "https://hooks.example/x"\nsecret_file = "/nope/x"\n',
+        "notify rule 'x': cannot read secret_file /nope/x: No such file or directory",
+    ),
+    (
+        'name = "x"\nemail_to = ["a@example.com"]\n',
+        "notify rule 'x' sends e-mail, but [server.smtp] host is not set",
+    ),
+]
+
+
+def _refused(tmp_path: Path, rule: str, *, entry_point: bool) -> list[str]:
+    """``fieldlink server run`` with ``rule``: it fails; the lines of its stderr."""
     server = ServerProcess(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "mqtt://127.0.0.1:1")
     with server.config.open("a") as config:
         config.write(f"\n[[server.notify]]\n{rule}")
-    done = server.cli("server", "run")
+    done = server.cli("server", "run", entry_point=entry_point)
     assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+    return done.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize(("rule", "says"), BAD_RULES)
+def test_a_bad_rule_stops_the_start_with_one_line(tmp_path: Path, rule: str, says: str) -> None:
+    lines = _refused(tmp_path, rule, entry_point=False)  # the command, in process
+    assert len(lines) == 1, lines
+    assert says in lines[0]
+
+
+def test_the_real_command_stops_with_that_one_line(tmp_path: Path) -> None:
+    """The installed command prints that line and nothing else (no traceback, no log)."""
+    rule, says = BAD_RULES[1]
+    lines = _refused(tmp_path, rule, entry_point=True)
+    assert len(lines) == 1, lines
     assert says in lines[0]

@@ -121,8 +121,14 @@ class Center:
         result: dict[str, Any] = answer.json()
         return result
 
-    def wait_state(self, session_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
-        wait_until(lambda: self.session(session_id)["state"] in states, timeout=timeout)
+    def wait_state(
+        self, session_id: str, *states: str, timeout: float = 30, max_interval: float = 0.5
+    ) -> dict[str, Any]:
+        wait_until(
+            lambda: self.session(session_id)["state"] in states,
+            timeout=timeout,
+            max_interval=max_interval,
+        )
         return self.session(session_id)
 
     def ws_url(self, path: str) -> str:
@@ -456,7 +462,7 @@ def test_the_site_approves_then_ends_a_session(center: Center, site_device: Site
     started = time.monotonic()
     ended = site_device.site("end", sid)
     assert ended.returncode == 0, ended.stderr
-    closed = center.wait_state(sid, "closed", timeout=5)
+    closed = center.wait_state(sid, "closed", timeout=5, max_interval=0.05)  # timed: finely
     assert time.monotonic() - started < 2.5
     assert closed["close_reason"] == "site_ended"
 
