@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.sessions_report import pct
 from tests.fixtures.mosquitto import MosquittoBroker
 
 RESULTS = Path(__file__).parent / "results" / "agent_footprint.md"
@@ -264,11 +265,11 @@ async def _one_agent(
 ) -> None:
     from agent.remote.control import control_socket_path, request
     from agent.remote.session_process import SPARE_LINGER_S
-    from bench.sessions import _click_to_shell
+    from bench.sessions_shells import click_to_shell
 
     result.idle_mib = await asyncio.to_thread(_settled_rss_mib, pid)
     for index in range(n + 1):
-        click, shell = await _click_to_shell(bench, device_id)
+        click, shell = await click_to_shell(bench, device_id)
         if index == 0:  # cold: no spare yet, nothing in the page cache of this run
             result.cold_ms = (click.prompt - click.clicked) * 1000
         else:
@@ -307,13 +308,7 @@ def measure_sessions(sessions: int) -> list[SessionFootprint]:
     """Both agents side by side on one center: ``sessions`` sessions each, one at a time."""
     import httpx2 as httpx
 
-    from bench.sessions import (
-        OPERATOR,
-        PASSWORD,
-        Bench,
-        _center,
-        _start_agent,
-    )
+    from bench.sessions_setup import Bench, add_operator, center, start_agent
     from tests.fixtures.processes import wait_until
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
@@ -321,23 +316,17 @@ def measure_sessions(sessions: int) -> list[SessionFootprint]:
     agents = []
     try:
         database = f"sqlite:///{workdir / 'fieldlink.db'}"
-        with _center(workdir, database, sessions_per_device=4) as server:
+        with center(workdir, database, sessions_per_device=4) as server:
             started = {}
             for index, (mode, command) in enumerate(MODES.items()):
-                device_id, agent = _start_agent(
+                device_id, agent = start_agent(
                     server, workdir, f"FOOT-{index}", {}, max_sessions=2, command=command
                 )
                 agents.append(agent)
                 started[mode] = (device_id, agent, workdir / f"device-FOOT-{index}" / "state")
             for device_id, _, _ in started.values():
                 wait_until(lambda d=device_id: server.device(d)["online"], timeout=60)
-            done = server.cli("user", "add", OPERATOR, "--role", "operator", stdin=PASSWORD + "\n")
-            assert done.returncode == 0, done.stderr
-            token = httpx.post(
-                f"{server.url}/api/v1/auth/token",
-                data={"username": OPERATOR, "password": PASSWORD},
-                timeout=30,
-            ).json()["access_token"]
+            token = add_operator(server)
             time.sleep(WARMUP_S)
 
             async def run() -> list[SessionFootprint]:
@@ -386,11 +375,6 @@ def session_process_start(runs: int = 5) -> tuple[float, float, float]:
     return median[0], sorted(c for _, c in stack)[runs // 2], sorted(w for w, _ in bare)[runs // 2]
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def session_report(
     results: list[SessionFootprint], sessions: int, start: tuple[float, float, float]
 ) -> str:
@@ -434,8 +418,8 @@ def session_report(
     ]
     for item in results:
         lines.append(
-            f"| {item.mode} | {item.cold_ms:.0f} ms | {_pct(item.clicks_ms, 0.5):.0f} / "
-            f"{_pct(item.clicks_ms, 0.95):.0f} ms |"
+            f"| {item.mode} | {item.cold_ms:.0f} ms | {pct(item.clicks_ms, 0.5):.0f} / "
+            f"{pct(item.clicks_ms, 0.95):.0f} ms |"
         )
     now_last = now.after_linger_mib or now.after_last_mib
     lines += [
@@ -479,8 +463,8 @@ def main() -> None:
             f" + {entry.during_child_mib:5.1f}  after {entry.after_first_mib:5.1f} /"
             f" {entry.after_last_mib:5.1f} (+ spare {entry.spare_mib:.1f}) /"
             f" {entry.after_linger_mib:5.1f} MiB  cold {entry.cold_ms:.0f} ms"
-            f"  click p50 {_pct(entry.clicks_ms, 0.5):.0f}"
-            f" p95 {_pct(entry.clicks_ms, 0.95):.0f} ms  loaded {entry.loaded_after}"
+            f"  click p50 {pct(entry.clicks_ms, 0.5):.0f}"
+            f" p95 {pct(entry.clicks_ms, 0.95):.0f} ms  loaded {entry.loaded_after}"
         )
     results = measure(args.seconds)
     bare = results[0]
