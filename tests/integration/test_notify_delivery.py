@@ -271,7 +271,7 @@ def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
     assert delivery.json["kind"] == "test"
     assert delivery.headers["authorization"].startswith("Basic ")  # the URL's credentials
     [mail] = relay.received()
-    assert "a test of notify rule 'ops'" in mail.get_content()
+    assert "A test of notification rule ops" in mail.get_content()
     hook.status = 500
     failed = runner.invoke(server_app, ["notify", "test", "ops", "--config", str(config)])
     assert failed.exit_code == 1
