@@ -66,7 +66,7 @@ def _seed(engine: Engine) -> None:
                                    email=email, language="en"))  # fmt: skip
         for number, name in (("4711", "Sapporo"), ("4711", "Kobe"), ("4711", "Osaka")):
             db.add(CustomerSite(customer_number=number, name=name, country="JP"))
-        devices = [
+        devices: list[tuple[str, str | None, str | None, str | None]] = [
             ("imaging-a1", "4711", "+81312345678", None),
             ("imaging-a2", "4711", "+81312340001", "EU"),
             ("imaging-a3", "4711", None, None),
