@@ -75,18 +75,18 @@ def _seed(engine: Engine) -> None:
             ("mfp-c1", "6000", None, "EU"),
             ("server-z9", None, "+81312340009", None),
         ]
-        for index, (device_id, number, phone, region) in enumerate(devices):
+        for index, (device_id, owner, own_phone, own_region) in enumerate(devices):
             db.add(
                 Device(
                     id=device_id,
                     serial=f"SN{index}",
                     model="CT-80",
                     type=device_id.split("-")[0],
-                    customer=number or "walk-in",
-                    customer_number=number,
-                    region=region,
-                    contact_phone=phone,
-                    contact_phone_e164=phone,
+                    customer=owner or "walk-in",
+                    customer_number=owner,
+                    region=own_region,
+                    contact_phone=own_phone,
+                    contact_phone_e164=own_phone,
                     created_at=T0 + timedelta(minutes=index),
                     online=index % 2 == 0,
                     online_changed_at=T0 + timedelta(seconds=index, microseconds=7),
