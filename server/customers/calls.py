@@ -7,6 +7,7 @@ equality queries, whatever notation the phone system sends.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,8 +224,51 @@ def _answer_in_one_statement(
     contact phone, the one customer, the devices, their open incidents) and
     ``json_agg``/``json_build_object`` put the answer together, so a lookup is one
     round trip. Python only sorts the customer numbers (as the rows path does, not
-    in the database's collation) and reads the times back as UTC.
+    in the database's collation) and reads the times back as UTC. For an
+    unrestricted scope (CTI middleware, most operators) the statement is built and
+    compiled once per shape; the same text each time also lets psycopg prepare it.
     """
+    params = {
+        name: value for name, value in (("e164", e164), ("keyed", keyed)) if value is not None
+    }
+    if scope.unrestricted:
+        sql, constants = _compiled_statement(
+            connection.dialect, e164 is not None, keyed is not None
+        )
+        found: dict[str, Any] = connection.exec_driver_sql(
+            sql, {**constants, **params}
+        ).scalar_one()
+    else:
+        statement = _one_statement(e164 is not None, keyed is not None, scope)
+        found = connection.execute(statement, params).scalar_one()
+    match = Match(ani_e164=e164, customer_numbers=sorted(found["numbers"] or []))
+    if found["customer"] is not None:
+        details = _utc(_CUSTOMER, found["customer"])
+        match.customer = CustomerPublic.model_validate(details)
+    match.devices = [DevicePublic.model_validate(_utc(_DEVICE, d)) for d in found["devices"]]
+    match.open_incidents = [
+        IncidentPublic.model_validate({**_utc(_INCIDENT, i), "state": "open", "session_ids": []})
+        for i in found["open_incidents"]
+    ]
+    return match
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_statement(
+    dialect: sa.Dialect, has_e164: bool, has_keyed: bool
+) -> tuple[str, dict[str, Any]]:
+    """:func:`_one_statement` for an unrestricted scope as the driver's SQL text and its
+    constant parameters (the limits)."""
+    compiled = _one_statement(has_e164, has_keyed, EVERYTHING).compile(dialect=dialect)
+    constants = {k: v for k, v in compiled.params.items() if k not in ("e164", "keyed")}
+    return compiled.string, constants
+
+
+def _one_statement(has_e164: bool, has_keyed: bool, scope: Scope) -> sa.Select[Any]:
+    """The whole lookup as one statement; the number and the keyed-in customer number
+    are the parameters ``e164`` and ``keyed``."""
+    e164 = sa.bindparam("e164", type_=sa.String())
+    keyed = sa.bindparam("keyed", type_=sa.String(32))
     device, contact, customer, site, incident = (
         _DEVICE.c,
         _CONTACT.c,
@@ -232,23 +276,21 @@ def _answer_in_one_statement(
         _SITE.c,
         _INCIDENT.c,
     )
-    phone_matches = device.contact_phone_e164 == e164 if e164 is not None else sa.false()
-    contact_matches = contact.phone == e164 if e164 is not None else sa.false()
+    phone_matches = device.contact_phone_e164 == e164 if has_e164 else sa.false()
+    contact_matches = contact.phone == e164 if has_e164 else sa.false()
     by_phone = sa.select(device.customer_number.label("number"), device.id.label("device_id"))
     by_phone = by_phone.where(phone_matches, scope.devices())
     by_contact = sa.select(contact.customer_number.label("number")).where(
         contact_matches, scope.where_customer(contact.customer_number)
     )
-    if keyed is not None:
+    if has_keyed:
         by_phone = by_phone.where(device.customer_number == keyed)
         by_contact = by_contact.where(contact.customer_number == keyed)
     phones = by_phone.order_by(device.id).limit(LOOKUP_DEVICES).cte("phones")
     contacts = by_contact.distinct().limit(LOOKUP_DEVICES).cte("contacts")
-    if keyed is not None:
+    if has_keyed:
         # Every match is the keyed-in customer's, and it is the match when there is none.
-        numbers = sa.select(sa.cast(sa.literal(keyed), sa.String(32)).label("number")).cte(
-            "numbers"
-        )
+        numbers = sa.select(sa.cast(keyed, sa.String(32)).label("number")).cte("numbers")
     else:
         numbers = sa.union(
             sa.select(phones.c.number).where(phones.c.number.is_not(None)),
@@ -310,7 +352,7 @@ def _answer_in_one_statement(
         .where(customer.number == the_customer)
         .scalar_subquery()
     )
-    answer = sa.select(
+    return sa.select(
         sa.func.json_build_object(
             *_pairs(
                 numbers=sa.select(sa.func.json_agg(numbers.c.number)).scalar_subquery(),
@@ -323,17 +365,6 @@ def _answer_in_one_statement(
             type_=postgresql.JSON,
         )
     )
-    found: dict[str, Any] = connection.execute(answer).scalar_one()
-    match = Match(ani_e164=e164, customer_numbers=sorted(found["numbers"] or []))
-    if found["customer"] is not None:
-        details = _utc(_CUSTOMER, found["customer"])
-        match.customer = CustomerPublic.model_validate(details)
-    match.devices = [DevicePublic.model_validate(_utc(_DEVICE, d)) for d in found["devices"]]
-    match.open_incidents = [
-        IncidentPublic.model_validate({**_utc(_INCIDENT, i), "state": "open", "session_ids": []})
-        for i in found["open_incidents"]
-    ]
-    return match
 
 
 def _pairs(**values: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
