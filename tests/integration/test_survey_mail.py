@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from server.config import ServerSettings
 from server.mail import SmtpSettings
 from server.main import create_app
 from server.surveys.mail import send_due
@@ -131,11 +132,8 @@ def test_the_survey_is_mailed_in_the_contacts_language_and_reminded_once(
 
 
 def _settings(tmp_path: Path, port: int) -> ServerSettings:
-    return ServerSettings(
-        database_url=f"sqlite:///{tmp_path / 'fieldlink.db'}",
-        broker_url="mqtt://127.0.0.1:1",
-        state_dir=tmp_path / "state",
-        ssh_gateway_port=-1,
+    return app_settings(
+        tmp_path,
         public_url="https://service.example",
         smtp=SmtpSettings(host="127.0.0.1", port=port, starttls=False, sender="svc@example"),
     )
