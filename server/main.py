@@ -155,9 +155,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(upkeep.stop)
         app.state.upkeep = upkeep
         if settings.smtp.host:
-            from server.surveys.mail import MAIL_JOB, mail_job
+            from server.surveys.mail import MAIL_JOB, add_mail_job
 
-            upkeep.add(mail_job(engine, settings))  # new surveys and their one reminder
+            add_mail_job(upkeep, engine, settings)  # new surveys and their one reminder
             stack.push_async_callback(upkeep.remove, MAIL_JOB)
         broker_url = settings.broker_url
         if broker_url == "embedded":

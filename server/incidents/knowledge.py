@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from server.models import (
-    Device,
     KnowledgeArticle,
     KnowledgeArticleCreate,
     KnowledgeArticlePublic,
@@ -159,9 +158,17 @@ def search(
 
 
 def _devices_in(session: Session, scope: Scope) -> str:
-    """The ids of the devices in ``scope``, as a JSON list (the searches' parameter)."""
-    ids = session.exec(select(col(Device.id)).where(scope.devices())).all()
-    return json.dumps(list(ids))
+    """The ids of the devices in ``scope`` as an SQL subquery, for the searches' text.
+
+    The scope's own filter (:meth:`Scope.device_ids`), compiled for this database
+    with its customers and regions as literals (names checked against
+    :data:`server.scope.NUMBER_PATTERN` and :data:`server.scope.REGION_PATTERN` when
+    stored, and quoted by SQLAlchemy), so the database resolves the scope in the
+    search's own statement: no list of every device id in scope goes with it.
+    """
+    statement = scope.device_ids()
+    dialect = session.get_bind().dialect
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _search_sqlite(
@@ -178,12 +185,9 @@ def _search_sqlite(
     params: dict[str, Any] = {"q": query, "limit": limit, "pool": RANKED_NOTES}
     scoped = ""
     if devices is not None:
-        # Only the notes of incidents on devices in the user's scope.
-        params["devices"] = devices
-        scoped = (
-            "AND rowid / 2 IN (SELECT id FROM incident WHERE device_id IN "
-            "(SELECT value FROM json_each(:devices))) "
-        )
+        # Only the notes of incidents on devices in the user's scope (a subquery).
+        subquery = f"SELECT id FROM incident WHERE device_id IN ({devices})"  # noqa: S608 - see _devices_in
+        scoped = f"AND rowid / 2 IN ({subquery}) "
     return session.execute(
         sa.text(
             "WITH hits AS MATERIALIZED ("  # noqa: S608 - only fixed texts are joined in
@@ -221,9 +225,8 @@ def _search_postgresql(
     params: dict[str, Any] = {"q": q, "limit": limit, "pool": RANKED_NOTES}
     scoped = ""
     if devices is not None:
-        # Only the notes of incidents on devices in the user's scope.
-        params["devices"] = devices
-        scoped = "AND device_id IN (SELECT jsonb_array_elements_text(CAST(:devices AS jsonb))) "
+        # Only the notes of incidents on devices in the user's scope (a subquery).
+        scoped = f"AND device_id IN ({devices}) "
     notes = (
         f"SELECT id, error_code, resolution_note, device_id, {NOTE_VECTOR_COLUMN} AS vector "  # noqa: S608
         f"FROM incident WHERE {NOTE_VECTOR_COLUMN} @@ {query} {scoped}"

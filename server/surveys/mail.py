@@ -7,8 +7,10 @@ SMTP); with no relay configured, the links are exported as CSV.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ from shared.errors import ConfigError
 from shared.ids import utcnow
 
 if TYPE_CHECKING:
-    from server.upkeep import Job
+    from server.upkeep import Job, Upkeep
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +152,31 @@ def links_csv_rows(session: Session, settings: object, *, state: str) -> Iterato
 
 #: The upkeep job that e-mails new surveys and the one reminder (when a relay is set).
 MAIL_JOB = "survey-mail"
+#: How to wake each database's mail job (set by :func:`add_mail_job`), for closing requests.
+_WAKERS: weakref.WeakKeyDictionary[object, Callable[[], None]] = weakref.WeakKeyDictionary()
+
+
+def add_mail_job(upkeep: Upkeep, engine: Engine, settings: object) -> None:
+    """Register :func:`mail_job` with the upkeep; :func:`wake_mail_job` runs it at once."""
+    upkeep.add(mail_job(engine, settings))
+    _WAKERS[engine] = functools.partial(upkeep.wake, MAIL_JOB)
+
+
+def wake_mail_job(engine: object) -> None:
+    """Have the mail job send new surveys now (from any thread; nothing without a job).
+
+    A survey just made waits as a row (``sent_at`` unset); the job e-mails it in its
+    own thread, so the request that closed the incident never waits on SMTP.
+    """
+    wake = _WAKERS.get(engine)
+    if wake is not None:
+        wake()
 
 
 def mail_job(engine: Engine, settings: object, interval_s: float = 600.0) -> Job:
-    """The periodic job sending what :func:`send_due` finds, in a thread (smtplib blocks)."""
+    """The periodic job sending what :func:`send_due` finds, in a thread (smtplib blocks):
+    new surveys (woken by :func:`wake_mail_job`) and, every ``interval_s``, reminders and
+    the ones that could not be sent before."""
     import asyncio
 
     from server.upkeep import Job

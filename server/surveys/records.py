@@ -311,16 +311,18 @@ def record_answer(
 
 
 def after_close(session: Session, settings: object, incident: Incident) -> str | None:
-    """An incident just closed: make its survey, e-mail it when a relay is configured,
-    and answer its link (``None`` when no survey is due). Never fails the close."""
+    """An incident just closed: make its survey and answer its link (``None`` when no
+    survey is due). Never fails the close, and never waits on SMTP: the survey row is
+    the queue, e-mailed by the ``survey-mail`` upkeep job (woken here; it retries what
+    it could not send) when a relay is configured."""
     try:
         survey = create_for_incident(session, incident=incident, settings=settings)
         if survey is None:
             return None
         if survey.sent_at is None:
-            from server.surveys.mail import deliver
+            from server.surveys.mail import wake_mail_job
 
-            deliver(session, settings, survey, reminder=False)
+            wake_mail_job(session.get_bind())
         return survey_url(settings, survey)
     except (tokens.SurveyKeyError, sa.exc.SQLAlchemyError):
         session.rollback()

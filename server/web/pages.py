@@ -48,7 +48,7 @@ from server.web import site as site_pages
 from server.web.auth import Viewer, ViewerDep, forbidden
 from server.web.auth import router as auth_router
 from server.web.diagnostics import diagnostics_for
-from server.web.readings import readings
+from server.web.readings import DeviceReadings
 from server.web.templating import gettext, page_language, render
 from server.web.voice import callbacks, customer_voice, survey_links
 from shared.errors import NotFound
@@ -351,7 +351,7 @@ def device_page(
         title=device.id,
         nav="desk",
         device=device,
-        readings=readings(device.type, device.health),
+        readings=DeviceReadings(device.type, device.health),
         open_faults=[a for a in alerts if a.open],
         alerts=alerts,
         sessions=sessions,
@@ -376,7 +376,9 @@ def device_health(
         device = viewer.scope.device(session, device_id)
     except NotFound:
         return not_found(request, viewer, f"device {device_id}")
-    return _page(request, "_health.html", viewer, readings=readings(device.type, device.health))
+    return _page(
+        request, "_health.html", viewer, readings=DeviceReadings(device.type, device.health)
+    )
 
 
 # A session.

@@ -8,6 +8,7 @@ Agents report raw names and numbers (``mfp.toner_black_percent: 62.0``, ``uptime
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,8 @@ class Reading:
     percent: float | None = None
     #: ``good``/``bad`` for yes/no readings, else "".
     tone: str = ""
-    #: The value as reported (to show it again in another language: :meth:`here`).
+    #: The value as reported.
     value: Any = None
-
-    def here(self) -> Reading:
-        """This reading with its label and text in the language of the page being rendered."""
-        return reading(self.name, self.value) if self.value is not None else self
 
 
 def _words(raw: str) -> str:
@@ -196,3 +193,15 @@ def readings(device_type: str, health: dict[str, Any] | None) -> list[Reading]:
     own = f"{device_type}."
     rows = [reading(name, value) for name, value in (health or {}).items()]
     return sorted(rows, key=lambda r: (not r.name.startswith(own), r.label.lower(), r.name))
+
+
+@dataclass(frozen=True)
+class DeviceReadings:
+    """A device's :func:`readings` for a page, built when the page iterates them: once,
+    in the language of the page being rendered (a route runs outside that language)."""
+
+    device_type: str
+    health: dict[str, Any] | None
+
+    def __iter__(self) -> Iterator[Reading]:
+        return iter(readings(self.device_type, self.health))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -62,3 +64,40 @@ def test_every_route_hides_another_customers_things(client: TestClient, tmp_path
         client, scoped_users(client, ours), theirs, allowed={503}
     )
     assert checked > 100
+
+
+def test_the_scoped_knowledge_search_resolves_the_scope_in_its_own_statement(
+    client: TestClient, tmp_path: Path
+) -> None:
+    ours, theirs = build_fleet(engine_of(client), tmp_path / "recordings")
+    dealer = scoped_auth(client, "dealer", "manager", customers=[theirs.number])
+    eu = scoped_auth(client, "eu-lead", "manager", regions=["eu"])
+    latam = scoped_auth(client, "latam-lead", "manager", regions=["latam"])
+    site = scoped_auth(client, "ours-op", "operator", customers=[ours.number])
+    engine = engine_of(client)
+    executed: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        executed.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        notes = client.get("/api/v1/knowledge?q=restarted", headers=dealer).json()
+        none = client.get("/api/v1/knowledge?q=restarted", headers=latam).json()
+        europe = client.get("/api/v1/knowledge?q=restarted", headers=eu).json()
+        own = client.get("/api/v1/knowledge?q=restarted", headers=site).json()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert {hit["device_id"] for hit in notes["items"]} == {theirs.device_id}
+    assert notes["count"] == 1
+    assert {hit["device_id"] for hit in own["items"]} == {ours.device_id}
+    assert none["count"] == 0
+    assert {hit["device_id"] for hit in europe["items"]} == {ours.device_id}
+    searches = [(s, p) for s, p in executed if "incident" in s and ("fts" in s or "@@" in s)]
+    assert len(searches) == 4
+    for statement, parameters in searches:
+        assert "FROM device" in statement  # the scope as a subquery
+        values = parameters.values() if isinstance(parameters, dict) else parameters
+        assert not any(theirs.device_id in str(v) or ours.device_id in str(v) for v in values)
+    # No statement of its own fetches the scope's device ids first.
+    assert not any(s.lstrip().startswith("SELECT device.id") for s, _ in executed)

@@ -141,6 +141,10 @@ def lookup(
     customer_no: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")] = None,
 ) -> LookupResult:
     """Who is calling: devices whose phone is ``ani`` and customers with a contact at it."""
+    if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
+        # One read statement (server.customers.calls): in autocommit, psycopg sends no
+        # BEGIN before it and the session's close no ROLLBACK after it (two round trips).
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     match = service.lookup(
         session,
         ani=ani,

@@ -82,3 +82,30 @@ def test_a_devices_odd_names_and_values_are_shown_as_text() -> None:
     assert "&lt;script&gt;" in html
     assert 'title="mfp.toner_black_percent">Toner black</td>' in html
     assert "62 %" in html
+
+
+def test_the_device_page_builds_each_reading_once_in_the_pages_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The route hands the page a lazy list: nothing is built before the page renders,
+    then every metric once, with the label of the page's language."""
+    from server import i18n
+    from server.web import readings as module
+    from server.web.templating import templates
+
+    built: list[str] = []
+    real = module.reading
+
+    def counted(name: str, value: object) -> module.Reading:
+        built.append(name)
+        return real(name, value)
+
+    monkeypatch.setattr(module, "reading", counted)
+    rows = module.DeviceReadings("mfp", {"mfp.toner_black_percent": 62.0, "cpu_percent": 3.0})
+    assert built == []
+    with i18n.use("fr"):
+        html = templates.get_template("_health.html").render(readings=rows)
+    assert sorted(built) == ["cpu_percent", "mfp.toner_black_percent"]
+    assert 'title="mfp.toner_black_percent">Toner noir</td>' in html
+    assert "62 %" in html
+    assert not hasattr(module.Reading, "here")
