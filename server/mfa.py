@@ -8,7 +8,7 @@ hashes, each good for one login). From then on a login needs a code after the
 password (:mod:`server.logins`), and minting a long-lived API token needs
 one (:func:`check_code`); using such a token does not.
 
-- Secrets are encrypted at rest (Fernet) with the key in ``mfa_key_file``
+- Secrets are encrypted at rest (Fernet, :mod:`server.secretbox`) with the key in ``mfa_key_file``
   (default ``state_dir/mfa.key``, made at first use, mode 0600); they are never
   logged, audited or returned after enrolment.
 - A code is accepted for its 30-second step and the steps either side (clock
@@ -30,20 +30,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 import pyotp
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import Session, col, func, select
 
-from server import audit
+from server import audit, secretbox
 from server.config import ServerSettings
 from server.models import MfaRecoveryCode, User, UserMfa
 from shared.errors import AuthError, Conflict, NotFound
 from shared.ids import utcnow
-from shared.keyfiles import create_key_file
 
 #: Seconds per TOTP step, and how many steps either side of now are accepted.
 STEP_S = 30
@@ -54,35 +51,11 @@ _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _RECOVERY_HALF = 5
 
 
-class MfaKeyError(RuntimeError):
-    """The MFA key file is unreadable or does not decrypt a stored secret."""
-
-
-def key_path(settings: ServerSettings) -> Path:
-    """Where the key that encrypts TOTP secrets lives."""
-    return settings.mfa_key_file or settings.state_dir / "mfa.key"
-
-
-def _fernet(settings: ServerSettings) -> Fernet:
-    path = key_path(settings)
-    create_key_file(path, Fernet.generate_key)
-    try:
-        return Fernet(path.read_bytes().strip())
-    except (OSError, ValueError) as exc:
-        msg = f"cannot use the MFA key {path}: {exc}"
-        raise MfaKeyError(msg) from exc
-
-
-def _encrypt(settings: ServerSettings, secret: str) -> str:
-    return _fernet(settings).encrypt(secret.encode()).decode()
-
-
-def _decrypt(settings: ServerSettings, stored: str) -> str:
-    try:
-        return _fernet(settings).decrypt(stored.encode()).decode()
-    except InvalidToken as exc:
-        msg = f"the MFA key {key_path(settings)} does not decrypt a stored secret"
-        raise MfaKeyError(msg) from exc
+#: The MFA key file is unreadable or does not decrypt a stored secret.
+MfaKeyError = secretbox.SecretKeyError
+key_path = secretbox.key_path
+_encrypt = secretbox.encrypt
+_decrypt = secretbox.decrypt
 
 
 def hash_recovery_code(code: str) -> str:

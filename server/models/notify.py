@@ -15,7 +15,9 @@ from shared.ids import utcnow
 
 class NotifyRuleRecord(SQLModel, table=True):
     """A rule made on the admin page or through the API (``[[server.notify]]`` rules
-    live in ``server.toml``); ``spec`` is a :class:`server.notify.rules.NotifyRule`."""
+    live in ``server.toml``); ``spec`` is a :class:`server.notify.rules.NotifyRule`, and a
+    webhook rule's signing secret encrypted under ``secret_encrypted``
+    (:data:`server.notify.store.SEALED_SECRET`)."""
 
     __tablename__ = "notify_rule"
 

@@ -4,7 +4,8 @@ A webhook receives the message as JSON with these headers (docs/operations.md,
 "Verifying a webhook"):
 
 - ``X-Fieldlink-Signature: t=<unix time>,v1=<hex>``: HMAC-SHA256 with the rule's
-  secret over ``<unix time>.`` followed by the exact body bytes (as Stripe signs);
+  secret (kept in the database for a rule made over the API, else in its
+  ``secret_file``) over ``<unix time>.`` followed by the exact body bytes (as Stripe signs);
 - ``X-Fieldlink-Delivery``: the outbox id (the same on every retry: deduplicate on it);
 - ``X-Fieldlink-Event``: ``<kind>.<state>``, e.g. ``fault.problem``.
 
@@ -63,6 +64,21 @@ def read_secret(path: Path, rule: str) -> bytes:
     return secret
 
 
+def rule_secret(rule: NotifyRule) -> bytes:
+    """The rule's signing secret: the one kept in the database, else its ``secret_file``'s.
+
+    Raises:
+        ConfigError: the stored secret does not decrypt, or the file is unreadable or empty.
+    """
+    stored = rule.stored_secret()
+    if stored is not None:
+        return stored
+    if rule.secret_file is None:
+        msg = f"notify rule {rule.name!r} has no signing secret"
+        raise ConfigError(msg)
+    return read_secret(rule.secret_file, rule.name)
+
+
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     """The ``X-Fieldlink-Signature`` value for ``body`` sent at ``timestamp``."""
     digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -101,16 +117,15 @@ async def post_webhook(
     Raises:
         DeliveryError: a blocked destination, or no 2xx answer (the message names the URL
             masked).
-        ConfigError: the secret file is unreadable.
+        ConfigError: the secret is unreadable (:func:`rule_secret`).
     """
     assert rule.webhook_url is not None  # noqa: S101
-    assert rule.secret_file is not None  # noqa: S101
     try:
         await check_webhook_url(rule.webhook_url, policy)
     except BlockedDestination as exc:
         msg = f"POST {mask_url(rule.webhook_url)}: {exc}"
         raise DeliveryError(msg) from exc
-    secret = read_secret(rule.secret_file, rule.name)
+    secret = rule_secret(rule)
     body = encode(payload)
     headers = {
         "Content-Type": "application/json",

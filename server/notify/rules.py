@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from shared.errors import ConfigError
 from shared.wire import SEVERITIES, Severity
 
 #: The kinds of event a rule may listen to. An open set: a new producer (overdue
@@ -27,6 +28,9 @@ RESOLVED: Final = "resolved"
 ONE_OFF: Final = "event"
 #: The languages an e-mail may be written in (:data:`server.i18n.LANGUAGES`).
 Language = Literal["en", "ja", "zh", "de", "fr"]
+#: Validation context of a database rule whose secret is kept in the database: it needs no
+#: ``secret_file`` (``NotifyRule.model_validate(spec, context={STORED_SECRET: True})``).
+STORED_SECRET: Final = "stored_secret"  # noqa: S105 - a name, not a secret
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
@@ -58,6 +62,10 @@ class NotifyRule(BaseModel):
     #: A problem that resolves within this many seconds is not told at all (quiet period).
     hold_s: float = Field(default=0.0, ge=0, le=86400)
     enabled: bool = True
+    #: A database rule's signing secret, decrypted (:meth:`keep_secret`), or why it could not
+    #: be: never validated from input, dumped, shown or in the repr.
+    _secret: bytes | None = PrivateAttr(default=None)
+    _secret_error: str | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -97,14 +105,31 @@ class NotifyRule(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _has_a_channel(self) -> NotifyRule:
+    def _has_a_channel(self, info: ValidationInfo) -> NotifyRule:
         if not self.webhook_url and not self.email_to:
             msg = "a rule needs webhook_url or email_to"
             raise ValueError(msg)
-        if self.webhook_url and self.secret_file is None:
+        stored = bool(info.context and info.context.get(STORED_SECRET))
+        if self.webhook_url and self.secret_file is None and not stored:
             msg = "webhook_url needs secret_file (the signing secret)"
             raise ValueError(msg)
         return self
+
+    def keep_secret(self, secret: bytes | None, error: str | None = None) -> NotifyRule:
+        """Give the rule its signing secret from the database (or why it has none); ``self``."""
+        self._secret, self._secret_error = secret, error
+        return self
+
+    def stored_secret(self) -> bytes | None:
+        """The signing secret kept in the database; None: read ``secret_file``.
+
+        Raises:
+            ConfigError: the stored secret could not be decrypted (one line, no secret).
+        """
+        if self._secret_error is not None:
+            msg = f"notify rule {self.name!r}: {self._secret_error}"
+            raise ConfigError(msg)
+        return self._secret
 
     def channels(self) -> list[str]:
         """``webhook`` and/or ``email``."""

@@ -1,36 +1,40 @@
 """The rules in force and the admin's view: rules in the database, the outbox, a test.
 
 Rules made through the API (``POST /api/v1/notify/rules``) live in ``notify_rule``;
-a webhook rule's signing secret is made here, written to
-``state_dir/notify/<name>.secret`` (mode 0600) and shown once, in the answer that
-created it, as a webhook provider shows it. A name may not repeat a
-``[[server.notify]]`` rule's.
+a webhook rule's signing secret is made here, kept in the rule's row encrypted with
+the server's key (:mod:`server.secretbox`, the MFA key: every server process on the
+database can sign with it) and shown once, in the answer that created it, as a
+webhook provider shows it. A rule made before kept it in
+``state_dir/notify/<name>.secret``: that file is still read (:func:`secret_path`).
+A name may not repeat a ``[[server.notify]]`` rule's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from server import audit
+from server import audit, secretbox
 from server.config import ServerSettings
 from server.models.notify import NotifyOutbox, NotifyRuleRecord
 from server.notify.planner import payload
-from server.notify.rules import DeviceFacts, Language, NotifyRule
+from server.notify.rules import STORED_SECRET, DeviceFacts, Language, NotifyRule
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import utcnow
 from shared.wire import Severity
 
 logger = logging.getLogger(__name__)
+
+#: The key of ``notify_rule.spec`` that holds the encrypted signing secret.
+SEALED_SECRET: Final = "secret_encrypted"  # noqa: S105 - a key name, not a secret
 
 
 class NotifyRuleIn(BaseModel):
@@ -82,23 +86,34 @@ class NotifyOutboxPublic(BaseModel):
 
 
 def secret_path(settings: ServerSettings, name: str) -> Path:
-    """Where the secret of the database rule ``name`` is kept."""
+    """Where the secret of the database rule ``name`` was kept before it was in the database
+    (the rule's ``secret_file``: still read, removed with the rule)."""
     return settings.state_dir / "notify" / f"{name}.secret"
 
 
-def _parse(record: NotifyRuleRecord) -> NotifyRule | None:
+def _parse(record: NotifyRuleRecord, settings: ServerSettings | None = None) -> NotifyRule | None:
+    """The record's rule; with ``settings``, its stored secret decrypted (or why not: told
+    at delivery, see :meth:`NotifyRule.stored_secret`)."""
+    spec = dict(record.spec)
+    sealed = spec.pop(SEALED_SECRET, None)
     try:
-        return NotifyRule.model_validate(record.spec)
+        rule = NotifyRule.model_validate(spec, context={STORED_SECRET: sealed is not None})
     except ValidationError:
         logger.warning("notify rule %r in the database is not valid; ignored", record.name)
         return None
+    if sealed is not None and settings is not None:
+        try:
+            rule.keep_secret(secretbox.decrypt(settings, str(sealed)).encode())
+        except secretbox.SecretKeyError as exc:
+            rule.keep_secret(None, str(exc))
+    return rule
 
 
 def all_rules(engine: Engine, settings: ServerSettings) -> list[NotifyRule]:
     """``[[server.notify]]`` then the database's rules."""
     with Session(engine) as db:
         records = db.exec(select(NotifyRuleRecord).order_by(col(NotifyRuleRecord.id))).all()
-    parsed = [_parse(record) for record in records]
+    parsed = [_parse(record, settings) for record in records]
     return list(settings.notify) + [rule for rule in parsed if rule is not None]
 
 
@@ -124,7 +139,8 @@ def list_rules(db: Session, settings: ServerSettings) -> list[NotifyRulePublic]:
 def create_rule(
     db: Session, settings: ServerSettings, body: NotifyRuleIn, *, actor: str, source_ip: str | None
 ) -> NotifyRulePublic:
-    """Store a rule (audited); a webhook rule gets a fresh secret, returned once.
+    """Store a rule (audited); a webhook rule gets a fresh secret, stored encrypted and
+    returned once.
 
     Raises:
         InvalidInput: the rule is not valid (one line).
@@ -136,23 +152,19 @@ def create_rule(
     ):
         msg = f"a notify rule named {body.name!r} exists"
         raise Conflict(msg)
-    spec = body.model_dump()
-    secret: str | None = None
-    if body.webhook_url:
-        spec["secret_file"] = str(secret_path(settings, body.name))
     try:
-        rule = NotifyRule.model_validate(spec)
+        rule = NotifyRule.model_validate(body.model_dump(), context={STORED_SECRET: True})
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         msg = f"{where}: {first['msg']}" if where else str(first["msg"])
         raise InvalidInput(msg) from exc
-    if rule.secret_file is not None:
+    spec = rule.model_dump(mode="json")
+    secret: str | None = None
+    if rule.webhook_url:
         secret = secrets.token_urlsafe(32)
-        _write_secret(rule.secret_file, secret)
-    record = NotifyRuleRecord(
-        name=rule.name, spec=rule.model_dump(mode="json"), created_by=actor, created_at=utcnow()
-    )
+        spec[SEALED_SECRET] = secretbox.encrypt(settings, secret)
+    record = NotifyRuleRecord(name=rule.name, spec=spec, created_by=actor, created_at=utcnow())
     db.add(record)
     audit.record(
         db,
@@ -173,17 +185,11 @@ def create_rule(
     )
 
 
-def _write_secret(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(secret + "\n")
-
-
 def delete_rule(
     db: Session, settings: ServerSettings, name: str, *, actor: str, source_ip: str | None
 ) -> None:
-    """Remove a database rule (audited); its queued messages are given up with it.
+    """Remove a database rule (audited), and its old secret file if it has one; its queued
+    messages are given up with it.
 
     Raises:
         NotFound: no database rule has that name.

@@ -12,21 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from server import metrics
 from server.config import ServerSettings
 from server.mail import MailError, SmtpSettings, send_mail
+from server.main import create_app
 from server.models import Device
 from server.models.notify import NotifyOutbox
 from server.notify.events import fault_event, write_events
 from server.notify.rules import NotifyRule
 from server.notify.worker import NotifyWorker
 from shared.ids import utcnow
+from tests.fixtures.api_auth import make_auth
 from tests.fixtures.ingest import counter
+from tests.fixtures.server_app import app_settings
 from tests.fixtures.smtp import SmtpRelay
-from tests.fixtures.webhook import WebhookReceiver
+from tests.fixtures.webhook import WebhookReceiver, verify_signature
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +286,65 @@ def test_the_cli_lists_rules_masked_and_sends_a_test_to_each_channel(
     logged = caplog.text
     for secret_text in ("pw-in-url", "tok-in-url", relay.password, SECRET.decode()):
         assert secret_text not in logged
+
+
+def test_a_rule_made_over_the_api_is_signed_by_another_server_process(
+    tmp_path: Path, hook: WebhookReceiver
+) -> None:
+    """Two server processes on one database, each with its own ``state_dir`` and the same
+    key file: a rule made through one is delivered by the other's worker, signed with the
+    secret shown once; a process with another key says so in the outbox."""
+    key = tmp_path / "shared" / "mfa.key"
+    database_url = f"sqlite:///{tmp_path / 'fieldlink.db'}"
+
+    def process(name: str, key_file: Path) -> ServerSettings:
+        return app_settings(
+            tmp_path,
+            database_url,
+            state_dir=tmp_path / name,
+            mfa_key_file=key_file,
+            notify_interval_s=3600,
+            notify_webhook_allow=["127.0.0.1/32"],
+        )
+
+    first, second = process("first", key), process("second", key)
+    with TestClient(create_app(first)) as one, TestClient(create_app(second)) as two:
+        admin = make_auth(one)("admin")  # the same database: the same token
+        made = one.post(
+            "/api/v1/notify/rules",
+            json={"name": "api-hook", "events": ["fault"], "webhook_url": hook.url},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        secret = made.json()["secret"]
+        listed = two.get("/api/v1/notify/rules", headers=admin)
+        assert listed.json()["items"][0]["name"] == "api-hook"
+        assert secret not in listed.text
+        engine: Engine = two.app.state.engine  # type: ignore[attr-defined]
+        with Session(engine) as db:
+            db.add(Device(id="ct-9", serial="CT9", model="CT", type="imaging", customer="Sakura"))
+            db.commit()
+        with engine.connect() as conn:
+            stored = conn.scalar(sa.text("SELECT spec FROM notify_rule"))
+        assert secret not in str(stored)
+        assert not (tmp_path / "first" / "notify").exists()
+        clock = Clock()
+        _raise(engine, True)
+        stranger = process("third", tmp_path / "third.key")
+        asyncio.run(NotifyWorker(stranger, engine, clock=clock).run())
+        row = _webhook_row(engine)
+        assert (row.status, row.attempts) == ("queued", 1)
+        assert row.last_error == (
+            f"notify rule 'api-hook': the MFA key {tmp_path / 'third.key'} "
+            "does not decrypt a stored secret"
+        )
+        assert hook.received() == []
+        clock.now += timedelta(hours=1)
+        asyncio.run(NotifyWorker(second, engine, clock=clock).run())
+    [delivery] = hook.received()
+    assert delivery.json["code"] == "DICOM-ECHO-FAIL-PACS"
+    # The receiver checks it with the secret it was shown.
+    assert verify_signature(
+        secret.encode(), delivery.headers["x-fieldlink-signature"], delivery.body
+    )
+    assert _webhook_row(engine).status == "sent"

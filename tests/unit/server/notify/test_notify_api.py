@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from server import secretbox
 from server.config import ServerSettings
 from server.models import AuditEntry
+from server.models.notify import NotifyRuleRecord
 from server.notify.rules import NotifyRule
+from server.notify.store import SEALED_SECRET
 from tests.fixtures.api_auth import Auth
 
 URL = "https://bot:hunter2@hooks.example/fieldlink?token=abc"
@@ -53,9 +55,12 @@ def test_an_admin_adds_a_webhook_rule_and_sees_its_secret_once(
     assert len(secret) >= 32
     assert "hunter2" not in made.text
     assert "abc" not in created["rule"]["webhook_url"]
-    path = settings.state_dir / "notify" / "ops-hook.secret"
-    assert path.read_text().strip() == secret
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (settings.state_dir / "notify").exists()  # kept in the database, encrypted
+    with Session(engine) as db:
+        [record] = db.exec(select(NotifyRuleRecord)).all()
+    sealed = record.spec[SEALED_SECRET]
+    assert secret not in str(record.spec)
+    assert secretbox.decrypt(settings, sealed) == secret
     listed = client.get("/api/v1/notify/rules", headers=admin).json()
     assert [(r["name"], r["origin"]) for r in listed["items"]] == [
         ("from-toml", "config"),
@@ -73,7 +78,6 @@ def test_an_admin_adds_a_webhook_rule_and_sees_its_secret_once(
     assert clash.status_code == 409
     gone = client.delete("/api/v1/notify/rules/ops-hook", headers=admin)
     assert gone.status_code == 204
-    assert not path.exists()
     assert client.delete("/api/v1/notify/rules/ops-hook", headers=admin).status_code == 404
     assert client.delete("/api/v1/notify/rules/from-toml", headers=admin).status_code == 409
     assert _actions(engine) == ["notify.rule_add", "notify.rule_delete"]
