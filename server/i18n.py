@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from babel import Locale, dates, numbers
+from babel import Locale, dates, numbers, units
 from babel.support import NullTranslations, Translations
 
 #: The languages fieldlink speaks, English (the source) first.
@@ -137,6 +137,31 @@ def format_percent(fraction: float, digits: int = 0, language: str | None = None
     else:
         pattern = locale.percent_formats[None].pattern.replace("#,##0", number, 1)
     return numbers.format_percent(fraction, format=pattern, locale=locale)
+
+
+def format_duration(seconds: float, language: str | None = None) -> str:
+    """A span in its two largest units, as the reader abbreviates them (``12 d 3 h``,
+    ``5 h 20 min``, ``4 min``, ``9 s`` in English, the house style; CLDR's short units in
+    the others: ``12 日 3 時間``, ``12 Tg. 3 Std.``)."""
+    total = int(max(0.0, seconds))
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes = rest // 60
+    parts: list[tuple[int, str, str]]
+    if days:
+        parts = [(days, "duration-day", "d"), (hours, "duration-hour", "h")]
+    elif hours:
+        parts = [(hours, "duration-hour", "h"), (minutes, "duration-minute", "min")]
+    elif minutes:
+        parts = [(minutes, "duration-minute", "min")]
+    else:
+        parts = [(total, "duration-second", "s")]
+    locale = babel_locale(language)
+    if locale.language == "en":
+        return " ".join(f"{amount} {short}" for amount, _, short in parts)
+    return " ".join(
+        units.format_unit(amount, unit, length="short", locale=locale) for amount, unit, _ in parts
+    )
 
 
 def format_utc(moment: datetime, language: str | None = None) -> str:

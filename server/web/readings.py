@@ -124,18 +124,8 @@ def label(name: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    """``12 d 3 h``, ``5 h 20 min``, ``4 min``: the two largest units."""
-    total = int(max(0.0, seconds))
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes = rest // 60
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{total} s"
+    """``12 d 3 h``, ``5 h 20 min``, ``4 min``: the two largest units, the reader's way."""
+    return i18n.format_duration(seconds)
 
 
 def size(value: float) -> str:

@@ -109,3 +109,17 @@ def test_the_device_page_builds_each_reading_once_in_the_pages_language(
     assert 'title="mfp.toner_black_percent">Toner noir</td>' in html
     assert "62 %" in html
     assert not hasattr(module.Reading, "here")
+
+
+def test_durations_in_the_readers_units() -> None:
+    from server import i18n
+
+    assert duration(21 * 86_400 + 23 * 3_600) == "21 d 23 h"
+    assert duration(5 * 3_600 + 20 * 60) == "5 h 20 min"
+    assert duration(240) == "4 min"
+    with i18n.use("ja"):
+        assert duration(21 * 86_400 + 23 * 3_600) == "21 日 23 時間"
+    with i18n.use("de"):
+        assert duration(5 * 3_600 + 20 * 60) == "5 Std. 20 Min."
+    with i18n.use("zh"):
+        assert duration(240) == "4分钟"
