@@ -25,7 +25,7 @@ server stops; then the row gets the close reason, bytes each way, the
 services used and the recording's SHA-256, and the audit log a
 ``session.close`` entry.
 
-This module is longer than most (about 740 lines): it is one class whose
+This module is longer than most (about 790 lines): it is one class whose
 methods share the live sessions' table and its locking-free rules (one event
 loop); the database work, the limits and the state rules are elsewhere.
 """
