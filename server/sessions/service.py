@@ -346,7 +346,8 @@ class SessionService:
                 await self._db(repository.mark_active, sid)
                 await self._move(live, "active", write=False)
             try:
-                async with asyncio.timeout(live.max_duration_s):
+                async with asyncio.timeout(live.cap_s()) as deadline:
+                    live.deadline, live.active_at = deadline, asyncio.get_running_loop().time()
                     reason = await connection.wait_closed()
             except TimeoutError:
                 await connection.close("max_duration")
@@ -431,6 +432,12 @@ class SessionService:
             self._spawn(self._db(repository.note_site_decision, device_id, event.type, body))
         if live is None or live.agent_id != device_id:
             return
+        if event.type == wire.SESSION_STARTED and live.cap(event.body.get("max_duration_s")):
+            logger.info(
+                "session %s: capped at %.0f s, as the agent runs it",
+                session_id,
+                live.max_duration_s,
+            )
         target = move_on_event(live.state, event.type)
         if target == "closed":
             live.closing = "site_denied"

@@ -89,6 +89,10 @@ def refusal_reason(error: str) -> str:
     return "site_denied" if error in _SITE_REFUSALS else "error"
 
 
+#: How long after the agent's own limit the server ends a session itself.
+CAP_GRACE_S: Final = 5.0
+
+
 @dataclass(slots=True)
 class LiveSession:
     """What the holding process keeps for one open session."""
@@ -117,10 +121,34 @@ class LiveSession:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set once the closed row is written.
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The server's own cap while the session is active, and when it became active
+    #: (the event loop's clock): :meth:`cap` moves it.
+    deadline: asyncio.Timeout | None = None
+    active_at: float = 0.0
+    #: Whether :meth:`cap` lowered :attr:`max_duration_s` to the agent's limit.
+    capped: bool = False
 
     def __post_init__(self) -> None:
         if not self.agent_id:
             self.agent_id = self.device_id
+
+    def cap(self, seconds: object) -> bool:
+        """The agent runs the session for at most ``seconds`` (its policy, or a site's
+        approval for a shorter time): the server's own cap follows, :data:`CAP_GRACE_S`
+        later, so the agent's close (with its report) comes first. Whether it moved."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return False
+        if not 0 < seconds < self.max_duration_s:
+            return False
+        self.max_duration_s = float(seconds)
+        self.capped = True
+        if self.deadline is not None:
+            self.deadline.reschedule(self.active_at + float(seconds) + CAP_GRACE_S)
+        return True
+
+    def cap_s(self) -> float:
+        """How long the server lets the session run once active."""
+        return self.max_duration_s + (CAP_GRACE_S if self.capped else 0.0)
 
     def move(self, state: str) -> bool:
         """Move to ``state`` if the state machine allows it; whether it moved.

@@ -77,3 +77,30 @@ def test_a_live_session_wakes_waiters_per_move_and_on_close_only_once_written() 
         assert live.closed.is_set()
 
     asyncio.run(scenario())
+
+
+def test_the_servers_cap_follows_the_agents_shorter_limit() -> None:
+    """A site approved a session for 10 minutes of the 4 hours asked: the agent says so
+    in ``session.started``; the server's own cap moves to it (a few seconds later, so the
+    agent's close and its report come first), even after the session became active."""
+    from datetime import UTC, datetime
+
+    from server.sessions.states import CAP_GRACE_S, LiveSession
+
+    async def run() -> None:
+        live = LiveSession("ses-1", "mfp-1", "olga", 4 * 3600.0, datetime.now(UTC))
+        assert live.cap_s() == 4 * 3600.0
+        for ignored in (None, "600", True, 0, -5, 5 * 3600):
+            assert live.cap(ignored) is False
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(live.cap_s()) as deadline:
+            live.deadline, live.active_at = deadline, loop.time()
+            assert live.cap(600) is True
+            when = deadline.when()
+            assert when is not None
+            assert abs(when - (live.active_at + 600 + CAP_GRACE_S)) < 1e-6
+            await asyncio.sleep(0)
+        assert live.cap_s() == 600 + CAP_GRACE_S
+        assert live.cap(900) is False  # never longer again
+
+    asyncio.run(run())
