@@ -70,6 +70,9 @@ class Survey(SQLModel, table=True):
     touchpoints: str = Field(max_length=64)
     sent_at: datetime | None = Field(default=None, sa_column=utc_column())
     reminded_at: datetime | None = Field(default=None, sa_column=utc_column())
+    #: Until when a server process's survey-mail job is sending it (several processes
+    #: never send one twice; a dead one's lease runs out).
+    mail_lease_until: datetime | None = Field(default=None, sa_column=utc_column())
     answered_at: datetime | None = Field(default=None, sa_column=utc_column(index=True))
     recommend: int | None = None
     csat_call_center: int | None = None

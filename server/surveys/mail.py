@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -89,18 +90,42 @@ def deliver(session: Session, settings: object, survey: Survey, *, reminder: boo
     smtp = _smtp(settings)
     if smtp is None or not survey.contact_email:
         return False
+    if not _lease(session, survey, reminder=reminder):
+        return False  # another server process is sending it, or has sent it
     subject, body = compose(survey, records.survey_url(settings, survey), reminder=reminder)
     try:
         send_mail_blocking(smtp, [survey.contact_email], subject, body)
     except (MailError, ConfigError) as exc:
         logger.warning("survey %s could not be e-mailed: %s", survey.id, exc)
+        survey.mail_lease_until = None
+        session.add(survey)
+        session.commit()
         return False
     if reminder:
         survey.reminded_at = utcnow()
     else:
         survey.sent_at = utcnow()
+    survey.mail_lease_until = None
     session.add(survey)
     session.commit()
+    return True
+
+
+def _lease(session: Session, survey: Survey, *, reminder: bool) -> bool:
+    """Take the survey for this process's send (a conditional update: of several server
+    processes, one takes it); False when it was sent meanwhile or is leased elsewhere."""
+    now = utcnow()
+    not_yet = col(Survey.reminded_at).is_(None) if reminder else col(Survey.sent_at).is_(None)
+    free = sa.or_(col(Survey.mail_lease_until).is_(None), col(Survey.mail_lease_until) < now)
+    taken = session.execute(
+        sa.update(Survey)
+        .where(col(Survey.id) == survey.id, not_yet, free)
+        .values(mail_lease_until=now + MAIL_LEASE)
+    )
+    session.commit()
+    if not taken.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.refresh(survey)
     return True
 
 
@@ -152,6 +177,8 @@ def links_csv_rows(session: Session, settings: object, *, state: str) -> Iterato
 
 #: The upkeep job that e-mails new surveys and the one reminder (when a relay is set).
 MAIL_JOB = "survey-mail"
+#: How long a process holds a survey it is e-mailing (a relay answers well within it).
+MAIL_LEASE = timedelta(minutes=5)
 #: How to wake each database's mail job (set by :func:`add_mail_job`), for closing requests.
 _WAKERS: weakref.WeakKeyDictionary[object, Callable[[], None]] = weakref.WeakKeyDictionary()
 

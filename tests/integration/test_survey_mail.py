@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from server.config import ServerSettings
 from server.mail import SmtpSettings
 from server.main import create_app
-from server.surveys.mail import send_due
+from server.models import Survey
+from server.surveys.mail import deliver, send_due
 from shared.ids import utcnow
 from tests.fixtures.api_auth import make_auth
 from tests.fixtures.customers import customer, device
@@ -121,9 +122,25 @@ def test_the_survey_is_mailed_in_the_contacts_language_and_reminded_once(
         engine = client.app.state.engine  # type: ignore[attr-defined]
         with Session(engine, expire_on_commit=False) as session:
             assert send_due(session, settings) == (0, 0)  # not due yet
+            # Another server process read the same unreminded survey meanwhile...
+            other = Session(engine, expire_on_commit=False)
+            stale = other.exec(select(Survey)).one()
             later = utcnow() + timedelta(days=8)
+            # ...and holds it: this process's job leaves it alone until the lease runs out.
+            survey = session.exec(select(Survey)).one()
+            survey.mail_lease_until = utcnow() + timedelta(minutes=5)
+            session.add(survey)
+            session.commit()
+            assert send_due(session, settings, now=later) == (0, 0)
+            survey.mail_lease_until = utcnow() - timedelta(seconds=1)  # that process died
+            session.add(survey)
+            session.commit()
             assert send_due(session, settings, now=later) == (0, 1)
             assert send_due(session, settings, now=later) == (0, 0)  # once
+            assert session.exec(select(Survey)).one().mail_lease_until is None
+            # The other process's job comes too late: it sends nothing.
+            assert deliver(other, settings, stale, reminder=True) is False
+            other.close()
         assert len(box.messages) == 2
         assert box.messages[1]["Subject"].startswith("リマインダー")
         token = url.rsplit("/", 1)[1]
