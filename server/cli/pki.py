@@ -29,7 +29,7 @@ from provisioning.pki import CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 from shared.errors import ConfigError, InvalidInput, UnavailableError
 from shared.ids import isoformat_z
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 ca_app = typer.Typer(
     name="ca",
-    help="The device CA: certificates for devices, the broker and the server.",
+    help=N_("The device CA: certificates for devices, the broker and the server."),
     epilog=examples(
         ("fieldlink ca init --config server.toml", "once, first"),
         ("fieldlink ca show --config server.toml", "what it holds"),
