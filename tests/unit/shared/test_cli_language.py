@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 # ``--help`` loads every command; asyncssh looks for its libraries (ldconfig) when first
 # imported: here, at collection, not inside a test (tests/unit runs in process only).
@@ -18,6 +21,7 @@ import pytest
 
 from server.client.tables import echo_page
 from shared import cli_language, exit_codes
+from shared.cli import GROUP, FieldlinkCLI
 from shared.cli_language import DOMAIN, LANGUAGES, LOCALE_DIR, language, tr
 from tests.fixtures.cli import fieldlink
 from tests.fixtures.translations import catalog_problems
@@ -217,3 +221,31 @@ def test_the_help_in_english_is_byte_for_byte_as_before(args: tuple[str, ...]) -
     done = fieldlink(*args, "--help", env={"COLUMNS": "80"})
     assert done.returncode == 0, done.stderr
     assert hashlib.sha256(done.stdout_bytes).hexdigest() == ENGLISH_HELP[args], done.stdout
+
+
+#: Options typer adds itself (in English, as click's ``--help``).
+TYPERS_OWN = {"install_completion", "show_completion"}
+
+
+def _tree(command: Any) -> Iterator[Any]:
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _tree(sub)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES[1:])
+def test_every_commands_purpose_and_the_operators_options_have_a_translation(lang: str) -> None:
+    said = cli_language.catalog(lang).gettext
+    group = FieldlinkCLI(name="fieldlink")
+    untranslated = []
+    for ep in entry_points(group=GROUP):
+        command = group.get_command(None, ep.name)
+        assert command is not None
+        if said(command.help) == command.help:
+            untranslated.append(ep.name)
+        if ep.value.startswith("server.client."):  # the operator's: every command and option
+            for each in _tree(command):
+                params = [p for p in each.params if p.name not in TYPERS_OWN]
+                texts = [each.help, *(getattr(p, "help", None) for p in params)]
+                untranslated += [f"{ep.name}: {t}" for t in texts if t and said(t) == t]
+    assert untranslated == []
