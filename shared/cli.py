@@ -69,16 +69,22 @@ def reader_language(command: Command) -> Iterator[None]:
     The texts are marked for the catalog with ``N_`` where they are written.
     """
     owners: list[Any] = [command, *command.params, *getattr(command, "commands", {}).values()]
-    saved = [(owner, owner.help, getattr(owner, "short_help", None)) for owner in owners]
+    # (click's plain arguments have no help: only what has one is changed)
+    saved = [
+        (owner, getattr(owner, "help", None), getattr(owner, "short_help", None))
+        for owner in owners
+    ]
     try:
         for owner, help_, short in saved:
-            owner.help = _said(help_)
+            if help_ is not None:
+                owner.help = _said(help_)
             if short is not None:
                 owner.short_help = _said(short)
         yield
     finally:
         for owner, help_, short in saved:
-            owner.help = help_
+            if help_ is not None:
+                owner.help = help_
             if short is not None:
                 owner.short_help = short
 
@@ -97,8 +103,9 @@ def _in_reader_language(cls: type[Command]) -> type[Command]:
 def in_reader_language(command: Command) -> Command:
     """``command`` and its subcommands, their ``--help`` shown in the reader's language.
 
-    Every command of the entry points gets this (typer's classes, or a package's own, given
-    a subclass that formats the help in the language read as it is shown).
+    Every command of the entry points gets this: typer has built the objects, so each is
+    given a subclass of its own class (typer's, or a package's own ``cls=``) that formats
+    the help in the language read as it is shown; nothing else about it changes.
     """
     if not getattr(type(command), _MARK, False):
         command.__class__ = _in_reader_language(type(command))
