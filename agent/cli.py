@@ -22,10 +22,11 @@ from typing import Annotated, Any
 import typer
 
 from shared.cli_help import examples
+from shared.translatable import N_
 
 agent_app = typer.Typer(
     name="agent",
-    help="The fieldlink agent: reports device health and opens remote sessions.",
+    help=N_("The fieldlink agent: reports device health and opens remote sessions."),
     epilog=examples(
         ("fieldlink agent enroll --server URL --token T", "once, on the device"),
         ("fieldlink agent run", "health, sessions"),

@@ -39,9 +39,11 @@ from agent.health.profiles import ProfileOptions, SimulatedHost, create_profile
 from agent.remote.policy import ServiceTarget, SitePolicy
 from agent.supervisor import Agent
 from shared.broker_url import BrokerAddress
+from shared.cli_help import help_text
 from shared.errors import ConfigError
 from shared.hostkeys import ensure_host_keys
 from shared.ids import check_device_id
+from shared.translatable import N_
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +299,7 @@ async def _run_until_signal(agents: Sequence[Agent]) -> None:
             loop.remove_signal_handler(signum)
 
 
+@help_text(N_("Run a fleet of simulated agents in one process until Ctrl-C or SIGTERM."))
 def simulate_command(
     devices: Annotated[int, typer.Option("--devices", "-n", min=1, help="How many devices.")] = 3,
     prefix: Annotated[str, typer.Option(help="Device ids are PREFIX-0000, PREFIX-0001, ...")] = (
@@ -347,7 +350,6 @@ def simulate_command(
         ),
     ] = None,
 ) -> None:
-    """Run a fleet of simulated agents in one process until Ctrl-C or SIGTERM."""
     from shared.logs import configure_logging
 
     configure_logging(log_level)

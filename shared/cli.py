@@ -10,8 +10,10 @@ says which extra to install instead of failing with a traceback.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from difflib import get_close_matches
-from functools import cached_property
+from functools import cache, cached_property
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, Final
 
@@ -48,17 +50,81 @@ def _extra_of(module: str) -> str:
     return "server"
 
 
+def _said(text: str | None) -> str | None:
+    """A help text in the reader's language (as written when the catalog lacks it)."""
+    return tr(text) if text else text
+
+
+#: Marks the command classes :func:`in_reader_language` made.
+_MARK: Final = "_fieldlink_reader_language"
+
+
+@contextmanager
+def reader_language(command: Command) -> Iterator[None]:
+    """While formatting ``--help``: the help texts of ``command``, its parameters and its
+    subcommands in the reader's language (:func:`shared.cli_language.tr`), as written after.
+
+    Typer builds the texts at import, in English; the language is read here, as the help is
+    shown, so that a process (a test) that changes ``LANG`` between invocations is followed.
+    The texts are marked for the catalog with ``N_`` where they are written.
+    """
+    owners: list[Any] = [command, *command.params, *getattr(command, "commands", {}).values()]
+    # (click's plain arguments have no help: only what has one is changed)
+    saved = [
+        (owner, getattr(owner, "help", None), getattr(owner, "short_help", None))
+        for owner in owners
+    ]
+    try:
+        for owner, help_, short in saved:
+            if help_ is not None:
+                owner.help = _said(help_)
+            if short is not None:
+                owner.short_help = _said(short)
+        yield
+    finally:
+        for owner, help_, short in saved:
+            if help_ is not None:
+                owner.help = help_
+            if short is not None:
+                owner.short_help = short
+
+
+@cache
+def _in_reader_language(cls: type[Command]) -> type[Command]:
+    """A subclass of ``cls`` whose ``--help`` is in the reader's language."""
+
+    def format_help(self: Command, ctx: Any, formatter: HelpFormatter) -> None:
+        with reader_language(self):
+            cls.format_help(self, ctx, formatter)
+
+    return type(cls.__name__, (cls,), {"__slots__": (), "format_help": format_help, _MARK: True})
+
+
+def in_reader_language(command: Command) -> Command:
+    """``command`` and its subcommands, their ``--help`` shown in the reader's language.
+
+    Every command of the entry points gets this: typer has built the objects, so each is
+    given a subclass of its own class (typer's, or a package's own ``cls=``) that formats
+    the help in the language read as it is shown; nothing else about it changes.
+    """
+    if not getattr(type(command), _MARK, False):
+        command.__class__ = _in_reader_language(type(command))
+    for sub in getattr(command, "commands", {}).values():
+        in_reader_language(sub)
+    return command
+
+
 def _as_command(obj: Any, name: str) -> Any:
     """A typer command object for an entry point's value: a Typer app or a function."""
     if isinstance(obj, typer.Typer):
         if obj.registered_callback is None:
             # Without a callback typer collapses a one-command app into that command.
             obj.callback()(lambda: None)
-        return typer.main.get_command(obj)
+        return in_reader_language(typer.main.get_command(obj))
     if callable(obj):
         app = typer.Typer(add_completion=False)
         app.command(name)(obj)
-        return typer.main.get_command(app)
+        return in_reader_language(typer.main.get_command(app))
     msg = f"entry point {name!r} is neither a Typer app nor a function"
     raise TypeError(msg)
 
@@ -94,8 +160,10 @@ def purpose(command: Command) -> str:
     """A command's whole one-line purpose: the first sentence of its help, never cut short."""
     text = command.short_help or command.help or ""
     paragraph = " ".join(text.split("\n\n", 1)[0].split())
-    end = re.search(r"[.;:!?](\s|$)", paragraph)
-    sentence = paragraph[: end.start() + 1] if end and paragraph[end.start()] == "." else paragraph
+    end = re.search(r"[.;:!?](\s|$)|。", paragraph)
+    sentence = (
+        paragraph[: end.start() + 1] if end and paragraph[end.start()] in ".。" else paragraph
+    )
     return sentence.removeprefix("\b ").strip()
 
 
@@ -232,10 +300,17 @@ class FieldlinkCLI(TyperGroup):
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)
             if command is not None and not command.hidden:
-                rows.append((name, purpose(command)))
+                with reader_language(command):
+                    rows.append((name, purpose(command)))
         if rows:
             with formatter.section(tr("Commands")):
                 formatter.write_dl(rows)
+
+    @override
+    def format_help(self, ctx: Any, formatter: HelpFormatter) -> None:
+        """The help in the reader's language (:func:`reader_language`)."""
+        with reader_language(self):
+            super().format_help(ctx, formatter)
 
     @override
     def format_epilog(self, ctx: Any, formatter: HelpFormatter) -> None:
@@ -264,7 +339,7 @@ class FieldlinkCLI(TyperGroup):
 app = typer.Typer(
     cls=FieldlinkCLI,
     name="fieldlink",
-    help="fieldlink: remote maintenance for installed equipment.",
+    help=N_("fieldlink: remote maintenance for installed equipment."),
     epilog=EPILOG,
     add_completion=False,
     no_args_is_help=True,
@@ -284,7 +359,9 @@ def _show_version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version"),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help=N_("print the version")
+        ),
     ] = False,
 ) -> None:
     """fieldlink: remote maintenance for installed equipment."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
 
 def examples(*lines: tuple[str, str], heading: str = "Examples:") -> str:
     """An epilog of examples, ``(command, what it does)`` a line, kept as written.
@@ -13,3 +18,18 @@ def examples(*lines: tuple[str, str], heading: str = "Examples:") -> str:
     width = max(len(command) for command, _ in lines)
     body = "\n".join(f"  {command:<{width}}  # {what}" for command, what in lines)
     return f"\b\n{heading}\n{body}"
+
+
+def help_text(text: str) -> Callable[[F], F]:
+    """A command's ``--help``, written ``@help_text(N_("..."))`` where a docstring would be.
+
+    Typer takes a command's help from its docstring; a docstring cannot be marked for the
+    ``cli`` catalog, a text given here can (``N_``), and ``--help`` shows it in the reader's
+    language (:func:`shared.cli.reader_language`). It is the function's ``__doc__``.
+    """
+
+    def described(function: F) -> F:
+        function.__doc__ = text
+        return function
+
+    return described

@@ -10,9 +10,10 @@ it: ``LC_ALL``, else ``LC_MESSAGES``, else ``LANG`` name the locale; ``C`` or
 preferences) comes first, then the locale's language. A language fieldlink does not
 speak falls back to the next, then to English.
 
-The environment is read at each message (:func:`tr`), not at import: typer's help
-texts are built at import and stay English, the messages a command prints follow
-the environment it runs in (``LANG=ja_JP.UTF-8 fieldlink ...``).
+The environment is read at each message (:func:`tr`), not at import: the messages a
+command prints follow the environment it runs in (``LANG=ja_JP.UTF-8 fieldlink ...``),
+and so does ``--help``: typer builds its texts at import, in English (marked ``N_``),
+and :func:`shared.cli.reader_language` translates them as the help is shown.
 """
 
 from __future__ import annotations

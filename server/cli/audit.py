@@ -10,10 +10,10 @@ from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 
 audit_app = typer.Typer(
-    help="Check and read the tamper-evident audit log.",
+    help=N_("Check and read the tamper-evident audit log."),
     epilog=examples(
         ("fieldlink audit verify", "is the chain intact?"),
         ("fieldlink audit list --actor olga", "what olga did, newest first"),

@@ -20,10 +20,10 @@ from server import audit
 from server.cli.common import ConfigOption, open_database, write_out
 from server.crud import InvalidInput
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 
 customer_app = typer.Typer(
-    help="Customers: add, list, show; CSV import of customers and devices.",
+    help=N_("Customers: add, list, show; CSV import of customers and devices."),
     epilog=examples(
         ("fieldlink customer import customers.csv", "add or update customers"),
         ("fieldlink customer import-devices devices.csv", "register their devices"),
@@ -32,7 +32,7 @@ customer_app = typer.Typer(
     no_args_is_help=True,
 )
 call_app = typer.Typer(
-    help="Incoming calls: who is calling, the calls recorded.",
+    help=N_("Incoming calls: who is calling, the calls recorded."),
     epilog=examples(
         ('fieldlink call lookup "+44 20 7946 0000"', "who is calling?"),
         ("fieldlink call lookup 0301234 --customer-no 42", "a local number"),

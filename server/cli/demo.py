@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 
 from server.demo import free_port, port_free, run_demo
+from shared.cli_help import help_text
+from shared.translatable import N_
 
 
+@help_text(N_("Run everything on embedded defaults: server, embedded broker, simulated devices."))
 def demo_command(
     devices: Annotated[
         int, typer.Option("--devices", "-n", min=1, max=5000, help="simulated devices")
@@ -23,7 +26,6 @@ def demo_command(
     ] = 8080,
     interval: Annotated[float, typer.Option(help="seconds between samples")] = 5.0,
 ) -> None:
-    """Run everything on embedded defaults: server, embedded broker, simulated devices."""
     from shared.logs import configure_logging
 
     configure_logging("warning")

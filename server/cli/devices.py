@@ -15,11 +15,11 @@ from sqlmodel import Session
 from server import audit
 from server.cli.common import ConfigOption, open_database
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 from shared.errors import ConfigError
 
 device_app = typer.Typer(
-    help="Register and manage devices.",
+    help=N_("Register and manage devices."),
     epilog=examples(
         ("fieldlink device add --serial XK-42 --model M --type mfp", "register one"),
         ("fieldlink device token mfp-0042", "to enroll it"),

@@ -20,12 +20,12 @@ import typer
 from server.cli.common import ConfigOption, open_database, write_out
 from server.cli.kpi import FromOption, ToOption, api_client, parse_when
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 from shared.errors import InvalidInput
 from shared.ids import isoformat_z
 
 incident_app = typer.Typer(
-    help="Import and export call-center incidents (CSV, the columns of docs/kpis.md).",
+    help=N_("Import and export call-center incidents (CSV, the columns of docs/kpis.md)."),
     epilog=examples(
         ("fieldlink incident import incidents.csv", "history"),
         ("fieldlink incident export > incidents.csv", "as CSV"),

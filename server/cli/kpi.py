@@ -20,7 +20,8 @@ import typer
 from server.cli.common import ConfigOption, config_found
 from server.client.api import ApiClient, credentials_path
 from server.kpi.report import GROUP_BYS, KPI_DEFINITIONS, KpiReport, default_window
-from shared.cli_language import tr
+from shared.cli_help import help_text
+from shared.cli_language import N_, tr
 from shared.errors import InvalidInput
 from shared.ids import isoformat_z, utcnow
 
@@ -133,6 +134,9 @@ def api_client(config: Path | None) -> ApiClient | None:
     return ApiClient.from_credentials()
 
 
+@help_text(
+    N_("Show the KPIs of the incidents closed in [--from, --to) (default: the last 12 months).")
+)
 def kpi_command(
     start: FromOption = None,
     end: ToOption = None,
@@ -148,7 +152,6 @@ def kpi_command(
         ),
     ] = False,
 ) -> None:
-    """Show the KPIs of the incidents closed in [--from, --to) (default: the last 12 months)."""
     if voice:
         _voice(start, end, by, as_json, config)
         return

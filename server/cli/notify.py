@@ -17,9 +17,11 @@ import typer
 from sqlmodel import Session
 
 from server.cli.common import ConfigOption, open_database
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 
-notify_app = typer.Typer(help="Notification rules: list them, send a test.", no_args_is_help=True)
+notify_app = typer.Typer(
+    help=N_("Notification rules: list them, send a test."), no_args_is_help=True
+)
 
 
 @notify_app.command("rules")

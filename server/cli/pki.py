@@ -28,8 +28,8 @@ from provisioning.certificates import KEY_TYPES, KeyType
 from provisioning.pki import CaNotInitialized, PkiPaths, common_name
 from server.cli.common import ConfigOption, find_config
 from server.config import ServerSettings, load_server_settings
-from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_help import examples, help_text
+from shared.cli_language import N_, tr
 from shared.errors import ConfigError, InvalidInput, UnavailableError
 from shared.ids import isoformat_z
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 ca_app = typer.Typer(
     name="ca",
-    help="The device CA: certificates for devices, the broker and the server.",
+    help=N_("The device CA: certificates for devices, the broker and the server."),
     epilog=examples(
         ("fieldlink ca init --config server.toml", "once, first"),
         ("fieldlink ca show --config server.toml", "what it holds"),
@@ -138,6 +138,7 @@ def ca_show(config: ConfigOption = None) -> None:
         )
 
 
+@help_text(N_("Write the Mosquitto configuration, ACL and CRL for this server's broker."))
 def broker_config_command(
     out: Annotated[Path, typer.Option("--out", help="folder to write mosquitto.conf, acl, certs")],
     config: ConfigOption = None,
@@ -171,7 +172,6 @@ def broker_config_command(
         ),
     ] = "server",
 ) -> None:
-    """Write the Mosquitto configuration, ACL and CRL for this server's broker."""
     settings = load_server_settings(find_config(config))
     ca = CertificateAuthority.load(settings.state_dir)
     written = write_broker_config(
@@ -205,6 +205,15 @@ def broker_config_command(
     typer.echo(f"revocations and renewals reach the broker through {who}: {how}")
 
 
+@help_text(
+    N_(
+        "Apply the pending broker update: copy CRL, ACL and certificate, make the broker reload.\n"
+        "\n"
+        "Run by fieldlink-broker-reload.service with the rights to write the broker's folder and\n"
+        "signal it. It reads the server's PKI folder (never the CA's key) and, as root, takes the\n"
+        "folder and the reload from its own options, not from a file the server could rewrite."
+    )
+)
 def broker_reload_command(
     config: ConfigOption = None,
     broker_dir: Annotated[
@@ -219,12 +228,6 @@ def broker_reload_command(
         typer.Option("--reload-command", help="or a command that makes the broker reload"),
     ] = None,
 ) -> None:
-    """Apply the pending broker update: copy CRL, ACL and certificate, make the broker reload.
-
-    Run by fieldlink-broker-reload.service with the rights to write the broker's folder and
-    signal it. It reads the server's PKI folder (never the CA's key) and, as root, takes the
-    folder and the reload from its own options, not from a file the server could rewrite.
-    """
     settings = load_server_settings(find_config(config))
     paths = PkiPaths.under(settings.state_dir)
     if not paths.ca_cert.exists():

@@ -11,9 +11,10 @@ from server.cli.notify import notify_app
 from server.config import load_server_settings
 from server.config_sample import init_config
 from shared.cli_help import examples
+from shared.translatable import N_
 
 server_app = typer.Typer(
-    help="Run the fieldlink server.",
+    help=N_("Run the fieldlink server."),
     epilog=examples(
         ("fieldlink server init-config -o server.toml", "a commented configuration"),
         ("fieldlink server run --config server.toml", "serve API, console, ingest"),

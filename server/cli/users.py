@@ -15,7 +15,7 @@ from sqlmodel import Session
 from server import audit
 from server.cli.common import ConfigOption, open_database, read_password
 from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_language import N_, tr
 from shared.errors import ConfigError
 
 CustomersOption = Annotated[
@@ -27,7 +27,7 @@ RegionsOption = Annotated[
 ]
 
 user_app = typer.Typer(
-    help="Manage site users, operators, managers and administrators.",
+    help=N_("Manage site users, operators, managers and administrators."),
     epilog=examples(
         ("fieldlink user add olga --role operator", "password on stdin"),
         ("fieldlink user add ito --role site --customers C-1", "a site's IT"),

@@ -10,26 +10,27 @@ import typer
 
 from server.client.api import ApiClient, save_credentials
 from server.client.tables import echo_page
-from shared.cli_language import tr
+from shared.cli_help import help_text
+from shared.cli_language import N_, tr
 from shared.errors import AuthError, ConfigError
 
 #: What the server's 401 says when a two-factor code is needed (the CLI then asks for it).
 MFA_NEEDED = "two-factor code is required"
 
 
+@help_text(N_("Log in to a fieldlink server and remember the token for the other commands."))
 def login_command(
-    server: Annotated[str, typer.Option(help="server URL, e.g. https://fieldlink.example.com")],
-    user: Annotated[str | None, typer.Option("--user", "-u", help="user name")] = None,
+    server: Annotated[str, typer.Option(help=N_("server URL, e.g. https://fieldlink.example.com"))],
+    user: Annotated[str | None, typer.Option("--user", "-u", help=N_("user name"))] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="use this API token instead of a password", envvar="FIELDLINK_TOKEN"),
+        typer.Option(help=N_("use this API token instead of a password"), envvar="FIELDLINK_TOKEN"),
     ] = None,
     otp: Annotated[
         str | None,
-        typer.Option(help="the two-factor code (asked for when the server wants one)"),
+        typer.Option(help=N_("the two-factor code (asked for when the server wants one)")),
     ] = None,
 ) -> None:
-    """Log in to a fieldlink server and remember the token for the other commands."""
     client = ApiClient(server, token)
     try:
         if token is None:
@@ -74,19 +75,19 @@ def _age(value: Any) -> str:
     return str(value or "-")[:19].replace("T", " ")
 
 
+@help_text(N_("List the fleet (or find the caller's device) with online state and health."))
 def devices_command(
     q: Annotated[
-        str | None, typer.Argument(help="search: id, serial, customer, site or phone")
+        str | None, typer.Argument(help=N_("search: id, serial, customer, site or phone"))
     ] = None,
     online: Annotated[
-        bool | None, typer.Option("--online/--offline", help="only online or offline devices")
+        bool | None, typer.Option("--online/--offline", help=N_("only online or offline devices"))
     ] = None,
-    type_: Annotated[str | None, typer.Option("--type", help="mfp, imaging or server")] = None,
-    customer: Annotated[str | None, typer.Option(help="exact customer name")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    type_: Annotated[str | None, typer.Option("--type", help=N_("mfp, imaging or server"))] = None,
+    customer: Annotated[str | None, typer.Option(help=N_("exact customer name"))] = None,
+    limit: Annotated[int, typer.Option(help=N_("at most this many"))] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help=N_("print JSON"))] = False,
 ) -> None:
-    """List the fleet (or find the caller's device) with online state and health."""
     params: dict[str, Any] = {"limit": limit}
     for key, value in (("q", q), ("online", online), ("type", type_), ("customer", customer)):
         if value is not None:
@@ -121,8 +122,8 @@ def devices_command(
     )
 
 
+@help_text(N_("Change your password on the server you logged in to (your other logins end)."))
 def passwd_command() -> None:
-    """Change your password on the server you logged in to (your other logins end)."""
     if sys.stdin.isatty():
         current = getpass.getpass(tr("current password: "))
         new = getpass.getpass(tr("new password: "))

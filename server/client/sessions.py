@@ -34,7 +34,7 @@ import typer
 from server.client.api import ApiClient
 from server.client.tables import echo_page
 from shared import exit_codes
-from shared.cli_help import examples
+from shared.cli_help import examples, help_text
 from shared.cli_language import N_, tr
 from shared.errors import FieldlinkError
 
@@ -57,15 +57,17 @@ _STATES: Final = {
 }
 
 ReasonOption = Annotated[
-    str | None, typer.Option("--reason", "-r", help="why (shown to the site, audited)")
+    str | None, typer.Option("--reason", "-r", help=N_("why (shown to the site, audited)"))
 ]
 SessionOption = Annotated[
     str | None,
-    typer.Option("--session", help="use this open session (default: your open one on DEVICE)"),
+    typer.Option("--session", help=N_("use this open session (default: your open one on DEVICE)")),
 ]
 NewSessionOption = Annotated[
     bool,
-    typer.Option("--new-session", help="open a new session even when you have one open on DEVICE"),
+    typer.Option(
+        "--new-session", help=N_("open a new session even when you have one open on DEVICE")
+    ),
 ]
 
 
@@ -220,7 +222,7 @@ def own_errors_exit_255(function: Callable[[], int]) -> int:
 # -- fieldlink session ... ------------------------------------------------------------------
 
 session_app = typer.Typer(
-    help="Remote sessions: open, list, show, close, and download their recordings.",
+    help=N_("Remote sessions: open, list, show, close, and download their recordings."),
     epilog=examples(
         ('fieldlink session open mfp-7 -r "toner"', "open; wait until active"),
         ("fieldlink ssh mfp-7", "a shell in that session"),
@@ -230,7 +232,7 @@ session_app = typer.Typer(
     add_completion=False,
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+JsonOption = Annotated[bool, typer.Option("--json", help=N_("print JSON"))]
 
 
 class StateFilter(StrEnum):
@@ -245,26 +247,31 @@ class StateFilter(StrEnum):
 
 
 @session_app.command("open")
+@help_text(
+    N_(
+        "Open a session to a device; print its id and follow it until it is active.\n"
+        "\n"
+        "Exits non-zero when the session closes instead (site denied, device\n"
+        "unreachable...), with its close reason."
+    )
+)
 def open_command(
-    device: Annotated[str, typer.Argument(help="the device id")],
-    reason: Annotated[str, typer.Option("--reason", "-r", help="why (shown to the site, audited)")],
+    device: Annotated[str, typer.Argument(help=N_("the device id"))],
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help=N_("why (shown to the site, audited)"))
+    ],
     incident: Annotated[
-        int | None, typer.Option("--incident", help="the incident this session serves")
+        int | None, typer.Option("--incident", help=N_("the incident this session serves"))
     ] = None,
     service: Annotated[
         list[str] | None,
-        typer.Option("--service", "-s", help="a service it may reach (repeat; default: all)"),
+        typer.Option("--service", "-s", help=N_("a service it may reach (repeat; default: all)")),
     ] = None,
     wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="follow it until active or closed")
+        bool, typer.Option("--wait/--no-wait", help=N_("follow it until active or closed"))
     ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Open a session to a device; print its id and follow it until it is active.
-
-    Exits non-zero when the session closes instead (site denied, device
-    unreachable...), with its close reason.
-    """
     api = ApiClient.from_credentials()
     try:
         session = api.open_session(device, reason=reason, incident_id=incident, services=service)
@@ -312,16 +319,18 @@ def _state_text(session: dict[str, Any]) -> str:
 
 
 @session_app.command("list")
+@help_text(N_("List sessions, newest first."))
 def list_command(
-    device: Annotated[str | None, typer.Option("--device", "-d", help="only this device")] = None,
-    state: Annotated[
-        StateFilter | None, typer.Option("--state", help="open (not closed) or one state")
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help=N_("only this device"))
     ] = None,
-    operator: Annotated[str | None, typer.Option(help="only this operator's")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many", min=1, max=500)] = 50,
+    state: Annotated[
+        StateFilter | None, typer.Option("--state", help=N_("open (not closed) or one state"))
+    ] = None,
+    operator: Annotated[str | None, typer.Option(help=N_("only this operator's"))] = None,
+    limit: Annotated[int, typer.Option(help=N_("at most this many"), min=1, max=500)] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List sessions, newest first."""
     params: dict[str, Any] = {"limit": limit}
     wanted = state.value if state is not None else None
     for key, value in (("device_id", device), ("state", wanted), ("operator", operator)):
@@ -399,11 +408,11 @@ def format_session(s: dict[str, Any]) -> str:
 
 
 @session_app.command("show")
+@help_text(N_("Show one session: state, close reason, services used, bytes, recording."))
 def show_command(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help=N_("the session id"))],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one session: state, close reason, services used, bytes, recording."""
     api = ApiClient.from_credentials()
     try:
         session = api.session(session_id)
@@ -413,11 +422,11 @@ def show_command(
 
 
 @session_app.command("close")
+@help_text(N_("Close a session (the tunnel is down when this returns)."))
 def close_command(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help=N_("the session id"))],
     as_json: JsonOption = False,
 ) -> None:
-    """Close a session (the tunnel is down when this returns)."""
     api = ApiClient.from_credentials()
     try:
         session = api.close_session(session_id)
@@ -430,14 +439,14 @@ def close_command(
 
 
 @session_app.command("recording")
+@help_text(N_("Download a closed session's shell recording (asciicast v2, for `asciinema play`)."))
 def recording_command(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="the session id")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help=N_("the session id"))],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="write to this file (default: stdout)"),
+        typer.Option("--output", "-o", help=N_("write to this file (default: stdout)")),
     ] = None,
 ) -> None:
-    """Download a closed session's shell recording (asciicast v2, for `asciinema play`)."""
     api = ApiClient.from_credentials()
     try:
         body, headers = api.recording(session_id)
@@ -484,13 +493,21 @@ def command_line(words: list[str]) -> str:
     return words[0] if len(words) == 1 else shlex.join(words)
 
 
+@help_text(
+    N_(
+        "Run one command on a device: its stdout and stderr here, its exit status as ours.\n"
+        "\n"
+        "Exits 255 on fieldlink's own errors (not logged in, unknown device, the\n"
+        "session closed...)."
+    )
+)
 def exec_command(
-    device: Annotated[str, typer.Argument(help="the device id")],
+    device: Annotated[str, typer.Argument(help=N_("the device id"))],
     command: Annotated[
         list[str],
         typer.Argument(
             metavar="-- CMD...",
-            help="the command: one argument is a shell line, several are quoted word by word",
+            help=N_("the command: one argument is a shell line, several are quoted word by word"),
             show_default=False,
         ),
     ],
@@ -498,14 +515,9 @@ def exec_command(
     session_id: SessionOption = None,
     new_session: NewSessionOption = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="seconds the command may run", min=0.1, max=600)
+        float, typer.Option("--timeout", help=N_("seconds the command may run"), min=0.1, max=600)
     ] = 30.0,
 ) -> None:
-    """Run one command on a device: its stdout and stderr here, its exit status as ours.
-
-    Exits 255 on fieldlink's own errors (not logged in, unknown device, the
-    session closed...).
-    """
     text = command_line(command)
 
     def run() -> int:

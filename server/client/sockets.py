@@ -30,7 +30,8 @@ from server.client.sessions import (
     operator_session,
     say,
 )
-from shared.cli_language import tr
+from shared.cli_help import help_text
+from shared.cli_language import N_, tr
 from shared.errors import AuthError, FieldlinkError, UnavailableError
 from shared.wire import (
     WS_FORBIDDEN,
@@ -331,24 +332,31 @@ async def serve_forward(
         await server.wait_closed()
 
 
+@help_text(
+    N_(
+        "Forward a local port to one of a device's allowlisted services; Ctrl-C to stop.\n"
+        "\n"
+        "Prints `forwarding 127.0.0.1:PORT -> DEVICE:SERVICE` once listening. The\n"
+        "session it opened is closed when it stops."
+    )
+)
 def connect_command(
-    device: Annotated[str, typer.Argument(help="the device id")],
-    service: Annotated[str, typer.Argument(help="the device's service, e.g. web or vnc")],
+    device: Annotated[str, typer.Argument(help=N_("the device id"))],
+    service: Annotated[str, typer.Argument(help=N_("the device's service, e.g. web or vnc"))],
     port: Annotated[
         int,
         typer.Option(
-            "--port", "-p", help="local port on 127.0.0.1 (0: pick a free one)", min=0, max=65535
+            "--port",
+            "-p",
+            help=N_("local port on 127.0.0.1 (0: pick a free one)"),
+            min=0,
+            max=65535,
         ),
     ] = 0,
     reason: ReasonOption = None,
     session_id: SessionOption = None,
     new_session: NewSessionOption = False,
 ) -> None:
-    """Forward a local port to one of a device's allowlisted services; Ctrl-C to stop.
-
-    Prints `forwarding 127.0.0.1:PORT -> DEVICE:SERVICE` once listening. The
-    session it opened is closed when it stops.
-    """
     from server.client.lifetime import run_async
 
     try:

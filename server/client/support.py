@@ -18,11 +18,11 @@ import typer
 
 from server.client.api import ApiClient
 from server.client.tables import echo_page
-from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_help import examples, help_text
+from shared.cli_language import N_, tr
 from shared.errors import InvalidInput
 
-JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
+JsonOption = Annotated[bool, typer.Option("--json", help=N_("print the API's JSON answer"))]
 
 
 class Severity(StrEnum):
@@ -50,20 +50,20 @@ def _when(value: Any) -> str:
     return str(value or "-")[:19].replace("T", " ")
 
 
+@help_text(N_("List the fleet's open alerts, most severe first, then newest."))
 def alerts_command(
     severity: Annotated[
-        Severity | None, typer.Option("--severity", help="this severity or above")
+        Severity | None, typer.Option("--severity", help=N_("this severity or above"))
     ] = None,
     device_type: Annotated[
-        str | None, typer.Option("--type", help="only devices of this type (mfp, imaging...)")
+        str | None, typer.Option("--type", help=N_("only devices of this type (mfp, imaging...)"))
     ] = None,
-    customer: Annotated[str | None, typer.Option(help="only this customer's devices")] = None,
-    code: Annotated[str | None, typer.Option(help="only this fault code")] = None,
-    source: Annotated[Source | None, typer.Option(help="device or rule")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many", min=1, max=1000)] = 100,
+    customer: Annotated[str | None, typer.Option(help=N_("only this customer's devices"))] = None,
+    code: Annotated[str | None, typer.Option(help=N_("only this fault code"))] = None,
+    source: Annotated[Source | None, typer.Option(help=N_("device or rule"))] = None,
+    limit: Annotated[int, typer.Option(help=N_("at most this many"), min=1, max=1000)] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """List the fleet's open alerts, most severe first, then newest."""
     params: dict[str, Any] = {"limit": limit}
     for key, value in (
         ("severity", severity.value if severity else None),
@@ -105,7 +105,7 @@ def alerts_command(
 
 
 knowledge_app = typer.Typer(
-    help="Search the knowledge base (articles, past fixes) and write articles.",
+    help=N_("Search the knowledge base (articles, past fixes) and write articles."),
     epilog=examples(
         ("fieldlink knowledge search paper jam", "articles and past fixes"),
         ("fieldlink knowledge search SC-541", "by fault code"),
@@ -116,12 +116,12 @@ knowledge_app = typer.Typer(
 
 
 @knowledge_app.command("search")
+@help_text(N_("Articles and resolution notes containing every word, best first."))
 def search_command(
-    words: Annotated[list[str], typer.Argument(help="words the hit must contain")],
-    limit: Annotated[int, typer.Option(help="at most this many", min=1, max=100)] = 20,
+    words: Annotated[list[str], typer.Argument(help=N_("words the hit must contain"))],
+    limit: Annotated[int, typer.Option(help=N_("at most this many"), min=1, max=100)] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Articles and resolution notes containing every word, best first."""
     query = " ".join(words).strip()
     if not query:
         msg = tr("give the words to search for")
@@ -147,18 +147,18 @@ def search_command(
 
 
 @knowledge_app.command("add")
+@help_text(N_("Write a knowledge-base article (managers)."))
 def add_command(
-    title: Annotated[str, typer.Option("--title", help="what the article is about")],
-    steps: Annotated[str, typer.Option("--steps", help="the steps that fix it")],
+    title: Annotated[str, typer.Option("--title", help=N_("what the article is about"))],
+    steps: Annotated[str, typer.Option("--steps", help=N_("the steps that fix it"))],
     code: Annotated[
-        list[str] | None, typer.Option("--code", help="a fault code it covers (repeatable)")
+        list[str] | None, typer.Option("--code", help=N_("a fault code it covers (repeatable)"))
     ] = None,
     model: Annotated[
-        list[str] | None, typer.Option("--model", help="a model it covers (repeatable)")
+        list[str] | None, typer.Option("--model", help=N_("a model it covers (repeatable)"))
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a knowledge-base article (managers)."""
     if not title.strip() or not steps.strip():
         msg = tr("--title and --steps must not be empty")
         raise InvalidInput(msg)

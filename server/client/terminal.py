@@ -31,7 +31,8 @@ from server.client.sessions import (
     own_errors_exit_255,
 )
 from server.client.sockets import CHUNK, close_error, closed_frame_message, control_message, dial
-from shared.cli_language import tr
+from shared.cli_help import help_text
+from shared.cli_language import N_, tr
 from shared.errors import FieldlinkError
 
 #: Piped input to a shell: end of file, and how quiet the output is before it is sent again.
@@ -199,16 +200,19 @@ def raw_terminal(fd: int) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+@help_text(
+    N_(
+        "A shell on a device in this terminal (stdin and stdout piped when not a terminal).\n"
+        "\n"
+        "Exits with the remote shell's status, or 255 on fieldlink's own errors."
+    )
+)
 def ssh_command(
-    device: Annotated[str, typer.Argument(help="the device id")],
+    device: Annotated[str, typer.Argument(help=N_("the device id"))],
     reason: ReasonOption = None,
     session_id: SessionOption = None,
     new_session: NewSessionOption = False,
 ) -> None:
-    """A shell on a device in this terminal (stdin and stdout piped when not a terminal).
-
-    Exits with the remote shell's status, or 255 on fieldlink's own errors.
-    """
     interactive = sys.stdin.isatty()
 
     def run() -> int:

@@ -18,14 +18,14 @@ import typer
 
 from server.client.api import ApiClient, part
 from server.client.tables import echo_page
-from shared.cli_help import examples
-from shared.cli_language import tr
+from shared.cli_help import examples, help_text
+from shared.cli_language import N_, tr
 from shared.errors import InvalidInput
 
-JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
+JsonOption = Annotated[bool, typer.Option("--json", help=N_("print the API's JSON answer"))]
 
 window_app = typer.Typer(
-    help="Maintenance windows: faults in one open no incident and notify nobody.",
+    help=N_("Maintenance windows: faults in one open no incident and notify nobody."),
     epilog=examples(
         ("fieldlink window list --device d1", "its own"),
         ("fieldlink window add --device d1 --start 2026-12-13 --minutes 90", "once"),
@@ -47,16 +47,16 @@ def _covers(window: dict[str, Any]) -> str:
 
 
 @window_app.command("list")
+@help_text(N_("List windows with the one in progress and the next start."))
 def list_command(
     device: Annotated[
-        str | None, typer.Option("--device", help="the windows covering this device")
+        str | None, typer.Option("--device", help=N_("the windows covering this device"))
     ] = None,
     customer: Annotated[
-        str | None, typer.Option("--customer", help="this customer's windows and its devices'")
+        str | None, typer.Option("--customer", help=N_("this customer's windows and its devices'"))
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List windows with the one in progress and the next start."""
     params = {k: v for k, v in (("device_id", device), ("customer", customer)) if v is not None}
     with ApiClient.from_credentials() as api:
         page: dict[str, Any] = api.request("GET", "/maintenance-windows", params=params)
@@ -88,41 +88,43 @@ def list_command(
 
 
 @window_app.command("add")
+@help_text(N_("Plan a window for a device, a customer or a site."))
 def add_command(
     start: Annotated[
         datetime,
         typer.Option(
             "--start",
-            help="the first start, e.g. 2026-12-13T02:00 (in --tz unless it has an offset)",
+            help=N_("the first start, e.g. 2026-12-13T02:00 (in --tz unless it has an offset)"),
         ),
     ],
     minutes: Annotated[
-        int, typer.Option("--minutes", help="how long each occurrence lasts", min=1, max=44640)
+        int, typer.Option("--minutes", help=N_("how long each occurrence lasts"), min=1, max=44640)
     ],
-    device: Annotated[str | None, typer.Option("--device", help="one device")] = None,
+    device: Annotated[str | None, typer.Option("--device", help=N_("one device"))] = None,
     customer: Annotated[
-        str | None, typer.Option("--customer", help="a customer's devices (its number)")
+        str | None, typer.Option("--customer", help=N_("a customer's devices (its number)"))
     ] = None,
     site: Annotated[
-        str | None, typer.Option("--site", help="with --customer: only this site's devices")
+        str | None, typer.Option("--site", help=N_("with --customer: only this site's devices"))
     ] = None,
     rrule: Annotated[
         str | None,
-        typer.Option("--rrule", help='repeat by an RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=SU"'),
+        typer.Option("--rrule", help=N_('repeat by an RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=SU"')),
     ] = None,
     tz: Annotated[
-        str, typer.Option("--tz", help="the IANA time zone of --start and --rrule")
+        str, typer.Option("--tz", help=N_("the IANA time zone of --start and --rrule"))
     ] = "UTC",
-    reason: Annotated[str, typer.Option("--reason", help="why (shown on the device page)")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", help=N_("why (shown on the device page)"))
+    ] = "",
     preapprove: Annotated[
         bool,
         typer.Option(
-            "--preapprove-sessions", help="sessions in the window need no consent (admin)"
+            "--preapprove-sessions", help=N_("sessions in the window need no consent (admin)")
         ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Plan a window for a device, a customer or a site."""
     if (device is None) == (customer is None):
         msg = tr("give either --device or --customer")
         raise InvalidInput(msg)
@@ -154,10 +156,10 @@ def add_command(
 
 
 @window_app.command("delete")
+@help_text(N_("Remove a window."))
 def delete_command(
-    window_id: Annotated[int, typer.Argument(help="the window's id", min=1)],
+    window_id: Annotated[int, typer.Argument(help=N_("the window's id"), min=1)],
 ) -> None:
-    """Remove a window."""
     with ApiClient.from_credentials() as api:
         api.request("DELETE", f"/maintenance-windows/{part(str(window_id))}")
     typer.echo(tr("window %(id)s removed", id=window_id))

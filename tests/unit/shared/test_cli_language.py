@@ -7,8 +7,12 @@ In process (:func:`tests.fixtures.cli.fieldlink`), through the real command tree
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
+from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 # ``--help`` loads every command; asyncssh looks for its libraries (ldconfig) when first
 # imported: here, at collection, not inside a test (tests/unit runs in process only).
@@ -17,6 +21,7 @@ import pytest
 
 from server.client.tables import echo_page
 from shared import cli_language, exit_codes
+from shared.cli import GROUP, FieldlinkCLI
 from shared.cli_language import DOMAIN, LANGUAGES, LOCALE_DIR, language, tr
 from tests.fixtures.cli import fieldlink
 from tests.fixtures.translations import catalog_problems
@@ -168,3 +173,79 @@ def test_a_center_commands_error_is_translated_too(lang: str, line: str) -> None
     done = fieldlink("incident", "escalate", "7", "--note", "x", env={**NOBODY, "LANG": lang})
     assert done.returncode == exit_codes.USAGE
     assert done.stderr.splitlines() == [line]
+
+
+# ``--help`` in the reader's language: the purposes, the command's help and its options'.
+JA = {"LANG": "ja_JP.UTF-8", "COLUMNS": "200"}
+DE = {"LANG": "de_DE.UTF-8", "COLUMNS": "200"}
+
+
+def test_the_top_level_help_lists_the_purposes_in_the_readers_language() -> None:
+    done = fieldlink("--help", env=DE)
+    assert done.returncode == 0, done.stderr
+    assert "fieldlink: Fernwartung für installierte Geräte." in done.stdout
+    assert "Fernsitzungen: öffnen, auflisten, anzeigen, schließen" in done.stdout
+    assert "--version   die Version ausgeben" in done.stdout
+    japanese = fieldlink("--help", env=JA).stdout
+    purpose = "リモートセッション: 開く、一覧、表示、閉じる、録画のダウンロード。"
+    assert f"session        {purpose}" in japanese
+
+
+def test_a_groups_and_a_commands_help_are_in_the_readers_language() -> None:
+    group = fieldlink("session", "--help", env=JA)
+    assert group.returncode == 0, group.stderr
+    assert "リモートセッション: 開く、一覧、表示、閉じる、録画のダウンロード。" in group.stdout
+    assert "セッションを新しい順に一覧表示します。" in group.stdout  # ``list``'s purpose
+    command = fieldlink("session", "open", "--help", env=DE)
+    assert command.returncode == 0, command.stderr
+    assert "Eine Sitzung zu einem Gerät öffnen; ihre ID ausgeben" in command.stdout
+    assert "warum (dem Standort angezeigt, auditiert)" in command.stdout
+    assert "die Geräte-ID" in command.stdout
+    assert "why (shown" not in command.stdout
+    # The language is read as the help is shown: English again in the same process.
+    english = fieldlink("session", "open", "--help", env={"COLUMNS": "200"})
+    assert "why (shown to the site, audited)" in english.stdout
+
+
+# sha256 of ``fieldlink ... --help`` (COLUMNS=80, LANG=C.UTF-8) before the help was translated.
+ENGLISH_HELP = {
+    ("session", "close"): "1e918318da6840b8b37f7823faf1bee19633fda420cbfcd8553aa78388acb3cb",
+    ("passwd",): "aed600a9654fa566eff777bfe30907ee44a92c229397f430d61e5af53c6fa366",
+    ("session",): "3c05cbba4374af0640288ee89a94f2d5905b2c5e02314b388567bd9f5b5d71e9",
+    ("devices",): "87b8ff17da7e67fabf52133d08e05d4d87d9410c693f00f3a4278dd47c287415",
+}
+
+
+@pytest.mark.parametrize("args", sorted(ENGLISH_HELP))
+def test_the_help_in_english_is_byte_for_byte_as_before(args: tuple[str, ...]) -> None:
+    done = fieldlink(*args, "--help", env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(done.stdout_bytes).hexdigest() == ENGLISH_HELP[args], done.stdout
+
+
+#: Options typer adds itself (in English, as click's ``--help``).
+TYPERS_OWN = {"install_completion", "show_completion"}
+
+
+def _tree(command: Any) -> Iterator[Any]:
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _tree(sub)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES[1:])
+def test_every_commands_purpose_and_the_operators_options_have_a_translation(lang: str) -> None:
+    said = cli_language.catalog(lang).gettext
+    group = FieldlinkCLI(name="fieldlink")
+    untranslated = []
+    for ep in entry_points(group=GROUP):
+        command = group.get_command(None, ep.name)
+        assert command is not None
+        if said(command.help) == command.help:
+            untranslated.append(ep.name)
+        if ep.value.startswith("server.client."):  # the operator's: every command and option
+            for each in _tree(command):
+                params = [p for p in each.params if p.name not in TYPERS_OWN]
+                texts = [each.help, *(getattr(p, "help", None) for p in params)]
+                untranslated += [f"{ep.name}: {t}" for t in texts if t and said(t) == t]
+    assert untranslated == []
