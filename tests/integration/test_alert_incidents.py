@@ -243,6 +243,9 @@ def test_concurrent_inserts_wait_on_the_unique_index_and_make_one_incident(
                             "WHERE wait_event_type = 'Lock' AND datname = current_database()"
                         )
                     ).scalar_one()
+                    # pg_stat_activity is a snapshot taken once per transaction: end it, or
+                    # every later poll reads the first one (and never sees the wait).
+                    watcher.rollback()
                     if waiting:
                         break
                     threading.Event().wait(0.01)
